@@ -1,0 +1,176 @@
+//! The edge of the program: clap arguments, the environment and the terminal
+//! are read here and nowhere else; every command turns its flags into one
+//! config for the library, and every error into a diagnostic and an exit code.
+
+mod bench;
+mod plan;
+mod run;
+mod sim;
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, fixed by the product contract (`design.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every job ok.
+    Ok = 0,
+    /// Some jobs failed.
+    JobsFailed = 1,
+    /// Bad manifest, workflow or arguments; nothing was queued.
+    BadInput = 2,
+    /// No server reachable, or another infrastructure failure.
+    Infrastructure = 3,
+    /// Interrupted by Ctrl-C.
+    Interrupted = 130,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// An error on its way to the user: one or more messages, an optional hint,
+/// and the exit code it maps to. Only this module renders diagnostics.
+#[derive(Debug)]
+pub struct CliError {
+    /// The exit code the program ends with.
+    pub exit: Exit,
+    /// One line per problem (several when e.g. a manifest has many).
+    pub errors: Vec<String>,
+    /// A suggestion shown after the errors.
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    /// An error from anything implementing `Error`, with its cause chain
+    /// folded into one line (`msg: cause: cause`).
+    pub fn from_error(exit: Exit, error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut line = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            // thiserror's `#[error("{0}")]` wrappers repeat their source.
+            if !line.ends_with(&text) {
+                let _ = write!(line, ": {text}");
+            }
+            source = cause.source();
+        }
+        CliError {
+            exit,
+            errors: vec![line],
+            hint: None,
+        }
+    }
+
+    /// Several independent problems, each printed on its own line.
+    pub fn many(exit: Exit, errors: Vec<String>) -> Self {
+        CliError {
+            exit,
+            errors,
+            hint: None,
+        }
+    }
+
+    /// Adds a hint line.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The diagnostic as printed on stderr.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for e in &self.errors {
+            let _ = writeln!(out, "error: {e}");
+        }
+        if let Some(hint) = &self.hint {
+            let _ = writeln!(out, "hint: {hint}");
+        }
+        out
+    }
+}
+
+/// comfy-batch: run sweeps of ComfyUI workflows from a YAML manifest, with
+/// bounded concurrency, and keep every image plus a CSV log.
+#[derive(Debug, Parser)]
+#[command(name = "comfy-batch", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags that every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more (repeat for debug tracing); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Expand a manifest into jobs without any server.
+    Plan(plan::PlanArgs),
+    /// Expand, submit, track, download and log a manifest's jobs.
+    Run(run::RunArgs),
+    /// Serve the embedded ComfyUI-compatible simulator.
+    Sim(sim::SimArgs),
+    /// Measure speed and memory (figures for the project's notes).
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
+}
+
+/// Parses argv, runs the command and maps the result to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.global);
+    let result = match cli.command {
+        Command::Plan(args) => plan::execute(args, &cli.global),
+        Command::Run(args) => run::execute(args, &cli.global),
+        Command::Sim(args) => sim::execute(args, &cli.global),
+        Command::Bench(args) => bench::execute(args, &cli.global),
+    };
+    match result {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            eprint!("{}", error.render());
+            error.exit.into()
+        }
+    }
+}
+
+fn init_tracing(global: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

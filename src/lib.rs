@@ -1,0 +1,26 @@
+//! comfy-batch: a batch job runner for ComfyUI servers.
+//!
+//! The crate is one pipeline, a module per stage, data flowing one way:
+//!
+//! `manifest` (YAML → typed manifest) → `plan` (sweeps → concrete jobs) →
+//! `patch` (job + workflow → prompt) → `run` (schedule over servers through
+//! `comfy`, the HTTP + WebSocket client) → `sink` (images, prompts, `runs.csv`)
+//! and `report` (progress on a terminal, plain lines elsewhere).
+//!
+//! `validate` checks a prompt against a server's `/object_info` catalogue and is
+//! shared by `check`, the preflight of `run`, and `sim`, the embedded
+//! ComfyUI-compatible simulator every test talks to. `cli` is the only module
+//! that reads argv, the environment or the terminal.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod comfy;
+pub mod ids;
+pub mod manifest;
+pub mod patch;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod sim;
+pub mod sink;
+pub mod validate;

@@ -1,0 +1,1 @@
+//! sink stage (placeholder).

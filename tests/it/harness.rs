@@ -1,0 +1,1 @@
+//! harness tests (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! plan tests (placeholder until its issue lands).

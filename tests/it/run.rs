@@ -1,0 +1,1 @@
+//! run tests (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! sim tests (placeholder until its issue lands).
