@@ -1,1 +1,378 @@
-//! run stage (placeholder).
+//! The scheduler: keeps every server's slots (queued + running prompts)
+//! full, tracks each job's prompt through the server's messages, retries,
+//! times out and cancels, and reports everything as [`RunEvent`]s. Knows
+//! nothing of terminals or file formats; images go through the sink's
+//! [`OutputDir`] before a job is reported finished.
+
+mod events;
+mod job;
+mod retry;
+mod server;
+
+pub use events::*;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use tokio::sync::{mpsc, watch};
+
+use crate::comfy::{ClientError, ServerUrl};
+use crate::ids::ServerId;
+use crate::plan::Job;
+use crate::sink::OutputDir;
+use job::{AttemptContext, AttemptEnd};
+use server::Server;
+
+/// Everything the scheduler needs, built once by `cli`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The servers sharing the work.
+    pub servers: Vec<ServerUrl>,
+    /// Extra HTTP headers for every request and the websocket handshake.
+    pub headers: HeaderMap,
+    /// Prompts in flight per server (queued + running).
+    pub concurrency: usize,
+    /// Also keep `temp` (preview) images.
+    pub previews: bool,
+    /// Per-job limit from submission; the prompt is interrupted or dequeued.
+    pub timeout: Option<Duration>,
+    /// Stop submitting after this many jobs did not end `ok`.
+    pub max_failures: Option<usize>,
+    /// Extra attempts for a job that failed in execution.
+    pub retries: u32,
+    /// Stable key of the run (from its output folder), part of prompt ids.
+    pub run_key: String,
+    /// Limit for a single HTTP request.
+    pub http_timeout: Duration,
+    /// How long a server may stay unreachable before its jobs move on.
+    pub server_lost_after: Duration,
+}
+
+impl RunConfig {
+    /// Defaults for everything but the servers and the run key.
+    pub fn new(servers: Vec<ServerUrl>, run_key: String) -> RunConfig {
+        RunConfig {
+            servers,
+            headers: HeaderMap::new(),
+            concurrency: 2,
+            previews: false,
+            timeout: None,
+            max_failures: None,
+            retries: 0,
+            run_key,
+            http_timeout: Duration::from_secs(60),
+            server_lost_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a run could not go on; a job's failure is not one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No server accepted a websocket at the start.
+    #[error("no server reachable: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    NoServer(Vec<ClientError>),
+    /// The event consumer (the CSV log) failed; the run stopped.
+    #[error("{0}")]
+    Sink(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Final totals.
+    pub stats: RunStats,
+    /// Set when the run stopped early.
+    pub cancelled: Option<CancelReason>,
+}
+
+/// What job tasks and server supervisors tell the scheduler.
+pub(crate) enum Msg {
+    Event(EventKind),
+    Released {
+        server: ServerId,
+    },
+    Finished {
+        job: Arc<Job>,
+        attempt: u32,
+        tries: u32,
+        server: ServerId,
+        end: AttemptEnd,
+    },
+    ServerLost {
+        server: ServerId,
+        cause: String,
+    },
+    ServerRecovered {
+        server: ServerId,
+    },
+}
+
+/// How often a job may be moved to another server before it counts as failed.
+const MAX_REQUEUES: u32 = 5;
+
+/// The consumer of events: the CSV sink and the reporter, in that order.
+pub type Observer<'a> =
+    dyn FnMut(&RunEvent) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 'a;
+
+struct ServerSlot {
+    server: Arc<Server>,
+    in_flight: usize,
+    alive: bool,
+}
+
+/// Runs `jobs` (already filtered by shard and resume; each with its first
+/// attempt number, 1 + the attempts an earlier run logged) on the configured
+/// servers. `interrupts` counts Ctrl-Cs (first: stop submitting and drop
+/// queued prompts; second: interrupt running ones too).
+pub async fn execute(
+    config: RunConfig,
+    jobs: impl Iterator<Item = (Job, u32)>,
+    total: usize,
+    skipped: usize,
+    output: Arc<OutputDir>,
+    mut interrupts: watch::Receiver<u32>,
+    observer: &mut Observer<'_>,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let mut emit = |kind: EventKind| -> Result<(), RunError> {
+        observer(&RunEvent {
+            at: started.elapsed(),
+            kind,
+        })
+        .map_err(RunError::Sink)
+    };
+
+    // Connect every websocket before the first POST.
+    let mut slots = Vec::new();
+    let mut errors = Vec::new();
+    let mut supervisors = Vec::new();
+    for (i, url) in config.servers.iter().enumerate() {
+        match Server::connect(
+            ServerId(i),
+            url.clone(),
+            config.headers.clone(),
+            config.http_timeout,
+        )
+        .await
+        {
+            Ok((server, socket)) => {
+                let task = tokio::spawn(server.clone().supervise(
+                    socket,
+                    config.server_lost_after,
+                    tx.clone(),
+                ));
+                supervisors.push(AbortOnDrop(task));
+                slots.push(ServerSlot {
+                    server,
+                    in_flight: 0,
+                    alive: true,
+                });
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if slots.is_empty() {
+        return Err(RunError::NoServer(errors));
+    }
+    let mut stats = RunStats {
+        total,
+        skipped,
+        ..RunStats::default()
+    };
+    emit(EventKind::RunStarted {
+        total,
+        skipped,
+        servers: config.servers.iter().map(|s| s.to_string()).collect(),
+    })?;
+    for (i, e) in errors.iter().enumerate() {
+        tracing::warn!("server unreachable, running without it: {e}");
+        let _ = i;
+    }
+
+    let (cancel_tx, cancel_rx) = watch::channel::<Option<CancelReason>>(None);
+    let ctx = AttemptContext {
+        output,
+        previews: config.previews,
+        timeout: config.timeout,
+        cancel: cancel_rx,
+        events: tx.clone(),
+        run_key: config.run_key.clone(),
+    };
+    let mut jobs = jobs.map(|(job, attempt)| (Arc::new(job), attempt));
+    // (job, attempt number, tries in this run)
+    let mut waiting: VecDeque<(Arc<Job>, u32, u32)> = VecDeque::new();
+    let mut requeues: std::collections::HashMap<crate::ids::JobId, u32> = Default::default();
+    let mut tasks = 0usize;
+    let mut exhausted = false;
+    let mut cancelled: Option<CancelReason> = None;
+    let cancel = |reason: CancelReason,
+                  cancelled: &mut Option<CancelReason>,
+                  emit: &mut dyn FnMut(EventKind) -> Result<(), RunError>|
+     -> Result<(), RunError> {
+        if Some(reason) > *cancelled {
+            *cancelled = Some(reason);
+            let _ = cancel_tx.send(Some(reason));
+            emit(EventKind::Cancelling { reason })?;
+        }
+        Ok(())
+    };
+
+    loop {
+        // Fill free slots, least loaded live server first.
+        while cancelled.is_none() {
+            let Some(slot) = slots
+                .iter_mut()
+                .filter(|s| s.alive && s.in_flight < config.concurrency)
+                .min_by_key(|s| s.in_flight)
+            else {
+                break;
+            };
+            let next = match waiting.pop_front() {
+                Some(next) => Some(next),
+                None if !exhausted => match jobs.next() {
+                    Some((job, attempt)) => Some((job, attempt, 1)),
+                    None => {
+                        exhausted = true;
+                        None
+                    }
+                },
+                None => None,
+            };
+            let Some((job, attempt, tries)) = next else {
+                break;
+            };
+            slot.in_flight += 1;
+            tasks += 1;
+            let server = slot.server.clone();
+            let ctx = ctx.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let end = job::run_attempt(job.clone(), attempt, server.clone(), ctx).await;
+                let _ = tx.send(Msg::Finished {
+                    job,
+                    attempt,
+                    tries,
+                    server: server.id,
+                    end,
+                });
+            });
+        }
+        let nothing_left = exhausted && waiting.is_empty();
+        if tasks == 0 && (nothing_left || cancelled.is_some()) {
+            break;
+        }
+        if tasks == 0 && !slots.iter().any(|s| s.alive) {
+            cancel(CancelReason::NoServers, &mut cancelled, &mut emit)?;
+            break;
+        }
+
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            changed = interrupts.changed() => {
+                if changed.is_ok() {
+                    let reason = if *interrupts.borrow() >= 2 {
+                        CancelReason::SecondInterrupt
+                    } else {
+                        CancelReason::Interrupt
+                    };
+                    cancel(reason, &mut cancelled, &mut emit)?;
+                }
+                continue;
+            }
+        };
+        let Some(msg) = msg else { break };
+        match msg {
+            Msg::Event(kind) => emit(kind)?,
+            Msg::Released { server } => slots[server.0].in_flight -= 1,
+            Msg::ServerLost { server, cause } => {
+                slots[server.0].alive = false;
+                emit(EventKind::ServerLost { server, cause })?;
+            }
+            Msg::ServerRecovered { server } => {
+                slots[server.0].alive = true;
+                emit(EventKind::ServerRecovered { server })?;
+            }
+            Msg::Finished {
+                job,
+                attempt,
+                tries,
+                server,
+                end,
+            } => {
+                tasks -= 1;
+                let outcome = match end {
+                    AttemptEnd::Requeue(cause) => {
+                        let n = requeues.entry(job.id.clone()).or_insert(0);
+                        *n += 1;
+                        if *n <= MAX_REQUEUES && cancelled.is_none() {
+                            tracing::info!(
+                                "{} ({}): moving on: {cause}",
+                                job.id,
+                                slots[server.0].server.url()
+                            );
+                            waiting.push_front((job, attempt, tries));
+                            continue;
+                        }
+                        Outcome {
+                            status: if cancelled.is_some() {
+                                Status::Interrupted
+                            } else {
+                                Status::Failed
+                            },
+                            images: Vec::new(),
+                            error: Some(cause),
+                            attempt: Attempt {
+                                number: attempt,
+                                server: Some(slots[server.0].server.url()),
+                                ..Attempt::default()
+                            },
+                        }
+                    }
+                    AttemptEnd::Done(outcome) => outcome,
+                };
+                if outcome.status == Status::Failed
+                    && tries <= config.retries
+                    && cancelled.is_none()
+                {
+                    emit(EventKind::JobRetrying {
+                        job: job.id.clone(),
+                        attempt: attempt + 1,
+                        cause: outcome.error.clone().unwrap_or_default(),
+                    })?;
+                    waiting.push_back((job, attempt + 1, tries + 1));
+                    continue;
+                }
+                requeues.remove(&job.id);
+                stats.done += 1;
+                if outcome.status == Status::Ok {
+                    stats.ok += 1;
+                } else {
+                    stats.failed += 1;
+                }
+                emit(EventKind::JobFinished {
+                    job,
+                    outcome,
+                    stats,
+                })?;
+                if config.max_failures.is_some_and(|max| stats.failed >= max) {
+                    cancel(CancelReason::MaxFailures, &mut cancelled, &mut emit)?;
+                }
+            }
+        }
+    }
+    emit(EventKind::RunFinished { stats })?;
+    drop(supervisors);
+    Ok(RunSummary { stats, cancelled })
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

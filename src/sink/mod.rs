@@ -1,1 +1,29 @@
-//! sink stage (placeholder).
+//! Where results land: image bytes exactly as received, the prompt JSON
+//! sent, and the `runs.csv` log. Every file appears whole or not at all
+//! (write to a temporary name, then rename), so a killed run never leaves a
+//! half-written image or row. Knows nothing of the network or progress.
+
+pub mod csv;
+mod files;
+
+pub use files::{OutputDir, image_file_name};
+
+use std::path::PathBuf;
+
+/// A file in the output folder could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct SinkError {
+    /// The file or folder.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl SinkError {
+    pub(crate) fn at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SinkError {
+        let path = path.into();
+        move |source| SinkError { path, source }
+    }
+}

@@ -1,0 +1,258 @@
+//! The websocket half of the client: one socket per server, one clientId,
+//! and a [`Router`] that hands each message to the job whose prompt it
+//! belongs to. Knows nothing of jobs: routes are keyed by prompt id.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::header::HeaderMap;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::protocol::{BinaryFrame, WsMessage};
+use super::{ClientError, ServerUrl};
+
+/// What a prompt's route receives.
+#[derive(Debug, Clone)]
+pub enum ServerEvent {
+    /// A JSON message about this prompt.
+    Message(WsMessage),
+    /// An image sent over the socket (SaveImageWebsocket output or preview).
+    Image {
+        /// The node that sent it, when the frame says (type 4).
+        node: Option<String>,
+        /// File extension from the frame's format.
+        ext: &'static str,
+        /// The bytes as received.
+        bytes: bytes::Bytes,
+    },
+    /// The socket was lost; messages may have been missed.
+    Disconnected,
+    /// A new socket is up: the prompt's state must be reconciled over HTTP,
+    /// since whatever happened meanwhile was not replayed.
+    Reconnected,
+    /// The server stopped answering for too long: give the prompt up here.
+    Lost,
+}
+
+#[derive(Default)]
+struct RouterState {
+    routes: HashMap<String, mpsc::UnboundedSender<ServerEvent>>,
+    /// The prompt the server is executing, for frames and reconnect
+    /// `executing` messages that carry no prompt id.
+    current: Option<String>,
+}
+
+/// Delivers messages to the prompt they concern. A route is registered
+/// before the prompt is posted, since `execution_start` can overtake the
+/// HTTP reply.
+#[derive(Default)]
+pub struct Router {
+    state: Mutex<RouterState>,
+}
+
+impl Router {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RouterState> {
+        // A panic while holding this short lock leaves the map consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts routing `prompt_id`'s messages to the returned receiver.
+    pub fn register(&self, prompt_id: &str) -> mpsc::UnboundedReceiver<ServerEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().routes.insert(prompt_id.to_string(), tx);
+        rx
+    }
+
+    /// Stops routing `prompt_id`.
+    pub fn unregister(&self, prompt_id: &str) {
+        self.lock().routes.remove(prompt_id);
+    }
+
+    /// Sends `event` to every registered prompt.
+    pub fn broadcast(&self, event: ServerEvent) {
+        let mut state = self.lock();
+        if matches!(event, ServerEvent::Disconnected) {
+            state.current = None;
+        }
+        for tx in state.routes.values() {
+            let _ = tx.send(event.clone());
+        }
+    }
+
+    fn send_to(state: &RouterState, prompt_id: &str, event: ServerEvent) {
+        if let Some(tx) = state.routes.get(prompt_id) {
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Routes one JSON message.
+    pub fn deliver(&self, message: WsMessage) {
+        let mut state = self.lock();
+        match &message {
+            WsMessage::ExecutionStart { prompt_id } => state.current = Some(prompt_id.clone()),
+            WsMessage::Executing {
+                node: None,
+                prompt_id: Some(p),
+            } if state.current.as_deref() == Some(p.as_str()) => state.current = None,
+            _ => {}
+        }
+        let target = match message.prompt_id() {
+            Some(p) => Some(p.to_string()),
+            // The reconnect replay `executing {node}` has no prompt id: it is
+            // about whatever runs now (only ours reach this socket).
+            None if matches!(message, WsMessage::Executing { node: Some(_), .. }) => {
+                state.current.clone()
+            }
+            None => None,
+        };
+        if let Some(target) = target {
+            Self::send_to(&state, &target, ServerEvent::Message(message));
+        }
+    }
+
+    /// Routes one binary frame.
+    pub fn deliver_frame(&self, frame: BinaryFrame) {
+        let state = self.lock();
+        match frame {
+            BinaryFrame::ImageWithMetadata {
+                node_id,
+                prompt_id,
+                ext,
+                bytes,
+            } => {
+                let target = prompt_id.or_else(|| state.current.clone());
+                if let Some(target) = target {
+                    let event = ServerEvent::Image {
+                        node: Some(node_id),
+                        ext,
+                        bytes,
+                    };
+                    Self::send_to(&state, &target, event);
+                }
+            }
+            BinaryFrame::Image { ext, bytes } => {
+                if let Some(target) = state.current.clone() {
+                    let event = ServerEvent::Image {
+                        node: None,
+                        ext,
+                        bytes,
+                    };
+                    Self::send_to(&state, &target, event);
+                }
+            }
+            BinaryFrame::Other => {}
+        }
+    }
+}
+
+/// An open websocket, handshake and greeting done.
+pub struct Socket {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    url: String,
+}
+
+/// Opens `/ws?clientId=…`, announces `supports_preview_metadata` (so image
+/// frames carry their prompt id) and waits for the greeting `status`.
+pub async fn connect(
+    base: &ServerUrl,
+    client_id: &str,
+    headers: &HeaderMap,
+) -> Result<Socket, ClientError> {
+    let url = base.websocket(client_id);
+    let err = |why: String| ClientError::WebSocket {
+        url: url.clone(),
+        why,
+    };
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| err(e.to_string()))?;
+    for (name, value) in headers {
+        request.headers_mut().append(name, value.clone());
+    }
+    let (mut stream, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let flags = r#"{"type":"feature_flags","data":{"supports_preview_metadata":true}}"#;
+    stream
+        .send(Message::text(flags))
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Ok(Socket { stream, url })
+}
+
+impl Socket {
+    /// Reads until the socket closes or fails, routing every message.
+    /// Returns why it ended.
+    pub async fn pump(mut self, router: &Router) -> ClientError {
+        loop {
+            let why = match self.stream.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    match WsMessage::parse(text.as_str()) {
+                        Ok(message) => router.deliver(message),
+                        Err(e) => tracing::debug!("ignoring websocket message: {e}: {text}"),
+                    }
+                    continue;
+                }
+                Some(Ok(Message::Binary(data))) => {
+                    router.deliver_frame(BinaryFrame::parse(data));
+                    continue;
+                }
+                Some(Ok(Message::Close(frame))) => format!("closed by the server ({frame:?})"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => e.to_string(),
+                None => "connection ended".to_string(),
+            };
+            // Close our side fully so the server forgets this socket before a
+            // reconnect with the same clientId (protocol.md §1.1).
+            let _ = self.stream.close(None).await;
+            return ClientError::WebSocket { url: self.url, why };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_prompt_id_and_attributes_frames_to_the_running_prompt() {
+        let router = Router::default();
+        let mut a = router.register("a");
+        let mut b = router.register("b");
+        router.deliver(WsMessage::ExecutionStart {
+            prompt_id: "b".into(),
+        });
+        router.deliver(WsMessage::Executing {
+            node: Some("3".into()),
+            prompt_id: None,
+        });
+        router.deliver_frame(BinaryFrame::Image {
+            ext: "png",
+            bytes: bytes::Bytes::from_static(b"x"),
+        });
+        router.deliver(WsMessage::Executing {
+            node: None,
+            prompt_id: Some("b".into()),
+        });
+        router.deliver_frame(BinaryFrame::Image {
+            ext: "png",
+            bytes: bytes::Bytes::from_static(b"lost"),
+        });
+        assert!(a.try_recv().is_err());
+        let got: Vec<_> = std::iter::from_fn(|| b.try_recv().ok()).collect();
+        assert_eq!(got.len(), 4);
+        assert!(
+            matches!(&got[1], ServerEvent::Message(WsMessage::Executing { node: Some(n), .. }) if n == "3")
+        );
+        assert!(matches!(&got[2], ServerEvent::Image { bytes, .. } if &bytes[..] == b"x"));
+        router.unregister("b");
+        router.broadcast(ServerEvent::Reconnected);
+        assert!(matches!(a.try_recv(), Ok(ServerEvent::Reconnected)));
+    }
+}

@@ -1,0 +1,133 @@
+//! One line per job event, for CI logs and pipes.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::run::{CancelReason, EventKind, RunEvent, Status};
+
+/// Writes a line per event to any writer (stderr in the CLI, memory in
+/// tests).
+pub struct PlainReporter {
+    out: Box<dyn Write + Send>,
+    total: usize,
+    servers: Vec<String>,
+}
+
+/// The width of the `[done/total]` counter.
+fn counter(done: usize, total: usize) -> String {
+    let width = total.to_string().len();
+    format!("[{done:>width$}/{total}]")
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// What a cancel reason means to a user.
+pub(crate) fn cancel_text(reason: CancelReason) -> &'static str {
+    match reason {
+        CancelReason::MaxFailures => "too many failures: no new jobs; waiting for the running ones",
+        CancelReason::NoServers => "no server left: stopping",
+        CancelReason::Interrupt => {
+            "interrupted: no new jobs, queued prompts removed; waiting for the running ones (Ctrl-C again to stop them)"
+        }
+        CancelReason::SecondInterrupt => "interrupted again: stopping the running prompts",
+    }
+}
+
+impl PlainReporter {
+    /// A reporter writing to `out`.
+    pub fn new(out: Box<dyn Write + Send>) -> PlainReporter {
+        PlainReporter {
+            out,
+            total: 0,
+            servers: Vec::new(),
+        }
+    }
+
+    /// The line for an event, if it has one.
+    pub fn line(&mut self, event: &RunEvent) -> Option<String> {
+        Some(match &event.kind {
+            EventKind::RunStarted {
+                total,
+                skipped,
+                servers,
+            } => {
+                self.total = *total;
+                self.servers = servers.clone();
+                let mut line = format!("run: {total} jobs on {}", servers.join(", "));
+                if *skipped > 0 {
+                    line.push_str(&format!(
+                        " ({skipped} skipped: done already or in another shard)"
+                    ));
+                }
+                line
+            }
+            EventKind::JobSubmitted {
+                job, label, server, ..
+            } => format!(
+                "start  {job} {label} on {}",
+                self.servers
+                    .get(server.0)
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            ),
+            EventKind::JobRetrying {
+                job,
+                attempt,
+                cause,
+            } => format!("retry  {job} attempt {attempt}: {cause}"),
+            EventKind::JobFinished {
+                job,
+                outcome,
+                stats,
+            } => {
+                let mut line = format!(
+                    "{} {:<11} {} {}",
+                    counter(stats.done, self.total),
+                    outcome.status.as_str(),
+                    job.id,
+                    job.label
+                );
+                if outcome.status == Status::Ok {
+                    let n = outcome.images.len();
+                    line.push_str(&format!(" {n} image{}", if n == 1 { "" } else { "s" }));
+                }
+                if let Some(error) = &outcome.error {
+                    line.push_str(&format!(": {error}"));
+                }
+                line
+            }
+            EventKind::ServerLost { server, cause } => format!(
+                "server {} lost ({cause}); its jobs move to the others",
+                self.servers
+                    .get(server.0)
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            ),
+            EventKind::ServerRecovered { server } => format!(
+                "server {} is back",
+                self.servers
+                    .get(server.0)
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            ),
+            EventKind::Cancelling { reason } => cancel_text(*reason).to_string(),
+            EventKind::RunFinished { stats } => format!(
+                "done: {} ok, {} not ok, {} skipped in {}",
+                stats.ok,
+                stats.failed,
+                stats.skipped,
+                seconds(event.at)
+            ),
+            EventKind::JobStarted { .. } | EventKind::JobProgress { .. } => return None,
+        })
+    }
+
+    /// Writes the event's line.
+    pub fn on_event(&mut self, event: &RunEvent) {
+        if let Some(line) = self.line(event) {
+            let _ = writeln!(self.out, "{line}");
+        }
+    }
+}

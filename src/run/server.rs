@@ -1,0 +1,137 @@
+//! One server as the scheduler sees it: its HTTP client, its websocket
+//! (owned by a supervisor task that reconnects), its message router and its
+//! cache of uploaded images.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use sha2::{Digest, Sha256};
+use tokio::sync::{OnceCell, mpsc};
+
+use super::Msg;
+use super::retry::Backoff;
+use crate::comfy::http::HttpClient;
+use crate::comfy::protocol::Uploaded;
+use crate::comfy::ws::{self, Router, ServerEvent, Socket};
+use crate::comfy::{ClientError, ServerUrl};
+use crate::ids::ServerId;
+
+/// A connected server.
+pub(crate) struct Server {
+    pub id: ServerId,
+    pub http: HttpClient,
+    pub client_id: String,
+    pub router: Router,
+    headers: HeaderMap,
+    uploads: Mutex<HashMap<String, Arc<OnceCell<Uploaded>>>>,
+}
+
+impl Server {
+    /// Connects the websocket (before any prompt is posted, so no event is
+    /// missed) and returns the server with its first socket.
+    pub async fn connect(
+        id: ServerId,
+        url: ServerUrl,
+        headers: HeaderMap,
+        http_timeout: Duration,
+    ) -> Result<(Arc<Server>, Socket), ClientError> {
+        let http = HttpClient::new(url.clone(), headers.clone(), http_timeout)?;
+        let client_id = new_client_id();
+        let socket = ws::connect(&url, &client_id, &headers).await?;
+        let server = Arc::new(Server {
+            id,
+            http,
+            client_id,
+            router: Router::default(),
+            headers,
+            uploads: Mutex::new(HashMap::new()),
+        });
+        Ok((server, socket))
+    }
+
+    /// The server's URL as logged.
+    pub fn url(&self) -> String {
+        self.http.base().to_string()
+    }
+
+    /// Uploads a local image once per distinct content (sha256) and returns
+    /// the server's name for it; concurrent jobs wait for the same upload.
+    pub async fn upload(&self, path: &Path) -> Result<Uploaded, ClientError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| ClientError::LocalFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let cell = {
+            let mut map = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(digest).or_default().clone()
+        };
+        cell.get_or_try_init(|| async {
+            let mut backoff = Backoff::default();
+            loop {
+                match self.http.upload_image(path, bytes.clone()).await {
+                    Ok(u) => return Ok(u),
+                    Err(e) if e.is_transient() => match backoff.next() {
+                        Some(delay) => tokio::time::sleep(delay).await,
+                        None => return Err(e),
+                    },
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .cloned()
+    }
+
+    /// Owns the websocket for the whole run: pumps it, and when it drops,
+    /// reconnects with backoff (the old socket fully closed first), telling
+    /// every in-flight prompt to reconcile. Reports the server lost after
+    /// `lost_after` without a socket, and recovered when one is back.
+    pub async fn supervise(
+        self: Arc<Self>,
+        mut socket: Socket,
+        lost_after: Duration,
+        events: mpsc::UnboundedSender<Msg>,
+    ) {
+        loop {
+            let why = socket.pump(&self.router).await;
+            tracing::info!("{}: websocket lost: {why}", self.url());
+            self.router.broadcast(ServerEvent::Disconnected);
+            let since = Instant::now();
+            let mut lost = false;
+            let mut backoff = Backoff::unbounded();
+            socket = loop {
+                match ws::connect(self.http.base(), &self.client_id, &self.headers).await {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        if !lost && since.elapsed() >= lost_after {
+                            lost = true;
+                            self.router.broadcast(ServerEvent::Lost);
+                            let _ = events.send(Msg::ServerLost {
+                                server: self.id,
+                                cause: e.to_string(),
+                            });
+                        }
+                        tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
+                    }
+                }
+            };
+            tracing::info!("{}: websocket reconnected", self.url());
+            if lost {
+                let _ = events.send(Msg::ServerRecovered { server: self.id });
+            }
+            self.router.broadcast(ServerEvent::Reconnected);
+        }
+    }
+}
+
+/// A fresh client id, 32 hex characters like the server's own.
+fn new_client_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}

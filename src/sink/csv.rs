@@ -1,0 +1,419 @@
+//! `runs.csv`: one row per job attempt outcome, appended and flushed as each
+//! job ends. Each row reaches the file in one `write` on an append-mode
+//! handle, and a torn last line from a killed run is cut off when the log is
+//! reopened, so the log never holds a partial row.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use super::SinkError;
+use crate::plan::Job;
+use crate::run::{Outcome, Status};
+
+/// The fixed columns before the parameters.
+pub const LEADING: [&str; 5] = ["job_id", "job", "workflow", "workflow_sha256", "seed"];
+/// The fixed columns after the parameters.
+pub const TRAILING: [&str; 10] = [
+    "status",
+    "server",
+    "prompt_id",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "queue_s",
+    "run_s",
+    "images",
+    "error",
+];
+
+/// Why the log could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Reading or writing failed.
+    #[error(transparent)]
+    Io(#[from] SinkError),
+    /// The existing log is not a comfy-batch log of this manifest.
+    #[error("{}: {why}", path.display())]
+    Incompatible {
+        /// The log.
+        path: PathBuf,
+        /// What differs.
+        why: String,
+    },
+}
+
+/// One row read back from a log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedRow {
+    /// 1-based line number in the file (for messages).
+    pub line: usize,
+    /// `job_id`.
+    pub job_id: String,
+    /// `job`.
+    pub job: String,
+    /// `workflow`: the workflow file, relative to the log's folder.
+    pub workflow: String,
+    /// `workflow_sha256`.
+    pub workflow_sha256: String,
+    /// `seed` (empty when the workflow has no seed input).
+    pub seed: String,
+    /// Parameter columns: (name, cell).
+    pub params: Vec<(String, String)>,
+    /// `status`.
+    pub status: Option<Status>,
+    /// `prompt_id`.
+    pub prompt_id: String,
+    /// `images`, split on `;`.
+    pub images: Vec<String>,
+    /// `error`.
+    pub error: String,
+}
+
+/// The header for a plan's parameter columns.
+pub fn header(params: &[String]) -> Vec<String> {
+    LEADING
+        .iter()
+        .map(|s| s.to_string())
+        .chain(params.iter().cloned())
+        .chain(TRAILING.iter().map(|s| s.to_string()))
+        .collect()
+}
+
+/// A parameter value as a CSV cell: strings raw, other JSON as JSON text.
+pub fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn time_cell(t: Option<SystemTime>) -> String {
+    t.map(|t| humantime::format_rfc3339_millis(t).to_string())
+        .unwrap_or_default()
+}
+
+fn seconds_cell(from: Option<SystemTime>, to: Option<SystemTime>) -> String {
+    match (from, to) {
+        (Some(a), Some(b)) => {
+            let d = b.duration_since(a).unwrap_or_default();
+            format!("{:.3}", d.as_secs_f64())
+        }
+        _ => String::new(),
+    }
+}
+
+/// The cells of one row (pure: used by the log and its snapshot tests).
+/// `workflow` is the workflow's path as logged.
+pub fn row(job: &Job, workflow: &str, outcome: &Outcome, params: &[String]) -> Vec<String> {
+    let mut cells = vec![
+        job.id.to_string(),
+        job.label.clone(),
+        workflow.to_string(),
+        job.workflow.sha256.clone(),
+        job.seed.map(|s| s.to_string()).unwrap_or_default(),
+    ];
+    for name in params {
+        let value = job.params.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        cells.push(value.map(cell).unwrap_or_default());
+    }
+    let a = &outcome.attempt;
+    cells.extend([
+        outcome.status.as_str().to_string(),
+        a.server.clone().unwrap_or_default(),
+        a.prompt_id
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        time_cell(a.queued_at),
+        time_cell(a.started_at),
+        time_cell(a.finished_at),
+        seconds_cell(a.queued_at, a.started_at),
+        seconds_cell(a.started_at, a.finished_at),
+        outcome.images.join(";"),
+        outcome
+            .error
+            .as_deref()
+            .map(crate::comfy::protocol::one_line)
+            .unwrap_or_default(),
+    ]);
+    cells
+}
+
+/// An open log, appending rows.
+pub struct RunLog {
+    file: File,
+    path: PathBuf,
+    params: Vec<String>,
+    /// Workflow paths are logged relative to the log's folder.
+    base: PathBuf,
+}
+
+impl RunLog {
+    /// Opens `path` for appending (creating it with the header), checks that
+    /// an existing log has the same columns, cuts a torn last line, and
+    /// returns the rows already there.
+    pub fn open(path: &Path, params: &[String]) -> Result<(RunLog, Vec<LoggedRow>), LogError> {
+        let expected = header(params);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(SinkError::at(path))?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(SinkError::at(path))?;
+        if let Some(last_newline) = text.iter().rposition(|&b| b == b'\n') {
+            if last_newline + 1 != text.len() {
+                // A run killed mid-write: drop the torn tail.
+                file.set_len(last_newline as u64 + 1)
+                    .map_err(SinkError::at(path))?;
+                text.truncate(last_newline + 1);
+            }
+        } else if !text.is_empty() {
+            file.set_len(0).map_err(SinkError::at(path))?;
+            text.clear();
+        }
+        file.seek(SeekFrom::End(0)).map_err(SinkError::at(path))?;
+        let rows = if text.is_empty() {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(&expected).map_err(|e| csv_io(path, e))?;
+            let bytes = w.into_inner().map_err(|e| csv_io(path, e.into_error()))?;
+            file.write_all(&bytes).map_err(SinkError::at(path))?;
+            Vec::new()
+        } else {
+            let (found, rows) = parse(path, &text)?;
+            if found != expected {
+                return Err(LogError::Incompatible {
+                    path: path.to_path_buf(),
+                    why: format!(
+                        "its columns ({}) are not this manifest's ({}); write to another --output",
+                        found.join(","),
+                        expected.join(",")
+                    ),
+                });
+            }
+            rows
+        };
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok((
+            RunLog {
+                file,
+                path: path.to_path_buf(),
+                params: params.to_vec(),
+                base,
+            },
+            rows,
+        ))
+    }
+
+    /// Appends one row and flushes it to the file.
+    pub fn append(&mut self, job: &Job, outcome: &Outcome) -> Result<(), SinkError> {
+        let workflow = relative_to(&self.base, &job.workflow.path);
+        let cells = row(job, &workflow, outcome, &self.params);
+        let mut w = csv::Writer::from_writer(Vec::with_capacity(256));
+        w.write_record(&cells).map_err(|e| csv_io(&self.path, e))?;
+        let bytes = w
+            .into_inner()
+            .map_err(|e| csv_io(&self.path, e.into_error()))?;
+        self.file
+            .write_all(&bytes)
+            .map_err(SinkError::at(&self.path))?;
+        self.file.flush().map_err(SinkError::at(&self.path))
+    }
+}
+
+fn csv_io(path: &Path, e: impl Into<std::io::Error>) -> SinkError {
+    SinkError {
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+/// Reads a log written by comfy-batch (`rerun` and resume).
+pub fn read(path: &Path) -> Result<(Vec<String>, Vec<LoggedRow>), LogError> {
+    let text = fs::read(path).map_err(SinkError::at(path))?;
+    parse(path, &text)
+}
+
+fn parse(path: &Path, text: &[u8]) -> Result<(Vec<String>, Vec<LoggedRow>), LogError> {
+    let bad = |why: String| LogError::Incompatible {
+        path: path.to_path_buf(),
+        why,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(text);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| bad(format!("not a CSV log: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let n = header.len();
+    if n < LEADING.len() + TRAILING.len()
+        || header[..LEADING.len()] != LEADING
+        || header[n - TRAILING.len()..] != TRAILING
+    {
+        return Err(bad("not a comfy-batch runs.csv (unexpected columns)".into()));
+    }
+    let params: Vec<String> = header[LEADING.len()..n - TRAILING.len()].to_vec();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| bad(e.to_string()))?;
+        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
+        if record.len() != n {
+            return Err(bad(format!(
+                "line {line}: {} cells, expected {n}",
+                record.len()
+            )));
+        }
+        let get = |i: usize| record.get(i).unwrap_or("").to_string();
+        let t = n - TRAILING.len();
+        rows.push(LoggedRow {
+            line,
+            job_id: get(0),
+            job: get(1),
+            workflow: get(2),
+            workflow_sha256: get(3),
+            seed: get(4),
+            params: params
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (name.clone(), get(LEADING.len() + i)))
+                .collect(),
+            status: Status::parse(&get(t)),
+            prompt_id: get(t + 2),
+            images: get(t + 8)
+                .split(';')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            error: get(t + 9),
+        });
+    }
+    Ok((header, rows))
+}
+
+/// `path` relative to `base` when both are relative or both absolute (via
+/// `..` steps); otherwise `path` as given.
+fn relative_to(base: &Path, path: &Path) -> String {
+    let abs = |p: &Path| -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(p)
+        }
+    };
+    let (base, path) = (normalize(&abs(base)), normalize(&abs(path)));
+    let b: Vec<_> = base.components().collect();
+    let p: Vec<_> = path.components().collect();
+    let common = b.iter().zip(&p).take_while(|(x, y)| x == y).count();
+    if common == 0 {
+        return path.display().to_string();
+    }
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c.as_os_str());
+    }
+    out.display().to_string()
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_walk_up_from_the_log() {
+        assert_eq!(
+            relative_to(Path::new("/r/out/fox"), Path::new("/r/workflows/t2i.json")),
+            "../../workflows/t2i.json"
+        );
+        assert_eq!(
+            relative_to(
+                Path::new("/r/out"),
+                Path::new("/r/jobs/../workflows/a.json")
+            ),
+            "../workflows/a.json"
+        );
+    }
+
+    #[test]
+    fn torn_last_line_is_cut_and_header_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let params = vec!["prompt".to_string()];
+        drop(RunLog::open(&path, &params).unwrap());
+        let mut text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        text.push_str(
+            "abc,fox#1,w.json,00,1,a fox,ok,http://s,p,,,,,,images/abc_9_0.png,\nzzz,fox#2,w.j",
+        );
+        fs::write(&path, &text).unwrap();
+        let (_, rows) = RunLog::open(&path, &params).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].images, vec!["images/abc_9_0.png"]);
+        assert_eq!(rows[0].status, Some(Status::Ok));
+        assert!(fs::read_to_string(&path).unwrap().ends_with(",\n"));
+        let err = RunLog::open(&path, &["other".to_string()]).err().unwrap();
+        assert!(err.to_string().contains("another --output"), "{err}");
+    }
+}
+
+/// What earlier runs into the same folder left, for resuming: per job id,
+/// how many attempts were logged and whether the newest one counts as done.
+#[derive(Debug, Default)]
+pub struct Resume {
+    attempts: std::collections::HashMap<String, u32>,
+    done: std::collections::HashSet<String>,
+}
+
+impl Resume {
+    /// Reads the rows: the newest row of a job id is the one that counts; it
+    /// is done when `ok` with every image it lists still present.
+    pub fn from_rows(rows: &[LoggedRow], output: &super::OutputDir) -> Resume {
+        let mut resume = Resume::default();
+        let mut newest: std::collections::HashMap<&str, &LoggedRow> = Default::default();
+        for row in rows {
+            *resume.attempts.entry(row.job_id.clone()).or_insert(0) += 1;
+            newest.insert(&row.job_id, row);
+        }
+        for (id, row) in newest {
+            if row.status == Some(Status::Ok) && output.images_present(&row.images) {
+                resume.done.insert(id.to_string());
+            }
+        }
+        resume
+    }
+
+    /// Whether the job is done already.
+    pub fn is_done(&self, job_id: &str) -> bool {
+        self.done.contains(job_id)
+    }
+
+    /// The number the job's next attempt gets (1 for a new job).
+    pub fn next_attempt(&self, job_id: &str) -> u32 {
+        self.attempts.get(job_id).copied().unwrap_or(0) + 1
+    }
+}

@@ -1,0 +1,174 @@
+//! The output folder's images and prompts, written atomically.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::SinkError;
+use crate::ids::JobId;
+use crate::patch::Prompt;
+
+/// The output folder of a run: `images/`, `prompts/` and `runs.csv`.
+#[derive(Debug, Clone)]
+pub struct OutputDir {
+    root: PathBuf,
+}
+
+/// The local name of a job's `n`-th image from `node`:
+/// `<job_id>_<node>_<n>.<ext>`. Built only from our own ids and a sanitised
+/// extension; the server's file name never becomes a path.
+pub fn image_file_name(job: &JobId, node: &str, n: usize, ext: &str) -> String {
+    let node: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    let ext = ext.to_ascii_lowercase();
+    let ext = if !ext.is_empty() && ext.len() <= 5 && ext.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        ext
+    } else {
+        "png".to_string()
+    };
+    format!("{job}_{node}_{n}.{ext}")
+}
+
+impl OutputDir {
+    /// Creates (or reopens) the folder and removes temporary files a killed
+    /// run may have left behind.
+    pub fn open(root: &Path) -> Result<OutputDir, SinkError> {
+        for dir in [
+            root.to_path_buf(),
+            root.join("images"),
+            root.join("prompts"),
+        ] {
+            fs::create_dir_all(&dir).map_err(SinkError::at(&dir))?;
+        }
+        for dir in [root.join("images"), root.join("prompts")] {
+            let entries = fs::read_dir(&dir).map_err(SinkError::at(&dir))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with(".tmp-") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(OutputDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The log's path.
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("runs.csv")
+    }
+
+    /// Where a job's prompt is kept.
+    pub fn prompt_path(&self, job: &JobId) -> PathBuf {
+        self.root.join("prompts").join(format!("{job}.json"))
+    }
+
+    /// Writes the exact prompt to be sent, replayable as is.
+    pub fn save_prompt(&self, job: &JobId, prompt: &Prompt) -> Result<(), SinkError> {
+        let path = self.prompt_path(job);
+        let mut bytes = serde_json::to_vec_pretty(prompt).map_err(|e| SinkError {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        write_atomic(&path, &bytes)
+    }
+
+    /// Saves image bytes verbatim and returns the path relative to the
+    /// output folder, as logged in `runs.csv`.
+    pub fn save_image(
+        &self,
+        job: &JobId,
+        node: &str,
+        n: usize,
+        ext: &str,
+        bytes: &[u8],
+    ) -> Result<String, SinkError> {
+        let name = image_file_name(job, node, n, ext);
+        write_atomic(&self.root.join("images").join(&name), bytes)?;
+        Ok(format!("images/{name}"))
+    }
+
+    /// Whether every image a log row names exists (resume skips a job only
+    /// then).
+    pub fn images_present(&self, images: &[String]) -> bool {
+        images.iter().all(|rel| {
+            let rel = Path::new(rel);
+            // Only our own layout counts; a hand-edited row cannot point
+            // outside the folder.
+            rel.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+                && self.root.join(rel).is_file()
+        })
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over
+/// `path`: readers and a later resume see the whole file or none.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(SinkError::at(dir))?;
+    tmp.write_all(bytes).map_err(SinkError::at(path))?;
+    tmp.persist(path)
+        .map_err(|e| SinkError::at(path)(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_never_come_from_the_server() {
+        let id = JobId::new("0123456789ab");
+        assert_eq!(image_file_name(&id, "9", 0, "png"), "0123456789ab_9_0.png");
+        assert_eq!(
+            image_file_name(&id, "../../x", 1, "PNG"),
+            "0123456789ab_------x_1.png"
+        );
+        assert_eq!(
+            image_file_name(&id, "9", 2, "png/../../etc"),
+            "0123456789ab_9_2.png"
+        );
+        assert_eq!(
+            image_file_name(&id, "/abs", 0, ""),
+            "0123456789ab_-abs_0.png"
+        );
+    }
+
+    #[test]
+    fn writes_are_atomic_and_leftovers_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("images/.tmp-stale"), b"half").unwrap();
+        let out2 = OutputDir::open(dir.path()).unwrap();
+        assert!(!dir.path().join("images/.tmp-stale").exists());
+        let rel = out2
+            .save_image(&JobId::new("abc"), "9", 0, "png", b"bytes")
+            .unwrap();
+        assert_eq!(rel, "images/abc_9_0.png");
+        assert_eq!(std::fs::read(dir.path().join(&rel)).unwrap(), b"bytes");
+        assert!(out.images_present(&[rel]));
+        assert!(!out.images_present(&["../runs.csv".into()]));
+        assert!(!out.images_present(&["images/missing.png".into()]));
+    }
+}
