@@ -38,7 +38,10 @@ impl Lines {
     /// Where the key or item at `path` starts; the document start if unknown.
     pub(crate) fn at(&self, path: &[&str]) -> Span {
         let key: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
-        self.spans.get(&key).copied().unwrap_or(Span { line: 1, col: 1 })
+        self.spans
+            .get(&key)
+            .copied()
+            .unwrap_or(Span { line: 1, col: 1 })
     }
 
     /// Like [`Lines::at`], but `None` when the path is absent.
@@ -253,7 +256,10 @@ mod tests {
             found,
             vec![
                 (4, "unknown key 'matirx'; did you mean 'matrix'?".to_owned()),
-                (5, "unknown key 'workflow'; did you mean 'workflows'?".to_owned()),
+                (
+                    5,
+                    "unknown key 'workflow'; did you mean 'workflows'?".to_owned()
+                ),
             ]
         );
     }

@@ -13,7 +13,6 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-#[expect(unused_imports, reason = "used by plan")]
 pub(crate) use lines::nearest;
 pub use seeds::SeedSpec;
 
@@ -100,7 +99,12 @@ impl ManifestError {
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let lines = self.lines();
-        f.write_str(lines.first().map(String::as_str).unwrap_or("invalid manifest"))?;
+        f.write_str(
+            lines
+                .first()
+                .map(String::as_str)
+                .unwrap_or("invalid manifest"),
+        )?;
         if lines.len() > 1 {
             write!(f, " (and {} more problems)", lines.len() - 1)?;
         }
@@ -370,7 +374,9 @@ impl Manifest {
             ),
             None => bad(
                 Span { line: 1, col: 1 },
-                ManifestErrorKind::Version("missing 'version: 1' (the manifest format version)".into()),
+                ManifestErrorKind::Version(
+                    "missing 'version: 1' (the manifest format version)".into(),
+                ),
             ),
         }
         if raw.concurrency == Some(0) {
@@ -617,15 +623,23 @@ jobs:
     #[test]
     fn version_is_required_and_must_be_1() {
         let err = parse("jobs: [{workflow: x}]\n").unwrap_err();
-        assert_eq!(err, vec!["jobs/m.yaml:1:1: missing 'version: 1' (the manifest format version)"]);
+        assert_eq!(
+            err,
+            vec!["jobs/m.yaml:1:1: missing 'version: 1' (the manifest format version)"]
+        );
         let err = parse("version: 2\njobs: [{workflow: x}]\n").unwrap_err();
-        assert_eq!(err, vec!["jobs/m.yaml:1:1: unsupported version 2; this comfy-batch reads 'version: 1'"]);
+        assert_eq!(
+            err,
+            vec!["jobs/m.yaml:1:1: unsupported version 2; this comfy-batch reads 'version: 1'"]
+        );
     }
 
     #[test]
     fn unknown_keys_are_all_listed_with_lines() {
-        let err = parse("version: 1\nouptut: x\njobs:\n  - workflow: x\n    seeds: {count: 2, bsae: 1}\n")
-            .unwrap_err();
+        let err = parse(
+            "version: 1\nouptut: x\njobs:\n  - workflow: x\n    seeds: {count: 2, bsae: 1}\n",
+        )
+        .unwrap_err();
         insta::assert_debug_snapshot!(err);
     }
 
@@ -639,19 +653,26 @@ jobs:
 
     #[test]
     fn wrong_shapes_name_their_line() {
-        let err = parse("version: 1\njobs:\n  - workflow: x\n    matrix:\n      cfg: 5\n").unwrap_err();
+        let err =
+            parse("version: 1\njobs:\n  - workflow: x\n    matrix:\n      cfg: 5\n").unwrap_err();
         assert_eq!(err.len(), 1);
         assert!(err[0].starts_with("jobs/m.yaml:5:"), "{err:?}");
         let err = parse("version: 1\njobs:\n  - workflow: x\n    seeds: 5\n").unwrap_err();
         assert!(err[0].starts_with("jobs/m.yaml:4:"), "{err:?}");
-        assert!(err[0].contains("a list of seeds, {count: N, base: S} or {range: [FIRST, LAST]}"), "{err:?}");
+        assert!(
+            err[0].contains("a list of seeds, {count: N, base: S} or {range: [FIRST, LAST]}"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn duplicate_keys_and_groups_are_errors() {
-        let err = parse("version: 1\njobs:\n  - workflow: x\n    set: {cfg: 5, cfg: 6}\n").unwrap_err();
+        let err =
+            parse("version: 1\njobs:\n  - workflow: x\n    set: {cfg: 5, cfg: 6}\n").unwrap_err();
         assert_eq!(err, vec!["jobs/m.yaml:4:19: duplicate key 'cfg'"]);
-        let err = parse("version: 1\njobs:\n  - {name: a, workflow: x}\n  - {name: a, workflow: x}\n").unwrap_err();
+        let err =
+            parse("version: 1\njobs:\n  - {name: a, workflow: x}\n  - {name: a, workflow: x}\n")
+                .unwrap_err();
         assert_eq!(err, vec!["jobs/m.yaml:4:6: two job groups are named 'a'"]);
     }
 
@@ -663,7 +684,10 @@ jobs:
 
     #[test]
     fn normalize_removes_dot_segments() {
-        assert_eq!(normalize(Path::new("jobs/../workflows/a.json")), PathBuf::from("workflows/a.json"));
+        assert_eq!(
+            normalize(Path::new("jobs/../workflows/a.json")),
+            PathBuf::from("workflows/a.json")
+        );
         assert_eq!(normalize(Path::new("../x/./y")), PathBuf::from("../x/y"));
         assert_eq!(normalize(Path::new("a/..")), PathBuf::from("."));
     }

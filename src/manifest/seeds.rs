@@ -28,8 +28,7 @@ pub enum SeedSpec {
     },
 }
 
-const EXPECTING: &str =
-    "a list of seeds, {count: N, base: S} or {range: [FIRST, LAST]}";
+const EXPECTING: &str = "a list of seeds, {count: N, base: S} or {range: [FIRST, LAST]}";
 
 struct SeedVisitor;
 
@@ -109,9 +108,21 @@ mod tests {
 
     #[test]
     fn accepts_the_three_shapes() {
-        assert_eq!(parse("[1, 2, 18446744073709551615]"), Ok(SeedSpec::List(vec![1, 2, u64::MAX])));
-        assert_eq!(parse("{count: 4, base: 42}"), Ok(SeedSpec::Count { count: 4, base: 42 }));
-        assert_eq!(parse("{range: [100, 103]}"), Ok(SeedSpec::Range { start: 100, end: 103 }));
+        assert_eq!(
+            parse("[1, 2, 18446744073709551615]"),
+            Ok(SeedSpec::List(vec![1, 2, u64::MAX]))
+        );
+        assert_eq!(
+            parse("{count: 4, base: 42}"),
+            Ok(SeedSpec::Count { count: 4, base: 42 })
+        );
+        assert_eq!(
+            parse("{range: [100, 103]}"),
+            Ok(SeedSpec::Range {
+                start: 100,
+                end: 103
+            })
+        );
     }
 
     #[test]
@@ -120,7 +131,11 @@ mod tests {
         assert!(err.contains(EXPECTING), "{err}");
         assert!(parse("{range: [5, 1]}").unwrap_err().contains("is empty"));
         assert!(parse("{count: 3}").unwrap_err().contains("needs a base"));
-        assert!(parse("{count: 0, base: 1}").unwrap_err().contains("at least 1"));
+        assert!(
+            parse("{count: 0, base: 1}")
+                .unwrap_err()
+                .contains("at least 1")
+        );
         assert!(parse("[-1]").is_err());
         assert!(parse("[]").is_err());
     }

@@ -1,15 +1,35 @@
 //! Expansion: a manifest's job groups (matrix, zip, set, defaults, seeds)
 //! become concrete [`Job`]s in a deterministic order, each with its stable
-//! [`JobId`] and patched prompt. Knows nothing of HTTP or the output folder.
+//! [`JobId`] and patched prompt. Owns target resolution, seeds, job ids,
+//! deduplication, order and `--shard`. Knows nothing of HTTP or the output
+//! folder.
 //!
 //! SEAM (fixed for the runner, #4): `Job`, `Workflow`, `ImageInput`, and a
 //! `Plan` offering `len()`, `columns()` and a lazy `jobs()` iterator.
+//!
+//! Expansion is lazy: [`Plan::new`] resolves every target once per (group,
+//! workflow), checks every value, and walks the job space once hashing each
+//! job (only when duplicates are possible) to know the final count; the
+//! prompts are built one at a time by [`Plan::jobs`].
 
+mod seeds;
+mod shard;
+mod targets;
+mod workflow;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
 use crate::ids::{JobId, NodeId};
-use crate::patch::Prompt;
+use crate::manifest::{JobSpec, Manifest, SeedSpec, Span, normalize};
+use crate::patch::{self, Prompt, Slot, class_of};
+pub use shard::{Shard, ShardError};
+use targets::{Graph, TargetError};
 
 /// One API-format workflow file as loaded for a run.
 #[derive(Debug, Clone)]
@@ -57,4 +77,1126 @@ pub struct Job {
     pub prompt: Prompt,
     /// Local images to upload first.
     pub images: Vec<ImageInput>,
+}
+
+/// The largest plan accepted (jobs before deduplication): planning walks the
+/// whole job space once, so a typo like `{range: [0, 1e12]}` must fail fast.
+pub const MAX_JOBS: u64 = 100_000_000;
+
+/// What is wrong with one part of a manifest, found while planning.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanErrorKind {
+    /// No target rule matches the name.
+    UnknownParameter {
+        /// The name as written.
+        name: String,
+        /// The nearest valid name, if one is close.
+        suggestion: Option<String>,
+    },
+    /// Several nodes match.
+    AmbiguousTarget {
+        /// The name as written.
+        name: String,
+        /// Why (`2 sampler nodes`).
+        why: String,
+        /// The matching nodes or targets.
+        candidates: Vec<String>,
+    },
+    /// The target node lacks the input, holds a link there, or the built-in's
+    /// anchor node is absent.
+    BadTarget {
+        /// The name as written.
+        name: String,
+        /// What was found instead.
+        detail: String,
+    },
+    /// The value's JSON type does not fit the input.
+    WrongType {
+        /// The name as written.
+        name: String,
+        /// The patch error.
+        detail: String,
+    },
+    /// The workflow cannot be found or used.
+    Workflow {
+        /// The workflow name.
+        name: String,
+        /// Why.
+        detail: String,
+    },
+    /// `zip:` lists of different lengths.
+    ZipLength {
+        /// Each list with its length, in manifest order.
+        lists: Vec<(String, usize)>,
+    },
+    /// Two names set the same input, or one name is given twice.
+    Conflict {
+        /// The name as written.
+        name: String,
+        /// What it conflicts with.
+        detail: String,
+    },
+    /// An `image` value names a file that does not exist.
+    MissingImage {
+        /// The name as written.
+        name: String,
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// A seed problem (e.g. `seeds:` on a workflow without a seed input).
+    Seeds(String),
+    /// The manifest expands to more than [`MAX_JOBS`] jobs.
+    TooManyJobs(u128),
+}
+
+/// One planning problem, with its place in the manifest and its context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanError {
+    /// The manifest file.
+    pub file: PathBuf,
+    /// Where in it.
+    pub at: Span,
+    /// The job group (empty for manifest-wide problems).
+    pub group: String,
+    /// The workflow, when the problem is specific to one.
+    pub workflow: Option<String>,
+    /// What is wrong.
+    pub kind: PlanErrorKind,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use PlanErrorKind as K;
+        let (head, tail) = match &self.kind {
+            K::UnknownParameter { name, suggestion } => (
+                format!("unknown parameter '{name}'"),
+                match suggestion {
+                    Some(s) => format!("; did you mean '{s}'?"),
+                    None => "; it is no node id, title, class, alias or built-in name".into(),
+                },
+            ),
+            K::AmbiguousTarget {
+                name,
+                why,
+                candidates,
+            } => (
+                format!("ambiguous parameter '{name}'"),
+                format!(
+                    ": {why}; candidates: {}; name one as ID.input, or add an alias under params:",
+                    candidates.join(", ")
+                ),
+            ),
+            K::BadTarget { name, detail } => (
+                format!("parameter '{name}' has no target"),
+                format!(": {detail}"),
+            ),
+            K::WrongType { name, detail } => (
+                format!("wrong value type for '{name}'"),
+                format!(": {detail}"),
+            ),
+            K::Workflow { name, detail } => {
+                (format!("workflow '{name}' unusable"), format!(": {detail}"))
+            }
+            K::ZipLength { lists } => (
+                "zip lists differ in length".into(),
+                format!(
+                    ": {}",
+                    lists
+                        .iter()
+                        .map(|(n, l)| format!("'{n}' has {l}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            K::Conflict { name, detail } => (format!("'{name}' conflicts"), format!(": {detail}")),
+            K::MissingImage { name, path } => (
+                format!("image file for '{name}' not found"),
+                format!(": {}", path.display()),
+            ),
+            K::Seeds(detail) => ("bad seeds".into(), format!(": {detail}")),
+            K::TooManyJobs(n) => (
+                format!("the manifest expands to {n} jobs"),
+                format!("; the limit is {MAX_JOBS}"),
+            ),
+        };
+        write!(
+            f,
+            "{}:{}:{}: {head}",
+            self.file.display(),
+            self.at.line,
+            self.at.col
+        )?;
+        if !self.group.is_empty() {
+            write!(f, " in group '{}'", self.group)?;
+        }
+        if let Some(w) = &self.workflow {
+            write!(f, " (workflow {w})")?;
+        }
+        f.write_str(&tail)
+    }
+}
+
+/// Every problem found while planning a manifest, in manifest order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanErrors(pub Vec<PlanError>);
+
+impl PlanErrors {
+    /// One line per problem, for the CLI.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+}
+
+impl fmt::Display for PlanErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.lines().join("\n"))
+    }
+}
+
+impl std::error::Error for PlanErrors {}
+
+/// Where a group parameter's value comes from.
+#[derive(Debug)]
+enum Source {
+    Fixed(Value),
+    Axis { axis: usize, member: usize },
+}
+
+#[derive(Debug)]
+struct GroupParam {
+    name: String,
+    at: Span,
+    source: Source,
+    from_defaults: bool,
+}
+
+/// One list of an axis: a matrix entry, or one list of a zip.
+#[derive(Debug)]
+struct Member {
+    param: usize,
+    values: Vec<Value>,
+    /// Canonical JSON of each value, for job ids.
+    encoded: Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct Axis {
+    len: usize,
+    members: Vec<Member>,
+}
+
+#[derive(Debug)]
+enum SeedAxis {
+    /// No seed input anywhere in the group's workflows.
+    None,
+    List(Vec<u64>),
+    Range {
+        start: u64,
+        len: u64,
+    },
+    /// One fresh seed per job.
+    Fresh,
+}
+
+impl SeedAxis {
+    fn len(&self) -> u64 {
+        match self {
+            SeedAxis::List(v) => v.len() as u64,
+            SeedAxis::Range { len, .. } => *len,
+            SeedAxis::None | SeedAxis::Fresh => 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum HashValue {
+    Fixed(Vec<u8>),
+    Axis { axis: usize, member: usize },
+}
+
+#[derive(Debug)]
+struct HashItem {
+    /// `node \0 input \0`.
+    key: Vec<u8>,
+    value: HashValue,
+}
+
+#[derive(Debug)]
+enum ImageSource {
+    Fixed(PathBuf),
+    /// Resolved path per value index of an axis member.
+    Axis {
+        axis: usize,
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// One workflow of a group, with everything resolved.
+#[derive(Debug)]
+struct Variant {
+    workflow: Arc<Workflow>,
+    /// The workflow with the group's fixed values applied.
+    base: Map<String, Value>,
+    /// (slot, axis, member): set per job.
+    setters: Vec<(Slot, usize, usize)>,
+    seed_slots: Vec<Slot>,
+    /// Sorted by slot: the canonical job-id input.
+    hash: Vec<HashItem>,
+    /// SaveImage nodes whose prefix comes from the job id.
+    savers: Vec<String>,
+    images: Vec<(Slot, ImageSource)>,
+}
+
+#[derive(Debug)]
+struct Group {
+    name: String,
+    index: usize,
+    raw_start: u64,
+    per_variant: u64,
+    variants: Vec<Variant>,
+    axes: Vec<Axis>,
+    seeds: SeedAxis,
+    params: Vec<GroupParam>,
+}
+
+impl Group {
+    fn raw_len(&self) -> u64 {
+        self.per_variant * self.variants.len() as u64
+    }
+}
+
+/// A planned manifest: how many jobs, which columns, and the jobs
+/// themselves on demand, always in the same order with the same ids.
+#[derive(Debug)]
+pub struct Plan {
+    groups: Vec<Group>,
+    columns: Vec<String>,
+    warnings: Vec<String>,
+    /// Raw positions of collapsed duplicates, ascending.
+    skip: Vec<u64>,
+    raw_len: u64,
+    len: usize,
+    random_key: u64,
+}
+
+/// A workflow as shared by the groups using it: metadata and nodes.
+type LoadedWorkflow = (Arc<Workflow>, Map<String, Value>);
+
+/// Collects errors with their context.
+struct Errors<'m> {
+    file: &'m std::path::Path,
+    list: Vec<PlanError>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, at: Span, group: &str, workflow: Option<&str>, kind: PlanErrorKind) {
+        self.list.push(PlanError {
+            file: self.file.to_owned(),
+            at,
+            group: group.to_owned(),
+            workflow: workflow.map(str::to_owned),
+            kind,
+        });
+    }
+}
+
+fn encode(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Plan {
+    /// Plans a manifest: loads its workflows, resolves every parameter,
+    /// checks every value, and counts the jobs. Every problem is reported.
+    /// Jobs without `seeds:` draw fresh seeds keyed by an OS random number.
+    pub fn new(manifest: &Manifest) -> Result<Plan, PlanErrors> {
+        Plan::with_random_key(manifest, rand::random())
+    }
+
+    /// Like [`Plan::new`], with the key of the fresh-seed stream given
+    /// (tests; reproducing a plan).
+    pub fn with_random_key(manifest: &Manifest, random_key: u64) -> Result<Plan, PlanErrors> {
+        let mut errors = Errors {
+            file: &manifest.path,
+            list: Vec::new(),
+        };
+        let aliases: Vec<(String, String)> = manifest
+            .params
+            .iter()
+            .map(|a| (a.name.clone(), a.target.clone()))
+            .collect();
+        let mut loaded: Vec<(String, Option<LoadedWorkflow>)> = Vec::new();
+        let mut groups = Vec::new();
+        let mut raw_start: u128 = 0;
+        for (gi, spec) in manifest.jobs.iter().enumerate() {
+            let mut variants_src = Vec::new();
+            for name in &spec.workflows {
+                if !loaded.iter().any(|(n, _)| n == name) {
+                    let entry = match workflow::load(manifest, name) {
+                        Ok(w) => Some((
+                            Arc::new(Workflow {
+                                name: name.clone(),
+                                path: w.path,
+                                sha256: w.sha256,
+                            }),
+                            w.nodes,
+                        )),
+                        Err(e) => {
+                            let at = manifest
+                                .workflows
+                                .iter()
+                                .find(|w| &w.name == name)
+                                .map(|w| w.at)
+                                .unwrap_or(spec.workflow_at);
+                            errors.push(
+                                at,
+                                &spec.name,
+                                None,
+                                PlanErrorKind::Workflow {
+                                    name: name.clone(),
+                                    detail: e.to_string(),
+                                },
+                            );
+                            None
+                        }
+                    };
+                    loaded.push((name.clone(), entry));
+                }
+                if let Some((_, Some((wf, nodes)))) = loaded.iter().find(|(n, _)| n == name) {
+                    variants_src.push((wf.clone(), nodes.clone()));
+                }
+            }
+            if let Some(group) = plan_group(manifest, spec, gi, &aliases, variants_src, &mut errors)
+            {
+                let mut group = group;
+                group.raw_start = raw_start.min(u128::from(u64::MAX)) as u64;
+                raw_start += u128::from(group.per_variant) * group.variants.len() as u128;
+                groups.push(group);
+            }
+        }
+        if raw_start > u128::from(MAX_JOBS) {
+            errors.push(
+                Span { line: 1, col: 1 },
+                "",
+                None,
+                PlanErrorKind::TooManyJobs(raw_start),
+            );
+        }
+        if !errors.list.is_empty() {
+            return Err(PlanErrors(errors.list));
+        }
+        let mut columns: Vec<String> = Vec::new();
+        for g in &groups {
+            for p in &g.params {
+                if !columns.contains(&p.name) {
+                    columns.push(p.name.clone());
+                }
+            }
+        }
+        let mut plan = Plan {
+            groups,
+            columns,
+            warnings: Vec::new(),
+            skip: Vec::new(),
+            raw_len: raw_start as u64,
+            len: raw_start as usize,
+            random_key,
+        };
+        plan.collapse_duplicates();
+        Ok(plan)
+    }
+
+    /// Finds identical jobs (same id input), keeping the first. Skipped
+    /// when no two jobs can be identical: every group's axis values and
+    /// seeds are distinct, and no two groups share a workflow's content.
+    fn collapse_duplicates(&mut self) {
+        let mut shas = HashSet::new();
+        let mut possible = false;
+        for g in &self.groups {
+            for v in &g.variants {
+                possible |= !shas.insert(v.workflow.sha256.clone());
+            }
+            possible |= g.axes.iter().any(|a| {
+                let mut seen = HashSet::new();
+                (0..a.len).any(|i| {
+                    let key: Vec<&[u8]> =
+                        a.members.iter().map(|m| m.encoded[i].as_slice()).collect();
+                    !seen.insert(key)
+                })
+            });
+            if let SeedAxis::List(list) = &g.seeds {
+                let set: HashSet<&u64> = list.iter().collect();
+                possible |= set.len() != list.len();
+            }
+        }
+        if !possible {
+            return;
+        }
+        let mut first: HashMap<u64, u64> = HashMap::new();
+        let mut idx = Vec::new();
+        let mut dropped_per_group: Vec<(usize, u64, u64)> = Vec::new();
+        for (gi, g) in self.groups.iter().enumerate() {
+            for local in 0..g.raw_len() {
+                let raw = g.raw_start + local;
+                let (vi, seed) = self.decode(g, local, raw, &mut idx);
+                let digest = digest(g, &g.variants[vi], &idx, seed);
+                let key = u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+                match first.get(&key) {
+                    None => {
+                        first.insert(key, raw);
+                    }
+                    Some(&orig) => {
+                        self.skip.push(raw);
+                        match dropped_per_group.last_mut() {
+                            Some((last, n, _)) if *last == gi => *n += 1,
+                            _ => dropped_per_group.push((gi, 1, orig)),
+                        }
+                    }
+                }
+            }
+        }
+        self.len = (self.raw_len - self.skip.len() as u64) as usize;
+        for (gi, n, orig) in dropped_per_group {
+            let g = &self.groups[gi];
+            let og = self
+                .groups
+                .iter()
+                .find(|o| orig >= o.raw_start && orig < o.raw_start + o.raw_len())
+                .unwrap_or(g);
+            let before = self.skip.partition_point(|s| *s < orig)
+                - self.skip.partition_point(|s| *s < og.raw_start);
+            let label = format!("{}#{}", og.name, orig - og.raw_start - before as u64 + 1);
+            self.warnings.push(format!(
+                "group '{}': {n} job{} identical to earlier jobs collapsed (the first repeats {label})",
+                g.name,
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+    }
+
+    /// Decodes a raw position into (variant, axis indices, seed).
+    fn decode(
+        &self,
+        g: &Group,
+        local: u64,
+        raw: u64,
+        idx: &mut Vec<usize>,
+    ) -> (usize, Option<u64>) {
+        let vi = (local / g.per_variant) as usize;
+        let mut rem = local % g.per_variant;
+        let slen = g.seeds.len();
+        let si = rem % slen;
+        rem /= slen;
+        idx.clear();
+        idx.resize(g.axes.len(), 0);
+        for (a, axis) in g.axes.iter().enumerate().rev() {
+            idx[a] = (rem % axis.len as u64) as usize;
+            rem /= axis.len as u64;
+        }
+        let seed = if g.variants[vi].seed_slots.is_empty() {
+            None
+        } else {
+            match &g.seeds {
+                SeedAxis::None => None,
+                SeedAxis::List(v) => Some(v[si as usize]),
+                SeedAxis::Range { start, .. } => Some(start + si),
+                SeedAxis::Fresh => Some(seeds::fresh(self.random_key, g.index, raw)),
+            }
+        };
+        (vi, seed)
+    }
+
+    /// The number of jobs, after collapsing duplicates.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the plan has no jobs (never, for a valid manifest).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Parameter column names for `runs.csv`: the union over groups, in
+    /// manifest order of first appearance; `seed` is not among them.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Notes for the user (e.g. collapsed duplicates), one line each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The jobs, lazily, in plan order (`index` 0..len).
+    pub fn jobs(&self) -> impl Iterator<Item = Job> + '_ {
+        Jobs {
+            plan: self,
+            raw: 0,
+            index: 0,
+            skip_pos: 0,
+            group: 0,
+            in_group: 0,
+            idx: Vec::new(),
+        }
+    }
+}
+
+/// The job id input: workflow content, every resolved (node, input) value
+/// sorted by slot, and the seed. Frozen (see `docs/manifest.md`).
+fn digest(g: &Group, v: &Variant, idx: &[usize], seed: Option<u64>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"comfy-batch job v1\0");
+    h.update(v.workflow.sha256.as_bytes());
+    h.update(b"\0");
+    for item in &v.hash {
+        h.update(&item.key);
+        match &item.value {
+            HashValue::Fixed(bytes) => h.update(bytes),
+            HashValue::Axis { axis, member } => {
+                h.update(&g.axes[*axis].members[*member].encoded[idx[*axis]])
+            }
+        }
+        h.update(b"\0");
+    }
+    match seed {
+        Some(s) => {
+            h.update(b"seed\0");
+            h.update(s.to_string().as_bytes());
+        }
+        None => h.update(b"noseed"),
+    }
+    h.finalize().into()
+}
+
+struct Jobs<'p> {
+    plan: &'p Plan,
+    raw: u64,
+    index: usize,
+    skip_pos: usize,
+    group: usize,
+    in_group: usize,
+    idx: Vec<usize>,
+}
+
+impl Iterator for Jobs<'_> {
+    type Item = Job;
+
+    fn next(&mut self) -> Option<Job> {
+        let plan = self.plan;
+        loop {
+            if self.raw >= plan.raw_len {
+                return None;
+            }
+            let mut g = plan.groups.get(self.group)?;
+            while self.raw >= g.raw_start + g.raw_len() {
+                self.group += 1;
+                self.in_group = 0;
+                g = plan.groups.get(self.group)?;
+            }
+            let raw = self.raw;
+            self.raw += 1;
+            if plan.skip.get(self.skip_pos) == Some(&raw) {
+                self.skip_pos += 1;
+                continue;
+            }
+            let (vi, seed) = plan.decode(g, raw - g.raw_start, raw, &mut self.idx);
+            let v = &g.variants[vi];
+            let id = JobId::new(hex::encode(&digest(g, v, &self.idx, seed)[..6]));
+            let mut prompt = v.base.clone();
+            let idx = &self.idx;
+            for (slot, axis, member) in &v.setters {
+                let value = g.axes[*axis].members[*member].values[idx[*axis]].clone();
+                patch::set(&mut prompt, slot, value);
+            }
+            if let Some(seed) = seed {
+                for slot in &v.seed_slots {
+                    patch::set(&mut prompt, slot, Value::from(seed));
+                }
+            }
+            patch::set_prefixes(&mut prompt, &v.savers, &id);
+            let params = g
+                .params
+                .iter()
+                .map(|p| {
+                    let value = match &p.source {
+                        Source::Fixed(v) => v.clone(),
+                        Source::Axis { axis, member } => {
+                            g.axes[*axis].members[*member].values[idx[*axis]].clone()
+                        }
+                    };
+                    (p.name.clone(), value)
+                })
+                .collect();
+            let images = v
+                .images
+                .iter()
+                .map(|(slot, src)| ImageInput {
+                    node: NodeId::new(slot.node.clone()),
+                    input: slot.input.clone(),
+                    path: match src {
+                        ImageSource::Fixed(p) => p.clone(),
+                        ImageSource::Axis { axis, paths, .. } => paths[idx[*axis]].clone(),
+                    },
+                })
+                .collect();
+            self.in_group += 1;
+            let job = Job {
+                index: self.index,
+                id,
+                label: format!("{}#{}", g.name, self.in_group),
+                workflow: v.workflow.clone(),
+                seed,
+                params,
+                prompt: Prompt(prompt),
+                images,
+            };
+            self.index += 1;
+            return Some(job);
+        }
+    }
+}
+
+/// Names that mean the seed, set only through `seeds:`.
+const SEED_NAMES: &[&str] = &["seed", "noise_seed"];
+
+fn is_expensive(name: &str) -> bool {
+    name == "checkpoint" || name.ends_with(".ckpt_name")
+}
+
+/// Builds one group: parameters, axes, seeds and one variant per workflow.
+/// Problems go to `errors`; `None` when the group cannot be planned.
+fn plan_group(
+    manifest: &Manifest,
+    spec: &JobSpec,
+    gi: usize,
+    aliases: &[(String, String)],
+    variants_src: Vec<(Arc<Workflow>, Map<String, Value>)>,
+    errors: &mut Errors<'_>,
+) -> Option<Group> {
+    let before = errors.list.len();
+    let gname = spec.name.as_str();
+    // Parameters: defaults, then the group's sections in file order.
+    let mut params: Vec<GroupParam> = manifest
+        .defaults
+        .iter()
+        .map(|p| GroupParam {
+            name: p.name.clone(),
+            at: p.at,
+            source: Source::Fixed(p.value.clone()),
+            from_defaults: true,
+        })
+        .collect();
+    let mut axes: Vec<Axis> = Vec::new();
+    // Adds a parameter (or overrides a default); its index, or None on error.
+    let add = |params: &mut Vec<GroupParam>,
+               name: &str,
+               at: Span,
+               source: Source,
+               errors: &mut Errors<'_>| {
+        if SEED_NAMES.contains(&name) && !manifest.params.iter().any(|a| a.name == name) {
+            errors.push(
+                at,
+                gname,
+                None,
+                PlanErrorKind::Seeds(format!(
+                    "'{name}' is not a parameter; give seeds with 'seeds:'"
+                )),
+            );
+            return None;
+        }
+        if let Some(i) = params.iter().position(|p| p.name == name) {
+            let existing = &mut params[i];
+            if existing.from_defaults {
+                existing.source = source;
+                existing.at = at;
+                existing.from_defaults = false;
+                return Some(i);
+            }
+            errors.push(
+                at,
+                gname,
+                None,
+                PlanErrorKind::Conflict {
+                    name: name.to_owned(),
+                    detail: format!("it is already given at line {}", existing.at.line),
+                },
+            );
+            return None;
+        }
+        params.push(GroupParam {
+            name: name.to_owned(),
+            at,
+            source,
+            from_defaults: false,
+        });
+        Some(params.len() - 1)
+    };
+    // Sections in file order (axes keep manifest order).
+    let mut sections: Vec<(&str, Span)> = Vec::new();
+    if let Some(p) = spec.set.first() {
+        sections.push(("set", p.at));
+    }
+    if let Some(l) = spec.matrix.first() {
+        sections.push(("matrix", l.at));
+    }
+    if !spec.zip.is_empty() {
+        sections.push(("zip", spec.zip_at));
+    }
+    sections.sort_by_key(|(_, at)| *at);
+    for (section, _) in sections {
+        match section {
+            "set" => {
+                for p in &spec.set {
+                    add(
+                        &mut params,
+                        &p.name,
+                        p.at,
+                        Source::Fixed(p.value.clone()),
+                        errors,
+                    );
+                }
+            }
+            "matrix" => {
+                for l in &spec.matrix {
+                    let axis = axes.len();
+                    if let Some(param) = add(
+                        &mut params,
+                        &l.name,
+                        l.at,
+                        Source::Axis { axis, member: 0 },
+                        errors,
+                    ) {
+                        axes.push(Axis {
+                            len: l.values.len(),
+                            members: vec![Member {
+                                param,
+                                encoded: l.values.iter().map(encode).collect(),
+                                values: l.values.clone(),
+                            }],
+                        });
+                    }
+                }
+            }
+            _ => {
+                let lens: Vec<(String, usize)> = spec
+                    .zip
+                    .iter()
+                    .map(|l| (l.name.clone(), l.values.len()))
+                    .collect();
+                if lens.iter().any(|(_, n)| *n != lens[0].1) {
+                    errors.push(
+                        spec.zip_at,
+                        gname,
+                        None,
+                        PlanErrorKind::ZipLength { lists: lens },
+                    );
+                    continue;
+                }
+                let axis = axes.len();
+                let mut members = Vec::new();
+                for l in &spec.zip {
+                    let member = members.len();
+                    if let Some(param) = add(
+                        &mut params,
+                        &l.name,
+                        l.at,
+                        Source::Axis { axis, member },
+                        errors,
+                    ) {
+                        members.push(Member {
+                            param,
+                            encoded: l.values.iter().map(encode).collect(),
+                            values: l.values.clone(),
+                        });
+                    }
+                }
+                axes.push(Axis {
+                    len: lens[0].1,
+                    members,
+                });
+            }
+        }
+    }
+    // Axis order: checkpoint axes outermost, then manifest order.
+    let mut order: Vec<usize> = (0..axes.len()).collect();
+    order.sort_by_key(|a| {
+        let expensive = axes[*a]
+            .members
+            .iter()
+            .any(|m| is_expensive(&params[m.param].name));
+        !expensive
+    });
+    let mut remap = vec![0; axes.len()];
+    for (new, old) in order.iter().enumerate() {
+        remap[*old] = new;
+    }
+    let mut slots: Vec<Option<Axis>> = axes.into_iter().map(Some).collect();
+    let axes: Vec<Axis> = order.iter().filter_map(|o| slots[*o].take()).collect();
+    for p in &mut params {
+        if let Source::Axis { axis, .. } = &mut p.source {
+            *axis = remap[*axis];
+        }
+    }
+    // Member indices follow the member order in each axis.
+    for (a, axis) in axes.iter().enumerate() {
+        for (m, member) in axis.members.iter().enumerate() {
+            if let Some(p) = params.get_mut(member.param) {
+                p.source = Source::Axis { axis: a, member: m };
+            }
+        }
+    }
+
+    // Seeds.
+    let seeds = match &spec.seeds {
+        Some(SeedSpec::List(v)) => SeedAxis::List(v.clone()),
+        Some(SeedSpec::Count { count, base }) => {
+            if *count > MAX_JOBS {
+                errors.push(
+                    spec.seeds_at,
+                    gname,
+                    None,
+                    PlanErrorKind::Seeds(format!("count {count} exceeds {MAX_JOBS}")),
+                );
+                SeedAxis::None
+            } else {
+                SeedAxis::List(seeds::from_base(*base, *count))
+            }
+        }
+        Some(SeedSpec::Range { start, end }) => {
+            let len = u128::from(*end) - u128::from(*start) + 1;
+            if len > u128::from(MAX_JOBS) {
+                errors.push(
+                    spec.seeds_at,
+                    gname,
+                    None,
+                    PlanErrorKind::Seeds(format!(
+                        "range [{start}, {end}] holds {len} seeds, more than {MAX_JOBS}"
+                    )),
+                );
+                SeedAxis::None
+            } else {
+                SeedAxis::Range {
+                    start: *start,
+                    len: len as u64,
+                }
+            }
+        }
+        None => SeedAxis::Fresh,
+    };
+
+    // Variants.
+    let mut variants = Vec::new();
+    for (wf, nodes) in variants_src {
+        if let Some(v) = plan_variant(manifest, spec, aliases, &params, &axes, wf, nodes, errors) {
+            variants.push(v);
+        }
+    }
+    if errors.list.len() > before || variants.is_empty() {
+        return None;
+    }
+    let seeds = if variants.iter().all(|v| v.seed_slots.is_empty()) {
+        SeedAxis::None
+    } else {
+        seeds
+    };
+    let per_variant = axes
+        .iter()
+        .fold(seeds.len(), |n, a| n.saturating_mul(a.len as u64));
+    Some(Group {
+        name: spec.name.clone(),
+        index: gi,
+        raw_start: 0,
+        per_variant,
+        variants,
+        axes,
+        seeds,
+        params,
+    })
+}
+
+/// Resolves and checks every parameter of a group against one workflow.
+#[expect(clippy::too_many_arguments, reason = "one call site, all context")]
+fn plan_variant(
+    manifest: &Manifest,
+    spec: &JobSpec,
+    aliases: &[(String, String)],
+    params: &[GroupParam],
+    axes: &[Axis],
+    wf: Arc<Workflow>,
+    nodes: Map<String, Value>,
+    errors: &mut Errors<'_>,
+) -> Option<Variant> {
+    let before = errors.list.len();
+    let gname = spec.name.as_str();
+    let wname = Some(wf.name.as_str());
+    let graph = Graph::new(&nodes);
+    let target_error = |name: &str, e: TargetError| match e {
+        TargetError::Unknown { suggestion } => PlanErrorKind::UnknownParameter {
+            name: name.to_owned(),
+            suggestion,
+        },
+        TargetError::Ambiguous { why, candidates } => PlanErrorKind::AmbiguousTarget {
+            name: name.to_owned(),
+            why,
+            candidates,
+        },
+        TargetError::Input(detail) | TargetError::NotFound(detail) => PlanErrorKind::BadTarget {
+            name: name.to_owned(),
+            detail,
+        },
+    };
+    // The seed input.
+    let seed_slots = match graph.resolve("seed", aliases) {
+        Ok(slots) => slots,
+        Err(TargetError::Unknown { .. } | TargetError::NotFound(_)) => Vec::new(),
+        Err(e) => {
+            errors.push(spec.seeds_at, gname, wname, target_error("seed", e));
+            Vec::new()
+        }
+    };
+    for slot in &seed_slots {
+        if let Err(e) = patch::check(&nodes, slot, &Value::from(0u64)) {
+            errors.push(
+                spec.seeds_at,
+                gname,
+                wname,
+                PlanErrorKind::WrongType {
+                    name: "seed".into(),
+                    detail: e.to_string(),
+                },
+            );
+        }
+    }
+    if seed_slots.is_empty() && spec.seeds.is_some() {
+        errors.push(
+            spec.seeds_at,
+            gname,
+            wname,
+            PlanErrorKind::Seeds(
+                "the workflow has no seed input (add an alias 'seed: ID.input' under params:)"
+                    .into(),
+            ),
+        );
+    }
+    let mut base = nodes.clone();
+    let mut setters = Vec::new();
+    let mut hash = Vec::new();
+    let mut taken: Vec<(Slot, &str)> = seed_slots.iter().map(|s| (s.clone(), "the seed")).collect();
+    let mut user_prefix = Vec::new();
+    let mut images = Vec::new();
+    for p in params {
+        let at = p.at;
+        let slots = match graph.resolve(&p.name, aliases) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(at, gname, wname, target_error(&p.name, e));
+                continue;
+            }
+        };
+        let values: Vec<&Value> = match &p.source {
+            Source::Fixed(v) => vec![v],
+            Source::Axis { axis, member } => axes[*axis].members[*member].values.iter().collect(),
+        };
+        for slot in &slots {
+            if let Some((_, other)) = taken.iter().find(|(s, _)| s == slot) {
+                errors.push(
+                    at,
+                    gname,
+                    wname,
+                    PlanErrorKind::Conflict {
+                        name: p.name.clone(),
+                        detail: format!(
+                            "it sets input '{}' of node {}, as {other} does",
+                            slot.input, slot.node
+                        ),
+                    },
+                );
+                continue;
+            }
+            taken.push((slot.clone(), &p.name));
+            // Check every value once, report the first wrong one.
+            if let Some(e) = values
+                .iter()
+                .find_map(|v| patch::check(&nodes, slot, v).err())
+            {
+                errors.push(
+                    at,
+                    gname,
+                    wname,
+                    PlanErrorKind::WrongType {
+                        name: p.name.clone(),
+                        detail: e.to_string(),
+                    },
+                );
+                continue;
+            }
+            let class = nodes.get(&slot.node).map(class_of).unwrap_or("");
+            if class == "SaveImage" && slot.input == "filename_prefix" {
+                user_prefix.push(slot.node.clone());
+            }
+            if slot.input == "image" && class.starts_with("LoadImage") {
+                let resolve = |v: &Value| normalize(&manifest.dir.join(v.as_str().unwrap_or("")));
+                let mut paths = Vec::new();
+                for v in &values {
+                    let path = resolve(v);
+                    if !path.is_file() {
+                        errors.push(
+                            at,
+                            gname,
+                            wname,
+                            PlanErrorKind::MissingImage {
+                                name: p.name.clone(),
+                                path: path.clone(),
+                            },
+                        );
+                    }
+                    paths.push(path);
+                }
+                let src = match &p.source {
+                    Source::Fixed(_) => ImageSource::Fixed(paths.remove(0)),
+                    Source::Axis { axis, .. } => ImageSource::Axis { axis: *axis, paths },
+                };
+                images.push((slot.clone(), src));
+            }
+            let mut key = slot.node.as_bytes().to_vec();
+            key.push(0);
+            key.extend_from_slice(slot.input.as_bytes());
+            key.push(0);
+            match &p.source {
+                Source::Fixed(v) => {
+                    patch::set(&mut base, slot, v.clone());
+                    hash.push(HashItem {
+                        key,
+                        value: HashValue::Fixed(encode(v)),
+                    });
+                }
+                Source::Axis { axis, member } => {
+                    setters.push((slot.clone(), *axis, *member));
+                    hash.push(HashItem {
+                        key,
+                        value: HashValue::Axis {
+                            axis: *axis,
+                            member: *member,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    if errors.list.len() > before {
+        return None;
+    }
+    hash.sort_by(|a, b| a.key.cmp(&b.key));
+    let savers = patch::save_image_nodes(&nodes)
+        .into_iter()
+        .filter(|n| !user_prefix.contains(n))
+        .collect();
+    Some(Variant {
+        workflow: wf,
+        base,
+        setters,
+        seed_slots,
+        hash,
+        savers,
+        images,
+    })
 }
