@@ -139,7 +139,10 @@ pub fn check(workflow: &Map<String, Value>, slot: &Slot, value: &Value) -> Resul
             class,
             input: slot.input.clone(),
             expected: kind_of(current),
-            given: format!("{} {value}", kind_of(value)),
+            given: match value {
+                Value::Null => "an empty value".into(),
+                _ => format!("{} {value}", kind_of(value)),
+            },
         })
     }
 }
