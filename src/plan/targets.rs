@@ -160,9 +160,12 @@ impl<'a> Graph<'a> {
         if let Some((_, target)) = aliases.iter().find(|(a, _)| a == name) {
             return match self.explicit(target)? {
                 Some(found) => Ok(vec![found]),
-                None => Err(TargetError::NotFound(format!(
-                    "alias '{name}' points to '{target}', which matches no node id, title or class"
-                ))),
+                None => self.builtin(target).unwrap_or_else(|| {
+                    Err(TargetError::NotFound(format!(
+                        "alias '{name}' points to '{target}', which matches no node id, title, \
+                         class or built-in name"
+                    )))
+                }),
             };
         }
         match self.builtin(name) {
@@ -570,6 +573,14 @@ mod tests {
             resolve_with(&t2i(), "style", &[("style", "6.text")]),
             Ok(vec!["6.text".into()])
         );
+        assert_eq!(
+            resolve_with(&t2i(), "guidance", &[("guidance", "cfg")]),
+            Ok(vec!["3.cfg".into()])
+        );
+        assert!(matches!(
+            resolve_with(&t2i(), "x", &[("x", "Nowhere.text")]),
+            Err(TargetError::NotFound(m)) if m.contains("alias 'x' points to 'Nowhere.text'")
+        ));
     }
 
     #[test]
