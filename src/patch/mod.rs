@@ -155,7 +155,13 @@ pub fn set(prompt: &mut Map<String, Value>, slot: &Slot, value: Value) {
         .and_then(|n| n.get_mut("inputs"))
         .and_then(Value::as_object_mut)
     {
-        inputs.insert(slot.input.clone(), value);
+        // Replace in place: no key allocation on the hot path.
+        match inputs.get_mut(&slot.input) {
+            Some(v) => *v = value,
+            None => {
+                inputs.insert(slot.input.clone(), value);
+            }
+        }
     }
 }
 
