@@ -16,6 +16,9 @@ use serde_json::Value;
 pub(crate) use lines::nearest;
 pub use seeds::SeedSpec;
 
+/// Names that mean the seed: not parameters, seeds come from `seeds:`.
+const SEED_NAMES: &[&str] = &["seed", "noise_seed"];
+
 /// A position in the manifest file, 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Span {
@@ -405,7 +408,7 @@ impl Manifest {
                 name,
             })
             .collect();
-        let defaults = raw
+        let defaults: Vec<Param> = raw
             .defaults
             .0
             .into_iter()
@@ -509,6 +512,25 @@ impl Manifest {
                 set,
                 seeds: job.seeds,
             });
+        }
+        let named = defaults
+            .iter()
+            .map(|p| (&p.name, p.at))
+            .chain(jobs.iter().flat_map(|j| {
+                j.set
+                    .iter()
+                    .map(|p| (&p.name, p.at))
+                    .chain(j.matrix.iter().chain(&j.zip).map(|l| (&l.name, l.at)))
+            }));
+        for (name, at) in named {
+            if SEED_NAMES.contains(&name.as_str()) {
+                problems.push(Problem {
+                    span: at,
+                    kind: ManifestErrorKind::Invalid(format!(
+                        "'{name}' is not a parameter: give seeds with 'seeds:' (a list, {{count, base}} or {{range}})"
+                    )),
+                });
+            }
         }
         if !problems.is_empty() {
             problems.sort_by_key(|p| p.span);
@@ -679,6 +701,12 @@ jobs:
     #[test]
     fn empty_lists_and_missing_workflow_are_errors() {
         let err = parse("version: 1\njobs:\n  - name: a\n    matrix: {cfg: []}\n").unwrap_err();
+        insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn seeds_are_not_parameters() {
+        let err = parse("version: 1\ndefaults: {seed: 1}\njobs:\n  - workflow: x\n    matrix: {noise_seed: [1, 2]}\n").unwrap_err();
         insta::assert_debug_snapshot!(err);
     }
 

@@ -48,9 +48,6 @@ fn encode(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// Names that mean the seed, set only through `seeds:`.
-const SEED_NAMES: &[&str] = &["seed", "noise_seed"];
-
 fn is_expensive(name: &str) -> bool {
     name == "checkpoint" || name.ends_with(".ckpt_name")
 }
@@ -85,17 +82,6 @@ pub(super) fn plan_group(
                at: Span,
                source: Source,
                errors: &mut Errors<'_>| {
-        if SEED_NAMES.contains(&name) && !manifest.params.iter().any(|a| a.name == name) {
-            errors.push(
-                at,
-                gname,
-                None,
-                PlanErrorKind::Seeds(format!(
-                    "'{name}' is not a parameter; give seeds with 'seeds:'"
-                )),
-            );
-            return None;
-        }
         if let Some(i) = params.iter().position(|p| p.name == name) {
             let existing = &mut params[i];
             if existing.from_defaults {

@@ -780,10 +780,10 @@ mod tests {
     }
 
     #[test]
-    fn missing_image_files_and_seed_misuse_are_errors() {
+    fn missing_image_files_and_repeated_names_are_errors() {
         let fx = Fixture::new(&[("i2i", I2I)]);
         let err = err_of(fx.plan(
-            "version: 1\njobs:\n  - name: a\n    workflow: i2i\n    matrix:\n      image: [inputs/a.png, inputs/missing.png]\n      seed: [1, 2]\n    set: {cfg: 5}\n    zip: {cfg: [1]}\n",
+            "version: 1\njobs:\n  - name: a\n    workflow: i2i\n    matrix:\n      image: [inputs/a.png, inputs/missing.png]\n    set: {cfg: 5}\n    zip: {cfg: [1]}\n",
         ));
         insta::assert_debug_snapshot!(err);
     }
