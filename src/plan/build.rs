@@ -48,8 +48,11 @@ fn encode(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn is_expensive(name: &str) -> bool {
-    name == "checkpoint" || name.ends_with(".ckpt_name")
+/// Whether an axis over `name` switches models (checkpoint), directly or
+/// through an alias: such axes go outermost so the server reloads rarely.
+fn is_expensive(name: &str, aliases: &[(String, String)]) -> bool {
+    let model = |n: &str| n == "checkpoint" || n.ends_with(".ckpt_name");
+    model(name) || aliases.iter().any(|(a, t)| a == name && model(t))
 }
 
 /// Builds one group: parameters, axes, seeds and one variant per workflow.
@@ -201,7 +204,7 @@ pub(super) fn plan_group(
         let expensive = axes[*a]
             .members
             .iter()
-            .any(|m| is_expensive(&params[m.param].name));
+            .any(|m| is_expensive(&params[m.param].name, aliases));
         !expensive
     });
     let mut remap = vec![0; axes.len()];
@@ -480,4 +483,18 @@ fn plan_variant(
         savers,
         images,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_axes_are_expensive_directly_or_by_alias() {
+        let aliases = vec![("model".to_owned(), "Load Checkpoint.ckpt_name".to_owned())];
+        assert!(is_expensive("checkpoint", &aliases));
+        assert!(is_expensive("4.ckpt_name", &aliases));
+        assert!(is_expensive("model", &aliases));
+        assert!(!is_expensive("cfg", &aliases));
+    }
 }
