@@ -67,6 +67,8 @@ struct Recorder {
     path: Vec<String>,
     stack: Vec<Frame>,
     spans: HashMap<Vec<String>, Span>,
+    /// Mapping keys only (not sequence items), in document order.
+    keys: Vec<(Vec<String>, Span)>,
     problems: Vec<Problem>,
 }
 
@@ -95,7 +97,8 @@ impl Recorder {
                         });
                     } else {
                         seen.push(name.clone());
-                        self.spans.insert(full, span(mark));
+                        self.spans.insert(full.clone(), span(mark));
+                        self.keys.push((full, span(mark)));
                     }
                     *key = Some(name);
                     // A key is not a value: the caller does not descend.
@@ -165,6 +168,7 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
         path: Vec::new(),
         stack: Vec::new(),
         spans: HashMap::new(),
+        keys: Vec::new(),
         problems: Vec::new(),
     };
     if let Err(e) = Parser::new_from_str(text).load(&mut rec, false) {
@@ -175,9 +179,7 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
         return (Lines::default(), vec![problem]);
     }
     let mut problems = rec.problems;
-    let mut keys: Vec<(&Vec<String>, &Span)> = rec.spans.iter().collect();
-    keys.sort_by_key(|(_, s)| (s.line, s.col));
-    for (path, at) in keys {
+    for (path, at) in &rec.keys {
         let known: &[&str] = match path.len() {
             1 => TOP_KEYS,
             3 if path[0] == "jobs" && path[1].parse::<usize>().is_ok() => JOB_KEYS,
@@ -185,10 +187,6 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
             _ => continue,
         };
         let key = path[path.len() - 1].as_str();
-        // Sequence items under `seeds: [..]` have numeric segments.
-        if path.len() == 4 && key.parse::<usize>().is_ok() {
-            continue;
-        }
         if !known.contains(&key) {
             problems.push(Problem {
                 span: *at,

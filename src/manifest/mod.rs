@@ -296,7 +296,10 @@ impl<'de> Deserialize<'de> for OneOrMany {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with 'version: 1' and 'jobs:'"
+)]
 struct RawManifest {
     version: Option<Value>,
     server: Option<OneOrMany>,
@@ -312,7 +315,10 @@ struct RawManifest {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a job group mapping (name, workflow, matrix, zip, set, seeds)"
+)]
 struct RawJob {
     name: Option<String>,
     workflow: Option<OneOrMany>,
@@ -708,6 +714,24 @@ jobs:
     fn seeds_are_not_parameters() {
         let err = parse("version: 1\ndefaults: {seed: 1}\njobs:\n  - workflow: x\n    matrix: {noise_seed: [1, 2]}\n").unwrap_err();
         insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn wrong_document_shapes_are_explained() {
+        let err = parse("- a\n- b\n").unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "jobs/m.yaml:1:1: invalid type: sequence, expected a mapping with 'version: 1' and 'jobs:'"
+            ]
+        );
+        let err = parse("version: 1\njobs: [5]\n").unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "jobs/m.yaml:2:8: jobs[0]: invalid type: integer `5`, expected a job group mapping (name, workflow, matrix, zip, set, seeds)"
+            ]
+        );
     }
 
     #[test]
