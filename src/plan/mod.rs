@@ -429,6 +429,13 @@ impl Plan {
         &self.columns
     }
 
+    /// The key of the fresh-seed stream (jobs without `seeds:`). Stored
+    /// with a run, it lets [`Plan::with_random_key`] rebuild the same seeds
+    /// and job ids, e.g. to resume.
+    pub fn random_key(&self) -> u64 {
+        self.random_key
+    }
+
     /// Notes for the user (e.g. collapsed duplicates), one line each.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
@@ -697,8 +704,13 @@ mod tests {
         assert!(seeds[..3].iter().all(|s| s.is_some_and(|s| s < 1 << 53)));
         assert_ne!(seeds[0], seeds[1]);
         assert!(seeds[3..].iter().all(Option::is_none));
-        // The plan's jobs are the same every time they are walked.
+        // The plan's jobs are the same every time they are walked, and the
+        // same key gives the same fresh seeds and ids.
         assert_eq!(summary(&plan), summary(&plan));
+        let again = Plan::with_random_key(&fx.manifest(text), plan.random_key()).unwrap();
+        assert_eq!(summary(&plan), summary(&again));
+        let other = Plan::with_random_key(&fx.manifest(text), 8).unwrap();
+        assert_ne!(summary(&plan)[0], summary(&other)[0]);
         let up = plan.jobs().nth(3).unwrap();
         assert_eq!(up.images[0].path, fx.dir.path().join("jobs/inputs/a.png"));
         assert_eq!(up.params[0], ("image".into(), Value::from("inputs/a.png")));
