@@ -460,6 +460,8 @@ mod tests {
     const REAL_I2I: &str =
         include_str!("../../tests/fixtures/workflows/seed_basic_image_to_image.json");
     const UI: &str = include_str!("../../tests/fixtures/workflows/ui_format.json");
+    const CUSTOM: &str = include_str!("../../tests/fixtures/workflows/custom_advanced.json");
+    const CONTROLNET: &str = include_str!("../../tests/fixtures/workflows/controlnet_sdxl.json");
 
     /// A temp project: `workflows/<name>.json`, `jobs/inputs/{a,b}.png`, and
     /// the manifest at `jobs/m.yaml`.
@@ -577,6 +579,18 @@ mod tests {
                 format!("real_{}", job.label.replace('#', "_")),
                 job.prompt
             );
+        }
+    }
+
+    #[test]
+    fn builtins_reach_custom_sampler_and_controlnet_graphs() {
+        let fx = Fixture::new(&[("custom", CUSTOM), ("cn", CONTROLNET)]);
+        let plan = fx
+            .plan("version: 1\njobs:\n  - name: g\n    workflow: [custom, cn]\n    set: {prompt: a lighthouse, negative: fog, steps: 8, cfg: 2.5, sampler: heun, scheduler: karras, denoise: 0.9, width: 768, checkpoint: sd15.safetensors, batch_size: 2}\n    seeds: [42]\n")
+            .unwrap();
+        assert_eq!(plan.len(), 2);
+        for job in plan.jobs() {
+            insta::assert_json_snapshot!(format!("builtins_{}", job.workflow.name), job.prompt);
         }
     }
 
