@@ -1,1 +1,746 @@
-//! manifest stage (placeholder).
+//! The manifest: YAML text → a typed [`Manifest`] whose every key carries its
+//! line, plus the seed specs. Owns the file format (`docs/manifest.md`);
+//! knows nothing of workflows, targets or the network: a parameter here is
+//! just a name and a JSON value.
+
+mod lines;
+mod seeds;
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+pub(crate) use lines::nearest;
+pub use seeds::SeedSpec;
+
+/// Names that mean the seed: not parameters, seeds come from `seeds:`.
+const SEED_NAMES: &[&str] = &["seed", "noise_seed"];
+
+/// A position in the manifest file, 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub col: usize,
+}
+
+/// What is wrong with a manifest (one problem).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ManifestErrorKind {
+    /// The file could not be read.
+    #[error("cannot read the manifest: {0}")]
+    Read(String),
+    /// The text is not valid YAML.
+    #[error("invalid yaml: {0}")]
+    Syntax(String),
+    /// The same key twice in one mapping.
+    #[error("duplicate key '{0}'")]
+    DuplicateKey(String),
+    /// A key the format does not have.
+    #[error("unknown key '{key}'{}", suggestion.as_ref().map(|s| format!("; did you mean '{s}'?")).unwrap_or_default())]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// The nearest valid key, if any is close.
+        suggestion: Option<String>,
+    },
+    /// `version:` is absent or not 1.
+    #[error("{0}")]
+    Version(String),
+    /// A value of the wrong shape (serde's message).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One problem at one place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Where it is.
+    pub span: Span,
+    /// What it is.
+    pub kind: ManifestErrorKind,
+}
+
+/// A manifest that cannot be used: every problem found, each with its place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestError {
+    /// The manifest file, as given.
+    pub file: PathBuf,
+    /// The problems, in file order (at least one).
+    pub problems: Vec<Problem>,
+}
+
+impl ManifestError {
+    fn one(file: &Path, span: Span, kind: ManifestErrorKind) -> Self {
+        ManifestError {
+            file: file.to_owned(),
+            problems: vec![Problem { span, kind }],
+        }
+    }
+
+    /// One line per problem, `file:line:col: message`, for the CLI.
+    pub fn lines(&self) -> Vec<String> {
+        self.problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}:{}: {}",
+                    self.file.display(),
+                    p.span.line,
+                    p.span.col,
+                    p.kind
+                )
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines = self.lines();
+        f.write_str(
+            lines
+                .first()
+                .map(String::as_str)
+                .unwrap_or("invalid manifest"),
+        )?;
+        if lines.len() > 1 {
+            write!(f, " (and {} more problems)", lines.len() - 1)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+/// One named value (`cfg: 7` in `defaults:` or `set:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    /// The name as written: a built-in, an alias, `ID.input`, `Title.input`…
+    pub name: String,
+    /// The value, as YAML gave it (numbers stay numbers).
+    pub value: Value,
+    /// Where the name is written.
+    pub at: Span,
+}
+
+/// One named list of values (`cfg: [5, 6.5]` in `matrix:` or `zip:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListParam {
+    /// The name as written.
+    pub name: String,
+    /// The values, in order (never empty).
+    pub values: Vec<Value>,
+    /// Where the name is written.
+    pub at: Span,
+}
+
+/// A `workflows:` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowEntry {
+    /// The name jobs use.
+    pub name: String,
+    /// The file, resolved against the manifest's folder.
+    pub path: PathBuf,
+    /// Where the entry is written.
+    pub at: Span,
+}
+
+/// A `params:` alias: a user name for a target (`style: "Style.text"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alias {
+    /// The alias.
+    pub name: String,
+    /// The target it stands for, `ID.input`, `Title.input` or `Class.input`.
+    pub target: String,
+    /// Where the alias is written.
+    pub at: Span,
+}
+
+/// One job group as written (`jobs:` item); `plan` expands it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    /// Group name (`job<N>` when not given); the `job` column is `name#i`.
+    pub name: String,
+    /// Where the group starts.
+    pub at: Span,
+    /// Workflow names: one, or several to compare (an axis, outermost).
+    pub workflows: Vec<String>,
+    /// Where `workflow:` is written.
+    pub workflow_at: Span,
+    /// Cartesian axes, in manifest order.
+    pub matrix: Vec<ListParam>,
+    /// Lists that vary together (one axis), in manifest order.
+    pub zip: Vec<ListParam>,
+    /// Where `zip:` is written (its lists must have equal lengths).
+    pub zip_at: Span,
+    /// True when `zip:` is written before `matrix:` (axis order).
+    pub zip_first: bool,
+    /// Fixed values.
+    pub set: Vec<Param>,
+    /// Seeds, if given.
+    pub seeds: Option<SeedSpec>,
+    /// Where `seeds:` is written.
+    pub seeds_at: Span,
+}
+
+/// A loaded manifest. Paths are resolved against the manifest's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The manifest file, as given.
+    pub path: PathBuf,
+    /// Its folder (relative paths in the manifest are relative to it).
+    pub dir: PathBuf,
+    /// `server:`, a string or a list; empty if absent.
+    pub servers: Vec<String>,
+    /// `output:`, resolved against the manifest's folder.
+    pub output: Option<PathBuf>,
+    /// `concurrency:` (prompts in flight per server).
+    pub concurrency: Option<usize>,
+    /// `workflows:`, in manifest order.
+    pub workflows: Vec<WorkflowEntry>,
+    /// `params:` aliases, in manifest order.
+    pub params: Vec<Alias>,
+    /// `defaults:`, in manifest order.
+    pub defaults: Vec<Param>,
+    /// `jobs:`, in manifest order.
+    pub jobs: Vec<JobSpec>,
+}
+
+/// An ordered map as written in YAML (serde_yaml would give a hash map).
+#[derive(Debug, Default)]
+struct Ordered<V>(Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V2<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for V2<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of names to values")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Ordered(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<KeyString, V>()? {
+                    out.push((k.0, v));
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(V2(std::marker::PhantomData))
+    }
+}
+
+/// A mapping key: a string, or a number written bare (`9: …`) taken as text.
+struct KeyString(String);
+
+impl<'de> Deserialize<'de> for KeyString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KV;
+        impl Visitor<'_> for KV {
+            type Value = KeyString;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyString, E> {
+                Ok(KeyString(v.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<KeyString, E> {
+                Ok(KeyString(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<KeyString, E> {
+                Ok(KeyString(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<KeyString, E> {
+                Ok(KeyString(v.to_string()))
+            }
+        }
+        d.deserialize_any(KV)
+    }
+}
+
+/// A string or a list of strings (`server:`, `workflow:`).
+struct OneOrMany(Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OV;
+        impl<'de> Visitor<'de> for OV {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                if out.is_empty() {
+                    return Err(de::Error::invalid_length(0, &"at least one entry"));
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(OV)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with 'version: 1' and 'jobs:'"
+)]
+struct RawManifest {
+    version: Option<Value>,
+    server: Option<OneOrMany>,
+    output: Option<String>,
+    concurrency: Option<usize>,
+    #[serde(default)]
+    workflows: Ordered<String>,
+    #[serde(default)]
+    params: Ordered<String>,
+    #[serde(default)]
+    defaults: Ordered<Value>,
+    jobs: Option<Vec<RawJob>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a job group mapping (name, workflow, matrix, zip, set, seeds)"
+)]
+struct RawJob {
+    name: Option<String>,
+    workflow: Option<OneOrMany>,
+    #[serde(default)]
+    matrix: Ordered<Vec<Value>>,
+    #[serde(default)]
+    zip: Ordered<Vec<Value>>,
+    #[serde(default)]
+    set: Ordered<Value>,
+    seeds: Option<SeedSpec>,
+}
+
+impl Manifest {
+    /// Reads and checks a manifest file. Every structural problem found
+    /// (unknown or duplicate keys, bad values) is reported with its line.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ManifestError::one(
+                path,
+                Span { line: 1, col: 1 },
+                ManifestErrorKind::Read(e.to_string()),
+            )
+        })?;
+        Manifest::parse(path, &text)
+    }
+
+    /// Parses manifest text as if read from `path` (which names the folder
+    /// relative paths are resolved against, and appears in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let (lines, problems) = lines::scan(text);
+        if !problems.is_empty() {
+            return Err(ManifestError {
+                file: path.to_owned(),
+                problems,
+            });
+        }
+        let raw: RawManifest = serde_yaml::from_str(text).map_err(|e| {
+            let span = e
+                .location()
+                .map(|l| Span {
+                    line: l.line(),
+                    col: l.column(),
+                })
+                .unwrap_or(Span { line: 1, col: 1 });
+            let mut msg = e.to_string();
+            if let Some(cut) = msg.find(" at line ") {
+                msg.truncate(cut);
+            }
+            ManifestError::one(path, span, ManifestErrorKind::Invalid(msg))
+        })?;
+        let dir = path.parent().map(Path::to_owned).unwrap_or_default();
+        let mut problems = Vec::new();
+        let mut bad = |span: Span, kind: ManifestErrorKind| problems.push(Problem { span, kind });
+
+        match &raw.version {
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+            Some(other) => bad(
+                lines.at(&["version"]),
+                ManifestErrorKind::Version(format!(
+                    "unsupported version {other}; this comfy-batch reads 'version: 1'"
+                )),
+            ),
+            None => bad(
+                Span { line: 1, col: 1 },
+                ManifestErrorKind::Version(
+                    "missing 'version: 1' (the manifest format version)".into(),
+                ),
+            ),
+        }
+        if raw.concurrency == Some(0) {
+            bad(
+                lines.at(&["concurrency"]),
+                ManifestErrorKind::Invalid("concurrency must be at least 1".into()),
+            );
+        }
+        let workflows = raw
+            .workflows
+            .0
+            .into_iter()
+            .map(|(name, file)| WorkflowEntry {
+                at: lines.at(&["workflows", &name]),
+                path: normalize(&dir.join(file)),
+                name,
+            })
+            .collect();
+        let params = raw
+            .params
+            .0
+            .into_iter()
+            .map(|(name, target)| Alias {
+                at: lines.at(&["params", &name]),
+                target,
+                name,
+            })
+            .collect();
+        let defaults: Vec<Param> = raw
+            .defaults
+            .0
+            .into_iter()
+            .map(|(name, value)| Param {
+                at: lines.at(&["defaults", &name]),
+                value,
+                name,
+            })
+            .collect();
+        let raw_jobs = raw.jobs.unwrap_or_default();
+        if raw_jobs.is_empty() {
+            bad(
+                lines.get(&["jobs"]).unwrap_or(Span { line: 1, col: 1 }),
+                ManifestErrorKind::Invalid("no jobs: 'jobs:' needs at least one group".into()),
+            );
+        }
+        let mut jobs: Vec<JobSpec> = Vec::new();
+        for (i, job) in raw_jobs.into_iter().enumerate() {
+            let idx = i.to_string();
+            let at = lines
+                .get(&["jobs", &idx, "name"])
+                .unwrap_or_else(|| lines.at(&["jobs", &idx]));
+            let name = job.name.unwrap_or_else(|| format!("job{}", i + 1));
+            if name.is_empty() || name.contains('#') {
+                bad(
+                    lines.get(&["jobs", &idx, "name"]).unwrap_or(at),
+                    ManifestErrorKind::Invalid(format!(
+                        "group name '{name}' must be non-empty and without '#'"
+                    )),
+                );
+            }
+            if jobs.iter().any(|j| j.name == name) {
+                bad(
+                    lines.get(&["jobs", &idx, "name"]).unwrap_or(at),
+                    ManifestErrorKind::Invalid(format!("two job groups are named '{name}'")),
+                );
+            }
+            let workflow_at = lines.get(&["jobs", &idx, "workflow"]).unwrap_or(at);
+            let workflows = match job.workflow {
+                Some(w) => w.0,
+                None => {
+                    bad(
+                        at,
+                        ManifestErrorKind::Invalid(format!("group '{name}' has no 'workflow:'")),
+                    );
+                    Vec::new()
+                }
+            };
+            let mut list = |section: &str, items: Ordered<Vec<Value>>| -> Vec<ListParam> {
+                items
+                    .0
+                    .into_iter()
+                    .map(|(pname, values)| {
+                        let pat = lines.at(&["jobs", &idx, section, &pname]);
+                        if values.is_empty() {
+                            bad(
+                                pat,
+                                ManifestErrorKind::Invalid(format!(
+                                    "'{pname}' in {section} has no values"
+                                )),
+                            );
+                        }
+                        ListParam {
+                            name: pname,
+                            values,
+                            at: pat,
+                        }
+                    })
+                    .collect()
+            };
+            let matrix = list("matrix", job.matrix);
+            let zip = list("zip", job.zip);
+            let zip_at = lines.get(&["jobs", &idx, "zip"]).unwrap_or(at);
+            let zip_first = match (
+                lines.get(&["jobs", &idx, "zip"]),
+                lines.get(&["jobs", &idx, "matrix"]),
+            ) {
+                (Some(z), Some(m)) => z < m,
+                _ => false,
+            };
+            let set = job
+                .set
+                .0
+                .into_iter()
+                .map(|(pname, value)| Param {
+                    at: lines.at(&["jobs", &idx, "set", &pname]),
+                    value,
+                    name: pname,
+                })
+                .collect();
+            jobs.push(JobSpec {
+                seeds_at: lines.get(&["jobs", &idx, "seeds"]).unwrap_or(at),
+                name,
+                at,
+                workflows,
+                workflow_at,
+                matrix,
+                zip,
+                zip_at,
+                zip_first,
+                set,
+                seeds: job.seeds,
+            });
+        }
+        let named = defaults
+            .iter()
+            .map(|p| (&p.name, p.at))
+            .chain(jobs.iter().flat_map(|j| {
+                j.set
+                    .iter()
+                    .map(|p| (&p.name, p.at))
+                    .chain(j.matrix.iter().chain(&j.zip).map(|l| (&l.name, l.at)))
+            }));
+        for (name, at) in named {
+            if SEED_NAMES.contains(&name.as_str()) {
+                problems.push(Problem {
+                    span: at,
+                    kind: ManifestErrorKind::Invalid(format!(
+                        "'{name}' is not a parameter: give seeds with 'seeds:' (a list, {{count, base}} or {{range}})"
+                    )),
+                });
+            }
+        }
+        if !problems.is_empty() {
+            problems.sort_by_key(|p| p.span);
+            return Err(ManifestError {
+                file: path.to_owned(),
+                problems,
+            });
+        }
+        Ok(Manifest {
+            path: path.to_owned(),
+            servers: raw.server.map(|s| s.0).unwrap_or_default(),
+            output: raw.output.map(|o| normalize(&dir.join(o))),
+            concurrency: raw.concurrency,
+            dir,
+            workflows,
+            params,
+            defaults,
+            jobs,
+        })
+    }
+}
+
+/// Removes `.` and `x/..` lexically (no file system access), so paths in
+/// messages and logs read as the user would write them.
+pub(crate) fn normalize(path: &Path) -> PathBuf {
+    let mut out: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(c),
+            },
+            _ => out.push(c),
+        }
+    }
+    let p: PathBuf = out.iter().collect();
+    if p.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"version: 1
+server: http://127.0.0.1:8188
+output: ../out/fox
+concurrency: 2
+workflows:
+  t2i: ../workflows/txt2img.json
+params:
+  style: "Style Prompt.text"
+defaults:
+  negative: "lowres, watermark"
+jobs:
+  - name: fox
+    workflow: t2i
+    zip:
+      prompt: [a, b]
+    matrix:
+      cfg: [5, 6.5]
+      9: [1]
+    seeds: [1, 2]
+    set:
+      width: 768
+  - workflow: [t2i, i2i]
+    seeds: {count: 2, base: 7}
+"#;
+
+    fn parse(text: &str) -> Result<Manifest, Vec<String>> {
+        Manifest::parse(Path::new("jobs/m.yaml"), text).map_err(|e| e.lines())
+    }
+
+    #[test]
+    fn reads_every_field_with_lines_and_resolved_paths() {
+        let m = parse(FULL).unwrap();
+        assert_eq!(m.servers, vec!["http://127.0.0.1:8188"]);
+        assert_eq!(m.output, Some(PathBuf::from("out/fox")));
+        assert_eq!(m.concurrency, Some(2));
+        assert_eq!(m.workflows[0].path, PathBuf::from("workflows/txt2img.json"));
+        assert_eq!(m.workflows[0].at.line, 6);
+        assert_eq!(m.params[0].target, "Style Prompt.text");
+        assert_eq!(m.defaults[0].at, Span { line: 10, col: 3 });
+        let fox = &m.jobs[0];
+        assert_eq!(fox.name, "fox");
+        assert!(fox.zip_first);
+        assert_eq!(fox.matrix[0].name, "cfg");
+        assert_eq!(fox.matrix[0].at.line, 17);
+        assert_eq!(fox.matrix[1].name, "9");
+        assert_eq!(fox.set[0].at.line, 21);
+        assert_eq!(fox.seeds, Some(SeedSpec::List(vec![1, 2])));
+        let second = &m.jobs[1];
+        assert_eq!(second.name, "job2");
+        assert_eq!(second.workflows, vec!["t2i", "i2i"]);
+        assert_eq!(second.seeds, Some(SeedSpec::Count { count: 2, base: 7 }));
+    }
+
+    #[test]
+    fn server_may_be_a_list() {
+        let m = parse("version: 1\nserver: [http://a, http://b]\njobs: [{workflow: x}]\n").unwrap();
+        assert_eq!(m.servers, vec!["http://a", "http://b"]);
+        assert_eq!(m.output, None);
+    }
+
+    #[test]
+    fn version_is_required_and_must_be_1() {
+        let err = parse("jobs: [{workflow: x}]\n").unwrap_err();
+        assert_eq!(
+            err,
+            vec!["jobs/m.yaml:1:1: missing 'version: 1' (the manifest format version)"]
+        );
+        let err = parse("version: 2\njobs: [{workflow: x}]\n").unwrap_err();
+        assert_eq!(
+            err,
+            vec!["jobs/m.yaml:1:1: unsupported version 2; this comfy-batch reads 'version: 1'"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_all_listed_with_lines() {
+        let err = parse(
+            "version: 1\nouptut: x\njobs:\n  - workflow: x\n    seeds: {count: 2, bsae: 1}\n",
+        )
+        .unwrap_err();
+        insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn bad_yaml_names_its_line() {
+        let err = parse("version: 1\njobs:\n  - workflow: x\n    set: {cfg: 5\n").unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert!(err[0].starts_with("jobs/m.yaml:5:"), "{err:?}");
+        assert!(err[0].contains("invalid yaml"), "{err:?}");
+    }
+
+    #[test]
+    fn wrong_shapes_name_their_line() {
+        let err =
+            parse("version: 1\njobs:\n  - workflow: x\n    matrix:\n      cfg: 5\n").unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert!(err[0].starts_with("jobs/m.yaml:5:"), "{err:?}");
+        let err = parse("version: 1\njobs:\n  - workflow: x\n    seeds: 5\n").unwrap_err();
+        assert!(err[0].starts_with("jobs/m.yaml:4:"), "{err:?}");
+        assert!(
+            err[0].contains("a list of seeds, {count: N, base: S} or {range: [FIRST, LAST]}"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_and_groups_are_errors() {
+        let err =
+            parse("version: 1\njobs:\n  - workflow: x\n    set: {cfg: 5, cfg: 6}\n").unwrap_err();
+        assert_eq!(err, vec!["jobs/m.yaml:4:19: duplicate key 'cfg'"]);
+        let err =
+            parse("version: 1\njobs:\n  - {name: a, workflow: x}\n  - {name: a, workflow: x}\n")
+                .unwrap_err();
+        assert_eq!(err, vec!["jobs/m.yaml:4:6: two job groups are named 'a'"]);
+    }
+
+    #[test]
+    fn empty_lists_and_missing_workflow_are_errors() {
+        let err = parse("version: 1\njobs:\n  - name: a\n    matrix: {cfg: []}\n").unwrap_err();
+        insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn seeds_are_not_parameters() {
+        let err = parse("version: 1\ndefaults: {seed: 1}\njobs:\n  - workflow: x\n    matrix: {noise_seed: [1, 2]}\n").unwrap_err();
+        insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn wrong_document_shapes_are_explained() {
+        let err = parse("- a\n- b\n").unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "jobs/m.yaml:1:1: invalid type: sequence, expected a mapping with 'version: 1' and 'jobs:'"
+            ]
+        );
+        let err = parse("version: 1\njobs: [5]\n").unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "jobs/m.yaml:2:8: jobs[0]: invalid type: integer `5`, expected a job group mapping (name, workflow, matrix, zip, set, seeds)"
+            ]
+        );
+    }
+
+    #[test]
+    fn normalize_removes_dot_segments() {
+        assert_eq!(
+            normalize(Path::new("jobs/../workflows/a.json")),
+            PathBuf::from("workflows/a.json")
+        );
+        assert_eq!(normalize(Path::new("../x/./y")), PathBuf::from("../x/y"));
+        assert_eq!(normalize(Path::new("a/..")), PathBuf::from("."));
+    }
+}

@@ -1,15 +1,38 @@
 //! Expansion: a manifest's job groups (matrix, zip, set, defaults, seeds)
 //! become concrete [`Job`]s in a deterministic order, each with its stable
-//! [`JobId`] and patched prompt. Knows nothing of HTTP or the output folder.
+//! [`JobId`] and patched prompt. Owns target resolution, seeds, job ids,
+//! deduplication, order and `--shard`. Knows nothing of HTTP or the output
+//! folder.
 //!
 //! SEAM (fixed for the runner, #4): `Job`, `Workflow`, `ImageInput`, and a
 //! `Plan` offering `len()`, `columns()` and a lazy `jobs()` iterator.
+//!
+//! Expansion is lazy: [`Plan::new`] resolves every target once per (group,
+//! workflow), checks every value, and walks the job space once hashing each
+//! job (only when duplicates are possible) to know the final count; the
+//! prompts are built one at a time by [`Plan::jobs`].
 
+mod build;
+mod error;
+mod expand;
+mod seeds;
+mod shard;
+mod targets;
+mod workflow;
+
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
+
 use crate::ids::{JobId, NodeId};
-use crate::patch::Prompt;
+use crate::manifest::{Manifest, Span};
+use crate::patch::{Prompt, Slot};
+use build::{Errors, LoadedWorkflow, plan_group};
+pub use error::{PlanError, PlanErrorKind, PlanErrors};
+use expand::{Jobs, digest};
+pub use shard::{Shard, ShardError};
 
 /// One API-format workflow file as loaded for a run.
 #[derive(Debug, Clone)]
@@ -57,4 +80,778 @@ pub struct Job {
     pub prompt: Prompt,
     /// Local images to upload first.
     pub images: Vec<ImageInput>,
+}
+
+/// The largest plan accepted (jobs before deduplication): planning walks the
+/// whole job space once, so a typo like `{range: [0, 1e12]}` must fail fast.
+pub const MAX_JOBS: u64 = 100_000_000;
+
+/// Where a group parameter's value comes from.
+#[derive(Debug)]
+enum Source {
+    Fixed(Value),
+    Axis { axis: usize, member: usize },
+}
+
+#[derive(Debug)]
+struct GroupParam {
+    name: String,
+    at: Span,
+    source: Source,
+    from_defaults: bool,
+}
+
+/// One list of an axis: a matrix entry, or one list of a zip.
+#[derive(Debug)]
+struct Member {
+    param: usize,
+    values: Vec<Value>,
+    /// Canonical JSON of each value, for job ids.
+    encoded: Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct Axis {
+    len: usize,
+    members: Vec<Member>,
+}
+
+#[derive(Debug)]
+enum SeedAxis {
+    /// No seed input anywhere in the group's workflows.
+    None,
+    List(Vec<u64>),
+    Range {
+        start: u64,
+        len: u64,
+    },
+    /// One fresh seed per job.
+    Fresh,
+}
+
+impl SeedAxis {
+    fn len(&self) -> u64 {
+        match self {
+            SeedAxis::List(v) => v.len() as u64,
+            SeedAxis::Range { len, .. } => *len,
+            SeedAxis::None | SeedAxis::Fresh => 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum HashValue {
+    Fixed(Vec<u8>),
+    Axis { axis: usize, member: usize },
+}
+
+#[derive(Debug)]
+struct HashItem {
+    /// `node \0 input \0`.
+    key: Vec<u8>,
+    value: HashValue,
+}
+
+#[derive(Debug)]
+enum ImageSource {
+    Fixed(PathBuf),
+    /// Resolved path per value index of an axis member.
+    Axis {
+        axis: usize,
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// One workflow of a group, with everything resolved.
+#[derive(Debug)]
+struct Variant {
+    workflow: Arc<Workflow>,
+    /// The workflow with the group's fixed values applied.
+    base: Map<String, Value>,
+    /// (slot, axis, member): set per job.
+    setters: Vec<(Slot, usize, usize)>,
+    seed_slots: Vec<Slot>,
+    /// Sorted by slot: the canonical job-id input.
+    hash: Vec<HashItem>,
+    /// SaveImage nodes whose prefix comes from the job id.
+    savers: Vec<String>,
+    images: Vec<(Slot, ImageSource)>,
+}
+
+#[derive(Debug)]
+struct Group {
+    name: String,
+    index: usize,
+    raw_start: u64,
+    per_variant: u64,
+    variants: Vec<Variant>,
+    axes: Vec<Axis>,
+    seeds: SeedAxis,
+    params: Vec<GroupParam>,
+}
+
+impl Group {
+    fn raw_len(&self) -> u64 {
+        self.per_variant * self.variants.len() as u64
+    }
+}
+
+/// A planned manifest: how many jobs, which columns, and the jobs
+/// themselves on demand, always in the same order with the same ids.
+#[derive(Debug)]
+pub struct Plan {
+    groups: Vec<Group>,
+    columns: Vec<String>,
+    warnings: Vec<String>,
+    /// Raw positions of collapsed duplicates, ascending.
+    skip: Vec<u64>,
+    raw_len: u64,
+    len: usize,
+    random_key: u64,
+}
+
+impl Plan {
+    /// Plans a manifest: loads its workflows, resolves every parameter,
+    /// checks every value, and counts the jobs. Every problem is reported.
+    /// Jobs without `seeds:` draw fresh seeds keyed by an OS random number.
+    pub fn new(manifest: &Manifest) -> Result<Plan, PlanErrors> {
+        Plan::with_random_key(manifest, rand::random())
+    }
+
+    /// Like [`Plan::new`], with the key of the fresh-seed stream given
+    /// (tests; reproducing a plan).
+    pub fn with_random_key(manifest: &Manifest, random_key: u64) -> Result<Plan, PlanErrors> {
+        let mut errors = Errors {
+            file: &manifest.path,
+            list: Vec::new(),
+        };
+        let aliases: Vec<(String, String)> = manifest
+            .params
+            .iter()
+            .map(|a| (a.name.clone(), a.target.clone()))
+            .collect();
+        let mut loaded: Vec<(String, Option<LoadedWorkflow>)> = Vec::new();
+        let mut groups = Vec::new();
+        let mut raw_start: u128 = 0;
+        for (gi, spec) in manifest.jobs.iter().enumerate() {
+            let mut variants_src = Vec::new();
+            for name in &spec.workflows {
+                if !loaded.iter().any(|(n, _)| n == name) {
+                    let entry = match workflow::load(manifest, name) {
+                        Ok(w) => Some((
+                            Arc::new(Workflow {
+                                name: name.clone(),
+                                path: w.path,
+                                sha256: w.sha256,
+                            }),
+                            w.nodes,
+                        )),
+                        Err(e) => {
+                            let at = manifest
+                                .workflows
+                                .iter()
+                                .find(|w| &w.name == name)
+                                .map(|w| w.at)
+                                .unwrap_or(spec.workflow_at);
+                            errors.push(
+                                at,
+                                &spec.name,
+                                None,
+                                PlanErrorKind::Workflow {
+                                    name: name.clone(),
+                                    detail: e.to_string(),
+                                },
+                            );
+                            None
+                        }
+                    };
+                    loaded.push((name.clone(), entry));
+                }
+                if let Some((_, Some((wf, nodes)))) = loaded.iter().find(|(n, _)| n == name) {
+                    variants_src.push((wf.clone(), nodes.clone()));
+                }
+            }
+            if let Some(group) = plan_group(manifest, spec, gi, &aliases, variants_src, &mut errors)
+            {
+                let mut group = group;
+                group.raw_start = raw_start.min(u128::from(u64::MAX)) as u64;
+                raw_start += u128::from(group.per_variant) * group.variants.len() as u128;
+                groups.push(group);
+            }
+        }
+        if raw_start > u128::from(MAX_JOBS) {
+            errors.push(
+                Span { line: 1, col: 1 },
+                "",
+                None,
+                PlanErrorKind::TooManyJobs(raw_start),
+            );
+        }
+        if !errors.list.is_empty() {
+            // Manifest order; problems at one place keep their order.
+            errors.list.sort_by_key(|e| e.at);
+            return Err(PlanErrors(errors.list));
+        }
+        let mut columns: Vec<String> = Vec::new();
+        for g in &groups {
+            for p in &g.params {
+                if !columns.contains(&p.name) {
+                    columns.push(p.name.clone());
+                }
+            }
+        }
+        let mut plan = Plan {
+            groups,
+            columns,
+            warnings: Vec::new(),
+            skip: Vec::new(),
+            raw_len: raw_start as u64,
+            len: raw_start as usize,
+            random_key,
+        };
+        plan.collapse_duplicates();
+        Ok(plan)
+    }
+
+    /// Finds identical jobs (same id input), keeping the first. Skipped
+    /// when no two jobs can be identical: every group's axis values and
+    /// seeds are distinct, and no two groups share a workflow's content.
+    fn collapse_duplicates(&mut self) {
+        let mut shas = HashSet::new();
+        let mut possible = false;
+        for g in &self.groups {
+            for v in &g.variants {
+                possible |= !shas.insert(v.workflow.sha256.clone());
+            }
+            possible |= g.axes.iter().any(|a| {
+                let mut seen = HashSet::new();
+                (0..a.len).any(|i| {
+                    let key: Vec<&[u8]> =
+                        a.members.iter().map(|m| m.encoded[i].as_slice()).collect();
+                    !seen.insert(key)
+                })
+            });
+            if let SeedAxis::List(list) = &g.seeds {
+                let set: HashSet<&u64> = list.iter().collect();
+                possible |= set.len() != list.len();
+            }
+        }
+        if !possible {
+            return;
+        }
+        let mut first: HashMap<u64, u64> = HashMap::new();
+        let mut idx = Vec::new();
+        let mut dropped_per_group: Vec<(usize, u64, u64)> = Vec::new();
+        for (gi, g) in self.groups.iter().enumerate() {
+            for local in 0..g.raw_len() {
+                let raw = g.raw_start + local;
+                let (vi, seed) = self.decode(g, local, raw, &mut idx);
+                let digest = digest(g, &g.variants[vi], &idx, seed);
+                let key = u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+                match first.get(&key) {
+                    None => {
+                        first.insert(key, raw);
+                    }
+                    Some(&orig) => {
+                        self.skip.push(raw);
+                        match dropped_per_group.last_mut() {
+                            Some((last, n, _)) if *last == gi => *n += 1,
+                            _ => dropped_per_group.push((gi, 1, orig)),
+                        }
+                    }
+                }
+            }
+        }
+        self.len = (self.raw_len - self.skip.len() as u64) as usize;
+        for (gi, n, orig) in dropped_per_group {
+            let g = &self.groups[gi];
+            let og = self
+                .groups
+                .iter()
+                .find(|o| orig >= o.raw_start && orig < o.raw_start + o.raw_len())
+                .unwrap_or(g);
+            let before = self.skip.partition_point(|s| *s < orig)
+                - self.skip.partition_point(|s| *s < og.raw_start);
+            let label = format!("{}#{}", og.name, orig - og.raw_start - before as u64 + 1);
+            self.warnings.push(format!(
+                "group '{}': {n} job{} identical to earlier jobs collapsed (the first repeats {label})",
+                g.name,
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+    }
+
+    /// Decodes a raw position into (variant, axis indices, seed).
+    fn decode(
+        &self,
+        g: &Group,
+        local: u64,
+        raw: u64,
+        idx: &mut Vec<usize>,
+    ) -> (usize, Option<u64>) {
+        let vi = (local / g.per_variant) as usize;
+        let mut rem = local % g.per_variant;
+        let slen = g.seeds.len();
+        let si = rem % slen;
+        rem /= slen;
+        idx.clear();
+        idx.resize(g.axes.len(), 0);
+        for (a, axis) in g.axes.iter().enumerate().rev() {
+            idx[a] = (rem % axis.len as u64) as usize;
+            rem /= axis.len as u64;
+        }
+        let seed = if g.variants[vi].seed_slots.is_empty() {
+            None
+        } else {
+            match &g.seeds {
+                SeedAxis::None => None,
+                SeedAxis::List(v) => Some(v[si as usize]),
+                SeedAxis::Range { start, .. } => Some(start + si),
+                SeedAxis::Fresh => Some(seeds::fresh(self.random_key, g.index, raw)),
+            }
+        };
+        (vi, seed)
+    }
+
+    /// The number of jobs, after collapsing duplicates.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the plan has no jobs (never, for a valid manifest).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Parameter column names for `runs.csv`: the union over groups, in
+    /// manifest order of first appearance; `seed` is not among them.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// The key of the fresh-seed stream (jobs without `seeds:`). Stored
+    /// with a run, it lets [`Plan::with_random_key`] rebuild the same seeds
+    /// and job ids, e.g. to resume.
+    pub fn random_key(&self) -> u64 {
+        self.random_key
+    }
+
+    /// Notes for the user (e.g. collapsed duplicates), one line each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The jobs, lazily, in plan order (`index` 0..len).
+    pub fn jobs(&self) -> impl Iterator<Item = Job> + '_ {
+        Jobs::new(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const T2I: &str = include_str!("../../workflows/t2i.json");
+    const I2I: &str = include_str!("../../workflows/i2i.json");
+    const REAL_DEFAULT: &str =
+        include_str!("../../tests/fixtures/workflows/comfyui_default_t2i.json");
+    const REAL_BASE: &str = include_str!("../../tests/fixtures/workflows/seed_base_workflow.json");
+    const REAL_I2I: &str =
+        include_str!("../../tests/fixtures/workflows/seed_basic_image_to_image.json");
+    const UI: &str = include_str!("../../tests/fixtures/workflows/ui_format.json");
+    const CUSTOM: &str = include_str!("../../tests/fixtures/workflows/custom_advanced.json");
+    const CONTROLNET: &str = include_str!("../../tests/fixtures/workflows/controlnet_sdxl.json");
+
+    /// A temp project: `workflows/<name>.json`, `jobs/inputs/{a,b}.png`, and
+    /// the manifest at `jobs/m.yaml`.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new(workflows: &[(&str, &str)]) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("workflows")).unwrap();
+            std::fs::create_dir_all(dir.path().join("jobs/inputs")).unwrap();
+            for (name, text) in workflows {
+                std::fs::write(dir.path().join(format!("workflows/{name}.json")), text).unwrap();
+            }
+            for img in ["a.png", "b.png"] {
+                std::fs::write(dir.path().join("jobs/inputs").join(img), b"png").unwrap();
+            }
+            Fixture { dir }
+        }
+
+        fn manifest(&self, text: &str) -> Manifest {
+            let path = self.dir.path().join("jobs/m.yaml");
+            std::fs::write(&path, text).unwrap();
+            Manifest::load(&path).unwrap()
+        }
+
+        fn plan(&self, text: &str) -> Result<Plan, Vec<String>> {
+            Plan::with_random_key(&self.manifest(text), 7).map_err(|e| {
+                let root = self.dir.path().display().to_string();
+                e.lines()
+                    .iter()
+                    .map(|l| l.replace(&root, "[tmp]"))
+                    .collect()
+            })
+        }
+    }
+
+    /// One line per job: id, label, workflow, seed, params.
+    fn summary(plan: &Plan) -> Vec<String> {
+        plan.jobs()
+            .map(|j| {
+                let params: Vec<String> =
+                    j.params.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                format!(
+                    "{} {} {} {} {}",
+                    j.id,
+                    j.label,
+                    j.workflow.name,
+                    j.seed.map(|s| s.to_string()).unwrap_or("-".into()),
+                    params.join(" ")
+                )
+            })
+            .collect()
+    }
+
+    fn err_of(result: Result<Plan, Vec<String>>) -> Vec<String> {
+        match result {
+            Ok(_) => panic!("expected plan errors"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn example_sweep_manifest_plan_is_pinned() {
+        let m = Manifest::load(Path::new("jobs/fox-sweep.yaml")).unwrap();
+        let plan = Plan::new(&m).unwrap();
+        assert_eq!(plan.len(), 26);
+        assert!(plan.warnings().is_empty());
+        insta::assert_snapshot!(summary(&plan).join("\n"));
+        let firsts: Vec<Job> = plan.jobs().filter(|j| j.label.ends_with("#1")).collect();
+        for job in firsts {
+            insta::assert_json_snapshot!(
+                format!("fox_sweep_prompt_{}", job.label.replace('#', "_")),
+                job.prompt
+            );
+            if job.workflow.name == "i2i" {
+                assert_eq!(
+                    job.images,
+                    vec![ImageInput {
+                        node: NodeId::new("10"),
+                        input: "image".into(),
+                        path: PathBuf::from("jobs/inputs/red.png"),
+                    }]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn example_dataset_manifest_plan_is_pinned() {
+        let m = Manifest::load(Path::new("jobs/dataset.yaml")).unwrap();
+        let plan = Plan::new(&m).unwrap();
+        assert_eq!(plan.len(), 64);
+        insta::assert_snapshot!(summary(&plan).join("\n"));
+        let first = plan.jobs().next().unwrap();
+        insta::assert_json_snapshot!(first.prompt);
+    }
+
+    #[test]
+    fn real_world_workflows_patch_as_expected() {
+        let fx = Fixture::new(&[
+            ("default", REAL_DEFAULT),
+            ("base", REAL_BASE),
+            ("img", REAL_I2I),
+        ]);
+        let plan = fx
+            .plan(
+                "version: 1\njobs:\n  - name: real\n    workflow: [default, base]\n    matrix:\n      prompt: [a castle]\n      steps: [10]\n    set: {negative: blurry, checkpoint: sd15.safetensors, width: 640, sampler: euler, scheduler: normal}\n    seeds: [5]\n  - name: img\n    workflow: img\n    set: {image: inputs/a.png, denoise: 0.5, prompt: a castle}\n    seeds: [5]\n",
+            )
+            .unwrap();
+        assert_eq!(plan.len(), 3);
+        for job in plan.jobs() {
+            insta::assert_json_snapshot!(
+                format!("real_{}", job.label.replace('#', "_")),
+                job.prompt
+            );
+        }
+    }
+
+    #[test]
+    fn builtins_reach_custom_sampler_and_controlnet_graphs() {
+        let fx = Fixture::new(&[("custom", CUSTOM), ("cn", CONTROLNET)]);
+        let plan = fx
+            .plan("version: 1\njobs:\n  - name: g\n    workflow: [custom, cn]\n    set: {prompt: a lighthouse, negative: fog, steps: 8, cfg: 2.5, sampler: heun, scheduler: karras, denoise: 0.9, width: 768, checkpoint: sd15.safetensors, batch_size: 2}\n    seeds: [42]\n")
+            .unwrap();
+        assert_eq!(plan.len(), 2);
+        for job in plan.jobs() {
+            insta::assert_json_snapshot!(format!("builtins_{}", job.workflow.name), job.prompt);
+        }
+    }
+
+    #[test]
+    fn same_manifest_gives_same_ids_and_seeds() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let text = "version: 1\njobs:\n  - name: a\n    workflow: t2i\n    matrix:\n      cfg: [5, 6]\n      prompt: [x, y]\n    set: {steps: 10, width: 256}\n    seeds: {count: 2, base: 3}\n";
+        let one = summary(&fx.plan(text).unwrap());
+        let two = summary(&fx.plan(text).unwrap());
+        assert_eq!(one, two);
+        // Keys reordered without changing the meaning: same ids and seeds.
+        // (Matrix axes keep their order: it is the job order.)
+        let reordered = "jobs:\n  - seeds: {base: 3, count: 2}\n    set: {width: 256, steps: 10}\n    matrix:\n      cfg: [5, 6]\n      prompt: [x, y]\n    workflow: t2i\n    name: a\nversion: 1\n";
+        let three = summary(&fx.plan(reordered).unwrap());
+        let ids = |s: &[String]| -> Vec<String> {
+            s.iter()
+                .map(|l| l.split(' ').take(4).collect::<Vec<_>>().join(" "))
+                .collect()
+        };
+        assert_eq!(ids(&one), ids(&three));
+    }
+
+    #[test]
+    fn expansion_order_is_workflow_checkpoint_axes_then_seeds() {
+        let fx = Fixture::new(&[
+            ("t2i", T2I),
+            ("t2b", &T2I.replace("\"cfg\": 7", "\"cfg\": 8")),
+        ]);
+        let plan = fx
+            .plan("version: 1\njobs:\n  - name: o\n    workflow: [t2i, t2b]\n    matrix:\n      cfg: [1, 2]\n      checkpoint: [a, b]\n    seeds: [10, 11]\n")
+            .unwrap();
+        let order: Vec<String> = plan
+            .jobs()
+            .map(|j| {
+                let p: Vec<String> = j.params.iter().map(|(_, v)| cell_text(v)).collect();
+                format!(
+                    "{} {} {}",
+                    j.workflow.name,
+                    p.join(","),
+                    j.seed.unwrap_or(0)
+                )
+            })
+            .collect();
+        insta::assert_snapshot!(order.join("\n"));
+        let indexes: Vec<usize> = plan.jobs().map(|j| j.index).collect();
+        assert_eq!(indexes, (0..16).collect::<Vec<_>>());
+    }
+
+    fn cell_text(v: &Value) -> String {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    }
+
+    #[test]
+    fn zip_lists_vary_together_and_columns_are_a_union() {
+        let fx = Fixture::new(&[("t2i", T2I), ("i2i", I2I)]);
+        let plan = fx
+            .plan("version: 1\ndefaults: {steps: 12}\njobs:\n  - name: a\n    workflow: t2i\n    zip:\n      prompt: [x, y, z]\n      cfg: [1, 2, 3]\n    seeds: [1]\n  - name: b\n    workflow: i2i\n    set: {image: inputs/b.png, denoise: 0.3}\n    seeds: [1]\n")
+            .unwrap();
+        assert_eq!(
+            plan.columns(),
+            ["steps", "prompt", "cfg", "image", "denoise"]
+        );
+        let pairs: Vec<String> = plan
+            .jobs()
+            .filter(|j| j.workflow.name == "t2i")
+            .map(|j| format!("{}={}", cell_text(&j.params[1].1), j.params[2].1))
+            .collect();
+        assert_eq!(pairs, ["x=1", "y=2", "z=3"]);
+    }
+
+    #[test]
+    fn identical_jobs_are_collapsed_with_a_warning() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let plan = fx
+            .plan("version: 1\njobs:\n  - name: a\n    workflow: t2i\n    matrix: {cfg: [5, 5, 6]}\n    seeds: [1]\n  - name: b\n    workflow: t2i\n    set: {cfg: 6}\n    seeds: [1, 2]\n")
+            .unwrap();
+        assert_eq!(plan.len(), 3);
+        let labels: Vec<String> = plan
+            .jobs()
+            .map(|j| format!("{}:{}", j.index, j.label))
+            .collect();
+        assert_eq!(labels, ["0:a#1", "1:a#2", "2:b#1"]);
+        assert_eq!(
+            plan.warnings(),
+            [
+                "group 'a': 1 job identical to earlier jobs collapsed (the first repeats a#1)",
+                "group 'b': 1 job identical to earlier jobs collapsed (the first repeats a#2)",
+            ]
+        );
+        let ids: HashSet<String> = plan.jobs().map(|j| j.id.to_string()).collect();
+        assert_eq!(ids.len(), 3);
+    }
+
+    #[test]
+    fn save_image_prefix_is_per_job_unless_set() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let plan = fx
+            .plan("version: 1\njobs:\n  - workflow: t2i\n    seeds: [1]\n")
+            .unwrap();
+        let job = plan.jobs().next().unwrap();
+        let id = job.id.to_string();
+        assert_eq!(
+            job.prompt.0["9"]["inputs"]["filename_prefix"],
+            Value::String(format!("comfy-batch/{}/{id}", &id[..2]))
+        );
+        let plan = fx
+            .plan("version: 1\njobs:\n  - workflow: t2i\n    set: {\"9.filename_prefix\": mine}\n    seeds: [1]\n")
+            .unwrap();
+        let job = plan.jobs().next().unwrap();
+        assert_eq!(job.prompt.0["9"]["inputs"]["filename_prefix"], "mine");
+    }
+
+    #[test]
+    fn no_seeds_draws_fresh_seeds_and_seedless_workflows_have_none() {
+        let upscale = r#"{"1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
+            "2": {"class_type": "ImageScaleBy", "inputs": {"image": ["1", 0], "upscale_method": "lanczos", "scale_by": 2}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "up"}}}"#;
+        let fx = Fixture::new(&[("t2i", T2I), ("up", upscale)]);
+        let text = "version: 1\njobs:\n  - workflow: t2i\n    matrix: {cfg: [1, 2, 3]}\n  - workflow: up\n    matrix: {image: [inputs/a.png, inputs/b.png], \"2.scale_by\": [2, 4]}\n";
+        let plan = fx.plan(text).unwrap();
+        let seeds: Vec<Option<u64>> = plan.jobs().map(|j| j.seed).collect();
+        assert_eq!(seeds.len(), 7);
+        assert!(seeds[..3].iter().all(|s| s.is_some_and(|s| s < 1 << 53)));
+        assert_ne!(seeds[0], seeds[1]);
+        assert!(seeds[3..].iter().all(Option::is_none));
+        // The plan's jobs are the same every time they are walked, and the
+        // same key gives the same fresh seeds and ids.
+        assert_eq!(summary(&plan), summary(&plan));
+        let again = Plan::with_random_key(&fx.manifest(text), plan.random_key()).unwrap();
+        assert_eq!(summary(&plan), summary(&again));
+        let other = Plan::with_random_key(&fx.manifest(text), 8).unwrap();
+        assert_ne!(summary(&plan)[0], summary(&other)[0]);
+        let up = plan.jobs().nth(3).unwrap();
+        assert_eq!(up.images[0].path, fx.dir.path().join("jobs/inputs/a.png"));
+        assert_eq!(up.params[0], ("image".into(), Value::from("inputs/a.png")));
+    }
+
+    #[test]
+    fn range_seeds_are_inclusive() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let plan = fx
+            .plan("version: 1\njobs:\n  - workflow: t2i\n    seeds: {range: [100, 103]}\n")
+            .unwrap();
+        let seeds: Vec<u64> = plan.jobs().filter_map(|j| j.seed).collect();
+        assert_eq!(seeds, [100, 101, 102, 103]);
+        let err = err_of(fx.plan(
+            "version: 1\njobs:\n  - workflow: t2i\n    seeds: {range: [0, 1000000000000]}\n",
+        ));
+        assert_eq!(err.len(), 1);
+        assert!(err[0].contains("holds 1000000000001 seeds"), "{err:?}");
+    }
+
+    #[test]
+    fn unknown_parameter_names_line_group_workflow_and_nearest() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let err = err_of(fx.plan("version: 1\njobs:\n  - name: fox\n    workflow: t2i\n    matrix:\n      sampeler: [euler]\n"));
+        assert_eq!(
+            err,
+            [
+                "[tmp]/jobs/m.yaml:6:7: unknown parameter 'sampeler' in group 'fox' (workflow t2i); did you mean 'sampler'?"
+            ]
+        );
+    }
+
+    #[test]
+    fn ambiguous_sampler_lists_candidates() {
+        let mut two: Map<String, Value> = serde_json::from_str(T2I).unwrap();
+        two.insert(
+            "20".into(),
+            serde_json::json!({"class_type": "KSamplerAdvanced", "inputs": {"noise_seed": 1, "cfg": 7, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["3", 0]}, "_meta": {"title": "Refiner"}}),
+        );
+        let two = serde_json::to_string(&two).unwrap();
+        let fx = Fixture::new(&[("two", &two)]);
+        let err = err_of(fx.plan("version: 1\njobs:\n  - name: r\n    workflow: two\n    set: {cfg: 5}\n    seeds: [1]\n"));
+        insta::assert_debug_snapshot!(err);
+        // An alias resolves it.
+        let plan = fx
+            .plan("version: 1\nparams:\n  seed: Refiner.noise_seed\n  cfg: 3.cfg\njobs:\n  - workflow: two\n    set: {cfg: 5}\n    seeds: [1]\n")
+            .unwrap();
+        let job = plan.jobs().next().unwrap();
+        assert_eq!(job.prompt.0["20"]["inputs"]["noise_seed"], 1);
+        assert_eq!(job.prompt.0["3"]["inputs"]["cfg"], 5);
+    }
+
+    #[test]
+    fn missing_input_wrong_type_and_links_are_errors() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let err = err_of(fx.plan(
+            "version: 1\njobs:\n  - name: g\n    workflow: t2i\n    set:\n      3.cfgg: 5\n      cfg: high\n      steps: [20]\n      3.model: x\n      Positive Prompt.text: 5\n    seeds: [1]\n",
+        ));
+        insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn zip_length_mismatch_names_lists_and_lengths() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let err = err_of(fx.plan("version: 1\njobs:\n  - name: z\n    workflow: t2i\n    zip:\n      prompt: [a, b, c]\n      cfg: [1, 2]\n"));
+        assert_eq!(
+            err,
+            [
+                "[tmp]/jobs/m.yaml:5:5: zip lists differ in length in group 'z': 'prompt' has 3, 'cfg' has 2"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_and_ui_format_workflows_are_errors() {
+        let fx = Fixture::new(&[("ui", UI)]);
+        let err = err_of(fx.plan("version: 1\nworkflows:\n  listed: ../nowhere/x.json\njobs:\n  - name: a\n    workflow: nope\n  - name: b\n    workflow: ui\n  - name: c\n    workflow: listed\n"));
+        insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn missing_image_files_and_repeated_names_are_errors() {
+        let fx = Fixture::new(&[("i2i", I2I)]);
+        let err = err_of(fx.plan(
+            "version: 1\njobs:\n  - name: a\n    workflow: i2i\n    matrix:\n      image: [inputs/a.png, inputs/missing.png]\n    set: {cfg: 5}\n    zip: {cfg: [1]}\n",
+        ));
+        insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let err = err_of(fx.plan("version: 1\ndefaults: {stepz: 3}\njobs:\n  - name: a\n    workflow: t2i\n    set: {cfgg: 1}\n  - name: b\n    workflow: t2i\n    set: {widht: 1}\n"));
+        assert_eq!(err.len(), 4, "{err:#?}");
+    }
+
+    #[test]
+    fn huge_plans_are_refused() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let err = err_of(fx.plan(
+            "version: 1\njobs:\n  - workflow: t2i\n    seeds: {range: [0, 99999999]}\n    matrix: {cfg: [1, 2]}\n",
+        ));
+        assert_eq!(
+            err,
+            [
+                "[tmp]/jobs/m.yaml:1:1: the manifest expands to 200000000 jobs; the limit is 100000000"
+            ]
+        );
+    }
+
+    #[test]
+    fn shards_of_a_plan_are_disjoint_and_complete() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let plan = fx.plan("version: 1\njobs:\n  - workflow: t2i\n    matrix: {cfg: [1, 2, 3, 4, 5]}\n    seeds: [1, 2]\n").unwrap();
+        let all: Vec<String> = plan.jobs().map(|j| j.id.to_string()).collect();
+        let mut union = Vec::new();
+        for k in 1..=3 {
+            let shard: Shard = format!("{k}/3").parse().unwrap();
+            union.extend(
+                plan.jobs()
+                    .filter(|j| shard.contains(j.index))
+                    .map(|j| j.id.to_string()),
+            );
+        }
+        union.sort();
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(union, sorted);
+    }
 }

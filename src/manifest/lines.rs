@@ -1,0 +1,272 @@
+//! A marked-event pass over the manifest text: serde_yaml gives no spans, so
+//! this pass records where every mapping key and sequence item starts (for
+//! error messages naming `file:line:col`), rejects duplicate keys and checks
+//! the keys at the manifest's fixed positions against the known field names.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use super::{ManifestErrorKind, Problem, Span};
+
+/// Keys allowed at the top level, in documentation order.
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "version",
+    "server",
+    "output",
+    "concurrency",
+    "workflows",
+    "params",
+    "defaults",
+    "jobs",
+];
+/// Keys allowed in one job group.
+pub(crate) const JOB_KEYS: &[&str] = &["name", "workflow", "matrix", "zip", "set", "seeds"];
+/// Keys allowed in a `seeds:` mapping.
+pub(crate) const SEED_KEYS: &[&str] = &["count", "base", "range"];
+
+/// Positions of keys and sequence items by path (`["jobs", "0", "matrix",
+/// "cfg"]`); looked up only, never iterated, so output order never depends on
+/// hashing.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Lines {
+    spans: HashMap<Vec<String>, Span>,
+}
+
+impl Lines {
+    /// Where the key or item at `path` starts; the document start if unknown.
+    pub(crate) fn at(&self, path: &[&str]) -> Span {
+        let key: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
+        self.spans
+            .get(&key)
+            .copied()
+            .unwrap_or(Span { line: 1, col: 1 })
+    }
+
+    /// Like [`Lines::at`], but `None` when the path is absent.
+    pub(crate) fn get(&self, path: &[&str]) -> Option<Span> {
+        let key: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
+        self.spans.get(&key).copied()
+    }
+}
+
+enum Frame {
+    Map {
+        /// The key just read, waiting for its value.
+        key: Option<String>,
+        seen: Vec<String>,
+    },
+    Seq {
+        next: usize,
+    },
+}
+
+struct Recorder {
+    /// Path of the container on top of the stack.
+    path: Vec<String>,
+    stack: Vec<Frame>,
+    spans: HashMap<Vec<String>, Span>,
+    /// Mapping keys only (not sequence items), in document order.
+    keys: Vec<(Vec<String>, Span)>,
+    problems: Vec<Problem>,
+}
+
+fn span(mark: Marker) -> Span {
+    Span {
+        line: mark.line(),
+        col: mark.col() + 1,
+    }
+}
+
+impl Recorder {
+    /// Called for every node start (scalar, container, alias). Returns the
+    /// path segment the node is stored under, if it is a value.
+    fn node(&mut self, scalar: Option<&str>, mark: Marker) -> Option<String> {
+        match self.stack.last_mut() {
+            Some(Frame::Map { key, seen }) => match key.take() {
+                None => {
+                    // A key. Non-scalar keys are recorded under "?".
+                    let name = scalar.unwrap_or("?").to_owned();
+                    let mut full = self.path.clone();
+                    full.push(name.clone());
+                    if seen.contains(&name) {
+                        self.problems.push(Problem {
+                            span: span(mark),
+                            kind: ManifestErrorKind::DuplicateKey(name.clone()),
+                        });
+                    } else {
+                        seen.push(name.clone());
+                        self.spans.insert(full.clone(), span(mark));
+                        self.keys.push((full, span(mark)));
+                    }
+                    *key = Some(name);
+                    // A key is not a value: the caller does not descend.
+                    None
+                }
+                Some(k) => Some(k),
+            },
+            Some(Frame::Seq { next }) => {
+                let seg = next.to_string();
+                *next += 1;
+                let mut full = self.path.clone();
+                full.push(seg.clone());
+                self.spans.insert(full, span(mark));
+                Some(seg)
+            }
+            None => Some(String::new()),
+        }
+    }
+
+    fn open(&mut self, frame: Frame, mark: Marker) {
+        let seg = self.node(None, mark);
+        // The document root has the empty path.
+        if let Some(seg) = seg.filter(|s| !s.is_empty()) {
+            self.path.push(seg);
+        } else if !self.stack.is_empty() {
+            // A mapping used as a key: give it a placeholder segment.
+            self.path.push("?".into());
+        }
+        self.stack.push(frame);
+    }
+
+    fn close(&mut self) {
+        self.stack.pop();
+        if !self.stack.is_empty() {
+            self.path.pop();
+        }
+    }
+}
+
+impl MarkedEventReceiver for Recorder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(value, ..) => {
+                self.node(Some(&value), mark);
+            }
+            Event::Alias(_) => {
+                self.node(None, mark);
+            }
+            Event::MappingStart(..) => self.open(
+                Frame::Map {
+                    key: None,
+                    seen: Vec::new(),
+                },
+                mark,
+            ),
+            Event::SequenceStart(..) => self.open(Frame::Seq { next: 0 }, mark),
+            Event::MappingEnd | Event::SequenceEnd => self.close(),
+            _ => {}
+        }
+    }
+}
+
+/// Scans `text`: positions, duplicate keys, unknown keys at fixed places.
+/// A syntax error is returned as the only problem, with its position.
+pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
+    let mut rec = Recorder {
+        path: Vec::new(),
+        stack: Vec::new(),
+        spans: HashMap::new(),
+        keys: Vec::new(),
+        problems: Vec::new(),
+    };
+    if let Err(e) = Parser::new_from_str(text).load(&mut rec, false) {
+        let problem = Problem {
+            span: span(*e.marker()),
+            kind: ManifestErrorKind::Syntax(e.info().to_owned()),
+        };
+        return (Lines::default(), vec![problem]);
+    }
+    let mut problems = rec.problems;
+    for (path, at) in &rec.keys {
+        let known: &[&str] = match path.len() {
+            1 => TOP_KEYS,
+            3 if path[0] == "jobs" && path[1].parse::<usize>().is_ok() => JOB_KEYS,
+            4 if path[0] == "jobs" && path[2] == "seeds" => SEED_KEYS,
+            _ => continue,
+        };
+        let key = path[path.len() - 1].as_str();
+        if !known.contains(&key) {
+            problems.push(Problem {
+                span: *at,
+                kind: ManifestErrorKind::UnknownKey {
+                    key: key.to_owned(),
+                    suggestion: nearest(key, known.iter().copied()),
+                },
+            });
+        }
+    }
+    problems.sort_by_key(|p| (p.span.line, p.span.col));
+    (Lines { spans: rec.spans }, problems)
+}
+
+/// The closest candidate by Jaro-Winkler similarity, if it is close enough.
+pub(crate) fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut best: Option<(f64, &str)> = None;
+    for c in candidates {
+        let score = strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase());
+        if score > 0.8 && best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, c));
+        }
+    }
+    best.map(|(_, c)| c.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_key_and_item_positions() {
+        let text = "version: 1\njobs:\n  - name: fox\n    matrix:\n      cfg: [5, 6]\n";
+        let (lines, problems) = scan(text);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(lines.at(&["version"]), Span { line: 1, col: 1 });
+        assert_eq!(lines.at(&["jobs", "0"]).line, 3);
+        assert_eq!(lines.at(&["jobs", "0", "name"]), Span { line: 3, col: 5 });
+        assert_eq!(
+            lines.at(&["jobs", "0", "matrix", "cfg"]),
+            Span { line: 5, col: 7 }
+        );
+        assert_eq!(
+            lines.get(&["jobs", "0", "matrix", "cfg", "1"]),
+            Some(Span { line: 5, col: 16 })
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_at_the_second_one() {
+        let (_, problems) = scan("version: 1\ndefaults:\n  cfg: 5\n  cfg: 6\n");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].span, Span { line: 4, col: 3 });
+        assert!(matches!(&problems[0].kind, ManifestErrorKind::DuplicateKey(k) if k == "cfg"));
+    }
+
+    #[test]
+    fn unknown_keys_get_the_nearest_valid_key() {
+        let (_, problems) = scan("version: 1\njobs:\n  - name: a\n    matirx: {}\nworkflow: {}\n");
+        let found: Vec<_> = problems
+            .iter()
+            .map(|p| (p.span.line, p.kind.to_string()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (4, "unknown key 'matirx'; did you mean 'matrix'?".to_owned()),
+                (
+                    5,
+                    "unknown key 'workflow'; did you mean 'workflows'?".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_their_line() {
+        let (_, problems) = scan("version: 1\njobs:\n  - name: [a\n");
+        assert_eq!(problems.len(), 1);
+        assert!(matches!(problems[0].kind, ManifestErrorKind::Syntax(_)));
+        assert!(problems[0].span.line >= 3);
+    }
+}

@@ -1,0 +1,500 @@
+//! Building a plan's groups from the manifest: parameters from defaults and
+//! sections, axes in expansion order, seeds, and per workflow the resolved
+//! targets, checked values, base prompt and job-id recipe. Runs once per
+//! (group, workflow); every problem goes to [`Errors`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::targets::{Graph, TargetError};
+use super::{
+    Axis, Group, GroupParam, HashItem, HashValue, ImageSource, MAX_JOBS, Member, PlanError,
+    PlanErrorKind, SeedAxis, Source, Variant, Workflow, seeds,
+};
+use crate::manifest::{JobSpec, Manifest, SeedSpec, Span, normalize};
+use crate::patch::{self, Slot, class_of};
+
+/// A workflow as shared by the groups using it: metadata and nodes.
+pub(super) type LoadedWorkflow = (Arc<Workflow>, Map<String, Value>);
+
+/// Collects errors with their context (manifest file, group, workflow).
+pub(super) struct Errors<'m> {
+    pub(super) file: &'m Path,
+    pub(super) list: Vec<PlanError>,
+}
+
+impl Errors<'_> {
+    pub(super) fn push(
+        &mut self,
+        at: Span,
+        group: &str,
+        workflow: Option<&str>,
+        kind: PlanErrorKind,
+    ) {
+        self.list.push(PlanError {
+            file: self.file.to_owned(),
+            at,
+            group: group.to_owned(),
+            workflow: workflow.map(str::to_owned),
+            kind,
+        });
+    }
+}
+
+/// Canonical JSON of a value, as hashed into job ids.
+fn encode(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Whether an axis over `name` switches models (checkpoint), directly or
+/// through an alias: such axes go outermost so the server reloads rarely.
+fn is_expensive(name: &str, aliases: &[(String, String)]) -> bool {
+    let model = |n: &str| n == "checkpoint" || n.ends_with(".ckpt_name");
+    model(name) || aliases.iter().any(|(a, t)| a == name && model(t))
+}
+
+/// Builds one group: parameters, axes, seeds and one variant per workflow.
+/// Problems go to `errors`; `None` when the group cannot be planned.
+pub(super) fn plan_group(
+    manifest: &Manifest,
+    spec: &JobSpec,
+    gi: usize,
+    aliases: &[(String, String)],
+    variants_src: Vec<(Arc<Workflow>, Map<String, Value>)>,
+    errors: &mut Errors<'_>,
+) -> Option<Group> {
+    let before = errors.list.len();
+    let gname = spec.name.as_str();
+    // Parameters: defaults, then the group's sections in file order.
+    let mut params: Vec<GroupParam> = manifest
+        .defaults
+        .iter()
+        .map(|p| GroupParam {
+            name: p.name.clone(),
+            at: p.at,
+            source: Source::Fixed(p.value.clone()),
+            from_defaults: true,
+        })
+        .collect();
+    let mut axes: Vec<Axis> = Vec::new();
+    // Adds a parameter (or overrides a default); its index, or None on error.
+    let add = |params: &mut Vec<GroupParam>,
+               name: &str,
+               at: Span,
+               source: Source,
+               errors: &mut Errors<'_>| {
+        if let Some(i) = params.iter().position(|p| p.name == name) {
+            let existing = &mut params[i];
+            if existing.from_defaults {
+                existing.source = source;
+                existing.at = at;
+                existing.from_defaults = false;
+                return Some(i);
+            }
+            errors.push(
+                at,
+                gname,
+                None,
+                PlanErrorKind::Conflict {
+                    name: name.to_owned(),
+                    detail: format!("it is already given at line {}", existing.at.line),
+                },
+            );
+            return None;
+        }
+        params.push(GroupParam {
+            name: name.to_owned(),
+            at,
+            source,
+            from_defaults: false,
+        });
+        Some(params.len() - 1)
+    };
+    // Sections in file order (axes keep manifest order).
+    let mut sections: Vec<(&str, Span)> = Vec::new();
+    if let Some(p) = spec.set.first() {
+        sections.push(("set", p.at));
+    }
+    if let Some(l) = spec.matrix.first() {
+        sections.push(("matrix", l.at));
+    }
+    if !spec.zip.is_empty() {
+        sections.push(("zip", spec.zip_at));
+    }
+    sections.sort_by_key(|(_, at)| *at);
+    for (section, _) in sections {
+        match section {
+            "set" => {
+                for p in &spec.set {
+                    add(
+                        &mut params,
+                        &p.name,
+                        p.at,
+                        Source::Fixed(p.value.clone()),
+                        errors,
+                    );
+                }
+            }
+            "matrix" => {
+                for l in &spec.matrix {
+                    let axis = axes.len();
+                    if let Some(param) = add(
+                        &mut params,
+                        &l.name,
+                        l.at,
+                        Source::Axis { axis, member: 0 },
+                        errors,
+                    ) {
+                        axes.push(Axis {
+                            len: l.values.len(),
+                            members: vec![Member {
+                                param,
+                                encoded: l.values.iter().map(encode).collect(),
+                                values: l.values.clone(),
+                            }],
+                        });
+                    }
+                }
+            }
+            _ => {
+                let lens: Vec<(String, usize)> = spec
+                    .zip
+                    .iter()
+                    .map(|l| (l.name.clone(), l.values.len()))
+                    .collect();
+                if lens.iter().any(|(_, n)| *n != lens[0].1) {
+                    errors.push(
+                        spec.zip_at,
+                        gname,
+                        None,
+                        PlanErrorKind::ZipLength { lists: lens },
+                    );
+                    continue;
+                }
+                let axis = axes.len();
+                let mut members = Vec::new();
+                for l in &spec.zip {
+                    let member = members.len();
+                    if let Some(param) = add(
+                        &mut params,
+                        &l.name,
+                        l.at,
+                        Source::Axis { axis, member },
+                        errors,
+                    ) {
+                        members.push(Member {
+                            param,
+                            encoded: l.values.iter().map(encode).collect(),
+                            values: l.values.clone(),
+                        });
+                    }
+                }
+                axes.push(Axis {
+                    len: lens[0].1,
+                    members,
+                });
+            }
+        }
+    }
+    // Axis order: checkpoint axes outermost, then manifest order.
+    let mut order: Vec<usize> = (0..axes.len()).collect();
+    order.sort_by_key(|a| {
+        let expensive = axes[*a]
+            .members
+            .iter()
+            .any(|m| is_expensive(&params[m.param].name, aliases));
+        !expensive
+    });
+    let mut remap = vec![0; axes.len()];
+    for (new, old) in order.iter().enumerate() {
+        remap[*old] = new;
+    }
+    let mut slots: Vec<Option<Axis>> = axes.into_iter().map(Some).collect();
+    let axes: Vec<Axis> = order.iter().filter_map(|o| slots[*o].take()).collect();
+    for p in &mut params {
+        if let Source::Axis { axis, .. } = &mut p.source {
+            *axis = remap[*axis];
+        }
+    }
+    // Member indices follow the member order in each axis.
+    for (a, axis) in axes.iter().enumerate() {
+        for (m, member) in axis.members.iter().enumerate() {
+            if let Some(p) = params.get_mut(member.param) {
+                p.source = Source::Axis { axis: a, member: m };
+            }
+        }
+    }
+
+    // Seeds.
+    let seeds = match &spec.seeds {
+        Some(SeedSpec::List(v)) => SeedAxis::List(v.clone()),
+        Some(SeedSpec::Count { count, base }) => {
+            if *count > MAX_JOBS {
+                errors.push(
+                    spec.seeds_at,
+                    gname,
+                    None,
+                    PlanErrorKind::Seeds(format!("count {count} exceeds {MAX_JOBS}")),
+                );
+                SeedAxis::None
+            } else {
+                SeedAxis::List(seeds::from_base(*base, *count))
+            }
+        }
+        Some(SeedSpec::Range { start, end }) => {
+            let len = u128::from(*end) - u128::from(*start) + 1;
+            if len > u128::from(MAX_JOBS) {
+                errors.push(
+                    spec.seeds_at,
+                    gname,
+                    None,
+                    PlanErrorKind::Seeds(format!(
+                        "range [{start}, {end}] holds {len} seeds, more than {MAX_JOBS}"
+                    )),
+                );
+                SeedAxis::None
+            } else {
+                SeedAxis::Range {
+                    start: *start,
+                    len: len as u64,
+                }
+            }
+        }
+        None => SeedAxis::Fresh,
+    };
+
+    // Variants.
+    let mut variants = Vec::new();
+    for (wf, nodes) in variants_src {
+        if let Some(v) = plan_variant(manifest, spec, aliases, &params, &axes, wf, nodes, errors) {
+            variants.push(v);
+        }
+    }
+    if errors.list.len() > before || variants.is_empty() {
+        return None;
+    }
+    let seeds = if variants.iter().all(|v| v.seed_slots.is_empty()) {
+        SeedAxis::None
+    } else {
+        seeds
+    };
+    let per_variant = axes
+        .iter()
+        .fold(seeds.len(), |n, a| n.saturating_mul(a.len as u64));
+    Some(Group {
+        name: spec.name.clone(),
+        index: gi,
+        raw_start: 0,
+        per_variant,
+        variants,
+        axes,
+        seeds,
+        params,
+    })
+}
+
+/// Resolves and checks every parameter of a group against one workflow.
+#[expect(clippy::too_many_arguments, reason = "one call site, all context")]
+fn plan_variant(
+    manifest: &Manifest,
+    spec: &JobSpec,
+    aliases: &[(String, String)],
+    params: &[GroupParam],
+    axes: &[Axis],
+    wf: Arc<Workflow>,
+    nodes: Map<String, Value>,
+    errors: &mut Errors<'_>,
+) -> Option<Variant> {
+    let before = errors.list.len();
+    let gname = spec.name.as_str();
+    let wname = Some(wf.name.as_str());
+    let graph = Graph::new(&nodes);
+    let target_error = |name: &str, e: TargetError| match e {
+        TargetError::Unknown { suggestion } => PlanErrorKind::UnknownParameter {
+            name: name.to_owned(),
+            suggestion,
+        },
+        TargetError::Ambiguous { why, candidates } => PlanErrorKind::AmbiguousTarget {
+            name: name.to_owned(),
+            why,
+            candidates,
+        },
+        TargetError::Input(detail) | TargetError::NotFound(detail) => PlanErrorKind::BadTarget {
+            name: name.to_owned(),
+            detail,
+        },
+    };
+    // The seed input.
+    let mut seed_unresolved = false;
+    let seed_slots = match graph.resolve("seed", aliases) {
+        Ok(slots) => slots,
+        Err(TargetError::Unknown { .. } | TargetError::NotFound(_)) => Vec::new(),
+        Err(e) => {
+            seed_unresolved = true;
+            errors.push(spec.seeds_at, gname, wname, target_error("seed", e));
+            Vec::new()
+        }
+    };
+    for slot in &seed_slots {
+        if let Err(e) = patch::check(&nodes, slot, &Value::from(0u64)) {
+            errors.push(
+                spec.seeds_at,
+                gname,
+                wname,
+                PlanErrorKind::WrongType {
+                    name: "seed".into(),
+                    detail: e.to_string(),
+                },
+            );
+        }
+    }
+    if seed_slots.is_empty() && spec.seeds.is_some() && !seed_unresolved {
+        errors.push(
+            spec.seeds_at,
+            gname,
+            wname,
+            PlanErrorKind::Seeds(
+                "the workflow has no seed input (add an alias 'seed: ID.input' under params:)"
+                    .into(),
+            ),
+        );
+    }
+    let mut base = nodes.clone();
+    let mut setters = Vec::new();
+    let mut hash = Vec::new();
+    let mut taken: Vec<(Slot, &str)> = seed_slots.iter().map(|s| (s.clone(), "the seed")).collect();
+    let mut user_prefix = Vec::new();
+    let mut images = Vec::new();
+    for p in params {
+        let at = p.at;
+        let slots = match graph.resolve(&p.name, aliases) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(at, gname, wname, target_error(&p.name, e));
+                continue;
+            }
+        };
+        let values: Vec<&Value> = match &p.source {
+            Source::Fixed(v) => vec![v],
+            Source::Axis { axis, member } => axes[*axis].members[*member].values.iter().collect(),
+        };
+        for slot in &slots {
+            if let Some((_, other)) = taken.iter().find(|(s, _)| s == slot) {
+                errors.push(
+                    at,
+                    gname,
+                    wname,
+                    PlanErrorKind::Conflict {
+                        name: p.name.clone(),
+                        detail: format!(
+                            "it sets input '{}' of node {}, as {other} does",
+                            slot.input, slot.node
+                        ),
+                    },
+                );
+                continue;
+            }
+            taken.push((slot.clone(), &p.name));
+            // Check every value once, report the first wrong one.
+            if let Some(e) = values
+                .iter()
+                .find_map(|v| patch::check(&nodes, slot, v).err())
+            {
+                errors.push(
+                    at,
+                    gname,
+                    wname,
+                    PlanErrorKind::WrongType {
+                        name: p.name.clone(),
+                        detail: e.to_string(),
+                    },
+                );
+                continue;
+            }
+            let class = nodes.get(&slot.node).map(class_of).unwrap_or("");
+            if class == "SaveImage" && slot.input == "filename_prefix" {
+                user_prefix.push(slot.node.clone());
+            }
+            if slot.input == "image" && class.starts_with("LoadImage") {
+                let resolve = |v: &Value| normalize(&manifest.dir.join(v.as_str().unwrap_or("")));
+                let mut paths = Vec::new();
+                for v in &values {
+                    let path = resolve(v);
+                    if !path.is_file() {
+                        errors.push(
+                            at,
+                            gname,
+                            wname,
+                            PlanErrorKind::MissingImage {
+                                name: p.name.clone(),
+                                path: path.clone(),
+                            },
+                        );
+                    }
+                    paths.push(path);
+                }
+                let src = match &p.source {
+                    Source::Fixed(_) => ImageSource::Fixed(paths.remove(0)),
+                    Source::Axis { axis, .. } => ImageSource::Axis { axis: *axis, paths },
+                };
+                images.push((slot.clone(), src));
+            }
+            let mut key = slot.node.as_bytes().to_vec();
+            key.push(0);
+            key.extend_from_slice(slot.input.as_bytes());
+            key.push(0);
+            match &p.source {
+                Source::Fixed(v) => {
+                    patch::set(&mut base, slot, v.clone());
+                    hash.push(HashItem {
+                        key,
+                        value: HashValue::Fixed(encode(v)),
+                    });
+                }
+                Source::Axis { axis, member } => {
+                    setters.push((slot.clone(), *axis, *member));
+                    hash.push(HashItem {
+                        key,
+                        value: HashValue::Axis {
+                            axis: *axis,
+                            member: *member,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    if errors.list.len() > before {
+        return None;
+    }
+    hash.sort_by(|a, b| a.key.cmp(&b.key));
+    let savers = patch::save_image_nodes(&nodes)
+        .into_iter()
+        .filter(|n| !user_prefix.contains(n))
+        .collect();
+    Some(Variant {
+        workflow: wf,
+        base,
+        setters,
+        seed_slots,
+        hash,
+        savers,
+        images,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_axes_are_expensive_directly_or_by_alias() {
+        let aliases = vec![("model".to_owned(), "Load Checkpoint.ckpt_name".to_owned())];
+        assert!(is_expensive("checkpoint", &aliases));
+        assert!(is_expensive("4.ckpt_name", &aliases));
+        assert!(is_expensive("model", &aliases));
+        assert!(!is_expensive("cfg", &aliases));
+    }
+}

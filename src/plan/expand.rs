@@ -1,0 +1,167 @@
+//! The lazy walk over a plan: decodes each raw position into its axis
+//! values and seed, computes the job id, and builds the patched prompt. The
+//! hot path: nothing here resolves names or allocates beyond the job itself.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{Group, HashValue, ImageInput, ImageSource, Job, Plan, Source, Variant};
+use crate::ids::{JobId, NodeId};
+use crate::patch::{self, Prompt};
+
+/// The job id input: workflow content, every resolved (node, input) value
+/// sorted by slot, and the seed. Frozen (see `docs/manifest.md`).
+pub(super) fn digest(g: &Group, v: &Variant, idx: &[usize], seed: Option<u64>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"comfy-batch job v1\0");
+    h.update(v.workflow.sha256.as_bytes());
+    h.update(b"\0");
+    for item in &v.hash {
+        h.update(&item.key);
+        match &item.value {
+            HashValue::Fixed(bytes) => h.update(bytes),
+            HashValue::Axis { axis, member } => {
+                h.update(&g.axes[*axis].members[*member].encoded[idx[*axis]])
+            }
+        }
+        h.update(b"\0");
+    }
+    match seed {
+        Some(s) => {
+            h.update(b"seed\0");
+            let mut buf = [0u8; 20];
+            h.update(decimal(s, &mut buf));
+        }
+        None => h.update(b"noseed"),
+    }
+    h.finalize().into()
+}
+
+/// `n` in decimal ASCII, written into `buf` (no allocation).
+pub(super) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The iterator behind [`Plan::jobs`].
+pub(super) struct Jobs<'p> {
+    plan: &'p Plan,
+    raw: u64,
+    index: usize,
+    skip_pos: usize,
+    group: usize,
+    in_group: usize,
+    idx: Vec<usize>,
+}
+
+impl<'p> Jobs<'p> {
+    pub(super) fn new(plan: &'p Plan) -> Self {
+        Jobs {
+            plan,
+            raw: 0,
+            index: 0,
+            skip_pos: 0,
+            group: 0,
+            in_group: 0,
+            idx: Vec::new(),
+        }
+    }
+}
+
+impl Iterator for Jobs<'_> {
+    type Item = Job;
+
+    fn next(&mut self) -> Option<Job> {
+        let plan = self.plan;
+        loop {
+            if self.raw >= plan.raw_len {
+                return None;
+            }
+            let mut g = plan.groups.get(self.group)?;
+            while self.raw >= g.raw_start + g.raw_len() {
+                self.group += 1;
+                self.in_group = 0;
+                g = plan.groups.get(self.group)?;
+            }
+            let raw = self.raw;
+            self.raw += 1;
+            if plan.skip.get(self.skip_pos) == Some(&raw) {
+                self.skip_pos += 1;
+                continue;
+            }
+            let (vi, seed) = plan.decode(g, raw - g.raw_start, raw, &mut self.idx);
+            let v = &g.variants[vi];
+            let id = JobId::new(hex::encode(&digest(g, v, &self.idx, seed)[..6]));
+            let mut prompt = v.base.clone();
+            let idx = &self.idx;
+            for (slot, axis, member) in &v.setters {
+                let value = g.axes[*axis].members[*member].values[idx[*axis]].clone();
+                patch::set(&mut prompt, slot, value);
+            }
+            if let Some(seed) = seed {
+                for slot in &v.seed_slots {
+                    patch::set(&mut prompt, slot, Value::from(seed));
+                }
+            }
+            patch::set_prefixes(&mut prompt, &v.savers, &id);
+            let params = g
+                .params
+                .iter()
+                .map(|p| {
+                    let value = match &p.source {
+                        Source::Fixed(v) => v.clone(),
+                        Source::Axis { axis, member } => {
+                            g.axes[*axis].members[*member].values[idx[*axis]].clone()
+                        }
+                    };
+                    (p.name.clone(), value)
+                })
+                .collect();
+            let images = v
+                .images
+                .iter()
+                .map(|(slot, src)| ImageInput {
+                    node: NodeId::new(slot.node.clone()),
+                    input: slot.input.clone(),
+                    path: match src {
+                        ImageSource::Fixed(p) => p.clone(),
+                        ImageSource::Axis { axis, paths, .. } => paths[idx[*axis]].clone(),
+                    },
+                })
+                .collect();
+            self.in_group += 1;
+            let job = Job {
+                index: self.index,
+                id,
+                label: format!("{}#{}", g.name, self.in_group),
+                workflow: v.workflow.clone(),
+                seed,
+                params,
+                prompt: Prompt(prompt),
+                images,
+            };
+            self.index += 1;
+            return Some(job);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_matches_to_string() {
+        for n in [0, 7, 10, 4630144433714857, u64::MAX] {
+            let mut buf = [0u8; 20];
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
+}
