@@ -1,15 +1,131 @@
-//! `comfy-batch sim`: placeholder until its issue lands.
+//! `comfy-batch sim`: serves the embedded ComfyUI-compatible simulator until
+//! Ctrl-C. Flags map one to one onto [`crate::sim::SimConfig`].
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use super::{CliError, Exit, GlobalArgs};
+use crate::sim::{Sim, SimConfig};
 
 /// Arguments of `comfy-batch sim`.
 #[derive(Debug, clap::Args)]
-pub struct SimArgs {}
+pub struct SimArgs {
+    /// Address to serve on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8188")]
+    pub listen: SocketAddr,
+    /// Milliseconds per sampler step (KSampler & co. take steps × this).
+    #[arg(long, default_value_t = 1)]
+    pub step_ms: u64,
+    /// Seed for every injected fault, so runs are reproducible.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Probability that a prompt fails with an execution_error.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    pub fail_rate: f64,
+    /// Close each websocket after this many messages.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub drop_ws_every: Option<u64>,
+    /// Probability that POST /prompt, /view, /history, /queue or uploads answer 500.
+    #[arg(long = "http-500-rate", default_value_t = 0.0, value_parser = probability)]
+    pub http_500_rate: f64,
+    /// Forget queue and history and drop sockets after this many prompts (a crash).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub restart_after: Option<u64>,
+    /// Delay before each /view reply, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub view_delay_ms: u64,
+    /// Replace a model folder's list: FOLDER=a,b,… (repeatable).
+    #[arg(long = "models", value_name = "FOLDER=a,b,…", value_parser = model_list)]
+    pub models: Vec<(String, Vec<String>)>,
+    /// Base folder for input/, output/ and temp/ (default: a fresh temporary folder).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
 
-/// Runs the command.
-pub fn execute(_args: SimArgs, _global: &GlobalArgs) -> Result<Exit, CliError> {
-    Err(CliError::many(
-        Exit::BadInput,
-        vec!["not implemented yet".into()],
-    ))
+fn probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number between 0 and 1"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not between 0 and 1"))
+    }
+}
+
+fn model_list(s: &str) -> Result<(String, Vec<String>), String> {
+    let (folder, names) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not FOLDER=a,b,…"))?;
+    let folder = folder.trim();
+    if folder.is_empty() {
+        return Err(format!("'{s}' has no folder name before '='"));
+    }
+    let names = names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    Ok((folder.to_string(), names))
+}
+
+impl SimArgs {
+    /// The simulator configuration these flags describe.
+    pub fn config(&self) -> SimConfig {
+        let mut config = SimConfig {
+            step_ms: self.step_ms,
+            seed: self.seed,
+            fail_rate: self.fail_rate,
+            drop_ws_every: self.drop_ws_every,
+            http_500_rate: self.http_500_rate,
+            restart_after: self.restart_after,
+            view_delay_ms: self.view_delay_ms,
+            dir: self.dir.clone(),
+            ..SimConfig::default()
+        };
+        for (folder, names) in &self.models {
+            config.models.insert(folder.clone(), names.clone());
+        }
+        config
+    }
+}
+
+/// Runs the command: serves until Ctrl-C.
+pub fn execute(args: SimArgs, _global: &GlobalArgs) -> Result<Exit, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    runtime.block_on(async {
+        let handle = Sim::start(args.config(), args.listen)
+            .await
+            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {}", handle.url());
+        let _ = out.flush();
+        drop(out);
+        let _ = tokio::signal::ctrl_c().await;
+        handle.shutdown().await;
+        Ok(Exit::Ok)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_lists_parse() {
+        assert_eq!(
+            model_list("checkpoints=a.safetensors, b.ckpt").unwrap(),
+            (
+                "checkpoints".into(),
+                vec!["a.safetensors".into(), "b.ckpt".into()]
+            )
+        );
+        assert!(model_list("nope").is_err());
+        assert!(probability("1.5").is_err());
+    }
 }

@@ -1,1 +1,297 @@
-//! sim stage (placeholder).
+//! The embedded ComfyUI-compatible simulator behind `comfy-batch sim`: the
+//! server every test and benchmark talks to.
+//!
+//! It reproduces the real server's wire behaviour as recorded in the
+//! project's transcripts: every HTTP route (also under `/api`), the websocket
+//! message sequences, validation errors (through [`crate::validate`]), the
+//! queue's priority order, history, classic caching, file naming and real
+//! PNG bytes; plus seeded, reproducible fault injection. Node execution is
+//! simulated: samplers take `steps × step_ms`, everything else is instant.
+//!
+//! It owns its HTTP server, worker and files; it must not know about `run`,
+//! `sink`, `report` or `plan`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), comfy_batch::sim::SimError> {
+//! use comfy_batch::sim::{Sim, SimConfig};
+//! let sim = Sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).await?;
+//! println!("serving on {}", sim.url());
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod exec;
+mod files;
+mod http;
+mod hub;
+mod queue;
+mod state;
+mod ws;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use state::Shared;
+
+/// How the simulator behaves: speed, injected faults, model catalogue and
+/// where its files live.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Milliseconds per sampler step (KSampler & co. take `steps × step_ms`).
+    pub step_ms: u64,
+    /// Seed of every random choice (faults, temp prefix), for reproducible runs.
+    pub seed: u64,
+    /// Probability that an executed prompt fails with an `execution_error`
+    /// at one of its nodes.
+    pub fail_rate: f64,
+    /// Close each websocket after this many messages sent to it.
+    pub drop_ws_every: Option<u64>,
+    /// Probability that `POST /prompt`, `GET /view`, `/history`, `/queue` or
+    /// `POST /upload/image` answers 500.
+    pub http_500_rate: f64,
+    /// After this many executed prompts, forget queue, history and caches and
+    /// drop every websocket, as a crashed and restarted server.
+    pub restart_after: Option<u64>,
+    /// Delay before each `/view` reply.
+    pub view_delay_ms: u64,
+    /// Model catalogue: folder (`checkpoints`, `loras`…) → file names. It
+    /// feeds `/object_info`, `/models/{folder}` and validation.
+    pub models: BTreeMap<String, Vec<String>>,
+    /// Base folder for `input/`, `output/` and `temp/`; `None` makes a fresh
+    /// temporary folder owned (and removed) by the handle.
+    pub dir: Option<PathBuf>,
+}
+
+/// The model names a fresh simulator offers (the recorded catalogue came
+/// from a server without models).
+pub fn default_models() -> BTreeMap<String, Vec<String>> {
+    let list = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    BTreeMap::from([
+        (
+            "checkpoints".to_string(),
+            list(&[
+                "v1-5-pruned-emaonly.safetensors",
+                "sd15.safetensors",
+                "sdxl_base.safetensors",
+                "sdXL_v10VAEFix.safetensors",
+            ]),
+        ),
+        (
+            "loras".to_string(),
+            list(&["add_detail.safetensors", "lcm_lora_sd15.safetensors"]),
+        ),
+        (
+            "vae".to_string(),
+            list(&[
+                "vae-ft-mse-840000-ema-pruned.safetensors",
+                "sdxl_vae.safetensors",
+            ]),
+        ),
+        (
+            "controlnet".to_string(),
+            list(&[
+                "control_v11p_sd15_canny.pth",
+                "control_v11f1p_sd15_depth.pth",
+            ]),
+        ),
+        (
+            "upscale_models".to_string(),
+            list(&["RealESRGAN_x4plus.pth", "4x-UltraSharp.pth"]),
+        ),
+        (
+            "text_encoders".to_string(),
+            list(&["clip_l.safetensors", "t5xxl_fp16.safetensors"]),
+        ),
+        (
+            "clip_vision".to_string(),
+            list(&["clip_vision_g.safetensors"]),
+        ),
+        (
+            "diffusion_models".to_string(),
+            list(&["flux1-dev.safetensors"]),
+        ),
+        (
+            "embeddings".to_string(),
+            list(&["easynegative.safetensors"]),
+        ),
+        ("hypernetworks".to_string(), Vec::new()),
+        ("style_models".to_string(), Vec::new()),
+        ("gligen".to_string(), Vec::new()),
+        ("photomaker".to_string(), Vec::new()),
+        ("latent_upscale_models".to_string(), Vec::new()),
+        ("model_patches".to_string(), Vec::new()),
+        ("diffusers".to_string(), Vec::new()),
+    ])
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            step_ms: 1,
+            seed: 0,
+            fail_rate: 0.0,
+            drop_ws_every: None,
+            http_500_rate: 0.0,
+            restart_after: None,
+            view_delay_ms: 0,
+            models: default_models(),
+            dir: None,
+        }
+    }
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Creating the input/output/temp folders failed.
+    #[error("cannot prepare folder {path}")]
+    Dir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The bundled node catalogue is broken (a build problem).
+    #[error("bundled node catalogue is invalid")]
+    Catalogue(#[from] crate::validate::CatalogueError),
+}
+
+/// Counters for benchmarks: how much work the simulator did.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SimStats {
+    /// Prompts taken off the queue and run to an end (success, error or
+    /// interrupt).
+    pub prompts_executed: u64,
+    /// Summed wall time from `execution_start` to the end of each prompt.
+    pub busy: Duration,
+}
+
+/// Entry point: starts a simulator.
+pub struct Sim;
+
+impl Sim {
+    /// Binds `listen` (port 0 picks a free one), starts the HTTP server and
+    /// the execution worker, and returns once it accepts connections.
+    pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<SimHandle, SimError> {
+        let (tempdir, base) = match &config.dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("comfy-sim-")
+                    .tempdir()
+                    .map_err(|source| SimError::Dir {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let shared = Arc::new(Shared::new(config, &base)?);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| SimError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let worker = tokio::spawn(exec::worker(shared.clone(), stop_rx.clone()));
+        let app = http::router(shared.clone());
+        let mut server_stop = stop_rx;
+        let server = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!("sim server stopped: {e}");
+            }
+        });
+        Ok(SimHandle {
+            addr,
+            shared,
+            stop: stop_tx,
+            server,
+            worker,
+            _tempdir: tempdir,
+        })
+    }
+}
+
+/// A running simulator. Dropping it without [`SimHandle::shutdown`] leaves
+/// the tasks to die with the runtime.
+pub struct SimHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    worker: JoinHandle<()>,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl SimHandle {
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`, the base URL clients use.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Where SaveImage writes.
+    pub fn output_dir(&self) -> &Path {
+        &self.shared.dirs.output
+    }
+
+    /// Where uploads land and LoadImage reads.
+    pub fn input_dir(&self) -> &Path {
+        &self.shared.dirs.input
+    }
+
+    /// Where PreviewImage writes.
+    pub fn temp_dir(&self) -> &Path {
+        &self.shared.dirs.temp
+    }
+
+    /// Work done so far.
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats()
+    }
+
+    /// Closes every websocket, stops the worker and the HTTP server.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.shared.hub.close_all();
+        self.worker.abort();
+        let _ = self.worker.await;
+        let mut server = self.server;
+        if tokio::time::timeout(Duration::from_secs(2), &mut server)
+            .await
+            .is_err()
+        {
+            server.abort();
+        }
+    }
+}

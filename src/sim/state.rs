@@ -1,0 +1,177 @@
+//! What the HTTP handlers, the websocket handlers and the worker share: the
+//! queue and history (one lock, as the real `PromptQueue`), the socket hub,
+//! the folders, fault dice and counters.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indexmap::IndexMap;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::files::CounterCache;
+use super::hub::Hub;
+use super::queue::{PromptQueue, QueueItem};
+use super::{SimConfig, SimError, SimStats};
+use crate::validate::Catalogue;
+
+/// The most history entries kept, as the real server.
+pub(crate) const MAX_HISTORY: usize = 10_000;
+
+/// The sim's folders.
+pub(crate) struct Dirs {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub temp: PathBuf,
+}
+
+impl Dirs {
+    /// The folder for a `type` (`input`, `output`, `temp`).
+    pub fn by_type(&self, kind: &str) -> Option<&Path> {
+        match kind {
+            "input" => Some(&self.input),
+            "output" => Some(&self.output),
+            "temp" => Some(&self.temp),
+            _ => None,
+        }
+    }
+}
+
+/// Queue, running prompt, history and the prompt counter: one lock, as the
+/// real `PromptQueue.mutex`.
+pub(crate) struct Core {
+    pub queue: PromptQueue,
+    pub running: Option<QueueItem>,
+    pub history: IndexMap<String, Value>,
+    pub number: u64,
+    /// Prompts executed since the last (simulated) restart.
+    pub since_restart: u64,
+    /// Set by `POST /free {"free_memory": true}` and restarts: the worker
+    /// empties its caches before the next prompt.
+    pub reset_caches: bool,
+}
+
+impl Core {
+    /// `queue_remaining`: pending plus running.
+    pub fn remaining(&self) -> usize {
+        self.queue.len() + usize::from(self.running.is_some())
+    }
+}
+
+/// Seeded dice for each kind of fault, so a run is reproducible.
+pub(crate) struct Faults {
+    pub fail: Mutex<ChaCha8Rng>,
+    pub http: Mutex<ChaCha8Rng>,
+}
+
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    pub catalogue: Catalogue,
+    pub dirs: Dirs,
+    pub hub: Hub,
+    pub core: Mutex<Core>,
+    pub work: Notify,
+    pub interrupt: AtomicBool,
+    pub faults: Faults,
+    stats: Mutex<SimStats>,
+    /// PreviewImage's `_temp_xxxxx` suffix, fixed per server process.
+    pub temp_suffix: String,
+    pub counters: Mutex<CounterCache>,
+    pub started: SystemTime,
+}
+
+/// Locks a mutex, recovering from poisoning: a panicked handler must not
+/// take the whole simulator down.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Milliseconds since the epoch, as the server's timestamps.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Shared {
+    pub fn new(config: SimConfig, base: &Path) -> Result<Shared, SimError> {
+        let dirs = Dirs {
+            input: base.join("input"),
+            output: base.join("output"),
+            temp: base.join("temp"),
+        };
+        // The real server wipes its temp folder on start.
+        if dirs.temp.exists() {
+            let _ = std::fs::remove_dir_all(&dirs.temp);
+        }
+        for d in [&dirs.input, &dirs.output, &dirs.temp] {
+            std::fs::create_dir_all(d).map_err(|source| SimError::Dir {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let catalogue =
+            Catalogue::from_object_info_str(include_str!("../../assets/object_info.json"))?
+                .with_models(&config.models);
+        let mut letters_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x7e3a_5f00);
+        // The real alphabet, typo included ("...stupvxyz").
+        let alphabet = b"abcdefghijklmnopqrstupvxyz";
+        let temp_suffix: String = (0..5)
+            .map(|_| alphabet[letters_rng.random_range(0..alphabet.len())] as char)
+            .collect();
+        Ok(Shared {
+            faults: Faults {
+                fail: Mutex::new(ChaCha8Rng::seed_from_u64(config.seed ^ 0xfa11)),
+                http: Mutex::new(ChaCha8Rng::seed_from_u64(config.seed ^ 0x5000)),
+            },
+            config,
+            catalogue,
+            dirs,
+            hub: Hub::default(),
+            core: Mutex::new(Core {
+                queue: PromptQueue::default(),
+                running: None,
+                history: IndexMap::new(),
+                number: 0,
+                since_restart: 0,
+                reset_caches: false,
+            }),
+            work: Notify::new(),
+            interrupt: AtomicBool::new(false),
+            stats: Mutex::new(SimStats::default()),
+            temp_suffix,
+            counters: Mutex::new(CounterCache::default()),
+            started: SystemTime::now(),
+        })
+    }
+
+    pub fn stats(&self) -> SimStats {
+        *lock(&self.stats)
+    }
+
+    pub fn add_busy(&self, busy: Duration) {
+        let mut s = lock(&self.stats);
+        s.prompts_executed += 1;
+        s.busy += busy;
+    }
+
+    /// Broadcasts `status` with the queue size; called with the core lock
+    /// held so statuses go out in the order the queue changed.
+    pub fn broadcast_status(&self, core: &Core) {
+        self.hub.send(
+            "status",
+            json!({"status": {"exec_info": {"queue_remaining": core.remaining()}}}),
+            None,
+        );
+    }
+
+    /// Rolls the `--http-500-rate` dice.
+    pub fn http_fault(&self) -> bool {
+        let rate = self.config.http_500_rate;
+        rate > 0.0 && lock(&self.faults.http).random::<f64>() < rate
+    }
+}
