@@ -22,6 +22,9 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Expand and patch a synthetic manifest (no server).
     Plan(BenchPlanArgs),
+    /// Run synthetic manifests against a simulator process: server busy
+    /// share, per-job overhead and peak memory of `comfy-batch run`.
+    Run(super::bench_run::BenchRunArgs),
 }
 
 /// Arguments of `comfy-batch bench plan`.
@@ -36,6 +39,7 @@ pub struct BenchPlanArgs {
 pub fn execute(args: BenchArgs, _global: &GlobalArgs) -> Result<Exit, CliError> {
     match args.what {
         BenchCommand::Plan(a) => bench_plan(&a),
+        BenchCommand::Run(a) => super::bench_run::execute(a),
     }
 }
 

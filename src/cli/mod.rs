@@ -3,6 +3,8 @@
 //! config for the library, and every error into a diagnostic and an exit code.
 
 mod bench;
+mod bench_run;
+mod check;
 mod plan;
 mod run;
 mod sim;
@@ -122,6 +124,8 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Expand, submit, track, download and log a manifest's jobs.
     Run(run::RunArgs),
+    /// Validate every job against a live server's node catalogue; queue nothing.
+    Check(check::CheckArgs),
     /// Serve the embedded ComfyUI-compatible simulator.
     Sim(sim::SimArgs),
     /// Measure speed and memory (figures for the project's notes).
@@ -136,6 +140,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::execute(args, &cli.global),
         Command::Run(args) => run::execute(args, &cli.global),
+        Command::Check(args) => check::execute(args, &cli.global),
         Command::Sim(args) => sim::execute(args, &cli.global),
         Command::Bench(args) => bench::execute(args, &cli.global),
     };

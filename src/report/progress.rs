@@ -14,6 +14,7 @@ pub struct ProgressReporter {
     multi: MultiProgress,
     overall: ProgressBar,
     servers: Vec<ProgressBar>,
+    urls: Vec<String>,
     labels: HashMap<JobId, String>,
     verbose: bool,
 }
@@ -43,6 +44,7 @@ impl ProgressReporter {
             multi,
             overall,
             servers: Vec::new(),
+            urls: Vec::new(),
             labels: HashMap::new(),
             verbose,
         }
@@ -54,6 +56,7 @@ impl ProgressReporter {
             EventKind::RunStarted { total, servers, .. } => {
                 self.overall.set_length(*total as u64);
                 self.overall.set_message("0 failed");
+                self.urls = servers.clone();
                 for url in servers {
                     let bar = self.multi.add(ProgressBar::new_spinner());
                     bar.set_message(server_line(url, None, None));
@@ -145,13 +148,7 @@ impl ProgressReporter {
     }
 
     fn url(&self, server: usize) -> String {
-        self.servers
-            .get(server)
-            .map(|b| {
-                let m = b.message();
-                m.split(": ").next().unwrap_or("").to_string()
-            })
-            .unwrap_or_default()
+        self.urls.get(server).cloned().unwrap_or_default()
     }
 }
 

@@ -161,6 +161,10 @@ pub(crate) async fn run_attempt(
     }
     let mut rejected = None;
     if matches!(already, Reconciled::Missing | Reconciled::Unknown(_)) {
+        if ctx.cancel.borrow().is_some() {
+            // Cancelled while uploading: never queue anything new.
+            return fail(&attempt, Status::Interrupted, "not run: cancelled".into());
+        }
         let mut backoff = Backoff::default();
         let accepted = loop {
             match server

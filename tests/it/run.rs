@@ -1,1 +1,427 @@
-//! run tests (placeholder until its issue lands).
+//! `comfy-batch run` end to end: the real binary against in-process
+//! simulators over loopback.
+
+use std::collections::BTreeSet;
+
+use crate::harness::{Project, Row, sim, sim_file, sim_with};
+
+const SWEEP: &str = r#"version: 1
+workflows:
+  t2i: workflows/t2i.json
+jobs:
+  - name: fox
+    workflow: t2i
+    matrix:
+      prompt: ["a red fox in the snow", "a lighthouse at dusk"]
+      cfg: [5, 6.5]
+    seeds: [1, 2]
+"#;
+
+const TINY: &str = r#"version: 1
+workflows:
+  tiny: workflows/tiny.json
+jobs:
+  - name: colors
+    workflow: tiny
+    matrix:
+      "Canvas.color": [255, 65280, 16711680, 0]
+      "1.width": [16, 24]
+"#;
+
+fn redact_csv(text: &str, project: &Project, servers: &[String]) -> String {
+    let mut out = text.replace(project.dir.path().to_str().unwrap(), "[DIR]");
+    for (i, s) in servers.iter().enumerate() {
+        out = out.replace(s.as_str(), &format!("[SERVER{}]", i + 1));
+    }
+    let time = regex_lite::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z").unwrap();
+    let secs = regex_lite::Regex::new(r",\d+\.\d{3},\d+\.\d{3},").unwrap();
+    let pid = regex_lite::Regex::new(r"cb-[0-9a-f]{8}-").unwrap();
+    let out = time.replace_all(&out, "[TIME]");
+    let out = secs.replace_all(&out, ",[S],[S],");
+    let out = pid.replace_all(&out, "cb-[RUN]-").into_owned();
+    // Rows land in completion order; the snapshot pins their content.
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines[1..].sort();
+    lines.join("\n") + "\n"
+}
+
+fn all_ok(rows: &[Row]) {
+    for row in rows {
+        assert_eq!(row.get("status"), "ok", "{row:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_lands_every_image_byte_for_byte_with_a_complete_csv() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    let out = p.run("sweep.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 8);
+    all_ok(&rows);
+    let ids: BTreeSet<_> = rows.iter().map(|r| r.get("job_id").to_string()).collect();
+    assert_eq!(ids.len(), 8, "one row per job");
+    for row in &rows {
+        let images = row.images();
+        assert_eq!(images.len(), 1);
+        let id = row.get("job_id");
+        assert_eq!(images[0], format!("images/{id}_9_0.png"));
+        let ours = std::fs::read(p.out().join(&images[0])).unwrap();
+        let theirs = std::fs::read(sim_file(&sim, id, 1)).unwrap();
+        assert_eq!(ours, theirs, "image of {id} is the server's bytes");
+        assert!(p.out().join(format!("prompts/{id}.json")).is_file());
+        assert!(!row.get("queued_at").is_empty() && !row.get("finished_at").is_empty());
+    }
+    let csv = std::fs::read_to_string(p.out().join("runs.csv")).unwrap();
+    insta::assert_snapshot!(redact_csv(&csv, &p, &[sim.url()]));
+    // Plain progress lines, one per job start and end, when not on a terminal.
+    assert_eq!(
+        out.stderr
+            .lines()
+            .filter(|l| l.starts_with("start"))
+            .count(),
+        8,
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("done: 8 ok, 0 not ok"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_seeds_and_params_give_different_images() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    let out = p.run("sweep.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let bytes: BTreeSet<Vec<u8>> = p
+        .rows()
+        .iter()
+        .map(|r| std::fs::read(p.out().join(&r.images()[0])).unwrap())
+        .collect();
+    assert_eq!(bytes.len(), 8, "each job made its own image");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_rejections_are_logged_as_rejected() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write(
+        "bad.yaml",
+        r#"version: 1
+jobs:
+  - name: partial
+    workflow: partial
+    set:
+      "3.upscale_method": "bogus"
+  - name: all-invalid
+    workflow: t2i
+    set:
+      sampler: bogus_sampler
+    seeds: [1]
+"#,
+    );
+    let out = p.run("bad.yaml", &[&sim], &["--no-check"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row.get("status"), "rejected", "{row:?}");
+        assert!(row.images().is_empty());
+    }
+    let partial = rows.iter().find(|r| r.get("job") == "partial#1").unwrap();
+    assert!(
+        partial
+            .get("error")
+            .contains("node 3 (ImageScale) input 'upscale_method'"),
+        "{partial:?}"
+    );
+    let all = rows
+        .iter()
+        .find(|r| r.get("job") == "all-invalid#1")
+        .unwrap();
+    assert!(all.get("error").contains("sampler_name"), "{all:?}");
+    assert!(!all.get("error").contains('\n'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_error_fails_the_job_with_one_line() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write(
+        "err.yaml",
+        r#"version: 1
+jobs:
+  - name: escape
+    workflow: tiny
+    set:
+      "3.filename_prefix": "../escape"
+  - name: fine
+    workflow: tiny
+"#,
+    );
+    let out = p.run("err.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    let bad = rows.iter().find(|r| r.get("job") == "escape#1").unwrap();
+    assert_eq!(bad.get("status"), "failed");
+    assert!(
+        bad.get("error").starts_with("node 3 (SaveImage)"),
+        "{bad:?}"
+    );
+    let good = rows.iter().find(|r| r.get("job") == "fine#1").unwrap();
+    assert_eq!(good.get("status"), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_jobs_fully_cached_on_the_server_still_land() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("tiny.yaml", TINY);
+    let first = p.run("tiny.yaml", &[&sim], &[]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let again = p
+        .cli(&[
+            "run",
+            "tiny.yaml",
+            "--output",
+            "out2",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let a = p.rows();
+    let b = crate::harness::read_rows(&p.path("out2/runs.csv"));
+    assert_eq!(a.len(), 8);
+    assert_eq!(b.len(), 8);
+    all_ok(&b);
+    for x in &a {
+        let y = b
+            .iter()
+            .find(|y| y.get("job_id") == x.get("job_id"))
+            .unwrap();
+        let xi = std::fs::read(p.out().join(&x.images()[0])).unwrap();
+        let yi = std::fs::read(p.path("out2").join(&y.images()[0])).unwrap();
+        assert_eq!(xi, yi, "the cached replay names the same server file");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_deduplicated_and_the_returned_names_used() {
+    let sim = sim().await;
+    let p = Project::new();
+    let red = tiny_png([255, 0, 0]);
+    let other = tiny_png([0, 0, 255]);
+    p.write("inputs/red.png", &red);
+    p.write("inputs/again/red.png", &other);
+    p.write(
+        "i2i.yaml",
+        r#"version: 1
+jobs:
+  - name: same
+    workflow: i2i
+    matrix:
+      "3.filename_prefix": ["x/a", "x/b", "x/c"]
+    set:
+      image: inputs/red.png
+  - name: clash
+    workflow: i2i
+    set:
+      image: inputs/again/red.png
+"#,
+    );
+    let out = p.run("i2i.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 4);
+    all_ok(&rows);
+    let mut names: Vec<String> = std::fs::read_dir(sim.input_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["red (1).png", "red.png"]);
+    assert_eq!(std::fs::read(sim.input_dir().join("red.png")).unwrap(), red);
+    assert_eq!(
+        std::fs::read(sim.input_dir().join("red (1).png")).unwrap(),
+        other
+    );
+    for row in &rows {
+        let prompt: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(p.out().join(format!("prompts/{}.json", row.get("job_id")))).unwrap(),
+        )
+        .unwrap();
+        let expected = if row.get("job") == "clash#1" {
+            "red (1).png"
+        } else {
+            "red.png"
+        };
+        assert_eq!(prompt["1"]["inputs"]["image"], expected);
+        assert!(
+            row.get("image").ends_with("red.png"),
+            "the log keeps the local path"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_image_websocket_frames_become_files() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write(
+        "ws.yaml",
+        r#"version: 1
+jobs:
+  - name: ws
+    workflow: ws
+    matrix:
+      "1.color": [1, 2, 3]
+"#,
+    );
+    let out = p.run("ws.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 3);
+    all_ok(&rows);
+    let mut seen = BTreeSet::new();
+    for row in &rows {
+        let id = row.get("job_id");
+        assert_eq!(
+            row.images(),
+            vec![
+                format!("images/{id}_2_0.png"),
+                format!("images/{id}_2_1.png")
+            ]
+        );
+        for image in row.images() {
+            let bytes = std::fs::read(p.out().join(&image)).unwrap();
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+            seen.insert(bytes);
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "batch images of a job are alike, jobs differ"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_run() {
+    let a = sim().await;
+    let b = sim().await;
+    let p = Project::new();
+    p.write("tiny.yaml", TINY);
+    let out = p.run("tiny.yaml", &[&a, &b], &["--concurrency", "1"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 8);
+    all_ok(&rows);
+    let servers: BTreeSet<_> = rows.iter().map(|r| r.get("server").to_string()).collect();
+    assert_eq!(servers, BTreeSet::from([a.url(), b.url()]));
+    assert_eq!(a.stats().prompts_executed + b.stats().prompts_executed, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_are_disjoint_and_complete() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("tiny.yaml", TINY);
+    for shard in ["1/3", "2/3", "3/3"] {
+        let out = p.run("tiny.yaml", &[&sim], &["--shard", shard]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let rows = p.rows();
+    assert_eq!(rows.len(), 8);
+    let ids: BTreeSet<_> = rows.iter().map(|r| r.get("job_id").to_string()).collect();
+    assert_eq!(ids.len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_resumes_and_redoes_only_what_is_missing() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("tiny.yaml", TINY);
+    assert_eq!(p.run("tiny.yaml", &[&sim], &[]).await.code, 0);
+    let again = p.run("tiny.yaml", &[&sim], &[]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("run: 0 jobs"), "{}", again.stderr);
+    assert_eq!(p.rows().len(), 8);
+    let lost = p.rows()[3].clone();
+    std::fs::remove_file(p.out().join(&lost.images()[0])).unwrap();
+    let third = p.run("tiny.yaml", &[&sim], &[]).await;
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 9);
+    assert_eq!(rows[8].get("job_id"), lost.get("job_id"));
+    assert!(p.out().join(&rows[8].images()[0]).is_file());
+    let all = p.run("tiny.yaml", &[&sim], &["--no-resume"]).await;
+    assert_eq!(all.code, 0);
+    assert_eq!(p.rows().len(), 17);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_server_reachable_exits_3() {
+    let p = Project::new();
+    p.write("tiny.yaml", TINY);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let out = p
+        .cli(&["run", "tiny.yaml", "--server", &url, "--no-check"])
+        .await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("no server reachable"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_fast_stops_submitting() {
+    let sim = sim_with(comfy_batch::sim::SimConfig {
+        step_ms: 2,
+        ..Default::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write(
+        "ff.yaml",
+        r#"version: 1
+jobs:
+  - name: escape
+    workflow: tiny
+    matrix:
+      "1.color": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    set:
+      "3.filename_prefix": "../escape"
+"#,
+    );
+    let out = p
+        .run("ff.yaml", &[&sim], &["--fail-fast", "--concurrency", "1"])
+        .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert!(rows.len() < 10, "stopped early: {} rows", rows.len());
+    assert!(out.stderr.contains("too many failures"), "{}", out.stderr);
+}
+
+/// A small valid PNG of one colour.
+pub fn tiny_png(rgb: [u8; 3]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, 4, 4);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        let data: Vec<u8> = std::iter::repeat_n(rgb, 16).flatten().collect();
+        writer.write_image_data(&data).unwrap();
+    }
+    out
+}

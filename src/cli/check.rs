@@ -1,0 +1,216 @@
+//! `comfy-batch check MANIFEST`, and the same preflight at the start of
+//! `run`: every job's patched prompt is validated locally against each
+//! server's `/object_info` (fetched once per server), so a typo fails in a
+//! second with exit 2 instead of failing a thousand jobs on the GPU.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{CliError, Exit, GlobalArgs};
+use crate::comfy::http::{HttpClient, parse_headers};
+use crate::comfy::{ClientError, ServerUrl};
+use crate::manifest::Manifest;
+use crate::plan::{Job, Plan};
+use crate::validate::{Catalogue, ValidateOptions, Validation, validate_prompt};
+
+/// Arguments of `comfy-batch check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The manifest (YAML) to check.
+    pub manifest: PathBuf,
+    /// A ComfyUI server URL to check against (repeatable)
+    /// [default: $COMFY_URL, else the manifest's `server`, else http://127.0.0.1:8188].
+    #[arg(long = "server", value_name = "URL")]
+    pub servers: Vec<String>,
+    /// Check against the embedded simulator's catalogue.
+    #[arg(long, conflicts_with = "servers")]
+    pub sim: bool,
+    /// Extra HTTP header for every request (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+}
+
+/// One distinct problem and the jobs it affects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// What is wrong, naming node, class, input and value.
+    pub text: String,
+    /// Labels of the affected jobs, in plan order.
+    pub jobs: Vec<String>,
+}
+
+impl Problem {
+    /// One line: the problem, then the jobs (the first few and a count).
+    pub fn line(&self, server: Option<&str>) -> String {
+        const SHOWN: usize = 3;
+        let mut jobs = self.jobs[..self.jobs.len().min(SHOWN)].join(", ");
+        if self.jobs.len() > SHOWN {
+            jobs.push_str(&format!(" and {} more", self.jobs.len() - SHOWN));
+        }
+        let plural = if self.jobs.len() == 1 { "" } else { "s" };
+        let on = server.map(|s| format!(" on {s}")).unwrap_or_default();
+        format!(
+            "{}{on} ({} job{plural}: {jobs})",
+            self.text,
+            self.jobs.len()
+        )
+    }
+}
+
+/// The closest offered value to a rejected one, for a `did you mean`.
+fn nearest(catalogue: &Catalogue, class: &str, input: &str, value: &str) -> Option<String> {
+    let options = catalogue.class(class)?.input(input)?.combo_options()?;
+    options
+        .iter()
+        .filter_map(|o| o.as_str())
+        .map(|o| (strsim::jaro_winkler(value, o), o))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, o)| o.to_string())
+}
+
+/// The problems a validation found, one text each.
+fn texts(catalogue: &Catalogue, v: &Validation) -> Vec<String> {
+    let mut out = Vec::new();
+    for (node, e) in &v.node_errors {
+        for input in &e.errors {
+            let name = input
+                .extra_info
+                .get("input_name")
+                .and_then(|n| n.as_str())
+                .map(|n| format!(" input '{n}'"))
+                .unwrap_or_default();
+            let mut text = format!("node {node} ({}){name}: {}", e.class_type, input.message);
+            if !input.details.is_empty() {
+                text.push_str(&format!(": {}", input.details));
+            }
+            let received = input
+                .extra_info
+                .get("received_value")
+                .and_then(|v| v.as_str());
+            let name = input.extra_info.get("input_name").and_then(|n| n.as_str());
+            if let (true, Some(value), Some(name)) =
+                (input.kind == "value_not_in_list", received, name)
+                && let Some(near) = nearest(catalogue, &e.class_type, name, value)
+            {
+                text.push_str(&format!("; did you mean '{near}'?"));
+            }
+            out.push(crate::comfy::protocol::one_line(&text));
+        }
+    }
+    if out.is_empty()
+        && let Some(e) = &v.error
+    {
+        let mut text = e.message.clone();
+        if !e.details.is_empty() && e.details != e.message {
+            text.push_str(&format!(" ({})", e.details));
+        }
+        out.push(crate::comfy::protocol::one_line(&text));
+    }
+    out
+}
+
+/// Validates every job against `catalogue`; problems are listed once each,
+/// in the order first met, with the jobs they affect.
+pub fn problems(catalogue: &Catalogue, jobs: impl Iterator<Item = Job>) -> Vec<Problem> {
+    let mut found: Vec<Problem> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    // Image files are uploaded at run time; their local existence is the
+    // plan's check, so the server-side file check is skipped here.
+    let options = ValidateOptions::default();
+    for job in jobs {
+        let v = validate_prompt(catalogue, &job.prompt.0, &options);
+        for text in texts(catalogue, &v) {
+            let i = *index.entry(text.clone()).or_insert_with(|| {
+                found.push(Problem {
+                    text,
+                    jobs: Vec::new(),
+                });
+                found.len() - 1
+            });
+            found[i].jobs.push(job.label.clone());
+        }
+    }
+    found
+}
+
+/// Fetches each server's catalogue; an unreachable server is exit 3.
+pub(crate) async fn catalogues(
+    servers: &[ServerUrl],
+    headers: &reqwest::header::HeaderMap,
+) -> Result<Vec<(String, Catalogue)>, CliError> {
+    let mut out = Vec::new();
+    for url in servers {
+        let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
+            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        let info = http.object_info().await.map_err(|e: ClientError| {
+            CliError::from_error(Exit::Infrastructure, &e)
+                .with_hint("is the server up? `comfy-batch sim` serves a stand-in")
+        })?;
+        let catalogue = Catalogue::from_object_info(&info)
+            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        out.push((url.to_string(), catalogue));
+    }
+    Ok(out)
+}
+
+/// The preflight shared by `check` and `run`: every problem against every
+/// server, or `Ok`.
+pub(crate) fn preflight(plan: &Plan, catalogues: &[(String, Catalogue)]) -> Result<(), CliError> {
+    let mut lines = Vec::new();
+    for (url, catalogue) in catalogues {
+        let server = (catalogues.len() > 1).then_some(url.as_str());
+        for p in problems(catalogue, plan.jobs()) {
+            lines.push(p.line(server));
+        }
+    }
+    if lines.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::many(Exit::BadInput, lines).with_hint(
+            "fix the manifest or workflow; nothing was queued (`run --no-check` skips this check)",
+        ))
+    }
+}
+
+/// Runs the command.
+pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
+    let bad = |lines: Vec<String>| CliError::many(Exit::BadInput, lines);
+    let manifest = Manifest::load(&args.manifest).map_err(|e| bad(e.lines()))?;
+    let plan = Plan::new(&manifest).map_err(|e| bad(e.lines()))?;
+    let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
+    let env = std::env::var("COMFY_URL").ok();
+    let urls = super::run::resolve_servers(&args.servers, env.as_deref(), &manifest.servers);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    runtime.block_on(async {
+        let mut _sim = None;
+        let servers = if args.sim {
+            let sim = super::run::start_sim().await?;
+            let url = ServerUrl::parse(&sim.url()).map_err(|e| bad(vec![e.to_string()]))?;
+            _sim = Some(sim);
+            vec![url]
+        } else {
+            urls.iter()
+                .map(|u| ServerUrl::parse(u).map_err(|e| bad(vec![e.to_string()])))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let catalogues = catalogues(&servers, &headers).await?;
+        preflight(&plan, &catalogues)?;
+        if !global.quiet {
+            eprintln!(
+                "ok: {} jobs valid on {}",
+                plan.len(),
+                servers
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok(Exit::Ok)
+    })
+}
