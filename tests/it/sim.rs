@@ -1087,7 +1087,7 @@ async fn throughput(sim: &SimHandle, jobs: u64, slots: u64, prompt: fn(u64) -> V
                         .query(&[
                             ("filename", img["filename"].as_str().unwrap_or_default()),
                             ("subfolder", img["subfolder"].as_str().unwrap_or_default()),
-                            ("type", "output"),
+                            ("type", img["type"].as_str().unwrap_or_default()),
                         ])
                         .send()
                         .await
