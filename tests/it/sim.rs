@@ -102,12 +102,18 @@ impl Client {
                 a.notify_waiters();
             }
         });
-        Client {
+        let client = Client {
             received,
             arrived,
             sink: Arc::new(tokio::sync::Mutex::new(sink)),
             task,
-        }
+        };
+        // The socket is registered once its first frame (`status` with the
+        // sid) is out; anything sent before that could miss it.
+        client
+            .wait_until("the first status", |m| m["type"] == "status")
+            .await;
+        client
     }
 
     fn messages(&self) -> Vec<Value> {
@@ -402,10 +408,17 @@ async fn sync(streams: &[Stream], name: &str, at: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     for s in streams {
         let Some(conn) = &s.conn else { continue };
-        let want = collapse(&s.expected).len();
+        // Statuses are counted apart: where they fall among progress
+        // updates changes how far those collapse.
+        let size = |v: &[Value]| {
+            let (status, rest): (Vec<Value>, Vec<Value>) =
+                v.iter().cloned().partition(|m| m["type"] == "status");
+            status.len() + collapse(&rest).len()
+        };
+        let want = size(&s.expected);
         loop {
             let got: Vec<Value> = conn.messages().iter().map(normalize_ws).collect();
-            if collapse(&got).len() >= want {
+            if size(&got) >= want {
                 break;
             }
             assert!(
