@@ -700,28 +700,34 @@ impl Run<'_> {
     }
 
     /// The generic output of a node: size and batch from its first linked
-    /// input or its own width/height/batch_size, colour from its signature.
+    /// image-like input (IMAGE, LATENT, MASK; else any link) or its own
+    /// width/height/batch_size, colour from its signature.
     fn base_tensor(&self, cache: &Cache, id: &str) -> Tensor {
         let mut t = Tensor::default();
         let class = self.shared.catalogue.class(self.class_of(id));
         let inputs = self.inputs(id).cloned().unwrap_or_default();
-        let ordered: Vec<&Value> = match class {
+        let mut links: Vec<(bool, &Value)> = match class {
             Some(c) => c
                 .inputs
                 .iter()
-                .filter_map(|s| inputs.get(&s.name))
+                .filter_map(|s| {
+                    let v = inputs.get(&s.name).filter(|v| v.is_array())?;
+                    let pixels = matches!(s.type_name(), Some("IMAGE" | "LATENT" | "MASK"));
+                    Some((pixels, v))
+                })
                 .collect(),
-            None => inputs.values().collect(),
+            None => inputs
+                .values()
+                .filter(|v| v.is_array())
+                .map(|v| (false, v))
+                .collect(),
         };
+        // Stable: image-like inputs first, each group in declaration order.
+        links.sort_by_key(|(pixels, _)| !pixels);
         let mut inherited = false;
-        for v in ordered {
-            if v.is_array()
-                && let Some(src) = self.linked(cache, v)
-            {
-                t = src;
-                inherited = true;
-                break;
-            }
+        if let Some(src) = links.iter().find_map(|(_, v)| self.linked(cache, v)) {
+            t = src;
+            inherited = true;
         }
         let dim = |name: &str| {
             self.int_input(id, name)

@@ -11,6 +11,24 @@
 //! It owns its HTTP server, worker and files; it must not know about `run`,
 //! `sink`, `report` or `plan`.
 //!
+//! Faithful on purpose, including quirks: `status` before the final
+//! `executing {node: null}`, history written after `execution_success`,
+//! `{}` for pending ids, the 200-with-`node_errors` partial run, heap-ordered
+//! `queue_pending`, interrupts lost when idle, and the reconnect bug (a
+//! client-closed old socket unregisters a newer one with the same
+//! `clientId`; sockets the sim itself closes do not).
+//!
+//! Known differences from ComfyUI 0.8.0:
+//! - sampler previews (`extra_data.preview_method`) are PNG, not JPEG;
+//! - `/view` ignores `preview=` and `channel=rgb|a` (returns the file as is);
+//! - not served: `/upload/mask`, `/api/jobs`, `/internal/*`, TEXT frames
+//!   (GetImageSize), the Origin check (403), upload size limits;
+//! - nodes other than the ones below run instantly as pass-throughs:
+//!   samplers (steps × `step_ms`), `TestSleep`, `SaveImage`, `PreviewImage`,
+//!   `SaveImageWebsocket`, `LoadImage`, `EmptyImage`, `ImageInvert`,
+//!   `PreviewAny`; other output nodes have no `ui`;
+//! - pixels are one colour per image, derived from the producing graph.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), comfy_batch::sim::SimError> {
 //! use comfy_batch::sim::{Sim, SimConfig};

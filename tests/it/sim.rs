@@ -980,6 +980,29 @@ async fn shipped_t2i_workflow_runs_caches_and_varies_with_the_seed() {
     };
     assert_ne!(pixels(&first), pixels(&second));
     assert!(sim.stats().prompts_executed >= 3);
+
+    // The latent's size and batch reach the saver through the sampler.
+    let mut batch = t2i(4, "t2i/%width%x%height%");
+    batch["5"]["inputs"] = json!({"batch_size": 2, "height": 768, "width": 512});
+    let (_, _, d) = submit(&base, "t2i", &batch).await;
+    ws.wait_done(&d).await;
+    let h = history(&base, &d).await;
+    let names: Vec<&str> = h["outputs"]["9"]["images"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["filename"].as_str())
+        .collect();
+    assert_eq!(names, ["512x768_00001_.png", "512x768_00002_.png"]);
+    let png = std::fs::read(sim.output_dir().join("t2i/512x768_00002_.png")).expect("png");
+    let info = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .expect("png");
+    assert_eq!(
+        (info.info().width, info.info().height),
+        (42, 64),
+        "capped, aspect kept"
+    );
     ws.close().await;
     sim.shutdown().await;
 }
@@ -1721,4 +1744,14 @@ fn cli_prints_the_address_first() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+}
+
+#[tokio::test]
+async fn runs_on_a_current_thread_runtime() {
+    let sim = start(SimConfig::default()).await;
+    let ws = Client::connect(&sim.url(), "ct").await;
+    let (_, h) = run_to_end(&sim, &ws, "ct", &t2i(3, "ct")).await;
+    assert_eq!(h["status"]["status_str"], "success");
+    ws.close().await;
+    sim.shutdown().await;
 }
