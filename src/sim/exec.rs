@@ -892,15 +892,16 @@ impl Run<'_> {
             .and_then(Value::as_f64)
             .unwrap_or(1.0)
             .max(0.0);
+        // As the test pack: `while now < expiration`, an update then a
+        // 10 ms sleep per turn, the value clamped to the total.
         let start = Instant::now();
-        loop {
-            let elapsed = start.elapsed().as_secs_f64();
+        let mut elapsed = 0.0;
+        while elapsed < seconds {
+            elapsed = start.elapsed().as_secs_f64();
             self.progress_update(id, json!(elapsed.min(seconds)), json!(seconds), None)?;
-            if elapsed >= seconds {
-                return Ok(());
-            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        Ok(())
     }
 
     /// The sampler's step count; custom samplers read it from the node that

@@ -1755,3 +1755,27 @@ async fn runs_on_a_current_thread_runtime() {
     ws.close().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_input_images_fail_at_run_time() {
+    let sim = start(SimConfig::default()).await;
+    let base = sim.url();
+    let ws = Client::connect(&base, "junk").await;
+    let (status, _) = upload(&base, "bad.png", b"not an image at all".to_vec(), &[]).await;
+    assert_eq!(status, 200, "content is not checked on upload");
+    let prompt = json!({
+        "1": {"class_type": "LoadImage", "inputs": {"image": "bad.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "junk"}},
+    });
+    let (id, h) = run_to_end(&sim, &ws, "junk", &prompt).await;
+    assert_eq!(h["status"]["status_str"], "error");
+    let err = ws
+        .messages()
+        .into_iter()
+        .find(|m| m["type"] == "execution_error" && m["data"]["prompt_id"] == id)
+        .expect("execution_error");
+    assert_eq!(err["data"]["node_id"], "1");
+    assert_eq!(err["data"]["exception_type"], "PIL.UnidentifiedImageError");
+    ws.close().await;
+    sim.shutdown().await;
+}
