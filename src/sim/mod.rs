@@ -82,7 +82,8 @@ pub struct SimConfig {
     /// feeds `/object_info`, `/models/{folder}` and validation.
     pub models: BTreeMap<String, Vec<String>>,
     /// Base folder for `input/`, `output/` and `temp/`; `None` makes a fresh
-    /// temporary folder owned (and removed) by the handle.
+    /// temporary folder owned (and removed) by the handle. `temp/` is emptied
+    /// on start, as the real server does.
     pub dir: Option<PathBuf>,
 }
 

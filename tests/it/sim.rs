@@ -1779,3 +1779,25 @@ async fn junk_input_images_fail_at_run_time() {
     ws.close().await;
     sim.shutdown().await;
 }
+
+#[test]
+fn sim_help_is_stable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+        .args(["sim", "--help"])
+        .output()
+        .expect("run");
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_sampler_prompt_is_rejected_with_the_real_shapes() {
+    let sim = start(SimConfig::default()).await;
+    let mut prompt = t2i(1, "x");
+    prompt["3"]["inputs"]["sampler_name"] = json!("eulr");
+    prompt["3"]["inputs"]["steps"] = json!(0);
+    prompt["4"]["inputs"]["ckpt_name"] = json!("missing.safetensors");
+    let (status, reply, _) = submit(&sim.url(), "x", &prompt).await;
+    assert_eq!(status, 400);
+    insta::assert_json_snapshot!(reply);
+    sim.shutdown().await;
+}
