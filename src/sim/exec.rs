@@ -21,10 +21,10 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::files;
 use super::hub::ImageMeta;
 use super::queue::QueueItem;
 use super::state::{MAX_HISTORY, Shared, lock, now_ms};
+use super::{files, jpeg};
 use crate::validate::Catalogue;
 
 /// Sampler nodes: they take `steps × step_ms` and report each step.
@@ -337,13 +337,14 @@ impl Run<'_> {
     }
 
     /// A ProgressBar update: the interrupt check, `progress_state`, the
-    /// image frames and `progress`, in the real order.
+    /// image frames and `progress`, in the real order. `image` is
+    /// `(bytes, is_jpeg)`.
     fn progress_update(
         &mut self,
         id: &str,
         value: Value,
         max: Value,
-        png: Option<&Bytes>,
+        image: Option<(&Bytes, bool)>,
     ) -> Result<(), Stop> {
         if self.interrupted() {
             return Err(Stop::Interrupted);
@@ -354,16 +355,17 @@ impl Run<'_> {
         let meta = ImageMeta {
             node_id: id,
             prompt_id: &self.item.prompt_id,
+            jpeg: image.is_some_and(|(_, jpeg)| jpeg),
         };
-        if let Some(png) = png {
-            self.shared.hub.send_png(png, &meta, self.client, true);
+        if let Some((bytes, _)) = image {
+            self.shared.hub.send_image(bytes, &meta, self.client, true);
         }
         self.to_client_or_all(
             "progress",
             json!({"value": value, "max": max, "prompt_id": self.prompt_id(), "node": id}),
         );
-        if let Some(png) = png {
-            self.shared.hub.send_png(png, &meta, self.client, false);
+        if let Some((bytes, _)) = image {
+            self.shared.hub.send_image(bytes, &meta, self.client, false);
         }
         Ok(())
     }
@@ -666,7 +668,7 @@ impl Run<'_> {
                 base
             }
             c if SAMPLERS.contains(&c) => {
-                self.sample(id).await?;
+                self.sample(id, &base).await?;
                 base
             }
             _ => base,
@@ -879,7 +881,7 @@ impl Run<'_> {
     fn save_websocket(&mut self, id: &str, t: &Tensor) -> Result<(), Stop> {
         for i in 0..t.batch {
             let png = Bytes::from(self.png_for(t, i));
-            self.progress_update(id, json!(i), json!(t.batch), Some(&png))?;
+            self.progress_update(id, json!(i), json!(t.batch), Some((&png, false)))?;
         }
         Ok(())
     }
@@ -934,7 +936,9 @@ impl Run<'_> {
         20
     }
 
-    async fn sample(&mut self, id: &str) -> Result<(), Stop> {
+    /// Steps × `step_ms`, one progress per step; with a preview method in
+    /// `extra_data`, a JPEG preview per step, as the real server.
+    async fn sample(&mut self, id: &str, t: &Tensor) -> Result<(), Stop> {
         let steps = self.steps(id);
         let step = Duration::from_millis(self.shared.config.step_ms);
         let previews = self
@@ -943,6 +947,7 @@ impl Run<'_> {
             .get("preview_method")
             .and_then(Value::as_str)
             .is_some_and(|m| !matches!(m, "none" | "default"));
+        let (w, h) = t.pixel_size();
         let start = tokio::time::Instant::now();
         for i in 1..=steps {
             if step.is_zero() {
@@ -950,15 +955,13 @@ impl Run<'_> {
             } else {
                 tokio::time::sleep_until(start + step * (i as u32)).await;
             }
-            let preview = previews.then(|| {
-                let t = Tensor {
-                    width: 8,
-                    height: 8,
-                    ..Tensor::default()
-                };
-                Bytes::from(files::encode_png(8, 8, t.rgb, &[]))
-            });
-            self.progress_update(id, json!(i), json!(steps), preview.as_ref())?;
+            let preview = previews.then(|| Bytes::from(jpeg::solid(w, h, t.colour(i as u32))));
+            self.progress_update(
+                id,
+                json!(i),
+                json!(steps),
+                preview.as_ref().map(|p| (p, true)),
+            )?;
         }
         Ok(())
     }

@@ -19,7 +19,8 @@
 //! `clientId`; sockets the sim itself closes do not).
 //!
 //! Known differences from ComfyUI 0.8.0:
-//! - sampler previews (`extra_data.preview_method`) are PNG, not JPEG;
+//! - sampler previews (`extra_data.preview_method`) are solid-colour JPEGs
+//!   of at most 64 px a side, not 512 px renders of the latent;
 //! - `/view` ignores `preview=` and `channel=rgb|a` (returns the file as is);
 //! - not served: `/upload/mask`, `/api/jobs`, `/internal/*`, TEXT frames
 //!   (GetImageSize), the Origin check (403), upload size limits;
@@ -42,6 +43,7 @@ mod exec;
 mod files;
 mod http;
 mod hub;
+mod jpeg;
 mod queue;
 mod state;
 mod ws;

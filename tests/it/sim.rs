@@ -334,8 +334,7 @@ fn collapse(msgs: &[Value]) -> Vec<Value> {
 // ---------------------------------------------------------------------------
 // Transcript replay.
 
-/// What a scenario is allowed to differ in, each with the reason (reported
-/// by the test, so a relaxed check is never silent).
+/// How a recording is replayed (what the recorder did not keep).
 #[derive(Default, Clone)]
 struct Scenario {
     config: Option<SimConfig>,
@@ -345,8 +344,6 @@ struct Scenario {
     view_queries: Vec<(usize, String)>,
     /// Replace a prompt's body by the history's (recorder mutation).
     prompt_from_history: bool,
-    /// Binary frames compared by presence only, with the reason.
-    frames_loose: Option<&'static str>,
 }
 
 fn upload_png(rgb: [u8; 3]) -> Vec<u8> {
@@ -658,15 +655,8 @@ async fn replay(file: &str, scenario: Scenario) {
             s.received = conn.messages();
             conn.close().await;
         }
-        let mut got: Vec<Value> = s.received.iter().map(normalize_ws).collect();
-        let mut want = s.expected.clone();
-        if scenario.frames_loose.is_some() {
-            for m in got.iter_mut().chain(want.iter_mut()) {
-                if m.get("binary").is_some() {
-                    *m = json!({"binary": "frame"});
-                }
-            }
-        }
+        let got: Vec<Value> = s.received.iter().map(normalize_ws).collect();
+        let want = s.expected.clone();
         let (got, want) = (collapse(&got), collapse(&want));
         // `status` broadcasts answer HTTP requests, so where they fall among
         // execution messages depends on timing: compare them as their own
@@ -728,9 +718,6 @@ async fn replay(file: &str, scenario: Scenario) {
         }
     }
     sim.shutdown().await;
-    if let Some(reason) = scenario.frames_loose {
-        eprintln!("{file}: binary frames compared by presence only: {reason}");
-    }
     assert!(
         problems.is_empty(),
         "{file} does not conform:\n{}",
@@ -851,7 +838,6 @@ async fn conformance_14_ksampler_t2i_with_previews() {
         Scenario {
             config: Some(recorded_models()),
             reorder_inputs: true,
-            frames_loose: Some("sampler previews are PNG (format 2) in the sim, JPEG (format 1) on the real server"),
             ..Scenario::default()
         },
     )
