@@ -252,21 +252,21 @@ impl Sim {
             addr,
             shared,
             stop: stop_tx,
-            server,
-            worker,
+            server: Some(server),
+            worker: Some(worker),
             _tempdir: tempdir,
         })
     }
 }
 
-/// A running simulator. Dropping it without [`SimHandle::shutdown`] leaves
-/// the tasks to die with the runtime.
+/// A running simulator. [`SimHandle::shutdown`] stops it gracefully;
+/// dropping it aborts its tasks (and removes its temporary folder).
 pub struct SimHandle {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    server: JoinHandle<()>,
-    worker: JoinHandle<()>,
+    server: Option<JoinHandle<()>>,
+    worker: Option<JoinHandle<()>>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
@@ -302,17 +302,32 @@ impl SimHandle {
     }
 
     /// Closes every websocket, stops the worker and the HTTP server.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         self.shared.hub.close_all();
-        self.worker.abort();
-        let _ = self.worker.await;
-        let mut server = self.server;
-        if tokio::time::timeout(Duration::from_secs(2), &mut server)
-            .await
-            .is_err()
+        if let Some(worker) = self.worker.take() {
+            worker.abort();
+            let _ = worker.await;
+        }
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(Duration::from_secs(2), &mut server)
+                .await
+                .is_err()
         {
             server.abort();
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.shared.hub.close_all();
+        for task in [self.worker.take(), self.server.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
     }
 }

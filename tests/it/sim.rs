@@ -1787,3 +1787,17 @@ async fn a_bad_sampler_prompt_is_rejected_with_the_real_shapes() {
     insta::assert_json_snapshot!(reply);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_stops_the_server() {
+    let sim = start(SimConfig::default()).await;
+    let url = format!("{}/prompt", sim.url());
+    let dir = sim.output_dir().to_path_buf();
+    assert_eq!(get_status(url.clone()).await, 200);
+    drop(sim);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A fresh client: pooled keep-alive connections may outlive the listener.
+    let fresh = reqwest::Client::new();
+    assert!(fresh.get(&url).send().await.is_err(), "still serving");
+    assert!(!dir.exists(), "temporary folder removed");
+}
