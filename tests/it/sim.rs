@@ -1801,3 +1801,56 @@ async fn dropping_the_handle_stops_the_server() {
     assert!(fresh.get(&url).send().await.is_err(), "still serving");
     assert!(!dir.exists(), "temporary folder removed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_pnginfo_keys_become_png_chunks_and_views_can_be_slowed() {
+    let sim = start(SimConfig {
+        view_delay_ms: 60,
+        ..SimConfig::default()
+    })
+    .await;
+    let base = sim.url();
+    let ws = Client::connect(&base, "meta").await;
+    let workflow = json!({"nodes": [{"id": 1, "type": "EmptyImage"}], "version": 0.4});
+    http()
+        .post(format!("{base}/prompt"))
+        .json(
+            &json!({"prompt": save("meta", 1), "client_id": "meta", "prompt_id": "m1",
+            "extra_data": {"extra_pnginfo": {"workflow": workflow}}}),
+        )
+        .send()
+        .await
+        .expect("post");
+    ws.wait_done("m1").await;
+    let started = Instant::now();
+    let r = http()
+        .get(format!("{base}/view?filename=meta_00001_.png&type=output"))
+        .send()
+        .await
+        .expect("view");
+    assert!(
+        started.elapsed() >= Duration::from_millis(60),
+        "view delay applied"
+    );
+    let png = r.bytes().await.expect("bytes");
+    let chunk = png_text(&png, "workflow").expect("workflow chunk");
+    assert_eq!(
+        serde_json::from_str::<Value>(&chunk).expect("json"),
+        workflow
+    );
+    assert!(png_text(&png, "prompt").is_some());
+
+    // SaveImageWebsocket is never cached: a re-submit sends its frames again.
+    let prompt = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 1}},
+        "2": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}},
+    });
+    for _ in 0..2 {
+        let (_, _, id) = submit(&base, "meta", &prompt).await;
+        ws.wait_done(&id).await;
+    }
+    let frames = ws.messages().iter().filter(|m| m["binary"] == 1).count();
+    assert_eq!(frames, 2);
+    ws.close().await;
+    sim.shutdown().await;
+}
