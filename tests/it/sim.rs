@@ -5,8 +5,13 @@
 //! relative to the websocket traffic, against an in-process sim; then compare
 //! status codes, content types, JSON bodies and the per-socket message
 //! sequences after normalising what legitimately differs (timestamps, prompt
-//! numbers, file counters, temp prefixes, tracebacks, TestSleep's float
-//! progress values and how many of its ~10 ms ticks happen).
+//! numbers, file counters, temp prefixes, tracebacks and exception texts of
+//! runtime errors, TestSleep's float progress values and how many of its
+//! ~10 ms ticks happen, image bytes). `status` broadcasts answer HTTP
+//! requests, so where they fall among execution messages is timing: they
+//! are compared as their own sequence, the rest without them, and every
+//! `executing {node: null}` must directly follow a `status`. `/system_stats`
+//! is compared by shape (its values are machine facts).
 //!
 //! Harness notes, each a property of the recordings rather than of the sim:
 //! - requests carry the recorded `prompt_id` (taken from the recorded reply),
