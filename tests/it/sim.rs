@@ -1138,7 +1138,9 @@ async fn instant_jobs_flow_fast() {
     let sim = start(SimConfig::default()).await;
     let rate = throughput(&sim, 300, 2, instant_prompt).await;
     eprintln!("instant jobs: {rate:.0} jobs/s");
-    assert!(rate > 100.0, "only {rate:.0} jobs/s");
+    // A smoke check against pathological slowness (a debug build on a busy
+    // machine); the real figures come from the ignored release benchmark.
+    assert!(rate > 20.0, "only {rate:.0} jobs/s");
     sim.shutdown().await;
 }
 
