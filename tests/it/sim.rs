@@ -1407,7 +1407,7 @@ async fn queue_priority_delete_interrupt_and_history_paging() {
     let sim = start(SimConfig::default()).await;
     let base = sim.url();
     let ws = Client::connect(&base, "q").await;
-    let (_, _, running) = submit(&base, "q", &sleep_prompt(0.2, 1)).await;
+    let (_, _, running) = submit(&base, "q", &sleep_prompt(1.0, 1)).await;
     ws.wait_for("start", |m| m["type"] == "execution_start")
         .await;
     let (_, r1, later) = submit(&base, "q", &sleep_prompt(0.0, 2)).await;
