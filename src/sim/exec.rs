@@ -21,10 +21,10 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::files;
 use super::hub::ImageMeta;
 use super::queue::QueueItem;
 use super::state::{MAX_HISTORY, Shared, lock, now_ms};
+use super::{files, jpeg};
 use crate::validate::Catalogue;
 
 /// Sampler nodes: they take `steps × step_ms` and report each step.
@@ -337,13 +337,14 @@ impl Run<'_> {
     }
 
     /// A ProgressBar update: the interrupt check, `progress_state`, the
-    /// image frames and `progress`, in the real order.
+    /// image frames and `progress`, in the real order. `image` is
+    /// `(bytes, is_jpeg)`.
     fn progress_update(
         &mut self,
         id: &str,
         value: Value,
         max: Value,
-        png: Option<&Bytes>,
+        image: Option<(&Bytes, bool)>,
     ) -> Result<(), Stop> {
         if self.interrupted() {
             return Err(Stop::Interrupted);
@@ -354,16 +355,17 @@ impl Run<'_> {
         let meta = ImageMeta {
             node_id: id,
             prompt_id: &self.item.prompt_id,
+            jpeg: image.is_some_and(|(_, jpeg)| jpeg),
         };
-        if let Some(png) = png {
-            self.shared.hub.send_png(png, &meta, self.client, true);
+        if let Some((bytes, _)) = image {
+            self.shared.hub.send_image(bytes, &meta, self.client, true);
         }
         self.to_client_or_all(
             "progress",
             json!({"value": value, "max": max, "prompt_id": self.prompt_id(), "node": id}),
         );
-        if let Some(png) = png {
-            self.shared.hub.send_png(png, &meta, self.client, false);
+        if let Some((bytes, _)) = image {
+            self.shared.hub.send_image(bytes, &meta, self.client, false);
         }
         Ok(())
     }
@@ -666,7 +668,7 @@ impl Run<'_> {
                 base
             }
             c if SAMPLERS.contains(&c) => {
-                self.sample(id).await?;
+                self.sample(id, &base).await?;
                 base
             }
             _ => base,
@@ -700,28 +702,34 @@ impl Run<'_> {
     }
 
     /// The generic output of a node: size and batch from its first linked
-    /// input or its own width/height/batch_size, colour from its signature.
+    /// image-like input (IMAGE, LATENT, MASK; else any link) or its own
+    /// width/height/batch_size, colour from its signature.
     fn base_tensor(&self, cache: &Cache, id: &str) -> Tensor {
         let mut t = Tensor::default();
         let class = self.shared.catalogue.class(self.class_of(id));
         let inputs = self.inputs(id).cloned().unwrap_or_default();
-        let ordered: Vec<&Value> = match class {
+        let mut links: Vec<(bool, &Value)> = match class {
             Some(c) => c
                 .inputs
                 .iter()
-                .filter_map(|s| inputs.get(&s.name))
+                .filter_map(|s| {
+                    let v = inputs.get(&s.name).filter(|v| v.is_array())?;
+                    let pixels = matches!(s.type_name(), Some("IMAGE" | "LATENT" | "MASK"));
+                    Some((pixels, v))
+                })
                 .collect(),
-            None => inputs.values().collect(),
+            None => inputs
+                .values()
+                .filter(|v| v.is_array())
+                .map(|v| (false, v))
+                .collect(),
         };
+        // Stable: image-like inputs first, each group in declaration order.
+        links.sort_by_key(|(pixels, _)| !pixels);
         let mut inherited = false;
-        for v in ordered {
-            if v.is_array()
-                && let Some(src) = self.linked(cache, v)
-            {
-                t = src;
-                inherited = true;
-                break;
-            }
+        if let Some(src) = links.iter().find_map(|(_, v)| self.linked(cache, v)) {
+            t = src;
+            inherited = true;
         }
         let dim = |name: &str| {
             self.int_input(id, name)
@@ -873,7 +881,7 @@ impl Run<'_> {
     fn save_websocket(&mut self, id: &str, t: &Tensor) -> Result<(), Stop> {
         for i in 0..t.batch {
             let png = Bytes::from(self.png_for(t, i));
-            self.progress_update(id, json!(i), json!(t.batch), Some(&png))?;
+            self.progress_update(id, json!(i), json!(t.batch), Some((&png, false)))?;
         }
         Ok(())
     }
@@ -886,15 +894,16 @@ impl Run<'_> {
             .and_then(Value::as_f64)
             .unwrap_or(1.0)
             .max(0.0);
+        // As the test pack: `while now < expiration`, an update then a
+        // 10 ms sleep per turn, the value clamped to the total.
         let start = Instant::now();
-        loop {
-            let elapsed = start.elapsed().as_secs_f64();
+        let mut elapsed = 0.0;
+        while elapsed < seconds {
+            elapsed = start.elapsed().as_secs_f64();
             self.progress_update(id, json!(elapsed.min(seconds)), json!(seconds), None)?;
-            if elapsed >= seconds {
-                return Ok(());
-            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        Ok(())
     }
 
     /// The sampler's step count; custom samplers read it from the node that
@@ -927,7 +936,9 @@ impl Run<'_> {
         20
     }
 
-    async fn sample(&mut self, id: &str) -> Result<(), Stop> {
+    /// Steps × `step_ms`, one progress per step; with a preview method in
+    /// `extra_data`, a JPEG preview per step, as the real server.
+    async fn sample(&mut self, id: &str, t: &Tensor) -> Result<(), Stop> {
         let steps = self.steps(id);
         let step = Duration::from_millis(self.shared.config.step_ms);
         let previews = self
@@ -936,6 +947,7 @@ impl Run<'_> {
             .get("preview_method")
             .and_then(Value::as_str)
             .is_some_and(|m| !matches!(m, "none" | "default"));
+        let (w, h) = t.pixel_size();
         let start = tokio::time::Instant::now();
         for i in 1..=steps {
             if step.is_zero() {
@@ -943,15 +955,13 @@ impl Run<'_> {
             } else {
                 tokio::time::sleep_until(start + step * (i as u32)).await;
             }
-            let preview = previews.then(|| {
-                let t = Tensor {
-                    width: 8,
-                    height: 8,
-                    ..Tensor::default()
-                };
-                Bytes::from(files::encode_png(8, 8, t.rgb, &[]))
-            });
-            self.progress_update(id, json!(i), json!(steps), preview.as_ref())?;
+            let preview = previews.then(|| Bytes::from(jpeg::solid(w, h, t.colour(i as u32))));
+            self.progress_update(
+                id,
+                json!(i),
+                json!(steps),
+                preview.as_ref().map(|p| (p, true)),
+            )?;
         }
         Ok(())
     }

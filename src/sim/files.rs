@@ -289,6 +289,8 @@ pub(crate) fn encode_png(
     let mut enc = png::Encoder::new(&mut out, width.max(1), height.max(1));
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
+    // Tiny solid images: the fastest setting avoids big compressor buffers.
+    enc.set_compression(png::Compression::Fastest);
     for (k, t) in texts {
         let _ = enc.add_text_chunk(k.clone(), t.clone());
     }

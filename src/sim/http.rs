@@ -191,7 +191,7 @@ async fn post_prompt(State(shared): S, body: Bytes) -> Response {
             prompt_id,
             prompt: validation.prompt,
             extra_data,
-            outputs: validation.outputs,
+            outputs: validation.outputs_to_run,
         });
         shared.broadcast_status(&core);
     }
@@ -471,23 +471,47 @@ async fn upload_image(State(shared): S, mut multipart: Multipart) -> Response {
     json_ok(json!({"name": filename, "subfolder": subfolder, "type": kind}))
 }
 
+/// Classes whose `image` list is the input folder's images.
+const INPUT_IMAGE_CLASSES: &[&str] = &["LoadImage", "LoadImageMask"];
+
+/// One `/object_info` entry, with the input folder's images where listed.
+fn info_entry(
+    class: &str,
+    entry: &Value,
+    images: &mut Option<Vec<Value>>,
+    shared: &Shared,
+) -> Value {
+    let mut entry = entry.clone();
+    if INPUT_IMAGE_CLASSES.contains(&class) {
+        let list = images
+            .get_or_insert_with(|| {
+                files::input_images(&shared.dirs.input)
+                    .into_iter()
+                    .map(Value::from)
+                    .collect()
+            })
+            .clone();
+        if let Some(spec) = entry.pointer_mut("/input/required/image/0") {
+            *spec = Value::Array(list);
+        }
+    }
+    entry
+}
+
 /// `/object_info` with the model catalogue and the current input files.
 fn object_info_value(shared: &Shared, only: Option<&str>) -> Value {
-    let images: Vec<Value> = files::input_images(&shared.dirs.input)
-        .into_iter()
-        .map(Value::from)
-        .collect();
-    let mut cat = shared.catalogue.clone();
-    for class in ["LoadImage", "LoadImageMask"] {
-        cat.set_combo(class, "image", images.clone());
-    }
-    let info = cat.object_info();
+    let info = shared.catalogue.object_info();
+    let mut images = None;
     match only {
         Some(class) => match info.get(class) {
-            Some(v) => json!({ class: v }),
+            Some(v) => json!({ class: info_entry(class, v, &mut images, shared) }),
             None => json!({}),
         },
-        None => Value::Object(info.clone()),
+        None => Value::Object(
+            info.iter()
+                .map(|(k, v)| (k.clone(), info_entry(k, v, &mut images, shared)))
+                .collect(),
+        ),
     }
 }
 

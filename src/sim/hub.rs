@@ -44,6 +44,8 @@ struct Inner {
 pub(crate) struct ImageMeta<'a> {
     pub node_id: &'a str,
     pub prompt_id: &'a str,
+    /// `true` for JPEG (sampler previews), `false` for PNG.
+    pub jpeg: bool,
 }
 
 #[derive(Default)]
@@ -143,12 +145,12 @@ impl Hub {
         }
     }
 
-    /// Sends a PNG as a binary frame to `to` (or everyone) among the clients
-    /// whose `supports_preview_metadata` equals `metadata`: type 4 with
-    /// metadata to those that asked for it, else `[1][2][png]`. Called once
-    /// per kind because the real server sends the two at different points
-    /// of a progress update.
-    pub fn send_png(&self, png: &Bytes, meta: &ImageMeta<'_>, to: Option<&str>, metadata: bool) {
+    /// Sends an image as a binary frame to `to` (or everyone) among the
+    /// clients whose `supports_preview_metadata` equals `metadata`: type 4
+    /// with metadata to those that asked for it, else `[1][fmt][bytes]`
+    /// (fmt 1 JPEG, 2 PNG). Called once per kind because the real server
+    /// sends the two at different points of a progress update.
+    pub fn send_image(&self, png: &Bytes, meta: &ImageMeta<'_>, to: Option<&str>, metadata: bool) {
         let inner = lock(&self.inner);
         let mut plain: Option<Message> = None;
         let mut with_meta: Option<Message> = None;
@@ -162,7 +164,7 @@ impl Hub {
                             "display_node_id": meta.node_id,
                             "parent_node_id": null,
                             "real_node_id": meta.node_id,
-                            "image_type": "image/png",
+                            "image_type": if meta.jpeg { "image/jpeg" } else { "image/png" },
                         })
                         .to_string();
                         let mut b = BytesMut::with_capacity(8 + m.len() + png.len());
@@ -178,7 +180,7 @@ impl Hub {
                     .get_or_insert_with(|| {
                         let mut b = BytesMut::with_capacity(8 + png.len());
                         b.put_u32(1);
-                        b.put_u32(2);
+                        b.put_u32(if meta.jpeg { 1 } else { 2 });
                         b.put_slice(png);
                         Message::Binary(b.freeze())
                     })

@@ -11,6 +11,25 @@
 //! It owns its HTTP server, worker and files; it must not know about `run`,
 //! `sink`, `report` or `plan`.
 //!
+//! Faithful on purpose, including quirks: `status` before the final
+//! `executing {node: null}`, history written after `execution_success`,
+//! `{}` for pending ids, the 200-with-`node_errors` partial run, heap-ordered
+//! `queue_pending`, interrupts lost when idle, and the reconnect bug (a
+//! client-closed old socket unregisters a newer one with the same
+//! `clientId`; sockets the sim itself closes do not).
+//!
+//! Known differences from ComfyUI 0.8.0:
+//! - sampler previews (`extra_data.preview_method`) are solid-colour JPEGs
+//!   of at most 64 px a side, not 512 px renders of the latent;
+//! - `/view` ignores `preview=` and `channel=rgb|a` (returns the file as is);
+//! - not served: `/upload/mask`, `/api/jobs`, `/internal/*`, TEXT frames
+//!   (GetImageSize), the Origin check (403), upload size limits;
+//! - nodes other than the ones below run instantly as pass-throughs:
+//!   samplers (steps × `step_ms`), `TestSleep`, `SaveImage`, `PreviewImage`,
+//!   `SaveImageWebsocket`, `LoadImage`, `EmptyImage`, `ImageInvert`,
+//!   `PreviewAny`; other output nodes have no `ui`;
+//! - pixels are one colour per image, derived from the producing graph.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), comfy_batch::sim::SimError> {
 //! use comfy_batch::sim::{Sim, SimConfig};
@@ -24,6 +43,7 @@ mod exec;
 mod files;
 mod http;
 mod hub;
+mod jpeg;
 mod queue;
 mod state;
 mod ws;
@@ -64,7 +84,8 @@ pub struct SimConfig {
     /// feeds `/object_info`, `/models/{folder}` and validation.
     pub models: BTreeMap<String, Vec<String>>,
     /// Base folder for `input/`, `output/` and `temp/`; `None` makes a fresh
-    /// temporary folder owned (and removed) by the handle.
+    /// temporary folder owned (and removed) by the handle. `temp/` is emptied
+    /// on start, as the real server does.
     pub dir: Option<PathBuf>,
 }
 
@@ -231,21 +252,21 @@ impl Sim {
             addr,
             shared,
             stop: stop_tx,
-            server,
-            worker,
+            server: Some(server),
+            worker: Some(worker),
             _tempdir: tempdir,
         })
     }
 }
 
-/// A running simulator. Dropping it without [`SimHandle::shutdown`] leaves
-/// the tasks to die with the runtime.
+/// A running simulator. [`SimHandle::shutdown`] stops it gracefully;
+/// dropping it aborts its tasks (and removes its temporary folder).
 pub struct SimHandle {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    server: JoinHandle<()>,
-    worker: JoinHandle<()>,
+    server: Option<JoinHandle<()>>,
+    worker: Option<JoinHandle<()>>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
@@ -281,17 +302,32 @@ impl SimHandle {
     }
 
     /// Closes every websocket, stops the worker and the HTTP server.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         self.shared.hub.close_all();
-        self.worker.abort();
-        let _ = self.worker.await;
-        let mut server = self.server;
-        if tokio::time::timeout(Duration::from_secs(2), &mut server)
-            .await
-            .is_err()
+        if let Some(worker) = self.worker.take() {
+            worker.abort();
+            let _ = worker.await;
+        }
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(Duration::from_secs(2), &mut server)
+                .await
+                .is_err()
         {
             server.abort();
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.shared.hub.close_all();
+        for task in [self.worker.take(), self.server.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
     }
 }

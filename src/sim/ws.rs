@@ -47,22 +47,33 @@ pub(crate) async fn serve_socket(
     let mut writer = tokio::spawn(async move {
         let mut sent: u64 = 0;
         while let Some(out) = rx.recv().await {
-            match out {
-                Out::Frame(msg) => {
-                    if sink.send(msg).await.is_err() {
-                        return false;
+            // Feed what is queued, then flush once: one write for a burst of
+            // messages instead of one per message.
+            let mut next = Some(out);
+            while let Some(out) = next.take() {
+                match out {
+                    Out::Frame(msg) => {
+                        if sink.feed(msg).await.is_err() {
+                            return false;
+                        }
+                        sent += 1;
+                        if drop_every.is_some_and(|n| sent >= n) {
+                            writer_shared.hub.remove_if(&writer_sid, conn);
+                            let _ = sink.send(Message::Close(None)).await;
+                            return true;
+                        }
                     }
-                    sent += 1;
-                    if drop_every.is_some_and(|n| sent >= n) {
-                        writer_shared.hub.remove_if(&writer_sid, conn);
+                    Out::Close => {
                         let _ = sink.send(Message::Close(None)).await;
                         return true;
                     }
                 }
-                Out::Close => {
-                    let _ = sink.send(Message::Close(None)).await;
-                    return true;
+                if !sent.is_multiple_of(64) {
+                    next = rx.try_recv().ok();
                 }
+            }
+            if sink.flush().await.is_err() {
+                return false;
             }
         }
         false

@@ -443,7 +443,7 @@ pub struct Validation {
     /// `float()`…) and `{"__value__": x}` unwrapped.
     pub prompt: Map<String, Value>,
     /// The output nodes that will run (non-empty when `error` is `None`).
-    pub outputs: Vec<String>,
+    pub outputs_to_run: Vec<String>,
     /// Per-node errors; may be non-empty even when the prompt is accepted.
     pub node_errors: IndexMap<String, NodeError>,
     /// Set when the prompt is rejected (HTTP 400).
@@ -529,7 +529,7 @@ pub fn validate_prompt(
 ) -> Validation {
     let reject = |error: PromptError| Validation {
         prompt: prompt.clone(),
-        outputs: Vec::new(),
+        outputs_to_run: Vec::new(),
         node_errors: IndexMap::new(),
         error: Some(error),
     };
@@ -632,7 +632,7 @@ pub fn validate_prompt(
     });
     Validation {
         prompt: v.prompt,
-        outputs: good,
+        outputs_to_run: good,
         node_errors,
         error,
     }
@@ -983,7 +983,7 @@ mod tests {
     fn accepts_and_coerces() {
         let v = run(basic(json!(64.7)));
         assert!(v.is_ok());
-        assert_eq!(v.outputs, vec!["3"]);
+        assert_eq!(v.outputs_to_run, vec!["3"]);
         assert_eq!(v.prompt["1"]["inputs"]["width"], json!(64));
     }
 
@@ -1021,7 +1021,7 @@ mod tests {
         p["4"] = json!({"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}});
         let v = run(p);
         assert!(v.is_ok());
-        assert_eq!(v.outputs, vec!["4"]);
+        assert_eq!(v.outputs_to_run, vec!["4"]);
         let e = &v.node_errors["2"].errors[0];
         assert_eq!(e.kind, "exception_during_inner_validation");
         assert_eq!(e.details, "'99'");
@@ -1074,5 +1074,44 @@ mod tests {
             v.node_errors["1"].errors[0].details,
             "image - Invalid image file: missing.png"
         );
+    }
+
+    #[test]
+    fn v3_combos_booleans_and_unwrapping() {
+        let p = json!({
+            "1": {"class_type": "EmptyImage", "inputs": {"batch_size": 1, "color": 0, "height": 64, "width": {"__value__": "64"}}},
+            "2": {"class_type": "ImageFlip", "inputs": {"image": ["1", 0], "flip_method": "z-axis"}},
+            "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["2", 0]}},
+            "4": {"class_type": "PrimitiveBoolean", "inputs": {"value": "false"}},
+            "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}},
+        });
+        let v = run(p);
+        assert!(v.is_ok(), "PreviewAny still runs");
+        assert_eq!(v.outputs_to_run, vec!["5"]);
+        let e = &v.node_errors["2"].errors[0];
+        assert_eq!(e.kind, "value_not_in_list");
+        assert_eq!(
+            e.details,
+            "flip_method: 'z-axis' not in ['x-axis: vertically', 'y-axis: horizontally']"
+        );
+        // Python's bool("false") is True; int("64") is 64.
+        assert_eq!(v.prompt["4"]["inputs"]["value"], json!(true));
+        assert_eq!(v.prompt["1"]["inputs"]["width"], json!(64));
+    }
+
+    #[test]
+    fn long_lists_are_summarised() {
+        let mut p = basic(json!(64));
+        p["4"] = json!({"class_type": "KSamplerSelect", "inputs": {"sampler_name": "bogus"}});
+        p["5"] = json!({"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}});
+        let v = run(p);
+        let e = &v.node_errors["4"].errors[0];
+        assert!(
+            e.details
+                .starts_with("sampler_name: 'bogus' not in (list of length "),
+            "{}",
+            e.details
+        );
+        assert_eq!(e.extra_info["input_config"], Value::Null);
     }
 }
