@@ -183,6 +183,25 @@ pub async fn connect(
         .send(Message::text(flags))
         .await
         .map_err(|e| err(e.to_string()))?;
+    // The server registers the socket only once its greeting `status` is
+    // out; a prompt posted earlier could lose its messages.
+    let greeting = async {
+        while let Some(message) = stream.next().await {
+            match message.map_err(|e| err(e.to_string()))? {
+                Message::Text(text) => {
+                    if let Ok(WsMessage::Status { .. }) = WsMessage::parse(text.as_str()) {
+                        return Ok(());
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        Err(err("closed before its greeting".into()))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), greeting)
+        .await
+        .map_err(|_| err("no greeting within 30s".into()))??;
     Ok(Socket { stream, url })
 }
 

@@ -1,8 +1,11 @@
 //! The one integration-test binary: each module drives the real CLI or
 //! library against the in-process simulator over loopback.
 
+mod bad_input;
 mod check;
+mod faults;
 mod harness;
 mod plan;
+mod resume;
 mod run;
 mod sim;

@@ -1,0 +1,1 @@
+//! faults tests (filled in by issue #5).

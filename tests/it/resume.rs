@@ -1,0 +1,1 @@
+//! resume tests (filled in by issue #5).
