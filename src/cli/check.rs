@@ -155,13 +155,16 @@ pub(crate) async fn catalogues(
     Ok(out)
 }
 
-/// The preflight shared by `check` and `run`: every problem against every
-/// server, or `Ok`.
-pub(crate) fn preflight(plan: &Plan, catalogues: &[(String, Catalogue)]) -> Result<(), CliError> {
+/// The preflight shared by `check`, `run` and `rerun`: every problem
+/// against every server, or `Ok`.
+pub(crate) fn preflight(
+    jobs: super::drive::JobSource<'_>,
+    catalogues: &[(String, Catalogue)],
+) -> Result<(), CliError> {
     let mut lines = Vec::new();
     for (url, catalogue) in catalogues {
         let server = (catalogues.len() > 1).then_some(url.as_str());
-        for p in problems(catalogue, plan.jobs()) {
+        for p in problems(catalogue, jobs()) {
             lines.push(p.line(server));
         }
     }
@@ -189,7 +192,7 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     runtime.block_on(async {
         let mut _sim = None;
         let servers = if args.sim {
-            let sim = super::run::start_sim().await?;
+            let sim = super::drive::start_sim().await?;
             let url = ServerUrl::parse(&sim.url()).map_err(|e| bad(vec![e.to_string()]))?;
             _sim = Some(sim);
             vec![url]
@@ -199,7 +202,7 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
                 .collect::<Result<Vec<_>, _>>()?
         };
         let catalogues = catalogues(&servers, &headers).await?;
-        preflight(&plan, &catalogues)?;
+        preflight(&|| Box::new(plan.jobs()), &catalogues)?;
         if !global.quiet {
             eprintln!(
                 "ok: {} jobs valid on {}",

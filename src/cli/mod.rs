@@ -5,8 +5,11 @@
 mod bench;
 mod bench_run;
 mod check;
+mod drive;
 mod plan;
+mod rerun;
 mod run;
+mod runinfo;
 mod sim;
 
 use std::fmt::Write as _;
@@ -126,6 +129,8 @@ enum Command {
     Run(run::RunArgs),
     /// Validate every job against a live server's node catalogue; queue nothing.
     Check(check::CheckArgs),
+    /// Rebuild jobs from rows of a run log (runs.csv) and run them again.
+    Rerun(rerun::RerunArgs),
     /// Serve the embedded ComfyUI-compatible simulator.
     Sim(sim::SimArgs),
     /// Measure speed and memory (figures for the project's notes).
@@ -141,6 +146,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::execute(args, &cli.global),
         Command::Run(args) => run::execute(args, &cli.global),
         Command::Check(args) => check::execute(args, &cli.global),
+        Command::Rerun(args) => rerun::execute(args, &cli.global),
         Command::Sim(args) => sim::execute(args, &cli.global),
         Command::Bench(args) => bench::execute(args, &cli.global),
     };

@@ -132,7 +132,15 @@ fn bad(lines: Vec<String>) -> CliError {
 /// Runs the command.
 pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let manifest = Manifest::load(&args.manifest).map_err(|e| bad(e.lines()))?;
-    let plan = Plan::new(&manifest).map_err(|e| bad(e.lines()))?;
+    let output_path = resolve_output(args.output.as_deref(), &manifest);
+    // A folder run before keeps its fresh-seed draw, so resuming finds the
+    // same jobs even for a manifest without `seeds:`.
+    let info = super::runinfo::RunInfo::read(&output_path);
+    let plan = match info.random_key {
+        Some(key) => Plan::with_random_key(&manifest, key),
+        None => Plan::new(&manifest),
+    }
+    .map_err(|e| bad(e.lines()))?;
     for warning in plan.warnings() {
         if !global.quiet {
             eprintln!("warning: {warning}");
@@ -155,9 +163,9 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         servers.push(ServerUrl::parse(url).map_err(|e| bad(vec![e.to_string()]))?);
     }
     let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
-    let output_path = resolve_output(args.output.as_deref(), &manifest);
     let output =
         OutputDir::open(&output_path).map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+    super::runinfo::RunInfo::of(&manifest, plan.random_key(), output.root()).write(&output)?;
     let (mut log, rows) = RunLog::open(&output.log_path(), plan.columns())
         .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
     let resume = if args.no_resume {
@@ -222,7 +230,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         };
         if !args.no_check {
             let catalogues = super::check::catalogues(&config.servers, &config.headers).await?;
-            super::check::preflight(plan, &catalogues)?;
+            super::check::preflight(&|| Box::new(plan.jobs()), &catalogues)?;
         }
         let (int_tx, int_rx) = tokio::sync::watch::channel(0u32);
         tokio::spawn(async move {

@@ -108,12 +108,13 @@ fn seconds_cell(from: Option<SystemTime>, to: Option<SystemTime>) -> String {
 }
 
 /// The cells of one row (pure: used by the log and its snapshot tests).
-/// `workflow` is the workflow's path as logged.
-pub fn row(job: &Job, workflow: &str, outcome: &Outcome, params: &[String]) -> Vec<String> {
+/// The workflow's path is written relative to `base`, the log's folder;
+/// parameters as the manifest gave them.
+pub fn row(job: &Job, base: &Path, outcome: &Outcome, params: &[String]) -> Vec<String> {
     let mut cells = vec![
         job.id.to_string(),
         job.label.clone(),
-        workflow.to_string(),
+        relative_to(base, &job.workflow.path),
         job.workflow.sha256.clone(),
         job.seed.map(|s| s.to_string()).unwrap_or_default(),
     ];
@@ -213,8 +214,7 @@ impl RunLog {
 
     /// Appends one row and flushes it to the file.
     pub fn append(&mut self, job: &Job, outcome: &Outcome) -> Result<(), SinkError> {
-        let workflow = relative_to(&self.base, &job.workflow.path);
-        let cells = row(job, &workflow, outcome, &self.params);
+        let cells = row(job, &self.base, outcome, &self.params);
         let mut w = csv::Writer::from_writer(Vec::with_capacity(256));
         w.write_record(&cells).map_err(|e| csv_io(&self.path, e))?;
         let bytes = w
@@ -301,7 +301,7 @@ fn parse(path: &Path, text: &[u8]) -> Result<(Vec<String>, Vec<LoggedRow>), LogE
 
 /// `path` relative to `base` when both are relative or both absolute (via
 /// `..` steps); otherwise `path` as given.
-fn relative_to(base: &Path, path: &Path) -> String {
+pub(crate) fn relative_to(base: &Path, path: &Path) -> String {
     let abs = |p: &Path| -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()

@@ -6,6 +6,7 @@
 pub mod csv;
 mod files;
 
+pub(crate) use files::write_atomic;
 pub use files::{OutputDir, image_file_name};
 
 use std::path::PathBuf;

@@ -6,6 +6,7 @@ mod check;
 mod faults;
 mod harness;
 mod plan;
+mod rerun;
 mod resume;
 mod run;
 mod sim;

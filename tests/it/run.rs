@@ -425,3 +425,37 @@ pub fn tiny_png(rgb: [u8; 3]) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_seeds_are_kept_for_the_folder_so_a_rerun_resumes() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write(
+        "fresh.yaml",
+        "version: 1\njobs:\n  - name: fox\n    workflow: t2i\n    matrix:\n      cfg: [5, 6, 7]\n",
+    );
+    assert_eq!(p.run("fresh.yaml", &[&sim], &[]).await.code, 0);
+    let seeds: BTreeSet<_> = p.rows().iter().map(|r| r.get("seed").to_string()).collect();
+    assert_eq!(seeds.len(), 3, "a fresh seed per job, logged");
+    let again = p.run("fresh.yaml", &[&sim], &[]).await;
+    assert!(again.stderr.contains("run: 0 jobs"), "{}", again.stderr);
+    let other = p
+        .cli(&[
+            "run",
+            "fresh.yaml",
+            "--output",
+            "other",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(other.code, 0);
+    let other_seeds: BTreeSet<_> = crate::harness::read_rows(&p.path("other/runs.csv"))
+        .iter()
+        .map(|r| r.get("seed").to_string())
+        .collect();
+    assert!(
+        seeds.is_disjoint(&other_seeds),
+        "a new folder draws new seeds"
+    );
+}

@@ -1,0 +1,335 @@
+//! `comfy-batch rerun LOG.csv`: rebuilds jobs from rows of a run log and runs
+//! them again. A row holds everything a job was made of (workflow path and
+//! sha256, seed, every parameter; paths relative to the log), so the job is
+//! re-planned from it through the ordinary manifest → plan → patch path and
+//! gets the same job id and prompt. `prompts/<job_id>.json` is the fallback
+//! when the workflow file is gone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use sha2::{Digest, Sha256};
+
+use super::drive::{Session, drive};
+use super::{CliError, Exit, GlobalArgs};
+use crate::comfy::ServerUrl;
+use crate::comfy::http::parse_headers;
+use crate::ids::JobId;
+use crate::manifest::Manifest;
+use crate::patch::Prompt;
+use crate::plan::{Job, Plan, Workflow};
+use crate::run::{RunConfig, Status};
+use crate::sink::OutputDir;
+use crate::sink::csv::{self, LoggedRow, Resume, RunLog};
+
+/// Arguments of `comfy-batch rerun`.
+#[derive(Debug, clap::Args)]
+pub struct RerunArgs {
+    /// The run log (`runs.csv`) to take jobs from.
+    pub log: PathBuf,
+    /// Rerun this job id (repeatable) [default: every job in the log].
+    #[arg(long = "job", value_name = "ID")]
+    pub jobs: Vec<String>,
+    /// Rerun jobs whose newest row has this status: ok, failed, rejected,
+    /// interrupted or timeout (repeatable).
+    #[arg(long = "status", value_name = "STATUS", value_parser = parse_status)]
+    pub statuses: Vec<Status>,
+    /// Output folder [default: the log's folder, appending to the same log].
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Rebuild from the workflow file even if it changed since the run
+    /// (the jobs then get new ids).
+    #[arg(long)]
+    pub allow_changed_workflow: bool,
+    /// A ComfyUI server URL (repeatable) [default: $COMFY_URL, else http://127.0.0.1:8188].
+    #[arg(long = "server", value_name = "URL")]
+    pub servers: Vec<String>,
+    /// Start the embedded simulator and run against it.
+    #[arg(long, conflicts_with = "servers")]
+    pub sim: bool,
+    /// Prompts in flight per server, queued + running.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// Per-job limit (e.g. 90s, 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Try a job that failed in execution up to N more times.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+    /// Extra HTTP header for every request (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Also keep `temp` preview images.
+    #[arg(long)]
+    pub previews: bool,
+    /// Skip the preflight against each server's /object_info.
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+fn parse_status(text: &str) -> Result<Status, String> {
+    Status::parse(text).ok_or_else(|| {
+        format!("'{text}' is not a status (ok, failed, rejected, interrupted, timeout)")
+    })
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 10m, 1h30m)"))
+}
+
+/// The newest row of each job id, in order of first appearance, filtered.
+fn select<'a>(rows: &'a [LoggedRow], args: &RerunArgs) -> Result<Vec<&'a LoggedRow>, Vec<String>> {
+    let mut newest: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut order = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        if newest.insert(&row.job_id, i).is_none() {
+            order.push(row.job_id.as_str());
+        }
+    }
+    let missing: Vec<String> = args
+        .jobs
+        .iter()
+        .filter(|id| !newest.contains_key(id.as_str()))
+        .map(|id| format!("{}: no job '{id}' in the log", args.log.display()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    Ok(order
+        .into_iter()
+        .map(|id| &rows[newest[id]])
+        .filter(|row| args.jobs.is_empty() || args.jobs.iter().any(|j| j == &row.job_id))
+        .filter(|row| {
+            args.statuses.is_empty() || row.status.is_some_and(|s| args.statuses.contains(&s))
+        })
+        .collect())
+}
+
+/// A logged cell as the JSON value it was: numbers and booleans as such,
+/// anything else as text (the plan's type check catches a mismatch).
+fn cell_value(cell: &str) -> Value {
+    match serde_json::from_str::<Value>(cell) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+        _ => Value::String(cell.to_string()),
+    }
+}
+
+/// Rebuilds one job from its row through a one-job manifest read as if it
+/// stood in the original manifest's folder `base` (image paths are logged
+/// as written there); the workflow is named by its absolute path.
+fn rebuild(
+    row: &LoggedRow,
+    dir: &Path,
+    base: &Path,
+    aliases: &Map<String, Value>,
+) -> Result<Job, Vec<String>> {
+    let mut set = Map::new();
+    for (name, cell) in &row.params {
+        if !cell.is_empty() {
+            set.insert(name.clone(), cell_value(cell));
+        }
+    }
+    let mut group = json!({ "name": "rerun", "workflow": "w", "set": set });
+    if !row.seed.is_empty() {
+        let seed: u64 = row.seed.parse().map_err(|_| {
+            vec![format!(
+                "line {}: seed '{}' is not a number",
+                row.line, row.seed
+            )]
+        })?;
+        group["seeds"] = json!([seed]);
+    }
+    let workflow =
+        std::path::absolute(dir.join(&row.workflow)).unwrap_or_else(|_| dir.join(&row.workflow));
+    let manifest = json!({
+        "version": 1,
+        "workflows": { "w": workflow },
+        "params": aliases,
+        "jobs": [group],
+    });
+    let text = serde_yaml::to_string(&manifest).expect("JSON values always serialise as YAML");
+    let virtual_path = base.join(format!("runs.csv line {}", row.line));
+    let manifest = Manifest::parse(&virtual_path, &text).map_err(|e| e.lines())?;
+    let plan = Plan::new(&manifest).map_err(|e| e.lines())?;
+    let mut job = plan
+        .jobs()
+        .next()
+        .ok_or_else(|| vec![format!("line {}: the row rebuilds to no job", row.line)])?;
+    job.label = row.job.clone();
+    Ok(job)
+}
+
+/// The job exactly as last sent, from `prompts/<job_id>.json`.
+fn from_prompt_file(row: &LoggedRow, dir: &Path) -> Result<Job, String> {
+    let path = dir.join("prompts").join(format!("{}.json", row.job_id));
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let prompt: Prompt =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Job {
+        index: 0,
+        id: JobId::new(row.job_id.clone()),
+        label: row.job.clone(),
+        workflow: std::sync::Arc::new(Workflow {
+            name: row.workflow.clone(),
+            path: dir.join(&row.workflow),
+            sha256: row.workflow_sha256.clone(),
+        }),
+        seed: row.seed.parse().ok(),
+        params: row
+            .params
+            .iter()
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(n, c)| (n.clone(), cell_value(c)))
+            .collect(),
+        prompt,
+        images: Vec::new(),
+    })
+}
+
+/// Rebuilds every selected row; every problem is reported, not only the first.
+fn rebuild_all(
+    rows: &[&LoggedRow],
+    dir: &Path,
+    allow_changed: bool,
+) -> Result<(Vec<Job>, Vec<String>), Vec<String>> {
+    let info = super::runinfo::RunInfo::read(dir);
+    let base = info
+        .manifest_dir
+        .map(|m| dir.join(m))
+        .unwrap_or_else(|| dir.to_path_buf());
+    let aliases = info.aliases;
+    let mut jobs = Vec::new();
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    for row in rows {
+        let path = dir.join(&row.workflow);
+        let at = format!("{}: job {} ({})", path.display(), row.job_id, row.job);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let sha = hex::encode(Sha256::digest(&bytes));
+                if sha != row.workflow_sha256 && !allow_changed {
+                    errors.push(format!(
+                        "{at}: the workflow changed since the run (sha256 {} was {}); pass --allow-changed-workflow to rebuild from the new file",
+                        &sha[..12],
+                        &row.workflow_sha256.get(..12).unwrap_or(&row.workflow_sha256)
+                    ));
+                    continue;
+                }
+                match rebuild(row, dir, &base, &aliases) {
+                    Ok(rebuilt)
+                        if sha == row.workflow_sha256 && rebuilt.id.as_str() != row.job_id =>
+                    {
+                        // Same workflow, different job: the row cannot be
+                        // rebuilt faithfully; the sent prompt can.
+                        match from_prompt_file(row, dir) {
+                            Ok(job) => {
+                                warnings.push(format!(
+                                    "{at}: the row rebuilds as job {}; using prompts/{}.json, the prompt as sent",
+                                    rebuilt.id, row.job_id
+                                ));
+                                jobs.push(job);
+                            }
+                            Err(e) => {
+                                errors.push(format!("{at}: rebuilt as a different job and {e}"))
+                            }
+                        }
+                    }
+                    Ok(job) => jobs.push(job),
+                    Err(lines) => errors.extend(lines.into_iter().map(|l| format!("{at}: {l}"))),
+                }
+            }
+            Err(read) => match from_prompt_file(row, dir) {
+                Ok(job) => {
+                    warnings.push(format!(
+                        "{at}: workflow unreadable ({read}); using prompts/{}.json",
+                        row.job_id
+                    ));
+                    jobs.push(job);
+                }
+                Err(e) => errors.push(format!("{at}: workflow unreadable ({read}) and {e}")),
+            },
+        }
+    }
+    if errors.is_empty() {
+        Ok((jobs, warnings))
+    } else {
+        Err(errors)
+    }
+}
+
+/// Runs the command.
+pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
+    let bad = |lines: Vec<String>| CliError::many(Exit::BadInput, lines);
+    let (header, rows) =
+        csv::read(&args.log).map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+    let dir = args.log.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let selected = select(&rows, &args).map_err(bad)?;
+    let (mut jobs, warnings) =
+        rebuild_all(&selected, &dir, args.allow_changed_workflow).map_err(bad)?;
+    if !global.quiet {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    for (i, job) in jobs.iter_mut().enumerate() {
+        job.index = i;
+    }
+    let params: Vec<String> =
+        header[csv::LEADING.len()..header.len() - csv::TRAILING.len()].to_vec();
+
+    let env = std::env::var("COMFY_URL").ok();
+    let urls = if args.sim {
+        Vec::new()
+    } else {
+        super::run::resolve_servers(&args.servers, env.as_deref(), &[])
+    };
+    let servers = urls
+        .iter()
+        .map(|u| ServerUrl::parse(u).map_err(|e| bad(vec![e.to_string()])))
+        .collect::<Result<Vec<_>, _>>()?;
+    let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
+    let output_path = args.output.clone().unwrap_or_else(|| dir.clone());
+    let output =
+        OutputDir::open(&output_path).map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+    let (log, existing) = RunLog::open(&output.log_path(), &params)
+        .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+    let resume = Resume::from_rows(&existing, &output);
+    drop(existing);
+
+    let mut config = RunConfig::new(servers, super::run::run_key(output.root()));
+    config.headers = headers;
+    config.concurrency = args.concurrency as usize;
+    config.previews = args.previews;
+    config.timeout = args.timeout;
+    config.retries = args.retries;
+    let session = Session {
+        config,
+        sim: args.sim,
+        check: !args.no_check,
+        quiet: global.quiet,
+        verbose: global.verbose,
+    };
+    let total = jobs.len();
+    let preflight_jobs = jobs.clone();
+    let numbered = jobs.into_iter().map(|job| {
+        let attempt = resume.next_attempt(job.id.as_str());
+        (job, attempt)
+    });
+    drive(
+        session,
+        output,
+        log,
+        &|| Box::new(preflight_jobs.iter().cloned()),
+        numbered,
+        total,
+        0,
+    )
+}

@@ -1,0 +1,239 @@
+//! `comfy-batch rerun LOG.csv`: jobs rebuilt from the log alone reproduce
+//! the first run exactly.
+
+use std::collections::BTreeMap;
+
+use crate::harness::{Project, read_rows, sim};
+
+const MANIFEST: &str = r#"version: 1
+params:
+  look: "6.text"
+jobs:
+  - name: fox
+    workflow: t2i
+    matrix:
+      look: ["a red fox", "a grey wolf"]
+      cfg: [5, 6.5]
+    seeds: {count: 2, base: 7}
+  - name: invert
+    workflow: i2i
+    set:
+      image: inputs/red.png
+  - name: broken
+    workflow: tiny
+    set:
+      "3.filename_prefix": "../escape"
+"#;
+
+fn images_by_job(
+    rows: &[crate::harness::Row],
+    dir: &std::path::Path,
+) -> BTreeMap<String, Vec<Vec<u8>>> {
+    rows.iter()
+        .filter(|r| r.get("status") == "ok")
+        .map(|r| {
+            let bytes = r
+                .images()
+                .iter()
+                .map(|i| std::fs::read(dir.join(i)).unwrap())
+                .collect();
+            (r.get("job_id").to_string(), bytes)
+        })
+        .collect()
+}
+
+async fn first_run(p: &Project, server: &str) {
+    p.write("inputs/red.png", crate::run::tiny_png([200, 10, 10]));
+    p.write("m.yaml", MANIFEST);
+    let out = p
+        .cli(&["run", "m.yaml", "--output", "out", "--server", server])
+        .await;
+    assert_eq!(out.code, 1, "one job fails on purpose: {}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_on_a_fresh_server_reproduces_every_image_byte_for_byte() {
+    let first = sim().await;
+    let p = Project::new();
+    first_run(&p, &first.url()).await;
+    let fresh = sim().await;
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--status",
+            "ok",
+            "--output",
+            "again",
+            "--server",
+            &fresh.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let before = images_by_job(&p.rows(), &p.out());
+    let after = images_by_job(&read_rows(&p.path("again/runs.csv")), &p.path("again"));
+    assert_eq!(before.len(), 9);
+    assert_eq!(before, after, "same job ids, same bytes");
+    for id in before.keys() {
+        assert_eq!(
+            std::fs::read(p.out().join(format!("prompts/{id}.json"))).unwrap(),
+            std::fs::read(p.path(&format!("again/prompts/{id}.json"))).unwrap(),
+            "the exact prompt of {id} is sent again"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_selects_by_status_and_job_and_appends_to_the_log() {
+    let sim = sim().await;
+    let p = Project::new();
+    first_run(&p, &sim.url()).await;
+    let failed = p
+        .rows()
+        .into_iter()
+        .find(|r| r.get("status") == "failed")
+        .unwrap();
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--status",
+            "failed",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 11);
+    assert_eq!(rows[10].get("job_id"), failed.get("job_id"));
+    assert_eq!(rows[10].get("job"), "broken#1");
+    assert!(
+        rows[10].get("prompt_id").ends_with("-2"),
+        "second attempt: {:?}",
+        rows[10]
+    );
+
+    let ok = rows[0].get("job_id").to_string();
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--job",
+            &ok,
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(p.rows().len(), 12);
+    assert_eq!(p.rows()[11].get("job_id"), ok);
+
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--job",
+            "000000000000",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("no job '000000000000' in the log"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_workflow_is_an_error_unless_allowed() {
+    let sim = sim().await;
+    let p = Project::new();
+    first_run(&p, &sim.url()).await;
+    let path = p.path("workflows/t2i.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"blurry\"", "\"grainy\"");
+    std::fs::write(&path, text).unwrap();
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--status",
+            "ok",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("t2i.json"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--allow-changed-workflow"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(p.rows().len(), 10, "nothing ran");
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--status",
+            "ok",
+            "--allow-changed-workflow",
+            "--output",
+            "changed",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = read_rows(&p.path("changed/runs.csv"));
+    assert_eq!(rows.len(), 9);
+    let old: std::collections::BTreeSet<_> = p
+        .rows()
+        .iter()
+        .map(|r| r.get("job_id").to_string())
+        .collect();
+    let changed = rows
+        .iter()
+        .filter(|r| r.get("workflow").ends_with("t2i.json"))
+        .count();
+    assert_eq!(changed, 8);
+    for r in rows
+        .iter()
+        .filter(|r| r.get("workflow").ends_with("t2i.json"))
+    {
+        assert!(!old.contains(r.get("job_id")), "new content, new id");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_workflow_falls_back_to_the_prompt_as_sent() {
+    let sim = sim().await;
+    let p = Project::new();
+    first_run(&p, &sim.url()).await;
+    std::fs::remove_file(p.path("workflows/t2i.json")).unwrap();
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--status",
+            "ok",
+            "--output",
+            "fallback",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stderr.matches("warning:").count(), 8, "{}", out.stderr);
+    let before = images_by_job(&p.rows(), &p.out());
+    let after = images_by_job(
+        &read_rows(&p.path("fallback/runs.csv")),
+        &p.path("fallback"),
+    );
+    assert_eq!(before, after);
+}
