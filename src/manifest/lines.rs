@@ -198,6 +198,9 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
     if let Err(e) = Parser::new_from_str(text).load(&mut rec, false) {
         let at = span(*e.marker());
         let mut info = e.info().to_owned();
+        if info.contains("recursion limit exceeded") {
+            info = "nested too deeply (recursion limit exceeded)".into();
+        }
         if info.contains("unknown anchor") {
             // Name the alias: `*name` starts at the error's column.
             let name: String = text
