@@ -72,6 +72,8 @@ struct Recorder {
     problems: Vec<Problem>,
     /// Whether the scalar being recorded is plain (unquoted, untagged).
     plain: bool,
+    /// Documents started so far; events after the first are ignored.
+    documents: usize,
 }
 
 fn span(mark: Marker) -> Span {
@@ -152,6 +154,21 @@ impl Recorder {
 
 impl MarkedEventReceiver for Recorder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if let Event::DocumentStart = ev {
+            self.documents += 1;
+            if self.documents == 2 {
+                self.problems.push(Problem {
+                    span: span(mark),
+                    kind: ManifestErrorKind::Syntax(
+                        "a second YAML document ('---') starts here; a manifest is one document"
+                            .into(),
+                    ),
+                });
+            }
+        }
+        if self.documents > 1 {
+            return;
+        }
         match ev {
             Event::Scalar(value, style, _, tag) => {
                 self.plain = style == TScalarStyle::Plain && tag.is_none();
@@ -194,8 +211,9 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
         keys: Vec::new(),
         problems: Vec::new(),
         plain: false,
+        documents: 0,
     };
-    if let Err(e) = Parser::new_from_str(text).load(&mut rec, false) {
+    if let Err(e) = Parser::new_from_str(text).load(&mut rec, true) {
         let at = span(*e.marker());
         let mut info = e.info().to_owned();
         if info.contains("recursion limit exceeded") {
@@ -388,6 +406,21 @@ mod tests {
         assert_eq!(
             problems[0].kind.to_string(),
             "invalid yaml: alias '*nope' refers to no anchor: define '&nope' earlier in the file"
+        );
+    }
+
+    #[test]
+    fn a_second_document_is_refused_where_it_starts() {
+        let (_, problems) = scan("---\nversion: 1\n...\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        let (_, problems) = scan("version: 1\njobs: []\n---\nversion: 1\nfoo: 2\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].span.line, 3);
+        assert!(
+            problems[0]
+                .kind
+                .to_string()
+                .contains("a second YAML document")
         );
     }
 

@@ -14,6 +14,21 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 pub(crate) use lines::nearest;
+
+/// `text` cut in the middle to at most about `max` characters, so a message
+/// quoting a user's value (a 1 MB prompt…) stays one readable line.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let head = max * 2 / 3;
+    let tail = max.saturating_sub(head + 1);
+    let mut out: String = text.chars().take(head).collect();
+    out.push('…');
+    out.extend(text.chars().skip(count - tail));
+    out
+}
 pub use seeds::SeedSpec;
 
 /// Names that mean the seed: not parameters, seeds come from `seeds:`.
@@ -435,6 +450,9 @@ impl Manifest {
             if let Some(cut) = msg.find(" at line ") {
                 msg.truncate(cut);
             }
+            // serde's word for a YAML tagged value (`!foo x`) is `enum`.
+            let msg = msg.replace("invalid type: enum,", "invalid type: tagged value (!tag),");
+            let msg = clip_quoted(&msg);
             let kind = if msg.contains("repetition limit exceeded") {
                 ManifestErrorKind::Syntax(
                     "aliases expand to too many values (repetition limit exceeded)".into(),
@@ -455,7 +473,8 @@ impl Manifest {
             Some(other) => bad(
                 lines.at(&["version"]),
                 ManifestErrorKind::Version(format!(
-                    "unsupported version {other}; this comfy-batch reads 'version: 1'"
+                    "unsupported version {}; this comfy-batch reads 'version: 1'",
+                    clip(&other.to_string(), 40)
                 )),
             ),
             None => bad(
@@ -651,6 +670,15 @@ impl Manifest {
             defaults,
             jobs,
         })
+    }
+}
+
+/// A serde message with the value it quotes (`invalid type: string "…",
+/// expected …`) clipped, keeping what was expected.
+fn clip_quoted(msg: &str) -> String {
+    match msg.rfind(", expected ") {
+        Some(i) if msg.len() > 200 => format!("{}{}", clip(&msg[..i], 120), clip(&msg[i..], 120)),
+        _ => clip(msg, 240),
     }
 }
 
