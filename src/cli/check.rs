@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{CliError, Exit, GlobalArgs};
 use crate::comfy::http::{HttpClient, parse_headers};
 use crate::comfy::{ClientError, ServerUrl};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, clip};
 use crate::plan::{Job, Plan};
 use crate::validate::{Catalogue, ValidateOptions, Validation, validate_prompt};
 
@@ -58,6 +58,10 @@ impl Problem {
     }
 }
 
+/// The longest problem text: a rejected value is quoted, and may be a 1 MB
+/// prompt.
+const MAX_PROBLEM: usize = 400;
+
 /// The closest offered value to a rejected one, for a `did you mean`.
 fn nearest(catalogue: &Catalogue, class: &str, input: &str, value: &str) -> Option<String> {
     let options = catalogue.class(class)?.input(input)?.combo_options()?;
@@ -96,7 +100,7 @@ fn texts(catalogue: &Catalogue, v: &Validation) -> Vec<String> {
             {
                 text.push_str(&format!("; did you mean '{near}'?"));
             }
-            out.push(crate::comfy::protocol::one_line(&text));
+            out.push(clip(&crate::comfy::protocol::one_line(&text), MAX_PROBLEM));
         }
     }
     if out.is_empty()
@@ -106,7 +110,7 @@ fn texts(catalogue: &Catalogue, v: &Validation) -> Vec<String> {
         if !e.details.is_empty() && e.details != e.message {
             text.push_str(&format!(" ({})", e.details));
         }
-        out.push(crate::comfy::protocol::one_line(&text));
+        out.push(clip(&crate::comfy::protocol::one_line(&text), MAX_PROBLEM));
     }
     out
 }
