@@ -227,6 +227,39 @@ fn cases() -> Vec<Case> {
             ),
             "jobs/m.yaml:3:",
         ),
+        plan(
+            "two YAML documents",
+            "version: 1\njobs:\n  - name: g\n    workflow: t2i\n---\nversion: 1\n",
+            "jobs/m.yaml:5:1: invalid yaml: a second YAML document",
+        ),
+        plan(
+            "tagged key",
+            "version: 1\njobs:\n  - name: g\n    workflow: t2i\n    set: {!x cfg: 5}\n",
+            "jobs/m.yaml:5:11: jobs[0].set: invalid type: tagged value (!tag)",
+        ),
+        plan(
+            "a 1 MB string for a number",
+            &t2i_set(&format!("steps: \"{}\"", "9".repeat(1 << 20))),
+            "jobs/m.yaml:5:11: wrong value type for 'steps'",
+        ),
+        plan(
+            "a 1 MB string for a list",
+            &format!(
+                "version: 1\njobs:\n  - name: g\n    workflow: t2i\n    matrix: {{prompt: \"{}\"}}\n",
+                "a".repeat(1 << 20)
+            ),
+            "jobs/m.yaml:5:22: jobs[0].matrix.prompt: invalid type: string",
+        ),
+        case(
+            "a 1 MB sampler name fails check",
+            vec![text(
+                "jobs/m.yaml",
+                &t2i_set(&format!("sampler: \"{}\"", "e".repeat(1 << 20))),
+            )],
+            &["check", "jobs/m.yaml", "--sim"],
+            Bad,
+            "node 3 (KSampler) input 'sampler_name': Value not in list",
+        ),
         // --- numbers ---
         plan(
             "steps 1e400",
@@ -808,6 +841,9 @@ fn judge(case: &Case, p: &Project, code: i32, stdout: &str, stderr: &str) -> Vec
         wrong.push(format!("exit {code}, want {want}"));
     }
     let lines: Vec<&str> = stderr.lines().collect();
+    if let Some(long) = lines.iter().find(|l| l.chars().count() > 1000) {
+        wrong.push(format!("a line of {} characters", long.chars().count()));
+    }
     let errors: Vec<&str> = lines
         .iter()
         .copied()
