@@ -765,6 +765,22 @@ fn cases() -> Vec<Case> {
             Bad,
             "input 'ckpt_name'",
         ),
+        case(
+            "link to an output the node lacks fails check",
+            vec![
+                text(
+                    "jobs/m.yaml",
+                    "version: 1\njobs:\n  - name: g\n    workflow: w\n    seeds: [1]\n",
+                ),
+                File::Bytes(
+                    "workflows/w.json",
+                    t2i_with(|w| w["8"]["inputs"]["samples"] = serde_json::json!(["3", 4])),
+                ),
+            ],
+            &["check", "jobs/m.yaml", "--sim"],
+            Bad,
+            "node 8 (VAEDecode) input 'samples' links to output 4 of node 3 (KSampler), which has 1 output (LATENT)",
+        ),
         // --- positive controls ---
         case(
             "unicode prompts are accepted",
