@@ -406,7 +406,7 @@ impl Manifest {
         if path.is_dir() {
             return Err(read("it is a directory, not a file".into()));
         }
-        let bytes = std::fs::read(path).map_err(|e| {
+        let bytes = read_capped(path, MAX_MANIFEST_BYTES).map_err(|e| {
             read(match e.kind() {
                 std::io::ErrorKind::NotFound => "no such file".into(),
                 std::io::ErrorKind::PermissionDenied => "permission denied".into(),
@@ -682,6 +682,27 @@ fn clip_quoted(msg: &str) -> String {
     }
 }
 
+/// The largest manifest read: far above any real one, but a mistaken
+/// `/dev/zero` or a huge log must not eat the memory.
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+
+/// Reads at most `limit` bytes of `path`; a longer file is an error
+/// (`InvalidData`, "larger than … MB") rather than an endless read.
+pub(crate) fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {} MB", limit >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The span just after `prefix` (1-based line; column in characters).
 fn span_after(prefix: &str) -> Span {
     let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
@@ -908,6 +929,29 @@ jobs:
                 "jobs/m.yaml:2:8: jobs[0]: invalid type: integer `5`, expected a job group mapping (name, workflow, matrix, zip, set, seeds)"
             ]
         );
+    }
+
+    #[test]
+    fn reads_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yaml");
+        std::fs::write(&path, b"0123456789x").unwrap();
+        assert_eq!(read_capped(&path, 11).unwrap().len(), 11);
+        let err = read_capped(&path, 10).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_placed() {
+        let (span, kind) = decode(b"version: 1\njobs: caf\xe9\n").unwrap_err();
+        assert_eq!(span, Span { line: 2, col: 10 });
+        assert!(kind.to_string().contains("byte 0xE9"), "{kind}");
+        let (span, kind) = decode(b"a: 1\n\x01\xff").unwrap_err();
+        assert_eq!(span, Span { line: 2, col: 1 });
+        assert!(kind.to_string().contains("U+0001"), "{kind}");
+        assert!(decode(b"\xff\xfeh\x00").is_err());
+        let m = parse("\u{feff}version: 1\njobs: [{workflow: x}]\n").unwrap();
+        assert_eq!(m.jobs.len(), 1);
     }
 
     #[test]

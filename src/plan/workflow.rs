@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{Manifest, normalize};
+use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, normalize, read_capped};
 
 /// Why a workflow cannot be used (the caller adds the manifest position).
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +103,7 @@ pub(crate) fn load(manifest: &Manifest, name: &str) -> Result<Loaded, WorkflowEr
     if path.is_dir() {
         return Err(WorkflowError::Directory { path });
     }
-    let bytes = std::fs::read(&path).map_err(|e| WorkflowError::Read {
+    let bytes = read_capped(&path, MAX_MANIFEST_BYTES).map_err(|e| WorkflowError::Read {
         path: path.clone(),
         cause: e.to_string(),
     })?;
