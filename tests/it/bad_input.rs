@@ -566,6 +566,13 @@ fn cases() -> Vec<Case> {
             "invalid value 'xml' for '--format <FORMAT>'",
         ),
         case(
+            "plan --write-prompts onto a file",
+            vec![text("jobs/m.yaml", GOOD), text("prompts", "not a folder")],
+            &["plan", "jobs/m.yaml", "--write-prompts", "prompts"],
+            Bad,
+            "--write-prompts: prompts is a file, not a folder",
+        ),
+        case(
             "run --shard 0/2",
             vec![text("jobs/m.yaml", GOOD)],
             &[
