@@ -14,21 +14,6 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 pub(crate) use lines::nearest;
-
-/// `text` cut in the middle to at most about `max` characters, so a message
-/// quoting a user's value (a 1 MB prompt…) stays one readable line.
-pub(crate) fn clip(text: &str, max: usize) -> String {
-    let count = text.chars().count();
-    if count <= max {
-        return text.to_owned();
-    }
-    let head = max * 2 / 3;
-    let tail = max.saturating_sub(head + 1);
-    let mut out: String = text.chars().take(head).collect();
-    out.push('…');
-    out.extend(text.chars().skip(count - tail));
-    out
-}
 pub use seeds::SeedSpec;
 
 /// Names that mean the seed: not parameters, seeds come from `seeds:`.
@@ -671,6 +656,21 @@ impl Manifest {
             jobs,
         })
     }
+}
+
+/// `text` cut in the middle to at most about `max` characters, so a message
+/// quoting a user's value (a 1 MB prompt…) stays one readable line.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let head = max * 2 / 3;
+    let tail = max.saturating_sub(head + 1);
+    let mut out: String = text.chars().take(head).collect();
+    out.push('…');
+    out.extend(text.chars().skip(count - tail));
+    out
 }
 
 /// A serde message with the value it quotes (`invalid type: string "…",
