@@ -422,6 +422,11 @@ fn plan_variant(
                 let mut paths = Vec::new();
                 for v in &values {
                     let path = resolve(v);
+                    // A file listed twice is one problem.
+                    if paths.contains(&path) {
+                        paths.push(path);
+                        continue;
+                    }
                     if path.is_dir() {
                         errors.push(
                             at,

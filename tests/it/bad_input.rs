@@ -457,7 +457,7 @@ fn cases() -> Vec<Case> {
             "missing image file",
             vec![text(
                 "jobs/m.yaml",
-                "version: 1\njobs:\n  - name: g\n    workflow: i2i\n    zip:\n      image: [there.png, gone.png]\n",
+                "version: 1\njobs:\n  - name: g\n    workflow: i2i\n    zip:\n      image: [there.png, gone.png, gone.png]\n",
             )],
             &["plan", "jobs/m.yaml"],
             Bad,
