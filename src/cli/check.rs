@@ -10,9 +10,11 @@ use std::time::Duration;
 use super::{CliError, Exit, GlobalArgs};
 use crate::comfy::http::{HttpClient, parse_headers};
 use crate::comfy::{ClientError, ServerUrl};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, clip};
+use crate::patch::{class_of, link_source};
 use crate::plan::{Job, Plan};
 use crate::validate::{Catalogue, ValidateOptions, Validation, validate_prompt};
+use serde_json::Value;
 
 /// Arguments of `comfy-batch check`.
 #[derive(Debug, clap::Args)]
@@ -58,6 +60,10 @@ impl Problem {
     }
 }
 
+/// The longest problem text: a rejected value is quoted, and may be a 1 MB
+/// prompt.
+const MAX_PROBLEM: usize = 400;
+
 /// The closest offered value to a rejected one, for a `did you mean`.
 fn nearest(catalogue: &Catalogue, class: &str, input: &str, value: &str) -> Option<String> {
     let options = catalogue.class(class)?.input(input)?.combo_options()?;
@@ -96,7 +102,7 @@ fn texts(catalogue: &Catalogue, v: &Validation) -> Vec<String> {
             {
                 text.push_str(&format!("; did you mean '{near}'?"));
             }
-            out.push(crate::comfy::protocol::one_line(&text));
+            out.push(clip(&crate::comfy::protocol::one_line(&text), MAX_PROBLEM));
         }
     }
     if out.is_empty()
@@ -106,7 +112,45 @@ fn texts(catalogue: &Catalogue, v: &Validation) -> Vec<String> {
         if !e.details.is_empty() && e.details != e.message {
             text.push_str(&format!(" ({})", e.details));
         }
-        out.push(crate::comfy::protocol::one_line(&text));
+        out.push(clip(&crate::comfy::protocol::one_line(&text), MAX_PROBLEM));
+    }
+    out
+}
+
+/// Links to an output their source node's class does not have. The server
+/// reports these only as "tuple index out of range", under another input's
+/// name, so they are found and named here first.
+fn bad_links(catalogue: &Catalogue, prompt: &serde_json::Map<String, Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, node) in prompt {
+        let Some(inputs) = node.get("inputs").and_then(Value::as_object) else {
+            continue;
+        };
+        for (input, v) in inputs {
+            let Some(from) = link_source(v) else {
+                continue;
+            };
+            let slot = v.get(1).and_then(Value::as_u64).unwrap_or(0);
+            let Some(source) = prompt.get(from) else {
+                continue;
+            };
+            let Some(class) = catalogue.class(class_of(source)) else {
+                continue;
+            };
+            let outputs = &class.outputs;
+            if usize::try_from(slot).is_ok_and(|s| s < outputs.len()) {
+                continue;
+            }
+            out.push(format!(
+                "node {id} ({}) input '{input}' links to output {slot} of node {from} ({}), \
+                 which has {} output{} ({}), counted from 0",
+                class_of(node),
+                class.name,
+                outputs.len(),
+                if outputs.len() == 1 { "" } else { "s" },
+                outputs.join(", ")
+            ));
+        }
     }
     out
 }
@@ -121,7 +165,12 @@ pub fn problems(catalogue: &Catalogue, jobs: impl Iterator<Item = Job>) -> Vec<P
     let options = ValidateOptions::default();
     for job in jobs {
         let v = validate_prompt(catalogue, &job.prompt.0, &options);
-        for text in texts(catalogue, &v) {
+        let links = bad_links(catalogue, &job.prompt.0);
+        let mut found_texts = texts(catalogue, &v);
+        if !links.is_empty() {
+            found_texts.retain(|t| !t.contains("tuple index out of range"));
+        }
+        for text in links.into_iter().chain(found_texts) {
             let i = *index.entry(text.clone()).or_insert_with(|| {
                 found.push(Problem {
                     text,

@@ -38,6 +38,9 @@ impl From<Exit> for ExitCode {
     }
 }
 
+/// The longest error line printed, in characters.
+const MAX_LINE: usize = 1000;
+
 /// An error on its way to the user: one or more messages, an optional hint,
 /// and the exit code it maps to. Only this module renders diagnostics.
 #[derive(Debug)]
@@ -86,11 +89,14 @@ impl CliError {
         self
     }
 
-    /// The diagnostic as printed on stderr.
+    /// The diagnostic as printed on stderr. Each problem is one line: a
+    /// line break inside a message is folded, and a line that quotes a
+    /// huge value is cut in the middle.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for e in &self.errors {
-            let _ = writeln!(out, "error: {e}");
+            let line = e.split_whitespace().collect::<Vec<_>>().join(" ");
+            let _ = writeln!(out, "error: {}", crate::manifest::clip(&line, MAX_LINE));
         }
         if let Some(hint) = &self.hint {
             let _ = writeln!(out, "hint: {hint}");

@@ -44,6 +44,18 @@ pub(crate) fn load_plan(path: &Path) -> Result<(Manifest, Plan), CliError> {
 
 /// Runs the command.
 pub fn execute(args: PlanArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
+    if let Some(dir) = &args.write_prompts
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        return Err(CliError::many(
+            Exit::BadInput,
+            vec![format!(
+                "--write-prompts: {} is a file, not a folder",
+                dir.display()
+            )],
+        ));
+    }
     let (_, plan) = load_plan(&args.manifest)?;
     if !global.quiet {
         for w in plan.warnings() {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::{ManifestErrorKind, Problem, Span};
 
@@ -70,6 +70,10 @@ struct Recorder {
     /// Mapping keys only (not sequence items), in document order.
     keys: Vec<(Vec<String>, Span)>,
     problems: Vec<Problem>,
+    /// Whether the scalar being recorded is plain (unquoted, untagged).
+    plain: bool,
+    /// Documents started so far; events after the first are ignored.
+    documents: usize,
 }
 
 fn span(mark: Marker) -> Span {
@@ -88,6 +92,16 @@ impl Recorder {
                 None => {
                     // A key. Non-scalar keys are recorded under "?".
                     let name = scalar.unwrap_or("?").to_owned();
+                    if name == "<<" && self.plain {
+                        self.problems.push(Problem {
+                            span: span(mark),
+                            kind: ManifestErrorKind::Syntax(
+                                "merge keys ('<<: *anchor') are not supported; write the values \
+                                 out, or put values shared by every group under 'defaults:'"
+                                    .into(),
+                            ),
+                        });
+                    }
                     let mut full = self.path.clone();
                     full.push(name.clone());
                     if seen.contains(&name) {
@@ -140,9 +154,35 @@ impl Recorder {
 
 impl MarkedEventReceiver for Recorder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if let Event::DocumentStart = ev {
+            self.documents += 1;
+            if self.documents == 2 {
+                self.problems.push(Problem {
+                    span: span(mark),
+                    kind: ManifestErrorKind::Syntax(
+                        "a second YAML document ('---') starts here; a manifest is one document"
+                            .into(),
+                    ),
+                });
+            }
+        }
+        if self.documents > 1 {
+            return;
+        }
         match ev {
-            Event::Scalar(value, ..) => {
-                self.node(Some(&value), mark);
+            Event::Scalar(value, style, _, tag) => {
+                self.plain = style == TScalarStyle::Plain && tag.is_none();
+                let is_value = self.node(Some(&value), mark).is_some();
+                if is_value
+                    && self.plain
+                    && let Some(why) = bad_number(&value)
+                {
+                    self.problems.push(Problem {
+                        span: span(mark),
+                        kind: ManifestErrorKind::Invalid(why),
+                    });
+                }
+                self.plain = false;
             }
             Event::Alias(_) => {
                 self.node(None, mark);
@@ -170,11 +210,33 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
         spans: HashMap::new(),
         keys: Vec::new(),
         problems: Vec::new(),
+        plain: false,
+        documents: 0,
     };
-    if let Err(e) = Parser::new_from_str(text).load(&mut rec, false) {
+    if let Err(e) = Parser::new_from_str(text).load(&mut rec, true) {
+        let at = span(*e.marker());
+        let mut info = e.info().to_owned();
+        if info.contains("recursion limit exceeded") {
+            info = "nested too deeply (recursion limit exceeded)".into();
+        }
+        if info.contains("unknown anchor") {
+            // Name the alias: `*name` starts at the error's column.
+            let name: String = text
+                .lines()
+                .nth(at.line.saturating_sub(1))
+                .unwrap_or("")
+                .chars()
+                .skip(at.col - 1)
+                .skip_while(|c| *c == '*')
+                .take_while(|c| !c.is_whitespace() && !",[]{}".contains(*c))
+                .collect();
+            info = format!(
+                "alias '*{name}' refers to no anchor: define '&{name}' earlier in the file"
+            );
+        }
         let problem = Problem {
-            span: span(*e.marker()),
-            kind: ManifestErrorKind::Syntax(e.info().to_owned()),
+            span: at,
+            kind: ManifestErrorKind::Syntax(info),
         };
         return (Lines::default(), vec![problem]);
     }
@@ -187,7 +249,8 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
             _ => continue,
         };
         let key = path[path.len() - 1].as_str();
-        if !known.contains(&key) {
+        let merge_reported = key == "<<" && problems.iter().any(|p| p.span == *at);
+        if !known.contains(&key) && !merge_reported {
             problems.push(Problem {
                 span: *at,
                 kind: ManifestErrorKind::UnknownKey {
@@ -199,6 +262,46 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
     }
     problems.sort_by_key(|p| (p.span.line, p.span.col));
     (Lines { spans: rec.spans }, problems)
+}
+
+/// Why a plain scalar that YAML reads as a number cannot be one of ours:
+/// NaN and infinities (JSON and ComfyUI have none), integers beyond 64 bits,
+/// floats beyond `f64`. serde would otherwise turn these into a null, a
+/// string or an obscure error far from the value.
+fn bad_number(s: &str) -> Option<String> {
+    let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if [".nan", ".NaN", ".NAN"].contains(&s) || [".inf", ".Inf", ".INF"].contains(&unsigned) {
+        return Some(format!(
+            "'{s}' is not a finite number; JSON and ComfyUI take finite numbers only (quote it for text)"
+        ));
+    }
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if digits(unsigned) {
+        if s.parse::<i64>().is_err() && s.parse::<u64>().is_err() {
+            return Some(format!(
+                "number {s} is out of range: whole numbers go from {} to {}",
+                i64::MIN,
+                u64::MAX
+            ));
+        }
+        return None;
+    }
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.strip_prefix(['-', '+']).unwrap_or(e))),
+        None => (unsigned, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let float_like = (digits(int) || digits(frac))
+        && (int.is_empty() || digits(int))
+        && (frac.is_empty() || digits(frac))
+        && exponent.is_none_or(digits);
+    if float_like && s.parse::<f64>().is_ok_and(f64::is_infinite) {
+        return Some(format!(
+            "number {s} is out of range: the largest is about {:e}",
+            f64::MAX
+        ));
+    }
+    None
 }
 
 /// The closest candidate by Jaro-Winkler similarity, if it is close enough.
@@ -259,6 +362,65 @@ mod tests {
                     "unknown key 'workflow'; did you mean 'workflows'?".to_owned()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn numbers_json_cannot_carry_are_refused_where_written() {
+        let (_, problems) = scan(
+            "defaults:\n  a: [.nan, -.inf, 1e400, 18446744073709551616, -9223372036854775809]\n  \
+             b: [1, -1, 18446744073709551615, 1.5e300, \"1e400\", !!str .nan, x.nan, 1e, .5]\n  \
+             .inf: key\n",
+        );
+        let found: Vec<_> = problems
+            .iter()
+            .map(|p| (p.span.line, p.span.col, p.kind.to_string()))
+            .collect();
+        assert_eq!(found.len(), 5, "{found:?}");
+        assert!(found.iter().all(|(line, ..)| *line == 2), "{found:?}");
+        assert_eq!(found[0].1, 7);
+        assert!(
+            found[0].2.contains("'.nan' is not a finite number"),
+            "{found:?}"
+        );
+        assert!(
+            found[2].2.contains("number 1e400 is out of range"),
+            "{found:?}"
+        );
+        assert!(
+            found[3]
+                .2
+                .contains("number 18446744073709551616 is out of range"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn merge_keys_and_unknown_anchors_are_explained() {
+        let (_, problems) = scan("defaults: &x {b: 1}\njobs:\n  - <<: *x\n");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].span, Span { line: 3, col: 5 });
+        assert!(problems[0].kind.to_string().contains("merge keys"));
+        let (_, problems) = scan("defaults: [1, *nope]\n");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            problems[0].kind.to_string(),
+            "invalid yaml: alias '*nope' refers to no anchor: define '&nope' earlier in the file"
+        );
+    }
+
+    #[test]
+    fn a_second_document_is_refused_where_it_starts() {
+        let (_, problems) = scan("---\nversion: 1\n...\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        let (_, problems) = scan("version: 1\njobs: []\n---\nversion: 1\nfoo: 2\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].span.line, 3);
+        assert!(
+            problems[0]
+                .kind
+                .to_string()
+                .contains("a second YAML document")
         );
     }
 

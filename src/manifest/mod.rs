@@ -54,6 +54,9 @@ pub enum ManifestErrorKind {
     /// A value of the wrong shape (serde's message).
     #[error("{0}")]
     Invalid(String),
+    /// The file is not UTF-8 text.
+    #[error("{0}")]
+    Encoding(String),
 }
 
 /// One problem at one place.
@@ -266,6 +269,51 @@ impl<'de> Deserialize<'de> for KeyString {
     }
 }
 
+/// The largest `concurrency:` (as for `run --concurrency`).
+const MAX_CONCURRENCY: u64 = 1024;
+
+/// `concurrency:`, a whole number from 1 to [`MAX_CONCURRENCY`].
+struct Concurrency(usize);
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = d.deserialize_any(seeds::WholeVisitor {
+            what: "concurrency",
+            min: 1,
+            max: MAX_CONCURRENCY,
+        })?;
+        usize::try_from(n)
+            .map(Concurrency)
+            .map_err(|_| de::Error::custom(format!("concurrency {n} is too large")))
+    }
+}
+
+/// `jobs:`, a list of groups (its own type for a clearer `expecting`).
+struct Groups(Vec<RawJob>);
+
+impl<'de> Deserialize<'de> for Groups {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct GV;
+        impl<'de> Visitor<'de> for GV {
+            type Value = Groups;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of job groups ('- workflow: …' items)")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Groups, E> {
+                Ok(Groups(Vec::new()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Groups, A::Error> {
+                let mut out = Vec::new();
+                while let Some(job) = seq.next_element::<RawJob>()? {
+                    out.push(job);
+                }
+                Ok(Groups(out))
+            }
+        }
+        d.deserialize_any(GV)
+    }
+}
+
 /// A string or a list of strings (`server:`, `workflow:`).
 struct OneOrMany(Vec<String>);
 
@@ -304,14 +352,14 @@ struct RawManifest {
     version: Option<Value>,
     server: Option<OneOrMany>,
     output: Option<String>,
-    concurrency: Option<usize>,
+    concurrency: Option<Concurrency>,
     #[serde(default)]
     workflows: Ordered<String>,
     #[serde(default)]
     params: Ordered<String>,
     #[serde(default)]
     defaults: Ordered<Value>,
-    jobs: Option<Vec<RawJob>>,
+    jobs: Option<Groups>,
 }
 
 #[derive(Deserialize)]
@@ -334,20 +382,40 @@ struct RawJob {
 impl Manifest {
     /// Reads and checks a manifest file. Every structural problem found
     /// (unknown or duplicate keys, bad values) is reported with its line.
+    /// A file that is not UTF-8 text (binary, Latin-1, UTF-16) is refused
+    /// with the place of the first offending byte; a UTF-8 byte-order mark
+    /// is skipped.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ManifestError::one(
-                path,
-                Span { line: 1, col: 1 },
-                ManifestErrorKind::Read(e.to_string()),
-            )
+        let start = Span { line: 1, col: 1 };
+        let read = |why: String| ManifestError::one(path, start, ManifestErrorKind::Read(why));
+        if path.is_dir() {
+            return Err(read("it is a directory, not a file".into()));
+        }
+        let bytes = read_capped(path, MAX_MANIFEST_BYTES).map_err(|e| {
+            read(match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file".into(),
+                std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+                _ => e.to_string(),
+            })
         })?;
-        Manifest::parse(path, &text)
+        let text = decode(&bytes).map_err(|(span, kind)| ManifestError::one(path, span, kind))?;
+        Manifest::parse(path, text)
     }
 
     /// Parses manifest text as if read from `path` (which names the folder
     /// relative paths are resolved against, and appears in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if let Some((span, c)) = control_char(text) {
+            return Err(ManifestError::one(
+                path,
+                span,
+                ManifestErrorKind::Syntax(format!(
+                    "control character U+{:04X} is not allowed (a binary file?)",
+                    u32::from(c)
+                )),
+            ));
+        }
         let (lines, problems) = lines::scan(text);
         if !problems.is_empty() {
             return Err(ManifestError {
@@ -367,7 +435,19 @@ impl Manifest {
             if let Some(cut) = msg.find(" at line ") {
                 msg.truncate(cut);
             }
-            ManifestError::one(path, span, ManifestErrorKind::Invalid(msg))
+            // serde's word for a YAML tagged value (`!foo x`) is `enum`.
+            let msg = msg.replace("invalid type: enum,", "invalid type: tagged value (!tag),");
+            let msg = clip_quoted(&msg);
+            let kind = if msg.contains("repetition limit exceeded") {
+                ManifestErrorKind::Syntax(
+                    "aliases expand to too many values (repetition limit exceeded)".into(),
+                )
+            } else if msg.contains("recursion limit exceeded") {
+                ManifestErrorKind::Syntax("nested too deeply (recursion limit exceeded)".into())
+            } else {
+                ManifestErrorKind::Invalid(msg)
+            };
+            ManifestError::one(path, span, kind)
         })?;
         let dir = path.parent().map(Path::to_owned).unwrap_or_default();
         let mut problems = Vec::new();
@@ -378,7 +458,8 @@ impl Manifest {
             Some(other) => bad(
                 lines.at(&["version"]),
                 ManifestErrorKind::Version(format!(
-                    "unsupported version {other}; this comfy-batch reads 'version: 1'"
+                    "unsupported version {}; this comfy-batch reads 'version: 1'",
+                    clip(&other.to_string(), 40)
                 )),
             ),
             None => bad(
@@ -388,11 +469,19 @@ impl Manifest {
                 ),
             ),
         }
-        if raw.concurrency == Some(0) {
-            bad(
-                lines.at(&["concurrency"]),
-                ManifestErrorKind::Invalid("concurrency must be at least 1".into()),
-            );
+        let servers = raw.server.map(|s| s.0).unwrap_or_default();
+        for (i, url) in servers.iter().enumerate() {
+            let lower = url.trim().to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+                bad(
+                    lines
+                        .get(&["server", &i.to_string()])
+                        .unwrap_or_else(|| lines.at(&["server"])),
+                    ManifestErrorKind::Invalid(format!(
+                        "server '{url}' is not an http:// or https:// URL"
+                    )),
+                );
+            }
         }
         let workflows = raw
             .workflows
@@ -424,7 +513,7 @@ impl Manifest {
                 name,
             })
             .collect();
-        let raw_jobs = raw.jobs.unwrap_or_default();
+        let raw_jobs = raw.jobs.map(|g| g.0).unwrap_or_default();
         if raw_jobs.is_empty() {
             bad(
                 lines.get(&["jobs"]).unwrap_or(Span { line: 1, col: 1 }),
@@ -454,7 +543,17 @@ impl Manifest {
             }
             let workflow_at = lines.get(&["jobs", &idx, "workflow"]).unwrap_or(at);
             let workflows = match job.workflow {
-                Some(w) => w.0,
+                Some(w) => {
+                    if w.0.iter().any(|n| n.trim().is_empty()) {
+                        bad(
+                            workflow_at,
+                            ManifestErrorKind::Invalid(format!(
+                                "group '{name}' has an empty workflow name"
+                            )),
+                        );
+                    }
+                    w.0
+                }
                 None => {
                     bad(
                         at,
@@ -547,9 +646,9 @@ impl Manifest {
         }
         Ok(Manifest {
             path: path.to_owned(),
-            servers: raw.server.map(|s| s.0).unwrap_or_default(),
+            servers,
             output: raw.output.map(|o| normalize(&dir.join(o))),
-            concurrency: raw.concurrency,
+            concurrency: raw.concurrency.map(|c| c.0),
             dir,
             workflows,
             params,
@@ -557,6 +656,104 @@ impl Manifest {
             jobs,
         })
     }
+}
+
+/// `text` cut in the middle to at most about `max` characters, so a message
+/// quoting a user's value (a 1 MB prompt…) stays one readable line.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let head = max * 2 / 3;
+    let tail = max.saturating_sub(head + 1);
+    let mut out: String = text.chars().take(head).collect();
+    out.push('…');
+    out.extend(text.chars().skip(count - tail));
+    out
+}
+
+/// A serde message with the value it quotes (`invalid type: string "…",
+/// expected …`) clipped, keeping what was expected.
+fn clip_quoted(msg: &str) -> String {
+    match msg.rfind(", expected ") {
+        Some(i) if msg.len() > 200 => format!("{}{}", clip(&msg[..i], 120), clip(&msg[i..], 120)),
+        _ => clip(msg, 240),
+    }
+}
+
+/// The largest manifest read: far above any real one, but a mistaken
+/// `/dev/zero` or a huge log must not eat the memory.
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+
+/// Reads at most `limit` bytes of `path`; a longer file is an error
+/// (`InvalidData`, "larger than … MB") rather than an endless read.
+pub(crate) fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {} MB", limit >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The span just after `prefix` (1-based line; column in characters).
+fn span_after(prefix: &str) -> Span {
+    let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+    Span {
+        line: prefix.matches('\n').count() + 1,
+        col: prefix[line_start..].chars().count() + 1,
+    }
+}
+
+/// The first character YAML forbids (C0 controls but tab, LF and CR; DEL;
+/// C1 controls but NEL), with its place: a binary file shows up here.
+fn control_char(text: &str) -> Option<(Span, char)> {
+    let (i, c) = text.char_indices().find(|(_, c)| {
+        let c = u32::from(*c);
+        (c < 0x20 && ![0x09, 0x0A, 0x0D].contains(&c))
+            || c == 0x7F
+            || ((0x80..=0x9F).contains(&c) && c != 0x85)
+    })?;
+    Some((span_after(&text[..i]), c))
+}
+
+/// The manifest's bytes as text: UTF-8 only, with the place of the first
+/// byte that is not (or of a control character before it).
+fn decode(bytes: &[u8]) -> Result<&str, (Span, ManifestErrorKind)> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err((
+            Span { line: 1, col: 1 },
+            ManifestErrorKind::Encoding("the manifest is UTF-16 text; save it as UTF-8".into()),
+        ));
+    }
+    let error = match std::str::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(e) => e,
+    };
+    let prefix = std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or_default();
+    if let Some((span, c)) = control_char(prefix) {
+        return Err((
+            span,
+            ManifestErrorKind::Encoding(format!(
+                "the manifest is not text: control character U+{:04X} (a binary file?)",
+                u32::from(c)
+            )),
+        ));
+    }
+    let byte = bytes[error.valid_up_to()];
+    Err((
+        span_after(prefix),
+        ManifestErrorKind::Encoding(format!(
+            "the manifest is not UTF-8 text: byte 0x{byte:02X} here is not UTF-8; save the file as UTF-8"
+        )),
+    ))
 }
 
 /// Removes `.` and `x/..` lexically (no file system access), so paths in
@@ -732,6 +929,29 @@ jobs:
                 "jobs/m.yaml:2:8: jobs[0]: invalid type: integer `5`, expected a job group mapping (name, workflow, matrix, zip, set, seeds)"
             ]
         );
+    }
+
+    #[test]
+    fn reads_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yaml");
+        std::fs::write(&path, b"0123456789x").unwrap();
+        assert_eq!(read_capped(&path, 11).unwrap().len(), 11);
+        let err = read_capped(&path, 10).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_placed() {
+        let (span, kind) = decode(b"version: 1\njobs: caf\xe9\n").unwrap_err();
+        assert_eq!(span, Span { line: 2, col: 10 });
+        assert!(kind.to_string().contains("byte 0xE9"), "{kind}");
+        let (span, kind) = decode(b"a: 1\n\x01\xff").unwrap_err();
+        assert_eq!(span, Span { line: 2, col: 1 });
+        assert!(kind.to_string().contains("U+0001"), "{kind}");
+        assert!(decode(b"\xff\xfeh\x00").is_err());
+        let m = parse("\u{feff}version: 1\njobs: [{workflow: x}]\n").unwrap();
+        assert_eq!(m.jobs.len(), 1);
     }
 
     #[test]

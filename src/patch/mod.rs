@@ -141,7 +141,11 @@ pub fn check(workflow: &Map<String, Value>, slot: &Slot, value: &Value) -> Resul
             expected: kind_of(current),
             given: match value {
                 Value::Null => "an empty value".into(),
-                _ => format!("{} {value}", kind_of(value)),
+                _ => format!(
+                    "{} {}",
+                    kind_of(value),
+                    crate::manifest::clip(&value.to_string(), 80)
+                ),
             },
         })
     }

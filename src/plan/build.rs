@@ -422,7 +422,22 @@ fn plan_variant(
                 let mut paths = Vec::new();
                 for v in &values {
                     let path = resolve(v);
-                    if !path.is_file() {
+                    // A file listed twice is one problem.
+                    if paths.contains(&path) {
+                        paths.push(path);
+                        continue;
+                    }
+                    if path.is_dir() {
+                        errors.push(
+                            at,
+                            gname,
+                            wname,
+                            PlanErrorKind::ImageIsDirectory {
+                                name: p.name.clone(),
+                                path: path.clone(),
+                            },
+                        );
+                    } else if !path.is_file() {
                         errors.push(
                             at,
                             gname,

@@ -67,6 +67,13 @@ pub enum PlanErrorKind {
         /// The file looked for.
         path: PathBuf,
     },
+    /// An `image` value names a directory.
+    ImageIsDirectory {
+        /// The name as written.
+        name: String,
+        /// The directory.
+        path: PathBuf,
+    },
     /// A seed problem (e.g. `seeds:` on a workflow without a seed input).
     Seeds(String),
     /// The manifest expands to more than [`MAX_JOBS`] jobs.
@@ -136,6 +143,10 @@ impl fmt::Display for PlanError {
             K::MissingImage { name, path } => (
                 format!("image file for '{name}' not found"),
                 format!(": {}", path.display()),
+            ),
+            K::ImageIsDirectory { name, path } => (
+                format!("image for '{name}' is a directory"),
+                format!(": {}; give an image file", path.display()),
             ),
             K::Seeds(detail) => ("bad seeds".into(), format!(": {detail}")),
             K::TooManyJobs(n) => (

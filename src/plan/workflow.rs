@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{Manifest, normalize};
+use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, normalize, read_capped};
 
 /// Why a workflow cannot be used (the caller adds the manifest position).
 #[derive(Debug, Clone, PartialEq)]
@@ -16,8 +16,15 @@ pub(crate) enum WorkflowError {
     NotFound { tried: Vec<PathBuf> },
     /// A file listed in `workflows:` cannot be read.
     Read { path: PathBuf, cause: String },
-    /// Not JSON, or not an object of nodes.
+    /// Not JSON at all.
+    NotJson { path: PathBuf, cause: String },
+    /// JSON, but not an object of nodes.
     Invalid { path: PathBuf, cause: String },
+    /// A directory where the workflow file should be.
+    Directory { path: PathBuf },
+    /// A link (`["id", n]`) to a node the workflow does not have, or an
+    /// input list that is no link.
+    BadLink { path: PathBuf, cause: String },
     /// A ComfyUI UI-format file (`nodes`/`links`).
     UiFormat { path: PathBuf },
 }
@@ -36,6 +43,15 @@ impl std::fmt::Display for WorkflowError {
             ),
             WorkflowError::Read { path, cause } => {
                 write!(f, "cannot read {}: {cause}", path.display())
+            }
+            WorkflowError::NotJson { path, cause } => {
+                write!(f, "{} is not JSON: {cause}", path.display())
+            }
+            WorkflowError::Directory { path } => {
+                write!(f, "{} is a directory, not a workflow file", path.display())
+            }
+            WorkflowError::BadLink { path, cause } => {
+                write!(f, "{} has a broken link: {cause}", path.display())
             }
             WorkflowError::Invalid { path, cause } => {
                 write!(
@@ -81,10 +97,13 @@ pub(crate) fn candidates(manifest: &Manifest, name: &str) -> Vec<PathBuf> {
 /// Finds and loads the workflow `name`.
 pub(crate) fn load(manifest: &Manifest, name: &str) -> Result<Loaded, WorkflowError> {
     let tried = candidates(manifest, name);
-    let Some(path) = tried.iter().find(|p| p.is_file()).cloned() else {
+    let Some(path) = tried.iter().find(|p| p.exists()).cloned() else {
         return Err(WorkflowError::NotFound { tried });
     };
-    let bytes = std::fs::read(&path).map_err(|e| WorkflowError::Read {
+    if path.is_dir() {
+        return Err(WorkflowError::Directory { path });
+    }
+    let bytes = read_capped(&path, MAX_MANIFEST_BYTES).map_err(|e| WorkflowError::Read {
         path: path.clone(),
         cause: e.to_string(),
     })?;
@@ -97,7 +116,10 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, WorkflowError> 
         path: path.to_owned(),
         cause,
     };
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| WorkflowError::NotJson {
+        path: path.to_owned(),
+        cause: e.to_string(),
+    })?;
     let Value::Object(nodes) = value else {
         return Err(invalid("the top level is not an object".into()));
     };
@@ -118,11 +140,48 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, WorkflowError> 
             )));
         }
     }
+    check_links(&nodes).map_err(|cause| WorkflowError::BadLink {
+        path: path.to_owned(),
+        cause,
+    })?;
     Ok(Loaded {
         path: path.to_owned(),
         sha256: hex::encode(Sha256::digest(bytes)),
         nodes,
     })
+}
+
+/// Every list input must be a link `["id", n]` to a node of the workflow:
+/// in the API format a list is always a link, and the server rejects one to
+/// a missing node only after the job is queued.
+fn check_links(nodes: &Map<String, Value>) -> Result<(), String> {
+    for (id, node) in nodes {
+        let class = node.get("class_type").and_then(Value::as_str).unwrap_or("");
+        let Some(inputs) = node.get("inputs").and_then(Value::as_object) else {
+            continue;
+        };
+        for (input, value) in inputs {
+            let Some(list) = value.as_array() else {
+                continue;
+            };
+            let at = format!("input '{input}' of node {id} ({class})");
+            match list.as_slice() {
+                [Value::String(from), slot] if slot.is_u64() => {
+                    if !nodes.contains_key(from) {
+                        return Err(format!(
+                            "{at} links to node {from}, which is not in the workflow"
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "{at} is the list {value}, not a link [\"node id\", output index]"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -153,8 +212,27 @@ mod tests {
         ));
         assert!(matches!(
             parse(Path::new("w.json"), b"{oops"),
-            Err(WorkflowError::Invalid { .. })
+            Err(WorkflowError::NotJson { .. })
         ));
+    }
+
+    #[test]
+    fn links_must_point_at_nodes_of_the_workflow() {
+        let err = parse(
+            Path::new("w.json"),
+            br#"{"1": {"class_type": "X", "inputs": {"a": ["2", 0]}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "w.json has a broken link: input 'a' of node 1 (X) links to node 2, which is not in the workflow"
+        );
+        let err = parse(
+            Path::new("w.json"),
+            br#"{"1": {"class_type": "X", "inputs": {"a": [1, 0]}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not a link"), "{err}");
     }
 
     #[test]
