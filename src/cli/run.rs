@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// server's /object_info before queueing anything.
     #[arg(long)]
     pub no_check: bool,
+    /// How long a server may stay unreachable before its jobs move to the
+    /// others (and, with none left, the run stops with exit 3). Hidden: for
+    /// tests and CI, which cannot wait the default 30 s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    pub server_lost_after: Option<Duration>,
 }
 
 /// Starts the embedded simulator on a free loopback port (`--sim`).
@@ -160,16 +165,16 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         OutputDir::open(&output_path).map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
     let (mut log, rows) = RunLog::open(&output.log_path(), plan.columns())
         .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
-    let resume = if args.no_resume {
-        Resume::default()
-    } else {
-        Resume::from_rows(&rows, &output)
-    };
+    // Read even with --no-resume: attempt numbers (and so prompt ids) go on
+    // from the log, or a rerun would collect the old prompts from the server.
+    let resume = Resume::from_rows(&rows, &output);
     drop(rows);
+    let skip_done = !args.no_resume;
 
     // Count first (cheap next to running), so the bar has a total.
     let wanted = |job: &crate::plan::Job| {
-        shard.as_ref().is_none_or(|s| s.contains(job.index)) && !resume.is_done(job.id.as_str())
+        shard.as_ref().is_none_or(|s| s.contains(job.index))
+            && !(skip_done && resume.is_done(job.id.as_str()))
     };
     let total = plan.jobs().filter(|j| wanted(j)).count();
     let skipped = plan.len() - total;
@@ -188,6 +193,9 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     config.previews = args.previews;
     config.timeout = args.timeout;
     config.retries = args.retries;
+    if let Some(after) = args.server_lost_after {
+        config.server_lost_after = after;
+    }
     config.max_failures = if args.fail_fast {
         Some(1)
     } else {

@@ -159,6 +159,9 @@ pub(crate) async fn run_attempt(
             tracing::info!("{}: found {pid} still queued on {}", job.id, server.url());
         }
     }
+    // Queued by an earlier (killed) run under another client id: its
+    // messages go nowhere, so it is followed by polling.
+    let adopted = matches!(already, Reconciled::StillThere);
     let mut rejected = None;
     if matches!(already, Reconciled::Missing | Reconciled::Unknown(_)) {
         if ctx.cancel.borrow().is_some() {
@@ -166,29 +169,43 @@ pub(crate) async fn run_attempt(
             return fail(&attempt, Status::Interrupted, "not run: cancelled".into());
         }
         let mut backoff = Backoff::default();
-        let accepted = loop {
+        loop {
             match server
                 .http
                 .submit(&prompt, &server.client_id, pid.as_str())
                 .await
             {
-                Ok(Submission::Accepted(a)) => break a,
+                Ok(Submission::Accepted(accepted)) => {
+                    rejected = (!accepted.node_errors.is_empty()).then(|| {
+                        format!(
+                            "prompt_outputs_failed_validation: {}",
+                            node_errors_line(&accepted.node_errors)
+                        )
+                    });
+                    break;
+                }
                 Ok(Submission::Rejected(r)) => {
                     return fail(&attempt, Status::Rejected, r.one_line());
                 }
-                Err(e) if e.is_transient() => match backoff.next() {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => return AttemptEnd::Requeue(format!("submit: {e}")),
-                },
+                Err(e) if e.is_transient() => {
+                    let Some(delay) = backoff.next() else {
+                        return AttemptEnd::Requeue(format!("submit: {e}"));
+                    };
+                    tokio::time::sleep(delay).await;
+                    // The failed request may have reached the server (a lost
+                    // reply, a proxy's timeout): never queue a prompt twice.
+                    match reconcile(&server, pid.as_str(), &mut tracked).await {
+                        Reconciled::StillThere => break,
+                        Reconciled::Finished => {
+                            already = Reconciled::Finished;
+                            break;
+                        }
+                        Reconciled::Missing | Reconciled::Unknown(_) => {}
+                    }
+                }
                 Err(e) => return fail(&attempt, Status::Failed, format!("submit: {e}")),
             }
-        };
-        rejected = (!accepted.node_errors.is_empty()).then(|| {
-            format!(
-                "prompt_outputs_failed_validation: {}",
-                node_errors_line(&accepted.node_errors)
-            )
-        });
+        }
     }
     attempt.queued_at = Some(SystemTime::now());
     let _ = ctx.events.send(Msg::Event(EventKind::JobSubmitted {
@@ -198,56 +215,82 @@ pub(crate) async fn run_attempt(
         prompt: pid.clone(),
     }));
     if matches!(already, Reconciled::Finished) {
-        tracing::info!("{}: collecting {pid}, finished by an earlier run", job.id);
+        tracing::info!("{}: collecting {pid}, finished earlier", job.id);
     }
 
     let deadline = ctx.timeout.map(|t| Instant::now() + t);
     let mut timed_out = false;
-    let mut cancel_handled: Option<CancelReason> = None;
+    let mut cancel_seen: Option<CancelReason> = None;
+    // When to (again) ask the server to drop or stop the prompt, for a
+    // timeout or a cancel: a lost interrupt or a failed request is retried.
+    let mut act_at: Option<Instant> = None;
+    let poll_every = if adopted { ADOPTED_POLL } else { WATCHDOG_POLL };
+    let mut poll_at = Instant::now() + poll_every;
+    // The history says it ended; its final message is given a moment to
+    // arrive (image frames come before it) before the history is trusted.
+    let mut ended_in_history = false;
     let finished_before = matches!(already, Reconciled::Finished);
     if !finished_before {
         loop {
             let cancel_now = *ctx.cancel.borrow();
-            if cancel_now > cancel_handled {
-                cancel_handled = cancel_now;
-                match cancel_now {
-                    Some(CancelReason::SecondInterrupt) => {
-                        if tracked.started {
-                            let _ = server.http.interrupt(pid.as_str()).await;
-                        } else if remove_if_queued(&server, pid.as_str()).await {
-                            return fail(
-                                &attempt,
-                                Status::Interrupted,
-                                "not run: interrupted".into(),
-                            );
-                        }
-                    }
-                    Some(reason)
-                        if !tracked.started && remove_if_queued(&server, pid.as_str()).await =>
-                    {
-                        let why = match reason {
-                            CancelReason::MaxFailures => {
-                                "not run: too many failures (--max-failures)"
-                            }
-                            CancelReason::NoServers => "not run: no server left",
-                            _ => "not run: interrupted",
-                        };
-                        return fail(&attempt, Status::Interrupted, why.into());
-                    }
-                    _ => {}
-                }
+            if cancel_now > cancel_seen {
+                cancel_seen = cancel_now;
+                act_at = Some(Instant::now());
             }
+            let stop_running = timed_out || cancel_seen == Some(CancelReason::SecondInterrupt);
             let event = tokio::select! {
                 event = rx.recv() => event,
                 _ = sleep_until(deadline), if !timed_out => {
                     timed_out = true;
-                    let queue = server.http.queue().await.unwrap_or_default();
-                    if queue.is_running(pid.as_str()) {
-                        let _ = server.http.interrupt(pid.as_str()).await;
-                        continue;
+                    act_at = Some(Instant::now());
+                    continue;
+                }
+                _ = sleep_until(act_at) => {
+                    act_at = None;
+                    if stop_running || cancel_seen.is_some() {
+                        match act_on_server(&server, pid.as_str(), stop_running).await {
+                            Acted::Removed if timed_out => {
+                                return fail(&attempt, Status::Timeout, timeout_text(ctx.timeout));
+                            }
+                            Acted::Removed => {
+                                let why = match cancel_seen {
+                                    Some(CancelReason::MaxFailures) => {
+                                        "not run: too many failures (--max-failures)"
+                                    }
+                                    Some(CancelReason::NoServers) => "not run: no server left",
+                                    _ => "not run: interrupted",
+                                };
+                                return fail(&attempt, Status::Interrupted, why.into());
+                            }
+                            Acted::Again(after) => act_at = Some(Instant::now() + after),
+                            Acted::Nothing => {}
+                        }
                     }
-                    if remove_if_queued(&server, pid.as_str()).await {
-                        return fail(&attempt, Status::Timeout, timeout_text(ctx.timeout));
+                    continue;
+                }
+                _ = tokio::time::sleep_until(poll_at) => {
+                    poll_at = Instant::now() + poll_every;
+                    if ended_in_history {
+                        break;
+                    }
+                    if server.is_lost() {
+                        return AttemptEnd::Requeue("server lost".into());
+                    }
+                    match reconcile(&server, pid.as_str(), &mut tracked).await {
+                        Reconciled::Finished if adopted => break,
+                        Reconciled::Finished => {
+                            ended_in_history = true;
+                            poll_at = Instant::now() + ENDED_GRACE;
+                        }
+                        Reconciled::StillThere => {}
+                        Reconciled::Missing => {
+                            return AttemptEnd::Requeue(
+                                "the server forgot the prompt (restarted?)".into(),
+                            );
+                        }
+                        Reconciled::Unknown(e) => {
+                            tracing::debug!("{pid}: cannot reconcile yet: {e}");
+                        }
                     }
                     continue;
                 }
@@ -271,12 +314,19 @@ pub(crate) async fn run_attempt(
                             job: job.id.clone(),
                             server: server.id,
                         }));
+                        if stop_running {
+                            // It started after we asked: stop it now.
+                            act_at = Some(Instant::now());
+                        }
                     }
                     WsMessage::Executing { node: Some(_), .. } => {
                         if !tracked.started {
                             // Reconnect replay: it runs, though we missed the start.
                             tracked.started = true;
                             attempt.started_at.get_or_insert_with(SystemTime::now);
+                            if stop_running {
+                                act_at = Some(Instant::now());
+                            }
                         }
                     }
                     WsMessage::Progress {
@@ -293,7 +343,11 @@ pub(crate) async fn run_attempt(
                     WsMessage::Executed { node, output, .. } => {
                         if let Some(output) = output {
                             for image in images_of(&output) {
-                                tracked.images.push((node.clone(), image));
+                                let entry = (node.clone(), image);
+                                // The history may have listed it already.
+                                if !tracked.images.contains(&entry) {
+                                    tracked.images.push(entry);
+                                }
                             }
                         }
                     }
@@ -332,6 +386,11 @@ pub(crate) async fn run_attempt(
                 }
                 ServerEvent::Disconnected => {}
                 ServerEvent::Reconnected => {
+                    if tracked.end.is_some() {
+                        // Only the final `executing` was missed: the outcome
+                        // and the images came before it.
+                        break;
+                    }
                     match reconcile(&server, pid.as_str(), &mut tracked).await {
                         Reconciled::Finished => break,
                         Reconciled::StillThere => {}
@@ -382,7 +441,10 @@ pub(crate) async fn run_attempt(
             error: None,
             attempt,
         }),
-        Err(e) => AttemptEnd::Done(Outcome {
+        // The server stopped answering after the work was done: another
+        // attempt collects it by prompt id (or, lost with the server, redoes it).
+        Err(SaveError::Unreachable(e)) => AttemptEnd::Requeue(e),
+        Err(SaveError::Failed(e)) => AttemptEnd::Done(Outcome {
             status: Status::Failed,
             images: Vec::new(),
             error: Some(e),
@@ -411,17 +473,66 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Deletes the prompt if it is still pending; false when it already runs
-/// (or the queue cannot be read), in which case the caller keeps waiting.
-async fn remove_if_queued(server: &Server, prompt_id: &str) -> bool {
-    let ids = [prompt_id.to_string()];
-    if server.http.delete_queued(&ids).await.is_err() {
-        return false;
+/// How often an attempt checks its prompt over HTTP although messages
+/// come: a safety net for lost messages, deletions by others, lost servers.
+const WATCHDOG_POLL: Duration = Duration::from_secs(2);
+/// How often a prompt queued by an earlier run (no messages reach us) is
+/// looked up.
+const ADOPTED_POLL: Duration = Duration::from_millis(250);
+/// How long the final message may lag behind the history.
+const ENDED_GRACE: Duration = Duration::from_secs(1);
+
+/// What asking the server to drop (and, with `stop_running`, stop) a prompt
+/// achieved.
+enum Acted {
+    /// It was pending and is gone: it never ran.
+    Removed,
+    /// Ask again after this long (a request failed, or an interrupt sent
+    /// just as the prompt started may be lost: protocol.md §4).
+    Again(Duration),
+    /// Nothing to do: it runs and may finish, or it has ended already.
+    Nothing,
+}
+
+/// Deletes the prompt if it is pending; interrupts it if it runs and
+/// `stop_running`.
+async fn act_on_server(server: &Server, prompt_id: &str, stop_running: bool) -> Acted {
+    let retry = Acted::Again(Duration::from_millis(300));
+    let Ok(queue) = server.http.queue().await else {
+        return retry;
+    };
+    let running = if queue.is_pending(prompt_id) {
+        if server
+            .http
+            .delete_queued(&[prompt_id.to_string()])
+            .await
+            .is_err()
+        {
+            return retry;
+        }
+        let Ok(queue) = server.http.queue().await else {
+            return retry;
+        };
+        if queue.is_pending(prompt_id) {
+            return retry;
+        }
+        if !queue.is_running(prompt_id) {
+            // Gone from the queue: deleted, unless it ran in between.
+            return match server.http.history(prompt_id).await {
+                Ok(None) => Acted::Removed,
+                Ok(Some(_)) => Acted::Nothing,
+                Err(_) => retry,
+            };
+        }
+        true
+    } else {
+        queue.is_running(prompt_id)
+    };
+    if running && stop_running {
+        let _ = server.http.interrupt(prompt_id).await;
+        return Acted::Again(Duration::from_secs(1));
     }
-    match server.http.queue().await {
-        Ok(q) => !q.is_running(prompt_id) && !q.is_pending(prompt_id),
-        Err(_) => false,
-    }
+    Acted::Nothing
 }
 
 enum Reconciled {
@@ -508,6 +619,31 @@ fn history_failure(messages: &[(String, Value)]) -> End {
     End::Error("failed (no details in the history)".into())
 }
 
+/// Why images could not be saved.
+enum SaveError {
+    /// The server stopped answering (transient errors, retries used up).
+    Unreachable(String),
+    /// Anything else: the job fails with this line.
+    Failed(String),
+}
+
+/// The server's image reference with its file name reduced to the last
+/// path component; `None` when nothing usable is left.
+fn sanitized(image: &ImageRef) -> Option<ImageRef> {
+    let base = image
+        .filename
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default();
+    if base.is_empty() || base == "." || base == ".." {
+        return None;
+    }
+    Some(ImageRef {
+        filename: base.to_string(),
+        ..image.clone()
+    })
+}
+
 /// Downloads the output images (and previews if asked) and writes them with
 /// the websocket images; returns their paths relative to the output folder.
 async fn save_images(
@@ -515,7 +651,7 @@ async fn save_images(
     server: &Server,
     ctx: &AttemptContext,
     tracked: Tracked,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, SaveError> {
     let mut saved = Vec::new();
     let mut per_node: std::collections::HashMap<String, usize> = Default::default();
     let mut next_n = |node: &str| {
@@ -528,18 +664,35 @@ async fn save_images(
         if !wanted {
             continue;
         }
+        // The server's name is only ever a request parameter, reduced to
+        // its last component as the server itself does (a hostile or buggy
+        // server may name `../../x.png` or an absolute path).
+        let Some(request) = sanitized(image) else {
+            return Err(SaveError::Failed(format!(
+                "node {node}: the server named an unusable output file {:?}",
+                image.filename
+            )));
+        };
         let mut backoff = Backoff::default();
         let bytes = loop {
-            match server.http.view(image).await {
+            match server.http.view(&request).await {
                 Ok(b) => break b,
                 Err(e) if e.is_transient() => match backoff.next() {
                     Some(d) => tokio::time::sleep(d).await,
-                    None => return Err(format!("download node {node} image: {e}")),
+                    None => {
+                        return Err(SaveError::Unreachable(format!(
+                            "download node {node} image: {e}"
+                        )));
+                    }
                 },
-                Err(e) => return Err(format!("download node {node} image: {e}")),
+                Err(e) => {
+                    return Err(SaveError::Failed(format!(
+                        "download node {node} image: {e}"
+                    )));
+                }
             }
         };
-        let ext = std::path::Path::new(&image.filename)
+        let ext = std::path::Path::new(&request.filename)
             .extension()
             .map(|e| e.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -547,7 +700,7 @@ async fn save_images(
         let rel = ctx
             .output
             .save_image(&job.id, node, n, &ext, &bytes)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SaveError::Failed(e.to_string()))?;
         saved.push(rel);
     }
     for (node, ext, bytes) in &tracked.ws_images {
@@ -570,7 +723,7 @@ async fn save_images(
         let rel = ctx
             .output
             .save_image(&job.id, node, n, ext, bytes)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SaveError::Failed(e.to_string()))?;
         saved.push(rel);
     }
     Ok(saved)

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ pub(crate) struct Server {
     pub http: HttpClient,
     pub client_id: String,
     pub router: Router,
+    /// Set while the supervisor counts the server as lost: an attempt that
+    /// missed the `Lost` broadcast (it registered later) sees it here.
+    pub lost: AtomicBool,
     headers: HeaderMap,
     uploads: Mutex<HashMap<String, Arc<OnceCell<Uploaded>>>>,
 }
@@ -46,10 +50,16 @@ impl Server {
             http,
             client_id,
             router: Router::default(),
+            lost: AtomicBool::new(false),
             headers,
             uploads: Mutex::new(HashMap::new()),
         });
         Ok((server, socket))
+    }
+
+    /// Whether the supervisor gave the server up (for now).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
     }
 
     /// The server's URL as logged.
@@ -111,6 +121,7 @@ impl Server {
                     Err(e) => {
                         if !lost && since.elapsed() >= lost_after {
                             lost = true;
+                            self.lost.store(true, Ordering::SeqCst);
                             self.router.broadcast(ServerEvent::Lost);
                             let _ = events.send(Msg::ServerLost {
                                 server: self.id,
@@ -123,6 +134,7 @@ impl Server {
             };
             tracing::info!("{}: websocket reconnected", self.url());
             if lost {
+                self.lost.store(false, Ordering::SeqCst);
                 let _ = events.send(Msg::ServerRecovered { server: self.id });
             }
             self.router.broadcast(ServerEvent::Reconnected);

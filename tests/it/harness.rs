@@ -149,3 +149,171 @@ pub fn sim_file(sim: &SimHandle, job_id: &str, counter: u32) -> PathBuf {
         .join(&job_id[..2])
         .join(format!("{job_id}_{counter:05}_.png"))
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the fault and resume tests (issue #5).
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after
+/// `secs` seconds (generous: the machine may be loaded).
+#[allow(dead_code)]
+pub async fn wait_for(what: &str, secs: u64, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A `comfy-batch run` in the background, for signals.
+#[allow(dead_code)]
+pub struct Running {
+    pub child: tokio::process::Child,
+    stderr: PathBuf,
+}
+
+#[allow(dead_code)]
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("the child runs") as i32
+    }
+
+    /// Sends a signal (SIGINT, SIGKILL…) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// What it wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits for the exit (at most `secs` seconds) and returns its code
+    /// (`-9` for SIGKILL).
+    pub async fn exit(&mut self, secs: u64) -> i32 {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(secs), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("no exit within {secs}s; stderr:\n{}", self.stderr()))
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        status
+            .code()
+            .or_else(|| status.signal().map(|s| -s))
+            .unwrap_or(-1)
+    }
+}
+
+#[allow(dead_code)]
+impl Project {
+    /// Starts `comfy-batch run MANIFEST --server URL… --output out EXTRA…`
+    /// without waiting; stderr goes to a file in the project.
+    pub fn spawn(&self, manifest: &str, servers: &[&SimHandle], extra: &[&str]) -> Running {
+        let mut args = vec![
+            "run".to_string(),
+            manifest.to_string(),
+            "--output".into(),
+            "out".into(),
+        ];
+        for s in servers {
+            args.push("--server".into());
+            args.push(s.url());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let stderr = self.path(&format!("stderr-{}.txt", rand_suffix()));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+            .args(&args)
+            .current_dir(self.dir.path())
+            .env_remove("COMFY_URL")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Running { child, stderr }
+    }
+
+    /// Data rows in `out/runs.csv` (0 before it exists).
+    pub fn row_count(&self) -> usize {
+        let path = self.out().join("runs.csv");
+        match std::fs::read_to_string(path) {
+            Ok(text) => text.lines().count().saturating_sub(1),
+            Err(_) => 0,
+        }
+    }
+
+    /// Asserts the outcome every reliability test wants: each of the `jobs`
+    /// job ids has exactly one `ok` row, which is its newest row; every
+    /// image it lists is there; no temporary file is left; the CSV ends
+    /// with a whole line. Returns the newest row per job.
+    pub fn assert_each_job_ok_once(&self, jobs: usize) -> Vec<Row> {
+        let text = std::fs::read_to_string(self.out().join("runs.csv")).unwrap();
+        assert!(text.ends_with('\n'), "torn last line:\n{text}");
+        let rows = self.rows();
+        let mut newest: std::collections::BTreeMap<String, Row> = Default::default();
+        let mut oks: std::collections::BTreeMap<String, usize> = Default::default();
+        for row in &rows {
+            if row.get("status") == "ok" {
+                *oks.entry(row.get("job_id").to_string()).or_default() += 1;
+            }
+            newest.insert(row.get("job_id").to_string(), row.clone());
+        }
+        assert_eq!(newest.len(), jobs, "jobs in the log:\n{text}");
+        for (id, row) in &newest {
+            assert_eq!(row.get("status"), "ok", "newest row of {id}:\n{text}");
+            assert_eq!(oks.get(id), Some(&1), "ok rows of {id}:\n{text}");
+            assert!(!row.images().is_empty(), "{row:?}");
+            for image in row.images() {
+                assert!(self.out().join(&image).is_file(), "{image} missing");
+            }
+        }
+        for dir in ["images", "prompts"] {
+            for entry in std::fs::read_dir(self.out().join(dir)).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(!name.starts_with(".tmp-"), "{dir}/{name} left behind");
+            }
+        }
+        newest.into_values().collect()
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst).to_string()
+}
+
+/// The prompt ids on a server's queue: (running, pending).
+#[allow(dead_code)]
+pub async fn queue_ids(sim: &SimHandle) -> (Vec<String>, Vec<String>) {
+    let url: serde_json::Value = reqwest::get(format!("{}/queue", sim.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids = |key: &str| -> Vec<String> {
+        url[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item.get(1).and_then(|v| v.as_str()).map(str::to_string))
+            .collect()
+    };
+    (ids("queue_running"), ids("queue_pending"))
+}
+
+/// A manifest of `n` sampler jobs (t2i, 4 steps: 4 × `step_ms` each).
+#[allow(dead_code)]
+pub fn sampler_jobs(n: usize) -> String {
+    let seeds: Vec<String> = (1..=n).map(|s| s.to_string()).collect();
+    format!(
+        "version: 1\nworkflows:\n  t2i: workflows/t2i.json\njobs:\n  - name: fox\n    workflow: t2i\n    seeds: [{}]\n",
+        seeds.join(", ")
+    )
+}
