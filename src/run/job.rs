@@ -188,7 +188,8 @@ pub(crate) async fn run_attempt(
                     return fail(&attempt, Status::Rejected, r.one_line());
                 }
                 Err(e) if e.is_transient() => {
-                    let Some(delay) = backoff.next() else {
+                    let delay = backoff.next().filter(|_| !server.is_lost());
+                    let Some(delay) = delay else {
                         return AttemptEnd::Requeue(format!("submit: {e}"));
                     };
                     tokio::time::sleep(delay).await;
@@ -593,7 +594,7 @@ async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> R
                     Err(e) => Reconciled::Unknown(e),
                 };
             }
-            Err(e) if e.is_transient() => match backoff.next() {
+            Err(e) if e.is_transient() => match backoff.next().filter(|_| !server.is_lost()) {
                 Some(d) => tokio::time::sleep(d).await,
                 None => return Reconciled::Unknown(e),
             },
@@ -677,7 +678,7 @@ async fn save_images(
         let bytes = loop {
             match server.http.view(&request).await {
                 Ok(b) => break b,
-                Err(e) if e.is_transient() => match backoff.next() {
+                Err(e) if e.is_transient() => match backoff.next().filter(|_| !server.is_lost()) {
                     Some(d) => tokio::time::sleep(d).await,
                     None => {
                         return Err(SaveError::Unreachable(format!(

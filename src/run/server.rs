@@ -86,10 +86,12 @@ impl Server {
             loop {
                 match self.http.upload_image(path, bytes.clone()).await {
                     Ok(u) => return Ok(u),
-                    Err(e) if e.is_transient() => match backoff.next() {
-                        Some(delay) => tokio::time::sleep(delay).await,
-                        None => return Err(e),
-                    },
+                    Err(e) if e.is_transient() => {
+                        match backoff.next().filter(|_| !self.is_lost()) {
+                            Some(delay) => tokio::time::sleep(delay).await,
+                            None => return Err(e),
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
             }

@@ -65,14 +65,19 @@ impl Project {
 
     /// Runs `comfy-batch ARGS…` in the project folder.
     pub async fn cli(&self, args: &[&str]) -> Output {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("COMFY_URL")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .output()
+            .kill_on_drop(true)
+            .output();
+        // A hang fails the test (and kills the child) instead of blocking
+        // the whole suite.
+        let out = tokio::time::timeout(std::time::Duration::from_secs(180), run)
             .await
+            .unwrap_or_else(|_| panic!("comfy-batch {args:?} did not exit within 180 s"))
             .unwrap();
         Output {
             code: out.status.code().unwrap_or(-1),
