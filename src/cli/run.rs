@@ -87,6 +87,31 @@ pub(crate) async fn start_sim() -> Result<crate::sim::SimHandle, CliError> {
     .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))
 }
 
+/// Counts Ctrl-Cs into `counter`. A signal stream on Unix, not repeated
+/// `ctrl_c()` calls: a quick second Ctrl-C is not lost between listeners.
+fn spawn_interrupt_counter(counter: tokio::sync::watch::Sender<u32>) -> Result<(), CliError> {
+    #[cfg(unix)]
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            #[cfg(unix)]
+            let got = sigint.recv().await.is_some();
+            #[cfg(not(unix))]
+            let got = tokio::signal::ctrl_c().await.is_ok();
+            if !got {
+                break;
+            }
+            count += 1;
+            if counter.send(count).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 10m, 1h30m)"))
 }
@@ -233,15 +258,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             super::check::preflight(plan, &catalogues)?;
         }
         let (int_tx, int_rx) = tokio::sync::watch::channel(0u32);
-        tokio::spawn(async move {
-            let mut count = 0;
-            while tokio::signal::ctrl_c().await.is_ok() {
-                count += 1;
-                if int_tx.send(count).is_err() {
-                    break;
-                }
-            }
-        });
+        spawn_interrupt_counter(int_tx)?;
         let mut observer = |event: &crate::run::RunEvent| {
             if let EventKind::JobFinished { job, outcome, .. } = &event.kind {
                 log.append(job, outcome)?;

@@ -227,9 +227,15 @@ impl Socket {
                 Some(Err(e)) => e.to_string(),
                 None => "connection ended".to_string(),
             };
-            // Close our side fully so the server forgets this socket before a
-            // reconnect with the same clientId (protocol.md §1.1).
-            let _ = self.stream.close(None).await;
+            // Close fully, handshake and all, so the server's handler for
+            // this socket has ended before a reconnect with the same clientId
+            // (whose registration that handler would otherwise remove:
+            // protocol.md §1.1). Bounded, for a server that vanished.
+            let close = async {
+                let _ = self.stream.close(None).await;
+                while let Some(Ok(_)) = self.stream.next().await {}
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), close).await;
             return ClientError::WebSocket { url: self.url, why };
         }
     }

@@ -548,6 +548,10 @@ enum Reconciled {
 async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> Reconciled {
     let mut backoff = Backoff::default();
     loop {
+        // One pass, each read deciding: history, then queue, then history
+        // again (it may have finished between the first two reads). A second
+        // queue read could miss a prompt that finished after the first one
+        // and call it lost (it would then be run twice).
         let result = async {
             if let Some(entry) = server.http.history(prompt_id).await? {
                 return Ok(Some(entry));
@@ -556,8 +560,10 @@ async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> R
             if queue.is_running(prompt_id) || queue.is_pending(prompt_id) {
                 return Ok(None);
             }
-            // It may have finished between the two reads.
-            server.http.history(prompt_id).await.map(|e| e.or(None))
+            match server.http.history(prompt_id).await? {
+                Some(entry) => Ok(Some(entry)),
+                None => Err(Lookup::Gone),
+            }
         }
         .await;
         match result {
@@ -584,22 +590,30 @@ async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> R
                 });
                 return Reconciled::Finished;
             }
-            Ok(None) => {
-                let queue = server.http.queue().await;
-                return match queue {
-                    Ok(q) if q.is_running(prompt_id) || q.is_pending(prompt_id) => {
-                        Reconciled::StillThere
-                    }
-                    Ok(_) => Reconciled::Missing,
-                    Err(e) => Reconciled::Unknown(e),
-                };
+            Ok(None) => return Reconciled::StillThere,
+            Err(Lookup::Gone) => return Reconciled::Missing,
+            Err(Lookup::Failed(e)) if e.is_transient() => {
+                match backoff.next().filter(|_| !server.is_lost()) {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => return Reconciled::Unknown(e),
+                }
             }
-            Err(e) if e.is_transient() => match backoff.next().filter(|_| !server.is_lost()) {
-                Some(d) => tokio::time::sleep(d).await,
-                None => return Reconciled::Unknown(e),
-            },
-            Err(e) => return Reconciled::Unknown(e),
+            Err(Lookup::Failed(e)) => return Reconciled::Unknown(e),
         }
+    }
+}
+
+/// Why a reconciling pass did not find the prompt.
+enum Lookup {
+    /// In neither history nor queue.
+    Gone,
+    /// A request failed.
+    Failed(ClientError),
+}
+
+impl From<ClientError> for Lookup {
+    fn from(e: ClientError) -> Self {
+        Lookup::Failed(e)
     }
 }
 
