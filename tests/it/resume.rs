@@ -132,3 +132,37 @@ async fn no_resume_runs_again_with_new_prompt_ids() {
     assert_eq!(ids.len(), 6, "every attempt has its own prompt id");
     assert_eq!(sim.stats().prompts_executed, 6);
 }
+
+/// A run killed after the server finished its prompts but before anything
+/// was logged (simulated: the log and images removed, the prompt files
+/// kept): the rerun collects image jobs from the history without running
+/// them again, and reruns websocket-image jobs, whose images only ever went
+/// to the dead client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_but_unlogged_prompts_are_collected_or_rerun_by_kind() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write(
+        "jobs.yaml",
+        format!(
+            "{}  - name: socket\n    workflow: ws\n    matrix:\n      \"1.color\": [1, 2]\n",
+            sampler_jobs(3)
+        ),
+    );
+    assert_eq!(p.run("jobs.yaml", &[&sim], &[]).await.code, 0);
+    assert_eq!(sim.stats().prompts_executed, 5);
+    std::fs::remove_file(p.out().join("runs.csv")).unwrap();
+    std::fs::remove_dir_all(p.out().join("images")).unwrap();
+
+    let out = p.run("jobs.yaml", &[&sim], &["-v"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.assert_each_job_ok_once(5);
+    for row in rows.iter().filter(|r| r.get("job").starts_with("socket")) {
+        assert_eq!(row.images().len(), 2, "{row:?}");
+    }
+    assert_eq!(
+        sim.stats().prompts_executed,
+        7,
+        "only the 2 socket jobs again"
+    );
+}
