@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use super::protocol::{BinaryFrame, WsMessage};
 use super::{ClientError, ServerUrl};
@@ -162,6 +162,7 @@ pub async fn connect(
     base: &ServerUrl,
     client_id: &str,
     headers: &HeaderMap,
+    handshake: std::time::Duration,
 ) -> Result<Socket, ClientError> {
     let url = base.websocket(client_id);
     let err = |why: String| ClientError::WebSocket {
@@ -175,8 +176,16 @@ pub async fn connect(
     for (name, value) in headers {
         request.headers_mut().append(name, value.clone());
     }
-    let (mut stream, _) = tokio_tungstenite::connect_async(request)
+    // A server that accepts connections but never answers (frozen, or a
+    // network path gone dead) must not hold the caller forever.
+    let (mut stream, _) = tokio::time::timeout(handshake, connect_async(request))
         .await
+        .map_err(|_| {
+            err(format!(
+                "no handshake within {:.1}s",
+                handshake.as_secs_f64()
+            ))
+        })?
         .map_err(|e| err(e.to_string()))?;
     let flags = r#"{"type":"feature_flags","data":{"supports_preview_metadata":true}}"#;
     stream
@@ -199,18 +208,48 @@ pub async fn connect(
         }
         Err(err("closed before its greeting".into()))
     };
-    tokio::time::timeout(std::time::Duration::from_secs(30), greeting)
+    tokio::time::timeout(handshake, greeting)
         .await
-        .map_err(|_| err("no greeting within 30s".into()))??;
+        .map_err(|_| {
+            err(format!(
+                "no greeting within {:.1}s",
+                handshake.as_secs_f64()
+            ))
+        })??;
     Ok(Socket { stream, url })
 }
 
 impl Socket {
     /// Reads until the socket closes or fails, routing every message.
-    /// Returns why it ended.
-    pub async fn pump(mut self, router: &Router) -> ClientError {
+    /// The server sets no heartbeat, so the socket pings it: after
+    /// `silence` without any frame (a pong included) the server counts as
+    /// gone, a dead network path included. Returns why it ended.
+    pub async fn pump(mut self, router: &Router, silence: std::time::Duration) -> ClientError {
+        let mut ping = tokio::time::interval(silence / 3);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_seen = tokio::time::Instant::now();
         loop {
-            let why = match self.stream.next().await {
+            let next = tokio::select! {
+                next = self.stream.next() => next,
+                _ = ping.tick() => {
+                    let mut dead = last_seen.elapsed() >= silence;
+                    if !dead {
+                        // A failed send shows up as a read error next; one that
+                        // cannot even be written means a dead path.
+                        let send = self.stream.send(Message::Ping(Default::default()));
+                        dead = tokio::time::timeout(silence, send).await.is_err();
+                    }
+                    if !dead {
+                        continue;
+                    }
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer to pings for {:.1}s", silence.as_secs_f64()),
+                    ))))
+                }
+            };
+            last_seen = tokio::time::Instant::now();
+            let why = match next {
                 Some(Ok(Message::Text(text))) => {
                     match WsMessage::parse(text.as_str()) {
                         Ok(message) => router.deliver(message),

@@ -251,7 +251,12 @@ pub async fn execute(
             let ctx = ctx.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let end = job::run_attempt(job.clone(), attempt, server.clone(), ctx).await;
+                // A lost server ends the attempt wherever it is, even in a
+                // request that would hang until its timeout; the job moves on.
+                let end = tokio::select! {
+                    end = job::run_attempt(job.clone(), attempt, server.clone(), ctx) => end,
+                    _ = server.wait_lost() => AttemptEnd::Requeue("server lost".into()),
+                };
                 let _ = tx.send(Msg::Finished {
                     job,
                     attempt,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use comfy_batch::sim::{Sim, SimConfig, SimHandle};
 use serde_json::{Value, json};
 
-use crate::harness::{Project, queue_ids, sampler_jobs, sim_file, sim_with, wait_for};
+use crate::harness::{Project, Proxy, queue_ids, sampler_jobs, sim_file, sim_with, wait_for};
 
 /// `n` sampler jobs of `steps` steps each (each takes `steps × step_ms`).
 fn long_jobs(n: usize, steps: u32) -> String {
@@ -430,4 +430,26 @@ async fn hostile_server_file_names_never_leave_the_output_folder() {
         ["images", "prompts", "runs.csv"].map(String::from).into()
     );
     assert_eq!(list(&p.out().join("images")).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_silent_is_noticed_by_heartbeat_and_its_jobs_move() {
+    // Server A sits behind a proxy that goes silent mid-run: no close, no
+    // reset, no answer, as a frozen machine or a dead network path.
+    let a = sim_with(config(15)).await;
+    let b = sim_with(config(15)).await;
+    let proxy = Proxy::start(a.addr()).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(16));
+    let mut run = p.spawn_urls(
+        "jobs.yaml",
+        &[proxy.url(), b.url()],
+        &["--server-lost-after", "1s"],
+    );
+    wait_for("4 rows", 60, || p.row_count() >= 4).await;
+    proxy.freeze();
+    assert_eq!(run.exit(60).await, 0, "{}", run.stderr());
+    assert!(run.stderr().contains("lost"), "{}", run.stderr());
+    p.assert_each_job_ok_once(16);
+    nothing_of_ours_queued(&b).await;
 }

@@ -217,30 +217,8 @@ impl Project {
     /// Starts `comfy-batch run MANIFEST --server URL… --output out EXTRA…`
     /// without waiting; stderr goes to a file in the project.
     pub fn spawn(&self, manifest: &str, servers: &[&SimHandle], extra: &[&str]) -> Running {
-        let mut args = vec![
-            "run".to_string(),
-            manifest.to_string(),
-            "--output".into(),
-            "out".into(),
-        ];
-        for s in servers {
-            args.push("--server".into());
-            args.push(s.url());
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let stderr = self.path(&format!("stderr-{}.txt", rand_suffix()));
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
-            .args(&args)
-            .current_dir(self.dir.path())
-            .env_remove("COMFY_URL")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Running { child, stderr }
+        let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+        self.spawn_urls(manifest, &urls, extra)
     }
 
     /// Data rows in `out/runs.csv` (0 before it exists).
@@ -321,4 +299,122 @@ pub fn sampler_jobs(n: usize) -> String {
         "version: 1\nworkflows:\n  t2i: workflows/t2i.json\njobs:\n  - name: fox\n    workflow: t2i\n    seeds: [{}]\n",
         seeds.join(", ")
     )
+}
+
+/// A TCP proxy in front of a server that can go silent: after
+/// [`Proxy::freeze`] it forwards nothing more either way and answers no new
+/// connection, yet closes nothing (a frozen machine or a dead network path,
+/// which only timeouts and heartbeats can tell).
+#[allow(dead_code)]
+pub struct Proxy {
+    addr: std::net::SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[allow(dead_code)]
+impl Proxy {
+    pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let watch = watch.clone();
+                tokio::spawn(async move {
+                    if *watch.borrow() {
+                        // Accepted, never answered.
+                        let _held = &client;
+                        std::future::pending::<()>().await;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = tokio::spawn(pipe(cr, sw, watch.clone()));
+                    pipe(sr, cw, watch).await;
+                    let _ = up.await;
+                });
+            }
+        });
+        Proxy { addr, frozen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies bytes until EOF; once frozen, holds both ends forever.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            n = from.read(&mut buf) => n,
+            _ = frozen.wait_for(|f| *f) => Ok(0),
+        };
+        if *frozen.borrow() {
+            let _held = (from, to);
+            std::future::pending::<()>().await;
+            return;
+        }
+        match n {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Project {
+    /// [`Project::spawn`] with server URLs as given (e.g. a [`Proxy`]).
+    #[allow(dead_code)]
+    pub fn spawn_urls(&self, manifest: &str, urls: &[String], extra: &[&str]) -> Running {
+        let mut args = vec![
+            "run".to_string(),
+            manifest.to_string(),
+            "--output".into(),
+            "out".into(),
+        ];
+        for url in urls {
+            args.push("--server".into());
+            args.push(url.clone());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let stderr = self.path(&format!("stderr-{}.txt", rand_suffix()));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+            .args(&args)
+            .current_dir(self.dir.path())
+            .env_remove("COMFY_URL")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Running { child, stderr }
+    }
 }
