@@ -254,7 +254,24 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             None
         };
         if !args.no_check {
-            let catalogues = super::check::catalogues(&config.servers, &config.headers).await?;
+            // A server down at the start is left out (the scheduler skips
+            // it too); only when none answers is that an error.
+            let mut catalogues = Vec::new();
+            let mut first_error = None;
+            for url in &config.servers {
+                match super::check::catalogues(std::slice::from_ref(url), &config.headers).await {
+                    Ok(found) => catalogues.extend(found),
+                    Err(e) => {
+                        if !global.quiet {
+                            eprintln!("warning: {url}: {}", e.errors.join("; "));
+                        }
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let (true, Some(e)) = (catalogues.is_empty(), first_error) {
+                return Err(e);
+            }
             super::check::preflight(plan, &catalogues)?;
         }
         let (int_tx, int_rx) = tokio::sync::watch::channel(0u32);

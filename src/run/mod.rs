@@ -292,13 +292,13 @@ pub async fn execute(
         let Some(msg) = msg else { break };
         match msg {
             Msg::Event(kind) => emit(kind)?,
-            Msg::Released { server } => slots[server.0].in_flight -= 1,
+            Msg::Released { server } => slot_of(&mut slots, server).in_flight -= 1,
             Msg::ServerLost { server, cause } => {
-                slots[server.0].alive = false;
+                slot_of(&mut slots, server).alive = false;
                 emit(EventKind::ServerLost { server, cause })?;
             }
             Msg::ServerRecovered { server } => {
-                slots[server.0].alive = true;
+                slot_of(&mut slots, server).alive = true;
                 emit(EventKind::ServerRecovered { server })?;
             }
             Msg::Finished {
@@ -317,7 +317,7 @@ pub async fn execute(
                             tracing::info!(
                                 "{} ({}): moving on: {cause}",
                                 job.id,
-                                slots[server.0].server.url()
+                                slot_of(&mut slots, server).server.url()
                             );
                             waiting.push_front((job, attempt, tries));
                             continue;
@@ -332,7 +332,7 @@ pub async fn execute(
                             error: Some(cause),
                             attempt: Attempt {
                                 number: attempt,
-                                server: Some(slots[server.0].server.url()),
+                                server: Some(slot_of(&mut slots, server).server.url()),
                                 ..Attempt::default()
                             },
                         }
@@ -380,4 +380,14 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The slot of a server. Slots exist only for servers that answered at the
+/// start, so a `ServerId` (the index in the configured list) is looked up,
+/// never used as an index.
+fn slot_of(slots: &mut [ServerSlot], id: ServerId) -> &mut ServerSlot {
+    slots
+        .iter_mut()
+        .find(|s| s.server.id == id)
+        .expect("messages come only from servers that have a slot")
 }

@@ -453,3 +453,23 @@ async fn a_server_gone_silent_is_noticed_by_heartbeat_and_its_jobs_move() {
     p.assert_each_job_ok_once(16);
     nothing_of_ours_queued(&b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_at_the_start_is_left_out() {
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }; // closed again: connections are refused
+    let b = sim_with(config(1)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(6));
+    let mut run = p.spawn_urls("jobs.yaml", &[down.clone(), b.url()], &[]);
+    assert_eq!(run.exit(60).await, 0, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(&format!("warning: {down}")),
+        "{}",
+        run.stderr()
+    );
+    let rows = p.assert_each_job_ok_once(6);
+    assert!(rows.iter().all(|r| r.get("server") == b.url()));
+}
