@@ -781,3 +781,32 @@ async fn save_images(
     }
     Ok(saved)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(name: &str) -> ImageRef {
+        ImageRef {
+            filename: name.into(),
+            subfolder: "comfy-batch/ab".into(),
+            kind: "output".into(),
+        }
+    }
+
+    #[test]
+    fn server_file_names_keep_only_their_last_component() {
+        let name = |n: &str| sanitized(&image(n)).map(|i| i.filename);
+        assert_eq!(name("x_00001_.png").as_deref(), Some("x_00001_.png"));
+        assert_eq!(name("../../x.png").as_deref(), Some("x.png"));
+        assert_eq!(name("/srv/comfy/output/x.png").as_deref(), Some("x.png"));
+        assert_eq!(name("..\\..\\x.png").as_deref(), Some("x.png"));
+        assert_eq!(name("a/.."), None);
+        assert_eq!(name("dir/"), None);
+        assert_eq!(name(""), None);
+        assert_eq!(
+            sanitized(&image("../y.png")).unwrap().subfolder,
+            "comfy-batch/ab"
+        );
+    }
+}
