@@ -319,4 +319,41 @@ mod tests {
         router.broadcast(ServerEvent::Reconnected);
         assert!(matches!(a.try_recv(), Ok(ServerEvent::Reconnected)));
     }
+
+    /// protocol.md §1.1: a reconnect with the same clientId must come after
+    /// the server's handler for the old socket has ended, or that handler
+    /// unregisters the new socket. The supervisor reconnects only when
+    /// `pump` returns, so `pump` returns only once the server has seen the
+    /// old socket end.
+    #[tokio::test]
+    async fn pump_returns_only_after_the_server_saw_the_socket_end() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ended = Arc::new(AtomicBool::new(false));
+        let server_ended = ended.clone();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let _flags = ws.next().await;
+            let greeting = r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":0}},"sid":"x"}}"#;
+            ws.send(Message::text(greeting)).await.unwrap();
+            // The server drops the socket (as the sim's drop fault does).
+            ws.send(Message::Close(None)).await.unwrap();
+            while let Some(Ok(_)) = ws.next().await {}
+            server_ended.store(true, Ordering::SeqCst);
+        });
+        let base = ServerUrl::parse(&format!("http://{addr}")).unwrap();
+        let timeout = std::time::Duration::from_secs(5);
+        let socket = connect(&base, "x", &HeaderMap::new(), timeout)
+            .await
+            .unwrap();
+        let why = socket.pump(&Router::default(), timeout).await;
+        assert!(why.to_string().contains("closed by the server"), "{why}");
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "the server still holds the old socket"
+        );
+    }
 }
