@@ -181,9 +181,10 @@ pub(crate) async fn run_attempt(
     let adopted = matches!(already, Reconciled::StillThere);
     let mut rejected = None;
     if matches!(already, Reconciled::Missing | Reconciled::Unknown(_)) {
-        if ctx.cancel.borrow().is_some() {
+        let cancelled = *ctx.cancel.borrow();
+        if cancelled.is_some() {
             // Cancelled while uploading: never queue anything new.
-            return fail(&attempt, Status::Interrupted, "not run: cancelled".into());
+            return fail(&attempt, Status::Interrupted, not_run(cancelled));
         }
         let mut backoff = Backoff::default();
         loop {
@@ -271,14 +272,7 @@ pub(crate) async fn run_attempt(
                                 return fail(&attempt, Status::Timeout, timeout_text(ctx.timeout));
                             }
                             Acted::Removed => {
-                                let why = match cancel_seen {
-                                    Some(CancelReason::MaxFailures) => {
-                                        "not run: too many failures (--max-failures)"
-                                    }
-                                    Some(CancelReason::NoServers) => "not run: no server left",
-                                    _ => "not run: interrupted",
-                                };
-                                return fail(&attempt, Status::Interrupted, why.into());
+                                return fail(&attempt, Status::Interrupted, not_run(cancel_seen));
                             }
                             Acted::Again(after) => act_at = Some(Instant::now() + after),
                             Acted::Nothing => {}
@@ -488,6 +482,17 @@ impl Drop for Unregister<'_> {
     fn drop(&mut self) {
         self.0.router.unregister(self.1);
     }
+}
+
+/// The error of a job whose prompt was dropped (or never posted) because
+/// the run was cancelled.
+fn not_run(reason: Option<CancelReason>) -> String {
+    match reason {
+        Some(CancelReason::MaxFailures) => "not run: too many failures (--max-failures)",
+        Some(CancelReason::NoServers) => "not run: no server left",
+        _ => "not run: interrupted",
+    }
+    .into()
 }
 
 fn timeout_text(timeout: Option<Duration>) -> String {

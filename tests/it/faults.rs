@@ -302,9 +302,10 @@ async fn all_servers_lost_flushes_the_log_and_exits_3() {
     p.assert_each_job_ok_once(16);
 }
 
-/// Decision: after Ctrl-C, a job whose queued prompt was removed gets an
-/// `interrupted` row ("not run: interrupted"); a job never submitted gets no
-/// row. A rerun completes both.
+/// Decision: after Ctrl-C, a job already handed to a server whose prompt
+/// was removed from the queue (or not yet posted) gets an `interrupted` row
+/// with the error "not run: interrupted"; a job still waiting in the runner
+/// gets no row. Neither is `ok`, so a rerun completes both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_removes_queued_prompts_waits_for_running_then_rerun_completes() {
     // Two servers, 4 steps × 60 ms per job.
