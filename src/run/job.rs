@@ -1,6 +1,15 @@
 //! One attempt of one job on one server: upload its images, write its
 //! prompt, submit it, follow its messages to the end, free the server slot,
 //! then download its images while the server works on the next prompts.
+//!
+//! Nothing is done twice: the prompt id is deterministic (run, job,
+//! attempt), so before posting, an attempt whose prompt file exists looks the
+//! id up (/history, /queue) and collects or follows what an earlier, killed
+//! run queued; a post that failed in transit is looked up before it is
+//! repeated. Nothing is lost: messages missed over a reconnect are
+//! reconciled over HTTP, a watchdog polls the prompt now and then (and often
+//! for an adopted prompt, whose messages went to the dead client), and a
+//! prompt the server forgot is run again.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -46,7 +46,9 @@ pub struct RunConfig {
     pub run_key: String,
     /// Limit for a single HTTP request.
     pub http_timeout: Duration,
-    /// How long a server may stay unreachable before its jobs move on.
+    /// How long a server may stay unreachable before its jobs move on. Its
+    /// websocket is pinged and given up after half of this without any
+    /// frame, so a server gone silent (no close, no reset) counts too.
     pub server_lost_after: Duration,
 }
 
