@@ -9,7 +9,9 @@ use std::time::Duration;
 use comfy_batch::sim::{Sim, SimConfig, SimHandle};
 use serde_json::{Value, json};
 
-use crate::harness::{Project, Proxy, queue_ids, sampler_jobs, sim_file, sim_with, wait_for};
+use crate::harness::{
+    Project, Proxy, get_json, queue_ids, sampler_jobs, sim_file, sim_with, wait_for,
+};
 
 /// `n` sampler jobs of `steps` steps each (each takes `steps × step_ms`).
 fn long_jobs(n: usize, steps: u32) -> String {
@@ -36,14 +38,8 @@ async fn nothing_of_ours_queued(sim: &SimHandle) {
 
 /// The sim's history entry for a prompt id, if any.
 async fn history(sim: &SimHandle, prompt_id: &str) -> Option<Value> {
-    let mut all: serde_json::Map<String, Value> =
-        reqwest::get(format!("{}/history/{prompt_id}", sim.url()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    all.remove(prompt_id)
+    let mut all = get_json(&format!("{}/history/{prompt_id}", sim.url())).await;
+    all.as_object_mut().unwrap().remove(prompt_id)
 }
 
 /// Queues a prompt of someone else's (a long t2i run) so ours must wait.
@@ -473,4 +469,32 @@ async fn a_server_down_at_the_start_is_left_out() {
     );
     let rows = p.assert_each_job_ok_once(6);
     assert!(rows.iter().all(|r| r.get("server") == b.url()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_at_once_still_logs_each_job_ok_once() {
+    let sim = sim_with(SimConfig {
+        step_ms: 3,
+        seed: 11,
+        fail_rate: 0.15,
+        drop_ws_every: Some(40),
+        http_500_rate: 0.1,
+        restart_after: Some(7),
+        hostile_filenames: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(20));
+    let out = p
+        .run(
+            "jobs.yaml",
+            &[&sim],
+            &["--concurrency", "3", "--retries", "10"],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(20);
+    assert_eq!(p.rows().len(), 20, "one row per job");
+    nothing_of_ours_queued(&sim).await;
 }

@@ -271,17 +271,24 @@ fn rand_suffix() -> String {
     N.fetch_add(1, Ordering::SeqCst).to_string()
 }
 
+/// GETs JSON from a simulator, trying again on its injected 500s.
+#[allow(dead_code)]
+pub async fn get_json(url: &str) -> serde_json::Value {
+    for _ in 0..50 {
+        let response = reqwest::get(url).await.unwrap();
+        if response.status().is_success() {
+            return response.json().await.unwrap();
+        }
+    }
+    panic!("{url}: no success in 50 tries")
+}
+
 /// The prompt ids on a server's queue: (running, pending).
 #[allow(dead_code)]
 pub async fn queue_ids(sim: &SimHandle) -> (Vec<String>, Vec<String>) {
-    let url: serde_json::Value = reqwest::get(format!("{}/queue", sim.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = get_json(&format!("{}/queue", sim.url())).await;
     let ids = |key: &str| -> Vec<String> {
-        url[key]
+        queue[key]
             .as_array()
             .into_iter()
             .flatten()
