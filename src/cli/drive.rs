@@ -1,9 +1,11 @@
 //! The async half shared by `run` and `rerun`: start the simulator if asked,
-//! preflight, install the Ctrl-C counter, feed the scheduler and route its
-//! events to the CSV log and the reporter, then map the summary to an exit
-//! code.
+//! preflight every prompt (before anything is created or queued), open the
+//! output folder, install the Ctrl-C counter, feed the scheduler and route
+//! its events to the CSV log and the reporter, then map the summary to an
+//! exit code.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::{CliError, Exit};
@@ -31,6 +33,22 @@ pub(crate) struct Session {
 /// Jobs to validate in the preflight, produced afresh (plans are lazy).
 pub(crate) type JobSource<'a> = &'a dyn Fn() -> Box<dyn Iterator<Item = Job> + 'a>;
 
+/// What the command hands the scheduler once the preflight passed: the
+/// opened output folder and log, and the jobs to run (each with its first
+/// attempt number).
+pub(crate) struct Prepared<'a> {
+    /// The output folder.
+    pub output: OutputDir,
+    /// Its log, open for appending.
+    pub log: RunLog,
+    /// The jobs to run.
+    pub jobs: Box<dyn Iterator<Item = (Job, u32)> + 'a>,
+    /// How many.
+    pub total: usize,
+    /// How many of the plan's were skipped (done, or another shard).
+    pub skipped: usize,
+}
+
 /// Starts the embedded simulator on a free loopback port (`--sim`).
 pub(crate) async fn start_sim() -> Result<crate::sim::SimHandle, CliError> {
     crate::sim::Sim::start(
@@ -41,15 +59,74 @@ pub(crate) async fn start_sim() -> Result<crate::sim::SimHandle, CliError> {
     .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))
 }
 
-/// Runs `jobs` (each with its first attempt number) and returns the exit code.
-pub(crate) fn drive(
+/// Opens the output folder; a file in its place is a usage error.
+pub(crate) fn open_output(path: &Path) -> Result<OutputDir, CliError> {
+    if path.exists() && !path.is_dir() {
+        return Err(CliError::many(
+            Exit::BadInput,
+            vec![format!(
+                "--output {}: is a file, not a folder",
+                path.display()
+            )],
+        ));
+    }
+    OutputDir::open(path).map_err(|e| CliError::from_error(Exit::BadInput, &e))
+}
+
+/// Counts Ctrl-Cs into `counter`. A signal stream on Unix, not repeated
+/// `ctrl_c()` calls: a quick second Ctrl-C is not lost between listeners.
+fn spawn_interrupt_counter(counter: tokio::sync::watch::Sender<u32>) -> Result<(), CliError> {
+    #[cfg(unix)]
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            #[cfg(unix)]
+            let got = sigint.recv().await.is_some();
+            #[cfg(not(unix))]
+            let got = tokio::signal::ctrl_c().await.is_ok();
+            if !got {
+                break;
+            }
+            count += 1;
+            if counter.send(count).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The preflight: each reachable server's catalogue, every prompt. A
+/// server down at the start is left out (the scheduler skips it too); only
+/// when none answers is that an error.
+async fn preflight(config: &RunConfig, jobs: JobSource<'_>, quiet: bool) -> Result<(), CliError> {
+    let mut catalogues = Vec::new();
+    let mut first_error = None;
+    for url in &config.servers {
+        match super::check::catalogues(std::slice::from_ref(url), &config.headers).await {
+            Ok(found) => catalogues.extend(found),
+            Err(e) => {
+                if !quiet {
+                    eprintln!("warning: {url}: {}", e.errors.join("; "));
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let (true, Some(e)) = (catalogues.is_empty(), first_error) {
+        return Err(e);
+    }
+    super::check::preflight(jobs, &catalogues)
+}
+
+/// Runs a session: preflight `jobs`, then `prepare` the folder and the jobs
+/// to run, then schedule them. Returns the exit code.
+pub(crate) fn drive<'a>(
     session: Session,
-    output: OutputDir,
-    mut log: RunLog,
-    preflight: JobSource<'_>,
-    jobs: impl Iterator<Item = (Job, u32)>,
-    total: usize,
-    skipped: usize,
+    jobs: JobSource<'a>,
+    prepare: impl FnOnce() -> Result<Prepared<'a>, CliError>,
 ) -> Result<Exit, CliError> {
     let Session {
         mut config,
@@ -58,18 +135,10 @@ pub(crate) fn drive(
         quiet,
         verbose,
     } = session;
-    let mut reporter = if quiet {
-        Reporter::Quiet
-    } else if std::io::stderr().is_terminal() {
-        Reporter::Progress(ProgressReporter::new(verbose > 0))
-    } else {
-        Reporter::Plain(PlainReporter::new(Box::new(std::io::stderr())))
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
-    let output = Arc::new(output);
     runtime.block_on(async move {
         let _sim = if sim {
             let sim = start_sim().await?;
@@ -84,19 +153,24 @@ pub(crate) fn drive(
             None
         };
         if check {
-            let catalogues = super::check::catalogues(&config.servers, &config.headers).await?;
-            super::check::preflight(preflight, &catalogues)?;
+            preflight(&config, jobs, quiet).await?;
         }
+        let Prepared {
+            output,
+            mut log,
+            jobs,
+            total,
+            skipped,
+        } = prepare()?;
+        let mut reporter = if quiet {
+            Reporter::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Reporter::Progress(ProgressReporter::new(verbose > 0))
+        } else {
+            Reporter::Plain(PlainReporter::new(Box::new(std::io::stderr())))
+        };
         let (int_tx, int_rx) = tokio::sync::watch::channel(0u32);
-        tokio::spawn(async move {
-            let mut count = 0;
-            while tokio::signal::ctrl_c().await.is_ok() {
-                count += 1;
-                if int_tx.send(count).is_err() {
-                    break;
-                }
-            }
-        });
+        spawn_interrupt_counter(int_tx)?;
         let mut observer = |event: &crate::run::RunEvent| {
             if let EventKind::JobFinished { job, outcome, .. } = &event.kind {
                 log.append(job, outcome)?;
@@ -104,14 +178,21 @@ pub(crate) fn drive(
             reporter.on_event(event);
             Ok(())
         };
-        let summary =
-            crate::run::execute(config, jobs, total, skipped, output, int_rx, &mut observer)
-                .await
-                .map_err(|e| match e {
-                    RunError::NoServer(_) => CliError::from_error(Exit::Infrastructure, &e)
-                        .with_hint("start ComfyUI, pass --server URL, or rehearse with --sim"),
-                    RunError::Sink(_) => CliError::from_error(Exit::Infrastructure, &e),
-                })?;
+        let summary = crate::run::execute(
+            config,
+            jobs,
+            total,
+            skipped,
+            Arc::new(output),
+            int_rx,
+            &mut observer,
+        )
+        .await
+        .map_err(|e| match e {
+            RunError::NoServer(_) => CliError::from_error(Exit::Infrastructure, &e)
+                .with_hint("start ComfyUI, pass --server URL, or rehearse with --sim"),
+            RunError::Sink(_) => CliError::from_error(Exit::Infrastructure, &e),
+        })?;
         Ok(match summary.cancelled {
             Some(CancelReason::Interrupt | CancelReason::SecondInterrupt) => Exit::Interrupted,
             Some(CancelReason::NoServers) => Exit::Infrastructure,

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use sha2::{Digest, Sha256};
 
-use super::drive::{Session, drive};
+use super::drive::{Prepared, Session, drive, open_output};
 use super::{CliError, Exit, GlobalArgs};
 use crate::comfy::ServerUrl;
 use crate::comfy::http::parse_headers;
@@ -22,7 +22,6 @@ use crate::manifest::Manifest;
 use crate::patch::Prompt;
 use crate::plan::{Job, Plan, Workflow};
 use crate::run::{RunConfig, Status};
-use crate::sink::OutputDir;
 use crate::sink::csv::{self, LoggedRow, Resume, RunLog};
 
 /// Arguments of `comfy-batch rerun`.
@@ -297,14 +296,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         .collect::<Result<Vec<_>, _>>()?;
     let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
     let output_path = args.output.clone().unwrap_or_else(|| dir.clone());
-    let output =
-        OutputDir::open(&output_path).map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
-    let (log, existing) = RunLog::open(&output.log_path(), &params)
-        .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
-    let resume = Resume::from_rows(&existing, &output);
-    drop(existing);
-
-    let mut config = RunConfig::new(servers, super::run::run_key(output.root()));
+    let mut config = RunConfig::new(servers, super::run::run_key(&output_path));
     config.headers = headers;
     config.concurrency = args.concurrency as usize;
     config.previews = args.previews;
@@ -317,19 +309,24 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         quiet: global.quiet,
         verbose: global.verbose,
     };
-    let total = jobs.len();
-    let preflight_jobs = jobs.clone();
-    let numbered = jobs.into_iter().map(|job| {
-        let attempt = resume.next_attempt(job.id.as_str());
-        (job, attempt)
-    });
-    drive(
-        session,
-        output,
-        log,
-        &|| Box::new(preflight_jobs.iter().cloned()),
-        numbered,
-        total,
-        0,
-    )
+    let jobs = &jobs;
+    drive(session, &|| Box::new(jobs.iter().cloned()), || {
+        let output = open_output(&output_path)?;
+        let (log, existing) = RunLog::open(&output.log_path(), &params)
+            .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+        // A rerun runs what it was asked to, done or not; the log only
+        // numbers the attempts so prompt ids never repeat.
+        let resume = Resume::from_rows(&existing, &output);
+        let numbered: Vec<(Job, u32)> = jobs
+            .iter()
+            .map(|job| (job.clone(), resume.next_attempt(job.id.as_str())))
+            .collect();
+        Ok(Prepared {
+            output,
+            log,
+            total: numbered.len(),
+            skipped: 0,
+            jobs: Box::new(numbered.into_iter()),
+        })
+    })
 }

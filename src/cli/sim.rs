@@ -35,6 +35,10 @@ pub struct SimArgs {
     /// Delay before each /view reply, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub view_delay_ms: u64,
+    /// Name outputs in `executed` and the history with hostile paths
+    /// (`../../x.png`, absolute ones), to test that clients never use them.
+    #[arg(long)]
+    pub hostile_filenames: bool,
     /// Replace a model folder's list: FOLDER=a,b,… (repeatable).
     #[arg(long = "models", value_name = "FOLDER=a,b,…", value_parser = model_list)]
     pub models: Vec<(String, Vec<String>)>,
@@ -82,6 +86,7 @@ impl SimArgs {
             http_500_rate: self.http_500_rate,
             restart_after: self.restart_after,
             view_delay_ms: self.view_delay_ms,
+            hostile_filenames: self.hostile_filenames,
             dir: self.dir.clone(),
             ..SimConfig::default()
         };

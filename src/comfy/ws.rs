@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use super::protocol::{BinaryFrame, WsMessage};
 use super::{ClientError, ServerUrl};
@@ -162,6 +162,7 @@ pub async fn connect(
     base: &ServerUrl,
     client_id: &str,
     headers: &HeaderMap,
+    handshake: std::time::Duration,
 ) -> Result<Socket, ClientError> {
     let url = base.websocket(client_id);
     let err = |why: String| ClientError::WebSocket {
@@ -175,8 +176,16 @@ pub async fn connect(
     for (name, value) in headers {
         request.headers_mut().append(name, value.clone());
     }
-    let (mut stream, _) = tokio_tungstenite::connect_async(request)
+    // A server that accepts connections but never answers (frozen, or a
+    // network path gone dead) must not hold the caller forever.
+    let (mut stream, _) = tokio::time::timeout(handshake, connect_async(request))
         .await
+        .map_err(|_| {
+            err(format!(
+                "no handshake within {:.1}s",
+                handshake.as_secs_f64()
+            ))
+        })?
         .map_err(|e| err(e.to_string()))?;
     let flags = r#"{"type":"feature_flags","data":{"supports_preview_metadata":true}}"#;
     stream
@@ -199,18 +208,48 @@ pub async fn connect(
         }
         Err(err("closed before its greeting".into()))
     };
-    tokio::time::timeout(std::time::Duration::from_secs(30), greeting)
+    tokio::time::timeout(handshake, greeting)
         .await
-        .map_err(|_| err("no greeting within 30s".into()))??;
+        .map_err(|_| {
+            err(format!(
+                "no greeting within {:.1}s",
+                handshake.as_secs_f64()
+            ))
+        })??;
     Ok(Socket { stream, url })
 }
 
 impl Socket {
     /// Reads until the socket closes or fails, routing every message.
-    /// Returns why it ended.
-    pub async fn pump(mut self, router: &Router) -> ClientError {
+    /// The server sets no heartbeat, so the socket pings it: after
+    /// `silence` without any frame (a pong included) the server counts as
+    /// gone, a dead network path included. Returns why it ended.
+    pub async fn pump(mut self, router: &Router, silence: std::time::Duration) -> ClientError {
+        let mut ping = tokio::time::interval(silence / 3);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_seen = tokio::time::Instant::now();
         loop {
-            let why = match self.stream.next().await {
+            let next = tokio::select! {
+                next = self.stream.next() => next,
+                _ = ping.tick() => {
+                    let mut dead = last_seen.elapsed() >= silence;
+                    if !dead {
+                        // A failed send shows up as a read error next; one that
+                        // cannot even be written means a dead path.
+                        let send = self.stream.send(Message::Ping(Default::default()));
+                        dead = tokio::time::timeout(silence, send).await.is_err();
+                    }
+                    if !dead {
+                        continue;
+                    }
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer to pings for {:.1}s", silence.as_secs_f64()),
+                    ))))
+                }
+            };
+            last_seen = tokio::time::Instant::now();
+            let why = match next {
                 Some(Ok(Message::Text(text))) => {
                     match WsMessage::parse(text.as_str()) {
                         Ok(message) => router.deliver(message),
@@ -227,9 +266,15 @@ impl Socket {
                 Some(Err(e)) => e.to_string(),
                 None => "connection ended".to_string(),
             };
-            // Close our side fully so the server forgets this socket before a
-            // reconnect with the same clientId (protocol.md §1.1).
-            let _ = self.stream.close(None).await;
+            // Close fully, handshake and all, so the server's handler for
+            // this socket has ended before a reconnect with the same clientId
+            // (whose registration that handler would otherwise remove:
+            // protocol.md §1.1). Bounded, for a server that vanished.
+            let close = async {
+                let _ = self.stream.close(None).await;
+                while let Some(Ok(_)) = self.stream.next().await {}
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), close).await;
             return ClientError::WebSocket { url: self.url, why };
         }
     }
@@ -273,5 +318,42 @@ mod tests {
         router.unregister("b");
         router.broadcast(ServerEvent::Reconnected);
         assert!(matches!(a.try_recv(), Ok(ServerEvent::Reconnected)));
+    }
+
+    /// protocol.md §1.1: a reconnect with the same clientId must come after
+    /// the server's handler for the old socket has ended, or that handler
+    /// unregisters the new socket. The supervisor reconnects only when
+    /// `pump` returns, so `pump` returns only once the server has seen the
+    /// old socket end.
+    #[tokio::test]
+    async fn pump_returns_only_after_the_server_saw_the_socket_end() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ended = Arc::new(AtomicBool::new(false));
+        let server_ended = ended.clone();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let _flags = ws.next().await;
+            let greeting = r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":0}},"sid":"x"}}"#;
+            ws.send(Message::text(greeting)).await.unwrap();
+            // The server drops the socket (as the sim's drop fault does).
+            ws.send(Message::Close(None)).await.unwrap();
+            while let Some(Ok(_)) = ws.next().await {}
+            server_ended.store(true, Ordering::SeqCst);
+        });
+        let base = ServerUrl::parse(&format!("http://{addr}")).unwrap();
+        let timeout = std::time::Duration::from_secs(5);
+        let socket = connect(&base, "x", &HeaderMap::new(), timeout)
+            .await
+            .unwrap();
+        let why = socket.pump(&Router::default(), timeout).await;
+        assert!(why.to_string().contains("closed by the server"), "{why}");
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "the server still holds the old socket"
+        );
     }
 }

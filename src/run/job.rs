@@ -1,6 +1,15 @@
 //! One attempt of one job on one server: upload its images, write its
 //! prompt, submit it, follow its messages to the end, free the server slot,
 //! then download its images while the server works on the next prompts.
+//!
+//! Nothing is done twice: the prompt id is deterministic (run, job,
+//! attempt), so before posting, an attempt whose prompt file exists looks the
+//! id up (/history, /queue) and collects or follows what an earlier, killed
+//! run queued; a post that failed in transit is looked up before it is
+//! repeated. Nothing is lost: messages missed over a reconnect are
+//! reconciled over HTTP, a watchdog polls the prompt now and then (and often
+//! for an adopted prompt, whose messages went to the dead client), and a
+//! prompt the server forgot is run again.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -158,37 +167,73 @@ pub(crate) async fn run_attempt(
         if matches!(already, Reconciled::StillThere) {
             tracing::info!("{}: found {pid} still queued on {}", job.id, server.url());
         }
+        if sends_images_over_socket(&job) {
+            // Its images go to the client that queued it, never to the
+            // history: an earlier run's prompt cannot be collected, only
+            // run again (under the same id; the server allows that).
+            match already {
+                Reconciled::Finished => {
+                    tracked = Tracked::default();
+                    already = Reconciled::Missing;
+                }
+                Reconciled::StillThere => {
+                    if let Acted::Removed = act_on_server(&server, pid.as_str(), false).await {
+                        already = Reconciled::Missing;
+                    }
+                }
+                Reconciled::Missing | Reconciled::Unknown(_) => {}
+            }
+        }
     }
+    // Queued by an earlier (killed) run under another client id: its
+    // messages go nowhere, so it is followed by polling.
+    let adopted = matches!(already, Reconciled::StillThere);
     let mut rejected = None;
     if matches!(already, Reconciled::Missing | Reconciled::Unknown(_)) {
-        if ctx.cancel.borrow().is_some() {
+        let cancelled = *ctx.cancel.borrow();
+        if cancelled.is_some() {
             // Cancelled while uploading: never queue anything new.
-            return fail(&attempt, Status::Interrupted, "not run: cancelled".into());
+            return fail(&attempt, Status::Interrupted, not_run(cancelled));
         }
         let mut backoff = Backoff::default();
-        let accepted = loop {
+        loop {
             match server
                 .http
                 .submit(&prompt, &server.client_id, pid.as_str())
                 .await
             {
-                Ok(Submission::Accepted(a)) => break a,
+                Ok(Submission::Accepted(accepted)) => {
+                    rejected = (!accepted.node_errors.is_empty()).then(|| {
+                        format!(
+                            "prompt_outputs_failed_validation: {}",
+                            node_errors_line(&accepted.node_errors)
+                        )
+                    });
+                    break;
+                }
                 Ok(Submission::Rejected(r)) => {
                     return fail(&attempt, Status::Rejected, r.one_line());
                 }
-                Err(e) if e.is_transient() => match backoff.next() {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => return AttemptEnd::Requeue(format!("submit: {e}")),
-                },
+                Err(e) if e.is_transient() => {
+                    let delay = backoff.next().filter(|_| !server.is_lost());
+                    let Some(delay) = delay else {
+                        return AttemptEnd::Requeue(format!("submit: {e}"));
+                    };
+                    tokio::time::sleep(delay).await;
+                    // The failed request may have reached the server (a lost
+                    // reply, a proxy's timeout): never queue a prompt twice.
+                    match reconcile(&server, pid.as_str(), &mut tracked).await {
+                        Reconciled::StillThere => break,
+                        Reconciled::Finished => {
+                            already = Reconciled::Finished;
+                            break;
+                        }
+                        Reconciled::Missing | Reconciled::Unknown(_) => {}
+                    }
+                }
                 Err(e) => return fail(&attempt, Status::Failed, format!("submit: {e}")),
             }
-        };
-        rejected = (!accepted.node_errors.is_empty()).then(|| {
-            format!(
-                "prompt_outputs_failed_validation: {}",
-                node_errors_line(&accepted.node_errors)
-            )
-        });
+        }
     }
     attempt.queued_at = Some(SystemTime::now());
     let _ = ctx.events.send(Msg::Event(EventKind::JobSubmitted {
@@ -198,56 +243,75 @@ pub(crate) async fn run_attempt(
         prompt: pid.clone(),
     }));
     if matches!(already, Reconciled::Finished) {
-        tracing::info!("{}: collecting {pid}, finished by an earlier run", job.id);
+        tracing::info!("{}: collecting {pid}, finished earlier", job.id);
     }
 
     let deadline = ctx.timeout.map(|t| Instant::now() + t);
     let mut timed_out = false;
-    let mut cancel_handled: Option<CancelReason> = None;
+    let mut cancel_seen: Option<CancelReason> = None;
+    // When to (again) ask the server to drop or stop the prompt, for a
+    // timeout or a cancel: a lost interrupt or a failed request is retried.
+    let mut act_at: Option<Instant> = None;
+    let poll_every = if adopted { ADOPTED_POLL } else { WATCHDOG_POLL };
+    let mut poll_at = Instant::now() + poll_every;
+    // The history says it ended; its final message is given a moment to
+    // arrive (image frames come before it) before the history is trusted.
+    let mut ended_in_history = false;
     let finished_before = matches!(already, Reconciled::Finished);
     if !finished_before {
         loop {
             let cancel_now = *ctx.cancel.borrow();
-            if cancel_now > cancel_handled {
-                cancel_handled = cancel_now;
-                match cancel_now {
-                    Some(CancelReason::SecondInterrupt) => {
-                        if tracked.started {
-                            let _ = server.http.interrupt(pid.as_str()).await;
-                        } else if remove_if_queued(&server, pid.as_str()).await {
-                            return fail(
-                                &attempt,
-                                Status::Interrupted,
-                                "not run: interrupted".into(),
-                            );
-                        }
-                    }
-                    Some(reason)
-                        if !tracked.started && remove_if_queued(&server, pid.as_str()).await =>
-                    {
-                        let why = match reason {
-                            CancelReason::MaxFailures => {
-                                "not run: too many failures (--max-failures)"
-                            }
-                            CancelReason::NoServers => "not run: no server left",
-                            _ => "not run: interrupted",
-                        };
-                        return fail(&attempt, Status::Interrupted, why.into());
-                    }
-                    _ => {}
-                }
+            if cancel_now > cancel_seen {
+                cancel_seen = cancel_now;
+                act_at = Some(Instant::now());
             }
+            let stop_running = timed_out || cancel_seen == Some(CancelReason::SecondInterrupt);
             let event = tokio::select! {
                 event = rx.recv() => event,
                 _ = sleep_until(deadline), if !timed_out => {
                     timed_out = true;
-                    let queue = server.http.queue().await.unwrap_or_default();
-                    if queue.is_running(pid.as_str()) {
-                        let _ = server.http.interrupt(pid.as_str()).await;
-                        continue;
+                    act_at = Some(Instant::now());
+                    continue;
+                }
+                _ = sleep_until(act_at) => {
+                    act_at = None;
+                    if stop_running || cancel_seen.is_some() {
+                        match act_on_server(&server, pid.as_str(), stop_running).await {
+                            Acted::Removed if timed_out => {
+                                return fail(&attempt, Status::Timeout, timeout_text(ctx.timeout));
+                            }
+                            Acted::Removed => {
+                                return fail(&attempt, Status::Interrupted, not_run(cancel_seen));
+                            }
+                            Acted::Again(after) => act_at = Some(Instant::now() + after),
+                            Acted::Nothing => {}
+                        }
                     }
-                    if remove_if_queued(&server, pid.as_str()).await {
-                        return fail(&attempt, Status::Timeout, timeout_text(ctx.timeout));
+                    continue;
+                }
+                _ = tokio::time::sleep_until(poll_at) => {
+                    poll_at = Instant::now() + poll_every;
+                    if ended_in_history {
+                        break;
+                    }
+                    if server.is_lost() {
+                        return AttemptEnd::Requeue("server lost".into());
+                    }
+                    match reconcile(&server, pid.as_str(), &mut tracked).await {
+                        Reconciled::Finished if adopted => break,
+                        Reconciled::Finished => {
+                            ended_in_history = true;
+                            poll_at = Instant::now() + ENDED_GRACE;
+                        }
+                        Reconciled::StillThere => {}
+                        Reconciled::Missing => {
+                            return AttemptEnd::Requeue(
+                                "the server forgot the prompt (restarted?)".into(),
+                            );
+                        }
+                        Reconciled::Unknown(e) => {
+                            tracing::debug!("{pid}: cannot reconcile yet: {e}");
+                        }
                     }
                     continue;
                 }
@@ -271,12 +335,19 @@ pub(crate) async fn run_attempt(
                             job: job.id.clone(),
                             server: server.id,
                         }));
+                        if stop_running {
+                            // It started after we asked: stop it now.
+                            act_at = Some(Instant::now());
+                        }
                     }
                     WsMessage::Executing { node: Some(_), .. } => {
                         if !tracked.started {
                             // Reconnect replay: it runs, though we missed the start.
                             tracked.started = true;
                             attempt.started_at.get_or_insert_with(SystemTime::now);
+                            if stop_running {
+                                act_at = Some(Instant::now());
+                            }
                         }
                     }
                     WsMessage::Progress {
@@ -293,7 +364,11 @@ pub(crate) async fn run_attempt(
                     WsMessage::Executed { node, output, .. } => {
                         if let Some(output) = output {
                             for image in images_of(&output) {
-                                tracked.images.push((node.clone(), image));
+                                let entry = (node.clone(), image);
+                                // The history may have listed it already.
+                                if !tracked.images.contains(&entry) {
+                                    tracked.images.push(entry);
+                                }
                             }
                         }
                     }
@@ -332,6 +407,11 @@ pub(crate) async fn run_attempt(
                 }
                 ServerEvent::Disconnected => {}
                 ServerEvent::Reconnected => {
+                    if tracked.end.is_some() {
+                        // Only the final `executing` was missed: the outcome
+                        // and the images came before it.
+                        break;
+                    }
                     match reconcile(&server, pid.as_str(), &mut tracked).await {
                         Reconciled::Finished => break,
                         Reconciled::StillThere => {}
@@ -367,6 +447,17 @@ pub(crate) async fn run_attempt(
             Some("no result from the server".to_string()),
         ),
     };
+    if status == Status::Ok
+        && adopted
+        && tracked.ws_images.is_empty()
+        && sends_images_over_socket(&job)
+    {
+        return fail(
+            &attempt,
+            Status::Failed,
+            "its websocket images went to the run that queued it; run again".into(),
+        );
+    }
     if status != Status::Ok {
         return AttemptEnd::Done(Outcome {
             status,
@@ -382,7 +473,10 @@ pub(crate) async fn run_attempt(
             error: None,
             attempt,
         }),
-        Err(e) => AttemptEnd::Done(Outcome {
+        // The server stopped answering after the work was done: another
+        // attempt collects it by prompt id (or, lost with the server, redoes it).
+        Err(SaveError::Unreachable(e)) => AttemptEnd::Requeue(e),
+        Err(SaveError::Failed(e)) => AttemptEnd::Done(Outcome {
             status: Status::Failed,
             images: Vec::new(),
             error: Some(e),
@@ -399,6 +493,17 @@ impl Drop for Unregister<'_> {
     }
 }
 
+/// The error of a job whose prompt was dropped (or never posted) because
+/// the run was cancelled.
+fn not_run(reason: Option<CancelReason>) -> String {
+    match reason {
+        Some(CancelReason::MaxFailures) => "not run: too many failures (--max-failures)",
+        Some(CancelReason::NoServers) => "not run: no server left",
+        _ => "not run: interrupted",
+    }
+    .into()
+}
+
 fn timeout_text(timeout: Option<Duration>) -> String {
     let t = timeout.unwrap_or_default();
     format!("timed out after {}", humantime::format_duration(t))
@@ -411,17 +516,66 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Deletes the prompt if it is still pending; false when it already runs
-/// (or the queue cannot be read), in which case the caller keeps waiting.
-async fn remove_if_queued(server: &Server, prompt_id: &str) -> bool {
-    let ids = [prompt_id.to_string()];
-    if server.http.delete_queued(&ids).await.is_err() {
-        return false;
+/// How often an attempt checks its prompt over HTTP although messages
+/// come: a safety net for lost messages, deletions by others, lost servers.
+const WATCHDOG_POLL: Duration = Duration::from_secs(2);
+/// How often a prompt queued by an earlier run (no messages reach us) is
+/// looked up.
+const ADOPTED_POLL: Duration = Duration::from_millis(250);
+/// How long the final message may lag behind the history.
+const ENDED_GRACE: Duration = Duration::from_secs(1);
+
+/// What asking the server to drop (and, with `stop_running`, stop) a prompt
+/// achieved.
+enum Acted {
+    /// It was pending and is gone: it never ran.
+    Removed,
+    /// Ask again after this long (a request failed, or an interrupt sent
+    /// just as the prompt started may be lost: protocol.md §4).
+    Again(Duration),
+    /// Nothing to do: it runs and may finish, or it has ended already.
+    Nothing,
+}
+
+/// Deletes the prompt if it is pending; interrupts it if it runs and
+/// `stop_running`.
+async fn act_on_server(server: &Server, prompt_id: &str, stop_running: bool) -> Acted {
+    let retry = Acted::Again(Duration::from_millis(300));
+    let Ok(queue) = server.http.queue().await else {
+        return retry;
+    };
+    let running = if queue.is_pending(prompt_id) {
+        if server
+            .http
+            .delete_queued(&[prompt_id.to_string()])
+            .await
+            .is_err()
+        {
+            return retry;
+        }
+        let Ok(queue) = server.http.queue().await else {
+            return retry;
+        };
+        if queue.is_pending(prompt_id) {
+            return retry;
+        }
+        if !queue.is_running(prompt_id) {
+            // Gone from the queue: deleted, unless it ran in between.
+            return match server.http.history(prompt_id).await {
+                Ok(None) => Acted::Removed,
+                Ok(Some(_)) => Acted::Nothing,
+                Err(_) => retry,
+            };
+        }
+        true
+    } else {
+        queue.is_running(prompt_id)
+    };
+    if running && stop_running {
+        let _ = server.http.interrupt(prompt_id).await;
+        return Acted::Again(Duration::from_secs(1));
     }
-    match server.http.queue().await {
-        Ok(q) => !q.is_running(prompt_id) && !q.is_pending(prompt_id),
-        Err(_) => false,
-    }
+    Acted::Nothing
 }
 
 enum Reconciled {
@@ -436,6 +590,10 @@ enum Reconciled {
 async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> Reconciled {
     let mut backoff = Backoff::default();
     loop {
+        // One pass, each read deciding: history, then queue, then history
+        // again (it may have finished between the first two reads). A second
+        // queue read could miss a prompt that finished after the first one
+        // and call it lost (it would then be run twice).
         let result = async {
             if let Some(entry) = server.http.history(prompt_id).await? {
                 return Ok(Some(entry));
@@ -444,8 +602,10 @@ async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> R
             if queue.is_running(prompt_id) || queue.is_pending(prompt_id) {
                 return Ok(None);
             }
-            // It may have finished between the two reads.
-            server.http.history(prompt_id).await.map(|e| e.or(None))
+            match server.http.history(prompt_id).await? {
+                Some(entry) => Ok(Some(entry)),
+                None => Err(Lookup::Gone),
+            }
         }
         .await;
         match result {
@@ -472,22 +632,30 @@ async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> R
                 });
                 return Reconciled::Finished;
             }
-            Ok(None) => {
-                let queue = server.http.queue().await;
-                return match queue {
-                    Ok(q) if q.is_running(prompt_id) || q.is_pending(prompt_id) => {
-                        Reconciled::StillThere
-                    }
-                    Ok(_) => Reconciled::Missing,
-                    Err(e) => Reconciled::Unknown(e),
-                };
+            Ok(None) => return Reconciled::StillThere,
+            Err(Lookup::Gone) => return Reconciled::Missing,
+            Err(Lookup::Failed(e)) if e.is_transient() => {
+                match backoff.next().filter(|_| !server.is_lost()) {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => return Reconciled::Unknown(e),
+                }
             }
-            Err(e) if e.is_transient() => match backoff.next() {
-                Some(d) => tokio::time::sleep(d).await,
-                None => return Reconciled::Unknown(e),
-            },
-            Err(e) => return Reconciled::Unknown(e),
+            Err(Lookup::Failed(e)) => return Reconciled::Unknown(e),
         }
+    }
+}
+
+/// Why a reconciling pass did not find the prompt.
+enum Lookup {
+    /// In neither history nor queue.
+    Gone,
+    /// A request failed.
+    Failed(ClientError),
+}
+
+impl From<ClientError> for Lookup {
+    fn from(e: ClientError) -> Self {
+        Lookup::Failed(e)
     }
 }
 
@@ -508,6 +676,41 @@ fn history_failure(messages: &[(String, Value)]) -> End {
     End::Error("failed (no details in the history)".into())
 }
 
+/// Whether the job's outputs come only over the websocket
+/// (`SaveImageWebsocket`), so a history entry alone does not hold them.
+fn sends_images_over_socket(job: &Job) -> bool {
+    job.prompt.0.values().any(|node| {
+        node.get("class_type")
+            .and_then(Value::as_str)
+            .is_some_and(|c| c.contains("SaveImageWebsocket"))
+    })
+}
+
+/// Why images could not be saved.
+enum SaveError {
+    /// The server stopped answering (transient errors, retries used up).
+    Unreachable(String),
+    /// Anything else: the job fails with this line.
+    Failed(String),
+}
+
+/// The server's image reference with its file name reduced to the last
+/// path component; `None` when nothing usable is left.
+fn sanitized(image: &ImageRef) -> Option<ImageRef> {
+    let base = image
+        .filename
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default();
+    if base.is_empty() || base == "." || base == ".." {
+        return None;
+    }
+    Some(ImageRef {
+        filename: base.to_string(),
+        ..image.clone()
+    })
+}
+
 /// Downloads the output images (and previews if asked) and writes them with
 /// the websocket images; returns their paths relative to the output folder.
 async fn save_images(
@@ -515,7 +718,7 @@ async fn save_images(
     server: &Server,
     ctx: &AttemptContext,
     tracked: Tracked,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, SaveError> {
     let mut saved = Vec::new();
     let mut per_node: std::collections::HashMap<String, usize> = Default::default();
     let mut next_n = |node: &str| {
@@ -528,18 +731,35 @@ async fn save_images(
         if !wanted {
             continue;
         }
+        // The server's name is only ever a request parameter, reduced to
+        // its last component as the server itself does (a hostile or buggy
+        // server may name `../../x.png` or an absolute path).
+        let Some(request) = sanitized(image) else {
+            return Err(SaveError::Failed(format!(
+                "node {node}: the server named an unusable output file {:?}",
+                image.filename
+            )));
+        };
         let mut backoff = Backoff::default();
         let bytes = loop {
-            match server.http.view(image).await {
+            match server.http.view(&request).await {
                 Ok(b) => break b,
-                Err(e) if e.is_transient() => match backoff.next() {
+                Err(e) if e.is_transient() => match backoff.next().filter(|_| !server.is_lost()) {
                     Some(d) => tokio::time::sleep(d).await,
-                    None => return Err(format!("download node {node} image: {e}")),
+                    None => {
+                        return Err(SaveError::Unreachable(format!(
+                            "download node {node} image: {e}"
+                        )));
+                    }
                 },
-                Err(e) => return Err(format!("download node {node} image: {e}")),
+                Err(e) => {
+                    return Err(SaveError::Failed(format!(
+                        "download node {node} image: {e}"
+                    )));
+                }
             }
         };
-        let ext = std::path::Path::new(&image.filename)
+        let ext = std::path::Path::new(&request.filename)
             .extension()
             .map(|e| e.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -547,7 +767,7 @@ async fn save_images(
         let rel = ctx
             .output
             .save_image(&job.id, node, n, &ext, &bytes)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SaveError::Failed(e.to_string()))?;
         saved.push(rel);
     }
     for (node, ext, bytes) in &tracked.ws_images {
@@ -570,8 +790,37 @@ async fn save_images(
         let rel = ctx
             .output
             .save_image(&job.id, node, n, ext, bytes)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SaveError::Failed(e.to_string()))?;
         saved.push(rel);
     }
     Ok(saved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(name: &str) -> ImageRef {
+        ImageRef {
+            filename: name.into(),
+            subfolder: "comfy-batch/ab".into(),
+            kind: "output".into(),
+        }
+    }
+
+    #[test]
+    fn server_file_names_keep_only_their_last_component() {
+        let name = |n: &str| sanitized(&image(n)).map(|i| i.filename);
+        assert_eq!(name("x_00001_.png").as_deref(), Some("x_00001_.png"));
+        assert_eq!(name("../../x.png").as_deref(), Some("x.png"));
+        assert_eq!(name("/srv/comfy/output/x.png").as_deref(), Some("x.png"));
+        assert_eq!(name("..\\..\\x.png").as_deref(), Some("x.png"));
+        assert_eq!(name("a/.."), None);
+        assert_eq!(name("dir/"), None);
+        assert_eq!(name(""), None);
+        assert_eq!(
+            sanitized(&image("../y.png")).unwrap().subfolder,
+            "comfy-batch/ab"
+        );
+    }
 }

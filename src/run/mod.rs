@@ -46,7 +46,9 @@ pub struct RunConfig {
     pub run_key: String,
     /// Limit for a single HTTP request.
     pub http_timeout: Duration,
-    /// How long a server may stay unreachable before its jobs move on.
+    /// How long a server may stay unreachable before its jobs move on. Its
+    /// websocket is pinged and given up after half of this without any
+    /// frame, so a server gone silent (no close, no reset) counts too.
     pub server_lost_after: Duration,
 }
 
@@ -251,7 +253,12 @@ pub async fn execute(
             let ctx = ctx.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let end = job::run_attempt(job.clone(), attempt, server.clone(), ctx).await;
+                // A lost server ends the attempt wherever it is, even in a
+                // request that would hang until its timeout; the job moves on.
+                let end = tokio::select! {
+                    end = job::run_attempt(job.clone(), attempt, server.clone(), ctx) => end,
+                    _ = server.wait_lost() => AttemptEnd::Requeue("server lost".into()),
+                };
                 let _ = tx.send(Msg::Finished {
                     job,
                     attempt,
@@ -287,13 +294,13 @@ pub async fn execute(
         let Some(msg) = msg else { break };
         match msg {
             Msg::Event(kind) => emit(kind)?,
-            Msg::Released { server } => slots[server.0].in_flight -= 1,
+            Msg::Released { server } => slot_of(&mut slots, server).in_flight -= 1,
             Msg::ServerLost { server, cause } => {
-                slots[server.0].alive = false;
+                slot_of(&mut slots, server).alive = false;
                 emit(EventKind::ServerLost { server, cause })?;
             }
             Msg::ServerRecovered { server } => {
-                slots[server.0].alive = true;
+                slot_of(&mut slots, server).alive = true;
                 emit(EventKind::ServerRecovered { server })?;
             }
             Msg::Finished {
@@ -312,7 +319,7 @@ pub async fn execute(
                             tracing::info!(
                                 "{} ({}): moving on: {cause}",
                                 job.id,
-                                slots[server.0].server.url()
+                                slot_of(&mut slots, server).server.url()
                             );
                             waiting.push_front((job, attempt, tries));
                             continue;
@@ -327,7 +334,7 @@ pub async fn execute(
                             error: Some(cause),
                             attempt: Attempt {
                                 number: attempt,
-                                server: Some(slots[server.0].server.url()),
+                                server: Some(slot_of(&mut slots, server).server.url()),
                                 ..Attempt::default()
                             },
                         }
@@ -375,4 +382,14 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The slot of a server. Slots exist only for servers that answered at the
+/// start, so a `ServerId` (the index in the configured list) is looked up,
+/// never used as an index.
+fn slot_of(slots: &mut [ServerSlot], id: ServerId) -> &mut ServerSlot {
+    slots
+        .iter_mut()
+        .find(|s| s.server.id == id)
+        .expect("messages come only from servers that have a slot")
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use sha2::{Digest, Sha256};
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::{OnceCell, mpsc, watch};
 
 use super::Msg;
 use super::retry::Backoff;
@@ -19,12 +19,18 @@ use crate::comfy::ws::{self, Router, ServerEvent, Socket};
 use crate::comfy::{ClientError, ServerUrl};
 use crate::ids::ServerId;
 
+/// The longest the first websocket handshake (and greeting) may take.
+const FIRST_HANDSHAKE: Duration = Duration::from_secs(30);
+
 /// A connected server.
 pub(crate) struct Server {
     pub id: ServerId,
     pub http: HttpClient,
     pub client_id: String,
     pub router: Router,
+    /// Whether the supervisor counts the server as lost: attempts on it are
+    /// abandoned (even mid-request) and their jobs move on.
+    lost: watch::Sender<bool>,
     headers: HeaderMap,
     uploads: Mutex<HashMap<String, Arc<OnceCell<Uploaded>>>>,
 }
@@ -40,16 +46,28 @@ impl Server {
     ) -> Result<(Arc<Server>, Socket), ClientError> {
         let http = HttpClient::new(url.clone(), headers.clone(), http_timeout)?;
         let client_id = new_client_id();
-        let socket = ws::connect(&url, &client_id, &headers).await?;
+        let socket = ws::connect(&url, &client_id, &headers, FIRST_HANDSHAKE).await?;
         let server = Arc::new(Server {
             id,
             http,
             client_id,
             router: Router::default(),
+            lost: watch::Sender::new(false),
             headers,
             uploads: Mutex::new(HashMap::new()),
         });
         Ok((server, socket))
+    }
+
+    /// Whether the supervisor gave the server up (for now).
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Resolves when the supervisor counts the server as lost.
+    pub async fn wait_lost(&self) {
+        let mut rx = self.lost.subscribe();
+        let _ = rx.wait_for(|lost| *lost).await;
     }
 
     /// The server's URL as logged.
@@ -76,10 +94,12 @@ impl Server {
             loop {
                 match self.http.upload_image(path, bytes.clone()).await {
                     Ok(u) => return Ok(u),
-                    Err(e) if e.is_transient() => match backoff.next() {
-                        Some(delay) => tokio::time::sleep(delay).await,
-                        None => return Err(e),
-                    },
+                    Err(e) if e.is_transient() => {
+                        match backoff.next().filter(|_| !self.is_lost()) {
+                            Some(delay) => tokio::time::sleep(delay).await,
+                            None => return Err(e),
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -99,18 +119,25 @@ impl Server {
         events: mpsc::UnboundedSender<Msg>,
     ) {
         loop {
-            let why = socket.pump(&self.router).await;
+            // A silent socket is given up well within `lost_after`, so a
+            // frozen server or dead path is noticed and counted lost in time.
+            let silence =
+                (lost_after / 2).clamp(Duration::from_millis(300), Duration::from_secs(15));
+            let why = socket.pump(&self.router, silence).await;
             tracing::info!("{}: websocket lost: {why}", self.url());
             self.router.broadcast(ServerEvent::Disconnected);
             let since = Instant::now();
             let mut lost = false;
             let mut backoff = Backoff::unbounded();
             socket = loop {
-                match ws::connect(self.http.base(), &self.client_id, &self.headers).await {
+                let handshake = lost_after.clamp(Duration::from_secs(1), Duration::from_secs(10));
+                match ws::connect(self.http.base(), &self.client_id, &self.headers, handshake).await
+                {
                     Ok(s) => break s,
                     Err(e) => {
                         if !lost && since.elapsed() >= lost_after {
                             lost = true;
+                            self.lost.send_replace(true);
                             self.router.broadcast(ServerEvent::Lost);
                             let _ = events.send(Msg::ServerLost {
                                 server: self.id,
@@ -123,6 +150,7 @@ impl Server {
             };
             tracing::info!("{}: websocket reconnected", self.url());
             if lost {
+                self.lost.send_replace(false);
                 let _ = events.send(Msg::ServerRecovered { server: self.id });
             }
             self.router.broadcast(ServerEvent::Reconnected);

@@ -870,7 +870,16 @@ impl Run<'_> {
             let name = target.filename.replace("%batch_num%", &i.to_string());
             let file = format!("{name}_{counter:05}_.png");
             files::write_file(&target.folder.join(&file), &self.png_for(t, i)).map_err(io_fail)?;
-            images.push(json!({"filename": file, "subfolder": target.subfolder, "type": kind}));
+            let named = if self.shared.config.hostile_filenames && !preview {
+                if counter % 2 == 0 {
+                    format!("../../{file}")
+                } else {
+                    target.folder.join(&file).to_string_lossy().into_owned()
+                }
+            } else {
+                file.clone()
+            };
+            images.push(json!({"filename": named, "subfolder": target.subfolder, "type": kind}));
             counter += 1;
         }
         counters.wrote(&target.folder, &target.filename, counter);

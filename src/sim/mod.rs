@@ -80,6 +80,12 @@ pub struct SimConfig {
     pub restart_after: Option<u64>,
     /// Delay before each `/view` reply.
     pub view_delay_ms: u64,
+    /// Name saved outputs in `executed` and the history as a hostile or
+    /// buggy server might: alternately `../../<file>` and the file's
+    /// absolute path on the server. The files themselves are saved as usual
+    /// (a client that keeps only the last path component can fetch them);
+    /// `/view` still refuses such names.
+    pub hostile_filenames: bool,
     /// Model catalogue: folder (`checkpoints`, `loras`…) → file names. It
     /// feeds `/object_info`, `/models/{folder}` and validation.
     pub models: BTreeMap<String, Vec<String>>,
@@ -161,6 +167,7 @@ impl Default for SimConfig {
             http_500_rate: 0.0,
             restart_after: None,
             view_delay_ms: 0,
+            hostile_filenames: false,
             models: default_models(),
             dir: None,
         }

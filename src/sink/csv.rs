@@ -381,6 +381,15 @@ mod tests {
     }
 }
 
+/// The attempt number in one of our prompt ids (`cb-<run>-<job_id>-<n>`).
+fn attempt_of(prompt_id: &str, job_id: &str) -> Option<u32> {
+    let (head, n) = prompt_id.rsplit_once('-')?;
+    if !head.ends_with(&format!("-{job_id}")) {
+        return None;
+    }
+    n.parse().ok()
+}
+
 /// What earlier runs into the same folder left, for resuming: per job id,
 /// how many attempts were logged and whether the newest one counts as done.
 #[derive(Debug, Default)]
@@ -396,7 +405,11 @@ impl Resume {
         let mut resume = Resume::default();
         let mut newest: std::collections::HashMap<&str, &LoggedRow> = Default::default();
         for row in rows {
-            *resume.attempts.entry(row.job_id.clone()).or_insert(0) += 1;
+            let count = resume.attempts.entry(row.job_id.clone()).or_insert(0);
+            // Retries within a run are not logged, so the attempt number in
+            // the prompt id can exceed the row count: a new attempt must not
+            // reuse (and collect) an old attempt's prompt.
+            *count = (*count + 1).max(attempt_of(&row.prompt_id, &row.job_id).unwrap_or(0));
             newest.insert(&row.job_id, row);
         }
         for (id, row) in newest {
@@ -415,5 +428,44 @@ impl Resume {
     /// The number the job's next attempt gets (1 for a new job).
     pub fn next_attempt(&self, job_id: &str) -> u32 {
         self.attempts.get(job_id).copied().unwrap_or(0) + 1
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+
+    fn logged(job_id: &str, status: Status, prompt_id: &str) -> LoggedRow {
+        LoggedRow {
+            line: 2,
+            job_id: job_id.into(),
+            job: "j#1".into(),
+            workflow: "w.json".into(),
+            workflow_sha256: String::new(),
+            seed: String::new(),
+            params: Vec::new(),
+            status: Some(status),
+            prompt_id: prompt_id.into(),
+            images: Vec::new(),
+            error: String::new(),
+        }
+    }
+
+    #[test]
+    fn next_attempt_skips_attempts_retried_within_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = super::super::OutputDir::open(dir.path()).unwrap();
+        let rows = vec![
+            logged("aa", Status::Ok, "cb-12345678-aa-3"),
+            logged("bb", Status::Failed, "cb-12345678-bb-1"),
+            logged("bb", Status::Interrupted, ""),
+            logged("cc", Status::Ok, "someone-else"),
+        ];
+        let resume = Resume::from_rows(&rows, &out);
+        assert_eq!(resume.next_attempt("aa"), 4);
+        assert_eq!(resume.next_attempt("bb"), 3);
+        assert_eq!(resume.next_attempt("cc"), 2);
+        assert_eq!(resume.next_attempt("dd"), 1);
+        assert!(resume.is_done("aa") && resume.is_done("cc") && !resume.is_done("bb"));
     }
 }

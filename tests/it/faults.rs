@@ -1,1 +1,502 @@
-//! faults tests (filled in by issue #5).
+//! Injected faults: every behaviour of issue #5 against the simulator's
+//! faults, with the real binary over loopback. Each test checks what the
+//! log and the output folder hold afterwards, and what is left on the
+//! server's queue.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use comfy_batch::sim::{Sim, SimConfig, SimHandle};
+use serde_json::{Value, json};
+
+use crate::harness::{
+    Project, Proxy, get_json, queue_ids, sampler_jobs, sim_file, sim_with, wait_for,
+};
+
+/// `n` sampler jobs of `steps` steps each (each takes `steps × step_ms`).
+fn long_jobs(n: usize, steps: u32) -> String {
+    format!("{}    set:\n      steps: {steps}\n", sampler_jobs(n))
+}
+
+fn config(step_ms: u64) -> SimConfig {
+    SimConfig {
+        step_ms,
+        ..SimConfig::default()
+    }
+}
+
+/// Asserts no prompt of ours is running or waiting on `sim`.
+async fn nothing_of_ours_queued(sim: &SimHandle) {
+    let (running, pending) = queue_ids(sim).await;
+    let ours: Vec<_> = running
+        .iter()
+        .chain(&pending)
+        .filter(|id| id.starts_with("cb-"))
+        .collect();
+    assert!(ours.is_empty(), "still on the server: {ours:?}");
+}
+
+/// The sim's history entry for a prompt id, if any.
+async fn history(sim: &SimHandle, prompt_id: &str) -> Option<Value> {
+    let mut all = get_json(&format!("{}/history/{prompt_id}", sim.url())).await;
+    all.as_object_mut().unwrap().remove(prompt_id)
+}
+
+/// Queues a prompt of someone else's (a long t2i run) so ours must wait.
+async fn foreign_blocker(sim: &SimHandle, steps: u32) -> String {
+    let mut prompt: Value = serde_json::from_str(include_str!("../fixtures/run/t2i.json")).unwrap();
+    prompt["3"]["inputs"]["steps"] = json!(steps);
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{}/prompt", sim.url()))
+        .json(&json!({"prompt": prompt, "client_id": "someone-else"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reply["prompt_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_drops_lose_nothing_and_run_nothing_twice() {
+    // Every socket closes after 20 messages: several drops per job.
+    let sim = sim_with(SimConfig {
+        step_ms: 5,
+        drop_ws_every: Some(20),
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(16));
+    let out = p.run("jobs.yaml", &[&sim], &["--concurrency", "3"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.assert_each_job_ok_once(16);
+    assert_eq!(rows.len(), p.rows().len(), "one row per job");
+    for row in &rows {
+        let ours = std::fs::read(p.out().join(&row.images()[0])).unwrap();
+        assert_eq!(
+            ours,
+            std::fs::read(sim_file(&sim, row.get("job_id"), 1)).unwrap()
+        );
+    }
+    // Reconciled through /history and /queue, never posted twice.
+    assert_eq!(sim.stats().prompts_executed, 16);
+    nothing_of_ours_queued(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_gets_the_forgotten_jobs_again() {
+    // Every 5 prompts the server "crashes": queue, history and sockets gone.
+    let sim = sim_with(SimConfig {
+        step_ms: 5,
+        restart_after: Some(5),
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(16));
+    let out = p.run("jobs.yaml", &[&sim], &["--concurrency", "3"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.assert_each_job_ok_once(16);
+    assert_eq!(rows.len(), p.rows().len(), "one row per job");
+    assert!(sim.stats().prompts_executed >= 16);
+    nothing_of_ours_queued(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_500s_are_retried_with_backoff() {
+    let sim = sim_with(SimConfig {
+        step_ms: 2,
+        http_500_rate: 0.25,
+        seed: 7,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(12));
+    let out = p.run("jobs.yaml", &[&sim], &["--no-check"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(12);
+    assert_eq!(p.rows().len(), 12);
+    // A 500 on POST /prompt is answered before queueing, and a lookup
+    // precedes every re-post: each prompt ran once.
+    assert_eq!(sim.stats().prompts_executed, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_connections_for_a_while_then_back_empty() {
+    // The server goes away (connections refused) and comes back on the same
+    // port with an empty queue and history, as after a crash and restart.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimConfig {
+        step_ms: 10,
+        dir: Some(dir.path().to_path_buf()),
+        ..SimConfig::default()
+    };
+    let first = sim_with(cfg.clone()).await;
+    let addr = first.addr();
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(10));
+    let mut run = p.spawn("jobs.yaml", &[&first], &["--server-lost-after", "60s"]);
+    wait_for("3 rows", 60, || p.row_count() >= 3).await;
+    first.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // refused meanwhile
+    let second = Sim::start(cfg, addr).await.expect("the same port again");
+    assert_eq!(run.exit(60).await, 0, "{}", run.stderr());
+    p.assert_each_job_ok_once(10);
+    nothing_of_ours_queued(&second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execution_failures_are_final_without_retries() {
+    let sim = sim_with(SimConfig {
+        step_ms: 1,
+        fail_rate: 0.4,
+        seed: 3,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(12));
+    let out = p.run("jobs.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 12, "one row per job");
+    let failed = rows.iter().filter(|r| r.get("status") == "failed").count();
+    assert!(failed > 0, "some failed");
+    for row in rows.iter().filter(|r| r.get("status") == "failed") {
+        assert!(!row.get("error").is_empty(), "{row:?}");
+        assert!(row.get("prompt_id").ends_with("-1"), "not retried: {row:?}");
+    }
+    // A rerun (resume) retries just those, as new attempts.
+    let again = p.run("jobs.yaml", &[&sim], &["--retries", "10"]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    p.assert_each_job_ok_once(12);
+}
+
+/// Decision: a failed attempt that will be retried is not logged; only the
+/// job's final outcome is, so "the newest row counts" and "one row per job
+/// and run" agree. The retry shows in the attempt number of the prompt id
+/// and in the progress output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_log_only_the_final_outcome_of_a_job() {
+    let sim = sim_with(SimConfig {
+        step_ms: 1,
+        fail_rate: 0.4,
+        seed: 3,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(12));
+    let out = p.run("jobs.yaml", &[&sim], &["--retries", "10"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.assert_each_job_ok_once(12);
+    assert_eq!(p.rows().len(), 12, "no row for a retried failure");
+    assert!(
+        rows.iter().any(|r| !r.get("prompt_id").ends_with("-1")),
+        "some job needed a retry"
+    );
+    assert!(out.stderr.contains("retry"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_interrupts_the_running_prompt() {
+    // 40 steps × 50 ms = 2 s, far beyond the 400 ms limit.
+    let sim = sim_with(config(50)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", long_jobs(1, 40));
+    let out = p.run("jobs.yaml", &[&sim], &["--timeout", "400ms"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("status"), "timeout", "{:?}", rows[0]);
+    assert!(rows[0].get("error").contains("timed out after 400ms"));
+    let entry = history(&sim, rows[0].get("prompt_id"))
+        .await
+        .expect("it ran");
+    let messages = entry["status"]["messages"].to_string();
+    assert!(messages.contains("execution_interrupted"), "{messages}");
+    nothing_of_ours_queued(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_deletes_prompts_still_queued() {
+    let sim = sim_with(config(20)).await;
+    // Someone else's 2 s prompt runs first: ours wait in the queue.
+    let blocker = foreign_blocker(&sim, 100).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(3));
+    let out = p
+        .run(
+            "jobs.yaml",
+            &[&sim],
+            &["--timeout", "300ms", "--concurrency", "3"],
+        )
+        .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(row.get("status"), "timeout", "{row:?}");
+        assert!(
+            history(&sim, row.get("prompt_id")).await.is_none(),
+            "never ran"
+        );
+    }
+    nothing_of_ours_queued(&sim).await;
+    let (running, _) = queue_ids(&sim).await;
+    assert_eq!(
+        running,
+        vec![blocker],
+        "the other client's prompt is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_server_hands_its_jobs_to_the_other() {
+    let a = sim_with(config(15)).await;
+    let b = sim_with(config(15)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(16));
+    let mut run = p.spawn("jobs.yaml", &[&a, &b], &["--server-lost-after", "1s"]);
+    wait_for("4 rows", 60, || p.row_count() >= 4).await;
+    let a_url = a.url();
+    a.shutdown().await;
+    assert_eq!(run.exit(60).await, 0, "{}", run.stderr());
+    let rows = p.assert_each_job_ok_once(16);
+    assert!(run.stderr().contains("lost"), "{}", run.stderr());
+    let servers: BTreeSet<_> = rows.iter().map(|r| r.get("server").to_string()).collect();
+    assert!(servers.contains(&b.url()), "{servers:?}");
+    let after_loss = rows.iter().filter(|r| r.get("server") == a_url).count();
+    assert!(after_loss < 16, "the rest went to the other server");
+    nothing_of_ours_queued(&b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_servers_lost_flushes_the_log_and_exits_3() {
+    let a = sim_with(config(15)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(16));
+    let mut run = p.spawn("jobs.yaml", &[&a], &["--server-lost-after", "1s"]);
+    wait_for("3 rows", 60, || p.row_count() >= 3).await;
+    a.shutdown().await;
+    assert_eq!(run.exit(60).await, 3, "{}", run.stderr());
+    assert!(run.stderr().contains("no server left"), "{}", run.stderr());
+    let text = std::fs::read_to_string(p.out().join("runs.csv")).unwrap();
+    assert!(text.ends_with('\n'));
+    let rows = p.rows();
+    assert!(rows.len() >= 3 && rows.len() < 16, "{text}");
+    for row in &rows {
+        assert!(p.out().join(&row.images()[0]).is_file() || row.get("status") != "ok");
+    }
+    // Another server finishes the rest.
+    let b = sim_with(config(1)).await;
+    let out = p.run("jobs.yaml", &[&b], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(16);
+}
+
+/// Decision: after Ctrl-C, a job already handed to a server whose prompt
+/// was removed from the queue (or not yet posted) gets an `interrupted` row
+/// with the error "not run: interrupted"; a job still waiting in the runner
+/// gets no row. Neither is `ok`, so a rerun completes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_removes_queued_prompts_waits_for_running_then_rerun_completes() {
+    // Two servers, 4 steps × 60 ms per job.
+    let a = sim_with(config(60)).await;
+    let b = sim_with(config(60)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(16));
+    let mut run = p.spawn("jobs.yaml", &[&a, &b], &["--concurrency", "3"]);
+    wait_for("2 rows", 60, || p.row_count() >= 2).await;
+    run.signal(libc::SIGINT);
+    assert_eq!(run.exit(30).await, 130, "{}", run.stderr());
+    let stderr = run.stderr();
+    assert!(stderr.contains("waiting for the running ones"), "{stderr}");
+    nothing_of_ours_queued(&a).await;
+    nothing_of_ours_queued(&b).await;
+    let rows = p.rows();
+    assert!(rows.len() < 16, "stopped early");
+    for row in &rows {
+        match row.get("status") {
+            "ok" => {}
+            "interrupted" => {
+                assert_eq!(row.get("error"), "not run: interrupted", "{row:?}");
+                let sim = if row.get("server") == a.url() { &a } else { &b };
+                assert!(history(sim, row.get("prompt_id")).await.is_none());
+            }
+            other => panic!("{other}: {row:?}"),
+        }
+    }
+    assert!(
+        rows.iter().any(|r| r.get("status") == "interrupted"),
+        "queued prompts were removed: {rows:?}"
+    );
+
+    let out = p.run("jobs.yaml", &[&a, &b], &["--concurrency", "3"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_interrupts_the_running_prompt() {
+    // 40 steps × 200 ms: far too long to wait for.
+    let sim = sim_with(config(200)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", long_jobs(4, 40));
+    let mut run = p.spawn("jobs.yaml", &[&sim], &["--concurrency", "2"]);
+    let mut started = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !started {
+        assert!(std::time::Instant::now() < deadline, "nothing started");
+        let (running, _) = queue_ids(&sim).await;
+        started = running.iter().any(|id| id.starts_with("cb-"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let begin = std::time::Instant::now();
+    run.signal(libc::SIGINT);
+    wait_for("the first Ctrl-C to be seen", 30, || {
+        run.stderr().contains("waiting for the running ones")
+    })
+    .await;
+    run.signal(libc::SIGINT);
+    assert_eq!(run.exit(30).await, 130, "{}", run.stderr());
+    assert!(begin.elapsed() < Duration::from_secs(6), "did not wait 8 s");
+    nothing_of_ours_queued(&sim).await;
+    let rows = p.rows();
+    assert!(!rows.is_empty());
+    for row in &rows {
+        assert_eq!(row.get("status"), "interrupted", "{row:?}");
+    }
+    let ran: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get("error") != "not run: interrupted")
+        .collect();
+    assert_eq!(ran.len(), 1, "the running one was stopped: {rows:?}");
+    let entry = history(&sim, ran[0].get("prompt_id")).await.unwrap();
+    assert!(
+        entry["status"]["messages"]
+            .to_string()
+            .contains("execution_interrupted")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_server_file_names_never_leave_the_output_folder() {
+    let sim = sim_with(SimConfig {
+        hostile_filenames: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(4));
+    let out = p.run("jobs.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.assert_each_job_ok_once(4);
+    for row in &rows {
+        let id = row.get("job_id");
+        assert_eq!(row.images(), vec![format!("images/{id}_9_0.png")]);
+        let ours = std::fs::read(p.out().join(&row.images()[0])).unwrap();
+        assert_eq!(ours, std::fs::read(sim_file(&sim, id, 1)).unwrap());
+    }
+    // The server really did name them hostilely.
+    let entry = history(&sim, rows[0].get("prompt_id")).await.unwrap();
+    let name = entry["outputs"]["9"]["images"][0]["filename"]
+        .as_str()
+        .unwrap();
+    assert!(
+        name.starts_with("../../") || name.starts_with('/'),
+        "{name}"
+    );
+    // Nothing was written anywhere but our folders.
+    let list = |dir: &std::path::Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("stderr-"))
+            .collect()
+    };
+    assert_eq!(
+        list(p.dir.path()),
+        ["jobs.yaml", "out", "workflows"].map(String::from).into()
+    );
+    assert_eq!(
+        list(&p.out()),
+        ["images", "prompts", "run.json", "runs.csv"]
+            .map(String::from)
+            .into()
+    );
+    assert_eq!(list(&p.out().join("images")).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_silent_is_noticed_by_heartbeat_and_its_jobs_move() {
+    // Server A sits behind a proxy that goes silent mid-run: no close, no
+    // reset, no answer, as a frozen machine or a dead network path.
+    let a = sim_with(config(15)).await;
+    let b = sim_with(config(15)).await;
+    let proxy = Proxy::start(a.addr()).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(16));
+    let mut run = p.spawn_urls(
+        "jobs.yaml",
+        &[proxy.url(), b.url()],
+        &["--server-lost-after", "1s"],
+    );
+    wait_for("4 rows", 60, || p.row_count() >= 4).await;
+    proxy.freeze();
+    assert_eq!(run.exit(60).await, 0, "{}", run.stderr());
+    assert!(run.stderr().contains("lost"), "{}", run.stderr());
+    p.assert_each_job_ok_once(16);
+    nothing_of_ours_queued(&b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_at_the_start_is_left_out() {
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }; // closed again: connections are refused
+    let b = sim_with(config(1)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(6));
+    let mut run = p.spawn_urls("jobs.yaml", &[down.clone(), b.url()], &[]);
+    assert_eq!(run.exit(60).await, 0, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(&format!("warning: {down}")),
+        "{}",
+        run.stderr()
+    );
+    let rows = p.assert_each_job_ok_once(6);
+    assert!(rows.iter().all(|r| r.get("server") == b.url()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_at_once_still_logs_each_job_ok_once() {
+    let sim = sim_with(SimConfig {
+        step_ms: 3,
+        seed: 11,
+        fail_rate: 0.15,
+        drop_ws_every: Some(40),
+        http_500_rate: 0.1,
+        restart_after: Some(7),
+        hostile_filenames: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(20));
+    let out = p
+        .run(
+            "jobs.yaml",
+            &[&sim],
+            &["--concurrency", "3", "--retries", "10"],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(20);
+    assert_eq!(p.rows().len(), 20, "one row per job");
+    nothing_of_ours_queued(&sim).await;
+}

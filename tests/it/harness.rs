@@ -65,14 +65,19 @@ impl Project {
 
     /// Runs `comfy-batch ARGS…` in the project folder.
     pub async fn cli(&self, args: &[&str]) -> Output {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("COMFY_URL")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .output()
+            .kill_on_drop(true)
+            .output();
+        // A hang fails the test (and kills the child) instead of blocking
+        // the whole suite.
+        let out = tokio::time::timeout(std::time::Duration::from_secs(180), run)
             .await
+            .unwrap_or_else(|_| panic!("comfy-batch {args:?} did not exit within 180 s"))
             .unwrap();
         Output {
             code: out.status.code().unwrap_or(-1),
@@ -148,4 +153,275 @@ pub fn sim_file(sim: &SimHandle, job_id: &str, counter: u32) -> PathBuf {
         .join("comfy-batch")
         .join(&job_id[..2])
         .join(format!("{job_id}_{counter:05}_.png"))
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for the fault and resume tests (issue #5).
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after
+/// `secs` seconds (generous: the machine may be loaded).
+#[allow(dead_code)]
+pub async fn wait_for(what: &str, secs: u64, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A `comfy-batch run` in the background, for signals.
+#[allow(dead_code)]
+pub struct Running {
+    pub child: tokio::process::Child,
+    stderr: PathBuf,
+}
+
+#[allow(dead_code)]
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("the child runs") as i32
+    }
+
+    /// Sends a signal (SIGINT, SIGKILL…) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// What it wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits for the exit (at most `secs` seconds) and returns its code
+    /// (`-9` for SIGKILL).
+    pub async fn exit(&mut self, secs: u64) -> i32 {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(secs), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("no exit within {secs}s; stderr:\n{}", self.stderr()))
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        status
+            .code()
+            .or_else(|| status.signal().map(|s| -s))
+            .unwrap_or(-1)
+    }
+}
+
+#[allow(dead_code)]
+impl Project {
+    /// Starts `comfy-batch run MANIFEST --server URL… --output out EXTRA…`
+    /// without waiting; stderr goes to a file in the project.
+    pub fn spawn(&self, manifest: &str, servers: &[&SimHandle], extra: &[&str]) -> Running {
+        let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+        self.spawn_urls(manifest, &urls, extra)
+    }
+
+    /// Data rows in `out/runs.csv` (0 before it exists).
+    pub fn row_count(&self) -> usize {
+        let path = self.out().join("runs.csv");
+        match std::fs::read_to_string(path) {
+            Ok(text) => text.lines().count().saturating_sub(1),
+            Err(_) => 0,
+        }
+    }
+
+    /// Asserts the outcome every reliability test wants: each of the `jobs`
+    /// job ids has exactly one `ok` row, which is its newest row; every
+    /// image it lists is there; no temporary file is left; the CSV ends
+    /// with a whole line. Returns the newest row per job.
+    pub fn assert_each_job_ok_once(&self, jobs: usize) -> Vec<Row> {
+        let text = std::fs::read_to_string(self.out().join("runs.csv")).unwrap();
+        assert!(text.ends_with('\n'), "torn last line:\n{text}");
+        let rows = self.rows();
+        let mut newest: std::collections::BTreeMap<String, Row> = Default::default();
+        let mut oks: std::collections::BTreeMap<String, usize> = Default::default();
+        for row in &rows {
+            if row.get("status") == "ok" {
+                *oks.entry(row.get("job_id").to_string()).or_default() += 1;
+            }
+            newest.insert(row.get("job_id").to_string(), row.clone());
+        }
+        assert_eq!(newest.len(), jobs, "jobs in the log:\n{text}");
+        for (id, row) in &newest {
+            assert_eq!(row.get("status"), "ok", "newest row of {id}:\n{text}");
+            assert_eq!(oks.get(id), Some(&1), "ok rows of {id}:\n{text}");
+            assert!(!row.images().is_empty(), "{row:?}");
+            for image in row.images() {
+                assert!(self.out().join(&image).is_file(), "{image} missing");
+            }
+        }
+        for dir in ["images", "prompts"] {
+            for entry in std::fs::read_dir(self.out().join(dir)).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(!name.starts_with(".tmp-"), "{dir}/{name} left behind");
+            }
+        }
+        newest.into_values().collect()
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst).to_string()
+}
+
+/// GETs JSON from a simulator, trying again on its injected 500s.
+#[allow(dead_code)]
+pub async fn get_json(url: &str) -> serde_json::Value {
+    for _ in 0..50 {
+        let response = reqwest::get(url).await.unwrap();
+        if response.status().is_success() {
+            return response.json().await.unwrap();
+        }
+    }
+    panic!("{url}: no success in 50 tries")
+}
+
+/// The prompt ids on a server's queue: (running, pending).
+#[allow(dead_code)]
+pub async fn queue_ids(sim: &SimHandle) -> (Vec<String>, Vec<String>) {
+    let queue = get_json(&format!("{}/queue", sim.url())).await;
+    let ids = |key: &str| -> Vec<String> {
+        queue[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item.get(1).and_then(|v| v.as_str()).map(str::to_string))
+            .collect()
+    };
+    (ids("queue_running"), ids("queue_pending"))
+}
+
+/// A manifest of `n` sampler jobs (t2i, 4 steps: 4 × `step_ms` each).
+#[allow(dead_code)]
+pub fn sampler_jobs(n: usize) -> String {
+    let seeds: Vec<String> = (1..=n).map(|s| s.to_string()).collect();
+    format!(
+        "version: 1\nworkflows:\n  t2i: workflows/t2i.json\njobs:\n  - name: fox\n    workflow: t2i\n    seeds: [{}]\n",
+        seeds.join(", ")
+    )
+}
+
+/// A TCP proxy in front of a server that can go silent: after
+/// [`Proxy::freeze`] it forwards nothing more either way and answers no new
+/// connection, yet closes nothing (a frozen machine or a dead network path,
+/// which only timeouts and heartbeats can tell).
+#[allow(dead_code)]
+pub struct Proxy {
+    addr: std::net::SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[allow(dead_code)]
+impl Proxy {
+    pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let watch = watch.clone();
+                tokio::spawn(async move {
+                    if *watch.borrow() {
+                        // Accepted, never answered.
+                        let _held = &client;
+                        std::future::pending::<()>().await;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = tokio::spawn(pipe(cr, sw, watch.clone()));
+                    pipe(sr, cw, watch).await;
+                    let _ = up.await;
+                });
+            }
+        });
+        Proxy { addr, frozen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies bytes until EOF; once frozen, holds both ends forever.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            n = from.read(&mut buf) => n,
+            _ = frozen.wait_for(|f| *f) => Ok(0),
+        };
+        if *frozen.borrow() {
+            let _held = (from, to);
+            std::future::pending::<()>().await;
+            return;
+        }
+        match n {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Project {
+    /// [`Project::spawn`] with server URLs as given (e.g. a [`Proxy`]).
+    #[allow(dead_code)]
+    pub fn spawn_urls(&self, manifest: &str, urls: &[String], extra: &[&str]) -> Running {
+        let mut args = vec![
+            "run".to_string(),
+            manifest.to_string(),
+            "--output".into(),
+            "out".into(),
+        ];
+        for url in urls {
+            args.push("--server".into());
+            args.push(url.clone());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let stderr = self.path(&format!("stderr-{}.txt", rand_suffix()));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+            .args(&args)
+            .current_dir(self.dir.path())
+            .env_remove("COMFY_URL")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Running { child, stderr }
+    }
 }

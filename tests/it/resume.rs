@@ -1,1 +1,168 @@
-//! resume tests (filled in by issue #5).
+//! Resume after SIGKILL: a run killed at any moment and then run again ends
+//! with every job exactly once `ok`, every image present, no temporary file
+//! and no torn CSV line; and the rerun collects the work the killed run had
+//! queued (by its deterministic prompt id) instead of redoing it.
+
+use comfy_batch::sim::SimConfig;
+
+use crate::harness::{Project, queue_ids, sampler_jobs, sim, sim_with, wait_for};
+
+const JOBS: usize = 12;
+
+/// Kills a run at the moment `kill_when` says, reruns it to the end, and
+/// checks the result and that the server ran each prompt once.
+async fn kill_then_rerun(config: SimConfig, kill_when: KillAt) {
+    let sim = sim_with(config).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(JOBS));
+    let mut run = p.spawn("jobs.yaml", &[&sim], &["--concurrency", "3"]);
+    match kill_when {
+        KillAt::Rows(n) => wait_for("rows in runs.csv", 60, || p.row_count() >= n).await,
+        KillAt::Queued => {
+            let mut queued = false;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !queued {
+                assert!(std::time::Instant::now() < deadline, "nothing queued");
+                let (_, pending) = queue_ids(&sim).await;
+                queued = pending.iter().any(|id| id.starts_with("cb-"));
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    }
+    run.signal(libc::SIGKILL);
+    assert_eq!(run.exit(30).await, -libc::SIGKILL);
+    let logged_before = p.row_count();
+    assert!(
+        logged_before < JOBS,
+        "killed too late: {logged_before} rows"
+    );
+
+    let out = p.run("jobs.yaml", &[&sim], &["--concurrency", "3"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(JOBS);
+    // Nothing redone: the prompts the killed run queued were collected.
+    wait_for("the server to go idle", 30, || {
+        sim.stats().prompts_executed >= JOBS as u64
+    })
+    .await;
+    assert_eq!(
+        sim.stats().prompts_executed,
+        JOBS as u64,
+        "each prompt ran once on the server\n{}",
+        out.stderr
+    );
+    let (running, pending) = queue_ids(&sim).await;
+    assert!(running.is_empty() && pending.is_empty());
+}
+
+enum KillAt {
+    /// After this many rows are logged.
+    Rows(usize),
+    /// As soon as a prompt waits in the server's queue.
+    Queued,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_prompts_are_queued_then_rerun_collects_them() {
+    let config = SimConfig {
+        step_ms: 15,
+        ..SimConfig::default()
+    };
+    kill_then_rerun(config, KillAt::Queued).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_midway_then_rerun_logs_each_job_ok_once() {
+    let config = SimConfig {
+        step_ms: 15,
+        ..SimConfig::default()
+    };
+    kill_then_rerun(config, KillAt::Rows(4)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_downloading_then_rerun_fetches_from_history() {
+    // Slow downloads: prompts finish on the server while their images are
+    // still on their way, so the kill lands between server and log.
+    let config = SimConfig {
+        step_ms: 5,
+        view_delay_ms: 150,
+        ..SimConfig::default()
+    };
+    kill_then_rerun(config, KillAt::Rows(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_run_is_skipped_and_a_missing_image_is_redone() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(4));
+    assert_eq!(p.run("jobs.yaml", &[&sim], &[]).await.code, 0);
+    let rows = p.assert_each_job_ok_once(4);
+    std::fs::remove_file(p.out().join(&rows[0].images()[0])).unwrap();
+    let out = p.run("jobs.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("3 skipped"), "{}", out.stderr);
+    let all = p.rows();
+    assert_eq!(all.len(), 5, "one new row");
+    let redone = &all[4];
+    assert_eq!(redone.get("job_id"), rows[0].get("job_id"));
+    assert_eq!(redone.get("status"), "ok");
+    assert!(
+        redone.get("prompt_id").ends_with("-2"),
+        "a new attempt, not the old prompt collected again: {redone:?}"
+    );
+    assert!(p.out().join(&rows[0].images()[0]).is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_resume_runs_again_with_new_prompt_ids() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(3));
+    assert_eq!(p.run("jobs.yaml", &[&sim], &[]).await.code, 0);
+    let out = p.run("jobs.yaml", &[&sim], &["--no-resume"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 6);
+    let ids: std::collections::BTreeSet<_> = rows
+        .iter()
+        .map(|r| r.get("prompt_id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 6, "every attempt has its own prompt id");
+    assert_eq!(sim.stats().prompts_executed, 6);
+}
+
+/// A run killed after the server finished its prompts but before anything
+/// was logged (simulated: the log and images removed, the prompt files
+/// kept): the rerun collects image jobs from the history without running
+/// them again, and reruns websocket-image jobs, whose images only ever went
+/// to the dead client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_but_unlogged_prompts_are_collected_or_rerun_by_kind() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write(
+        "jobs.yaml",
+        format!(
+            "{}  - name: socket\n    workflow: ws\n    matrix:\n      \"1.color\": [1, 2]\n",
+            sampler_jobs(3)
+        ),
+    );
+    assert_eq!(p.run("jobs.yaml", &[&sim], &[]).await.code, 0);
+    assert_eq!(sim.stats().prompts_executed, 5);
+    std::fs::remove_file(p.out().join("runs.csv")).unwrap();
+    std::fs::remove_dir_all(p.out().join("images")).unwrap();
+
+    let out = p.run("jobs.yaml", &[&sim], &["-v"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.assert_each_job_ok_once(5);
+    for row in rows.iter().filter(|r| r.get("job").starts_with("socket")) {
+        assert_eq!(row.images().len(), 2, "{row:?}");
+    }
+    assert_eq!(
+        sim.stats().prompts_executed,
+        7,
+        "only the 2 socket jobs again"
+    );
+}
