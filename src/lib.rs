@@ -18,6 +18,7 @@ pub mod comfy;
 pub mod ids;
 pub mod manifest;
 pub mod patch;
+mod paths;
 pub mod plan;
 pub mod report;
 pub mod run;

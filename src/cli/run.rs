@@ -115,17 +115,9 @@ pub fn resolve_output(flag: Option<&Path>, manifest: &Manifest) -> PathBuf {
 /// normalised lexically; the nearest existing ancestor is canonicalised so
 /// that a symlinked parent gives the same key as its target.
 pub fn run_key(output: &Path) -> String {
-    let absolute = std::path::absolute(output).unwrap_or_else(|_| output.to_path_buf());
-    let mut normal = PathBuf::new();
-    for part in absolute.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                normal.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => normal.push(other),
-        }
-    }
+    let normal = crate::paths::normalize(
+        &std::path::absolute(output).unwrap_or_else(|_| output.to_path_buf()),
+    );
     let mut existing = normal.as_path();
     let mut rest = Vec::new();
     while !existing.exists() {

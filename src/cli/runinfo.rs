@@ -44,7 +44,7 @@ impl RunInfo {
     pub fn of(manifest: &Manifest, random_key: u64, output: &Path) -> RunInfo {
         RunInfo {
             random_key: Some(random_key),
-            manifest_dir: Some(crate::sink::csv::relative_to(output, &manifest.dir)),
+            manifest_dir: Some(crate::paths::relative_to(output, &manifest.dir)),
             aliases: manifest
                 .params
                 .iter()

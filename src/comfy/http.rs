@@ -89,10 +89,12 @@ impl HttpClient {
             .map_err(|source| ClientError::Transport { url, source })
     }
 
-    async fn json<T: DeserializeOwned>(
+    /// The body of a successful response; any other status is an error
+    /// carrying the start of the body.
+    async fn ok_body(
         &self,
         response: reqwest::Response,
-    ) -> Result<T, ClientError> {
+    ) -> Result<(String, bytes::Bytes), ClientError> {
         let url = response.url().to_string();
         let status = response.status();
         let bytes = response
@@ -105,6 +107,14 @@ impl HttpClient {
         if !status.is_success() {
             return Err(status_error(url, status.as_u16(), &bytes));
         }
+        Ok((url, bytes))
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T, ClientError> {
+        let (url, bytes) = self.ok_body(response).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url,
             why: e.to_string(),
@@ -219,13 +229,7 @@ impl HttpClient {
     }
 
     async fn expect_ok(&self, response: reqwest::Response) -> Result<(), ClientError> {
-        let url = response.url().to_string();
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let bytes = response.bytes().await.unwrap_or_default();
-        Err(status_error(url, status.as_u16(), &bytes))
+        self.ok_body(response).await.map(|_| ())
     }
 
     /// `GET /view`: the file's bytes, exactly as the server sends them.
@@ -236,19 +240,7 @@ impl HttpClient {
             ("type", image.kind.as_str()),
         ]);
         let response = self.send(request).await?;
-        let url = response.url().to_string();
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
-        if !status.is_success() {
-            return Err(status_error(url, status.as_u16(), &bytes));
-        }
-        Ok(bytes)
+        self.ok_body(response).await.map(|(_, bytes)| bytes)
     }
 
     /// `POST /upload/image`: uploads a local file to the input folder.

@@ -45,6 +45,10 @@ struct RouterState {
     /// The prompt the server is executing, for frames and reconnect
     /// `executing` messages that carry no prompt id.
     current: Option<String>,
+    /// The node it is executing: a type-1 frame (a server that ignored our
+    /// `supports_preview_metadata`, or read it late) names no node, but
+    /// arrives while its node runs.
+    current_node: Option<String>,
 }
 
 /// Delivers messages to the prompt they concern. A route is registered
@@ -78,6 +82,7 @@ impl Router {
         let mut state = self.lock();
         if matches!(event, ServerEvent::Disconnected) {
             state.current = None;
+            state.current_node = None;
         }
         for tx in state.routes.values() {
             let _ = tx.send(event.clone());
@@ -94,11 +99,23 @@ impl Router {
     pub fn deliver(&self, message: WsMessage) {
         let mut state = self.lock();
         match &message {
-            WsMessage::ExecutionStart { prompt_id } => state.current = Some(prompt_id.clone()),
+            WsMessage::ExecutionStart { prompt_id } => {
+                state.current = Some(prompt_id.clone());
+                state.current_node = None;
+            }
             WsMessage::Executing {
                 node: None,
                 prompt_id: Some(p),
-            } if state.current.as_deref() == Some(p.as_str()) => state.current = None,
+            } if state.current.as_deref() == Some(p.as_str()) => {
+                state.current = None;
+                state.current_node = None;
+            }
+            WsMessage::Executing {
+                node: Some(node),
+                prompt_id,
+            } if prompt_id.is_none() || prompt_id.as_deref() == state.current.as_deref() => {
+                state.current_node = Some(node.clone());
+            }
             _ => {}
         }
         let target = match message.prompt_id() {
@@ -138,7 +155,7 @@ impl Router {
             BinaryFrame::Image { ext, bytes } => {
                 if let Some(target) = state.current.clone() {
                     let event = ServerEvent::Image {
-                        node: None,
+                        node: state.current_node.clone(),
                         ext,
                         bytes,
                     };
@@ -314,7 +331,9 @@ mod tests {
         assert!(
             matches!(&got[1], ServerEvent::Message(WsMessage::Executing { node: Some(n), .. }) if n == "3")
         );
-        assert!(matches!(&got[2], ServerEvent::Image { bytes, .. } if &bytes[..] == b"x"));
+        assert!(
+            matches!(&got[2], ServerEvent::Image { bytes, node: Some(n), .. } if &bytes[..] == b"x" && n == "3")
+        );
         router.unregister("b");
         router.broadcast(ServerEvent::Reconnected);
         assert!(matches!(a.try_recv(), Ok(ServerEvent::Reconnected)));

@@ -7,7 +7,7 @@ mod lines;
 mod seeds;
 
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -756,30 +756,7 @@ fn decode(bytes: &[u8]) -> Result<&str, (Span, ManifestErrorKind)> {
     ))
 }
 
-/// Removes `.` and `x/..` lexically (no file system access), so paths in
-/// messages and logs read as the user would write them.
-pub(crate) fn normalize(path: &Path) -> PathBuf {
-    let mut out: Vec<Component> = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => match out.last() {
-                Some(Component::Normal(_)) => {
-                    out.pop();
-                }
-                Some(Component::RootDir | Component::Prefix(_)) => {}
-                _ => out.push(c),
-            },
-            _ => out.push(c),
-        }
-    }
-    let p: PathBuf = out.iter().collect();
-    if p.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        p
-    }
-}
+pub(crate) use crate::paths::normalize;
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::SinkError;
+use crate::paths::relative_to;
 use crate::plan::Job;
 use crate::run::{Outcome, Status};
 
@@ -297,47 +298,6 @@ fn parse(path: &Path, text: &[u8]) -> Result<(Vec<String>, Vec<LoggedRow>), LogE
         });
     }
     Ok((header, rows))
-}
-
-/// `path` relative to `base` when both are relative or both absolute (via
-/// `..` steps); otherwise `path` as given.
-pub(crate) fn relative_to(base: &Path, path: &Path) -> String {
-    let abs = |p: &Path| -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            std::env::current_dir().unwrap_or_default().join(p)
-        }
-    };
-    let (base, path) = (normalize(&abs(base)), normalize(&abs(path)));
-    let b: Vec<_> = base.components().collect();
-    let p: Vec<_> = path.components().collect();
-    let common = b.iter().zip(&p).take_while(|(x, y)| x == y).count();
-    if common == 0 {
-        return path.display().to_string();
-    }
-    let mut out = PathBuf::new();
-    for _ in common..b.len() {
-        out.push("..");
-    }
-    for c in &p[common..] {
-        out.push(c.as_os_str());
-    }
-    out.display().to_string()
-}
-
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
