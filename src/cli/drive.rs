@@ -172,8 +172,10 @@ pub(crate) fn drive<'a>(
         let (int_tx, int_rx) = tokio::sync::watch::channel(0u32);
         spawn_interrupt_counter(int_tx)?;
         let mut observer = |event: &crate::run::RunEvent| {
-            if let EventKind::JobFinished { job, outcome, .. } = &event.kind {
-                log.append(job, outcome)?;
+            match &event.kind {
+                EventKind::JobFinished { job, outcome, .. }
+                | EventKind::JobRetrying { job, outcome, .. } => log.append(job, outcome)?,
+                _ => {}
             }
             reporter.on_event(event);
             Ok(())

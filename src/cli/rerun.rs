@@ -204,6 +204,21 @@ fn rebuild_all(
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
     for row in rows {
+        // The id names files in the output folder: only our own form.
+        let valid_id = row.job_id.len() == 12
+            && row
+                .job_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !valid_id {
+            errors.push(format!(
+                "{}: line {}: '{}' is not a comfy-batch job id",
+                dir.join("runs.csv").display(),
+                row.line,
+                row.job_id
+            ));
+            continue;
+        }
         let path = dir.join(&row.workflow);
         let at = format!("{}: job {} ({})", path.display(), row.job_id, row.job);
         match std::fs::read(&path) {
@@ -237,7 +252,19 @@ fn rebuild_all(
                         }
                     }
                     Ok(job) => jobs.push(job),
-                    Err(lines) => errors.extend(lines.into_iter().map(|l| format!("{at}: {l}"))),
+                    // E.g. a text cell that reads as a number ("1984"): the
+                    // prompt as sent still holds the job exactly.
+                    Err(lines) => match from_prompt_file(row, dir) {
+                        Ok(job) if sha == row.workflow_sha256 => {
+                            warnings.push(format!(
+                                "{at}: the row does not rebuild ({}); using prompts/{}.json, the prompt as sent",
+                                lines.join("; "),
+                                row.job_id
+                            ));
+                            jobs.push(job);
+                        }
+                        _ => errors.extend(lines.into_iter().map(|l| format!("{at}: {l}"))),
+                    },
                 }
             }
             Err(read) => match from_prompt_file(row, dir) {
@@ -296,7 +323,23 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         .collect::<Result<Vec<_>, _>>()?;
     let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
     let output_path = args.output.clone().unwrap_or_else(|| dir.clone());
-    let mut config = RunConfig::new(servers, super::run::run_key(&output_path));
+    let mut target_info = super::runinfo::RunInfo::read(&output_path);
+    let key = target_info.key_for(&output_path);
+    if target_info.run_key.is_none() {
+        // A new folder: keep what a later rerun or run into it needs.
+        target_info = super::runinfo::RunInfo {
+            run_key: Some(key.clone()),
+            ..super::runinfo::RunInfo::read(&dir)
+        };
+        if target_info.manifest_dir.is_some() && output_path != dir {
+            let source_manifest_dir = dir.join(target_info.manifest_dir.as_deref().unwrap_or("."));
+            target_info.manifest_dir = Some(crate::paths::relative_to(
+                &output_path,
+                &source_manifest_dir,
+            ));
+        }
+    }
+    let mut config = RunConfig::new(servers, key);
     config.headers = headers;
     config.concurrency = args.concurrency as usize;
     config.previews = args.previews;
@@ -312,6 +355,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let jobs = &jobs;
     drive(session, &|| Box::new(jobs.iter().cloned()), || {
         let output = open_output(&output_path)?;
+        target_info.write(&output)?;
         let (log, existing) = RunLog::open(&output.log_path(), &params)
             .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
         // A rerun runs what it was asked to, done or not; the log only

@@ -109,8 +109,8 @@ pub fn resolve_output(flag: Option<&Path>, manifest: &Manifest) -> PathBuf {
     manifest.dir.join("out").join(stem)
 }
 
-/// A stable key for prompt ids: the same output folder gives the same key,
-/// so a restarted run recognises its prompts on the server.
+/// The key of a folder logged before run keys were recorded in `run.json`:
+/// a hash of its path.
 /// Computed before the folder exists, so the path is made absolute and
 /// normalised lexically; the nearest existing ancestor is canonicalised so
 /// that a symlinked parent gives the same key as its target.
@@ -197,7 +197,8 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         )]));
     }
 
-    let mut config = RunConfig::new(servers, run_key(&output_path));
+    let key = info.key_for(&output_path);
+    let mut config = RunConfig::new(servers, key.clone());
     config.headers = headers;
     config.concurrency = args
         .concurrency
@@ -225,7 +226,8 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let plan = &plan;
     drive(session, &|| Box::new(plan.jobs()), || {
         let output = open_output(&output_path)?;
-        super::runinfo::RunInfo::of(&manifest, plan.random_key(), output.root()).write(&output)?;
+        super::runinfo::RunInfo::of(&manifest, plan.random_key(), &key, output.root())
+            .write(&output)?;
         let (log, rows) = RunLog::open(&output.log_path(), plan.columns())
             .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
         // Read even with --no-resume: attempt numbers (and so prompt ids)

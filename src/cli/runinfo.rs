@@ -19,6 +19,11 @@ pub const FILE: &str = "run.json";
 /// The file's content.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
+    /// The folder's run key, part of every prompt id: drawn once when the
+    /// folder is first used, so a resumed run (even after the folder moved)
+    /// recognises its prompts, and two machines never share ids.
+    #[serde(default)]
+    pub run_key: Option<String>,
     /// Key of the fresh-seed stream (`Plan::random_key`).
     #[serde(default)]
     pub random_key: Option<u64>,
@@ -41,8 +46,9 @@ impl RunInfo {
     }
 
     /// What a run of `manifest` with fresh-seed key `random_key` records.
-    pub fn of(manifest: &Manifest, random_key: u64, output: &Path) -> RunInfo {
+    pub fn of(manifest: &Manifest, random_key: u64, run_key: &str, output: &Path) -> RunInfo {
         RunInfo {
+            run_key: Some(run_key.to_string()),
             random_key: Some(random_key),
             manifest_dir: Some(crate::paths::relative_to(output, &manifest.dir)),
             aliases: manifest
@@ -51,6 +57,18 @@ impl RunInfo {
                 .map(|a| (a.name.clone(), serde_json::Value::String(a.target.clone())))
                 .collect(),
         }
+    }
+
+    /// The run key for a folder: the recorded one; for a folder logged
+    /// before keys were recorded, the hash of its path; else a fresh one.
+    pub fn key_for(&self, output: &Path) -> String {
+        if let Some(key) = &self.run_key {
+            return key.clone();
+        }
+        if output.join("runs.csv").exists() {
+            return super::run::run_key(output);
+        }
+        hex::encode(rand::random::<[u8; 4]>())
     }
 
     /// Writes the file atomically.

@@ -74,9 +74,14 @@ impl PlainReporter {
             ),
             EventKind::JobRetrying {
                 job,
+                outcome,
                 attempt,
-                cause,
-            } => format!("retry  {job} attempt {attempt}: {cause}"),
+            } => format!(
+                "retry  {} {} attempt {attempt}: {}",
+                job.id,
+                job.label,
+                outcome.error.as_deref().unwrap_or("failed")
+            ),
             EventKind::JobFinished {
                 job,
                 outcome,

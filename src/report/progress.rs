@@ -114,12 +114,14 @@ impl ProgressReporter {
             }
             EventKind::JobRetrying {
                 job,
+                outcome,
                 attempt,
-                cause,
             } => {
-                let _ = self
-                    .multi
-                    .println(format!("retry {job} attempt {attempt}: {cause}"));
+                let cause = outcome.error.as_deref().unwrap_or("failed");
+                let _ = self.multi.println(format!(
+                    "retry {} {} attempt {attempt}: {cause}",
+                    job.id, job.label
+                ));
             }
             EventKind::ServerLost { server, cause } => {
                 let _ = self

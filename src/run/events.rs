@@ -61,14 +61,16 @@ pub enum EventKind {
         /// Steps in all.
         max: u32,
     },
-    /// An attempt failed and the job will be tried again.
+    /// An attempt failed and the job will be tried again. The failed
+    /// attempt is logged like any outcome (`runs.csv` has a row per attempt
+    /// outcome; the newest row of a job counts).
     JobRetrying {
         /// The job.
-        job: JobId,
+        job: Arc<Job>,
+        /// The failed attempt's outcome.
+        outcome: Outcome,
         /// The attempt that comes next (2 = first retry).
         attempt: u32,
-        /// Why.
-        cause: String,
     },
     /// A job ended (its images are saved already).
     JobFinished {

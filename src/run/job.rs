@@ -248,6 +248,10 @@ pub(crate) async fn run_attempt(
 
     let deadline = ctx.timeout.map(|t| Instant::now() + t);
     let mut timed_out = false;
+    // Messages may have been missed (a dropped socket, or a prompt adopted
+    // from a run whose client is gone): the history is then the authority
+    // on outputs, and websocket images cannot be recovered.
+    let mut missed = adopted;
     let mut cancel_seen: Option<CancelReason> = None;
     // When to (again) ask the server to drop or stop the prompt, for a
     // timeout or a cancel: a lost interrupt or a failed request is retried.
@@ -405,7 +409,7 @@ pub(crate) async fn run_attempt(
                         .ws_images
                         .push((node.unwrap_or_else(|| "ws".into()), ext, bytes));
                 }
-                ServerEvent::Disconnected => {}
+                ServerEvent::Disconnected => missed = true,
                 ServerEvent::Reconnected => {
                     if tracked.end.is_some() {
                         // Only the final `executing` was missed: the outcome
@@ -432,8 +436,19 @@ pub(crate) async fn run_attempt(
     attempt.finished_at = Some(SystemTime::now());
     slot.release();
 
-    if timed_out {
+    // A success that landed before the interrupt took effect is kept.
+    if timed_out && !matches!(tracked.end, Some(End::Success)) {
         return fail(&attempt, Status::Timeout, timeout_text(ctx.timeout));
+    }
+    if missed && matches!(tracked.end, Some(End::Success)) {
+        // `executed` messages sent while we were away are gone; the history
+        // lists every output.
+        if !matches!(
+            reconcile(&server, pid.as_str(), &mut tracked).await,
+            Reconciled::Finished
+        ) {
+            return AttemptEnd::Requeue("outputs unknown after a disconnect".into());
+        }
     }
     let (status, error) = match tracked.end.take() {
         Some(End::Success) => match rejected {
@@ -448,14 +463,15 @@ pub(crate) async fn run_attempt(
         ),
     };
     if status == Status::Ok
-        && adopted
-        && tracked.ws_images.is_empty()
         && sends_images_over_socket(&job)
+        && (missed || tracked.ws_images.is_empty())
     {
+        // Frames sent while we were away are lost for good; an `ok` row
+        // never goes without its images.
         return fail(
             &attempt,
             Status::Failed,
-            "its websocket images went to the run that queued it; run again".into(),
+            "websocket images were lost with the connection; run again".into(),
         );
     }
     if status != Status::Ok {

@@ -225,7 +225,10 @@ pub async fn execute(
 
     loop {
         // Fill free slots, least loaded live server first.
-        while cancelled.is_none() {
+        // Jobs still downloading hold no slot; this bounds them (and their
+        // images in memory) too.
+        let max_tasks = 2 * config.concurrency * slots.len();
+        while cancelled.is_none() && tasks < max_tasks {
             let Some(slot) = slots
                 .iter_mut()
                 .filter(|s| s.alive && s.in_flight < config.concurrency)
@@ -346,9 +349,9 @@ pub async fn execute(
                     && cancelled.is_none()
                 {
                     emit(EventKind::JobRetrying {
-                        job: job.id.clone(),
+                        job: job.clone(),
+                        outcome,
                         attempt: attempt + 1,
-                        cause: outcome.error.clone().unwrap_or_default(),
                     })?;
                     waiting.push_back((job, attempt + 1, tries + 1));
                     continue;

@@ -169,17 +169,18 @@ impl RunLog {
             .map_err(SinkError::at(path))?;
         let mut text = Vec::new();
         file.read_to_end(&mut text).map_err(SinkError::at(path))?;
-        if let Some(last_newline) = text.iter().rposition(|&b| b == b'\n') {
-            if last_newline + 1 != text.len() {
-                // A run killed mid-write: drop the torn tail.
-                file.set_len(last_newline as u64 + 1)
-                    .map_err(SinkError::at(path))?;
-                text.truncate(last_newline + 1);
-            }
-        } else if !text.is_empty() {
-            file.set_len(0).map_err(SinkError::at(path))?;
-            text.clear();
+        let whole = whole_records_len(&text);
+        if whole != text.len() {
+            // A run killed mid-write: drop the torn tail.
+            file.set_len(whole as u64).map_err(SinkError::at(path))?;
+            text.truncate(whole);
         }
+        // One writer per folder: a second run would adopt the same prompts
+        // and log them twice.
+        lock_exclusive(&file).map_err(|_| LogError::Incompatible {
+            path: path.to_path_buf(),
+            why: "another comfy-batch run is using this folder".into(),
+        })?;
         file.seek(SeekFrom::End(0)).map_err(SinkError::at(path))?;
         let rows = if text.is_empty() {
             let mut w = csv::Writer::from_writer(Vec::new());
@@ -226,6 +227,47 @@ impl RunLog {
             .map_err(SinkError::at(&self.path))?;
         self.file.flush().map_err(SinkError::at(&self.path))
     }
+}
+
+/// The length of the text's whole records: each ends with a newline outside
+/// quotes and has as many cells as the header. A torn tail (a killed run's
+/// half row, even one inside a quoted multi-line cell) is what lies beyond.
+fn whole_records_len(text: &[u8]) -> usize {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text);
+    let mut record = csv::ByteRecord::new();
+    let mut whole = 0;
+    let mut width = None;
+    while let Ok(true) = reader.read_byte_record(&mut record) {
+        let end = reader.position().byte() as usize;
+        let complete = end > 0 && text.get(end - 1) == Some(&b'\n');
+        let cells = record.len();
+        if !complete || width.is_some_and(|w| w != cells) {
+            break;
+        }
+        width.get_or_insert(cells);
+        whole = end;
+    }
+    whole
+}
+
+#[cfg(unix)]
+fn lock_exclusive(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; released when the file closes.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn lock_exclusive(_file: &File) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn csv_io(path: &Path, e: impl Into<std::io::Error>) -> SinkError {
@@ -338,6 +380,33 @@ mod tests {
         assert!(fs::read_to_string(&path).unwrap().ends_with(",\n"));
         let err = RunLog::open(&path, &["other".to_string()]).err().unwrap();
         assert!(err.to_string().contains("another --output"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_multi_line_cell_is_cut_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let params = vec!["prompt".to_string()];
+        drop(RunLog::open(&path, &params).unwrap());
+        let mut text = fs::read_to_string(&path).unwrap();
+        let good = "abc,fox#1,w.json,00,1,\"line one\nline two\",ok,,,,,,,,,\n";
+        text.push_str(good);
+        let kept = text.clone();
+        text.push_str("zzz,fox#2,w.json,00,2,\"line one\nline");
+        fs::write(&path, &text).unwrap();
+        let (_, rows) = RunLog::open(&path, &params).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].params[0].1, "line one\nline two");
+        assert_eq!(fs::read_to_string(&path).unwrap(), kept);
+    }
+
+    #[test]
+    fn one_run_per_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let (_held, _) = RunLog::open(&path, &[]).unwrap();
+        let err = RunLog::open(&path, &[]).err().unwrap();
+        assert!(err.to_string().contains("another comfy-batch run"), "{err}");
     }
 }
 

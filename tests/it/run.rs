@@ -459,3 +459,62 @@ async fn fresh_seeds_are_kept_for_the_folder_so_a_rerun_resumes() {
         "a new folder draws new seeds"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_announced_while_the_socket_was_down_come_from_the_history() {
+    let sim = sim_with(comfy_batch::sim::SimConfig {
+        step_ms: 5,
+        drop_ws_every: Some(16),
+        ..Default::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write(
+        "two.yaml",
+        "version: 1\njobs:\n  - name: two\n    workflow: two_saves\n    seeds: {range: [1, 12]}\n",
+    );
+    let out = p.run("two.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 12);
+    all_ok(&rows);
+    for row in &rows {
+        let id = row.get("job_id");
+        let mut images = row.images();
+        images.sort();
+        assert_eq!(
+            images,
+            vec![
+                format!("images/{id}_13_0.png"),
+                format!("images/{id}_9_0.png")
+            ],
+            "both SaveImage outputs of {id}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_images_lost_with_the_socket_are_never_logged_ok_without_them() {
+    let sim = sim_with(comfy_batch::sim::SimConfig {
+        drop_ws_every: Some(30),
+        ..Default::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write(
+        "ws.yaml",
+        "version: 1\njobs:\n  - name: ws\n    workflow: ws\n    matrix:\n      \"1.color\": [1, 2, 3, 4, 5, 6]\n",
+    );
+    let out = p.run("ws.yaml", &[&sim], &["--retries", "20"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    let mut newest = std::collections::BTreeMap::new();
+    for row in &rows {
+        if row.get("status") == "ok" {
+            assert_eq!(row.images().len(), 2, "an ok row has both frames: {row:?}");
+        }
+        newest.insert(row.get("job_id").to_string(), row.clone());
+    }
+    assert_eq!(newest.len(), 6);
+    assert!(newest.values().all(|r| r.get("status") == "ok"));
+}
