@@ -28,6 +28,9 @@ pub(crate) struct Session {
     pub quiet: bool,
     /// `-v` count.
     pub verbose: u8,
+    /// The output folder exists already: it is opened first, and when
+    /// nothing is left to run no server is needed at all.
+    pub resuming: bool,
 }
 
 /// Jobs to validate in the preflight, produced afresh (plans are lazy).
@@ -134,13 +137,20 @@ pub(crate) fn drive<'a>(
         check,
         quiet,
         verbose,
+        resuming,
     } = session;
+    let mut prepare = Some(prepare);
+    let early = match resuming {
+        true => Some((prepare.take().expect("prepare is called once"))()?),
+        false => None,
+    };
+    let nothing_left = early.as_ref().is_some_and(|p| p.total == 0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
     runtime.block_on(async move {
-        let _sim = if sim {
+        let _sim = if sim && !nothing_left {
             let sim = start_sim().await?;
             if !quiet {
                 eprintln!("simulator: {}", sim.url());
@@ -152,16 +162,21 @@ pub(crate) fn drive<'a>(
         } else {
             None
         };
-        if check {
+        if check && !nothing_left {
             preflight(&config, jobs, quiet).await?;
         }
+        let prepared = match (early, prepare) {
+            (Some(prepared), _) => prepared,
+            (None, Some(prepare)) => prepare()?,
+            (None, None) => unreachable!("prepare is taken only for an early open"),
+        };
         let Prepared {
             output,
             mut log,
             jobs,
             total,
             skipped,
-        } = prepare()?;
+        } = prepared;
         let mut reporter = if quiet {
             Reporter::Quiet
         } else if std::io::stderr().is_terminal() {

@@ -351,6 +351,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         check: !args.no_check,
         quiet: global.quiet,
         verbose: global.verbose,
+        resuming: output_path.is_dir(),
     };
     let jobs = &jobs;
     drive(session, &|| Box::new(jobs.iter().cloned()), || {

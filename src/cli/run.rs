@@ -222,6 +222,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         check: !args.no_check,
         quiet: global.quiet,
         verbose: global.verbose,
+        resuming: output_path.is_dir(),
     };
     let plan = &plan;
     drive(session, &|| Box::new(plan.jobs()), || {

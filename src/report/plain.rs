@@ -11,6 +11,8 @@ pub struct PlainReporter {
     out: Box<dyn Write + Send>,
     total: usize,
     servers: Vec<String>,
+    /// Label and server of each submitted job, for its `start` line.
+    queued: std::collections::HashMap<crate::ids::JobId, (String, usize)>,
 }
 
 /// The width of the `[done/total]` counter.
@@ -42,6 +44,7 @@ impl PlainReporter {
             out,
             total: 0,
             servers: Vec::new(),
+            queued: std::collections::HashMap::new(),
         }
     }
 
@@ -65,13 +68,17 @@ impl PlainReporter {
             }
             EventKind::JobSubmitted {
                 job, label, server, ..
-            } => format!(
-                "start  {job} {label} on {}",
-                self.servers
-                    .get(server.0)
-                    .map(String::as_str)
-                    .unwrap_or("?")
-            ),
+            } => {
+                self.queued.insert(job.clone(), (label.clone(), server.0));
+                return None;
+            }
+            EventKind::JobStarted { job, .. } => {
+                let (label, server) = self.queued.get(job)?;
+                format!(
+                    "start  {job} {label} on {}",
+                    self.servers.get(*server).map(String::as_str).unwrap_or("?")
+                )
+            }
             EventKind::JobRetrying {
                 job,
                 outcome,
@@ -87,6 +94,7 @@ impl PlainReporter {
                 outcome,
                 stats,
             } => {
+                self.queued.remove(&job.id);
                 let mut line = format!(
                     "{} {:<11} {} {}",
                     counter(stats.done, self.total),
@@ -125,7 +133,7 @@ impl PlainReporter {
                 stats.skipped,
                 seconds(event.at)
             ),
-            EventKind::JobStarted { .. } | EventKind::JobProgress { .. } => return None,
+            EventKind::JobProgress { .. } => return None,
         })
     }
 

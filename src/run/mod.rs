@@ -148,6 +148,24 @@ pub async fn execute(
         .map_err(RunError::Sink)
     };
 
+    if total == 0 {
+        // Everything is done already: no server is needed to say so.
+        let stats = RunStats {
+            skipped,
+            ..RunStats::default()
+        };
+        emit(EventKind::RunStarted {
+            total,
+            skipped,
+            servers: config.servers.iter().map(|s| s.to_string()).collect(),
+        })?;
+        emit(EventKind::RunFinished { stats })?;
+        return Ok(RunSummary {
+            stats,
+            cancelled: None,
+        });
+    }
+
     // Connect every websocket before the first POST.
     let mut slots = Vec::new();
     let mut errors = Vec::new();

@@ -518,3 +518,19 @@ async fn websocket_images_lost_with_the_socket_are_never_logged_ok_without_them(
     assert_eq!(newest.len(), 6);
     assert!(newest.values().all(|r| r.get("status") == "ok"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_folder_needs_no_server() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("tiny.yaml", TINY);
+    assert_eq!(p.run("tiny.yaml", &[&sim], &[]).await.code, 0);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let out = p.cli(&["run", "tiny.yaml", "--output", "out", "--server", &url]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("run: 0 jobs"), "{}", out.stderr);
+}
