@@ -141,7 +141,13 @@ async fn a_server_refusing_connections_for_a_while_then_back_empty() {
     let mut run = p.spawn("jobs.yaml", &[&first], &["--server-lost-after", "60s"]);
     wait_for("3 rows", 60, || p.row_count() >= 3).await;
     first.shutdown().await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // refused meanwhile
+    // Refused meanwhile: the port stays bound (never listening) so that no
+    // other test's server can be given it before ours is back.
+    let hold = tokio::net::TcpSocket::new_v4()
+        .ok()
+        .filter(|s| s.set_reuseaddr(true).is_ok() && s.bind(addr).is_ok());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(hold);
     let second = Sim::start(cfg, addr).await.expect("the same port again");
     assert_eq!(run.exit(60).await, 0, "{}", run.stderr());
     p.assert_each_job_ok_once(10);
