@@ -308,6 +308,31 @@ impl SimHandle {
         self.shared.stats()
     }
 
+    /// Waits (at most `timeout`) until the worker is not idle while a
+    /// prompt is pending, i.e. it has taken the next prompt if there is one;
+    /// returns whether it got there.
+    ///
+    /// The real server's worker thread wakes the moment a prompt is queued,
+    /// so the requests it answers never see a pending prompt next to an
+    /// idle worker; the sim's worker is a task that a loaded machine may
+    /// schedule late. Tests replaying a recorded request order call this
+    /// before each request so the sim is in the state the server was.
+    pub async fn settled(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let core = state::lock(&self.shared.core);
+                if core.queue.len() == 0 || core.running.is_some() {
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Closes every websocket, stops the worker and the HTTP server.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

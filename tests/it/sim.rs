@@ -133,7 +133,7 @@ impl Client {
 
     /// Waits until a message satisfies `pred`, without copying anything.
     async fn wait_until(&self, what: &str, pred: impl Fn(&Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut checked = 0;
         loop {
             let notified = self.arrived.notified();
@@ -407,7 +407,7 @@ struct Stream {
 }
 
 async fn sync(streams: &[Stream], name: &str, at: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     for s in streams {
         let Some(conn) = &s.conn else { continue };
         // Statuses are counted apart: where they fall among progress
@@ -508,6 +508,13 @@ async fn replay(file: &str, scenario: Scenario) {
             }
             "http>" => {
                 sync(&streams, file, &format!("request #{i}")).await;
+                // The recorded worker took each prompt as soon as it was
+                // queued (`07`: `status` 1 from the worker's get before the
+                // second POST's 2); a loaded machine can delay the sim's.
+                assert!(
+                    sim.settled(Duration::from_secs(60)).await,
+                    "{file}: the worker never took the pending prompt before request #{i}"
+                );
                 let reply = events[i + 1..]
                     .iter()
                     .find(|r| r["dir"] == "http<" && r["path"] == e["path"])
@@ -1635,7 +1642,7 @@ async fn sockets_drop_after_n_messages_and_restarts_forget_everything() {
     let ws = Client::connect(&base, "d").await;
     let (_, _, first) = submit(&base, "d", &save("d", 1)).await;
     // The socket closes after 5 messages; reconnecting works.
-    tokio::time::timeout(Duration::from_secs(5), async {
+    tokio::time::timeout(Duration::from_secs(60), async {
         while !ws.task.is_finished() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -1645,21 +1652,21 @@ async fn sockets_drop_after_n_messages_and_restarts_forget_everything() {
     assert_eq!(ws.messages().len(), 5);
     // Wait for the first prompt through history, then run a second: the
     // sim "crashes" after it.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while history(&base, &first).await.is_null() {
         assert!(Instant::now() < deadline, "first prompt never finished");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let ws2 = Client::connect(&base, "d").await;
     let (_, _, second) = submit(&base, "d", &save("d2", 1)).await;
-    tokio::time::timeout(Duration::from_secs(5), async {
+    tokio::time::timeout(Duration::from_secs(60), async {
         while !ws2.task.is_finished() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
     .expect("socket closed");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let all: Value = http()
             .get(format!("{base}/history"))
@@ -1687,7 +1694,7 @@ async fn reconnect_replays_the_running_node_and_keeps_the_real_bug() {
     let sim = start(SimConfig::default()).await;
     let base = sim.url();
     let old = Client::connect(&base, "r").await;
-    let (_, _, id) = submit(&base, "r", &sleep_prompt(0.3, 3)).await;
+    let (_, _, id) = submit(&base, "r", &sleep_prompt(1.5, 3)).await;
     old.wait_for("sleep", |m| {
         m["type"] == "executing" && m["data"]["node"] == "5"
     })
@@ -1703,7 +1710,14 @@ async fn reconnect_replays_the_running_node_and_keeps_the_real_bug() {
     // The real server's bug: when the old socket goes, its handler removes
     // the new one from the registry, which then hears nothing more.
     old.close().await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Once the prompt is in the history its end has been sent (to nobody);
+    // give a wrongly registered socket a moment to hear it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while history(&base, &id).await.is_null() {
+        assert!(Instant::now() < deadline, "the prompt never finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let got = new.messages();
     assert!(
         !got.iter()
@@ -1802,10 +1816,14 @@ async fn dropping_the_handle_stops_the_server() {
     let dir = sim.output_dir().to_path_buf();
     assert_eq!(get_status(url.clone()).await, 200);
     drop(sim);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // A fresh client: pooled keep-alive connections may outlive the listener.
-    let fresh = reqwest::Client::new();
-    assert!(fresh.get(&url).send().await.is_err(), "still serving");
+    // The aborted server task lets go of its listener when the runtime gets
+    // to it. A fresh client: pooled keep-alive connections may outlive the
+    // listener.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::Client::new().get(&url).send().await.is_ok() {
+        assert!(Instant::now() < deadline, "still serving");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(!dir.exists(), "temporary folder removed");
 }
 
