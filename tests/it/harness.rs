@@ -425,3 +425,13 @@ impl Project {
         Running { child, stderr }
     }
 }
+
+/// A loopback address that refuses connections: a socket bound but never
+/// listening, held by the returned value so no other test (or simulator) is
+/// given the port meanwhile, as it could be a port bound and closed again.
+pub fn refusing_address() -> (tokio::net::TcpSocket, String) {
+    let hold = tokio::net::TcpSocket::new_v4().unwrap();
+    hold.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", hold.local_addr().unwrap());
+    (hold, url)
+}

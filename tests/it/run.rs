@@ -371,11 +371,7 @@ async fn a_rerun_resumes_and_redoes_only_what_is_missing() {
 async fn no_server_reachable_exits_3() {
     let p = Project::new();
     p.write("tiny.yaml", TINY);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let url = format!("http://127.0.0.1:{port}");
+    let (_hold, url) = crate::harness::refusing_address();
     let out = p
         .cli(&["run", "tiny.yaml", "--server", &url, "--no-check"])
         .await;
@@ -525,12 +521,10 @@ async fn a_finished_folder_needs_no_server() {
     let p = Project::new();
     p.write("tiny.yaml", TINY);
     assert_eq!(p.run("tiny.yaml", &[&sim], &[]).await.code, 0);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let url = format!("http://127.0.0.1:{port}");
-    let out = p.cli(&["run", "tiny.yaml", "--output", "out", "--server", &url]).await;
+    let (_hold, url) = crate::harness::refusing_address();
+    let out = p
+        .cli(&["run", "tiny.yaml", "--output", "out", "--server", &url])
+        .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("run: 0 jobs"), "{}", out.stderr);
 }
