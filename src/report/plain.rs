@@ -144,3 +144,116 @@ impl PlainReporter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::ids::{JobId, PromptId, ServerId};
+    use crate::patch::Prompt;
+    use crate::plan::{Job, Workflow};
+    use crate::run::{Attempt, Outcome, RunStats};
+
+    fn job(id: &str, label: &str) -> Arc<Job> {
+        Arc::new(Job {
+            index: 0,
+            id: JobId::new(id),
+            label: label.into(),
+            workflow: Arc::new(Workflow {
+                name: "t2i".into(),
+                path: "workflows/t2i.json".into(),
+                sha256: "00".into(),
+            }),
+            seed: Some(1),
+            params: Vec::new(),
+            prompt: Prompt(Default::default()),
+            images: Vec::new(),
+        })
+    }
+
+    fn outcome(status: Status, images: &[&str], error: Option<&str>) -> Outcome {
+        Outcome {
+            status,
+            images: images.iter().map(|s| s.to_string()).collect(),
+            error: error.map(str::to_string),
+            attempt: Attempt {
+                number: 1,
+                queued_at: Some(UNIX_EPOCH),
+                ..Attempt::default()
+            },
+        }
+    }
+
+    #[test]
+    fn plain_lines_for_a_run() {
+        let a = job("0123456789ab", "fox#1");
+        let b = job("ba9876543210", "fox#2");
+        let server = "http://127.0.0.1:8188".to_string();
+        let stats = |done, ok, failed| RunStats {
+            total: 2,
+            done,
+            ok,
+            failed,
+            skipped: 3,
+        };
+        let kinds = vec![
+            EventKind::RunStarted {
+                total: 2,
+                skipped: 3,
+                servers: vec![server],
+            },
+            EventKind::JobSubmitted {
+                job: a.id.clone(),
+                label: a.label.clone(),
+                server: ServerId(0),
+                prompt: PromptId::new("cb-x-0123456789ab-1"),
+            },
+            EventKind::JobStarted {
+                job: a.id.clone(),
+                server: ServerId(0),
+            },
+            EventKind::JobProgress {
+                job: a.id.clone(),
+                server: ServerId(0),
+                node: "3".into(),
+                value: 1,
+                max: 20,
+            },
+            EventKind::JobFinished {
+                job: a.clone(),
+                outcome: outcome(Status::Ok, &["images/0123456789ab_9_0.png"], None),
+                stats: stats(1, 1, 0),
+            },
+            EventKind::JobRetrying {
+                job: b.clone(),
+                outcome: outcome(Status::Failed, &[], Some("node 3 (KSampler): OOM")),
+                attempt: 2,
+            },
+            EventKind::JobFinished {
+                job: b.clone(),
+                outcome: outcome(Status::Failed, &[], Some("node 3 (KSampler): OOM")),
+                stats: stats(2, 1, 1),
+            },
+            EventKind::Cancelling {
+                reason: CancelReason::Interrupt,
+            },
+            EventKind::RunFinished {
+                stats: stats(2, 1, 1),
+            },
+        ];
+        let mut reporter = PlainReporter::new(Box::new(std::io::sink()));
+        let lines: Vec<String> = kinds
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, kind)| {
+                reporter.line(&RunEvent {
+                    at: Duration::from_millis(1500 * i as u64),
+                    kind,
+                })
+            })
+            .collect();
+        insta::assert_snapshot!(lines.join("\n"));
+    }
+}

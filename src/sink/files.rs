@@ -18,7 +18,8 @@ pub struct OutputDir {
 /// `<job_id>_<node>_<n>.<ext>`. Built only from our own ids and a sanitised
 /// extension; the server's file name never becomes a path.
 pub fn image_file_name(job: &JobId, node: &str, n: usize, ext: &str) -> String {
-    let node: String = node
+    let raw = node;
+    let mut node: String = node
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -29,6 +30,13 @@ pub fn image_file_name(job: &JobId, node: &str, n: usize, ext: &str) -> String {
         })
         .take(32)
         .collect();
+    if node != raw {
+        // Distinct ids (`12:3`, `12-3`) must not share a file.
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(raw.as_bytes());
+        node.push('-');
+        node.push_str(&hex::encode(&digest[..3]));
+    }
     let ext = ext.to_ascii_lowercase();
     let ext = if !ext.is_empty() && ext.len() <= 5 && ext.chars().all(|c| c.is_ascii_alphanumeric())
     {
@@ -143,7 +151,12 @@ mod tests {
         assert_eq!(image_file_name(&id, "9", 0, "png"), "0123456789ab_9_0.png");
         assert_eq!(
             image_file_name(&id, "../../x", 1, "PNG"),
-            "0123456789ab_------x_1.png"
+            "0123456789ab_------x-9cdf6a_1.png"
+        );
+        assert_ne!(
+            image_file_name(&id, "12:3", 0, "png"),
+            image_file_name(&id, "12-3", 0, "png"),
+            "distinct node ids never share a file"
         );
         assert_eq!(
             image_file_name(&id, "9", 2, "png/../../etc"),
@@ -151,7 +164,7 @@ mod tests {
         );
         assert_eq!(
             image_file_name(&id, "/abs", 0, ""),
-            "0123456789ab_-abs_0.png"
+            "0123456789ab_-abs-e802dc_0.png"
         );
     }
 

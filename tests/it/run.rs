@@ -528,3 +528,15 @@ async fn a_finished_folder_needs_no_server() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("run: 0 jobs"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_texts_are_stable() {
+    let p = Project::new();
+    let mut all = String::new();
+    for command in ["run", "rerun", "check"] {
+        let out = p.cli(&[command, "--help"]).await;
+        assert_eq!(out.code, 0);
+        all.push_str(&format!("$ comfy-batch {command} --help\n{}\n", out.stdout));
+    }
+    insta::assert_snapshot!(all);
+}
