@@ -24,4 +24,5 @@ pub mod report;
 pub mod run;
 pub mod sim;
 pub mod sink;
+pub mod text;
 pub mod validate;

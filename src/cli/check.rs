@@ -102,7 +102,7 @@ fn texts(catalogue: &Catalogue, v: &Validation) -> Vec<String> {
             {
                 text.push_str(&format!("; did you mean '{near}'?"));
             }
-            out.push(clip(&crate::comfy::protocol::one_line(&text), MAX_PROBLEM));
+            out.push(clip(&crate::text::one_line(&text), MAX_PROBLEM));
         }
     }
     if out.is_empty()
@@ -112,7 +112,7 @@ fn texts(catalogue: &Catalogue, v: &Validation) -> Vec<String> {
         if !e.details.is_empty() && e.details != e.message {
             text.push_str(&format!(" ({})", e.details));
         }
-        out.push(clip(&crate::comfy::protocol::one_line(&text), MAX_PROBLEM));
+        out.push(clip(&crate::text::one_line(&text), MAX_PROBLEM));
     }
     out
 }

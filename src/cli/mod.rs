@@ -96,7 +96,7 @@ impl CliError {
         let mut out = String::new();
         for e in &self.errors {
             let line = e.split_whitespace().collect::<Vec<_>>().join(" ");
-            let _ = writeln!(out, "error: {}", crate::manifest::clip(&line, MAX_LINE));
+            let _ = writeln!(out, "error: {}", crate::text::clip(&line, MAX_LINE));
         }
         if let Some(hint) = &self.hint {
             let _ = writeln!(out, "hint: {hint}");

@@ -367,11 +367,7 @@ impl PromptRejected {
     }
 }
 
-/// Folds whitespace and newlines so a message fits one CSV cell and one
-/// terminal line.
-pub fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::text::one_line;
 
 /// One entry of `GET /history/{id}`: what the client needs to finish a job
 /// it lost track of.

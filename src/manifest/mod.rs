@@ -658,20 +658,7 @@ impl Manifest {
     }
 }
 
-/// `text` cut in the middle to at most about `max` characters, so a message
-/// quoting a user's value (a 1 MB prompt…) stays one readable line.
-pub(crate) fn clip(text: &str, max: usize) -> String {
-    let count = text.chars().count();
-    if count <= max {
-        return text.to_owned();
-    }
-    let head = max * 2 / 3;
-    let tail = max.saturating_sub(head + 1);
-    let mut out: String = text.chars().take(head).collect();
-    out.push('…');
-    out.extend(text.chars().skip(count - tail));
-    out
-}
+pub(crate) use crate::text::clip;
 
 /// A serde message with the value it quotes (`invalid type: string "…",
 /// expected …`) clipped, keeping what was expected.

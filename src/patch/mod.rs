@@ -144,7 +144,7 @@ pub fn check(workflow: &Map<String, Value>, slot: &Slot, value: &Value) -> Resul
                 _ => format!(
                     "{} {}",
                     kind_of(value),
-                    crate::manifest::clip(&value.to_string(), 80)
+                    crate::text::clip(&value.to_string(), 80)
                 ),
             },
         })

@@ -140,7 +140,7 @@ pub fn row(job: &Job, base: &Path, outcome: &Outcome, params: &[String]) -> Vec<
         outcome
             .error
             .as_deref()
-            .map(crate::comfy::protocol::one_line)
+            .map(crate::text::one_line)
             .unwrap_or_default(),
     ]);
     cells

@@ -1,0 +1,39 @@
+//! Text helpers for messages shared by the stages: every user-visible line
+//! (diagnostics, CSV `error` cells, progress lines) goes through these, so
+//! none of them depends on another stage for its formatting.
+
+/// Folds whitespace and newlines so a message fits one CSV cell and one
+/// terminal line.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `text` cut in the middle to at most about `max` characters, so a message
+/// quoting a user's value (a 1 MB prompt…) stays one readable line.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let head = max * 2 / 3;
+    let tail = max.saturating_sub(head + 1);
+    let mut out: String = text.chars().take(head).collect();
+    out.push('…');
+    out.extend(text.chars().skip(count - tail));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_and_clip() {
+        assert_eq!(one_line("a\n  b\tc "), "a b c");
+        assert_eq!(clip("abcdef", 10), "abcdef");
+        let long = "x".repeat(50) + &"y".repeat(50);
+        let cut = clip(&long, 30);
+        assert_eq!(cut.chars().count(), 30);
+        assert!(cut.starts_with("xxx") && cut.ends_with("yyy") && cut.contains('…'));
+    }
+}
