@@ -53,7 +53,7 @@ pub struct RerunArgs {
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
     /// Per-job limit (e.g. 90s, 10m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = super::run::parse_duration)]
     pub timeout: Option<Duration>,
     /// Try a job that failed in execution up to N more times.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -73,10 +73,6 @@ fn parse_status(text: &str) -> Result<Status, String> {
     Status::parse(text).ok_or_else(|| {
         format!("'{text}' is not a status (ok, failed, rejected, interrupted, timeout)")
     })
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 10m, 1h30m)"))
 }
 
 /// The newest row of each job id, in order of first appearance, filtered.

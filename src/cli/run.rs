@@ -74,7 +74,8 @@ pub struct RunArgs {
     pub server_lost_after: Option<Duration>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses `90s`, `10m`, `1h30m` (shared by `run` and `rerun`).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 10m, 1h30m)"))
 }
 

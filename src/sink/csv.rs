@@ -347,21 +347,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relative_paths_walk_up_from_the_log() {
-        assert_eq!(
-            relative_to(Path::new("/r/out/fox"), Path::new("/r/workflows/t2i.json")),
-            "../../workflows/t2i.json"
-        );
-        assert_eq!(
-            relative_to(
-                Path::new("/r/out"),
-                Path::new("/r/jobs/../workflows/a.json")
-            ),
-            "../workflows/a.json"
-        );
-    }
-
-    #[test]
     fn torn_last_line_is_cut_and_header_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
