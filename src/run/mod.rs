@@ -148,29 +148,17 @@ pub async fn execute(
         .map_err(RunError::Sink)
     };
 
-    if total == 0 {
-        // Everything is done already: no server is needed to say so.
-        let stats = RunStats {
-            skipped,
-            ..RunStats::default()
-        };
-        emit(EventKind::RunStarted {
-            total,
-            skipped,
-            servers: config.servers.iter().map(|s| s.to_string()).collect(),
-        })?;
-        emit(EventKind::RunFinished { stats })?;
-        return Ok(RunSummary {
-            stats,
-            cancelled: None,
-        });
-    }
-
-    // Connect every websocket before the first POST.
+    // Connect every websocket before the first POST; with nothing to run
+    // (everything done already) no server is needed.
     let mut slots = Vec::new();
     let mut errors = Vec::new();
     let mut supervisors = Vec::new();
-    for (i, url) in config.servers.iter().enumerate() {
+    let wanted = if total == 0 {
+        &[][..]
+    } else {
+        &config.servers[..]
+    };
+    for (i, url) in wanted.iter().enumerate() {
         match Server::connect(
             ServerId(i),
             url.clone(),
@@ -195,7 +183,7 @@ pub async fn execute(
             Err(e) => errors.push(e),
         }
     }
-    if slots.is_empty() {
+    if slots.is_empty() && total > 0 {
         return Err(RunError::NoServer(errors));
     }
     let mut stats = RunStats {
@@ -208,9 +196,8 @@ pub async fn execute(
         skipped,
         servers: config.servers.iter().map(|s| s.to_string()).collect(),
     })?;
-    for (i, e) in errors.iter().enumerate() {
+    for e in &errors {
         tracing::warn!("server unreachable, running without it: {e}");
-        let _ = i;
     }
 
     let (cancel_tx, cancel_rx) = watch::channel::<Option<CancelReason>>(None);
@@ -227,7 +214,7 @@ pub async fn execute(
     let mut waiting: VecDeque<(Arc<Job>, u32, u32)> = VecDeque::new();
     let mut requeues: std::collections::HashMap<crate::ids::JobId, u32> = Default::default();
     let mut tasks = 0usize;
-    let mut exhausted = false;
+    let mut exhausted = total == 0;
     let mut cancelled: Option<CancelReason> = None;
     let cancel = |reason: CancelReason,
                   cancelled: &mut Option<CancelReason>,
