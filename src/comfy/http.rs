@@ -121,20 +121,19 @@ impl HttpClient {
         })
     }
 
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self.send(self.client.get(self.base.endpoint(path))).await?;
+        self.json(response).await
+    }
+
     /// `GET /system_stats`: a cheap readiness probe.
     pub async fn system_stats(&self) -> Result<Value, ClientError> {
-        let response = self
-            .send(self.client.get(self.base.endpoint("system_stats")))
-            .await?;
-        self.json(response).await
+        self.get_json("system_stats").await
     }
 
     /// `GET /object_info`: the node catalogue, for preflight validation.
     pub async fn object_info(&self) -> Result<Value, ClientError> {
-        let response = self
-            .send(self.client.get(self.base.endpoint("object_info")))
-            .await?;
-        self.json(response).await
+        self.get_json("object_info").await
     }
 
     /// `POST /prompt` with our client id and prompt id.
@@ -178,11 +177,9 @@ impl HttpClient {
 
     /// `GET /history/{id}`: `None` while unknown, pending or running.
     pub async fn history(&self, prompt_id: &str) -> Result<Option<HistoryEntry>, ClientError> {
-        let url = self
-            .base
-            .endpoint(&format!("history/{}", encode(prompt_id)));
-        let response = self.send(self.client.get(url)).await?;
-        let mut map: serde_json::Map<String, Value> = self.json(response).await?;
+        let mut map: serde_json::Map<String, Value> = self
+            .get_json(&format!("history/{}", encode(prompt_id)))
+            .await?;
         match map.remove(prompt_id) {
             None => Ok(None),
             Some(entry) => {
@@ -198,10 +195,7 @@ impl HttpClient {
 
     /// `GET /queue`.
     pub async fn queue(&self) -> Result<QueueState, ClientError> {
-        let response = self
-            .send(self.client.get(self.base.endpoint("queue")))
-            .await?;
-        self.json(response).await
+        self.get_json("queue").await
     }
 
     /// `POST /queue {"delete": [ids]}`: removes pending prompts only.
