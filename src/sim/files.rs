@@ -5,30 +5,14 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
 /// Normalises a path lexically (`a/./b/../c` → `a/c`), as `os.path.normpath`
 /// / `abspath` do; leading `..` are kept.
-pub(crate) fn normalize(path: &Path) -> PathBuf {
-    let mut out: Vec<Component<'_>> = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => match out.last() {
-                Some(Component::Normal(_)) => {
-                    out.pop();
-                }
-                Some(Component::RootDir | Component::Prefix(_)) => {}
-                _ => out.push(c),
-            },
-            other => out.push(other),
-        }
-    }
-    out.iter().collect()
-}
+pub(crate) use crate::paths::normalize;
 
 /// Whether `path` (joined and normalised) stays inside `base`.
 pub(crate) fn inside(base: &Path, path: &Path) -> bool {
