@@ -5,7 +5,7 @@
 //! `manifest` (YAML → typed manifest) → `plan` (sweeps → concrete jobs) →
 //! `patch` (job + workflow → prompt) → `run` (schedule over servers through
 //! `comfy`, the HTTP + WebSocket client) → `sink` (images, prompts, `runs.csv`)
-//! and `report` (progress on a terminal, plain lines elsewhere).
+//! and `progress` (progress on a terminal, plain lines elsewhere).
 //!
 //! `validate` checks a prompt against a server's `/object_info` catalogue and is
 //! shared by `check`, the preflight of `run`, and `sim`, the embedded
@@ -20,7 +20,7 @@ pub mod manifest;
 pub mod patch;
 mod paths;
 pub mod plan;
-pub mod report;
+pub mod progress;
 pub mod run;
 pub mod sim;
 pub mod sink;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::{CliError, Exit};
 use crate::comfy::ServerUrl;
 use crate::plan::Job;
-use crate::report::{PlainReporter, ProgressReporter, Reporter};
+use crate::progress::{PlainReporter, ProgressReporter, Reporter};
 use crate::run::{CancelReason, EventKind, RunConfig, RunError};
 use crate::sink::OutputDir;
 use crate::sink::csv::RunLog;

@@ -1,13 +1,13 @@
 //! Telling the user what happens: an indicatif display on a terminal
-//! (`progress`), one plain line per event otherwise (`plain`), nothing with
+//! (`bar`), one plain line per event otherwise (`plain`), nothing with
 //! `-q`. Reporters only consume [`RunEvent`]s; they know nothing of HTTP or
 //! CSV.
 
+mod bar;
 mod plain;
-mod progress;
 
+pub use bar::ProgressReporter;
 pub use plain::PlainReporter;
-pub use progress::ProgressReporter;
 
 use crate::run::RunEvent;
 
