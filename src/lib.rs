@@ -17,6 +17,7 @@ pub mod cli;
 pub mod comfy;
 pub mod ids;
 pub mod manifest;
+pub mod outcome;
 pub mod patch;
 mod paths;
 pub mod plan;

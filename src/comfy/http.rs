@@ -62,10 +62,7 @@ impl HttpClient {
             .pool_max_idle_per_host(16)
             .tcp_nodelay(true)
             .build()
-            .map_err(|source| ClientError::Transport {
-                url: base.to_string(),
-                source,
-            })?;
+            .map_err(|source| ClientError::transport(base.to_string(), source))?;
         Ok(HttpClient { base, client })
     }
 
@@ -78,15 +75,14 @@ impl HttpClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        let request = request.build().map_err(|source| ClientError::Transport {
-            url: self.base.to_string(),
-            source,
-        })?;
+        let request = request
+            .build()
+            .map_err(|source| ClientError::transport(self.base.to_string(), source))?;
         let url = request.url().to_string();
         self.client
             .execute(request)
             .await
-            .map_err(|source| ClientError::Transport { url, source })
+            .map_err(|source| ClientError::transport(url, source))
     }
 
     /// The body of a successful response; any other status is an error
@@ -94,16 +90,11 @@ impl HttpClient {
     async fn ok_body(
         &self,
         response: reqwest::Response,
+        cap: usize,
     ) -> Result<(String, bytes::Bytes), ClientError> {
         let url = response.url().to_string();
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        let bytes = read_body(response, &url, cap).await?;
         if !status.is_success() {
             return Err(status_error(url, status.as_u16(), &bytes));
         }
@@ -114,7 +105,7 @@ impl HttpClient {
         &self,
         response: reqwest::Response,
     ) -> Result<T, ClientError> {
-        let (url, bytes) = self.ok_body(response).await?;
+        let (url, bytes) = self.ok_body(response, MAX_JSON_BODY).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url,
             why: e.to_string(),
@@ -153,13 +144,7 @@ impl HttpClient {
             .await?;
         let url = response.url().to_string();
         let status = response.status().as_u16();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        let bytes = read_body(response, &url, MAX_JSON_BODY).await?;
         let decode = |why: serde_json::Error| ClientError::Decode {
             url: url.clone(),
             why: why.to_string(),
@@ -223,7 +208,7 @@ impl HttpClient {
     }
 
     async fn expect_ok(&self, response: reqwest::Response) -> Result<(), ClientError> {
-        self.ok_body(response).await.map(|_| ())
+        self.ok_body(response, MAX_JSON_BODY).await.map(|_| ())
     }
 
     /// `GET /view`: the file's bytes, exactly as the server sends them.
@@ -234,7 +219,9 @@ impl HttpClient {
             ("type", image.kind.as_str()),
         ]);
         let response = self.send(request).await?;
-        self.ok_body(response).await.map(|(_, bytes)| bytes)
+        self.ok_body(response, MAX_FILE_BODY)
+            .await
+            .map(|(_, bytes)| bytes)
     }
 
     /// `POST /upload/image`: uploads a local file to the input folder.
@@ -256,6 +243,39 @@ impl HttpClient {
             .await?;
         self.json(response).await
     }
+}
+
+/// The most a JSON reply (catalogue, history, queue…) may hold: a
+/// misbehaving or hostile server cannot make the runner buffer without end.
+const MAX_JSON_BODY: usize = 256 << 20;
+/// The most one downloaded file may hold.
+const MAX_FILE_BODY: usize = 1 << 30;
+
+/// Reads a body chunk by chunk, refusing one larger than `cap`.
+async fn read_body(
+    mut response: reqwest::Response,
+    url: &str,
+    cap: usize,
+) -> Result<bytes::Bytes, ClientError> {
+    let too_big = || ClientError::Decode {
+        url: url.to_string(),
+        why: format!("the reply is larger than {} MB", cap >> 20),
+    };
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_big());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|source| ClientError::transport(url.to_string(), source))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn status_error(url: String, status: u16, body: &[u8]) -> ClientError {

@@ -122,6 +122,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A failed request. reqwest names the URL in its own message too; it
+    /// is dropped there so a logged line says it once, followed by the
+    /// causes (`…: error sending request: …: connection reset by peer`).
+    pub(crate) fn transport(url: String, source: reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            url,
+            source: source.without_url(),
+        }
+    }
+
     /// Whether retrying the same request later may succeed: connection
     /// problems, timeouts and 5xx answers, but not a 4xx or a bad body.
     pub fn is_transient(&self) -> bool {

@@ -396,29 +396,78 @@ pub struct HistoryStatus {
 }
 
 /// `GET /queue`: items are `[number, prompt_id, prompt, extra_data, outputs]`.
+/// Only each item's number and prompt id are kept; the prompts (possibly
+/// megabytes each on a shared server) are skipped while parsing.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct QueueState {
     /// The running prompt(s).
     #[serde(default)]
-    pub queue_running: Vec<Vec<Value>>,
+    pub queue_running: Vec<QueueItem>,
     /// The pending prompts, in heap order.
     #[serde(default)]
-    pub queue_pending: Vec<Vec<Value>>,
+    pub queue_pending: Vec<QueueItem>,
+}
+
+/// One queue item: its number and prompt id, the rest skipped unparsed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueItem {
+    /// The queue number (order of execution).
+    pub number: Option<f64>,
+    /// The prompt id.
+    pub prompt_id: String,
+}
+
+impl<'de> Deserialize<'de> for QueueItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = QueueItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a queue item [number, prompt_id, …]")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<QueueItem, A::Error> {
+                let number = seq
+                    .next_element::<Value>()?
+                    .as_ref()
+                    .and_then(Value::as_f64);
+                let prompt_id = match seq.next_element::<Value>()? {
+                    Some(Value::String(id)) => id,
+                    _ => String::new(),
+                };
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(QueueItem { number, prompt_id })
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
 }
 
 impl QueueState {
-    fn ids(items: &[Vec<Value>]) -> impl Iterator<Item = &str> {
-        items
-            .iter()
-            .filter_map(|i| i.get(1).and_then(Value::as_str))
-    }
     /// Whether the prompt is running.
     pub fn is_running(&self, prompt_id: &str) -> bool {
-        Self::ids(&self.queue_running).any(|p| p == prompt_id)
+        self.queue_running.iter().any(|i| i.prompt_id == prompt_id)
     }
     /// Whether the prompt waits in the queue.
     pub fn is_pending(&self, prompt_id: &str) -> bool {
-        Self::ids(&self.queue_pending).any(|p| p == prompt_id)
+        self.queue_pending.iter().any(|i| i.prompt_id == prompt_id)
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[test]
+    fn queue_items_keep_only_number_and_id() {
+        let text = r#"{"queue_running": [[3, "a", {"1": {"inputs": {"x": [1, 2]}}}, {}, ["9"]]],
+                       "queue_pending": [[4, "b", {}, {}, []], [5, "c"]]}"#;
+        let q: QueueState = serde_json::from_str(text).unwrap();
+        assert!(q.is_running("a") && !q.is_running("b"));
+        assert!(q.is_pending("b") && q.is_pending("c") && !q.is_pending("a"));
+        assert_eq!(q.queue_pending[1].number, Some(5.0));
     }
 }
 

@@ -3,9 +3,10 @@
 //! totals so consumers keep no counters of their own.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::ids::{JobId, PromptId, ServerId};
+pub use crate::outcome::{Attempt, Outcome, Status};
 use crate::plan::Job;
 
 /// One event, stamped with the time since the run started.
@@ -116,76 +117,6 @@ pub enum CancelReason {
     Interrupt,
     /// Second Ctrl-C: interrupt running prompts too.
     SecondInterrupt,
-}
-
-/// How one attempt of a job ended; `runs.csv`'s `status` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Executed successfully, every image saved.
-    Ok,
-    /// Failed in execution or while collecting its images.
-    Failed,
-    /// The server refused the prompt (validation).
-    Rejected,
-    /// Interrupted (Ctrl-C, or by someone else on the server).
-    Interrupted,
-    /// Exceeded `--timeout`.
-    Timeout,
-}
-
-impl Status {
-    /// The CSV spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Failed => "failed",
-            Status::Rejected => "rejected",
-            Status::Interrupted => "interrupted",
-            Status::Timeout => "timeout",
-        }
-    }
-
-    /// Parses the CSV spelling.
-    pub fn parse(text: &str) -> Option<Status> {
-        Some(match text {
-            "ok" => Status::Ok,
-            "failed" => Status::Failed,
-            "rejected" => Status::Rejected,
-            "interrupted" => Status::Interrupted,
-            "timeout" => Status::Timeout,
-            _ => return None,
-        })
-    }
-}
-
-/// The outcome of a job's last attempt: a failed job is a value, not an error.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// How it ended.
-    pub status: Status,
-    /// Saved images, relative to the output folder, in server order.
-    pub images: Vec<String>,
-    /// One line saying what went wrong.
-    pub error: Option<String>,
-    /// Where and when the attempt ran.
-    pub attempt: Attempt,
-}
-
-/// Where and when one attempt ran.
-#[derive(Debug, Clone, Default)]
-pub struct Attempt {
-    /// 1 for the first try.
-    pub number: u32,
-    /// The server's URL.
-    pub server: Option<String>,
-    /// The prompt id used.
-    pub prompt_id: Option<PromptId>,
-    /// When the server accepted it.
-    pub queued_at: Option<SystemTime>,
-    /// When it started executing.
-    pub started_at: Option<SystemTime>,
-    /// When it ended.
-    pub finished_at: Option<SystemTime>,
 }
 
 /// Running totals, carried by events.

@@ -26,6 +26,7 @@ use crate::comfy::http::Submission;
 use crate::comfy::protocol::{ImageRef, WsMessage, images_of, node_errors_line};
 use crate::comfy::ws::ServerEvent;
 use crate::ids::PromptId;
+use crate::outcome::error_line;
 use crate::plan::Job;
 use crate::sink::OutputDir;
 
@@ -38,6 +39,8 @@ pub(crate) struct AttemptContext {
     pub cancel: watch::Receiver<Option<CancelReason>>,
     pub events: mpsc::UnboundedSender<Msg>,
     pub run_key: String,
+    /// Every server of the run: an earlier run's prompt is looked up on each.
+    pub servers: Arc<Vec<Arc<Server>>>,
 }
 
 /// How an attempt ended.
@@ -140,30 +143,55 @@ pub(crate) async fn run_attempt(
                     );
                 }
             }
-            Err(e) if e.is_transient() => return AttemptEnd::Requeue(format!("upload: {e}")),
+            Err(e) if e.is_transient() => {
+                return AttemptEnd::Requeue(format!("upload: {}", error_line(&e)));
+            }
             Err(e) => {
                 return fail(
                     &attempt,
                     Status::Failed,
-                    format!("upload {}: {e}", image.path.display()),
+                    format!("upload {}: {}", image.path.display(), error_line(&e)),
                 );
             }
         }
     }
     // A prompt file from an earlier run means that run may have queued this
     // very prompt id before it died: collect its work instead of redoing it.
-    let maybe_submitted = ctx.output.prompt_path(&job.id).exists();
-    if let Err(e) = ctx.output.save_prompt(&job.id, &prompt) {
-        return fail(&attempt, Status::Failed, e.to_string());
-    }
+    let maybe_submitted = {
+        let (output, id, prompt) = (ctx.output.clone(), job.id.clone(), prompt.clone());
+        let saved = blocking(move || {
+            let existed = output.prompt_path(&id).exists();
+            output.save_prompt(&id, &prompt).map(|()| existed)
+        })
+        .await;
+        match saved {
+            Ok(existed) => existed,
+            Err(e) => return fail(&attempt, Status::Failed, e),
+        }
+    };
 
-    // Route before posting: execution_start can overtake the HTTP reply.
-    let mut rx = server.router.register(pid.as_str());
-    let _route = Unregister(&server, pid.as_str());
+    let home = server.clone();
+    let mut server = server;
     let mut tracked = Tracked::default();
     let mut already = Reconciled::Missing;
     if maybe_submitted {
         already = reconcile(&server, pid.as_str(), &mut tracked).await;
+        if matches!(already, Reconciled::Missing | Reconciled::Unknown(_)) {
+            // An earlier run may have sent it to another of the servers:
+            // look on each before queueing it a second time.
+            for other in ctx
+                .servers
+                .iter()
+                .filter(|o| o.id != home.id && !o.is_lost())
+            {
+                let found = reconcile_with(other, pid.as_str(), &mut tracked, false).await;
+                if matches!(found, Reconciled::Finished | Reconciled::StillThere) {
+                    server = other.clone();
+                    already = found;
+                    break;
+                }
+            }
+        }
         if matches!(already, Reconciled::StillThere) {
             tracing::info!("{}: found {pid} still queued on {}", job.id, server.url());
         }
@@ -183,12 +211,32 @@ pub(crate) async fn run_attempt(
                 }
                 Reconciled::Missing | Reconciled::Unknown(_) => {}
             }
+            if matches!(already, Reconciled::Missing | Reconciled::Unknown(_)) {
+                // Run again here, where its images were uploaded.
+                server = home.clone();
+            }
         }
     }
+    if server.id != home.id {
+        // Followed where an earlier run queued it: this server's slot is free.
+        slot.release();
+        attempt.server = Some(server.url());
+    }
+    // Route before posting: execution_start can overtake the HTTP reply.
+    let mut rx = server.router.register(pid.as_str());
+    let _route = Unregister(server.clone(), pid.clone());
     // Queued by an earlier (killed) run under another client id: its
     // messages go nowhere, so it is followed by polling.
     let adopted = matches!(already, Reconciled::StillThere);
+    // A prompt queued by an earlier run keeps what the server said then.
     let mut rejected = None;
+    if matches!(already, Reconciled::StillThere | Reconciled::Finished) {
+        let (output, id) = (ctx.output.clone(), job.id.clone());
+        rejected = blocking(move || Ok(output.rejection(&id)))
+            .await
+            .ok()
+            .flatten();
+    }
     if matches!(already, Reconciled::Missing | Reconciled::Unknown(_)) {
         let cancelled = *ctx.cancel.borrow();
         if cancelled.is_some() {
@@ -209,6 +257,14 @@ pub(crate) async fn run_attempt(
                             node_errors_line(&accepted.node_errors)
                         )
                     });
+                    // Kept beside the prompt: a later run that adopts this
+                    // prompt (this one killed) still knows it was partial.
+                    let (output, id, line) = (ctx.output.clone(), job.id.clone(), rejected.clone());
+                    if let Err(e) =
+                        blocking(move || output.save_rejection(&id, line.as_deref())).await
+                    {
+                        tracing::warn!("{}: {e}", job.id);
+                    }
                     break;
                 }
                 Ok(Submission::Rejected(r)) => {
@@ -217,7 +273,7 @@ pub(crate) async fn run_attempt(
                 Err(e) if e.is_transient() => {
                     let delay = backoff.next().filter(|_| !server.is_lost());
                     let Some(delay) = delay else {
-                        return AttemptEnd::Requeue(format!("submit: {e}"));
+                        return AttemptEnd::Requeue(format!("submit: {}", error_line(&e)));
                     };
                     tokio::time::sleep(delay).await;
                     // The failed request may have reached the server (a lost
@@ -231,7 +287,13 @@ pub(crate) async fn run_attempt(
                         Reconciled::Missing | Reconciled::Unknown(_) => {}
                     }
                 }
-                Err(e) => return fail(&attempt, Status::Failed, format!("submit: {e}")),
+                Err(e) => {
+                    return fail(
+                        &attempt,
+                        Status::Failed,
+                        format!("submit: {}", error_line(&e)),
+                    );
+                }
             }
         }
     }
@@ -262,6 +324,7 @@ pub(crate) async fn run_attempt(
     // arrive (image frames come before it) before the history is trusted.
     let mut ended_in_history = false;
     let finished_before = matches!(already, Reconciled::Finished);
+    let over_socket = sends_images_over_socket(&job);
     if !finished_before {
         loop {
             let cancel_now = *ctx.cancel.borrow();
@@ -303,6 +366,10 @@ pub(crate) async fn run_attempt(
                     }
                     match reconcile(&server, pid.as_str(), &mut tracked).await {
                         Reconciled::Finished if adopted => break,
+                        // Its frames follow the socket, however far behind
+                        // HTTP that runs: only `executing {node: null}` on
+                        // the socket (or its loss) ends it.
+                        Reconciled::Finished if over_socket => {}
                         Reconciled::Finished => {
                             ended_in_history = true;
                             poll_at = Instant::now() + ENDED_GRACE;
@@ -501,11 +568,11 @@ pub(crate) async fn run_attempt(
     }
 }
 
-struct Unregister<'a>(&'a Server, &'a str);
+struct Unregister(Arc<Server>, PromptId);
 
-impl Drop for Unregister<'_> {
+impl Drop for Unregister {
     fn drop(&mut self) {
-        self.0.router.unregister(self.1);
+        self.0.router.unregister(self.1.as_str());
     }
 }
 
@@ -557,7 +624,7 @@ enum Acted {
 /// `stop_running`.
 async fn act_on_server(server: &Server, prompt_id: &str, stop_running: bool) -> Acted {
     let retry = Acted::Again(Duration::from_millis(300));
-    let Ok(queue) = server.http.queue().await else {
+    let Ok(queue) = server.queue_since(std::time::Instant::now()).await else {
         return retry;
     };
     let running = if queue.is_pending(prompt_id) {
@@ -569,7 +636,7 @@ async fn act_on_server(server: &Server, prompt_id: &str, stop_running: bool) -> 
         {
             return retry;
         }
-        let Ok(queue) = server.http.queue().await else {
+        let Ok(queue) = server.queue_since(std::time::Instant::now()).await else {
             return retry;
         };
         if queue.is_pending(prompt_id) {
@@ -604,6 +671,16 @@ enum Reconciled {
 /// After lost messages: the history says how a finished prompt ended and
 /// what it made; the queue says whether it is still coming.
 async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> Reconciled {
+    reconcile_with(server, prompt_id, tracked, true).await
+}
+
+/// [`reconcile`]; with `patient` false a failed request is not retried.
+async fn reconcile_with(
+    server: &Server,
+    prompt_id: &str,
+    tracked: &mut Tracked,
+    patient: bool,
+) -> Reconciled {
     let mut backoff = Backoff::default();
     loop {
         // One pass, each read deciding: history, then queue, then history
@@ -611,10 +688,13 @@ async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> R
         // queue read could miss a prompt that finished after the first one
         // and call it lost (it would then be run twice).
         let result = async {
+            // Any queue read started after this serves (shared by the jobs
+            // on the server): it still follows the first history read.
+            let since = std::time::Instant::now();
             if let Some(entry) = server.http.history(prompt_id).await? {
                 return Ok(Some(entry));
             }
-            let queue = server.http.queue().await?;
+            let queue = server.queue_since(since).await?;
             if queue.is_running(prompt_id) || queue.is_pending(prompt_id) {
                 return Ok(None);
             }
@@ -650,7 +730,7 @@ async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> R
             }
             Ok(None) => return Reconciled::StillThere,
             Err(Lookup::Gone) => return Reconciled::Missing,
-            Err(Lookup::Failed(e)) if e.is_transient() => {
+            Err(Lookup::Failed(e)) if e.is_transient() && patient => {
                 match backoff.next().filter(|_| !server.is_lost()) {
                     Some(d) => tokio::time::sleep(d).await,
                     None => return Reconciled::Unknown(e),
@@ -735,7 +815,9 @@ async fn save_images(
     ctx: &AttemptContext,
     tracked: Tracked,
 ) -> Result<Vec<String>, SaveError> {
-    let mut saved = Vec::new();
+    // Downloaded first, then written in one blocking batch (files synced,
+    // then their folder once), off the threads that pump the websockets.
+    let mut files: Vec<(String, usize, String, bytes::Bytes)> = Vec::new();
     let mut per_node: std::collections::HashMap<String, usize> = Default::default();
     let mut next_n = |node: &str| {
         let n = per_node.entry(node.to_string()).or_insert(0);
@@ -764,13 +846,15 @@ async fn save_images(
                     Some(d) => tokio::time::sleep(d).await,
                     None => {
                         return Err(SaveError::Unreachable(format!(
-                            "download node {node} image: {e}"
+                            "download node {node} image: {}",
+                            error_line(&e)
                         )));
                     }
                 },
                 Err(e) => {
                     return Err(SaveError::Failed(format!(
-                        "download node {node} image: {e}"
+                        "download node {node} image: {}",
+                        error_line(&e)
                     )));
                 }
             }
@@ -780,11 +864,7 @@ async fn save_images(
             .map(|e| e.to_string_lossy().into_owned())
             .unwrap_or_default();
         let n = next_n(node);
-        let rel = ctx
-            .output
-            .save_image(&job.id, node, n, &ext, &bytes)
-            .map_err(|e| SaveError::Failed(e.to_string()))?;
-        saved.push(rel);
+        files.push((node.clone(), n, ext, bytes));
     }
     for (node, ext, bytes) in &tracked.ws_images {
         // Sampler previews arrive on the same socket; only image-saving
@@ -803,13 +883,31 @@ async fn save_images(
             continue;
         }
         let n = next_n(node);
-        let rel = ctx
-            .output
-            .save_image(&job.id, node, n, ext, bytes)
-            .map_err(|e| SaveError::Failed(e.to_string()))?;
-        saved.push(rel);
+        files.push((node.clone(), n, ext.to_string(), bytes.clone()));
     }
-    Ok(saved)
+    let (output, id) = (ctx.output.clone(), job.id.clone());
+    blocking(move || {
+        let saved = files
+            .iter()
+            .map(|(node, n, ext, bytes)| output.save_image(&id, node, *n, ext, bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        output.sync_names()?;
+        Ok(saved)
+    })
+    .await
+    .map_err(SaveError::Failed)
+}
+
+/// Runs file work on the blocking pool, never on a runtime thread that
+/// also pumps websockets; the error comes back as one line.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::sink::SinkError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(error_line(&e)),
+        Err(e) => Err(format!("writing files: {e}")),
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::{mpsc, watch};
 
 use crate::comfy::{ClientError, ServerUrl};
-use crate::ids::ServerId;
+use crate::ids::{PromptId, ServerId};
 use crate::plan::Job;
 use crate::sink::OutputDir;
 use job::{AttemptContext, AttemptEnd};
@@ -140,12 +140,24 @@ pub async fn execute(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    // The observer runs here, in the caller's `block_on` (not on a runtime
+    // worker pumping websockets). Once it fails (the log cannot be written)
+    // it sees nothing more: the run stops as for a second Ctrl-C (our
+    // queued prompts removed, running ones interrupted) and ends with it.
+    let mut sink_error: Option<Box<dyn std::error::Error + Send + Sync>> = None;
+    let failed_sink = std::cell::Cell::new(false);
     let mut emit = |kind: EventKind| -> Result<(), RunError> {
-        observer(&RunEvent {
+        if sink_error.is_some() {
+            return Ok(());
+        }
+        if let Err(e) = observer(&RunEvent {
             at: started.elapsed(),
             kind,
-        })
-        .map_err(RunError::Sink)
+        }) {
+            sink_error = Some(e);
+            failed_sink.set(true);
+        }
+        Ok(())
     };
 
     // Connect every websocket before the first POST; with nothing to run
@@ -159,14 +171,29 @@ pub async fn execute(
         &config.servers[..]
     };
     for (i, url) in wanted.iter().enumerate() {
-        match Server::connect(
+        let connect = Server::connect(
             ServerId(i),
             url.clone(),
             config.headers.clone(),
             config.http_timeout,
-        )
-        .await
-        {
+        );
+        // A Ctrl-C while a server is slow to answer ends the run at once:
+        // nothing was queued yet.
+        let connected = tokio::select! {
+            connected = connect => connected,
+            _ = interrupts.wait_for(|n| *n > 0) => {
+                let stats = RunStats { total, skipped, ..RunStats::default() };
+                emit(EventKind::RunStarted {
+                    total,
+                    skipped,
+                    servers: config.servers.iter().map(|s| s.to_string()).collect(),
+                })?;
+                emit(EventKind::Cancelling { reason: CancelReason::Interrupt })?;
+                emit(EventKind::RunFinished { stats })?;
+                return Ok(RunSummary { stats, cancelled: Some(CancelReason::Interrupt) });
+            }
+        };
+        match connected {
             Ok((server, socket)) => {
                 let task = tokio::spawn(server.clone().supervise(
                     socket,
@@ -208,7 +235,11 @@ pub async fn execute(
         cancel: cancel_rx,
         events: tx.clone(),
         run_key: config.run_key.clone(),
+        servers: Arc::new(slots.iter().map(|s| s.server.clone()).collect()),
     };
+    // Prompts left on a server that was lost when their job moved on:
+    // removed from its queue when it comes back (unless the job returned).
+    let mut orphans: std::collections::HashMap<PromptId, ServerId> = Default::default();
     let mut jobs = jobs.map(|(job, attempt)| (Arc::new(job), attempt));
     // (job, attempt number, tries in this run)
     let mut waiting: VecDeque<(Arc<Job>, u32, u32)> = VecDeque::new();
@@ -229,6 +260,9 @@ pub async fn execute(
     };
 
     loop {
+        if failed_sink.get() {
+            cancel(CancelReason::SecondInterrupt, &mut cancelled, &mut emit)?;
+        }
         // Fill free slots, least loaded live server first.
         // Jobs still downloading hold no slot; this bounds them (and their
         // images in memory) too.
@@ -255,6 +289,7 @@ pub async fn execute(
             let Some((job, attempt, tries)) = next else {
                 break;
             };
+            orphans.remove(&job::prompt_id(&config.run_key, &job, attempt));
             slot.in_flight += 1;
             tasks += 1;
             let server = slot.server.clone();
@@ -308,7 +343,20 @@ pub async fn execute(
                 emit(EventKind::ServerLost { server, cause })?;
             }
             Msg::ServerRecovered { server } => {
-                slot_of(&mut slots, server).alive = true;
+                let slot = slot_of(&mut slots, server);
+                slot.alive = true;
+                let left: Vec<String> = orphans
+                    .extract_if(|_, s| *s == server)
+                    .map(|(p, _)| p.as_str().to_string())
+                    .collect();
+                if !left.is_empty() {
+                    let server = slot.server.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = server.http.delete_queued(&left).await {
+                            tracing::warn!("{}: could not remove moved prompts: {e}", server.url());
+                        }
+                    });
+                }
                 emit(EventKind::ServerRecovered { server })?;
             }
             Msg::Finished {
@@ -321,6 +369,9 @@ pub async fn execute(
                 tasks -= 1;
                 let outcome = match end {
                     AttemptEnd::Requeue(cause) => {
+                        if !slot_of(&mut slots, server).alive {
+                            orphans.insert(job::prompt_id(&config.run_key, &job, attempt), server);
+                        }
                         let n = requeues.entry(job.id.clone()).or_insert(0);
                         *n += 1;
                         if *n <= MAX_REQUEUES && cancelled.is_none() {
@@ -381,6 +432,9 @@ pub async fn execute(
     }
     emit(EventKind::RunFinished { stats })?;
     drop(supervisors);
+    if let Some(e) = sink_error {
+        return Err(RunError::Sink(e));
+    }
     Ok(RunSummary { stats, cancelled })
 }
 

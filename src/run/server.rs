@@ -14,7 +14,7 @@ use tokio::sync::{OnceCell, mpsc, watch};
 use super::Msg;
 use super::retry::Backoff;
 use crate::comfy::http::HttpClient;
-use crate::comfy::protocol::Uploaded;
+use crate::comfy::protocol::{QueueState, Uploaded};
 use crate::comfy::ws::{self, Router, ServerEvent, Socket};
 use crate::comfy::{ClientError, ServerUrl};
 use crate::ids::ServerId;
@@ -33,6 +33,9 @@ pub(crate) struct Server {
     lost: watch::Sender<bool>,
     headers: HeaderMap,
     uploads: Mutex<HashMap<String, Arc<OnceCell<Uploaded>>>>,
+    /// The newest `/queue` read and when it was started: every job on the
+    /// server shares it (one poll per server, not per job).
+    queue: tokio::sync::Mutex<Option<(Instant, Arc<QueueState>)>>,
 }
 
 impl Server {
@@ -55,6 +58,7 @@ impl Server {
             lost: watch::Sender::new(false),
             headers,
             uploads: Mutex::new(HashMap::new()),
+            queue: tokio::sync::Mutex::new(None),
         });
         Ok((server, socket))
     }
@@ -73,6 +77,22 @@ impl Server {
     /// The server's URL as logged.
     pub fn url(&self) -> String {
         self.http.base().to_string()
+    }
+
+    /// The server's queue as read by a request started at or after `since`:
+    /// concurrent callers share one request, and a read that started late
+    /// enough is reused, so many jobs polling cost one `/queue` per round.
+    pub async fn queue_since(&self, since: Instant) -> Result<Arc<QueueState>, ClientError> {
+        let mut cached = self.queue.lock().await;
+        if let Some((at, queue)) = cached.as_ref()
+            && *at >= since
+        {
+            return Ok(queue.clone());
+        }
+        let at = Instant::now();
+        let queue = Arc::new(self.http.queue().await?);
+        *cached = Some((at, queue.clone()));
+        Ok(queue)
     }
 
     /// Uploads a local image once per distinct content (sha256) and returns

@@ -11,9 +11,9 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::SinkError;
+use crate::outcome::{Outcome, Status};
 use crate::paths::relative_to;
 use crate::plan::Job;
-use crate::run::{Outcome, Status};
 
 /// The fixed columns before the parameters.
 pub const LEADING: [&str; 5] = ["job_id", "job", "workflow", "workflow_sha256", "seed"];
@@ -149,6 +149,9 @@ pub fn row(job: &Job, base: &Path, outcome: &Outcome, params: &[String]) -> Vec<
 /// An open log, appending rows.
 pub struct RunLog {
     file: File,
+    /// When the log was last synced to the disk (rows are synced in
+    /// batches, at most [`SYNC_EVERY`] apart, and when the log closes).
+    synced: std::time::Instant,
     path: PathBuf,
     params: Vec<String>,
     /// Workflow paths are logged relative to the log's folder.
@@ -206,6 +209,7 @@ impl RunLog {
         Ok((
             RunLog {
                 file,
+                synced: std::time::Instant::now(),
                 path: path.to_path_buf(),
                 params: params.to_vec(),
                 base,
@@ -222,12 +226,41 @@ impl RunLog {
         let bytes = w
             .into_inner()
             .map_err(|e| csv_io(&self.path, e.into_error()))?;
-        self.file
-            .write_all(&bytes)
+        // A failed write (disk full, file too large) may have left part of
+        // the row: it is cut off, so the log stays whole.
+        let before = self
+            .file
+            .seek(SeekFrom::End(0))
             .map_err(SinkError::at(&self.path))?;
-        self.file.flush().map_err(SinkError::at(&self.path))
+        if let Err(e) = self.file.write_all(&bytes).and_then(|()| self.file.flush()) {
+            let _ = self.file.set_len(before);
+            return Err(SinkError::at(&self.path)(e));
+        }
+        if self.synced.elapsed() >= SYNC_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the rows written so far to the disk. The files a row names
+    /// were synced before the row was written, so a row on the disk never
+    /// names a file that is not.
+    pub fn sync(&mut self) -> Result<(), SinkError> {
+        self.synced = std::time::Instant::now();
+        self.file.sync_data().map_err(SinkError::at(&self.path))
     }
 }
+
+impl Drop for RunLog {
+    fn drop(&mut self) {
+        // Best effort: the run is over either way.
+        let _ = self.file.sync_data();
+    }
+}
+
+/// The longest rows stay unsynced (a power loss within it loses those rows;
+/// resume then collects the prompts from the server by id).
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The length of the text's whole records: each ends with a newline outside
 /// quotes and has as many cells as the header. A torn tail (a killed run's

@@ -98,6 +98,31 @@ impl OutputDir {
         write_atomic(&path, &bytes)
     }
 
+    /// Keeps (or, with `None`, clears) the line saying the server accepted
+    /// the job's prompt with errors in some of its outputs, so a later run
+    /// adopting that prompt logs it `rejected` too.
+    pub fn save_rejection(&self, job: &JobId, line: Option<&str>) -> Result<(), SinkError> {
+        let path = self.rejection_path(job);
+        match line {
+            Some(line) => write_atomic(&path, line.as_bytes()),
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SinkError::at(&path)(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The line kept by [`OutputDir::save_rejection`], if any.
+    pub fn rejection(&self, job: &JobId) -> Option<String> {
+        fs::read_to_string(self.rejection_path(job)).ok()
+    }
+
+    fn rejection_path(&self, job: &JobId) -> PathBuf {
+        self.root
+            .join("prompts")
+            .join(format!("{job}.node_errors.txt"))
+    }
+
     /// Saves image bytes verbatim and returns the path relative to the
     /// output folder, as logged in `runs.csv`.
     pub fn save_image(
@@ -113,8 +138,10 @@ impl OutputDir {
         Ok(format!("images/{name}"))
     }
 
-    /// Whether every image a log row names exists (resume skips a job only
-    /// then).
+    /// Whether every image a log row names exists whole (resume skips a
+    /// job only then): an empty file, or one whose format's end marker is
+    /// missing (a power loss before the data reached the disk), counts as
+    /// missing.
     pub fn images_present(&self, images: &[String]) -> bool {
         images.iter().all(|rel| {
             let rel = Path::new(rel);
@@ -122,9 +149,78 @@ impl OutputDir {
             // outside the folder.
             rel.components()
                 .all(|c| matches!(c, std::path::Component::Normal(_)))
-                && self.root.join(rel).is_file()
+                && looks_whole(&self.root.join(rel))
         })
     }
+
+    /// Makes the names of files written so far durable (their data is
+    /// synced by [`write_atomic`]): called once per batch of files, before
+    /// a log row names them.
+    pub fn sync_names(&self) -> Result<(), SinkError> {
+        for dir in ["images", "prompts"] {
+            sync_dir(&self.root.join(dir))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a file exists, is not empty and, for the image formats we know,
+/// ends as that format must.
+fn looks_whole(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    let len = match file.metadata() {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return false,
+    };
+    if len == 0 {
+        return false;
+    }
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let mut tail = [0u8; 12];
+    let n = tail.len().min(len as usize);
+    let read_tail = |file: &mut fs::File, tail: &mut [u8]| {
+        file.seek(SeekFrom::End(-(tail.len() as i64)))
+            .and_then(|_| file.read_exact(tail))
+            .is_ok()
+    };
+    match ext.as_str() {
+        // The IEND chunk: length 0, type, CRC.
+        "png" => {
+            n == 12
+                && read_tail(&mut file, &mut tail)
+                && tail == [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]
+        }
+        // End of image marker.
+        "jpg" | "jpeg" => {
+            n >= 2 && read_tail(&mut file, &mut tail[..2]) && tail[..2] == [0xFF, 0xD9]
+        }
+        // The RIFF header states the file's length.
+        "webp" => {
+            let mut head = [0u8; 8];
+            file.read_exact(&mut head).is_ok()
+                && &head[..4] == b"RIFF"
+                && u64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]])) + 8 <= len
+        }
+        _ => true,
+    }
+}
+
+/// Syncs a folder's entries (names created by renames) to the disk. Only
+/// Unix can open a folder for that; elsewhere renames are left to the OS.
+fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    #[cfg(unix)]
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(SinkError::at(dir))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over
@@ -136,6 +232,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
         .tempfile_in(dir)
         .map_err(SinkError::at(dir))?;
     tmp.write_all(bytes).map_err(SinkError::at(path))?;
+    // The data reaches the disk before the name does: after a power loss
+    // the file is whole or absent, never a named empty file.
+    tmp.as_file().sync_data().map_err(SinkError::at(path))?;
     tmp.persist(path)
         .map_err(|e| SinkError::at(path)(e.error))?;
     Ok(())
@@ -176,12 +275,37 @@ mod tests {
         let out2 = OutputDir::open(dir.path()).unwrap();
         assert!(!dir.path().join("images/.tmp-stale").exists());
         let rel = out2
-            .save_image(&JobId::new("abc"), "9", 0, "png", b"bytes")
+            .save_image(&JobId::new("abc"), "9", 0, "bin", b"bytes")
             .unwrap();
-        assert_eq!(rel, "images/abc_9_0.png");
+        assert_eq!(rel, "images/abc_9_0.bin");
         assert_eq!(std::fs::read(dir.path().join(&rel)).unwrap(), b"bytes");
         assert!(out.images_present(&[rel]));
         assert!(!out.images_present(&["../runs.csv".into()]));
         assert!(!out.images_present(&["images/missing.png".into()]));
+    }
+
+    #[test]
+    fn empty_or_truncated_images_count_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path()).unwrap();
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend([0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]);
+        let whole = out
+            .save_image(&JobId::new("a"), "9", 0, "png", &png)
+            .unwrap();
+        assert!(out.images_present(std::slice::from_ref(&whole)));
+        let cut = out
+            .save_image(&JobId::new("b"), "9", 0, "png", &png[..png.len() - 5])
+            .unwrap();
+        assert!(!out.images_present(&[cut]));
+        let empty = out
+            .save_image(&JobId::new("c"), "9", 0, "png", b"")
+            .unwrap();
+        assert!(!out.images_present(&[empty]));
+        let jpeg = out
+            .save_image(&JobId::new("d"), "9", 0, "jpg", &[0xFF, 0xD8, 1, 2])
+            .unwrap();
+        assert!(!out.images_present(&[jpeg]));
+        out.sync_names().unwrap();
     }
 }

@@ -521,3 +521,163 @@ async fn every_fault_at_once_still_logs_each_job_ok_once() {
     assert_eq!(ids.len(), rows.len(), "no attempt logged twice");
     nothing_of_ours_queued(&sim).await;
 }
+
+// ---------------------------------------------------------------------------
+// Issue #8: defects an independent review reproduced.
+
+/// A SaveImageWebsocket job's frames come over a socket running seconds
+/// behind HTTP: the history says "done" long before the last frame arrives,
+/// and the job must still end `ok` with every frame (issue #8 item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_images_behind_a_lagging_socket_all_arrive() {
+    let sim = sim_with(config(1)).await;
+    let proxy = Proxy::lagging_ws(sim.addr(), Duration::from_secs(5)).await;
+    let p = Project::new();
+    p.write(
+        "workflows/ws4.json",
+        r#"{"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 4, "color": 255}},
+            "2": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}}}"#,
+    );
+    p.write(
+        "ws.yaml",
+        "version: 1\njobs:\n  - name: ws\n    workflow: ws4\n    matrix:\n      \"1.color\": [1, 2]\n",
+    );
+    let mut run = p.spawn_urls("ws.yaml", &[proxy.url()], &["--no-check"]);
+    assert_eq!(run.exit(90).await, 0, "{}", run.stderr());
+    let rows = p.assert_each_job_ok_once(2);
+    for row in &rows {
+        assert_eq!(row.images().len(), 4, "{row:?}");
+    }
+    assert_eq!(sim.stats().prompts_executed, 2, "nothing ran twice");
+}
+
+/// A reset connection is logged with its cause, the URL once (item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_connection_keeps_its_cause_in_one_line() {
+    use comfy_batch::comfy::ServerUrl;
+    use comfy_batch::comfy::http::HttpClient;
+    use comfy_batch::comfy::protocol::ImageRef;
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            // Linger 0: close with RST, as a crashing server or proxy does.
+            let _ = conn.set_zero_linger();
+            drop(conn);
+        }
+    });
+    let url = ServerUrl::parse(&format!("http://{addr}")).unwrap();
+    let client = HttpClient::new(url, Default::default(), Duration::from_secs(10)).unwrap();
+    let image = ImageRef {
+        filename: "x.png".into(),
+        subfolder: String::new(),
+        kind: "output".into(),
+    };
+    let error = client.view(&image).await.unwrap_err();
+    let line = comfy_batch::outcome::error_line(&error);
+    assert_eq!(line.matches("/view").count(), 1, "{line}");
+    assert!(
+        line.contains("reset") || line.contains("closed"),
+        "the cause is kept: {line}"
+    );
+    assert!(!line.contains('\n'));
+}
+
+/// Ctrl-C while the first server is slow to answer its websocket handshake
+/// ends the run at once with exit 130 (item 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_the_first_connect_ends_the_run_at_once() {
+    let sim = sim_with(config(1)).await;
+    let proxy = Proxy::start(sim.addr()).await;
+    proxy.freeze();
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(2));
+    let mut run = p.spawn_urls("jobs.yaml", &[proxy.url()], &["--no-check"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    run.signal(libc::SIGINT);
+    assert_eq!(run.exit(10).await, 130, "{}", run.stderr());
+}
+
+/// A prompt an earlier (killed) run queued, which the server accepted with
+/// errors in one of its outputs, is `rejected` when adopted, not `ok`
+/// (item 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_partially_valid_prompt_is_rejected() {
+    let sim = sim_with(config(20)).await;
+    foreign_blocker(&sim, 100).await;
+    let p = Project::new();
+    p.write(
+        "bad.yaml",
+        "version: 1\njobs:\n  - name: partial\n    workflow: partial\n    set:\n      \"3.upscale_method\": bogus\n",
+    );
+    let mut run = p.spawn("bad.yaml", &[&sim], &["--no-check"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !queue_ids(&sim)
+        .await
+        .1
+        .iter()
+        .any(|id| id.starts_with("cb-"))
+    {
+        assert!(std::time::Instant::now() < deadline, "nothing queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The runner has had the server's reply well before this.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.signal(libc::SIGKILL);
+    assert_eq!(run.exit(30).await, -libc::SIGKILL);
+    let out = p.run("bad.yaml", &[&sim], &["--no-check"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].get("status"), "rejected", "{rows:?}");
+    assert!(rows[0].get("error").contains("upscale_method"), "{rows:?}");
+}
+
+/// The log cannot grow (file size limit: EFBIG): the run stops, removes its
+/// queued prompts and exits 3 with one line; the log stays whole (item 11).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_grow_stops_the_run_cleanly() {
+    let sim = sim_with(config(10)).await;
+    let p = Project::new();
+    p.write(
+        "jobs.yaml",
+        "version: 1\njobs:\n  - name: tiny\n    workflow: tiny\n    matrix:\n      \"1.color\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]\n",
+    );
+    foreign_blocker(&sim, 4).await;
+    // SIGXFSZ ignored (inherited through exec): writes past the limit fail
+    // with EFBIG instead of killing the process. 4 blocks of 512 bytes.
+    let run = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 4; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_comfy-batch"))
+        .args([
+            "run",
+            "jobs.yaml",
+            "--output",
+            "out",
+            "--no-check",
+            "--server",
+        ])
+        .arg(sim.url())
+        .current_dir(p.dir.path())
+        .env("RUST_LOG", "off")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("runs.csv"), "{stderr}");
+    let text = std::fs::read_to_string(p.out().join("runs.csv")).unwrap();
+    assert!(text.ends_with('\n'), "torn log:\n{text}");
+    let rows = p.rows();
+    assert!(rows.len() < 20, "the log filled up: {}", rows.len());
+    nothing_of_ours_queued(&sim).await;
+}

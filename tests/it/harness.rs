@@ -322,6 +322,20 @@ pub struct Proxy {
 #[allow(dead_code)]
 impl Proxy {
     pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        Proxy::start_with(target, None).await
+    }
+
+    /// A proxy that delivers everything the server sends on `/ws`
+    /// connections `lag` late (a socket running behind HTTP), and the rest
+    /// at once.
+    pub async fn lagging_ws(target: std::net::SocketAddr, lag: std::time::Duration) -> Proxy {
+        Proxy::start_with(target, Some(lag)).await
+    }
+
+    async fn start_with(
+        target: std::net::SocketAddr,
+        ws_lag: Option<std::time::Duration>,
+    ) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (frozen, watch) = tokio::sync::watch::channel(false);
@@ -340,10 +354,16 @@ impl Proxy {
                     let Ok(server) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
+                    let mut head = [0u8; 8];
+                    let n = client.peek(&mut head).await.unwrap_or(0);
+                    let lag = ws_lag.filter(|_| head[..n].starts_with(b"GET /ws"));
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     let up = tokio::spawn(pipe(cr, sw, watch.clone()));
-                    pipe(sr, cw, watch).await;
+                    match lag {
+                        Some(lag) => lagging_pipe(sr, cw, lag).await,
+                        None => pipe(sr, cw, watch).await,
+                    }
                     let _ = up.await;
                 });
             }
@@ -364,6 +384,35 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Copies bytes until EOF, each chunk delivered `lag` after it was read.
+async fn lagging_pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    lag: std::time::Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((at, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(at + lag).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        if tx
+            .send((tokio::time::Instant::now(), buf[..n].to_vec()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
 }
 
 /// Copies bytes until EOF; once frozen, holds both ends forever.

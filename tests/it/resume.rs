@@ -166,3 +166,67 @@ async fn finished_but_unlogged_prompts_are_collected_or_rerun_by_kind() {
         "only the 2 socket jobs again"
     );
 }
+
+/// A run over two servers killed with prompts queued on both, resumed with
+/// the servers in the other order (so jobs land where they were not sent
+/// before): each prompt is found where the killed run queued it and runs
+/// once (issue #8 item 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_over_several_servers_runs_each_prompt_once() {
+    let config = || SimConfig {
+        step_ms: 40,
+        ..SimConfig::default()
+    };
+    let a = sim_with(config()).await;
+    let b = sim_with(config()).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(JOBS));
+    let mut run = p.spawn("jobs.yaml", &[&a, &b], &["--concurrency", "3"]);
+    let mut queued = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !queued {
+        assert!(std::time::Instant::now() < deadline, "nothing queued");
+        let ours = |ids: Vec<String>| ids.iter().any(|id| id.starts_with("cb-"));
+        queued = ours(queue_ids(&a).await.1) && ours(queue_ids(&b).await.1);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    run.signal(libc::SIGKILL);
+    assert_eq!(run.exit(30).await, -libc::SIGKILL);
+    let out = p.run("jobs.yaml", &[&b, &a], &["--concurrency", "3"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(JOBS);
+    let executed = || a.stats().prompts_executed + b.stats().prompts_executed;
+    wait_for("the servers to go idle", 30, || executed() >= JOBS as u64).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        executed(),
+        JOBS as u64,
+        "each prompt ran once\n{}",
+        out.stderr
+    );
+}
+
+/// An image left empty or cut short (a power loss before its data reached
+/// the disk) counts as missing: resume runs its job again (item 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_or_truncated_images_are_redone() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(4));
+    let out = p.run("jobs.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.assert_each_job_ok_once(4);
+    let empty = p.out().join(&rows[0].images()[0]);
+    std::fs::write(&empty, b"").unwrap();
+    let cut = p.out().join(&rows[1].images()[0]);
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = p.run("jobs.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let all = p.rows();
+    assert_eq!(all.len(), 6, "two jobs redone");
+    let redone: std::collections::BTreeSet<_> = all[4..].iter().map(|r| r.get("job_id")).collect();
+    assert!(redone.contains(rows[0].get("job_id")) && redone.contains(rows[1].get("job_id")));
+    assert!(std::fs::metadata(&empty).unwrap().len() > 0);
+    assert_eq!(std::fs::read(&cut).unwrap().len(), bytes.len());
+}
