@@ -10,7 +10,7 @@ use std::fmt;
 pub struct JobId(String);
 
 impl JobId {
-    /// Wraps an already computed id (12 lowercase hex characters).
+    /// Wraps an already computed id (16 lowercase hex characters).
     pub fn new(id: impl Into<String>) -> Self {
         JobId(id.into())
     }

@@ -17,12 +17,13 @@ use super::drive::{Prepared, Session, drive, open_output};
 use super::{CliError, Exit, GlobalArgs};
 use crate::comfy::ServerUrl;
 use crate::comfy::http::parse_headers;
-use crate::ids::JobId;
+use crate::ids::{JobId, NodeId};
 use crate::manifest::Manifest;
 use crate::patch::Prompt;
-use crate::plan::{Job, Plan, Workflow};
+use crate::plan::{ImageInput, Job, Plan, Workflow};
 use crate::run::{RunConfig, Status};
 use crate::sink::csv::{self, LoggedRow, Resume, RunLog};
+use crate::sink::kept_input;
 
 /// Arguments of `comfy-batch rerun`.
 #[derive(Debug, clap::Args)]
@@ -163,6 +164,25 @@ fn from_prompt_file(row: &LoggedRow, dir: &Path) -> Result<Job, String> {
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let prompt: Prompt =
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Inputs the run uploaded are kept in `inputs/` under their content
+    // names: they go up again, so the prompt runs on a fresh server too.
+    let images = prompt
+        .0
+        .iter()
+        .filter(|(_, node)| {
+            node.get("class_type")
+                .and_then(Value::as_str)
+                .is_some_and(|c| c.starts_with("LoadImage"))
+        })
+        .filter_map(|(id, node)| {
+            let value = node.get("inputs")?.get("image")?.as_str()?;
+            Some(ImageInput {
+                node: NodeId::new(id.clone()),
+                input: "image".into(),
+                path: kept_input(dir, value)?,
+            })
+        })
+        .collect();
     Ok(Job {
         index: 0,
         id: JobId::new(row.job_id.clone()),
@@ -180,7 +200,7 @@ fn from_prompt_file(row: &LoggedRow, dir: &Path) -> Result<Job, String> {
             .map(|(n, c)| (n.clone(), cell_value(c)))
             .collect(),
         prompt,
-        images: Vec::new(),
+        images,
     })
 }
 
@@ -201,7 +221,8 @@ fn rebuild_all(
     let mut errors = Vec::new();
     for row in rows {
         // The id names files in the output folder: only our own form.
-        let valid_id = row.job_id.len() == 12
+        // 16 hex digits; 12 in logs written before ids grew to 64 bits.
+        let valid_id = matches!(row.job_id.len(), 12 | 16)
             && row
                 .job_id
                 .bytes()

@@ -2,7 +2,6 @@
 //! a method per endpoint the runner uses. Every call is a single attempt;
 //! retry policy belongs to the caller (`run`).
 
-use std::path::Path;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -224,13 +223,10 @@ impl HttpClient {
             .map(|(_, bytes)| bytes)
     }
 
-    /// `POST /upload/image`: uploads a local file to the input folder.
-    pub async fn upload_image(&self, path: &Path, bytes: Vec<u8>) -> Result<Uploaded, ClientError> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image.png".to_string());
-        let part = reqwest::multipart::Part::bytes(bytes).file_name(name);
+    /// `POST /upload/image`: uploads bytes to the input folder as `name`
+    /// (the server may store them under another name; the reply says).
+    pub async fn upload_image(&self, name: &str, bytes: Vec<u8>) -> Result<Uploaded, ClientError> {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
         let form = reqwest::multipart::Form::new()
             .part("image", part)
             .text("type", "input");

@@ -43,6 +43,34 @@ impl Errors<'_> {
     }
 }
 
+/// The sha256 of a file's content (zeros when unreadable: the plan reports
+/// the missing file anyway).
+fn file_digest(path: &std::path::Path) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        loop {
+            match f.read(&mut buf)? {
+                0 => return Ok(()),
+                n => hasher.update(&buf[..n]),
+            }
+        }
+    });
+    match read {
+        Ok(()) => hasher.finalize().into(),
+        Err(_) => [0; 32],
+    }
+}
+
+/// A fixed image input's id bytes: tagged, so no JSON value hashes alike.
+fn content_bytes(digest: &[u8; 32]) -> Vec<u8> {
+    let mut bytes = b"sha256:".to_vec();
+    bytes.extend_from_slice(digest);
+    bytes
+}
+
 /// Canonical JSON of a value, as hashed into job ids.
 fn encode(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
@@ -417,6 +445,7 @@ fn plan_variant(
             if class == "SaveImage" && slot.input == "filename_prefix" {
                 user_prefix.push(slot.node.clone());
             }
+            let mut content: Option<Vec<[u8; 32]>> = None;
             if slot.input == "image" && class.starts_with("LoadImage") {
                 let resolve = |v: &Value| normalize(&manifest.dir.join(v.as_str().unwrap_or("")));
                 let mut paths = Vec::new();
@@ -450,6 +479,9 @@ fn plan_variant(
                     }
                     paths.push(path);
                 }
+                // The job id follows the image's content, not its path: an
+                // edited input is a new job, a moved one is not.
+                content = Some(paths.iter().map(|p| file_digest(p)).collect());
                 let src = match &p.source {
                     Source::Fixed(_) => ImageSource::Fixed(paths.remove(0)),
                     Source::Axis { axis, .. } => ImageSource::Axis { axis: *axis, paths },
@@ -460,23 +492,31 @@ fn plan_variant(
             key.push(0);
             key.extend_from_slice(slot.input.as_bytes());
             key.push(0);
-            match &p.source {
-                Source::Fixed(v) => {
+            match (&p.source, content) {
+                (Source::Fixed(v), content) => {
                     patch::set(&mut base, slot, v.clone());
+                    let value = match content {
+                        Some(digests) => content_bytes(&digests[0]),
+                        None => encode(v),
+                    };
                     hash.push(HashItem {
                         key,
-                        value: HashValue::Fixed(encode(v)),
+                        value: HashValue::Fixed(value),
                     });
                 }
-                Source::Axis { axis, member } => {
+                (Source::Axis { axis, member }, content) => {
                     setters.push((slot.clone(), *axis, *member));
-                    hash.push(HashItem {
-                        key,
-                        value: HashValue::Axis {
+                    let value = match content {
+                        Some(digests) => HashValue::Content {
+                            axis: *axis,
+                            digests,
+                        },
+                        None => HashValue::Axis {
                             axis: *axis,
                             member: *member,
                         },
-                    });
+                    };
+                    hash.push(HashItem { key, value });
                 }
             }
         }

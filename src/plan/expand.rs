@@ -9,11 +9,16 @@ use super::{Group, HashValue, ImageInput, ImageSource, Job, Plan, Source, Varian
 use crate::ids::{JobId, NodeId};
 use crate::patch::{self, Prompt};
 
+/// Bytes of the digest in a job id: 64 bits (16 hex), so ids of different
+/// jobs stay apart well past the plan cap (48 bits collided at ~20M jobs).
+pub(crate) const JOB_ID_BYTES: usize = 8;
+
 /// The job id input: workflow content, every resolved (node, input) value
-/// sorted by slot, and the seed. Frozen (see `docs/manifest.md`).
+/// sorted by slot (an input image by its content), and the seed. Frozen
+/// (see `docs/manifest.md`); v2 since 64-bit, content-hashed ids.
 pub(super) fn digest(g: &Group, v: &Variant, idx: &[usize], seed: Option<u64>) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"comfy-batch job v1\0");
+    h.update(b"comfy-batch job v2\0");
     h.update(v.workflow.sha256.as_bytes());
     h.update(b"\0");
     for item in &v.hash {
@@ -23,6 +28,7 @@ pub(super) fn digest(g: &Group, v: &Variant, idx: &[usize], seed: Option<u64>) -
             HashValue::Axis { axis, member } => {
                 h.update(&g.axes[*axis].members[*member].encoded[idx[*axis]])
             }
+            HashValue::Content { axis, digests } => h.update(digests[idx[*axis]]),
         }
         h.update(b"\0");
     }
@@ -98,7 +104,7 @@ impl Iterator for Jobs<'_> {
             }
             let (vi, seed) = plan.decode(g, raw - g.raw_start, raw, &mut self.idx);
             let v = &g.variants[vi];
-            let id = JobId::new(hex::encode(&digest(g, v, &self.idx, seed)[..6]));
+            let id = JobId::new(hex::encode(&digest(g, v, &self.idx, seed)[..JOB_ID_BYTES]));
             let mut prompt = v.base.clone();
             let idx = &self.idx;
             for (slot, axis, member) in &v.setters {

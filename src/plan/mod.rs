@@ -142,7 +142,16 @@ impl SeedAxis {
 #[derive(Debug)]
 enum HashValue {
     Fixed(Vec<u8>),
-    Axis { axis: usize, member: usize },
+    Axis {
+        axis: usize,
+        member: usize,
+    },
+    /// An input image taken from an axis: the sha256 of each value's file
+    /// content (by value index), never its path.
+    Content {
+        axis: usize,
+        digests: Vec<[u8; 32]>,
+    },
 }
 
 #[derive(Debug)]
@@ -346,12 +355,15 @@ impl Plan {
             for local in 0..g.raw_len() {
                 let raw = g.raw_start + local;
                 let (vi, seed) = self.decode(g, local, raw, &mut idx);
-                let digest = digest(g, &g.variants[vi], &idx, seed);
-                let key = u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+                let full = digest(g, &g.variants[vi], &idx, seed);
+                let key = u64::from_le_bytes(full[..8].try_into().unwrap_or([0; 8]));
                 match first.get(&key) {
                     None => {
                         first.insert(key, raw);
                     }
+                    // The same id for different jobs (a hash collision) is
+                    // no duplicate: both stay, and the run refuses the plan.
+                    Some(&orig) if self.digest_at(orig) != full => {}
                     Some(&orig) => {
                         self.skip.push(raw);
                         match dropped_per_group.last_mut() {
@@ -382,6 +394,20 @@ impl Plan {
     }
 
     /// Decodes a raw position into (variant, axis indices, seed).
+    /// The full job-id digest of the job at raw position `raw`.
+    fn digest_at(&self, raw: u64) -> [u8; 32] {
+        let Some(g) = self
+            .groups
+            .iter()
+            .find(|g| raw >= g.raw_start && raw < g.raw_start + g.raw_len())
+        else {
+            return [0; 32];
+        };
+        let mut idx = Vec::new();
+        let (vi, seed) = self.decode(g, raw - g.raw_start, raw, &mut idx);
+        digest(g, &g.variants[vi], &idx, seed)
+    }
+
     fn decode(
         &self,
         g: &Group,

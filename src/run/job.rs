@@ -129,7 +129,20 @@ pub(crate) async fn run_attempt(
     // Images first: the prompt names them by the server's upload names.
     let mut prompt = job.prompt.clone();
     for image in &job.images {
-        match server.upload(&image.path).await {
+        // Read and kept in the output folder (for `rerun`) off the runtime
+        // threads, then uploaded under its content name.
+        let (output, path) = (ctx.output.clone(), image.path.clone());
+        let input = blocking(move || {
+            let input = OutputDir::read_input(&path)?;
+            output.save_input(&input)?;
+            Ok(input)
+        })
+        .await;
+        let input = match input {
+            Ok(input) => input,
+            Err(e) => return fail(&attempt, Status::Failed, format!("upload {e}")),
+        };
+        match server.upload(&input).await {
             Ok(uploaded) => {
                 if let Some(inputs) = prompt
                     .0

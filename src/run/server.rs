@@ -3,12 +3,10 @@
 //! cache of uploaded images.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
-use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, mpsc, watch};
 
 use super::Msg;
@@ -18,6 +16,7 @@ use crate::comfy::protocol::{QueueState, Uploaded};
 use crate::comfy::ws::{self, Router, ServerEvent, Socket};
 use crate::comfy::{ClientError, ServerUrl};
 use crate::ids::ServerId;
+use crate::sink::InputFile;
 
 /// The longest the first websocket handshake (and greeting) may take.
 const FIRST_HANDSHAKE: Duration = Duration::from_secs(30);
@@ -95,24 +94,23 @@ impl Server {
         Ok(queue)
     }
 
-    /// Uploads a local image once per distinct content (sha256) and returns
-    /// the server's name for it; concurrent jobs wait for the same upload.
-    pub async fn upload(&self, path: &Path) -> Result<Uploaded, ClientError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| ClientError::LocalFile {
-                path: path.display().to_string(),
-                source,
-            })?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+    /// Uploads an input once per distinct content and returns the server's
+    /// name for it; concurrent jobs wait for the same upload. It is sent
+    /// under its content name (`<sha256 prefix>.<ext>`, as kept in the
+    /// output's `inputs/`), so the server dedupes it and a rerun finds it.
+    pub async fn upload(&self, input: &InputFile) -> Result<Uploaded, ClientError> {
         let cell = {
             let mut map = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(digest).or_default().clone()
+            map.entry(input.name.clone()).or_default().clone()
         };
         cell.get_or_try_init(|| async {
             let mut backoff = Backoff::default();
             loop {
-                match self.http.upload_image(path, bytes.clone()).await {
+                match self
+                    .http
+                    .upload_image(&input.name, input.bytes.to_vec())
+                    .await
+                {
                     Ok(u) => return Ok(u),
                     Err(e) if e.is_transient() => {
                         match backoff.next().filter(|_| !self.is_lost()) {

@@ -98,6 +98,39 @@ impl OutputDir {
         write_atomic(&path, &bytes)
     }
 
+    /// Reads a local input image and names it by its content.
+    pub fn read_input(path: &Path) -> Result<InputFile, SinkError> {
+        use sha2::{Digest, Sha256};
+        let bytes = fs::read(path).map_err(SinkError::at(path))?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .filter(|e| {
+                !e.is_empty() && e.len() <= 5 && e.chars().all(|c| c.is_ascii_alphanumeric())
+            })
+            .unwrap_or_else(|| "png".to_string());
+        Ok(InputFile {
+            name: format!("{}.{ext}", &digest[..INPUT_NAME_HEX]),
+            bytes: bytes.into(),
+        })
+    }
+
+    /// Keeps an uploaded input once, as `inputs/<sha256 prefix>.<ext>`, so
+    /// `rerun` can upload it again from the prompt alone. Returns its path
+    /// relative to the folder.
+    pub fn save_input(&self, input: &InputFile) -> Result<String, SinkError> {
+        let dir = self.root.join("inputs");
+        let path = dir.join(&input.name);
+        let whole = fs::metadata(&path).is_ok_and(|m| m.len() == input.bytes.len() as u64);
+        if !whole {
+            fs::create_dir_all(&dir).map_err(SinkError::at(&dir))?;
+            write_atomic(&path, &input.bytes)?;
+            sync_dir(&dir)?;
+        }
+        Ok(format!("inputs/{}", input.name))
+    }
+
     /// Keeps (or, with `None`, clears) the line saying the server accepted
     /// the job's prompt with errors in some of its outputs, so a later run
     /// adopting that prompt logs it `rejected` too.
@@ -162,6 +195,35 @@ impl OutputDir {
         }
         Ok(())
     }
+}
+
+/// The input kept in output folder `root` that a prompt's image value
+/// names, if it is one of ours (`<sha256 prefix>.<ext>`, possibly with a
+/// subfolder or an ` [input]` annotation) and is still there.
+pub fn kept_input(root: &Path, value: &str) -> Option<PathBuf> {
+    let value = value.strip_suffix(" [input]").unwrap_or(value);
+    let name = value.rsplit('/').next()?;
+    let (stem, ext) = name.split_once('.')?;
+    let ours = stem.len() == INPUT_NAME_HEX
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && !ext.is_empty()
+        && ext.bytes().all(|b| b.is_ascii_alphanumeric());
+    let path = root.join("inputs").join(name);
+    (ours && path.is_file()).then_some(path)
+}
+
+/// Hex digits of the sha256 naming a kept input (64 bits, as job ids).
+const INPUT_NAME_HEX: usize = 16;
+
+/// A local input image, read once, named by its content.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    /// `<sha256 prefix>.<ext>`: its name in `inputs/` and on the server.
+    pub name: String,
+    /// The content.
+    pub bytes: bytes::Bytes,
 }
 
 /// Whether a file exists, is not empty and, for the image formats we know,

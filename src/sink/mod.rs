@@ -7,7 +7,7 @@ pub mod csv;
 mod files;
 
 pub(crate) use files::write_atomic;
-pub use files::{OutputDir, image_file_name};
+pub use files::{InputFile, OutputDir, image_file_name, kept_input};
 
 use std::path::PathBuf;
 

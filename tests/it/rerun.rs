@@ -237,3 +237,41 @@ async fn a_missing_workflow_falls_back_to_the_prompt_as_sent() {
     );
     assert_eq!(before, after);
 }
+
+/// With the input image gone, `rerun` falls back to the prompt as sent and
+/// uploads the input kept in `inputs/` to a fresh server (issue #8 item 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_from_the_prompt_uploads_the_kept_input_to_a_fresh_server() {
+    let first = sim().await;
+    let p = Project::new();
+    first_run(&p, &first.url()).await;
+    let invert = p
+        .rows()
+        .into_iter()
+        .find(|r| r.get("job") == "invert#1")
+        .unwrap();
+    std::fs::remove_file(p.path("inputs/red.png")).unwrap();
+    let fresh = sim().await;
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--job",
+            invert.get("job_id"),
+            "--output",
+            "again",
+            "--server",
+            &fresh.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("prompts/"), "{}", out.stderr);
+    let again = read_rows(&p.path("again/runs.csv"));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].get("status"), "ok", "{again:?}");
+    assert_eq!(
+        images_by_job(&again, &p.path("again")),
+        images_by_job(&[invert], &p.out()),
+        "the same image, from the kept input"
+    );
+}

@@ -242,33 +242,71 @@ jobs:
     let rows = p.rows();
     assert_eq!(rows.len(), 4);
     all_ok(&rows);
+    // Uploaded under their content names (two files called red.png with
+    // different content no longer clash), each once, each kept in the
+    // output's inputs/ for rerun.
+    let content_name = |bytes: &[u8]| {
+        use sha2::Digest;
+        format!("{}.png", &hex::encode(sha2::Sha256::digest(bytes))[..16])
+    };
     let mut names: Vec<String> = std::fs::read_dir(sim.input_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, vec!["red (1).png", "red.png"]);
-    assert_eq!(std::fs::read(sim.input_dir().join("red.png")).unwrap(), red);
-    assert_eq!(
-        std::fs::read(sim.input_dir().join("red (1).png")).unwrap(),
-        other
-    );
+    let mut expected = vec![content_name(&red), content_name(&other)];
+    expected.sort();
+    assert_eq!(names, expected);
+    for (name, bytes) in [(content_name(&red), &red), (content_name(&other), &other)] {
+        assert_eq!(&std::fs::read(sim.input_dir().join(&name)).unwrap(), bytes);
+        assert_eq!(
+            &std::fs::read(p.out().join("inputs").join(&name)).unwrap(),
+            bytes
+        );
+    }
     for row in &rows {
         let prompt: serde_json::Value = serde_json::from_slice(
             &std::fs::read(p.out().join(format!("prompts/{}.json", row.get("job_id")))).unwrap(),
         )
         .unwrap();
         let expected = if row.get("job") == "clash#1" {
-            "red (1).png"
+            content_name(&other)
         } else {
-            "red.png"
+            content_name(&red)
         };
-        assert_eq!(prompt["1"]["inputs"]["image"], expected);
+        assert_eq!(prompt["1"]["inputs"]["image"], expected.as_str());
         assert!(
             row.get("image").ends_with("red.png"),
             "the log keeps the local path"
         );
     }
+}
+
+/// Job ids follow an input image's content, not its path (issue #8 item 5):
+/// an edited input is a new job, a moved one is the same job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_input_is_a_new_job_and_a_moved_one_is_not() {
+    let sim = sim().await;
+    let p = Project::new();
+    let manifest = |path: &str| {
+        format!(
+            "version: 1\njobs:\n  - name: one\n    workflow: i2i\n    set:\n      image: {path}\n"
+        )
+    };
+    p.write("inputs/red.png", tiny_png([255, 0, 0]));
+    p.write("i2i.yaml", manifest("inputs/red.png"));
+    assert_eq!(p.run("i2i.yaml", &[&sim], &[]).await.code, 0);
+    p.write("inputs/red.png", tiny_png([0, 255, 0]));
+    let out = p.run("i2i.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 2, "the edited input made a new job");
+    assert_ne!(rows[0].get("job_id"), rows[1].get("job_id"));
+    std::fs::rename(p.path("inputs/red.png"), p.path("inputs/green.png")).unwrap();
+    p.write("i2i.yaml", manifest("inputs/green.png"));
+    let out = p.run("i2i.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(p.rows().len(), 2, "the moved input is the same, done job");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
