@@ -11,6 +11,7 @@
 //! for an adopted prompt, whose messages went to the dead client), and a
 //! prompt the server forgot is run again.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,12 +19,15 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::lifecycle::{
+    Acted, Action, End, Event, Frame, Lifecycle, Lookup, Output, Setup, not_run, outputs_of_history,
+};
 use super::retry::Backoff;
 use super::server::Server;
 use super::{Attempt, CancelReason, EventKind, Msg, Outcome, Status};
 use crate::comfy::ClientError;
 use crate::comfy::http::Submission;
-use crate::comfy::protocol::{ImageRef, WsMessage, images_of, node_errors_line};
+use crate::comfy::protocol::{ImageRef, WsMessage, node_errors_line};
 use crate::comfy::ws::ServerEvent;
 use crate::ids::PromptId;
 use crate::outcome::error_line;
@@ -79,21 +83,6 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.release();
     }
-}
-
-/// What the server said about a prompt, gathered from messages or history.
-#[derive(Default)]
-struct Tracked {
-    started: bool,
-    images: Vec<(String, ImageRef)>,
-    ws_images: Vec<(String, &'static str, bytes::Bytes)>,
-    end: Option<End>,
-}
-
-enum End {
-    Success,
-    Error(String),
-    Interrupted(String),
 }
 
 /// Runs one attempt. Never returns an error: every failure is an outcome.
@@ -185,11 +174,10 @@ pub(crate) async fn run_attempt(
 
     let home = server.clone();
     let mut server = server;
-    let mut tracked = Tracked::default();
-    let mut already = Reconciled::Missing;
+    let mut already = Lookup::Missing;
     if maybe_submitted {
-        already = reconcile(&server, pid.as_str(), &mut tracked).await;
-        if matches!(already, Reconciled::Missing | Reconciled::Unknown(_)) {
+        already = reconcile(&server, pid.as_str(), true).await;
+        if matches!(already, Lookup::Missing | Lookup::Unknown) {
             // An earlier run may have sent it to another of the servers:
             // look on each before queueing it a second time.
             for other in ctx
@@ -197,15 +185,15 @@ pub(crate) async fn run_attempt(
                 .iter()
                 .filter(|o| o.id != home.id && !o.is_lost())
             {
-                let found = reconcile_with(other, pid.as_str(), &mut tracked, false).await;
-                if matches!(found, Reconciled::Finished | Reconciled::StillThere) {
+                let found = reconcile(other, pid.as_str(), false).await;
+                if matches!(found, Lookup::Finished { .. } | Lookup::StillThere) {
                     server = other.clone();
                     already = found;
                     break;
                 }
             }
         }
-        if matches!(already, Reconciled::StillThere) {
+        if matches!(already, Lookup::StillThere) {
             tracing::info!("{}: found {pid} still queued on {}", job.id, server.url());
         }
         if sends_images_over_socket(&job) {
@@ -213,18 +201,15 @@ pub(crate) async fn run_attempt(
             // history: an earlier run's prompt cannot be collected, only
             // run again (under the same id; the server allows that).
             match already {
-                Reconciled::Finished => {
-                    tracked = Tracked::default();
-                    already = Reconciled::Missing;
-                }
-                Reconciled::StillThere => {
+                Lookup::Finished { .. } => already = Lookup::Missing,
+                Lookup::StillThere => {
                     if let Acted::Removed = act_on_server(&server, pid.as_str(), false).await {
-                        already = Reconciled::Missing;
+                        already = Lookup::Missing;
                     }
                 }
-                Reconciled::Missing | Reconciled::Unknown(_) => {}
+                Lookup::Missing | Lookup::Unknown => {}
             }
-            if matches!(already, Reconciled::Missing | Reconciled::Unknown(_)) {
+            if matches!(already, Lookup::Missing | Lookup::Unknown) {
                 // Run again here, where its images were uploaded.
                 server = home.clone();
             }
@@ -240,17 +225,17 @@ pub(crate) async fn run_attempt(
     let _route = Unregister(server.clone(), pid.clone());
     // Queued by an earlier (killed) run under another client id: its
     // messages go nowhere, so it is followed by polling.
-    let adopted = matches!(already, Reconciled::StillThere);
+    let adopted = matches!(already, Lookup::StillThere);
     // A prompt queued by an earlier run keeps what the server said then.
     let mut rejected = None;
-    if matches!(already, Reconciled::StillThere | Reconciled::Finished) {
+    if matches!(already, Lookup::StillThere | Lookup::Finished { .. }) {
         let (output, id) = (ctx.output.clone(), job.id.clone());
         rejected = blocking(move || Ok(output.rejection(&id)))
             .await
             .ok()
             .flatten();
     }
-    if matches!(already, Reconciled::Missing | Reconciled::Unknown(_)) {
+    if matches!(already, Lookup::Missing | Lookup::Unknown) {
         let cancelled = *ctx.cancel.borrow();
         if cancelled.is_some() {
             // Cancelled while uploading: never queue anything new.
@@ -278,6 +263,7 @@ pub(crate) async fn run_attempt(
                     {
                         tracing::warn!("{}: {e}", job.id);
                     }
+                    already = Lookup::Missing;
                     break;
                 }
                 Ok(Submission::Rejected(r)) => {
@@ -291,13 +277,16 @@ pub(crate) async fn run_attempt(
                     tokio::time::sleep(delay).await;
                     // The failed request may have reached the server (a lost
                     // reply, a proxy's timeout): never queue a prompt twice.
-                    match reconcile(&server, pid.as_str(), &mut tracked).await {
-                        Reconciled::StillThere => break,
-                        Reconciled::Finished => {
-                            already = Reconciled::Finished;
+                    match reconcile(&server, pid.as_str(), true).await {
+                        found @ Lookup::Finished { .. } => {
+                            already = found;
                             break;
                         }
-                        Reconciled::Missing | Reconciled::Unknown(_) => {}
+                        Lookup::StillThere => {
+                            already = Lookup::Missing;
+                            break;
+                        }
+                        Lookup::Missing | Lookup::Unknown => {}
                     }
                 }
                 Err(e) => {
@@ -317,126 +306,92 @@ pub(crate) async fn run_attempt(
         server: server.id,
         prompt: pid.clone(),
     }));
-    if matches!(already, Reconciled::Finished) {
+    if matches!(already, Lookup::Finished { .. }) {
         tracing::info!("{}: collecting {pid}, finished earlier", job.id);
     }
 
+    // From here the state machine decides; this loop only performs its
+    // actions and turns messages, timers and answers into its events.
+    let (mut machine, first) = Lifecycle::new(Setup {
+        over_socket: sends_images_over_socket(&job),
+        adopted,
+        finished: matches!(already, Lookup::Finished { .. }).then_some(already),
+        rejected,
+        timeout: ctx.timeout,
+    });
+    let mut actions: VecDeque<Action> = first.into();
     let deadline = ctx.timeout.map(|t| Instant::now() + t);
-    let mut timed_out = false;
-    // Messages may have been missed (a dropped socket, or a prompt adopted
-    // from a run whose client is gone): the history is then the authority
-    // on outputs, and websocket images cannot be recovered.
-    let mut missed = adopted;
+    let mut deadline_seen = false;
     let mut cancel_seen: Option<CancelReason> = None;
-    // When to (again) ask the server to drop or stop the prompt, for a
-    // timeout or a cancel: a lost interrupt or a failed request is retried.
     let mut act_at: Option<Instant> = None;
-    let poll_every = if adopted { ADOPTED_POLL } else { WATCHDOG_POLL };
-    let mut poll_at = Instant::now() + poll_every;
-    // The history says it ended; its final message is given a moment to
-    // arrive (image frames come before it) before the history is trusted.
-    let mut ended_in_history = false;
-    let finished_before = matches!(already, Reconciled::Finished);
-    let over_socket = sends_images_over_socket(&job);
-    if !finished_before {
-        loop {
-            let cancel_now = *ctx.cancel.borrow();
-            if cancel_now > cancel_seen {
-                cancel_seen = cancel_now;
-                act_at = Some(Instant::now());
+    let mut poll_at: Option<Instant> = None;
+    loop {
+        while let Some(action) = actions.pop_front() {
+            let answer = match action {
+                Action::Lookup => Some(Event::Looked(reconcile(&server, pid.as_str(), true).await)),
+                Action::Act { stop_running } => Some(Event::Acted(
+                    act_on_server(&server, pid.as_str(), stop_running).await,
+                )),
+                Action::PollIn(after) => {
+                    poll_at = Some(Instant::now() + after);
+                    None
+                }
+                Action::ActIn(after) => {
+                    act_at = Some(Instant::now() + after);
+                    None
+                }
+                Action::ReportStarted => {
+                    attempt.started_at = Some(SystemTime::now());
+                    let _ = ctx.events.send(Msg::Event(EventKind::JobStarted {
+                        job: job.id.clone(),
+                        server: server.id,
+                    }));
+                    None
+                }
+                Action::NoteRunning => {
+                    attempt.started_at.get_or_insert_with(SystemTime::now);
+                    None
+                }
+                Action::Release => {
+                    attempt.finished_at = Some(SystemTime::now());
+                    slot.release();
+                    None
+                }
+                Action::Fail(status, line) => return fail(&attempt, status, line),
+                Action::Requeue(cause) => return AttemptEnd::Requeue(cause),
+                Action::Save(outputs, frames) => {
+                    return match save_outputs(&job, &server, &ctx, outputs, frames).await {
+                        Ok(images) => AttemptEnd::Done(Outcome {
+                            status: Status::Ok,
+                            images,
+                            error: None,
+                            attempt,
+                        }),
+                        // The server stopped answering after the work was
+                        // done: another attempt collects it by prompt id
+                        // (or, lost with the server, redoes it).
+                        Err(SaveError::Unreachable(e)) => AttemptEnd::Requeue(e),
+                        Err(SaveError::Failed(e)) => fail(&attempt, Status::Failed, e),
+                    };
+                }
+            };
+            if let Some(event) = answer {
+                actions.extend(machine.step(event));
             }
-            let stop_running = timed_out || cancel_seen == Some(CancelReason::SecondInterrupt);
-            let event = tokio::select! {
-                event = rx.recv() => event,
-                _ = sleep_until(deadline), if !timed_out => {
-                    timed_out = true;
-                    act_at = Some(Instant::now());
-                    continue;
-                }
-                _ = sleep_until(act_at) => {
-                    act_at = None;
-                    if stop_running || cancel_seen.is_some() {
-                        match act_on_server(&server, pid.as_str(), stop_running).await {
-                            Acted::Removed if timed_out => {
-                                return fail(&attempt, Status::Timeout, timeout_text(ctx.timeout));
-                            }
-                            Acted::Removed => {
-                                return fail(&attempt, Status::Interrupted, not_run(cancel_seen));
-                            }
-                            Acted::Again(after) => act_at = Some(Instant::now() + after),
-                            Acted::Nothing => {}
-                        }
-                    }
-                    continue;
-                }
-                _ = tokio::time::sleep_until(poll_at) => {
-                    poll_at = Instant::now() + poll_every;
-                    if ended_in_history {
-                        break;
-                    }
-                    if server.is_lost() {
-                        return AttemptEnd::Requeue("server lost".into());
-                    }
-                    match reconcile(&server, pid.as_str(), &mut tracked).await {
-                        Reconciled::Finished if adopted => break,
-                        // Its frames follow the socket, however far behind
-                        // HTTP that runs: only `executing {node: null}` on
-                        // the socket (or its loss) ends it.
-                        Reconciled::Finished if over_socket => {}
-                        Reconciled::Finished => {
-                            ended_in_history = true;
-                            poll_at = Instant::now() + ENDED_GRACE;
-                        }
-                        Reconciled::StillThere => {}
-                        Reconciled::Missing => {
-                            return AttemptEnd::Requeue(
-                                "the server forgot the prompt (restarted?)".into(),
-                            );
-                        }
-                        Reconciled::Unknown(e) => {
-                            tracing::debug!("{pid}: cannot reconcile yet: {e}");
-                        }
-                    }
-                    continue;
-                }
-                changed = ctx.cancel.changed() => {
-                    if changed.is_err() {
-                        // The scheduler is gone; nothing will read our outcome.
-                        return AttemptEnd::Requeue("run ended".into());
-                    }
-                    continue;
-                }
-            };
-            let Some(event) = event else {
-                return AttemptEnd::Requeue("router closed".into());
-            };
-            match event {
-                ServerEvent::Message(message) => match message {
-                    WsMessage::ExecutionStart { .. } => {
-                        tracked.started = true;
-                        attempt.started_at = Some(SystemTime::now());
-                        let _ = ctx.events.send(Msg::Event(EventKind::JobStarted {
-                            job: job.id.clone(),
-                            server: server.id,
-                        }));
-                        if stop_running {
-                            // It started after we asked: stop it now.
-                            act_at = Some(Instant::now());
-                        }
-                    }
-                    WsMessage::Executing { node: Some(_), .. } => {
-                        if !tracked.started {
-                            // Reconnect replay: it runs, though we missed the start.
-                            tracked.started = true;
-                            attempt.started_at.get_or_insert_with(SystemTime::now);
-                            if stop_running {
-                                act_at = Some(Instant::now());
-                            }
-                        }
-                    }
-                    WsMessage::Progress {
-                        value, max, node, ..
-                    } => {
+        }
+        if machine.is_done() {
+            // Unreachable: every final action returns above.
+            return AttemptEnd::Requeue("attempt ended without an outcome".into());
+        }
+        let cancel_now = *ctx.cancel.borrow();
+        let event = if cancel_now > cancel_seen {
+            cancel_seen = cancel_now;
+            cancel_now.map(Event::Cancel)
+        } else {
+            tokio::select! {
+                event = rx.recv() => Some(match event {
+                    Some(ServerEvent::Message(WsMessage::Progress { value, max, node, .. })) => {
+                        // Progress changes no state: reported as it comes.
                         let _ = ctx.events.send(Msg::Event(EventKind::JobProgress {
                             job: job.id.clone(),
                             server: server.id,
@@ -444,140 +399,35 @@ pub(crate) async fn run_attempt(
                             value: value.max(0.0).round() as u32,
                             max: max.max(0.0).round() as u32,
                         }));
+                        continue;
                     }
-                    WsMessage::Executed { node, output, .. } => {
-                        if let Some(output) = output {
-                            for image in images_of(&output) {
-                                let entry = (node.clone(), image);
-                                // The history may have listed it already.
-                                if !tracked.images.contains(&entry) {
-                                    tracked.images.push(entry);
-                                }
-                            }
-                        }
-                    }
-                    WsMessage::ExecutionSuccess { .. } => tracked.end = Some(End::Success),
-                    WsMessage::ExecutionError(e) => tracked.end = Some(End::Error(e.one_line())),
-                    WsMessage::ExecutionInterrupted {
-                        node_id, node_type, ..
-                    } => {
-                        tracked.end = Some(End::Interrupted(format!(
-                            "interrupted at node {} ({})",
-                            node_id.unwrap_or_default(),
-                            node_type.unwrap_or_default()
-                        )))
-                    }
-                    WsMessage::Executing { node: None, .. } => {
-                        if tracked.end.is_none() {
-                            // The end message was lost: the history has it.
-                            match reconcile(&server, pid.as_str(), &mut tracked).await {
-                                Reconciled::Finished => {}
-                                _ => {
-                                    tracked.end =
-                                        Some(End::Error("finished without a result".into()))
-                                }
-                            }
-                        }
-                        break;
-                    }
-                    WsMessage::Status { .. }
-                    | WsMessage::ExecutionCached { .. }
-                    | WsMessage::Other => {}
-                },
-                ServerEvent::Image { node, ext, bytes } => {
-                    tracked
-                        .ws_images
-                        .push((node.unwrap_or_else(|| "ws".into()), ext, bytes));
+                    Some(event) => match Event::from_server(event) {
+                        Some(event) => event,
+                        None => continue,
+                    },
+                    None => Event::Gone("router closed"),
+                }),
+                _ = sleep_until(deadline), if !deadline_seen => {
+                    deadline_seen = true;
+                    Some(Event::Deadline)
                 }
-                ServerEvent::Disconnected => missed = true,
-                ServerEvent::Reconnected => {
-                    if tracked.end.is_some() {
-                        // Only the final `executing` was missed: the outcome
-                        // and the images came before it.
-                        break;
-                    }
-                    match reconcile(&server, pid.as_str(), &mut tracked).await {
-                        Reconciled::Finished => break,
-                        Reconciled::StillThere => {}
-                        Reconciled::Missing => {
-                            return AttemptEnd::Requeue(
-                                "the server forgot the prompt (restarted?)".into(),
-                            );
-                        }
-                        Reconciled::Unknown(e) => {
-                            tracing::debug!("{pid}: cannot reconcile yet: {e}");
-                        }
-                    }
+                _ = sleep_until(act_at) => {
+                    act_at = None;
+                    Some(Event::ActDue)
                 }
-                ServerEvent::Lost => return AttemptEnd::Requeue("server lost".into()),
+                _ = sleep_until(poll_at) => {
+                    poll_at = None;
+                    Some(if server.is_lost() { Event::Lost } else { Event::PollDue })
+                }
+                changed = ctx.cancel.changed() => {
+                    // The scheduler is gone; nothing will read our outcome.
+                    changed.is_err().then_some(Event::Gone("run ended"))
+                }
             }
+        };
+        if let Some(event) = event {
+            actions.extend(machine.step(event));
         }
-    }
-    attempt.finished_at = Some(SystemTime::now());
-    slot.release();
-
-    // A success that landed before the interrupt took effect is kept.
-    if timed_out && !matches!(tracked.end, Some(End::Success)) {
-        return fail(&attempt, Status::Timeout, timeout_text(ctx.timeout));
-    }
-    if missed && matches!(tracked.end, Some(End::Success)) {
-        // `executed` messages sent while we were away are gone; the history
-        // lists every output.
-        if !matches!(
-            reconcile(&server, pid.as_str(), &mut tracked).await,
-            Reconciled::Finished
-        ) {
-            return AttemptEnd::Requeue("outputs unknown after a disconnect".into());
-        }
-    }
-    let (status, error) = match tracked.end.take() {
-        Some(End::Success) => match rejected {
-            Some(line) => (Status::Rejected, Some(line)),
-            None => (Status::Ok, None),
-        },
-        Some(End::Error(line)) => (Status::Failed, Some(line)),
-        Some(End::Interrupted(line)) => (Status::Interrupted, Some(line)),
-        None => (
-            Status::Failed,
-            Some("no result from the server".to_string()),
-        ),
-    };
-    if status == Status::Ok
-        && sends_images_over_socket(&job)
-        && (missed || tracked.ws_images.is_empty())
-    {
-        // Frames sent while we were away are lost for good; an `ok` row
-        // never goes without its images.
-        return fail(
-            &attempt,
-            Status::Failed,
-            "websocket images were lost with the connection; run again".into(),
-        );
-    }
-    if status != Status::Ok {
-        return AttemptEnd::Done(Outcome {
-            status,
-            images: Vec::new(),
-            error,
-            attempt,
-        });
-    }
-    match save_images(&job, &server, &ctx, tracked).await {
-        Ok(images) => AttemptEnd::Done(Outcome {
-            status: Status::Ok,
-            images,
-            error: None,
-            attempt,
-        }),
-        // The server stopped answering after the work was done: another
-        // attempt collects it by prompt id (or, lost with the server, redoes it).
-        Err(SaveError::Unreachable(e)) => AttemptEnd::Requeue(e),
-        Err(SaveError::Failed(e)) => AttemptEnd::Done(Outcome {
-            status: Status::Failed,
-            images: Vec::new(),
-            error: Some(e),
-            attempt,
-        }),
     }
 }
 
@@ -589,48 +439,11 @@ impl Drop for Unregister {
     }
 }
 
-/// The error of a job whose prompt was dropped (or never posted) because
-/// the run was cancelled.
-fn not_run(reason: Option<CancelReason>) -> String {
-    match reason {
-        Some(CancelReason::MaxFailures) => "not run: too many failures (--max-failures)",
-        Some(CancelReason::NoServers) => "not run: no server left",
-        _ => "not run: interrupted",
-    }
-    .into()
-}
-
-fn timeout_text(timeout: Option<Duration>) -> String {
-    let t = timeout.unwrap_or_default();
-    format!("timed out after {}", humantime::format_duration(t))
-}
-
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// How often an attempt checks its prompt over HTTP although messages
-/// come: a safety net for lost messages, deletions by others, lost servers.
-const WATCHDOG_POLL: Duration = Duration::from_secs(2);
-/// How often a prompt queued by an earlier run (no messages reach us) is
-/// looked up.
-const ADOPTED_POLL: Duration = Duration::from_millis(250);
-/// How long the final message may lag behind the history.
-const ENDED_GRACE: Duration = Duration::from_secs(1);
-
-/// What asking the server to drop (and, with `stop_running`, stop) a prompt
-/// achieved.
-enum Acted {
-    /// It was pending and is gone: it never ran.
-    Removed,
-    /// Ask again after this long (a request failed, or an interrupt sent
-    /// just as the prompt started may be lost: protocol.md §4).
-    Again(Duration),
-    /// Nothing to do: it runs and may finish, or it has ended already.
-    Nothing,
 }
 
 /// Deletes the prompt if it is pending; interrupts it if it runs and
@@ -674,26 +487,10 @@ async fn act_on_server(server: &Server, prompt_id: &str, stop_running: bool) -> 
     Acted::Nothing
 }
 
-enum Reconciled {
-    Finished,
-    StillThere,
-    Missing,
-    Unknown(ClientError),
-}
-
-/// After lost messages: the history says how a finished prompt ended and
-/// what it made; the queue says whether it is still coming.
-async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> Reconciled {
-    reconcile_with(server, prompt_id, tracked, true).await
-}
-
-/// [`reconcile`]; with `patient` false a failed request is not retried.
-async fn reconcile_with(
-    server: &Server,
-    prompt_id: &str,
-    tracked: &mut Tracked,
-    patient: bool,
-) -> Reconciled {
+/// Looks the prompt up: the history says how a finished prompt ended and
+/// what it made; the queue says whether it is still coming. With `patient`
+/// a failed request is retried with backoff.
+async fn reconcile(server: &Server, prompt_id: &str, patient: bool) -> Lookup {
     let mut backoff = Backoff::default();
     loop {
         // One pass, each read deciding: history, then queue, then history
@@ -713,58 +510,50 @@ async fn reconcile_with(
             }
             match server.http.history(prompt_id).await? {
                 Some(entry) => Ok(Some(entry)),
-                None => Err(Lookup::Gone),
+                None => Err(Missed::Gone),
             }
         }
         .await;
         match result {
             Ok(Some(entry)) => {
-                tracked.images = entry
-                    .outputs
-                    .iter()
-                    .flat_map(|(node, out)| {
-                        images_of(out).into_iter().map(move |i| (node.clone(), i))
-                    })
-                    .collect();
-                let status =
-                    entry
-                        .status
-                        .unwrap_or_else(|| crate::comfy::protocol::HistoryStatus {
-                            status_str: String::new(),
-                            completed: false,
-                            messages: Vec::new(),
-                        });
-                tracked.end = Some(if status.status_str == "success" {
-                    End::Success
-                } else {
-                    history_failure(&status.messages)
-                });
-                return Reconciled::Finished;
+                let outputs = outputs_of_history(&entry);
+                let end = match entry.status {
+                    Some(status) if status.status_str == "success" => End::Success,
+                    Some(status) => history_failure(&status.messages),
+                    None => history_failure(&[]),
+                };
+                return Lookup::Finished { end, outputs };
             }
-            Ok(None) => return Reconciled::StillThere,
-            Err(Lookup::Gone) => return Reconciled::Missing,
-            Err(Lookup::Failed(e)) if e.is_transient() && patient => {
+            Ok(None) => return Lookup::StillThere,
+            Err(Missed::Gone) => return Lookup::Missing,
+            Err(Missed::Failed(e)) if e.is_transient() && patient => {
                 match backoff.next().filter(|_| !server.is_lost()) {
                     Some(d) => tokio::time::sleep(d).await,
-                    None => return Reconciled::Unknown(e),
+                    None => return unknown(prompt_id, e),
                 }
             }
-            Err(Lookup::Failed(e)) => return Reconciled::Unknown(e),
+            Err(Missed::Failed(e)) => return unknown(prompt_id, e),
         }
     }
 }
 
-/// Why a reconciling pass did not find the prompt.
-enum Lookup {
+fn unknown(prompt_id: &str, e: ClientError) -> Lookup {
+    let line = error_line(&e);
+    tracing::debug!("{prompt_id}: cannot look it up yet: {line}");
+    Lookup::Unknown
+}
+
+/// Why a lookup pass did not find the prompt.
+enum Missed {
     /// In neither history nor queue.
     Gone,
     /// A request failed.
     Failed(ClientError),
 }
 
-impl From<ClientError> for Lookup {
+impl From<ClientError> for Missed {
     fn from(e: ClientError) -> Self {
-        Lookup::Failed(e)
+        Missed::Failed(e)
     }
 }
 
@@ -820,13 +609,15 @@ fn sanitized(image: &ImageRef) -> Option<ImageRef> {
     })
 }
 
-/// Downloads the output images (and previews if asked) and writes them with
-/// the websocket images; returns their paths relative to the output folder.
-async fn save_images(
+/// Saves collected outputs: downloads the output images (and previews if
+/// asked) and writes them with the websocket images; returns their paths
+/// relative to the output folder.
+async fn save_outputs(
     job: &Job,
     server: &Server,
     ctx: &AttemptContext,
-    tracked: Tracked,
+    outputs: Vec<Output>,
+    frames: Vec<Frame>,
 ) -> Result<Vec<String>, SaveError> {
     // Downloaded first, then written in one blocking batch (files synced,
     // then their folder once), off the threads that pump the websockets.
@@ -837,7 +628,7 @@ async fn save_images(
         *n += 1;
         *n - 1
     };
-    for (node, image) in &tracked.images {
+    for (node, image) in &outputs {
         let wanted = image.kind == "output" || (ctx.previews && image.kind == "temp");
         if !wanted {
             continue;
@@ -879,7 +670,7 @@ async fn save_images(
         let n = next_n(node);
         files.push((node.clone(), n, ext, bytes));
     }
-    for (node, ext, bytes) in &tracked.ws_images {
+    for (node, ext, bytes) in &frames {
         // Sampler previews arrive on the same socket; only image-saving
         // nodes' frames are outputs (JPEG previews with --previews).
         let class = job

@@ -6,6 +6,7 @@
 
 mod events;
 mod job;
+mod lifecycle;
 mod retry;
 mod server;
 
