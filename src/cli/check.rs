@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{CliError, Exit, GlobalArgs};
+
+/// Jobs to validate in the preflight, produced afresh (plans are lazy).
+pub(crate) type JobSource<'a> = &'a dyn Fn() -> Box<dyn Iterator<Item = Job> + 'a>;
 use crate::comfy::http::{HttpClient, parse_headers};
 use crate::comfy::{ClientError, ServerUrl};
 use crate::manifest::{Manifest, clip};
@@ -207,7 +210,7 @@ pub(crate) async fn catalogues(
 /// The preflight shared by `check`, `run` and `rerun`: every problem
 /// against every server, or `Ok`.
 pub(crate) fn preflight(
-    jobs: super::drive::JobSource<'_>,
+    jobs: JobSource<'_>,
     catalogues: &[(String, Catalogue)],
 ) -> Result<(), CliError> {
     let mut lines = Vec::new();
@@ -233,7 +236,7 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let plan = Plan::new(&manifest).map_err(|e| bad(e.lines()))?;
     let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
     let env = std::env::var("COMFY_URL").ok();
-    let urls = super::run::resolve_servers(&args.servers, env.as_deref(), &manifest.servers);
+    let urls = super::options::resolve_servers(&args.servers, env.as_deref(), &manifest.servers);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -241,7 +244,7 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     runtime.block_on(async {
         let mut _sim = None;
         let servers = if args.sim {
-            let sim = super::drive::start_sim().await?;
+            let sim = super::sim::start_embedded().await?;
             let url = ServerUrl::parse(&sim.url()).map_err(|e| bad(vec![e.to_string()]))?;
             _sim = Some(sim);
             vec![url]

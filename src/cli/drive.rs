@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::check::JobSource;
 use super::{CliError, Exit};
 use crate::comfy::ServerUrl;
 use crate::plan::Job;
@@ -33,9 +34,6 @@ pub(crate) struct Session {
     pub resuming: bool,
 }
 
-/// Jobs to validate in the preflight, produced afresh (plans are lazy).
-pub(crate) type JobSource<'a> = &'a dyn Fn() -> Box<dyn Iterator<Item = Job> + 'a>;
-
 /// What the command hands the scheduler once the preflight passed: the
 /// opened output folder and log, and the jobs to run (each with its first
 /// attempt number).
@@ -50,16 +48,6 @@ pub(crate) struct Prepared<'a> {
     pub total: usize,
     /// How many of the plan's were skipped (done, or another shard).
     pub skipped: usize,
-}
-
-/// Starts the embedded simulator on a free loopback port (`--sim`).
-pub(crate) async fn start_sim() -> Result<crate::sim::SimHandle, CliError> {
-    crate::sim::Sim::start(
-        crate::sim::SimConfig::default(),
-        "127.0.0.1:0".parse().expect("a valid socket address"),
-    )
-    .await
-    .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))
 }
 
 /// Opens the output folder; a file in its place is a usage error.
@@ -151,7 +139,7 @@ pub(crate) fn drive<'a>(
         .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
     runtime.block_on(async move {
         let _sim = if sim && !nothing_left {
-            let sim = start_sim().await?;
+            let sim = super::sim::start_embedded().await?;
             if !quiet {
                 eprintln!("simulator: {}", sim.url());
             }

@@ -1,11 +1,16 @@
 //! The edge of the program: clap arguments, the environment and the terminal
 //! are read here and nowhere else; every command turns its flags into one
 //! config for the library, and every error into a diagnostic and an exit code.
+//!
+//! Command modules depend one way: `run` and `rerun` → `drive` → `check` →
+//! `sim` (the embedded simulator) and `options` (flags shared by `run` and
+//! `rerun`); `runinfo` and `options` depend on no other command.
 
 mod bench;
 mod bench_run;
 mod check;
 mod drive;
+mod options;
 mod plan;
 mod rerun;
 mod run;

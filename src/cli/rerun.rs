@@ -7,21 +7,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use sha2::{Digest, Sha256};
 
 use super::drive::{Prepared, Session, drive, open_output};
+use super::options::{RunOptions, check_output};
 use super::{CliError, Exit, GlobalArgs};
-use crate::comfy::ServerUrl;
-use crate::comfy::http::parse_headers;
 use crate::ids::{JobId, NodeId};
-use crate::manifest::Manifest;
+use crate::manifest::{Alias, JobSpec, Manifest, Param, SeedSpec, Span, WorkflowEntry};
 use crate::patch::Prompt;
 use crate::plan::{ImageInput, Job, Plan, Workflow};
-use crate::run::{RunConfig, Status};
+use crate::run::Status;
 use crate::sink::csv::{self, LoggedRow, Resume, RunLog};
 use crate::sink::kept_input;
 
@@ -44,30 +42,9 @@ pub struct RerunArgs {
     /// (the jobs then get new ids).
     #[arg(long)]
     pub allow_changed_workflow: bool,
-    /// A ComfyUI server URL (repeatable) [default: $COMFY_URL, else http://127.0.0.1:8188].
-    #[arg(long = "server", value_name = "URL")]
-    pub servers: Vec<String>,
-    /// Start the embedded simulator and run against it.
-    #[arg(long, conflicts_with = "servers")]
-    pub sim: bool,
-    /// Prompts in flight per server, queued + running.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub concurrency: u32,
-    /// Per-job limit (e.g. 90s, 10m).
-    #[arg(long, value_name = "DURATION", value_parser = super::run::parse_duration)]
-    pub timeout: Option<Duration>,
-    /// Try a job that failed in execution up to N more times.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub retries: u32,
-    /// Extra HTTP header for every request (repeatable).
-    #[arg(long = "header", value_name = "NAME: VALUE")]
-    pub headers: Vec<String>,
-    /// Also keep `temp` preview images.
-    #[arg(long)]
-    pub previews: bool,
-    /// Skip the preflight against each server's /object_info.
-    #[arg(long)]
-    pub no_check: bool,
+    /// How to run (the same options as `run`).
+    #[command(flatten)]
+    pub options: RunOptions,
 }
 
 fn parse_status(text: &str) -> Result<Status, String> {
@@ -113,42 +90,74 @@ fn cell_value(cell: &str) -> Value {
     }
 }
 
-/// Rebuilds one job from its row through a one-job manifest read as if it
-/// stood in the original manifest's folder `base` (image paths are logged
-/// as written there); the workflow is named by its absolute path.
+/// Rebuilds one job from its row through a one-job manifest, built
+/// directly (no text round trip) as if it stood in the original manifest's
+/// folder `base` (image paths are logged as written there); the workflow is
+/// named by its absolute path. Problems name the log's line.
 fn rebuild(
     row: &LoggedRow,
     dir: &Path,
     base: &Path,
     aliases: &Map<String, Value>,
 ) -> Result<Job, Vec<String>> {
-    let mut set = Map::new();
-    for (name, cell) in &row.params {
-        if !cell.is_empty() {
-            set.insert(name.clone(), cell_value(cell));
-        }
-    }
-    let mut group = json!({ "name": "rerun", "workflow": "w", "set": set });
-    if !row.seed.is_empty() {
-        let seed: u64 = row.seed.parse().map_err(|_| {
-            vec![format!(
-                "line {}: seed '{}' is not a number",
-                row.line, row.seed
-            )]
-        })?;
-        group["seeds"] = json!([seed]);
-    }
+    let at = Span {
+        line: row.line,
+        col: 1,
+    };
+    let set = row
+        .params
+        .iter()
+        .filter(|(_, cell)| !cell.is_empty())
+        .map(|(name, cell)| Param {
+            name: name.clone(),
+            value: cell_value(cell),
+            at,
+        })
+        .collect();
+    let seeds = match row.seed.as_str() {
+        "" => None,
+        seed => Some(SeedSpec::List(vec![seed.parse().map_err(|_| {
+            vec![format!("line {}: seed '{seed}' is not a number", row.line)]
+        })?])),
+    };
     let workflow =
         std::path::absolute(dir.join(&row.workflow)).unwrap_or_else(|_| dir.join(&row.workflow));
-    let manifest = json!({
-        "version": 1,
-        "workflows": { "w": workflow },
-        "params": aliases,
-        "jobs": [group],
-    });
-    let text = serde_yaml::to_string(&manifest).expect("JSON values always serialise as YAML");
-    let virtual_path = base.join(format!("runs.csv line {}", row.line));
-    let manifest = Manifest::parse(&virtual_path, &text).map_err(|e| e.lines())?;
+    let manifest = Manifest {
+        path: dir.join("runs.csv"),
+        dir: base.to_path_buf(),
+        servers: Vec::new(),
+        output: None,
+        concurrency: None,
+        workflows: vec![WorkflowEntry {
+            name: "w".into(),
+            path: workflow,
+            at,
+        }],
+        params: aliases
+            .iter()
+            .filter_map(|(name, target)| {
+                Some(Alias {
+                    name: name.clone(),
+                    target: target.as_str()?.to_string(),
+                    at,
+                })
+            })
+            .collect(),
+        defaults: Vec::new(),
+        jobs: vec![JobSpec {
+            name: "rerun".into(),
+            at,
+            workflows: vec!["w".into()],
+            workflow_at: at,
+            matrix: Vec::new(),
+            zip: Vec::new(),
+            zip_at: at,
+            zip_first: false,
+            set,
+            seeds,
+            seeds_at: at,
+        }],
+    };
     let plan = Plan::new(&manifest).map_err(|e| e.lines())?;
     let mut job = plan
         .jobs()
@@ -328,17 +337,6 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let params: Vec<String> =
         header[csv::LEADING.len()..header.len() - csv::TRAILING.len()].to_vec();
 
-    let env = std::env::var("COMFY_URL").ok();
-    let urls = if args.sim {
-        Vec::new()
-    } else {
-        super::run::resolve_servers(&args.servers, env.as_deref(), &[])
-    };
-    let servers = urls
-        .iter()
-        .map(|u| ServerUrl::parse(u).map_err(|e| bad(vec![e.to_string()])))
-        .collect::<Result<Vec<_>, _>>()?;
-    let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
     let output_path = args.output.clone().unwrap_or_else(|| dir.clone());
     let mut target_info = super::runinfo::RunInfo::read(&output_path);
     let key = target_info.key_for(&output_path);
@@ -356,16 +354,17 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             ));
         }
     }
-    let mut config = RunConfig::new(servers, key);
-    config.headers = headers;
-    config.concurrency = args.concurrency as usize;
-    config.previews = args.previews;
-    config.timeout = args.timeout;
-    config.retries = args.retries;
+    let output_path = check_output(&output_path)?;
+    // The run's own `concurrency:` is the default, as for `run`.
+    let lowered = args.options.lower(&[], target_info.concurrency, key)?;
+    let (config, shard) = (lowered.config, lowered.shard);
+    if let Some(shard) = &shard {
+        jobs.retain(|job| shard.contains(job.index));
+    }
     let session = Session {
         config,
-        sim: args.sim,
-        check: !args.no_check,
+        sim: args.options.sim,
+        check: !args.options.no_check,
         quiet: global.quiet,
         verbose: global.verbose,
         resuming: output_path.is_dir(),

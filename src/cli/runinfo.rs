@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{CliError, Exit};
 use crate::manifest::Manifest;
@@ -33,6 +34,9 @@ pub struct RunInfo {
     /// The manifest's aliases: name → target.
     #[serde(default)]
     pub aliases: serde_json::Map<String, serde_json::Value>,
+    /// The manifest's `concurrency:`, the default of a `rerun`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
 }
 
 impl RunInfo {
@@ -56,6 +60,7 @@ impl RunInfo {
                 .iter()
                 .map(|a| (a.name.clone(), serde_json::Value::String(a.target.clone())))
                 .collect(),
+            concurrency: manifest.concurrency,
         }
     }
 
@@ -66,7 +71,7 @@ impl RunInfo {
             return key.clone();
         }
         if output.join("runs.csv").exists() {
-            return super::run::run_key(output);
+            return legacy_key(output);
         }
         hex::encode(rand::random::<[u8; 4]>())
     }
@@ -77,5 +82,47 @@ impl RunInfo {
         bytes.push(b'\n');
         crate::sink::write_atomic(&output.root().join(FILE), &bytes)
             .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))
+    }
+}
+
+/// The key of a folder logged before run keys were recorded in `run.json`:
+/// a hash of its path.
+/// Computed before the folder exists, so the path is made absolute and
+/// normalised lexically; the nearest existing ancestor is canonicalised so
+/// that a symlinked parent gives the same key as its target.
+fn legacy_key(output: &Path) -> String {
+    let normal = crate::paths::normalize(
+        &std::path::absolute(output).unwrap_or_else(|_| output.to_path_buf()),
+    );
+    let mut existing = normal.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut key = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    key.extend(rest.iter().rev());
+    let digest = Sha256::digest(key.to_string_lossy().as_bytes());
+    hex::encode(&digest[..4])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_key_is_the_same_before_and_after_the_folder_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a/../out");
+        let before = legacy_key(&out);
+        std::fs::create_dir_all(dir.path().join("out")).unwrap();
+        assert_eq!(before, legacy_key(&out));
+        assert_eq!(before, legacy_key(&dir.path().join("out")));
+        assert_ne!(before, legacy_key(&dir.path().join("other")));
     }
 }

@@ -117,6 +117,16 @@ pub fn execute(args: SimArgs, _global: &GlobalArgs) -> Result<Exit, CliError> {
     })
 }
 
+/// Starts the embedded simulator on a free loopback port (`--sim`).
+pub(crate) async fn start_embedded() -> Result<crate::sim::SimHandle, CliError> {
+    crate::sim::Sim::start(
+        crate::sim::SimConfig::default(),
+        "127.0.0.1:0".parse().expect("a valid socket address"),
+    )
+    .await
+    .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -275,3 +275,46 @@ async fn rerun_from_the_prompt_uploads_the_kept_input_to_a_fresh_server() {
         "the same image, from the kept input"
     );
 }
+
+/// `rerun` takes `run`'s options (issue #8 item 10): a shard of the log's
+/// jobs, and the failure limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_takes_the_run_options() {
+    let sim = sim().await;
+    let p = Project::new();
+    first_run(&p, &sim.url()).await;
+    let jobs = p.rows().len();
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--output",
+            "half",
+            "--shard",
+            "1/2",
+            "--max-failures",
+            "5",
+            "--concurrency",
+            "3",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
+    let half = read_rows(&p.path("half/runs.csv"));
+    assert_eq!(half.len(), jobs.div_ceil(2), "{half:?}");
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--status",
+            "failed",
+            "--output",
+            "fast",
+            "--fail-fast",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+}
