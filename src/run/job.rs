@@ -504,6 +504,13 @@ async fn reconcile(server: &Server, prompt_id: &str, patient: bool) -> Lookup {
             if let Some(entry) = server.http.history(prompt_id).await? {
                 return Ok(Some(entry));
             }
+            // A recent read that shows it serves every job waiting on the
+            // server: one `/queue` per round, not one per job.
+            if let Some(queue) = server.queue_recent(SHARED_QUEUE_AGE).await
+                && (queue.is_running(prompt_id) || queue.is_pending(prompt_id))
+            {
+                return Ok(None);
+            }
             let queue = server.queue_since(since).await?;
             if queue.is_running(prompt_id) || queue.is_pending(prompt_id) {
                 return Ok(None);
@@ -536,6 +543,9 @@ async fn reconcile(server: &Server, prompt_id: &str, patient: bool) -> Lookup {
         }
     }
 }
+
+/// How old a shared queue read may be to show a prompt still queued.
+const SHARED_QUEUE_AGE: Duration = Duration::from_secs(1);
 
 fn unknown(prompt_id: &str, e: ClientError) -> Lookup {
     let line = error_line(&e);

@@ -94,6 +94,16 @@ impl Server {
         Ok(queue)
     }
 
+    /// The newest queue read, if it started at most `max_age` ago: enough
+    /// to see that a prompt is still there (never that it is gone).
+    pub async fn queue_recent(&self, max_age: Duration) -> Option<Arc<QueueState>> {
+        let cached = self.queue.lock().await;
+        cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() <= max_age)
+            .map(|(_, queue)| queue.clone())
+    }
+
     /// Uploads an input once per distinct content and returns the server's
     /// name for it; concurrent jobs wait for the same upload. It is sent
     /// under its content name (`<sha256 prefix>.<ext>`, as kept in the

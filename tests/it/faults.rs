@@ -681,3 +681,26 @@ async fn a_log_that_cannot_grow_stops_the_run_cleanly() {
     assert!(rows.len() < 20, "the log filled up: {}", rows.len());
     nothing_of_ours_queued(&sim).await;
 }
+
+/// Jobs waiting on a busy shared server share one `/queue` read per round
+/// instead of each fetching (and parsing) the whole queue (issue #8 item 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_jobs_share_one_queue_poll() {
+    let sim = sim_with(config(40)).await;
+    // About 8 s of someone else's work ahead of ours.
+    foreign_blocker(&sim, 200).await;
+    let proxy = Proxy::start(sim.addr()).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(6));
+    let mut run = p.spawn_urls(
+        "jobs.yaml",
+        &[proxy.url()],
+        &["--no-check", "--concurrency", "6"],
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let gets = proxy.queue_gets();
+    run.signal(libc::SIGINT);
+    let _ = run.exit(60).await;
+    // Each of the 6 jobs polls every 2 s: 18 reads in 6 s if unshared.
+    assert!(gets <= 8, "{gets} GET /queue in 6 s for 6 waiting jobs");
+}

@@ -315,6 +315,8 @@ pub fn sampler_jobs(n: usize) -> String {
 #[allow(dead_code)]
 pub struct Proxy {
     addr: std::net::SocketAddr,
+    /// `GET /queue` requests seen (every request, keep-alive included).
+    queue_gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     frozen: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -339,12 +341,15 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (frozen, watch) = tokio::sync::watch::channel(false);
+        let queue_gets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = queue_gets.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
                 let watch = watch.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     if *watch.borrow() {
                         // Accepted, never answered.
@@ -359,20 +364,30 @@ impl Proxy {
                     let lag = ws_lag.filter(|_| head[..n].starts_with(b"GET /ws"));
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    let up = tokio::spawn(pipe(cr, sw, watch.clone()));
+                    let up = tokio::spawn(pipe(cr, sw, watch.clone(), Some(counter)));
                     match lag {
                         Some(lag) => lagging_pipe(sr, cw, lag).await,
-                        None => pipe(sr, cw, watch).await,
+                        None => pipe(sr, cw, watch, None).await,
                     }
                     let _ = up.await;
                 });
             }
         });
-        Proxy { addr, frozen, task }
+        Proxy {
+            addr,
+            queue_gets,
+            frozen,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// How many `GET /queue` requests went through.
+    pub fn queue_gets(&self) -> usize {
+        self.queue_gets.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn freeze(&self) {
@@ -420,6 +435,7 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut frozen: tokio::sync::watch::Receiver<bool>,
+    queue_gets: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 * 1024];
@@ -436,6 +452,10 @@ async fn pipe(
         match n {
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                if let Some(count) = &queue_gets {
+                    let seen = buf[..n].windows(10).filter(|w| w == b"GET /queue").count();
+                    count.fetch_add(seen, std::sync::atomic::Ordering::SeqCst);
+                }
                 if to.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
