@@ -6,6 +6,7 @@
 
 mod events;
 mod job;
+mod ledger;
 mod lifecycle;
 mod retry;
 mod server;
@@ -24,6 +25,7 @@ use crate::ids::{PromptId, ServerId};
 use crate::plan::Job;
 use crate::sink::OutputDir;
 use job::{AttemptContext, AttemptEnd};
+use ledger::{Ledger, Settled};
 use server::Server;
 
 /// Everything the scheduler needs, built once by `cli`.
@@ -112,9 +114,6 @@ pub(crate) enum Msg {
         server: ServerId,
     },
 }
-
-/// How often a job may be moved to another server before it counts as failed.
-const MAX_REQUEUES: u32 = 5;
 
 /// The consumer of events: the CSV sink and the reporter, in that order.
 pub type Observer<'a> =
@@ -214,11 +213,7 @@ pub async fn execute(
     if slots.is_empty() && total > 0 {
         return Err(RunError::NoServer(errors));
     }
-    let mut stats = RunStats {
-        total,
-        skipped,
-        ..RunStats::default()
-    };
+    let mut ledger = Ledger::new(total, skipped, config.retries, config.max_failures);
     emit(EventKind::RunStarted {
         total,
         skipped,
@@ -244,7 +239,6 @@ pub async fn execute(
     let mut jobs = jobs.map(|(job, attempt)| (Arc::new(job), attempt));
     // (job, attempt number, tries in this run)
     let mut waiting: VecDeque<(Arc<Job>, u32, u32)> = VecDeque::new();
-    let mut requeues: std::collections::HashMap<crate::ids::JobId, u32> = Default::default();
     let mut tasks = 0usize;
     let mut exhausted = total == 0;
     let mut cancelled: Option<CancelReason> = None;
@@ -368,69 +362,39 @@ pub async fn execute(
                 end,
             } => {
                 tasks -= 1;
-                let outcome = match end {
-                    AttemptEnd::Requeue(cause) => {
-                        if !slot_of(&mut slots, server).alive {
-                            orphans.insert(job::prompt_id(&config.run_key, &job, attempt), server);
-                        }
-                        let n = requeues.entry(job.id.clone()).or_insert(0);
-                        *n += 1;
-                        if *n <= MAX_REQUEUES && cancelled.is_none() {
-                            tracing::info!(
-                                "{} ({}): moving on: {cause}",
-                                job.id,
-                                slot_of(&mut slots, server).server.url()
-                            );
-                            waiting.push_front((job, attempt, tries));
-                            continue;
-                        }
-                        Outcome {
-                            status: if cancelled.is_some() {
-                                Status::Interrupted
-                            } else {
-                                Status::Failed
-                            },
-                            images: Vec::new(),
-                            error: Some(cause),
-                            attempt: Attempt {
-                                number: attempt,
-                                server: Some(slot_of(&mut slots, server).server.url()),
-                                ..Attempt::default()
-                            },
+                if matches!(end, AttemptEnd::Requeue(_)) && !slot_of(&mut slots, server).alive {
+                    orphans.insert(job::prompt_id(&config.run_key, &job, attempt), server);
+                }
+                let url = slot_of(&mut slots, server).server.url();
+                match ledger.settle(&job.id, attempt, tries, &url, end, cancelled.is_some()) {
+                    Settled::MoveOn(cause) => {
+                        tracing::info!("{} ({url}): moving on: {cause}", job.id);
+                        waiting.push_front((job, attempt, tries));
+                    }
+                    Settled::Retry(outcome) => {
+                        emit(EventKind::JobRetrying {
+                            job: job.clone(),
+                            outcome,
+                            attempt: attempt + 1,
+                        })?;
+                        waiting.push_back((job, attempt + 1, tries + 1));
+                    }
+                    Settled::Final(outcome) => {
+                        let stats = ledger.stats;
+                        emit(EventKind::JobFinished {
+                            job,
+                            outcome,
+                            stats,
+                        })?;
+                        if ledger.failures_exceeded() {
+                            cancel(CancelReason::MaxFailures, &mut cancelled, &mut emit)?;
                         }
                     }
-                    AttemptEnd::Done(outcome) => outcome,
-                };
-                if outcome.status == Status::Failed
-                    && tries <= config.retries
-                    && cancelled.is_none()
-                {
-                    emit(EventKind::JobRetrying {
-                        job: job.clone(),
-                        outcome,
-                        attempt: attempt + 1,
-                    })?;
-                    waiting.push_back((job, attempt + 1, tries + 1));
-                    continue;
-                }
-                requeues.remove(&job.id);
-                stats.done += 1;
-                if outcome.status == Status::Ok {
-                    stats.ok += 1;
-                } else {
-                    stats.failed += 1;
-                }
-                emit(EventKind::JobFinished {
-                    job,
-                    outcome,
-                    stats,
-                })?;
-                if config.max_failures.is_some_and(|max| stats.failed >= max) {
-                    cancel(CancelReason::MaxFailures, &mut cancelled, &mut emit)?;
                 }
             }
         }
     }
+    let stats = ledger.stats;
     emit(EventKind::RunFinished { stats })?;
     drop(supervisors);
     if let Some(e) = sink_error {
