@@ -304,8 +304,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     for (i, job) in jobs.iter_mut().enumerate() {
         job.index = i;
     }
-    let params: Vec<String> =
-        header[csv::LEADING.len()..header.len() - csv::TRAILING.len()].to_vec();
+    let params: Vec<String> = csv::param_columns(&header);
 
     let env = std::env::var("COMFY_URL").ok();
     let urls = if args.sim {

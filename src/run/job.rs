@@ -23,7 +23,8 @@ use super::server::Server;
 use super::{Attempt, CancelReason, EventKind, Msg, Outcome, Status};
 use crate::comfy::ClientError;
 use crate::comfy::http::Submission;
-use crate::comfy::protocol::{ImageRef, WsMessage, images_of, node_errors_line};
+use crate::comfy::outputs::{JobOutputs, Output};
+use crate::comfy::protocol::{WsMessage, node_errors_line};
 use crate::comfy::ws::ServerEvent;
 use crate::ids::PromptId;
 use crate::plan::Job;
@@ -82,7 +83,7 @@ impl Drop for Slot {
 #[derive(Default)]
 struct Tracked {
     started: bool,
-    images: Vec<(String, ImageRef)>,
+    outputs: JobOutputs,
     ws_images: Vec<(String, &'static str, bytes::Bytes)>,
     end: Option<End>,
 }
@@ -118,6 +119,7 @@ pub(crate) async fn run_attempt(
         AttemptEnd::Done(Outcome {
             status,
             images: Vec::new(),
+            text: None,
             error: Some(error),
             attempt,
         })
@@ -367,13 +369,8 @@ pub(crate) async fn run_attempt(
                     }
                     WsMessage::Executed { node, output, .. } => {
                         if let Some(output) = output {
-                            for image in images_of(&output) {
-                                let entry = (node.clone(), image);
-                                // The history may have listed it already.
-                                if !tracked.images.contains(&entry) {
-                                    tracked.images.push(entry);
-                                }
-                            }
+                            // Replaces what the history may have listed.
+                            tracked.outputs.add(&node, &output);
                         }
                     }
                     WsMessage::ExecutionSuccess { .. } => tracked.end = Some(End::Success),
@@ -478,14 +475,16 @@ pub(crate) async fn run_attempt(
         return AttemptEnd::Done(Outcome {
             status,
             images: Vec::new(),
+            text: None,
             error,
             attempt,
         });
     }
     match save_images(&job, &server, &ctx, tracked).await {
-        Ok(images) => AttemptEnd::Done(Outcome {
+        Ok((images, text)) => AttemptEnd::Done(Outcome {
             status: Status::Ok,
             images,
+            text,
             error: None,
             attempt,
         }),
@@ -495,6 +494,7 @@ pub(crate) async fn run_attempt(
         Err(SaveError::Failed(e)) => AttemptEnd::Done(Outcome {
             status: Status::Failed,
             images: Vec::new(),
+            text: None,
             error: Some(e),
             attempt,
         }),
@@ -626,13 +626,7 @@ async fn reconcile(server: &Server, prompt_id: &str, tracked: &mut Tracked) -> R
         .await;
         match result {
             Ok(Some(entry)) => {
-                tracked.images = entry
-                    .outputs
-                    .iter()
-                    .flat_map(|(node, out)| {
-                        images_of(out).into_iter().map(move |i| (node.clone(), i))
-                    })
-                    .collect();
+                tracked.outputs = JobOutputs::from_history(&entry.outputs);
                 let status =
                     entry
                         .status
@@ -710,31 +704,19 @@ enum SaveError {
     Failed(String),
 }
 
-/// The server's image reference with its file name reduced to the last
-/// path component; `None` when nothing usable is left.
-fn sanitized(image: &ImageRef) -> Option<ImageRef> {
-    let base = image
-        .filename
-        .rsplit(['/', '\\'])
-        .next()
-        .unwrap_or_default();
-    if base.is_empty() || base == "." || base == ".." {
-        return None;
-    }
-    Some(ImageRef {
-        filename: base.to_string(),
-        ..image.clone()
-    })
-}
-
-/// Downloads the output images (and previews if asked) and writes them with
-/// the websocket images; returns their paths relative to the output folder.
+/// Downloads every file the nodes reported (previews too if asked), writes
+/// their texts and the websocket images; returns their paths relative to the
+/// output folder and the job's single text, if it made exactly one.
 async fn save_images(
     job: &Job,
     server: &Server,
     ctx: &AttemptContext,
     tracked: Tracked,
-) -> Result<Vec<String>, SaveError> {
+) -> Result<(Vec<String>, Option<String>), SaveError> {
+    // A malformed report may hide files: the job is not `ok` without them.
+    if let Some(e) = tracked.outputs.error() {
+        return Err(SaveError::Failed(e.to_string()));
+    }
     let mut saved = Vec::new();
     let mut per_node: std::collections::HashMap<String, usize> = Default::default();
     let mut next_n = |node: &str| {
@@ -742,50 +724,54 @@ async fn save_images(
         *n += 1;
         *n - 1
     };
-    for (node, image) in &tracked.images {
-        let wanted = image.kind == "output" || (ctx.previews && image.kind == "temp");
+    for (node, output) in tracked.outputs.items() {
+        let file = match output {
+            Output::Text(text) => {
+                let n = next_n(node);
+                let rel = ctx
+                    .output
+                    .save_text(&job.id, node, n, text)
+                    .map_err(|e| SaveError::Failed(e.to_string()))?;
+                saved.push(rel);
+                continue;
+            }
+            Output::File(file) => file,
+        };
+        let wanted = file.kind == "output" || (ctx.previews && file.kind == "temp");
         if !wanted {
             continue;
         }
-        // The server's name is only ever a request parameter, reduced to
-        // its last component as the server itself does (a hostile or buggy
-        // server may name `../../x.png` or an absolute path).
-        let Some(request) = sanitized(image) else {
-            return Err(SaveError::Failed(format!(
-                "node {node}: the server named an unusable output file {:?}",
-                image.filename
-            )));
-        };
+        // The server's name is only ever a request parameter (reduced to its
+        // last component by the parser) and the source of an extension.
         let mut backoff = Backoff::default();
         let bytes = loop {
-            match server.http.view(&request).await {
+            match server.http.view(file).await {
                 Ok(b) => break b,
                 Err(e) if e.is_transient() => match backoff.next().filter(|_| !server.is_lost()) {
                     Some(d) => tokio::time::sleep(d).await,
                     None => {
                         return Err(SaveError::Unreachable(format!(
-                            "download node {node} image: {e}"
+                            "download node {node} file {}: {e}",
+                            file.filename
                         )));
                     }
                 },
                 Err(e) => {
                     return Err(SaveError::Failed(format!(
-                        "download node {node} image: {e}"
+                        "download node {node} file {}: {e}",
+                        file.filename
                     )));
                 }
             }
         };
-        let ext = std::path::Path::new(&request.filename)
-            .extension()
-            .map(|e| e.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let n = next_n(node);
         let rel = ctx
             .output
-            .save_image(&job.id, node, n, &ext, &bytes)
+            .save_file(&job.id, node, n, &file.filename, &bytes)
             .map_err(|e| SaveError::Failed(e.to_string()))?;
         saved.push(rel);
     }
+    let text = tracked.outputs.single_text().map(str::to_string);
     for (node, ext, bytes) in &tracked.ws_images {
         // Sampler previews arrive on the same socket; only image-saving
         // nodes' frames are outputs (JPEG previews with --previews).
@@ -809,34 +795,5 @@ async fn save_images(
             .map_err(|e| SaveError::Failed(e.to_string()))?;
         saved.push(rel);
     }
-    Ok(saved)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn image(name: &str) -> ImageRef {
-        ImageRef {
-            filename: name.into(),
-            subfolder: "comfy-batch/ab".into(),
-            kind: "output".into(),
-        }
-    }
-
-    #[test]
-    fn server_file_names_keep_only_their_last_component() {
-        let name = |n: &str| sanitized(&image(n)).map(|i| i.filename);
-        assert_eq!(name("x_00001_.png").as_deref(), Some("x_00001_.png"));
-        assert_eq!(name("../../x.png").as_deref(), Some("x.png"));
-        assert_eq!(name("/srv/comfy/output/x.png").as_deref(), Some("x.png"));
-        assert_eq!(name("..\\..\\x.png").as_deref(), Some("x.png"));
-        assert_eq!(name("a/.."), None);
-        assert_eq!(name("dir/"), None);
-        assert_eq!(name(""), None);
-        assert_eq!(
-            sanitized(&image("../y.png")).unwrap().subfolder,
-            "comfy-batch/ab"
-        );
-    }
+    Ok((saved, text))
 }

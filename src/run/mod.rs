@@ -339,6 +339,7 @@ pub async fn execute(
                                 Status::Failed
                             },
                             images: Vec::new(),
+                            text: None,
                             error: Some(cause),
                             attempt: Attempt {
                                 number: attempt,
