@@ -19,6 +19,51 @@ use super::queue::{PromptQueue, QueueItem};
 use super::{SimConfig, SimError, SimStats};
 use crate::validate::Catalogue;
 
+/// A stand-in for VideoHelperSuite's `VHS_VideoCombine`, the most used
+/// custom video saver: it reports its file under `gifs` with `format`,
+/// `frame_rate`, `workflow` and `fullpath`, as the pack does.
+const VHS_VIDEO_COMBINE: &str = r#"{
+  "input": {
+    "required": {
+      "images": ["IMAGE"],
+      "frame_rate": ["FLOAT", {"default": 8, "min": 1, "step": 1}],
+      "loop_count": ["INT", {"default": 0, "min": 0, "max": 100, "step": 1}],
+      "filename_prefix": ["STRING", {"default": "AnimateDiff"}],
+      "format": [["image/gif", "image/webp", "video/h264-mp4", "video/webm"], {}],
+      "pingpong": ["BOOLEAN", {"default": false}],
+      "save_output": ["BOOLEAN", {"default": true}]
+    },
+    "optional": {"audio": ["AUDIO"]},
+    "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}
+  },
+  "input_order": {
+    "required": ["images", "frame_rate", "loop_count", "filename_prefix", "format", "pingpong", "save_output"],
+    "optional": ["audio"],
+    "hidden": ["prompt", "extra_pnginfo", "unique_id"]
+  },
+  "output": ["VHS_FILENAMES"],
+  "output_is_list": [false],
+  "output_name": ["Filenames"],
+  "name": "VHS_VideoCombine",
+  "display_name": "Video Combine (stand-in)",
+  "description": "comfy-batch sim stand-in for ComfyUI-VideoHelperSuite",
+  "python_module": "custom_nodes.ComfyUI-VideoHelperSuite",
+  "category": "Video Helper Suite",
+  "output_node": true
+}"#;
+
+/// The recorded catalogue plus the sim's stand-ins for custom packs.
+fn base_catalogue() -> Result<Catalogue, crate::validate::CatalogueError> {
+    let mut info: Value = serde_json::from_str(include_str!("../../assets/object_info.json"))?;
+    if let Value::Object(map) = &mut info {
+        map.insert(
+            "VHS_VideoCombine".into(),
+            serde_json::from_str(VHS_VIDEO_COMBINE)?,
+        );
+    }
+    Catalogue::from_object_info(&info)
+}
+
 /// The most history entries kept, as the real server.
 pub(crate) const MAX_HISTORY: usize = 10_000;
 
@@ -114,9 +159,7 @@ impl Shared {
                 source,
             })?;
         }
-        let catalogue =
-            Catalogue::from_object_info_str(include_str!("../../assets/object_info.json"))?
-                .with_models(&config.models);
+        let catalogue = base_catalogue()?.with_models(&config.models);
         let mut letters_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x7e3a_5f00);
         // The real alphabet, typo included ("...stupvxyz").
         let alphabet = b"abcdefghijklmnopqrstupvxyz";
@@ -151,6 +194,16 @@ impl Shared {
 
     pub fn stats(&self) -> SimStats {
         *lock(&self.stats)
+    }
+
+    /// Counts a catalogue request: the whole `/object_info` or one class.
+    pub fn count_catalogue(&self, whole: bool) {
+        let mut s = lock(&self.stats);
+        if whole {
+            s.catalogue_requests += 1;
+        } else {
+            s.class_requests += 1;
+        }
     }
 
     pub fn add_busy(&self, busy: Duration) {
