@@ -43,6 +43,9 @@ pub struct SimArgs {
     /// video packs do.
     #[arg(long)]
     pub duplicate_outputs: bool,
+    /// Report saved files with `"subfolder": null`, as a buggy node might.
+    #[arg(long)]
+    pub malformed_outputs: bool,
     /// Delay before each full /object_info reply (a server with many node
     /// packs); /object_info/{class} stays fast.
     #[arg(long, value_name = "MS", default_value_t = 0)]
@@ -99,6 +102,7 @@ impl SimArgs {
             view_delay_ms: self.view_delay_ms,
             hostile_filenames: self.hostile_filenames,
             duplicate_outputs: self.duplicate_outputs,
+            malformed_outputs: self.malformed_outputs,
             object_info_delay_ms: self.object_info_delay_ms,
             no_class_route: self.no_class_route,
             dir: self.dir.clone(),

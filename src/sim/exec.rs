@@ -697,6 +697,15 @@ impl Run<'_> {
             }
             _ => base,
         };
+        if self.shared.config.malformed_outputs
+            && let Some(Value::Object(keys)) = &mut ui
+        {
+            for item in keys.values_mut().filter_map(Value::as_array_mut).flatten() {
+                if let Some(file) = item.as_object_mut().filter(|o| o.contains_key("filename")) {
+                    file.insert("subfolder".into(), Value::Null);
+                }
+            }
+        }
         if let Some(ui) = &ui {
             self.to_client(
                 "executed",

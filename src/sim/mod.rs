@@ -97,6 +97,9 @@ pub struct SimConfig {
     /// List each file of the `VHS_VideoCombine` stand-in under `video` as
     /// well as `gifs`, as some video packs do (a client must save it once).
     pub duplicate_outputs: bool,
+    /// Report every saved file with `"subfolder": null`, as a buggy custom
+    /// node might (a client must fail the job, not skip the file).
+    pub malformed_outputs: bool,
     /// Delay before each full `/object_info` reply, as on a server with
     /// hundreds of custom node packs (the per-class route stays fast).
     pub object_info_delay_ms: u64,
@@ -186,6 +189,7 @@ impl Default for SimConfig {
             view_delay_ms: 0,
             hostile_filenames: false,
             duplicate_outputs: false,
+            malformed_outputs: false,
             object_info_delay_ms: 0,
             no_class_route: false,
             models: default_models(),
