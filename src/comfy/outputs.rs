@@ -8,6 +8,8 @@
 //! Pure: no I/O. It owns the parsing rules and the de-duplication of a file
 //! listed twice; it must not know how or where outputs are saved.
 
+use std::collections::HashSet;
+
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
@@ -57,6 +59,7 @@ pub fn parse_node(node: &str, output: &Value) -> Result<Vec<Output>, OutputsErro
         other => return Err(err("", format!("expected an object, got {}", kind(other)))),
     };
     let mut out: Vec<Output> = Vec::new();
+    let mut seen = HashSet::new();
     for (key, value) in map {
         if key == "text" {
             match value {
@@ -101,9 +104,12 @@ pub fn parse_node(node: &str, output: &Value) -> Result<Vec<Output>, OutputsErro
         }
         for (i, item) in items.iter().enumerate() {
             let file = file_ref(item).map_err(|why| err(key, format!("item {i}: {why}")))?;
-            let output = Output::File(file);
-            if !out.contains(&output) {
-                out.push(output);
+            if seen.insert((
+                file.kind.clone(),
+                file.subfolder.clone(),
+                file.filename.clone(),
+            )) {
+                out.push(Output::File(file));
             }
         }
     }
@@ -188,15 +194,15 @@ impl JobOutputs {
     /// Every output with its node, in report order; a file reported by two
     /// nodes is listed once, under the first.
     pub fn items(&self) -> Vec<(&str, &Output)> {
-        let mut seen: Vec<&ImageRef> = Vec::new();
+        // A node may list thousands of frames: a set, not a scan.
+        let mut seen: HashSet<(&str, &str, &str)> = HashSet::new();
         let mut out = Vec::new();
         for (node, items) in &self.nodes {
             for item in items {
-                if let Output::File(f) = item {
-                    if seen.contains(&f) {
-                        continue;
-                    }
-                    seen.push(f);
+                if let Output::File(f) = item
+                    && !seen.insert((&f.kind, &f.subfolder, &f.filename))
+                {
+                    continue;
                 }
                 out.push((node.as_str(), item));
             }
@@ -343,6 +349,16 @@ mod tests {
         assert!(name("a/..").is_err());
         assert!(name("dir/").is_err());
         assert!(name("").is_err());
+    }
+
+    #[test]
+    fn thousands_of_frames_are_listed_quickly_and_once() {
+        let frames: Vec<Value> = (0..20_000)
+            .map(|i| json!({"filename": format!("f_{i:05}_.png"), "subfolder": "", "type": "output"}))
+            .collect();
+        let mut all = JobOutputs::default();
+        all.add("9", &json!({"images": frames, "gifs": frames}));
+        assert_eq!(all.items().len(), 20_000);
     }
 
     #[test]
