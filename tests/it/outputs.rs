@@ -267,3 +267,50 @@ async fn several_texts_are_files_and_leave_the_text_column_empty() {
         assert_eq!(second, "second, line\nbreak");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_before_the_text_column_resumes_and_keeps_its_columns() {
+    let sim = sim_with(SimConfig::default()).await;
+    let p = Project::new();
+    p.write("kinds.yaml", KINDS);
+    let out = p.run("kinds.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Rewrite the log as the previous version wrote it: no `text` column.
+    let log = p.out().join("runs.csv");
+    let mut reader = csv::Reader::from_path(&log).unwrap();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let header = reader.headers().unwrap().clone();
+    assert_eq!(header.iter().next_back(), Some("text"));
+    writer
+        .write_record(header.iter().take(header.len() - 1))
+        .unwrap();
+    for record in reader.records() {
+        let record = record.unwrap();
+        writer
+            .write_record(record.iter().take(header.len() - 1))
+            .unwrap();
+    }
+    std::fs::write(&log, writer.into_inner().unwrap()).unwrap();
+    // One job's audio is gone: that job runs again, the other is skipped.
+    let rows = p.rows();
+    let lost = rows[0]
+        .images()
+        .into_iter()
+        .find(|i| i.ends_with(".flac"))
+        .unwrap();
+    std::fs::remove_file(p.out().join(lost)).unwrap();
+    let out = p.run("kinds.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let widths: Vec<usize> = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap().len())
+        .collect();
+    assert_eq!(widths.len(), 4, "header, two rows, one new row: {text}");
+    assert!(widths.iter().all(|w| *w == widths[0]), "{widths:?}");
+    let rows = p.rows();
+    assert_eq!(rows[2].get("job_id"), rows[0].get("job_id"));
+    assert_eq!(rows[2].get("status"), "ok");
+}
