@@ -2,9 +2,10 @@
 //! queue and history (one lock, as the real `PromptQueue`), the socket hub,
 //! the folders, fault dice and counters.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indexmap::IndexMap;
@@ -64,6 +65,28 @@ fn base_catalogue() -> Result<Catalogue, crate::validate::CatalogueError> {
     Catalogue::from_object_info(&info)
 }
 
+/// The catalogue for a model list, shared by every simulator of the process
+/// with the same models (tests and benchmarks start dozens; each parsed copy
+/// is several MB).
+fn shared_catalogue(
+    models: &BTreeMap<String, Vec<String>>,
+) -> Result<Arc<Catalogue>, crate::validate::CatalogueError> {
+    type Cache = Vec<(BTreeMap<String, Vec<String>>, Weak<Catalogue>)>;
+    static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
+    let mut cache = lock(&CACHE);
+    cache.retain(|(_, c)| c.strong_count() > 0);
+    if let Some(c) = cache
+        .iter()
+        .find(|(m, _)| m == models)
+        .and_then(|(_, c)| c.upgrade())
+    {
+        return Ok(c);
+    }
+    let catalogue = Arc::new(base_catalogue()?.with_models(models));
+    cache.push((models.clone(), Arc::downgrade(&catalogue)));
+    Ok(catalogue)
+}
+
 /// The most history entries kept, as the real server.
 pub(crate) const MAX_HISTORY: usize = 10_000;
 
@@ -115,7 +138,7 @@ pub(crate) struct Faults {
 
 pub(crate) struct Shared {
     pub config: SimConfig,
-    pub catalogue: Catalogue,
+    pub catalogue: Arc<Catalogue>,
     pub dirs: Dirs,
     pub hub: Hub,
     pub core: Mutex<Core>,
@@ -159,7 +182,7 @@ impl Shared {
                 source,
             })?;
         }
-        let catalogue = base_catalogue()?.with_models(&config.models);
+        let catalogue = shared_catalogue(&config.models)?;
         let mut letters_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x7e3a_5f00);
         // The real alphabet, typo included ("...stupvxyz").
         let alphabet = b"abcdefghijklmnopqrstupvxyz";
