@@ -17,9 +17,7 @@ use super::protocol::ImageRef;
 
 /// Keys under which a list must hold only file objects: a malformed item
 /// there is an error, never a silently shorter list.
-const FILE_KEYS: &[&str] = &[
-    "images", "gifs", "audio", "video", "latents", "3d", "meshes",
-];
+const FILE_KEYS: &[&str] = &["images", "gifs", "audio", "video", "latents", "3d"];
 
 /// One thing a node made.
 #[derive(Debug, Clone, PartialEq, Eq)]
