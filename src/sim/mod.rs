@@ -269,6 +269,14 @@ impl Sim {
             source,
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        // aiohttp (the real server) disables Nagle on its sockets; without
+        // it a burst of small websocket frames waits on the client's
+        // delayed ACK (~40 ms per prompt on loopback).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("sim: TCP_NODELAY: {e}");
+            }
+        });
         let worker = tokio::spawn(exec::worker(shared.clone(), stop_rx.clone()));
         let app = http::router(shared.clone());
         let mut server_stop = stop_rx;
