@@ -233,8 +233,13 @@ pub(crate) async fn catalogue_of(
             }
             Value::Object(info)
         }
-        Err(e) if e.is_missing_route() => {
-            tracing::info!("{}: no per-class route; fetching /object_info", http.base());
+        // No such route (404 from an older server; a proxy may answer
+        // another 4xx or a page that is not JSON): the whole catalogue.
+        Err(e @ (ClientError::Status { .. } | ClientError::Decode { .. })) if !e.is_transient() => {
+            tracing::info!(
+                "{}: no per-class catalogue ({e}); fetching /object_info",
+                http.base()
+            );
             http.object_info().await?
         }
         Err(e) => return Err(e),

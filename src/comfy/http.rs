@@ -138,7 +138,7 @@ impl HttpClient {
 
     /// `GET /object_info/{class}`: one class's entry (`{class: {...}}`, or
     /// `{}` for a class the server does not have). A server without the
-    /// route answers 404 ([`ClientError::is_missing_route`]).
+    /// route answers 404.
     pub async fn object_info_class(
         &self,
         class: &str,

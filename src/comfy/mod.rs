@@ -124,12 +124,6 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether the server answered 404: it lacks the route (an older
-    /// server, for `/object_info/{class}`).
-    pub fn is_missing_route(&self) -> bool {
-        matches!(self, ClientError::Status { status: 404, .. })
-    }
-
     /// Whether retrying the same request later may succeed: connection
     /// problems, timeouts and 5xx answers, but not a 4xx or a bad body.
     pub fn is_transient(&self) -> bool {
