@@ -60,28 +60,13 @@ pub fn parse_node(node: &str, output: &Value) -> Result<Vec<Output>, OutputsErro
     let mut seen = HashSet::new();
     for (key, value) in map {
         if key == "text" {
-            match value {
-                Value::String(s) => out.push(Output::Text(s.clone())),
-                Value::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        match item {
-                            Value::String(s) => out.push(Output::Text(s.clone())),
-                            other => {
-                                return Err(err(
-                                    key,
-                                    format!("item {i} is {}, not a string", kind(other)),
-                                ));
-                            }
-                        }
-                    }
-                }
-                other => {
-                    return Err(err(
-                        key,
-                        format!("expected a list of strings, got {}", kind(other)),
-                    ));
-                }
+            if !value.is_array() && !value.is_string() {
+                return Err(err(
+                    key,
+                    format!("expected a list of strings, got {}", kind(value)),
+                ));
             }
+            texts(value, &mut out).map_err(|why| err(key, why))?;
             continue;
         }
         let known = FILE_KEYS.contains(&key.as_str());
@@ -112,6 +97,23 @@ pub fn parse_node(node: &str, output: &Value) -> Result<Vec<Output>, OutputsErro
         }
     }
     Ok(out)
+}
+
+/// The strings of a `text` value: a string, or a list of them; nested lists
+/// (a node fed a list) are flattened and numbers or booleans written as
+/// JSON. Anything else is malformed.
+fn texts(value: &Value, out: &mut Vec<Output>) -> Result<(), String> {
+    match value {
+        Value::String(s) => out.push(Output::Text(s.clone())),
+        Value::Number(_) | Value::Bool(_) => out.push(Output::Text(value.to_string())),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                texts(item, out).map_err(|why| format!("item {i}: {why}"))?;
+            }
+        }
+        other => return Err(format!("{}, not a string", kind(other))),
+    }
+    Ok(())
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -257,6 +259,15 @@ mod tests {
                 vec![Output::Text("caption for color 9382456".into())],
             ),
             (
+                json!({"text": [["a", "b"], 3, true]}),
+                vec![
+                    Output::Text("a".into()),
+                    Output::Text("b".into()),
+                    Output::Text("3".into()),
+                    Output::Text("true".into()),
+                ],
+            ),
+            (
                 json!({"gifs": [{"filename": "v_00001.mp4", "subfolder": "", "type": "output", "format": "video/h264-mp4", "frame_rate": 8.0, "workflow": "v_00001.png", "fullpath": "/srv/out/v_00001.mp4"}]}),
                 vec![file("v_00001.mp4", "", "output")],
             ),
@@ -307,8 +318,16 @@ mod tests {
                 "node 7: malformed output 'custom': item 0: unusable file name \"..\"",
             ),
             (
-                json!({"text": ["ok", 3]}),
-                "node 7: malformed output 'text': item 1 is a number, not a string",
+                json!({"text": ["ok", null]}),
+                "node 7: malformed output 'text': item 1: null, not a string",
+            ),
+            (
+                json!({"text": [["a", {"b": 1}]]}),
+                "node 7: malformed output 'text': item 0: item 1: an object, not a string",
+            ),
+            (
+                json!({"text": 5}),
+                "node 7: malformed output 'text': expected a list of strings, got a number",
             ),
             (
                 json!([1]),
