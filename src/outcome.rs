@@ -51,8 +51,12 @@ impl Status {
 pub struct Outcome {
     /// How it ended.
     pub status: Status,
-    /// Saved images, relative to the output folder, in server order.
+    /// Every saved output (files of any kind, texts as `.txt`), relative
+    /// to the output folder, in server order.
     pub images: Vec<String>,
+    /// The job's text output, when it made exactly one (a caption): the
+    /// log's `text` column.
+    pub text: Option<String>,
     /// One line saying what went wrong.
     pub error: Option<String>,
     /// Where and when the attempt ran.

@@ -2,6 +2,13 @@
 //! a user runs it: a simulator in its own process, `comfy-batch run` in
 //! another, and the kernel's accounting (wait4) for the runner's CPU time
 //! and peak RSS. Figures go to the project's notes; no test asserts them.
+//!
+//! Phases: server busy share (sampler jobs), per-job overhead and memory
+//! (instant jobs), the wall time of a one-job run (median of several; also
+//! against a server whose whole `/object_info` is slow, as one with many
+//! node packs), and one runner in front of many simulators (served from
+//! this process) for the runner's memory per server. `--runner` measures
+//! another build's `comfy-batch` against this build's simulators.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +34,26 @@ pub struct BenchRunArgs {
     /// Prompts in flight per server.
     #[arg(long, default_value_t = 2)]
     pub concurrency: u32,
+    /// One-job runs for the one-job wall figure (the median is reported).
+    #[arg(long, default_value_t = 9)]
+    pub one_job_runs: usize,
+    /// Delay of the whole `/object_info` in the slow-catalogue figure.
+    #[arg(long, default_value_t = 500)]
+    pub slow_catalogue_ms: u64,
+    /// Simulators behind one runner in the many-servers figure.
+    #[arg(long, default_value_t = 32)]
+    pub servers: usize,
+    /// The `comfy-batch` binary measured as the runner (default: this one).
+    #[arg(long)]
+    pub runner: Option<PathBuf>,
+    /// Only these phases (repeatable): busy, overhead, memory, one-job, servers.
+    #[arg(long = "only", value_name = "PHASE")]
+    pub only: Vec<String>,
+    /// Internal: serve this many simulators, print their URLs, run until
+    /// killed (the many-servers phase keeps them out of the measured
+    /// process: a child's peak RSS counts its parent's memory at spawn).
+    #[arg(long, hide = true)]
+    pub serve_sims: Option<usize>,
 }
 
 struct SimProcess {
@@ -45,13 +72,14 @@ fn infra(message: String) -> CliError {
     CliError::many(Exit::Infrastructure, vec![message])
 }
 
-fn start_sim(exe: &Path, step_ms: u64, dir: &Path) -> Result<SimProcess, CliError> {
+fn start_sim(exe: &Path, step_ms: u64, dir: &Path, extra: &[&str]) -> Result<SimProcess, CliError> {
     use std::io::BufRead;
     let mut child = Command::new(exe)
         .args(["sim", "--listen", "127.0.0.1:0", "--step-ms"])
         .arg(step_ms.to_string())
         .arg("--dir")
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -127,29 +155,57 @@ fn write_manifest(dir: &Path, name: &str, jobs: usize, steps: u32) -> Result<Pat
     Ok(path)
 }
 
+/// The binaries: `sim` serves, `runner` is measured.
+struct Exes<'a> {
+    sim: &'a Path,
+    runner: &'a Path,
+}
+
+/// `comfy-batch run MANIFEST --server URL… -q` into `out`.
+fn run_command(
+    runner: &Path,
+    manifest: &Path,
+    urls: &[String],
+    concurrency: u32,
+    out: &Path,
+) -> Command {
+    let mut command = Command::new(runner);
+    command.arg("run").arg(manifest);
+    for url in urls {
+        command.args(["--server", url]);
+    }
+    command
+        .arg("--concurrency")
+        .arg(concurrency.to_string())
+        .arg("--output")
+        .arg(out)
+        .arg("-q");
+    command
+}
+
+#[expect(clippy::too_many_arguments, reason = "one call per phase, all named")]
 fn run_phase(
-    exe: &Path,
+    exes: &Exes<'_>,
     work: &Path,
     name: &str,
     jobs: usize,
     steps: u32,
     step_ms: u64,
     concurrency: u32,
+    sim_flags: &[&str],
 ) -> Result<(Measured, PathBuf), CliError> {
     let dir = work.join(name);
     std::fs::create_dir_all(dir.join("sim")).map_err(|e| infra(e.to_string()))?;
-    let sim = start_sim(exe, step_ms, &dir.join("sim"))?;
+    let sim = start_sim(exes.sim, step_ms, &dir.join("sim"), sim_flags)?;
     let manifest = write_manifest(&dir, name, jobs, steps)?;
     let out = dir.join("out");
-    let mut command = Command::new(exe);
-    command
-        .arg("run")
-        .arg(&manifest)
-        .args(["--server", &sim.url, "--concurrency"])
-        .arg(concurrency.to_string())
-        .arg("--output")
-        .arg(&out)
-        .arg("-q");
+    let command = run_command(
+        exes.runner,
+        &manifest,
+        std::slice::from_ref(&sim.url),
+        concurrency,
+        &out,
+    );
     let measured = run_measured(command)?;
     drop(sim);
     if measured.code != 0 {
@@ -195,79 +251,238 @@ fn busy_share(log: &Path) -> Result<(f64, f64), CliError> {
     Ok((busy, span))
 }
 
-/// Runs the three measurements and prints their figures.
+/// The median of some durations (the middle one; the upper for an even
+/// count).
+fn median(mut walls: Vec<Duration>) -> Duration {
+    walls.sort();
+    walls.get(walls.len() / 2).copied().unwrap_or_default()
+}
+
+/// One-job runs against one simulator with `sim_flags`: the median and
+/// the fastest wall (on a loaded machine the fastest shows the cost).
+fn one_job(
+    exes: &Exes<'_>,
+    work: &Path,
+    name: &str,
+    runs: usize,
+    sim_flags: &[&str],
+) -> Result<(Duration, Duration, Measured), CliError> {
+    let mut walls = Vec::new();
+    let mut last = None;
+    for i in 0..runs.max(1) {
+        let (m, _) = run_phase(exes, work, &format!("{name}-{i}"), 1, 1, 0, 2, sim_flags)?;
+        walls.push(m.wall);
+        last = Some(m);
+    }
+    let fastest = walls.iter().min().copied().unwrap_or_default();
+    Ok((median(walls), fastest, last.expect("at least one run")))
+}
+
+/// `--serve-sims N`: N simulators in this process, one `listening on URL`
+/// line each, until killed.
+fn serve_sims(count: usize) -> Result<Exit, CliError> {
+    use std::io::Write as _;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| infra(e.to_string()))?;
+    runtime.block_on(async {
+        let mut sims = Vec::new();
+        let mut out = std::io::stdout().lock();
+        for i in 0..count.max(1) {
+            let config = crate::sim::SimConfig {
+                step_ms: 0,
+                ..crate::sim::SimConfig::default()
+            };
+            let addr = "127.0.0.1:0".parse().expect("a valid socket address");
+            let sim = crate::sim::Sim::start(config, addr)
+                .await
+                .map_err(|e| infra(format!("starting simulator {i}: {e}")))?;
+            let _ = writeln!(out, "listening on {}", sim.url());
+            sims.push(sim);
+        }
+        let _ = out.flush();
+        drop(out);
+        std::future::pending::<()>().await;
+        Ok(Exit::Ok)
+    })
+}
+
+/// One `comfy-batch run` in front of `servers` simulators (served by one
+/// other process), two jobs per server.
+fn many_servers(
+    exes: &Exes<'_>,
+    work: &Path,
+    servers: usize,
+    concurrency: u32,
+) -> Result<Measured, CliError> {
+    use std::io::BufRead;
+    let mut child = Command::new(exes.sim)
+        .args(["bench", "run", "--serve-sims"])
+        .arg(servers.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| infra(format!("starting the simulators: {e}")))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let host = SimProcess {
+        child,
+        url: String::new(),
+    };
+    let mut urls = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines().take(servers.max(1)) {
+        let line = line.map_err(|e| infra(format!("reading the simulators' addresses: {e}")))?;
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| infra(format!("unexpected simulator output: {line}")))?;
+        urls.push(url.to_string());
+    }
+    let dir = work.join("servers");
+    std::fs::create_dir_all(&dir).map_err(|e| infra(e.to_string()))?;
+    let manifest = write_manifest(&dir, "servers", 2 * urls.len(), 1)?;
+    let command = run_command(exes.runner, &manifest, &urls, concurrency, &dir.join("out"));
+    let measured = run_measured(command)?;
+    drop(host);
+    if measured.code != 0 {
+        return Err(infra(format!(
+            "servers: comfy-batch run exited {}",
+            measured.code
+        )));
+    }
+    Ok(measured)
+}
+
+/// Runs the measurements and prints their figures.
 pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
+    if let Some(count) = args.serve_sims {
+        return serve_sims(count);
+    }
     let exe = std::env::current_exe().map_err(|e| infra(e.to_string()))?;
+    let runner = args.runner.clone().unwrap_or_else(|| exe.clone());
+    let exes = Exes {
+        sim: &exe,
+        runner: &runner,
+    };
+    let wanted = |phase: &str| args.only.is_empty() || args.only.iter().any(|p| p == phase);
     let work = tempfile::tempdir().map_err(|e| infra(e.to_string()))?;
     println!(
-        "comfy-batch bench run ({} cores)",
+        "comfy-batch bench run ({} cores; runner {})",
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(1)
+            .unwrap_or(1),
+        runner.display()
     );
 
-    let (m, log) = run_phase(
-        &exe,
-        work.path(),
-        "busy",
-        args.busy_jobs,
-        20,
-        args.step_ms,
-        args.concurrency,
-    )?;
-    let (busy, span) = busy_share(&log)?;
-    println!(
-        "busy share: {} jobs x 20 steps at {} ms/step: server busy {:.2}s of {:.2}s = {:.1}% (target >= 98%); whole command {:.2}s",
-        args.busy_jobs,
-        args.step_ms,
-        busy,
-        span,
-        100.0 * busy / span.max(f64::EPSILON),
-        m.wall.as_secs_f64()
-    );
+    if wanted("busy") {
+        let (m, log) = run_phase(
+            &exes,
+            work.path(),
+            "busy",
+            args.busy_jobs,
+            20,
+            args.step_ms,
+            args.concurrency,
+            &[],
+        )?;
+        let (busy, span) = busy_share(&log)?;
+        println!(
+            "busy share: {} jobs x 20 steps at {} ms/step: server busy {:.2}s of {:.2}s = {:.1}% (target >= 98%); whole command {:.2}s",
+            args.busy_jobs,
+            args.step_ms,
+            busy,
+            span,
+            100.0 * busy / span.max(f64::EPSILON),
+            m.wall.as_secs_f64()
+        );
+    }
 
-    let (m, _) = run_phase(
-        &exe,
-        work.path(),
-        "overhead",
-        args.overhead_jobs,
-        1,
-        0,
-        args.concurrency,
-    )?;
-    println!(
-        "overhead: {} instant jobs in {:.2}s = {:.0} jobs/s (target >= 500); runner CPU {:.2}s = {:.2} ms/job; peak RSS {:.1} MB",
-        args.overhead_jobs,
-        m.wall.as_secs_f64(),
-        args.overhead_jobs as f64 / m.wall.as_secs_f64(),
-        m.cpu.as_secs_f64(),
-        1000.0 * m.cpu.as_secs_f64() / args.overhead_jobs as f64,
-        m.max_rss_kib as f64 / 1024.0
-    );
+    if wanted("overhead") {
+        let (m, _) = run_phase(
+            &exes,
+            work.path(),
+            "overhead",
+            args.overhead_jobs,
+            1,
+            0,
+            args.concurrency,
+            &[],
+        )?;
+        println!(
+            "overhead: {} instant jobs in {:.2}s = {:.0} jobs/s (target >= 500); runner CPU {:.2}s = {:.2} ms/job; peak RSS {:.1} MB",
+            args.overhead_jobs,
+            m.wall.as_secs_f64(),
+            args.overhead_jobs as f64 / m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64(),
+            1000.0 * m.cpu.as_secs_f64() / args.overhead_jobs as f64,
+            m.max_rss_kib as f64 / 1024.0
+        );
+    }
 
-    let (m, _) = run_phase(
-        &exe,
-        work.path(),
-        "memory",
-        args.memory_jobs,
-        1,
-        0,
-        args.concurrency,
-    )?;
-    println!(
-        "memory: {} instant jobs in {:.2}s = {:.0} jobs/s; runner peak RSS {:.1} MB (target < 64 MB)",
-        args.memory_jobs,
-        m.wall.as_secs_f64(),
-        args.memory_jobs as f64 / m.wall.as_secs_f64(),
-        m.max_rss_kib as f64 / 1024.0
-    );
+    if wanted("memory") {
+        let (m, _) = run_phase(
+            &exes,
+            work.path(),
+            "memory",
+            args.memory_jobs,
+            1,
+            0,
+            args.concurrency,
+            &[],
+        )?;
+        println!(
+            "memory: {} instant jobs in {:.2}s = {:.0} jobs/s; runner peak RSS {:.1} MB (target < 64 MB)",
+            args.memory_jobs,
+            m.wall.as_secs_f64(),
+            args.memory_jobs as f64 / m.wall.as_secs_f64(),
+            m.max_rss_kib as f64 / 1024.0
+        );
+    }
 
-    let (synced, unsynced) = durability_cost(work.path(), args.overhead_jobs.min(500))?;
-    println!(
-        "durability: one image saved as the runner does (data synced, then its folder) {:.2} ms/job vs {:.2} ms/job unsynced; the log is synced at most once a second",
-        synced.as_secs_f64() * 1000.0,
-        unsynced.as_secs_f64() * 1000.0
-    );
+    if wanted("one-job") {
+        let (wall, fastest, m) = one_job(&exes, work.path(), "one", args.one_job_runs, &[])?;
+        let delay = args.slow_catalogue_ms.to_string();
+        let (slow, slow_fastest, _) = one_job(
+            &exes,
+            work.path(),
+            "one-slow",
+            args.one_job_runs,
+            &["--object-info-delay-ms", &delay],
+        )?;
+        println!(
+            "one job: wall median {:.1} ms, fastest {:.1} ms of {} runs (target <= 30 ms); runner CPU {:.1} ms, peak RSS {:.1} MB; with a {} ms /object_info: median {:.1} ms, fastest {:.1} ms",
+            wall.as_secs_f64() * 1000.0,
+            fastest.as_secs_f64() * 1000.0,
+            args.one_job_runs,
+            m.cpu.as_secs_f64() * 1000.0,
+            m.max_rss_kib as f64 / 1024.0,
+            args.slow_catalogue_ms,
+            slow.as_secs_f64() * 1000.0,
+            slow_fastest.as_secs_f64() * 1000.0
+        );
+    }
+
+    if wanted("servers") {
+        let m = many_servers(&exes, work.path(), args.servers, args.concurrency)?;
+        println!(
+            "servers: one runner, {} simulators, {} instant jobs in {:.2}s; runner CPU {:.2}s, peak RSS {:.1} MB",
+            args.servers,
+            2 * args.servers,
+            m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64(),
+            m.max_rss_kib as f64 / 1024.0
+        );
+    }
+
+    if wanted("durability") {
+        let (synced, unsynced) = durability_cost(work.path(), args.overhead_jobs.min(500))?;
+        println!(
+            "durability: one image saved as the runner does (data synced, then its folder) {:.2} ms/job vs {:.2} ms/job unsynced; the log is synced at most once a second",
+            synced.as_secs_f64() * 1000.0,
+            unsynced.as_secs_f64() * 1000.0
+        );
+    }
     Ok(Exit::Ok)
 }
 

@@ -1,9 +1,15 @@
 //! `comfy-batch check MANIFEST`, and the same preflight at the start of
-//! `run`: every job's patched prompt is validated locally against each
-//! server's `/object_info` (fetched once per server), so a typo fails in a
-//! second with exit 2 instead of failing a thousand jobs on the GPU.
+//! `run` and `rerun`: every job's patched prompt is validated locally
+//! against each server's catalogue, so a typo fails in a second with exit 2
+//! instead of failing a thousand jobs on the GPU.
+//!
+//! The catalogue is fetched once per server and run, and only for the node
+//! classes the plan uses: `/object_info/{class}` for each, concurrently
+//! (a server with hundreds of custom node packs takes seconds to build the
+//! whole `/object_info`, and each runner would hold it parsed). Only a
+//! server without the per-class route (404) is asked for the whole one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -187,24 +193,119 @@ pub fn problems(catalogue: &Catalogue, jobs: impl Iterator<Item = Job>) -> Vec<P
     found
 }
 
-/// Fetches each server's catalogue; an unreachable server is exit 3.
+/// The node classes the jobs use, sorted.
+pub(crate) fn classes_used(jobs: impl Iterator<Item = Job>) -> BTreeSet<String> {
+    let mut classes = BTreeSet::new();
+    // Every job of one workflow has its classes: look at each workflow once.
+    let mut seen = std::collections::HashSet::new();
+    for job in jobs {
+        if !seen.insert(job.workflow.sha256.clone()) && !job.workflow.sha256.is_empty() {
+            continue;
+        }
+        for node in job.prompt.0.values() {
+            let class = class_of(node);
+            if !classes.contains(class) {
+                classes.insert(class.to_string());
+            }
+        }
+    }
+    classes
+}
+
+/// Requests in flight per server while fetching classes.
+const CLASS_FETCHES: usize = 16;
+
+/// One server's catalogue of `classes`: each fetched on its own,
+/// concurrently; the whole `/object_info` only if the per-class route is
+/// missing.
+pub(crate) async fn catalogue_of(
+    http: &HttpClient,
+    classes: &BTreeSet<String>,
+) -> Result<Catalogue, ClientError> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    let fetched: Result<Vec<_>, ClientError> = stream::iter(classes)
+        .map(|class| http.object_info_class(class))
+        .buffered(CLASS_FETCHES)
+        .try_collect()
+        .await;
+    let info = match fetched {
+        Ok(entries) => {
+            let mut info = serde_json::Map::new();
+            for entry in entries {
+                info.extend(entry);
+            }
+            Value::Object(info)
+        }
+        // No such route (404 from an older server; a proxy may answer
+        // another 4xx or a page that is not JSON): the whole catalogue.
+        Err(e @ (ClientError::Status { .. } | ClientError::Decode { .. })) if !e.is_transient() => {
+            tracing::info!(
+                "{}: no per-class catalogue ({e}); fetching /object_info",
+                http.base()
+            );
+            http.object_info().await?
+        }
+        Err(e) => return Err(e),
+    };
+    Catalogue::from_object_info(&info).map_err(|e| ClientError::Decode {
+        url: http.base().endpoint("object_info").to_string(),
+        why: e.to_string(),
+    })
+}
+
+/// Fetches each server's catalogue of `classes`, all servers at once; an
+/// unreachable server is exit 3. Results keep the servers' order.
 pub(crate) async fn catalogues(
     servers: &[ServerUrl],
     headers: &reqwest::header::HeaderMap,
-) -> Result<Vec<(String, Catalogue)>, CliError> {
-    let mut out = Vec::new();
-    for url in servers {
-        let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
-            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
-        let info = http.object_info().await.map_err(|e: ClientError| {
-            CliError::from_error(Exit::Infrastructure, &e)
-                .with_hint("is the server up? `comfy-batch sim` serves a stand-in")
-        })?;
-        let catalogue = Catalogue::from_object_info(&info)
-            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
-        out.push((url.to_string(), catalogue));
+    classes: &BTreeSet<String>,
+) -> Vec<Result<(String, Catalogue), CliError>> {
+    let one = |url: &ServerUrl| {
+        let url = url.clone();
+        async move {
+            let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
+                .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+            let catalogue = catalogue_of(&http, classes).await.map_err(|e| {
+                CliError::from_error(Exit::Infrastructure, &e)
+                    .with_hint("is the server up? `comfy-batch sim` serves a stand-in")
+            })?;
+            Ok((url.to_string(), catalogue))
+        }
+    };
+    futures_util::future::join_all(servers.iter().map(one)).await
+}
+
+/// The preflight of `run` and `rerun`: each reachable server's catalogue,
+/// then every prompt. A server down at the start is left out with a
+/// warning (the scheduler skips it too); only when none answers is that an
+/// error.
+pub(crate) async fn preflight_servers(
+    servers: &[ServerUrl],
+    headers: &reqwest::header::HeaderMap,
+    jobs: JobSource<'_>,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let classes = classes_used(jobs());
+    let mut found = Vec::new();
+    let mut first_error = None;
+    for (url, result) in servers
+        .iter()
+        .zip(catalogues(servers, headers, &classes).await)
+    {
+        match result {
+            Ok(c) => found.push(c),
+            Err(e) => {
+                if !quiet {
+                    eprintln!("warning: {url}: {}", e.errors.join("; "));
+                }
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    Ok(out)
+    if let (true, Some(e)) = (found.is_empty(), first_error) {
+        return Err(e);
+    }
+    preflight(jobs, &found)
 }
 
 /// The preflight shared by `check`, `run` and `rerun`: every problem
@@ -253,7 +354,11 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
                 .map(|u| ServerUrl::parse(u).map_err(|e| bad(vec![e.to_string()])))
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let catalogues = catalogues(&servers, &headers).await?;
+        let classes = classes_used(plan.jobs());
+        let catalogues = catalogues(&servers, &headers, &classes)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         preflight(&|| Box::new(plan.jobs()), &catalogues)?;
         if !global.quiet {
             eprintln!(

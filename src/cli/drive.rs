@@ -93,23 +93,7 @@ fn spawn_interrupt_counter(counter: tokio::sync::watch::Sender<u32>) -> Result<(
 /// server down at the start is left out (the scheduler skips it too); only
 /// when none answers is that an error.
 async fn preflight(config: &RunConfig, jobs: JobSource<'_>, quiet: bool) -> Result<(), CliError> {
-    let mut catalogues = Vec::new();
-    let mut first_error = None;
-    for url in &config.servers {
-        match super::check::catalogues(std::slice::from_ref(url), &config.headers).await {
-            Ok(found) => catalogues.extend(found),
-            Err(e) => {
-                if !quiet {
-                    eprintln!("warning: {url}: {}", e.errors.join("; "));
-                }
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if let (true, Some(e)) = (catalogues.is_empty(), first_error) {
-        return Err(e);
-    }
-    super::check::preflight(jobs, &catalogues)
+    super::check::preflight_servers(&config.servers, &config.headers, jobs, quiet).await
 }
 
 /// Runs a session: preflight `jobs`, then `prepare` the folder and the jobs

@@ -334,8 +334,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     for (i, job) in jobs.iter_mut().enumerate() {
         job.index = i;
     }
-    let params: Vec<String> =
-        header[csv::LEADING.len()..header.len() - csv::TRAILING.len()].to_vec();
+    let params: Vec<String> = csv::param_columns(&header);
 
     let output_path = args.output.clone().unwrap_or_else(|| dir.clone());
     let mut target_info = super::runinfo::RunInfo::read(&output_path);

@@ -39,6 +39,20 @@ pub struct SimArgs {
     /// (`../../x.png`, absolute ones), to test that clients never use them.
     #[arg(long)]
     pub hostile_filenames: bool,
+    /// List VHS_VideoCombine files under `video` as well as `gifs`, as some
+    /// video packs do.
+    #[arg(long)]
+    pub duplicate_outputs: bool,
+    /// Report saved files with `"subfolder": null`, as a buggy node might.
+    #[arg(long)]
+    pub malformed_outputs: bool,
+    /// Delay before each full /object_info reply (a server with many node
+    /// packs); /object_info/{class} stays fast.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub object_info_delay_ms: u64,
+    /// Answer 404 on /object_info/{class}, as older servers do.
+    #[arg(long)]
+    pub no_class_route: bool,
     /// Replace a model folder's list: FOLDER=a,b,… (repeatable).
     #[arg(long = "models", value_name = "FOLDER=a,b,…", value_parser = model_list)]
     pub models: Vec<(String, Vec<String>)>,
@@ -87,6 +101,10 @@ impl SimArgs {
             restart_after: self.restart_after,
             view_delay_ms: self.view_delay_ms,
             hostile_filenames: self.hostile_filenames,
+            duplicate_outputs: self.duplicate_outputs,
+            malformed_outputs: self.malformed_outputs,
+            object_info_delay_ms: self.object_info_delay_ms,
+            no_class_route: self.no_class_route,
             dir: self.dir.clone(),
             ..SimConfig::default()
         };

@@ -126,6 +126,17 @@ impl HttpClient {
         self.get_json("object_info").await
     }
 
+    /// `GET /object_info/{class}`: one class's entry (`{class: {...}}`, or
+    /// `{}` for a class the server does not have). A server without the
+    /// route answers 404.
+    pub async fn object_info_class(
+        &self,
+        class: &str,
+    ) -> Result<serde_json::Map<String, Value>, ClientError> {
+        self.get_json(&format!("object_info/{}", encode(class)))
+            .await
+    }
+
     /// `POST /prompt` with our client id and prompt id.
     pub async fn submit(
         &self,

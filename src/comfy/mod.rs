@@ -1,8 +1,10 @@
 //! The ComfyUI client: HTTP requests with reqwest (`http`), one websocket per
-//! server (`ws`) and the wire types (`protocol`). Knows nothing of jobs,
+//! server (`ws`), the wire types (`protocol`) and what a node's output
+//! lists (`outputs`). Knows nothing of jobs,
 //! manifests or CSV files.
 
 pub mod http;
+pub mod outputs;
 pub mod protocol;
 pub mod ws;
 

@@ -1,6 +1,6 @@
 //! Patching: a job's resolved parameters are set on a copy of its workflow
-//! as JSON values (never by string substitution), and SaveImage prefixes are
-//! pointed at per-job server folders. Knows nothing of YAML or the network;
+//! as JSON values (never by string substitution), and every saver's
+//! `filename_prefix` is pointed at a per-job server folder. Knows nothing of YAML or the network;
 //! which input a parameter name means is decided by `plan`.
 //!
 //! SEAM (fixed for the runner, #4): `Prompt`.
@@ -176,17 +176,25 @@ pub fn server_prefix(id: &JobId) -> String {
     format!("comfy-batch/{}/{}", s.get(..2).unwrap_or(s), s)
 }
 
-/// The SaveImage nodes of a workflow, in workflow order.
+/// The nodes of a workflow that name their files on the server: every
+/// node with a `filename_prefix` value (SaveImage, SaveAnimatedWEBP/PNG,
+/// SaveVideo, SaveWEBM, SaveAudio/MP3/Opus, SaveLatent, SaveGLB, a custom
+/// pack's VHS_VideoCombine…), in workflow order. A prefix fed by a link is
+/// the graph's own choice and is left alone.
 pub fn save_image_nodes(workflow: &Map<String, Value>) -> Vec<String> {
     workflow
         .iter()
-        .filter(|(_, n)| class_of(n) == "SaveImage")
+        .filter(|(_, n)| {
+            n.get("inputs")
+                .and_then(|i| i.get("filename_prefix"))
+                .is_some_and(Value::is_string)
+        })
         .map(|(id, _)| id.clone())
         .collect()
 }
 
-/// Points the `filename_prefix` of `nodes` (SaveImage nodes whose prefix the
-/// user did not set) at [`server_prefix`].
+/// Points the `filename_prefix` of `nodes` (savers whose prefix the user
+/// did not set) at [`server_prefix`].
 pub fn set_prefixes(prompt: &mut Map<String, Value>, nodes: &[String], id: &JobId) {
     if nodes.is_empty() {
         return;
@@ -275,5 +283,32 @@ mod tests {
             p["9"]["inputs"]["filename_prefix"],
             json!("comfy-batch/ab/ab12cd34ef56")
         );
+    }
+
+    #[test]
+    fn every_saver_with_a_prefix_value_gets_the_job_prefix() {
+        let mut p = json!({
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8}},
+            "2": {"class_type": "SaveAnimatedWEBP", "inputs": {"filename_prefix": "ComfyUI", "images": ["1", 0]}},
+            "4": {"class_type": "SaveVideo", "inputs": {"filename_prefix": "video/ComfyUI", "video": ["3", 0]}},
+            "6": {"class_type": "SaveAudio", "inputs": {"filename_prefix": "audio/ComfyUI", "audio": ["5", 0]}},
+            "11": {"class_type": "SaveLatent", "inputs": {"filename_prefix": "latents/ComfyUI", "samples": ["10", 0]}},
+            "14": {"class_type": "VHS_VideoCombine", "inputs": {"filename_prefix": "AnimateDiff", "images": ["1", 0]}},
+            "15": {"class_type": "SaveGLB", "inputs": {"filename_prefix": ["16", 0], "mesh": ["17", 0]}},
+            "13": {"class_type": "PreviewAny", "inputs": {"source": ["12", 0]}}
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        let savers = save_image_nodes(&p);
+        assert_eq!(savers, ["2", "4", "6", "11", "14"]);
+        set_prefixes(&mut p, &savers, &JobId::new("ab12cd34ef56"));
+        for node in savers {
+            assert_eq!(
+                p[&node]["inputs"]["filename_prefix"],
+                json!("comfy-batch/ab/ab12cd34ef56")
+            );
+        }
+        assert_eq!(p["15"]["inputs"]["filename_prefix"], json!(["16", 0]));
     }
 }

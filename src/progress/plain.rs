@@ -177,6 +177,7 @@ mod tests {
         Outcome {
             status,
             images: images.iter().map(|s| s.to_string()).collect(),
+            text: None,
             error: error.map(str::to_string),
             attempt: Attempt {
                 number: 1,

@@ -20,19 +20,21 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::lifecycle::{
-    Acted, Action, End, Event, Frame, Lifecycle, Lookup, Output, Setup, not_run, outputs_of_history,
+    Acted, Action, End, Event, Frame, JobOutputs, Lifecycle, Lookup, Setup, not_run,
+    outputs_of_history,
 };
 use super::retry::Backoff;
 use super::server::Server;
 use super::{Attempt, CancelReason, EventKind, Msg, Outcome, Status};
 use crate::comfy::ClientError;
 use crate::comfy::http::Submission;
-use crate::comfy::protocol::{ImageRef, WsMessage, node_errors_line};
+use crate::comfy::outputs::Output;
+use crate::comfy::protocol::{WsMessage, node_errors_line};
 use crate::comfy::ws::ServerEvent;
 use crate::ids::PromptId;
 use crate::outcome::error_line;
 use crate::plan::Job;
-use crate::sink::OutputDir;
+use crate::sink::{OutputDir, extension_of};
 
 /// What an attempt needs besides the job and the server.
 #[derive(Clone)]
@@ -110,6 +112,7 @@ pub(crate) async fn run_attempt(
         AttemptEnd::Done(Outcome {
             status,
             images: Vec::new(),
+            text: None,
             error: Some(error),
             attempt,
         })
@@ -361,9 +364,10 @@ pub(crate) async fn run_attempt(
                 Action::Requeue(cause) => return AttemptEnd::Requeue(cause),
                 Action::Save(outputs, frames) => {
                     return match save_outputs(&job, &server, &ctx, outputs, frames).await {
-                        Ok(images) => AttemptEnd::Done(Outcome {
+                        Ok((images, text)) => AttemptEnd::Done(Outcome {
                             status: Status::Ok,
                             images,
+                            text,
                             error: None,
                             attempt,
                         }),
@@ -602,33 +606,21 @@ enum SaveError {
     Failed(String),
 }
 
-/// The server's image reference with its file name reduced to the last
-/// path component; `None` when nothing usable is left.
-fn sanitized(image: &ImageRef) -> Option<ImageRef> {
-    let base = image
-        .filename
-        .rsplit(['/', '\\'])
-        .next()
-        .unwrap_or_default();
-    if base.is_empty() || base == "." || base == ".." {
-        return None;
-    }
-    Some(ImageRef {
-        filename: base.to_string(),
-        ..image.clone()
-    })
-}
-
-/// Saves collected outputs: downloads the output images (and previews if
-/// asked) and writes them with the websocket images; returns their paths
-/// relative to the output folder.
+/// Saves collected outputs: downloads every file the nodes reported (and
+/// previews if asked), writes them with the texts and the websocket
+/// images; returns their paths relative to the output folder and the job's
+/// single text (the log's `text` column).
 async fn save_outputs(
     job: &Job,
     server: &Server,
     ctx: &AttemptContext,
-    outputs: Vec<Output>,
+    outputs: JobOutputs,
     frames: Vec<Frame>,
-) -> Result<Vec<String>, SaveError> {
+) -> Result<(Vec<String>, Option<String>), SaveError> {
+    // A malformed report may hide files: the job is not `ok` without them.
+    if let Some(e) = outputs.error() {
+        return Err(SaveError::Failed(e.to_string()));
+    }
     // Downloaded first, then written in one blocking batch (files synced,
     // then their folder once), off the threads that pump the websockets.
     let mut files: Vec<(String, usize, String, bytes::Bytes)> = Vec::new();
@@ -638,48 +630,49 @@ async fn save_outputs(
         *n += 1;
         *n - 1
     };
-    for (node, image) in &outputs {
-        let wanted = image.kind == "output" || (ctx.previews && image.kind == "temp");
+    for (node, output) in outputs.items() {
+        let file = match output {
+            Output::Text(text) => {
+                let n = next_n(node);
+                let bytes = bytes::Bytes::from(text.clone().into_bytes());
+                files.push((node.to_string(), n, "txt".into(), bytes));
+                continue;
+            }
+            Output::File(file) => file,
+        };
+        let wanted = file.kind == "output" || (ctx.previews && file.kind == "temp");
         if !wanted {
             continue;
         }
-        // The server's name is only ever a request parameter, reduced to
-        // its last component as the server itself does (a hostile or buggy
-        // server may name `../../x.png` or an absolute path).
-        let Some(request) = sanitized(image) else {
-            return Err(SaveError::Failed(format!(
-                "node {node}: the server named an unusable output file {:?}",
-                image.filename
-            )));
-        };
+        // The server's name is only ever a request parameter (reduced to its
+        // last component by the parser) and the source of an extension.
         let mut backoff = Backoff::default();
         let bytes = loop {
-            match server.http.view(&request).await {
+            match server.http.view(file).await {
                 Ok(b) => break b,
                 Err(e) if e.is_transient() => match backoff.next().filter(|_| !server.is_lost()) {
                     Some(d) => tokio::time::sleep(d).await,
                     None => {
                         return Err(SaveError::Unreachable(format!(
-                            "download node {node} image: {}",
+                            "download node {node} file {}: {}",
+                            file.filename,
                             error_line(&e)
                         )));
                     }
                 },
                 Err(e) => {
                     return Err(SaveError::Failed(format!(
-                        "download node {node} image: {}",
+                        "download node {node} file {}: {}",
+                        file.filename,
                         error_line(&e)
                     )));
                 }
             }
         };
-        let ext = std::path::Path::new(&request.filename)
-            .extension()
-            .map(|e| e.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let n = next_n(node);
-        files.push((node.clone(), n, ext, bytes));
+        files.push((node.to_string(), n, extension_of(&file.filename), bytes));
     }
+    let text = outputs.single_text().map(str::to_string);
     for (node, ext, bytes) in &frames {
         // Sampler previews arrive on the same socket; only image-saving
         // nodes' frames are outputs (JPEG previews with --previews).
@@ -700,7 +693,7 @@ async fn save_outputs(
         files.push((node.clone(), n, ext.to_string(), bytes.clone()));
     }
     let (output, id) = (ctx.output.clone(), job.id.clone());
-    blocking(move || {
+    let saved = blocking(move || {
         let saved = files
             .iter()
             .map(|(node, n, ext, bytes)| output.save_image(&id, node, *n, ext, bytes))
@@ -709,7 +702,8 @@ async fn save_outputs(
         Ok(saved)
     })
     .await
-    .map_err(SaveError::Failed)
+    .map_err(SaveError::Failed)?;
+    Ok((saved, text))
 }
 
 /// Runs file work on the blocking pool, never on a runtime thread that
@@ -721,34 +715,5 @@ async fn blocking<T: Send + 'static>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(error_line(&e)),
         Err(e) => Err(format!("writing files: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn image(name: &str) -> ImageRef {
-        ImageRef {
-            filename: name.into(),
-            subfolder: "comfy-batch/ab".into(),
-            kind: "output".into(),
-        }
-    }
-
-    #[test]
-    fn server_file_names_keep_only_their_last_component() {
-        let name = |n: &str| sanitized(&image(n)).map(|i| i.filename);
-        assert_eq!(name("x_00001_.png").as_deref(), Some("x_00001_.png"));
-        assert_eq!(name("../../x.png").as_deref(), Some("x.png"));
-        assert_eq!(name("/srv/comfy/output/x.png").as_deref(), Some("x.png"));
-        assert_eq!(name("..\\..\\x.png").as_deref(), Some("x.png"));
-        assert_eq!(name("a/.."), None);
-        assert_eq!(name("dir/"), None);
-        assert_eq!(name(""), None);
-        assert_eq!(
-            sanitized(&image("../y.png")).unwrap().subfolder,
-            "comfy-batch/ab"
-        );
     }
 }

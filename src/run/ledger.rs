@@ -76,6 +76,7 @@ impl Ledger {
                         Status::Failed
                     },
                     images: Vec::new(),
+                    text: None,
                     error: Some(cause),
                     attempt: Attempt {
                         number: attempt,
@@ -114,6 +115,7 @@ mod tests {
         AttemptEnd::Done(Outcome {
             status,
             images: Vec::new(),
+            text: None,
             error: None,
             attempt: Attempt::default(),
         })

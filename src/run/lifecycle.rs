@@ -9,9 +9,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::comfy::protocol::{HistoryEntry, ImageRef, WsMessage, images_of};
+use crate::comfy::protocol::{HistoryEntry, WsMessage};
 use crate::comfy::ws::ServerEvent;
 use crate::outcome::Status;
 
@@ -37,8 +35,7 @@ pub(crate) enum End {
     Interrupted(String),
 }
 
-/// An output file the server named: (node id, reference).
-pub(crate) type Output = (String, ImageRef);
+pub(crate) use crate::comfy::outputs::JobOutputs;
 
 /// An image sent over the websocket: (node id, extension, bytes).
 pub(crate) type Frame = (String, &'static str, bytes::Bytes);
@@ -51,7 +48,7 @@ pub(crate) enum Lookup {
         /// How it ended.
         end: End,
         /// Its outputs.
-        outputs: Vec<Output>,
+        outputs: JobOutputs,
     },
     /// Running or pending.
     StillThere,
@@ -81,7 +78,7 @@ pub(crate) enum Event {
     /// `executing` a node: it runs (a reconnect may have hidden the start).
     Running,
     /// `executed`: the outputs one node announced.
-    Executed(Vec<Output>),
+    Executed(JobOutputs),
     /// An image frame on the socket.
     Frame(Frame),
     /// `execution_success`, `execution_error` or `execution_interrupted`.
@@ -132,7 +129,7 @@ pub(crate) enum Action {
     /// The server is done with the prompt: free its slot.
     Release,
     /// Final: save these outputs and frames; the job is `ok`.
-    Save(Vec<Output>, Vec<Frame>),
+    Save(JobOutputs, Vec<Frame>),
     /// Final: the attempt ended so.
     Fail(Status, String),
     /// Final: run the job elsewhere (or again), for this reason.
@@ -181,7 +178,7 @@ pub(crate) struct Lifecycle {
     /// The history says it ended; its final message gets [`ENDED_GRACE`].
     ended_in_history: bool,
     end: Option<End>,
-    outputs: Vec<Output>,
+    outputs: JobOutputs,
     frames: Vec<Frame>,
     asked: Option<Why>,
     /// Past tracking: deciding the outcome.
@@ -203,7 +200,7 @@ impl Lifecycle {
             cancel: None,
             ended_in_history: false,
             end: None,
-            outputs: Vec::new(),
+            outputs: JobOutputs::default(),
             frames: Vec::new(),
             asked: None,
             finishing: false,
@@ -304,12 +301,9 @@ impl Lifecycle {
             }
             Event::Running => Vec::new(),
             Event::Executed(outputs) => {
-                for output in outputs {
-                    // The history may have listed it already.
-                    if !self.outputs.contains(&output) {
-                        self.outputs.push(output);
-                    }
-                }
+                // The history may have listed the node already: its
+                // report replaces the earlier one.
+                self.outputs.merge(outputs);
                 Vec::new()
             }
             Event::Frame(frame) => {
@@ -460,9 +454,11 @@ impl Event {
                 WsMessage::ExecutionStart { .. } => Event::Started,
                 WsMessage::Executing { node: Some(_), .. } => Event::Running,
                 WsMessage::Executing { node: None, .. } => Event::Idle,
-                WsMessage::Executed { node, output, .. } => {
-                    Event::Executed(output.map(|o| outputs_of(&node, &o)).unwrap_or_default())
-                }
+                WsMessage::Executed { node, output, .. } => Event::Executed(
+                    output
+                        .map(|o| JobOutputs::of_node(&node, &o))
+                        .unwrap_or_default(),
+                ),
                 WsMessage::ExecutionSuccess { .. } => Event::Ended(End::Success),
                 WsMessage::ExecutionError(e) => Event::Ended(End::Error(e.one_line())),
                 WsMessage::ExecutionInterrupted {
@@ -487,22 +483,9 @@ impl Event {
     }
 }
 
-/// The outputs one node's `executed` message (or history entry) names.
-/// The one place that says what an output is.
-pub(crate) fn outputs_of(node: &str, output: &Value) -> Vec<Output> {
-    images_of(output)
-        .into_iter()
-        .map(|image| (node.to_string(), image))
-        .collect()
-}
-
 /// The outputs a history entry lists, every node's.
-pub(crate) fn outputs_of_history(entry: &HistoryEntry) -> Vec<Output> {
-    entry
-        .outputs
-        .iter()
-        .flat_map(|(node, out)| outputs_of(node, out))
-        .collect()
+pub(crate) fn outputs_of_history(entry: &HistoryEntry) -> JobOutputs {
+    JobOutputs::from_history(&entry.outputs)
 }
 
 /// The error of a job whose prompt was dropped (or never posted) because
@@ -526,8 +509,10 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
-    use crate::comfy::protocol::BinaryFrame;
+    use crate::comfy::outputs::Output;
+    use crate::comfy::protocol::{BinaryFrame, ImageRef};
     use crate::comfy::ws::Router;
+    use serde_json::Value;
 
     /// The events the first accepted prompt of a recorded transcript got on
     /// its client's socket, routed as the runner routes them.
@@ -627,18 +612,20 @@ mod tests {
         }
     }
 
-    fn output(node: &str, name: &str) -> Output {
-        (
-            node.to_string(),
-            ImageRef {
+    fn output(node: &str, name: &str) -> JobOutputs {
+        let mut one = JobOutputs::default();
+        one.push(
+            node,
+            Output::File(ImageRef {
                 filename: name.into(),
                 subfolder: String::new(),
                 kind: "output".into(),
-            },
-        )
+            }),
+        );
+        one
     }
 
-    fn finished(outputs: Vec<Output>) -> Lookup {
+    fn finished(outputs: JobOutputs) -> Lookup {
         Lookup::Finished {
             end: End::Success,
             outputs,
@@ -650,7 +637,12 @@ mod tests {
         match run(setup(), recorded("01_basic_run.jsonl"), &[], Acted::Nothing) {
             Some(Action::Save(outputs, frames)) => {
                 // The SaveImage's file and the PreviewImage's temp file.
-                let kinds: Vec<&str> = outputs.iter().map(|(_, i)| i.kind.as_str()).collect();
+                let kinds: Vec<&str> = (outputs.items().iter())
+                    .map(|(_, o)| match o {
+                        Output::File(f) => f.kind.as_str(),
+                        Output::Text(_) => "text",
+                    })
+                    .collect();
                 assert_eq!(kinds, ["temp", "output"], "{outputs:?}");
                 assert!(frames.is_empty());
             }
@@ -709,7 +701,7 @@ mod tests {
             Acted::Nothing,
         ) {
             Some(Action::Save(outputs, frames)) => {
-                assert_eq!(outputs.len(), 1);
+                assert_eq!(outputs.items().len(), 1);
                 assert!(!frames.is_empty());
             }
             other => panic!("{other:?}"),
@@ -729,7 +721,7 @@ mod tests {
             run(
                 socket.clone(),
                 early.clone(),
-                &[finished(Vec::new())],
+                &[finished(JobOutputs::default())],
                 Acted::Nothing
             ),
             None,
@@ -737,7 +729,12 @@ mod tests {
         );
         let mut events = early.to_vec();
         events.extend(recorded("10_websocket_image_output.jsonl"));
-        match run(socket, events, &[finished(Vec::new())], Acted::Nothing) {
+        match run(
+            socket,
+            events,
+            &[finished(JobOutputs::default())],
+            Acted::Nothing,
+        ) {
             Some(Action::Save(_, frames)) => assert_eq!(frames.len(), 2),
             other => panic!("{other:?}"),
         }
@@ -746,9 +743,9 @@ mod tests {
     #[test]
     fn other_jobs_end_on_the_history_after_a_grace() {
         let events = [Event::Started, Event::PollDue, Event::PollDue];
-        let history = [finished(vec![output("9", "a.png")])];
+        let history = [finished(output("9", "a.png"))];
         match run(setup(), events, &history, Acted::Nothing) {
-            Some(Action::Save(outputs, _)) => assert_eq!(outputs, vec![output("9", "a.png")]),
+            Some(Action::Save(outputs, _)) => assert_eq!(outputs, output("9", "a.png")),
             other => panic!("{other:?}"),
         }
         // Within the grace the final message still counts.
@@ -820,10 +817,10 @@ mod tests {
     fn after_a_disconnect_the_history_lists_the_outputs() {
         let mut events = vec![Event::Started, Event::Disconnected, Event::Reconnected];
         events.extend(recorded("01_basic_run.jsonl"));
-        let history = [finished(vec![output("3", "from-history.png")])];
+        let history = [finished(output("3", "from-history.png"))];
         match run(setup(), events, &history, Acted::Nothing) {
             Some(Action::Save(outputs, _)) => {
-                assert_eq!(outputs, vec![output("3", "from-history.png")])
+                assert_eq!(outputs, output("3", "from-history.png"))
             }
             other => panic!("{other:?}"),
         }
@@ -834,7 +831,12 @@ mod tests {
         };
         let events = [Event::Started, Event::Disconnected, Event::Reconnected];
         assert!(matches!(
-            run(socket, events, &[finished(Vec::new())], Acted::Nothing),
+            run(
+                socket,
+                events,
+                &[finished(JobOutputs::default())],
+                Acted::Nothing
+            ),
             Some(Action::Fail(Status::Failed, _))
         ));
     }
@@ -846,7 +848,7 @@ mod tests {
             rejected: Some("prompt_outputs_failed_validation: node 3".into()),
             ..setup()
         };
-        let history = [finished(vec![output("2", "a.png")])];
+        let history = [finished(output("2", "a.png"))];
         assert_eq!(
             run(adopted, [Event::PollDue], &history, Acted::Nothing),
             Some(Action::Fail(
@@ -859,7 +861,7 @@ mod tests {
     #[test]
     fn a_finished_prompt_found_before_sending_is_collected_at_once() {
         let (machine, actions) = Lifecycle::new(Setup {
-            finished: Some(finished(vec![output("9", "a.png")])),
+            finished: Some(finished(output("9", "a.png"))),
             ..setup()
         });
         assert!(machine.is_done());
@@ -867,7 +869,7 @@ mod tests {
             actions,
             vec![
                 Action::Release,
-                Action::Save(vec![output("9", "a.png")], Vec::new())
+                Action::Save(output("9", "a.png"), Vec::new())
             ]
         );
     }

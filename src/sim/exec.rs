@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use super::hub::ImageMeta;
 use super::queue::QueueItem;
 use super::state::{MAX_HISTORY, Shared, lock, now_ms};
-use super::{files, jpeg};
+use super::{files, jpeg, media};
 use crate::validate::Catalogue;
 
 /// Sampler nodes: they take `steps × step_ms` and report each step.
@@ -50,6 +50,8 @@ struct Tensor {
     /// image; hashed ones vary per image, as sampled images do.
     exact: bool,
     salt: [u8; 32],
+    /// A string value (PrimitiveString), shown by PreviewAny.
+    text: Option<String>,
 }
 
 impl Default for Tensor {
@@ -61,6 +63,7 @@ impl Default for Tensor {
             rgb: [128, 128, 128],
             exact: false,
             salt: [0; 32],
+            text: None,
         }
     }
 }
@@ -652,13 +655,29 @@ impl Run<'_> {
                 self.test_sleep(id).await?;
                 base
             }
+            "PrimitiveString" | "PrimitiveStringMultiline" => {
+                let value = self
+                    .inputs(id)
+                    .and_then(|i| i.get("value"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                Tensor {
+                    text: Some(value),
+                    ..base
+                }
+            }
             "PreviewAny" => {
                 let text = self
                     .inputs(id)
                     .and_then(|i| i.get("source"))
                     .map(|v| {
                         if v.is_array() {
-                            "…".to_string()
+                            self.linked(cache, v)
+                                .and_then(|t| t.text)
+                                .unwrap_or_else(|| "…".to_string())
+                        } else if let Some(s) = v.as_str() {
+                            s.to_string()
                         } else {
                             v.to_string()
                         }
@@ -667,12 +686,26 @@ impl Run<'_> {
                 ui = Some(json!({"text": [text]}));
                 base
             }
+            c if saver_kind(c).is_some() => {
+                let kind = saver_kind(c).expect("matched above");
+                ui = Some(self.save_files(id, &base, &kind)?);
+                base
+            }
             c if SAMPLERS.contains(&c) => {
                 self.sample(id, &base).await?;
                 base
             }
             _ => base,
         };
+        if self.shared.config.malformed_outputs
+            && let Some(Value::Object(keys)) = &mut ui
+        {
+            for item in keys.values_mut().filter_map(Value::as_array_mut).flatten() {
+                if let Some(file) = item.as_object_mut().filter(|o| o.contains_key("filename")) {
+                    file.insert("subfolder".into(), Value::Null);
+                }
+            }
+        }
         if let Some(ui) = &ui {
             self.to_client(
                 "executed",
@@ -811,6 +844,7 @@ impl Run<'_> {
             rgb: [digest[0], digest[1], digest[2]],
             exact: true,
             salt,
+            text: None,
         })
     }
 
@@ -884,6 +918,121 @@ impl Run<'_> {
         }
         counters.wrote(&target.folder, &target.filename, counter);
         Ok(json!({"images": images}))
+    }
+
+    /// The savers other than SaveImage (video, audio, latents, 3D, the
+    /// VHS stand-in): real naming and counters, files from [`media`], the
+    /// `ui` the real node reports.
+    fn save_files(&self, id: &str, t: &Tensor, kind: &SaverKind) -> Result<Value, Stop> {
+        let input = |name: &str| self.inputs(id).and_then(|i| i.get(name));
+        let vhs_format = kind.vhs.then(|| {
+            input("format")
+                .and_then(Value::as_str)
+                .unwrap_or("image/gif")
+                .to_string()
+        });
+        let ext = match (&vhs_format, kind.ext) {
+            (Some(format), _) => match format.as_str() {
+                "image/webp" => "webp",
+                "video/h264-mp4" => "mp4",
+                "video/webm" => "webm",
+                _ => "gif",
+            },
+            (None, "video") => match input("format").and_then(Value::as_str) {
+                Some("webm") => "webm",
+                _ => "mp4",
+            },
+            (None, ext) => ext,
+        };
+        let temp =
+            kind.temp || (kind.vhs && input("save_output").and_then(Value::as_bool) == Some(false));
+        let (base_dir, type_name, prefix) = if temp {
+            (
+                &self.shared.dirs.temp,
+                "temp",
+                format!("ComfyUI_temp_{}", self.shared.temp_suffix),
+            )
+        } else {
+            let p = input("filename_prefix")
+                .and_then(Value::as_str)
+                .unwrap_or(kind.default_prefix)
+                .to_string();
+            (&self.shared.dirs.output, "output", p)
+        };
+        let target =
+            files::save_target(&prefix, base_dir, t.width, t.height).map_err(|message| {
+                Stop::Failed {
+                    exception_type: "Exception".into(),
+                    message,
+                    traceback: Vec::new(),
+                }
+            })?;
+        let io_fail = |e: std::io::Error| Stop::Failed {
+            exception_type: "OSError".into(),
+            message: e.to_string(),
+            traceback: Vec::new(),
+        };
+        let fps = input("fps")
+            .or_else(|| input("frame_rate"))
+            .and_then(Value::as_f64)
+            .unwrap_or(8.0);
+        let frames: Vec<[u8; 3]> = (0..t.batch.clamp(1, 1024)).map(|i| t.colour(i)).collect();
+        let (w, h) = t.pixel_size();
+        let files_made = if kind.one_file { 1 } else { t.batch.max(1) };
+        let mut counters = lock(&self.shared.counters);
+        let mut counter = counters
+            .next(&target.folder, &target.filename)
+            .map_err(io_fail)?;
+        let mut items = Vec::new();
+        for i in 0..files_made {
+            let name = target.filename.replace("%batch_num%", &i.to_string());
+            let file = if kind.vhs {
+                format!("{name}_{counter:05}.{ext}")
+            } else {
+                format!("{name}_{counter:05}_.{ext}")
+            };
+            let mut content = t.salt.to_vec();
+            content.extend_from_slice(&i.to_le_bytes());
+            let bytes = match ext {
+                "webp" => media::animated_webp(w, h, &frames, fps),
+                "png" => media::apng(w, h, &frames, fps),
+                "latent" => media::latent(t.width, t.height, t.batch),
+                "glb" => media::glb(&hex::encode(&content[..8])),
+                other => media::stand_in(other, &content),
+            };
+            let path = target.folder.join(&file);
+            files::write_file(&path, &bytes).map_err(io_fail)?;
+            let named = if self.shared.config.hostile_filenames && !temp {
+                if counter % 2 == 0 {
+                    format!("../../{file}")
+                } else {
+                    path.to_string_lossy().into_owned()
+                }
+            } else {
+                file.clone()
+            };
+            let mut item =
+                json!({"filename": named, "subfolder": target.subfolder, "type": type_name});
+            if let (Some(format), Value::Object(m)) = (&vhs_format, &mut item) {
+                let stem = file.rsplit_once('.').map_or(file.as_str(), |(s, _)| s);
+                m.insert("format".into(), json!(format));
+                m.insert("frame_rate".into(), json!(fps));
+                m.insert("workflow".into(), json!(format!("{stem}.png")));
+                m.insert("fullpath".into(), json!(path.to_string_lossy()));
+            }
+            items.push(item);
+            counter += 1;
+        }
+        counters.wrote(&target.folder, &target.filename, counter);
+        let mut ui = Map::new();
+        ui.insert(kind.key.into(), Value::Array(items.clone()));
+        if kind.animated {
+            ui.insert("animated".into(), json!([true]));
+        }
+        if kind.vhs && self.shared.config.duplicate_outputs {
+            ui.insert("video".into(), Value::Array(items));
+        }
+        Ok(Value::Object(ui))
     }
 
     /// SaveImageWebsocket: one progress and one PNG frame per image.
@@ -974,6 +1123,56 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// How a saver other than SaveImage names and groups its files.
+struct SaverKind {
+    /// The `ui` key its files are listed under.
+    key: &'static str,
+    /// The extension (`video`: from the node's `format` input).
+    ext: &'static str,
+    /// The node's default `filename_prefix`.
+    default_prefix: &'static str,
+    /// Adds `"animated": [true]`.
+    animated: bool,
+    /// The whole batch goes into one file (animations, latents).
+    one_file: bool,
+    /// Writes to temp (previews).
+    temp: bool,
+    /// The VideoHelperSuite stand-in: `gifs`, `format`, its own naming.
+    vhs: bool,
+}
+
+fn saver_kind(class: &str) -> Option<SaverKind> {
+    let k = |key, ext, default_prefix, animated, one_file| SaverKind {
+        key,
+        ext,
+        default_prefix,
+        animated,
+        one_file,
+        temp: false,
+        vhs: false,
+    };
+    Some(match class {
+        "SaveAnimatedWEBP" => k("images", "webp", "ComfyUI", true, true),
+        "SaveAnimatedPNG" => k("images", "png", "ComfyUI", true, true),
+        "SaveWEBM" => k("images", "webm", "ComfyUI", true, true),
+        "SaveVideo" => k("images", "video", "video/ComfyUI", true, true),
+        "SaveAudio" => k("audio", "flac", "audio/ComfyUI", false, false),
+        "SaveAudioMP3" => k("audio", "mp3", "audio/ComfyUI", false, false),
+        "SaveAudioOpus" => k("audio", "opus", "audio/ComfyUI", false, false),
+        "PreviewAudio" => SaverKind {
+            temp: true,
+            ..k("audio", "flac", "", false, false)
+        },
+        "SaveLatent" => k("latents", "latent", "latents/ComfyUI", false, true),
+        "SaveGLB" => k("3d", "glb", "mesh/ComfyUI", false, false),
+        "VHS_VideoCombine" => SaverKind {
+            vhs: true,
+            ..k("gifs", "gif", "AnimateDiff", false, true)
+        },
+        _ => return None,
+    })
 }
 
 /// Nodes whose output pixels are their input's (so an exact colour stays

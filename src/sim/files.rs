@@ -76,7 +76,9 @@ fn counter_of(file: &str, prefix: &str) -> Option<u64> {
     if !file.starts_with(prefix) || !rest.starts_with('_') {
         return None;
     }
-    let digits = rest[1..].split('_').next().unwrap_or_default();
+    // The real server reads the digits up to the next `_`; VideoHelperSuite
+    // (`name_00001.mp4`) up to the extension: leading digits serve both.
+    let digits: String = rest[1..].chars().take_while(char::is_ascii_digit).collect();
     Some(digits.parse::<u64>().unwrap_or(0))
 }
 

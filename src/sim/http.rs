@@ -394,6 +394,10 @@ fn mime_of(name: &str) -> &'static str {
         "txt" => "text/plain",
         "mp4" => "video/mp4",
         "webm" => "video/webm",
+        "flac" => "audio/flac",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/x-wav",
+        // Python's mimetypes knows neither `.opus`, `.latent` nor `.glb`.
         _ => "application/octet-stream",
     }
 }
@@ -516,11 +520,30 @@ fn object_info_value(shared: &Shared, only: Option<&str>) -> Value {
 }
 
 async fn object_info(State(shared): S) -> Response {
+    shared.count_catalogue(true);
+    if shared.config.object_info_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(shared.config.object_info_delay_ms)).await;
+    }
     json_ok(object_info_value(&shared, None))
 }
 
 async fn object_info_class(State(shared): S, UrlPath(class): UrlPath<String>) -> Response {
+    if shared.config.no_class_route {
+        return not_found();
+    }
+    shared.count_catalogue(false);
     json_ok(object_info_value(&shared, Some(&class)))
+}
+
+/// aiohttp's answer for a route it does not have.
+fn not_found() -> Response {
+    let mut r = Response::new(Body::from("404: Not Found"));
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }
 
 async fn system_stats(State(shared): S) -> Response {

@@ -27,8 +27,15 @@
 //! - nodes other than the ones below run instantly as pass-throughs:
 //!   samplers (steps × `step_ms`), `TestSleep`, `SaveImage`, `PreviewImage`,
 //!   `SaveImageWebsocket`, `LoadImage`, `EmptyImage`, `ImageInvert`,
-//!   `PreviewAny`; other output nodes have no `ui`;
-//! - pixels are one colour per image, derived from the producing graph.
+//!   `PrimitiveString`, `PreviewAny`, and the savers of every output kind
+//!   (protocol.md §6.1): `SaveAnimatedWEBP`/`PNG`, `SaveWEBM`, `SaveVideo`,
+//!   `SaveAudio`/`MP3`/`Opus`, `PreviewAudio`, `SaveLatent`, `SaveGLB`, and
+//!   a stand-in for VideoHelperSuite's `VHS_VideoCombine` (files under
+//!   `gifs` with `format`); other output nodes have no `ui`;
+//! - pixels are one colour per image, derived from the producing graph;
+//!   PNG, animated PNG and WebP, `.latent` and `.glb` files are real, video
+//!   and compressed audio are deterministic stand-in bytes with the
+//!   format's magic (see `media`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), comfy_batch::sim::SimError> {
@@ -44,6 +51,7 @@ mod files;
 mod http;
 mod hub;
 mod jpeg;
+mod media;
 mod queue;
 mod state;
 mod ws;
@@ -86,6 +94,18 @@ pub struct SimConfig {
     /// (a client that keeps only the last path component can fetch them);
     /// `/view` still refuses such names.
     pub hostile_filenames: bool,
+    /// List each file of the `VHS_VideoCombine` stand-in under `video` as
+    /// well as `gifs`, as some video packs do (a client must save it once).
+    pub duplicate_outputs: bool,
+    /// Report every saved file with `"subfolder": null`, as a buggy custom
+    /// node might (a client must fail the job, not skip the file).
+    pub malformed_outputs: bool,
+    /// Delay before each full `/object_info` reply, as on a server with
+    /// hundreds of custom node packs (the per-class route stays fast).
+    pub object_info_delay_ms: u64,
+    /// Answer 404 on `/object_info/{class}`, as servers older than the
+    /// per-class route do.
+    pub no_class_route: bool,
     /// Model catalogue: folder (`checkpoints`, `loras`…) → file names. It
     /// feeds `/object_info`, `/models/{folder}` and validation.
     pub models: BTreeMap<String, Vec<String>>,
@@ -168,6 +188,10 @@ impl Default for SimConfig {
             restart_after: None,
             view_delay_ms: 0,
             hostile_filenames: false,
+            duplicate_outputs: false,
+            malformed_outputs: false,
+            object_info_delay_ms: 0,
+            no_class_route: false,
             models: default_models(),
             dir: None,
         }
@@ -206,6 +230,10 @@ pub struct SimStats {
     pub prompts_executed: u64,
     /// Summed wall time from `execution_start` to the end of each prompt.
     pub busy: Duration,
+    /// Requests for the full `/object_info` catalogue.
+    pub catalogue_requests: u64,
+    /// Requests for one class, `/object_info/{class}`.
+    pub class_requests: u64,
 }
 
 /// Entry point: starts a simulator.
@@ -241,6 +269,14 @@ impl Sim {
             source,
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        // aiohttp (the real server) disables Nagle on its sockets; without
+        // it a burst of small websocket frames waits on the client's
+        // delayed ACK (~40 ms per prompt on loopback).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("sim: TCP_NODELAY: {e}");
+            }
+        });
         let worker = tokio::spawn(exec::worker(shared.clone(), stop_rx.clone()));
         let app = http::router(shared.clone());
         let mut server_stop = stop_rx;

@@ -2,9 +2,10 @@
 //! queue and history (one lock, as the real `PromptQueue`), the socket hub,
 //! the folders, fault dice and counters.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indexmap::IndexMap;
@@ -18,6 +19,73 @@ use super::hub::Hub;
 use super::queue::{PromptQueue, QueueItem};
 use super::{SimConfig, SimError, SimStats};
 use crate::validate::Catalogue;
+
+/// A stand-in for VideoHelperSuite's `VHS_VideoCombine`, the most used
+/// custom video saver: it reports its file under `gifs` with `format`,
+/// `frame_rate`, `workflow` and `fullpath`, as the pack does.
+const VHS_VIDEO_COMBINE: &str = r#"{
+  "input": {
+    "required": {
+      "images": ["IMAGE"],
+      "frame_rate": ["FLOAT", {"default": 8, "min": 1, "step": 1}],
+      "loop_count": ["INT", {"default": 0, "min": 0, "max": 100, "step": 1}],
+      "filename_prefix": ["STRING", {"default": "AnimateDiff"}],
+      "format": [["image/gif", "image/webp", "video/h264-mp4", "video/webm"], {}],
+      "pingpong": ["BOOLEAN", {"default": false}],
+      "save_output": ["BOOLEAN", {"default": true}]
+    },
+    "optional": {"audio": ["AUDIO"]},
+    "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}
+  },
+  "input_order": {
+    "required": ["images", "frame_rate", "loop_count", "filename_prefix", "format", "pingpong", "save_output"],
+    "optional": ["audio"],
+    "hidden": ["prompt", "extra_pnginfo", "unique_id"]
+  },
+  "output": ["VHS_FILENAMES"],
+  "output_is_list": [false],
+  "output_name": ["Filenames"],
+  "name": "VHS_VideoCombine",
+  "display_name": "Video Combine (stand-in)",
+  "description": "comfy-batch sim stand-in for ComfyUI-VideoHelperSuite",
+  "python_module": "custom_nodes.ComfyUI-VideoHelperSuite",
+  "category": "Video Helper Suite",
+  "output_node": true
+}"#;
+
+/// The recorded catalogue plus the sim's stand-ins for custom packs.
+fn base_catalogue() -> Result<Catalogue, crate::validate::CatalogueError> {
+    let mut info: Value = serde_json::from_str(include_str!("../../assets/object_info.json"))?;
+    if let Value::Object(map) = &mut info {
+        map.insert(
+            "VHS_VideoCombine".into(),
+            serde_json::from_str(VHS_VIDEO_COMBINE)?,
+        );
+    }
+    Catalogue::from_object_info(&info)
+}
+
+/// The catalogue for a model list, shared by every simulator of the process
+/// with the same models (tests and benchmarks start dozens; each parsed copy
+/// is several MB).
+fn shared_catalogue(
+    models: &BTreeMap<String, Vec<String>>,
+) -> Result<Arc<Catalogue>, crate::validate::CatalogueError> {
+    type Cache = Vec<(BTreeMap<String, Vec<String>>, Weak<Catalogue>)>;
+    static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
+    let mut cache = lock(&CACHE);
+    cache.retain(|(_, c)| c.strong_count() > 0);
+    if let Some(c) = cache
+        .iter()
+        .find(|(m, _)| m == models)
+        .and_then(|(_, c)| c.upgrade())
+    {
+        return Ok(c);
+    }
+    let catalogue = Arc::new(base_catalogue()?.with_models(models));
+    cache.push((models.clone(), Arc::downgrade(&catalogue)));
+    Ok(catalogue)
+}
 
 /// The most history entries kept, as the real server.
 pub(crate) const MAX_HISTORY: usize = 10_000;
@@ -70,7 +138,7 @@ pub(crate) struct Faults {
 
 pub(crate) struct Shared {
     pub config: SimConfig,
-    pub catalogue: Catalogue,
+    pub catalogue: Arc<Catalogue>,
     pub dirs: Dirs,
     pub hub: Hub,
     pub core: Mutex<Core>,
@@ -114,9 +182,7 @@ impl Shared {
                 source,
             })?;
         }
-        let catalogue =
-            Catalogue::from_object_info_str(include_str!("../../assets/object_info.json"))?
-                .with_models(&config.models);
+        let catalogue = shared_catalogue(&config.models)?;
         let mut letters_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x7e3a_5f00);
         // The real alphabet, typo included ("...stupvxyz").
         let alphabet = b"abcdefghijklmnopqrstupvxyz";
@@ -151,6 +217,16 @@ impl Shared {
 
     pub fn stats(&self) -> SimStats {
         *lock(&self.stats)
+    }
+
+    /// Counts a catalogue request: the whole `/object_info` or one class.
+    pub fn count_catalogue(&self, whole: bool) {
+        let mut s = lock(&self.stats);
+        if whole {
+            s.catalogue_requests += 1;
+        } else {
+            s.class_requests += 1;
+        }
     }
 
     pub fn add_busy(&self, busy: Duration) {

@@ -30,6 +30,12 @@ pub const TRAILING: [&str; 10] = [
     "images",
     "error",
 ];
+/// The last column: a job's single text output (a caption), one line. Logs
+/// written before it existed lack it; they are read and appended to as
+/// they are.
+pub const TEXT: &str = "text";
+/// The longest `text` cell; the whole text is in its `.txt` file.
+const MAX_TEXT: usize = 300;
 
 /// Why the log could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +78,8 @@ pub struct LoggedRow {
     pub images: Vec<String>,
     /// `error`.
     pub error: String,
+    /// `text` (empty in logs that lack the column).
+    pub text: String,
 }
 
 /// The header for a plan's parameter columns.
@@ -81,7 +89,18 @@ pub fn header(params: &[String]) -> Vec<String> {
         .map(|s| s.to_string())
         .chain(params.iter().cloned())
         .chain(TRAILING.iter().map(|s| s.to_string()))
+        .chain([TEXT.to_string()])
         .collect()
+}
+
+/// The parameter columns of a log's header (read by [`read`]), whether or
+/// not it has the `text` column.
+pub fn param_columns(header: &[String]) -> Vec<String> {
+    let tail = TRAILING.len() + usize::from(header.last().map(String::as_str) == Some(TEXT));
+    header
+        .get(LEADING.len()..header.len().saturating_sub(tail))
+        .map(<[String]>::to_vec)
+        .unwrap_or_default()
 }
 
 /// A parameter value as a CSV cell: strings raw, other JSON as JSON text.
@@ -142,6 +161,11 @@ pub fn row(job: &Job, base: &Path, outcome: &Outcome, params: &[String]) -> Vec<
             .as_deref()
             .map(crate::text::one_line)
             .unwrap_or_default(),
+        outcome
+            .text
+            .as_deref()
+            .map(|t| crate::text::clip(&crate::text::one_line(t), MAX_TEXT))
+            .unwrap_or_default(),
     ]);
     cells
 }
@@ -156,6 +180,9 @@ pub struct RunLog {
     params: Vec<String>,
     /// Workflow paths are logged relative to the log's folder.
     base: PathBuf,
+    /// Whether the file's header has the `text` column (a log begun by an
+    /// older version does not: its rows are written without it).
+    with_text: bool,
 }
 
 impl RunLog {
@@ -185,6 +212,7 @@ impl RunLog {
             why: "another comfy-batch run is using this folder".into(),
         })?;
         file.seek(SeekFrom::End(0)).map_err(SinkError::at(path))?;
+        let mut with_text = true;
         let rows = if text.is_empty() {
             let mut w = csv::Writer::from_writer(Vec::new());
             w.write_record(&expected).map_err(|e| csv_io(path, e))?;
@@ -193,7 +221,8 @@ impl RunLog {
             Vec::new()
         } else {
             let (found, rows) = parse(path, &text)?;
-            if found != expected {
+            with_text = found.last().map(String::as_str) == Some(TEXT);
+            if found[..] != expected[..expected.len() - usize::from(!with_text)] {
                 return Err(LogError::Incompatible {
                     path: path.to_path_buf(),
                     why: format!(
@@ -213,6 +242,7 @@ impl RunLog {
                 path: path.to_path_buf(),
                 params: params.to_vec(),
                 base,
+                with_text,
             },
             rows,
         ))
@@ -220,7 +250,10 @@ impl RunLog {
 
     /// Appends one row and flushes it to the file.
     pub fn append(&mut self, job: &Job, outcome: &Outcome) -> Result<(), SinkError> {
-        let cells = row(job, &self.base, outcome, &self.params);
+        let mut cells = row(job, &self.base, outcome, &self.params);
+        if !self.with_text {
+            cells.pop();
+        }
         let mut w = csv::Writer::from_writer(Vec::with_capacity(256));
         w.write_record(&cells).map_err(|e| csv_io(&self.path, e))?;
         let bytes = w
@@ -331,13 +364,28 @@ fn parse(path: &Path, text: &[u8]) -> Result<(Vec<String>, Vec<LoggedRow>), LogE
         .map(str::to_string)
         .collect();
     let n = header.len();
-    if n < LEADING.len() + TRAILING.len()
+    // Logs of older versions end with `error`; newer ones add `text`.
+    let with_text = header.last().map(String::as_str) == Some(TEXT);
+    let tail = TRAILING.len() + usize::from(with_text);
+    let t = n.saturating_sub(tail);
+    if n < LEADING.len() + tail
         || header[..LEADING.len()] != LEADING
-        || header[n - TRAILING.len()..] != TRAILING
+        || header[t..t + TRAILING.len()] != TRAILING
     {
         return Err(bad("not a comfy-batch runs.csv (unexpected columns)".into()));
     }
-    let params: Vec<String> = header[LEADING.len()..n - TRAILING.len()].to_vec();
+    let params: Vec<String> = header[LEADING.len()..t].to_vec();
+    // The fixed columns by name, after the parameters (a parameter may be
+    // called `status` or `text` too).
+    let at = |name: &str| {
+        t + header[t..]
+            .iter()
+            .position(|h| h == name)
+            .expect("every fixed column was checked above")
+    };
+    let (status, prompt_id, images, error) =
+        (at("status"), at("prompt_id"), at("images"), at("error"));
+    let text_at = with_text.then(|| at(TEXT));
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| bad(e.to_string()))?;
@@ -349,7 +397,6 @@ fn parse(path: &Path, text: &[u8]) -> Result<(Vec<String>, Vec<LoggedRow>), LogE
             )));
         }
         let get = |i: usize| record.get(i).unwrap_or("").to_string();
-        let t = n - TRAILING.len();
         rows.push(LoggedRow {
             line,
             job_id: get(0),
@@ -362,14 +409,15 @@ fn parse(path: &Path, text: &[u8]) -> Result<(Vec<String>, Vec<LoggedRow>), LogE
                 .enumerate()
                 .map(|(i, name)| (name.clone(), get(LEADING.len() + i)))
                 .collect(),
-            status: Status::parse(&get(t)),
-            prompt_id: get(t + 2),
-            images: get(t + 8)
+            status: Status::parse(&get(status)),
+            prompt_id: get(prompt_id),
+            images: get(images)
                 .split(';')
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .collect(),
-            error: get(t + 9),
+            error: get(error),
+            text: text_at.map(get).unwrap_or_default(),
         });
     }
     Ok((header, rows))
@@ -388,14 +436,14 @@ mod tests {
         let mut text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1);
         text.push_str(
-            "abc,fox#1,w.json,00,1,a fox,ok,http://s,p,,,,,,images/abc_9_0.png,\nzzz,fox#2,w.j",
+            "abc,fox#1,w.json,00,1,a fox,ok,http://s,p,,,,,,images/abc_9_0.png,,\nzzz,fox#2,w.j",
         );
         fs::write(&path, &text).unwrap();
         let (_, rows) = RunLog::open(&path, &params).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].images, vec!["images/abc_9_0.png"]);
         assert_eq!(rows[0].status, Some(Status::Ok));
-        assert!(fs::read_to_string(&path).unwrap().ends_with(",\n"));
+        assert!(fs::read_to_string(&path).unwrap().ends_with(",,\n"));
         let err = RunLog::open(&path, &["other".to_string()]).err().unwrap();
         assert!(err.to_string().contains("another --output"), "{err}");
     }
@@ -407,7 +455,7 @@ mod tests {
         let params = vec!["prompt".to_string()];
         drop(RunLog::open(&path, &params).unwrap());
         let mut text = fs::read_to_string(&path).unwrap();
-        let good = "abc,fox#1,w.json,00,1,\"line one\nline two\",ok,,,,,,,,,\n";
+        let good = "abc,fox#1,w.json,00,1,\"line one\nline two\",ok,,,,,,,,,,\n";
         text.push_str(good);
         let kept = text.clone();
         text.push_str("zzz,fox#2,w.json,00,2,\"line one\nline");
@@ -416,6 +464,78 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].params[0].1, "line one\nline two");
         assert_eq!(fs::read_to_string(&path).unwrap(), kept);
+    }
+
+    fn job() -> Job {
+        Job {
+            index: 0,
+            id: crate::ids::JobId::new("abc"),
+            label: "cap#1".into(),
+            workflow: std::sync::Arc::new(crate::plan::Workflow {
+                name: "w".into(),
+                path: "w.json".into(),
+                sha256: "00".into(),
+            }),
+            seed: Some(1),
+            params: Vec::new(),
+            prompt: crate::patch::Prompt(Default::default()),
+            images: Vec::new(),
+        }
+    }
+
+    fn captioned(text: &str) -> Outcome {
+        Outcome {
+            status: Status::Ok,
+            images: vec!["images/abc_13_0.txt".into(), "images/abc_4_0.mp4".into()],
+            text: Some(text.into()),
+            error: None,
+            attempt: crate::run::Attempt::default(),
+        }
+    }
+
+    #[test]
+    fn the_text_column_is_last_one_line_and_cut() {
+        let cells = row(&job(), Path::new(""), &captioned("a red\nfox"), &[]);
+        assert_eq!(header(&[]).last().map(String::as_str), Some("text"));
+        assert_eq!(cells.last().map(String::as_str), Some("a red fox"));
+        assert_eq!(
+            cells[cells.len() - 3],
+            "images/abc_13_0.txt;images/abc_4_0.mp4"
+        );
+        let long = "word ".repeat(200);
+        let cells = row(&job(), Path::new(""), &captioned(&long), &[]);
+        assert_eq!(cells.last().unwrap().chars().count(), MAX_TEXT);
+    }
+
+    #[test]
+    fn a_log_without_the_text_column_is_read_and_kept_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let old = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,\
+                   queued_at,started_at,finished_at,queue_s,run_s,images,error\n\
+                   abc,cap#1,w.json,00,1,a fox,ok,http://s,cb-k-abc-1,,,,,,images/abc_9_0.png,\n";
+        fs::write(&path, old).unwrap();
+        let params = vec!["prompt".to_string()];
+        let (mut log, rows) = RunLog::open(&path, &params).unwrap();
+        assert_eq!(rows[0].images, vec!["images/abc_9_0.png"]);
+        assert_eq!(rows[0].prompt_id, "cb-k-abc-1");
+        assert_eq!(rows[0].text, "");
+        log.append(&job(), &captioned("a caption")).unwrap();
+        drop(log);
+        let (found, rows) = read(&path).unwrap();
+        assert_eq!(found.last().map(String::as_str), Some("error"));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].images.len(), 2);
+        // A new log has the column, and a parameter may share a fixed name.
+        let path = dir.path().join("new.csv");
+        let params = vec!["text".to_string(), "status".to_string()];
+        let (mut log, _) = RunLog::open(&path, &params).unwrap();
+        log.append(&job(), &captioned("a caption")).unwrap();
+        drop(log);
+        let (_, rows) = read(&path).unwrap();
+        assert_eq!(rows[0].text, "a caption");
+        assert_eq!(rows[0].status, Some(Status::Ok));
+        assert_eq!(rows[0].params[0], ("text".to_string(), String::new()));
     }
 
     #[test]
@@ -495,6 +615,7 @@ mod resume_tests {
             prompt_id: prompt_id.into(),
             images: Vec::new(),
             error: String::new(),
+            text: String::new(),
         }
     }
 

@@ -37,14 +37,29 @@ pub fn image_file_name(job: &JobId, node: &str, n: usize, ext: &str) -> String {
         node.push('-');
         node.push_str(&hex::encode(&digest[..3]));
     }
-    let ext = ext.to_ascii_lowercase();
-    let ext = if !ext.is_empty() && ext.len() <= 5 && ext.chars().all(|c| c.is_ascii_alphanumeric())
-    {
-        ext
-    } else {
-        "png".to_string()
-    };
+    let ext = usable_extension(ext).unwrap_or_else(|| "png".to_string());
     format!("{job}_{node}_{n}.{ext}")
+}
+
+/// The longest extension kept (`safetensors` fits); longer ones are not
+/// extensions a user would recognise.
+const MAX_EXT: usize = 16;
+
+fn usable_extension(ext: &str) -> Option<String> {
+    let ok =
+        !ext.is_empty() && ext.len() <= MAX_EXT && ext.chars().all(|c| c.is_ascii_alphanumeric());
+    ok.then(|| ext.to_ascii_lowercase())
+}
+
+/// The extension of the local copy of a server file: the part after the
+/// last dot of the name's last path component, ASCII letters and digits
+/// only, lower-cased; `bin` when the name has no usable one.
+pub fn extension_of(server_name: &str) -> String {
+    let base = server_name.rsplit(['/', '\\']).next().unwrap_or_default();
+    base.rsplit_once('.')
+        .filter(|(stem, _)| !stem.is_empty())
+        .and_then(|(_, ext)| usable_extension(ext))
+        .unwrap_or_else(|| "bin".to_string())
 }
 
 impl OutputDir {
@@ -169,6 +184,32 @@ impl OutputDir {
         let name = image_file_name(job, node, n, ext);
         write_atomic(&self.root.join("images").join(&name), bytes)?;
         Ok(format!("images/{name}"))
+    }
+
+    /// Saves a server file's bytes verbatim as
+    /// `images/<job_id>_<node>_<n>.<ext>`, the extension taken from the
+    /// server's name ([`extension_of`]); returns the relative path.
+    pub fn save_file(
+        &self,
+        job: &JobId,
+        node: &str,
+        n: usize,
+        server_name: &str,
+        bytes: &[u8],
+    ) -> Result<String, SinkError> {
+        self.save_image(job, node, n, &extension_of(server_name), bytes)
+    }
+
+    /// Saves a node's text output as UTF-8 `images/<job_id>_<node>_<n>.txt`;
+    /// returns the relative path.
+    pub fn save_text(
+        &self,
+        job: &JobId,
+        node: &str,
+        n: usize,
+        text: &str,
+    ) -> Result<String, SinkError> {
+        self.save_image(job, node, n, "txt", text.as_bytes())
     }
 
     /// Whether every image a log row names exists whole (resume skips a
@@ -326,6 +367,42 @@ mod tests {
         assert_eq!(
             image_file_name(&id, "/abs", 0, ""),
             "0123456789ab_-abs-e802dc_0.png"
+        );
+    }
+
+    #[test]
+    fn extensions_come_from_the_sanitised_server_name() {
+        let cases = [
+            ("clip_00001_.mp4", "mp4"),
+            ("tone_00001_.FLAC", "flac"),
+            ("latent_00001_.latent", "latent"),
+            ("m.safetensors", "safetensors"),
+            ("../../etc/passwd", "bin"),
+            ("/srv/out/x.webm", "webm"),
+            ("..\\..\\x.Opus", "opus"),
+            ("x.png/../../etc", "bin"),
+            (".bashrc", "bin"),
+            ("noext", "bin"),
+            ("x.", "bin"),
+            ("x.p%n", "bin"),
+            ("x.averyveryverylongextension", "bin"),
+            ("a.tar.gz", "gz"),
+        ];
+        for (name, want) in cases {
+            assert_eq!(extension_of(name), want, "{name}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path()).unwrap();
+        let id = JobId::new("abc");
+        assert_eq!(
+            out.save_file(&id, "4", 0, "../../clip.MP4", b"v").unwrap(),
+            "images/abc_4_0.mp4"
+        );
+        let rel = out.save_text(&id, "13", 0, "une légende").unwrap();
+        assert_eq!(rel, "images/abc_13_0.txt");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(rel)).unwrap(),
+            "une légende"
         );
     }
 

@@ -1,4 +1,5 @@
-//! Where results land: image bytes exactly as received, the prompt JSON
+//! Where results land: every output file's bytes exactly as received,
+//! texts as UTF-8 files, the prompt JSON
 //! sent, and the `runs.csv` log. Every file appears whole or not at all
 //! (write to a temporary name, then rename), so a killed run never leaves a
 //! half-written image or row. Knows nothing of the network or progress.
@@ -7,7 +8,7 @@ pub mod csv;
 mod files;
 
 pub(crate) use files::write_atomic;
-pub use files::{InputFile, OutputDir, image_file_name, kept_input};
+pub use files::{InputFile, OutputDir, extension_of, image_file_name, kept_input};
 
 use std::path::PathBuf;
 

@@ -1,7 +1,9 @@
 //! `comfy-batch check` and the preflight of `run`: bad values are caught
 //! against the server's catalogue before anything is queued.
 
-use crate::harness::{Project, sim};
+use comfy_batch::sim::SimConfig;
+
+use crate::harness::{Project, sim, sim_with};
 
 const TYPO: &str = r#"version: 1
 jobs:
@@ -61,4 +63,92 @@ async fn check_passes_a_good_manifest() {
     let out = p.cli(&["check", "good.yaml", "--server", &sim.url()]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("ok: 2 jobs valid"), "{}", out.stderr);
+}
+
+const GOOD: &str = "version: 1\njobs:\n  - name: fox\n    workflow: t2i\n    seeds: [1, 2, 3]\n";
+
+/// The classes of the run fixture `t2i.json`.
+fn t2i_classes() -> usize {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/run/t2i.json"
+    ))
+    .unwrap();
+    let prompt: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let classes: std::collections::BTreeSet<&str> = prompt
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n["class_type"].as_str().unwrap())
+        .collect();
+    classes.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_never_downloads_the_full_catalogue() {
+    // A server whose full catalogue takes long, as one with many packs.
+    let sim = sim_with(SimConfig {
+        object_info_delay_ms: 5_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("good.yaml", GOOD);
+    let out = p.run("good.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let stats = sim.stats();
+    assert_eq!(stats.catalogue_requests, 0, "never the whole /object_info");
+    assert_eq!(
+        stats.class_requests as usize,
+        t2i_classes(),
+        "each class the plan uses, once per run"
+    );
+    // `check` too.
+    let out = p.cli(&["check", "good.yaml", "--server", &sim.url()]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(sim.stats().catalogue_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_the_per_class_route_is_checked_against_its_full_catalogue() {
+    let old = sim_with(SimConfig {
+        no_class_route: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let new = sim().await;
+    let p = Project::new();
+    p.write("typo.yaml", TYPO);
+    // Both servers' catalogues, each fetched its own way, find the typos.
+    let out = p.run("typo.yaml", &[&old, &new], &[]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("eulr"), "{}", out.stderr);
+    assert_eq!(old.stats().catalogue_requests, 1);
+    assert_eq!(new.stats().catalogue_requests, 0);
+    assert!(new.stats().class_requests > 0);
+    // A good manifest runs on the old server.
+    p.write("good.yaml", GOOD);
+    let out = p.run("good.yaml", &[&old], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(old.stats().catalogue_requests, 2, "once per run");
+    assert_eq!(old.stats().class_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_class_is_reported_from_the_per_class_answer() {
+    let sim = sim().await;
+    let p = Project::new();
+    let mut wf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path("workflows/t2i.json")).unwrap())
+            .unwrap();
+    wf["9"]["class_type"] = serde_json::json!("SaveImageTypo");
+    p.write("workflows/typo.json", wf.to_string());
+    p.write(
+        "typo.yaml",
+        "version: 1\njobs:\n  - name: fox\n    workflow: typo\n    seeds: [1]\n",
+    );
+    let out = p.cli(&["check", "typo.yaml", "--server", &sim.url()]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("SaveImageTypo"), "{}", out.stderr);
+    assert_eq!(sim.stats().catalogue_requests, 0);
 }

@@ -5,6 +5,7 @@ mod bad_input;
 mod check;
 mod faults;
 mod harness;
+mod outputs;
 mod plan;
 mod rerun;
 mod resume;

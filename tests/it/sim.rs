@@ -349,6 +349,9 @@ struct Scenario {
     view_queries: Vec<(usize, String)>,
     /// Replace a prompt's body by the history's (recorder mutation).
     prompt_from_history: bool,
+    /// The order the recorder's client sent the nodes in (its log sorted
+    /// them; the outputs' order follows it, and the execution order that).
+    node_order: &'static [&'static str],
 }
 
 fn upload_png(rgb: [u8; 3]) -> Vec<u8> {
@@ -534,6 +537,18 @@ async fn replay(file: &str, scenario: Scenario) {
                                 && let Some(p) = b.get_mut("prompt")
                             {
                                 reorder_inputs(p, object_info.as_object().expect("object"));
+                            }
+                            if !scenario.node_order.is_empty()
+                                && let Some(Value::Object(p)) = b.get_mut("prompt")
+                            {
+                                let mut sorted = Map::new();
+                                for id in scenario.node_order {
+                                    if let Some(node) = p.remove(*id) {
+                                        sorted.insert(id.to_string(), node);
+                                    }
+                                }
+                                sorted.append(p);
+                                *p = sorted;
                             }
                             if scenario.prompt_from_history
                                 && let Some(id) = reply["body"]["prompt_id"].as_str()
@@ -850,6 +865,42 @@ async fn conformance_14_ksampler_t2i_with_previews() {
         Scenario {
             config: Some(recorded_models()),
             reorder_inputs: true,
+            ..Scenario::default()
+        },
+    )
+    .await;
+}
+
+/// Every output kind: animated WebP, PNGs, WebM, FLAC, MP3, a latent, an
+/// MP4 and a PreviewAny text, with their keys, `animated` flags and `/view`
+/// content types. The recorder kept no queries: they are the history's
+/// files in the recorded order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_15_output_kinds() {
+    let files = [
+        "anim_00001_.webp",
+        "still_00001_.png",
+        "still_00002_.png",
+        "still_00003_.png",
+        "webm_00001_.webm",
+        "tone_00001_.flac",
+        "mp3_00001_.mp3",
+        "latent_00001_.latent",
+        "clip_00001_.mp4",
+    ];
+    replay(
+        "15_output_kinds.jsonl",
+        Scenario {
+            reorder_inputs: true,
+            // Any order listing the outputs as the history does.
+            node_order: &[
+                "12", "13", "1", "2", "7", "5", "6", "9", "10", "11", "3", "4", "8",
+            ],
+            view_queries: files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (i, format!("filename={f}&subfolder=rec/kinds&type=output")))
+                .collect(),
             ..Scenario::default()
         },
     )

@@ -1,0 +1,316 @@
+//! Every output kind a workflow makes lands in the output folder: images,
+//! animations, video, audio, latents, 3D, a custom pack's `gifs`, and texts;
+//! byte for byte as the server made them, named from our ids, each once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use comfy_batch::sim::{SimConfig, SimHandle};
+
+use crate::harness::{Project, Row, sim_with};
+
+/// Two captions, so two jobs, each running every saver of `kinds.json`.
+const KINDS: &str = r#"version: 1
+jobs:
+  - name: kinds
+    workflow: kinds
+    matrix:
+      "Caption.value": ["a red fox, in the snow", "a lighthouse at dusk"]
+"#;
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The server's files of one job (under its per-job prefix), by content;
+/// with `previews`, the temp folder's files too (one cached preview serves
+/// both jobs).
+fn server_files(sim: &SimHandle, job_id: &str, previews: bool) -> Vec<Vec<u8>> {
+    let dir = sim.output_dir().join("comfy-batch").join(&job_id[..2]);
+    let mut files: Vec<PathBuf> = files_under(&dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(job_id))
+        })
+        .collect();
+    if previews {
+        files.extend(files_under(sim.temp_dir()));
+    }
+    let mut out: Vec<Vec<u8>> = files
+        .into_iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    out.sort();
+    out
+}
+
+fn extensions(row: &Row) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for image in row.images() {
+        let ext = image.rsplit('.').next().unwrap().to_string();
+        *out.entry(ext).or_insert(0) += 1;
+    }
+    out
+}
+
+fn expected_extensions() -> BTreeMap<String, usize> {
+    [
+        ("png", 3),
+        ("webp", 1),
+        ("mp4", 2), // SaveVideo and the VHS stand-in
+        ("webm", 1),
+        ("flac", 1),
+        ("mp3", 1),
+        ("opus", 1),
+        ("latent", 1),
+        ("glb", 1),
+        ("txt", 1),
+    ]
+    .into_iter()
+    .map(|(e, n)| (e.to_string(), n))
+    .collect()
+}
+
+/// Runs `KINDS` against a sim with `config`; checks every row is ok, every
+/// file is the server's bytes, and returns the rows.
+async fn run_kinds(config: SimConfig, extra: &[&str]) -> (Project, SimHandle, Vec<Row>) {
+    let sim = sim_with(config).await;
+    let p = Project::new();
+    p.write("kinds.yaml", KINDS);
+    let out = p.run("kinds.yaml", &[&sim], extra).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row.get("status"), "ok", "{row:?}");
+        let id = row.get("job_id");
+        let mut ours: Vec<Vec<u8>> = Vec::new();
+        for image in row.images() {
+            let name = image.strip_prefix("images/").expect("in images/");
+            assert!(name.starts_with(&format!("{id}_")), "{name}");
+            let bytes = std::fs::read(p.out().join(&image)).unwrap();
+            if !name.ends_with(".txt") {
+                ours.push(bytes);
+            }
+        }
+        ours.sort();
+        assert_eq!(
+            ours,
+            server_files(&sim, id, extra.contains(&"--previews")),
+            "{id}: the server's bytes, each once"
+        );
+    }
+    (p, sim, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_output_kind_lands_byte_for_byte_with_its_text() {
+    let (p, sim, rows) = run_kinds(SimConfig::default(), &[]).await;
+    for row in &rows {
+        assert_eq!(extensions(row), expected_extensions(), "{row:?}");
+        let caption = row.get("Caption.value");
+        assert_eq!(row.get("text"), caption);
+        let txt = row
+            .images()
+            .into_iter()
+            .find(|i| i.ends_with(".txt"))
+            .unwrap();
+        assert_eq!(txt, format!("images/{}_13_0.txt", row.get("job_id")));
+        assert_eq!(std::fs::read_to_string(p.out().join(txt)).unwrap(), caption);
+    }
+    // Every server file sits under the per-job prefix; the preview (temp)
+    // was not kept without --previews.
+    for file in files_under(sim.output_dir()) {
+        let rel = file.strip_prefix(sim.output_dir()).unwrap();
+        assert!(rel.starts_with("comfy-batch"), "{}", rel.display());
+    }
+    assert!(!files_under(sim.temp_dir()).is_empty());
+    // The animated WebP is a real one.
+    let webp = rows[0]
+        .images()
+        .into_iter()
+        .find(|i| i.ends_with(".webp"))
+        .unwrap();
+    let bytes = std::fs::read(p.out().join(webp)).unwrap();
+    assert_eq!(&bytes[..4], b"RIFF");
+    assert_eq!(&bytes[8..16], b"WEBPVP8X");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_of_any_kind_are_kept_with_the_flag() {
+    let (_p, _sim, rows) = run_kinds(SimConfig::default(), &["--previews"]).await;
+    let mut want = expected_extensions();
+    *want.get_mut("flac").unwrap() += 1; // PreviewAudio
+    for row in &rows {
+        assert_eq!(extensions(row), want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_listed_under_two_keys_is_saved_once() {
+    let (_p, _sim, rows) = run_kinds(
+        SimConfig {
+            duplicate_outputs: true,
+            ..SimConfig::default()
+        },
+        &[],
+    )
+    .await;
+    for row in &rows {
+        assert_eq!(extensions(row), expected_extensions());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_of_every_kind_stay_inside_the_output_folder() {
+    let (p, _sim, rows) = run_kinds(
+        SimConfig {
+            hostile_filenames: true,
+            ..SimConfig::default()
+        },
+        &[],
+    )
+    .await;
+    for row in &rows {
+        assert_eq!(extensions(row), expected_extensions());
+    }
+    // Nothing beside the output folder's own layout was written.
+    for file in files_under(p.dir.path()) {
+        let rel = file.strip_prefix(p.dir.path()).unwrap();
+        let top = rel.components().next().unwrap().as_os_str();
+        assert!(
+            ["out", "workflows", "kinds.yaml"].contains(&top.to_str().unwrap()),
+            "{}",
+            rel.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_output_entries_fail_the_job_naming_the_node() {
+    let sim = sim_with(SimConfig {
+        malformed_outputs: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("kinds.yaml", KINDS);
+    let out = p.run("kinds.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for row in p.rows() {
+        assert_eq!(row.get("status"), "failed");
+        assert_eq!(row.get("images"), "");
+        let error = row.get("error");
+        assert!(
+            error.starts_with("node ") && error.contains("'subfolder' is null"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_announced_while_the_socket_was_down_come_from_the_history() {
+    // Sockets dropped every few messages: some `executed` messages of every
+    // kind are lost and the history supplies them.
+    let (_p, _sim, rows) = run_kinds(
+        SimConfig {
+            drop_ws_every: Some(7),
+            ..SimConfig::default()
+        },
+        &[],
+    )
+    .await;
+    for row in &rows {
+        assert_eq!(extensions(row), expected_extensions(), "{row:?}");
+        assert_eq!(row.get("text"), row.get("Caption.value"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_texts_are_files_and_leave_the_text_column_empty() {
+    let sim = sim_with(SimConfig::default()).await;
+    let p = Project::new();
+    let mut wf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path("workflows/kinds.json")).unwrap())
+            .unwrap();
+    wf["21"] = serde_json::json!({"class_type": "PreviewAny", "inputs": {"source": "second, line\nbreak"}});
+    p.write("workflows/kinds.json", wf.to_string());
+    p.write("kinds.yaml", KINDS);
+    let out = p.run("kinds.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for row in p.rows() {
+        assert_eq!(row.get("text"), "");
+        let texts: Vec<String> = row
+            .images()
+            .into_iter()
+            .filter(|i| i.ends_with(".txt"))
+            .collect();
+        assert_eq!(texts.len(), 2);
+        let second = format!("images/{}_21_0.txt", row.get("job_id"));
+        assert!(texts.contains(&second), "{texts:?}");
+        let second = std::fs::read_to_string(p.out().join(second)).unwrap();
+        assert_eq!(second, "second, line\nbreak");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_before_the_text_column_resumes_and_keeps_its_columns() {
+    let sim = sim_with(SimConfig::default()).await;
+    let p = Project::new();
+    p.write("kinds.yaml", KINDS);
+    let out = p.run("kinds.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Rewrite the log as the previous version wrote it: no `text` column.
+    let log = p.out().join("runs.csv");
+    let mut reader = csv::Reader::from_path(&log).unwrap();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let header = reader.headers().unwrap().clone();
+    assert_eq!(header.iter().next_back(), Some("text"));
+    writer
+        .write_record(header.iter().take(header.len() - 1))
+        .unwrap();
+    for record in reader.records() {
+        let record = record.unwrap();
+        writer
+            .write_record(record.iter().take(header.len() - 1))
+            .unwrap();
+    }
+    std::fs::write(&log, writer.into_inner().unwrap()).unwrap();
+    // One job's audio is gone: that job runs again, the other is skipped.
+    let rows = p.rows();
+    let lost = rows[0]
+        .images()
+        .into_iter()
+        .find(|i| i.ends_with(".flac"))
+        .unwrap();
+    std::fs::remove_file(p.out().join(lost)).unwrap();
+    let out = p.run("kinds.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let widths: Vec<usize> = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap().len())
+        .collect();
+    assert_eq!(widths.len(), 4, "header, two rows, one new row: {text}");
+    assert!(widths.iter().all(|w| *w == widths[0]), "{widths:?}");
+    let rows = p.rows();
+    assert_eq!(rows[2].get("job_id"), rows[0].get("job_id"));
+    assert_eq!(rows[2].get("status"), "ok");
+}
