@@ -31,6 +31,8 @@ pub(crate) struct Session {
     /// The output folder exists already: it is opened first, and when
     /// nothing is left to run no server is needed at all.
     pub resuming: bool,
+    /// `--junit FILE`.
+    pub junit: Option<std::path::PathBuf>,
 }
 
 /// Jobs to validate in the preflight, produced afresh (plans are lazy).
@@ -138,6 +140,7 @@ pub(crate) fn drive<'a>(
         quiet,
         verbose,
         resuming,
+        junit,
     } = session;
     let mut prepare = Some(prepare);
     let early = match resuming {
@@ -184,6 +187,8 @@ pub(crate) fn drive<'a>(
         } else {
             Reporter::Plain(PlainReporter::new(Box::new(std::io::stderr())))
         };
+        let mut ci =
+            crate::ci::CiReporters::new(super::ci_env::ci_options(junit, &output.log_path()));
         let (int_tx, int_rx) = tokio::sync::watch::channel(0u32);
         spawn_interrupt_counter(int_tx)?;
         let mut observer = |event: &crate::run::RunEvent| {
@@ -193,6 +198,7 @@ pub(crate) fn drive<'a>(
                 _ => {}
             }
             reporter.on_event(event);
+            ci.on_event(event)?;
             Ok(())
         };
         let summary = crate::run::execute(

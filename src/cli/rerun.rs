@@ -36,6 +36,9 @@ pub struct RerunArgs {
     /// interrupted or timeout (repeatable).
     #[arg(long = "status", value_name = "STATUS", value_parser = parse_status)]
     pub statuses: Vec<Status>,
+    /// Write a JUnit XML report of the jobs to FILE when the run ends.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Output folder [default: the log's folder, appending to the same log].
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
@@ -348,6 +351,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         quiet: global.quiet,
         verbose: global.verbose,
         resuming: output_path.is_dir(),
+        junit: args.junit.clone(),
     };
     let jobs = &jobs;
     drive(session, &|| Box::new(jobs.iter().cloned()), || {

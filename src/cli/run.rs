@@ -38,9 +38,13 @@ pub struct RunArgs {
     /// beside the manifest].
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
-    /// Run only the K-th of N deterministic partitions of the jobs (1-based).
+    /// Run only the K-th of N deterministic partitions of the jobs
+    /// (1-based); `auto` (or `auto/N`) takes them from the CI's environment.
     #[arg(long, value_name = "K/N")]
-    pub shard: Option<String>,
+    pub shard: Option<super::ci_env::ShardArg>,
+    /// Write a JUnit XML report of the jobs to FILE when the run ends.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Stop submitting after N jobs did not end ok.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_failures: Option<u32>,
@@ -178,12 +182,8 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             eprintln!("warning: {warning}");
         }
     }
-    let shard: Option<Shard> = args
-        .shard
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e: crate::plan::ShardError| bad(vec![format!("--shard: {e}")]))?;
+    let shard: Option<Shard> =
+        super::ci_env::resolve_shard(args.shard).map_err(|e| bad(vec![e]))?;
     let env_url = std::env::var("COMFY_URL").ok();
     let servers = if args.sim {
         Vec::new()
@@ -224,6 +224,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         quiet: global.quiet,
         verbose: global.verbose,
         resuming: output_path.is_dir(),
+        junit: args.junit.clone(),
     };
     let plan = &plan;
     drive(session, &|| Box::new(plan.jobs()), || {

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 use super::{CliError, Exit};
 use crate::manifest::Manifest;
@@ -33,6 +34,14 @@ pub struct RunInfo {
     /// The manifest's aliases: name → target.
     #[serde(default)]
     pub aliases: serde_json::Map<String, serde_json::Value>,
+    /// sha256 of the manifest file: `merge` refuses folders of different
+    /// manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// Whether some group draws fresh seeds (no `seeds:`), so that
+    /// `random_key` matters when folders are merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh_seeds: Option<bool>,
 }
 
 impl RunInfo {
@@ -56,6 +65,10 @@ impl RunInfo {
                 .iter()
                 .map(|a| (a.name.clone(), serde_json::Value::String(a.target.clone())))
                 .collect(),
+            manifest_sha256: std::fs::read(&manifest.path)
+                .ok()
+                .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes))),
+            fresh_seeds: Some(manifest.jobs.iter().any(|j| j.seeds.is_none())),
         }
     }
 
