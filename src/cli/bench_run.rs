@@ -27,6 +27,10 @@ pub struct BenchRunArgs {
     /// Prompts in flight per server.
     #[arg(long, default_value_t = 2)]
     pub concurrency: u32,
+    /// Simulators (each its own process) sharing the busy-share run: the
+    /// many-servers figure (each server's busy share, runner CPU per job).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub servers: u32,
 }
 
 struct SimProcess {
@@ -136,22 +140,43 @@ fn run_phase(
     step_ms: u64,
     concurrency: u32,
 ) -> Result<(Measured, PathBuf), CliError> {
+    run_phase_on(exe, work, name, jobs, steps, step_ms, concurrency, 1)
+}
+
+/// [`run_phase`] with `servers` simulator processes sharing the jobs.
+#[expect(clippy::too_many_arguments, reason = "one flat list of bench knobs")]
+fn run_phase_on(
+    exe: &Path,
+    work: &Path,
+    name: &str,
+    jobs: usize,
+    steps: u32,
+    step_ms: u64,
+    concurrency: u32,
+    servers: u32,
+) -> Result<(Measured, PathBuf), CliError> {
     let dir = work.join(name);
-    std::fs::create_dir_all(dir.join("sim")).map_err(|e| infra(e.to_string()))?;
-    let sim = start_sim(exe, step_ms, &dir.join("sim"))?;
+    let mut sims = Vec::new();
+    for i in 0..servers {
+        let sim_dir = dir.join(format!("sim{i}"));
+        std::fs::create_dir_all(&sim_dir).map_err(|e| infra(e.to_string()))?;
+        sims.push(start_sim(exe, step_ms, &sim_dir)?);
+    }
     let manifest = write_manifest(&dir, name, jobs, steps)?;
     let out = dir.join("out");
     let mut command = Command::new(exe);
+    command.arg("run").arg(&manifest);
+    for sim in &sims {
+        command.args(["--server", &sim.url]);
+    }
     command
-        .arg("run")
-        .arg(&manifest)
-        .args(["--server", &sim.url, "--concurrency"])
+        .arg("--concurrency")
         .arg(concurrency.to_string())
         .arg("--output")
         .arg(&out)
         .arg("-q");
     let measured = run_measured(command)?;
-    drop(sim);
+    drop(sims);
     if measured.code != 0 {
         return Err(infra(format!(
             "{name}: comfy-batch run exited {}",
@@ -195,6 +220,72 @@ fn busy_share(log: &Path) -> Result<(f64, f64), CliError> {
     Ok((busy, span))
 }
 
+/// Per server (the `server` column): jobs and Σ run_s, and the span of
+/// the whole run (first start to last finish).
+/// One server's row of the figure: URL, jobs, seconds busy.
+type ServerBusy = (String, usize, f64);
+
+fn busy_per_server(log: &Path) -> Result<(Vec<ServerBusy>, f64), CliError> {
+    let mut reader = csv::Reader::from_path(log).map_err(|e| infra(e.to_string()))?;
+    let header = reader.headers().map_err(|e| infra(e.to_string()))?.clone();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (Some(server), Some(run_s)) = (col("server"), col("run_s")) else {
+        return Err(infra("runs.csv lacks server/run_s columns".into()));
+    };
+    let mut per: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for record in reader.records() {
+        let record = record.map_err(|e| infra(e.to_string()))?;
+        let e = per
+            .entry(record.get(server).unwrap_or("").to_string())
+            .or_default();
+        e.0 += 1;
+        e.1 += record
+            .get(run_s)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    let (_, span) = busy_share(log)?;
+    Ok((per.into_iter().map(|(s, (n, b))| (s, n, b)).collect(), span))
+}
+
+/// `--servers N`: N simulators, one runner; each server's busy share and
+/// the runner's CPU per job and peak RSS.
+fn many_servers(exe: &Path, work: &Path, args: &BenchRunArgs) -> Result<(), CliError> {
+    let (m, log) = run_phase_on(
+        exe,
+        work,
+        "servers",
+        args.busy_jobs,
+        20,
+        args.step_ms,
+        args.concurrency,
+        args.servers,
+    )?;
+    let (servers, span) = busy_per_server(&log)?;
+    let shares: Vec<f64> = servers
+        .iter()
+        .map(|(_, _, busy)| 100.0 * busy / span.max(f64::EPSILON))
+        .collect();
+    let min = shares.iter().copied().fold(f64::INFINITY, f64::min);
+    let mean = shares.iter().sum::<f64>() / shares.len().max(1) as f64;
+    for ((url, jobs, busy), share) in servers.iter().zip(&shares) {
+        println!("  {url}: {jobs} jobs, busy {busy:.2}s of {span:.2}s = {share:.1}%");
+    }
+    println!(
+        "many servers: {} servers x {} jobs x 20 steps at {} ms/step: busy share min {:.1}% mean {:.1}% (target >= 98%); runner CPU {:.2}s = {:.3} ms/job (target <= 0.5); peak RSS {:.1} MB (target < 100); whole command {:.2}s",
+        args.servers,
+        args.busy_jobs,
+        args.step_ms,
+        min,
+        mean,
+        m.cpu.as_secs_f64(),
+        1000.0 * m.cpu.as_secs_f64() / args.busy_jobs as f64,
+        m.max_rss_kib as f64 / 1024.0,
+        m.wall.as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Runs the three measurements and prints their figures.
 pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
     let exe = std::env::current_exe().map_err(|e| infra(e.to_string()))?;
@@ -205,6 +296,10 @@ pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    if args.servers > 1 {
+        many_servers(&exe, work.path(), &args)?;
+        return Ok(Exit::Ok);
+    }
 
     let (m, log) = run_phase(
         &exe,

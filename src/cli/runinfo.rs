@@ -68,7 +68,8 @@ impl RunInfo {
             manifest_sha256: std::fs::read(&manifest.path)
                 .ok()
                 .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes))),
-            fresh_seeds: Some(manifest.jobs.iter().any(|j| j.seeds.is_none())),
+            // Set by the caller, which has the plan.
+            fresh_seeds: None,
         }
     }
 

@@ -3,10 +3,14 @@
 
 mod bad_input;
 mod check;
+mod ci_examples;
+mod export;
 mod faults;
 mod harness;
+mod merge;
 mod plan;
 mod rerun;
 mod resume;
 mod run;
 mod sim;
+mod status;
