@@ -64,7 +64,7 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
         } else {
             format!(": {}", parts.join(", "))
         },
-        if folder.torn_tail {
+        if folder.torn_tail || crate::folder::log_in_use(&args.dir) {
             " (a run is still writing it)"
         } else {
             ""

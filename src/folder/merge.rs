@@ -170,10 +170,17 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
         }
     }
 
+    if existing.is_some() && super::log_in_use(out) {
+        return Err(MergeError::Refused(format!(
+            "{}: a comfy-batch run is writing this folder; merge when it is done",
+            out.display()
+        )));
+    }
+
     // Everything checked: from here on, write.
     let mut summary = MergeSummary::default();
     for (_, f) in &folders {
-        if f.torn_tail || log_in_use(f.root()) {
+        if f.torn_tail || super::log_in_use(f.root()) {
             summary.warnings.push(format!(
                 "{}: still being written; merging the rows logged so far",
                 f.root().display()
@@ -183,12 +190,15 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
     for dir in [out.to_path_buf(), out.join("images"), out.join("prompts")] {
         fs::create_dir_all(&dir).map_err(io(&dir))?;
     }
-    // One merge (or run) at a time into OUT.
+    // One merge at a time into OUT; and while it runs, a `run` into OUT
+    // cannot take the log (it locks runs.csv), whose rows the rename at the
+    // end would otherwise lose.
     let lock_path = out.join(".merge.lock");
     let lock = File::create(&lock_path).map_err(io(&lock_path))?;
-    if lock.try_lock().is_err() {
+    let log_lock = File::open(out.join(LOG)).ok();
+    if lock.try_lock().is_err() || log_lock.as_ref().is_some_and(|f| f.try_lock().is_err()) {
         return Err(MergeError::Refused(format!(
-            "{}: another merge is writing this folder",
+            "{}: another merge or run is writing this folder",
             out.display()
         )));
     }
@@ -288,15 +298,10 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
         path: e.path,
         source: e.source,
     })?;
+    drop(log_lock);
     drop(lock);
     let _ = fs::remove_file(&lock_path);
     Ok(summary)
-}
-
-/// Whether a `comfy-batch run` holds the folder's log (it locks it while
-/// it writes).
-fn log_in_use(root: &Path) -> bool {
-    File::open(root.join(LOG)).is_ok_and(|f| f.try_lock_shared().is_err())
 }
 
 /// When a row's attempt ended (else started, else was queued): RFC 3339

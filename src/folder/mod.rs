@@ -452,6 +452,12 @@ pub(crate) fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Whether a `comfy-batch run` holds the folder's log (it locks it while
+/// it writes).
+pub fn log_in_use(root: &Path) -> bool {
+    fs::File::open(root.join(LOG)).is_ok_and(|f| f.try_lock_shared().is_err())
+}
+
 /// Whether `inner` is `outer` or lies inside it (both canonical).
 pub fn is_within(inner: &Path, outer: &Path) -> bool {
     inner.starts_with(outer)

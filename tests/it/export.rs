@@ -100,7 +100,9 @@ async fn imagefolder_holds_every_ok_image_with_one_metadata_row_each() {
     }
     // Only ok jobs; nothing else but the files, the metadata and the marker.
     assert_eq!(list(&p.path("ds")).len(), 6 + 2);
-    // A second export replaces the first whole.
+    // A second export replaces the first whole, and removes what an
+    // interrupted one left.
+    p.write(".ds.export-interrupted/half.png", "half");
     let again = p
         .cli(&[
             "export",

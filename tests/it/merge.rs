@@ -182,3 +182,59 @@ async fn bad_merges_exit_2_with_one_line_and_write_nothing() {
     let forced = p.cli(&["merge", "m", "shard1", "other", "--force"]).await;
     assert_eq!(forced.code, 0, "{}", forced.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_still_being_written_merges_as_far_as_logged_then_completes() {
+    let p = Project::new();
+    let s = crate::harness::sim_with(comfy_batch::sim::SimConfig {
+        step_ms: 100,
+        ..Default::default()
+    })
+    .await;
+    // Four sampler steps of 100 ms a job, one job at a time: ~3 s in all.
+    p.write(
+        "sweep.yaml",
+        "version: 1\nworkflows:\n  t2i: workflows/t2i.json\njobs:\n  - name: fox\n    workflow: t2i\n    matrix:\n      cfg: [5, 6, 7]\n    seeds: [1, 2]\n    set:\n      width: 64\n      height: 64\n",
+    );
+    let mut running = p.spawn("sweep.yaml", &[&s], &["--concurrency", "1"]);
+    crate::harness::wait_for("two rows", 120, || p.row_count() >= 2).await;
+    let early = p.cli(&["merge", "merged", "out"]).await;
+    assert_eq!(early.code, 0, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("still being written"),
+        "{}",
+        early.stderr
+    );
+    // A merge into the folder a run is writing is refused (its rows would be lost).
+    let into = p.cli(&["merge", "out", "merged"]).await;
+    assert_eq!(into.code, 2, "{}", into.stderr);
+    assert!(
+        into.stderr
+            .contains("a comfy-batch run is writing this folder"),
+        "{}",
+        into.stderr
+    );
+    let status = p.cli(&["status", "out"]).await;
+    assert!(
+        status.stdout.contains("(a run is still writing it)"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(running.exit(120).await, 0, "{}", running.stderr());
+    let late = p.cli(&["merge", "merged", "out"]).await;
+    assert_eq!(late.code, 0, "{}", late.stderr);
+    assert!(
+        !late.stderr.contains("still being written"),
+        "{}",
+        late.stderr
+    );
+    let rows = newest(&read_rows(&p.path("merged/runs.csv")));
+    assert_eq!(rows.len(), 6);
+    assert!(rows.values().all(|r| r.get("status") == "ok"));
+    assert_eq!(
+        p.cli(&["status", "merged", "--manifest", "sweep.yaml"])
+            .await
+            .code,
+        0
+    );
+}
