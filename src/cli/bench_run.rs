@@ -220,21 +220,34 @@ fn busy_share(log: &Path) -> Result<(f64, f64), CliError> {
     Ok((busy, span))
 }
 
-/// Per server (the `server` column): jobs and Σ run_s, and the span of
-/// the whole run (first start to last finish).
-/// One server's row of the figure: URL, jobs, seconds busy.
-type ServerBusy = (String, usize, f64);
+/// One server's figures: URL, jobs, seconds busy (Σ run_s), and its own
+/// span (its first start to its last finish).
+struct ServerBusy {
+    url: String,
+    jobs: usize,
+    busy: f64,
+    span: f64,
+}
 
+/// Per server (the `server` column) figures, and the span of the whole run.
 fn busy_per_server(log: &Path) -> Result<(Vec<ServerBusy>, f64), CliError> {
+    use std::time::SystemTime;
     let mut reader = csv::Reader::from_path(log).map_err(|e| infra(e.to_string()))?;
     let header = reader.headers().map_err(|e| infra(e.to_string()))?.clone();
     let col = |name: &str| header.iter().position(|h| h == name);
-    let (Some(server), Some(run_s)) = (col("server"), col("run_s")) else {
-        return Err(infra("runs.csv lacks server/run_s columns".into()));
+    let (Some(server), Some(run_s), Some(started), Some(finished)) = (
+        col("server"),
+        col("run_s"),
+        col("started_at"),
+        col("finished_at"),
+    ) else {
+        return Err(infra("runs.csv lacks server/timing columns".into()));
     };
-    let mut per: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    type Acc = (usize, f64, Option<SystemTime>, Option<SystemTime>);
+    let mut per: std::collections::BTreeMap<String, Acc> = Default::default();
     for record in reader.records() {
         let record = record.map_err(|e| infra(e.to_string()))?;
+        let parse = |i: usize| record.get(i).and_then(|s| humantime::parse_rfc3339(s).ok());
         let e = per
             .entry(record.get(server).unwrap_or("").to_string())
             .or_default();
@@ -243,9 +256,27 @@ fn busy_per_server(log: &Path) -> Result<(Vec<ServerBusy>, f64), CliError> {
             .get(run_s)
             .and_then(|s| s.parse::<f64>().ok())
             .unwrap_or(0.0);
+        if let Some(s) = parse(started) {
+            e.2 = Some(e.2.map_or(s, |f| f.min(s)));
+        }
+        if let Some(f) = parse(finished) {
+            e.3 = Some(e.3.map_or(f, |l| l.max(f)));
+        }
     }
     let (_, span) = busy_share(log)?;
-    Ok((per.into_iter().map(|(s, (n, b))| (s, n, b)).collect(), span))
+    let servers = per
+        .into_iter()
+        .map(|(url, (jobs, busy, first, last))| ServerBusy {
+            url,
+            jobs,
+            busy,
+            span: match (first, last) {
+                (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default().as_secs_f64(),
+                _ => 0.0,
+            },
+        })
+        .collect();
+    Ok((servers, span))
 }
 
 /// `--servers N`: N simulators, one runner; each server's busy share and
@@ -262,22 +293,33 @@ fn many_servers(exe: &Path, work: &Path, args: &BenchRunArgs) -> Result<(), CliE
         args.servers,
     )?;
     let (servers, span) = busy_per_server(&log)?;
-    let shares: Vec<f64> = servers
-        .iter()
-        .map(|(_, _, busy)| 100.0 * busy / span.max(f64::EPSILON))
-        .collect();
-    let min = shares.iter().copied().fold(f64::INFINITY, f64::min);
-    let mean = shares.iter().sum::<f64>() / shares.len().max(1) as f64;
-    for ((url, jobs, busy), share) in servers.iter().zip(&shares) {
-        println!("  {url}: {jobs} jobs, busy {busy:.2}s of {span:.2}s = {share:.1}%");
+    let pct = |busy: f64, span: f64| 100.0 * busy / span.max(f64::EPSILON);
+    // Busy while it had work (its own span): what the runner controls. Over
+    // the whole run's span the last job's granularity shows too.
+    let own: Vec<f64> = servers.iter().map(|s| pct(s.busy, s.span)).collect();
+    let whole: Vec<f64> = servers.iter().map(|s| pct(s.busy, span)).collect();
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    for (s, share) in servers.iter().zip(&own) {
+        println!(
+            "  {}: {} jobs, busy {:.2}s of its {:.2}s = {share:.1}%",
+            s.url, s.jobs, s.busy, s.span
+        );
     }
     println!(
-        "many servers: {} servers x {} jobs x 20 steps at {} ms/step: busy share min {:.1}% mean {:.1}% (target >= 98%); runner CPU {:.2}s = {:.3} ms/job (target <= 0.5); peak RSS {:.1} MB (target < 100); whole command {:.2}s",
+        "many servers: {} servers, {} jobs x 20 steps at {} ms/step, concurrency {}: busy share while working min {:.1}% mean {:.1}% (target >= 98%); over the whole {:.2}s min {:.1}% mean {:.1}%",
         args.servers,
         args.busy_jobs,
         args.step_ms,
-        min,
-        mean,
+        args.concurrency,
+        min(&own),
+        mean(&own),
+        span,
+        min(&whole),
+        mean(&whole),
+    );
+    println!(
+        "runner: CPU {:.2}s = {:.3} ms/job (target <= 0.5); peak RSS {:.1} MB (target < 100); whole command {:.2}s",
         m.cpu.as_secs_f64(),
         1000.0 * m.cpu.as_secs_f64() / args.busy_jobs as f64,
         m.max_rss_kib as f64 / 1024.0,

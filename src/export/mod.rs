@@ -241,3 +241,32 @@ fn write_folder(dir: &Path, samples: &[Sample]) -> Result<usize, ExportError> {
     fs::write(&path, jsonl).map_err(io_at(&path))?;
     Ok(samples.len() + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_format_takes_its_kinds() {
+        assert!(Format::Imagefolder.takes("png") && Format::Imagefolder.takes("webp"));
+        assert!(!Format::Imagefolder.takes("flac") && !Format::Imagefolder.takes("mp4"));
+        assert!(Format::Audiofolder.takes("flac") && Format::Audiofolder.takes("mp3"));
+        assert!(!Format::Audiofolder.takes("png"));
+        for kind in ["png", "webp", "mp4", "flac", "mp3", "latent"] {
+            assert!(Format::Webdataset.takes(kind), "{kind}");
+        }
+        for kind in ["txt", "json", ""] {
+            assert!(!Format::Webdataset.takes(kind), "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_default_target_is_a_sibling() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("fox");
+        std::fs::create_dir(&run).unwrap();
+        let to = default_target(&run, Format::Webdataset);
+        assert_eq!(to.file_name().unwrap(), "fox-webdataset");
+        assert_eq!(to.parent(), canonical(&run).parent());
+    }
+}
