@@ -31,6 +31,11 @@ pub struct BenchRunArgs {
     /// many-servers figure (each server's busy share, runner CPU per job).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub servers: u32,
+    /// Pass `--no-check` to the measured run (the preflight fetches and
+    /// keeps every server's catalogue: with many servers, most of the
+    /// memory and a large share of the CPU).
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 struct SimProcess {
@@ -140,7 +145,7 @@ fn run_phase(
     step_ms: u64,
     concurrency: u32,
 ) -> Result<(Measured, PathBuf), CliError> {
-    run_phase_on(exe, work, name, jobs, steps, step_ms, concurrency, 1)
+    run_phase_on(exe, work, name, jobs, steps, step_ms, concurrency, 1, false)
 }
 
 /// [`run_phase`] with `servers` simulator processes sharing the jobs.
@@ -154,6 +159,7 @@ fn run_phase_on(
     step_ms: u64,
     concurrency: u32,
     servers: u32,
+    no_check: bool,
 ) -> Result<(Measured, PathBuf), CliError> {
     let dir = work.join(name);
     let mut sims = Vec::new();
@@ -175,6 +181,9 @@ fn run_phase_on(
         .arg("--output")
         .arg(&out)
         .arg("-q");
+    if no_check {
+        command.arg("--no-check");
+    }
     let measured = run_measured(command)?;
     drop(sims);
     if measured.code != 0 {
@@ -220,8 +229,9 @@ fn busy_share(log: &Path) -> Result<(f64, f64), CliError> {
     Ok((busy, span))
 }
 
-/// One server's figures: URL, jobs, seconds busy (Σ run_s), and its own
-/// span (its first start to its last finish).
+/// One server's figures: URL, jobs, seconds busy (the union of its jobs'
+/// start-to-finish intervals, so overlapping downloads count once), and its
+/// own span (its first start to its last finish).
 struct ServerBusy {
     url: String,
     jobs: usize,
@@ -235,45 +245,53 @@ fn busy_per_server(log: &Path) -> Result<(Vec<ServerBusy>, f64), CliError> {
     let mut reader = csv::Reader::from_path(log).map_err(|e| infra(e.to_string()))?;
     let header = reader.headers().map_err(|e| infra(e.to_string()))?.clone();
     let col = |name: &str| header.iter().position(|h| h == name);
-    let (Some(server), Some(run_s), Some(started), Some(finished)) = (
-        col("server"),
-        col("run_s"),
-        col("started_at"),
-        col("finished_at"),
-    ) else {
+    let (Some(server), Some(started), Some(finished)) =
+        (col("server"), col("started_at"), col("finished_at"))
+    else {
         return Err(infra("runs.csv lacks server/timing columns".into()));
     };
-    type Acc = (usize, f64, Option<SystemTime>, Option<SystemTime>);
-    let mut per: std::collections::BTreeMap<String, Acc> = Default::default();
+    let mut per: std::collections::BTreeMap<String, Vec<(SystemTime, SystemTime)>> =
+        Default::default();
     for record in reader.records() {
         let record = record.map_err(|e| infra(e.to_string()))?;
         let parse = |i: usize| record.get(i).and_then(|s| humantime::parse_rfc3339(s).ok());
-        let e = per
-            .entry(record.get(server).unwrap_or("").to_string())
-            .or_default();
-        e.0 += 1;
-        e.1 += record
-            .get(run_s)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if let Some(s) = parse(started) {
-            e.2 = Some(e.2.map_or(s, |f| f.min(s)));
-        }
-        if let Some(f) = parse(finished) {
-            e.3 = Some(e.3.map_or(f, |l| l.max(f)));
+        if let (Some(a), Some(b)) = (parse(started), parse(finished)) {
+            per.entry(record.get(server).unwrap_or("").to_string())
+                .or_default()
+                .push((a, b.max(a)));
         }
     }
     let (_, span) = busy_share(log)?;
+    let secs = |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default().as_secs_f64();
     let servers = per
         .into_iter()
-        .map(|(url, (jobs, busy, first, last))| ServerBusy {
-            url,
-            jobs,
-            busy,
-            span: match (first, last) {
-                (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default().as_secs_f64(),
-                _ => 0.0,
-            },
+        .map(|(url, mut intervals)| {
+            intervals.sort();
+            let (mut busy, mut open): (f64, Option<(SystemTime, SystemTime)>) = (0.0, None);
+            for (a, b) in intervals.iter().copied() {
+                open = match open {
+                    Some((s, e)) if a <= e => Some((s, e.max(b))),
+                    Some((s, e)) => {
+                        busy += secs(s, e);
+                        Some((a, b))
+                    }
+                    None => Some((a, b)),
+                };
+            }
+            if let Some((s, e)) = open {
+                busy += secs(s, e);
+            }
+            let first = intervals.iter().map(|i| i.0).min();
+            let last = intervals.iter().map(|i| i.1).max();
+            ServerBusy {
+                url,
+                jobs: intervals.len(),
+                busy,
+                span: match (first, last) {
+                    (Some(a), Some(b)) => secs(a, b),
+                    _ => 0.0,
+                },
+            }
         })
         .collect();
     Ok((servers, span))
@@ -291,6 +309,7 @@ fn many_servers(exe: &Path, work: &Path, args: &BenchRunArgs) -> Result<(), CliE
         args.step_ms,
         args.concurrency,
         args.servers,
+        args.no_check,
     )?;
     let (servers, span) = busy_per_server(&log)?;
     let pct = |busy: f64, span: f64| 100.0 * busy / span.max(f64::EPSILON);
@@ -319,7 +338,8 @@ fn many_servers(exe: &Path, work: &Path, args: &BenchRunArgs) -> Result<(), CliE
         mean(&whole),
     );
     println!(
-        "runner: CPU {:.2}s = {:.3} ms/job (target <= 0.5); peak RSS {:.1} MB (target < 100); whole command {:.2}s",
+        "runner{}: CPU {:.2}s = {:.3} ms/job (target <= 0.5); peak RSS {:.1} MB (target < 100); whole command {:.2}s",
+        if args.no_check { " (--no-check)" } else { "" },
         m.cpu.as_secs_f64(),
         1000.0 * m.cpu.as_secs_f64() / args.busy_jobs as f64,
         m.max_rss_kib as f64 / 1024.0,
