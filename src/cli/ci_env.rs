@@ -39,9 +39,12 @@ impl FromStr for ShardArg {
                 )),
             };
         }
-        t.parse::<Shard>()
-            .map(ShardArg::Fixed)
-            .map_err(|e| format!("{e}, or auto / auto/N to take it from the CI's environment"))
+        t.parse::<Shard>().map(ShardArg::Fixed).map_err(|e| {
+            format!(
+                "invalid shard '{}': {} (expected K/N with 1 <= K <= N, e.g. 2/4, or auto / auto/N from the CI's environment)",
+                e.input, e.reason
+            )
+        })
     }
 }
 
