@@ -17,9 +17,6 @@ pub struct MergeArgs {
     /// Merge folders from different manifests or fresh-seed keys anyway.
     #[arg(long)]
     pub force: bool,
-    /// Do not rebuild the HTML report of OUT.
-    #[arg(long)]
-    pub no_report: bool,
 }
 
 /// Runs the command.
@@ -28,9 +25,7 @@ pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         MergeError::Io { .. } => CliError::from_error(Exit::Infrastructure, &e),
         _ => CliError::from_error(Exit::BadInput, &e),
     })?;
-    if !args.no_report {
-        // HOOK(report, issue 10): rebuild OUT/report/ here once `gallery` lands, e.g. `crate::gallery::write(&args.out)`.
-    }
+    // HOOK(report, issue 10): rebuild OUT/report/ here once `gallery` lands (with a `--no-report` flag), e.g. `crate::gallery::write(&args.out)`.
     if !global.quiet {
         for w in &summary.warnings {
             eprintln!("warning: {w}");

@@ -369,3 +369,14 @@ async fn shard_auto_reads_the_ci_and_says_when_nothing_is_set() {
     );
     assert!(!p.path("n").exists(), "nothing written");
 }
+
+#[test]
+fn help_texts_of_the_dataset_and_ci_commands_are_stable() {
+    let mut all = String::new();
+    for cmd in ["export", "merge", "status"] {
+        let err = comfy_batch::cli::parse_args(["comfy-batch", cmd, "--help"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        all.push_str(&format!("== {cmd} --help\n{err}\n"));
+    }
+    insta::assert_snapshot!(all);
+}
