@@ -238,3 +238,43 @@ async fn a_folder_still_being_written_merges_as_far_as_logged_then_completes() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_that_drew_fresh_seeds_with_other_keys_need_force() {
+    let p = Project::new();
+    let s = sim().await;
+    // No `seeds:`: each folder draws its own fresh-seed key.
+    p.write(
+        "fresh.yaml",
+        "version: 1\nworkflows:\n  t2i: workflows/t2i.json\njobs:\n  - name: fox\n    workflow: t2i\n    matrix:\n      cfg: [5, 6]\n    set:\n      width: 64\n      height: 64\n",
+    );
+    let url = s.url();
+    for k in ["1", "2"] {
+        let out = p
+            .cli(&[
+                "run",
+                "fresh.yaml",
+                "--server",
+                &url,
+                "--shard",
+                &format!("{k}/2"),
+                "--output",
+                &format!("s{k}"),
+            ])
+            .await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let refused = p.cli(&["merge", "m", "s1", "s2"]).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("drew its fresh seeds with another key"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!p.path("m").exists());
+    let forced = p.cli(&["merge", "m", "s1", "s2", "--force"]).await;
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(read_rows(&p.path("m/runs.csv")).len(), 2);
+}
