@@ -44,6 +44,10 @@ impl Format {
 
     /// Whether a file of this extension is a sample of this format.
     fn takes(self, ext: &str) -> bool {
+        // Extensions become tar member names and loader keys: short and plain.
+        if ext.len() > 10 || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return false;
+        }
         const IMAGE: [&str; 7] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tiff"];
         const AUDIO: [&str; 5] = ["flac", "mp3", "wav", "ogg", "opus"];
         match self {
@@ -255,7 +259,7 @@ mod tests {
         for kind in ["png", "webp", "mp4", "flac", "mp3", "latent"] {
             assert!(Format::Webdataset.takes(kind), "{kind}");
         }
-        for kind in ["txt", "json", ""] {
+        for kind in ["txt", "json", "", "a-b", "averyverylongextension"] {
             assert!(!Format::Webdataset.takes(kind), "{kind}");
         }
     }

@@ -9,11 +9,10 @@ use std::path::Path;
 
 use super::{ExportError, Sample, io_at};
 
-fn header(name: &str, size: u64) -> tar::Header {
+fn header(name: &str, size: u64) -> std::io::Result<tar::Header> {
     let mut h = tar::Header::new_ustar();
     // Names are ours (key + extension): short, ASCII, no `..`.
-    h.set_path(name)
-        .expect("sample names are short and relative");
+    h.set_path(name)?;
     h.set_size(size);
     h.set_mode(0o644);
     h.set_mtime(0);
@@ -21,11 +20,11 @@ fn header(name: &str, size: u64) -> tar::Header {
     h.set_gid(0);
     h.set_entry_type(tar::EntryType::Regular);
     h.set_cksum();
-    h
+    Ok(h)
 }
 
 fn append(b: &mut tar::Builder<impl Write>, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    b.append(&header(name, bytes.len() as u64), bytes)
+    b.append(&header(name, bytes.len() as u64)?, bytes)
 }
 
 /// Writes the shards into `dir`; returns how many.
