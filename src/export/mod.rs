@@ -264,6 +264,86 @@ mod tests {
         }
     }
 
+    /// A folder as a run with audio and text outputs leaves it (the
+    /// simulator makes only images).
+    fn mixed_kinds(text_column: bool) -> (tempfile::TempDir, RunFolder) {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("images")).unwrap();
+        for (name, bytes) in [
+            ("a_9_0.png", &b"png"[..]),
+            ("a_12_0.flac", b"flac"),
+            ("a_13_0.txt", b"a fox, in snow"),
+            ("a_14_0.mp4", b"mp4"),
+        ] {
+            std::fs::write(run.join("images").join(name), bytes).unwrap();
+        }
+        let (text_head, text_cell) = if text_column {
+            (",text", ",from the column")
+        } else {
+            ("", "")
+        };
+        let csv = format!(
+            "job_id,job,workflow,workflow_sha256,seed,prompt,image,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images{text_head},error\n\
+             a,g#1,w.json,00,18446744073709551615,a fox,inputs/x.png,ok,,,,,,,,images/a_9_0.png;images/a_12_0.flac;images/a_13_0.txt;images/a_14_0.mp4{text_cell},\n"
+        );
+        std::fs::write(run.join("runs.csv"), csv).unwrap();
+        let folder = RunFolder::open(&run).unwrap();
+        (dir, folder)
+    }
+
+    fn metadata(dir: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metadata.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn audio_image_and_text_outputs_go_where_they_belong() {
+        let (dir, folder) = mixed_kinds(false);
+        let options = |format, to: &str| ExportOptions {
+            format,
+            to: dir.path().join(to),
+            shard_size: 10,
+            wheres: vec![],
+        };
+        let audio = export(&folder, &options(Format::Audiofolder, "audio")).unwrap();
+        assert_eq!((audio.samples, audio.other_kinds), (1, 2));
+        let rows = metadata(&dir.path().join("audio"));
+        assert_eq!(rows[0]["file_name"], "a_12_0.flac");
+        assert_eq!(rows[0]["text"], "a fox, in snow");
+        // A seed beyond i64 stays exact, as text; `image` is a reserved name.
+        assert_eq!(rows[0]["seed"], "18446744073709551615");
+        assert_eq!(rows[0]["param_image"], "inputs/x.png");
+        let images = export(&folder, &options(Format::Imagefolder, "img")).unwrap();
+        assert_eq!(images.samples, 1);
+        assert_eq!(
+            metadata(&dir.path().join("img"))[0]["file_name"],
+            "a_9_0.png"
+        );
+        let wds = export(&folder, &options(Format::Webdataset, "wds")).unwrap();
+        assert_eq!(
+            wds.samples, 3,
+            "png, flac and mp4; the text is each one's .txt"
+        );
+
+        let (dir, folder) = mixed_kinds(true);
+        let to = dir.path().join("img");
+        export(
+            &folder,
+            &ExportOptions {
+                format: Format::Imagefolder,
+                to: to.clone(),
+                shard_size: 1,
+                wheres: vec![],
+            },
+        )
+        .unwrap();
+        assert_eq!(metadata(&to)[0]["text"], "from the column");
+    }
+
     #[test]
     fn the_default_target_is_a_sibling() {
         let dir = tempfile::tempdir().unwrap();

@@ -345,11 +345,14 @@ impl ColumnType {
         if cells.peek().is_none() {
             return ColumnType::Text;
         }
+        // An integer beyond i64 (a full-range u64 seed) would lose digits
+        // as a float: such a column stays text, exact.
+        let big = |c: &str| c.parse::<i64>().is_err() && c.parse::<i128>().is_ok();
         if cells.clone().all(|c| c.parse::<i64>().is_ok()) {
             ColumnType::Integer
         } else if cells
             .clone()
-            .all(|c| c.parse::<f64>().is_ok_and(f64::is_finite))
+            .all(|c| !big(c) && c.parse::<f64>().is_ok_and(f64::is_finite))
         {
             ColumnType::Number
         } else if cells.clone().all(|c| c == "true" || c == "false") {
