@@ -42,6 +42,7 @@ pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> 
         shard_size: usize::try_from(args.shard_size).unwrap_or(usize::MAX),
         wheres: args.wheres,
     };
+    let options_had_where = !options.wheres.is_empty();
     let summary = crate::export::export(&folder, &options).map_err(|e| match e {
         ExportError::Io { .. } => CliError::from_error(Exit::Infrastructure, &e),
         _ => bad(&e),
@@ -63,6 +64,17 @@ pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> 
             eprintln!(
                 "note: {} output file(s) of another kind than {} left out",
                 summary.other_kinds,
+                args.format.name()
+            );
+        }
+        if summary.samples == 0 {
+            eprintln!(
+                "warning: nothing to export: no job whose newest row is ok{} has a {} output",
+                if options_had_where {
+                    " and matches --where"
+                } else {
+                    ""
+                },
                 args.format.name()
             );
         }
