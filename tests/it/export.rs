@@ -129,6 +129,25 @@ async fn imagefolder_holds_every_ok_image_with_one_metadata_row_each() {
         "{:?}",
         list(p.dir.path())
     );
+    let none = p
+        .cli(&[
+            "export",
+            "out",
+            "--format",
+            "imagefolder",
+            "--to",
+            "none",
+            "--where",
+            "1.width=99",
+        ])
+        .await;
+    assert_eq!(none.code, 0, "{}", none.stderr);
+    assert!(
+        none.stderr
+            .contains("nothing to export: no job whose newest row is ok and matches --where"),
+        "{}",
+        none.stderr
+    );
 }
 
 #[cfg(unix)]
