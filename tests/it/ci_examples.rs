@@ -143,7 +143,7 @@ fn every_command_in_the_ci_examples_parses() {
         parse_all(&name, &commands);
         total += commands.len();
     }
-    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files.len() >= 3, "{files:?}");
     assert!(total >= 12, "{total}");
 }
 
