@@ -11,10 +11,17 @@
 //! shared by `check`, the preflight of `run`, and `sim`, the embedded
 //! ComfyUI-compatible simulator every test talks to. `cli` is the only module
 //! that reads argv, the environment or the terminal.
+//!
+//! After a run: `folder` reads an output folder back (and merges shard
+//! folders), `export` turns it into a dataset, and `ci` writes JUnit and
+//! GitHub job summaries from the run's events.
 #![warn(missing_docs)]
 
+pub mod ci;
 pub mod cli;
 pub mod comfy;
+pub mod export;
+pub mod folder;
 pub mod ids;
 pub mod manifest;
 pub mod outcome;

@@ -40,9 +40,19 @@ pub struct BenchRunArgs {
     /// Delay of the whole `/object_info` in the slow-catalogue figure.
     #[arg(long, default_value_t = 500)]
     pub slow_catalogue_ms: u64,
-    /// Simulators behind one runner in the many-servers figure.
+    /// Simulators behind one runner in the many-servers memory figure
+    /// (instant jobs, simulators served by one other process).
     #[arg(long, default_value_t = 32)]
-    pub servers: usize,
+    pub rss_servers: usize,
+    /// Simulators (each its own process, 20 steps at `--step-ms`) sharing
+    /// one runner: with N > 1 only this figure runs, each server's busy
+    /// share and the runner's CPU per job.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub servers: u32,
+    /// Pass `--no-check` to the measured runs (the preflight fetches every
+    /// server's catalogue entries for the plan's classes).
+    #[arg(long)]
+    pub no_check: bool,
     /// The `comfy-batch` binary measured as the runner (default: this one).
     #[arg(long)]
     pub runner: Option<PathBuf>,
@@ -168,6 +178,7 @@ fn run_command(
     urls: &[String],
     concurrency: u32,
     out: &Path,
+    no_check: bool,
 ) -> Command {
     let mut command = Command::new(runner);
     command.arg("run").arg(manifest);
@@ -180,6 +191,9 @@ fn run_command(
         .arg("--output")
         .arg(out)
         .arg("-q");
+    if no_check {
+        command.arg("--no-check");
+    }
     command
 }
 
@@ -194,20 +208,46 @@ fn run_phase(
     concurrency: u32,
     sim_flags: &[&str],
 ) -> Result<(Measured, PathBuf), CliError> {
+    let sims = Sims {
+        count: 1,
+        step_ms,
+        flags: sim_flags,
+    };
+    run_phase_on(exes, work, name, jobs, steps, concurrency, &sims, false)
+}
+
+/// The simulator processes of one phase.
+struct Sims<'a> {
+    count: u32,
+    step_ms: u64,
+    flags: &'a [&'a str],
+}
+
+/// [`run_phase`] with several simulator processes sharing the jobs.
+#[expect(clippy::too_many_arguments, reason = "one call per phase, all named")]
+fn run_phase_on(
+    exes: &Exes<'_>,
+    work: &Path,
+    name: &str,
+    jobs: usize,
+    steps: u32,
+    concurrency: u32,
+    sims: &Sims<'_>,
+    no_check: bool,
+) -> Result<(Measured, PathBuf), CliError> {
     let dir = work.join(name);
-    std::fs::create_dir_all(dir.join("sim")).map_err(|e| infra(e.to_string()))?;
-    let sim = start_sim(exes.sim, step_ms, &dir.join("sim"), sim_flags)?;
+    let mut running = Vec::new();
+    for i in 0..sims.count.max(1) {
+        let sim_dir = dir.join(format!("sim{i}"));
+        std::fs::create_dir_all(&sim_dir).map_err(|e| infra(e.to_string()))?;
+        running.push(start_sim(exes.sim, sims.step_ms, &sim_dir, sims.flags)?);
+    }
     let manifest = write_manifest(&dir, name, jobs, steps)?;
     let out = dir.join("out");
-    let command = run_command(
-        exes.runner,
-        &manifest,
-        std::slice::from_ref(&sim.url),
-        concurrency,
-        &out,
-    );
+    let urls: Vec<String> = running.iter().map(|s| s.url.clone()).collect();
+    let command = run_command(exes.runner, &manifest, &urls, concurrency, &out, no_check);
     let measured = run_measured(command)?;
-    drop(sim);
+    drop(running);
     if measured.code != 0 {
         return Err(infra(format!(
             "{name}: comfy-batch run exited {}",
@@ -342,7 +382,14 @@ fn many_servers(
     let dir = work.join("servers");
     std::fs::create_dir_all(&dir).map_err(|e| infra(e.to_string()))?;
     let manifest = write_manifest(&dir, "servers", 2 * urls.len(), 1)?;
-    let command = run_command(exes.runner, &manifest, &urls, concurrency, &dir.join("out"));
+    let command = run_command(
+        exes.runner,
+        &manifest,
+        &urls,
+        concurrency,
+        &dir.join("out"),
+        false,
+    );
     let measured = run_measured(command)?;
     drop(host);
     if measured.code != 0 {
@@ -354,6 +401,130 @@ fn many_servers(
     Ok(measured)
 }
 
+/// One server's figures: URL, jobs, seconds busy (the union of its jobs'
+/// start-to-finish intervals, so overlapping downloads count once), and its
+/// own span (its first start to its last finish).
+struct ServerBusy {
+    url: String,
+    jobs: usize,
+    busy: f64,
+    span: f64,
+}
+
+/// Per server (the `server` column) figures, and the span of the whole run.
+fn busy_per_server(log: &Path) -> Result<(Vec<ServerBusy>, f64), CliError> {
+    use std::time::SystemTime;
+    let mut reader = csv::Reader::from_path(log).map_err(|e| infra(e.to_string()))?;
+    let header = reader.headers().map_err(|e| infra(e.to_string()))?.clone();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (Some(server), Some(started), Some(finished)) =
+        (col("server"), col("started_at"), col("finished_at"))
+    else {
+        return Err(infra("runs.csv lacks server/timing columns".into()));
+    };
+    let mut per: std::collections::BTreeMap<String, Vec<(SystemTime, SystemTime)>> =
+        Default::default();
+    for record in reader.records() {
+        let record = record.map_err(|e| infra(e.to_string()))?;
+        let parse = |i: usize| record.get(i).and_then(|s| humantime::parse_rfc3339(s).ok());
+        if let (Some(a), Some(b)) = (parse(started), parse(finished)) {
+            per.entry(record.get(server).unwrap_or("").to_string())
+                .or_default()
+                .push((a, b.max(a)));
+        }
+    }
+    let (_, span) = busy_share(log)?;
+    let secs = |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default().as_secs_f64();
+    let servers = per
+        .into_iter()
+        .map(|(url, mut intervals)| {
+            intervals.sort();
+            let (mut busy, mut open): (f64, Option<(SystemTime, SystemTime)>) = (0.0, None);
+            for (a, b) in intervals.iter().copied() {
+                open = match open {
+                    Some((s, e)) if a <= e => Some((s, e.max(b))),
+                    Some((s, e)) => {
+                        busy += secs(s, e);
+                        Some((a, b))
+                    }
+                    None => Some((a, b)),
+                };
+            }
+            if let Some((s, e)) = open {
+                busy += secs(s, e);
+            }
+            let first = intervals.iter().map(|i| i.0).min();
+            let last = intervals.iter().map(|i| i.1).max();
+            ServerBusy {
+                url,
+                jobs: intervals.len(),
+                busy,
+                span: match (first, last) {
+                    (Some(a), Some(b)) => secs(a, b),
+                    _ => 0.0,
+                },
+            }
+        })
+        .collect();
+    Ok((servers, span))
+}
+
+/// `--servers N`: N simulators, one runner; each server's busy share and
+/// the runner's CPU per job and peak RSS.
+fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(), CliError> {
+    let sims = Sims {
+        count: args.servers,
+        step_ms: args.step_ms,
+        flags: &[],
+    };
+    let (m, log) = run_phase_on(
+        exes,
+        work,
+        "busy-servers",
+        args.busy_jobs,
+        20,
+        args.concurrency,
+        &sims,
+        args.no_check,
+    )?;
+    let (servers, span) = busy_per_server(&log)?;
+    let pct = |busy: f64, span: f64| 100.0 * busy / span.max(f64::EPSILON);
+    // Busy while it had work (its own span): what the runner controls. Over
+    // the whole run's span the last job's granularity shows too.
+    let own: Vec<f64> = servers.iter().map(|s| pct(s.busy, s.span)).collect();
+    let whole: Vec<f64> = servers.iter().map(|s| pct(s.busy, span)).collect();
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    for (s, share) in servers.iter().zip(&own) {
+        println!(
+            "  {}: {} jobs, busy {:.2}s of its {:.2}s = {share:.1}%",
+            s.url, s.jobs, s.busy, s.span
+        );
+    }
+    println!(
+        "many servers: {} servers, {} jobs x 20 steps at {} ms/step, concurrency {}: busy share while working min {:.1}% mean {:.1}% (target >= 98%); over the whole {:.2}s min {:.1}% mean {:.1}%",
+        args.servers,
+        args.busy_jobs,
+        args.step_ms,
+        args.concurrency,
+        min(&own),
+        mean(&own),
+        span,
+        min(&whole),
+        mean(&whole),
+    );
+    println!(
+        "runner{}: CPU {:.2}s = {:.3} ms/job (target <= 0.5); peak RSS {:.1} MB (target < 100); whole command {:.2}s",
+        if args.no_check { " (--no-check)" } else { "" },
+        m.cpu.as_secs_f64(),
+        1000.0 * m.cpu.as_secs_f64() / args.busy_jobs as f64,
+        m.max_rss_kib as f64 / 1024.0,
+        m.wall.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Runs the three measurements and prints their figures.
 /// Runs the measurements and prints their figures.
 pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
     if let Some(count) = args.serve_sims {
@@ -366,6 +537,11 @@ pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
         runner: &runner,
     };
     let wanted = |phase: &str| args.only.is_empty() || args.only.iter().any(|p| p == phase);
+    if args.servers > 1 {
+        let work = tempfile::tempdir().map_err(|e| infra(e.to_string()))?;
+        busy_servers(&exes, work.path(), &args)?;
+        return Ok(Exit::Ok);
+    }
     let work = tempfile::tempdir().map_err(|e| infra(e.to_string()))?;
     println!(
         "comfy-batch bench run ({} cores; runner {})",
@@ -464,11 +640,11 @@ pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
     }
 
     if wanted("servers") {
-        let m = many_servers(&exes, work.path(), args.servers, args.concurrency)?;
+        let m = many_servers(&exes, work.path(), args.rss_servers, args.concurrency)?;
         println!(
             "servers: one runner, {} simulators, {} instant jobs in {:.2}s; runner CPU {:.2}s, peak RSS {:.1} MB",
-            args.servers,
-            2 * args.servers,
+            args.rss_servers,
+            2 * args.rss_servers,
             m.wall.as_secs_f64(),
             m.cpu.as_secs_f64(),
             m.max_rss_kib as f64 / 1024.0

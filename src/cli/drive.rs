@@ -32,6 +32,8 @@ pub(crate) struct Session {
     /// The output folder exists already: it is opened first, and when
     /// nothing is left to run no server is needed at all.
     pub resuming: bool,
+    /// `--junit FILE`.
+    pub junit: Option<std::path::PathBuf>,
 }
 
 /// What the command hands the scheduler once the preflight passed: the
@@ -110,6 +112,7 @@ pub(crate) fn drive<'a>(
         quiet,
         verbose,
         resuming,
+        junit,
     } = session;
     let mut prepare = Some(prepare);
     let early = match resuming {
@@ -156,6 +159,8 @@ pub(crate) fn drive<'a>(
         } else {
             Reporter::Plain(PlainReporter::new(Box::new(std::io::stderr())))
         };
+        let mut ci =
+            crate::ci::CiReporters::new(super::ci_env::ci_options(junit, &output.log_path()));
         let (int_tx, int_rx) = tokio::sync::watch::channel(0u32);
         spawn_interrupt_counter(int_tx)?;
         let mut observer = |event: &crate::run::RunEvent| {
@@ -165,6 +170,7 @@ pub(crate) fn drive<'a>(
                 _ => {}
             }
             reporter.on_event(event);
+            ci.on_event(event)?;
             Ok(())
         };
         let summary = crate::run::execute(

@@ -9,13 +9,17 @@
 mod bench;
 mod bench_run;
 mod check;
+mod ci_env;
 mod drive;
+mod export;
+mod merge;
 mod options;
 mod plan;
 mod rerun;
 mod run;
 mod runinfo;
 mod sim;
+mod status;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -144,9 +148,25 @@ enum Command {
     Rerun(rerun::RerunArgs),
     /// Serve the embedded ComfyUI-compatible simulator.
     Sim(sim::SimArgs),
+    /// A run's ok outputs as a Hugging Face imagefolder/audiofolder or WebDataset shards.
+    Export(export::ExportArgs),
+    /// Shard folders into one output folder.
+    Merge(merge::MergeArgs),
+    /// Counts by status, failures, and what is left; exit 0 when all ok.
+    Status(status::StatusArgs),
     /// Measure speed and memory (figures for the project's notes).
     #[command(hide = true)]
     Bench(bench::BenchArgs),
+}
+
+/// Parses a command line as `main` would, without running it: tests use it
+/// to keep the documented examples (`examples/ci/`) parseable.
+pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args)
 }
 
 /// Parses argv, runs the command and maps the result to an exit code.
@@ -159,6 +179,9 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::execute(args, &cli.global),
         Command::Rerun(args) => rerun::execute(args, &cli.global),
         Command::Sim(args) => sim::execute(args, &cli.global),
+        Command::Export(args) => export::execute(args, &cli.global),
+        Command::Merge(args) => merge::execute(args, &cli.global),
+        Command::Status(args) => status::execute(args, &cli.global),
         Command::Bench(args) => bench::execute(args, &cli.global),
     };
     match result {

@@ -28,9 +28,13 @@ pub struct RunOptions {
     /// Prompts in flight per server, queued + running [default: manifest, else 2].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: Option<u32>,
-    /// Run only the K-th of N deterministic partitions of the jobs (1-based).
+    /// Run only the K-th of N deterministic partitions of the jobs
+    /// (1-based); `auto` (or `auto/N`) takes them from the CI's environment.
     #[arg(long, value_name = "K/N")]
-    pub shard: Option<String>,
+    pub shard: Option<super::ci_env::ShardArg>,
+    /// Write a JUnit XML report of the jobs to FILE when the run ends.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Stop submitting after N jobs did not end ok.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_failures: Option<u32>,
@@ -78,12 +82,7 @@ impl RunOptions {
         concurrency: Option<usize>,
         run_key: String,
     ) -> Result<Lowered, CliError> {
-        let shard: Option<Shard> = self
-            .shard
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e: crate::plan::ShardError| bad(format!("--shard: {e}")))?;
+        let shard: Option<Shard> = super::ci_env::resolve_shard(self.shard).map_err(bad)?;
         let env = std::env::var("COMFY_URL").ok();
         let servers = if self.sim {
             Vec::new()

@@ -367,6 +367,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         quiet: global.quiet,
         verbose: global.verbose,
         resuming: output_path.is_dir(),
+        junit: args.options.junit.clone(),
     };
     let jobs = &jobs;
     drive(session, &|| Box::new(jobs.iter().cloned()), || {

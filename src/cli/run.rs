@@ -106,11 +106,16 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         quiet: global.quiet,
         verbose: global.verbose,
         resuming: output_path.is_dir(),
+        junit: args.options.junit.clone(),
     };
     let plan = &plan;
     drive(session, &|| Box::new(plan.jobs()), || {
         let output = open_output(&output_path)?;
-        RunInfo::of(&manifest, plan.random_key(), &key, output.root()).write(&output)?;
+        super::runinfo::RunInfo {
+            fresh_seeds: Some(plan.draws_fresh_seeds()),
+            ..super::runinfo::RunInfo::of(&manifest, plan.random_key(), &key, output.root())
+        }
+        .write(&output)?;
         let (log, rows) = RunLog::open(&output.log_path(), plan.columns())
             .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
         // Read even with --no-resume: attempt numbers (and so prompt ids)

@@ -37,6 +37,14 @@ pub struct RunInfo {
     /// The manifest's `concurrency:`, the default of a `rerun`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// sha256 of the manifest file: `merge` refuses folders of different
+    /// manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// Whether some group draws fresh seeds (no `seeds:`), so that
+    /// `random_key` matters when folders are merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh_seeds: Option<bool>,
 }
 
 impl RunInfo {
@@ -61,6 +69,11 @@ impl RunInfo {
                 .map(|a| (a.name.clone(), serde_json::Value::String(a.target.clone())))
                 .collect(),
             concurrency: manifest.concurrency,
+            manifest_sha256: std::fs::read(&manifest.path)
+                .ok()
+                .map(|bytes| hex::encode(Sha256::digest(&bytes))),
+            // Set by the caller, which has the plan.
+            fresh_seeds: None,
         }
     }
 

@@ -462,6 +462,14 @@ impl Plan {
         self.random_key
     }
 
+    /// Whether some job draws a fresh seed (so [`Plan::random_key`]
+    /// matters): `merge` compares keys only then.
+    pub fn draws_fresh_seeds(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| matches!(g.seeds, SeedAxis::Fresh))
+    }
+
     /// Notes for the user (e.g. collapsed duplicates), one line each.
     pub fn warnings(&self) -> &[String] {
         &self.warnings

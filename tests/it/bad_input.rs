@@ -574,8 +574,8 @@ fn cases() -> Vec<Case> {
                 "--shard",
                 "0/2",
             ],
-            Bad,
-            "--shard: invalid shard '0/2': K must be between 1 and N",
+            BadArgs,
+            "invalid value '0/2' for '--shard <K/N>': invalid shard '0/2': K must be between 1 and N",
         ),
         case(
             "run --shard 3/2",
@@ -589,8 +589,8 @@ fn cases() -> Vec<Case> {
                 "--shard",
                 "3/2",
             ],
-            Bad,
-            "--shard: invalid shard '3/2'",
+            BadArgs,
+            "invalid value '3/2' for '--shard <K/N>': invalid shard '3/2'",
         ),
         case(
             "run --shard 1/0",
@@ -604,8 +604,8 @@ fn cases() -> Vec<Case> {
                 "--shard",
                 "1/0",
             ],
-            Bad,
-            "--shard: invalid shard '1/0': N must be at least 1",
+            BadArgs,
+            "invalid value '1/0' for '--shard <K/N>': invalid shard '1/0': N must be at least 1",
         ),
         case(
             "run --shard half",
@@ -619,8 +619,8 @@ fn cases() -> Vec<Case> {
                 "--shard",
                 "half",
             ],
-            Bad,
-            "--shard: invalid shard 'half'",
+            BadArgs,
+            "invalid value 'half' for '--shard <K/N>': invalid shard 'half'",
         ),
         case(
             "run --concurrency 0",

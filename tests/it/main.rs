@@ -3,11 +3,15 @@
 
 mod bad_input;
 mod check;
+mod ci_examples;
+mod export;
 mod faults;
 mod harness;
+mod merge;
 mod outputs;
 mod plan;
 mod rerun;
 mod resume;
 mod run;
 mod sim;
+mod status;

@@ -1,0 +1,189 @@
+//! Reporters for CI, fed [`RunEvent`]s like the progress reporters (as
+//! nextest writes its JUnit): a JUnit XML file (`--junit FILE`), a Markdown
+//! job summary appended to GitHub's `GITHUB_STEP_SUMMARY`, and `::error`
+//! annotations under GitHub Actions. They know nothing of HTTP or the CSV
+//! sink; `cli` reads the environment and says which to use.
+
+mod junit;
+mod summary;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::run::{EventKind, Outcome, RunEvent, RunStats, Status};
+
+/// Which CI outputs to produce; built by `cli` from flags and environment.
+#[derive(Debug, Clone, Default)]
+pub struct CiOptions {
+    /// `--junit FILE`: written (atomically) when the run ends.
+    pub junit: Option<PathBuf>,
+    /// `GITHUB_STEP_SUMMARY`: appended to when the run ends.
+    pub step_summary: Option<PathBuf>,
+    /// `GITHUB_ACTIONS=true`: an `::error` line on stdout per failed job.
+    pub annotations: bool,
+    /// The run's `runs.csv`, as the user would type it, for `rerun` lines.
+    pub log: String,
+}
+
+/// A CI output could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {source}", path.display())]
+pub struct CiError {
+    /// Which output (`--junit`, `GITHUB_STEP_SUMMARY`).
+    pub what: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// One finished job as the CI outputs need it.
+#[derive(Debug, Clone)]
+struct Finished {
+    id: String,
+    label: String,
+    seed: Option<u64>,
+    params: Vec<(String, String)>,
+    status: Status,
+    error: Option<String>,
+    server: Option<String>,
+    time: Duration,
+}
+
+/// What the reporters saw of a run.
+#[derive(Debug, Default)]
+struct Seen {
+    servers: Vec<String>,
+    jobs: Vec<Finished>,
+    stats: RunStats,
+    wall: Duration,
+    cancelled: Option<crate::run::CancelReason>,
+}
+
+/// The run time of an attempt: from its start (else its queueing) to its end.
+fn attempt_time(outcome: &Outcome) -> Duration {
+    let a = &outcome.attempt;
+    match (a.started_at.or(a.queued_at), a.finished_at) {
+        (Some(from), Some(to)) => to.duration_since(from).unwrap_or_default(),
+        _ => Duration::ZERO,
+    }
+}
+
+/// The CI reporters of one run.
+pub struct CiReporters {
+    options: CiOptions,
+    seen: Seen,
+    out: Box<dyn Write + Send>,
+}
+
+impl CiReporters {
+    /// Reporters as `options` say; annotations go to stdout.
+    pub fn new(options: CiOptions) -> CiReporters {
+        CiReporters::with_output(options, Box::new(std::io::stdout()))
+    }
+
+    /// Like [`CiReporters::new`], annotations written to `out` (tests).
+    pub fn with_output(options: CiOptions, out: Box<dyn Write + Send>) -> CiReporters {
+        CiReporters {
+            options,
+            seen: Seen::default(),
+            out,
+        }
+    }
+
+    /// Whether any output is wanted (else events need not be seen at all).
+    pub fn is_active(&self) -> bool {
+        self.options.junit.is_some()
+            || self.options.step_summary.is_some()
+            || self.options.annotations
+    }
+
+    /// Takes one event; files are written when the run finishes.
+    pub fn on_event(&mut self, event: &RunEvent) -> Result<(), CiError> {
+        if !self.is_active() {
+            return Ok(());
+        }
+        match &event.kind {
+            EventKind::RunStarted { servers, .. } => self.seen.servers = servers.clone(),
+            EventKind::JobFinished { job, outcome, .. } => {
+                let finished = Finished {
+                    id: job.id.to_string(),
+                    label: job.label.clone(),
+                    seed: job.seed,
+                    params: job
+                        .params
+                        .iter()
+                        .map(|(n, v)| (n.clone(), crate::sink::csv::cell(v)))
+                        .collect(),
+                    status: outcome.status,
+                    error: outcome.error.as_deref().map(crate::text::one_line),
+                    server: outcome.attempt.server.clone(),
+                    time: attempt_time(outcome),
+                };
+                if self.options.annotations && finished.status != Status::Ok {
+                    let line = summary::annotation(&finished, &self.options.log);
+                    // stdout gone (a closed pipe) must not stop the run.
+                    let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+                }
+                if self.options.junit.is_some() || self.options.step_summary.is_some() {
+                    self.seen.jobs.push(finished);
+                }
+            }
+            EventKind::Cancelling { reason } => {
+                self.seen.cancelled = Some(self.seen.cancelled.map_or(*reason, |r| r.max(*reason)));
+            }
+            EventKind::RunFinished { stats } => {
+                self.seen.stats = *stats;
+                self.seen.wall = event.at;
+                self.finish()?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), CiError> {
+        if let Some(path) = &self.options.junit {
+            let xml = junit::render(&self.seen);
+            let err = |source| CiError {
+                what: "--junit",
+                path: path.clone(),
+                source,
+            };
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(err)?;
+            }
+            crate::sink::write_atomic(path, xml.as_bytes()).map_err(|e| err(e.source))?;
+        }
+        if let Some(path) = &self.options.step_summary {
+            let text = summary::render(&self.seen, &self.options.log);
+            let err = |source| CiError {
+                what: "GITHUB_STEP_SUMMARY",
+                path: path.clone(),
+                source,
+            };
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+/// `group` of a `group#n` label.
+fn group_of(label: &str) -> &str {
+    label.rsplit_once('#').map_or(label, |(g, _)| g)
+}
+
+/// Sort key of a label: group, then n as a number.
+fn label_order(label: &str) -> (&str, u64) {
+    match label.rsplit_once('#') {
+        Some((g, n)) => (g, n.parse().unwrap_or(0)),
+        None => (label, 0),
+    }
+}

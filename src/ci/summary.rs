@@ -1,0 +1,223 @@
+//! The GitHub job summary (Markdown appended to `GITHUB_STEP_SUMMARY`):
+//! counts, jobs/s, each server's busy share, and a table of failures with
+//! the `rerun` line for each; and the `::error` annotation of a failed job.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{Finished, Seen, label_order};
+use crate::run::{CancelReason, Status};
+
+/// At most this many failures are listed (GitHub caps a summary at 1 MiB).
+const MAX_FAILURES: usize = 50;
+
+/// A table cell: one line, no `|`.
+fn cell(text: &str) -> String {
+    crate::text::clip(&crate::text::one_line(text), 200).replace('|', "\\|")
+}
+
+/// Shell-quotes a word when it needs it.
+fn quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The command that runs one job again.
+pub(super) fn rerun_line(log: &str, id: &str) -> String {
+    format!("comfy-batch rerun {} --job {id}", quote(log))
+}
+
+/// The summary's Markdown.
+pub(super) fn render(seen: &Seen, log: &str) -> String {
+    let s = &seen.stats;
+    let secs = seen.wall.as_secs_f64();
+    let mut md = String::new();
+    let title = if s.failed == 0 {
+        format!("{} of {} jobs ok", s.ok, s.total)
+    } else {
+        format!("{} of {} jobs failed", s.failed, s.total)
+    };
+    let _ = writeln!(md, "### comfy-batch: {title}\n");
+    let _ = writeln!(md, "| jobs | ok | not ok | skipped | wall | jobs/s |");
+    let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "| {} | {} | {} | {} | {:.1} s | {:.2} |\n",
+        s.total,
+        s.ok,
+        s.failed,
+        s.skipped,
+        secs,
+        if secs > 0.0 {
+            s.done as f64 / secs
+        } else {
+            0.0
+        }
+    );
+    if let Some(reason) = seen.cancelled {
+        let why = match reason {
+            CancelReason::MaxFailures => "stopped early: --max-failures reached",
+            CancelReason::NoServers => "stopped early: no server left",
+            CancelReason::Interrupt | CancelReason::SecondInterrupt => "stopped early: interrupted",
+        };
+        let _ = writeln!(md, "**{why}**\n");
+    }
+    // Busy share: the time a server spent running our jobs over the wall.
+    let mut busy: BTreeMap<&str, (usize, Duration)> = seen
+        .servers
+        .iter()
+        .map(|s| (s.as_str(), (0, Duration::ZERO)))
+        .collect();
+    for job in &seen.jobs {
+        if let Some(server) = &job.server {
+            let e = busy.entry(server.as_str()).or_default();
+            e.0 += 1;
+            e.1 += job.time;
+        }
+    }
+    if !busy.is_empty() {
+        let _ = writeln!(md, "| server | jobs | busy |");
+        let _ = writeln!(md, "| --- | ---: | ---: |");
+        for (server, (jobs, time)) in &busy {
+            let share = if secs > 0.0 {
+                100.0 * time.as_secs_f64() / secs
+            } else {
+                0.0
+            };
+            let _ = writeln!(md, "| {} | {jobs} | {share:.0}% |", cell(server));
+        }
+        md.push('\n');
+    }
+    let mut failures: Vec<&Finished> = seen
+        .jobs
+        .iter()
+        .filter(|j| j.status != Status::Ok)
+        .collect();
+    failures.sort_by(|a, b| label_order(&a.label).cmp(&label_order(&b.label)));
+    if !failures.is_empty() {
+        let _ = writeln!(md, "#### Not ok\n");
+        let _ = writeln!(md, "| job | status | error | rerun |");
+        let _ = writeln!(md, "| --- | --- | --- | --- |");
+        for job in failures.iter().take(MAX_FAILURES) {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | `{}` |",
+                cell(&job.label),
+                job.status.as_str(),
+                cell(job.error.as_deref().unwrap_or("")),
+                rerun_line(log, &job.id).replace('|', "\\|")
+            );
+        }
+        if failures.len() > MAX_FAILURES {
+            let _ = writeln!(md, "\n…and {} more.", failures.len() - MAX_FAILURES);
+        }
+        let mut statuses: Vec<&str> = failures.iter().map(|j| j.status.as_str()).collect();
+        statuses.sort_unstable();
+        statuses.dedup();
+        let flags: Vec<String> = statuses.iter().map(|s| format!("--status {s}")).collect();
+        let _ = writeln!(
+            md,
+            "\nAll of them: `comfy-batch rerun {} {}`",
+            quote(log),
+            flags.join(" ")
+        );
+        md.push('\n');
+    }
+    md
+}
+
+/// GitHub's escaping of a workflow command's message / property.
+fn escape(text: &str, property: bool) -> String {
+    let mut out = text
+        .replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A");
+    if property {
+        out = out.replace(':', "%3A").replace(',', "%2C");
+    }
+    out
+}
+
+/// `::error title=…::…` for a job that did not end ok.
+pub(super) fn annotation(job: &Finished, log: &str) -> String {
+    let title = format!("comfy-batch: {} {}", job.label, job.status.as_str());
+    let message = format!(
+        "{} (job {}; {})",
+        job.error.as_deref().unwrap_or(job.status.as_str()),
+        job.id,
+        rerun_line(log, &job.id)
+    );
+    format!(
+        "::error title={}::{}",
+        escape(&title, true),
+        escape(&message, false)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::RunStats;
+
+    fn job(label: &str, server: &str, status: Status, error: Option<&str>) -> Finished {
+        Finished {
+            id: "00000000000000ab".into(),
+            label: label.into(),
+            seed: Some(1),
+            params: vec![],
+            status,
+            error: error.map(str::to_string),
+            server: Some(server.into()),
+            time: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn summary_has_counts_servers_and_failures_with_rerun_lines() {
+        let seen = Seen {
+            servers: vec!["http://a:8188".into(), "http://b:8188".into()],
+            jobs: vec![
+                job("fox#1", "http://a:8188", Status::Ok, None),
+                job(
+                    "fox#2",
+                    "http://b:8188",
+                    Status::Failed,
+                    Some("a | pipe\nand a newline"),
+                ),
+                job("fox#3", "http://a:8188", Status::Ok, None),
+            ],
+            stats: RunStats {
+                total: 3,
+                done: 3,
+                ok: 2,
+                failed: 1,
+                skipped: 4,
+            },
+            wall: Duration::from_secs(5),
+            cancelled: Some(CancelReason::MaxFailures),
+        };
+        insta::assert_snapshot!(render(&seen, "out/my run/runs.csv"));
+    }
+
+    #[test]
+    fn annotations_escape_newlines_and_percent() {
+        let j = job(
+            "fox#2",
+            "http://b",
+            Status::Timeout,
+            Some("100% done\nthen: stuck"),
+        );
+        assert_eq!(
+            annotation(&j, "out/runs.csv"),
+            "::error title=comfy-batch%3A fox#2 timeout::100%25 done%0Athen: stuck (job 00000000000000ab; comfy-batch rerun out/runs.csv --job 00000000000000ab)"
+        );
+    }
+}

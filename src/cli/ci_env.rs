@@ -1,0 +1,245 @@
+//! What the CI's environment tells a run, read here at the edge and nowhere
+//! else: `--shard auto` (the shard index and count of GitLab `parallel:`,
+//! CircleCI, Buildkite, or a Kubernetes Indexed Job), and where GitHub
+//! Actions wants the job summary and annotations.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::ci::CiOptions;
+use crate::plan::Shard;
+
+/// `--shard`: a fixed `K/N`, or `auto` / `auto/N` from the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardArg {
+    /// `K/N` as given.
+    Fixed(Shard),
+    /// From the CI's variables; `count` given explicitly with `auto/N`
+    /// (needed for Kubernetes, whose pods know only their index).
+    Auto {
+        /// `N` of `auto/N`.
+        count: Option<usize>,
+    },
+}
+
+impl FromStr for ShardArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ShardArg, String> {
+        let t = s.trim();
+        if t == "auto" {
+            return Ok(ShardArg::Auto { count: None });
+        }
+        if let Some(n) = t.strip_prefix("auto/") {
+            return match n.trim().parse::<usize>() {
+                Ok(count) if count >= 1 => Ok(ShardArg::Auto { count: Some(count) }),
+                _ => Err(format!(
+                    "invalid shard '{s}': N of auto/N must be a number >= 1 (e.g. auto/4)"
+                )),
+            };
+        }
+        t.parse::<Shard>().map(ShardArg::Fixed).map_err(|e| {
+            format!(
+                "invalid shard '{}': {} (expected K/N with 1 <= K <= N, e.g. 2/4, or auto / auto/N from the CI's environment)",
+                e.input, e.reason
+            )
+        })
+    }
+}
+
+impl fmt::Display for ShardArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShardArg::Fixed(s) => write!(f, "{s}"),
+            ShardArg::Auto { count: None } => f.write_str("auto"),
+            ShardArg::Auto { count: Some(n) } => write!(f, "auto/{n}"),
+        }
+    }
+}
+
+/// The CI variables `--shard auto` reads: (index variable, whether it is
+/// 0-based, count variable).
+const SOURCES: [(&str, bool, Option<&str>); 4] = [
+    ("CI_NODE_INDEX", false, Some("CI_NODE_TOTAL")), // GitLab `parallel:`
+    ("CIRCLE_NODE_INDEX", true, Some("CIRCLE_NODE_TOTAL")), // CircleCI
+    (
+        "BUILDKITE_PARALLEL_JOB",
+        true,
+        Some("BUILDKITE_PARALLEL_JOB_COUNT"),
+    ), // Buildkite
+    ("JOB_COMPLETION_INDEX", true, None),            // Kubernetes Indexed Job
+];
+
+impl ShardArg {
+    /// The shard, reading the environment through `env` for `auto`.
+    pub fn resolve(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Shard, String> {
+        let count = match self {
+            ShardArg::Fixed(shard) => return Ok(shard),
+            ShardArg::Auto { count } => count,
+        };
+        let get = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let Some((var, zero_based, total_var, raw)) = SOURCES
+            .iter()
+            .find_map(|&(var, z, t)| get(var).map(|raw| (var, z, t, raw)))
+        else {
+            return Err(format!(
+                "{self}: no shard in the environment (looked for GitLab CI_NODE_INDEX/CI_NODE_TOTAL, CircleCI CIRCLE_NODE_INDEX/CIRCLE_NODE_TOTAL, Buildkite BUILDKITE_PARALLEL_JOB/BUILDKITE_PARALLEL_JOB_COUNT, Kubernetes JOB_COMPLETION_INDEX with auto/N); pass --shard K/N"
+            ));
+        };
+        let index: usize = raw
+            .parse()
+            .map_err(|_| format!("{self}: {var}={raw} is not a number"))?;
+        let env_total = match total_var.and_then(|t| get(t).map(|v| (t, v))) {
+            Some((t, v)) => Some(
+                v.parse::<usize>()
+                    .map_err(|_| format!("{self}: {t}={v} is not a number"))?,
+            ),
+            None => None,
+        };
+        let total = match (count, env_total) {
+            (Some(n), Some(e)) if n != e => {
+                return Err(format!(
+                    "{self}: N = {n} but {} = {e}",
+                    total_var.unwrap_or("the environment's count")
+                ));
+            }
+            (Some(n), _) | (None, Some(n)) => n,
+            (None, None) => {
+                return Err(format!(
+                    "{self}: {var}={raw} gives the index but nothing gives the count; pass --shard auto/N (N = the job's completions)"
+                ));
+            }
+        };
+        let k = if zero_based { index + 1 } else { index };
+        format!("{k}/{total}")
+            .parse::<Shard>()
+            .map_err(|e| format!("{self}: from {var}={raw}: {e}"))
+    }
+}
+
+/// The CI outputs of a run: `--junit FILE`, and under GitHub Actions the
+/// step summary and `::error` annotations. `log` is the run's `runs.csv`.
+pub(crate) fn ci_options(junit: Option<PathBuf>, log: &Path) -> CiOptions {
+    ci_options_from(junit, log, &|k| std::env::var(k).ok())
+}
+
+fn ci_options_from(
+    junit: Option<PathBuf>,
+    log: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> CiOptions {
+    CiOptions {
+        junit,
+        step_summary: env("GITHUB_STEP_SUMMARY")
+            .filter(|p| !p.trim().is_empty())
+            .map(PathBuf::from),
+        annotations: env("GITHUB_ACTIONS").as_deref() == Some("true"),
+        log: log.display().to_string(),
+    }
+}
+
+/// Resolves `--shard` against the process environment.
+pub(crate) fn resolve_shard(arg: Option<ShardArg>) -> Result<Option<Shard>, String> {
+    arg.map(|a| a.resolve(&|k| std::env::var(k).ok()))
+        .transpose()
+        .map_err(|e| format!("--shard {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    fn auto(count: Option<usize>, vars: &[(&str, &str)]) -> Result<Shard, String> {
+        ShardArg::Auto { count }.resolve(&env(vars))
+    }
+
+    #[test]
+    fn parses_fixed_and_auto() {
+        assert_eq!("auto".parse(), Ok(ShardArg::Auto { count: None }));
+        assert_eq!("auto/4".parse(), Ok(ShardArg::Auto { count: Some(4) }));
+        assert_eq!(
+            "2/4".parse(),
+            Ok(ShardArg::Fixed(Shard { index: 2, count: 4 }))
+        );
+        assert!("auto/0".parse::<ShardArg>().is_err());
+        let err = "5/4".parse::<ShardArg>().unwrap_err();
+        assert!(
+            err.contains("K must be between 1 and N") && err.contains("auto"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn each_ci_gives_a_one_based_shard() {
+        let s = |k, n| Ok(Shard { index: k, count: n });
+        assert_eq!(
+            auto(None, &[("CI_NODE_INDEX", "2"), ("CI_NODE_TOTAL", "3")]),
+            s(2, 3)
+        );
+        assert_eq!(
+            auto(
+                None,
+                &[("CIRCLE_NODE_INDEX", "0"), ("CIRCLE_NODE_TOTAL", "4")]
+            ),
+            s(1, 4)
+        );
+        assert_eq!(
+            auto(
+                None,
+                &[
+                    ("BUILDKITE_PARALLEL_JOB", "3"),
+                    ("BUILDKITE_PARALLEL_JOB_COUNT", "4")
+                ]
+            ),
+            s(4, 4)
+        );
+        assert_eq!(auto(Some(8), &[("JOB_COMPLETION_INDEX", "7")]), s(8, 8));
+    }
+
+    #[test]
+    fn auto_errors_are_clear() {
+        let none = auto(None, &[]).unwrap_err();
+        assert!(
+            none.contains("no shard in the environment") && none.contains("--shard K/N"),
+            "{none}"
+        );
+        let k8s = auto(None, &[("JOB_COMPLETION_INDEX", "1")]).unwrap_err();
+        assert!(k8s.contains("auto/N"), "{k8s}");
+        let mismatch =
+            auto(Some(3), &[("CI_NODE_INDEX", "1"), ("CI_NODE_TOTAL", "4")]).unwrap_err();
+        assert!(mismatch.contains("CI_NODE_TOTAL = 4"), "{mismatch}");
+        let range = auto(Some(2), &[("JOB_COMPLETION_INDEX", "2")]).unwrap_err();
+        assert!(range.contains("K must be between 1 and N"), "{range}");
+        let nan = auto(None, &[("CI_NODE_INDEX", "x"), ("CI_NODE_TOTAL", "2")]).unwrap_err();
+        assert!(nan.contains("not a number"), "{nan}");
+    }
+
+    #[test]
+    fn github_outputs_come_from_its_variables() {
+        let o = ci_options_from(
+            None,
+            Path::new("out/runs.csv"),
+            &env(&[
+                ("GITHUB_STEP_SUMMARY", "/tmp/s.md"),
+                ("GITHUB_ACTIONS", "true"),
+            ]),
+        );
+        assert_eq!(o.step_summary.as_deref(), Some(Path::new("/tmp/s.md")));
+        assert!(o.annotations);
+        let o = ci_options_from(None, Path::new("r.csv"), &env(&[]));
+        assert!(o.step_summary.is_none() && !o.annotations);
+    }
+}

@@ -1,0 +1,91 @@
+//! `comfy-batch export DIR --format imagefolder|audiofolder|webdataset
+//! [--to OUT]`: a run's ok outputs as a dataset (see `crate::export`).
+
+use std::path::PathBuf;
+
+use super::{CliError, Exit, GlobalArgs};
+use crate::export::{ExportError, ExportOptions, Format};
+use crate::folder::RunFolder;
+
+/// Arguments of `comfy-batch export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The run's output folder (the one holding runs.csv).
+    pub dir: PathBuf,
+    /// The dataset layout.
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// Target folder, replaced whole when it holds an earlier export
+    /// [default: DIR-<format> beside DIR].
+    #[arg(long, value_name = "OUT")]
+    pub to: Option<PathBuf>,
+    /// Samples per WebDataset shard.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_size: u64,
+    /// Only jobs whose column NAME has this value (repeatable: one name
+    /// given twice is either value, different names must all match).
+    #[arg(long = "where", value_name = "NAME=VALUE")]
+    pub wheres: Vec<String>,
+}
+
+/// Runs the command.
+pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
+    let bad = |e: &(dyn std::error::Error + 'static)| CliError::from_error(Exit::BadInput, e);
+    let folder = RunFolder::open(&args.dir).map_err(|e| bad(&e))?;
+    let to = args
+        .to
+        .clone()
+        .unwrap_or_else(|| crate::export::default_target(&args.dir, args.format));
+    let options = ExportOptions {
+        format: args.format,
+        to: to.clone(),
+        shard_size: usize::try_from(args.shard_size).unwrap_or(usize::MAX),
+        wheres: args.wheres,
+    };
+    let options_had_where = !options.wheres.is_empty();
+    let summary = crate::export::export(&folder, &options).map_err(|e| match e {
+        ExportError::Io { .. } => CliError::from_error(Exit::Infrastructure, &e),
+        _ => bad(&e),
+    })?;
+    if !global.quiet {
+        if folder.torn_tail || crate::folder::log_in_use(&args.dir) {
+            eprintln!(
+                "warning: {}: a run is still writing this folder; exported the jobs logged so far",
+                args.dir.display()
+            );
+        }
+        for file in &summary.missing {
+            eprintln!(
+                "warning: {}: {file}: listed in runs.csv but missing; skipped",
+                args.dir.display()
+            );
+        }
+        if summary.other_kinds > 0 && args.format != Format::Webdataset {
+            eprintln!(
+                "note: {} output file(s) of another kind than {} left out",
+                summary.other_kinds,
+                args.format.name()
+            );
+        }
+        if summary.samples == 0 {
+            eprintln!(
+                "warning: nothing to export: no job whose newest row is ok{} has a {} output",
+                if options_had_where {
+                    " and matches --where"
+                } else {
+                    ""
+                },
+                args.format.name()
+            );
+        }
+        println!(
+            "exported {} ok job(s) as {} sample(s) to {} ({}, {} file(s))",
+            summary.jobs,
+            summary.samples,
+            to.display(),
+            args.format.name(),
+            summary.files
+        );
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,127 @@
+//! `comfy-batch status DIR [--manifest M]`: counts by status (the newest row
+//! of each job counts), the jobs not ok with their errors, and with the
+//! manifest how many of its jobs are still to run. Exit 0 when every job is
+//! ok (and, with the manifest, none is left), 1 otherwise: a CI gate.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use super::ci_env::ShardArg;
+use super::{CliError, Exit, GlobalArgs};
+use crate::folder::RunFolder;
+use crate::manifest::Manifest;
+use crate::plan::Plan;
+
+/// Arguments of `comfy-batch status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The run's output folder.
+    pub dir: PathBuf,
+    /// The manifest it was run from: also count its jobs still to run.
+    #[arg(long, value_name = "M")]
+    pub manifest: Option<PathBuf>,
+    /// With --manifest: count only this shard's jobs (K/N, auto, auto/N).
+    #[arg(long, value_name = "K/N", requires = "manifest")]
+    pub shard: Option<ShardArg>,
+}
+
+/// The status order in the counts line.
+const ORDER: [&str; 5] = ["ok", "failed", "rejected", "timeout", "interrupted"];
+
+/// Runs the command.
+pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError> {
+    let bad = |e: &(dyn std::error::Error + 'static)| CliError::from_error(Exit::BadInput, e);
+    let folder = RunFolder::open(&args.dir).map_err(|e| bad(&e))?;
+    let shard = super::ci_env::resolve_shard(args.shard)
+        .map_err(|e| CliError::many(Exit::BadInput, vec![e]))?;
+    let newest = folder.newest();
+    let mut out = String::new();
+    let mut counts: Vec<(String, usize)> = ORDER.iter().map(|s| (s.to_string(), 0)).collect();
+    let mut done = HashSet::new();
+    for row in &newest {
+        let status = folder.get(row, "status");
+        match counts.iter_mut().find(|(s, _)| s == status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((status.to_string(), 1)),
+        }
+        if status == "ok" && folder.files(row).all(|f| folder.resolve(f).is_some()) {
+            done.insert(folder.get(row, "job_id").to_string());
+        }
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{}: {} job(s){}{}",
+        args.dir.display(),
+        newest.len(),
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", parts.join(", "))
+        },
+        if folder.torn_tail || crate::folder::log_in_use(&args.dir) {
+            " (a run is still writing it)"
+        } else {
+            ""
+        }
+    );
+    let not_ok: Vec<_> = newest
+        .iter()
+        .filter(|r| folder.get(r, "status") != "ok")
+        .collect();
+    for row in &not_ok {
+        let _ = writeln!(
+            out,
+            "  {:<11} {:<16} {}  {}",
+            folder.get(row, "status"),
+            folder.get(row, "job"),
+            folder.get(row, "job_id"),
+            folder.get(row, "error")
+        );
+    }
+    let missing = newest
+        .iter()
+        .filter(|r| folder.get(r, "status") == "ok")
+        .count()
+        - done.len();
+    if missing > 0 {
+        let _ = writeln!(
+            out,
+            "  {missing} ok job(s) have output files missing (a resumed run redoes them)"
+        );
+    }
+    let mut left = 0;
+    if let Some(path) = &args.manifest {
+        let manifest =
+            Manifest::load(path).map_err(|e| CliError::many(Exit::BadInput, e.lines()))?;
+        let info = super::runinfo::RunInfo::read(&args.dir);
+        let plan = match info.random_key {
+            Some(key) => Plan::with_random_key(&manifest, key),
+            None => Plan::new(&manifest),
+        }
+        .map_err(|e| CliError::many(Exit::BadInput, e.lines()))?;
+        let mut planned = 0;
+        for job in plan.jobs() {
+            if shard.is_none_or(|s| s.contains(job.index)) {
+                planned += 1;
+                if !done.contains(job.id.as_str()) {
+                    left += 1;
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{}{}: {planned} job(s), {left} still to run",
+            path.display(),
+            shard.map(|s| format!(" (shard {s})")).unwrap_or_default()
+        );
+    }
+    print!("{out}");
+    let all_ok = !newest.is_empty() && not_ok.is_empty() && missing == 0 && left == 0;
+    Ok(if all_ok { Exit::Ok } else { Exit::JobsFailed })
+}

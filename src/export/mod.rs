@@ -1,0 +1,356 @@
+//! A run's `ok` outputs as a dataset other tools load as is: a Hugging Face
+//! `imagefolder` / `audiofolder` (files + `metadata.jsonl`) or WebDataset
+//! shards (`shard-000000.tar`, …). Reads an output folder through
+//! [`crate::folder`]; knows nothing of the network or the scheduler.
+//!
+//! The export is built in a hidden folder beside the target and renamed into
+//! place at the end, so an interrupted export leaves the previous one (or
+//! nothing) and never a half-written dataset.
+
+mod samples;
+mod webdataset;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::folder::{Filter, FolderError, RunFolder, canonical, is_within, link_or_copy};
+pub use samples::Sample;
+
+/// The file marking a folder as ours, so a later export may replace it.
+const MARKER: &str = ".comfy-batch-export";
+
+/// The dataset layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Hugging Face `imagefolder`: image files + `metadata.jsonl`.
+    Imagefolder,
+    /// Hugging Face `audiofolder`: audio files + `metadata.jsonl`.
+    Audiofolder,
+    /// WebDataset tar shards.
+    Webdataset,
+}
+
+impl Format {
+    /// The name used in default folder names and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Imagefolder => "imagefolder",
+            Format::Audiofolder => "audiofolder",
+            Format::Webdataset => "webdataset",
+        }
+    }
+
+    /// Whether a file of this extension is a sample of this format.
+    fn takes(self, ext: &str) -> bool {
+        // Extensions become tar member names and loader keys: short and plain.
+        if ext.len() > 10 || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return false;
+        }
+        const IMAGE: [&str; 7] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tiff"];
+        const AUDIO: [&str; 5] = ["flac", "mp3", "wav", "ogg", "opus"];
+        match self {
+            Format::Imagefolder => IMAGE.contains(&ext),
+            Format::Audiofolder => AUDIO.contains(&ext),
+            // Every output but text, which is the sample's `.txt`.
+            // (and `.json`, which is the sample's metadata).
+            Format::Webdataset => !ext.is_empty() && ext != "txt" && ext != "json",
+        }
+    }
+}
+
+/// What to export and where.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// The layout.
+    pub format: Format,
+    /// The target folder (replaced whole when it holds an earlier export).
+    pub to: PathBuf,
+    /// Samples per WebDataset shard.
+    pub shard_size: usize,
+    /// `--where` terms.
+    pub wheres: Vec<String>,
+}
+
+/// Why an export was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The source folder could not be read, or a filter is bad.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// The target is unusable (inside the source, a file, someone else's folder).
+    #[error("--to {}: {why}", path.display())]
+    BadTarget {
+        /// The target.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Writing failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// Jobs whose newest row is `ok` and passed the filters.
+    pub jobs: usize,
+    /// Samples written (files, one per output file of the format's kind).
+    pub samples: usize,
+    /// Files of the export (tars, or media files + metadata).
+    pub files: usize,
+    /// Files the log lists that were missing or unsafe, skipped.
+    pub missing: Vec<String>,
+    /// Outputs of another kind than the format takes (e.g. video for imagefolder).
+    pub other_kinds: usize,
+}
+
+/// The target folder for a source when `--to` is not given: a sibling
+/// named after the source and the format (never inside the source).
+pub fn default_target(source: &Path, format: Format) -> PathBuf {
+    let source = canonical(source);
+    let name = source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    source
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{name}-{}", format.name()))
+}
+
+/// Checks the target before anything is written.
+fn check_target(folder: &RunFolder, to: &Path) -> Result<(), ExportError> {
+    let bad = |why: &str| ExportError::BadTarget {
+        path: to.to_path_buf(),
+        why: why.to_string(),
+    };
+    let source = canonical(folder.root());
+    let target = canonical(to);
+    if is_within(&target, &source) {
+        return Err(bad(&format!(
+            "is inside the run folder {}; export next to it instead",
+            folder.root().display()
+        )));
+    }
+    if is_within(&source, &target) {
+        return Err(bad(
+            "contains the run folder; choose an empty or new folder",
+        ));
+    }
+    if to.exists() {
+        if !to.is_dir() {
+            return Err(bad("is a file, not a folder"));
+        }
+        let empty = fs::read_dir(to).map_err(io_at(to))?.next().is_none();
+        if !empty && !to.join(MARKER).is_file() {
+            return Err(bad(
+                "is not empty and not an earlier comfy-batch export; choose another folder",
+            ));
+        }
+    }
+    if target.parent().is_none() {
+        return Err(bad("has no parent folder"));
+    }
+    Ok(())
+}
+
+/// Exports `folder` as `options` say. Nothing is written when the options
+/// are refused; the target appears whole or not at all.
+pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSummary, ExportError> {
+    let filter: Filter = folder.filter(&options.wheres)?;
+    check_target(folder, &options.to)?;
+    let rows: Vec<_> = folder
+        .newest()
+        .into_iter()
+        .filter(|r| folder.get(r, "status") == "ok" && filter.matches(folder, r))
+        .collect();
+    let (samples, mut summary) = samples::collect(folder, &rows, options.format);
+
+    let target = canonical(&options.to);
+    let parent = target.parent().expect("checked above").to_path_buf();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    fs::create_dir_all(&parent).map_err(io_at(&parent))?;
+    let prefix = format!(".{name}.export-");
+    remove_stale(&parent, &prefix);
+    let staging = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(&parent)
+        .map_err(io_at(&parent))?;
+    summary.files = match options.format {
+        Format::Imagefolder | Format::Audiofolder => write_folder(staging.path(), &samples)?,
+        Format::Webdataset => {
+            webdataset::write(staging.path(), &samples, options.shard_size.max(1))?
+        }
+    };
+    fs::write(staging.path().join(MARKER), b"").map_err(io_at(staging.path()))?;
+    // Swap: the old export moves aside, the new one takes its name.
+    let staged = staging.keep();
+    if target.exists() {
+        let old = parent.join(format!("{prefix}old"));
+        let _ = fs::remove_dir_all(&old);
+        fs::rename(&target, &old).map_err(io_at(&target))?;
+        fs::rename(&staged, &target).map_err(io_at(&target))?;
+        let _ = fs::remove_dir_all(&old);
+    } else {
+        fs::rename(&staged, &target).map_err(io_at(&target))?;
+    }
+    summary.samples = samples.len();
+    Ok(summary)
+}
+
+/// Removes what an interrupted export left beside the target.
+fn remove_stale(parent: &Path, prefix: &str) {
+    if let Ok(entries) = fs::read_dir(parent) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// `imagefolder` / `audiofolder`: the files flat in the folder, and one
+/// `metadata.jsonl` row per file with `file_name` first.
+fn write_folder(dir: &Path, samples: &[Sample]) -> Result<usize, ExportError> {
+    let mut jsonl = Vec::new();
+    for s in samples {
+        let dest = dir.join(&s.file_name);
+        link_or_copy(&s.source, &dest).map_err(io_at(&dest))?;
+        let mut row = Map::new();
+        row.insert("file_name".into(), Value::String(s.file_name.clone()));
+        row.extend(s.metadata.clone());
+        serde_json::to_writer(&mut jsonl, &Value::Object(row)).expect("JSON values serialise");
+        jsonl.push(b'\n');
+    }
+    let path = dir.join("metadata.jsonl");
+    fs::write(&path, jsonl).map_err(io_at(&path))?;
+    Ok(samples.len() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_format_takes_its_kinds() {
+        assert!(Format::Imagefolder.takes("png") && Format::Imagefolder.takes("webp"));
+        assert!(!Format::Imagefolder.takes("flac") && !Format::Imagefolder.takes("mp4"));
+        assert!(Format::Audiofolder.takes("flac") && Format::Audiofolder.takes("mp3"));
+        assert!(!Format::Audiofolder.takes("png"));
+        for kind in ["png", "webp", "mp4", "flac", "mp3", "latent"] {
+            assert!(Format::Webdataset.takes(kind), "{kind}");
+        }
+        for kind in ["txt", "json", "", "a-b", "averyverylongextension"] {
+            assert!(!Format::Webdataset.takes(kind), "{kind}");
+        }
+    }
+
+    /// A folder as a run with audio and text outputs leaves it (the
+    /// simulator makes only images).
+    fn mixed_kinds(text_column: bool) -> (tempfile::TempDir, RunFolder) {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("images")).unwrap();
+        for (name, bytes) in [
+            ("a_9_0.png", &b"png"[..]),
+            ("a_12_0.flac", b"flac"),
+            ("a_13_0.txt", b"a fox, in snow"),
+            ("a_14_0.mp4", b"mp4"),
+        ] {
+            std::fs::write(run.join("images").join(name), bytes).unwrap();
+        }
+        let (text_head, text_cell) = if text_column {
+            (",text", ",from the column")
+        } else {
+            ("", "")
+        };
+        let csv = format!(
+            "job_id,job,workflow,workflow_sha256,seed,prompt,image,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images{text_head},error\n\
+             a,g#1,w.json,00,18446744073709551615,a fox,inputs/x.png,ok,,,,,,,,images/a_9_0.png;images/a_12_0.flac;images/a_13_0.txt;images/a_14_0.mp4{text_cell},\n"
+        );
+        std::fs::write(run.join("runs.csv"), csv).unwrap();
+        let folder = RunFolder::open(&run).unwrap();
+        (dir, folder)
+    }
+
+    fn metadata(dir: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metadata.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn audio_image_and_text_outputs_go_where_they_belong() {
+        let (dir, folder) = mixed_kinds(false);
+        let options = |format, to: &str| ExportOptions {
+            format,
+            to: dir.path().join(to),
+            shard_size: 10,
+            wheres: vec![],
+        };
+        let audio = export(&folder, &options(Format::Audiofolder, "audio")).unwrap();
+        assert_eq!((audio.samples, audio.other_kinds), (1, 2));
+        let rows = metadata(&dir.path().join("audio"));
+        assert_eq!(rows[0]["file_name"], "a_12_0.flac");
+        assert_eq!(rows[0]["text"], "a fox, in snow");
+        // A seed beyond i64 stays exact, as text; `image` is a reserved name.
+        assert_eq!(rows[0]["seed"], "18446744073709551615");
+        assert_eq!(rows[0]["param_image"], "inputs/x.png");
+        let images = export(&folder, &options(Format::Imagefolder, "img")).unwrap();
+        assert_eq!(images.samples, 1);
+        assert_eq!(
+            metadata(&dir.path().join("img"))[0]["file_name"],
+            "a_9_0.png"
+        );
+        let wds = export(&folder, &options(Format::Webdataset, "wds")).unwrap();
+        assert_eq!(
+            wds.samples, 3,
+            "png, flac and mp4; the text is each one's .txt"
+        );
+
+        let (dir, folder) = mixed_kinds(true);
+        let to = dir.path().join("img");
+        export(
+            &folder,
+            &ExportOptions {
+                format: Format::Imagefolder,
+                to: to.clone(),
+                shard_size: 1,
+                wheres: vec![],
+            },
+        )
+        .unwrap();
+        assert_eq!(metadata(&to)[0]["text"], "from the column");
+    }
+
+    #[test]
+    fn the_default_target_is_a_sibling() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("fox");
+        std::fs::create_dir(&run).unwrap();
+        let to = default_target(&run, Format::Webdataset);
+        assert_eq!(to.file_name().unwrap(), "fox-webdataset");
+        assert_eq!(to.parent(), canonical(&run).parent());
+    }
+}

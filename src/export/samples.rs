@@ -1,0 +1,186 @@
+//! Rows → samples: one sample per output file of the format's kind, with a
+//! safe, unique file name and key, and the row's metadata typed per column.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::{ExportSummary, Format};
+use crate::folder::{Row, RunFolder, extension};
+
+/// Metadata names the dataset loaders give a meaning of their own; a
+/// parameter of that name is exported as `param_<name>`.
+const RESERVED: [&str; 8] = [
+    "file_name",
+    "image",
+    "audio",
+    "label",
+    "job_id",
+    "job",
+    "seed",
+    "text",
+];
+
+/// One exported file and what describes it.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The file in the run folder.
+    pub source: PathBuf,
+    /// Its name in the export: unique, only `[A-Za-z0-9._-]`, no leading dot.
+    pub file_name: String,
+    /// The WebDataset key: the file name's stem, without dots, unique.
+    pub key: String,
+    /// Lowercase extension.
+    pub ext: String,
+    /// `metadata.jsonl` columns after `file_name`: job_id, job, seed, every
+    /// parameter, and `text` when the run has text outputs.
+    pub metadata: Map<String, Value>,
+    /// The WebDataset `.json`: job_id, job, seed, params, text.
+    pub json: Value,
+    /// The WebDataset `.txt`: the text output, else the prompt.
+    pub txt: Option<String>,
+}
+
+fn safe_name(raw: &str) -> String {
+    let base = raw.rsplit('/').next().unwrap_or(raw);
+    let mut name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.starts_with('.') || name.is_empty() {
+        name.insert(0, '_');
+    }
+    name
+}
+
+fn unique(
+    name: String,
+    taken: &mut HashSet<String>,
+    split: impl Fn(&str) -> (String, String),
+) -> String {
+    if taken.insert(name.clone()) {
+        return name;
+    }
+    let (stem, tail) = split(&name);
+    (2..)
+        .map(|n| format!("{stem}-{n}{tail}"))
+        .find(|candidate| taken.insert(candidate.clone()))
+        .expect("an unused name exists")
+}
+
+/// The samples of `rows` for `format`, in row order, and what was skipped.
+pub(super) fn collect(
+    folder: &RunFolder,
+    rows: &[&Row],
+    format: Format,
+) -> (Vec<Sample>, ExportSummary) {
+    let types = folder.column_types(rows);
+    let has_text = rows.iter().any(|r| folder.text(r).is_some());
+    let mut summary = ExportSummary {
+        jobs: rows.len(),
+        ..ExportSummary::default()
+    };
+    let mut names = HashSet::new();
+    let mut keys = HashSet::new();
+    let mut samples = Vec::new();
+    for row in rows {
+        let text = folder.text(row);
+        let mut params = Map::new();
+        let mut metadata = Map::new();
+        metadata.insert("job_id".into(), folder.get(row, "job_id").into());
+        metadata.insert("job".into(), folder.get(row, "job").into());
+        let seed = types["seed"].value(folder.get(row, "seed"));
+        metadata.insert("seed".into(), seed.clone());
+        for name in folder.params() {
+            let value = types[name.as_str()].value(folder.get(row, name));
+            let column = if RESERVED.contains(&name.as_str()) {
+                format!("param_{name}")
+            } else {
+                name.clone()
+            };
+            metadata.insert(column, value.clone());
+            params.insert(name.clone(), value);
+        }
+        if has_text {
+            metadata.insert(
+                "text".into(),
+                text.clone().map_or(Value::Null, Value::String),
+            );
+        }
+        let json = serde_json::json!({
+            "job_id": folder.get(row, "job_id"),
+            "job": folder.get(row, "job"),
+            "seed": seed,
+            "params": params,
+            "text": text,
+        });
+        let prompt = ["prompt", "positive"]
+            .iter()
+            .map(|p| folder.get(row, p))
+            .find(|p| !p.is_empty())
+            .map(str::to_string);
+        let txt = text.clone().or(prompt);
+        for file in folder.files(row) {
+            let ext = extension(file);
+            if !format.takes(&ext) {
+                if ext != "txt" {
+                    summary.other_kinds += 1;
+                }
+                continue;
+            }
+            let Some(source) = folder.resolve(file) else {
+                summary.missing.push(file.to_string());
+                continue;
+            };
+            let file_name = unique(safe_name(file), &mut names, |n| match n.rsplit_once('.') {
+                Some((stem, ext)) => (stem.to_string(), format!(".{ext}")),
+                None => (n.to_string(), String::new()),
+            });
+            let stem = file_name
+                .rsplit_once('.')
+                .map_or(file_name.as_str(), |(s, _)| s)
+                .replace('.', "_")
+                .chars()
+                .take(80) // tar (ustar) names are at most 100 bytes
+                .collect();
+            let key = unique(stem, &mut keys, |k| (k.to_string(), String::new()));
+            samples.push(Sample {
+                source,
+                file_name,
+                key,
+                ext,
+                metadata: metadata.clone(),
+                json: json.clone(),
+                txt: txt.clone(),
+            });
+        }
+    }
+    (samples, summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_become_safe_and_unique() {
+        assert_eq!(safe_name("images/a b\n\"c\".png"), "a-b--c-.png");
+        assert_eq!(safe_name("images/.hidden.png"), "_.hidden.png");
+        assert_eq!(safe_name("images/ü.png"), "-.png");
+        let mut taken = HashSet::new();
+        let split = |n: &str| match n.rsplit_once('.') {
+            Some((s, e)) => (s.to_string(), format!(".{e}")),
+            None => (n.to_string(), String::new()),
+        };
+        assert_eq!(unique("a.png".into(), &mut taken, split), "a.png");
+        assert_eq!(unique("a.png".into(), &mut taken, split), "a-2.png");
+        assert_eq!(unique("a.png".into(), &mut taken, split), "a-3.png");
+    }
+}

@@ -1,0 +1,376 @@
+//! `merge OUT DIR…`: shard folders become one output folder. Every row of
+//! every source is kept once (rows already in OUT are not added again, so
+//! merging after a shard reran adds only what is new); the files a row
+//! lists, `prompts/` and `inputs/` are hard-linked (copied across file
+//! systems); `run.json` is carried over with its paths made relative to OUT.
+//! Files land before the log names them, and the log is replaced whole, so
+//! an interrupted merge is finished by running it again.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{FolderError, LOG, Row, RunFolder, canonical, is_within};
+
+/// Why a merge was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// A source (or OUT) could not be read.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// The folders cannot be merged as asked.
+    #[error("{0}")]
+    Refused(String),
+    /// Writing failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MergeError + '_ {
+    move |source| MergeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeSummary {
+    /// Rows added to OUT's log.
+    pub rows_added: usize,
+    /// Rows in OUT's log now.
+    pub rows_total: usize,
+    /// Distinct jobs in OUT now.
+    pub jobs: usize,
+    /// Files linked or copied (outputs, prompts, inputs).
+    pub files: usize,
+    /// Things the user should know (a source still being written, a file a
+    /// row lists that is missing).
+    pub warnings: Vec<String>,
+}
+
+/// Where a `run.json` says its run came from, for the compatibility check.
+struct Identity {
+    dir: PathBuf,
+    manifest: Option<String>,
+    fresh_key: Option<u64>,
+}
+
+impl Identity {
+    fn of(folder: &RunFolder) -> Identity {
+        let info = folder.info();
+        let fresh = info.get("fresh_seeds").and_then(Value::as_bool) == Some(true);
+        Identity {
+            dir: folder.root().to_path_buf(),
+            manifest: info
+                .get("manifest_sha256")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            fresh_key: info
+                .get("random_key")
+                .and_then(Value::as_u64)
+                .filter(|_| fresh),
+        }
+    }
+
+    /// Why `other` is not from the same plan as `self`, if it is not.
+    fn differs(&self, other: &Identity) -> Option<String> {
+        let (a, b) = (self.dir.display(), other.dir.display());
+        if let (Some(x), Some(y)) = (&self.manifest, &other.manifest)
+            && x != y
+        {
+            return Some(format!("{b} was run from a different manifest than {a}"));
+        }
+        if let (Some(x), Some(y)) = (self.fresh_key, other.fresh_key)
+            && x != y
+        {
+            return Some(format!(
+                "{b} drew its fresh seeds with another key than {a} (a manifest without `seeds:` run separately)"
+            ));
+        }
+        None
+    }
+}
+
+/// Merges `sources` into `out`; refuses (writing nothing) when a source is
+/// OUT itself, lies inside it or holds it, when logs have other columns, or
+/// (unless `force`) when the folders come from different manifests or
+/// fresh-seed keys.
+pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummary, MergeError> {
+    let target = canonical(out);
+    let mut seen = HashSet::new();
+    let mut folders = Vec::new();
+    for source in sources {
+        let c = canonical(source);
+        if c == target {
+            return Err(MergeError::Refused(format!(
+                "{}: cannot merge a folder into itself",
+                source.display()
+            )));
+        }
+        if is_within(&target, &c) || is_within(&c, &target) {
+            return Err(MergeError::Refused(format!(
+                "{}: OUT {} must not lie inside a source or hold one",
+                source.display(),
+                out.display()
+            )));
+        }
+        if seen.insert(c.clone()) {
+            folders.push((c, RunFolder::open(source)?));
+        }
+    }
+    let existing = if out.join(LOG).exists() {
+        Some(RunFolder::open(out)?)
+    } else if out.exists() {
+        if !out.is_dir() {
+            return Err(MergeError::Refused(format!(
+                "{}: is a file, not a folder",
+                out.display()
+            )));
+        }
+        if fs::read_dir(out).map_err(io(out))?.next().is_some() {
+            return Err(MergeError::Refused(format!(
+                "{}: not empty and not an output folder (no runs.csv)",
+                out.display()
+            )));
+        }
+        None
+    } else {
+        None
+    };
+    let Some((_, first)) = folders.first() else {
+        return Err(MergeError::Refused("no folder to merge".into()));
+    };
+    let header = first.header().to_vec();
+    let first_id = Identity::of(first);
+    for f in folders.iter().map(|(_, f)| f).chain(existing.as_ref()) {
+        if f.header() != header {
+            return Err(MergeError::Refused(format!(
+                "{}: runs.csv has other columns than {} ({} vs {}); these are not shards of one manifest",
+                f.root().display(),
+                first.root().display(),
+                f.header().join(","),
+                header.join(",")
+            )));
+        }
+        if let Some(why) = first_id.differs(&Identity::of(f))
+            && !force
+        {
+            return Err(MergeError::Refused(format!(
+                "{why}; pass --force to merge anyway"
+            )));
+        }
+    }
+
+    if existing.is_some() && super::log_in_use(out) {
+        return Err(MergeError::Refused(format!(
+            "{}: a comfy-batch run is writing this folder; merge when it is done",
+            out.display()
+        )));
+    }
+
+    // Everything checked: from here on, write.
+    let mut summary = MergeSummary::default();
+    for (_, f) in &folders {
+        if f.torn_tail || super::log_in_use(f.root()) {
+            summary.warnings.push(format!(
+                "{}: still being written; merging the rows logged so far",
+                f.root().display()
+            ));
+        }
+    }
+    for dir in [out.to_path_buf(), out.join("images"), out.join("prompts")] {
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+    }
+    // One merge at a time into OUT; and while it runs, a `run` into OUT
+    // cannot take the log (it locks runs.csv), whose rows the rename at the
+    // end would otherwise lose.
+    let lock_path = out.join(".merge.lock");
+    let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+    let log_lock = File::open(out.join(LOG)).ok();
+    if lock.try_lock().is_err() || log_lock.as_ref().is_some_and(|f| f.try_lock().is_err()) {
+        return Err(MergeError::Refused(format!(
+            "{}: another merge or run is writing this folder",
+            out.display()
+        )));
+    }
+
+    let workflow = header.iter().position(|h| h == "workflow");
+    let identity = |cells: &[String]| -> Vec<String> {
+        let mut c = cells.to_vec();
+        if let Some(i) = workflow {
+            c[i].clear(); // its spelling depends on the folder
+        }
+        c
+    };
+    let mut rows: Vec<Vec<String>> = existing
+        .as_ref()
+        .map(|e| e.rows().iter().map(|r| r.cells.clone()).collect())
+        .unwrap_or_default();
+    let mut known: HashSet<Vec<String>> = rows.iter().map(|c| identity(c)).collect();
+    let mut added: Vec<(String, usize, &RunFolder, &Row)> = Vec::new();
+    for (rank, (_, f)) in folders.iter().enumerate() {
+        for row in f.rows() {
+            if known.insert(identity(&row.cells)) {
+                added.push((time_key(f, row), rank, f, row));
+            }
+        }
+    }
+    // The newest row of a job counts: new rows go in the order they ended.
+    added.sort_by(|a, b| (&a.0, a.1, a.3.line).cmp(&(&b.0, b.1, b.3.line)));
+    for (_, _, f, row) in &added {
+        for file in f.files(row) {
+            match f.resolve(file) {
+                Some(from) => summary.files += place(&from, &out.join(file), Replace::IfDiffers)?,
+                None => summary.warnings.push(format!(
+                    "{}: {file}: listed in runs.csv line {} but missing; not copied",
+                    f.root().display(),
+                    row.line
+                )),
+            }
+        }
+        let id = f.get(row, "job_id");
+        let prompt = format!("prompts/{id}.json");
+        if let Some(from) = f.resolve(&prompt) {
+            summary.files += place(&from, &out.join(&prompt), Replace::IfDiffers)?;
+        }
+        let mut cells = row.cells.clone();
+        if let Some(i) = workflow {
+            cells[i] = rebase(f.root(), out, &cells[i]);
+        }
+        rows.push(cells);
+    }
+    for (_, f) in &folders {
+        let inputs = f.root().join("inputs");
+        if let Ok(entries) = fs::read_dir(&inputs) {
+            fs::create_dir_all(out.join("inputs")).map_err(io(out))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if entry.file_type().is_ok_and(|t| t.is_file())
+                    && !name.to_string_lossy().starts_with(".tmp-")
+                {
+                    let to = out.join("inputs").join(&name);
+                    summary.files += place(&entry.path(), &to, Replace::Never)?;
+                }
+            }
+        }
+    }
+    if !out.join("run.json").exists() {
+        let mut info = first.info();
+        if let Some(Value::String(dir)) = info.get("manifest_dir") {
+            let rebased = rebase(first.root(), out, dir);
+            info.insert("manifest_dir".into(), Value::String(rebased));
+        }
+        let mut bytes = serde_json::to_vec_pretty(&info).expect("JSON values serialise");
+        bytes.push(b'\n');
+        crate::sink::write_atomic(&out.join("run.json"), &bytes).map_err(|e| MergeError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
+    }
+    summary.rows_added = added.len();
+    summary.rows_total = rows.len();
+    summary.jobs = rows
+        .iter()
+        .map(|c| c.first().map(String::as_str).unwrap_or(""))
+        .collect::<HashSet<_>>()
+        .len();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let log = out.join(LOG);
+    let csv_err = |e: csv::Error| MergeError::Io {
+        path: log.clone(),
+        source: std::io::Error::other(e),
+    };
+    w.write_record(&header).map_err(csv_err)?;
+    for cells in &rows {
+        w.write_record(cells).map_err(csv_err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
+    crate::sink::write_atomic(&log, &bytes).map_err(|e| MergeError::Io {
+        path: e.path,
+        source: e.source,
+    })?;
+    drop(log_lock);
+    drop(lock);
+    let _ = fs::remove_file(&lock_path);
+    Ok(summary)
+}
+
+/// When a row's attempt ended (else started, else was queued): RFC 3339
+/// text sorts in time order.
+fn time_key(f: &RunFolder, row: &Row) -> String {
+    ["finished_at", "started_at", "queued_at"]
+        .iter()
+        .map(|c| f.get(row, c))
+        .find(|t| !t.is_empty())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A path logged relative to folder `from`, made relative to folder `to`.
+fn rebase(from: &Path, to: &Path, cell: &str) -> String {
+    if cell.is_empty() || Path::new(cell).is_absolute() {
+        return cell.to_string();
+    }
+    let abs = crate::paths::normalize(&canonical(from).join(cell));
+    crate::paths::relative_to(&canonical(to), &abs)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// Keep what is there (content-addressed names such as `inputs/`).
+    Never,
+    /// Replace when the bytes differ (a newer attempt's output).
+    IfDiffers,
+}
+
+/// Links (or copies) `from` to `to` through a temporary name; returns 1
+/// when a file was placed.
+fn place(from: &Path, to: &Path, replace: Replace) -> Result<usize, MergeError> {
+    if to.exists() && (replace == Replace::Never || same_content(from, to)) {
+        return Ok(0);
+    }
+    let dir = to.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = dir.join(format!(
+        ".tmp-merge-{}",
+        to.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let _ = fs::remove_file(&tmp);
+    super::link_or_copy(from, &tmp).map_err(io(to))?;
+    fs::rename(&tmp, to).map_err(io(to))?;
+    Ok(1)
+}
+
+fn same_content(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) if x.len() == y.len() => {
+            same_file(&x, &y)
+                || fs::read(a)
+                    .ok()
+                    .is_some_and(|bytes| fs::read(b).ok() == Some(bytes))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
+    false
+}

@@ -1,0 +1,536 @@
+//! An output folder read back, finished or still being written: `runs.csv`
+//! by column name (so columns added later, such as `text`, are tolerated),
+//! the newest row of each job, typed parameter values, `--where` filters,
+//! and `run.json`. Used by `export`, `merge` and `status`; knows nothing of
+//! the network, the scheduler or how rows were written.
+
+pub mod merge;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+
+/// The log's file name inside an output folder.
+pub const LOG: &str = "runs.csv";
+
+/// Columns every comfy-batch log has; a file without them is not a log.
+const REQUIRED: [&str; 4] = ["job_id", "job", "status", "images"];
+
+/// Columns that are neither parameters nor required (known by name, so a
+/// column between `seed` and `status` that is one of these is not taken
+/// for a parameter).
+const KNOWN: [&str; 14] = [
+    "job_id",
+    "job",
+    "workflow",
+    "workflow_sha256",
+    "seed",
+    "status",
+    "server",
+    "prompt_id",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "queue_s",
+    "run_s",
+    "error",
+];
+
+/// Why a folder could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    /// The path is not a comfy-batch output folder.
+    #[error("{}: not a comfy-batch output folder ({why})", path.display())]
+    NotAnOutputFolder {
+        /// The folder.
+        path: PathBuf,
+        /// What is missing.
+        why: String,
+    },
+    /// Reading failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `--where` names a column the log does not have.
+    #[error("--where {name}: no such column in {log}{}", hint.as_ref().map(|h| format!(" (did you mean '{h}'?)")).unwrap_or_default())]
+    UnknownColumn {
+        /// The name as given.
+        name: String,
+        /// The log.
+        log: String,
+        /// The nearest column name.
+        hint: Option<String>,
+    },
+    /// A `--where` is not `name=value`.
+    #[error("--where {0}: expected NAME=VALUE, e.g. cfg=7")]
+    BadWhere(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FolderError + '_ {
+    move |source| FolderError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One row of the log: its cells in header order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// 1-based line in the file where the row starts.
+    pub line: usize,
+    /// The cells, as many as the header has.
+    pub cells: Vec<String>,
+}
+
+/// An output folder and its log.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    root: PathBuf,
+    header: Vec<String>,
+    index: HashMap<String, usize>,
+    params: Vec<String>,
+    rows: Vec<Row>,
+    /// Bytes at the end of the log that were not (yet) a whole row: a run
+    /// still writing, or one killed mid-row.
+    pub torn_tail: bool,
+}
+
+impl RunFolder {
+    /// Reads `root/runs.csv`. A last row still being written is left out.
+    pub fn open(root: &Path) -> Result<RunFolder, FolderError> {
+        let not = |why: &str| FolderError::NotAnOutputFolder {
+            path: root.to_path_buf(),
+            why: why.to_string(),
+        };
+        if !root.is_dir() {
+            return Err(not(if root.exists() {
+                "not a folder"
+            } else {
+                "no such folder"
+            }));
+        }
+        let log = root.join(LOG);
+        if !log.is_file() {
+            return Err(not("no runs.csv"));
+        }
+        let text = fs::read(&log).map_err(io(&log))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_slice());
+        let mut record = csv::StringRecord::new();
+        let mut header: Option<Vec<String>> = None;
+        let mut rows = Vec::new();
+        let mut torn_tail = false;
+        loop {
+            let line = reader.position().line() as usize;
+            match reader.read_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => {
+                    torn_tail = true;
+                    break;
+                }
+            }
+            let end = reader.position().byte() as usize;
+            let complete = end > 0 && text.get(end - 1) == Some(&b'\n');
+            let cells: Vec<String> = record.iter().map(str::to_string).collect();
+            match &header {
+                None => header = Some(cells),
+                Some(h) if complete && h.len() == cells.len() => rows.push(Row { line, cells }),
+                Some(_) => {
+                    // A row still being appended (or torn by a kill): what
+                    // follows it is not trusted either.
+                    torn_tail = true;
+                    break;
+                }
+            }
+        }
+        let header = header.ok_or_else(|| not("runs.csv is empty"))?;
+        let index: HashMap<String, usize> = header
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.clone(), i))
+            .collect();
+        if let Some(missing) = REQUIRED.iter().find(|c| !index.contains_key(**c)) {
+            return Err(not(&format!("runs.csv has no '{missing}' column")));
+        }
+        // Parameters sit between `seed` (or `job`) and `status`.
+        let from = index
+            .get("seed")
+            .or_else(|| index.get("workflow_sha256"))
+            .or_else(|| index.get("job"))
+            .copied()
+            .unwrap_or(0)
+            + 1;
+        let to = index["status"];
+        let params = header
+            .get(from..to.max(from))
+            .unwrap_or_default()
+            .iter()
+            .filter(|h| !KNOWN.contains(&h.as_str()))
+            .cloned()
+            .collect();
+        Ok(RunFolder {
+            root: root.to_path_buf(),
+            header,
+            index,
+            params,
+            rows,
+            torn_tail,
+        })
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The log's header, as written.
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// Parameter columns, in log order.
+    pub fn params(&self) -> &[String] {
+        &self.params
+    }
+
+    /// Every whole row, in file order.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// Whether the log has a column.
+    pub fn has(&self, column: &str) -> bool {
+        self.index.contains_key(column)
+    }
+
+    /// A row's cell by column name; empty when the log lacks the column.
+    pub fn get<'r>(&self, row: &'r Row, column: &str) -> &'r str {
+        self.index
+            .get(column)
+            .and_then(|&i| row.cells.get(i))
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// A row's output files (`images`, `;`-separated), relative to the folder.
+    pub fn files<'r>(&self, row: &'r Row) -> impl Iterator<Item = &'r str> {
+        self.get(row, "images").split(';').filter(|s| !s.is_empty())
+    }
+
+    /// The newest row of each job (the one that counts), ordered by group,
+    /// index within the group and job id, so the order does not depend on
+    /// which job finished first.
+    pub fn newest(&self) -> Vec<&Row> {
+        let mut newest: HashMap<&str, &Row> = HashMap::new();
+        for row in &self.rows {
+            newest.insert(self.get(row, "job_id"), row);
+        }
+        let mut rows: Vec<&Row> = newest.into_values().collect();
+        rows.sort_by(|a, b| {
+            label_key(self.get(a, "job"))
+                .cmp(&label_key(self.get(b, "job")))
+                .then_with(|| self.get(a, "job_id").cmp(self.get(b, "job_id")))
+        });
+        rows
+    }
+
+    /// A path from the log made safe: relative, only plain components, an
+    /// existing regular file inside the folder. `None` otherwise (a hand-
+    /// edited log cannot make us read outside the folder).
+    pub fn resolve(&self, rel: &str) -> Option<PathBuf> {
+        let path = Path::new(rel);
+        let plain = path.components().count() > 0
+            && path.components().all(|c| matches!(c, Component::Normal(_)));
+        let full = self.root.join(path);
+        let meta = fs::symlink_metadata(&full).ok()?;
+        (plain && meta.is_file()).then_some(full)
+    }
+
+    /// The text (caption) of a row: the `text` column when the log has one,
+    /// else the contents of the `.txt` files it lists, else `None`.
+    pub fn text(&self, row: &Row) -> Option<String> {
+        let cell = self.get(row, "text");
+        if !cell.is_empty() {
+            return Some(cell.to_string());
+        }
+        let parts: Vec<String> = self
+            .files(row)
+            .filter(|f| extension(f) == "txt")
+            .filter_map(|f| fs::read_to_string(self.resolve(f)?).ok())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n"))
+    }
+
+    /// `run.json`, or an empty object when absent or unreadable.
+    pub fn info(&self) -> serde_json::Map<String, Value> {
+        fs::read(self.root.join("run.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Parses `--where NAME=VALUE` filters against the log's columns.
+    pub fn filter(&self, wheres: &[String]) -> Result<Filter, FolderError> {
+        let mut terms: Vec<(String, Vec<String>)> = Vec::new();
+        for w in wheres {
+            let (name, value) = w
+                .split_once('=')
+                .ok_or_else(|| FolderError::BadWhere(w.clone()))?;
+            let name = name.trim();
+            if !self.has(name) {
+                let hint = self
+                    .header
+                    .iter()
+                    .map(|h| (strsim::osa_distance(h, name), h))
+                    .filter(|(d, _)| *d <= 2.max(name.len() / 3))
+                    .min_by_key(|(d, _)| *d)
+                    .map(|(_, h)| h.clone());
+                return Err(FolderError::UnknownColumn {
+                    name: name.to_string(),
+                    log: self.root.join(LOG).display().to_string(),
+                    hint,
+                });
+            }
+            match terms.iter_mut().find(|(n, _)| n == name) {
+                Some((_, values)) => values.push(value.to_string()),
+                None => terms.push((name.to_string(), vec![value.to_string()])),
+            }
+        }
+        Ok(Filter { terms })
+    }
+
+    /// The typed value of every parameter column (and `seed`): a column
+    /// whose every non-empty cell is an integer is integers, likewise
+    /// numbers and booleans; otherwise text. One type per column, so
+    /// Arrow-based readers (Hugging Face `datasets`) get one schema.
+    pub fn column_types(&self, rows: &[&Row]) -> HashMap<String, ColumnType> {
+        let mut types = HashMap::new();
+        for name in self.params.iter().map(String::as_str).chain(["seed"]) {
+            let cells = rows
+                .iter()
+                .map(|r| self.get(r, name))
+                .filter(|c| !c.is_empty());
+            types.insert(name.to_string(), ColumnType::of(cells));
+        }
+        types
+    }
+}
+
+/// How a column's cells become JSON values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// Every cell fits an i64.
+    Integer,
+    /// Every cell is a number.
+    Number,
+    /// Every cell is `true` or `false`.
+    Boolean,
+    /// Anything else: the cell's text.
+    Text,
+}
+
+impl ColumnType {
+    fn of<'a>(cells: impl Iterator<Item = &'a str> + Clone) -> ColumnType {
+        let mut cells = cells.peekable();
+        if cells.peek().is_none() {
+            return ColumnType::Text;
+        }
+        // An integer beyond i64 (a full-range u64 seed) would lose digits
+        // as a float: such a column stays text, exact.
+        let big = |c: &str| c.parse::<i64>().is_err() && c.parse::<i128>().is_ok();
+        if cells.clone().all(|c| c.parse::<i64>().is_ok()) {
+            ColumnType::Integer
+        } else if cells
+            .clone()
+            .all(|c| !big(c) && c.parse::<f64>().is_ok_and(f64::is_finite))
+        {
+            ColumnType::Number
+        } else if cells.clone().all(|c| c == "true" || c == "false") {
+            ColumnType::Boolean
+        } else {
+            ColumnType::Text
+        }
+    }
+
+    /// A cell as a JSON value of this type; an empty cell is `null`.
+    pub fn value(self, cell: &str) -> Value {
+        if cell.is_empty() {
+            return Value::Null;
+        }
+        match self {
+            ColumnType::Integer => cell.parse::<i64>().map(Value::from).ok(),
+            ColumnType::Number => cell.parse::<f64>().ok().map(Value::from),
+            ColumnType::Boolean => Some(Value::Bool(cell == "true")),
+            ColumnType::Text => None,
+        }
+        .unwrap_or_else(|| Value::String(cell.to_string()))
+    }
+}
+
+/// `--where` terms: a row passes when, for every named column, its cell
+/// equals one of the values given for that name (numbers compare as
+/// numbers, so `cfg=7` matches `7.0`).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    terms: Vec<(String, Vec<String>)>,
+}
+
+impl Filter {
+    /// Whether the row passes.
+    pub fn matches(&self, folder: &RunFolder, row: &Row) -> bool {
+        self.terms.iter().all(|(name, values)| {
+            let cell = folder.get(row, name);
+            values.iter().any(|v| same_value(cell, v))
+        })
+    }
+}
+
+fn same_value(cell: &str, wanted: &str) -> bool {
+    if cell == wanted {
+        return true;
+    }
+    match (cell.parse::<f64>(), wanted.parse::<f64>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Sort key of a `group#n` label: group, then n as a number.
+fn label_key(label: &str) -> (&str, u64, &str) {
+    match label.rsplit_once('#') {
+        Some((group, n)) => match n.parse() {
+            Ok(n) => (group, n, ""),
+            Err(_) => (label, 0, ""),
+        },
+        None => (label, 0, label),
+    }
+}
+
+/// The lowercase extension of a path in the log (`png`, `txt`…).
+pub fn extension(path: &str) -> String {
+    Path::new(path)
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// A path made absolute and normalised, with its nearest existing ancestor
+/// resolved through symlinks, so two spellings of one folder compare equal
+/// even before the folder exists.
+pub fn canonical(path: &Path) -> PathBuf {
+    let normal =
+        crate::paths::normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+    let mut existing = normal.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut out = fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    out.extend(rest.iter().rev());
+    out
+}
+
+/// Hard-links `from` to `to`, copying when they are on different file
+/// systems (or links are not allowed).
+pub(crate) fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(_) => fs::copy(from, to).map(|_| ()),
+    }
+}
+
+/// Whether a `comfy-batch run` holds the folder's log (it locks it while
+/// it writes).
+pub fn log_in_use(root: &Path) -> bool {
+    fs::File::open(root.join(LOG)).is_ok_and(|f| f.try_lock_shared().is_err())
+}
+
+/// Whether `inner` is `outer` or lies inside it (both canonical).
+pub fn is_within(inner: &Path, outer: &Path) -> bool {
+    inner.starts_with(outer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(csv: &str) -> (tempfile::TempDir, RunFolder) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(LOG), csv).unwrap();
+        let f = RunFolder::open(dir.path()).unwrap();
+        (dir, f)
+    }
+
+    const HEAD: &str = "job_id,job,workflow,workflow_sha256,seed,prompt,cfg,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n";
+
+    #[test]
+    fn newest_row_counts_and_order_is_by_label() {
+        let csv = format!(
+            "{HEAD}b,g#10,w,s,2,x,5,failed,,,,,,,,,boom\na,g#2,w,s,1,y,6.5,ok,,,,,,,,images/a_9_0.png,\nb,g#10,w,s,2,x,5,ok,,,,,,,,images/b_9_0.png,\n"
+        );
+        let (_d, f) = folder(&csv);
+        assert_eq!(f.params(), ["prompt", "cfg"]);
+        let newest = f.newest();
+        let ids: Vec<_> = newest.iter().map(|r| f.get(r, "job_id")).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(f.get(newest[1], "status"), "ok");
+        let types = f.column_types(&newest);
+        assert_eq!(types["cfg"], ColumnType::Number);
+        assert_eq!(types["seed"], ColumnType::Integer);
+        assert_eq!(types["prompt"], ColumnType::Text);
+    }
+
+    #[test]
+    fn a_row_being_written_is_left_out() {
+        let csv = format!("{HEAD}a,g#1,w,s,1,y,6,ok,,,,,,,,images/a.png,\nb,g#2,w,s,2,\"half");
+        let (_d, f) = folder(&csv);
+        assert_eq!(f.rows().len(), 1);
+        assert!(f.torn_tail);
+    }
+
+    #[test]
+    fn a_text_column_is_not_a_parameter() {
+        let csv = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,text,error\na,g#1,w,s,1,y,ok,,,,,,,,,a caption,\n";
+        let (_d, f) = folder(csv);
+        assert_eq!(f.params(), ["prompt"]);
+        assert_eq!(f.text(&f.rows()[0]).as_deref(), Some("a caption"));
+    }
+
+    #[test]
+    fn where_filters_by_name_with_numbers_compared_as_numbers() {
+        let csv = format!("{HEAD}a,g#1,w,s,1,y,7.0,ok,,,,,,,,,\nb,g#2,w,s,2,y,5,ok,,,,,,,,,\n");
+        let (_d, f) = folder(&csv);
+        let filter = f.filter(&["cfg=7".into()]).unwrap();
+        let kept: Vec<_> = f.rows().iter().filter(|r| filter.matches(&f, r)).collect();
+        assert_eq!(kept.len(), 1);
+        let err = f.filter(&["cgf=7".into()]).unwrap_err().to_string();
+        assert!(err.contains("did you mean 'cfg'"), "{err}");
+        assert!(f.filter(&["cfg".into()]).is_err());
+    }
+
+    #[test]
+    fn paths_outside_the_folder_are_refused() {
+        let (d, f) = folder(HEAD);
+        fs::write(d.path().join("x.png"), b"x").unwrap();
+        assert!(f.resolve("x.png").is_some());
+        assert!(f.resolve("../x.png").is_none());
+        assert!(f.resolve("/etc/passwd").is_none());
+        assert!(f.resolve("missing.png").is_none());
+    }
+}

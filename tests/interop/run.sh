@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Interop check (run by .ci/run): a real run against the simulator, with
+# injected failures, exported as imagefolder and WebDataset and reported as
+# JUnit; then the real Hugging Face `datasets`, `webdataset` and
+# `junitparser` (pinned in requirements.txt, in a venv under target/) load
+# them and compare every row with runs.csv. The venv is reused while
+# requirements.txt is unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+VENV=target/interop-venv
+REQ=tests/interop/requirements.txt
+if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$REQ" "$VENV/.requirements"; then
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$REQ"
+  cp "$REQ" "$VENV/.requirements"
+fi
+
+cargo build --locked --quiet
+BIN="$PWD/target/debug/comfy-batch"
+WORK="$(mktemp -d)"
+SIM_PID=""
+cleanup() {
+  if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN" sim --listen 127.0.0.1:0 --fail-rate 0.25 --seed 7 --dir "$WORK/sim" >"$WORK/sim.out" 2>/dev/null &
+SIM_PID=$!
+for _ in $(seq 1 100); do
+  grep -q '^listening on ' "$WORK/sim.out" 2>/dev/null && break
+  sleep 0.1
+done
+URL="$(sed -n 's/^listening on //p' "$WORK/sim.out")"
+[ -n "$URL" ] || { echo "interop: the simulator did not start" >&2; exit 1; }
+
+mkdir -p "$WORK/project/workflows"
+cp tests/fixtures/run/t2i.json "$WORK/project/workflows/"
+cat >"$WORK/project/sweep.yaml" <<'YAML'
+version: 1
+workflows:
+  t2i: workflows/t2i.json
+jobs:
+  - name: fox
+    workflow: t2i
+    matrix:
+      prompt: ["a red fox in the snow", "a lighthouse at dusk, \"quoted\", and a comma"]
+      cfg: [5, 6.5]
+      sampler: [euler, dpmpp_2m]
+    seeds: [1, 2]
+    set:
+      width: 64
+      height: 64
+  - name: owl
+    workflow: t2i
+    matrix:
+      prompt: ["an owl"]
+      steps: [2, 3]
+    seeds: {count: 2, base: 42}
+    set:
+      width: 48
+      height: 32
+YAML
+
+cd "$WORK/project"
+set +e
+"$BIN" run sweep.yaml --server "$URL" --output out --junit junit.xml -q
+code=$?
+set -e
+# 0 or 1 (some injected failures); anything else is a real problem.
+[ "$code" -le 1 ] || { echo "interop: run exited $code" >&2; exit 1; }
+"$BIN" export out --format imagefolder --to imagefolder -q
+"$BIN" export out --format webdataset --to webdataset --shard-size 5 -q
+
+export HF_HOME="$WORK/hf" HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1
+"$OLDPWD/$VENV/bin/python" "$OLDPWD/tests/interop/check.py" out imagefolder webdataset junit.xml

@@ -1,0 +1,385 @@
+//! `comfy-batch export`: a real run's folder as imagefolder and WebDataset,
+//! checked file by file against runs.csv; deterministic tars; bad input
+//! refused with nothing written.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::harness::{Project, Row, read_rows, sim};
+
+/// Six tiny jobs that succeed and two the server rejects (width 0).
+pub const MIXED: &str = r#"version: 1
+workflows:
+  tiny: workflows/tiny.json
+jobs:
+  - name: colors
+    workflow: tiny
+    matrix:
+      "Canvas.color": [255, 65280, 16711680]
+      "1.width": [16, 24]
+  - name: bad
+    workflow: tiny
+    matrix:
+      "Canvas.color": [1, 2]
+      "1.width": [0]
+"#;
+
+/// Runs [`MIXED`] into `out` (exit 1: two rejected).
+pub async fn mixed_run(p: &Project) {
+    let s = sim().await;
+    p.write("mixed.yaml", MIXED);
+    let out = p.run("mixed.yaml", &[&s], &["--no-check"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+}
+
+/// The newest row per job id.
+pub fn newest(rows: &[Row]) -> BTreeMap<String, Row> {
+    rows.iter()
+        .map(|r| (r.get("job_id").to_string(), r.clone()))
+        .collect()
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imagefolder_holds_every_ok_image_with_one_metadata_row_each() {
+    let p = Project::new();
+    mixed_run(&p).await;
+    let out = p
+        .cli(&["export", "out", "--format", "imagefolder", "--to", "ds"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("exported 6 ok job(s) as 6 sample(s)"),
+        "{}",
+        out.stdout
+    );
+    let rows = newest(&p.rows());
+    let text = std::fs::read_to_string(p.path("ds/metadata.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    for meta in &lines {
+        let obj = meta.as_object().unwrap();
+        assert_eq!(
+            obj.keys().next().unwrap(),
+            "file_name",
+            "file_name first: {meta}"
+        );
+        let id = obj["job_id"].as_str().unwrap();
+        let row = &rows[id];
+        assert_eq!(row.get("status"), "ok");
+        assert_eq!(obj["job"], row.get("job"));
+        // Typed per column: integers stay integers.
+        assert_eq!(
+            obj["Canvas.color"].as_i64().unwrap().to_string(),
+            row.get("Canvas.color")
+        );
+        assert_eq!(
+            obj["1.width"].as_i64().unwrap().to_string(),
+            row.get("1.width")
+        );
+        let file = obj["file_name"].as_str().unwrap();
+        let image = &row.images()[0];
+        assert!(image.ends_with(file), "{image} vs {file}");
+        assert_eq!(
+            std::fs::read(p.path("ds").join(file)).unwrap(),
+            std::fs::read(p.out().join(image)).unwrap()
+        );
+    }
+    // Only ok jobs; nothing else but the files, the metadata and the marker.
+    assert_eq!(list(&p.path("ds")).len(), 6 + 2);
+    // A second export replaces the first whole, and removes what an
+    // interrupted one left.
+    p.write(".ds.export-interrupted/half.png", "half");
+    let again = p
+        .cli(&[
+            "export",
+            "out",
+            "--format",
+            "imagefolder",
+            "--to",
+            "ds",
+            "--where",
+            "1.width=16",
+        ])
+        .await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        std::fs::read_to_string(p.path("ds/metadata.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    assert_eq!(list(&p.path("ds")).len(), 3 + 2);
+    assert!(
+        list(p.dir.path()).iter().all(|n| !n.contains(".export-")),
+        "{:?}",
+        list(p.dir.path())
+    );
+    let none = p
+        .cli(&[
+            "export",
+            "out",
+            "--format",
+            "imagefolder",
+            "--to",
+            "none",
+            "--where",
+            "1.width=99",
+        ])
+        .await;
+    assert_eq!(none.code, 0, "{}", none.stderr);
+    assert!(
+        none.stderr
+            .contains("nothing to export: no job whose newest row is ok and matches --where"),
+        "{}",
+        none.stderr
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imagefolder_files_are_hard_links() {
+    use std::os::unix::fs::MetadataExt;
+    let p = Project::new();
+    mixed_run(&p).await;
+    assert_eq!(
+        p.cli(&["export", "out", "--format", "imagefolder", "--to", "ds"])
+            .await
+            .code,
+        0
+    );
+    let row = p
+        .rows()
+        .into_iter()
+        .find(|r| r.get("status") == "ok")
+        .unwrap();
+    let image = row.images()[0].clone();
+    let name = Path::new(&image).file_name().unwrap();
+    let a = std::fs::metadata(p.out().join(&image)).unwrap();
+    let b = std::fs::metadata(p.path("ds").join(name)).unwrap();
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdataset_shards_are_deterministic_and_complete() {
+    let p = Project::new();
+    mixed_run(&p).await;
+    for to in ["wds1", "wds2"] {
+        let out = p
+            .cli(&[
+                "export",
+                "out",
+                "--format",
+                "webdataset",
+                "--to",
+                to,
+                "--shard-size",
+                "4",
+            ])
+            .await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    assert_eq!(
+        list(&p.path("wds1")),
+        [
+            ".comfy-batch-export",
+            "shard-000000.tar",
+            "shard-000001.tar"
+        ]
+    );
+    for shard in ["shard-000000.tar", "shard-000001.tar"] {
+        assert_eq!(
+            std::fs::read(p.path("wds1").join(shard)).unwrap(),
+            std::fs::read(p.path("wds2").join(shard)).unwrap(),
+            "{shard} differs between two exports of one folder"
+        );
+    }
+    let rows = newest(&p.rows());
+    let mut samples = 0;
+    for shard in ["shard-000000.tar", "shard-000001.tar"] {
+        let file = std::fs::File::open(p.path("wds1").join(shard)).unwrap();
+        let mut archive = tar::Archive::new(file);
+        let mut names = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let h = entry.header();
+            assert_eq!(
+                (h.mtime().unwrap(), h.uid().unwrap(), h.gid().unwrap()),
+                (0, 0, 0)
+            );
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            if let Some(key) = name.strip_suffix(".json") {
+                let meta: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                let row = &rows[meta["job_id"].as_str().unwrap()];
+                assert_eq!(row.get("status"), "ok");
+                assert_eq!(
+                    meta["params"]["Canvas.color"].as_i64().unwrap().to_string(),
+                    row.get("Canvas.color")
+                );
+                assert!(row.images()[0].contains(key), "{key} vs {:?}", row.images());
+                samples += 1;
+            }
+            names.push(name);
+        }
+        // Each sample's files are adjacent: image then json.
+        for pair in names.chunks(2) {
+            assert_eq!(
+                pair[0].strip_suffix(".png"),
+                pair[1].strip_suffix(".json"),
+                "{names:?}"
+            );
+        }
+    }
+    assert_eq!(samples, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_exports_exit_2_with_one_line_and_write_nothing() {
+    let p = Project::new();
+    mixed_run(&p).await;
+    std::fs::create_dir_all(p.path("foreign")).unwrap();
+    p.write("foreign/keep.txt", "mine");
+    p.write("notarun/a.txt", "x");
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["export", "notarun", "--format", "imagefolder", "--to", "x1"],
+            "not a comfy-batch output folder (no runs.csv)",
+        ),
+        (
+            &["export", "missing", "--format", "imagefolder", "--to", "x2"],
+            "no such folder",
+        ),
+        (
+            &["export", "out", "--format", "webdataset", "--to", "out/ds"],
+            "is inside the run folder",
+        ),
+        (
+            &["export", "out", "--format", "webdataset", "--to", "."],
+            "contains the run folder",
+        ),
+        (
+            &[
+                "export",
+                "out",
+                "--format",
+                "imagefolder",
+                "--to",
+                "foreign",
+            ],
+            "not an earlier comfy-batch export",
+        ),
+        (
+            &[
+                "export",
+                "out",
+                "--format",
+                "imagefolder",
+                "--to",
+                "x3",
+                "--where",
+                "1.widht=16",
+            ],
+            "did you mean '1.width'",
+        ),
+    ];
+    let before = list(p.dir.path());
+    for (args, expected) in cases {
+        let out = p.cli(args).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(list(p.dir.path()), before, "nothing written");
+    assert_eq!(list(&p.path("foreign")), ["keep.txt"]);
+    assert!(!p.out().join("ds").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_and_missing_files_in_a_hand_edited_log_are_skipped() {
+    let p = Project::new();
+    mixed_run(&p).await;
+    // Hand-edit the log: one row points outside the folder, one at a file
+    // with a hostile name, one at a file that is gone; a half row is being
+    // written at the end.
+    let log = p.out().join("runs.csv");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let ok: Vec<usize> = (1..lines.len())
+        .filter(|&i| lines[i].contains(",ok,"))
+        .collect();
+    let rows = read_rows(&log);
+    let image = |i: usize| rows[i - 1].images()[0].clone();
+    p.write("secret.png", "secret");
+    lines[ok[0]] = lines[ok[0]].replace(&image(ok[0]), "../secret.png");
+    let hostile = "images/.. evil\"name\n.png";
+    std::fs::rename(p.out().join(image(ok[1])), p.out().join(hostile)).unwrap();
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    let mut record: Vec<String> = read_rows(&log)[ok[1] - 1]
+        .0
+        .iter()
+        .map(|(_, v)| v.clone())
+        .collect();
+    let col = rows[0].0.iter().position(|(c, _)| c == "images").unwrap();
+    record[col] = hostile.to_string();
+    w.write_record(&record).unwrap();
+    lines[ok[1]] = String::from_utf8(w.into_inner().unwrap())
+        .unwrap()
+        .trim_end()
+        .to_string();
+    std::fs::remove_file(p.out().join(image(ok[2]))).unwrap();
+    let torn = format!("{}\n{}", lines.join("\n"), "ffff,colors#9,w");
+    std::fs::write(&log, torn).unwrap();
+
+    let out = p
+        .cli(&["export", "out", "--format", "webdataset", "--to", "wds"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("still writing"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("../secret.png: listed in runs.csv but missing"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("as 4 sample(s)"), "{}", out.stdout);
+    let file = std::fs::File::open(p.path("wds/shard-000000.tar")).unwrap();
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                && !name.starts_with('.'),
+            "unsafe name in tar: {name:?}"
+        );
+        assert_eq!(name.matches('.').count(), 1, "key without dots: {name:?}");
+        let mut data = Vec::new();
+        let mut entry = entry;
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        assert_ne!(data, b"secret");
+    }
+    let img = p
+        .cli(&["export", "out", "--format", "imagefolder", "--to", "img"])
+        .await;
+    assert_eq!(img.code, 0, "{}", img.stderr);
+    for name in list(&p.path("img")) {
+        assert!(!name.contains('"') && !name.contains('\n'), "{name:?}");
+    }
+}
