@@ -266,7 +266,10 @@ async fn read_body(
 ) -> Result<bytes::Bytes, ClientError> {
     let too_big = || ClientError::Decode {
         url: url.to_string(),
-        why: format!("the reply is larger than {} MB", cap >> 20),
+        why: match cap >> 20 {
+            0 => format!("the reply is larger than {cap} bytes"),
+            mb => format!("the reply is larger than {mb} MB"),
+        },
     };
     if response.content_length().is_some_and(|n| n > cap as u64) {
         return Err(too_big());
@@ -333,5 +336,41 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(encode("cb-ab12-3"), "cb-ab12-3");
         assert_eq!(encode("a/b c"), "a%2Fb%20c");
+    }
+
+    /// A server answering `body` (declared or chunked) to any request.
+    async fn serving(body: &'static [u8], declare_length: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let head = if declare_length {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+            } else {
+                "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_string()
+            };
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(body).await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn bodies_larger_than_the_cap_are_refused() {
+        for declared in [true, false] {
+            let url = serving(&[b'x'; 4096], declared).await;
+            let response = reqwest::get(&url).await.unwrap();
+            let error = read_body(response, &url, 1024).await.unwrap_err();
+            assert!(error.to_string().contains("larger than"), "{error}");
+        }
+        let url = serving(b"small", true).await;
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(
+            &read_body(response, &url, 1024).await.unwrap()[..],
+            b"small"
+        );
     }
 }

@@ -698,7 +698,7 @@ async fn save_outputs(
             .iter()
             .map(|(node, n, ext, bytes)| output.save_image(&id, node, *n, ext, bytes))
             .collect::<Result<Vec<_>, _>>()?;
-        output.sync_names()?;
+        output.make_durable(&saved)?;
         Ok(saved)
     })
     .await

@@ -12,6 +12,8 @@ use crate::patch::Prompt;
 #[derive(Debug, Clone)]
 pub struct OutputDir {
     root: PathBuf,
+    /// Jobs ending together share one sync (group commit).
+    syncs: std::sync::Arc<SyncGroup>,
 }
 
 /// The local name of a job's `n`-th image from `node`:
@@ -84,6 +86,7 @@ impl OutputDir {
         }
         Ok(OutputDir {
             root: root.to_path_buf(),
+            syncs: Default::default(),
         })
     }
 
@@ -182,7 +185,8 @@ impl OutputDir {
         bytes: &[u8],
     ) -> Result<String, SinkError> {
         let name = image_file_name(job, node, n, ext);
-        write_atomic(&self.root.join("images").join(&name), bytes)?;
+        // Synced in batches by `make_durable`, before a row names it.
+        write_replace(&self.root.join("images").join(&name), bytes)?;
         Ok(format!("images/{name}"))
     }
 
@@ -227,14 +231,12 @@ impl OutputDir {
         })
     }
 
-    /// Makes the names of files written so far durable (their data is
-    /// synced by [`write_atomic`]): called once per batch of files, before
-    /// a log row names them.
-    pub fn sync_names(&self) -> Result<(), SinkError> {
-        for dir in ["images", "prompts"] {
-            sync_dir(&self.root.join(dir))?;
-        }
-        Ok(())
+    /// Makes the files saved so far (their data and their names) durable
+    /// before a log row names them. Callers that arrive while a sync runs
+    /// share the next one, so jobs ending together cost one sync; blocks.
+    pub fn make_durable(&self, files: &[String]) -> Result<(), SinkError> {
+        let paths: Vec<PathBuf> = files.iter().map(|rel| self.root.join(rel)).collect();
+        self.syncs.durable(&self.root, paths)
     }
 }
 
@@ -323,6 +325,114 @@ fn sync_dir(dir: &Path) -> Result<(), SinkError> {
         .map_err(SinkError::at(dir))?;
     #[cfg(not(unix))]
     let _ = dir;
+    Ok(())
+}
+
+/// Group commit: requests join the next generation; one caller syncs a
+/// whole generation while the others wait for it.
+#[derive(Debug, Default)]
+struct SyncGroup {
+    state: std::sync::Mutex<GroupState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    /// The generation new requests join.
+    next: u64,
+    /// Generations below this one are synced.
+    synced: u64,
+    syncing: bool,
+    pending: Vec<PathBuf>,
+    /// The error of the last failed generation, for its waiters.
+    failed: Option<(u64, String)>,
+}
+
+impl SyncGroup {
+    fn durable(&self, root: &Path, paths: Vec<PathBuf>) -> Result<(), SinkError> {
+        let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock();
+        let mine = state.next;
+        state.pending.extend(paths);
+        loop {
+            if state.synced > mine {
+                return match &state.failed {
+                    Some((generation, why)) if *generation == mine => Err(SinkError {
+                        path: root.to_path_buf(),
+                        source: std::io::Error::other(why.clone()),
+                    }),
+                    _ => Ok(()),
+                };
+            }
+            if !state.syncing {
+                state.syncing = true;
+                let generation = state.next;
+                state.next += 1;
+                let batch = std::mem::take(&mut state.pending);
+                drop(state);
+                let result = sync_files(root, &batch);
+                state = lock();
+                state.syncing = false;
+                state.synced = generation + 1;
+                if let Err(e) = &result {
+                    state.failed = Some((generation, e.to_string()));
+                }
+                self.done.notify_all();
+                if generation >= mine {
+                    return result;
+                }
+                continue;
+            }
+            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Syncs files' data and names. Linux syncs the whole file system in one
+/// call (far cheaper than a sync per file); elsewhere each file, then each
+/// folder holding one.
+fn sync_files(root: &Path, files: &[PathBuf]) -> Result<(), SinkError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let dir = fs::File::open(root).map_err(SinkError::at(root))?;
+        // SAFETY: syncfs on a descriptor we own; no memory is shared.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+    }
+    let mut dirs: Vec<&Path> = Vec::new();
+    for file in files {
+        fs::File::open(file)
+            .and_then(|f| f.sync_data())
+            .map_err(SinkError::at(file))?;
+        if let Some(dir) = file.parent()
+            && !dirs.contains(&dir)
+        {
+            dirs.push(dir);
+        }
+    }
+    let _ = root;
+    for dir in dirs {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// [`write_atomic`] without the sync: the caller makes the file durable
+/// later, in a batch.
+fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(SinkError::at(dir))?;
+    tmp.write_all(bytes).map_err(SinkError::at(path))?;
+    tmp.persist(path)
+        .map_err(|e| SinkError::at(path)(e.error))?;
     Ok(())
 }
 
@@ -445,6 +555,26 @@ mod tests {
             .save_image(&JobId::new("d"), "9", 0, "jpg", &[0xFF, 0xD8, 1, 2])
             .unwrap();
         assert!(!out.images_present(&[jpeg]));
-        out.sync_names().unwrap();
+        out.make_durable(&["images/a_9_0.png".to_string()]).unwrap();
+    }
+
+    #[test]
+    fn jobs_ending_together_share_syncs_and_all_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path()).unwrap();
+        std::thread::scope(|scope| {
+            for n in 0..16 {
+                let out = &out;
+                scope.spawn(move || {
+                    let rel = out
+                        .save_image(&JobId::new(format!("{n:016x}")), "9", 0, "bin", b"x")
+                        .unwrap();
+                    out.make_durable(&[rel]).unwrap();
+                });
+            }
+        });
+        let state = out.syncs.state.lock().unwrap();
+        assert!(!state.syncing && state.pending.is_empty());
+        assert!(state.synced <= 16 && state.synced == state.next);
     }
 }
