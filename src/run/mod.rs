@@ -6,7 +6,7 @@
 
 mod events;
 mod job;
-mod retry;
+pub(crate) mod retry;
 mod server;
 
 pub use events::*;
