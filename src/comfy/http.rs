@@ -374,6 +374,15 @@ mod tests {
         let err = http.view(&video()).await.unwrap_err();
         assert!(err.is_transient(), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
+        // A server that never answers at all is given up on as well.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = ServerUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let http = HttpClient::new(url, HeaderMap::new(), timeout).unwrap();
+        let started = std::time::Instant::now();
+        let err = http.view(&video()).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(listener);
     }
 
     #[test]
