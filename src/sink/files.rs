@@ -249,6 +249,10 @@ mod tests {
             ("x.p%n", "bin"),
             ("x.averyveryverylongextension", "bin"),
             ("a.tar.gz", "gz"),
+            ("C:\\ComfyUI\\output\\x.PNG", "png"),
+            ("фото.png", "png"),
+            ("x.пнг", "bin"),
+            ("x.png\u{202e}gpj", "bin"),
         ];
         for (name, want) in cases {
             assert_eq!(extension_of(name), want, "{name}");
