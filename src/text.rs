@@ -3,9 +3,13 @@
 //! none of them depends on another stage for its formatting.
 
 /// Folds whitespace and newlines so a message fits one CSV cell and one
-/// terminal line.
+/// terminal line. Control characters (NUL, terminal escapes, which a
+/// server's caption or error may hold) count as whitespace.
 pub fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    text.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `text` cut in the middle to at most about `max` characters, so a message
@@ -30,6 +34,9 @@ mod tests {
     #[test]
     fn one_line_and_clip() {
         assert_eq!(one_line("a\n  b\tc "), "a b c");
+        // A server's text (a caption, an error) may carry NULs or terminal
+        // escapes: never into a CSV cell or onto the terminal.
+        assert_eq!(one_line("red\u{1b}[31m fox\0\u{7f}é"), "red [31m fox é");
         assert_eq!(clip("abcdef", 10), "abcdef");
         let long = "x".repeat(50) + &"y".repeat(50);
         let cut = clip(&long, 30);

@@ -215,6 +215,26 @@ pub(crate) fn classes_used(jobs: impl Iterator<Item = Job>) -> BTreeSet<String> 
 /// Requests in flight per server while fetching classes.
 const CLASS_FETCHES: usize = 16;
 
+/// One class's catalogue entry. A server that answered but said 5xx or 429
+/// (a proxy's hiccup, a rate limit met by the concurrent requests) is asked
+/// again: one of dozens of requests failing must not make it look down. A
+/// refused connection is not retried, so a server down stays quick to tell.
+async fn class_entry(
+    http: &HttpClient,
+    class: &str,
+) -> Result<serde_json::Map<String, Value>, ClientError> {
+    let mut backoff = crate::run::retry::Backoff::default();
+    loop {
+        match http.object_info_class(class).await {
+            Err(e @ ClientError::Status { .. }) if e.is_transient() => match backoff.next() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
 /// One server's catalogue of `classes`: each fetched on its own,
 /// concurrently; the whole `/object_info` only if the per-class route is
 /// missing.
@@ -224,7 +244,7 @@ pub(crate) async fn catalogue_of(
 ) -> Result<Catalogue, ClientError> {
     use futures_util::stream::{self, StreamExt, TryStreamExt};
     let fetched: Result<Vec<_>, ClientError> = stream::iter(classes)
-        .map(|class| http.object_info_class(class))
+        .map(|class| class_entry(http, class))
         .buffered(CLASS_FETCHES)
         .try_collect()
         .await;

@@ -46,6 +46,10 @@ pub fn parse_headers(lines: &[String]) -> Result<HeaderMap, String> {
     Ok(headers)
 }
 
+/// The total limit of one `/view` download, far beyond any file's; stalls
+/// are caught by the read timeout.
+const VIEW_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
 impl HttpClient {
     /// A client for `base`, sending `headers` with every request (and the
     /// websocket handshake, see `ws`).
@@ -58,6 +62,8 @@ impl HttpClient {
             .default_headers(headers)
             .connect_timeout(Duration::from_secs(10))
             .timeout(timeout)
+            // Also a limit on silence, for requests that lift the total one.
+            .read_timeout(timeout)
             .pool_max_idle_per_host(16)
             .tcp_nodelay(true)
             .build()
@@ -223,11 +229,18 @@ impl HttpClient {
 
     /// `GET /view`: the file's bytes, exactly as the server sends them.
     pub async fn view(&self, image: &ImageRef) -> Result<bytes::Bytes, ClientError> {
-        let request = self.client.get(self.base.endpoint("view")).query(&[
-            ("filename", image.filename.as_str()),
-            ("subfolder", image.subfolder.as_str()),
-            ("type", image.kind.as_str()),
-        ]);
+        let request = self
+            .client
+            .get(self.base.endpoint("view"))
+            .query(&[
+                ("filename", image.filename.as_str()),
+                ("subfolder", image.subfolder.as_str()),
+                ("type", image.kind.as_str()),
+            ])
+            // A video may take longer than the timeout to arrive over a slow
+            // link: only a server silent for the timeout (the read
+            // timeout) ends a download.
+            .timeout(VIEW_LIMIT);
         let response = self.send(request).await?;
         self.ok_body(response, MAX_FILE_BODY)
             .await
@@ -330,6 +343,65 @@ mod tests {
                 .unwrap_err()
                 .contains("nocolon")
         );
+    }
+
+    /// A loopback `/view` that sends `chunks` pieces of 1 KB, `gap` apart,
+    /// then, if `stall`, never ends the body.
+    async fn slow_view(chunks: usize, gap: Duration, stall: bool) -> ServerUrl {
+        let app = axum::Router::new().route(
+            "/view",
+            axum::routing::get(move || async move {
+                let body = futures_util::stream::unfold(0, move |i| async move {
+                    if i == chunks {
+                        if stall {
+                            std::future::pending::<()>().await;
+                        }
+                        return None;
+                    }
+                    tokio::time::sleep(gap).await;
+                    Some((Ok::<_, std::io::Error>(vec![b'v'; 1024]), i + 1))
+                });
+                axum::body::Body::from_stream(body)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        ServerUrl::parse(&url).unwrap()
+    }
+
+    fn video() -> ImageRef {
+        ImageRef {
+            filename: "v_00001_.mp4".into(),
+            subfolder: String::new(),
+            kind: "output".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_download_that_keeps_flowing_is_not_cut_but_a_stalled_one_is() {
+        // A video takes longer to download than the request timeout over a
+        // slow link: only silence may end it.
+        let timeout = Duration::from_millis(600);
+        let url = slow_view(8, Duration::from_millis(200), false).await;
+        let http = HttpClient::new(url, HeaderMap::new(), timeout).unwrap();
+        let bytes = http.view(&video()).await.unwrap();
+        assert_eq!(bytes.len(), 8 * 1024);
+        let url = slow_view(2, Duration::from_millis(50), true).await;
+        let http = HttpClient::new(url, HeaderMap::new(), timeout).unwrap();
+        let started = std::time::Instant::now();
+        let err = http.view(&video()).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // A server that never answers at all is given up on as well.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = ServerUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let http = HttpClient::new(url, HeaderMap::new(), timeout).unwrap();
+        let started = std::time::Instant::now();
+        let err = http.view(&video()).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(listener);
     }
 
     #[test]

@@ -391,6 +391,10 @@ mod tests {
         assert_eq!(name("../../x.png").unwrap(), "x.png");
         assert_eq!(name("/srv/comfy/output/x.webm").unwrap(), "x.webm");
         assert_eq!(name("..\\..\\x.flac").unwrap(), "x.flac");
+        assert_eq!(name("C:\\ComfyUI\\output\\x.PNG").unwrap(), "x.PNG");
+        let long = "é".repeat(300) + ".png";
+        assert_eq!(name(&long).unwrap(), long);
+        assert!(name("x\0.png").is_err(), "a NUL is never sent back");
         assert!(name("a/..").is_err());
         assert!(name("dir/").is_err());
         assert!(name("").is_err());

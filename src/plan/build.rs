@@ -442,7 +442,8 @@ fn plan_variant(
                 continue;
             }
             let class = nodes.get(&slot.node).map(class_of).unwrap_or("");
-            if class == "SaveImage" && slot.input == "filename_prefix" {
+            // Any saver's prefix (video, audio… too): the user's own is kept.
+            if slot.input == "filename_prefix" {
                 user_prefix.push(slot.node.clone());
             }
             let mut content: Option<Vec<[u8; 32]>> = None;

@@ -740,6 +740,38 @@ mod tests {
     }
 
     #[test]
+    fn any_savers_prefix_set_by_the_manifest_is_kept() {
+        // Video, audio… savers get the per-job prefix too, and keep the
+        // user's own when the manifest sets it (by id, alias or class).
+        let video = r#"{"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 2, "color": 0}},
+            "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 8.0}},
+            "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/ComfyUI", "format": "auto", "codec": "auto"}},
+            "4": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["1", 0], "filename_prefix": "ComfyUI", "fps": 6.0, "lossless": false, "quality": 80, "method": "default"}},
+            "5": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "ComfyUI"}}}"#;
+        let fx = Fixture::new(&[("video", video)]);
+        let plan = fx
+            .plan(
+                "version: 1
+params:
+  vid: \"3.filename_prefix\"
+jobs:
+  - workflow: video
+    set: {vid: mine/vid, \"SaveAnimatedWEBP.filename_prefix\": mine/anim}
+",
+            )
+            .unwrap();
+        let job = plan.jobs().next().unwrap();
+        let id = job.id.to_string();
+        let prefix = |n: &str| job.prompt.0[n]["inputs"]["filename_prefix"].clone();
+        assert_eq!(prefix("3"), "mine/vid");
+        assert_eq!(prefix("4"), "mine/anim");
+        assert_eq!(
+            prefix("5"),
+            Value::String(format!("comfy-batch/{}/{id}", &id[..2]))
+        );
+    }
+
+    #[test]
     fn no_seeds_draws_fresh_seeds_and_seedless_workflows_have_none() {
         let upscale = r#"{"1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
             "2": {"class_type": "ImageScaleBy", "inputs": {"image": ["1", 0], "upscale_method": "lanczos", "scale_by": 2}},

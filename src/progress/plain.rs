@@ -104,7 +104,8 @@ impl PlainReporter {
                 );
                 if outcome.status == Status::Ok {
                     let n = outcome.images.len();
-                    line.push_str(&format!(" {n} image{}", if n == 1 { "" } else { "s" }));
+                    // Videos, audio and texts too, not only images.
+                    line.push_str(&format!(" {n} file{}", if n == 1 { "" } else { "s" }));
                 }
                 if let Some(error) = &outcome.error {
                     line.push_str(&format!(": {error}"));

@@ -8,7 +8,7 @@ mod events;
 mod job;
 mod ledger;
 mod lifecycle;
-mod retry;
+pub(crate) mod retry;
 mod server;
 
 pub use events::*;

@@ -498,6 +498,8 @@ mod tests {
         let cells = row(&job(), Path::new(""), &captioned("a red\nfox"), &[]);
         assert_eq!(header(&[]).last().map(String::as_str), Some("text"));
         assert_eq!(cells.last().map(String::as_str), Some("a red fox"));
+        let cells = row(&job(), Path::new(""), &captioned("a\0red\u{1b}fox"), &[]);
+        assert_eq!(cells.last().map(String::as_str), Some("a red fox"));
         assert_eq!(
             cells[cells.len() - 3],
             "images/abc_13_0.txt;images/abc_4_0.mp4"

@@ -440,10 +440,13 @@ fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
 /// `path`: readers and a later resume see the whole file or none.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(SinkError::at(dir))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tmp-");
+    // A temporary file is owner-only; the file it becomes gets the modes of
+    // any new file (0o666 less the umask), as the server's own outputs do.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir).map_err(SinkError::at(dir))?;
     tmp.write_all(bytes).map_err(SinkError::at(path))?;
     // The data reaches the disk before the name does: after a power loss
     // the file is whole or absent, never a named empty file.
@@ -456,6 +459,26 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn saved_files_get_the_modes_of_any_new_file() {
+        // Not the temporary file's owner-only mode: outputs are shared with
+        // a group or served by a web server like any file the user makes.
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path()).unwrap();
+        let rel = out
+            .save_file(&JobId::new("abc"), "4", 0, "v.mp4", b"video")
+            .unwrap();
+        out.save_prompt(&JobId::new("abc"), &Prompt(Default::default()))
+            .unwrap();
+        let plain = dir.path().join("plain");
+        fs::write(&plain, b"x").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join(rel)), mode(&plain));
+        assert_eq!(mode(&out.prompt_path(&JobId::new("abc"))), mode(&plain));
+    }
 
     #[test]
     fn names_never_come_from_the_server() {
@@ -497,6 +520,10 @@ mod tests {
             ("x.p%n", "bin"),
             ("x.averyveryverylongextension", "bin"),
             ("a.tar.gz", "gz"),
+            ("C:\\ComfyUI\\output\\x.PNG", "png"),
+            ("фото.png", "png"),
+            ("x.пнг", "bin"),
+            ("x.png\u{202e}gpj", "bin"),
         ];
         for (name, want) in cases {
             assert_eq!(extension_of(name), want, "{name}");

@@ -152,3 +152,47 @@ async fn an_unknown_class_is_reported_from_the_per_class_answer() {
     assert!(out.stderr.contains("SaveImageTypo"), "{}", out.stderr);
     assert_eq!(sim.stats().catalogue_requests, 0);
 }
+
+/// An HTTP front for `check` that answers `status` to the first request of
+/// each `/object_info/{class}` (a proxy's 503 or rate limit's 429) and
+/// forwards everything else to `target`.
+async fn flaky_front(target: String, status: u16) -> String {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (seen, target) = (seen.clone(), target.clone());
+        async move {
+            let path = uri.path().to_string();
+            if path.starts_with("/object_info/") && seen.lock().unwrap().insert(path.clone()) {
+                return (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    Vec::new(),
+                );
+            }
+            let r = reqwest::get(format!("{target}{path}")).await.unwrap();
+            let code = axum::http::StatusCode::from_u16(r.status().as_u16()).unwrap();
+            (code, r.bytes().await.unwrap().to_vec())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_error_on_one_class_is_retried_not_a_dead_server() {
+    // With one request per class, one 503 or 429 of a proxy among dozens
+    // must not make the preflight call the server down.
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("good.yaml", GOOD);
+    for status in [503, 429] {
+        let front = flaky_front(sim.url(), status).await;
+        let out = p.cli(&["check", "good.yaml", "--server", &front]).await;
+        assert_eq!(out.code, 0, "{status}: {}", out.stderr);
+        assert!(out.stderr.contains("ok: 3 jobs valid"), "{}", out.stderr);
+    }
+    assert_eq!(sim.stats().catalogue_requests, 0);
+}
