@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod comfy;
+pub mod convert;
 pub mod ids;
 pub mod manifest;
 pub mod patch;

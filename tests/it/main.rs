@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod check;
+mod convert;
 mod faults;
 mod harness;
 mod plan;
