@@ -230,7 +230,6 @@ pub(crate) fn preflight(
 pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let bad = |lines: Vec<String>| CliError::many(Exit::BadInput, lines);
     let manifest = Manifest::load(&args.manifest).map_err(|e| bad(e.lines()))?;
-    let plan = Plan::new(&manifest).map_err(|e| bad(e.lines()))?;
     let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
     let env = std::env::var("COMFY_URL").ok();
     let urls = super::run::resolve_servers(&args.servers, env.as_deref(), &manifest.servers);
@@ -251,6 +250,13 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
                 .collect::<Result<Vec<_>, _>>()?
         };
         let catalogues = catalogues(&servers, &headers).await?;
+        // UI-format workflows are converted with the (first) server's
+        // catalogue; every unknown class of every workflow is listed.
+        let server_catalogue = catalogues
+            .first()
+            .map(|(_, c)| crate::convert::Catalogue::from_object_info_map(c.object_info()));
+        let plan = Plan::with_catalogue(&manifest, rand::random(), server_catalogue.as_ref())
+            .map_err(|e| bad(e.lines()))?;
         preflight(&|| Box::new(plan.jobs()), &catalogues)?;
         if !global.quiet {
             eprintln!(

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_run;
 mod check;
+mod convert;
 mod drive;
 mod plan;
 mod rerun;
@@ -137,6 +138,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Rebuild jobs from rows of a run log (runs.csv) and run them again.
     Rerun(rerun::RerunArgs),
+    /// Convert a UI-format workflow (or an image embedding one) to the API format.
+    Convert(convert::ConvertArgs),
     /// Serve the embedded ComfyUI-compatible simulator.
     Sim(sim::SimArgs),
     /// Measure speed and memory (figures for the project's notes).
@@ -153,6 +156,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::execute(args, &cli.global),
         Command::Check(args) => check::execute(args, &cli.global),
         Command::Rerun(args) => rerun::execute(args, &cli.global),
+        Command::Convert(args) => convert::execute(args, &cli.global),
         Command::Sim(args) => sim::execute(args, &cli.global),
         Command::Bench(args) => bench::execute(args, &cli.global),
     };

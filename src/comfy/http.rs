@@ -136,6 +136,13 @@ impl HttpClient {
         self.get_json("object_info").await
     }
 
+    /// `GET /object_info/{class}`: one class's entry (`{class: entry}`, or
+    /// `{}` when the server does not know it).
+    pub async fn object_info_class(&self, class: &str) -> Result<Value, ClientError> {
+        self.get_json(&format!("object_info/{}", encode(class)))
+            .await
+    }
+
     /// `POST /prompt` with our client id and prompt id.
     pub async fn submit(
         &self,

@@ -169,6 +169,18 @@ impl Catalogue {
         Ok(catalogue)
     }
 
+    /// Reads an already parsed `/object_info` object; classes without an
+    /// `input` object are left out (the server would not run them either).
+    pub fn from_object_info_map(map: &Map<String, Value>) -> Catalogue {
+        let mut catalogue = Catalogue {
+            classes: HashMap::with_capacity(map.len()),
+        };
+        for (class, entry) in map {
+            let _ = catalogue.insert(class, entry);
+        }
+        catalogue
+    }
+
     /// The built-in catalogue (`assets/object_info.json`, recorded from a
     /// real server), for converting without a server.
     pub fn builtin() -> Catalogue {

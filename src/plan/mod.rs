@@ -221,6 +221,19 @@ impl Plan {
     /// Like [`Plan::new`], with the key of the fresh-seed stream given
     /// (tests; reproducing a plan).
     pub fn with_random_key(manifest: &Manifest, random_key: u64) -> Result<Plan, PlanErrors> {
+        Plan::with_catalogue(manifest, random_key, None)
+    }
+
+    /// Like [`Plan::with_random_key`], converting UI-format workflows with
+    /// `catalogue` (a server's) instead of the built-in one. Each workflow is
+    /// loaded and converted once.
+    pub fn with_catalogue(
+        manifest: &Manifest,
+        random_key: u64,
+        catalogue: Option<&crate::convert::Catalogue>,
+    ) -> Result<Plan, PlanErrors> {
+        let catalogues = workflow::Catalogues::new(catalogue);
+        let mut convert_warnings = Vec::new();
         let mut errors = Errors {
             file: &manifest.path,
             list: Vec::new(),
@@ -237,15 +250,23 @@ impl Plan {
             let mut variants_src = Vec::new();
             for name in &spec.workflows {
                 if !loaded.iter().any(|(n, _)| n == name) {
-                    let entry = match workflow::load(manifest, name) {
-                        Ok(w) => Some((
-                            Arc::new(Workflow {
-                                name: name.clone(),
-                                path: w.path,
-                                sha256: w.sha256,
-                            }),
-                            w.nodes,
-                        )),
+                    let entry = match workflow::load(manifest, name, &catalogues) {
+                        Ok(w) => {
+                            for warning in w.report.iter().flat_map(|r| r.warnings()) {
+                                convert_warnings.push(format!(
+                                    "workflow '{name}' ({}): {warning}",
+                                    w.path.display()
+                                ));
+                            }
+                            Some((
+                                Arc::new(Workflow {
+                                    name: name.clone(),
+                                    path: w.path,
+                                    sha256: w.sha256,
+                                }),
+                                w.nodes,
+                            ))
+                        }
                         Err(e) => {
                             let at = manifest
                                 .workflows
@@ -253,15 +274,17 @@ impl Plan {
                                 .find(|w| &w.name == name)
                                 .map(|w| w.at)
                                 .unwrap_or(spec.workflow_at);
-                            errors.push(
-                                at,
-                                &spec.name,
-                                None,
-                                PlanErrorKind::Workflow {
-                                    name: name.clone(),
-                                    detail: e.to_string(),
-                                },
-                            );
+                            for detail in e.lines() {
+                                errors.push(
+                                    at,
+                                    &spec.name,
+                                    None,
+                                    PlanErrorKind::Workflow {
+                                        name: name.clone(),
+                                        detail,
+                                    },
+                                );
+                            }
                             None
                         }
                     };
@@ -303,7 +326,7 @@ impl Plan {
         let mut plan = Plan {
             groups,
             columns,
-            warnings: Vec::new(),
+            warnings: convert_warnings,
             skip: Vec::new(),
             raw_len: raw_start as u64,
             len: raw_start as usize,
@@ -799,10 +822,33 @@ mod tests {
     }
 
     #[test]
-    fn missing_and_ui_format_workflows_are_errors() {
+    fn missing_workflows_are_errors() {
         let fx = Fixture::new(&[("ui", UI)]);
         let err = err_of(fx.plan("version: 1\nworkflows:\n  listed: ../nowhere/x.json\njobs:\n  - name: a\n    workflow: nope\n  - name: b\n    workflow: ui\n  - name: c\n    workflow: listed\n"));
         insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn ui_format_workflows_are_converted_once_and_targets_work() {
+        let fx = Fixture::new(&[("ui", UI)]);
+        let plan = fx
+            .plan("version: 1\njobs:\n  - workflow: ui\n    matrix: {steps: [5, 6], cfg: [2, 3]}\n    seeds: [7]\n")
+            .unwrap();
+        let jobs: Vec<Job> = plan.jobs().collect();
+        assert_eq!(jobs.len(), 4);
+        let p = &jobs[3].prompt.0;
+        assert_eq!(p["3"]["class_type"], "KSampler");
+        assert_eq!(p["3"]["inputs"]["steps"], 6);
+        assert_eq!(p["3"]["inputs"]["cfg"], 3);
+        assert_eq!(p["3"]["inputs"]["seed"], 7);
+        assert_eq!(p["3"]["inputs"]["sampler_name"], "euler");
+        assert_eq!(p["3"]["_meta"]["title"], "KSampler");
+        let bytes = std::fs::read(&jobs[0].workflow.path).unwrap();
+        use sha2::Digest as _;
+        assert_eq!(
+            jobs[0].workflow.sha256,
+            hex::encode(sha2::Sha256::digest(bytes))
+        );
     }
 
     #[test]
