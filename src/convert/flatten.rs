@@ -20,6 +20,11 @@ use super::{ConvertError, Report, RuleKind};
 /// would otherwise expand forever).
 const MAX_DEPTH: usize = 32;
 
+/// The most slots one input may be resolved through (Reroutes, bypassed
+/// nodes, subgraph boundaries): real chains are a few dozen long, and the
+/// walk is recursive.
+const MAX_HOPS: usize = 1024;
+
 /// Node types the frontend implements itself: never sent to the server.
 fn virtual_kind(ty: &str) -> Option<Virtual> {
     Some(match ty {
@@ -369,6 +374,9 @@ impl<'w> Flat<'w> {
         if !visited.insert((d, false, slot)) {
             return Err(self.cycle(d));
         }
+        if visited.len() > MAX_HOPS {
+            return Err(self.too_long(d));
+        }
         let dto = &self.dtos[d];
         let Some(input) = dto.inputs.get(slot) else {
             return Ok(None);
@@ -416,6 +424,9 @@ impl<'w> Flat<'w> {
     ) -> Result<Option<Resolved>, ConvertError> {
         if !visited.insert((d, true, slot)) {
             return Err(self.cycle(d));
+        }
+        if visited.len() > MAX_HOPS {
+            return Err(self.too_long(d));
         }
         let dto = &self.dtos[d];
         if dto.node.mode == MODE_BYPASS {
@@ -487,6 +498,15 @@ impl<'w> Flat<'w> {
         inputs
             .iter()
             .position(|i| valid_connection(&i.ty, out_ty) && valid_connection(&i.ty, ty))
+    }
+
+    fn too_long(&self, d: usize) -> ConvertError {
+        let dto = &self.dtos[d];
+        ConvertError::ChainTooLong {
+            node: dto.id.clone(),
+            class: dto.node.ty.clone(),
+            hops: MAX_HOPS,
+        }
     }
 
     fn cycle(&self, d: usize) -> ConvertError {

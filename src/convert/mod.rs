@@ -162,7 +162,7 @@ pub struct Converted {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConvertError {
     /// A node class the catalogue does not have.
-    #[error("node {node} ({}) has class '{class}', which the server does not know{}",
+    #[error("node {node} ({}) has class '{class}', which the node catalogue does not have{}",
         title.as_deref().map_or_else(|| "untitled".to_string(), |t| format!("'{t}'")),
         unknown_hint(pack.as_deref(), search_name.as_deref()))]
     UnknownClass {
@@ -212,6 +212,18 @@ pub enum ConvertError {
         node: String,
         /// Its class.
         class: String,
+    },
+    /// A chain of Reroutes / bypassed nodes longer than any real workflow has.
+    #[error(
+        "node {node} ({class}) is reached through more than {hops} Reroutes, bypassed nodes or subgraph boundaries: the chain is too long"
+    )]
+    ChainTooLong {
+        /// A node on the chain.
+        node: String,
+        /// Its class.
+        class: String,
+        /// The limit.
+        hops: usize,
     },
     /// A subgraph that contains itself, or nesting deeper than 32 levels.
     #[error(
@@ -334,3 +346,6 @@ pub fn classes_used(ui: &Map<String, Value>) -> Vec<String> {
     }
     out.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests;

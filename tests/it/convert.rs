@@ -247,3 +247,202 @@ fn templates_convert_exactly() {
     );
     eprintln!("{}", summary("templates", total, &o));
 }
+
+// ---- the command line, manifests naming UI files, and errors ----
+
+const UI_T2I: &str = include_str!("../fixtures/ui/t2i.ui.json");
+
+/// A PNG carrying `text` in a `tEXt` chunk under `key` (plus a foreign chunk).
+fn png_with(key: &str, text: &str) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&[0, 0, 0, 0]);
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, b"gaRb", &[0xfe; 33]);
+    let mut data = key.as_bytes().to_vec();
+    data.push(0);
+    data.extend_from_slice(text.as_bytes());
+    chunk(&mut png, b"tEXt", &data);
+    chunk(&mut png, b"IEND", b"");
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_prints_what_the_frontend_sent_with_a_servers_catalogue() {
+    let sim = crate::harness::sim().await;
+    let p = crate::harness::Project::new();
+    let name = "01_get_started_text_to_image";
+    let dir = fixtures().join("templates");
+    let ui = std::fs::read_to_string(dir.join(format!("{name}.ui.json"))).unwrap();
+    p.write("w.json", &ui);
+    let out = p.cli(&["convert", "w.json", "--server", &sim.url()]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let ours: Value = serde_json::from_str(&out.stdout).unwrap();
+    let expected = load(&dir.join(format!("{name}.api.json")));
+    // Same as the library's conversion with the built-in catalogue.
+    let done = convert(ui_obj(&ui).as_object().unwrap(), &Catalogue::builtin()).unwrap();
+    let d = diff(
+        expected.as_object().unwrap(),
+        ours.as_object().unwrap(),
+        &done.report,
+        &mut Vec::new(),
+    );
+    assert!(d.is_empty(), "{d:#?}");
+
+    // -o writes the file; an image embedding the workflow gives the same.
+    p.write("w.png", png_with("workflow", &ui));
+    let out = p.cli(&["convert", "w.png", "-o", "out.json", "-q"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(p.path("out.json")).unwrap()).unwrap();
+    assert_eq!(written, ours);
+
+    // An API-format file passes through unchanged.
+    let api = std::fs::read_to_string(p.path("workflows/t2i.json")).unwrap();
+    let out = p.cli(&["convert", "workflows/t2i.json"]).await;
+    assert_eq!(out.stdout.trim_end(), api.trim_end());
+}
+
+fn ui_obj(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_errors_are_one_line_each_with_exit_2() {
+    let p = crate::harness::Project::new();
+    p.write(
+        "custom.json",
+        r#"{"nodes": [
+            {"id": 1, "type": "Upscaler9000", "title": "Up", "properties": {"cnr_id": "up-pack"}},
+            {"id": 2, "type": "EmptyImage", "widgets_values": [1, 2, 3, 4, 5, 6, 7]},
+            {"id": 3, "type": "Facer", "properties": {"aux_id": "me/facer"}}], "links": []}"#,
+    );
+    p.write(
+        "broken.json",
+        r#"{"nodes": [{"id": 2, "type": "PreviewImage", "inputs": [{"name": "images", "type": "IMAGE", "link": 1}]}],
+            "links": [[1, 99, 0, 2, 0, "IMAGE"]]}"#,
+    );
+    p.write("neither.json", r#"{"hello": "world"}"#);
+    p.write("plain.png", png_with("Software", "x"));
+    p.write("garbage.png", b"\x89PNG\r\n\x1a\n\xff\xff\xff\xffgarbage");
+    let mut seen = Vec::new();
+    for file in [
+        "custom.json",
+        "broken.json",
+        "neither.json",
+        "plain.png",
+        "garbage.png",
+        "nope.json",
+    ] {
+        let out = p.cli(&["convert", file]).await;
+        assert_eq!(out.code, 2, "{file}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{file}: {}", out.stdout);
+        assert!(
+            out.stderr
+                .lines()
+                .all(|l| l.starts_with("error: ") || l.starts_with("hint: "))
+        );
+        seen.push(
+            out.stderr
+                .replace(&p.path("").display().to_string(), "[tmp]/"),
+        );
+    }
+    insta::assert_snapshot!(seen.join(""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_run_ui_workflows_and_images_as_the_converted_prompt() {
+    use sha2::Digest as _;
+    let sim = crate::harness::sim().await;
+    let p = crate::harness::Project::new();
+    p.write("workflows/ui_t2i.json", UI_T2I);
+    p.write("workflows/shot.png", png_with("workflow", UI_T2I));
+    p.write(
+        "m.yaml",
+        "version: 1\nworkflows:\n  png: workflows/shot.png\njobs:\n  - name: ui\n    workflow: [ui_t2i, png]\n    matrix:\n      Positive.text: [a red fox, a blue fox]\n      steps: [3]\n    seeds: [5]\n",
+    );
+    let out = p.run("m.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 4);
+    let file_sha = hex::encode(sha2::Sha256::digest(UI_T2I.as_bytes()));
+    let ui_row = rows
+        .iter()
+        .find(|r| r.get("workflow").ends_with("ui_t2i.json"))
+        .unwrap();
+    assert_eq!(ui_row.get("workflow_sha256"), file_sha);
+    let prompt: Value = serde_json::from_slice(
+        &std::fs::read(
+            p.out()
+                .join(format!("prompts/{}.json", ui_row.get("job_id"))),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut ids: Vec<&String> = prompt.as_object().unwrap().keys().collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["3", "4", "5", "6", "7", "8", "9"],
+        "virtual and muted nodes are not sent"
+    );
+    assert_eq!(prompt["3"]["inputs"]["steps"], 3);
+    assert_eq!(prompt["3"]["inputs"]["seed"], 5);
+    assert_eq!(prompt["6"]["inputs"]["clip"], serde_json::json!(["4", 1]));
+    assert!(
+        prompt["6"]["inputs"]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("fox")
+    );
+    assert_eq!(prompt["6"]["_meta"]["title"], "Positive");
+    assert_eq!(prompt["7"]["inputs"]["text"], "blurry");
+    // The image's jobs have the same prompts; their ids differ by the file hash.
+    let png_row = rows
+        .iter()
+        .find(|r| r.get("workflow").ends_with("shot.png"))
+        .unwrap();
+    assert_ne!(png_row.get("job_id"), ui_row.get("job_id"));
+    assert!(rows.iter().all(|r| r.get("status") == "ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_lists_every_unknown_class_of_every_workflow_at_once() {
+    let sim = crate::harness::sim().await;
+    let p = crate::harness::Project::new();
+    p.write(
+        "workflows/a.json",
+        r#"{"nodes": [{"id": 1, "type": "Upscaler9000", "title": "Up", "properties": {"cnr_id": "up-pack"}},
+                      {"id": 2, "type": "Facer", "properties": {"aux_id": "me/facer"}}], "links": []}"#,
+    );
+    p.write(
+        "workflows/b.json",
+        r#"{"nodes": [{"id": 7, "type": "Colorizer", "properties": {"Node name for S&R": "Colorize!"}}], "links": []}"#,
+    );
+    p.write(
+        "m.yaml",
+        "version: 1\njobs:\n  - workflow: a\n  - workflow: b\n",
+    );
+    let out = p.cli(&["check", "m.yaml", "--server", &sim.url()]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 3, "{}", out.stderr);
+    for needle in [
+        "'Upscaler9000'",
+        "'up-pack'",
+        "'Facer'",
+        "'me/facer'",
+        "'Colorizer'",
+        "'Colorize!'",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+    assert_eq!(sim.stats().prompts_executed, 0);
+}
