@@ -183,3 +183,36 @@ fn catalogue_for(
         Ok(catalogue)
     })
 }
+
+/// The node catalogue of `url`, for converting UI-format workflows in
+/// `run`; when it cannot be read, the built-in one, with a warning (the
+/// preflight reports an unreachable server on its own).
+pub(crate) fn server_catalogue_or_builtin(
+    url: &ServerUrl,
+    headers: &reqwest::header::HeaderMap,
+    quiet: bool,
+) -> Catalogue {
+    let fetched = (|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
+            let info = http.object_info().await.map_err(|e| e.to_string())?;
+            info.as_object()
+                .map(Catalogue::from_object_info_map)
+                .ok_or_else(|| "object_info is not a JSON object".to_string())
+        })
+    })();
+    fetched.unwrap_or_else(|why| {
+        if !quiet {
+            eprintln!(
+                "warning: cannot read the node catalogue of {url} ({why}); UI-format workflows \
+                 are converted with the built-in one"
+            );
+        }
+        Catalogue::builtin()
+    })
+}

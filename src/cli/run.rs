@@ -168,10 +168,25 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     // A folder run before keeps its fresh-seed draw, so resuming finds the
     // same jobs even for a manifest without `seeds:`.
     let info = super::runinfo::RunInfo::read(&output_path);
-    let plan = match info.random_key {
-        Some(key) => Plan::with_random_key(&manifest, key),
-        None => Plan::new(&manifest),
-    }
+    let env_url = std::env::var("COMFY_URL").ok();
+    let servers = if args.sim {
+        Vec::new()
+    } else {
+        parse_servers(&args.servers, env_url.as_deref(), &manifest.servers)?
+    };
+    let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
+    // UI-format workflows are converted with the first server's catalogue
+    // (fetched only if the manifest names one; the simulator's is the
+    // built-in one).
+    let fetch = || match servers.first() {
+        Some(url) => super::convert::server_catalogue_or_builtin(url, &headers, global.quiet),
+        None => crate::convert::Catalogue::builtin(),
+    };
+    let plan = Plan::with_catalogue_from(
+        &manifest,
+        info.random_key.unwrap_or_else(rand::random),
+        &fetch,
+    )
     .map_err(|e| bad(e.lines()))?;
     for warning in plan.warnings() {
         if !global.quiet {
@@ -184,13 +199,6 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         .map(str::parse)
         .transpose()
         .map_err(|e: crate::plan::ShardError| bad(vec![format!("--shard: {e}")]))?;
-    let env_url = std::env::var("COMFY_URL").ok();
-    let servers = if args.sim {
-        Vec::new()
-    } else {
-        parse_servers(&args.servers, env_url.as_deref(), &manifest.servers)?
-    };
-    let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
     if output_path.exists() && !output_path.is_dir() {
         return Err(bad(vec![format!(
             "--output {}: is a file, not a folder",

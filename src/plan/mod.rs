@@ -232,7 +232,25 @@ impl Plan {
         random_key: u64,
         catalogue: Option<&crate::convert::Catalogue>,
     ) -> Result<Plan, PlanErrors> {
-        let catalogues = workflow::Catalogues::new(catalogue);
+        Plan::build(manifest, random_key, workflow::Catalogues::new(catalogue))
+    }
+
+    /// Like [`Plan::with_catalogue`], with the catalogue fetched by `fetch`
+    /// only if a UI-format workflow needs it (`run`: a server's catalogue,
+    /// without a second `/object_info` request for API-only manifests).
+    pub fn with_catalogue_from(
+        manifest: &Manifest,
+        random_key: u64,
+        fetch: &dyn Fn() -> crate::convert::Catalogue,
+    ) -> Result<Plan, PlanErrors> {
+        Plan::build(manifest, random_key, workflow::Catalogues::lazy(fetch))
+    }
+
+    fn build(
+        manifest: &Manifest,
+        random_key: u64,
+        catalogues: workflow::Catalogues<'_>,
+    ) -> Result<Plan, PlanErrors> {
         let mut convert_warnings = Vec::new();
         let mut errors = Errors {
             file: &manifest.path,

@@ -13,11 +13,22 @@ use crate::convert::{self, Catalogue, ConvertError, Format, Report, embedded};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, normalize, read_capped};
 
 /// The catalogue UI-format workflows are converted with: the caller's (a
-/// server's), else the built-in one, parsed only when a UI file needs it.
-#[derive(Debug, Default)]
+/// server's), one fetched on first need, else the built-in one, parsed only
+/// when a UI file needs it.
+#[derive(Default)]
 pub(crate) struct Catalogues<'a> {
     given: Option<&'a Catalogue>,
-    builtin: OnceLock<Catalogue>,
+    fetch: Option<&'a dyn Fn() -> Catalogue>,
+    cell: OnceLock<Catalogue>,
+}
+
+impl std::fmt::Debug for Catalogues<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalogues")
+            .field("given", &self.given.is_some())
+            .field("fetch", &self.fetch.is_some())
+            .finish()
+    }
 }
 
 impl<'a> Catalogues<'a> {
@@ -25,13 +36,27 @@ impl<'a> Catalogues<'a> {
     pub(crate) fn new(given: Option<&'a Catalogue>) -> Catalogues<'a> {
         Catalogues {
             given,
-            builtin: OnceLock::new(),
+            fetch: None,
+            cell: OnceLock::new(),
+        }
+    }
+
+    /// Converts with what `fetch` returns, called once, when the first
+    /// UI-format workflow is met (an API-only manifest never calls it).
+    pub(crate) fn lazy(fetch: &'a dyn Fn() -> Catalogue) -> Catalogues<'a> {
+        Catalogues {
+            given: None,
+            fetch: Some(fetch),
+            cell: OnceLock::new(),
         }
     }
 
     fn get(&self) -> &Catalogue {
-        self.given
-            .unwrap_or_else(|| self.builtin.get_or_init(Catalogue::builtin))
+        if let Some(c) = self.given {
+            return c;
+        }
+        self.cell
+            .get_or_init(|| self.fetch.map_or_else(Catalogue::builtin, |f| f()))
     }
 }
 
@@ -59,6 +84,8 @@ pub(crate) enum WorkflowError {
     /// Neither an API-format nor a UI-format workflow, nor an image that
     /// embeds one.
     Neither { path: PathBuf, why: String },
+    /// A UI-format workflow with nothing the server would run.
+    EmptyUi { path: PathBuf },
 }
 
 impl WorkflowError {
@@ -106,6 +133,12 @@ impl std::fmt::Display for WorkflowError {
                 )
             }
             WorkflowError::Convert { .. } => f.write_str(&self.lines().join("; ")),
+            WorkflowError::EmptyUi { path } => write!(
+                f,
+                "{} is a UI-format workflow with no node the server would run (only notes, \
+                 reroutes, primitives, muted or bypassed nodes)",
+                path.display()
+            ),
             WorkflowError::Neither { path, why } => write!(
                 f,
                 "{} is neither an API-format nor a UI-format ComfyUI workflow: {why}",
@@ -198,6 +231,11 @@ pub(crate) fn parse_any(
                     path: path.to_owned(),
                     errors: e.0,
                 })?;
+            if done.prompt.is_empty() {
+                return Err(WorkflowError::EmptyUi {
+                    path: path.to_owned(),
+                });
+            }
             let mut loaded = api(path, done.prompt, sha256)?;
             loaded.report = Some(done.report);
             Ok(loaded)
