@@ -303,7 +303,8 @@ fn widgets_of(name: &str, spec: &Value) -> Vec<WidgetDef> {
     let default = match opt("default") {
         Some(v) => v.clone(),
         None => match type_name {
-            "INT" | "FLOAT" => opt("min").cloned().unwrap_or(Value::from(0)),
+            // The frontend's number widgets start at 0 without a default.
+            "INT" | "FLOAT" => Value::from(0),
             "BOOLEAN" => Value::Bool(false),
             "COMBO" => combo
                 .and_then(|c| c.first())

@@ -446,3 +446,127 @@ async fn check_lists_every_unknown_class_of_every_workflow_at_once() {
     }
     assert_eq!(sim.stats().prompts_executed, 0);
 }
+
+/// Hostile input: every shared workflow, damaged at random (nodes removed,
+/// links cut or pointed elsewhere, slots and types scrambled, widget values
+/// truncated or replaced), must convert or fail with an error, never panic
+/// or hang.
+#[test]
+fn damaged_workflows_never_panic() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let catalogue = Catalogue::builtin();
+    let dir = fixtures();
+    let mut files: Vec<PathBuf> = pairs(&dir)
+        .iter()
+        .map(|n| dir.join(format!("{n}.ui.json")))
+        .collect();
+    let tdir = dir.join("templates");
+    files.extend(
+        pairs(&tdir)
+            .iter()
+            .map(|n| tdir.join(format!("{n}.ui.json"))),
+    );
+    let (mut ok, mut failed) = (0, 0);
+    for file in &files {
+        let original = load(file);
+        for _ in 0..6 {
+            let mut w = original.clone();
+            damage(&mut w, &mut rng);
+            for sg in w
+                .pointer_mut("/definitions/subgraphs")
+                .and_then(Value::as_array_mut)
+                .map(std::mem::take)
+                .unwrap_or_default()
+            {
+                let mut sg = sg;
+                damage(&mut sg, &mut rng);
+                if let Some(list) = w
+                    .pointer_mut("/definitions/subgraphs")
+                    .and_then(Value::as_array_mut)
+                {
+                    list.push(sg);
+                }
+            }
+            match convert(w.as_object().expect("object"), &catalogue) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(!e.0.is_empty());
+                    failed += 1;
+                }
+            }
+        }
+    }
+    assert!(ok > 0 && failed > 0, "ok {ok}, failed {failed}");
+
+    fn damage(w: &mut Value, rng: &mut rand_chacha::ChaCha8Rng) {
+        use rand::RngExt;
+        for _ in 0..rng.random_range(1..4) {
+            let n_nodes = w["nodes"].as_array().map_or(0, Vec::len);
+            let n_links = w["links"].as_array().map_or(0, Vec::len);
+            match rng.random_range(0..6) {
+                0 if n_nodes > 0 => {
+                    let list = w["nodes"].as_array_mut().unwrap();
+                    let i = rng.random_range(0..list.len());
+                    list.remove(i);
+                }
+                1 if n_links > 0 => {
+                    let list = w["links"].as_array_mut().unwrap();
+                    let i = rng.random_range(0..list.len());
+                    let target = rng.random_range(-20i64..200);
+                    match &mut list[i] {
+                        Value::Array(a) if a.len() > 1 => a[1] = Value::from(target),
+                        Value::Object(o) => {
+                            o.insert("origin_id".into(), Value::from(target));
+                        }
+                        _ => {}
+                    }
+                }
+                2 if n_links > 0 => {
+                    let list = w["links"].as_array_mut().unwrap();
+                    let i = rng.random_range(0..list.len());
+                    list.remove(i);
+                }
+                3 if n_nodes > 0 => {
+                    let list = w["nodes"].as_array_mut().unwrap();
+                    let i = rng.random_range(0..list.len());
+                    let node = &mut list[i];
+                    if let Some(Value::Array(v)) = node.get_mut("widgets_values") {
+                        let keep = rng.random_range(0..=v.len());
+                        v.truncate(keep);
+                        v.push(Value::from("junk"));
+                    }
+                }
+                4 if n_nodes > 0 => {
+                    let list = w["nodes"].as_array_mut().unwrap();
+                    let i = rng.random_range(0..list.len());
+                    let mode = [0, 2, 4][rng.random_range(0..3)];
+                    list[i]["mode"] = Value::from(mode);
+                    if let Some(Value::Array(inputs)) = list[i].get_mut("inputs")
+                        && let Some(first) = inputs.first_mut()
+                    {
+                        first["type"] = Value::from("*");
+                        first["link"] = Value::from(rng.random_range(0i64..400));
+                    }
+                }
+                _ if n_nodes > 1 => {
+                    // A Reroute loop through two existing nodes.
+                    let list = w["nodes"].as_array_mut().unwrap();
+                    let a = list[0]["id"].clone();
+                    let b = list[1]["id"].clone();
+                    list[0]["type"] = Value::from("Reroute");
+                    list[1]["type"] = Value::from("Reroute");
+                    list[0]["inputs"] =
+                        serde_json::json!([{"name": "", "type": "*", "link": 900001}]);
+                    list[1]["inputs"] =
+                        serde_json::json!([{"name": "", "type": "*", "link": 900002}]);
+                    if let Some(links) = w["links"].as_array_mut() {
+                        links.push(serde_json::json!([900001, b, 0, a, 0, "*"]));
+                        links.push(serde_json::json!([900002, a, 0, b, 0, "*"]));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
