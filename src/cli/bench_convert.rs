@@ -146,5 +146,9 @@ pub fn execute(args: BenchConvertArgs) -> Result<Exit, CliError> {
         times.len()
     );
     println!("json + convert:  {:.2} ms", ms(with_json));
+    println!(
+        "first conversion of a run (catalogue + json + convert): {:.1} ms",
+        ms(parse + with_json)
+    );
     Ok(Exit::Ok)
 }

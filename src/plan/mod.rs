@@ -270,6 +270,23 @@ impl Plan {
                 if !loaded.iter().any(|(n, _)| n == name) {
                     let entry = match workflow::load(manifest, name, &catalogues) {
                         Ok(w) => {
+                            if let Some(report) = &w.report {
+                                let rules: Vec<String> = report
+                                    .counts()
+                                    .iter()
+                                    .map(|(r, n)| format!("{r} x{n}"))
+                                    .collect();
+                                tracing::info!(
+                                    "workflow '{name}' ({}): converted from the UI format, {} nodes; rules used: {}",
+                                    w.path.display(),
+                                    w.nodes.len(),
+                                    if rules.is_empty() {
+                                        "none".into()
+                                    } else {
+                                        rules.join(", ")
+                                    }
+                                );
+                            }
                             for warning in w.report.iter().flat_map(|r| r.warnings()) {
                                 convert_warnings.push(format!(
                                     "workflow '{name}' ({}): {warning}",
@@ -844,6 +861,17 @@ mod tests {
         let fx = Fixture::new(&[("ui", UI)]);
         let err = err_of(fx.plan("version: 1\nworkflows:\n  listed: ../nowhere/x.json\njobs:\n  - name: a\n    workflow: nope\n  - name: b\n    workflow: ui\n  - name: c\n    workflow: listed\n"));
         insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn dynamic_prompt_choices_in_a_ui_workflow_are_kept_with_a_warning() {
+        let ui = r#"{"nodes": [{"id": 6, "type": "CLIPTextEncode", "widgets_values": ["a {red|blue} fox"]}], "links": []}"#;
+        let fx = Fixture::new(&[("ui", ui)]);
+        let plan = fx.plan("version: 1\njobs:\n  - workflow: ui\n").unwrap();
+        assert_eq!(plan.warnings().len(), 1, "{:?}", plan.warnings());
+        assert!(plan.warnings()[0].contains("templates:"), "{:?}", plan.warnings());
+        let job = plan.jobs().next().unwrap();
+        assert_eq!(job.prompt.0["6"]["inputs"]["text"], "a {red|blue} fox");
     }
 
     #[test]
