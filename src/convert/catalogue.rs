@@ -35,13 +35,13 @@ pub(crate) enum WidgetKind {
     /// widgets (audio players, 3D previews, text previews).
     Extension {
         /// What is sent for it.
-        send: Send,
+        sent: Sent,
     },
 }
 
 /// What an extension widget sends.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Send {
+pub(crate) enum Sent {
     /// Nothing.
     Nothing,
     /// Always this value.
@@ -118,10 +118,10 @@ fn hidden_kind(v: &Value) -> Option<&str> {
     }
 }
 
-fn ext(name: &str, saved: bool, send: Send) -> WidgetDef {
+fn ext(name: &str, saved: bool, sent: Sent) -> WidgetDef {
     WidgetDef {
         name: name.into(),
-        kind: WidgetKind::Extension { send },
+        kind: WidgetKind::Extension { sent },
         saved,
     }
 }
@@ -132,20 +132,20 @@ fn extension_widgets(class: &str) -> Vec<WidgetDef> {
     let empty = || Value::from("");
     match class {
         // The animated preview: saved, never sent.
-        "SaveAnimatedWEBP" | "SaveAnimatedPNG" => vec![ext("preview", true, Send::Nothing)],
-        "SaveWEBM" => vec![ext("video-preview", false, Send::Fixed(empty()))],
+        "SaveAnimatedWEBP" | "SaveAnimatedPNG" => vec![ext("preview", true, Sent::Nothing)],
+        "SaveWEBM" => vec![ext("video-preview", false, Sent::Fixed(empty()))],
         "SaveGLB" | "Preview3D" | "Preview3DAnimation" => {
-            vec![ext("image", true, Send::Saved(empty()))]
+            vec![ext("image", true, Sent::Saved(empty()))]
         }
-        "LoadAudio" => vec![ext("audioUI", true, Send::Fixed(empty()))],
+        "LoadAudio" => vec![ext("audioUI", true, Sent::Fixed(empty()))],
         "SaveAudio" | "SaveAudioMP3" | "SaveAudioOpus" | "PreviewAudio" => {
-            vec![ext("audioUI", false, Send::Fixed(empty()))]
+            vec![ext("audioUI", false, Sent::Fixed(empty()))]
         }
-        "RecordAudio" => vec![ext("recording", true, Send::Nothing)],
+        "RecordAudio" => vec![ext("recording", true, Sent::Nothing)],
         "PreviewAny" => vec![
-            ext("preview", true, Send::Fixed(empty())),
-            ext("preview_text", true, Send::Nothing),
-            ext("previewMode", true, Send::Saved(Value::Bool(false))),
+            ext("preview", true, Sent::Fixed(empty())),
+            ext("preview_text", true, Sent::Nothing),
+            ext("previewMode", true, Sent::Saved(Value::Bool(false))),
         ],
         _ => Vec::new(),
     }

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use super::catalogue::{Catalogue, NodeDef, Send, WidgetDef, WidgetKind};
+use super::catalogue::{Catalogue, NodeDef, Sent, WidgetDef, WidgetKind};
 use super::graph::{
     Graph, MODE_BYPASS, MODE_NEVER, Node, SUBGRAPH_INPUT, SUBGRAPH_OUTPUT, Slot, Subgraph, Workflow,
 };
@@ -534,10 +534,10 @@ impl<'w> Flat<'w> {
                     } => *dynamic_prompts,
                     WidgetKind::DynamicCombo { .. }
                     | WidgetKind::Extension {
-                        send: Send::Saved(_),
+                        sent: Sent::Saved(_),
                     } => false,
                     WidgetKind::Extension {
-                        send: Send::Fixed(v),
+                        sent: Sent::Fixed(v),
                     } => {
                         inputs.insert(w.name.clone(), v.clone());
                         continue;
@@ -698,7 +698,7 @@ impl Fill<'_> {
                 default.clone()
             }
             WidgetKind::Extension {
-                send: Send::Saved(d),
+                sent: Sent::Saved(d),
             } => d.clone(),
             _ => Value::Null,
         };

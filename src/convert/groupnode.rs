@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::ConvertError;
 use super::catalogue::Catalogue;
-use super::graph::{Graph, Link, Node, OutSlot, Slot, Workflow, id_key};
+use super::graph::{Graph, Link, Node, OutSlot, Slot, Workflow};
 
 /// Whether a node type names a group node (`workflow>Name`, older
 /// `workflow/Name`).
@@ -238,6 +238,5 @@ fn expand_one(
             }
         }
     }
-    let _ = id_key;
     Ok(inner)
 }

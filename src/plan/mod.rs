@@ -869,7 +869,11 @@ mod tests {
         let fx = Fixture::new(&[("ui", ui)]);
         let plan = fx.plan("version: 1\njobs:\n  - workflow: ui\n").unwrap();
         assert_eq!(plan.warnings().len(), 1, "{:?}", plan.warnings());
-        assert!(plan.warnings()[0].contains("templates:"), "{:?}", plan.warnings());
+        assert!(
+            plan.warnings()[0].contains("templates:"),
+            "{:?}",
+            plan.warnings()
+        );
         let job = plan.jobs().next().unwrap();
         assert_eq!(job.prompt.0["6"]["inputs"]["text"], "a {red|blue} fox");
     }
