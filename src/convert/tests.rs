@@ -371,3 +371,29 @@ fn detect_tells_the_formats_apart() {
     assert_eq!(detect(&json!([1])), Format::Unknown);
     assert_eq!(detect(&json!({})), Format::Unknown);
 }
+
+#[test]
+fn group_nodes_expand_to_index_ids_with_the_instance_widget_values() {
+    let group = json!({"nodes": [
+            {"index": 0, "type": "EmptyImage", "widgets_values": [1, 1, 1, 0],
+             "outputs": [{"type": "IMAGE", "links": []}]},
+            {"index": 1, "type": "ImageBlend", "widgets_values": [0.5, "normal"],
+             "inputs": [{"name": "image1", "type": "IMAGE", "link": null},
+                        {"name": "image2", "type": "IMAGE", "link": null}],
+             "outputs": [{"type": "IMAGE", "links": []}]}],
+        "links": [[0, 0, 1, 0, 1, "IMAGE"], [null, 0, 1, 1, 9, "IMAGE"]], "external": []});
+    let done = ok(json!({"nodes": [
+        image(9, json!([1])),
+        {"id": 5, "type": "workflow>Blend", "inputs": [{"name": "image2", "type": "IMAGE", "link": 1}],
+         "outputs": [{"type": "IMAGE", "links": [2]}], "widgets_values": [8, 9, 1, 0, 0.25, "screen"]},
+        preview(3, 2)],
+        "links": [[1, 9, 0, 5, 0, "IMAGE"], [2, 5, 0, 3, 0, "IMAGE"]],
+        "extra": {"groupNodes": {"Blend": group}}}));
+    assert_eq!(done.prompt["5:0"]["inputs"]["width"], 8);
+    assert_eq!(done.prompt["5:1"]["inputs"]["image1"], json!(["5:0", 0]));
+    assert_eq!(done.prompt["5:1"]["inputs"]["image2"], json!(["9", 0]));
+    assert_eq!(done.prompt["5:1"]["inputs"]["blend_mode"], "screen");
+    assert_eq!(done.prompt["3"]["inputs"]["images"], json!(["5:1", 0]));
+    let lines = err(json!({"nodes": [{"id": 5, "type": "workflow>Missing"}], "links": []}));
+    assert!(lines[0].contains("not in extra.groupNodes"), "{lines:?}");
+}
