@@ -407,6 +407,25 @@ async fn manifests_run_ui_workflows_and_images_as_the_converted_prompt() {
         .unwrap();
     assert_ne!(png_row.get("job_id"), ui_row.get("job_id"));
     assert!(rows.iter().all(|r| r.get("status") == "ok"));
+
+    // A rerun rebuilds the same jobs from the log.
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--output",
+            "again",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let again = crate::harness::read_rows(&p.path("again/runs.csv"));
+    let mut ids: Vec<&str> = again.iter().map(|r| r.get("job_id")).collect();
+    let mut before: Vec<&str> = rows.iter().map(|r| r.get("job_id")).collect();
+    ids.sort();
+    before.sort();
+    assert_eq!(ids, before, "{}", out.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
