@@ -123,10 +123,13 @@ fn title_of(node: &Node) -> String {
 fn pack_of(node: &Node) -> Option<String> {
     let p = &node.properties;
     let get = |k: &str| p.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    get("cnr_id")
-        .filter(|s| *s != "comfy-core")
-        .or_else(|| get("aux_id"))
-        .map(str::to_string)
+    get("cnr_id").or_else(|| get("aux_id")).map(|pack| {
+        match (pack, get("ver")) {
+            // A core node the server lacks: the server is older than the file.
+            ("comfy-core", Some(ver)) => format!("comfy-core {ver}"),
+            _ => pack.to_string(),
+        }
+    })
 }
 
 impl<'w> Flat<'w> {

@@ -251,6 +251,9 @@ pub enum ConvertError {
 }
 
 fn unknown_hint(pack: Option<&str>, search: Option<&str>) -> String {
+    if let Some(core) = pack.filter(|p| p.starts_with("comfy-core")) {
+        return format!(" (a ComfyUI core node, saved with {core}): update ComfyUI");
+    }
     match (pack, search) {
         (Some(p), Some(s)) => format!(" (custom node pack '{p}', node '{s}'): install it"),
         (Some(p), None) => format!(" (custom node pack '{p}'): install it"),

@@ -251,13 +251,15 @@ fn every_unknown_class_is_named_with_its_pack() {
     let lines = err(json!({"nodes": [
         {"id": 1, "type": "Upscaler9000", "title": "Up", "properties": {"cnr_id": "up-pack", "Node name for S&R": "Upscaler9000"}},
         {"id": 2, "type": "Other", "properties": {"aux_id": "someone/other", "Node name for S&R": "Other Node"}},
-        {"id": 3, "type": "Bare"}], "links": []}));
+        {"id": 3, "type": "Bare"},
+        {"id": 4, "type": "NewCoreNode", "properties": {"cnr_id": "comfy-core", "ver": "0.9.1"}}], "links": []}));
     assert_eq!(
         lines,
         [
             "node 1 ('Up') has class 'Upscaler9000', which the node catalogue does not have (custom node pack 'up-pack'): install it",
             "node 2 (untitled) has class 'Other', which the node catalogue does not have (custom node pack 'someone/other', node 'Other Node'): install it",
             "node 3 (untitled) has class 'Bare', which the node catalogue does not have: is its custom node pack installed?",
+            "node 4 (untitled) has class 'NewCoreNode', which the node catalogue does not have (a ComfyUI core node, saved with comfy-core 0.9.1): update ComfyUI",
         ]
     );
 }
