@@ -31,6 +31,10 @@ fn virtual_kind(ty: &str) -> Option<Virtual> {
         "Reroute" => Virtual::Reroute,
         "PrimitiveNode" => Virtual::Primitive,
         "Note" | "MarkdownNote" => Virtual::Note,
+        // KJNodes' frontend-only pair: a GetNode outputs what the SetNode
+        // of the same name is fed.
+        "SetNode" => Virtual::Reroute,
+        "GetNode" => Virtual::Get,
         _ => return None,
     })
 }
@@ -38,6 +42,7 @@ fn virtual_kind(ty: &str) -> Option<Virtual> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Virtual {
     Reroute,
+    Get,
     Primitive,
     Note,
 }
@@ -463,6 +468,10 @@ impl<'w> Flat<'w> {
                 };
                 self.resolve_output(i, link.origin_slot, ty, visited)
             }
+            Kind::Virtual(Virtual::Get) => match self.setter_of(d) {
+                Some(set) => self.resolve_input(set, 0, Some(ty), visited),
+                None => Ok(None),
+            },
             Kind::Virtual(_) => {
                 if dto.inputs.get(slot).is_some() {
                     self.resolve_input(d, slot, Some(ty), visited)
@@ -501,6 +510,18 @@ impl<'w> Flat<'w> {
         inputs
             .iter()
             .position(|i| valid_connection(&i.ty, out_ty) && valid_connection(&i.ty, ty))
+    }
+
+    /// The SetNode in the same graph whose name (first widget value) is
+    /// the GetNode's.
+    fn setter_of(&self, d: usize) -> Option<usize> {
+        let dto = &self.dtos[d];
+        let name = first_value(dto.node)?;
+        dto.graph
+            .nodes
+            .iter()
+            .find(|n| n.ty == "SetNode" && first_value(n) == Some(name))
+            .and_then(|n| self.by_id.get(&format!("{}{}", dto.prefix, n.id)).copied())
     }
 
     fn too_long(&self, d: usize) -> ConvertError {
@@ -603,6 +624,13 @@ impl<'w> Flat<'w> {
             }
         }
         Ok(out)
+    }
+}
+
+fn first_value(node: &Node) -> Option<&Value> {
+    match &node.widgets_values {
+        Some(Value::Array(a)) => a.first(),
+        _ => None,
     }
 }
 

@@ -399,3 +399,20 @@ fn group_nodes_expand_to_index_ids_with_the_instance_widget_values() {
     let lines = err(json!({"nodes": [{"id": 5, "type": "workflow>Missing"}], "links": []}));
     assert!(lines[0].contains("not in extra.groupNodes"), "{lines:?}");
 }
+
+#[test]
+fn kjnodes_set_and_get_nodes_are_resolved_like_reroutes() {
+    let done = ok(json!({"nodes": [
+        image(1, json!([1])),
+        {"id": 2, "type": "SetNode", "widgets_values": ["pic"], "inputs": [{"name": "IMAGE", "type": "IMAGE", "link": 1}],
+         "outputs": [{"type": "IMAGE", "links": []}]},
+        {"id": 3, "type": "GetNode", "widgets_values": ["pic"], "outputs": [{"type": "IMAGE", "links": [2]}]},
+        preview(4, 2),
+        {"id": 5, "type": "GetNode", "widgets_values": ["nothing"], "outputs": [{"type": "IMAGE", "links": [3]}]},
+        preview(6, 3)],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 3, 0, 4, 0, "IMAGE"], [3, 5, 0, 6, 0, "IMAGE"]]}));
+    assert_eq!(done.prompt["4"]["inputs"]["images"], json!(["1", 0]));
+    assert_eq!(done.prompt["6"]["inputs"], json!({}));
+    let ids: Vec<&String> = done.prompt.keys().collect();
+    assert_eq!(ids, ["1", "4", "6"]);
+}
