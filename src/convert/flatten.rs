@@ -31,10 +31,25 @@ fn virtual_kind(ty: &str) -> Option<Virtual> {
         "Reroute" => Virtual::Reroute,
         "PrimitiveNode" => Virtual::Primitive,
         "Note" | "MarkdownNote" => Virtual::Note,
-        // KJNodes' frontend-only pair: a GetNode outputs what the SetNode
-        // of the same name is fed.
+        _ => return None,
+    })
+}
+
+/// Frontend-only helpers of popular custom node packs, used when the
+/// catalogue does not define the type itself.
+fn pack_virtual_kind(ty: &str) -> Option<Virtual> {
+    Some(match ty {
+        // KJNodes: a GetNode outputs what the SetNode of the same name is fed.
         "SetNode" => Virtual::Reroute,
         "GetNode" => Virtual::Get,
+        // rgthree: a reroute, and canvas helpers with nothing to run.
+        "Reroute (rgthree)" => Virtual::Reroute,
+        "Fast Groups Muter (rgthree)"
+        | "Fast Groups Bypasser (rgthree)"
+        | "Fast Muter (rgthree)"
+        | "Fast Bypasser (rgthree)"
+        | "Bookmark (rgthree)"
+        | "Label (rgthree)" => Virtual::Note,
         _ => return None,
     })
 }
@@ -151,7 +166,9 @@ impl<'w> Flat<'w> {
     ) {
         for node in &graph.nodes {
             let id = format!("{prefix}{}", node.id);
-            let (kind, widgets) = if let Some(v) = virtual_kind(&node.ty) {
+            let virtual_type = virtual_kind(&node.ty)
+                .or_else(|| pack_virtual_kind(&node.ty).filter(|_| !catalogue.contains(&node.ty)));
+            let (kind, widgets) = if let Some(v) = virtual_type {
                 let widgets = match (v, &node.widgets_values) {
                     (Virtual::Primitive, Some(Value::Array(a))) if !a.is_empty() => vec![Widget {
                         name: "value".into(),

@@ -313,8 +313,10 @@ pub fn convert(ui: &Map<String, Value>, catalogue: &Catalogue) -> Result<Convert
 }
 
 /// The node classes a UI-format workflow uses that the server must know:
-/// every node type except frontend-only nodes, subgraph instances and group
-/// nodes (whose inner classes are listed instead), sorted, each once.
+/// every node type except the frontend's own nodes, subgraph instances and
+/// group nodes (whose inner classes are listed instead), sorted, each once.
+/// Frontend-only helpers of custom packs (KJNodes' SetNode…) are listed: a
+/// server that defines such a class decides what it is.
 pub fn classes_used(ui: &Map<String, Value>) -> Vec<String> {
     let mut out = std::collections::BTreeSet::new();
     let Ok(workflow) = graph::parse(ui) else {

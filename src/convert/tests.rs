@@ -416,3 +416,17 @@ fn kjnodes_set_and_get_nodes_are_resolved_like_reroutes() {
     let ids: Vec<&String> = done.prompt.keys().collect();
     assert_eq!(ids, ["1", "4", "6"]);
 }
+
+#[test]
+fn rgthree_reroutes_and_canvas_helpers_are_frontend_only() {
+    let done = ok(json!({"nodes": [
+        image(1, json!([1])),
+        {"id": 2, "type": "Reroute (rgthree)", "inputs": [{"name": "", "type": "*", "link": 1}],
+         "outputs": [{"type": "IMAGE", "links": [2]}]},
+        preview(3, 2),
+        {"id": 4, "type": "Fast Groups Bypasser (rgthree)", "inputs": [], "outputs": [{"type": "*", "links": []}]}],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]]}));
+    assert_eq!(done.prompt["3"]["inputs"]["images"], json!(["1", 0]));
+    let ids: Vec<&String> = done.prompt.keys().collect();
+    assert_eq!(ids, ["1", "3"]);
+}
