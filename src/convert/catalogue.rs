@@ -1,6 +1,6 @@
 //! The node definitions conversion needs, read from `/object_info` entries:
-//! for each class, its widgets in the frontend's order (with the extra
-//! control and upload widgets the frontend adds) and its output types.
+//! for each class, its display name and its widgets in the frontend's order
+//! (with the control, upload and extension widgets the frontend adds).
 
 use std::collections::HashMap;
 

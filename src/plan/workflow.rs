@@ -221,11 +221,8 @@ pub(crate) fn parse_any(
         path: path.to_owned(),
         cause: e.to_string(),
     })?;
-    match convert::detect(&value) {
-        Format::Ui => {
-            let Value::Object(ui) = value else {
-                unreachable!("detect says Ui only for objects")
-            };
+    match (convert::detect(&value), value) {
+        (Format::Ui, Value::Object(ui)) => {
             let done =
                 convert::convert(&ui, catalogues.get()).map_err(|e| WorkflowError::Convert {
                     path: path.to_owned(),
@@ -240,19 +237,12 @@ pub(crate) fn parse_any(
             loaded.report = Some(done.report);
             Ok(loaded)
         }
-        Format::Api => {
-            let Value::Object(nodes) = value else {
-                unreachable!("detect says Api only for objects")
-            };
-            api(path, nodes, sha256)
-        }
-        Format::Unknown => match value {
-            Value::Object(nodes) => api(path, nodes, sha256),
-            _ => Err(WorkflowError::Neither {
-                path: path.to_owned(),
-                why: "the top level is not an object".into(),
-            }),
-        },
+        // Not quite API format: `api` says what is wrong with it.
+        (_, Value::Object(nodes)) => api(path, nodes, sha256),
+        _ => Err(WorkflowError::Neither {
+            path: path.to_owned(),
+            why: "the top level is not an object".into(),
+        }),
     }
 }
 
