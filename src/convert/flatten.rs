@@ -164,7 +164,15 @@ impl<'w> Flat<'w> {
         errors: &mut Vec<ConvertError>,
         stack: &mut Vec<&'w str>,
     ) {
-        for node in &graph.nodes {
+        // The root graph in the frontend's execution order (it decides the
+        // order of subgraph instances' nodes in the prompt); inner nodes in
+        // their saved order, as the frontend walks them.
+        let order: Vec<usize> = if instance.is_none() {
+            execution_order(graph)
+        } else {
+            (0..graph.nodes.len()).collect()
+        };
+        for node in order.into_iter().map(|i| &graph.nodes[i]) {
             let id = format!("{prefix}{}", node.id);
             let virtual_type = virtual_kind(&node.ty)
                 .or_else(|| pack_virtual_kind(&node.ty).filter(|_| !catalogue.contains(&node.ty)));
@@ -640,8 +648,64 @@ impl<'w> Flat<'w> {
                 });
             }
         }
-        Ok(out)
+        // The prompt is a JavaScript object: integer-like keys come first,
+        // ascending, then the others (`5:3`) in insertion order.
+        let (mut plain, other): (Vec<_>, Vec<_>) =
+            out.into_iter().partition(|(k, _)| array_index(k).is_some());
+        plain.sort_by_key(|(k, _)| array_index(k));
+        Ok(plain.into_iter().chain(other).collect())
     }
+}
+
+/// The value of a key JavaScript treats as an array index (a canonical
+/// decimal below 2^32 - 1), which objects order first.
+fn array_index(key: &str) -> Option<u32> {
+    let n: u32 = key.parse().ok()?;
+    (n < u32::MAX && n.to_string() == key).then_some(n)
+}
+
+/// LiteGraph's `computeExecutionOrder`: nodes without linked inputs first
+/// (in saved order), then each node once all its linked inputs were
+/// reached; nodes left over (in cycles) last, integer-like ids ascending.
+fn execution_order(graph: &Graph) -> Vec<usize> {
+    let n = graph.nodes.len();
+    let mut remaining: Vec<usize> = graph
+        .nodes
+        .iter()
+        .map(|node| node.inputs.iter().filter(|i| i.link.is_some()).count())
+        .collect();
+    let mut queue: std::collections::VecDeque<usize> =
+        (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut done = vec![false; n];
+    let mut visited_links = HashSet::new();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = queue.pop_front() {
+        order.push(i);
+        done[i] = true;
+        for out in &graph.nodes[i].outputs {
+            for link_id in &out.links {
+                let Some(link) = graph.links.get(link_id) else {
+                    continue;
+                };
+                if !visited_links.insert(*link_id) {
+                    continue;
+                }
+                let Some(&t) = graph.index.get(&link.target) else {
+                    continue;
+                };
+                if remaining[t] > 0 {
+                    remaining[t] -= 1;
+                    if remaining[t] == 0 {
+                        queue.push_back(t);
+                    }
+                }
+            }
+        }
+    }
+    let mut left: Vec<usize> = (0..n).filter(|&i| !done[i]).collect();
+    left.sort_by_key(|&i| array_index(&graph.nodes[i].id).map_or((1, 0), |k| (0, k)));
+    order.extend(left);
+    order
 }
 
 fn first_value(node: &Node) -> Option<&Value> {

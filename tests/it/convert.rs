@@ -158,7 +158,13 @@ fn run_dir(dir: &Path, catalogue: &Catalogue) -> Outcome {
         let expected = api.as_object().expect("api object");
         match convert(ui.as_object().expect("ui object"), catalogue) {
             Ok(done) => {
-                let d = diff(expected, &done.prompt, &done.report, &mut explained);
+                let mut d = diff(expected, &done.prompt, &done.report, &mut explained);
+                // Node order too: what the frontend's export shows.
+                let (e, o): (Vec<&String>, Vec<&String>) =
+                    (expected.keys().collect(), done.prompt.keys().collect());
+                if d.is_empty() && e != o {
+                    d.push(format!("node order {e:?} vs ours {o:?}"));
+                }
                 if d.is_empty() {
                     exact.push(name);
                 } else {
