@@ -165,6 +165,20 @@ fn run_dir(dir: &Path, catalogue: &Catalogue) -> Outcome {
                 if d.is_empty() && e != o {
                     d.push(format!("node order {e:?} vs ours {o:?}"));
                 }
+                // And input order, over the inputs both have.
+                for (id, node) in expected {
+                    let (Some(ei), Some(oi)) = (
+                        node["inputs"].as_object(),
+                        done.prompt.get(id).and_then(|n| n["inputs"].as_object()),
+                    ) else {
+                        continue;
+                    };
+                    let eo: Vec<&String> = ei.keys().filter(|k| oi.contains_key(*k)).collect();
+                    let oo: Vec<&String> = oi.keys().filter(|k| ei.contains_key(*k)).collect();
+                    if d.is_empty() && eo != oo {
+                        d.push(format!("node {id}: input order {eo:?} vs ours {oo:?}"));
+                    }
+                }
                 if d.is_empty() {
                     exact.push(name);
                 } else {
