@@ -257,6 +257,11 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             .map(|(_, c)| crate::convert::Catalogue::from_object_info_map(c.object_info()));
         let plan = Plan::with_catalogue(&manifest, rand::random(), server_catalogue.as_ref())
             .map_err(|e| bad(e.lines()))?;
+        if !global.quiet {
+            for warning in plan.warnings() {
+                eprintln!("warning: {warning}");
+            }
+        }
         preflight(&|| Box::new(plan.jobs()), &catalogues)?;
         if !global.quiet {
             eprintln!(
