@@ -165,47 +165,55 @@ fn catalogue_for(
             args.server.clone().unwrap_or_default()
         };
         let url = ServerUrl::parse(&url).map_err(|e| bad(format!("--server: {e}")))?;
-        let http = HttpClient::new(url, headers, Duration::from_secs(60))
-            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
-        let mut catalogue = Catalogue::new();
-        for class in &classes {
-            let entry = http.object_info_class(class).await.map_err(|e| {
-                CliError::from_error(Exit::Infrastructure, &e)
-                    .with_hint("is the server up? `comfy-batch sim` serves a stand-in")
-            })?;
-            // An unknown class comes back as `{}`: conversion names it.
-            if let Some(e) = entry.get(class) {
-                catalogue
-                    .insert(class, e)
-                    .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
-            }
-        }
-        Ok(catalogue)
+        fetch_classes(&url, &headers, &classes).await.map_err(|e| {
+            CliError::many(Exit::Infrastructure, vec![e])
+                .with_hint("is the server up? `comfy-batch sim` serves a stand-in")
+        })
     })
 }
 
-/// The node catalogue of `url`, for converting UI-format workflows in
-/// `run`; when it cannot be read, the built-in one, with a warning (the
-/// preflight reports an unreachable server on its own).
-pub(crate) fn server_catalogue_or_builtin(
+/// The catalogue entries of `classes` on `url`, one `/object_info/{class}`
+/// each; a class the server does not know is left out (conversion names it).
+async fn fetch_classes(
     url: &ServerUrl,
     headers: &reqwest::header::HeaderMap,
+    classes: &[String],
+) -> Result<Catalogue, String> {
+    let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
+        .map_err(|e| error_line(&e))?;
+    let mut catalogue = Catalogue::new();
+    for class in classes {
+        let entry = http
+            .object_info_class(class)
+            .await
+            .map_err(|e| error_line(&e))?;
+        if let Some(e) = entry.get(class) {
+            catalogue.insert(class, e).map_err(|e| error_line(&e))?;
+        }
+    }
+    Ok(catalogue)
+}
+
+fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    CliError::from_error(Exit::Infrastructure, e)
+        .errors
+        .join("; ")
+}
+
+/// For `run`: the entries of `classes` on `url`, to convert UI-format
+/// workflows with; when the server cannot be read, the built-in entries,
+/// with a warning (the preflight reports an unreachable server on its own).
+pub(crate) fn server_classes_or_builtin(
+    url: &ServerUrl,
+    headers: &reqwest::header::HeaderMap,
+    classes: &[String],
     quiet: bool,
 ) -> Catalogue {
-    let fetched = (|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
-                .map_err(|e| e.to_string())?;
-            let info = http.object_info().await.map_err(|e| e.to_string())?;
-            info.as_object()
-                .map(Catalogue::from_object_info_map)
-                .ok_or_else(|| "object_info is not a JSON object".to_string())
-        })
-    })();
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(fetch_classes(url, headers, classes)));
     fetched.unwrap_or_else(|why| {
         if !quiet {
             eprintln!(
@@ -213,6 +221,6 @@ pub(crate) fn server_catalogue_or_builtin(
                  are converted with the built-in one"
             );
         }
-        Catalogue::builtin()
+        Catalogue::builtin().subset(classes)
     })
 }

@@ -175,12 +175,17 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         parse_servers(&args.servers, env_url.as_deref(), &manifest.servers)?
     };
     let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
-    // UI-format workflows are converted with the first server's catalogue
-    // (fetched only if the manifest names one; the simulator's is the
+    // UI-format workflows are converted with the first server's catalogue,
+    // fetched per class for the classes they use (the simulator's is the
     // built-in one).
-    let fetch = || match servers.first() {
-        Some(url) => super::convert::server_catalogue_or_builtin(url, &headers, global.quiet),
-        None => crate::convert::Catalogue::builtin(),
+    let builtin = std::sync::OnceLock::new();
+    let fetch = |classes: &[String]| match servers.first() {
+        Some(url) => {
+            super::convert::server_classes_or_builtin(url, &headers, classes, global.quiet)
+        }
+        None => builtin
+            .get_or_init(crate::convert::Catalogue::builtin)
+            .subset(classes),
     };
     let plan = Plan::with_catalogue_from(
         &manifest,

@@ -198,6 +198,21 @@ impl Catalogue {
         Ok(())
     }
 
+    /// Adds every class of `other` (replacing classes of the same name).
+    pub fn extend(&mut self, other: Catalogue) {
+        self.classes.extend(other.classes);
+    }
+
+    /// Only the named classes of this catalogue (those it has).
+    pub fn subset(&self, classes: &[String]) -> Catalogue {
+        Catalogue {
+            classes: classes
+                .iter()
+                .filter_map(|c| Some((c.clone(), self.classes.get(c)?.clone())))
+                .collect(),
+        }
+    }
+
     /// Whether the catalogue knows `class`.
     pub fn contains(&self, class: &str) -> bool {
         self.classes.contains_key(class)

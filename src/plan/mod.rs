@@ -20,6 +20,8 @@ mod shard;
 mod targets;
 mod workflow;
 
+pub use workflow::FetchClasses;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -235,15 +237,15 @@ impl Plan {
         Plan::build(manifest, random_key, workflow::Catalogues::new(catalogue))
     }
 
-    /// Like [`Plan::with_catalogue`], with the catalogue fetched by `fetch`
-    /// only if a UI-format workflow needs it (`run`: a server's catalogue,
-    /// without a second `/object_info` request for API-only manifests).
+    /// Like [`Plan::with_catalogue`], with the catalogue entries of the
+    /// classes each UI-format workflow uses fetched by `fetch` (`run`: one
+    /// `/object_info/{class}` per class, nothing for API-only manifests).
     pub fn with_catalogue_from(
         manifest: &Manifest,
         random_key: u64,
-        fetch: &dyn Fn() -> crate::convert::Catalogue,
+        fetch: workflow::FetchClasses<'_>,
     ) -> Result<Plan, PlanErrors> {
-        Plan::build(manifest, random_key, workflow::Catalogues::lazy(fetch))
+        Plan::build(manifest, random_key, workflow::Catalogues::per_class(fetch))
     }
 
     fn build(
@@ -861,6 +863,35 @@ mod tests {
         let fx = Fixture::new(&[("ui", UI)]);
         let err = err_of(fx.plan("version: 1\nworkflows:\n  listed: ../nowhere/x.json\njobs:\n  - name: a\n    workflow: nope\n  - name: b\n    workflow: ui\n  - name: c\n    workflow: listed\n"));
         insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn a_servers_catalogue_is_fetched_per_class_only_for_ui_workflows() {
+        let a = r#"{"nodes": [{"id": 1, "type": "EmptyImage", "widgets_values": [8, 8, 1, 0]},
+                              {"id": 2, "type": "ImageInvert"}], "links": []}"#;
+        let b = r#"{"nodes": [{"id": 1, "type": "EmptyImage"}, {"id": 2, "type": "PreviewImage"}], "links": []}"#;
+        let fx = Fixture::new(&[("a", a), ("b", b), ("t2i", T2I)]);
+        let builtin = crate::convert::Catalogue::builtin();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let fetch = |classes: &[String]| {
+            asked.borrow_mut().push(classes.to_vec());
+            builtin.subset(classes)
+        };
+        let manifest = fx.manifest("version: 1\njobs:\n  - workflow: [t2i, a, b]\n");
+        let plan = Plan::with_catalogue_from(&manifest, 1, &fetch).unwrap();
+        assert_eq!(plan.len(), 3);
+        assert_eq!(
+            *asked.borrow(),
+            [
+                vec!["EmptyImage".to_string(), "ImageInvert".into()],
+                vec!["PreviewImage".into()]
+            ]
+        );
+        // An API-only manifest asks for nothing.
+        asked.borrow_mut().clear();
+        let manifest = fx.manifest("version: 1\njobs:\n  - workflow: t2i\n");
+        Plan::with_catalogue_from(&manifest, 1, &fetch).unwrap();
+        assert!(asked.borrow().is_empty());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! embed a workflow or a prompt) converted to the API format once, here,
 //! with the catalogue the caller gives (the built-in one by default).
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -13,14 +15,19 @@ use crate::convert::{self, Catalogue, ConvertError, Format, Report, embedded};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, normalize, read_capped};
 
 /// The catalogue UI-format workflows are converted with: the caller's (a
-/// server's), one fetched on first need, else the built-in one, parsed only
-/// when a UI file needs it.
+/// server's), or entries fetched per class as workflows need them, else the
+/// built-in one, parsed only when a UI file needs it.
 #[derive(Default)]
 pub(crate) struct Catalogues<'a> {
     given: Option<&'a Catalogue>,
-    fetch: Option<&'a dyn Fn() -> Catalogue>,
-    cell: OnceLock<Catalogue>,
+    fetch: Option<FetchClasses<'a>>,
+    fetched: RefCell<(Catalogue, HashSet<String>)>,
+    builtin: OnceLock<Catalogue>,
 }
+
+/// Fetches the catalogue entries of the given classes (e.g. one
+/// `/object_info/{class}` each); classes it cannot find are left out.
+pub type FetchClasses<'a> = &'a dyn Fn(&[String]) -> Catalogue;
 
 impl std::fmt::Debug for Catalogues<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,27 +43,40 @@ impl<'a> Catalogues<'a> {
     pub(crate) fn new(given: Option<&'a Catalogue>) -> Catalogues<'a> {
         Catalogues {
             given,
-            fetch: None,
-            cell: OnceLock::new(),
+            ..Catalogues::default()
         }
     }
 
-    /// Converts with what `fetch` returns, called once, when the first
-    /// UI-format workflow is met (an API-only manifest never calls it).
-    pub(crate) fn lazy(fetch: &'a dyn Fn() -> Catalogue) -> Catalogues<'a> {
+    /// Converts with entries `fetch` returns, asked for each UI-format
+    /// workflow's classes not fetched before (an API-only manifest never
+    /// calls it).
+    pub(crate) fn per_class(fetch: FetchClasses<'a>) -> Catalogues<'a> {
         Catalogues {
-            given: None,
             fetch: Some(fetch),
-            cell: OnceLock::new(),
+            ..Catalogues::default()
         }
     }
 
-    fn get(&self) -> &Catalogue {
+    /// Runs `f` with a catalogue that has every class `ui` uses (that the
+    /// source knows).
+    fn with<R>(&self, ui: &Map<String, Value>, f: impl FnOnce(&Catalogue) -> R) -> R {
         if let Some(c) = self.given {
-            return c;
+            return f(c);
         }
-        self.cell
-            .get_or_init(|| self.fetch.map_or_else(Catalogue::builtin, |f| f()))
+        let Some(fetch) = self.fetch else {
+            return f(self.builtin.get_or_init(Catalogue::builtin));
+        };
+        let mut cache = self.fetched.borrow_mut();
+        let missing: Vec<String> = convert::classes_used(ui)
+            .into_iter()
+            .filter(|c| !cache.1.contains(c))
+            .collect();
+        if !missing.is_empty() {
+            let part = fetch(&missing);
+            cache.0.extend(part);
+            cache.1.extend(missing);
+        }
+        f(&cache.0)
     }
 }
 
@@ -223,8 +243,9 @@ pub(crate) fn parse_any(
     })?;
     match (convert::detect(&value), value) {
         (Format::Ui, Value::Object(ui)) => {
-            let done =
-                convert::convert(&ui, catalogues.get()).map_err(|e| WorkflowError::Convert {
+            let done = catalogues
+                .with(&ui, |c| convert::convert(&ui, c))
+                .map_err(|e| WorkflowError::Convert {
                     path: path.to_owned(),
                     errors: e.0,
                 })?;
