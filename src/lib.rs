@@ -20,6 +20,7 @@
 pub mod ci;
 pub mod cli;
 pub mod comfy;
+pub mod convert;
 pub mod export;
 pub mod folder;
 pub mod ids;

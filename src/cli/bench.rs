@@ -25,6 +25,8 @@ pub enum BenchCommand {
     /// Run synthetic manifests against a simulator process: server busy
     /// share, per-job overhead and peak memory of `comfy-batch run`.
     Run(super::bench_run::BenchRunArgs),
+    /// Convert a synthetic UI-format workflow (no server).
+    Convert(super::bench_convert::BenchConvertArgs),
 }
 
 /// Arguments of `comfy-batch bench plan`.
@@ -40,6 +42,7 @@ pub fn execute(args: BenchArgs, _global: &GlobalArgs) -> Result<Exit, CliError> 
     match args.what {
         BenchCommand::Plan(a) => bench_plan(&a),
         BenchCommand::Run(a) => super::bench_run::execute(a),
+        BenchCommand::Convert(a) => super::bench_convert::execute(a),
     }
 }
 

@@ -354,10 +354,35 @@ pub(crate) fn preflight(
 pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let bad = |lines: Vec<String>| CliError::many(Exit::BadInput, lines);
     let manifest = Manifest::load(&args.manifest).map_err(|e| bad(e.lines()))?;
-    let plan = Plan::new(&manifest).map_err(|e| bad(e.lines()))?;
     let headers = parse_headers(&args.headers).map_err(|e| bad(vec![format!("--header: {e}")]))?;
     let env = std::env::var("COMFY_URL").ok();
     let urls = super::options::resolve_servers(&args.servers, env.as_deref(), &manifest.servers);
+    let parsed = match args.sim {
+        true => Vec::new(),
+        false => urls
+            .iter()
+            .map(|u| ServerUrl::parse(u).map_err(|e| bad(vec![e.to_string()])))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    // UI-format workflows are converted with the first server's entries for
+    // the classes they use (the simulator's catalogue is the built-in one);
+    // every unknown class of every workflow is listed at once.
+    let builtin = std::sync::OnceLock::new();
+    let fetch = |classes: &[String]| match parsed.first() {
+        Some(url) => {
+            super::convert::server_classes_or_builtin(url, &headers, classes, global.quiet)
+        }
+        None => builtin
+            .get_or_init(crate::convert::Catalogue::builtin)
+            .subset(classes),
+    };
+    let plan =
+        Plan::with_catalogue_from(&manifest, rand::random(), &fetch).map_err(|e| bad(e.lines()))?;
+    if !global.quiet {
+        for warning in plan.warnings() {
+            eprintln!("warning: {warning}");
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -370,9 +395,7 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             _sim = Some(sim);
             vec![url]
         } else {
-            urls.iter()
-                .map(|u| ServerUrl::parse(u).map_err(|e| bad(vec![e.to_string()])))
-                .collect::<Result<Vec<_>, _>>()?
+            parsed.clone()
         };
         let classes = classes_used(plan.jobs());
         let catalogues = catalogues(&servers, &headers, &classes)

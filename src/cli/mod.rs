@@ -7,9 +7,11 @@
 //! `rerun`); `runinfo` and `options` depend on no other command.
 
 mod bench;
+mod bench_convert;
 mod bench_run;
 mod check;
 mod ci_env;
+mod convert;
 mod drive;
 mod export;
 mod merge;
@@ -146,6 +148,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Rebuild jobs from rows of a run log (runs.csv) and run them again.
     Rerun(rerun::RerunArgs),
+    /// Convert a UI-format workflow (or an image embedding one) to the API format.
+    Convert(convert::ConvertArgs),
     /// Serve the embedded ComfyUI-compatible simulator.
     Sim(sim::SimArgs),
     /// A run's ok outputs as a Hugging Face imagefolder/audiofolder or WebDataset shards.
@@ -178,6 +182,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::execute(args, &cli.global),
         Command::Check(args) => check::execute(args, &cli.global),
         Command::Rerun(args) => rerun::execute(args, &cli.global),
+        Command::Convert(args) => convert::execute(args, &cli.global),
         Command::Sim(args) => sim::execute(args, &cli.global),
         Command::Export(args) => export::execute(args, &cli.global),
         Command::Merge(args) => merge::execute(args, &cli.global),

@@ -38,7 +38,22 @@ pub struct PlanArgs {
 /// Loads and plans a manifest, mapping every problem to one line and exit 2.
 pub(crate) fn load_plan(path: &Path) -> Result<(Manifest, Plan), CliError> {
     let manifest = Manifest::load(path).map_err(|e| CliError::many(Exit::BadInput, e.lines()))?;
-    let plan = Plan::new(&manifest).map_err(|e| CliError::many(Exit::BadInput, e.lines()))?;
+    let plan = Plan::new(&manifest).map_err(|e| {
+        let lines = e.lines();
+        let custom = lines
+            .iter()
+            .any(|l| l.contains("which the node catalogue does not have"));
+        let error = CliError::many(Exit::BadInput, lines);
+        if custom {
+            // Offline, only the built-in catalogue of core nodes is known.
+            error.with_hint(
+                "plan converts UI-format workflows with the built-in catalogue of core nodes; \
+                 `comfy-batch check --server URL` converts with that server's nodes",
+            )
+        } else {
+            error
+        }
+    })?;
     Ok((manifest, plan))
 }
 

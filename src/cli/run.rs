@@ -80,10 +80,30 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     // A folder run before keeps its fresh-seed draw, so resuming finds the
     // same jobs even for a manifest without `seeds:`.
     let info = RunInfo::read(&output_path);
-    let plan = match info.random_key {
-        Some(key) => Plan::with_random_key(&manifest, key),
-        None => Plan::new(&manifest),
-    }
+    let key = info.key_for(&output_path);
+    let lowered = args
+        .options
+        .lower(&manifest.servers, manifest.concurrency, key.clone())?;
+    // UI-format workflows are converted with the first server's catalogue,
+    // fetched per class for the classes they use (the simulator's is the
+    // built-in one).
+    let builtin = std::sync::OnceLock::new();
+    let fetch = |classes: &[String]| match lowered.config.servers.first() {
+        Some(url) => super::convert::server_classes_or_builtin(
+            url,
+            &lowered.config.headers,
+            classes,
+            global.quiet,
+        ),
+        None => builtin
+            .get_or_init(crate::convert::Catalogue::builtin)
+            .subset(classes),
+    };
+    let plan = Plan::with_catalogue_from(
+        &manifest,
+        info.random_key.unwrap_or_else(rand::random),
+        &fetch,
+    )
     .map_err(|e| bad(e.lines()))?;
     for warning in plan.warnings() {
         if !global.quiet {
@@ -94,10 +114,6 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         return Err(bad(vec![format!("{}: {line}", args.manifest.display())]));
     }
     let output_path = check_output(&output_path)?;
-    let key = info.key_for(&output_path);
-    let lowered = args
-        .options
-        .lower(&manifest.servers, manifest.concurrency, key.clone())?;
     let (config, shard) = (lowered.config, lowered.shard);
     let session = Session {
         config,

@@ -20,6 +20,8 @@ mod shard;
 mod targets;
 mod workflow;
 
+pub use workflow::FetchClasses;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -230,6 +232,37 @@ impl Plan {
     /// Like [`Plan::new`], with the key of the fresh-seed stream given
     /// (tests; reproducing a plan).
     pub fn with_random_key(manifest: &Manifest, random_key: u64) -> Result<Plan, PlanErrors> {
+        Plan::with_catalogue(manifest, random_key, None)
+    }
+
+    /// Like [`Plan::with_random_key`], converting UI-format workflows with
+    /// `catalogue` (a server's) instead of the built-in one. Each workflow is
+    /// loaded and converted once.
+    pub fn with_catalogue(
+        manifest: &Manifest,
+        random_key: u64,
+        catalogue: Option<&crate::convert::Catalogue>,
+    ) -> Result<Plan, PlanErrors> {
+        Plan::build(manifest, random_key, workflow::Catalogues::new(catalogue))
+    }
+
+    /// Like [`Plan::with_catalogue`], with the catalogue entries of the
+    /// classes each UI-format workflow uses fetched by `fetch` (`run`: one
+    /// `/object_info/{class}` per class, nothing for API-only manifests).
+    pub fn with_catalogue_from(
+        manifest: &Manifest,
+        random_key: u64,
+        fetch: workflow::FetchClasses<'_>,
+    ) -> Result<Plan, PlanErrors> {
+        Plan::build(manifest, random_key, workflow::Catalogues::per_class(fetch))
+    }
+
+    fn build(
+        manifest: &Manifest,
+        random_key: u64,
+        catalogues: workflow::Catalogues<'_>,
+    ) -> Result<Plan, PlanErrors> {
+        let mut convert_warnings = Vec::new();
         let mut errors = Errors {
             file: &manifest.path,
             list: Vec::new(),
@@ -246,15 +279,40 @@ impl Plan {
             let mut variants_src = Vec::new();
             for name in &spec.workflows {
                 if !loaded.iter().any(|(n, _)| n == name) {
-                    let entry = match workflow::load(manifest, name) {
-                        Ok(w) => Some((
-                            Arc::new(Workflow {
-                                name: name.clone(),
-                                path: w.path,
-                                sha256: w.sha256,
-                            }),
-                            w.nodes,
-                        )),
+                    let entry = match workflow::load(manifest, name, &catalogues) {
+                        Ok(w) => {
+                            if let Some(report) = &w.report {
+                                let rules: Vec<String> = report
+                                    .counts()
+                                    .iter()
+                                    .map(|(r, n)| format!("{r} x{n}"))
+                                    .collect();
+                                tracing::info!(
+                                    "workflow '{name}' ({}): converted from the UI format, {} nodes; rules used: {}",
+                                    w.path.display(),
+                                    w.nodes.len(),
+                                    if rules.is_empty() {
+                                        "none".into()
+                                    } else {
+                                        rules.join(", ")
+                                    }
+                                );
+                            }
+                            for warning in w.report.iter().flat_map(|r| r.warnings()) {
+                                convert_warnings.push(format!(
+                                    "workflow '{name}' ({}): {warning}",
+                                    w.path.display()
+                                ));
+                            }
+                            Some((
+                                Arc::new(Workflow {
+                                    name: name.clone(),
+                                    path: w.path,
+                                    sha256: w.sha256,
+                                }),
+                                w.nodes,
+                            ))
+                        }
                         Err(e) => {
                             let at = manifest
                                 .workflows
@@ -262,15 +320,17 @@ impl Plan {
                                 .find(|w| &w.name == name)
                                 .map(|w| w.at)
                                 .unwrap_or(spec.workflow_at);
-                            errors.push(
-                                at,
-                                &spec.name,
-                                None,
-                                PlanErrorKind::Workflow {
-                                    name: name.clone(),
-                                    detail: e.to_string(),
-                                },
-                            );
+                            for detail in e.lines() {
+                                errors.push(
+                                    at,
+                                    &spec.name,
+                                    None,
+                                    PlanErrorKind::Workflow {
+                                        name: name.clone(),
+                                        detail,
+                                    },
+                                );
+                            }
                             None
                         }
                     };
@@ -312,7 +372,7 @@ impl Plan {
         let mut plan = Plan {
             groups,
             columns,
-            warnings: Vec::new(),
+            warnings: convert_warnings,
             skip: Vec::new(),
             raw_len: raw_start as u64,
             len: raw_start as usize,
@@ -865,10 +925,77 @@ jobs:
     }
 
     #[test]
-    fn missing_and_ui_format_workflows_are_errors() {
+    fn missing_workflows_are_errors() {
         let fx = Fixture::new(&[("ui", UI)]);
         let err = err_of(fx.plan("version: 1\nworkflows:\n  listed: ../nowhere/x.json\njobs:\n  - name: a\n    workflow: nope\n  - name: b\n    workflow: ui\n  - name: c\n    workflow: listed\n"));
         insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn a_servers_catalogue_is_fetched_per_class_only_for_ui_workflows() {
+        let a = r#"{"nodes": [{"id": 1, "type": "EmptyImage", "widgets_values": [8, 8, 1, 0]},
+                              {"id": 2, "type": "ImageInvert"}], "links": []}"#;
+        let b = r#"{"nodes": [{"id": 1, "type": "EmptyImage"}, {"id": 2, "type": "PreviewImage"}], "links": []}"#;
+        let fx = Fixture::new(&[("a", a), ("b", b), ("t2i", T2I)]);
+        let builtin = crate::convert::Catalogue::builtin();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let fetch = |classes: &[String]| {
+            asked.borrow_mut().push(classes.to_vec());
+            builtin.subset(classes)
+        };
+        let manifest = fx.manifest("version: 1\njobs:\n  - workflow: [t2i, a, b]\n");
+        let plan = Plan::with_catalogue_from(&manifest, 1, &fetch).unwrap();
+        assert_eq!(plan.len(), 3);
+        assert_eq!(
+            *asked.borrow(),
+            [
+                vec!["EmptyImage".to_string(), "ImageInvert".into()],
+                vec!["PreviewImage".into()]
+            ]
+        );
+        // An API-only manifest asks for nothing.
+        asked.borrow_mut().clear();
+        let manifest = fx.manifest("version: 1\njobs:\n  - workflow: t2i\n");
+        Plan::with_catalogue_from(&manifest, 1, &fetch).unwrap();
+        assert!(asked.borrow().is_empty());
+    }
+
+    #[test]
+    fn dynamic_prompt_choices_in_a_ui_workflow_are_kept_with_a_warning() {
+        let ui = r#"{"nodes": [{"id": 6, "type": "CLIPTextEncode", "widgets_values": ["a {red|blue} fox"]}], "links": []}"#;
+        let fx = Fixture::new(&[("ui", ui)]);
+        let plan = fx.plan("version: 1\njobs:\n  - workflow: ui\n").unwrap();
+        assert_eq!(plan.warnings().len(), 1, "{:?}", plan.warnings());
+        assert!(
+            plan.warnings()[0].contains("templates:"),
+            "{:?}",
+            plan.warnings()
+        );
+        let job = plan.jobs().next().unwrap();
+        assert_eq!(job.prompt.0["6"]["inputs"]["text"], "a {red|blue} fox");
+    }
+
+    #[test]
+    fn ui_format_workflows_are_converted_once_and_targets_work() {
+        let fx = Fixture::new(&[("ui", UI)]);
+        let plan = fx
+            .plan("version: 1\njobs:\n  - workflow: ui\n    matrix: {steps: [5, 6], cfg: [2, 3]}\n    seeds: [7]\n")
+            .unwrap();
+        let jobs: Vec<Job> = plan.jobs().collect();
+        assert_eq!(jobs.len(), 4);
+        let p = &jobs[3].prompt.0;
+        assert_eq!(p["3"]["class_type"], "KSampler");
+        assert_eq!(p["3"]["inputs"]["steps"], 6);
+        assert_eq!(p["3"]["inputs"]["cfg"], 3);
+        assert_eq!(p["3"]["inputs"]["seed"], 7);
+        assert_eq!(p["3"]["inputs"]["sampler_name"], "euler");
+        assert_eq!(p["3"]["_meta"]["title"], "KSampler");
+        let bytes = std::fs::read(&jobs[0].workflow.path).unwrap();
+        use sha2::Digest as _;
+        assert_eq!(
+            jobs[0].workflow.sha256,
+            hex::encode(sha2::Sha256::digest(bytes))
+        );
     }
 
     #[test]

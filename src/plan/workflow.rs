@@ -1,13 +1,84 @@
-//! Finding and loading API-format workflow files by name, with the sha256 of
-//! their bytes. UI-format files are refused with the way to export the API
-//! format.
+//! Finding and loading workflow files by name, with the sha256 of their
+//! bytes: API-format JSON as it is, UI-format JSON (and PNG/WebP images that
+//! embed a workflow or a prompt) converted to the API format once, here,
+//! with the catalogue the caller gives (the built-in one by default).
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::convert::{self, Catalogue, ConvertError, Format, Report, embedded};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, normalize, read_capped};
+
+/// The catalogue UI-format workflows are converted with: the caller's (a
+/// server's), or entries fetched per class as workflows need them, else the
+/// built-in one, parsed only when a UI file needs it.
+#[derive(Default)]
+pub(crate) struct Catalogues<'a> {
+    given: Option<&'a Catalogue>,
+    fetch: Option<FetchClasses<'a>>,
+    fetched: RefCell<(Catalogue, HashSet<String>)>,
+    builtin: OnceLock<Catalogue>,
+}
+
+/// Fetches the catalogue entries of the given classes (e.g. one
+/// `/object_info/{class}` each); classes it cannot find are left out.
+pub type FetchClasses<'a> = &'a dyn Fn(&[String]) -> Catalogue;
+
+impl std::fmt::Debug for Catalogues<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalogues")
+            .field("given", &self.given.is_some())
+            .field("fetch", &self.fetch.is_some())
+            .finish()
+    }
+}
+
+impl<'a> Catalogues<'a> {
+    /// Converts with `given`, or the built-in catalogue when `None`.
+    pub(crate) fn new(given: Option<&'a Catalogue>) -> Catalogues<'a> {
+        Catalogues {
+            given,
+            ..Catalogues::default()
+        }
+    }
+
+    /// Converts with entries `fetch` returns, asked for each UI-format
+    /// workflow's classes not fetched before (an API-only manifest never
+    /// calls it).
+    pub(crate) fn per_class(fetch: FetchClasses<'a>) -> Catalogues<'a> {
+        Catalogues {
+            fetch: Some(fetch),
+            ..Catalogues::default()
+        }
+    }
+
+    /// Runs `f` with a catalogue that has every class `ui` uses (that the
+    /// source knows).
+    fn with<R>(&self, ui: &Map<String, Value>, f: impl FnOnce(&Catalogue) -> R) -> R {
+        if let Some(c) = self.given {
+            return f(c);
+        }
+        let Some(fetch) = self.fetch else {
+            return f(self.builtin.get_or_init(Catalogue::builtin));
+        };
+        let mut cache = self.fetched.borrow_mut();
+        let missing: Vec<String> = convert::classes_used(ui)
+            .into_iter()
+            .filter(|c| !cache.1.contains(c))
+            .collect();
+        if !missing.is_empty() {
+            let part = fetch(&missing);
+            cache.0.extend(part);
+            cache.1.extend(missing);
+        }
+        f(&cache.0)
+    }
+}
 
 /// Why a workflow cannot be used (the caller adds the manifest position).
 #[derive(Debug, Clone, PartialEq)]
@@ -25,8 +96,29 @@ pub(crate) enum WorkflowError {
     /// A link (`["id", n]`) to a node the workflow does not have, or an
     /// input list that is no link.
     BadLink { path: PathBuf, cause: String },
-    /// A ComfyUI UI-format file (`nodes`/`links`).
-    UiFormat { path: PathBuf },
+    /// A UI-format workflow that cannot be converted (every problem).
+    Convert {
+        path: PathBuf,
+        errors: Vec<ConvertError>,
+    },
+    /// Neither an API-format nor a UI-format workflow, nor an image that
+    /// embeds one.
+    Neither { path: PathBuf, why: String },
+    /// A UI-format workflow with nothing the server would run.
+    EmptyUi { path: PathBuf },
+}
+
+impl WorkflowError {
+    /// One line per problem (a conversion may find several).
+    pub(crate) fn lines(&self) -> Vec<String> {
+        match self {
+            WorkflowError::Convert { path, errors } => errors
+                .iter()
+                .map(|e| format!("{}: {e}", path.display()))
+                .collect(),
+            other => vec![other.to_string()],
+        }
+    }
 }
 
 impl std::fmt::Display for WorkflowError {
@@ -60,24 +152,32 @@ impl std::fmt::Display for WorkflowError {
                     path.display()
                 )
             }
-            WorkflowError::UiFormat { path } => write!(
+            WorkflowError::Convert { .. } => f.write_str(&self.lines().join("; ")),
+            WorkflowError::EmptyUi { path } => write!(
                 f,
-                "{} is a UI-format workflow (it has 'nodes' and 'links'); comfy-batch needs the \
-                 API format: in ComfyUI enable the dev mode options (Settings → 'Enable Dev mode \
-                 Options') and use 'Save (API Format)', or in the new menu Workflow → \
-                 'Export (API)'",
+                "{} is a UI-format workflow with no node the server would run (only notes, \
+                 reroutes, primitives, muted or bypassed nodes)",
+                path.display()
+            ),
+            WorkflowError::Neither { path, why } => write!(
+                f,
+                "{} is neither an API-format nor a UI-format ComfyUI workflow: {why}",
                 path.display()
             ),
         }
     }
 }
 
-/// A loaded workflow: its bytes' hash and its nodes.
+/// A loaded workflow: its bytes' hash and its nodes (API format).
 #[derive(Debug)]
 pub(crate) struct Loaded {
     pub(crate) path: PathBuf,
+    /// sha256 of the file as written (not of the converted prompt), so an
+    /// edited file is noticed.
     pub(crate) sha256: String,
     pub(crate) nodes: Map<String, Value>,
+    /// What conversion did, for a UI-format file.
+    pub(crate) report: Option<Report>,
 }
 
 /// The candidate files for a workflow name, in lookup order: the
@@ -94,8 +194,12 @@ pub(crate) fn candidates(manifest: &Manifest, name: &str) -> Vec<PathBuf> {
     ]
 }
 
-/// Finds and loads the workflow `name`.
-pub(crate) fn load(manifest: &Manifest, name: &str) -> Result<Loaded, WorkflowError> {
+/// Finds and loads the workflow `name`, converting a UI-format one.
+pub(crate) fn load(
+    manifest: &Manifest,
+    name: &str,
+    catalogues: &Catalogues<'_>,
+) -> Result<Loaded, WorkflowError> {
     let tried = candidates(manifest, name);
     let Some(path) = tried.iter().find(|p| p.exists()).cloned() else {
         return Err(WorkflowError::NotFound { tried });
@@ -107,27 +211,73 @@ pub(crate) fn load(manifest: &Manifest, name: &str) -> Result<Loaded, WorkflowEr
         path: path.clone(),
         cause: e.to_string(),
     })?;
-    parse(&path, &bytes)
+    parse_any(&path, &bytes, catalogues)
 }
 
-/// Parses workflow bytes read from `path`.
+/// Parses workflow bytes read from `path`: API-format JSON, UI-format JSON
+/// (converted), or a PNG/WebP embedding either (`workflow` preferred: it
+/// is what the frontend saved; `prompt` is what it sent).
+pub(crate) fn parse_any(
+    path: &Path,
+    bytes: &[u8],
+    catalogues: &Catalogues<'_>,
+) -> Result<Loaded, WorkflowError> {
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    let text: std::borrow::Cow<'_, [u8]> = if embedded::image_kind(bytes).is_some() {
+        let found = embedded::read(bytes);
+        match found.workflow.or(found.prompt) {
+            Some(t) => t.into_bytes().into(),
+            None => {
+                return Err(WorkflowError::Neither {
+                    path: path.to_owned(),
+                    why: "the image carries no 'workflow' or 'prompt' metadata".into(),
+                });
+            }
+        }
+    } else {
+        bytes.into()
+    };
+    let value: Value = serde_json::from_slice(&text).map_err(|e| WorkflowError::NotJson {
+        path: path.to_owned(),
+        cause: e.to_string(),
+    })?;
+    match (convert::detect(&value), value) {
+        (Format::Ui, Value::Object(ui)) => {
+            let done = catalogues
+                .with(&ui, |c| convert::convert(&ui, c))
+                .map_err(|e| WorkflowError::Convert {
+                    path: path.to_owned(),
+                    errors: e.0,
+                })?;
+            if done.prompt.is_empty() {
+                return Err(WorkflowError::EmptyUi {
+                    path: path.to_owned(),
+                });
+            }
+            let mut loaded = api(path, done.prompt, sha256)?;
+            loaded.report = Some(done.report);
+            Ok(loaded)
+        }
+        // Not quite API format: `api` says what is wrong with it.
+        (_, Value::Object(nodes)) => api(path, nodes, sha256),
+        _ => Err(WorkflowError::Neither {
+            path: path.to_owned(),
+            why: "the top level is not an object".into(),
+        }),
+    }
+}
+
+/// Parses API-format workflow bytes read from `path` (tests).
+#[cfg(test)]
 pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, WorkflowError> {
+    parse_any(path, bytes, &Catalogues::new(None))
+}
+
+fn api(path: &Path, nodes: Map<String, Value>, sha256: String) -> Result<Loaded, WorkflowError> {
     let invalid = |cause: String| WorkflowError::Invalid {
         path: path.to_owned(),
         cause,
     };
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| WorkflowError::NotJson {
-        path: path.to_owned(),
-        cause: e.to_string(),
-    })?;
-    let Value::Object(nodes) = value else {
-        return Err(invalid("the top level is not an object".into()));
-    };
-    if nodes.contains_key("nodes") && nodes.contains_key("links") {
-        return Err(WorkflowError::UiFormat {
-            path: path.to_owned(),
-        });
-    }
     if nodes.is_empty() {
         return Err(invalid("it has no nodes".into()));
     }
@@ -146,8 +296,9 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, WorkflowError> 
     })?;
     Ok(Loaded {
         path: path.to_owned(),
-        sha256: hex::encode(Sha256::digest(bytes)),
+        sha256,
         nodes,
+        report: None,
     })
 }
 
@@ -188,23 +339,68 @@ fn check_links(nodes: &Map<String, Value>) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    const UI: &[u8] = br#"{"nodes": [
+        {"id": 4, "type": "CheckpointLoaderSimple", "title": "Base", "widgets_values": ["a.safetensors"],
+         "outputs": [{"type": "MODEL", "links": []}, {"type": "CLIP", "links": [1]}, {"type": "VAE", "links": []}]},
+        {"id": 6, "type": "CLIPTextEncode", "widgets_values": ["a fox // draft"],
+         "inputs": [{"name": "clip", "type": "CLIP", "link": 1}]}],
+        "links": [[1, 4, 1, 6, 0, "CLIP"]], "version": 0.4}"#;
+
     #[test]
-    fn ui_format_is_refused_with_export_instructions() {
-        let err = parse(
-            Path::new("w.json"),
-            br#"{"nodes": [], "links": [], "version": 0.4}"#,
-        )
-        .unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("UI-format"), "{text}");
-        assert!(text.contains("Export (API)"), "{text}");
+    fn ui_format_is_converted_and_hashed_as_written() {
+        let w = parse(Path::new("w.json"), UI).unwrap();
+        assert_eq!(w.sha256, hex::encode(Sha256::digest(UI)));
+        assert_eq!(w.nodes["6"]["inputs"]["text"], "a fox ");
+        assert_eq!(w.nodes["6"]["inputs"]["clip"], serde_json::json!(["4", 1]));
+        assert_eq!(w.nodes["4"]["_meta"]["title"], "Base");
+        assert!(w.report.is_some());
+    }
+
+    #[test]
+    fn a_png_embedding_a_workflow_is_converted() {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut data = b"workflow\0".to_vec();
+        data.extend_from_slice(UI);
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(b"tEXt");
+        png.extend_from_slice(&data);
+        png.extend_from_slice(&[0; 4]);
+        let w = parse(Path::new("w.png"), &png).unwrap();
+        assert_eq!(w.nodes["6"]["class_type"], "CLIPTextEncode");
+        assert_eq!(w.sha256, hex::encode(Sha256::digest(&png)));
+        let bare = b"\x89PNG\r\n\x1a\n\0\0\0\0IEND\0\0\0\0";
+        let err = parse(Path::new("w.png"), bare).unwrap_err();
+        assert!(
+            err.to_string().contains("no 'workflow' or 'prompt'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_classes_are_all_listed() {
+        let ui = br#"{"nodes": [
+            {"id": 1, "type": "FancyUpscale", "title": "Up", "properties": {"cnr_id": "fancy-pack"}},
+            {"id": 2, "type": "OtherThing", "properties": {"aux_id": "me/other", "Node name for S&R": "Other"}}],
+            "links": []}"#;
+        let err = parse(Path::new("w.json"), ui).unwrap_err();
+        let lines = err.lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].contains("node 1 ('Up') has class 'FancyUpscale'"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[0].contains("custom node pack 'fancy-pack'"),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("'me/other'"), "{lines:?}");
     }
 
     #[test]
     fn non_workflows_are_refused() {
         assert!(matches!(
             parse(Path::new("w.json"), b"[1]"),
-            Err(WorkflowError::Invalid { .. })
+            Err(WorkflowError::Neither { .. })
         ));
         assert!(matches!(
             parse(Path::new("w.json"), b"{\"1\": {}}"),

@@ -425,28 +425,29 @@ fn sync_files(root: &Path, files: &[PathBuf]) -> Result<(), SinkError> {
 /// [`write_atomic`] without the sync: the caller makes the file durable
 /// later, in a batch.
 fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(SinkError::at(dir))?;
+    let mut tmp = temp_beside(path)?;
     tmp.write_all(bytes).map_err(SinkError::at(path))?;
     tmp.persist(path)
         .map_err(|e| SinkError::at(path)(e.error))?;
     Ok(())
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it over
-/// `path`: readers and a later resume see the whole file or none.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+/// A temporary file in `path`'s folder. A temporary file is owner-only;
+/// the file it becomes gets the modes of any new file (0o666 less the
+/// umask), as the server's own outputs do.
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile, SinkError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut builder = tempfile::Builder::new();
     builder.prefix(".tmp-");
-    // A temporary file is owner-only; the file it becomes gets the modes of
-    // any new file (0o666 less the umask), as the server's own outputs do.
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut tmp = builder.tempfile_in(dir).map_err(SinkError::at(dir))?;
+    builder.tempfile_in(dir).map_err(SinkError::at(dir))
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over
+/// `path`: readers and a later resume see the whole file or none.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+    let mut tmp = temp_beside(path)?;
     tmp.write_all(bytes).map_err(SinkError::at(path))?;
     // The data reaches the disk before the name does: after a power loss
     // the file is whole or absent, never a named empty file.

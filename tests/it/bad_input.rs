@@ -493,7 +493,22 @@ fn cases() -> Vec<Case> {
         workflow(
             "UI-format workflow",
             br#"{"last_node_id": 9, "nodes": [], "links": [], "version": 0.4}"#,
-            "jobs/m.yaml:4:5: workflow 'w' unusable in group 'g': workflows/w.json is a UI-format workflow",
+            "jobs/m.yaml:4:5: workflow 'w' unusable in group 'g': workflows/w.json is a UI-format workflow with no node the server would run",
+        ),
+        workflow(
+            "UI-format workflow with custom nodes",
+            br#"{"nodes": [{"id": 1, "type": "Upscaler9000", "title": "Up", "properties": {"cnr_id": "up-pack"}}], "links": []}"#,
+            "workflows/w.json: node 1 ('Up') has class 'Upscaler9000', which the node catalogue does not have (custom node pack 'up-pack'): install it",
+        ),
+        workflow(
+            "UI-format workflow with a link to a missing node",
+            br#"{"nodes": [{"id": 2, "type": "PreviewImage", "inputs": [{"name": "images", "type": "IMAGE", "link": 1}]}], "links": [[1, 9, 0, 2, 0, "IMAGE"]]}"#,
+            "workflows/w.json: node 2 input 'images' is linked to node 9, which is not in the workflow",
+        ),
+        workflow(
+            "UI-format workflow with too many widget values",
+            br#"{"nodes": [{"id": 5, "type": "EmptyLatentImage", "widgets_values": [1, 2, 3, 4]}], "links": []}"#,
+            "workflows/w.json: node 5 (EmptyLatentImage, 'EmptyLatentImage') has 4 widget values, but 'EmptyLatentImage' has only 3 widgets",
         ),
         workflow(
             "workflow not JSON",
@@ -513,7 +528,7 @@ fn cases() -> Vec<Case> {
         workflow(
             "workflow JSON list",
             b"[1, 2]",
-            "workflows/w.json is not an API-format workflow: the top level is not an object",
+            "workflows/w.json is neither an API-format nor a UI-format ComfyUI workflow: the top level is not an object",
         ),
         workflow(
             "workflow without nodes",

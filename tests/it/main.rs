@@ -4,6 +4,7 @@
 mod bad_input;
 mod check;
 mod ci_examples;
+mod convert;
 mod export;
 mod faults;
 mod harness;

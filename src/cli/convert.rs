@@ -1,0 +1,226 @@
+//! `comfy-batch convert WORKFLOW [-o OUT]`: a UI-format workflow (or a
+//! PNG/WebP that embeds one) → the API-format prompt, as ComfyUI's frontend
+//! makes it. The catalogue is the built-in one, or with `--server`/`--sim`
+//! the server's, fetched per class for the classes the workflow uses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{CliError, Exit, GlobalArgs};
+use crate::comfy::ServerUrl;
+use crate::comfy::http::{HttpClient, parse_headers};
+use crate::convert::{self, Catalogue, Format, embedded};
+
+/// The largest workflow file read (images with a workflow included).
+const MAX_BYTES: u64 = 256 << 20;
+
+/// Arguments of `comfy-batch convert`.
+#[derive(Debug, clap::Args)]
+pub struct ConvertArgs {
+    /// The workflow: UI-format JSON, API-format JSON (passed through), or a
+    /// PNG/WebP that embeds a workflow.
+    pub workflow: PathBuf,
+    /// Write the prompt here instead of standard output.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Convert with this server's node catalogue [default: the built-in one].
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Convert with the embedded simulator's catalogue.
+    #[arg(long, conflicts_with = "server")]
+    pub sim: bool,
+    /// Extra HTTP header for every request (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+}
+
+fn bad(line: String) -> CliError {
+    CliError::many(Exit::BadInput, vec![line])
+}
+
+/// Runs the command.
+pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
+    let path = &args.workflow;
+    let shown = path.display().to_string();
+    if path.is_dir() {
+        return Err(bad(format!("{shown}: is a folder, not a workflow file")));
+    }
+    let bytes =
+        crate::manifest::read_capped(path, MAX_BYTES).map_err(|e| bad(format!("{shown}: {e}")))?;
+    let text = if embedded::image_kind(&bytes).is_some() {
+        let found = embedded::read(&bytes);
+        found.workflow.or(found.prompt).ok_or_else(|| {
+            bad(format!(
+                "{shown}: the image carries no 'workflow' or 'prompt' metadata"
+            ))
+        })?
+    } else {
+        String::from_utf8(bytes).map_err(|_| {
+            bad(format!(
+                "{shown}: neither JSON nor a PNG/WebP image with a workflow"
+            ))
+        })?
+    };
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| bad(format!("{shown}: not a workflow: not JSON: {e}")))?;
+    let out = match (convert::detect(&value), value) {
+        (Format::Api, _) => {
+            // Already what the server takes: passed through as written.
+            let mut t = text;
+            if !t.ends_with('\n') {
+                t.push('\n');
+            }
+            t
+        }
+        (Format::Ui, Value::Object(ui)) => {
+            let catalogue = catalogue_for(&args, &ui)?;
+            let done = convert::convert(&ui, &catalogue).map_err(|e| {
+                CliError::many(
+                    Exit::BadInput,
+                    e.0.iter().map(|e| format!("{shown}: {e}")).collect(),
+                )
+            })?;
+            if !global.quiet {
+                for w in done.report.warnings() {
+                    eprintln!("warning: {shown}: {w}");
+                }
+            }
+            if global.verbose > 0 {
+                let rules: Vec<String> = done
+                    .report
+                    .counts()
+                    .iter()
+                    .map(|(r, n)| format!("{r} ×{n}"))
+                    .collect();
+                eprintln!(
+                    "converted {} nodes; rules used: {}",
+                    done.prompt.len(),
+                    if rules.is_empty() {
+                        "none".to_string()
+                    } else {
+                        rules.join(", ")
+                    }
+                );
+            }
+            let mut t = serde_json::to_string_pretty(&Value::Object(done.prompt))
+                .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+            t.push('\n');
+            t
+        }
+        _ => {
+            return Err(bad(format!(
+                "{shown}: neither an API-format workflow ({{id: {{class_type, inputs}}}}) nor a \
+                 UI-format one ({{nodes, links}})"
+            )));
+        }
+    };
+    match &args.output {
+        Some(file) => {
+            if file.is_dir() {
+                return Err(bad(format!(
+                    "-o {}: is a folder, not a file",
+                    file.display()
+                )));
+            }
+            crate::sink::write_atomic(file, out.as_bytes())
+                .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+        }
+        None => {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth reporting.
+            let _ = stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush());
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// The built-in catalogue, or the server's entries for the classes `ui`
+/// uses, fetched one by one.
+fn catalogue_for(
+    args: &ConvertArgs,
+    ui: &serde_json::Map<String, Value>,
+) -> Result<Catalogue, CliError> {
+    if args.server.is_none() && !args.sim {
+        return Ok(Catalogue::builtin());
+    }
+    let headers = parse_headers(&args.headers).map_err(|e| bad(format!("--header: {e}")))?;
+    let classes = convert::classes_used(ui);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    runtime.block_on(async {
+        let mut _sim = None;
+        let url = if args.sim {
+            let sim = super::sim::start_embedded().await?;
+            let url = sim.url();
+            _sim = Some(sim);
+            url
+        } else {
+            args.server.clone().unwrap_or_default()
+        };
+        let url = ServerUrl::parse(&url).map_err(|e| bad(format!("--server: {e}")))?;
+        fetch_classes(&url, &headers, &classes).await.map_err(|e| {
+            CliError::many(Exit::Infrastructure, vec![e])
+                .with_hint("is the server up? `comfy-batch sim` serves a stand-in")
+        })
+    })
+}
+
+/// The catalogue entries of `classes` on `url`, one `/object_info/{class}`
+/// each; a class the server does not know is left out (conversion names it).
+async fn fetch_classes(
+    url: &ServerUrl,
+    headers: &reqwest::header::HeaderMap,
+    classes: &[String],
+) -> Result<Catalogue, String> {
+    let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
+        .map_err(|e| error_line(&e))?;
+    let mut catalogue = Catalogue::new();
+    for class in classes {
+        let entry = http
+            .object_info_class(class)
+            .await
+            .map_err(|e| error_line(&e))?;
+        if let Some(e) = entry.get(class) {
+            catalogue.insert(class, e).map_err(|e| error_line(&e))?;
+        }
+    }
+    Ok(catalogue)
+}
+
+fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    CliError::from_error(Exit::Infrastructure, e)
+        .errors
+        .join("; ")
+}
+
+/// For `run`: the entries of `classes` on `url`, to convert UI-format
+/// workflows with; when the server cannot be read, the built-in entries,
+/// with a warning (the preflight reports an unreachable server on its own).
+pub(crate) fn server_classes_or_builtin(
+    url: &ServerUrl,
+    headers: &reqwest::header::HeaderMap,
+    classes: &[String],
+    quiet: bool,
+) -> Catalogue {
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(fetch_classes(url, headers, classes)));
+    fetched.unwrap_or_else(|why| {
+        if !quiet {
+            eprintln!(
+                "warning: cannot read the node catalogue of {url} ({why}); UI-format workflows \
+                 are converted with the built-in one"
+            );
+        }
+        Catalogue::builtin().subset(classes)
+    })
+}

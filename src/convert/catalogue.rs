@@ -1,0 +1,397 @@
+//! The node definitions conversion needs, read from `/object_info` entries:
+//! for each class, its display name and its widgets in the frontend's order
+//! (with the control, upload and extension widgets the frontend adds).
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+/// What a widget of a node definition is, as far as conversion cares.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum WidgetKind {
+    /// A widget sent to the server under its input name.
+    Value {
+        /// The value a new node gets (the definition's default).
+        default: Value,
+        /// A `STRING` widget with `dynamicPrompts: true`: comments are
+        /// stripped when queued.
+        dynamic_prompts: bool,
+    },
+    /// The `control_after_generate` widget after a seed-like input: saved in
+    /// the workflow, never sent.
+    Control,
+    /// The upload button after an `image_upload`-style combo: saved in the
+    /// workflow by most frontends, never sent by today's.
+    Upload,
+    /// A combo whose chosen option brings its own widgets, placed right
+    /// after it and named `<combo>.<input>` (V3 `COMFY_DYNAMICCOMBO_V3`).
+    DynamicCombo {
+        /// The value a new node gets.
+        default: Value,
+        /// Each option's key and widgets.
+        options: Vec<(Value, Vec<WidgetDef>)>,
+    },
+    /// A widget the frontend's extensions add after the definition's
+    /// widgets (audio players, 3D previews, text previews).
+    Extension {
+        /// What is sent for it.
+        sent: Sent,
+    },
+}
+
+/// What an extension widget sends.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Sent {
+    /// Nothing.
+    Nothing,
+    /// Always this value.
+    Fixed(Value),
+    /// Its value (from the file, else this default).
+    Saved(Value),
+}
+
+/// One widget of a node definition.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WidgetDef {
+    /// The input name (`control_after_generate` / `upload` for the extras).
+    pub(crate) name: String,
+    /// Its kind.
+    pub(crate) kind: WidgetKind,
+    /// Whether its value has a place in `widgets_values`.
+    pub(crate) saved: bool,
+}
+
+/// One node class as conversion sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NodeDef {
+    /// The title a node of this class gets (`display_name`).
+    pub(crate) display_name: String,
+    /// Widgets in the order their values are saved in `widgets_values`.
+    pub(crate) widgets: Vec<WidgetDef>,
+    /// The node can show a progress text (it has a hidden `UNIQUE_ID`):
+    /// once shown, the frontend saves it as one more widget value, which is
+    /// never sent.
+    pub(crate) progress_text: bool,
+}
+
+/// The node catalogue conversion uses: built from a whole `/object_info`
+/// response or from per-class entries (`/object_info/{class}`), so a caller
+/// can fetch only the classes a workflow uses (see
+/// [`classes_used`](super::classes_used)).
+#[derive(Debug, Clone, Default)]
+pub struct Catalogue {
+    classes: HashMap<String, NodeDef>,
+}
+
+/// Why a catalogue entry could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CatalogueError {
+    /// The response is not a JSON object of classes.
+    #[error("object_info must be a JSON object of node classes")]
+    NotAnObject,
+    /// One class has no `input` object.
+    #[error("object_info class '{0}' has no 'input' object")]
+    BadClass(String),
+}
+
+/// Input types the frontend draws as a widget (a value kept on the node)
+/// rather than as a socket.
+const VALUE_TYPES: &[&str] = &[
+    "INT",
+    "FLOAT",
+    "STRING",
+    "BOOLEAN",
+    "COMBO",
+    // Custom widgets of core nodes (webcam, recorder, 3D viewers, markdown).
+    "WEBCAM",
+    "AUDIO_RECORD",
+    "LOAD_3D",
+    "LOAD_3D_ANIMATION",
+    "MARKDOWN",
+];
+
+fn hidden_kind(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Array(a) => a.first().and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+fn ext(name: &str, saved: bool, sent: Sent) -> WidgetDef {
+    WidgetDef {
+        name: name.into(),
+        kind: WidgetKind::Extension { sent },
+        saved,
+    }
+}
+
+/// The widgets the frontend's own extensions add to some core nodes, after
+/// the definition's widgets, learned from what real frontends saved and sent.
+fn extension_widgets(class: &str) -> Vec<WidgetDef> {
+    let empty = || Value::from("");
+    match class {
+        // The animated preview: saved, never sent.
+        "SaveAnimatedWEBP" | "SaveAnimatedPNG" => vec![ext("preview", true, Sent::Nothing)],
+        "SaveWEBM" => vec![ext("video-preview", false, Sent::Fixed(empty()))],
+        "SaveGLB" | "Preview3D" | "Preview3DAnimation" => {
+            vec![ext("image", true, Sent::Saved(empty()))]
+        }
+        "LoadAudio" => vec![ext("audioUI", true, Sent::Fixed(empty()))],
+        "SaveAudio" | "SaveAudioMP3" | "SaveAudioOpus" | "PreviewAudio" => {
+            vec![ext("audioUI", false, Sent::Fixed(empty()))]
+        }
+        "RecordAudio" => vec![ext("recording", true, Sent::Nothing)],
+        "PreviewAny" => vec![
+            ext("preview", true, Sent::Fixed(empty())),
+            ext("preview_text", true, Sent::Nothing),
+            ext("previewMode", true, Sent::Saved(Value::Bool(false))),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+impl Catalogue {
+    /// An empty catalogue; add classes with [`Catalogue::insert`].
+    pub fn new() -> Catalogue {
+        Catalogue::default()
+    }
+
+    /// Reads a whole `/object_info` response (`{class: entry, …}`).
+    pub fn from_object_info(info: &Value) -> Result<Catalogue, CatalogueError> {
+        let map = info.as_object().ok_or(CatalogueError::NotAnObject)?;
+        let mut catalogue = Catalogue {
+            classes: HashMap::with_capacity(map.len()),
+        };
+        for (class, entry) in map {
+            catalogue.insert(class, entry)?;
+        }
+        Ok(catalogue)
+    }
+
+    /// Reads an already parsed `/object_info` object; classes without an
+    /// `input` object are left out (the server would not run them either).
+    pub fn from_object_info_map(map: &Map<String, Value>) -> Catalogue {
+        let mut catalogue = Catalogue {
+            classes: HashMap::with_capacity(map.len()),
+        };
+        for (class, entry) in map {
+            let _ = catalogue.insert(class, entry);
+        }
+        catalogue
+    }
+
+    /// The built-in catalogue (`assets/object_info.json`, recorded from a
+    /// real server), for converting without a server.
+    pub fn builtin() -> Catalogue {
+        let info: Value = serde_json::from_str(include_str!("../../assets/object_info.json"))
+            .expect("the built-in catalogue is valid JSON (pinned by a test)");
+        Catalogue::from_object_info(&info)
+            .expect("the built-in catalogue has the object_info shape")
+    }
+
+    /// Adds (or replaces) one class from its `/object_info` entry.
+    pub fn insert(&mut self, class: &str, entry: &Value) -> Result<(), CatalogueError> {
+        let def =
+            parse_class(class, entry).ok_or_else(|| CatalogueError::BadClass(class.into()))?;
+        self.classes.insert(class.to_string(), def);
+        Ok(())
+    }
+
+    /// Adds every class of `other` (replacing classes of the same name).
+    pub fn extend(&mut self, other: Catalogue) {
+        self.classes.extend(other.classes);
+    }
+
+    /// Only the named classes of this catalogue (those it has).
+    pub fn subset(&self, classes: &[String]) -> Catalogue {
+        Catalogue {
+            classes: classes
+                .iter()
+                .filter_map(|c| Some((c.clone(), self.classes.get(c)?.clone())))
+                .collect(),
+        }
+    }
+
+    /// Whether the catalogue knows `class`.
+    pub fn contains(&self, class: &str) -> bool {
+        self.classes.contains_key(class)
+    }
+
+    /// Number of classes.
+    pub fn len(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// Whether there are no classes.
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
+    }
+
+    pub(crate) fn get(&self, class: &str) -> Option<&NodeDef> {
+        self.classes.get(class)
+    }
+}
+
+/// The input names of one section, in `input_order` when the server gives
+/// it, else in JSON order.
+fn section_names<'a>(
+    entry: &'a Value,
+    specs: &'a Map<String, Value>,
+    section: &str,
+) -> Vec<&'a str> {
+    let ordered: Option<Vec<&str>> = entry
+        .get("input_order")
+        .and_then(|o| o.get(section))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect());
+    match ordered {
+        Some(mut names) => {
+            // A name missing from `input_order` still gets its widget, last.
+            for k in specs.keys() {
+                if !names.contains(&k.as_str()) {
+                    names.push(k);
+                }
+            }
+            names
+        }
+        None => specs.keys().map(String::as_str).collect(),
+    }
+}
+
+fn parse_class(class: &str, entry: &Value) -> Option<NodeDef> {
+    let input = entry.get("input")?.as_object()?;
+    let mut widgets = Vec::new();
+    for section in ["required", "optional"] {
+        let Some(specs) = input.get(section).and_then(Value::as_object) else {
+            continue;
+        };
+        for name in section_names(entry, specs, section) {
+            let Some(spec) = specs.get(name) else {
+                continue;
+            };
+            widgets.extend(widgets_of(name, spec));
+        }
+    }
+    widgets.extend(extension_widgets(class));
+    let progress_text = input
+        .get("hidden")
+        .and_then(Value::as_object)
+        .is_some_and(|h| h.values().any(|v| hidden_kind(v) == Some("UNIQUE_ID")));
+    let display_name = entry
+        .get("display_name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(class)
+        .to_string();
+    Some(NodeDef {
+        display_name,
+        widgets,
+        progress_text,
+    })
+}
+
+/// The widgets one input spec makes: none for a socket, else the value
+/// widget and the extras the frontend adds after it.
+fn widgets_of(name: &str, spec: &Value) -> Vec<WidgetDef> {
+    let (type_spec, options) = match spec {
+        Value::Array(parts) if !parts.is_empty() => {
+            (&parts[0], parts.get(1).and_then(Value::as_object))
+        }
+        Value::String(_) => (spec, None),
+        _ => return Vec::new(),
+    };
+    let opt = |key: &str| options.and_then(|o| o.get(key));
+    let flag = |key: &str| opt(key).and_then(Value::as_bool).unwrap_or(false);
+    let (type_name, combo): (&str, Option<&Vec<Value>>) = match type_spec {
+        Value::Array(list) => ("COMBO", Some(list)),
+        Value::String(s) if s == "COMBO" => ("COMBO", opt("options").and_then(Value::as_array)),
+        Value::String(s) if s == "COMFY_DYNAMICCOMBO_V3" => {
+            return dynamic_combo(name, opt("options"), opt("default"));
+        }
+        Value::String(s) => (s.as_str(), None),
+        _ => return Vec::new(),
+    };
+    if !VALUE_TYPES.contains(&type_name) || flag("forceInput") {
+        return Vec::new();
+    }
+    let default = match opt("default") {
+        Some(v) => v.clone(),
+        None => match type_name {
+            // The frontend's number widgets start at 0 without a default.
+            "INT" | "FLOAT" => Value::from(0),
+            "BOOLEAN" => Value::Bool(false),
+            "COMBO" => combo
+                .and_then(|c| c.first())
+                .cloned()
+                .unwrap_or(Value::Null),
+            _ => Value::from(""),
+        },
+    };
+    let mut out = vec![WidgetDef {
+        name: name.to_string(),
+        kind: WidgetKind::Value {
+            default,
+            dynamic_prompts: type_name == "STRING" && flag("dynamicPrompts"),
+        },
+        saved: true,
+    }];
+    if flag("control_after_generate") {
+        out.push(WidgetDef {
+            name: "control_after_generate".into(),
+            kind: WidgetKind::Control,
+            saved: true,
+        });
+    }
+    if [
+        "image_upload",
+        "video_upload",
+        "audio_upload",
+        "file_upload",
+    ]
+    .iter()
+    .any(|k| flag(k))
+    {
+        out.push(WidgetDef {
+            name: "upload".into(),
+            kind: WidgetKind::Upload,
+            saved: true,
+        });
+    }
+    out
+}
+
+/// A V3 dynamic combo: `options` is a list of `{key, inputs}`; each option's
+/// widgets are named `<combo>.<input>`.
+fn dynamic_combo(name: &str, options: Option<&Value>, default: Option<&Value>) -> Vec<WidgetDef> {
+    let mut parsed = Vec::new();
+    for o in options.and_then(Value::as_array).into_iter().flatten() {
+        let Some(key) = o.get("key") else { continue };
+        let mut widgets = Vec::new();
+        if let Some(inputs) = o.get("inputs").and_then(Value::as_object) {
+            for section in ["required", "optional"] {
+                for (n, spec) in inputs
+                    .get(section)
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    widgets.extend(widgets_of(&format!("{name}.{n}"), spec));
+                }
+            }
+        }
+        parsed.push((key.clone(), widgets));
+    }
+    let default = default
+        .cloned()
+        .or_else(|| parsed.first().map(|(k, _)| k.clone()))
+        .unwrap_or(Value::Null);
+    vec![WidgetDef {
+        name: name.to_string(),
+        kind: WidgetKind::DynamicCombo {
+            default,
+            options: parsed,
+        },
+        saved: true,
+    }]
+}

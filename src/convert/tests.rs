@@ -1,0 +1,432 @@
+//! Unit tests of the conversion rules and of hostile input, with the
+//! built-in catalogue. The shared ground-truth pairs are compared in
+//! `tests/it/convert.rs`.
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+
+fn cat() -> &'static Catalogue {
+    static CAT: std::sync::OnceLock<Catalogue> = std::sync::OnceLock::new();
+    CAT.get_or_init(Catalogue::builtin)
+}
+
+fn ui(v: Value) -> Map<String, Value> {
+    v.as_object().expect("object").clone()
+}
+
+fn ok(v: Value) -> Converted {
+    convert(&ui(v), cat()).expect("converts")
+}
+
+fn err(v: Value) -> Vec<String> {
+    convert(&ui(v), cat())
+        .expect_err("fails")
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn image(id: i64, links: Value) -> Value {
+    json!({"id": id, "type": "EmptyImage", "widgets_values": [64, 32, 1, 0],
+           "outputs": [{"type": "IMAGE", "links": links}]})
+}
+
+fn preview(id: i64, link: i64) -> Value {
+    json!({"id": id, "type": "PreviewImage", "inputs": [{"name": "images", "type": "IMAGE", "link": link}]})
+}
+
+#[test]
+fn widget_values_map_to_input_names_and_links_to_origins() {
+    let done = ok(json!({"nodes": [image(1, json!([1])), preview(2, 1)],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"]]}));
+    assert_eq!(
+        Value::Object(done.prompt),
+        json!({
+            "1": {"inputs": {"width": 64, "height": 32, "batch_size": 1, "color": 0},
+                  "class_type": "EmptyImage", "_meta": {"title": "EmptyImage"}},
+            "2": {"inputs": {"images": ["1", 0]}, "class_type": "PreviewImage",
+                  "_meta": {"title": "Preview Image"}}
+        })
+    );
+}
+
+#[test]
+fn rule_missing_widget_default() {
+    let done = ok(
+        json!({"nodes": [{"id": 1, "type": "EmptyImage", "widgets_values": [64, 32]}], "links": []}),
+    );
+    assert_eq!(done.prompt["1"]["inputs"]["batch_size"], 1);
+    assert_eq!(done.prompt["1"]["inputs"]["color"], 0);
+    assert!(
+        done.report
+            .fired(RuleKind::MissingWidgetDefault, "1", "color")
+    );
+    assert!(
+        !done
+            .report
+            .fired(RuleKind::MissingWidgetDefault, "1", "width")
+    );
+}
+
+#[test]
+fn rule_upload_value_not_sent() {
+    let done = ok(
+        json!({"nodes": [{"id": 1, "type": "LoadImage", "widgets_values": ["cat.png", "image"]}], "links": []}),
+    );
+    assert_eq!(done.prompt["1"]["inputs"], json!({"image": "cat.png"}));
+    assert!(
+        done.report
+            .fired(RuleKind::UploadValueNotSent, "1", "upload")
+    );
+}
+
+#[test]
+fn rule_comments_stripped_and_dynamic_prompt_kept() {
+    let done = ok(json!({"nodes": [{"id": 6, "type": "CLIPTextEncode",
+        "widgets_values": ["a {red|blue} fox // note\n/* draft */in snow"]}], "links": []}));
+    assert_eq!(
+        done.prompt["6"]["inputs"]["text"],
+        "a {red|blue} fox \nin snow"
+    );
+    assert!(done.report.fired(RuleKind::CommentsStripped, "6", "text"));
+    assert!(done.report.fired(RuleKind::DynamicPromptKept, "6", "text"));
+    let warnings = done.report.warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("templates:"), "{warnings:?}");
+}
+
+#[test]
+fn rule_title_from_display_name() {
+    let done = ok(json!({"nodes": [{"id": 1, "type": "ImageInvert"},
+        {"id": 2, "type": "ImageInvert", "title": "Mine"}], "links": []}));
+    assert_eq!(done.prompt["1"]["_meta"]["title"], "Invert Image");
+    assert_eq!(done.prompt["2"]["_meta"]["title"], "Mine");
+    assert!(
+        done.report
+            .fired(RuleKind::TitleFromDisplayName, "1", "_meta.title")
+    );
+    assert!(
+        !done
+            .report
+            .fired(RuleKind::TitleFromDisplayName, "2", "_meta.title")
+    );
+}
+
+#[test]
+fn seeds_have_a_control_value_that_is_not_sent() {
+    let done = ok(json!({"nodes": [{"id": 3, "type": "KSampler",
+        "widgets_values": [42, "randomize", 20, 8, "euler", "normal", 1]}], "links": []}));
+    let inputs = &done.prompt["3"]["inputs"];
+    assert_eq!(inputs["seed"], 42);
+    assert_eq!(inputs["steps"], 20);
+    assert_eq!(inputs["denoise"], 1);
+    assert!(inputs.get("control_after_generate").is_none());
+}
+
+#[test]
+fn widgets_values_as_an_object_map_by_name() {
+    let done = ok(json!({"nodes": [{"id": 1, "type": "EmptyImage",
+        "widgets_values": {"height": 8, "width": 16, "unknown": 1}}], "links": []}));
+    assert_eq!(done.prompt["1"]["inputs"]["width"], 16);
+    assert_eq!(done.prompt["1"]["inputs"]["height"], 8);
+}
+
+#[test]
+fn list_values_are_wrapped() {
+    let done = ok(
+        json!({"nodes": [{"id": 1, "type": "EmptyImage", "widgets_values": [[1, 2], 2, 1, 0]}], "links": []}),
+    );
+    assert_eq!(
+        done.prompt["1"]["inputs"]["width"],
+        json!({"__value__": [1, 2]})
+    );
+}
+
+#[test]
+fn reroutes_primitives_and_notes_are_resolved_away() {
+    let done = ok(json!({"nodes": [
+        image(1, json!([1])),
+        {"id": 2, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 1}],
+         "outputs": [{"type": "IMAGE", "links": [2]}]},
+        preview(3, 2),
+        {"id": 4, "type": "PrimitiveNode", "widgets_values": [99, "fixed"],
+         "outputs": [{"type": "INT", "links": [3]}]},
+        {"id": 5, "type": "EmptyImage", "widgets_values": [1, 1, 1, 0],
+         "inputs": [{"name": "width", "type": "INT", "link": 3, "widget": {"name": "width"}}]},
+        {"id": 6, "type": "Note", "widgets_values": ["hello"]},
+        {"id": 7, "type": "MarkdownNote", "widgets_values": ["# hi"]}],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 4, 0, 5, 0, "INT"]]}));
+    let ids: Vec<&String> = done.prompt.keys().collect();
+    assert_eq!(ids, ["1", "3", "5"]);
+    assert_eq!(done.prompt["3"]["inputs"]["images"], json!(["1", 0]));
+    assert_eq!(done.prompt["5"]["inputs"]["width"], 99);
+}
+
+#[test]
+fn muted_nodes_are_dropped_with_their_links_and_bypassed_nodes_bridged() {
+    let done = ok(json!({"nodes": [
+        image(1, json!([1])),
+        {"id": 2, "type": "ImageInvert", "mode": 4, "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+         "outputs": [{"type": "IMAGE", "links": [2]}]},
+        preview(3, 2),
+        {"id": 4, "type": "EmptyImage", "mode": 2, "widgets_values": [1, 1, 1, 0],
+         "outputs": [{"type": "IMAGE", "links": [3]}]},
+        {"id": 5, "type": "ImageInvert", "inputs": [{"name": "image", "type": "IMAGE", "link": 3}]}],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 4, 0, 5, 0, "IMAGE"]]}));
+    assert_eq!(done.prompt["3"]["inputs"]["images"], json!(["1", 0]));
+    assert!(done.prompt.get("2").is_none() && done.prompt.get("4").is_none());
+    assert_eq!(done.prompt["5"]["inputs"], json!({}));
+}
+
+/// A subgraph holding `ImageInvert` (inner id 1) fed by its input 0, and an
+/// `EmptyImage` (inner id 2) whose width is promoted as input 1.
+fn subgraph(id: &str, inner: Value) -> Value {
+    json!({"id": id, "name": "S",
+        "inputs": [{"name": "image", "type": "IMAGE", "linkIds": [10]},
+                   {"name": "width", "type": "INT", "linkIds": [11]}],
+        "outputs": [{"name": "IMAGE", "type": "IMAGE", "linkIds": [12]}],
+        "nodes": inner,
+        "links": [
+            {"id": 10, "origin_id": -10, "origin_slot": 0, "target_id": 1, "target_slot": 0, "type": "IMAGE"},
+            {"id": 11, "origin_id": -10, "origin_slot": 1, "target_id": 2, "target_slot": 0, "type": "INT"},
+            {"id": 12, "origin_id": 1, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "IMAGE"}]})
+}
+
+fn inner_nodes() -> Value {
+    json!([
+        {"id": 1, "type": "ImageInvert", "inputs": [{"name": "image", "type": "IMAGE", "link": 10}],
+         "outputs": [{"type": "IMAGE", "links": [12]}]},
+        {"id": 2, "type": "EmptyImage", "widgets_values": [5, 6, 1, 0],
+         "inputs": [{"name": "width", "type": "INT", "link": 11, "widget": {"name": "width"}}]}])
+}
+
+#[test]
+fn subgraphs_expand_with_instance_ids_and_promoted_widgets() {
+    let done = ok(json!({"nodes": [
+        image(1, json!([1])),
+        {"id": 7, "type": "sg-1", "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+         "outputs": [{"type": "IMAGE", "links": [2]}], "widgets_values": [77]},
+        preview(3, 2)],
+        "links": [[1, 1, 0, 7, 0, "IMAGE"], [2, 7, 0, 3, 0, "IMAGE"]],
+        "definitions": {"subgraphs": [subgraph("sg-1", inner_nodes())]}}));
+    assert_eq!(done.prompt["7:1"]["inputs"]["image"], json!(["1", 0]));
+    assert_eq!(done.prompt["3"]["inputs"]["images"], json!(["7:1", 0]));
+    assert_eq!(done.prompt["7:2"]["inputs"]["width"], 77);
+    assert_eq!(done.prompt["7:2"]["inputs"]["height"], 6);
+    assert!(done.prompt.get("7").is_none());
+}
+
+#[test]
+fn nested_subgraphs_get_nested_ids() {
+    let outer = json!({"id": "outer", "name": "O",
+        "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE", "linkIds": [21]}],
+        "nodes": [{"id": 4, "type": "EmptyImage", "widgets_values": [9, 9, 1, 0], "outputs": [{"type": "IMAGE", "links": [20]}]},
+                  {"id": 5, "type": "sg-1", "inputs": [{"name": "image", "type": "IMAGE", "link": 20}],
+                   "outputs": [{"type": "IMAGE", "links": [21]}]}],
+        "links": [{"id": 20, "origin_id": 4, "origin_slot": 0, "target_id": 5, "target_slot": 0, "type": "IMAGE"},
+                  {"id": 21, "origin_id": 5, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "IMAGE"}]});
+    let done = ok(json!({"nodes": [
+        {"id": 8, "type": "outer", "outputs": [{"type": "IMAGE", "links": [1]}]}, preview(3, 1)],
+        "links": [[1, 8, 0, 3, 0, "IMAGE"]],
+        "definitions": {"subgraphs": [outer, subgraph("sg-1", inner_nodes())]}}));
+    assert_eq!(done.prompt["3"]["inputs"]["images"], json!(["8:5:1", 0]));
+    assert_eq!(done.prompt["8:5:1"]["inputs"]["image"], json!(["8:4", 0]));
+    assert_eq!(done.prompt["8:5:2"]["inputs"]["width"], 5);
+}
+
+#[test]
+fn classes_used_lists_real_classes_once() {
+    let v = ui(json!({"nodes": [image(1, json!([])), image(2, json!([])),
+        {"id": 3, "type": "Reroute"}, {"id": 4, "type": "sg-1"}], "links": [],
+        "definitions": {"subgraphs": [subgraph("sg-1", inner_nodes())]}}));
+    assert_eq!(classes_used(&v), ["EmptyImage", "ImageInvert"]);
+}
+
+// ---- errors and hostile input ----
+
+#[test]
+fn every_unknown_class_is_named_with_its_pack() {
+    let lines = err(json!({"nodes": [
+        {"id": 1, "type": "Upscaler9000", "title": "Up", "properties": {"cnr_id": "up-pack", "Node name for S&R": "Upscaler9000"}},
+        {"id": 2, "type": "Other", "properties": {"aux_id": "someone/other", "Node name for S&R": "Other Node"}},
+        {"id": 3, "type": "Bare"},
+        {"id": 4, "type": "NewCoreNode", "properties": {"cnr_id": "comfy-core", "ver": "0.9.1"}}], "links": []}));
+    assert_eq!(
+        lines,
+        [
+            "node 1 ('Up') has class 'Upscaler9000', which the node catalogue does not have (custom node pack 'up-pack'): install it",
+            "node 2 (untitled) has class 'Other', which the node catalogue does not have (custom node pack 'someone/other', node 'Other Node'): install it",
+            "node 3 (untitled) has class 'Bare', which the node catalogue does not have: is its custom node pack installed?",
+            "node 4 (untitled) has class 'NewCoreNode', which the node catalogue does not have (a ComfyUI core node, saved with comfy-core 0.9.1): update ComfyUI",
+        ]
+    );
+}
+
+#[test]
+fn too_many_widget_values_is_an_error() {
+    let lines = err(
+        json!({"nodes": [{"id": 1, "type": "EmptyImage", "widgets_values": [1, 2, 3, 4, 5, 6]}], "links": []}),
+    );
+    assert_eq!(
+        lines,
+        [
+            "node 1 (EmptyImage, 'EmptyImage') has 6 widget values, but 'EmptyImage' has only 4 widgets: was it saved with another version of the node?"
+        ]
+    );
+}
+
+#[test]
+fn a_link_to_a_missing_node_is_an_error() {
+    let lines = err(json!({"nodes": [preview(2, 1)], "links": [[1, 99, 0, 2, 0, "IMAGE"]]}));
+    assert_eq!(
+        lines,
+        ["node 2 input 'images' is linked to node 99, which is not in the workflow"]
+    );
+}
+
+#[test]
+fn cyclic_reroutes_are_an_error_not_a_hang() {
+    let lines = err(json!({"nodes": [
+        {"id": 1, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 2}], "outputs": [{"type": "*", "links": [1, 3]}]},
+        {"id": 2, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 1}], "outputs": [{"type": "*", "links": [2]}]},
+        preview(3, 3),
+        {"id": 4, "type": "PrimitiveNode", "widgets_values": [1], "outputs": [{"type": "INT", "links": [4]}]},
+        {"id": 5, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 4}], "outputs": [{"type": "*", "links": [4]}]}],
+        "links": [[1, 1, 0, 2, 0, "*"], [2, 2, 0, 1, 0, "*"], [3, 1, 0, 3, 0, "IMAGE"], [4, 4, 0, 5, 0, "INT"]]}));
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("circle of links"), "{lines:?}");
+}
+
+#[test]
+fn a_subgraph_inside_itself_is_an_error() {
+    let selfish = json!({"id": "me", "name": "Me", "inputs": [], "outputs": [],
+        "nodes": [{"id": 1, "type": "me"}], "links": []});
+    let lines = err(json!({"nodes": [{"id": 1, "type": "me"}], "links": [],
+        "definitions": {"subgraphs": [selfish]}}));
+    assert!(lines[0].contains("inside itself"), "{lines:?}");
+}
+
+#[test]
+fn deep_nesting_is_refused_and_deep_chains_do_not_overflow_the_stack() {
+    // 40 nested subgraphs: more than the 32 accepted.
+    let mut defs = Vec::new();
+    for i in 0..40 {
+        let inner = if i == 39 {
+            json!([{"id": 1, "type": "EmptyImage", "widgets_values": [1, 1, 1, 0]}])
+        } else {
+            json!([{"id": 1, "type": format!("s{}", i + 1)}])
+        };
+        defs.push(
+            json!({"id": format!("s{i}"), "name": "n", "inputs": [], "outputs": [],
+            "nodes": inner, "links": []}),
+        );
+    }
+    let lines = err(json!({"nodes": [{"id": 1, "type": "s0"}], "links": [],
+        "definitions": {"subgraphs": defs}}));
+    assert!(lines[0].contains("too deeply"), "{lines:?}");
+
+    // 20,000 Reroutes in a row.
+    let n = 20_000i64;
+    let mut nodes = vec![image(1, json!([2]))];
+    let mut links = vec![];
+    for i in 0..n {
+        let id = i + 2;
+        nodes.push(json!({"id": id, "type": "Reroute",
+            "inputs": [{"name": "", "type": "*", "link": id}],
+            "outputs": [{"type": "*", "links": [id + 1]}]}));
+        links.push(json!([id, id - 1, 0, id, 0, "*"]));
+    }
+    nodes.push(preview(n + 2, n + 2));
+    links.push(json!([n + 2, n + 1, 0, n + 2, 0, "IMAGE"]));
+    let e = convert(&ui(json!({"nodes": nodes, "links": links})), cat()).expect_err("too long");
+    assert!(e.to_string().contains("the chain is too long"), "{e}");
+}
+
+#[test]
+fn malformed_parts_are_errors_or_skipped_never_panics() {
+    for bad in [
+        json!({"nodes": "x", "links": []}),
+        json!({"nodes": [1, 2], "links": []}),
+        json!({"nodes": [{"id": 1}], "links": []}),
+        json!({"nodes": [{"id": 1, "type": "EmptyImage"}, {"id": 1, "type": "EmptyImage"}], "links": []}),
+    ] {
+        assert!(convert(&ui(bad), cat()).is_err());
+    }
+    // Odd but harmless shapes are tolerated.
+    let done = ok(json!({"nodes": [
+        {"id": 1, "type": "EmptyImage", "widgets_values": "nonsense", "inputs": "x", "outputs": 3, "mode": "m"},
+        {"id": 2, "type": "PreviewImage", "inputs": [{"name": "images", "type": "IMAGE", "link": 12345}]}],
+        "links": [[1], "x", null, {"id": "q"}]}));
+    assert_eq!(done.prompt["2"]["inputs"], json!({}));
+}
+
+#[test]
+fn detect_tells_the_formats_apart() {
+    assert_eq!(detect(&json!({"nodes": [], "links": []})), Format::Ui);
+    assert_eq!(
+        detect(&json!({"1": {"class_type": "X", "inputs": {}}})),
+        Format::Api
+    );
+    assert_eq!(detect(&json!({"1": {"class": "X"}})), Format::Unknown);
+    assert_eq!(detect(&json!([1])), Format::Unknown);
+    assert_eq!(detect(&json!({})), Format::Unknown);
+}
+
+#[test]
+fn group_nodes_expand_to_index_ids_with_the_instance_widget_values() {
+    let group = json!({"nodes": [
+            {"index": 0, "type": "EmptyImage", "widgets_values": [1, 1, 1, 0],
+             "outputs": [{"type": "IMAGE", "links": []}]},
+            {"index": 1, "type": "ImageBlend", "widgets_values": [0.5, "normal"],
+             "inputs": [{"name": "image1", "type": "IMAGE", "link": null},
+                        {"name": "image2", "type": "IMAGE", "link": null}],
+             "outputs": [{"type": "IMAGE", "links": []}]}],
+        "links": [[0, 0, 1, 0, 1, "IMAGE"], [null, 0, 1, 1, 9, "IMAGE"]], "external": []});
+    let done = ok(json!({"nodes": [
+        image(9, json!([1])),
+        {"id": 5, "type": "workflow>Blend", "inputs": [{"name": "image2", "type": "IMAGE", "link": 1}],
+         "outputs": [{"type": "IMAGE", "links": [2]}], "widgets_values": [8, 9, 1, 0, 0.25, "screen"]},
+        preview(3, 2)],
+        "links": [[1, 9, 0, 5, 0, "IMAGE"], [2, 5, 0, 3, 0, "IMAGE"]],
+        "extra": {"groupNodes": {"Blend": group}}}));
+    assert_eq!(done.prompt["5:0"]["inputs"]["width"], 8);
+    assert_eq!(done.prompt["5:1"]["inputs"]["image1"], json!(["5:0", 0]));
+    assert_eq!(done.prompt["5:1"]["inputs"]["image2"], json!(["9", 0]));
+    assert_eq!(done.prompt["5:1"]["inputs"]["blend_mode"], "screen");
+    assert_eq!(done.prompt["3"]["inputs"]["images"], json!(["5:1", 0]));
+    let lines = err(json!({"nodes": [{"id": 5, "type": "workflow>Missing"}], "links": []}));
+    assert!(lines[0].contains("not in extra.groupNodes"), "{lines:?}");
+}
+
+#[test]
+fn kjnodes_set_and_get_nodes_are_resolved_like_reroutes() {
+    let done = ok(json!({"nodes": [
+        image(1, json!([1])),
+        {"id": 2, "type": "SetNode", "widgets_values": ["pic"], "inputs": [{"name": "IMAGE", "type": "IMAGE", "link": 1}],
+         "outputs": [{"type": "IMAGE", "links": []}]},
+        {"id": 3, "type": "GetNode", "widgets_values": ["pic"], "outputs": [{"type": "IMAGE", "links": [2]}]},
+        preview(4, 2),
+        {"id": 5, "type": "GetNode", "widgets_values": ["nothing"], "outputs": [{"type": "IMAGE", "links": [3]}]},
+        preview(6, 3)],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 3, 0, 4, 0, "IMAGE"], [3, 5, 0, 6, 0, "IMAGE"]]}));
+    assert_eq!(done.prompt["4"]["inputs"]["images"], json!(["1", 0]));
+    assert_eq!(done.prompt["6"]["inputs"], json!({}));
+    let ids: Vec<&String> = done.prompt.keys().collect();
+    assert_eq!(ids, ["1", "4", "6"]);
+}
+
+#[test]
+fn rgthree_reroutes_and_canvas_helpers_are_frontend_only() {
+    let done = ok(json!({"nodes": [
+        image(1, json!([1])),
+        {"id": 2, "type": "Reroute (rgthree)", "inputs": [{"name": "", "type": "*", "link": 1}],
+         "outputs": [{"type": "IMAGE", "links": [2]}]},
+        preview(3, 2),
+        {"id": 4, "type": "Fast Groups Bypasser (rgthree)", "inputs": [], "outputs": [{"type": "*", "links": []}]}],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]]}));
+    assert_eq!(done.prompt["3"]["inputs"]["images"], json!(["1", 0]));
+    let ids: Vec<&String> = done.prompt.keys().collect();
+    assert_eq!(ids, ["1", "3"]);
+}

@@ -1,0 +1,611 @@
+//! UI-format → API-format conversion against the shared ground truth: every
+//! pair in `tests/fixtures/ui_api_pairs` (official examples, and today's
+//! templates with the prompts today's frontend made) is converted with the
+//! built-in catalogue and compared node by node, input by input.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use comfy_batch::convert::{Catalogue, Report, RuleKind, convert};
+use serde_json::{Map, Value};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ui_api_pairs")
+}
+
+/// Pairs that cannot match, and why.
+const EXPECTED_DIFFERENCES: &[(&str, &str)] = &[(
+    "stable_cascade__stable_cascade__inpaint_controlnet",
+    "its group node's inner node ids were never saved, so the recorded prompt's ids cannot be reproduced",
+)];
+
+fn pairs(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("fixture dir")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".ui.json").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn load(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read fixture")).expect("fixture json")
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(max).collect();
+    format!("{head}…")
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Upload-button inputs old frontends sent.
+const UPLOAD_INPUTS: &[&str] = &["upload", "choose file to upload"];
+
+/// Every difference between the recorded prompt and ours that no rule
+/// that fired explains, one line each.
+fn diff(
+    expected: &Map<String, Value>,
+    ours: &Map<String, Value>,
+    report: &Report,
+    explained: &mut Vec<RuleKind>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, e) in expected {
+        let Some(o) = ours.get(id) else {
+            out.push(format!("node {id} ({}) missing", e["class_type"]));
+            continue;
+        };
+        if e["class_type"] != o["class_type"] {
+            out.push(format!(
+                "node {id}: class {} vs ours {}",
+                e["class_type"], o["class_type"]
+            ));
+        }
+        if let Some(t) = e.get("_meta").and_then(|m| m.get("title"))
+            && o.get("_meta").and_then(|m| m.get("title")) != Some(t)
+        {
+            if report.fired(RuleKind::TitleFromDisplayName, id, "_meta.title") {
+                explained.push(RuleKind::TitleFromDisplayName);
+            } else {
+                out.push(format!(
+                    "node {id}: title {t} vs ours {}",
+                    o["_meta"]["title"]
+                ));
+            }
+        }
+        let empty = Map::new();
+        let ei = e["inputs"].as_object().unwrap_or(&empty);
+        let oi = o["inputs"].as_object().unwrap_or(&empty);
+        for (k, v) in ei {
+            match oi.get(k) {
+                None if UPLOAD_INPUTS.contains(&k.as_str())
+                    && report.fired(RuleKind::UploadValueNotSent, id, "upload") =>
+                {
+                    explained.push(RuleKind::UploadValueNotSent);
+                }
+                None => out.push(format!(
+                    "node {id} ({}): input {k} = {v} missing",
+                    e["class_type"]
+                )),
+                Some(w) if !same_value(v, w) => out.push(format!(
+                    "node {id} ({}): input {k} = {} vs ours {}",
+                    e["class_type"],
+                    clip(&v.to_string(), 80),
+                    clip(&w.to_string(), 80)
+                )),
+                Some(_) => {}
+            }
+        }
+        for (k, w) in oi {
+            if ei.contains_key(k) {
+                continue;
+            }
+            if report.fired(RuleKind::MissingWidgetDefault, id, k) {
+                explained.push(RuleKind::MissingWidgetDefault);
+            } else {
+                out.push(format!(
+                    "node {id} ({}): extra input {k} = {w}",
+                    e["class_type"]
+                ));
+            }
+        }
+    }
+    for (id, o) in ours {
+        if !expected.contains_key(id) {
+            out.push(format!("node {id} ({}) extra", o["class_type"]));
+        }
+    }
+    out
+}
+
+struct Outcome {
+    exact: Vec<String>,
+    failed: Vec<(String, Vec<String>)>,
+    /// The rules that explained a difference, and how many.
+    explained: Vec<(RuleKind, usize)>,
+}
+
+fn run_dir(dir: &Path, catalogue: &Catalogue) -> Outcome {
+    let mut exact = Vec::new();
+    let mut failed = Vec::new();
+    let mut explained = Vec::new();
+    for name in pairs(dir) {
+        let ui = load(&dir.join(format!("{name}.ui.json")));
+        let api = load(&dir.join(format!("{name}.api.json")));
+        let expected = api.as_object().expect("api object");
+        match convert(ui.as_object().expect("ui object"), catalogue) {
+            Ok(done) => {
+                let mut d = diff(expected, &done.prompt, &done.report, &mut explained);
+                // Node order too: what the frontend's export shows.
+                let (e, o): (Vec<&String>, Vec<&String>) =
+                    (expected.keys().collect(), done.prompt.keys().collect());
+                if d.is_empty() && e != o {
+                    d.push(format!("node order {e:?} vs ours {o:?}"));
+                }
+                // And input order, over the inputs both have.
+                for (id, node) in expected {
+                    let (Some(ei), Some(oi)) = (
+                        node["inputs"].as_object(),
+                        done.prompt.get(id).and_then(|n| n["inputs"].as_object()),
+                    ) else {
+                        continue;
+                    };
+                    let eo: Vec<&String> = ei.keys().filter(|k| oi.contains_key(*k)).collect();
+                    let oo: Vec<&String> = oi.keys().filter(|k| ei.contains_key(*k)).collect();
+                    if d.is_empty() && eo != oo {
+                        d.push(format!("node {id}: input order {eo:?} vs ours {oo:?}"));
+                    }
+                }
+                if d.is_empty() {
+                    exact.push(name);
+                } else {
+                    failed.push((name, d));
+                }
+            }
+            Err(e) => failed.push((name, vec![format!("error: {e}")])),
+        }
+    }
+    explained.sort();
+    let mut counts: Vec<(RuleKind, usize)> = Vec::new();
+    for r in explained {
+        match counts.last_mut() {
+            Some((last, n)) if *last == r => *n += 1,
+            _ => counts.push((r, 1)),
+        }
+    }
+    Outcome {
+        exact,
+        failed,
+        explained: counts,
+    }
+}
+
+fn summary(title: &str, total: usize, o: &Outcome) -> String {
+    let mut s = format!(
+        "{title}: {}/{total} exact; differences explained by rules: {:?}\n",
+        o.exact.len(),
+        o.explained
+    );
+    for (name, d) in &o.failed {
+        let _ = writeln!(s, "  {name}: {} differences", d.len());
+        for line in d.iter().take(12) {
+            let _ = writeln!(s, "    {line}");
+        }
+    }
+    s
+}
+
+#[test]
+fn examples_convert_exactly_except_the_expected_differences() {
+    let dir = fixtures();
+    let total = pairs(&dir).len();
+    assert_eq!(total, 54);
+    let o = run_dir(&dir, &Catalogue::builtin());
+    let unexpected: Vec<&String> = o
+        .failed
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !EXPECTED_DIFFERENCES.iter().any(|(e, _)| e == n))
+        .collect();
+    assert!(unexpected.is_empty(), "{}", summary("examples", total, &o));
+    assert_eq!(
+        o.exact.len(),
+        total - EXPECTED_DIFFERENCES.len(),
+        "{}",
+        summary("examples", total, &o)
+    );
+    let rules: Vec<RuleKind> = o.explained.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        rules,
+        [
+            RuleKind::MissingWidgetDefault,
+            RuleKind::UploadValueNotSent,
+            RuleKind::TitleFromDisplayName
+        ],
+        "{}",
+        summary("examples", total, &o)
+    );
+    eprintln!("{}", summary("examples", total, &o));
+}
+
+#[test]
+fn templates_convert_exactly() {
+    let dir = fixtures().join("templates");
+    let total = pairs(&dir).len();
+    assert_eq!(total, 103);
+    let o = run_dir(&dir, &Catalogue::builtin());
+    assert!(o.failed.is_empty(), "{}", summary("templates", total, &o));
+    let rules: Vec<RuleKind> = o.explained.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        rules,
+        [RuleKind::TitleFromDisplayName],
+        "{}",
+        summary("templates", total, &o)
+    );
+    eprintln!("{}", summary("templates", total, &o));
+}
+
+// ---- the command line, manifests naming UI files, and errors ----
+
+const UI_T2I: &str = include_str!("../fixtures/ui/t2i.ui.json");
+
+/// A PNG carrying `text` in a `tEXt` chunk under `key` (plus a foreign chunk).
+fn png_with(key: &str, text: &str) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&[0, 0, 0, 0]);
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, b"gaRb", &[0xfe; 33]);
+    let mut data = key.as_bytes().to_vec();
+    data.push(0);
+    data.extend_from_slice(text.as_bytes());
+    chunk(&mut png, b"tEXt", &data);
+    chunk(&mut png, b"IEND", b"");
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_prints_what_the_frontend_sent_with_a_servers_catalogue() {
+    let sim = crate::harness::sim().await;
+    let p = crate::harness::Project::new();
+    let name = "01_get_started_text_to_image";
+    let dir = fixtures().join("templates");
+    let ui = std::fs::read_to_string(dir.join(format!("{name}.ui.json"))).unwrap();
+    p.write("w.json", &ui);
+    let out = p.cli(&["convert", "w.json", "--server", &sim.url()]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let ours: Value = serde_json::from_str(&out.stdout).unwrap();
+    let expected = load(&dir.join(format!("{name}.api.json")));
+    // Same as the library's conversion with the built-in catalogue.
+    let done = convert(ui_obj(&ui).as_object().unwrap(), &Catalogue::builtin()).unwrap();
+    let d = diff(
+        expected.as_object().unwrap(),
+        ours.as_object().unwrap(),
+        &done.report,
+        &mut Vec::new(),
+    );
+    assert!(d.is_empty(), "{d:#?}");
+
+    // -o writes the file; an image embedding the workflow gives the same.
+    p.write("w.png", png_with("workflow", &ui));
+    let out = p.cli(&["convert", "w.png", "-o", "out.json", "-q"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(p.path("out.json")).unwrap()).unwrap();
+    assert_eq!(written, ours);
+
+    // An API-format file passes through unchanged.
+    let api = std::fs::read_to_string(p.path("workflows/t2i.json")).unwrap();
+    let out = p.cli(&["convert", "workflows/t2i.json"]).await;
+    assert_eq!(out.stdout.trim_end(), api.trim_end());
+}
+
+fn ui_obj(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_errors_are_one_line_each_with_exit_2() {
+    let p = crate::harness::Project::new();
+    p.write(
+        "custom.json",
+        r#"{"nodes": [
+            {"id": 1, "type": "Upscaler9000", "title": "Up", "properties": {"cnr_id": "up-pack"}},
+            {"id": 2, "type": "EmptyImage", "widgets_values": [1, 2, 3, 4, 5, 6, 7]},
+            {"id": 3, "type": "Facer", "properties": {"aux_id": "me/facer"}}], "links": []}"#,
+    );
+    p.write(
+        "broken.json",
+        r#"{"nodes": [{"id": 2, "type": "PreviewImage", "inputs": [{"name": "images", "type": "IMAGE", "link": 1}]}],
+            "links": [[1, 99, 0, 2, 0, "IMAGE"]]}"#,
+    );
+    p.write("neither.json", r#"{"hello": "world"}"#);
+    p.write("plain.png", png_with("Software", "x"));
+    p.write("garbage.png", b"\x89PNG\r\n\x1a\n\xff\xff\xff\xffgarbage");
+    let mut seen = Vec::new();
+    for file in [
+        "custom.json",
+        "broken.json",
+        "neither.json",
+        "plain.png",
+        "garbage.png",
+        "nope.json",
+    ] {
+        let out = p.cli(&["convert", file]).await;
+        assert_eq!(out.code, 2, "{file}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{file}: {}", out.stdout);
+        assert!(
+            out.stderr
+                .lines()
+                .all(|l| l.starts_with("error: ") || l.starts_with("hint: "))
+        );
+        seen.push(
+            out.stderr
+                .replace(&p.path("").display().to_string(), "[tmp]/"),
+        );
+    }
+    insta::assert_snapshot!(seen.join(""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_run_ui_workflows_and_images_as_the_converted_prompt() {
+    use sha2::Digest as _;
+    let sim = crate::harness::sim().await;
+    let p = crate::harness::Project::new();
+    p.write("workflows/ui_t2i.json", UI_T2I);
+    p.write("workflows/shot.png", png_with("workflow", UI_T2I));
+    p.write(
+        "m.yaml",
+        "version: 1\nworkflows:\n  png: workflows/shot.png\njobs:\n  - name: ui\n    workflow: [ui_t2i, png]\n    matrix:\n      Positive.text: [a red fox, a blue fox]\n      steps: [3]\n    seeds: [5]\n",
+    );
+    let out = p.run("m.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 4);
+    let file_sha = hex::encode(sha2::Sha256::digest(UI_T2I.as_bytes()));
+    let ui_row = rows
+        .iter()
+        .find(|r| r.get("workflow").ends_with("ui_t2i.json"))
+        .unwrap();
+    assert_eq!(ui_row.get("workflow_sha256"), file_sha);
+    let prompt: Value = serde_json::from_slice(
+        &std::fs::read(
+            p.out()
+                .join(format!("prompts/{}.json", ui_row.get("job_id"))),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut ids: Vec<&String> = prompt.as_object().unwrap().keys().collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["3", "4", "5", "6", "7", "8", "9"],
+        "virtual and muted nodes are not sent"
+    );
+    assert_eq!(prompt["3"]["inputs"]["steps"], 3);
+    assert_eq!(prompt["3"]["inputs"]["seed"], 5);
+    assert_eq!(prompt["6"]["inputs"]["clip"], serde_json::json!(["4", 1]));
+    assert!(
+        prompt["6"]["inputs"]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("fox")
+    );
+    assert_eq!(prompt["6"]["_meta"]["title"], "Positive");
+    assert_eq!(prompt["7"]["inputs"]["text"], "blurry");
+    // The image's jobs have the same prompts; their ids differ by the file hash.
+    let png_row = rows
+        .iter()
+        .find(|r| r.get("workflow").ends_with("shot.png"))
+        .unwrap();
+    assert_ne!(png_row.get("job_id"), ui_row.get("job_id"));
+    assert!(rows.iter().all(|r| r.get("status") == "ok"));
+
+    // A rerun rebuilds the same jobs from the log.
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--output",
+            "again",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let again = crate::harness::read_rows(&p.path("again/runs.csv"));
+    let mut ids: Vec<&str> = again.iter().map(|r| r.get("job_id")).collect();
+    let mut before: Vec<&str> = rows.iter().map(|r| r.get("job_id")).collect();
+    ids.sort();
+    before.sort();
+    assert_eq!(ids, before, "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_lists_every_unknown_class_of_every_workflow_at_once() {
+    let sim = crate::harness::sim().await;
+    let p = crate::harness::Project::new();
+    p.write(
+        "workflows/a.json",
+        r#"{"nodes": [{"id": 1, "type": "Upscaler9000", "title": "Up", "properties": {"cnr_id": "up-pack"}},
+                      {"id": 2, "type": "Facer", "properties": {"aux_id": "me/facer"}}], "links": []}"#,
+    );
+    p.write(
+        "workflows/b.json",
+        r#"{"nodes": [{"id": 7, "type": "Colorizer", "properties": {"Node name for S&R": "Colorize!"}}], "links": []}"#,
+    );
+    p.write(
+        "m.yaml",
+        "version: 1\njobs:\n  - workflow: a\n  - workflow: b\n",
+    );
+    let out = p.cli(&["check", "m.yaml", "--server", &sim.url()]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 3, "{}", out.stderr);
+    for needle in [
+        "'Upscaler9000'",
+        "'up-pack'",
+        "'Facer'",
+        "'me/facer'",
+        "'Colorizer'",
+        "'Colorize!'",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+    assert_eq!(sim.stats().prompts_executed, 0);
+}
+
+/// Hostile input: every shared workflow, damaged at random (nodes removed,
+/// links cut or pointed elsewhere, slots and types scrambled, widget values
+/// truncated or replaced), must convert or fail with an error, never panic
+/// or hang.
+#[test]
+fn damaged_workflows_never_panic() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let catalogue = Catalogue::builtin();
+    let dir = fixtures();
+    let mut files: Vec<PathBuf> = pairs(&dir)
+        .iter()
+        .map(|n| dir.join(format!("{n}.ui.json")))
+        .collect();
+    let tdir = dir.join("templates");
+    files.extend(
+        pairs(&tdir)
+            .iter()
+            .map(|n| tdir.join(format!("{n}.ui.json"))),
+    );
+    let (mut ok, mut failed) = (0, 0);
+    for file in &files {
+        let original = load(file);
+        for _ in 0..6 {
+            let mut w = original.clone();
+            damage(&mut w, &mut rng);
+            for sg in w
+                .pointer_mut("/definitions/subgraphs")
+                .and_then(Value::as_array_mut)
+                .map(std::mem::take)
+                .unwrap_or_default()
+            {
+                let mut sg = sg;
+                damage(&mut sg, &mut rng);
+                if let Some(list) = w
+                    .pointer_mut("/definitions/subgraphs")
+                    .and_then(Value::as_array_mut)
+                {
+                    list.push(sg);
+                }
+            }
+            match convert(w.as_object().expect("object"), &catalogue) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(!e.0.is_empty());
+                    failed += 1;
+                }
+            }
+        }
+    }
+    assert!(ok > 0 && failed > 0, "ok {ok}, failed {failed}");
+
+    fn damage(w: &mut Value, rng: &mut rand_chacha::ChaCha8Rng) {
+        use rand::RngExt;
+        for _ in 0..rng.random_range(1..4) {
+            let n_nodes = w["nodes"].as_array().map_or(0, Vec::len);
+            let n_links = w["links"].as_array().map_or(0, Vec::len);
+            match rng.random_range(0..6) {
+                0 if n_nodes > 0 => {
+                    let list = w["nodes"].as_array_mut().unwrap();
+                    let i = rng.random_range(0..list.len());
+                    list.remove(i);
+                }
+                1 if n_links > 0 => {
+                    let list = w["links"].as_array_mut().unwrap();
+                    let i = rng.random_range(0..list.len());
+                    let target = rng.random_range(-20i64..200);
+                    match &mut list[i] {
+                        Value::Array(a) if a.len() > 1 => a[1] = Value::from(target),
+                        Value::Object(o) => {
+                            o.insert("origin_id".into(), Value::from(target));
+                        }
+                        _ => {}
+                    }
+                }
+                2 if n_links > 0 => {
+                    let list = w["links"].as_array_mut().unwrap();
+                    let i = rng.random_range(0..list.len());
+                    list.remove(i);
+                }
+                3 if n_nodes > 0 => {
+                    let list = w["nodes"].as_array_mut().unwrap();
+                    let i = rng.random_range(0..list.len());
+                    let node = &mut list[i];
+                    if let Some(Value::Array(v)) = node.get_mut("widgets_values") {
+                        let keep = rng.random_range(0..=v.len());
+                        v.truncate(keep);
+                        v.push(Value::from("junk"));
+                    }
+                }
+                4 if n_nodes > 0 => {
+                    let list = w["nodes"].as_array_mut().unwrap();
+                    let i = rng.random_range(0..list.len());
+                    let mode = [0, 2, 4][rng.random_range(0..3)];
+                    list[i]["mode"] = Value::from(mode);
+                    if let Some(Value::Array(inputs)) = list[i].get_mut("inputs")
+                        && let Some(first) = inputs.first_mut()
+                    {
+                        first["type"] = Value::from("*");
+                        first["link"] = Value::from(rng.random_range(0i64..400));
+                    }
+                }
+                _ if n_nodes > 1 => {
+                    // A Reroute loop through two existing nodes.
+                    let list = w["nodes"].as_array_mut().unwrap();
+                    let a = list[0]["id"].clone();
+                    let b = list[1]["id"].clone();
+                    list[0]["type"] = Value::from("Reroute");
+                    list[1]["type"] = Value::from("Reroute");
+                    list[0]["inputs"] =
+                        serde_json::json!([{"name": "", "type": "*", "link": 900001}]);
+                    list[1]["inputs"] =
+                        serde_json::json!([{"name": "", "type": "*", "link": 900002}]);
+                    if let Some(links) = w["links"].as_array_mut() {
+                        links.push(serde_json::json!([900001, b, 0, a, 0, "*"]));
+                        links.push(serde_json::json!([900002, a, 0, b, 0, "*"]));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
