@@ -5,13 +5,14 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Group, HashValue, ImageInput, ImageSource, Job, Plan, Source, Variant};
+use super::{Group, HashValue, ImageInput, ImageSource, Job, Plan, Scratch, Source, Variant};
 use crate::ids::{JobId, NodeId};
 use crate::patch::{self, Prompt};
 
 /// The job id input: workflow content, every resolved (node, input) value
 /// sorted by slot, and the seed. Frozen (see `docs/manifest.md`).
-pub(super) fn digest(g: &Group, v: &Variant, idx: &[usize], seed: Option<u64>) -> [u8; 32] {
+pub(super) fn digest(g: &Group, v: &Variant, s: &Scratch, seed: Option<u64>) -> [u8; 32] {
+    let idx = &s.idx;
     let mut h = Sha256::new();
     h.update(b"comfy-batch job v1\0");
     h.update(v.workflow.sha256.as_bytes());
@@ -21,7 +22,11 @@ pub(super) fn digest(g: &Group, v: &Variant, idx: &[usize], seed: Option<u64>) -
         match &item.value {
             HashValue::Fixed(bytes) => h.update(bytes),
             HashValue::Axis { axis, member } => {
-                h.update(&g.axes[*axis].members[*member].encoded[idx[*axis]])
+                let m = &g.axes[*axis].members[*member];
+                match m.template {
+                    Some(t) => h.update(&s.encoded[t]),
+                    None => h.update(&m.encoded[idx[*axis]]),
+                }
             }
         }
         h.update(b"\0");
@@ -58,7 +63,7 @@ pub(super) struct Jobs<'p> {
     skip_pos: usize,
     group: usize,
     in_group: usize,
-    idx: Vec<usize>,
+    scratch: Scratch,
 }
 
 impl<'p> Jobs<'p> {
@@ -70,7 +75,7 @@ impl<'p> Jobs<'p> {
             skip_pos: 0,
             group: 0,
             in_group: 0,
-            idx: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 }
@@ -96,14 +101,21 @@ impl Iterator for Jobs<'_> {
                 self.skip_pos += 1;
                 continue;
             }
-            let (vi, seed) = plan.decode(g, raw - g.raw_start, raw, &mut self.idx);
+            let (vi, seed) = plan.decode(g, raw - g.raw_start, raw, &mut self.scratch);
             let v = &g.variants[vi];
-            let id = JobId::new(hex::encode(&digest(g, v, &self.idx, seed)[..6]));
+            let s = &self.scratch;
+            let id = JobId::new(hex::encode(&digest(g, v, s, seed)[..6]));
             let mut prompt = v.base.clone();
-            let idx = &self.idx;
+            let idx = &s.idx;
+            let value_of = |axis: usize, member: usize| -> Value {
+                let m = &g.axes[axis].members[member];
+                match m.template {
+                    Some(t) => Value::String(s.exps[t].text.clone()),
+                    None => m.values[idx[axis]].clone(),
+                }
+            };
             for (slot, axis, member) in &v.setters {
-                let value = g.axes[*axis].members[*member].values[idx[*axis]].clone();
-                patch::set(&mut prompt, slot, value);
+                patch::set(&mut prompt, slot, value_of(*axis, *member));
             }
             if let Some(seed) = seed {
                 for slot in &v.seed_slots {
@@ -111,19 +123,22 @@ impl Iterator for Jobs<'_> {
                 }
             }
             patch::set_prefixes(&mut prompt, &v.savers, &id);
-            let params = g
+            let mut params: Vec<(String, Value)> = g
                 .params
                 .iter()
                 .map(|p| {
                     let value = match &p.source {
                         Source::Fixed(v) => v.clone(),
-                        Source::Axis { axis, member } => {
-                            g.axes[*axis].members[*member].values[idx[*axis]].clone()
-                        }
+                        Source::Axis { axis, member } => value_of(*axis, *member),
                     };
                     (p.name.clone(), value)
                 })
                 .collect();
+            for (name, choice) in g.choice_cols.iter().zip(&s.choices) {
+                if let Some(text) = choice {
+                    params.push((name.clone(), Value::String(text.clone())));
+                }
+            }
             let images = v
                 .images
                 .iter()

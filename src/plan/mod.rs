@@ -18,6 +18,7 @@ mod expand;
 mod seeds;
 mod shard;
 mod targets;
+mod templates;
 mod workflow;
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +34,7 @@ use build::{Errors, LoadedWorkflow, plan_group};
 pub use error::{PlanError, PlanErrorKind, PlanErrors};
 use expand::{Jobs, digest};
 pub use shard::{Shard, ShardError};
+use templates::{Draws, Scratch, TemplateSlot, materialize};
 
 /// One API-format workflow file as loaded for a run.
 #[derive(Debug, Clone)]
@@ -74,7 +76,9 @@ pub struct Job {
     pub seed: Option<u64>,
     /// Parameter values in manifest order (names as written in the manifest;
     /// `seed` excluded). Values are the JSON values set on the prompt, except
-    /// `image` parameters, which hold the local path as written.
+    /// `image` parameters, which hold the local path as written. Then the
+    /// choices of the job's templates (wildcard and variable names, see
+    /// [`Plan::choice_columns`]): logged, not set on the prompt.
     pub params: Vec<(String, serde_json::Value)>,
     /// The prompt to send (before image names are replaced by upload names).
     pub prompt: Prompt,
@@ -105,6 +109,9 @@ struct GroupParam {
 #[derive(Debug)]
 struct Member {
     param: usize,
+    /// The group's template slot whose text this member is (then `values`
+    /// and `encoded` are empty: texts are computed per job).
+    template: Option<usize>,
     values: Vec<Value>,
     /// Canonical JSON of each value, for job ids.
     encoded: Vec<Vec<u8>>,
@@ -188,6 +195,10 @@ struct Group {
     axes: Vec<Axis>,
     seeds: SeedAxis,
     params: Vec<GroupParam>,
+    templates: Vec<TemplateSlot>,
+    draws: Option<Draws>,
+    /// Names of the group's choice columns (wildcards, variables).
+    choice_cols: Vec<String>,
 }
 
 impl Group {
@@ -202,6 +213,8 @@ impl Group {
 pub struct Plan {
     groups: Vec<Group>,
     columns: Vec<String>,
+    /// How many of `columns` (the last ones) are template choices.
+    choice_columns: usize,
     warnings: Vec<String>,
     /// Raw positions of collapsed duplicates, ascending.
     skip: Vec<u64>,
@@ -231,6 +244,7 @@ impl Plan {
             .map(|a| (a.name.clone(), a.target.clone()))
             .collect();
         let mut loaded: Vec<(String, Option<LoadedWorkflow>)> = Vec::new();
+        let mut wildcards = crate::templates::Wildcards::new(manifest.wildcards.clone());
         let mut groups = Vec::new();
         let mut raw_start: u128 = 0;
         for (gi, spec) in manifest.jobs.iter().enumerate() {
@@ -271,8 +285,15 @@ impl Plan {
                     variants_src.push((wf.clone(), nodes.clone()));
                 }
             }
-            if let Some(group) = plan_group(manifest, spec, gi, &aliases, variants_src, &mut errors)
-            {
+            if let Some(group) = plan_group(
+                manifest,
+                spec,
+                gi,
+                &aliases,
+                variants_src,
+                &mut wildcards,
+                &mut errors,
+            ) {
                 let mut group = group;
                 group.raw_start = raw_start.min(u128::from(u64::MAX)) as u64;
                 raw_start += u128::from(group.per_variant) * group.variants.len() as u128;
@@ -300,7 +321,33 @@ impl Plan {
                 }
             }
         }
+        let params = columns.len();
+        for g in &groups {
+            for c in &g.choice_cols {
+                if columns[..params].contains(c) {
+                    let spec = &manifest.jobs[g.index];
+                    errors.push(
+                        spec.templates_at,
+                        &g.name,
+                        None,
+                        PlanErrorKind::Conflict {
+                            name: c.clone(),
+                            detail: format!(
+                                "the templates' choice of '{c}' (a wildcard or variable) would be logged in the column of the parameter '{c}'; rename the wildcard file or variable"
+                            ),
+                        },
+                    );
+                } else if !columns.contains(c) {
+                    columns.push(c.clone());
+                }
+            }
+        }
+        if !errors.list.is_empty() {
+            errors.list.sort_by_key(|e| e.at);
+            return Err(PlanErrors(errors.list));
+        }
         let mut plan = Plan {
+            choice_columns: columns.len() - params,
             groups,
             columns,
             warnings: Vec::new(),
@@ -324,6 +371,10 @@ impl Plan {
                 possible |= !shas.insert(v.workflow.sha256.clone());
             }
             possible |= g.axes.iter().any(|a| {
+                if a.members.iter().any(|m| m.template.is_some()) {
+                    // Template axes hold distinct variants by construction.
+                    return false;
+                }
                 let mut seen = HashSet::new();
                 (0..a.len).any(|i| {
                     let key: Vec<&[u8]> =
@@ -340,13 +391,13 @@ impl Plan {
             return;
         }
         let mut first: HashMap<u64, u64> = HashMap::new();
-        let mut idx = Vec::new();
+        let mut scratch = Scratch::default();
         let mut dropped_per_group: Vec<(usize, u64, u64)> = Vec::new();
         for (gi, g) in self.groups.iter().enumerate() {
             for local in 0..g.raw_len() {
                 let raw = g.raw_start + local;
-                let (vi, seed) = self.decode(g, local, raw, &mut idx);
-                let digest = digest(g, &g.variants[vi], &idx, seed);
+                let (vi, seed) = self.decode(g, local, raw, &mut scratch);
+                let digest = digest(g, &g.variants[vi], &scratch, seed);
                 let key = u64::from_le_bytes(digest[..8].try_into().unwrap_or([0; 8]));
                 match first.get(&key) {
                     None => {
@@ -381,14 +432,16 @@ impl Plan {
         }
     }
 
-    /// Decodes a raw position into (variant, axis indices, seed).
+    /// Decodes a raw position into (variant, seed), with the axis indices
+    /// and the template texts in `scratch`.
     fn decode(
         &self,
         g: &Group,
         local: u64,
         raw: u64,
-        idx: &mut Vec<usize>,
+        scratch: &mut Scratch,
     ) -> (usize, Option<u64>) {
+        let idx = &mut scratch.idx;
         let vi = (local / g.per_variant) as usize;
         let mut rem = local % g.per_variant;
         let slen = g.seeds.len();
@@ -410,6 +463,7 @@ impl Plan {
                 SeedAxis::Fresh => Some(seeds::fresh(self.random_key, g.index, raw)),
             }
         };
+        materialize(&g.templates, g.draws.as_ref(), g.choice_cols.len(), scratch);
         (vi, seed)
     }
 
@@ -424,9 +478,17 @@ impl Plan {
     }
 
     /// Parameter column names for `runs.csv`: the union over groups, in
-    /// manifest order of first appearance; `seed` is not among them.
+    /// manifest order of first appearance, then the template choice columns
+    /// ([`Plan::choice_columns`]); `seed` is not among them.
     pub fn columns(&self) -> &[String] {
         &self.columns
+    }
+
+    /// The last columns of [`Plan::columns`]: each wildcard's and variable's
+    /// choice in the templates (`animals`). Logged, never set on a prompt:
+    /// a rebuild from a log row ignores them.
+    pub fn choice_columns(&self) -> &[String] {
+        &self.columns[self.columns.len() - self.choice_columns..]
     }
 
     /// The key of the fresh-seed stream (jobs without `seeds:`). Stored
