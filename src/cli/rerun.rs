@@ -120,10 +120,12 @@ fn rebuild(
     dir: &Path,
     base: &Path,
     aliases: &Map<String, Value>,
+    choices: &[String],
 ) -> Result<Job, Vec<String>> {
     let mut set = Map::new();
     for (name, cell) in &row.params {
-        if !cell.is_empty() {
+        // Template choices are logged, not set: the resolved text is.
+        if !cell.is_empty() && !choices.contains(name) {
             set.insert(name.clone(), cell_value(cell));
         }
     }
@@ -154,6 +156,11 @@ fn rebuild(
         .next()
         .ok_or_else(|| vec![format!("line {}: the row rebuilds to no job", row.line)])?;
     job.label = row.job.clone();
+    for (name, cell) in &row.params {
+        if !cell.is_empty() && choices.contains(name) {
+            job.params.push((name.clone(), Value::String(cell.clone())));
+        }
+    }
     Ok(job)
 }
 
@@ -196,6 +203,7 @@ fn rebuild_all(
         .map(|m| dir.join(m))
         .unwrap_or_else(|| dir.to_path_buf());
     let aliases = info.aliases;
+    let choices = info.choices;
     let mut jobs = Vec::new();
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
@@ -228,7 +236,7 @@ fn rebuild_all(
                     ));
                     continue;
                 }
-                match rebuild(row, dir, &base, &aliases) {
+                match rebuild(row, dir, &base, &aliases, &choices) {
                     Ok(rebuilt)
                         if sha == row.workflow_sha256 && rebuilt.id.as_str() != row.job_id =>
                     {

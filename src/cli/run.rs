@@ -228,8 +228,11 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let plan = &plan;
     drive(session, &|| Box::new(plan.jobs()), || {
         let output = open_output(&output_path)?;
-        super::runinfo::RunInfo::of(&manifest, plan.random_key(), &key, output.root())
-            .write(&output)?;
+        super::runinfo::RunInfo {
+            choices: plan.choice_columns().to_vec(),
+            ..super::runinfo::RunInfo::of(&manifest, plan.random_key(), &key, output.root())
+        }
+        .write(&output)?;
         let (log, rows) = RunLog::open(&output.log_path(), plan.columns())
             .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
         // Read even with --no-resume: attempt numbers (and so prompt ids)

@@ -33,6 +33,10 @@ pub struct RunInfo {
     /// The manifest's aliases: name → target.
     #[serde(default)]
     pub aliases: serde_json::Map<String, serde_json::Value>,
+    /// Columns of `runs.csv` that log template choices (wildcards,
+    /// variables): not parameters, so a rebuild from a row skips them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
 }
 
 impl RunInfo {
@@ -56,6 +60,7 @@ impl RunInfo {
                 .iter()
                 .map(|a| (a.name.clone(), serde_json::Value::String(a.target.clone())))
                 .collect(),
+            choices: Vec::new(),
         }
     }
 

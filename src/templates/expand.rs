@@ -374,6 +374,8 @@ pub(crate) fn compile(text: &str, wildcards: &mut Wildcards) -> Result<Template,
         expanding: Vec::new(),
         cache: HashMap::new(),
     };
+    // Columns in the order the template names them.
+    c.prescan(&ast);
     let root = c.node(&ast, &Vec::new(), &Loc::Template)?;
     Ok(Template {
         nodes: c.nodes,
@@ -412,6 +414,28 @@ impl Compiler<'_> {
             None => {
                 self.columns.push(name.to_owned());
                 (self.columns.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Registers the columns of wildcards and variables as written.
+    fn prescan(&mut self, ast: &Ast) {
+        match ast {
+            Ast::Text(_) => {}
+            Ast::Seq(parts) => parts.iter().for_each(|p| self.prescan(p)),
+            Ast::Variant(v) => v.options.iter().for_each(|(_, o)| self.prescan(o)),
+            Ast::Wildcard { name, .. } => {
+                self.column(name);
+            }
+            Ast::Assign { name, value, .. } => {
+                self.prescan(value);
+                self.column(name);
+            }
+            Ast::Access { name, default, .. } => {
+                if let Some(d) = default {
+                    self.prescan(d);
+                }
+                self.column(name);
             }
         }
     }

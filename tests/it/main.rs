@@ -10,3 +10,4 @@ mod rerun;
 mod resume;
 mod run;
 mod sim;
+mod templates;
