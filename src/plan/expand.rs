@@ -168,6 +168,113 @@ impl Iterator for Jobs<'_> {
     }
 }
 
+/// One cell of a [`Row`]: a JSON value as the manifest gave it, or text.
+#[derive(Debug, Clone, Copy)]
+pub enum Cell<'a> {
+    /// A parameter value (strings print bare, others as JSON).
+    Json(&'a Value),
+    /// A template's text or a choice.
+    Text(&'a str),
+}
+
+/// One job as a row of `plan --format csv` or `runs.csv`, without its
+/// prompt (which the rows never print, and which costs most to build).
+#[derive(Debug)]
+pub struct Row<'a> {
+    /// Position in the plan.
+    pub index: usize,
+    /// The job id, hex.
+    pub id: &'a str,
+    /// The group (the `job` column is `group#number`).
+    pub group: &'a str,
+    /// 1-based number in the group.
+    pub number: usize,
+    /// The workflow.
+    pub workflow: &'a super::Workflow,
+    /// The seed, if any.
+    pub seed: Option<u64>,
+    /// One cell per [`Plan::columns`] entry; `None` where the job has none.
+    pub cells: &'a [Option<Cell<'a>>],
+}
+
+/// Where a plan column's value comes from in one group.
+#[derive(Clone, Copy)]
+enum ColSource {
+    Param(usize),
+    Choice(usize),
+    Absent,
+}
+
+impl Plan {
+    /// Calls `f` with every job's row, in plan order: the same ids, seeds and
+    /// values as [`Plan::jobs`], without building prompts.
+    pub fn for_each_row<E>(&self, mut f: impl FnMut(&Row<'_>) -> Result<(), E>) -> Result<(), E> {
+        let mut scratch = Scratch::default();
+        let mut skip_pos = 0;
+        let mut index = 0;
+        let mut hexbuf = [0u8; 12];
+        for g in &self.groups {
+            let sources: Vec<ColSource> = self
+                .columns
+                .iter()
+                .map(|c| {
+                    if let Some(p) = g.params.iter().position(|p| &p.name == c) {
+                        ColSource::Param(p)
+                    } else if let Some(i) = g.choice_cols.iter().position(|x| x == c) {
+                        ColSource::Choice(i)
+                    } else {
+                        ColSource::Absent
+                    }
+                })
+                .collect();
+            let mut number = 0;
+            for local in 0..g.raw_len() {
+                let raw = g.raw_start + local;
+                if self.skip.get(skip_pos) == Some(&raw) {
+                    skip_pos += 1;
+                    continue;
+                }
+                let (vi, seed) = self.decode(g, local, raw, &mut scratch);
+                let v = &g.variants[vi];
+                let d = digest(g, v, &scratch, seed);
+                // Six bytes, as `Jobs` names them.
+                let _ = hex::encode_to_slice(&d[..6], &mut hexbuf);
+                let id = std::str::from_utf8(&hexbuf).unwrap_or("");
+                let s = &scratch;
+                let cells: Vec<Option<Cell<'_>>> = sources
+                    .iter()
+                    .map(|src| match *src {
+                        ColSource::Param(p) => Some(match &g.params[p].source {
+                            Source::Fixed(v) => Cell::Json(v),
+                            Source::Axis { axis, member } => {
+                                let m = &g.axes[*axis].members[*member];
+                                match m.template {
+                                    Some(t) => Cell::Text(&s.exps[t].text),
+                                    None => Cell::Json(&m.values[s.idx[*axis]]),
+                                }
+                            }
+                        }),
+                        ColSource::Choice(i) => s.choices[i].as_deref().map(Cell::Text),
+                        ColSource::Absent => None,
+                    })
+                    .collect();
+                number += 1;
+                f(&Row {
+                    index,
+                    id,
+                    group: &g.name,
+                    number,
+                    workflow: &v.workflow,
+                    seed,
+                    cells: &cells,
+                })?;
+                index += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,7 @@ use crate::manifest::{Manifest, Span};
 use crate::patch::{Prompt, Slot};
 use build::{Errors, LoadedWorkflow, plan_group};
 pub use error::{PlanError, PlanErrorKind, PlanErrors};
+pub use expand::{Cell, Row};
 use expand::{Jobs, digest};
 pub use shard::{Shard, ShardError};
 use templates::{Draws, Scratch, TemplateSlot, materialize};
@@ -895,6 +896,69 @@ mod tests {
                 "[tmp]/jobs/m.yaml:1:1: the manifest expands to 200000000 jobs; the limit is 100000000"
             ]
         );
+    }
+
+    #[test]
+    fn rows_without_prompts_match_the_jobs() {
+        let fx = Fixture::new(&[("t2i", T2I), ("i2i", I2I)]);
+        std::fs::create_dir_all(fx.dir.path().join("jobs/wildcards")).unwrap();
+        std::fs::write(
+            fx.dir.path().join("jobs/wildcards/animals.txt"),
+            "cat\ndog\n",
+        )
+        .unwrap();
+        let plan = fx
+            .plan("version: 1\ndefaults: {steps: 3}\njobs:\n  - name: a\n    workflow: t2i\n    matrix: {cfg: [5, 5, 6]}\n    templates:\n      prompt: \"a {red|blue} __animals__\"\n    seeds: [1, 2]\n  - name: b\n    workflow: i2i\n    zip: {image: [inputs/a.png, inputs/b.png], denoise: [0.3, 0.4]}\n    templates: {negative: \"${x=!{p|q}}no ${x}\"}\n    draw: {random: 2, seed: 5}\n")
+            .unwrap();
+        assert_eq!(
+            plan.columns(),
+            [
+                "steps", "cfg", "prompt", "image", "denoise", "negative", "animals", "x"
+            ]
+        );
+        assert_eq!(plan.choice_columns(), ["animals", "x"]);
+        let from_jobs: Vec<String> = plan
+            .jobs()
+            .map(|j| {
+                let cells: Vec<String> = plan
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        j.params
+                            .iter()
+                            .find(|(n, _)| n == c)
+                            .map(|(_, v)| cell_text(v))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                format!("{} {} {:?} {}", j.id, j.label, j.seed, cells.join("|"))
+            })
+            .collect();
+        let mut from_rows = Vec::new();
+        plan.for_each_row(|r| -> Result<(), ()> {
+            let cells: Vec<String> = r
+                .cells
+                .iter()
+                .map(|c| match c {
+                    None => String::new(),
+                    Some(Cell::Text(t)) => t.to_string(),
+                    Some(Cell::Json(v)) => cell_text(v),
+                })
+                .collect();
+            from_rows.push(format!(
+                "{} {}#{} {:?} {}",
+                r.id,
+                r.group,
+                r.number,
+                r.seed,
+                cells.join("|")
+            ));
+            Ok(())
+        })
+        .unwrap();
+        // 3 cfg (one repeated) × 4 variants × 2 seeds, then 2 images × 2 draws.
+        assert_eq!(from_jobs.len(), 2 * 4 * 2 + 2 * 2, "{from_jobs:#?}");
+        assert_eq!(from_jobs, from_rows);
     }
 
     #[test]
