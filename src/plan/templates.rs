@@ -13,6 +13,9 @@ use crate::templates::{Expansion, Template, draw_stream};
 /// Templates with more variants than this are not checked for repeats (the
 /// check holds a hash per variant): `plan` refuses them.
 pub(crate) const MAX_CHECKED: u128 = 1 << 22;
+/// The most draws of `draw: {random: N}` (each kept draw is remembered to
+/// skip repeats).
+pub(crate) const MAX_DRAWS: u64 = 1_000_000;
 
 /// One compiled template of a group and where its values go.
 #[derive(Debug)]
@@ -112,9 +115,9 @@ fn show(n: u128) -> String {
 /// every template in order from [`draw_stream`]`(seed, a)`; void draws and
 /// repeats of an earlier draw are skipped.
 pub(super) fn draw_attempts(ts: &[&Template], count: u64, seed: u64) -> Result<Vec<u64>, String> {
-    if count > MAX_JOBS {
+    if count > MAX_DRAWS {
         return Err(format!(
-            "random: {count} is more than the limit of {MAX_JOBS} jobs"
+            "random: {count} is more than the {MAX_DRAWS} draws allowed; use 'draw: all' for every variant"
         ));
     }
     let total = ts.iter().fold(1u128, |a, t| a.saturating_mul(t.count()));

@@ -18,7 +18,12 @@ pub(crate) type NodeId = u32;
 
 /// Most nodes a template may compile to (wildcards and variables are
 /// inlined): a guard against a folder of huge files nested in each other.
-const MAX_NODES: usize = 4_000_000;
+const MAX_NODES: usize = 2_000_000;
+/// Longest text a variant may resolve to, in bytes (wildcards that name
+/// each other twice per entry double the text at every level).
+pub(crate) const MAX_TEXT: u64 = 1_000_000;
+/// Deepest chain of wildcards naming wildcards.
+const MAX_NESTING: usize = 64;
 
 #[derive(Debug)]
 enum Node {
@@ -351,6 +356,12 @@ struct Compiler<'w> {
     wildcards: &'w mut Wildcards,
     nodes: Vec<Node>,
     counts: Vec<u128>,
+    /// Longest text of each node, in bytes (saturating).
+    lens: Vec<u64>,
+    slot_lens: Vec<u64>,
+    /// Variable uses compiled so far: a wildcard compiled without any can
+    /// be reused whatever variables are in scope.
+    accesses: u64,
     columns: Vec<String>,
     slots: u32,
     /// Wildcards being compiled (cycle detection).
@@ -368,6 +379,9 @@ pub(crate) fn compile(text: &str, wildcards: &mut Wildcards) -> Result<Template,
         wildcards,
         nodes: Vec::new(),
         counts: Vec::new(),
+        lens: Vec::new(),
+        slot_lens: Vec::new(),
+        accesses: 0,
         columns: Vec::new(),
         slots: 0,
         stack: Vec::new(),
@@ -377,6 +391,20 @@ pub(crate) fn compile(text: &str, wildcards: &mut Wildcards) -> Result<Template,
     // Columns in the order the template names them.
     c.prescan(&ast);
     let root = c.node(&ast, &Vec::new(), &Loc::Template)?;
+    let len = c.lens[root as usize];
+    if len > MAX_TEXT {
+        return Err(TemplateError::in_template(
+            0,
+            K::TooLarge(format!(
+                "a variant can be {} bytes long; the limit is {MAX_TEXT}",
+                if len == u64::MAX {
+                    "more than 10^19".to_string()
+                } else {
+                    len.to_string()
+                }
+            )),
+        ));
+    }
     Ok(Template {
         nodes: c.nodes,
         counts: c.counts,
@@ -403,8 +431,31 @@ impl Compiler<'_> {
                 )),
             ));
         }
+        let len = match &node {
+            Node::Text(t) => t.len() as u64,
+            Node::Seq { parts, .. } => parts
+                .iter()
+                .fold(0u64, |a, p| a.saturating_add(self.lens[*p as usize])),
+            Node::Pick(p) => {
+                let mut l: Vec<u64> = p.options.iter().map(|o| self.lens[*o as usize]).collect();
+                l.sort_unstable_by(|a, b| b.cmp(a));
+                let picked = l.iter().take(p.max).fold(0u64, |a, b| a.saturating_add(*b));
+                picked.saturating_add((p.sep.len() * p.max.saturating_sub(1)) as u64)
+            }
+            Node::Choice { inner, .. } => self.lens[*inner as usize],
+            Node::Bind { slot, value, .. } => {
+                let l = self.lens[*value as usize];
+                if self.slot_lens.len() <= *slot as usize {
+                    self.slot_lens.resize(*slot as usize + 1, 0);
+                }
+                self.slot_lens[*slot as usize] = l;
+                0
+            }
+            Node::Ref { slot } => self.slot_lens.get(*slot as usize).copied().unwrap_or(0),
+        };
         self.nodes.push(node);
         self.counts.push(count);
+        self.lens.push(len);
         Ok((self.nodes.len() - 1) as NodeId)
     }
 
@@ -457,6 +508,7 @@ impl Compiler<'_> {
                 self.push(Node::Choice { col, inner }, count)
             }
             Ast::Access { name, default, at } => {
+                self.accesses += 1;
                 let found = env
                     .iter()
                     .rev()
@@ -715,7 +767,15 @@ impl Compiler<'_> {
                     name: name.to_owned(),
                     nearest: nearest_names(name, &all),
                     folder: self.wildcards.root().to_owned(),
+                    unreadable: self.wildcards.unreadable().to_vec(),
                 },
+            ));
+        }
+        if self.stack.len() >= MAX_NESTING {
+            return Err(err(
+                loc,
+                at,
+                K::TooLarge(format!("wildcards nest more than {MAX_NESTING} deep")),
             ));
         }
         if let Some(hit) = names.iter().find(|n| self.stack.contains(n)) {
@@ -725,8 +785,16 @@ impl Compiler<'_> {
             return Err(err(loc, at, K::Cycle(chain[start..].to_vec())));
         }
         let key = names.join("\u{0}");
-        if env.is_empty()
-            && let Some(&cached) = self.cache.get(&key)
+        // The same wildcard under the same variables compiles the same.
+        let mut env_key = key.clone();
+        for (n, v) in env {
+            match v {
+                Var::Slot(s) => env_key.push_str(&format!("\u{1}{n}=s{s}")),
+                Var::Macro(rc, _) => env_key.push_str(&format!("\u{1}{n}=m{:p}", Rc::as_ptr(rc))),
+            }
+        }
+        let hit = self.cache.get(&key).or_else(|| self.cache.get(&env_key));
+        if let Some(&cached) = hit
             && let Node::Choice { inner, .. } = &self.nodes[cached as usize]
             && let Node::Pick(p) = &self.nodes[*inner as usize]
         {
@@ -734,7 +802,7 @@ impl Compiler<'_> {
         }
         let mut entries: Vec<Entry> = Vec::new();
         for n in &names {
-            entries.extend(self.wildcards.entries(n)?);
+            entries.extend(self.wildcards.entries(n)?.iter().cloned());
         }
         // Deduplicated (first kept) and sorted by text, as the reference.
         let mut seen = std::collections::HashSet::new();
@@ -750,6 +818,7 @@ impl Compiler<'_> {
                 },
             ));
         }
+        let accesses = self.accesses;
         self.stack.extend(names.iter().cloned());
         let mut options = Vec::with_capacity(entries.len());
         let mut result = Ok(());
@@ -782,11 +851,14 @@ impl Compiler<'_> {
         }
         self.stack.truncate(self.stack.len() - names.len());
         result?;
-        if env.is_empty() {
-            let inner = self.pick(options.clone(), 1, 1, ",", &[])?;
-            let count = self.counts[inner as usize];
-            let id = self.push(Node::Choice { col, inner }, count)?;
+        let inner = self.pick(options.clone(), 1, 1, ",", &[])?;
+        let count = self.counts[inner as usize];
+        let id = self.push(Node::Choice { col, inner }, count)?;
+        // No variable used inside: the same whatever is in scope.
+        if self.accesses == accesses {
             self.cache.insert(key, id);
+        } else {
+            self.cache.insert(env_key, id);
         }
         Ok((options, col))
     }

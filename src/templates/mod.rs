@@ -34,7 +34,7 @@ pub enum TemplateErrorKind {
     #[error("{0}")]
     Unsupported(String),
     /// No wildcard file of that name.
-    #[error("unknown wildcard '__{name}__' (no {name}.txt, .yaml or .json under {}){}", folder.display(), if nearest.is_empty() { String::new() } else { format!("; did you mean {}?", nearest.iter().map(|n| format!("'__{n}__'")).collect::<Vec<_>>().join(", ")) })]
+    #[error("unknown wildcard '__{name}__' (no {name}.txt, .yaml or .json under {}){}{}", folder.display(), if nearest.is_empty() { String::new() } else { format!("; did you mean {}?", nearest.iter().map(|n| format!("'__{n}__'")).collect::<Vec<_>>().join(", ")) }, if unreadable.is_empty() { String::new() } else { format!("; unreadable: {}", unreadable.join(", ")) })]
     UnknownWildcard {
         /// The name as written.
         name: String,
@@ -42,6 +42,8 @@ pub enum TemplateErrorKind {
         nearest: Vec<String>,
         /// The wildcards folder.
         folder: PathBuf,
+        /// YAML/JSON collections that could not be read.
+        unreadable: Vec<String>,
     },
     /// A wildcard whose files hold no entries.
     #[error("wildcard '__{name}__' has no entries ({} holds only blank lines and comments)", names.join(", "))]
@@ -92,15 +94,15 @@ pub enum Origin {
 pub struct TemplateError {
     /// Where.
     pub origin: Origin,
-    /// What.
-    pub kind: TemplateErrorKind,
+    /// What (boxed: errors travel through every compile step).
+    pub kind: Box<TemplateErrorKind>,
 }
 
 impl TemplateError {
     fn in_template(at: usize, kind: TemplateErrorKind) -> Self {
         TemplateError {
             origin: Origin::Template(at),
-            kind,
+            kind: Box::new(kind),
         }
     }
     fn in_file(path: &Path, line: usize, col: usize, kind: TemplateErrorKind) -> Self {
@@ -110,7 +112,7 @@ impl TemplateError {
                 line,
                 col,
             },
-            kind,
+            kind: Box::new(kind),
         }
     }
 }

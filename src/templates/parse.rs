@@ -516,6 +516,19 @@ impl Parser {
 
     fn variable(&mut self) -> Result<Ast, Error> {
         let at = self.pos;
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err((
+                at,
+                K::Syntax(format!("variables nested more than {MAX_DEPTH} deep")),
+            ));
+        }
+        let result = self.variable_inner(at);
+        self.depth -= 1;
+        result
+    }
+
+    fn variable_inner(&mut self, at: usize) -> Result<Ast, Error> {
         self.pos += 2; // "${"
         self.skip_ws();
         let s = self.pos;

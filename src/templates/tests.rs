@@ -171,3 +171,49 @@ fn random_draws_are_pinned() {
     // Frozen: the documented stream. Never update these values.
     insta::assert_debug_snapshot!(draws);
 }
+
+#[test]
+fn hostile_input_fails_fast_and_placed() {
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("all.txt".into(), b"__*__\n".to_vec()),
+        ("me.txt".into(), b"__me__\n".to_vec()),
+        ("zero.txt".into(), Vec::new()),
+        ("broken.yaml".into(), b"a: [1, 2\n".to_vec()),
+    ];
+    // Every entry names the next level twice: 2^40 copies of the text.
+    for i in 1..=40 {
+        files.push((
+            format!("d{i}.txt"),
+            format!("__d{}__ __d{}__\n", i + 1, i + 1).into_bytes(),
+        ));
+    }
+    files.push(("d41.txt".into(), b"end ${x:z}\n".to_vec()));
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let deep = format!("{}x{}", "{".repeat(500), "}".repeat(500));
+    let deep_vars = format!("{}x{}", "${a:".repeat(500), "}".repeat(500));
+    let start = std::time::Instant::now();
+    insta::assert_snapshot!(
+        [
+            error("__all__", &refs),
+            error("__me__", &refs),
+            error("__zero__", &refs),
+            error("__broken__", &refs),
+            error("__d1__", &refs),
+            error("${x=y}__d1__", &refs),
+            error(&deep, &refs),
+            error(&deep_vars, &refs),
+            error("${a=${a}}${a}", &refs),
+            error("{99999999999999999999$$a}", &refs),
+            error("__/etc/passwd__", &refs),
+            error(r"__C:\x__", &refs),
+            error("a__b", &refs),
+            error("____", &refs),
+        ]
+        .join("\n")
+    );
+    // Generous: the machine is shared; the point is "not exponential".
+    assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+}

@@ -42,6 +42,11 @@ pub struct Wildcards {
     /// Name → where its entries are (sorted by name: glob order is stable).
     index: BTreeMap<String, Vec<Source>>,
     listed: bool,
+    /// YAML/JSON files that could not be read (named when a wildcard is
+    /// not found: it may be in one of them).
+    unreadable: Vec<String>,
+    /// Entries already read, by collection name.
+    read: std::collections::HashMap<String, std::rc::Rc<Vec<Entry>>>,
 }
 
 impl Wildcards {
@@ -52,6 +57,8 @@ impl Wildcards {
             root,
             index: BTreeMap::new(),
             listed: false,
+            unreadable: Vec::new(),
+            read: std::collections::HashMap::new(),
         }
     }
 
@@ -85,7 +92,13 @@ impl Wildcards {
                         Some((dir, _)) => format!("{dir}/"),
                         None => String::new(),
                     };
-                    let collections = read_structured(&path, &stem)?;
+                    let collections = match read_structured(&path, &stem) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.unreadable.push(format!("{} ({})", rel, e.kind));
+                            continue;
+                        }
+                    };
                     for (name, keys) in collections {
                         self.index
                             .entry(format!("{prefix}{name}"))
@@ -97,6 +110,11 @@ impl Wildcards {
             }
         }
         Ok(())
+    }
+
+    /// Structured files that could not be read, with why.
+    pub(crate) fn unreadable(&self) -> &[String] {
+        &self.unreadable
     }
 
     /// Every known name (for "did you mean").
@@ -129,7 +147,16 @@ impl Wildcards {
 
     /// The entries of one collection name, in file order (not yet
     /// deduplicated or sorted).
-    pub(crate) fn entries(&mut self, name: &str) -> Result<Vec<Entry>, TemplateError> {
+    pub(crate) fn entries(&mut self, name: &str) -> Result<std::rc::Rc<Vec<Entry>>, TemplateError> {
+        if let Some(hit) = self.read.get(name) {
+            return Ok(hit.clone());
+        }
+        let out = std::rc::Rc::new(self.read_entries(name)?);
+        self.read.insert(name.to_owned(), out.clone());
+        Ok(out)
+    }
+
+    fn read_entries(&mut self, name: &str) -> Result<Vec<Entry>, TemplateError> {
         self.list()?;
         let sources = self.index.get(name).cloned().unwrap_or_default();
         let mut out = Vec::new();
@@ -188,7 +215,9 @@ fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(String, PathBuf)>)
             continue;
         }
         let path = entry.path();
-        if path.is_dir() {
+        // Linked folders are not followed (a link loop would never end).
+        let linked = entry.file_type().is_ok_and(|t| t.is_symlink());
+        if path.is_dir() && !linked {
             walk(root, &path, depth + 1, out);
         } else if path.is_file() {
             let rel = path
