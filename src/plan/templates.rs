@@ -48,6 +48,12 @@ pub(crate) struct Scratch {
     pub(super) choices: Vec<Option<String>>,
 }
 
+fn hash64(text: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 fn hash128(parts: &[&str]) -> u128 {
     let mut a = std::hash::DefaultHasher::new();
     let mut b = std::hash::DefaultHasher::new();
@@ -74,30 +80,38 @@ pub(super) fn kept_variants(t: &Template) -> Result<Option<Vec<u64>>, String> {
             "it expands to {n} variants, more than the {MAX_CHECKED} checked for repeats; split it or use 'draw: {{random: N, seed: S}}'"
         ));
     }
-    let mut x = Expansion::default();
+    // One 64-bit hash per variant; only texts whose hashes collide are
+    // compared exactly (so a hash collision never drops a variant).
+    let mut x = Expansion::text_only();
     let mut hashes = Vec::with_capacity(n as usize);
     let mut void = false;
     for i in 0..n {
         if t.expand(i, &mut x) {
-            hashes.push(hash128(&[&x.text]));
+            hashes.push(hash64(&x.text));
         } else {
             void = true;
         }
     }
-    let mut sorted = hashes.clone();
-    sorted.sort_unstable();
-    let repeats = sorted.windows(2).any(|w| w[0] == w[1]);
-    if !void && !repeats {
+    hashes.sort_unstable();
+    let shared: HashSet<u64> = hashes
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    drop(hashes);
+    if !void && shared.is_empty() {
         return Ok(None);
     }
-    drop(sorted);
-    drop(hashes);
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut kept = Vec::new();
     for i in 0..n {
-        if t.expand(i, &mut x) && seen.insert(hash128(&[&x.text])) {
-            kept.push(i as u64);
+        if !t.expand(i, &mut x) {
+            continue;
         }
+        if shared.contains(&hash64(&x.text)) && !seen.insert(x.text.clone()) {
+            continue;
+        }
+        kept.push(i as u64);
     }
     Ok(Some(kept))
 }

@@ -88,6 +88,18 @@ pub struct Expansion {
     /// (column index into [`Template::columns`], chosen text), in order.
     pub choices: Vec<(u32, String)>,
     vars: Vec<String>,
+    /// Skip recording choices (when only the texts matter).
+    text_only: bool,
+}
+
+impl Expansion {
+    /// Buffers that record the text only, not the choices (faster).
+    pub fn text_only() -> Expansion {
+        Expansion {
+            text_only: true,
+            ..Expansion::default()
+        }
+    }
 }
 
 impl Template {
@@ -147,7 +159,9 @@ impl Template {
             Node::Choice { col, inner } => {
                 let start = out.len();
                 let ok = self.decode(*inner, index, out, x);
-                x.choices.push((*col, out[start..].to_owned()));
+                if !x.text_only {
+                    x.choices.push((*col, out[start..].to_owned()));
+                }
                 ok
             }
             Node::Bind { slot, col, value } => {
