@@ -625,6 +625,19 @@ mod tests {
     }
 
     #[test]
+    fn example_templates_manifest_plan_is_pinned() {
+        let m = Manifest::load(Path::new("jobs/dataset-templates.yaml")).unwrap();
+        let plan = Plan::new(&m).unwrap();
+        // 3 colours × 5 animals × 4 places × 2 seeds, and 6 draws.
+        assert_eq!(plan.len(), 126);
+        assert_eq!(
+            plan.choice_columns(),
+            ["animals", "places", "colors/warm", "tone", "colors/*"]
+        );
+        insta::assert_snapshot!(summary(&plan).join("\n"));
+    }
+
+    #[test]
     fn real_world_workflows_patch_as_expected() {
         let fx = Fixture::new(&[
             ("default", REAL_DEFAULT),
