@@ -219,39 +219,48 @@ pub(crate) fn write_csv(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
     let mut w = csv::WriterBuilder::new()
         .buffer_capacity(1 << 16)
         .from_writer(out);
-    w.write_record(header(plan, true))?;
+    w.write_record(header(plan, true)).map_err(csv_io)?;
     let mut buf = String::new();
     let mut num = itoa_buf();
     plan.for_each_row(|row| -> io::Result<()> {
-        w.write_field(row.id)?;
+        w.write_field(row.id).map_err(csv_io)?;
         buf.clear();
         buf.push_str(row.group);
         buf.push('#');
         buf.push_str(decimal(row.number as u64, &mut num));
-        w.write_field(&buf)?;
-        w.write_field(&row.workflow.name)?;
-        w.write_field(&row.workflow.sha256)?;
+        w.write_field(&buf).map_err(csv_io)?;
+        w.write_field(&row.workflow.name).map_err(csv_io)?;
+        w.write_field(&row.workflow.sha256).map_err(csv_io)?;
         match row.seed {
-            Some(s) => w.write_field(decimal(s, &mut num))?,
-            None => w.write_field("")?,
+            Some(s) => w.write_field(decimal(s, &mut num)).map_err(csv_io)?,
+            None => w.write_field("").map_err(csv_io)?,
         }
         for c in row.cells {
             match c {
-                None => w.write_field("")?,
-                Some(Cell::Text(t)) => w.write_field(t)?,
-                Some(Cell::Json(Value::String(t))) => w.write_field(t)?,
+                None => w.write_field("").map_err(csv_io)?,
+                Some(Cell::Text(t)) => w.write_field(t).map_err(csv_io)?,
+                Some(Cell::Json(Value::String(t))) => w.write_field(t).map_err(csv_io)?,
                 Some(Cell::Json(v)) => {
                     buf.clear();
                     use std::fmt::Write as _;
                     let _ = write!(buf, "{v}");
-                    w.write_field(&buf)?;
+                    w.write_field(&buf).map_err(csv_io)?;
                 }
             }
         }
-        w.write_record(None::<&[u8]>)?;
+        w.write_record(None::<&[u8]>).map_err(csv_io)?;
         Ok(())
     })?;
     w.flush()
+}
+
+/// A CSV error as the I/O error it wraps (so a closed pipe stays
+/// `BrokenPipe`: `plan … | head` is not a failure).
+fn csv_io(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
+    }
 }
 
 fn itoa_buf() -> [u8; 20] {

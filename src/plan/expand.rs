@@ -9,6 +9,10 @@ use super::{Group, HashValue, ImageInput, ImageSource, Job, Plan, Scratch, Sourc
 use crate::ids::{JobId, NodeId};
 use crate::patch::{self, Prompt};
 
+/// Bytes of the digest a job id keeps (hex: twice as many characters);
+/// [`Jobs`] and [`Plan::for_each_row`] must agree.
+pub(super) const ID_BYTES: usize = 6;
+
 /// The job id input: workflow content, every resolved (node, input) value
 /// sorted by slot, and the seed. Frozen (see `docs/manifest.md`).
 pub(super) fn digest(g: &Group, v: &Variant, s: &Scratch, seed: Option<u64>) -> [u8; 32] {
@@ -104,7 +108,7 @@ impl Iterator for Jobs<'_> {
             let (vi, seed) = plan.decode(g, raw - g.raw_start, raw, &mut self.scratch);
             let v = &g.variants[vi];
             let s = &self.scratch;
-            let id = JobId::new(hex::encode(&digest(g, v, s, seed)[..6]));
+            let id = JobId::new(hex::encode(&digest(g, v, s, seed)[..ID_BYTES]));
             let mut prompt = v.base.clone();
             let idx = &s.idx;
             let value_of = |axis: usize, member: usize| -> Value {
@@ -212,7 +216,7 @@ impl Plan {
         let mut scratch = Scratch::default();
         let mut skip_pos = 0;
         let mut index = 0;
-        let mut hexbuf = [0u8; 12];
+        let mut hexbuf = [0u8; 2 * ID_BYTES];
         for g in &self.groups {
             let sources: Vec<ColSource> = self
                 .columns
@@ -237,8 +241,7 @@ impl Plan {
                 let (vi, seed) = self.decode(g, local, raw, &mut scratch);
                 let v = &g.variants[vi];
                 let d = digest(g, v, &scratch, seed);
-                // Six bytes, as `Jobs` names them.
-                let _ = hex::encode_to_slice(&d[..6], &mut hexbuf);
+                let _ = hex::encode_to_slice(&d[..ID_BYTES], &mut hexbuf);
                 let id = std::str::from_utf8(&hexbuf).unwrap_or("");
                 let s = &scratch;
                 let cells: Vec<Option<Cell<'_>>> = sources
