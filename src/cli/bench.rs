@@ -128,6 +128,13 @@ fn bench_plan(args: &BenchPlanArgs) -> Result<Exit, CliError> {
     println!("expand + patch: {:.3} s", (total - planned).as_secs_f64());
     println!("total:          {secs:.3} s");
     println!("throughput:     {:.0} jobs/s", count as f64 / secs);
+    if let Some(cpu) = cpu_seconds() {
+        // On a shared machine the wall clock includes waiting for a core.
+        println!(
+            "cpu time:       {cpu:.3} s ({:.0} jobs per cpu-second)",
+            count as f64 / cpu.max(1e-9)
+        );
+    }
     println!(
         "peak rss:       {}",
         peak_rss().unwrap_or_else(|| "unknown".into())
@@ -147,6 +154,25 @@ impl std::io::Write for Counting {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// User + system CPU time of this process so far.
+#[cfg(unix)]
+fn cpu_seconds() -> Option<f64> {
+    // SAFETY: getrusage fills the struct we pass; zeroed is a valid start.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage owned by this frame.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(secs(usage.ru_utime) + secs(usage.ru_stime))
+}
+
+/// CPU time is not measured off Unix.
+#[cfg(not(unix))]
+fn cpu_seconds() -> Option<f64> {
+    None
 }
 
 /// `VmHWM` from `/proc/self/status` (Linux), e.g. `23456 kB`.
