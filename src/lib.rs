@@ -2,7 +2,8 @@
 //!
 //! The crate is one pipeline, a module per stage, data flowing one way:
 //!
-//! `manifest` (YAML → typed manifest) → `plan` (sweeps → concrete jobs) →
+//! `manifest` (YAML → typed manifest) → `templates` (Dynamic Prompts
+//! syntax → variants, used by `plan`) → `plan` (sweeps → concrete jobs) →
 //! `patch` (job + workflow → prompt) → `run` (schedule over servers through
 //! `comfy`, the HTTP + WebSocket client) → `sink` (images, prompts, `runs.csv`)
 //! and `progress` (progress on a terminal, plain lines elsewhere).
@@ -33,5 +34,6 @@ pub mod progress;
 pub mod run;
 pub mod sim;
 pub mod sink;
+pub mod templates;
 pub mod text;
 pub mod validate;

@@ -1,7 +1,9 @@
 //! `comfy-batch bench` (hidden): speed and memory figures for the project's
 //! notes. `bench plan --jobs N` plans a synthetic manifest (prompts × 100
 //! seeds × 10 cfg values) and reports jobs expanded and patched per second
-//! and the peak RSS.
+//! and the peak RSS; `--templates` plans N jobs from one template over a
+//! wildcard file instead (`draw: all`, one seed); `--csv` times the rows of
+//! `plan --format csv` (written to a sink) instead of patched prompts.
 
 use std::time::Instant;
 
@@ -35,6 +37,12 @@ pub struct BenchPlanArgs {
     /// About how many jobs to plan (rounded up to a multiple of 1,000).
     #[arg(long, default_value_t = 1_000_000)]
     pub jobs: u64,
+    /// Plan the jobs from a template and a wildcard file.
+    #[arg(long)]
+    pub templates: bool,
+    /// Time `plan --format csv` rows instead of patched prompts.
+    #[arg(long)]
+    pub csv: bool,
 }
 
 /// Runs the command.
@@ -61,6 +69,16 @@ fn synthetic_manifest(prompts: u64) -> String {
     text
 }
 
+/// The template manifest: `subjects` wildcard entries × 10 × 10 × 10
+/// variants, one seed.
+fn template_manifest(subjects: u64) -> (String, String) {
+    let words: String = (0..subjects)
+        .map(|i| format!("subject number {i}\n"))
+        .collect();
+    let text = "version: 1\njobs:\n  - name: bench\n    workflow: t2i\n    templates:\n      prompt: \"a photo of a __subjects__, {red|orange|yellow|green|blue|indigo|violet|white|black|grey} light, {calm|stormy|misty|sunny|dark|bright|cold|warm|quiet|busy} mood, {oil|ink|pencil|photo|pastel|charcoal|fresco|mosaic|collage|vector} style\"\n    seeds: [1]\n".to_owned();
+    (text, words)
+}
+
 fn bench_plan(args: &BenchPlanArgs) -> Result<Exit, CliError> {
     let io = |e: std::io::Error| CliError::from_error(Exit::Infrastructure, &e);
     let dir = tempfile::tempdir().map_err(io)?;
@@ -69,7 +87,14 @@ fn bench_plan(args: &BenchPlanArgs) -> Result<Exit, CliError> {
     std::fs::write(dir.path().join("workflows/t2i.json"), WORKFLOW).map_err(io)?;
     let prompts = args.jobs.div_ceil(1000).max(1);
     let path = dir.path().join("jobs/bench.yaml");
-    std::fs::write(&path, synthetic_manifest(prompts)).map_err(io)?;
+    if args.templates {
+        let (text, words) = template_manifest(prompts);
+        std::fs::create_dir_all(dir.path().join("jobs/wildcards")).map_err(io)?;
+        std::fs::write(dir.path().join("jobs/wildcards/subjects.txt"), words).map_err(io)?;
+        std::fs::write(&path, text).map_err(io)?;
+    } else {
+        std::fs::write(&path, synthetic_manifest(prompts)).map_err(io)?;
+    }
 
     let start = Instant::now();
     let manifest = Manifest::load(&path).map_err(|e| CliError::many(Exit::BadInput, e.lines()))?;
@@ -77,24 +102,80 @@ fn bench_plan(args: &BenchPlanArgs) -> Result<Exit, CliError> {
     let planned = start.elapsed();
     let mut count = 0u64;
     let mut bytes = 0usize;
-    for job in plan.jobs() {
-        count += 1;
-        bytes += job.prompt.0.len() + job.params.len();
+    if args.csv {
+        let mut sink = Counting(0);
+        super::plan::write_csv(&plan, &mut sink).map_err(io)?;
+        count = plan.len() as u64;
+        bytes = sink.0;
+    } else {
+        for job in plan.jobs() {
+            count += 1;
+            bytes += job.prompt.0.len() + job.params.len();
+        }
     }
     let total = start.elapsed();
     let secs = total.as_secs_f64().max(1e-9);
-    println!("bench plan: {prompts} prompts x 10 cfg x 100 seeds");
+    if args.templates {
+        println!(
+            "bench plan: a template of {prompts} wildcard entries x 1000 variants, 1 seed{}",
+            if args.csv { " (csv rows)" } else { "" }
+        );
+    } else {
+        println!(
+            "bench plan: {prompts} prompts x 10 cfg x 100 seeds{}",
+            if args.csv { " (csv rows)" } else { "" }
+        );
+    }
     println!("jobs:           {count} (plan.len() = {})", plan.len());
     println!("load + plan:    {:.3} s", planned.as_secs_f64());
     println!("expand + patch: {:.3} s", (total - planned).as_secs_f64());
     println!("total:          {secs:.3} s");
     println!("throughput:     {:.0} jobs/s", count as f64 / secs);
+    if let Some(cpu) = cpu_seconds() {
+        // On a shared machine the wall clock includes waiting for a core.
+        println!(
+            "cpu time:       {cpu:.3} s ({:.0} jobs per cpu-second)",
+            count as f64 / cpu.max(1e-9)
+        );
+    }
     println!(
         "peak rss:       {}",
         peak_rss().unwrap_or_else(|| "unknown".into())
     );
     std::hint::black_box(bytes);
     Ok(Exit::Ok)
+}
+
+/// A writer that only counts bytes (the CSV timing excludes the pipe).
+struct Counting(usize);
+
+impl std::io::Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// User + system CPU time of this process so far.
+#[cfg(unix)]
+fn cpu_seconds() -> Option<f64> {
+    // SAFETY: getrusage fills the struct we pass; zeroed is a valid start.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage owned by this frame.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(secs(usage.ru_utime) + secs(usage.ru_stime))
+}
+
+/// CPU time is not measured off Unix.
+#[cfg(not(unix))]
+fn cpu_seconds() -> Option<f64> {
+    None
 }
 
 /// `VmHWM` from `/proc/self/status` (Linux), e.g. `23456 kB`.

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{CliError, Exit, GlobalArgs};
 use crate::manifest::Manifest;
-use crate::plan::{Job, Plan};
+use crate::plan::{Cell, Job, Plan};
 
 /// How `plan` prints the jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -230,11 +230,68 @@ fn write_json(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "]")
 }
 
-fn write_csv(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record(header(plan, true))?;
-    for job in plan.jobs() {
-        w.write_record(row(plan, &job, true))?;
-    }
+pub(crate) fn write_csv(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
+    let mut w = csv::WriterBuilder::new()
+        .buffer_capacity(1 << 16)
+        .from_writer(out);
+    w.write_record(header(plan, true)).map_err(csv_io)?;
+    let mut buf = String::new();
+    let mut num = itoa_buf();
+    plan.for_each_row(|row| -> io::Result<()> {
+        w.write_field(row.id).map_err(csv_io)?;
+        buf.clear();
+        buf.push_str(row.group);
+        buf.push('#');
+        buf.push_str(decimal(row.number as u64, &mut num));
+        w.write_field(&buf).map_err(csv_io)?;
+        w.write_field(&row.workflow.name).map_err(csv_io)?;
+        w.write_field(&row.workflow.sha256).map_err(csv_io)?;
+        match row.seed {
+            Some(s) => w.write_field(decimal(s, &mut num)).map_err(csv_io)?,
+            None => w.write_field("").map_err(csv_io)?,
+        }
+        for c in row.cells {
+            match c {
+                None => w.write_field("").map_err(csv_io)?,
+                Some(Cell::Text(t)) => w.write_field(t).map_err(csv_io)?,
+                Some(Cell::Json(Value::String(t))) => w.write_field(t).map_err(csv_io)?,
+                Some(Cell::Json(v)) => {
+                    buf.clear();
+                    use std::fmt::Write as _;
+                    let _ = write!(buf, "{v}");
+                    w.write_field(&buf).map_err(csv_io)?;
+                }
+            }
+        }
+        w.write_record(None::<&[u8]>).map_err(csv_io)?;
+        Ok(())
+    })?;
     w.flush()
+}
+
+/// A CSV error as the I/O error it wraps (so a closed pipe stays
+/// `BrokenPipe`: `plan … | head` is not a failure).
+fn csv_io(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
+    }
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+/// `n` in decimal, written into `buf` (no allocation per row).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }

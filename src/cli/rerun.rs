@@ -16,7 +16,7 @@ use super::drive::{Prepared, Session, drive, open_output};
 use super::options::{RunOptions, check_output};
 use super::{CliError, Exit, GlobalArgs};
 use crate::ids::{JobId, NodeId};
-use crate::manifest::{Alias, JobSpec, Manifest, Param, SeedSpec, Span, WorkflowEntry};
+use crate::manifest::{Alias, DrawSpec, JobSpec, Manifest, Param, SeedSpec, Span, WorkflowEntry};
 use crate::patch::Prompt;
 use crate::plan::{ImageInput, Job, Plan, Workflow};
 use crate::run::Status;
@@ -99,6 +99,7 @@ fn rebuild(
     dir: &Path,
     base: &Path,
     aliases: &Map<String, Value>,
+    choices: &[String],
 ) -> Result<Job, Vec<String>> {
     let at = Span {
         line: row.line,
@@ -107,7 +108,8 @@ fn rebuild(
     let set = row
         .params
         .iter()
-        .filter(|(_, cell)| !cell.is_empty())
+        // Template choices are logged, not set: the resolved text is.
+        .filter(|(name, cell)| !cell.is_empty() && !choices.contains(name))
         .map(|(name, cell)| Param {
             name: name.clone(),
             value: cell_value(cell),
@@ -156,7 +158,12 @@ fn rebuild(
             set,
             seeds,
             seeds_at: at,
+            templates: Vec::new(),
+            templates_at: at,
+            draw: DrawSpec::All,
+            draw_at: at,
         }],
+        wildcards: base.join("wildcards"),
     };
     let plan = Plan::new(&manifest).map_err(|e| e.lines())?;
     let mut job = plan
@@ -164,6 +171,11 @@ fn rebuild(
         .next()
         .ok_or_else(|| vec![format!("line {}: the row rebuilds to no job", row.line)])?;
     job.label = row.job.clone();
+    for (name, cell) in &row.params {
+        if !cell.is_empty() && choices.contains(name) {
+            job.params.push((name.clone(), Value::String(cell.clone())));
+        }
+    }
     Ok(job)
 }
 
@@ -225,6 +237,7 @@ fn rebuild_all(
         .map(|m| dir.join(m))
         .unwrap_or_else(|| dir.to_path_buf());
     let aliases = info.aliases;
+    let choices = info.choices;
     let mut jobs = Vec::new();
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
@@ -258,7 +271,7 @@ fn rebuild_all(
                     ));
                     continue;
                 }
-                match rebuild(row, dir, &base, &aliases) {
+                match rebuild(row, dir, &base, &aliases, &choices) {
                     Ok(rebuilt)
                         if sha == row.workflow_sha256 && rebuilt.id.as_str() != row.job_id =>
                     {

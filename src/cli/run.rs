@@ -129,6 +129,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         let output = open_output(&output_path)?;
         super::runinfo::RunInfo {
             fresh_seeds: Some(plan.draws_fresh_seeds()),
+            choices: plan.choice_columns().to_vec(),
             ..super::runinfo::RunInfo::of(&manifest, plan.random_key(), &key, output.root())
         }
         .write(&output)?;

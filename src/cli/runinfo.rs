@@ -45,6 +45,10 @@ pub struct RunInfo {
     /// `random_key` matters when folders are merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh_seeds: Option<bool>,
+    /// Columns of `runs.csv` that log template choices (wildcards,
+    /// variables): not parameters, so a rebuild from a row skips them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
 }
 
 impl RunInfo {
@@ -74,6 +78,7 @@ impl RunInfo {
                 .map(|bytes| hex::encode(Sha256::digest(&bytes))),
             // Set by the caller, which has the plan.
             fresh_seeds: None,
+            choices: Vec::new(),
         }
     }
 

@@ -20,9 +20,19 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "params",
     "defaults",
     "jobs",
+    "wildcards",
 ];
 /// Keys allowed in one job group.
-pub(crate) const JOB_KEYS: &[&str] = &["name", "workflow", "matrix", "zip", "set", "seeds"];
+pub(crate) const JOB_KEYS: &[&str] = &[
+    "name",
+    "workflow",
+    "matrix",
+    "zip",
+    "set",
+    "seeds",
+    "templates",
+    "draw",
+];
 /// Keys allowed in a `seeds:` mapping.
 pub(crate) const SEED_KEYS: &[&str] = &["count", "base", "range"];
 
@@ -32,6 +42,18 @@ pub(crate) const SEED_KEYS: &[&str] = &["count", "base", "range"];
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Lines {
     spans: HashMap<Vec<String>, Span>,
+    values: HashMap<Vec<String>, (Span, ValueStyle)>,
+}
+
+/// How a scalar value is written, to place a position inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueStyle {
+    /// Unquoted: the text starts where the value does.
+    Plain,
+    /// `'…'` or `"…"`: the text starts one column later.
+    Quoted,
+    /// A block scalar (`|`, `>`): the text starts on a later line.
+    Block,
 }
 
 impl Lines {
@@ -42,6 +64,12 @@ impl Lines {
             .get(&key)
             .copied()
             .unwrap_or(Span { line: 1, col: 1 })
+    }
+
+    /// Where the scalar value at `path` starts, and its style.
+    pub(crate) fn value(&self, path: &[&str]) -> Option<(Span, ValueStyle)> {
+        let key: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
+        self.values.get(&key).copied()
     }
 
     /// Like [`Lines::at`], but `None` when the path is absent.
@@ -67,6 +95,7 @@ struct Recorder {
     path: Vec<String>,
     stack: Vec<Frame>,
     spans: HashMap<Vec<String>, Span>,
+    values: HashMap<Vec<String>, (Span, ValueStyle)>,
     /// Mapping keys only (not sequence items), in document order.
     keys: Vec<(Vec<String>, Span)>,
     problems: Vec<Problem>,
@@ -172,7 +201,20 @@ impl MarkedEventReceiver for Recorder {
         match ev {
             Event::Scalar(value, style, _, tag) => {
                 self.plain = style == TScalarStyle::Plain && tag.is_none();
-                let is_value = self.node(Some(&value), mark).is_some();
+                let seg = self.node(Some(&value), mark);
+                let is_value = seg.is_some();
+                if let Some(seg) = seg {
+                    let mut full = self.path.clone();
+                    full.push(seg);
+                    let vs = match style {
+                        TScalarStyle::Plain => ValueStyle::Plain,
+                        TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => {
+                            ValueStyle::Quoted
+                        }
+                        _ => ValueStyle::Block,
+                    };
+                    self.values.insert(full, (span(mark), vs));
+                }
                 if is_value
                     && self.plain
                     && let Some(why) = bad_number(&value)
@@ -208,6 +250,7 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
         path: Vec::new(),
         stack: Vec::new(),
         spans: HashMap::new(),
+        values: HashMap::new(),
         keys: Vec::new(),
         problems: Vec::new(),
         plain: false,
@@ -261,7 +304,13 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
         }
     }
     problems.sort_by_key(|p| (p.span.line, p.span.col));
-    (Lines { spans: rec.spans }, problems)
+    (
+        Lines {
+            spans: rec.spans,
+            values: rec.values,
+        },
+        problems,
+    )
 }
 
 /// Why a plain scalar that YAML reads as a number cannot be one of ours:

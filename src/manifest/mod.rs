@@ -3,6 +3,7 @@
 //! knows nothing of workflows, targets or the network: a parameter here is
 //! just a name and a JSON value.
 
+mod draw;
 mod lines;
 mod seeds;
 
@@ -13,6 +14,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+pub use draw::DrawSpec;
+pub use lines::ValueStyle;
 pub(crate) use lines::nearest;
 pub use seeds::SeedSpec;
 
@@ -142,6 +145,20 @@ pub struct ListParam {
     pub at: Span,
 }
 
+/// One `templates:` entry: a string parameter set from a template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateParam {
+    /// The parameter name, as in `set:`.
+    pub name: String,
+    /// The template text (Dynamic Prompts syntax).
+    pub text: String,
+    /// Where the name is written.
+    pub at: Span,
+    /// Where the text starts and how it is written (to place errors inside
+    /// it), if known.
+    pub value_at: Option<(Span, ValueStyle)>,
+}
+
 /// A `workflows:` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowEntry {
@@ -189,6 +206,14 @@ pub struct JobSpec {
     pub seeds: Option<SeedSpec>,
     /// Where `seeds:` is written.
     pub seeds_at: Span,
+    /// Parameters set from templates, in manifest order.
+    pub templates: Vec<TemplateParam>,
+    /// Where `templates:` is written.
+    pub templates_at: Span,
+    /// How the templates are expanded (`draw:`; default all).
+    pub draw: DrawSpec,
+    /// Where `draw:` is written.
+    pub draw_at: Span,
 }
 
 /// A loaded manifest. Paths are resolved against the manifest's folder.
@@ -212,6 +237,9 @@ pub struct Manifest {
     pub defaults: Vec<Param>,
     /// `jobs:`, in manifest order.
     pub jobs: Vec<JobSpec>,
+    /// `wildcards:`, resolved against the manifest's folder (default
+    /// `wildcards/` beside the manifest).
+    pub wildcards: PathBuf,
 }
 
 /// An ordered map as written in YAML (serde_yaml would give a hash map).
@@ -360,12 +388,13 @@ struct RawManifest {
     #[serde(default)]
     defaults: Ordered<Value>,
     jobs: Option<Groups>,
+    wildcards: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a job group mapping (name, workflow, matrix, zip, set, seeds)"
+    expecting = "a job group mapping (name, workflow, matrix, zip, set, seeds, templates, draw)"
 )]
 struct RawJob {
     name: Option<String>,
@@ -377,6 +406,9 @@ struct RawJob {
     #[serde(default)]
     set: Ordered<Value>,
     seeds: Option<SeedSpec>,
+    #[serde(default)]
+    templates: Ordered<String>,
+    draw: Option<DrawSpec>,
 }
 
 impl Manifest {
@@ -604,7 +636,30 @@ impl Manifest {
                     name: pname,
                 })
                 .collect();
+            let templates: Vec<TemplateParam> = job
+                .templates
+                .0
+                .into_iter()
+                .map(|(pname, text)| TemplateParam {
+                    at: lines.at(&["jobs", &idx, "templates", &pname]),
+                    value_at: lines.value(&["jobs", &idx, "templates", &pname]),
+                    text,
+                    name: pname,
+                })
+                .collect();
+            if job.draw.is_some() && templates.is_empty() {
+                bad(
+                    lines.get(&["jobs", &idx, "draw"]).unwrap_or(at),
+                    ManifestErrorKind::Invalid(format!(
+                        "group '{name}' has 'draw:' but no 'templates:' to draw from"
+                    )),
+                );
+            }
             jobs.push(JobSpec {
+                templates_at: lines.get(&["jobs", &idx, "templates"]).unwrap_or(at),
+                templates,
+                draw: job.draw.unwrap_or_default(),
+                draw_at: lines.get(&["jobs", &idx, "draw"]).unwrap_or(at),
                 seeds_at: lines.get(&["jobs", &idx, "seeds"]).unwrap_or(at),
                 name,
                 at,
@@ -626,6 +681,7 @@ impl Manifest {
                     .iter()
                     .map(|p| (&p.name, p.at))
                     .chain(j.matrix.iter().chain(&j.zip).map(|l| (&l.name, l.at)))
+                    .chain(j.templates.iter().map(|t| (&t.name, t.at)))
             }));
         for (name, at) in named {
             if SEED_NAMES.contains(&name.as_str()) {
@@ -645,6 +701,7 @@ impl Manifest {
             });
         }
         Ok(Manifest {
+            wildcards: normalize(&dir.join(raw.wildcards.as_deref().unwrap_or("wildcards"))),
             path: path.to_owned(),
             servers,
             output: raw.output.map(|o| normalize(&dir.join(o))),
@@ -890,7 +947,7 @@ jobs:
         assert_eq!(
             err,
             vec![
-                "jobs/m.yaml:2:8: jobs[0]: invalid type: integer `5`, expected a job group mapping (name, workflow, matrix, zip, set, seeds)"
+                "jobs/m.yaml:2:8: jobs[0]: invalid type: integer `5`, expected a job group mapping (name, workflow, matrix, zip, set, seeds, templates, draw)"
             ]
         );
     }

@@ -9,12 +9,16 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::targets::{Graph, TargetError};
+use super::templates::{Draws, TemplateSlot, draw_attempts, kept_variants};
 use super::{
     Axis, Group, GroupParam, HashItem, HashValue, ImageSource, MAX_JOBS, Member, PlanError,
     PlanErrorKind, SeedAxis, Source, Variant, Workflow, seeds,
 };
-use crate::manifest::{JobSpec, Manifest, SeedSpec, Span, normalize};
+use crate::manifest::{
+    DrawSpec, JobSpec, Manifest, SeedSpec, Span, TemplateParam, ValueStyle, normalize,
+};
 use crate::patch::{self, Slot, class_of};
+use crate::templates::{Origin, Template, TemplateError, Wildcards, place};
 
 /// A workflow as shared by the groups using it: metadata and nodes.
 pub(super) type LoadedWorkflow = (Arc<Workflow>, Map<String, Value>);
@@ -26,6 +30,52 @@ pub(super) struct Errors<'m> {
 }
 
 impl Errors<'_> {
+    /// A template problem: in the manifest (placed inside the template
+    /// text when it is on one line) or in a wildcard file.
+    fn template(&mut self, tp: &TemplateParam, group: &str, e: TemplateError) {
+        let (file, at, detail) = match &e.origin {
+            Origin::Template(offset) => {
+                let (line, col) = place(&tp.text, *offset);
+                match tp.value_at {
+                    Some((v, style)) if line == 1 && style != ValueStyle::Block => {
+                        let quote = usize::from(style == ValueStyle::Quoted);
+                        (
+                            self.file.to_owned(),
+                            Span {
+                                line: v.line,
+                                col: v.col + quote + col - 1,
+                            },
+                            e.kind.to_string(),
+                        )
+                    }
+                    _ => (
+                        self.file.to_owned(),
+                        tp.at,
+                        format!("{} (line {line}, column {col} of the template)", e.kind),
+                    ),
+                }
+            }
+            Origin::File { path, line, col } => (
+                path.clone(),
+                Span {
+                    line: *line,
+                    col: *col,
+                },
+                e.kind.to_string(),
+            ),
+        };
+        self.list.push(PlanError {
+            file,
+            at,
+            group: group.to_owned(),
+            workflow: None,
+            kind: PlanErrorKind::Template {
+                name: tp.name.clone(),
+                detail,
+            },
+        });
+    }
+
     pub(super) fn push(
         &mut self,
         at: Span,
@@ -91,6 +141,7 @@ pub(super) fn plan_group(
     gi: usize,
     aliases: &[(String, String)],
     variants_src: Vec<(Arc<Workflow>, Map<String, Value>)>,
+    wildcards: &mut Wildcards,
     errors: &mut Errors<'_>,
 ) -> Option<Group> {
     let before = errors.list.len();
@@ -151,6 +202,12 @@ pub(super) fn plan_group(
     if !spec.zip.is_empty() {
         sections.push(("zip", spec.zip_at));
     }
+    if !spec.templates.is_empty() {
+        sections.push(("templates", spec.templates_at));
+    }
+    let mut slots: Vec<TemplateSlot> = Vec::new();
+    let mut draws: Option<Draws> = None;
+    let mut choice_cols: Vec<String> = Vec::new();
     sections.sort_by_key(|(_, at)| *at);
     for (section, _) in sections {
         match section {
@@ -163,6 +220,126 @@ pub(super) fn plan_group(
                         Source::Fixed(p.value.clone()),
                         errors,
                     );
+                }
+            }
+            "templates" => {
+                let mut compiled = Vec::new();
+                for tp in &spec.templates {
+                    match Template::compile(&tp.text, wildcards) {
+                        Ok(t) => compiled.push((tp, t)),
+                        Err(e) => errors.template(tp, gname, e),
+                    }
+                }
+                if compiled.len() != spec.templates.len() {
+                    continue;
+                }
+                let mut add_slot = |template: Template,
+                                    axis: usize,
+                                    kept: Option<Vec<u64>>,
+                                    choice_cols: &mut Vec<String>|
+                 -> usize {
+                    let cols = template
+                        .columns()
+                        .iter()
+                        .map(|c| match choice_cols.iter().position(|x| x == c) {
+                            Some(i) => i,
+                            None => {
+                                choice_cols.push(c.clone());
+                                choice_cols.len() - 1
+                            }
+                        })
+                        .collect();
+                    slots.push(TemplateSlot {
+                        template,
+                        axis,
+                        kept,
+                        cols,
+                    });
+                    slots.len() - 1
+                };
+                match spec.draw {
+                    DrawSpec::All => {
+                        for (tp, t) in compiled {
+                            let kept = match kept_variants(&t) {
+                                Ok(k) => k,
+                                Err(detail) => {
+                                    errors.push(
+                                        tp.at,
+                                        gname,
+                                        None,
+                                        PlanErrorKind::Template {
+                                            name: tp.name.clone(),
+                                            detail,
+                                        },
+                                    );
+                                    continue;
+                                }
+                            };
+                            let len = kept.as_ref().map_or(t.count() as usize, Vec::len);
+                            let axis = axes.len();
+                            if let Some(param) = add(
+                                &mut params,
+                                &tp.name,
+                                tp.at,
+                                Source::Axis { axis, member: 0 },
+                                errors,
+                            ) {
+                                let slot = add_slot(t, axis, kept, &mut choice_cols);
+                                axes.push(Axis {
+                                    len,
+                                    members: vec![Member {
+                                        param,
+                                        template: Some(slot),
+                                        values: Vec::new(),
+                                        encoded: Vec::new(),
+                                    }],
+                                });
+                            }
+                        }
+                    }
+                    DrawSpec::Random { count, seed } => {
+                        let ts: Vec<&Template> = compiled.iter().map(|(_, t)| t).collect();
+                        let attempts = match draw_attempts(&ts, count, seed) {
+                            Ok(a) => a,
+                            Err(detail) => {
+                                errors.push(
+                                    spec.draw_at,
+                                    gname,
+                                    None,
+                                    PlanErrorKind::Template {
+                                        name: compiled[0].0.name.clone(),
+                                        detail,
+                                    },
+                                );
+                                continue;
+                            }
+                        };
+                        let axis = axes.len();
+                        let mut members = Vec::new();
+                        for (tp, t) in compiled {
+                            let member = members.len();
+                            if let Some(param) = add(
+                                &mut params,
+                                &tp.name,
+                                tp.at,
+                                Source::Axis { axis, member },
+                                errors,
+                            ) {
+                                let slot = add_slot(t, axis, None, &mut choice_cols);
+                                members.push(Member {
+                                    param,
+                                    template: Some(slot),
+                                    values: Vec::new(),
+                                    encoded: Vec::new(),
+                                });
+                            }
+                        }
+                        axes.push(Axis {
+                            len: attempts.len(),
+                            members,
+                        });
+                        draws = Some(Draws { seed, attempts });
+                    }
                 }
             }
             "matrix" => {
@@ -179,6 +356,7 @@ pub(super) fn plan_group(
                             len: l.values.len(),
                             members: vec![Member {
                                 param,
+                                template: None,
                                 encoded: l.values.iter().map(encode).collect(),
                                 values: l.values.clone(),
                             }],
@@ -214,6 +392,7 @@ pub(super) fn plan_group(
                     ) {
                         members.push(Member {
                             param,
+                            template: None,
                             encoded: l.values.iter().map(encode).collect(),
                             values: l.values.clone(),
                         });
@@ -239,8 +418,11 @@ pub(super) fn plan_group(
     for (new, old) in order.iter().enumerate() {
         remap[*old] = new;
     }
-    let mut slots: Vec<Option<Axis>> = axes.into_iter().map(Some).collect();
-    let axes: Vec<Axis> = order.iter().filter_map(|o| slots[*o].take()).collect();
+    let mut taken: Vec<Option<Axis>> = axes.into_iter().map(Some).collect();
+    let axes: Vec<Axis> = order.iter().filter_map(|o| taken[*o].take()).collect();
+    for slot in &mut slots {
+        slot.axis = remap[slot.axis];
+    }
     for p in &mut params {
         if let Source::Axis { axis, .. } = &mut p.source {
             *axis = remap[*axis];
@@ -320,6 +502,9 @@ pub(super) fn plan_group(
         axes,
         seeds,
         params,
+        templates: slots,
+        draws,
+        choice_cols,
     })
 }
 
@@ -404,8 +589,12 @@ fn plan_variant(
                 continue;
             }
         };
+        // A template's texts are strings; checked with an empty one.
+        let empty = Value::String(String::new());
+        let is_template = matches!(&p.source, Source::Axis { axis, member } if axes[*axis].members[*member].template.is_some());
         let values: Vec<&Value> = match &p.source {
             Source::Fixed(v) => vec![v],
+            Source::Axis { .. } if is_template => vec![&empty],
             Source::Axis { axis, member } => axes[*axis].members[*member].values.iter().collect(),
         };
         for slot in &slots {
@@ -445,6 +634,18 @@ fn plan_variant(
             // Any saver's prefix (video, audio… too): the user's own is kept.
             if slot.input == "filename_prefix" {
                 user_prefix.push(slot.node.clone());
+            }
+            if slot.input == "image" && class.starts_with("LoadImage") && is_template {
+                errors.push(
+                    at,
+                    gname,
+                    wname,
+                    PlanErrorKind::Template {
+                        name: p.name.clone(),
+                        detail: "an image input takes a file, not a template".into(),
+                    },
+                );
+                continue;
             }
             let mut content: Option<Vec<[u8; 32]>> = None;
             if slot.input == "image" && class.starts_with("LoadImage") {

@@ -78,6 +78,13 @@ pub enum PlanErrorKind {
     Seeds(String),
     /// The manifest expands to more than [`MAX_JOBS`] jobs.
     TooManyJobs(u128),
+    /// A template (or a wildcard file it reads) is unusable.
+    Template {
+        /// The parameter the template is for.
+        name: String,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 /// One planning problem, with its place in the manifest and its context.
@@ -153,6 +160,9 @@ impl fmt::Display for PlanError {
                 format!("the manifest expands to {n} jobs"),
                 format!("; the limit is {MAX_JOBS}"),
             ),
+            K::Template { name, detail } => {
+                (format!("template for '{name}'"), format!(": {detail}"))
+            }
         };
         write!(
             f,

@@ -5,18 +5,21 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Group, HashValue, ImageInput, ImageSource, Job, Plan, Source, Variant};
+use super::{Group, HashValue, ImageInput, ImageSource, Job, Plan, Scratch, Source, Variant};
 use crate::ids::{JobId, NodeId};
 use crate::patch::{self, Prompt};
 
 /// Bytes of the digest in a job id: 64 bits (16 hex), so ids of different
 /// jobs stay apart well past the plan cap (48 bits collided at ~20M jobs).
+/// [`Jobs`] and [`Plan::for_each_row`] must agree.
 pub(crate) const JOB_ID_BYTES: usize = 8;
 
 /// The job id input: workflow content, every resolved (node, input) value
-/// sorted by slot (an input image by its content), and the seed. Frozen
-/// (see `docs/manifest.md`); v2 since 64-bit, content-hashed ids.
-pub(super) fn digest(g: &Group, v: &Variant, idx: &[usize], seed: Option<u64>) -> [u8; 32] {
+/// sorted by slot (an input image by its content, a template by its
+/// resolved text), and the seed. Frozen (see `docs/manifest.md`); v2 since
+/// 64-bit, content-hashed ids.
+pub(super) fn digest(g: &Group, v: &Variant, s: &Scratch, seed: Option<u64>) -> [u8; 32] {
+    let idx = &s.idx;
     let mut h = Sha256::new();
     h.update(b"comfy-batch job v2\0");
     h.update(v.workflow.sha256.as_bytes());
@@ -26,7 +29,11 @@ pub(super) fn digest(g: &Group, v: &Variant, idx: &[usize], seed: Option<u64>) -
         match &item.value {
             HashValue::Fixed(bytes) => h.update(bytes),
             HashValue::Axis { axis, member } => {
-                h.update(&g.axes[*axis].members[*member].encoded[idx[*axis]])
+                let m = &g.axes[*axis].members[*member];
+                match m.template {
+                    Some(t) => h.update(&s.encoded[t]),
+                    None => h.update(&m.encoded[idx[*axis]]),
+                }
             }
             HashValue::Content { axis, digests } => h.update(digests[idx[*axis]]),
         }
@@ -64,7 +71,7 @@ pub(super) struct Jobs<'p> {
     skip_pos: usize,
     group: usize,
     in_group: usize,
-    idx: Vec<usize>,
+    scratch: Scratch,
 }
 
 impl<'p> Jobs<'p> {
@@ -76,7 +83,7 @@ impl<'p> Jobs<'p> {
             skip_pos: 0,
             group: 0,
             in_group: 0,
-            idx: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 }
@@ -102,14 +109,21 @@ impl Iterator for Jobs<'_> {
                 self.skip_pos += 1;
                 continue;
             }
-            let (vi, seed) = plan.decode(g, raw - g.raw_start, raw, &mut self.idx);
+            let (vi, seed) = plan.decode(g, raw - g.raw_start, raw, &mut self.scratch);
             let v = &g.variants[vi];
-            let id = JobId::new(hex::encode(&digest(g, v, &self.idx, seed)[..JOB_ID_BYTES]));
+            let s = &self.scratch;
+            let id = JobId::new(hex::encode(&digest(g, v, s, seed)[..JOB_ID_BYTES]));
             let mut prompt = v.base.clone();
-            let idx = &self.idx;
+            let idx = &s.idx;
+            let value_of = |axis: usize, member: usize| -> Value {
+                let m = &g.axes[axis].members[member];
+                match m.template {
+                    Some(t) => Value::String(s.exps[t].text.clone()),
+                    None => m.values[idx[axis]].clone(),
+                }
+            };
             for (slot, axis, member) in &v.setters {
-                let value = g.axes[*axis].members[*member].values[idx[*axis]].clone();
-                patch::set(&mut prompt, slot, value);
+                patch::set(&mut prompt, slot, value_of(*axis, *member));
             }
             if let Some(seed) = seed {
                 for slot in &v.seed_slots {
@@ -117,19 +131,22 @@ impl Iterator for Jobs<'_> {
                 }
             }
             patch::set_prefixes(&mut prompt, &v.savers, &id);
-            let params = g
+            let mut params: Vec<(String, Value)> = g
                 .params
                 .iter()
                 .map(|p| {
                     let value = match &p.source {
                         Source::Fixed(v) => v.clone(),
-                        Source::Axis { axis, member } => {
-                            g.axes[*axis].members[*member].values[idx[*axis]].clone()
-                        }
+                        Source::Axis { axis, member } => value_of(*axis, *member),
                     };
                     (p.name.clone(), value)
                 })
                 .collect();
+            for (name, choice) in g.choice_cols.iter().zip(&s.choices) {
+                if let Some(text) = choice {
+                    params.push((name.clone(), Value::String(text.clone())));
+                }
+            }
             let images = v
                 .images
                 .iter()
@@ -156,6 +173,112 @@ impl Iterator for Jobs<'_> {
             self.index += 1;
             return Some(job);
         }
+    }
+}
+
+/// One cell of a [`Row`]: a JSON value as the manifest gave it, or text.
+#[derive(Debug, Clone, Copy)]
+pub enum Cell<'a> {
+    /// A parameter value (strings print bare, others as JSON).
+    Json(&'a Value),
+    /// A template's text or a choice.
+    Text(&'a str),
+}
+
+/// One job as a row of `plan --format csv` or `runs.csv`, without its
+/// prompt (which the rows never print, and which costs most to build).
+#[derive(Debug)]
+pub struct Row<'a> {
+    /// Position in the plan.
+    pub index: usize,
+    /// The job id, hex.
+    pub id: &'a str,
+    /// The group (the `job` column is `group#number`).
+    pub group: &'a str,
+    /// 1-based number in the group.
+    pub number: usize,
+    /// The workflow.
+    pub workflow: &'a super::Workflow,
+    /// The seed, if any.
+    pub seed: Option<u64>,
+    /// One cell per [`Plan::columns`] entry; `None` where the job has none.
+    pub cells: &'a [Option<Cell<'a>>],
+}
+
+/// Where a plan column's value comes from in one group.
+#[derive(Clone, Copy)]
+enum ColSource {
+    Param(usize),
+    Choice(usize),
+    Absent,
+}
+
+impl Plan {
+    /// Calls `f` with every job's row, in plan order: the same ids, seeds and
+    /// values as [`Plan::jobs`], without building prompts.
+    pub fn for_each_row<E>(&self, mut f: impl FnMut(&Row<'_>) -> Result<(), E>) -> Result<(), E> {
+        let mut scratch = Scratch::default();
+        let mut skip_pos = 0;
+        let mut index = 0;
+        let mut hexbuf = [0u8; 2 * JOB_ID_BYTES];
+        for g in &self.groups {
+            let sources: Vec<ColSource> = self
+                .columns
+                .iter()
+                .map(|c| {
+                    if let Some(p) = g.params.iter().position(|p| &p.name == c) {
+                        ColSource::Param(p)
+                    } else if let Some(i) = g.choice_cols.iter().position(|x| x == c) {
+                        ColSource::Choice(i)
+                    } else {
+                        ColSource::Absent
+                    }
+                })
+                .collect();
+            let mut number = 0;
+            for local in 0..g.raw_len() {
+                let raw = g.raw_start + local;
+                if self.skip.get(skip_pos) == Some(&raw) {
+                    skip_pos += 1;
+                    continue;
+                }
+                let (vi, seed) = self.decode(g, local, raw, &mut scratch);
+                let v = &g.variants[vi];
+                let d = digest(g, v, &scratch, seed);
+                let _ = hex::encode_to_slice(&d[..JOB_ID_BYTES], &mut hexbuf);
+                let id = std::str::from_utf8(&hexbuf).unwrap_or("");
+                let s = &scratch;
+                let cells: Vec<Option<Cell<'_>>> = sources
+                    .iter()
+                    .map(|src| match *src {
+                        ColSource::Param(p) => Some(match &g.params[p].source {
+                            Source::Fixed(v) => Cell::Json(v),
+                            Source::Axis { axis, member } => {
+                                let m = &g.axes[*axis].members[*member];
+                                match m.template {
+                                    Some(t) => Cell::Text(&s.exps[t].text),
+                                    None => Cell::Json(&m.values[s.idx[*axis]]),
+                                }
+                            }
+                        }),
+                        ColSource::Choice(i) => s.choices[i].as_deref().map(Cell::Text),
+                        ColSource::Absent => None,
+                    })
+                    .collect();
+                number += 1;
+                f(&Row {
+                    index,
+                    id,
+                    group: &g.name,
+                    number,
+                    workflow: &v.workflow,
+                    seed,
+                    cells: &cells,
+                })?;
+                index += 1;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ mod expand;
 mod seeds;
 mod shard;
 mod targets;
+mod templates;
 mod workflow;
 
 pub use workflow::FetchClasses;
@@ -33,8 +34,10 @@ use crate::manifest::{Manifest, Span};
 use crate::patch::{Prompt, Slot};
 use build::{Errors, LoadedWorkflow, plan_group};
 pub use error::{PlanError, PlanErrorKind, PlanErrors};
+pub use expand::{Cell, Row};
 use expand::{Jobs, digest};
 pub use shard::{Shard, ShardError};
+use templates::{Draws, Scratch, TemplateSlot, materialize};
 
 /// One API-format workflow file as loaded for a run.
 #[derive(Debug, Clone)]
@@ -76,7 +79,9 @@ pub struct Job {
     pub seed: Option<u64>,
     /// Parameter values in manifest order (names as written in the manifest;
     /// `seed` excluded). Values are the JSON values set on the prompt, except
-    /// `image` parameters, which hold the local path as written.
+    /// `image` parameters, which hold the local path as written. Then the
+    /// choices of the job's templates (wildcard and variable names, see
+    /// [`Plan::choice_columns`]): logged, not set on the prompt.
     pub params: Vec<(String, serde_json::Value)>,
     /// The prompt to send (before image names are replaced by upload names).
     pub prompt: Prompt,
@@ -107,6 +112,9 @@ struct GroupParam {
 #[derive(Debug)]
 struct Member {
     param: usize,
+    /// The group's template slot whose text this member is (then `values`
+    /// and `encoded` are empty: texts are computed per job).
+    template: Option<usize>,
     values: Vec<Value>,
     /// Canonical JSON of each value, for job ids.
     encoded: Vec<Vec<u8>>,
@@ -199,6 +207,10 @@ struct Group {
     axes: Vec<Axis>,
     seeds: SeedAxis,
     params: Vec<GroupParam>,
+    templates: Vec<TemplateSlot>,
+    draws: Option<Draws>,
+    /// Names of the group's choice columns (wildcards, variables).
+    choice_cols: Vec<String>,
 }
 
 impl Group {
@@ -213,6 +225,8 @@ impl Group {
 pub struct Plan {
     groups: Vec<Group>,
     columns: Vec<String>,
+    /// How many of `columns` (the last ones) are template choices.
+    choice_columns: usize,
     warnings: Vec<String>,
     /// Raw positions of collapsed duplicates, ascending.
     skip: Vec<u64>,
@@ -273,6 +287,7 @@ impl Plan {
             .map(|a| (a.name.clone(), a.target.clone()))
             .collect();
         let mut loaded: Vec<(String, Option<LoadedWorkflow>)> = Vec::new();
+        let mut wildcards = crate::templates::Wildcards::new(manifest.wildcards.clone());
         let mut groups = Vec::new();
         let mut raw_start: u128 = 0;
         for (gi, spec) in manifest.jobs.iter().enumerate() {
@@ -340,8 +355,15 @@ impl Plan {
                     variants_src.push((wf.clone(), nodes.clone()));
                 }
             }
-            if let Some(group) = plan_group(manifest, spec, gi, &aliases, variants_src, &mut errors)
-            {
+            if let Some(group) = plan_group(
+                manifest,
+                spec,
+                gi,
+                &aliases,
+                variants_src,
+                &mut wildcards,
+                &mut errors,
+            ) {
                 let mut group = group;
                 group.raw_start = raw_start.min(u128::from(u64::MAX)) as u64;
                 raw_start += u128::from(group.per_variant) * group.variants.len() as u128;
@@ -369,7 +391,33 @@ impl Plan {
                 }
             }
         }
+        let params = columns.len();
+        for g in &groups {
+            for c in &g.choice_cols {
+                if columns[..params].contains(c) {
+                    let spec = &manifest.jobs[g.index];
+                    errors.push(
+                        spec.templates_at,
+                        &g.name,
+                        None,
+                        PlanErrorKind::Conflict {
+                            name: c.clone(),
+                            detail: format!(
+                                "the templates' choice of '{c}' (a wildcard or variable) would be logged in the column of the parameter '{c}'; rename the wildcard file or variable"
+                            ),
+                        },
+                    );
+                } else if !columns.contains(c) {
+                    columns.push(c.clone());
+                }
+            }
+        }
+        if !errors.list.is_empty() {
+            errors.list.sort_by_key(|e| e.at);
+            return Err(PlanErrors(errors.list));
+        }
         let mut plan = Plan {
+            choice_columns: columns.len() - params,
             groups,
             columns,
             warnings: convert_warnings,
@@ -393,6 +441,10 @@ impl Plan {
                 possible |= !shas.insert(v.workflow.sha256.clone());
             }
             possible |= g.axes.iter().any(|a| {
+                if a.members.iter().any(|m| m.template.is_some()) {
+                    // Template axes hold distinct variants by construction.
+                    return false;
+                }
                 let mut seen = HashSet::new();
                 (0..a.len).any(|i| {
                     let key: Vec<&[u8]> =
@@ -409,13 +461,13 @@ impl Plan {
             return;
         }
         let mut first: HashMap<u64, u64> = HashMap::new();
-        let mut idx = Vec::new();
+        let mut scratch = Scratch::default();
         let mut dropped_per_group: Vec<(usize, u64, u64)> = Vec::new();
         for (gi, g) in self.groups.iter().enumerate() {
             for local in 0..g.raw_len() {
                 let raw = g.raw_start + local;
-                let (vi, seed) = self.decode(g, local, raw, &mut idx);
-                let full = digest(g, &g.variants[vi], &idx, seed);
+                let (vi, seed) = self.decode(g, local, raw, &mut scratch);
+                let full = digest(g, &g.variants[vi], &scratch, seed);
                 let key = u64::from_le_bytes(full[..8].try_into().unwrap_or([0; 8]));
                 match first.get(&key) {
                     None => {
@@ -453,7 +505,6 @@ impl Plan {
         }
     }
 
-    /// Decodes a raw position into (variant, axis indices, seed).
     /// The full job-id digest of the job at raw position `raw`.
     fn digest_at(&self, raw: u64) -> [u8; 32] {
         let Some(g) = self
@@ -463,18 +514,21 @@ impl Plan {
         else {
             return [0; 32];
         };
-        let mut idx = Vec::new();
-        let (vi, seed) = self.decode(g, raw - g.raw_start, raw, &mut idx);
-        digest(g, &g.variants[vi], &idx, seed)
+        let mut scratch = Scratch::default();
+        let (vi, seed) = self.decode(g, raw - g.raw_start, raw, &mut scratch);
+        digest(g, &g.variants[vi], &scratch, seed)
     }
 
+    /// Decodes a raw position into (variant, seed), with the axis indices
+    /// and the template texts in `scratch`.
     fn decode(
         &self,
         g: &Group,
         local: u64,
         raw: u64,
-        idx: &mut Vec<usize>,
+        scratch: &mut Scratch,
     ) -> (usize, Option<u64>) {
+        let idx = &mut scratch.idx;
         let vi = (local / g.per_variant) as usize;
         let mut rem = local % g.per_variant;
         let slen = g.seeds.len();
@@ -496,6 +550,7 @@ impl Plan {
                 SeedAxis::Fresh => Some(seeds::fresh(self.random_key, g.index, raw)),
             }
         };
+        materialize(&g.templates, g.draws.as_ref(), g.choice_cols.len(), scratch);
         (vi, seed)
     }
 
@@ -510,9 +565,17 @@ impl Plan {
     }
 
     /// Parameter column names for `runs.csv`: the union over groups, in
-    /// manifest order of first appearance; `seed` is not among them.
+    /// manifest order of first appearance, then the template choice columns
+    /// ([`Plan::choice_columns`]); `seed` is not among them.
     pub fn columns(&self) -> &[String] {
         &self.columns
+    }
+
+    /// The last columns of [`Plan::columns`]: each wildcard's and variable's
+    /// choice in the templates (`animals`). Logged, never set on a prompt:
+    /// a rebuild from a log row ignores them.
+    pub fn choice_columns(&self) -> &[String] {
+        &self.columns[self.columns.len() - self.choice_columns..]
     }
 
     /// The key of the fresh-seed stream (jobs without `seeds:`). Stored
@@ -653,6 +716,19 @@ mod tests {
         insta::assert_snapshot!(summary(&plan).join("\n"));
         let first = plan.jobs().next().unwrap();
         insta::assert_json_snapshot!(first.prompt);
+    }
+
+    #[test]
+    fn example_templates_manifest_plan_is_pinned() {
+        let m = Manifest::load(Path::new("jobs/dataset-templates.yaml")).unwrap();
+        let plan = Plan::new(&m).unwrap();
+        // 3 colours × 5 animals × 4 places × 2 seeds, and 6 draws.
+        assert_eq!(plan.len(), 126);
+        assert_eq!(
+            plan.choice_columns(),
+            ["animals", "places", "colors/warm", "tone", "colors/*"]
+        );
+        insta::assert_snapshot!(summary(&plan).join("\n"));
     }
 
     #[test]
@@ -1026,6 +1102,69 @@ jobs:
                 "[tmp]/jobs/m.yaml:1:1: the manifest expands to 200000000 jobs; the limit is 100000000"
             ]
         );
+    }
+
+    #[test]
+    fn rows_without_prompts_match_the_jobs() {
+        let fx = Fixture::new(&[("t2i", T2I), ("i2i", I2I)]);
+        std::fs::create_dir_all(fx.dir.path().join("jobs/wildcards")).unwrap();
+        std::fs::write(
+            fx.dir.path().join("jobs/wildcards/animals.txt"),
+            "cat\ndog\n",
+        )
+        .unwrap();
+        let plan = fx
+            .plan("version: 1\ndefaults: {steps: 3}\njobs:\n  - name: a\n    workflow: t2i\n    matrix: {cfg: [5, 5, 6]}\n    templates:\n      prompt: \"a {red|blue} __animals__\"\n    seeds: [1, 2]\n  - name: b\n    workflow: i2i\n    zip: {image: [inputs/a.png, inputs/b.png], denoise: [0.3, 0.4]}\n    templates: {negative: \"${x=!{p|q}}no ${x}\"}\n    draw: {random: 2, seed: 5}\n")
+            .unwrap();
+        assert_eq!(
+            plan.columns(),
+            [
+                "steps", "cfg", "prompt", "image", "denoise", "negative", "animals", "x"
+            ]
+        );
+        assert_eq!(plan.choice_columns(), ["animals", "x"]);
+        let from_jobs: Vec<String> = plan
+            .jobs()
+            .map(|j| {
+                let cells: Vec<String> = plan
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        j.params
+                            .iter()
+                            .find(|(n, _)| n == c)
+                            .map(|(_, v)| cell_text(v))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                format!("{} {} {:?} {}", j.id, j.label, j.seed, cells.join("|"))
+            })
+            .collect();
+        let mut from_rows = Vec::new();
+        plan.for_each_row(|r| -> Result<(), ()> {
+            let cells: Vec<String> = r
+                .cells
+                .iter()
+                .map(|c| match c {
+                    None => String::new(),
+                    Some(Cell::Text(t)) => t.to_string(),
+                    Some(Cell::Json(v)) => cell_text(v),
+                })
+                .collect();
+            from_rows.push(format!(
+                "{} {}#{} {:?} {}",
+                r.id,
+                r.group,
+                r.number,
+                r.seed,
+                cells.join("|")
+            ));
+            Ok(())
+        })
+        .unwrap();
+        // 3 cfg (one repeated) × 4 variants × 2 seeds, then 2 images × 2 draws.
+        assert_eq!(from_jobs.len(), 2 * 4 * 2 + 2 * 2, "{from_jobs:#?}");
+        assert_eq!(from_jobs, from_rows);
     }
 
     #[test]

@@ -16,3 +16,4 @@ mod resume;
 mod run;
 mod sim;
 mod status;
+mod templates;
