@@ -15,6 +15,8 @@
 
 pub mod cli;
 pub mod comfy;
+pub mod gallery;
+pub mod grid;
 pub mod ids;
 pub mod manifest;
 pub mod patch;

@@ -31,6 +31,8 @@ pub(crate) struct Session {
     /// The output folder exists already: it is opened first, and when
     /// nothing is left to run no server is needed at all.
     pub resuming: bool,
+    /// The HTML report and grids (`None` with `--no-report`).
+    pub report: Option<super::report::ReportPlan>,
 }
 
 /// Jobs to validate in the preflight, produced afresh (plans are lazy).
@@ -138,6 +140,7 @@ pub(crate) fn drive<'a>(
         quiet,
         verbose,
         resuming,
+        report,
     } = session;
     let mut prepare = Some(prepare);
     let early = match resuming {
@@ -184,6 +187,7 @@ pub(crate) fn drive<'a>(
         } else {
             Reporter::Plain(PlainReporter::new(Box::new(std::io::stderr())))
         };
+        let mut live = report.map(|r| r.start(output.root()));
         let (int_tx, int_rx) = tokio::sync::watch::channel(0u32);
         spawn_interrupt_counter(int_tx)?;
         let mut observer = |event: &crate::run::RunEvent| {
@@ -193,6 +197,9 @@ pub(crate) fn drive<'a>(
                 _ => {}
             }
             reporter.on_event(event);
+            if let Some(live) = live.as_mut() {
+                live.on_event(event);
+            }
             Ok(())
         };
         let summary = crate::run::execute(
@@ -204,8 +211,11 @@ pub(crate) fn drive<'a>(
             int_rx,
             &mut observer,
         )
-        .await
-        .map_err(|e| match e {
+        .await;
+        if let Some(live) = live {
+            live.finish();
+        }
+        let summary = summary.map_err(|e| match e {
             RunError::NoServer(_) => CliError::from_error(Exit::Infrastructure, &e)
                 .with_hint("start ComfyUI, pass --server URL, or rehearse with --sim"),
             RunError::Sink(_) => CliError::from_error(Exit::Infrastructure, &e),

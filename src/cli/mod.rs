@@ -6,7 +6,9 @@ mod bench;
 mod bench_run;
 mod check;
 mod drive;
+mod grid;
 mod plan;
+mod report;
 mod rerun;
 mod run;
 mod runinfo;
@@ -139,6 +141,10 @@ enum Command {
     Rerun(rerun::RerunArgs),
     /// Serve the embedded ComfyUI-compatible simulator.
     Sim(sim::SimArgs),
+    /// Write DIR/report/index.html: a self-contained gallery and X/Y grid page of a run.
+    Report(report::ReportArgs),
+    /// Draw a labelled grid image of a run (X × Y, optional pages).
+    Grid(grid::GridArgs),
     /// Measure speed and memory (figures for the project's notes).
     #[command(hide = true)]
     Bench(bench::BenchArgs),
@@ -154,6 +160,8 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::execute(args, &cli.global),
         Command::Rerun(args) => rerun::execute(args, &cli.global),
         Command::Sim(args) => sim::execute(args, &cli.global),
+        Command::Report(args) => report::execute(args, &cli.global),
+        Command::Grid(args) => grid::execute(args, &cli.global),
         Command::Bench(args) => bench::execute(args, &cli.global),
     };
     match result {

@@ -67,6 +67,9 @@ pub struct RerunArgs {
     /// Skip the preflight against each server's /object_info.
     #[arg(long)]
     pub no_check: bool,
+    /// Do not write the HTML report (DIR/report/) during and after the run.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 fn parse_status(text: &str) -> Result<Status, String> {
@@ -348,6 +351,10 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         quiet: global.quiet,
         verbose: global.verbose,
         resuming: output_path.is_dir(),
+        report: (!args.no_report).then_some(super::report::ReportPlan {
+            grids: None,
+            quiet: global.quiet,
+        }),
     };
     let jobs = &jobs;
     drive(session, &|| Box::new(jobs.iter().cloned()), || {

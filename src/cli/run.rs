@@ -67,6 +67,9 @@ pub struct RunArgs {
     /// server's /object_info before queueing anything.
     #[arg(long)]
     pub no_check: bool,
+    /// Do not write the HTML report (DIR/report/) during and after the run.
+    #[arg(long)]
+    pub no_report: bool,
     /// How long a server may stay unreachable before its jobs move to the
     /// others (and, with none left, the run stops with exit 3). Hidden: for
     /// tests and CI, which cannot wait the default 30 s.
@@ -173,6 +176,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         None => Plan::new(&manifest),
     }
     .map_err(|e| bad(e.lines()))?;
+    super::report::check_grids(&manifest, plan.columns())?;
     for warning in plan.warnings() {
         if !global.quiet {
             eprintln!("warning: {warning}");
@@ -224,6 +228,10 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         quiet: global.quiet,
         verbose: global.verbose,
         resuming: output_path.is_dir(),
+        report: (!args.no_report).then(|| super::report::ReportPlan {
+            grids: Some(manifest.grids.clone()),
+            quiet: global.quiet,
+        }),
     };
     let plan = &plan;
     drive(session, &|| Box::new(plan.jobs()), || {

@@ -20,9 +20,12 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "params",
     "defaults",
     "jobs",
+    "grids",
 ];
 /// Keys allowed in one job group.
 pub(crate) const JOB_KEYS: &[&str] = &["name", "workflow", "matrix", "zip", "set", "seeds"];
+/// Keys allowed in one `grids:` entry.
+pub(crate) const GRID_KEYS: &[&str] = &["name", "x", "y", "page", "where", "group"];
 /// Keys allowed in a `seeds:` mapping.
 pub(crate) const SEED_KEYS: &[&str] = &["count", "base", "range"];
 
@@ -246,6 +249,7 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
             1 => TOP_KEYS,
             3 if path[0] == "jobs" && path[1].parse::<usize>().is_ok() => JOB_KEYS,
             4 if path[0] == "jobs" && path[2] == "seeds" => SEED_KEYS,
+            3 if path[0] == "grids" && path[1].parse::<usize>().is_ok() => GRID_KEYS,
             _ => continue,
         };
         let key = path[path.len() - 1].as_str();
