@@ -136,7 +136,7 @@ fn suggest<'a>(word: &str, candidates: impl Iterator<Item = &'a str> + Clone) ->
     let typo = candidates
         .clone()
         .map(|c| (strsim::osa_distance(&lower, &c.to_lowercase()), c))
-        .filter(|(d, c)| *d <= (c.chars().count() / 3).max(1))
+        .filter(|(d, c)| lower.chars().count() >= 3 && *d <= (c.chars().count() / 3).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.to_string());
     typo.or_else(|| crate::manifest::nearest(word, candidates))

@@ -4,6 +4,8 @@
 mod bad_input;
 mod check;
 mod faults;
+mod gallery;
+mod grid;
 mod harness;
 mod plan;
 mod rerun;
