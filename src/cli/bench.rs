@@ -25,6 +25,9 @@ pub enum BenchCommand {
     /// Run synthetic manifests against a simulator process: server busy
     /// share, per-job overhead and peak memory of `comfy-batch run`.
     Run(super::bench_run::BenchRunArgs),
+    /// The HTML report of a synthetic 10,000-job run (cold and unchanged),
+    /// its page size, and a 10 x 10 grid of 512 px images.
+    Report(super::bench_report::BenchReportArgs),
 }
 
 /// Arguments of `comfy-batch bench plan`.
@@ -40,6 +43,7 @@ pub fn execute(args: BenchArgs, _global: &GlobalArgs) -> Result<Exit, CliError> 
     match args.what {
         BenchCommand::Plan(a) => bench_plan(&a),
         BenchCommand::Run(a) => super::bench_run::execute(a),
+        BenchCommand::Report(a) => super::bench_report::execute(a),
     }
 }
 

@@ -3,6 +3,7 @@
 //! config for the library, and every error into a diagnostic and an exit code.
 
 mod bench;
+mod bench_report;
 mod bench_run;
 mod check;
 mod drive;

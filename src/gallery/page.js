@@ -250,7 +250,7 @@
       timer = setTimeout(function () { setState({ q: search.value || undefined }); document.getElementById('q').focus(); }, 200);
     });
     ctl.appendChild(el('label', null, 'search', search));
-    var sorts = [['', 'run order'], ['status', 'status'], ['job', 'job']].concat(
+    var sorts = [['', 'log order'], ['status', 'status'], ['job', 'job']].concat(
       shownDims.map(function (n) { return [n, n]; }), [['queue_s', 'queue time'], ['run_s', 'run time'], ['finished', 'finished at']]);
     ctl.appendChild(select('sort', sorts, state.sort || '', function (v) { setState({ sort: v || undefined }); }, { id: 'sort' }));
     var dir = el('button', { id: 'sort-dir', title: 'reverse the order', text: state.desc === '1' ? '↓ descending' : '↑ ascending' });
