@@ -19,6 +19,10 @@ pub struct BenchReportArgs {
     /// Side of the grid benchmark (N × N images of 512 px).
     #[arg(long, default_value_t = 10)]
     pub grid: usize,
+    /// Build the synthetic run in this (new) folder and keep it, to look
+    /// at the page [default: a temporary folder].
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<std::path::PathBuf>,
 }
 
 fn io(e: std::io::Error) -> CliError {
@@ -59,7 +63,11 @@ fn synthetic_run(dir: &Path, jobs: usize) -> Result<(), CliError> {
 /// Runs `bench report`.
 pub fn execute(args: BenchReportArgs) -> Result<Exit, CliError> {
     let tmp = tempfile::tempdir().map_err(io)?;
-    let dir = tmp.path().join("run");
+    let base = args
+        .keep
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    let dir = base.join("run");
     let start = Instant::now();
     synthetic_run(&dir, args.jobs)?;
     println!(
@@ -88,7 +96,7 @@ pub fn execute(args: BenchReportArgs) -> Result<Exit, CliError> {
     // The grid: N × N distinct 512 px images with detail (a gradient and a
     // pattern), so decoding and encoding are not trivially cheap.
     let n = args.grid.max(1);
-    let gdir = tmp.path().join("grid");
+    let gdir = base.join("grid");
     std::fs::create_dir_all(gdir.join("images")).map_err(io)?;
     let mut log = String::from(HEADER);
     for i in 0..n * n {

@@ -114,7 +114,17 @@ fn plan(page: &GridPage, font: &ab_glyph::FontRef<'static>, cw: u32, ch: u32) ->
     let pen = Pen::new(font, px);
     let lh = pen.line_height();
     let pad = (px / 2.0) as u32;
-    let label_w = cw.clamp(140, 420);
+    // As wide as the longest row label (or the axis names) needs, within
+    // a cell's width.
+    let widest = page
+        .y
+        .1
+        .iter()
+        .map(|v| pen.width(v))
+        .chain([pen.width(&format!("{} \\ {}", page.y.0, page.x.0))])
+        .fold(0.0f32, f32::max)
+        .ceil() as u32;
+    let label_w = (widest + 2 * pad).clamp(60, cw.clamp(140, 420));
     let cols = page.x.1.len() as u32;
     let rows = page.y.1.len() as u32;
     let width = label_w + cols * (cw + GAP) + GAP;

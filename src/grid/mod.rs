@@ -84,6 +84,18 @@ pub enum GridError {
         /// Whether filters removed every job.
         filtered: bool,
     },
+    /// An axis with more values than a picture can show.
+    #[error(
+        "--{axis} {name}: {count} values; a grid image shows at most {MAX_VALUES} per axis (pick another axis, or narrow it with --where or --page)"
+    )]
+    TooLarge {
+        /// `x` or `y`.
+        axis: &'static str,
+        /// The dimension.
+        name: String,
+        /// How many values it has.
+        count: usize,
+    },
     /// The output format is not known.
     #[error("-o {}: unsupported image format (use .png, .jpg or .webp)", .0.display())]
     Format(PathBuf),
@@ -104,6 +116,10 @@ pub enum GridError {
         why: String,
     },
 }
+
+/// The most values an axis of a picture may have (at the smallest cell,
+/// that is still within [`MAX_SIDE`]).
+pub const MAX_VALUES: usize = 2000;
 
 /// Parses `NAME=VALUE`.
 pub fn parse_where(text: &str) -> Result<(String, String), GridError> {
@@ -269,6 +285,15 @@ pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridE
             .collect();
         let xs = sorted_values(run, &on_page, &req.x);
         let ys = sorted_values(run, &on_page, &req.y);
+        for (axis, name, values) in [("x", &req.x, &xs), ("y", &req.y, &ys)] {
+            if values.len() > MAX_VALUES {
+                return Err(GridError::TooLarge {
+                    axis,
+                    name: name.clone(),
+                    count: values.len(),
+                });
+            }
+        }
         let mut cells = vec![vec![Vec::new(); xs.len()]; ys.len()];
         for &j in &on_page {
             let job = &run.jobs[j];

@@ -314,6 +314,7 @@ async fn report_of_a_folder_being_written_with_missing_files_and_a_torn_line() {
     std::fs::write(out.join("images/cccc_9_0.webm"), b"not really a video").unwrap();
     std::fs::write(out.join("images/dddd_9_0.txt"), "a caption <i>here</i>").unwrap();
     std::fs::write(out.join("images/bad_9_0.png"), b"not a png").unwrap();
+    std::fs::write(out.join("images/we ird#%3F.png"), png([0, 0, 255])).unwrap();
     let head = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n";
     let text = format!(
         "{head}\
@@ -323,11 +324,12 @@ async fn report_of_a_folder_being_written_with_missing_files_and_a_torn_line() {
          dddd,g#3,w.json,x,2,owl,ok,s,p,,,,0.1,0.2,images/dddd_9_0.txt,\n\
          eeee,g#4,w.json,x,3,fox,failed,s,p,,,,0.1,0.2,,KSampler (3): boom\n\
          ffff,g#5,w.json,x,3,owl,ok,s,p,,,,0.1,0.2,../../etc/passwd;images/bad_9_0.png,\n\
+         hhhh,g#7,w.json,x,5,\"<b>\",ok,s,p,,,,0.1,0.2,images/we ird#%3F.png,\n\
          gggg,g#6,w.json,x,4,fox,o"
     );
     std::fs::write(out.join("runs.csv"), text).unwrap();
     let r = report(&p).await;
-    assert!(r.stdout.contains("(6 jobs)"), "{}", r.stdout);
+    assert!(r.stdout.contains("(7 jobs)"), "{}", r.stdout);
     assert!(r.stdout.contains("files missing"), "{}", r.stdout);
     let index = out.join("report/index.html");
     let dom = dump_dom(&index, "view=grid&x=seed&y=prompt");
@@ -342,11 +344,12 @@ async fn report_of_a_folder_being_written_with_missing_files_and_a_torn_line() {
         .collect();
     assert_eq!(by_xy[&("1".into(), "fox".into())], "aaaa");
     assert_eq!(by_xy[&("3".into(), "fox".into())], "eeee");
-    assert_eq!(
-        by_xy.len(),
-        6,
-        "the torn row's seed 4 is not an axis value: {by_xy:?}"
+    assert_eq!(by_xy.len(), 12, "4 seeds × 3 prompts: {by_xy:?}");
+    assert!(
+        by_xy.keys().all(|(x, _)| x != "4"),
+        "the torn row is not read"
     );
+    assert_eq!(by_xy[&("1".into(), "<b>".into())], "", "not run");
     assert!(dom.contains("missing file"));
     assert!(
         dom.contains("a caption &lt;i&gt;here&lt;/i&gt;"),
@@ -363,6 +366,12 @@ async fn report_of_a_folder_being_written_with_missing_files_and_a_torn_line() {
     assert!(
         !dom.contains("=\"../../../etc/passwd\""),
         "never a link or a source"
+    );
+    // An odd file name is one URL path segment, escaped.
+    let dom = dump_dom(&index, "job=hhhh");
+    assert!(
+        dom.contains("src=\"../images/we%20ird%23%253F.png\""),
+        "{dom}"
     );
     // A grid "not run" cell: seed 4 never ended.
     let dom = dump_dom(&index, "view=grid&x=seed&y=prompt&s.group=*");
