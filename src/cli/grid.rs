@@ -43,7 +43,8 @@ fn parse_where(text: &str) -> Result<(String, String), String> {
 
 /// Runs `grid`.
 pub fn execute(args: GridArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let run = RunFolder::read(&args.dir).map_err(|e| {
+    let dir = RunFolder::folder_of(&args.dir);
+    let run = RunFolder::read(&dir).map_err(|e| {
         let exit = match e {
             FolderError::Io { .. } => Exit::Infrastructure,
             _ => Exit::BadInput,
@@ -51,7 +52,7 @@ pub fn execute(args: GridArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         CliError::from_error(exit, &e)
     })?;
     let output = args.output.clone().unwrap_or_else(|| {
-        report_dir(&args.dir).join("grids").join(format!(
+        report_dir(&dir).join("grids").join(format!(
             "{}-by-{}.png",
             grid::file_part(&args.x),
             grid::file_part(&args.y)

@@ -176,6 +176,19 @@ impl Dimension {
 }
 
 impl RunFolder {
+    /// The output folder a user means: `DIR`, or the folder of a
+    /// `DIR/runs.csv` given instead.
+    pub fn folder_of(path: &Path) -> PathBuf {
+        if path.is_file() && path.file_name().is_some_and(|n| n == "runs.csv") {
+            return path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+        }
+        path.to_path_buf()
+    }
+
     /// Reads `dir/runs.csv`.
     pub fn read(dir: &Path) -> Result<RunFolder, FolderError> {
         let log = dir.join("runs.csv");

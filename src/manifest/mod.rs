@@ -901,6 +901,41 @@ jobs:
     }
 
     #[test]
+    fn grids_are_read_with_their_lines_and_where_values_as_cells() {
+        let m = parse(&format!(
+            "{FULL}grids:\n  - name: by-cfg\n    x: cfg\n    y: prompt\n    page: seed\n    where: {{cfg: 6.5, prompt: a}}\n    group: fox\n"
+        ))
+        .unwrap();
+        let g = &m.grids[0];
+        assert_eq!(
+            (g.name.as_str(), g.x.as_str(), g.y.as_str()),
+            ("by-cfg", "cfg", "prompt")
+        );
+        assert_eq!(g.page.as_deref(), Some("seed"));
+        assert_eq!(g.group.as_deref(), Some("fox"));
+        assert_eq!(
+            g.r#where,
+            vec![("cfg".into(), "6.5".into()), ("prompt".into(), "a".into())]
+        );
+        assert_eq!(g.at.line, 25);
+        assert!(g.key_at.contains(&("x".into(), Span { line: 26, col: 5 })));
+        let bad = parse(&format!(
+            "{FULL}grids:\n  - {{name: a/b, x: cfg, y: prompt}}\n  - {{name: g, x: cfg, y: prompt}}\n  - {{name: g, x: cfg, y: prompt}}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            bad[0].contains("grid name 'a/b' must be a file name"),
+            "{bad:?}"
+        );
+        assert!(
+            bad.iter().any(|l| l.contains("two grids are named 'g'")),
+            "{bad:?}"
+        );
+        let missing = parse(&format!("{FULL}grids:\n  - {{name: h, x: cfg}}\n")).unwrap_err();
+        assert!(missing[0].contains("missing field `y`"), "{missing:?}");
+    }
+
+    #[test]
     fn server_may_be_a_list() {
         let m = parse("version: 1\nserver: [http://a, http://b]\njobs: [{workflow: x}]\n").unwrap();
         assert_eq!(m.servers, vec!["http://a", "http://b"]);
