@@ -509,3 +509,42 @@ async fn screenshots_when_asked() {
         assert!(shot.is_file(), "{status:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_writes_the_report_of_its_output_folder() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    assert_eq!(p.run("sweep.yaml", &[&sim], &["--no-report"]).await.code, 0);
+    let id = newest(&p.rows()).keys().next().unwrap().clone();
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--job",
+            &id,
+            "--output",
+            "again",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let dom = dump_dom(&p.path("again/report/index.html"), "");
+    assert_eq!(cards(&dom), BTreeSet::from([id]));
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--job",
+            &newest(&p.rows()).keys().nth(1).unwrap().clone(),
+            "--output",
+            "again2",
+            "--server",
+            &sim.url(),
+            "--no-report",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!p.path("again2/report").exists());
+}
