@@ -548,3 +548,196 @@ async fn rerun_writes_the_report_of_its_output_folder() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!p.path("again2/report").exists());
 }
+
+/// A page in headless Chromium driven over the DevTools protocol (loopback
+/// websocket), for what `--dump-dom` cannot do: key presses.
+struct Devtools {
+    child: std::process::Child,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Devtools {
+    async fn open(page: &str) -> Devtools {
+        use std::io::BufRead;
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = browser(profile.path())
+            .arg("--remote-debugging-port=0")
+            .arg("--remote-debugging-address=127.0.0.1")
+            .arg("--window-size=1200,900")
+            .arg(page)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(i) = line.find("ws://") {
+                    let _ = tx.send(line[i..].trim().to_string());
+                }
+            }
+        });
+        let browser_ws = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("chromium prints its DevTools address");
+        let port = browser_ws
+            .trim_start_matches("ws://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut target = None;
+        for _ in 0..200 {
+            let list: serde_json::Value =
+                reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            target = list.as_array().unwrap().iter().find_map(|t| {
+                (t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with("file://"))
+                    .then(|| t["webSocketDebuggerUrl"].as_str().unwrap().to_string())
+            });
+            if target.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(target.expect("a page target"))
+            .await
+            .unwrap();
+        let mut d = Devtools {
+            child,
+            ws,
+            next: 1,
+            _profile: profile,
+        };
+        for _ in 0..200 {
+            if d.eval("document.body && document.body.getAttribute('data-ready')")
+                .await
+                == "1"
+            {
+                return d;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the page did not get ready");
+    }
+
+    async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use futures_util::{SinkExt, StreamExt};
+        let id = self.next;
+        self.next += 1;
+        let msg = serde_json::json!({"id": id, "method": method, "params": params});
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                msg.to_string(),
+            ))
+            .await
+            .unwrap();
+        while let Some(m) = self.ws.next().await {
+            let m = m.unwrap();
+            if let Ok(text) = m.to_text() {
+                let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+                if v["id"] == id {
+                    return v["result"].clone();
+                }
+            }
+        }
+        panic!("devtools closed");
+    }
+
+    async fn eval(&mut self, expr: &str) -> String {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                serde_json::json!({"expression": format!("String({expr})"), "returnByValue": true}),
+            )
+            .await;
+        r["result"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn key(&mut self, key: &str, code: u32) {
+        for kind in ["keyDown", "keyUp"] {
+            self.call(
+                "Input.dispatchKeyEvent",
+                serde_json::json!({"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code}),
+            )
+            .await;
+        }
+    }
+}
+
+impl Drop for Devtools {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrows_move_the_viewer_and_escape_closes_it() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    assert_eq!(p.run("sweep.yaml", &[&sim], &[]).await.code, 0);
+    let index = p.out().join("report/index.html");
+    let mut page = Devtools::open(&url(&index, "sort=cfg")).await;
+    let order: Vec<String> = page
+        .eval("Array.from(document.querySelectorAll('.card')).map(function (c) { return c.dataset.job; }).join(' ')")
+        .await
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(order.len(), 12);
+    page.eval("document.querySelector('.card').click()").await;
+    assert_eq!(
+        page.eval("document.getElementById('viewer').hidden").await,
+        "false"
+    );
+    assert!(
+        page.eval("location.hash")
+            .await
+            .contains(&format!("job={}", order[0]))
+    );
+    page.key("ArrowRight", 39).await;
+    assert!(
+        page.eval("location.hash")
+            .await
+            .contains(&format!("job={}", order[1]))
+    );
+    page.key("ArrowLeft", 37).await;
+    page.key("ArrowLeft", 37).await;
+    assert!(
+        page.eval("location.hash")
+            .await
+            .contains(&format!("job={}", order[11])),
+        "wraps around"
+    );
+    let title = page
+        .eval("document.getElementById('viewer-title').textContent")
+        .await;
+    assert!(title.starts_with("sweep#"), "{title}");
+    page.key("Escape", 27).await;
+    assert_eq!(
+        page.eval("document.getElementById('viewer').hidden").await,
+        "true"
+    );
+    assert!(!page.eval("location.hash").await.contains("job="));
+    assert!(
+        page.eval("location.hash").await.contains("sort=cfg"),
+        "the view is kept"
+    );
+}
