@@ -407,7 +407,7 @@ pub fn save(image: &image::RgbImage, path: &Path) -> Result<(), GridError> {
             .write_with_encoder(image::codecs::png::PngEncoder::new_with_quality(
                 &mut bytes,
                 image::codecs::png::CompressionType::Fast,
-                image::codecs::png::FilterType::Adaptive,
+                image::codecs::png::FilterType::Sub,
             ))
             .map_err(enc_err)?,
         "jpg" | "jpeg" => image
