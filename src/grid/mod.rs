@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use draw::{CellRect, Drawn, MAX_SIDE, draw};
 
-use crate::gallery::folder::{self, JobRecord, RunFolder};
+use crate::gallery::folder::{self, Dimension, JobRecord, RunFolder};
 
 /// What to put on the axes.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -193,24 +193,23 @@ pub fn check_names(req: &GridRequest, names: &[String], prefix: &str) -> Result<
     Ok(())
 }
 
-fn sorted_values(run: &RunFolder, jobs: &[usize], dim: &str) -> Vec<String> {
-    let all = run
-        .dimensions()
-        .into_iter()
-        .find(|d| d.name == dim)
-        .map(|d| d.values)
-        .unwrap_or_default();
-    let mut present: Vec<String> = all
-        .into_iter()
-        .filter(|v| {
-            jobs.iter()
-                .any(|&j| run.value(&run.jobs[j], dim) == Some(v))
-        })
-        .collect();
-    if jobs
+/// The values `jobs` have on `dim`, in the dimension's order (`""` last
+/// when some job lacks it). One pass over the jobs.
+fn sorted_values(run: &RunFolder, dims: &[Dimension], jobs: &[usize], dim: &str) -> Vec<String> {
+    let have: std::collections::HashSet<&str> = jobs
         .iter()
-        .any(|&j| run.value(&run.jobs[j], dim).is_none_or(str::is_empty))
-    {
+        .map(|&j| run.value(&run.jobs[j], dim).unwrap_or_default())
+        .collect();
+    let mut present: Vec<String> = dims
+        .iter()
+        .find(|d| d.name == dim)
+        .map(|d| d.values.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|v| have.contains(v.as_str()))
+        .cloned()
+        .collect();
+    if have.contains("") {
         present.push(String::new());
     }
     present
@@ -267,7 +266,7 @@ pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridE
         });
     }
     let pages: Vec<Option<String>> = match &req.page {
-        Some(p) => sorted_values(run, &chosen, p)
+        Some(p) => sorted_values(run, &dims, &chosen, p)
             .into_iter()
             .map(Some)
             .collect(),
@@ -283,8 +282,8 @@ pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridE
                 _ => true,
             })
             .collect();
-        let xs = sorted_values(run, &on_page, &req.x);
-        let ys = sorted_values(run, &on_page, &req.y);
+        let xs = sorted_values(run, &dims, &on_page, &req.x);
+        let ys = sorted_values(run, &dims, &on_page, &req.y);
         for (axis, name, values) in [("x", &req.x, &xs), ("y", &req.y, &ys)] {
             if values.len() > MAX_VALUES {
                 return Err(GridError::TooLarge {
@@ -306,7 +305,7 @@ pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridE
                 cells[r][c].push(j);
             }
         }
-        let title = title(run, req, &page, &on_page);
+        let title = title(run, &dims, req, &page, &on_page);
         out.push(GridPage {
             page,
             x: (req.x.clone(), xs),
@@ -318,7 +317,13 @@ pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridE
     Ok(out)
 }
 
-fn title(run: &RunFolder, req: &GridRequest, page: &Option<String>, jobs: &[usize]) -> String {
+fn title(
+    run: &RunFolder,
+    dims: &[Dimension],
+    req: &GridRequest,
+    page: &Option<String>,
+    jobs: &[usize],
+) -> String {
     let name = std::path::absolute(&run.root)
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -327,11 +332,11 @@ fn title(run: &RunFolder, req: &GridRequest, page: &Option<String>, jobs: &[usiz
     if let (Some(p), Some(v)) = (&req.page, page) {
         parts.push(format!("{p} = {}", crate::text::clip(v, 80)));
     }
-    for d in run.dimensions() {
+    for d in dims {
         if [&req.x, &req.y].contains(&&d.name) || req.page.as_ref() == Some(&d.name) {
             continue;
         }
-        let values = sorted_values(run, jobs, &d.name);
+        let values = sorted_values(run, dims, jobs, &d.name);
         let values: Vec<&String> = values.iter().filter(|v| !v.is_empty()).collect();
         match values.len() {
             0 => {}
