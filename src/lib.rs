@@ -6,7 +6,9 @@
 //! syntax → variants, used by `plan`) → `plan` (sweeps → concrete jobs) →
 //! `patch` (job + workflow → prompt) → `run` (schedule over servers through
 //! `comfy`, the HTTP + WebSocket client) → `sink` (images, prompts, `runs.csv`)
-//! and `progress` (progress on a terminal, plain lines elsewhere).
+//! and `progress` (progress on a terminal, plain lines elsewhere). `gallery`
+//! (the HTML report) and `grid` (labelled grid images) read an output folder
+//! and nothing else.
 //!
 //! `validate` checks a prompt against a server's `/object_info` catalogue and is
 //! shared by `check`, the preflight of `run`, and `sim`, the embedded
@@ -24,6 +26,8 @@ pub mod comfy;
 pub mod convert;
 pub mod export;
 pub mod folder;
+pub mod gallery;
+pub mod grid;
 pub mod ids;
 pub mod manifest;
 pub mod outcome;

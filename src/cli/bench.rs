@@ -29,6 +29,9 @@ pub enum BenchCommand {
     Run(super::bench_run::BenchRunArgs),
     /// Convert a synthetic UI-format workflow (no server).
     Convert(super::bench_convert::BenchConvertArgs),
+    /// The HTML report of a synthetic 10,000-job run (cold and unchanged),
+    /// its page size, and a 10 x 10 grid of 512 px images.
+    Report(super::bench_report::BenchReportArgs),
 }
 
 /// Arguments of `comfy-batch bench plan`.
@@ -51,6 +54,7 @@ pub fn execute(args: BenchArgs, _global: &GlobalArgs) -> Result<Exit, CliError> 
         BenchCommand::Plan(a) => bench_plan(&a),
         BenchCommand::Run(a) => super::bench_run::execute(a),
         BenchCommand::Convert(a) => super::bench_convert::execute(a),
+        BenchCommand::Report(a) => super::bench_report::execute(a),
     }
 }
 

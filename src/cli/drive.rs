@@ -34,6 +34,8 @@ pub(crate) struct Session {
     pub resuming: bool,
     /// `--junit FILE`.
     pub junit: Option<std::path::PathBuf>,
+    /// The HTML report and grids (`None` with `--no-report`).
+    pub report: Option<super::report::ReportPlan>,
 }
 
 /// What the command hands the scheduler once the preflight passed: the
@@ -113,6 +115,7 @@ pub(crate) fn drive<'a>(
         verbose,
         resuming,
         junit,
+        report,
     } = session;
     let mut prepare = Some(prepare);
     let early = match resuming {
@@ -161,6 +164,7 @@ pub(crate) fn drive<'a>(
         };
         let mut ci =
             crate::ci::CiReporters::new(super::ci_env::ci_options(junit, &output.log_path()));
+        let mut live = report.map(|r| r.start(output.root()));
         let (int_tx, int_rx) = tokio::sync::watch::channel(0u32);
         spawn_interrupt_counter(int_tx)?;
         let mut observer = |event: &crate::run::RunEvent| {
@@ -171,6 +175,9 @@ pub(crate) fn drive<'a>(
             }
             reporter.on_event(event);
             ci.on_event(event)?;
+            if let Some(live) = live.as_mut() {
+                live.on_event(event);
+            }
             Ok(())
         };
         let summary = crate::run::execute(
@@ -182,8 +189,11 @@ pub(crate) fn drive<'a>(
             int_rx,
             &mut observer,
         )
-        .await
-        .map_err(|e| match e {
+        .await;
+        if let Some(live) = live {
+            live.finish();
+        }
+        let summary = summary.map_err(|e| match e {
             RunError::NoServer(_) => CliError::from_error(Exit::Infrastructure, &e)
                 .with_hint("start ComfyUI, pass --server URL, or rehearse with --sim"),
             RunError::Sink(_) => CliError::from_error(Exit::Infrastructure, &e),

@@ -8,15 +8,18 @@
 
 mod bench;
 mod bench_convert;
+mod bench_report;
 mod bench_run;
 mod check;
 mod ci_env;
 mod convert;
 mod drive;
 mod export;
+mod grid;
 mod merge;
 mod options;
 mod plan;
+mod report;
 mod rerun;
 mod run;
 mod runinfo;
@@ -158,6 +161,10 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Counts by status, failures, and what is left; exit 0 when all ok.
     Status(status::StatusArgs),
+    /// Write DIR/report/index.html: a self-contained gallery and X/Y grid page of a run.
+    Report(report::ReportArgs),
+    /// Draw a labelled grid image of a run (X × Y, optional pages).
+    Grid(grid::GridArgs),
     /// Measure speed and memory (figures for the project's notes).
     #[command(hide = true)]
     Bench(bench::BenchArgs),
@@ -187,6 +194,8 @@ pub fn main() -> ExitCode {
         Command::Export(args) => export::execute(args, &cli.global),
         Command::Merge(args) => merge::execute(args, &cli.global),
         Command::Status(args) => status::execute(args, &cli.global),
+        Command::Report(args) => report::execute(args, &cli.global),
+        Command::Grid(args) => grid::execute(args, &cli.global),
         Command::Bench(args) => bench::execute(args, &cli.global),
     };
     match result {

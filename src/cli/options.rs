@@ -58,6 +58,9 @@ pub struct RunOptions {
     /// server's /object_info before queueing anything.
     #[arg(long)]
     pub no_check: bool,
+    /// Do not write the HTML report (DIR/report/) during and after the run.
+    #[arg(long)]
+    pub no_report: bool,
     /// How long a server may stay unreachable before its jobs move to the
     /// others (and, with none left, the run stops with exit 3). Hidden: for
     /// tests and CI, which cannot wait the default 30 s.

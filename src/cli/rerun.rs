@@ -164,6 +164,7 @@ fn rebuild(
             draw_at: at,
         }],
         wildcards: base.join("wildcards"),
+        grids: Vec::new(),
     };
     let plan = Plan::new(&manifest).map_err(|e| e.lines())?;
     let mut job = plan
@@ -381,6 +382,10 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         verbose: global.verbose,
         resuming: output_path.is_dir(),
         junit: args.options.junit.clone(),
+        report: (!args.options.no_report).then_some(super::report::ReportPlan {
+            grids: None,
+            quiet: global.quiet,
+        }),
     };
     let jobs = &jobs;
     drive(session, &|| Box::new(jobs.iter().cloned()), || {

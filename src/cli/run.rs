@@ -105,6 +105,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         &fetch,
     )
     .map_err(|e| bad(e.lines()))?;
+    super::report::check_grids(&manifest, plan.columns())?;
     for warning in plan.warnings() {
         if !global.quiet {
             eprintln!("warning: {warning}");
@@ -123,6 +124,10 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         verbose: global.verbose,
         resuming: output_path.is_dir(),
         junit: args.options.junit.clone(),
+        report: (!args.options.no_report).then(|| super::report::ReportPlan {
+            grids: Some(manifest.grids.clone()),
+            quiet: global.quiet,
+        }),
     };
     let plan = &plan;
     drive(session, &|| Box::new(plan.jobs()), || {

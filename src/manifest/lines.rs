@@ -21,6 +21,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "defaults",
     "jobs",
     "wildcards",
+    "grids",
 ];
 /// Keys allowed in one job group.
 pub(crate) const JOB_KEYS: &[&str] = &[
@@ -33,6 +34,8 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "templates",
     "draw",
 ];
+/// Keys allowed in one `grids:` entry.
+pub(crate) const GRID_KEYS: &[&str] = &["name", "x", "y", "page", "where", "group"];
 /// Keys allowed in a `seeds:` mapping.
 pub(crate) const SEED_KEYS: &[&str] = &["count", "base", "range"];
 
@@ -289,6 +292,7 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
             1 => TOP_KEYS,
             3 if path[0] == "jobs" && path[1].parse::<usize>().is_ok() => JOB_KEYS,
             4 if path[0] == "jobs" && path[2] == "seeds" => SEED_KEYS,
+            3 if path[0] == "grids" && path[1].parse::<usize>().is_ok() => GRID_KEYS,
             _ => continue,
         };
         let key = path[path.len() - 1].as_str();

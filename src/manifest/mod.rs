@@ -216,6 +216,28 @@ pub struct JobSpec {
     pub draw_at: Span,
 }
 
+/// A `grids:` entry: a labelled grid image `run` makes into
+/// `report/grids/<name>[-<page value>].png` (and the report's default view).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridSpec {
+    /// File name stem (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// X axis: a parameter name, `seed` or `group`.
+    pub x: String,
+    /// Y axis.
+    pub y: String,
+    /// One image per value of this parameter.
+    pub page: Option<String>,
+    /// Fixed values, as CSV cells (strings raw, other values as JSON).
+    pub r#where: Vec<(String, String)>,
+    /// Only this job group.
+    pub group: Option<String>,
+    /// Where the entry is written.
+    pub at: Span,
+    /// Where each key is written (`x`, `y`, `page`, `where.NAME`, `group`).
+    pub key_at: Vec<(String, Span)>,
+}
+
 /// A loaded manifest. Paths are resolved against the manifest's folder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
@@ -240,6 +262,8 @@ pub struct Manifest {
     /// `wildcards:`, resolved against the manifest's folder (default
     /// `wildcards/` beside the manifest).
     pub wildcards: PathBuf,
+    /// `grids:`, in manifest order.
+    pub grids: Vec<GridSpec>,
 }
 
 /// An ordered map as written in YAML (serde_yaml would give a hash map).
@@ -389,6 +413,23 @@ struct RawManifest {
     defaults: Ordered<Value>,
     jobs: Option<Groups>,
     wildcards: Option<String>,
+    #[serde(default)]
+    grids: Vec<RawGrid>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a grid mapping (name, x, y, page, where, group)"
+)]
+struct RawGrid {
+    name: String,
+    x: String,
+    y: String,
+    page: Option<String>,
+    #[serde(default, rename = "where")]
+    fixed: Ordered<Value>,
+    group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -693,6 +734,62 @@ impl Manifest {
                 });
             }
         }
+        let mut grids: Vec<GridSpec> = Vec::new();
+        for (i, g) in raw.grids.into_iter().enumerate() {
+            let idx = i.to_string();
+            let at = lines.at(&["grids", &idx]);
+            let key = |k: &str| lines.get(&["grids", &idx, k]).unwrap_or(at);
+            let name_ok = !g.name.is_empty()
+                && g.name.len() <= 100
+                && g.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !g.name.starts_with('.');
+            if !name_ok {
+                problems.push(Problem {
+                    span: key("name"),
+                    kind: ManifestErrorKind::Invalid(format!(
+                        "grid name '{}' must be a file name: letters, digits, '-', '_', '.'",
+                        clip(&g.name, 60)
+                    )),
+                });
+            }
+            if grids.iter().any(|o| o.name == g.name) {
+                problems.push(Problem {
+                    span: key("name"),
+                    kind: ManifestErrorKind::Invalid(format!("two grids are named '{}'", g.name)),
+                });
+            }
+            let mut key_at: Vec<(String, Span)> = ["x", "y", "page", "group"]
+                .iter()
+                .map(|k| (k.to_string(), key(k)))
+                .collect();
+            let fixed = g
+                .fixed
+                .0
+                .into_iter()
+                .map(|(k, v)| {
+                    let span = lines.get(&["grids", &idx, "where", &k]).unwrap_or(at);
+                    key_at.push((format!("where.{k}"), span));
+                    let cell = match v {
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    (k, cell)
+                })
+                .collect();
+            grids.push(GridSpec {
+                name: g.name,
+                x: g.x,
+                y: g.y,
+                page: g.page,
+                r#where: fixed,
+                group: g.group,
+                at,
+                key_at,
+            });
+        }
         if !problems.is_empty() {
             problems.sort_by_key(|p| p.span);
             return Err(ManifestError {
@@ -702,6 +799,7 @@ impl Manifest {
         }
         Ok(Manifest {
             wildcards: normalize(&dir.join(raw.wildcards.as_deref().unwrap_or("wildcards"))),
+            grids,
             path: path.to_owned(),
             servers,
             output: raw.output.map(|o| normalize(&dir.join(o))),
@@ -857,6 +955,41 @@ jobs:
         assert_eq!(second.name, "job2");
         assert_eq!(second.workflows, vec!["t2i", "i2i"]);
         assert_eq!(second.seeds, Some(SeedSpec::Count { count: 2, base: 7 }));
+    }
+
+    #[test]
+    fn grids_are_read_with_their_lines_and_where_values_as_cells() {
+        let m = parse(&format!(
+            "{FULL}grids:\n  - name: by-cfg\n    x: cfg\n    y: prompt\n    page: seed\n    where: {{cfg: 6.5, prompt: a}}\n    group: fox\n"
+        ))
+        .unwrap();
+        let g = &m.grids[0];
+        assert_eq!(
+            (g.name.as_str(), g.x.as_str(), g.y.as_str()),
+            ("by-cfg", "cfg", "prompt")
+        );
+        assert_eq!(g.page.as_deref(), Some("seed"));
+        assert_eq!(g.group.as_deref(), Some("fox"));
+        assert_eq!(
+            g.r#where,
+            vec![("cfg".into(), "6.5".into()), ("prompt".into(), "a".into())]
+        );
+        assert_eq!(g.at.line, 25);
+        assert!(g.key_at.contains(&("x".into(), Span { line: 26, col: 5 })));
+        let bad = parse(&format!(
+            "{FULL}grids:\n  - {{name: a/b, x: cfg, y: prompt}}\n  - {{name: g, x: cfg, y: prompt}}\n  - {{name: g, x: cfg, y: prompt}}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            bad[0].contains("grid name 'a/b' must be a file name"),
+            "{bad:?}"
+        );
+        assert!(
+            bad.iter().any(|l| l.contains("two grids are named 'g'")),
+            "{bad:?}"
+        );
+        let missing = parse(&format!("{FULL}grids:\n  - {{name: h, x: cfg}}\n")).unwrap_err();
+        assert!(missing[0].contains("missing field `y`"), "{missing:?}");
     }
 
     #[test]

@@ -440,7 +440,7 @@ async fn hostile_server_file_names_never_leave_the_output_folder() {
     );
     assert_eq!(
         list(&p.out()),
-        ["images", "prompts", "run.json", "runs.csv"]
+        ["images", "prompts", "report", "run.json", "runs.csv"]
             .map(String::from)
             .into()
     );

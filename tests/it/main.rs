@@ -7,6 +7,8 @@ mod ci_examples;
 mod convert;
 mod export;
 mod faults;
+mod gallery;
+mod grid;
 mod harness;
 mod merge;
 mod outputs;

@@ -1,0 +1,286 @@
+//! `comfy-batch report DIR`, and the report hook of `run` / `rerun`: a
+//! consumer of the run's events (like the progress reporters) that refreshes
+//! `report/index.html` from a background thread at most every
+//! [`REFRESH_EVERY`] while the run goes on, then writes the final page and
+//! the manifest's `grids:` images when it ends.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{CliError, Exit, GlobalArgs};
+use crate::gallery::{self, GalleryError, GridView, InProgress, ReportOptions};
+use crate::grid::{self, GridRequest};
+use crate::manifest::{GridSpec, Manifest};
+use crate::run::{EventKind, RunEvent};
+
+/// The shortest time between two refreshes during a run.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(10);
+
+/// Arguments of `comfy-batch report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The output folder of a run (the one holding runs.csv).
+    pub dir: PathBuf,
+}
+
+fn gallery_error(e: &GalleryError) -> CliError {
+    let exit = match e {
+        GalleryError::Folder(gallery::FolderError::Io { .. }) | GalleryError::Write { .. } => {
+            Exit::Infrastructure
+        }
+        GalleryError::Folder(_) => Exit::BadInput,
+        GalleryError::Render(_) => Exit::Infrastructure,
+    };
+    CliError::from_error(exit, e)
+}
+
+/// Runs `report`.
+pub fn execute(args: ReportArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
+    let dir = gallery::RunFolder::folder_of(&args.dir);
+    let summary =
+        gallery::write_report(&dir, &ReportOptions::default()).map_err(|e| gallery_error(&e))?;
+    if !global.quiet {
+        print_summary(&summary);
+    }
+    Ok(Exit::Ok)
+}
+
+fn print_summary(s: &gallery::ReportSummary) {
+    let mut notes = Vec::new();
+    if s.missing > 0 {
+        notes.push(format!("{} files missing", s.missing));
+    }
+    if s.thumbs_failed > 0 {
+        notes.push(format!("{} images unreadable", s.thumbs_failed));
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join(", "))
+    };
+    println!("report: {} ({} jobs){notes}", s.index.display(), s.jobs);
+}
+
+/// The grid a manifest entry asks for.
+fn request(g: &GridSpec) -> GridRequest {
+    GridRequest {
+        x: g.x.clone(),
+        y: g.y.clone(),
+        page: g.page.clone(),
+        r#where: g.r#where.clone(),
+        group: g.group.clone(),
+        cell: None,
+    }
+}
+
+fn view(g: &GridSpec) -> GridView {
+    GridView {
+        name: g.name.clone(),
+        x: g.x.clone(),
+        y: g.y.clone(),
+        page: g.page.clone(),
+        r#where: g.r#where.clone(),
+        group: g.group.clone(),
+    }
+}
+
+/// Checks the manifest's `grids:` against the run's columns before
+/// anything runs: every axis and `where` name must be a parameter, `seed`
+/// or `group`. One line per problem, `file:line:col: …`.
+pub(crate) fn check_grids(manifest: &Manifest, columns: &[String]) -> Result<(), CliError> {
+    let mut names = vec![gallery::folder::SEED.to_string()];
+    names.extend(columns.iter().cloned());
+    names.push(gallery::folder::GROUP.to_string());
+    let mut lines = Vec::new();
+    for g in &manifest.grids {
+        let at = |key: &str| {
+            g.key_at
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(g.at, |(_, s)| *s)
+        };
+        let mut keys: Vec<(String, &str)> = vec![("x".into(), &g.x), ("y".into(), &g.y)];
+        if let Some(p) = &g.page {
+            keys.push(("page".into(), p));
+        }
+        for (k, _) in &g.r#where {
+            keys.push((format!("where.{k}"), k));
+        }
+        for (key, name) in keys {
+            // Checked one name at a time, so each error names its own line.
+            if let Err(e) = grid::check_name(&names, &format!("grids: '{}' {key}", g.name), name) {
+                let span = at(&key);
+                lines.push(format!(
+                    "{}:{}:{}: {e}",
+                    manifest.path.display(),
+                    span.line,
+                    span.col
+                ));
+            }
+        }
+        let axes = [Some(&g.x), Some(&g.y), g.page.as_ref()];
+        for (i, a) in axes.iter().enumerate() {
+            if let Some(a) = a
+                && axes[i + 1..].iter().any(|b| b.is_some_and(|b| b == *a))
+            {
+                lines.push(format!(
+                    "{}:{}:{}: grids: '{}': '{a}' is on two axes",
+                    manifest.path.display(),
+                    g.at.line,
+                    g.at.col,
+                    g.name
+                ));
+            }
+        }
+    }
+    if lines.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::many(Exit::BadInput, lines))
+    }
+}
+
+/// What `run`/`rerun` hand the report hook: the manifest's grids (`None`
+/// for `rerun`, which keeps the ones a run saved).
+pub(crate) struct ReportPlan {
+    /// The grids to draw at the end.
+    pub grids: Option<Vec<GridSpec>>,
+    /// `-q`.
+    pub quiet: bool,
+}
+
+enum Tick {
+    Progress(InProgress),
+}
+
+/// The report hook while a run goes on.
+pub(crate) struct LiveReport {
+    root: PathBuf,
+    grids: Vec<GridSpec>,
+    quiet: bool,
+    total: usize,
+    done: usize,
+    tx: Option<mpsc::Sender<Tick>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn stamp(now: SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(now).to_string();
+    text.get(11..19).unwrap_or(&text).to_string()
+}
+
+fn refresher(root: PathBuf, rx: mpsc::Receiver<Tick>) {
+    let mut last: Option<Instant> = None;
+    while let Ok(Tick::Progress(mut p)) = rx.recv() {
+        // Wait out the rest of the interval, keeping the newest progress.
+        if let Some(at) = last {
+            let until = at + REFRESH_EVERY;
+            loop {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                match rx.recv_timeout(until - now) {
+                    Ok(Tick::Progress(q)) => p = q,
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    // The run ended: the final page is written by `finish`.
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        }
+        while let Ok(Tick::Progress(q)) = rx.try_recv() {
+            p = q;
+        }
+        let options = ReportOptions {
+            in_progress: Some(p),
+            stamp: Some(stamp(SystemTime::now())),
+        };
+        if let Err(e) = gallery::write_report(&root, &options) {
+            tracing::warn!("report: {e}");
+        }
+        last = Some(Instant::now());
+    }
+}
+
+impl ReportPlan {
+    /// Starts the hook for the output folder `root`.
+    pub(crate) fn start(self, root: &Path) -> LiveReport {
+        if let Some(grids) = &self.grids {
+            let views: Vec<GridView> = grids.iter().map(view).collect();
+            if let Err(e) = gallery::save_grids(root, &views) {
+                eprintln!("warning: report: {e}");
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let dir = root.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("report".into())
+            .spawn(move || refresher(dir, rx))
+            .ok();
+        LiveReport {
+            root: root.to_path_buf(),
+            grids: self.grids.unwrap_or_default(),
+            quiet: self.quiet,
+            total: 0,
+            done: 0,
+            tx: Some(tx),
+            thread,
+        }
+    }
+}
+
+impl LiveReport {
+    /// Takes one run event; a job's end (or the start) asks for a refresh.
+    pub(crate) fn on_event(&mut self, event: &RunEvent) {
+        match &event.kind {
+            EventKind::RunStarted { total, .. } => self.total = *total,
+            EventKind::JobFinished { .. } => self.done += 1,
+            _ => return,
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Tick::Progress(InProgress {
+                done: self.done,
+                total: self.total,
+            }));
+        }
+    }
+
+    /// Stops the refresher, writes the final page and the grids. Problems
+    /// are warnings: the run's outcome is already decided.
+    pub(crate) fn finish(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        match gallery::write_report(&self.root, &ReportOptions::default()) {
+            Ok(s) if !self.quiet => eprintln!("report: {}", s.index.display()),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: report: {e}"),
+        }
+        if self.grids.is_empty() {
+            return;
+        }
+        let run = match gallery::RunFolder::read(&self.root) {
+            Ok(run) => run,
+            Err(e) => {
+                eprintln!("warning: grids: {e}");
+                return;
+            }
+        };
+        let dir = gallery::report_dir(&self.root).join("grids");
+        for g in &self.grids {
+            let base = dir.join(format!("{}.png", g.name));
+            match grid::write(&run, &request(g), &base) {
+                Ok(paths) if !self.quiet => {
+                    for p in paths {
+                        eprintln!("grid: {}", p.display());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: grid '{}': {e}", g.name),
+            }
+        }
+    }
+}

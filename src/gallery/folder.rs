@@ -1,0 +1,482 @@
+//! Reading an output folder as it is on disk: `runs.csv` by header name
+//! (the newest row of each job counts), every output file classified by its
+//! extension and checked for presence. The folder may still be written to:
+//! a torn last line is ignored, a missing file is a value, not an error.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+/// Why a folder cannot be read as a run.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    /// There is no `runs.csv` in it.
+    #[error("{}: not a comfy-batch output folder (no runs.csv in it)", path.display())]
+    NotAnOutputFolder {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// `runs.csv` does not have the columns of a run log.
+    #[error("{}:1: not a comfy-batch run log: {why}", path.display())]
+    NotALog {
+        /// The log.
+        path: PathBuf,
+        /// What is missing.
+        why: String,
+    },
+    /// Reading failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What an output file is, by its extension: decides how the page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// png, jpg, jpeg, webp: decoded for thumbnails and grids.
+    Image,
+    /// gif, bmp, avif, svg…: shown by the browser, not decoded here.
+    BrowserImage,
+    /// mp4, webm, mov, mkv.
+    Video,
+    /// flac, mp3, wav, ogg, opus, m4a.
+    Audio,
+    /// txt, json, md: shown as text.
+    Text,
+    /// Anything else (latent, safetensors…): a link.
+    Other,
+}
+
+impl OutputKind {
+    /// The kind of a file name.
+    pub fn of(name: &str) -> OutputKind {
+        let ext = name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "png" | "jpg" | "jpeg" | "webp" => OutputKind::Image,
+            "gif" | "bmp" | "avif" | "apng" => OutputKind::BrowserImage,
+            "mp4" | "webm" | "mov" | "mkv" | "m4v" => OutputKind::Video,
+            "flac" | "mp3" | "wav" | "ogg" | "opus" | "m4a" | "aac" => OutputKind::Audio,
+            "txt" | "json" | "md" | "csv" => OutputKind::Text,
+            _ => OutputKind::Other,
+        }
+    }
+
+    /// The short name used in the page's data.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Image | OutputKind::BrowserImage => "image",
+            OutputKind::Video => "video",
+            OutputKind::Audio => "audio",
+            OutputKind::Text => "text",
+            OutputKind::Other => "file",
+        }
+    }
+}
+
+/// One file a job's row lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputFile {
+    /// The path as logged, relative to the output folder.
+    pub rel: String,
+    /// What it is.
+    pub kind: OutputKind,
+    /// The file on disk; `None` when the logged path would leave the
+    /// folder (absolute, `..`): such a path is never opened.
+    pub path: Option<PathBuf>,
+    /// Whether the file exists now.
+    pub present: bool,
+}
+
+/// A job as its newest row describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// 1-based line of the newest row in `runs.csv`.
+    pub line: usize,
+    /// `job_id` (any length).
+    pub id: String,
+    /// `job` (`group#n`).
+    pub label: String,
+    /// `workflow`.
+    pub workflow: String,
+    /// `seed` (empty when the workflow has none).
+    pub seed: String,
+    /// Parameter cells, in [`RunFolder::params`] order.
+    pub params: Vec<String>,
+    /// `status` as logged (`ok`, `failed`…; empty if absent).
+    pub status: String,
+    /// `server`.
+    pub server: String,
+    /// `finished_at`.
+    pub finished_at: String,
+    /// `queue_s`.
+    pub queue_s: String,
+    /// `run_s`.
+    pub run_s: String,
+    /// `error`.
+    pub error: String,
+    /// `text` (text outputs, when the log has that column).
+    pub text: String,
+    /// The outputs (`images`).
+    pub outputs: Vec<OutputFile>,
+    /// How many rows the job has (attempts).
+    pub attempts: usize,
+}
+
+impl JobRecord {
+    /// The group: the `job` label before `#`.
+    pub fn group(&self) -> &str {
+        self.label.split('#').next().unwrap_or_default()
+    }
+}
+
+/// A run's folder: its parameter columns and its jobs (newest row each, in
+/// order of first appearance).
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    /// The folder.
+    pub root: PathBuf,
+    /// Parameter column names: the columns between `seed` and `status`.
+    pub params: Vec<String>,
+    /// The jobs.
+    pub jobs: Vec<JobRecord>,
+    /// Rows that could not be read (wrong field count): skipped.
+    pub skipped_rows: usize,
+}
+
+/// The names of the dimensions a job can be placed by, besides the
+/// parameter columns: the seed and the job group.
+pub const SEED: &str = "seed";
+/// The job group (the `job` column before `#`).
+pub const GROUP: &str = "group";
+
+/// A named way to read one value from each job (a parameter, the seed or the
+/// group), with its distinct values in display order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dimension {
+    /// Its name (a column name, `seed` or `group`).
+    pub name: String,
+    /// Distinct non-empty values: numeric order when all are numbers,
+    /// else order of first appearance.
+    pub values: Vec<String>,
+    /// Whether all values are numbers.
+    pub numeric: bool,
+}
+
+impl Dimension {
+    /// Whether more than one value occurs.
+    pub fn varies(&self) -> bool {
+        self.values.len() > 1
+    }
+}
+
+impl RunFolder {
+    /// The output folder a user means: `DIR`, or the folder of a
+    /// `DIR/runs.csv` given instead.
+    pub fn folder_of(path: &Path) -> PathBuf {
+        if path.is_file() && path.file_name().is_some_and(|n| n == "runs.csv") {
+            return path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+        }
+        path.to_path_buf()
+    }
+
+    /// Reads `dir/runs.csv`.
+    pub fn read(dir: &Path) -> Result<RunFolder, FolderError> {
+        let log = dir.join("runs.csv");
+        if !dir.is_dir() || !log.is_file() {
+            return Err(FolderError::NotAnOutputFolder {
+                path: dir.to_path_buf(),
+            });
+        }
+        let bytes = std::fs::read(&log).map_err(|source| FolderError::Io {
+            path: log.clone(),
+            source,
+        })?;
+        Self::parse(dir, &log, &bytes)
+    }
+
+    /// Parses log bytes; `dir` is the folder file paths are relative to.
+    pub fn parse(dir: &Path, log: &Path, bytes: &[u8]) -> Result<RunFolder, FolderError> {
+        // A row still being written has no final newline yet.
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let not_log = |why: &str| FolderError::NotALog {
+            path: log.to_path_buf(),
+            why: why.into(),
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(false)
+            .from_reader(&bytes[..whole]);
+        let mut records = reader.byte_records();
+        let header: Vec<String> = match records.next() {
+            Some(Ok(h)) => h
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into())
+                .collect(),
+            Some(Err(_)) => return Err(not_log("the header cannot be read")),
+            None if bytes.is_empty() || whole == 0 => {
+                return Err(not_log("it is empty"));
+            }
+            None => return Err(not_log("it has no header")),
+        };
+        let col = |name: &str| header.iter().position(|h| h == name);
+        let (Some(id_col), Some(seed_col), Some(status_col)) =
+            (col("job_id"), col("seed"), col("status"))
+        else {
+            return Err(not_log(
+                "it lacks the job_id, seed and status columns a run log has",
+            ));
+        };
+        if seed_col >= status_col {
+            return Err(not_log("its seed column is not before its status column"));
+        }
+        let params: Vec<String> = header[seed_col + 1..status_col].to_vec();
+        let named = |name: &str| col(name);
+        let c_label = named("job");
+        let c_workflow = named("workflow");
+        let c_server = named("server");
+        let c_finished = named("finished_at");
+        let c_queue = named("queue_s");
+        let c_run = named("run_s");
+        let c_images = named("images");
+        let c_error = named("error");
+        let c_text = named("text");
+
+        let mut jobs: Vec<JobRecord> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut skipped_rows = 0;
+        for record in records {
+            let Ok(record) = record else {
+                skipped_rows += 1;
+                continue;
+            };
+            if record.len() != header.len() {
+                skipped_rows += 1;
+                continue;
+            }
+            let line = record.position().map_or(0, |p| p.line() as usize);
+            let get = |c: Option<usize>| -> String {
+                c.and_then(|c| record.get(c))
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default()
+            };
+            let id = get(Some(id_col));
+            if id.is_empty() {
+                skipped_rows += 1;
+                continue;
+            }
+            let outputs = get(c_images)
+                .split(';')
+                .filter(|s| !s.is_empty())
+                .map(|rel| output_file(dir, rel))
+                .collect();
+            let job = JobRecord {
+                line,
+                label: get(c_label),
+                workflow: get(c_workflow),
+                seed: get(Some(seed_col)),
+                params: (seed_col + 1..status_col).map(|c| get(Some(c))).collect(),
+                status: get(Some(status_col)),
+                server: get(c_server),
+                finished_at: get(c_finished),
+                queue_s: get(c_queue),
+                run_s: get(c_run),
+                error: get(c_error),
+                text: get(c_text),
+                outputs,
+                attempts: 1,
+                id: id.clone(),
+            };
+            match index.get(&id) {
+                Some(&i) => {
+                    let attempts = jobs[i].attempts + 1;
+                    jobs[i] = JobRecord { attempts, ..job };
+                }
+                None => {
+                    index.insert(id, jobs.len());
+                    jobs.push(job);
+                }
+            }
+        }
+        Ok(RunFolder {
+            root: dir.to_path_buf(),
+            params,
+            jobs,
+            skipped_rows,
+        })
+    }
+
+    /// Every dimension: `seed`, the parameter columns, `group`.
+    pub fn dimensions(&self) -> Vec<Dimension> {
+        let mut names = vec![SEED.to_string()];
+        names.extend(self.params.iter().cloned());
+        if !self.params.iter().any(|p| p == GROUP) {
+            names.push(GROUP.to_string());
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                let mut values: Vec<String> = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for job in &self.jobs {
+                    let v = self.value(job, &name).unwrap_or_default();
+                    if !v.is_empty() && seen.insert(v) {
+                        values.push(v.to_string());
+                    }
+                }
+                let numeric = !values.is_empty() && values.iter().all(|v| number(v).is_some());
+                if numeric {
+                    values.sort_by(|a, b| {
+                        number(a)
+                            .unwrap_or_default()
+                            .total_cmp(&number(b).unwrap_or_default())
+                    });
+                }
+                Dimension {
+                    name,
+                    values,
+                    numeric,
+                }
+            })
+            .collect()
+    }
+
+    /// A job's value on a dimension (`None` for an unknown dimension).
+    pub fn value<'a>(&self, job: &'a JobRecord, dim: &str) -> Option<&'a str> {
+        if let Some(i) = self.params.iter().position(|p| p == dim) {
+            return job.params.get(i).map(String::as_str);
+        }
+        match dim {
+            SEED => Some(&job.seed),
+            GROUP => Some(job.group()),
+            _ => None,
+        }
+    }
+
+    /// The names [`RunFolder::value`] knows, for "did you mean".
+    pub fn dimension_names(&self) -> Vec<String> {
+        self.dimensions().into_iter().map(|d| d.name).collect()
+    }
+}
+
+fn number(v: &str) -> Option<f64> {
+    v.trim().parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// A logged path resolved inside `dir`; a path that is absolute or climbs
+/// out is kept as text but never opened.
+fn output_file(dir: &Path, rel: &str) -> OutputFile {
+    let p = Path::new(rel);
+    let inside = !rel.contains('\\')
+        && p.components().all(|c| matches!(c, Component::Normal(_)))
+        && p.components().next().is_some();
+    let path = inside.then(|| dir.join(p));
+    let present = path.as_ref().is_some_and(|p| p.is_file());
+    OutputFile {
+        rel: rel.to_string(),
+        kind: OutputKind::of(rel),
+        path,
+        present,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> RunFolder {
+        RunFolder::parse(
+            Path::new("/nonexistent"),
+            Path::new("runs.csv"),
+            text.as_bytes(),
+        )
+        .unwrap()
+    }
+
+    const HEAD: &str = "job_id,job,workflow,workflow_sha256,seed,prompt,cfg,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n";
+
+    #[test]
+    fn newest_row_per_job_counts_and_order_is_first_appearance() {
+        let f = parse(&format!(
+            "{HEAD}a1,g#0,w.json,x,1,fox,5,failed,s,p,,,,,,,boom\n\
+             b2,g#1,w.json,x,1,fox,8,ok,s,p,,,,,,images/b2_9_0.png,\n\
+             a1,g#0,w.json,x,1,fox,5,ok,s,p,,,,,,images/a1_9_0.png,\n"
+        ));
+        assert_eq!(f.params, ["prompt", "cfg"]);
+        assert_eq!(f.jobs.len(), 2);
+        assert_eq!(f.jobs[0].id, "a1");
+        assert_eq!(f.jobs[0].status, "ok");
+        assert_eq!(f.jobs[0].attempts, 2);
+        assert_eq!(f.jobs[0].line, 4);
+        assert_eq!(f.jobs[1].outputs[0].kind, OutputKind::Image);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored() {
+        let f = parse(&format!(
+            "{HEAD}a1,g#0,w.json,x,1,fox,5,ok,s,p,,,,,,,\nb2,g#1,w.json,x,1,fo"
+        ));
+        assert_eq!(f.jobs.len(), 1);
+        let f = parse(&format!("{HEAD}a1,g#0,w.json,x,1,\"fox\nin"));
+        assert_eq!(f.jobs.len(), 0);
+    }
+
+    #[test]
+    fn escaping_paths_are_never_resolved() {
+        for rel in [
+            "../x.png",
+            "/etc/passwd",
+            "images/../../x.png",
+            "a\\..\\b.png",
+        ] {
+            let o = output_file(Path::new("/out"), rel);
+            assert!(o.path.is_none(), "{rel}");
+            assert!(!o.present);
+        }
+        assert!(
+            output_file(Path::new("/out"), "images/a.png")
+                .path
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn numeric_dimensions_sort_by_value() {
+        let f = parse(&format!(
+            "{HEAD}a,g#0,w,x,10,fox,8,ok,,,,,,,,,\nb,g#1,w,x,9,fox,6.5,ok,,,,,,,,,\nc,h#0,w,x,9,dog,5,ok,,,,,,,,,\n"
+        ));
+        let dims = f.dimensions();
+        let cfg = dims.iter().find(|d| d.name == "cfg").unwrap();
+        assert_eq!(cfg.values, ["5", "6.5", "8"]);
+        let seed = dims.iter().find(|d| d.name == "seed").unwrap();
+        assert_eq!(seed.values, ["9", "10"]);
+        let prompt = dims.iter().find(|d| d.name == "prompt").unwrap();
+        assert_eq!(prompt.values, ["fox", "dog"]);
+        let group = dims.iter().find(|d| d.name == "group").unwrap();
+        assert_eq!(group.values, ["g", "h"]);
+    }
+
+    #[test]
+    fn a_file_without_the_run_columns_is_not_a_log() {
+        let e = RunFolder::parse(Path::new("."), Path::new("runs.csv"), b"a,b\n1,2\n").unwrap_err();
+        assert!(e.to_string().contains("not a comfy-batch run log"), "{e}");
+    }
+
+    #[test]
+    fn output_kinds_by_extension() {
+        assert_eq!(OutputKind::of("a.MP4"), OutputKind::Video);
+        assert_eq!(OutputKind::of("a.flac"), OutputKind::Audio);
+        assert_eq!(OutputKind::of("a.txt"), OutputKind::Text);
+        assert_eq!(OutputKind::of("a.latent"), OutputKind::Other);
+        assert_eq!(OutputKind::of("a.webp"), OutputKind::Image);
+    }
+}

@@ -1,0 +1,157 @@
+//! The HTML report of a run: `runs.csv` + the output folder →
+//! `report/index.html` (one self-contained page: gallery and X/Y grid
+//! views, data embedded, no network) and `report/thumbs/`.
+//!
+//! It reads a folder, finished or still being written, and nothing else:
+//! it must not know the network, the scheduler or the manifest. The page is
+//! rendered by a template engine with auto-escaping; the run's data goes in
+//! as JSON inside a `<script type="application/json">` element with `<`,
+//! `>` and `&` escaped, and the page's script only ever sets text (never
+//! HTML) from it, so a prompt such as `</script><img onerror=…>` stays text.
+
+pub mod folder;
+mod page;
+pub mod thumbs;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use folder::{Dimension, FolderError, JobRecord, OutputKind, RunFolder};
+
+/// A grid the page opens by default (from the manifest's `grids:`),
+/// stored as `report/grids.json` so `comfy-batch report` finds it later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridView {
+    /// Its name.
+    pub name: String,
+    /// X axis.
+    pub x: String,
+    /// Y axis.
+    pub y: String,
+    /// Page axis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// Fixed values (dimension, value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub r#where: Vec<(String, String)>,
+    /// Only this job group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// How far a run still being written has come (shown with a reload hint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InProgress {
+    /// Jobs ended so far in this run.
+    pub done: usize,
+    /// Jobs this run will attempt.
+    pub total: usize,
+}
+
+/// What to write.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    /// Set while the run is going on.
+    pub in_progress: Option<InProgress>,
+    /// Wall-clock time shown in the in-progress banner (`HH:MM:SS`, UTC).
+    pub stamp: Option<String>,
+}
+
+/// What a report write did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportSummary {
+    /// `report/index.html`.
+    pub index: PathBuf,
+    /// Jobs on the page.
+    pub jobs: usize,
+    /// Thumbnails made now.
+    pub thumbs_made: usize,
+    /// Image files that could not be decoded.
+    pub thumbs_failed: usize,
+    /// Output files listed but absent.
+    pub missing: usize,
+    /// Whether `index.html` was (re)written (false: it was up to date).
+    pub written: bool,
+}
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum GalleryError {
+    /// The folder is not a readable run.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// Writing the page failed.
+    #[error("{}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The template failed (a bug).
+    #[error("rendering the report: {0}")]
+    Render(String),
+}
+
+/// The report folder of an output folder.
+pub fn report_dir(root: &Path) -> PathBuf {
+    root.join("report")
+}
+
+/// Stores the default grids for later `report` calls.
+pub fn save_grids(root: &Path, grids: &[GridView]) -> Result<(), GalleryError> {
+    let path = report_dir(root).join("grids.json");
+    let text = serde_json::to_vec_pretty(grids).map_err(|e| GalleryError::Render(e.to_string()))?;
+    thumbs::write_atomic(&path, &text).map_err(|source| GalleryError::Write { path, source })
+}
+
+/// The default grids stored by a run (none if absent or unreadable).
+pub fn load_grids(root: &Path) -> Vec<GridView> {
+    std::fs::read(report_dir(root).join("grids.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Writes `root/report/index.html` and the thumbnails it needs.
+pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummary, GalleryError> {
+    let run = RunFolder::read(root)?;
+    let report = report_dir(root);
+    let thumbs_dir = report.join("thumbs");
+    let outputs: Vec<&folder::OutputFile> = run.jobs.iter().flat_map(|j| &j.outputs).collect();
+    let states = thumbs::make_all(&thumbs_dir, &outputs);
+    let mut has_thumb = std::collections::HashSet::new();
+    let (mut made, mut failed, mut missing) = (0, 0, 0);
+    for (o, s) in outputs.iter().zip(&states) {
+        match s {
+            thumbs::ThumbState::Made => made += 1,
+            thumbs::ThumbState::Failed if o.kind == OutputKind::Image && o.present => failed += 1,
+            _ => {}
+        }
+        if *s != thumbs::ThumbState::Failed {
+            has_thumb.insert(o.rel.as_str());
+        }
+        if !o.present {
+            missing += 1;
+        }
+    }
+    let grids = load_grids(root);
+    let html = page::render(&run, &grids, &has_thumb, options)?;
+    let index = report.join("index.html");
+    let same = std::fs::read(&index).is_ok_and(|old| old == html.as_bytes());
+    if !same {
+        thumbs::write_atomic(&index, html.as_bytes()).map_err(|source| GalleryError::Write {
+            path: index.clone(),
+            source,
+        })?;
+    }
+    Ok(ReportSummary {
+        index,
+        jobs: run.jobs.len(),
+        thumbs_made: made,
+        thumbs_failed: failed,
+        missing,
+        written: !same,
+    })
+}

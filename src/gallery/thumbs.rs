@@ -1,0 +1,149 @@
+//! Thumbnails: `report/thumbs/<hash of the path>.jpg`, made in parallel and
+//! only when missing or older than their source, so refreshing the report
+//! of a finished run touches no pixels. Names are hashes so that a hostile
+//! or odd file name never becomes a path or a URL.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::folder::{OutputFile, OutputKind};
+
+/// The longest side of a thumbnail, in pixels.
+pub const THUMB_SIDE: u32 = 256;
+
+/// The thumbnail name of an output (`<16 hex>.jpg`).
+pub fn thumb_name(rel: &str) -> String {
+    let digest = Sha256::digest(rel.as_bytes());
+    format!("{}.jpg", hex::encode(&digest[..8]))
+}
+
+/// What happened to one thumbnail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThumbState {
+    /// Made now.
+    Made,
+    /// Up to date already.
+    Fresh,
+    /// The source could not be decoded (the page shows the original).
+    Failed,
+}
+
+/// Makes the thumbnails of `outputs` that need it, in parallel. Returns, per
+/// output, whether a thumbnail exists afterwards.
+pub fn make_all(dir: &Path, outputs: &[&OutputFile]) -> Vec<ThumbState> {
+    outputs
+        .par_iter()
+        .map(|o| match (&o.path, o.kind, o.present) {
+            (Some(src), OutputKind::Image, true) => make_one(src, &dir.join(thumb_name(&o.rel))),
+            _ => ThumbState::Failed,
+        })
+        .collect()
+}
+
+fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+fn make_one(src: &Path, dst: &Path) -> ThumbState {
+    if let (Some(t), Some(s)) = (mtime(dst), mtime(src))
+        && t >= s
+    {
+        return ThumbState::Fresh;
+    }
+    match encode(src) {
+        Some(bytes) => match write_atomic(dst, &bytes) {
+            Ok(()) => ThumbState::Made,
+            Err(_) => ThumbState::Failed,
+        },
+        None => ThumbState::Failed,
+    }
+}
+
+fn encode(src: &Path) -> Option<Vec<u8>> {
+    let img = image::ImageReader::open(src)
+        .ok()?
+        .with_guessed_format()
+        .ok()?
+        .decode()
+        .ok()?;
+    let small = if img.width() > THUMB_SIDE || img.height() > THUMB_SIDE {
+        img.thumbnail(THUMB_SIDE, THUMB_SIDE)
+    } else {
+        img
+    };
+    let rgb = flatten(&small);
+    let mut out = Vec::new();
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82);
+    rgb.write_with_encoder(enc).ok()?;
+    Some(out)
+}
+
+/// RGB on a white background (JPEG has no alpha).
+pub(crate) fn flatten(img: &image::DynamicImage) -> image::RgbImage {
+    if !img.color().has_alpha() {
+        return img.to_rgb8();
+    }
+    let rgba = img.to_rgba8();
+    image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let p = rgba.get_pixel(x, y).0;
+        let a = u32::from(p[3]);
+        let mix = |c: u8| ((u32::from(c) * a + 255 * (255 - a)) / 255) as u8;
+        image::Rgb([mix(p[0]), mix(p[1]), mix(p[2])])
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, so
+/// a reader never sees half a file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    // Temporary files are private; a report is meant to be shared.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbnails_are_made_once_and_scaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("a.png");
+        image::RgbImage::from_pixel(600, 300, image::Rgb([200, 10, 10]))
+            .save(&src)
+            .unwrap();
+        let out = OutputFile {
+            rel: "a.png".into(),
+            kind: OutputKind::Image,
+            path: Some(src),
+            present: true,
+        };
+        let thumbs = dir.path().join("thumbs");
+        assert_eq!(make_all(&thumbs, &[&out]), [ThumbState::Made]);
+        assert_eq!(make_all(&thumbs, &[&out]), [ThumbState::Fresh]);
+        let t = image::open(thumbs.join(thumb_name("a.png"))).unwrap();
+        assert_eq!((t.width(), t.height()), (256, 128));
+        let broken = OutputFile {
+            rel: "b.png".into(),
+            kind: OutputKind::Image,
+            path: Some(dir.path().join("b.png")),
+            present: true,
+        };
+        std::fs::write(dir.path().join("b.png"), b"not a png").unwrap();
+        assert_eq!(make_all(&thumbs, &[&broken]), [ThumbState::Failed]);
+    }
+}

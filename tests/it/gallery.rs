@@ -1,0 +1,743 @@
+//! `comfy-batch report` and the report `run` writes: real runs against the
+//! simulator, the page loaded in headless Chromium (Debian's `chromium`;
+//! `.ci/run` installs it) and driven through its URL fragment, asserting on
+//! the `data-*` attributes of the rendered DOM.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use comfy_batch::sim::SimConfig;
+
+use crate::harness::{Project, Row, sim, sim_with};
+
+/// prompt × cfg × 2 seeds on the t2i fixture: 12 jobs.
+const SWEEP: &str = r#"version: 1
+workflows:
+  t2i: workflows/t2i.json
+jobs:
+  - name: sweep
+    workflow: t2i
+    matrix:
+      prompt: ["a red fox", "an owl at night"]
+      cfg: [5, 6.5, 8]
+    seeds: [1, 2]
+"#;
+
+const HOSTILE: &str = "</script><img src=x onerror=alert(1)>";
+
+/// The browser: `CHROMIUM` if set, else the first of the usual names.
+fn chromium() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "the report tests need headless Chromium: `apt-get install -y chromium` \
+         (or run `bash .ci/run`, which installs it)"
+    );
+}
+
+/// Chromium's flags for a quiet, offline, throwaway profile.
+fn browser(profile: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(chromium());
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .stdin(std::process::Stdio::null());
+    c
+}
+
+fn url(index: &Path, fragment: &str) -> String {
+    let abs = std::fs::canonicalize(index).unwrap();
+    format!("file://{}#{fragment}", abs.display())
+}
+
+/// The page's DOM after its script ran, with `fragment` in the URL.
+pub fn dump_dom(index: &Path, fragment: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = browser(profile.path())
+        .arg("--dump-dom")
+        .arg(url(index, fragment))
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page's script did not finish (fragment {fragment}):\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        &dom[..dom.len().min(3000)]
+    );
+    dom
+}
+
+/// Elements of `dom` whose start tag has attribute `marker`, as attribute maps.
+fn elements(dom: &str, tag: &str, marker: &str) -> Vec<BTreeMap<String, String>> {
+    let attr = regex_lite::Regex::new(r#"([a-zA-Z_:][-a-zA-Z0-9_:.]*)="([^"]*)""#).unwrap();
+    let mut out = Vec::new();
+    let open = format!("<{tag} ");
+    let mut rest = dom;
+    while let Some(i) = rest.find(&open) {
+        let end = rest[i..].find('>').map(|e| i + e).unwrap();
+        let head = &rest[i..end];
+        rest = &rest[end..];
+        let map: BTreeMap<String, String> = attr
+            .captures_iter(head)
+            .map(|c| (c[1].to_string(), unescape(&c[2])))
+            .collect();
+        if map.contains_key(marker) {
+            out.push(map);
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
+fn cards(dom: &str) -> BTreeSet<String> {
+    elements(dom, "div", "data-job")
+        .into_iter()
+        .filter(|e| e.get("class").is_some_and(|c| c.contains("card")))
+        .map(|e| e["data-job"].clone())
+        .collect()
+}
+
+fn cells(dom: &str) -> Vec<BTreeMap<String, String>> {
+    elements(dom, "td", "data-job")
+}
+
+fn newest(rows: &[Row]) -> BTreeMap<String, Row> {
+    rows.iter()
+        .map(|r| (r.get("job_id").to_string(), r.clone()))
+        .collect()
+}
+
+async fn report(p: &Project) -> crate::harness::Output {
+    let out = p.cli(&["report", "out"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grid_cells_hold_the_right_jobs_and_failures_show_their_status() {
+    let sim = sim_with(SimConfig {
+        fail_rate: 0.3,
+        seed: 11,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    let run = p.run("sweep.yaml", &[&sim], &[]).await;
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    let rows = newest(&p.rows());
+    assert_eq!(rows.len(), 12);
+    let failed: Vec<&Row> = rows.values().filter(|r| r.get("status") != "ok").collect();
+    assert!(!failed.is_empty(), "the simulator should fail some jobs");
+    let index = p.out().join("report/index.html");
+    assert!(index.is_file(), "run writes the report");
+
+    // Every seed in each cell: each job in exactly its (cfg, prompt) cell.
+    let dom = dump_dom(&index, "view=grid&x=cfg&y=prompt&s.seed=*");
+    let all_cells = cells(&dom);
+    assert_eq!(all_cells.len(), 6, "3 cfg × 2 prompts");
+    let mut seen = BTreeSet::new();
+    for cell in &all_cells {
+        let ids: Vec<&str> = cell["data-job"].split_whitespace().collect();
+        assert_eq!(ids.len(), 2, "two seeds per cell: {cell:?}");
+        for id in ids {
+            let row = &rows[id];
+            assert_eq!(row.get("cfg"), cell["data-x"]);
+            assert_eq!(row.get("prompt"), cell["data-y"]);
+            assert!(seen.insert(id.to_string()));
+        }
+    }
+    assert_eq!(seen.len(), 12);
+    // A failed job's cell shows its status (and the error as a tooltip).
+    let bad = failed[0];
+    let items = elements(&dom, "div", "data-item");
+    let item = items
+        .iter()
+        .find(|i| i["data-item"] == bad.get("job_id"))
+        .unwrap();
+    assert!(item["class"].contains("failed"), "{item:?}");
+    assert_eq!(item["title"], bad.get("error"));
+
+    // One seed: one job per cell; the other seed's jobs are absent.
+    let dom = dump_dom(&index, "view=grid&x=prompt&y=cfg&s.seed=2");
+    for cell in cells_of(&dom) {
+        let id = &cell["data-job"];
+        assert_eq!(rows[id.as_str()].get("seed"), "2");
+        assert_eq!(rows[id.as_str()].get("prompt"), cell["data-x"]);
+        assert_eq!(rows[id.as_str()].get("cfg"), cell["data-y"]);
+    }
+
+    // Page axis: one section per prompt.
+    let dom = dump_dom(&index, "view=grid&x=cfg&y=seed&page=prompt");
+    let paged = cells(&dom);
+    assert_eq!(paged.len(), 12);
+    for cell in &paged {
+        let row = &rows[cell["data-job"].as_str()];
+        assert_eq!(row.get("prompt"), cell["data-page"]);
+        assert_eq!(row.get("seed"), cell["data-y"]);
+    }
+}
+
+fn cells_of(dom: &str) -> Vec<BTreeMap<String, String>> {
+    let c = cells(dom);
+    assert!(!c.is_empty());
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gallery_filters_and_search_hide_the_right_cards() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    assert_eq!(p.run("sweep.yaml", &[&sim], &[]).await.code, 0);
+    let rows = newest(&p.rows());
+    let index = p.out().join("report/index.html");
+    let all: BTreeSet<String> = rows.keys().cloned().collect();
+    assert_eq!(cards(&dump_dom(&index, "")), all);
+    let want = |f: &dyn Fn(&Row) -> bool| -> BTreeSet<String> {
+        rows.iter()
+            .filter(|(_, r)| f(r))
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    assert_eq!(
+        cards(&dump_dom(&index, "view=gallery&f.cfg=6.5")),
+        want(&|r| r.get("cfg") == "6.5")
+    );
+    assert_eq!(
+        cards(&dump_dom(&index, "f.cfg=8&f.prompt=an%20owl%20at%20night")),
+        want(&|r| r.get("cfg") == "8" && r.get("prompt") == "an owl at night")
+    );
+    assert_eq!(
+        cards(&dump_dom(&index, "q=OWL")),
+        want(&|r| r.get("prompt").contains("owl"))
+    );
+    assert!(cards(&dump_dom(&index, "status=failed")).is_empty());
+    // Sorting by cfg, descending: the first card has the largest cfg.
+    let dom = dump_dom(&index, "sort=cfg&desc=1");
+    let first = elements(&dom, "div", "data-job")
+        .into_iter()
+        .find(|e| e["class"].contains("card"))
+        .unwrap();
+    assert_eq!(rows[first["data-job"].as_str()].get("cfg"), "8");
+    // The viewer: the exact rerun line and a link to the prompt.
+    let id = rows.keys().next().unwrap();
+    let dom = dump_dom(&index, &format!("job={id}"));
+    let log = std::fs::canonicalize(p.out().join("runs.csv")).unwrap();
+    assert!(
+        dom.contains(&format!("comfy-batch rerun {} --job {id}", log.display())),
+        "{dom}"
+    );
+    assert!(dom.contains(&format!("href=\"../prompts/{id}.json\"")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_prompt_stays_text() {
+    let sim = sim().await;
+    let p = Project::new();
+    let manifest = format!(
+        "version: 1\nworkflows:\n  t2i: workflows/t2i.json\njobs:\n  - name: evil\n    workflow: t2i\n    matrix:\n      prompt: [{:?}, \"a \\\"quoted\\\" & <b>bold</b> 'fox'\"]\n    seeds: [1]\n",
+        HOSTILE
+    );
+    p.write("evil.yaml", &manifest);
+    let run = p.run("evil.yaml", &[&sim], &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let index = p.out().join("report/index.html");
+    let html = std::fs::read_to_string(&index).unwrap();
+    assert!(
+        !html.contains(HOSTILE),
+        "the raw prompt is in the page source"
+    );
+    for fragment in ["", "view=grid&x=prompt&y=seed", "q=script"] {
+        let dom = dump_dom(&index, fragment);
+        // No element came out of the prompt: only our own images exist,
+        // none has an onerror handler or src=x.
+        assert!(!dom.contains("onerror=\"alert"), "{fragment}: {dom}");
+        assert!(!dom.contains("<img src=\"x\""), "{fragment}");
+        assert!(!dom.contains("<b>bold</b>"), "{fragment}");
+        // The prompt is on the page as text.
+        assert!(
+            dom.contains("&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"),
+            "{fragment}: {dom}"
+        );
+    }
+    let dom = dump_dom(&index, "view=grid&x=prompt&y=seed");
+    let xs: BTreeSet<String> = cells(&dom)
+        .into_iter()
+        .map(|c| c["data-x"].clone())
+        .collect();
+    assert!(xs.contains(HOSTILE), "{xs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_of_a_folder_being_written_with_missing_files_and_a_torn_line() {
+    let p = Project::new();
+    let out = p.out();
+    std::fs::create_dir_all(out.join("images")).unwrap();
+    let png = |rgb: [u8; 3]| {
+        let mut bytes = Vec::new();
+        image::RgbImage::from_pixel(8, 8, image::Rgb(rgb))
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        bytes
+    };
+    std::fs::write(out.join("images/aaaa_9_0.png"), png([255, 0, 0])).unwrap();
+    std::fs::write(out.join("images/cccc_9_0.webm"), b"not really a video").unwrap();
+    std::fs::write(out.join("images/dddd_9_0.txt"), "a caption <i>here</i>").unwrap();
+    std::fs::write(out.join("images/bad_9_0.png"), b"not a png").unwrap();
+    std::fs::write(out.join("images/we ird#%3F.png"), png([0, 0, 255])).unwrap();
+    let head = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n";
+    let text = format!(
+        "{head}\
+         aaaa,g#0,w.json,x,1,fox,ok,s,p,,,,0.1,0.2,images/aaaa_9_0.png,\n\
+         bbbb,g#1,w.json,x,1,owl,ok,s,p,,,,0.1,0.2,images/bbbb_9_0.png,\n\
+         cccc,g#2,w.json,x,2,fox,ok,s,p,,,,0.1,0.2,images/cccc_9_0.webm,\n\
+         dddd,g#3,w.json,x,2,owl,ok,s,p,,,,0.1,0.2,images/dddd_9_0.txt,\n\
+         eeee,g#4,w.json,x,3,fox,failed,s,p,,,,0.1,0.2,,KSampler (3): boom\n\
+         ffff,g#5,w.json,x,3,owl,ok,s,p,,,,0.1,0.2,../../etc/passwd;images/bad_9_0.png,\n\
+         hhhh,g#7,w.json,x,5,\"<b>\",ok,s,p,,,,0.1,0.2,images/we ird#%3F.png,\n\
+         gggg,g#6,w.json,x,4,fox,o"
+    );
+    std::fs::write(out.join("runs.csv"), text).unwrap();
+    let r = report(&p).await;
+    assert!(r.stdout.contains("(7 jobs)"), "{}", r.stdout);
+    assert!(r.stdout.contains("files missing"), "{}", r.stdout);
+    let index = out.join("report/index.html");
+    let dom = dump_dom(&index, "view=grid&x=seed&y=prompt");
+    let by_xy: BTreeMap<(String, String), String> = cells(&dom)
+        .into_iter()
+        .map(|c| {
+            (
+                (c["data-x"].clone(), c["data-y"].clone()),
+                c["data-job"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(by_xy[&("1".into(), "fox".into())], "aaaa");
+    assert_eq!(by_xy[&("3".into(), "fox".into())], "eeee");
+    assert_eq!(by_xy.len(), 12, "4 seeds × 3 prompts: {by_xy:?}");
+    assert!(
+        by_xy.keys().all(|(x, _)| x != "4"),
+        "the torn row is not read"
+    );
+    assert_eq!(by_xy[&("1".into(), "<b>".into())], "", "not run");
+    assert!(dom.contains("missing file"));
+    assert!(
+        dom.contains("a caption &lt;i&gt;here&lt;/i&gt;"),
+        "text outputs are shown as text"
+    );
+    // The video opens in a <video> element; an escaping path is never linked.
+    let dom = dump_dom(&index, "job=cccc");
+    assert!(
+        dom.contains("<video src=\"../images/cccc_9_0.webm\""),
+        "{dom}"
+    );
+    let dom = dump_dom(&index, "job=ffff");
+    assert!(dom.contains("the path leaves the output folder"));
+    assert!(
+        !dom.contains("=\"../../../etc/passwd\""),
+        "never a link or a source"
+    );
+    // An odd file name is one URL path segment, escaped.
+    let dom = dump_dom(&index, "job=hhhh");
+    assert!(
+        dom.contains("src=\"../images/we%20ird%23%253F.png\""),
+        "{dom}"
+    );
+    // A grid "not run" cell: seed 4 never ended.
+    let dom = dump_dom(&index, "view=grid&x=seed&y=prompt&s.group=*");
+    assert!(!dom.contains("data-x=\"4\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_report_with_nothing_changed_rewrites_nothing() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    assert_eq!(p.run("sweep.yaml", &[&sim], &["--no-report"]).await.code, 0);
+    assert!(!p.out().join("report").exists(), "--no-report");
+    report(&p).await;
+    let index = p.out().join("report/index.html");
+    let thumbs: Vec<PathBuf> = std::fs::read_dir(p.out().join("report/thumbs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(thumbs.len(), 12);
+    let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before: Vec<_> = thumbs.iter().map(|t| stamp(t)).collect();
+    let index_before = stamp(&index);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    report(&p).await;
+    let after: Vec<_> = thumbs.iter().map(|t| stamp(t)).collect();
+    assert_eq!(before, after);
+    assert_eq!(index_before, stamp(&index));
+    // Thumbnails are real JPEGs of the images.
+    let t = image::open(&thumbs[0]).unwrap();
+    assert!(t.width() > 0 && t.width() <= 256);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_is_refreshed_while_a_run_goes_on() {
+    let sim = sim_with(SimConfig {
+        step_ms: 150,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    let mut running = p.spawn("sweep.yaml", &[&sim], &["--concurrency", "1"]);
+    let index = p.out().join("report/index.html");
+    crate::harness::wait_for("an in-progress report", 60, || {
+        std::fs::read_to_string(&index).is_ok_and(|t| t.contains("id=\"live\""))
+    })
+    .await;
+    let live = dump_dom(&index, "");
+    assert!(live.contains("Run in progress:"), "{live}");
+    assert_eq!(running.exit(180).await, 0, "{}", running.stderr());
+    let html = std::fs::read_to_string(&index).unwrap();
+    assert!(
+        !html.contains("id=\"live\""),
+        "the final page has no banner"
+    );
+    assert_eq!(cards(&dump_dom(&index, "")).len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_folders_exit_2_with_one_line() {
+    let p = Project::new();
+    let out = p.cli(&["report", "workflows"]).await;
+    assert_eq!(out.code, 2);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not a comfy-batch output folder"),
+        "{}",
+        out.stderr
+    );
+    p.write("weird/runs.csv", "a,b\n1,2\n");
+    let out = p.cli(&["report", "weird"]).await;
+    assert_eq!(out.code, 2);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("runs.csv:1: not a comfy-batch run log"),
+        "{}",
+        out.stderr
+    );
+    // An empty run (header only): a page that says so.
+    p.write(
+        "empty/runs.csv",
+        "job_id,job,workflow,workflow_sha256,seed,status,images,error\n",
+    );
+    let out = p.cli(&["report", "empty"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let dom = dump_dom(&p.path("empty/report/index.html"), "");
+    assert!(dom.contains("No job has ended yet"));
+    let dom = dump_dom(&p.path("empty/report/index.html"), "view=grid");
+    assert!(dom.contains("No job has ended yet"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_and_grid_help_are_stable() {
+    let p = Project::new();
+    let mut all = String::new();
+    for command in ["report", "grid"] {
+        let out = p.cli(&[command, "--help"]).await;
+        assert_eq!(out.code, 0);
+        all.push_str(&format!("$ comfy-batch {command} --help\n{}\n", out.stdout));
+    }
+    insta::assert_snapshot!(all);
+}
+
+/// Screenshots for a person to look at (`SCREENSHOTS=dir cargo test …`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots_when_asked() {
+    let Some(dir) = std::env::var_os("SCREENSHOTS") else {
+        return;
+    };
+    let sim = sim_with(SimConfig {
+        fail_rate: 0.3,
+        seed: 11,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    p.run("sweep.yaml", &[&sim], &[]).await;
+    let index = p.out().join("report/index.html");
+    let id = newest(&p.rows()).keys().next().unwrap().clone();
+    for (name, fragment) in [
+        ("gallery", String::new()),
+        ("grid", "view=grid&x=cfg&y=prompt&s.seed=*".to_string()),
+        ("viewer", format!("job={id}")),
+    ] {
+        let profile = tempfile::tempdir().unwrap();
+        let shot = Path::new(&dir).join(format!("{name}.png"));
+        let status = browser(profile.path())
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg("--window-size=1400,1000")
+            .arg(url(&index, &fragment))
+            .output()
+            .unwrap();
+        assert!(shot.is_file(), "{status:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_writes_the_report_of_its_output_folder() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    assert_eq!(p.run("sweep.yaml", &[&sim], &["--no-report"]).await.code, 0);
+    let id = newest(&p.rows()).keys().next().unwrap().clone();
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--job",
+            &id,
+            "--output",
+            "again",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let dom = dump_dom(&p.path("again/report/index.html"), "");
+    assert_eq!(cards(&dom), BTreeSet::from([id]));
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--job",
+            &newest(&p.rows()).keys().nth(1).unwrap().clone(),
+            "--output",
+            "again2",
+            "--server",
+            &sim.url(),
+            "--no-report",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!p.path("again2/report").exists());
+}
+
+/// A page in headless Chromium driven over the DevTools protocol (loopback
+/// websocket), for what `--dump-dom` cannot do: key presses.
+struct Devtools {
+    child: std::process::Child,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Devtools {
+    async fn open(page: &str) -> Devtools {
+        use std::io::BufRead;
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = browser(profile.path())
+            .arg("--remote-debugging-port=0")
+            .arg("--remote-debugging-address=127.0.0.1")
+            .arg("--window-size=1200,900")
+            .arg(page)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(i) = line.find("ws://") {
+                    let _ = tx.send(line[i..].trim().to_string());
+                }
+            }
+        });
+        let browser_ws = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("chromium prints its DevTools address");
+        let port = browser_ws
+            .trim_start_matches("ws://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut target = None;
+        for _ in 0..200 {
+            let list: serde_json::Value =
+                reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            target = list.as_array().unwrap().iter().find_map(|t| {
+                (t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with("file://"))
+                    .then(|| t["webSocketDebuggerUrl"].as_str().unwrap().to_string())
+            });
+            if target.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(target.expect("a page target"))
+            .await
+            .unwrap();
+        let mut d = Devtools {
+            child,
+            ws,
+            next: 1,
+            _profile: profile,
+        };
+        for _ in 0..200 {
+            if d.eval("document.body && document.body.getAttribute('data-ready')")
+                .await
+                == "1"
+            {
+                return d;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the page did not get ready");
+    }
+
+    async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use futures_util::{SinkExt, StreamExt};
+        let id = self.next;
+        self.next += 1;
+        let msg = serde_json::json!({"id": id, "method": method, "params": params});
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                msg.to_string(),
+            ))
+            .await
+            .unwrap();
+        while let Some(m) = self.ws.next().await {
+            let m = m.unwrap();
+            if let Ok(text) = m.to_text() {
+                let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+                if v["id"] == id {
+                    return v["result"].clone();
+                }
+            }
+        }
+        panic!("devtools closed");
+    }
+
+    async fn eval(&mut self, expr: &str) -> String {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                serde_json::json!({"expression": format!("String({expr})"), "returnByValue": true}),
+            )
+            .await;
+        r["result"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn key(&mut self, key: &str, code: u32) {
+        for kind in ["keyDown", "keyUp"] {
+            self.call(
+                "Input.dispatchKeyEvent",
+                serde_json::json!({"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code}),
+            )
+            .await;
+        }
+    }
+}
+
+impl Drop for Devtools {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrows_move_the_viewer_and_escape_closes_it() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    assert_eq!(p.run("sweep.yaml", &[&sim], &[]).await.code, 0);
+    let index = p.out().join("report/index.html");
+    let mut page = Devtools::open(&url(&index, "sort=cfg")).await;
+    let order: Vec<String> = page
+        .eval("Array.from(document.querySelectorAll('.card')).map(function (c) { return c.dataset.job; }).join(' ')")
+        .await
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(order.len(), 12);
+    page.eval("document.querySelector('.card').click()").await;
+    assert_eq!(
+        page.eval("document.getElementById('viewer').hidden").await,
+        "false"
+    );
+    assert!(
+        page.eval("location.hash")
+            .await
+            .contains(&format!("job={}", order[0]))
+    );
+    page.key("ArrowRight", 39).await;
+    assert!(
+        page.eval("location.hash")
+            .await
+            .contains(&format!("job={}", order[1]))
+    );
+    page.key("ArrowLeft", 37).await;
+    page.key("ArrowLeft", 37).await;
+    assert!(
+        page.eval("location.hash")
+            .await
+            .contains(&format!("job={}", order[11])),
+        "wraps around"
+    );
+    let title = page
+        .eval("document.getElementById('viewer-title').textContent")
+        .await;
+    assert!(title.starts_with("sweep#"), "{title}");
+    page.key("Escape", 27).await;
+    assert_eq!(
+        page.eval("document.getElementById('viewer').hidden").await,
+        "true"
+    );
+    assert!(!page.eval("location.hash").await.contains("job="));
+    assert!(
+        page.eval("location.hash").await.contains("sort=cfg"),
+        "the view is kept"
+    );
+}
