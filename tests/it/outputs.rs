@@ -314,3 +314,40 @@ async fn a_log_written_before_the_text_column_resumes_and_keeps_its_columns() {
     assert_eq!(rows[2].get("job_id"), rows[0].get("job_id"));
     assert_eq!(rows[2].get("status"), "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_text_is_kept_and_its_job_is_not_run_again() {
+    // A caption node that showed "" (an empty prompt, a captioner with
+    // nothing to say) leaves a 0-byte .txt: resume must still count the job
+    // done, not run it again on every resume.
+    let sim = sim_with(SimConfig::default()).await;
+    let p = Project::new();
+    p.write(
+        "kinds.yaml",
+        r#"version: 1
+jobs:
+  - name: kinds
+    workflow: kinds
+    matrix:
+      "Caption.value": ["", "a lighthouse at dusk"]
+"#,
+    );
+    let out = p.run("kinds.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 2);
+    let empty = rows
+        .iter()
+        .find(|r| r.get("Caption.value").is_empty())
+        .unwrap();
+    assert_eq!(empty.get("status"), "ok");
+    let txt = empty
+        .images()
+        .into_iter()
+        .find(|i| i.ends_with(".txt"))
+        .expect("the empty text is listed");
+    assert_eq!(std::fs::read(p.out().join(txt)).unwrap(), b"");
+    let out = p.run("kinds.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(p.rows().len(), 2, "nothing ran again: {}", out.stderr);
+}
