@@ -75,8 +75,18 @@ impl OutputDir {
         ] {
             fs::create_dir_all(&dir).map_err(SinkError::at(&dir))?;
         }
-        for dir in [root.join("images"), root.join("prompts")] {
-            let entries = fs::read_dir(&dir).map_err(SinkError::at(&dir))?;
+        // Every folder we write atomically into: a killed run's half
+        // written file is never left visible there.
+        for dir in [
+            root.to_path_buf(),
+            root.join("images"),
+            root.join("prompts"),
+            root.join("inputs"),
+        ] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                // `inputs/` exists only once a job had an input.
+                continue;
+            };
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 if name.to_string_lossy().starts_with(".tmp-") {
@@ -550,9 +560,17 @@ mod tests {
     fn writes_are_atomic_and_leftovers_are_cleaned() {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(dir.path()).unwrap();
-        std::fs::write(dir.path().join("images/.tmp-stale"), b"half").unwrap();
+        // A run killed while keeping an input or writing run.json leaves
+        // its temporary file there too.
+        std::fs::create_dir_all(dir.path().join("inputs")).unwrap();
+        let stale = ["images/.tmp-stale", "inputs/.tmp-stale", ".tmp-stale"];
+        for rel in stale {
+            std::fs::write(dir.path().join(rel), b"half").unwrap();
+        }
         let out2 = OutputDir::open(dir.path()).unwrap();
-        assert!(!dir.path().join("images/.tmp-stale").exists());
+        for rel in stale {
+            assert!(!dir.path().join(rel).exists(), "{rel} left behind");
+        }
         let rel = out2
             .save_image(&JobId::new("abc"), "9", 0, "bin", b"bytes")
             .unwrap();

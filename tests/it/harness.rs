@@ -255,8 +255,11 @@ impl Project {
                 assert!(self.out().join(&image).is_file(), "{image} missing");
             }
         }
-        for dir in ["images", "prompts"] {
-            for entry in std::fs::read_dir(self.out().join(dir)).unwrap() {
+        for dir in ["images", "prompts", "inputs"] {
+            let Ok(entries) = std::fs::read_dir(self.out().join(dir)) else {
+                continue;
+            };
+            for entry in entries {
                 let name = entry.unwrap().file_name().to_string_lossy().into_owned();
                 assert!(!name.starts_with(".tmp-"), "{dir}/{name} left behind");
             }
