@@ -351,3 +351,42 @@ jobs:
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(p.rows().len(), 2, "nothing ran again: {}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_survives_drops_500s_and_restarts_each_job_once() {
+    // The merge seam: JobOutputs carried through lost sockets (history
+    // outputs), retried downloads and a server that forgets its prompts.
+    let sim = sim_with(SimConfig {
+        seed: 5,
+        drop_ws_every: Some(11),
+        http_500_rate: 0.15,
+        restart_after: Some(3),
+        view_delay_ms: 5,
+        duplicate_outputs: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    let captions: Vec<String> = (0..6)
+        .map(|i| format!("\"caption {i}, \\\"q\\\"\""))
+        .collect();
+    p.write(
+        "kinds.yaml",
+        format!(
+            "version: 1\njobs:\n  - name: kinds\n    workflow: kinds\n    matrix:\n      \"Caption.value\": [{}]\n",
+            captions.join(", ")
+        ),
+    );
+    let out = p
+        .run(
+            "kinds.yaml",
+            &[&sim],
+            &["--concurrency", "3", "--retries", "10"],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for row in p.assert_each_job_ok_once(6) {
+        assert_eq!(extensions(&row), expected_extensions(), "{row:?}");
+        assert_eq!(row.get("text"), row.get("Caption.value"), "{row:?}");
+    }
+}
