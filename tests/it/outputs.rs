@@ -390,3 +390,41 @@ async fn every_kind_survives_drops_500s_and_restarts_each_job_once() {
         assert_eq!(row.get("text"), row.get("Caption.value"), "{row:?}");
     }
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_downloading_every_kind_then_resume_collects_each_once() {
+    // Slow downloads of many files per job: the kill lands with prompts
+    // finished on the server and their files half fetched.
+    let sim = sim_with(SimConfig {
+        view_delay_ms: 40,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    let captions: Vec<String> = (0..6).map(|i| format!("\"caption {i}\"")).collect();
+    p.write(
+        "kinds.yaml",
+        format!(
+            "version: 1\njobs:\n  - name: kinds\n    workflow: kinds\n    matrix:\n      \"Caption.value\": [{}]\n",
+            captions.join(", ")
+        ),
+    );
+    let mut run = p.spawn("kinds.yaml", &[&sim], &["--concurrency", "3"]);
+    crate::harness::wait_for("a row in runs.csv", 60, || p.row_count() >= 1).await;
+    run.signal(libc::SIGKILL);
+    assert_eq!(run.exit(30).await, -libc::SIGKILL);
+    assert!(p.row_count() < 6, "killed too late");
+    let out = p.run("kinds.yaml", &[&sim], &["--concurrency", "3"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for row in p.assert_each_job_ok_once(6) {
+        assert_eq!(extensions(&row), expected_extensions(), "{row:?}");
+        assert_eq!(row.get("text"), row.get("Caption.value"), "{row:?}");
+    }
+    assert_eq!(
+        sim.stats().prompts_executed,
+        6,
+        "each prompt ran once on the server\n{}",
+        out.stderr
+    );
+}
