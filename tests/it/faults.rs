@@ -641,6 +641,22 @@ async fn an_adopted_partially_valid_prompt_is_rejected() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_that_cannot_grow_stops_the_run_cleanly() {
+    // SIGXFSZ ignored (inherited through exec): writes past the limit fail
+    // with EFBIG instead of killing the process.
+    log_cannot_grow("trap '' XFSZ; ").await;
+}
+
+/// The same under a plain `ulimit -f` (a batch system's limit), where
+/// SIGXFSZ keeps its default action: the runner must not be killed by it
+/// before it can stop cleanly.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_size_limit_does_not_kill_the_run() {
+    log_cannot_grow("").await;
+}
+
+#[cfg(unix)]
+async fn log_cannot_grow(shell_prefix: &str) {
     let sim = sim_with(config(10)).await;
     let p = Project::new();
     p.write(
@@ -648,11 +664,10 @@ async fn a_log_that_cannot_grow_stops_the_run_cleanly() {
         "version: 1\njobs:\n  - name: tiny\n    workflow: tiny\n    matrix:\n      \"1.color\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]\n",
     );
     foreign_blocker(&sim, 4).await;
-    // SIGXFSZ ignored (inherited through exec): writes past the limit fail
-    // with EFBIG instead of killing the process. 4 blocks of 512 bytes.
+    // 4 blocks of 512 bytes.
     let run = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg("trap '' XFSZ; ulimit -f 4; exec \"$0\" \"$@\"")
+        .arg(format!("{shell_prefix}ulimit -f 4; exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_comfy-batch"))
         .args([
             "run",
@@ -671,7 +686,7 @@ async fn a_log_that_cannot_grow_stops_the_run_cleanly() {
         .unwrap()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{:?} {stderr}", out.status);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("runs.csv"), "{stderr}");
