@@ -242,6 +242,20 @@ pub(crate) async fn catalogue_of(
     http: &HttpClient,
     classes: &BTreeSet<String>,
 ) -> Result<Catalogue, ClientError> {
+    let info = object_info_of(http, classes).await?;
+    Catalogue::from_object_info(&info).map_err(|e| ClientError::Decode {
+        url: http.base().endpoint("object_info").to_string(),
+        why: e.to_string(),
+    })
+}
+
+/// The `/object_info` entries of `classes` (a class the server does not
+/// know is absent), fetched as [`catalogue_of`] says; `convert` reads them
+/// too, so UI workflows convert with what the preflight checks against.
+pub(crate) async fn object_info_of(
+    http: &HttpClient,
+    classes: &BTreeSet<String>,
+) -> Result<Value, ClientError> {
     use futures_util::stream::{self, StreamExt, TryStreamExt};
     let fetched: Result<Vec<_>, ClientError> = stream::iter(classes)
         .map(|class| class_entry(http, class))
@@ -267,10 +281,7 @@ pub(crate) async fn catalogue_of(
         }
         Err(e) => return Err(e),
     };
-    Catalogue::from_object_info(&info).map_err(|e| ClientError::Decode {
-        url: http.base().endpoint("object_info").to_string(),
-        why: e.to_string(),
-    })
+    Ok(info)
 }
 
 /// Fetches each server's catalogue of `classes`, all servers at once; an

@@ -173,7 +173,8 @@ fn catalogue_for(
 }
 
 /// The catalogue entries of `classes` on `url`, one `/object_info/{class}`
-/// each; a class the server does not know is left out (conversion names it).
+/// each (the whole `/object_info` from an older server); a class the server
+/// does not know is left out (conversion names it).
 async fn fetch_classes(
     url: &ServerUrl,
     headers: &reqwest::header::HeaderMap,
@@ -181,13 +182,15 @@ async fn fetch_classes(
 ) -> Result<Catalogue, String> {
     let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
         .map_err(|e| error_line(&e))?;
+    // The preflight's way: per class, transient errors retried, the whole
+    // `/object_info` from a server without the per-class route.
+    let wanted: std::collections::BTreeSet<String> = classes.iter().cloned().collect();
+    let info = super::check::object_info_of(&http, &wanted)
+        .await
+        .map_err(|e| error_line(&e))?;
     let mut catalogue = Catalogue::new();
     for class in classes {
-        let entry = http
-            .object_info_class(class)
-            .await
-            .map_err(|e| error_line(&e))?;
-        if let Some(e) = entry.get(class) {
+        if let Some(e) = info.get(class) {
             catalogue.insert(class, e).map_err(|e| error_line(&e))?;
         }
     }
