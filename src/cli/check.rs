@@ -375,18 +375,11 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             .map(|u| ServerUrl::parse(u).map_err(|e| bad(vec![e.to_string()])))
             .collect::<Result<Vec<_>, _>>()?,
     };
-    // UI-format workflows are converted with the first server's entries for
+    // UI-format workflows are converted with the first answering server's entries for
     // the classes they use (the simulator's catalogue is the built-in one);
     // every unknown class of every workflow is listed at once.
-    let builtin = std::sync::OnceLock::new();
-    let fetch = |classes: &[String]| match parsed.first() {
-        Some(url) => {
-            super::convert::server_classes_or_builtin(url, &headers, classes, global.quiet)
-        }
-        None => builtin
-            .get_or_init(crate::convert::Catalogue::builtin)
-            .subset(classes),
-    };
+    let source = super::convert::ServerClasses::new(&parsed, &headers, global.quiet);
+    let fetch = |classes: &[String]| source.fetch(classes);
     let plan =
         Plan::with_catalogue_from(&manifest, rand::random(), &fetch).map_err(|e| bad(e.lines()))?;
     if !global.quiet {

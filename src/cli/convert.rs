@@ -203,27 +203,65 @@ fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
         .join("; ")
 }
 
-/// For `run`: the entries of `classes` on `url`, to convert UI-format
-/// workflows with; when the server cannot be read, the built-in entries,
-/// with a warning (the preflight reports an unreachable server on its own).
-pub(crate) fn server_classes_or_builtin(
-    url: &ServerUrl,
-    headers: &reqwest::header::HeaderMap,
-    classes: &[String],
+/// For `run` and `check`: the catalogue UI-format workflows are converted
+/// with, fetched per class from the first of `servers` that answers (the
+/// first one the jobs can run on); when none does, the built-in one, with a
+/// warning (the preflight reports an unreachable server on its own). A
+/// server that failed once is not asked again, nor warned about again.
+pub(crate) struct ServerClasses<'a> {
+    servers: &'a [ServerUrl],
+    headers: &'a reqwest::header::HeaderMap,
     quiet: bool,
-) -> Catalogue {
-    let fetched = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(fetch_classes(url, headers, classes)));
-    fetched.unwrap_or_else(|why| {
-        if !quiet {
-            eprintln!(
-                "warning: cannot read the node catalogue of {url} ({why}); UI-format workflows \
-                 are converted with the built-in one"
-            );
+    dead: std::cell::RefCell<Vec<bool>>,
+    builtin: std::sync::OnceLock<Catalogue>,
+}
+
+impl<'a> ServerClasses<'a> {
+    /// No server (`--sim`): the built-in catalogue, which the simulator's is.
+    pub(crate) fn new(
+        servers: &'a [ServerUrl],
+        headers: &'a reqwest::header::HeaderMap,
+        quiet: bool,
+    ) -> ServerClasses<'a> {
+        ServerClasses {
+            servers,
+            headers,
+            quiet,
+            dead: std::cell::RefCell::new(vec![false; servers.len()]),
+            builtin: std::sync::OnceLock::new(),
         }
-        Catalogue::builtin().subset(classes)
-    })
+    }
+
+    /// The entries of `classes` (a class no catalogue has is left out).
+    pub(crate) fn fetch(&self, classes: &[String]) -> Catalogue {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let mut dead = self.dead.borrow_mut();
+        if let Ok(rt) = &runtime {
+            for (url, dead) in self.servers.iter().zip(dead.iter_mut()) {
+                if *dead {
+                    continue;
+                }
+                match rt.block_on(fetch_classes(url, self.headers, classes)) {
+                    Ok(catalogue) => return catalogue,
+                    Err(why) => {
+                        *dead = true;
+                        if !self.quiet {
+                            eprintln!(
+                                "warning: cannot read the node catalogue of {url} ({why}); \
+                                 UI-format workflows are converted with {}",
+                                if self.servers.len() > 1 {
+                                    "the next server's, else the built-in one"
+                                } else {
+                                    "the built-in one"
+                                }
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.builtin.get_or_init(Catalogue::builtin).subset(classes)
+    }
 }

@@ -705,3 +705,32 @@ async fn a_custom_class_the_server_has_converts_with_or_without_the_per_class_ro
         out.stderr
     );
 }
+
+/// With the first server down, UI workflows convert with the next server
+/// that answers (the one the jobs will run on), and the dead server is
+/// tried, and warned about, once, not once per workflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_first_server_is_passed_over_once_for_the_next_one() {
+    let sim = crate::harness::sim().await;
+    let front = custom_pack_front(sim.url(), true).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let p = crate::harness::Project::new();
+    p.write("workflows/custom.json", UI_CUSTOM);
+    p.write("workflows/t2i.json", UI_T2I);
+    p.write("m.yaml", "version: 1\njobs:\n  - workflow: [custom, t2i]\n");
+    let out = p
+        .cli(&["check", "m.yaml", "--server", &dead, "--server", &front])
+        .await;
+    // `check` wants every server up: exit 3, but the conversion found MyInvert.
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(!out.stderr.contains("MyInvert"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("cannot read the node catalogue").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+}
