@@ -57,6 +57,11 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
             ))
         })?
     } else {
+        // A byte order mark is no content (the frontend never sees it).
+        let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
+            Some(rest) => rest.to_vec(),
+            None => bytes,
+        };
         String::from_utf8(bytes).map_err(|_| {
             bad(format!(
                 "{shown}: neither JSON nor a PNG/WebP image with a workflow"

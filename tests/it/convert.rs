@@ -734,3 +734,26 @@ async fn a_dead_first_server_is_passed_over_once_for_the_next_one() {
         out.stderr
     );
 }
+
+/// A workflow saved by an editor that writes a UTF-8 byte order mark (as
+/// Windows Notepad does) loads as the frontend loads it: the mark ignored,
+/// the hash still that of the file as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_order_mark_before_a_workflow_is_ignored() {
+    let p = crate::harness::Project::new();
+    let bom = format!("\u{feff}{UI_T2I}");
+    p.write("workflows/ui.json", &bom);
+    let out = p.cli(&["convert", "workflows/ui.json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let prompt: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(prompt["6"]["_meta"]["title"], "Positive");
+    let api = out.stdout.clone();
+    p.write("workflows/api.json", format!("\u{feff}{api}"));
+    p.write(
+        "m.yaml",
+        "version: 1\njobs:\n  - workflow: [ui, api]\n    seeds: [1]\n",
+    );
+    let out = p.cli(&["plan", "m.yaml"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("2 jobs"), "{}", out.stdout);
+}
