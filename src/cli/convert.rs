@@ -87,6 +87,12 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
                     e.0.iter().map(|e| format!("{shown}: {e}")).collect(),
                 )
             })?;
+            if done.prompt.is_empty() {
+                return Err(bad(format!(
+                    "{shown}: a UI-format workflow with no node the server would run (only \
+                     notes, reroutes, primitives, muted or bypassed nodes)"
+                )));
+            }
             if !global.quiet {
                 for w in done.report.warnings() {
                     eprintln!("warning: {shown}: {w}");

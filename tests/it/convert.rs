@@ -757,3 +757,22 @@ async fn a_byte_order_mark_before_a_workflow_is_ignored() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("2 jobs"), "{}", out.stdout);
 }
+
+/// A UI workflow with nothing the server would run (only a note) is an
+/// error for `convert` as for manifests, not an empty prompt with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_refuses_a_workflow_with_nothing_to_run() {
+    let p = crate::harness::Project::new();
+    p.write(
+        "note.json",
+        r#"{"nodes": [{"id": 1, "type": "Note", "widgets_values": ["hi"]}], "links": []}"#,
+    );
+    let out = p.cli(&["convert", "note.json"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr.contains("note.json") && out.stderr.contains("no node the server would run"),
+        "{}",
+        out.stderr
+    );
+}
