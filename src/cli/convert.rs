@@ -135,8 +135,14 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
                     file.display()
                 )));
             }
-            crate::sink::write_atomic(file, out.as_bytes())
-                .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+            crate::sink::write_atomic(file, out.as_bytes()).map_err(|e| {
+                // The temporary file's name means nothing to the user.
+                let why = match e.source.kind() {
+                    std::io::ErrorKind::NotFound => "its folder does not exist".to_string(),
+                    kind => kind.to_string(),
+                };
+                bad(format!("-o {}: cannot write it: {why}", file.display()))
+            })?;
         }
         None => {
             use std::io::Write as _;

@@ -776,3 +776,16 @@ async fn convert_refuses_a_workflow_with_nothing_to_run() {
         out.stderr
     );
 }
+
+/// `-o` into a folder that does not exist names the flag and the file, not
+/// a temporary file's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_output_in_a_missing_folder_names_the_flag() {
+    let p = crate::harness::Project::new();
+    p.write("ui.json", UI_T2I);
+    let out = p.cli(&["convert", "ui.json", "-o", "nodir/x.json"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("-o nodir/x.json"), "{}", out.stderr);
+    assert!(!out.stderr.contains(".tmp"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
