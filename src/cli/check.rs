@@ -242,6 +242,20 @@ pub(crate) async fn catalogue_of(
     http: &HttpClient,
     classes: &BTreeSet<String>,
 ) -> Result<Catalogue, ClientError> {
+    let info = object_info_of(http, classes).await?;
+    Catalogue::from_object_info(&info).map_err(|e| ClientError::Decode {
+        url: http.base().endpoint("object_info").to_string(),
+        why: e.to_string(),
+    })
+}
+
+/// The `/object_info` entries of `classes` (a class the server does not
+/// know is absent), fetched as [`catalogue_of`] says; `convert` reads them
+/// too, so UI workflows convert with what the preflight checks against.
+pub(crate) async fn object_info_of(
+    http: &HttpClient,
+    classes: &BTreeSet<String>,
+) -> Result<Value, ClientError> {
     use futures_util::stream::{self, StreamExt, TryStreamExt};
     let fetched: Result<Vec<_>, ClientError> = stream::iter(classes)
         .map(|class| class_entry(http, class))
@@ -267,10 +281,7 @@ pub(crate) async fn catalogue_of(
         }
         Err(e) => return Err(e),
     };
-    Catalogue::from_object_info(&info).map_err(|e| ClientError::Decode {
-        url: http.base().endpoint("object_info").to_string(),
-        why: e.to_string(),
-    })
+    Ok(info)
 }
 
 /// Fetches each server's catalogue of `classes`, all servers at once; an
@@ -364,18 +375,11 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             .map(|u| ServerUrl::parse(u).map_err(|e| bad(vec![e.to_string()])))
             .collect::<Result<Vec<_>, _>>()?,
     };
-    // UI-format workflows are converted with the first server's entries for
+    // UI-format workflows are converted with the first answering server's entries for
     // the classes they use (the simulator's catalogue is the built-in one);
     // every unknown class of every workflow is listed at once.
-    let builtin = std::sync::OnceLock::new();
-    let fetch = |classes: &[String]| match parsed.first() {
-        Some(url) => {
-            super::convert::server_classes_or_builtin(url, &headers, classes, global.quiet)
-        }
-        None => builtin
-            .get_or_init(crate::convert::Catalogue::builtin)
-            .subset(classes),
-    };
+    let source = super::convert::ServerClasses::new(&parsed, &headers, global.quiet);
+    let fetch = |classes: &[String]| source.fetch(classes);
     let plan =
         Plan::with_catalogue_from(&manifest, rand::random(), &fetch).map_err(|e| bad(e.lines()))?;
     if !global.quiet {

@@ -57,6 +57,11 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
             ))
         })?
     } else {
+        // A byte order mark is no content (the frontend never sees it).
+        let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
+            Some(rest) => rest.to_vec(),
+            None => bytes,
+        };
         String::from_utf8(bytes).map_err(|_| {
             bad(format!(
                 "{shown}: neither JSON nor a PNG/WebP image with a workflow"
@@ -82,6 +87,12 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
                     e.0.iter().map(|e| format!("{shown}: {e}")).collect(),
                 )
             })?;
+            if done.prompt.is_empty() {
+                return Err(bad(format!(
+                    "{shown}: a UI-format workflow with no node the server would run (only \
+                     notes, reroutes, primitives, muted or bypassed nodes)"
+                )));
+            }
             if !global.quiet {
                 for w in done.report.warnings() {
                     eprintln!("warning: {shown}: {w}");
@@ -124,8 +135,14 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
                     file.display()
                 )));
             }
-            crate::sink::write_atomic(file, out.as_bytes())
-                .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+            crate::sink::write_atomic(file, out.as_bytes()).map_err(|e| {
+                // The temporary file's name means nothing to the user.
+                let why = match e.source.kind() {
+                    std::io::ErrorKind::NotFound => "its folder does not exist".to_string(),
+                    kind => kind.to_string(),
+                };
+                bad(format!("-o {}: cannot write it: {why}", file.display()))
+            })?;
         }
         None => {
             use std::io::Write as _;
@@ -173,7 +190,8 @@ fn catalogue_for(
 }
 
 /// The catalogue entries of `classes` on `url`, one `/object_info/{class}`
-/// each; a class the server does not know is left out (conversion names it).
+/// each (the whole `/object_info` from an older server); a class the server
+/// does not know is left out (conversion names it).
 async fn fetch_classes(
     url: &ServerUrl,
     headers: &reqwest::header::HeaderMap,
@@ -181,13 +199,15 @@ async fn fetch_classes(
 ) -> Result<Catalogue, String> {
     let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
         .map_err(|e| error_line(&e))?;
+    // The preflight's way: per class, transient errors retried, the whole
+    // `/object_info` from a server without the per-class route.
+    let wanted: std::collections::BTreeSet<String> = classes.iter().cloned().collect();
+    let info = super::check::object_info_of(&http, &wanted)
+        .await
+        .map_err(|e| error_line(&e))?;
     let mut catalogue = Catalogue::new();
     for class in classes {
-        let entry = http
-            .object_info_class(class)
-            .await
-            .map_err(|e| error_line(&e))?;
-        if let Some(e) = entry.get(class) {
+        if let Some(e) = info.get(class) {
             catalogue.insert(class, e).map_err(|e| error_line(&e))?;
         }
     }
@@ -200,27 +220,65 @@ fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
         .join("; ")
 }
 
-/// For `run`: the entries of `classes` on `url`, to convert UI-format
-/// workflows with; when the server cannot be read, the built-in entries,
-/// with a warning (the preflight reports an unreachable server on its own).
-pub(crate) fn server_classes_or_builtin(
-    url: &ServerUrl,
-    headers: &reqwest::header::HeaderMap,
-    classes: &[String],
+/// For `run` and `check`: the catalogue UI-format workflows are converted
+/// with, fetched per class from the first of `servers` that answers (the
+/// first one the jobs can run on); when none does, the built-in one, with a
+/// warning (the preflight reports an unreachable server on its own). A
+/// server that failed once is not asked again, nor warned about again.
+pub(crate) struct ServerClasses<'a> {
+    servers: &'a [ServerUrl],
+    headers: &'a reqwest::header::HeaderMap,
     quiet: bool,
-) -> Catalogue {
-    let fetched = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(fetch_classes(url, headers, classes)));
-    fetched.unwrap_or_else(|why| {
-        if !quiet {
-            eprintln!(
-                "warning: cannot read the node catalogue of {url} ({why}); UI-format workflows \
-                 are converted with the built-in one"
-            );
+    dead: std::cell::RefCell<Vec<bool>>,
+    builtin: std::sync::OnceLock<Catalogue>,
+}
+
+impl<'a> ServerClasses<'a> {
+    /// No server (`--sim`): the built-in catalogue, which the simulator's is.
+    pub(crate) fn new(
+        servers: &'a [ServerUrl],
+        headers: &'a reqwest::header::HeaderMap,
+        quiet: bool,
+    ) -> ServerClasses<'a> {
+        ServerClasses {
+            servers,
+            headers,
+            quiet,
+            dead: std::cell::RefCell::new(vec![false; servers.len()]),
+            builtin: std::sync::OnceLock::new(),
         }
-        Catalogue::builtin().subset(classes)
-    })
+    }
+
+    /// The entries of `classes` (a class no catalogue has is left out).
+    pub(crate) fn fetch(&self, classes: &[String]) -> Catalogue {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let mut dead = self.dead.borrow_mut();
+        if let Ok(rt) = &runtime {
+            for (url, dead) in self.servers.iter().zip(dead.iter_mut()) {
+                if *dead {
+                    continue;
+                }
+                match rt.block_on(fetch_classes(url, self.headers, classes)) {
+                    Ok(catalogue) => return catalogue,
+                    Err(why) => {
+                        *dead = true;
+                        if !self.quiet {
+                            eprintln!(
+                                "warning: cannot read the node catalogue of {url} ({why}); \
+                                 UI-format workflows are converted with {}",
+                                if self.servers.len() > 1 {
+                                    "the next server's, else the built-in one"
+                                } else {
+                                    "the built-in one"
+                                }
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.builtin.get_or_init(Catalogue::builtin).subset(classes)
+    }
 }

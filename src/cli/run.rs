@@ -84,21 +84,15 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let lowered = args
         .options
         .lower(&manifest.servers, manifest.concurrency, key.clone())?;
-    // UI-format workflows are converted with the first server's catalogue,
+    // UI-format workflows are converted with the first answering server's catalogue,
     // fetched per class for the classes they use (the simulator's is the
     // built-in one).
-    let builtin = std::sync::OnceLock::new();
-    let fetch = |classes: &[String]| match lowered.config.servers.first() {
-        Some(url) => super::convert::server_classes_or_builtin(
-            url,
-            &lowered.config.headers,
-            classes,
-            global.quiet,
-        ),
-        None => builtin
-            .get_or_init(crate::convert::Catalogue::builtin)
-            .subset(classes),
-    };
+    let source = super::convert::ServerClasses::new(
+        &lowered.config.servers,
+        &lowered.config.headers,
+        global.quiet,
+    );
+    let fetch = |classes: &[String]| source.fetch(classes);
     let plan = Plan::with_catalogue_from(
         &manifest,
         info.random_key.unwrap_or_else(rand::random),

@@ -235,7 +235,9 @@ pub(crate) fn parse_any(
             }
         }
     } else {
-        bytes.into()
+        // A byte order mark (Windows Notepad writes one) is no content:
+        // browsers drop it when the frontend opens the file.
+        bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes).into()
     };
     let value: Value = serde_json::from_slice(&text).map_err(|e| WorkflowError::NotJson {
         path: path.to_owned(),

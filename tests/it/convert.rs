@@ -609,3 +609,183 @@ fn damaged_workflows_never_panic() {
         }
     }
 }
+
+/// A server with a custom node pack: `MyInvert` (ImageInvert's definition
+/// under another name) on top of `sim`'s catalogue; with `per_class` false
+/// it answers 404 on `/object_info/{class}`, as servers older than that
+/// route do. Everything else goes to `sim`.
+async fn custom_pack_front(sim: String, per_class: bool) -> String {
+    use axum::http::StatusCode;
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let sim = sim.clone();
+        async move {
+            let path = uri.path().to_string();
+            async fn get(sim: &str, p: &str) -> (StatusCode, Vec<u8>) {
+                let r = reqwest::get(format!("{sim}{p}")).await.unwrap();
+                let code = StatusCode::from_u16(r.status().as_u16()).unwrap();
+                (code, r.bytes().await.unwrap().to_vec())
+            }
+            let custom = || async {
+                let (_, body) = get(&sim, "/object_info/ImageInvert").await;
+                let mut v: Value = serde_json::from_slice(&body).unwrap();
+                let mut entry = v["ImageInvert"].take();
+                entry["name"] = "MyInvert".into();
+                entry["display_name"] = "My Invert".into();
+                entry
+            };
+            if path == "/object_info" {
+                let (code, body) = get(&sim, &path).await;
+                let mut all: Value = serde_json::from_slice(&body).unwrap();
+                all["MyInvert"] = custom().await;
+                return (code, all.to_string().into_bytes());
+            }
+            if path.starts_with("/object_info/") && !per_class {
+                return (StatusCode::NOT_FOUND, b"404: Not Found".to_vec());
+            }
+            if path == "/object_info/MyInvert" {
+                let entry = custom().await;
+                return (
+                    StatusCode::OK,
+                    serde_json::json!({ "MyInvert": entry })
+                        .to_string()
+                        .into_bytes(),
+                );
+            }
+            get(&sim, &path).await
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+const UI_CUSTOM: &str = r#"{"nodes": [
+  {"id": 1, "type": "EmptyImage", "widgets_values": [64, 64, 1, 0],
+   "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}]},
+  {"id": 2, "type": "MyInvert", "properties": {"cnr_id": "my-pack"},
+   "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+   "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
+  {"id": 3, "type": "PreviewImage",
+   "inputs": [{"name": "images", "type": "IMAGE", "link": 2}]}],
+ "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]]}"#;
+
+/// A UI workflow using a class the server has and the built-in catalogue
+/// lacks converts with the server's entry, whether the server has the
+/// per-class route or only the whole `/object_info`; without a server it
+/// is named as unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_class_the_server_has_converts_with_or_without_the_per_class_route() {
+    let sim = crate::harness::sim().await;
+    let p = crate::harness::Project::new();
+    p.write("workflows/custom.json", UI_CUSTOM);
+    p.write("m.yaml", "version: 1\njobs:\n  - workflow: custom\n");
+    for per_class in [true, false] {
+        let front = custom_pack_front(sim.url(), per_class).await;
+        let out = p.cli(&["check", "m.yaml", "--server", &front]).await;
+        assert_eq!(out.code, 0, "per class {per_class}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("warning"),
+            "per class {per_class}: {}",
+            out.stderr
+        );
+        let out = p
+            .cli(&["convert", "workflows/custom.json", "--server", &front])
+            .await;
+        assert_eq!(out.code, 0, "per class {per_class}: {}", out.stderr);
+        let prompt: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(prompt["2"]["class_type"], "MyInvert");
+        assert_eq!(prompt["2"]["inputs"]["image"], serde_json::json!(["1", 0]));
+    }
+    let out = p.cli(&["check", "m.yaml", "--sim"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("'MyInvert'") && out.stderr.contains("'my-pack'"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// With the first server down, UI workflows convert with the next server
+/// that answers (the one the jobs will run on), and the dead server is
+/// tried, and warned about, once, not once per workflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_first_server_is_passed_over_once_for_the_next_one() {
+    let sim = crate::harness::sim().await;
+    let front = custom_pack_front(sim.url(), true).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let p = crate::harness::Project::new();
+    p.write("workflows/custom.json", UI_CUSTOM);
+    p.write("workflows/t2i.json", UI_T2I);
+    p.write("m.yaml", "version: 1\njobs:\n  - workflow: [custom, t2i]\n");
+    let out = p
+        .cli(&["check", "m.yaml", "--server", &dead, "--server", &front])
+        .await;
+    // `check` wants every server up: exit 3, but the conversion found MyInvert.
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(!out.stderr.contains("MyInvert"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("cannot read the node catalogue").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+}
+
+/// A workflow saved by an editor that writes a UTF-8 byte order mark (as
+/// Windows Notepad does) loads as the frontend loads it: the mark ignored,
+/// the hash still that of the file as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_order_mark_before_a_workflow_is_ignored() {
+    let p = crate::harness::Project::new();
+    let bom = format!("\u{feff}{UI_T2I}");
+    p.write("workflows/ui.json", &bom);
+    let out = p.cli(&["convert", "workflows/ui.json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let prompt: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(prompt["6"]["_meta"]["title"], "Positive");
+    let api = out.stdout.clone();
+    p.write("workflows/api.json", format!("\u{feff}{api}"));
+    p.write(
+        "m.yaml",
+        "version: 1\njobs:\n  - workflow: [ui, api]\n    seeds: [1]\n",
+    );
+    let out = p.cli(&["plan", "m.yaml"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("2 jobs"), "{}", out.stdout);
+}
+
+/// A UI workflow with nothing the server would run (only a note) is an
+/// error for `convert` as for manifests, not an empty prompt with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_refuses_a_workflow_with_nothing_to_run() {
+    let p = crate::harness::Project::new();
+    p.write(
+        "note.json",
+        r#"{"nodes": [{"id": 1, "type": "Note", "widgets_values": ["hi"]}], "links": []}"#,
+    );
+    let out = p.cli(&["convert", "note.json"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr.contains("note.json") && out.stderr.contains("no node the server would run"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `-o` into a folder that does not exist names the flag and the file, not
+/// a temporary file's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_output_in_a_missing_folder_names_the_flag() {
+    let p = crate::harness::Project::new();
+    p.write("ui.json", UI_T2I);
+    let out = p.cli(&["convert", "ui.json", "-o", "nodir/x.json"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("-o nodir/x.json"), "{}", out.stderr);
+    assert!(!out.stderr.contains(".tmp"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
