@@ -1261,4 +1261,15 @@ jobs:
         ));
         insta::assert_snapshot!(err.join("\n"));
     }
+    #[test]
+    fn a_template_whose_every_variant_is_void_is_refused() {
+        // `{2$$a|a|a}` never picks two different options: the reference
+        // drops every variant, which left a group (and a plan) of 0 jobs
+        // that `run` "completed" with exit 0.
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let err = err_of(fx.plan(
+            "version: 1\njobs:\n  - name: a\n    workflow: t2i\n    templates:\n      prompt: \"{2$$a|a|a}\"\n    seeds: [1]\n",
+        ));
+        insta::assert_snapshot!(err.join("\n"));
+    }
 }
