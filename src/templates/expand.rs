@@ -814,14 +814,17 @@ impl Compiler<'_> {
         {
             return Ok((p.options.to_vec(), col));
         }
-        let mut entries: Vec<Entry> = Vec::new();
-        for n in &names {
-            entries.extend(self.wildcards.entries(n)?.iter().cloned());
+        // Each entry with the collection it comes from (of several, for a
+        // glob): only that one is on the stack while it compiles, so a
+        // member naming a sibling is no cycle.
+        let mut entries: Vec<(Entry, usize)> = Vec::new();
+        for (ni, n) in names.iter().enumerate() {
+            entries.extend(self.wildcards.entries(n)?.iter().cloned().map(|e| (e, ni)));
         }
         // Deduplicated (first kept) and sorted by text, as the reference.
         let mut seen = std::collections::HashSet::new();
-        entries.retain(|e| seen.insert(e.text.clone()));
-        entries.sort_by(|a, b| a.text.cmp(&b.text));
+        entries.retain(|(e, _)| seen.insert(e.text.clone()));
+        entries.sort_by(|a, b| a.0.text.cmp(&b.0.text));
         if entries.is_empty() {
             return Err(err(
                 loc,
@@ -833,10 +836,9 @@ impl Compiler<'_> {
             ));
         }
         let accesses = self.accesses;
-        self.stack.extend(names.iter().cloned());
         let mut options = Vec::with_capacity(entries.len());
         let mut result = Ok(());
-        for e in &entries {
+        for (e, ni) in &entries {
             let eloc = Loc::Entry {
                 file: e.file.clone(),
                 line: e.line,
@@ -852,9 +854,11 @@ impl Compiler<'_> {
                 }
                 continue;
             }
+            self.stack.push(names[*ni].clone());
             let compiled = parse::parse(&e.text)
                 .map_err(|(p, kind)| err(&eloc, p, kind))
                 .and_then(|ast| self.node(&ast, env, &eloc));
+            self.stack.pop();
             match compiled {
                 Ok(id) => options.push(id),
                 Err(x) => {
@@ -863,7 +867,6 @@ impl Compiler<'_> {
                 }
             }
         }
-        self.stack.truncate(self.stack.len() - names.len());
         result?;
         let inner = self.pick(options.clone(), 1, 1, ",", &[])?;
         let count = self.counts[inner as usize];
