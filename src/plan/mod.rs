@@ -1272,4 +1272,13 @@ jobs:
         ));
         insta::assert_snapshot!(err.join("\n"));
     }
+    #[test]
+    fn a_template_on_a_number_input_says_templates_give_text() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let err = err_of(fx.plan(
+            "version: 1\njobs:\n  - name: a\n    workflow: t2i\n    templates:\n      steps: \"{20|30}\"\n    seeds: [1]\n",
+        ));
+        // Not `takes a number, not string ""`: the user wrote no "".
+        insta::assert_snapshot!(err.join("\n"));
+    }
 }
