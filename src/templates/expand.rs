@@ -22,6 +22,9 @@ const MAX_NODES: usize = 2_000_000;
 /// Longest text a variant may resolve to, in bytes (wildcards that name
 /// each other twice per entry double the text at every level).
 pub(crate) const MAX_TEXT: u64 = 1_000_000;
+/// Most cells (u128) of all `{k$$…}` unranking tables of one template,
+/// together (256 MiB): each is (options + 1) × (max + 1).
+const MAX_TABLE_CELLS: usize = 16_000_000;
 /// Deepest chain of wildcards naming wildcards.
 const MAX_NESTING: usize = 64;
 
@@ -384,6 +387,8 @@ struct Compiler<'w> {
     expanding: Vec<String>,
     /// Compiled wildcards that depend on no variable.
     cache: HashMap<String, NodeId>,
+    /// Cells of the unranking tables so far (see [`MAX_TABLE_CELLS`]).
+    table_cells: usize,
 }
 
 /// Compiles template `text` against a wildcards folder.
@@ -401,6 +406,7 @@ pub(crate) fn compile(text: &str, wildcards: &mut Wildcards) -> Result<Template,
         stack: Vec::new(),
         expanding: Vec::new(),
         cache: HashMap::new(),
+        table_cells: 0,
     };
     // Columns in the order the template names them.
     c.prescan(&ast);
@@ -695,11 +701,13 @@ impl Compiler<'_> {
         }
         let width = max + 1;
         let table = if max >= 2 || min != 1 {
-            if (n + 1).saturating_mul(width) > 16_000_000 {
+            let cells = (n + 1).saturating_mul(width);
+            self.table_cells = self.table_cells.saturating_add(cells);
+            if self.table_cells > MAX_TABLE_CELLS {
                 return Err(TemplateError::in_template(
                     0,
                     K::TooLarge(format!(
-                        "{{{min}-{max}$$…}} over {n} options has too many variants"
+                        "{{{min}-{max}$$…}} over {n} options has too many variants (with the template's other {{k$$…}}, more than {MAX_TABLE_CELLS} table cells); use a fixed count or fewer options"
                     )),
                 ));
             }
