@@ -619,6 +619,22 @@ fn plan_variant(
                 .iter()
                 .find_map(|v| patch::check(&nodes, slot, v).err())
             {
+                if let (true, patch::PatchError::WrongType { expected, .. }) = (is_template, &e) {
+                    // Checked with an empty text the user never wrote.
+                    errors.push(
+                        at,
+                        gname,
+                        wname,
+                        PlanErrorKind::Template {
+                            name: p.name.clone(),
+                            detail: format!(
+                                "a template gives text, but input '{}' of node {} takes a {expected}; give its values with matrix: or set:",
+                                slot.input, slot.node
+                            ),
+                        },
+                    );
+                    continue;
+                }
                 errors.push(
                     at,
                     gname,

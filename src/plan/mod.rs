@@ -89,6 +89,28 @@ pub struct Job {
     pub images: Vec<ImageInput>,
 }
 
+/// The columns `runs.csv` and `plan --format csv` have of their own (the
+/// sink's header; a test there keeps the two lists equal): no parameter or
+/// template choice may be named like one.
+pub const LOG_COLUMNS: [&str; 16] = [
+    "job_id",
+    "job",
+    "workflow",
+    "workflow_sha256",
+    "seed",
+    "status",
+    "server",
+    "prompt_id",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "queue_s",
+    "run_s",
+    "images",
+    "error",
+    "text",
+];
+
 /// The largest plan accepted (jobs before deduplication): planning walks the
 /// whole job space once, so a typo like `{range: [0, 1e12]}` must fail fast.
 pub const MAX_JOBS: u64 = 100_000_000;
@@ -392,8 +414,43 @@ impl Plan {
             }
         }
         let params = columns.len();
+        // A column named like one of the log's own would be a second header
+        // of that name: readers by name (pandas, `status`, the report) would
+        // take the wrong one.
+        let mut reserved_seen: Vec<&str> = Vec::new();
+        for g in &groups {
+            let spec = &manifest.jobs[g.index];
+            let named = g
+                .params
+                .iter()
+                .map(|p| (p.name.as_str(), p.at, "parameter"))
+                .chain(
+                    g.choice_cols
+                        .iter()
+                        .map(|c| (c.as_str(), spec.templates_at, "templates' choice")),
+                );
+            for (name, at, what) in named {
+                if LOG_COLUMNS.contains(&name) && !reserved_seen.contains(&name) {
+                    reserved_seen.push(name);
+                    errors.push(
+                        at,
+                        &g.name,
+                        None,
+                        PlanErrorKind::Conflict {
+                            name: name.to_owned(),
+                            detail: format!(
+                                "the {what} '{name}' would be logged under a second '{name}' column, which runs.csv already has; rename it (the wildcard file, variable or alias)"
+                            ),
+                        },
+                    );
+                }
+            }
+        }
         for g in &groups {
             for c in &g.choice_cols {
+                if LOG_COLUMNS.contains(&c.as_str()) {
+                    continue;
+                }
                 if columns[..params].contains(c) {
                     let spec = &manifest.jobs[g.index];
                     errors.push(
@@ -1185,5 +1242,43 @@ jobs:
         let mut sorted = all.clone();
         sorted.sort();
         assert_eq!(union, sorted);
+    }
+    #[test]
+    fn a_choice_or_alias_named_like_a_log_column_is_refused() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        std::fs::create_dir_all(fx.dir.path().join("jobs/wildcards")).unwrap();
+        for name in ["status", "images", "text", "job_id"] {
+            std::fs::write(
+                fx.dir.path().join(format!("jobs/wildcards/{name}.txt")),
+                "x\ny\n",
+            )
+            .unwrap();
+        }
+        // A wildcard, a variable, and an alias: each would be a second
+        // `status`/`images`/`text` header, which readers by name mistake.
+        let err = err_of(fx.plan(
+            "version: 1\nparams: {error: \"6.text\"}\njobs:\n  - name: a\n    workflow: t2i\n    templates:\n      prompt: \"__status__ __images__ ${text=x}${text} __job_id__\"\n    seeds: [1]\n  - name: b\n    workflow: t2i\n    set: {error: hi}\n    seeds: [1]\n",
+        ));
+        insta::assert_snapshot!(err.join("\n"));
+    }
+    #[test]
+    fn a_template_whose_every_variant_is_void_is_refused() {
+        // `{2$$a|a|a}` never picks two different options: the reference
+        // drops every variant, which left a group (and a plan) of 0 jobs
+        // that `run` "completed" with exit 0.
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let err = err_of(fx.plan(
+            "version: 1\njobs:\n  - name: a\n    workflow: t2i\n    templates:\n      prompt: \"{2$$a|a|a}\"\n    seeds: [1]\n",
+        ));
+        insta::assert_snapshot!(err.join("\n"));
+    }
+    #[test]
+    fn a_template_on_a_number_input_says_templates_give_text() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let err = err_of(fx.plan(
+            "version: 1\njobs:\n  - name: a\n    workflow: t2i\n    templates:\n      steps: \"{20|30}\"\n    seeds: [1]\n",
+        ));
+        // Not `takes a number, not string ""`: the user wrote no "".
+        insta::assert_snapshot!(err.join("\n"));
     }
 }

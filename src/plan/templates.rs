@@ -98,6 +98,13 @@ pub(super) fn kept_variants(t: &Template) -> Result<Option<Vec<u64>>, String> {
         .filter(|w| w[0] == w[1])
         .map(|w| w[0])
         .collect();
+    if hashes.is_empty() {
+        // A group of 0 jobs would "run" with exit 0 and nothing done.
+        return Err(
+            "every variant is void (a {N$$…} that can only pick equal options, as {2$$a|a}): it gives no jobs"
+                .into(),
+        );
+    }
     drop(hashes);
     if !void && shared.is_empty() {
         return Ok(None);

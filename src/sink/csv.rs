@@ -428,6 +428,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_plan_knows_every_column_of_the_log() {
+        // The plan refuses parameters and choices named like these.
+        assert_eq!(header(&[]), crate::plan::LOG_COLUMNS);
+    }
+
+    #[test]
     fn torn_last_line_is_cut_and_header_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");

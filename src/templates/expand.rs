@@ -22,6 +22,9 @@ const MAX_NODES: usize = 2_000_000;
 /// Longest text a variant may resolve to, in bytes (wildcards that name
 /// each other twice per entry double the text at every level).
 pub(crate) const MAX_TEXT: u64 = 1_000_000;
+/// Most cells (u128) of all `{k$$…}` unranking tables of one template,
+/// together (256 MiB): each is (options + 1) × (max + 1).
+const MAX_TABLE_CELLS: usize = 16_000_000;
 /// Deepest chain of wildcards naming wildcards.
 const MAX_NESTING: usize = 64;
 
@@ -384,6 +387,8 @@ struct Compiler<'w> {
     expanding: Vec<String>,
     /// Compiled wildcards that depend on no variable.
     cache: HashMap<String, NodeId>,
+    /// Cells of the unranking tables so far (see [`MAX_TABLE_CELLS`]).
+    table_cells: usize,
 }
 
 /// Compiles template `text` against a wildcards folder.
@@ -401,6 +406,7 @@ pub(crate) fn compile(text: &str, wildcards: &mut Wildcards) -> Result<Template,
         stack: Vec::new(),
         expanding: Vec::new(),
         cache: HashMap::new(),
+        table_cells: 0,
     };
     // Columns in the order the template names them.
     c.prescan(&ast);
@@ -695,11 +701,13 @@ impl Compiler<'_> {
         }
         let width = max + 1;
         let table = if max >= 2 || min != 1 {
-            if (n + 1).saturating_mul(width) > 16_000_000 {
+            let cells = (n + 1).saturating_mul(width);
+            self.table_cells = self.table_cells.saturating_add(cells);
+            if self.table_cells > MAX_TABLE_CELLS {
                 return Err(TemplateError::in_template(
                     0,
                     K::TooLarge(format!(
-                        "{{{min}-{max}$$…}} over {n} options has too many variants"
+                        "{{{min}-{max}$$…}} over {n} options has too many variants (with the template's other {{k$$…}}, more than {MAX_TABLE_CELLS} table cells); use a fixed count or fewer options"
                     )),
                 ));
             }
@@ -814,14 +822,17 @@ impl Compiler<'_> {
         {
             return Ok((p.options.to_vec(), col));
         }
-        let mut entries: Vec<Entry> = Vec::new();
-        for n in &names {
-            entries.extend(self.wildcards.entries(n)?.iter().cloned());
+        // Each entry with the collection it comes from (of several, for a
+        // glob): only that one is on the stack while it compiles, so a
+        // member naming a sibling is no cycle.
+        let mut entries: Vec<(Entry, usize)> = Vec::new();
+        for (ni, n) in names.iter().enumerate() {
+            entries.extend(self.wildcards.entries(n)?.iter().cloned().map(|e| (e, ni)));
         }
         // Deduplicated (first kept) and sorted by text, as the reference.
         let mut seen = std::collections::HashSet::new();
-        entries.retain(|e| seen.insert(e.text.clone()));
-        entries.sort_by(|a, b| a.text.cmp(&b.text));
+        entries.retain(|(e, _)| seen.insert(e.text.clone()));
+        entries.sort_by(|a, b| a.0.text.cmp(&b.0.text));
         if entries.is_empty() {
             return Err(err(
                 loc,
@@ -833,10 +844,9 @@ impl Compiler<'_> {
             ));
         }
         let accesses = self.accesses;
-        self.stack.extend(names.iter().cloned());
         let mut options = Vec::with_capacity(entries.len());
         let mut result = Ok(());
-        for e in &entries {
+        for (e, ni) in &entries {
             let eloc = Loc::Entry {
                 file: e.file.clone(),
                 line: e.line,
@@ -852,9 +862,11 @@ impl Compiler<'_> {
                 }
                 continue;
             }
+            self.stack.push(names[*ni].clone());
             let compiled = parse::parse(&e.text)
                 .map_err(|(p, kind)| err(&eloc, p, kind))
                 .and_then(|ast| self.node(&ast, env, &eloc));
+            self.stack.pop();
             match compiled {
                 Ok(id) => options.push(id),
                 Err(x) => {
@@ -863,7 +875,6 @@ impl Compiler<'_> {
                 }
             }
         }
-        self.stack.truncate(self.stack.len() - names.len());
         result?;
         let inner = self.pick(options.clone(), 1, 1, ",", &[])?;
         let count = self.counts[inner as usize];

@@ -217,3 +217,28 @@ fn hostile_input_fails_fast_and_placed() {
     // Generous: the machine is shared; the point is "not exponential".
     assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
 }
+
+#[test]
+fn a_glob_member_naming_a_sibling_is_no_cycle() {
+    // `__h/*__` matches h/a and h/b; h/a's entry `__h/b__` names a sibling,
+    // not itself: the reference expands it (y, x, y).
+    let files: &[(&str, &[u8])] = &[("h/a.txt", b"x\n__h/b__\n"), ("h/b.txt", b"y\n")];
+    assert_eq!(expand("__h/*__", files), ["x", "y"]);
+    assert_eq!(expand("{__h/*__|z}", files), ["x", "y", "z"]);
+    // A member naming the glob itself still is one.
+    let files: &[(&str, &[u8])] = &[("h/a.txt", b"x\n__h/*__\n"), ("h/b.txt", b"y\n")];
+    assert!(error("__h/*__", files).contains("cycle"));
+}
+
+#[test]
+fn many_open_ended_picks_are_refused_not_allocated() {
+    // Each `{2-$$__w__}` over 2,100 entries needs a 2,101 × 2,101 table of
+    // u128 (70 MB); a short template repeating it must not take gigabytes.
+    let words: String = (0..2100).map(|i| format!("w{i}\n")).collect();
+    let dir = folder(&[("w.txt", words.as_bytes())]);
+    let mut w = Wildcards::new(dir.path().to_owned());
+    assert!(Template::compile("{2-$$__w__}", &mut w).is_ok());
+    let e =
+        Template::compile("{2-$$__w__} {2-$$__w__} {2-$$__w__} {2-$$__w__}", &mut w).unwrap_err();
+    assert!(matches!(*e.kind, TemplateErrorKind::TooLarge(_)), "{e}");
+}
