@@ -341,7 +341,8 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(metadata(&to)[0]["text"], "from the column");
+        // The whole .txt file, not the column's clipped one-line preview.
+        assert_eq!(metadata(&to)[0]["text"], "a fox, in snow");
     }
 
     #[test]

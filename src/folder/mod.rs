@@ -256,19 +256,20 @@ impl RunFolder {
         (plain && meta.is_file()).then_some(full)
     }
 
-    /// The text (caption) of a row: the `text` column when the log has one,
-    /// else the contents of the `.txt` files it lists, else `None`.
+    /// The text (caption) of a row: the contents of the `.txt` files it
+    /// lists, else the `text` column, else `None`. The files come first:
+    /// the column is a one-line preview, clipped, with newlines folded.
     pub fn text(&self, row: &Row) -> Option<String> {
-        let cell = self.get(row, "text");
-        if !cell.is_empty() {
-            return Some(cell.to_string());
-        }
         let parts: Vec<String> = self
             .files(row)
             .filter(|f| extension(f) == "txt")
             .filter_map(|f| fs::read_to_string(self.resolve(f)?).ok())
             .collect();
-        (!parts.is_empty()).then(|| parts.join("\n"))
+        if !parts.is_empty() {
+            return Some(parts.join("\n"));
+        }
+        let cell = self.get(row, "text");
+        (!cell.is_empty()).then(|| cell.to_string())
     }
 
     /// `run.json`, or an empty object when absent or unreadable.
@@ -510,6 +511,22 @@ mod tests {
         let (_d, f) = folder(csv);
         assert_eq!(f.params(), ["prompt"]);
         assert_eq!(f.text(&f.rows()[0]).as_deref(), Some("a caption"));
+    }
+
+    #[test]
+    fn the_text_is_the_whole_txt_file_not_the_clipped_column() {
+        let csv = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\na,g#1,w,s,1,y,ok,,,,,,,,images/a_13_0.txt,,line one line two clipped…\n";
+        let (d, f) = folder(csv);
+        fs::create_dir(d.path().join("images")).unwrap();
+        let whole = format!("line one\nline two {}", "word ".repeat(100));
+        fs::write(d.path().join("images/a_13_0.txt"), &whole).unwrap();
+        assert_eq!(f.text(&f.rows()[0]), Some(whole));
+        fs::remove_file(d.path().join("images/a_13_0.txt")).unwrap();
+        assert_eq!(
+            f.text(&f.rows()[0]).as_deref(),
+            Some("line one line two clipped…"),
+            "the column when the file is gone"
+        );
     }
 
     #[test]
