@@ -99,7 +99,7 @@ pub(super) fn collect(
         let seed = types["seed"].value(folder.get(row, "seed"));
         metadata.insert("seed".into(), seed.clone());
         for name in folder.params() {
-            let value = types[name.as_str()].value(folder.get(row, name));
+            let value = types[name.as_str()].value(folder.param(row, name));
             let column = if RESERVED.contains(&name.as_str()) {
                 format!("param_{name}")
             } else {
@@ -123,7 +123,7 @@ pub(super) fn collect(
         });
         let prompt = ["prompt", "positive"]
             .iter()
-            .map(|p| folder.get(row, p))
+            .map(|p| folder.param(row, p))
             .find(|p| !p.is_empty())
             .map(str::to_string);
         let txt = text.clone().or(prompt);
