@@ -341,7 +341,42 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(metadata(&to)[0]["text"], "from the column");
+        // The whole .txt file, not the column's clipped one-line preview.
+        assert_eq!(metadata(&to)[0]["text"], "a fox, in snow");
+    }
+
+    #[test]
+    fn webdataset_tars_do_not_depend_on_the_order_a_row_lists_its_files() {
+        // Outputs are logged in the order the server reported them, which
+        // differs from night to night; the samples must not.
+        let tars = |images: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let run = dir.path().join("run");
+            std::fs::create_dir_all(run.join("images")).unwrap();
+            for name in ["a_9_0.png", "a_9_1.png", "a_12_0.flac"] {
+                std::fs::write(run.join("images").join(name), name).unwrap();
+            }
+            let csv = format!(
+                "job_id,job,workflow,workflow_sha256,seed,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\n\
+                 a,g#1,w.json,00,1,ok,,,,,,,,{images},,\n"
+            );
+            std::fs::write(run.join("runs.csv"), csv).unwrap();
+            let folder = RunFolder::open(&run).unwrap();
+            let to = dir.path().join("wds");
+            let options = ExportOptions {
+                format: Format::Webdataset,
+                to: to.clone(),
+                shard_size: 10,
+                wheres: vec![],
+            };
+            export(&folder, &options).unwrap();
+            std::fs::read(to.join("shard-000000.tar")).unwrap()
+        };
+        let (a, b) = (
+            tars("images/a_9_1.png;images/a_12_0.flac;images/a_9_0.png"),
+            tars("images/a_9_0.png;images/a_9_1.png;images/a_12_0.flac"),
+        );
+        assert!(a == b, "the tars differ");
     }
 
     #[test]

@@ -75,6 +75,29 @@ fn unique(
         .expect("an unused name exists")
 }
 
+/// A sort key comparing runs of digits as numbers (`a_9_0` < `a_12_0`).
+fn natural_key(name: &str) -> Vec<(u128, &str)> {
+    let mut key = Vec::new();
+    let mut rest = name;
+    while let Some(c) = rest.chars().next() {
+        let digits = c.is_ascii_digit();
+        let end = rest
+            .find(|ch: char| ch.is_ascii_digit() != digits)
+            .unwrap_or(rest.len());
+        let (chunk, tail) = rest.split_at(end);
+        // Text sorts after every number; a number too long for u128 is
+        // compared as text after the others.
+        let number = if digits {
+            chunk.parse().unwrap_or(u128::MAX)
+        } else {
+            u128::MAX
+        };
+        key.push((number, chunk));
+        rest = tail;
+    }
+    key
+}
+
 /// The samples of `rows` for `format`, in row order, and what was skipped.
 pub(super) fn collect(
     folder: &RunFolder,
@@ -99,7 +122,7 @@ pub(super) fn collect(
         let seed = types["seed"].value(folder.get(row, "seed"));
         metadata.insert("seed".into(), seed.clone());
         for name in folder.params() {
-            let value = types[name.as_str()].value(folder.get(row, name));
+            let value = types[name.as_str()].value(folder.param(row, name));
             let column = if RESERVED.contains(&name.as_str()) {
                 format!("param_{name}")
             } else {
@@ -123,11 +146,18 @@ pub(super) fn collect(
         });
         let prompt = ["prompt", "positive"]
             .iter()
-            .map(|p| folder.get(row, p))
+            .map(|p| folder.param(row, p))
             .find(|p| !p.is_empty())
             .map(str::to_string);
         let txt = text.clone().or(prompt);
-        for file in folder.files(row) {
+        // The log lists outputs in the order the server reported them,
+        // which varies from run to run: sorted (numbers as numbers, so
+        // node 9 before node 12), the same outputs give the same samples,
+        // and byte-identical tars, every night.
+        let mut files: Vec<&str> = folder.files(row).collect();
+        files.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        files.dedup();
+        for file in files {
             let ext = extension(file);
             if !format.takes(&ext) {
                 if ext != "txt" {
@@ -168,6 +198,16 @@ pub(super) fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_sort_by_node_and_index_as_numbers() {
+        let mut files = ["a_12_0.flac", "a_9_10.png", "a_9_2.png", "b_1_0.png"];
+        files.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        assert_eq!(
+            files,
+            ["a_9_2.png", "a_9_10.png", "a_12_0.flac", "b_1_0.png"]
+        );
+    }
 
     #[test]
     fn hostile_names_become_safe_and_unique() {

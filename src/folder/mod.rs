@@ -94,7 +94,11 @@ pub struct Row {
 pub struct RunFolder {
     root: PathBuf,
     header: Vec<String>,
+    /// The fixed columns (and any other outside the parameters).
     index: HashMap<String, usize>,
+    /// The parameter columns: a parameter may share a fixed column's name
+    /// (an alias called `text` or `status`).
+    param_index: HashMap<String, usize>,
     params: Vec<String>,
     rows: Vec<Row>,
     /// Bytes at the end of the log that were not (yet) a whole row: a run
@@ -154,34 +158,45 @@ impl RunFolder {
             }
         }
         let header = header.ok_or_else(|| not("runs.csv is empty"))?;
-        let index: HashMap<String, usize> = header
+        // Parameters sit between `seed` (or `job`) and the last `status`
+        // (a parameter may itself be called `status`).
+        let to = header
             .iter()
-            .enumerate()
-            .map(|(i, h)| (h.clone(), i))
-            .collect();
+            .rposition(|h| h == "status")
+            .ok_or_else(|| not("runs.csv has no 'status' column"))?;
+        let first = |name: &str| header[..to].iter().position(|h| h == name);
+        let from = first("seed")
+            .or_else(|| first("workflow_sha256"))
+            .or_else(|| first("job"))
+            .map_or(0, |i| i + 1);
+        let region = from..to.max(from);
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (i, h) in header.iter().enumerate() {
+            if !region.contains(&i) {
+                index.entry(h.clone()).or_insert(i);
+            }
+        }
+        let mut param_index = HashMap::new();
+        let mut params = Vec::new();
+        for i in region {
+            let h = &header[i];
+            // A known name among the parameters is a parameter only when
+            // the fixed column of that name is there too.
+            if KNOWN.contains(&h.as_str()) && !index.contains_key(h) {
+                index.insert(h.clone(), i);
+            } else if !param_index.contains_key(h) {
+                param_index.insert(h.clone(), i);
+                params.push(h.clone());
+            }
+        }
         if let Some(missing) = REQUIRED.iter().find(|c| !index.contains_key(**c)) {
             return Err(not(&format!("runs.csv has no '{missing}' column")));
         }
-        // Parameters sit between `seed` (or `job`) and `status`.
-        let from = index
-            .get("seed")
-            .or_else(|| index.get("workflow_sha256"))
-            .or_else(|| index.get("job"))
-            .copied()
-            .unwrap_or(0)
-            + 1;
-        let to = index["status"];
-        let params = header
-            .get(from..to.max(from))
-            .unwrap_or_default()
-            .iter()
-            .filter(|h| !KNOWN.contains(&h.as_str()))
-            .cloned()
-            .collect();
         Ok(RunFolder {
             root: root.to_path_buf(),
             header,
             index,
+            param_index,
             params,
             rows,
             torn_tail,
@@ -210,16 +225,20 @@ impl RunFolder {
 
     /// Whether the log has a column.
     pub fn has(&self, column: &str) -> bool {
-        self.index.contains_key(column)
+        self.index.contains_key(column) || self.param_index.contains_key(column)
     }
 
-    /// A row's cell by column name; empty when the log lacks the column.
+    /// A row's cell by column name, the fixed column first (`status`,
+    /// `text`…), else the parameter; empty when the log lacks the column.
     pub fn get<'r>(&self, row: &'r Row, column: &str) -> &'r str {
-        self.index
-            .get(column)
-            .and_then(|&i| row.cells.get(i))
-            .map(String::as_str)
-            .unwrap_or("")
+        cell(row, self.index.get(column).or(self.param_index.get(column)))
+    }
+
+    /// A parameter's cell (by the column among the parameters, even when a
+    /// fixed column has the same name), else the fixed column's; empty
+    /// when the log lacks it.
+    pub fn param<'r>(&self, row: &'r Row, name: &str) -> &'r str {
+        cell(row, self.param_index.get(name).or(self.index.get(name)))
     }
 
     /// A row's output files (`images`, `;`-separated), relative to the folder.
@@ -256,19 +275,20 @@ impl RunFolder {
         (plain && meta.is_file()).then_some(full)
     }
 
-    /// The text (caption) of a row: the `text` column when the log has one,
-    /// else the contents of the `.txt` files it lists, else `None`.
+    /// The text (caption) of a row: the contents of the `.txt` files it
+    /// lists, else the `text` column, else `None`. The files come first:
+    /// the column is a one-line preview, clipped, with newlines folded.
     pub fn text(&self, row: &Row) -> Option<String> {
-        let cell = self.get(row, "text");
-        if !cell.is_empty() {
-            return Some(cell.to_string());
-        }
         let parts: Vec<String> = self
             .files(row)
             .filter(|f| extension(f) == "txt")
             .filter_map(|f| fs::read_to_string(self.resolve(f)?).ok())
             .collect();
-        (!parts.is_empty()).then(|| parts.join("\n"))
+        if !parts.is_empty() {
+            return Some(parts.join("\n"));
+        }
+        let cell = self.get(row, "text");
+        (!cell.is_empty()).then(|| cell.to_string())
     }
 
     /// `run.json`, or an empty object when absent or unreadable.
@@ -318,12 +338,18 @@ impl RunFolder {
         for name in self.params.iter().map(String::as_str).chain(["seed"]) {
             let cells = rows
                 .iter()
-                .map(|r| self.get(r, name))
+                .map(|r| self.param(r, name))
                 .filter(|c| !c.is_empty());
             types.insert(name.to_string(), ColumnType::of(cells));
         }
         types
     }
+}
+
+fn cell<'r>(row: &'r Row, at: Option<&usize>) -> &'r str {
+    at.and_then(|&i| row.cells.get(i))
+        .map(String::as_str)
+        .unwrap_or("")
 }
 
 /// How a column's cells become JSON values.
@@ -389,7 +415,7 @@ impl Filter {
     /// Whether the row passes.
     pub fn matches(&self, folder: &RunFolder, row: &Row) -> bool {
         self.terms.iter().all(|(name, values)| {
-            let cell = folder.get(row, name);
+            let cell = folder.param(row, name);
             values.iter().any(|v| same_value(cell, v))
         })
     }
@@ -510,6 +536,46 @@ mod tests {
         let (_d, f) = folder(csv);
         assert_eq!(f.params(), ["prompt"]);
         assert_eq!(f.text(&f.rows()[0]).as_deref(), Some("a caption"));
+    }
+
+    #[test]
+    fn the_text_is_the_whole_txt_file_not_the_clipped_column() {
+        let csv = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\na,g#1,w,s,1,y,ok,,,,,,,,images/a_13_0.txt,,line one line two clipped…\n";
+        let (d, f) = folder(csv);
+        fs::create_dir(d.path().join("images")).unwrap();
+        let whole = format!("line one\nline two {}", "word ".repeat(100));
+        fs::write(d.path().join("images/a_13_0.txt"), &whole).unwrap();
+        assert_eq!(f.text(&f.rows()[0]), Some(whole));
+        fs::remove_file(d.path().join("images/a_13_0.txt")).unwrap();
+        assert_eq!(
+            f.text(&f.rows()[0]).as_deref(),
+            Some("line one line two clipped…"),
+            "the column when the file is gone"
+        );
+    }
+
+    #[test]
+    fn parameters_named_like_fixed_columns_keep_their_own_cells() {
+        // A manifest alias may be called `text` or `status`: its column sits
+        // among the parameters, the fixed ones after them.
+        let csv = "job_id,job,workflow,workflow_sha256,seed,text,status,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\na,g#1,w,s,1,a cat,7,ok,,,,,,,,,,a caption\nb,g#2,w,s,1,a dog,5,failed,,,,,,,,,boom,\n";
+        let (_d, f) = folder(csv);
+        assert_eq!(f.params(), ["text", "status"]);
+        let rows = f.rows();
+        assert_eq!(f.param(&rows[0], "text"), "a cat");
+        assert_eq!(f.param(&rows[0], "status"), "7");
+        assert_eq!(f.get(&rows[0], "status"), "ok");
+        assert_eq!(f.text(&rows[0]).as_deref(), Some("a caption"));
+        assert_eq!(f.text(&rows[1]), None);
+        assert_eq!(f.newest().len(), 2);
+        let types = f.column_types(&f.newest());
+        assert_eq!(types["status"], ColumnType::Integer);
+        assert_eq!(types["text"], ColumnType::Text);
+        // `--where` names the parameter.
+        let filter = f.filter(&["status=5".into()]).unwrap();
+        let kept: Vec<_> = rows.iter().filter(|r| filter.matches(&f, r)).collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].cells[0], "b");
     }
 
     #[test]

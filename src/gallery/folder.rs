@@ -229,9 +229,13 @@ impl RunFolder {
             None => return Err(not_log("it has no header")),
         };
         let col = |name: &str| header.iter().position(|h| h == name);
-        let (Some(id_col), Some(seed_col), Some(status_col)) =
-            (col("job_id"), col("seed"), col("status"))
-        else {
+        // The last `status`: a parameter (an alias) may be called `status`
+        // too, and parameters come before the fixed columns.
+        let (Some(id_col), Some(seed_col), Some(status_col)) = (
+            col("job_id"),
+            col("seed"),
+            header.iter().rposition(|h| h == "status"),
+        ) else {
             return Err(not_log(
                 "it lacks the job_id, seed and status columns a run log has",
             ));
@@ -240,7 +244,13 @@ impl RunFolder {
             return Err(not_log("its seed column is not before its status column"));
         }
         let params: Vec<String> = header[seed_col + 1..status_col].to_vec();
-        let named = |name: &str| col(name);
+        // A fixed column: never one among the parameters of the same name.
+        let named = |name: &str| {
+            header
+                .iter()
+                .enumerate()
+                .position(|(i, h)| h == name && !(seed_col + 1..status_col).contains(&i))
+        };
         let c_label = named("job");
         let c_workflow = named("workflow");
         let c_server = named("server");
@@ -403,6 +413,20 @@ mod tests {
     }
 
     const HEAD: &str = "job_id,job,workflow,workflow_sha256,seed,prompt,cfg,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n";
+
+    #[test]
+    fn parameters_named_status_or_text_are_parameters() {
+        // Manifest aliases may be called `status` or `text`: their columns
+        // sit among the parameters, the fixed ones after them.
+        let f = parse(
+            "job_id,job,workflow,workflow_sha256,seed,text,status,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\n\
+             a1,g#1,w.json,x,1,a cat,7,ok,s,p,,,,,,images/a1_9_0.png,,a caption\n",
+        );
+        assert_eq!(f.params, ["text", "status"]);
+        assert_eq!(f.jobs[0].params, ["a cat", "7"]);
+        assert_eq!(f.jobs[0].status, "ok");
+        assert_eq!(f.jobs[0].text, "a caption");
+    }
 
     #[test]
     fn newest_row_per_job_counts_and_order_is_first_appearance() {

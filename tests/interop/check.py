@@ -1,12 +1,15 @@
 """Loads comfy-batch's exports with the real libraries and compares every
 row with runs.csv; validates the JUnit XML with junitparser.
 
-Usage: check.py RUN_DIR IMAGEFOLDER_DIR WEBDATASET_DIR JUNIT_XML
+Usage: check.py RUN_DIR IMAGEFOLDER_DIR WEBDATASET_DIR JUNIT_XML \
+           [CAPTIONED_RUN_DIR ITS_IMAGEFOLDER ITS_WEBDATASET]
+(the second run has text outputs: each sample's text is checked against them)
 """
 
 import csv
 import glob
 import io
+import json
 import math
 import os
 import sys
@@ -143,5 +146,42 @@ def main(run_dir, imagefolder, webdataset_dir, junit):
           f"and webdataset ({len(shards)} shards); junit {len(cases)} cases, {expected_failures} failures")
 
 
+def check_captions(run_dir, imagefolder, webdataset_dir):
+    """Each sample's text is its job's whole .txt output (not the clipped
+    one-line runs.csv cell), in both exports."""
+    with open(os.path.join(run_dir, "runs.csv"), newline="", encoding="utf-8") as f:
+        newest = {row["job_id"]: row for row in csv.DictReader(f)}
+    captions = {}
+    for job_id, row in newest.items():
+        if row["status"] != "ok":
+            continue
+        texts = [p for p in row["images"].split(";") if p.endswith(".txt")]
+        with open(os.path.join(run_dir, texts[0]), encoding="utf-8") as f:
+            captions[job_id] = f.read()
+    if not captions:
+        fail("captions: no ok job to compare")
+    if not any("\n" in c and len(c) > 300 for c in captions.values()):
+        fail("captions: no long caption with a newline to compare")
+    ds = load_dataset("imagefolder", data_dir=imagefolder, split="train")
+    jobs = set()
+    for example in ds:
+        jobs.add(example["job_id"])
+        if example["text"] != captions[example["job_id"]]:
+            fail(f"captions: imagefolder text {example['text']!r} != {captions[example['job_id']]!r}")
+    if jobs != set(captions):
+        fail("captions: imagefolder lacks jobs")
+    shards = sorted(glob.glob(os.path.join(webdataset_dir, "shard-*.tar")))
+    samples = 0
+    for sample in wds.WebDataset(shards, shardshuffle=False):
+        samples += 1
+        job_id = json.loads(sample["json"])["job_id"]
+        if sample["txt"].decode("utf-8") != captions[job_id]:
+            fail(f"captions: webdataset {sample['__key__']}: txt differs from the .txt output")
+    print(f"interop: ok: captions of {len(captions)} jobs in imagefolder ({len(ds)} rows) "
+          f"and webdataset ({samples} samples)")
+
+
 if __name__ == "__main__":
     main(*sys.argv[1:5])
+    if len(sys.argv) > 5:
+        check_captions(*sys.argv[5:8])
