@@ -17,6 +17,9 @@ pub struct MergeArgs {
     /// Merge folders from different manifests or fresh-seed keys anyway.
     #[arg(long)]
     pub force: bool,
+    /// Do not rebuild the HTML report (OUT/report/).
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 /// Runs the command.
@@ -25,7 +28,14 @@ pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         MergeError::Io { .. } => CliError::from_error(Exit::Infrastructure, &e),
         _ => CliError::from_error(Exit::BadInput, &e),
     })?;
-    // HOOK(report, issue 10): rebuild OUT/report/ here once `gallery` lands (with a `--no-report` flag), e.g. `crate::gallery::write(&args.out)`.
+    // The rows are merged whatever happens here: a report problem is a warning.
+    if !args.no_report {
+        match crate::gallery::write_report(&args.out, &crate::gallery::ReportOptions::default()) {
+            Ok(s) if !global.quiet => eprintln!("report: {}", s.index.display()),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: report: {e}"),
+        }
+    }
     if !global.quiet {
         for w in &summary.warnings {
             eprintln!("warning: {w}");
