@@ -30,6 +30,18 @@ pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     })?;
     // The rows are merged whatever happens here: a report problem is a warning.
     if !args.no_report {
+        // The manifest's grids a shard's run saved stay the default view.
+        let out_grids = crate::gallery::load_grids(&args.out);
+        if out_grids.is_empty()
+            && let Some(grids) = args
+                .dirs
+                .iter()
+                .map(|d| crate::gallery::load_grids(d))
+                .find(|g| !g.is_empty())
+            && let Err(e) = crate::gallery::save_grids(&args.out, &grids)
+        {
+            eprintln!("warning: report: {e}");
+        }
         match crate::gallery::write_report(&args.out, &crate::gallery::ReportOptions::default()) {
             Ok(s) if !global.quiet => eprintln!("report: {}", s.index.display()),
             Ok(_) => {}

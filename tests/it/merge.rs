@@ -16,6 +16,8 @@ jobs:
     matrix:
       "Canvas.color": [255, 65280, 16711680]
       "1.width": [16, 24]
+grids:
+  - {name: colors, x: 1.width, y: Canvas.color}
 "#;
 
 async fn shards(p: &Project) -> comfy_batch::sim::SimHandle {
@@ -294,6 +296,12 @@ async fn merge_rebuilds_the_report_of_the_merged_folder_unless_told_not_to() {
         .unwrap()
         .count();
     assert_eq!(thumbs, 6);
+    // The manifest's grids stay the merged page's default view.
+    assert_eq!(
+        read(&p, "merged/report/grids.json"),
+        read(&p, "shard1/report/grids.json")
+    );
+    assert!(page.contains("\"x\":\"1.width\""), "{page}");
 
     let quiet = p
         .cli(&["merge", "other", "shard1", "shard2", "--no-report"])
