@@ -47,6 +47,7 @@ pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             Ok(_) => {}
             Err(e) => eprintln!("warning: report: {e}"),
         }
+        grid_images(&args.out, global.quiet);
     }
     if !global.quiet {
         for w in &summary.warnings {
@@ -63,4 +64,40 @@ pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// Redraws the saved grids' images (`OUT/report/grids/<name>.png`) from the
+/// merged log, as `run` draws them from its own.
+fn grid_images(out: &std::path::Path, quiet: bool) {
+    let views = crate::gallery::load_grids(out);
+    if views.is_empty() {
+        return;
+    }
+    let run = match crate::gallery::RunFolder::read(out) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("warning: grids: {e}");
+            return;
+        }
+    };
+    let dir = crate::gallery::report_dir(out).join("grids");
+    for g in views {
+        let req = crate::grid::GridRequest {
+            x: g.x,
+            y: g.y,
+            page: g.page,
+            r#where: g.r#where,
+            group: g.group,
+            cell: None,
+        };
+        match crate::grid::write(&run, &req, &dir.join(format!("{}.png", g.name))) {
+            Ok(paths) if !quiet => {
+                for p in paths {
+                    eprintln!("grid: {}", p.display());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: grid '{}': {e}", g.name),
+        }
+    }
 }

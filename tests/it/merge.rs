@@ -302,6 +302,10 @@ async fn merge_rebuilds_the_report_of_the_merged_folder_unless_told_not_to() {
         read(&p, "shard1/report/grids.json")
     );
     assert!(page.contains("\"x\":\"1.width\""), "{page}");
+    // And its image is drawn from the merged log: 2 widths × 3 colours.
+    let png = image::open(p.path("merged/report/grids/colors.png")).unwrap();
+    let shard = image::open(p.path("shard1/report/grids/colors.png")).unwrap();
+    assert!(png.width() > shard.width() || png.height() > shard.height() || png != shard);
 
     let quiet = p
         .cli(&["merge", "other", "shard1", "shard2", "--no-report"])
