@@ -17,6 +17,9 @@ pub struct MergeArgs {
     /// Merge folders from different manifests or fresh-seed keys anyway.
     #[arg(long)]
     pub force: bool,
+    /// Do not rebuild the HTML report (OUT/report/).
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 /// Runs the command.
@@ -25,7 +28,27 @@ pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         MergeError::Io { .. } => CliError::from_error(Exit::Infrastructure, &e),
         _ => CliError::from_error(Exit::BadInput, &e),
     })?;
-    // HOOK(report, issue 10): rebuild OUT/report/ here once `gallery` lands (with a `--no-report` flag), e.g. `crate::gallery::write(&args.out)`.
+    // The rows are merged whatever happens here: a report problem is a warning.
+    if !args.no_report {
+        // The manifest's grids a shard's run saved stay the default view.
+        let out_grids = crate::gallery::load_grids(&args.out);
+        if out_grids.is_empty()
+            && let Some(grids) = args
+                .dirs
+                .iter()
+                .map(|d| crate::gallery::load_grids(d))
+                .find(|g| !g.is_empty())
+            && let Err(e) = crate::gallery::save_grids(&args.out, &grids)
+        {
+            eprintln!("warning: report: {e}");
+        }
+        match crate::gallery::write_report(&args.out, &crate::gallery::ReportOptions::default()) {
+            Ok(s) if !global.quiet => eprintln!("report: {}", s.index.display()),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: report: {e}"),
+        }
+        grid_images(&args.out, global.quiet);
+    }
     if !global.quiet {
         for w in &summary.warnings {
             eprintln!("warning: {w}");
@@ -41,4 +64,40 @@ pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// Redraws the saved grids' images (`OUT/report/grids/<name>.png`) from the
+/// merged log, as `run` draws them from its own.
+fn grid_images(out: &std::path::Path, quiet: bool) {
+    let views = crate::gallery::load_grids(out);
+    if views.is_empty() {
+        return;
+    }
+    let run = match crate::gallery::RunFolder::read(out) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("warning: grids: {e}");
+            return;
+        }
+    };
+    let dir = crate::gallery::report_dir(out).join("grids");
+    for g in views {
+        let req = crate::grid::GridRequest {
+            x: g.x,
+            y: g.y,
+            page: g.page,
+            r#where: g.r#where,
+            group: g.group,
+            cell: None,
+        };
+        match crate::grid::write(&run, &req, &dir.join(format!("{}.png", g.name))) {
+            Ok(paths) if !quiet => {
+                for p in paths {
+                    eprintln!("grid: {}", p.display());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: grid '{}': {e}", g.name),
+        }
+    }
 }

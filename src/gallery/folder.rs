@@ -229,8 +229,9 @@ impl RunFolder {
             None => return Err(not_log("it has no header")),
         };
         let col = |name: &str| header.iter().position(|h| h == name);
-        // The last `status`: a parameter (an alias) may be called `status`
-        // too, and parameters come before the fixed columns.
+        // A parameter may be named like a log column (a node's `text`
+        // input): the log's own `status` is the last one, and the columns
+        // that follow it are looked up after it only.
         let (Some(id_col), Some(seed_col), Some(status_col)) = (
             col("job_id"),
             col("seed"),
@@ -244,22 +245,22 @@ impl RunFolder {
             return Err(not_log("its seed column is not before its status column"));
         }
         let params: Vec<String> = header[seed_col + 1..status_col].to_vec();
-        // A fixed column: never one among the parameters of the same name.
-        let named = |name: &str| {
-            header
+        let leading = |name: &str| header[..seed_col].iter().position(|h| h == name);
+        let trailing = |name: &str| {
+            header[status_col + 1..]
                 .iter()
-                .enumerate()
-                .position(|(i, h)| h == name && !(seed_col + 1..status_col).contains(&i))
+                .position(|h| h == name)
+                .map(|i| i + status_col + 1)
         };
-        let c_label = named("job");
-        let c_workflow = named("workflow");
-        let c_server = named("server");
-        let c_finished = named("finished_at");
-        let c_queue = named("queue_s");
-        let c_run = named("run_s");
-        let c_images = named("images");
-        let c_error = named("error");
-        let c_text = named("text");
+        let c_label = leading("job");
+        let c_workflow = leading("workflow");
+        let c_server = trailing("server");
+        let c_finished = trailing("finished_at");
+        let c_queue = trailing("queue_s");
+        let c_run = trailing("run_s");
+        let c_images = trailing("images");
+        let c_error = trailing("error");
+        let c_text = trailing("text");
 
         let mut jobs: Vec<JobRecord> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -487,6 +488,25 @@ mod tests {
         assert_eq!(prompt.values, ["fox", "dog"]);
         let group = dims.iter().find(|d| d.name == "group").unwrap();
         assert_eq!(group.values, ["g", "h"]);
+    }
+
+    #[test]
+    fn parameters_named_like_log_columns_stay_parameters() {
+        // A CLIPTextEncode's `text` input, or a node's `error`/`images`
+        // input, swept as a parameter: its column comes before `status`, the
+        // log's own columns after it.
+        let f = parse(
+            "job_id,job,workflow,workflow_sha256,seed,text,images,error,server,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\n\
+             a1,g#0,w,x,1,a fox,p,e,s,failed,http://h,p,,,,,,images/a1_9_0.png,boom,caption\n",
+        );
+        assert_eq!(f.params, ["text", "images", "error", "server"]);
+        let j = &f.jobs[0];
+        assert_eq!(j.params, ["a fox", "p", "e", "s"]);
+        assert_eq!(j.text, "caption");
+        assert_eq!(j.error, "boom");
+        assert_eq!(j.server, "http://h");
+        assert_eq!(j.outputs.len(), 1);
+        assert_eq!(j.outputs[0].rel, "images/a1_9_0.png");
     }
 
     #[test]

@@ -151,7 +151,11 @@
     if (!job.files.length) {
       return [el('div', { class: job.text ? 'ph text' : 'ph', text: job.text ? clip(job.text, 400) : 'no outputs' })];
     }
-    return job.files.slice(0, 4).map(function (f) { return media(job, f, false); });
+    // Pictures first: a mixed workflow may log its audio or latents before its images.
+    var rank = { image: 0, video: 1, text: 2, audio: 3, file: 4, unsafe: 5 };
+    var files = job.files.map(function (f, i) { return [rank[f.kind] === undefined ? 4 : rank[f.kind], i, f]; });
+    files.sort(function (a, b) { return a[0] - b[0] || a[1] - b[1]; });
+    return files.slice(0, 4).map(function (r) { return media(job, r[2], false); });
   }
 
   // ---- gallery -------------------------------------------------------------

@@ -741,3 +741,45 @@ async fn arrows_move_the_viewer_and_escape_closes_it() {
         "the view is kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_shows_the_images_of_a_job_whose_log_lists_audio_first() {
+    // A mixed-output workflow logs its files in the server's order: audio,
+    // latents and meshes may come before the images.
+    let p = Project::new();
+    let out = p.out();
+    std::fs::create_dir_all(out.join("images")).unwrap();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([0, 200, 0]))
+        .save(out.join("images/aaaa_7_0.png"))
+        .unwrap();
+    for f in [
+        "aaaa_6_0.flac",
+        "aaaa_9_0.mp3",
+        "aaaa_11_0.latent",
+        "aaaa_18_0.glb",
+    ] {
+        std::fs::write(out.join("images").join(f), b"x").unwrap();
+    }
+    let head = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\n";
+    std::fs::write(
+        out.join("runs.csv"),
+        format!(
+            "{head}aaaa,g#0,w.json,x,1,fox,ok,s,p,,,,0.1,0.2,\
+             images/aaaa_6_0.flac;images/aaaa_9_0.mp3;images/aaaa_11_0.latent;images/aaaa_18_0.glb;images/aaaa_7_0.png,,\n"
+        ),
+    )
+    .unwrap();
+    let r = report(&p).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let index = out.join("report/index.html");
+    let dom = dump_dom(&index, "");
+    assert!(
+        dom.contains("<img src=\"thumbs/"),
+        "the card shows the image: {dom}"
+    );
+    let dom = dump_dom(&index, "view=grid&x=seed&y=prompt");
+    assert!(
+        dom.contains("<img src=\"thumbs/"),
+        "the cell shows the image: {dom}"
+    );
+}

@@ -16,6 +16,8 @@ jobs:
     matrix:
       "Canvas.color": [255, 65280, 16711680]
       "1.width": [16, 24]
+grids:
+  - {name: colors, x: 1.width, y: Canvas.color}
 "#;
 
 async fn shards(p: &Project) -> comfy_batch::sim::SimHandle {
@@ -277,4 +279,38 @@ async fn shards_that_drew_fresh_seeds_with_other_keys_need_force() {
     let forced = p.cli(&["merge", "m", "s1", "s2", "--force"]).await;
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     assert_eq!(read_rows(&p.path("m/runs.csv")).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_rebuilds_the_report_of_the_merged_folder_unless_told_not_to() {
+    let p = Project::new();
+    let _s = shards(&p).await;
+    let out = p.cli(&["merge", "merged", "shard1", "shard2"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let page = read(&p, "merged/report/index.html");
+    // Every merged job is on the page, with its thumbnail.
+    for (id, _) in newest(&read_rows(&p.path("merged/runs.csv"))) {
+        assert!(page.contains(&id), "{id} not on the page");
+    }
+    let thumbs = std::fs::read_dir(p.path("merged/report/thumbs"))
+        .unwrap()
+        .count();
+    assert_eq!(thumbs, 6);
+    // The manifest's grids stay the merged page's default view.
+    assert_eq!(
+        read(&p, "merged/report/grids.json"),
+        read(&p, "shard1/report/grids.json")
+    );
+    assert!(page.contains("\"x\":\"1.width\""), "{page}");
+    // And its image is drawn from the merged log: 2 widths × 3 colours.
+    let png = image::open(p.path("merged/report/grids/colors.png")).unwrap();
+    let shard = image::open(p.path("shard1/report/grids/colors.png")).unwrap();
+    assert!(png.width() > shard.width() || png.height() > shard.height() || png != shard);
+
+    let quiet = p
+        .cli(&["merge", "other", "shard1", "shard2", "--no-report"])
+        .await;
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    assert!(p.path("other/runs.csv").is_file());
+    assert!(!p.path("other/report").exists());
 }
