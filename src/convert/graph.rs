@@ -137,20 +137,9 @@ fn link_id(v: Option<&Value>) -> Option<i64> {
     v.and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
 }
 
-fn parse_node(v: &Value, at: &str) -> Result<Node, ConvertError> {
-    let bad = |why: &str| ConvertError::Malformed(format!("{at}: {why}"));
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad("a node is not an object"))?;
-    let id = obj
-        .get("id")
-        .and_then(id_key)
-        .ok_or_else(|| bad("a node has no id"))?;
-    let ty = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad(&format!("node {id} has no type")))?
-        .to_string();
+/// A saved node's `inputs` and `outputs` slot lists, with their links
+/// (one reading for graph nodes and group-node inner nodes).
+pub(super) fn slots_of(obj: &serde_json::Map<String, Value>) -> (Vec<Slot>, Vec<OutSlot>) {
     let inputs = obj
         .get("inputs")
         .and_then(Value::as_array)
@@ -185,6 +174,24 @@ fn parse_node(v: &Value, at: &str) -> Result<Node, ConvertError> {
                 .collect()
         })
         .unwrap_or_default();
+    (inputs, outputs)
+}
+
+fn parse_node(v: &Value, at: &str) -> Result<Node, ConvertError> {
+    let bad = |why: &str| ConvertError::Malformed(format!("{at}: {why}"));
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("a node is not an object"))?;
+    let id = obj
+        .get("id")
+        .and_then(id_key)
+        .ok_or_else(|| bad("a node has no id"))?;
+    let ty = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(&format!("node {id} has no type")))?
+        .to_string();
+    let (inputs, outputs) = slots_of(obj);
     Ok(Node {
         id,
         ty,

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::ConvertError;
 use super::catalogue::Catalogue;
-use super::graph::{Graph, Link, Node, OutSlot, Slot, Workflow};
+use super::graph::{Graph, Link, Node, Workflow, slots_of};
 
 /// Whether a node type names a group node (`workflow>Name`, older
 /// `workflow/Name`).
@@ -88,36 +88,11 @@ fn expand_one(
             .and_then(Value::as_str)
             .ok_or("an inner node has no type")?
             .to_string();
-        let inputs = obj
-            .get("inputs")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|s| Slot {
-                        name: s.get("name").and_then(Value::as_str).unwrap_or("").into(),
-                        ty: s.get("type").and_then(Value::as_str).unwrap_or("").into(),
-                        link: None,
-                        widget: s
-                            .get("widget")
-                            .and_then(|w| w.get("name"))
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let outputs = obj
-            .get("outputs")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|s| OutSlot {
-                        ty: s.get("type").and_then(Value::as_str).unwrap_or("").into(),
-                        links: Vec::new(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Inner nodes' links are the group's own (`links` of the group
+        // definition), never the saved slots'.
+        let (mut inputs, mut outputs) = slots_of(obj);
+        inputs.iter_mut().for_each(|s| s.link = None);
+        outputs.iter_mut().for_each(|o| o.links.clear());
         inner.push(Node {
             id: format!("{}:{index}", instance.id),
             ty,
