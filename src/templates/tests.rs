@@ -1,3 +1,6 @@
+//! Unit tests of the template parser, wildcard loading, expansion and
+//! pinned draws, over small wildcard folders made in temp dirs.
+
 use std::collections::BTreeSet;
 
 use super::*;
