@@ -345,11 +345,24 @@ pub(crate) fn preflight(
     jobs: JobSource<'_>,
     catalogues: &[(String, Catalogue)],
 ) -> Result<(), CliError> {
-    let mut lines = Vec::new();
+    // A fleet's servers serve one catalogue: each distinct catalogue checks
+    // every job once, not once per server (32 servers, 32 times the work).
+    let mut groups: Vec<(&Catalogue, Vec<&str>)> = Vec::new();
     for (url, catalogue) in catalogues {
-        let server = (catalogues.len() > 1).then_some(url.as_str());
+        match groups
+            .iter_mut()
+            .find(|(c, _)| c.object_info() == catalogue.object_info())
+        {
+            Some((_, urls)) => urls.push(url),
+            None => groups.push((catalogue, vec![url])),
+        }
+    }
+    let mut lines = Vec::new();
+    for (catalogue, urls) in &groups {
+        // Named only when the servers differ; then by all that share it.
+        let server = (groups.len() > 1).then(|| servers_named(urls));
         for p in problems(catalogue, jobs()) {
-            lines.push(p.line(server));
+            lines.push(p.line(server.as_deref()));
         }
     }
     if lines.is_empty() {
@@ -359,6 +372,17 @@ pub(crate) fn preflight(
             "fix the manifest or workflow; nothing was queued (`run --no-check` skips this check)",
         ))
     }
+}
+
+/// The servers sharing one catalogue, as a problem line names them: the
+/// first few and a count.
+fn servers_named(urls: &[&str]) -> String {
+    const SHOWN: usize = 2;
+    let mut named = urls[..urls.len().min(SHOWN)].join(", ");
+    if urls.len() > SHOWN {
+        named.push_str(&format!(" and {} more", urls.len() - SHOWN));
+    }
+    named
 }
 
 /// Runs the command.

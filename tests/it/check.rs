@@ -196,3 +196,66 @@ async fn a_transient_error_on_one_class_is_retried_not_a_dead_server() {
     }
     assert_eq!(sim.stats().catalogue_requests, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_sharing_a_catalogue_are_checked_once_and_differing_ones_are_named() {
+    let (a, b) = (sim().await, sim().await);
+    let p = Project::new();
+    p.write("typo.yaml", TYPO);
+    // One fleet: each problem is one line, not one per server.
+    let out = p
+        .cli(&[
+            "check",
+            "typo.yaml",
+            "--server",
+            &a.url(),
+            "--server",
+            &b.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    let alone = p.cli(&["check", "typo.yaml", "--server", &a.url()]).await;
+    let alone: Vec<&str> = alone
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors, alone);
+
+    // A server without the checkpoint: its problems name it, the shared
+    // ones name both servers.
+    let mut models = comfy_batch::sim::default_models();
+    models.insert("checkpoints".into(), vec!["other.safetensors".into()]);
+    let c = sim_with(SimConfig {
+        models,
+        ..SimConfig::default()
+    })
+    .await;
+    let out = p
+        .cli(&[
+            "check",
+            "typo.yaml",
+            "--server",
+            &a.url(),
+            "--server",
+            &b.url(),
+            "--server",
+            &c.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let named = |url: &str| out.stderr.lines().filter(|l| l.contains(url)).count();
+    assert!(named(&c.url()) > named(&a.url()), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains("eulr") && l.contains(&format!(" on {}, {} (", a.url(), b.url()))),
+        "{}",
+        out.stderr
+    );
+}
