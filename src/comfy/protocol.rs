@@ -85,12 +85,14 @@ pub enum WsMessage {
     Other,
 }
 
+/// A message's type and its data left unparsed: most messages are progress
+/// steps or types the client ignores, and none needs a JSON tree.
 #[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    data: Value,
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a serde_json::value::RawValue>,
 }
 
 impl WsMessage {
@@ -98,23 +100,53 @@ impl WsMessage {
     /// [`WsMessage::Other`] without looking at their data, so an extension's
     /// or a newer server's messages never break a run.
     pub fn parse(text: &str) -> Result<WsMessage, serde_json::Error> {
-        let Envelope { kind, data } = serde_json::from_str(text)?;
-        const KNOWN: [&str; 9] = [
-            "status",
-            "execution_start",
-            "execution_cached",
-            "executing",
-            "executed",
-            "progress",
-            "execution_success",
-            "execution_error",
-            "execution_interrupted",
-        ];
-        if !KNOWN.contains(&kind.as_str()) {
+        // The server writes the type first (`{"type": "progress_state", …`):
+        // the kilobytes of a type the client ignores are not even scanned.
+        if let Some(kind) = leading_type(text)
+            && !KNOWN.contains(&kind)
+        {
             return Ok(WsMessage::Other);
         }
-        serde_json::from_value(serde_json::json!({ "type": kind, "data": data }))
+        let Envelope { kind, data } = serde_json::from_str(text)?;
+        if !KNOWN.contains(&kind.as_ref()) {
+            return Ok(WsMessage::Other);
+        }
+        // The tag first, so the data is read straight into its variant
+        // (the server may send `data` first; serde would buffer it then).
+        let data = data.map_or("null", |d| d.get());
+        let mut tagged = String::with_capacity(data.len() + kind.len() + 20);
+        tagged.push_str("{\"type\":\"");
+        tagged.push_str(&kind);
+        tagged.push_str("\",\"data\":");
+        tagged.push_str(data);
+        tagged.push('}');
+        serde_json::from_str(&tagged)
     }
+}
+
+/// The message types the client acts on.
+const KNOWN: [&str; 9] = [
+    "status",
+    "execution_start",
+    "execution_cached",
+    "executing",
+    "executed",
+    "progress",
+    "execution_success",
+    "execution_error",
+    "execution_interrupted",
+];
+
+/// The type of a message that starts `{"type": "<plain name>"`, or `None`
+/// when it does not start so (then the whole message is parsed).
+fn leading_type(text: &str) -> Option<&str> {
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    let rest = rest.strip_prefix("\"type\"")?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let end = rest.find(['"', '\\'])?;
+    // An escape in the name: the full parse reads it.
+    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
 }
 
 /// The data of an `execution_error` message.
@@ -504,6 +536,35 @@ impl Uploaded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ignored_types_are_known_by_their_first_bytes_and_others_parse_fully() {
+        assert_eq!(
+            leading_type(r#"{"type": "progress_state", "data": {"#),
+            Some("progress_state")
+        );
+        assert_eq!(leading_type(r#" { "type" : "x\u0041", "data": {}}"#), None);
+        assert_eq!(leading_type(r#"{"data": {}, "type": "progress"}"#), None);
+        // Cut off, or not JSON at all: an ignored type stays ignored, a
+        // broken known one is still an error.
+        assert_eq!(
+            WsMessage::parse(r#"{"type": "progress_state", "data": {"nodes": "#).unwrap(),
+            WsMessage::Other
+        );
+        assert!(WsMessage::parse(r#"{"type": "progress", "data": {"value": "#).is_err());
+        assert_eq!(
+            WsMessage::parse(
+                r#"{"type":"progress","data":{"value":1,"max":2,"prompt_id":"p","node":"3"}}"#
+            )
+            .unwrap(),
+            WsMessage::Progress {
+                value: 1.0,
+                max: 2.0,
+                prompt_id: Some("p".into()),
+                node: Some("3".into())
+            }
+        );
+    }
 
     #[test]
     fn parses_recorded_messages() {

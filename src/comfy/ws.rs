@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 use super::protocol::{BinaryFrame, WsMessage};
 use super::{ClientError, ServerUrl};
@@ -195,7 +196,12 @@ pub async fn connect(
     }
     // A server that accepts connections but never answers (frozen, or a
     // network path gone dead) must not hold the caller forever.
-    let (mut stream, _) = tokio::time::timeout(handshake, connect_async(request))
+    // Each read zeroes a buffer of this size first: tungstenite's 128 KiB
+    // default cost more than parsing the small progress messages that make
+    // most of the traffic. Larger frames (images) just take more reads.
+    let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+    let connect = connect_async_with_config(request, Some(config), false);
+    let (mut stream, _) = tokio::time::timeout(handshake, connect)
         .await
         .map_err(|_| {
             err(format!(
