@@ -123,7 +123,12 @@ pub(crate) fn drive<'a>(
         false => None,
     };
     let nothing_left = early.as_ref().is_some_and(|p| p.total == 0);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread pumps every socket and runs every job's state machine:
+    // a job's work between messages is microseconds, and a second worker
+    // only adds a cross-thread wake-up per message (measured: one runner
+    // in front of 32 servers spends less CPU per job on one thread). File
+    // work and syncs run on the blocking pool, off this thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
