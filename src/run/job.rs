@@ -119,7 +119,8 @@ pub(crate) async fn run_attempt(
     };
 
     // Images first: the prompt names them by the server's upload names.
-    let mut prompt = job.prompt.clone();
+    // Only then is it copied: most jobs send the plan's prompt as it is.
+    let mut patched: Option<crate::patch::Prompt> = None;
     for image in &job.images {
         // Read and kept in the output folder (for `rerun`) off the runtime
         // threads, then uploaded under its content name.
@@ -136,7 +137,8 @@ pub(crate) async fn run_attempt(
         };
         match server.upload(&input).await {
             Ok(uploaded) => {
-                if let Some(inputs) = prompt
+                if let Some(inputs) = patched
+                    .get_or_insert_with(|| job.prompt.clone())
                     .0
                     .get_mut(image.node.as_str())
                     .and_then(|n| n.get_mut("inputs"))
@@ -160,13 +162,21 @@ pub(crate) async fn run_attempt(
             }
         }
     }
+    let patched = patched.map(Arc::new);
     // A prompt file from an earlier run means that run may have queued this
     // very prompt id before it died: collect its work instead of redoing it.
     let maybe_submitted = {
-        let (output, id, prompt) = (ctx.output.clone(), job.id.clone(), prompt.clone());
+        let (output, id) = (ctx.output.clone(), job.id.clone());
+        let (job, patched) = (job.clone(), patched.clone());
         let saved = blocking(move || {
+            let prompt = patched.as_deref().unwrap_or(&job.prompt);
             let existed = output.prompt_path(&id).exists();
-            output.save_prompt(&id, &prompt).map(|()| existed)
+            if !existed {
+                // What a server once said of a prompt whose file is gone
+                // says nothing of this one.
+                output.save_rejection(&id, None)?;
+            }
+            output.save_prompt(&id, prompt).map(|()| existed)
         })
         .await;
         match saved {
@@ -174,6 +184,8 @@ pub(crate) async fn run_attempt(
             Err(e) => return fail(&attempt, Status::Failed, e),
         }
     };
+
+    let prompt = patched.as_deref().unwrap_or(&job.prompt);
 
     let home = server.clone();
     let mut server = server;
@@ -248,7 +260,7 @@ pub(crate) async fn run_attempt(
         loop {
             match server
                 .http
-                .submit(&prompt, &server.client_id, pid.as_str())
+                .submit(prompt, &server.client_id, pid.as_str())
                 .await
             {
                 Ok(Submission::Accepted(accepted)) => {
@@ -260,9 +272,12 @@ pub(crate) async fn run_attempt(
                     });
                     // Kept beside the prompt: a later run that adopts this
                     // prompt (this one killed) still knows it was partial.
+                    // Without an earlier prompt file there is no earlier
+                    // line to clear: a clean submission costs no file work.
                     let (output, id, line) = (ctx.output.clone(), job.id.clone(), rejected.clone());
-                    if let Err(e) =
-                        blocking(move || output.save_rejection(&id, line.as_deref())).await
+                    if (line.is_some() || maybe_submitted)
+                        && let Err(e) =
+                            blocking(move || output.save_rejection(&id, line.as_deref())).await
                     {
                         tracing::warn!("{}: {e}", job.id);
                     }
@@ -698,7 +713,7 @@ async fn save_outputs(
             .iter()
             .map(|(node, n, ext, bytes)| output.save_image(&id, node, *n, ext, bytes))
             .collect::<Result<Vec<_>, _>>()?;
-        output.make_durable(&saved)?;
+        output.make_job_durable(&id, &saved)?;
         Ok(saved)
     })
     .await

@@ -123,7 +123,11 @@ impl OutputDir {
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        write_atomic(&path, &bytes)
+        // Synced with the job's outputs by `make_durable`, before a row
+        // names the job: a sync per prompt before its submission cost more
+        // than the rest of the job's file work, and buys only that a power
+        // loss right after the submission cannot make a rerun queue it again.
+        write_replace(&path, &bytes)
     }
 
     /// Reads a local input image and names it by its content.
@@ -246,6 +250,13 @@ impl OutputDir {
     /// share the next one, so jobs ending together cost one sync; blocks.
     pub fn make_durable(&self, files: &[String]) -> Result<(), SinkError> {
         let paths: Vec<PathBuf> = files.iter().map(|rel| self.root.join(rel)).collect();
+        self.syncs.durable(&self.root, paths)
+    }
+
+    /// [`OutputDir::make_durable`] for a job's outputs and its prompt file.
+    pub fn make_job_durable(&self, job: &JobId, files: &[String]) -> Result<(), SinkError> {
+        let mut paths: Vec<PathBuf> = files.iter().map(|rel| self.root.join(rel)).collect();
+        paths.push(self.prompt_path(job));
         self.syncs.durable(&self.root, paths)
     }
 }
