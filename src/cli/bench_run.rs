@@ -49,10 +49,14 @@ pub struct BenchRunArgs {
     /// share and the runner's CPU per job.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub servers: u32,
-    /// Pass `--no-check` to the measured runs (the preflight fetches every
+    /// Pass `--no-check` to the `--servers` run (the preflight fetches every
     /// server's catalogue entries for the plan's classes).
     #[arg(long)]
     pub no_check: bool,
+    /// Pass `--no-report` to the `--servers` run: the runner alone, without
+    /// the HTML report's thumbnails and pages.
+    #[arg(long)]
+    pub no_report: bool,
     /// The `comfy-batch` binary measured as the runner (default: this one).
     #[arg(long)]
     pub runner: Option<PathBuf>,
@@ -178,7 +182,7 @@ fn run_command(
     urls: &[String],
     concurrency: u32,
     out: &Path,
-    no_check: bool,
+    flags: &[&str],
 ) -> Command {
     let mut command = Command::new(runner);
     command.arg("run").arg(manifest);
@@ -191,9 +195,7 @@ fn run_command(
         .arg("--output")
         .arg(out)
         .arg("-q");
-    if no_check {
-        command.arg("--no-check");
-    }
+    command.args(flags);
     command
 }
 
@@ -213,7 +215,7 @@ fn run_phase(
         step_ms,
         flags: sim_flags,
     };
-    run_phase_on(exes, work, name, jobs, steps, concurrency, &sims, false)
+    run_phase_on(exes, work, name, jobs, steps, concurrency, &sims, &[])
 }
 
 /// The simulator processes of one phase.
@@ -233,7 +235,7 @@ fn run_phase_on(
     steps: u32,
     concurrency: u32,
     sims: &Sims<'_>,
-    no_check: bool,
+    flags: &[&str],
 ) -> Result<(Measured, PathBuf), CliError> {
     let dir = work.join(name);
     let mut running = Vec::new();
@@ -245,7 +247,7 @@ fn run_phase_on(
     let manifest = write_manifest(&dir, name, jobs, steps)?;
     let out = dir.join("out");
     let urls: Vec<String> = running.iter().map(|s| s.url.clone()).collect();
-    let command = run_command(exes.runner, &manifest, &urls, concurrency, &out, no_check);
+    let command = run_command(exes.runner, &manifest, &urls, concurrency, &out, flags);
     let measured = run_measured(command)?;
     drop(running);
     if measured.code != 0 {
@@ -388,7 +390,7 @@ fn many_servers(
         &urls,
         concurrency,
         &dir.join("out"),
-        false,
+        &[],
     );
     let measured = run_measured(command)?;
     drop(host);
@@ -469,6 +471,18 @@ fn busy_per_server(log: &Path) -> Result<(Vec<ServerBusy>, f64), CliError> {
     Ok((servers, span))
 }
 
+/// The measured run's extra flags, from `--no-check` and `--no-report`.
+fn runner_flags(args: &BenchRunArgs) -> Vec<&'static str> {
+    let mut flags = Vec::new();
+    if args.no_check {
+        flags.push("--no-check");
+    }
+    if args.no_report {
+        flags.push("--no-report");
+    }
+    flags
+}
+
 /// `--servers N`: N simulators, one runner; each server's busy share and
 /// the runner's CPU per job and peak RSS.
 fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(), CliError> {
@@ -485,7 +499,7 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
         20,
         args.concurrency,
         &sims,
-        args.no_check,
+        &runner_flags(args),
     )?;
     let (servers, span) = busy_per_server(&log)?;
     let pct = |busy: f64, span: f64| 100.0 * busy / span.max(f64::EPSILON);
@@ -515,7 +529,10 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
     );
     println!(
         "runner{}: CPU {:.2}s = {:.3} ms/job (target <= 0.5); peak RSS {:.1} MB (target < 100); whole command {:.2}s",
-        if args.no_check { " (--no-check)" } else { "" },
+        match runner_flags(args).join(" ") {
+            flags if flags.is_empty() => String::new(),
+            flags => format!(" ({flags})"),
+        },
         m.cpu.as_secs_f64(),
         1000.0 * m.cpu.as_secs_f64() / args.busy_jobs as f64,
         m.max_rss_kib as f64 / 1024.0,
