@@ -277,7 +277,13 @@ pub(crate) async fn object_info_of(
                 "{}: no per-class catalogue ({e}); fetching /object_info",
                 http.base()
             );
-            http.object_info().await?
+            // Only `classes`, as a per-class server answers: the preflight
+            // groups servers by equal catalogues.
+            let mut info = http.object_info().await?;
+            if let Value::Object(all) = &mut info {
+                all.retain(|class, _| classes.contains(class));
+            }
+            info
         }
         Err(e) => return Err(e),
     };
