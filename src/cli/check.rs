@@ -277,7 +277,13 @@ pub(crate) async fn object_info_of(
                 "{}: no per-class catalogue ({e}); fetching /object_info",
                 http.base()
             );
-            http.object_info().await?
+            // Only `classes`, as a per-class server answers: the preflight
+            // groups servers by equal catalogues.
+            let mut info = http.object_info().await?;
+            if let Value::Object(all) = &mut info {
+                all.retain(|class, _| classes.contains(class));
+            }
+            info
         }
         Err(e) => return Err(e),
     };
@@ -347,18 +353,16 @@ pub(crate) fn preflight(
 ) -> Result<(), CliError> {
     // A fleet's servers serve one catalogue: each distinct catalogue checks
     // every job once, not once per server (32 servers, 32 times the work).
-    let mut groups: Vec<(&Catalogue, Vec<&str>)> = Vec::new();
+    let mut groups: Vec<(&Catalogue, Value, Vec<&str>)> = Vec::new();
     for (url, catalogue) in catalogues {
-        match groups
-            .iter_mut()
-            .find(|(c, _)| c.object_info() == catalogue.object_info())
-        {
-            Some((_, urls)) => urls.push(url),
-            None => groups.push((catalogue, vec![url])),
+        let seen = as_checked(catalogue);
+        match groups.iter_mut().find(|(_, s, _)| *s == seen) {
+            Some((_, _, urls)) => urls.push(url),
+            None => groups.push((catalogue, seen, vec![url])),
         }
     }
     let mut lines = Vec::new();
-    for (catalogue, urls) in &groups {
+    for (catalogue, _, urls) in &groups {
         // Named only when the servers differ; then by all that share it.
         let server = (groups.len() > 1).then(|| servers_named(urls));
         for p in problems(catalogue, jobs()) {
@@ -372,6 +376,22 @@ pub(crate) fn preflight(
             "fix the manifest or workflow; nothing was queued (`run --no-check` skips this check)",
         ))
     }
+}
+
+/// A catalogue as the preflight reads it: without the input images each
+/// server lists (earlier runs uploaded different ones), never checked here.
+fn as_checked(catalogue: &Catalogue) -> Value {
+    let mut info = Value::Object(catalogue.object_info().clone());
+    if let Value::Object(classes) = &mut info {
+        for (class, entry) in classes.iter_mut() {
+            if crate::validate::image_list_unchecked(class)
+                && let Some(list) = entry.pointer_mut("/input/required/image/0")
+            {
+                *list = Value::Null;
+            }
+        }
+    }
+    info
 }
 
 /// The servers sharing one catalogue, as a problem line names them: the

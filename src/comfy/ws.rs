@@ -251,10 +251,20 @@ impl Socket {
         let mut ping = tokio::time::interval(silence / 3);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = tokio::time::Instant::now();
+        let mut last_tick = last_seen;
         loop {
             let next = tokio::select! {
                 next = self.stream.next() => next,
                 _ = ping.tick() => {
+                    // One runtime thread: the runner itself may have stalled
+                    // (a slow sync) past the silence, the frames that came
+                    // meanwhile not yet read. A tick that late measures the
+                    // runner, not the server: the silence starts again.
+                    let now = tokio::time::Instant::now();
+                    if now - last_tick >= silence {
+                        last_seen = now;
+                    }
+                    last_tick = now;
                     let mut dead = last_seen.elapsed() >= silence;
                     if !dead {
                         // A failed send shows up as a read error next; one that
@@ -380,5 +390,56 @@ mod tests {
             ended.load(Ordering::SeqCst),
             "the server still holds the old socket"
         );
+    }
+
+    /// With one runtime thread, the runner itself may stall (a slow disk's
+    /// sync in the log writer) for longer than the silence allowed: that is
+    /// not the server's silence, which went on talking meanwhile.
+    #[tokio::test]
+    async fn a_stalled_runner_reads_what_arrived_before_calling_the_server_silent() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The server on its own thread: it keeps talking while we stall.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let greeting = r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":0}},"sid":"x"}}"#;
+                ws.send(Message::text(greeting)).await.unwrap();
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+                loop {
+                    tokio::select! {
+                        read = ws.next() => if !matches!(read, Some(Ok(_))) { return },
+                        _ = tick.tick() => {
+                            let m = r#"{"type":"progress_state","data":{}}"#;
+                            if ws.send(Message::text(m)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        });
+        let base = ServerUrl::parse(&format!("http://{addr}")).unwrap();
+        let timeout = std::time::Duration::from_secs(5);
+        let socket = connect(&base, "x", &HeaderMap::new(), timeout)
+            .await
+            .unwrap();
+        let silence = std::time::Duration::from_millis(300);
+        let pump = tokio::spawn(async move { socket.pump(&Router::default(), silence).await });
+        for _ in 0..8 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            // Blocks the only runtime thread, as a slow sync would.
+            std::thread::sleep(silence * 3);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            assert!(!pump.is_finished(), "{}", pump.await.unwrap());
+        }
+        pump.abort();
     }
 }

@@ -520,6 +520,12 @@ const FILE_CHECKED: &[&str] = &["LoadImage", "LoadImageMask"];
 /// Classes whose file list is dynamic and not checked against the combo.
 const COMBO_UNCHECKED: &[&str] = &["LoadImageOutput"];
 
+/// Whether [`validate_prompt`] never compares `class`'s `image` value with
+/// its listed files (a folder's contents, different on each server).
+pub(crate) fn image_list_unchecked(class: &str) -> bool {
+    FILE_CHECKED.contains(&class) || COMBO_UNCHECKED.contains(&class)
+}
+
 /// Validates a prompt (API format: `{id: {class_type, inputs}}`) as the real
 /// server does on `POST /prompt`.
 pub fn validate_prompt(

@@ -259,3 +259,73 @@ async fn servers_sharing_a_catalogue_are_checked_once_and_differing_ones_are_nam
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_the_class_route_shares_its_fleets_catalogue() {
+    // An older server answers with its whole /object_info: for the classes
+    // the jobs use it is its peers' catalogue, so nothing is said twice.
+    let a = sim().await;
+    let b = sim_with(SimConfig {
+        no_class_route: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("typo.yaml", TYPO);
+    let errors = |stderr: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .map(str::to_string)
+            .collect()
+    };
+    let out = p
+        .cli(&[
+            "check",
+            "typo.yaml",
+            "--server",
+            &a.url(),
+            "--server",
+            &b.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let alone = p.cli(&["check", "typo.yaml", "--server", &a.url()]).await;
+    assert_eq!(errors(&out.stderr), errors(&alone.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_holding_different_input_images_share_a_catalogue() {
+    // LoadImage lists each server's input folder, which earlier runs
+    // filled differently; the preflight never reads that list (images are
+    // uploaded at run time), so the servers are still one fleet.
+    let (a, b) = (sim().await, sim().await);
+    std::fs::write(b.input_dir().join("earlier.png"), b"png").unwrap();
+    let p = Project::new();
+    p.write("there.png", b"png");
+    p.write(
+        "i2i.yaml",
+        "version: 1\njobs:\n  - name: g\n    workflow: i2i\n    set: {image: there.png}\n  - name: fox\n    workflow: t2i\n    set: {sampler: eulr}\n",
+    );
+    let errors = |stderr: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .map(str::to_string)
+            .collect()
+    };
+    let out = p
+        .cli(&[
+            "check",
+            "i2i.yaml",
+            "--server",
+            &a.url(),
+            "--server",
+            &b.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let alone = p.cli(&["check", "i2i.yaml", "--server", &a.url()]).await;
+    assert!(out.stderr.contains("eulr"), "{}", out.stderr);
+    assert_eq!(errors(&out.stderr), errors(&alone.stderr));
+}
