@@ -279,8 +279,11 @@ impl RunLog {
     /// were synced before the row was written, so a row on the disk never
     /// names a file that is not.
     pub fn sync(&mut self) -> Result<(), SinkError> {
+        let synced = self.file.sync_data().map_err(SinkError::at(&self.path));
+        // Timed from its end: on a disk whose syncs take over a second,
+        // a start time would make every later row sync again.
         self.synced = std::time::Instant::now();
-        self.file.sync_data().map_err(SinkError::at(&self.path))
+        synced
     }
 }
 
