@@ -92,6 +92,34 @@ pub(crate) async fn run_attempt(
     job: Arc<Job>,
     number: u32,
     server: Arc<Server>,
+    ctx: AttemptContext,
+) -> AttemptEnd {
+    let output = ctx.output.clone();
+    let end = attempt(job.clone(), number, server, ctx).await;
+    if let AttemptEnd::Done(outcome) = &end
+        && outcome.status != Status::Ok
+    {
+        // An ok job's prompt file was synced with its outputs; a row that
+        // says the job failed must not reach the disk before its prompt
+        // file either (`rerun` replays it).
+        let id = job.id.clone();
+        let synced = blocking(move || match output.prompt_path(&id).exists() {
+            true => output.make_job_durable(&id, &[]),
+            false => Ok(()),
+        })
+        .await;
+        if let Err(e) = synced {
+            tracing::warn!("{}: {e}", job.id);
+        }
+    }
+    end
+}
+
+/// [`run_attempt`] until its end is known.
+async fn attempt(
+    job: Arc<Job>,
+    number: u32,
+    server: Arc<Server>,
     mut ctx: AttemptContext,
 ) -> AttemptEnd {
     let pid = prompt_id(&ctx.run_key, &job, number);
