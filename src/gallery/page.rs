@@ -22,8 +22,8 @@ const MAX_TEXT: u64 = 4096;
 /// JSON safe inside a `<script>` element: `<`, `>`, `&` and the two JS
 /// line separators escaped (they only occur inside JSON strings, where
 /// `\uXXXX` means the same).
-pub(crate) fn script_safe_json(value: &Json) -> String {
-    let text = value.to_string();
+pub(crate) fn script_safe_json(value: &impl serde::Serialize) -> String {
+    let text = serde_json::to_string(value).unwrap_or_default();
     let mut out = String::with_capacity(text.len() + 64);
     for c in text.chars() {
         match c {
@@ -57,77 +57,136 @@ fn read_text(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// The page's data, serialized as it is read: a tree of 10,000 jobs' values
+/// would be most of a run's peak memory.
+#[derive(serde::Serialize)]
+struct PageData<'a> {
+    title: String,
+    rerun: String,
+    live: Option<Json>,
+    dims: Vec<Json>,
+    grids: Vec<Json>,
+    jobs: Jobs<'a>,
+}
+
+/// Every job as one array ([`JobRow`]), made while serializing.
+struct Jobs<'a> {
+    run: &'a RunFolder,
+    dims: Vec<crate::gallery::folder::Dimension>,
+    has_thumb: &'a HashSet<&'a str>,
+}
+
+impl serde::Serialize for Jobs<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let index: Vec<std::collections::HashMap<&str, usize>> = self
+            .dims
+            .iter()
+            .map(|d| {
+                d.values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v.as_str(), i))
+                    .collect()
+            })
+            .collect();
+        let mut seq = serializer.serialize_seq(Some(self.run.jobs.len()))?;
+        for job in &self.run.jobs {
+            seq.serialize_element(&self.row(job, &index))?;
+        }
+        seq.end()
+    }
+}
+
+/// One job: id, label, status, dimension value indexes, queue and run
+/// seconds, files, error, text, attempts, finish time, server, workflow.
+#[derive(serde::Serialize)]
+struct JobRow<'a>(
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<i64>,
+    &'a str,
+    &'a str,
+    Vec<FileRow<'a>>,
+    &'a str,
+    String,
+    usize,
+    &'a str,
+    &'a str,
+    &'a str,
+);
+
+/// One output file: path, kind, thumbnail name, 1 when present.
+#[derive(serde::Serialize)]
+struct FileRow<'a>(&'a str, &'static str, String, u8);
+
+impl<'a> Jobs<'a> {
+    fn row(
+        &self,
+        job: &'a crate::gallery::folder::JobRecord,
+        index: &[std::collections::HashMap<&str, usize>],
+    ) -> JobRow<'a> {
+        let run = self.run;
+        let values: Vec<i64> = self
+            .dims
+            .iter()
+            .zip(index)
+            .map(|(d, ix)| {
+                run.value(job, &d.name)
+                    .and_then(|v| ix.get(v))
+                    .map_or(-1, |i| *i as i64)
+            })
+            .collect();
+        let mut text = job.text.clone();
+        let files: Vec<FileRow<'a>> = job
+            .outputs
+            .iter()
+            .map(|o| {
+                if let (OutputKind::Text, true, true, Some(p)) =
+                    (o.kind, o.present, text.is_empty(), &o.path)
+                {
+                    text = read_text(p);
+                }
+                let thumb = if self.has_thumb.contains(o.rel.as_str()) {
+                    thumbs::thumb_name(&o.rel)
+                } else {
+                    String::new()
+                };
+                let kind = match (o.path.is_some(), o.kind) {
+                    (false, _) => "unsafe",
+                    (true, k) => k.as_str(),
+                };
+                FileRow(&o.rel, kind, thumb, u8::from(o.present))
+            })
+            .collect();
+        JobRow(
+            &job.id,
+            &job.label,
+            &job.status,
+            values,
+            &job.queue_s,
+            &job.run_s,
+            files,
+            &job.error,
+            text,
+            job.attempts,
+            &job.finished_at,
+            &job.server,
+            &job.workflow,
+        )
+    }
+}
+
 /// The page's data.
-pub(crate) fn data(
-    run: &RunFolder,
+fn data<'a>(
+    run: &'a RunFolder,
     grids: &[GridView],
-    has_thumb: &HashSet<&str>,
+    has_thumb: &'a HashSet<&'a str>,
     options: &ReportOptions,
-) -> Json {
+) -> PageData<'a> {
     let dims = run.dimensions();
-    let index: Vec<std::collections::HashMap<&str, usize>> = dims
-        .iter()
-        .map(|d| {
-            d.values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (v.as_str(), i))
-                .collect()
-        })
-        .collect();
-    let jobs: Vec<Json> = run
-        .jobs
-        .iter()
-        .map(|job| {
-            let values: Vec<i64> = dims
-                .iter()
-                .zip(&index)
-                .map(|(d, ix)| {
-                    run.value(job, &d.name)
-                        .and_then(|v| ix.get(v))
-                        .map_or(-1, |i| *i as i64)
-                })
-                .collect();
-            let mut text = job.text.clone();
-            let files: Vec<Json> = job
-                .outputs
-                .iter()
-                .map(|o| {
-                    if let (OutputKind::Text, true, true, Some(p)) =
-                        (o.kind, o.present, text.is_empty(), &o.path)
-                    {
-                        text = read_text(p);
-                    }
-                    let thumb = if has_thumb.contains(o.rel.as_str()) {
-                        thumbs::thumb_name(&o.rel)
-                    } else {
-                        String::new()
-                    };
-                    let kind = match (o.path.is_some(), o.kind) {
-                        (false, _) => "unsafe",
-                        (true, k) => k.as_str(),
-                    };
-                    json!([o.rel, kind, thumb, u8::from(o.present)])
-                })
-                .collect();
-            json!([
-                job.id,
-                job.label,
-                job.status,
-                values,
-                job.queue_s,
-                job.run_s,
-                files,
-                job.error,
-                text,
-                job.attempts,
-                job.finished_at,
-                job.server,
-                job.workflow,
-            ])
-        })
-        .collect();
-    let dims: Vec<Json> = dims
+    let dims_json: Vec<Json> = dims
         .iter()
         .map(|d| json!({"name": d.name, "values": d.values, "numeric": d.numeric}))
         .collect();
@@ -144,14 +203,20 @@ pub(crate) fn data(
         .collect();
     let log = std::path::absolute(run.root.join("runs.csv"))
         .unwrap_or_else(|_| run.root.join("runs.csv"));
-    json!({
-        "title": title(run),
-        "rerun": format!("comfy-batch rerun {}", shell_quote(&log.to_string_lossy())),
-        "live": options.in_progress.map(|p| json!({"done": p.done, "total": p.total, "at": options.stamp})),
-        "dims": dims,
-        "grids": grids,
-        "jobs": jobs,
-    })
+    PageData {
+        title: title(run),
+        rerun: format!("comfy-batch rerun {}", shell_quote(&log.to_string_lossy())),
+        live: options
+            .in_progress
+            .map(|p| json!({"done": p.done, "total": p.total, "at": options.stamp})),
+        dims: dims_json,
+        grids,
+        jobs: Jobs {
+            run,
+            dims,
+            has_thumb,
+        },
+    }
 }
 
 fn title(run: &RunFolder) -> String {
