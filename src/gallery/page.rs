@@ -278,6 +278,186 @@ mod tests {
         assert_eq!(back, v);
     }
 
+    /// The page's data as the `json!` tree built before 0cd9550: the
+    /// streamed rows must say exactly the same, byte for byte.
+    fn reference(
+        run: &RunFolder,
+        grids: &[GridView],
+        has_thumb: &HashSet<&str>,
+        options: &ReportOptions,
+    ) -> Json {
+        let dims = run.dimensions();
+        let index: Vec<std::collections::HashMap<&str, usize>> = dims
+            .iter()
+            .map(|d| {
+                d.values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v.as_str(), i))
+                    .collect()
+            })
+            .collect();
+        let jobs: Vec<Json> = run
+            .jobs
+            .iter()
+            .map(|job| {
+                let values: Vec<i64> = dims
+                    .iter()
+                    .zip(&index)
+                    .map(|(d, ix)| {
+                        run.value(job, &d.name)
+                            .and_then(|v| ix.get(v))
+                            .map_or(-1, |i| *i as i64)
+                    })
+                    .collect();
+                let mut text = job.text.clone();
+                let files: Vec<Json> = job
+                    .outputs
+                    .iter()
+                    .map(|o| {
+                        if let (OutputKind::Text, true, true, Some(p)) =
+                            (o.kind, o.present, text.is_empty(), &o.path)
+                        {
+                            text = read_text(p);
+                        }
+                        let thumb = if has_thumb.contains(o.rel.as_str()) {
+                            thumbs::thumb_name(&o.rel)
+                        } else {
+                            String::new()
+                        };
+                        let kind = match (o.path.is_some(), o.kind) {
+                            (false, _) => "unsafe",
+                            (true, k) => k.as_str(),
+                        };
+                        json!([o.rel, kind, thumb, u8::from(o.present)])
+                    })
+                    .collect();
+                json!([
+                    job.id,
+                    job.label,
+                    job.status,
+                    values,
+                    job.queue_s,
+                    job.run_s,
+                    files,
+                    job.error,
+                    text,
+                    job.attempts,
+                    job.finished_at,
+                    job.server,
+                    job.workflow,
+                ])
+            })
+            .collect();
+        let dims: Vec<Json> = dims
+            .iter()
+            .map(|d| json!({"name": d.name, "values": d.values, "numeric": d.numeric}))
+            .collect();
+        let grids: Vec<Json> = grids
+            .iter()
+            .map(|g| {
+                let fixed: serde_json::Map<String, Json> = g
+                    .r#where
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+                    .collect();
+                json!({"name": g.name, "x": g.x, "y": g.y, "page": g.page, "where": fixed, "group": g.group})
+            })
+            .collect();
+        let log = std::path::absolute(run.root.join("runs.csv"))
+            .unwrap_or_else(|_| run.root.join("runs.csv"));
+        json!({
+            "title": title(run),
+            "rerun": format!("comfy-batch rerun {}", shell_quote(&log.to_string_lossy())),
+            "live": options.in_progress.map(|p| json!({"done": p.done, "total": p.total, "at": options.stamp})),
+            "dims": dims,
+            "grids": grids,
+            "jobs": jobs,
+        })
+    }
+
+    #[test]
+    fn streamed_data_is_the_old_tree_byte_for_byte() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("it's a </script> run\u{2028}");
+        std::fs::create_dir_all(dir.join("images")).unwrap();
+        std::fs::create_dir_all(dir.join("texts")).unwrap();
+        std::fs::write(dir.join("images/a1_0.png"), b"png").unwrap();
+        std::fs::write(dir.join("images/b2_0.png"), b"png").unwrap();
+        std::fs::write(
+            dir.join("texts/a1_1.txt"),
+            "a \"caption\" </script><b>&amp; \u{2028}\u{2029} é 🦊\n",
+        )
+        .unwrap();
+        // Over MAX_TEXT with a multibyte char cut at the limit.
+        std::fs::write(dir.join("texts/c3.md"), "é".repeat(3000)).unwrap();
+        let csv = "job_id,job,workflow,workflow_sha256,seed,prompt,cfg,steps,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\n\
+            a1,\"g \"\"q\"\"#0\",w.json,x,1,\"a </script> \u{2028} cat\",7.5,20,ok,http://s:1,p,,,2026-01-01T00:00:00Z,0.1,2.5,images/a1_0.png;texts/a1_1.txt,,\n\
+            b2,g#1,w.json,x,2,fox & <dog>,10,20,failed,http://s:2,p,,,,,,images/b2_0.png;../escape.png;/etc/passwd;images/missing.webp,\"boom \"\"x\"\" </script>\",\n\
+            c3,,,,3,,2,,interrupted,,,,,,,,texts/c3.md;texts/none.txt;out/x.mp4;a.flac;l.latent;g.gif,,inline text wins\n\
+            b2,g#1,w.json,x,2,fox & <dog>,10,20,ok,http://s:2,p,,,,,,images/b2_0.png,,\n\
+            d4,g#2,other.json,y,4,\u{1F98A} ünï,1e1,20,rejected,,,,,,,,texts/c3.md;../escape.png;/etc/passwd;C:\\\\x.png,\"node 3: no \u{2029}\",\n";
+        std::fs::write(dir.join("runs.csv"), csv).unwrap();
+        let run = RunFolder::read(&dir).unwrap();
+        assert_eq!(run.jobs.len(), 4);
+        let grids = [
+            GridView {
+                name: "seed × cfg".into(),
+                x: "seed".into(),
+                y: "cfg".into(),
+                page: Some("prompt".into()),
+                r#where: vec![
+                    ("steps".into(), "20".into()),
+                    ("prompt".into(), "</script>\u{2028}".into()),
+                ],
+                group: Some("g \"q\"".into()),
+            },
+            GridView {
+                name: "plain".into(),
+                x: "cfg".into(),
+                y: "seed".into(),
+                page: None,
+                r#where: vec![],
+                group: None,
+            },
+        ];
+        let has_thumb: HashSet<&str> = ["images/a1_0.png", "images/b2_0.png"].into();
+        for options in [
+            ReportOptions::default(),
+            ReportOptions {
+                in_progress: Some(crate::gallery::InProgress { done: 3, total: 9 }),
+                stamp: Some("09:41:00".into()),
+            },
+            ReportOptions {
+                in_progress: Some(crate::gallery::InProgress { done: 0, total: 0 }),
+                stamp: None,
+            },
+        ] {
+            let old = reference(&run, &grids, &has_thumb, &options);
+            let new = data(&run, &grids, &has_thumb, &options);
+            assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+            let safe = script_safe_json(&new);
+            assert_eq!(safe, script_safe_json(&old));
+            for c in ['<', '>', '&', '\u{2028}', '\u{2029}'] {
+                assert!(!safe.contains(c), "{c:?} in {safe}");
+            }
+            assert!(safe.contains("\\u003c/script\\u003e") && safe.contains("\\u2028"));
+            let back: Json = serde_json::from_str(&safe).unwrap();
+            assert_eq!(back, old);
+        }
+        // The varied content is really there.
+        let old = reference(&run, &grids, &has_thumb, &ReportOptions::default()).to_string();
+        for needle in [
+            "\"unsafe\"",
+            "\"numeric\":true",
+            "caption",
+            "inline text wins",
+            "a1_0",
+        ] {
+            assert!(old.contains(needle), "{needle} not in {old}");
+        }
+    }
+
     #[test]
     fn shell_quoting() {
         assert_eq!(shell_quote("/tmp/out/runs.csv"), "/tmp/out/runs.csv");
