@@ -719,3 +719,138 @@ async fn waiting_jobs_share_one_queue_poll() {
     // Each of the 6 jobs polls every 2 s: 18 reads in 6 s if unshared.
     assert!(gets <= 8, "{gets} GET /queue in 6 s for 6 waiting jobs");
 }
+
+/// Every job of a run that ends not ok has its prompt file synced before its
+/// row: many at once must neither stall nor lose a row (2159d7e).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_job_failing_at_once_logs_each_with_its_prompt_file() {
+    let sim = sim_with(SimConfig {
+        step_ms: 1,
+        fail_rate: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(40));
+    let out = p.run("jobs.yaml", &[&sim], &["--concurrency", "16"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 40, "one row per job");
+    for row in &rows {
+        assert_eq!(row.get("status"), "failed", "{row:?}");
+        let prompt = p
+            .out()
+            .join("prompts")
+            .join(format!("{}.json", row.get("job_id")));
+        assert!(prompt.is_file(), "{row:?}");
+    }
+    nothing_of_ours_queued(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_job_rejected_at_once_logs_each() {
+    let sim = sim_with(config(1)).await;
+    let p = Project::new();
+    p.write(
+        "bad.yaml",
+        format!(
+            "{}    set:\n      sampler: bogus_sampler\n",
+            sampler_jobs(30)
+        ),
+    );
+    let out = p
+        .run("bad.yaml", &[&sim], &["--no-check", "--concurrency", "16"])
+        .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 30, "one row per job");
+    for row in &rows {
+        assert_eq!(row.get("status"), "rejected", "{row:?}");
+        let prompt = p
+            .out()
+            .join("prompts")
+            .join(format!("{}.json", row.get("job_id")));
+        assert!(prompt.is_file(), "{row:?}");
+    }
+}
+
+/// Ctrl-C with many prompts queued: each gets its `interrupted` row (each
+/// synced first) and the run still ends at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_with_many_queued_writes_every_interrupted_row() {
+    let a = sim_with(config(100)).await;
+    let b = sim_with(config(100)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(60));
+    let mut run = p.spawn("jobs.yaml", &[&a, &b], &["--concurrency", "12"]);
+    wait_for("prompts queued", 60, || {
+        std::fs::read_dir(p.out().join("prompts")).is_ok_and(|d| d.count() >= 20)
+    })
+    .await;
+    let begin = std::time::Instant::now();
+    run.signal(libc::SIGINT);
+    wait_for("the first Ctrl-C to be seen", 30, || {
+        run.stderr().contains("waiting for the running ones")
+    })
+    .await;
+    run.signal(libc::SIGINT);
+    assert_eq!(run.exit(60).await, 130, "{}", run.stderr());
+    assert!(begin.elapsed() < Duration::from_secs(30), "stalled");
+    nothing_of_ours_queued(&a).await;
+    nothing_of_ours_queued(&b).await;
+    let rows = p.rows();
+    let interrupted = rows
+        .iter()
+        .filter(|r| r.get("status") == "interrupted")
+        .count();
+    assert!(interrupted >= 18, "{rows:?}");
+    let ids: BTreeSet<_> = rows.iter().map(|r| r.get("job_id")).collect();
+    assert_eq!(ids.len(), rows.len(), "one row per job: {rows:?}");
+    for row in &rows {
+        assert!(matches!(row.get("status"), "ok" | "interrupted"), "{row:?}");
+    }
+    let out = p
+        .run("jobs.yaml", &[&a, &b], &["--concurrency", "12"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(60);
+}
+
+/// An input that can no longer be read fails its job before any prompt
+/// file exists: the job still ends with its row, the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_failing_before_its_prompt_file_exists_ends_cleanly() {
+    let sim = sim_with(config(150)).await;
+    let p = Project::new();
+    let prefixes: Vec<String> = (0..8).map(|i| format!("\"x/{i}\"")).collect();
+    p.write("inputs/red.png", crate::run::tiny_png([255, 0, 0]));
+    p.write(
+        "i2i.yaml",
+        format!(
+            "version: 1\njobs:\n  - name: img\n    workflow: i2i\n    matrix:\n      \"3.filename_prefix\": [{}]\n    set:\n      image: inputs/red.png\n",
+            prefixes.join(", ")
+        ),
+    );
+    let mut run = p.spawn("i2i.yaml", &[&sim], &["--concurrency", "1"]);
+    wait_for("a first prompt", 60, || {
+        std::fs::read_dir(p.out().join("prompts")).is_ok_and(|d| d.count() >= 1)
+    })
+    .await;
+    std::fs::remove_file(p.path("inputs/red.png")).unwrap();
+    assert_eq!(run.exit(60).await, 1, "{}", run.stderr());
+    let rows = p.rows();
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get("status") == "failed")
+        .collect();
+    assert!(!failed.is_empty(), "{rows:?}");
+    for row in failed {
+        assert!(row.get("error").starts_with("upload "), "{row:?}");
+        let prompt = p
+            .out()
+            .join("prompts")
+            .join(format!("{}.json", row.get("job_id")));
+        assert!(!prompt.exists(), "{row:?}");
+    }
+}
