@@ -95,7 +95,13 @@ pub(crate) async fn run_attempt(
     ctx: AttemptContext,
 ) -> AttemptEnd {
     let output = ctx.output.clone();
-    let end = attempt(job.clone(), number, server, ctx).await;
+    // A lost server ends the attempt wherever it is, even in a request that
+    // would hang until its timeout; the job moves on. Not the sync below:
+    // an end already known (a final failure) is not the server's to undo.
+    let end = tokio::select! {
+        end = attempt(job.clone(), number, server.clone(), ctx) => end,
+        _ = server.wait_lost() => AttemptEnd::Requeue("server lost".into()),
+    };
     if let AttemptEnd::Done(outcome) = &end
         && outcome.status != Status::Ok
     {

@@ -291,12 +291,7 @@ pub async fn execute(
             let ctx = ctx.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                // A lost server ends the attempt wherever it is, even in a
-                // request that would hang until its timeout; the job moves on.
-                let end = tokio::select! {
-                    end = job::run_attempt(job.clone(), attempt, server.clone(), ctx) => end,
-                    _ = server.wait_lost() => AttemptEnd::Requeue("server lost".into()),
-                };
+                let end = job::run_attempt(job.clone(), attempt, server.clone(), ctx).await;
                 let _ = tx.send(Msg::Finished {
                     job,
                     attempt,
