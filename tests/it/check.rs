@@ -5,6 +5,15 @@ use comfy_batch::sim::SimConfig;
 
 use crate::harness::{Project, sim, sim_with};
 
+/// The `error:` lines of a command's stderr.
+fn errors(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(str::to_string)
+        .collect()
+}
+
 const TYPO: &str = r#"version: 1
 jobs:
   - name: fox
@@ -27,12 +36,7 @@ async fn check_lists_each_problem_once_with_its_jobs() {
     p.write("typo.yaml", TYPO);
     let out = p.cli(&["check", "typo.yaml", "--server", &sim.url()]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    insta::assert_snapshot!(errors.join("\n"));
+    insta::assert_snapshot!(errors(&out.stderr).join("\n"));
     assert_eq!(sim.stats().prompts_executed, 0);
 }
 
@@ -214,18 +218,8 @@ async fn servers_sharing_a_catalogue_are_checked_once_and_differing_ones_are_nam
         ])
         .await;
     assert_eq!(out.code, 2, "{}", out.stderr);
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
     let alone = p.cli(&["check", "typo.yaml", "--server", &a.url()]).await;
-    let alone: Vec<&str> = alone
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(errors, alone);
+    assert_eq!(errors(&out.stderr), errors(&alone.stderr));
 
     // A server without the checkpoint: its problems name it, the shared
     // ones name both servers.
@@ -272,13 +266,6 @@ async fn a_server_without_the_class_route_shares_its_fleets_catalogue() {
     .await;
     let p = Project::new();
     p.write("typo.yaml", TYPO);
-    let errors = |stderr: &str| -> Vec<String> {
-        stderr
-            .lines()
-            .filter(|l| l.starts_with("error:"))
-            .map(str::to_string)
-            .collect()
-    };
     let out = p
         .cli(&[
             "check",
@@ -307,13 +294,6 @@ async fn servers_holding_different_input_images_share_a_catalogue() {
         "i2i.yaml",
         "version: 1\njobs:\n  - name: g\n    workflow: i2i\n    set: {image: there.png}\n  - name: fox\n    workflow: t2i\n    set: {sampler: eulr}\n",
     );
-    let errors = |stderr: &str| -> Vec<String> {
-        stderr
-            .lines()
-            .filter(|l| l.starts_with("error:"))
-            .map(str::to_string)
-            .collect()
-    };
     let out = p
         .cli(&[
             "check",
