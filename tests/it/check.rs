@@ -3,7 +3,16 @@
 
 use comfy_batch::sim::SimConfig;
 
-use crate::harness::{Project, sim, sim_with};
+use crate::harness::{Output, Project, sim, sim_with};
+
+/// `comfy-batch check MANIFEST` against `servers`, in order.
+async fn check_on(p: &Project, manifest: &str, servers: &[String]) -> Output {
+    let mut args = vec!["check", manifest];
+    for url in servers {
+        args.extend(["--server", url.as_str()]);
+    }
+    p.cli(&args).await
+}
 
 /// The `error:` lines of a command's stderr.
 fn errors(stderr: &str) -> Vec<String> {
@@ -207,16 +216,7 @@ async fn servers_sharing_a_catalogue_are_checked_once_and_differing_ones_are_nam
     let p = Project::new();
     p.write("typo.yaml", TYPO);
     // One fleet: each problem is one line, not one per server.
-    let out = p
-        .cli(&[
-            "check",
-            "typo.yaml",
-            "--server",
-            &a.url(),
-            "--server",
-            &b.url(),
-        ])
-        .await;
+    let out = check_on(&p, "typo.yaml", &[a.url(), b.url()]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     let alone = p.cli(&["check", "typo.yaml", "--server", &a.url()]).await;
     assert_eq!(errors(&out.stderr), errors(&alone.stderr));
@@ -230,18 +230,7 @@ async fn servers_sharing_a_catalogue_are_checked_once_and_differing_ones_are_nam
         ..SimConfig::default()
     })
     .await;
-    let out = p
-        .cli(&[
-            "check",
-            "typo.yaml",
-            "--server",
-            &a.url(),
-            "--server",
-            &b.url(),
-            "--server",
-            &c.url(),
-        ])
-        .await;
+    let out = check_on(&p, "typo.yaml", &[a.url(), b.url(), c.url()]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     let named = |url: &str| out.stderr.lines().filter(|l| l.contains(url)).count();
     assert!(named(&c.url()) > named(&a.url()), "{}", out.stderr);
@@ -266,16 +255,7 @@ async fn a_server_without_the_class_route_shares_its_fleets_catalogue() {
     .await;
     let p = Project::new();
     p.write("typo.yaml", TYPO);
-    let out = p
-        .cli(&[
-            "check",
-            "typo.yaml",
-            "--server",
-            &a.url(),
-            "--server",
-            &b.url(),
-        ])
-        .await;
+    let out = check_on(&p, "typo.yaml", &[a.url(), b.url()]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     let alone = p.cli(&["check", "typo.yaml", "--server", &a.url()]).await;
     assert_eq!(errors(&out.stderr), errors(&alone.stderr));
@@ -294,16 +274,7 @@ async fn servers_holding_different_input_images_share_a_catalogue() {
         "i2i.yaml",
         "version: 1\njobs:\n  - name: g\n    workflow: i2i\n    set: {image: there.png}\n  - name: fox\n    workflow: t2i\n    set: {sampler: eulr}\n",
     );
-    let out = p
-        .cli(&[
-            "check",
-            "i2i.yaml",
-            "--server",
-            &a.url(),
-            "--server",
-            &b.url(),
-        ])
-        .await;
+    let out = check_on(&p, "i2i.yaml", &[a.url(), b.url()]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     let alone = p.cli(&["check", "i2i.yaml", "--server", &a.url()]).await;
     assert!(out.stderr.contains("eulr"), "{}", out.stderr);
