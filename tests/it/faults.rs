@@ -720,6 +720,20 @@ async fn waiting_jobs_share_one_queue_poll() {
     assert!(gets <= 8, "{gets} GET /queue in 6 s for 6 waiting jobs");
 }
 
+/// One row per job, each of `status` and with its prompt file.
+fn every_row_is(p: &Project, jobs: usize, status: &str) {
+    let rows = p.rows();
+    assert_eq!(rows.len(), jobs, "one row per job");
+    for row in &rows {
+        assert_eq!(row.get("status"), status, "{row:?}");
+        let prompt = p
+            .out()
+            .join("prompts")
+            .join(format!("{}.json", row.get("job_id")));
+        assert!(prompt.is_file(), "{row:?}");
+    }
+}
+
 /// Every job of a run that ends not ok has its prompt file synced before its
 /// row: many at once must neither stall nor lose a row (2159d7e).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -734,16 +748,7 @@ async fn every_job_failing_at_once_logs_each_with_its_prompt_file() {
     p.write("jobs.yaml", sampler_jobs(40));
     let out = p.run("jobs.yaml", &[&sim], &["--concurrency", "16"]).await;
     assert_eq!(out.code, 1, "{}", out.stderr);
-    let rows = p.rows();
-    assert_eq!(rows.len(), 40, "one row per job");
-    for row in &rows {
-        assert_eq!(row.get("status"), "failed", "{row:?}");
-        let prompt = p
-            .out()
-            .join("prompts")
-            .join(format!("{}.json", row.get("job_id")));
-        assert!(prompt.is_file(), "{row:?}");
-    }
+    every_row_is(&p, 40, "failed");
     nothing_of_ours_queued(&sim).await;
 }
 
@@ -762,16 +767,7 @@ async fn every_job_rejected_at_once_logs_each() {
         .run("bad.yaml", &[&sim], &["--no-check", "--concurrency", "16"])
         .await;
     assert_eq!(out.code, 1, "{}", out.stderr);
-    let rows = p.rows();
-    assert_eq!(rows.len(), 30, "one row per job");
-    for row in &rows {
-        assert_eq!(row.get("status"), "rejected", "{row:?}");
-        let prompt = p
-            .out()
-            .join("prompts")
-            .join(format!("{}.json", row.get("job_id")));
-        assert!(prompt.is_file(), "{row:?}");
-    }
+    every_row_is(&p, 30, "rejected");
 }
 
 /// Ctrl-C with many prompts queued: each gets its `interrupted` row (each
