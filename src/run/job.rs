@@ -109,11 +109,7 @@ pub(crate) async fn run_attempt(
         // says the job failed must not reach the disk before its prompt
         // file either (`rerun` replays it).
         let id = job.id.clone();
-        let synced = blocking(move || match output.prompt_path(&id).exists() {
-            true => output.make_job_durable(&id, &[]),
-            false => Ok(()),
-        })
-        .await;
+        let synced = blocking(move || output.make_job_durable(&id, &[])).await;
         if let Err(e) = synced {
             tracing::warn!("{}: {e}", job.id);
         }

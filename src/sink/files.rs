@@ -123,7 +123,7 @@ impl OutputDir {
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        // Synced with the job's outputs by `make_durable`, before a row
+        // Synced with the job's outputs by `make_job_durable`, before a row
         // names the job: a sync per prompt before its submission cost more
         // than the rest of the job's file work, and buys only that a power
         // loss right after the submission cannot make a rerun queue it again.
@@ -253,10 +253,14 @@ impl OutputDir {
         self.syncs.durable(&self.root, paths)
     }
 
-    /// [`OutputDir::make_durable`] for a job's outputs and its prompt file.
+    /// [`OutputDir::make_durable`] for a job's outputs and its prompt file,
+    /// if one was written (a job can fail before it is).
     pub fn make_job_durable(&self, job: &JobId, files: &[String]) -> Result<(), SinkError> {
         let mut paths: Vec<PathBuf> = files.iter().map(|rel| self.root.join(rel)).collect();
-        paths.push(self.prompt_path(job));
+        let prompt = self.prompt_path(job);
+        if prompt.exists() {
+            paths.push(prompt);
+        }
         self.syncs.durable(&self.root, paths)
     }
 }
