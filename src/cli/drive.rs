@@ -127,9 +127,18 @@ pub(crate) fn drive<'a>(
     // a job's work between messages is microseconds, and a second worker
     // only adds a cross-thread wake-up per message (measured: one runner
     // in front of 32 servers spends less CPU per job on one thread). File
-    // work and syncs run on the blocking pool, off this thread.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+    // work and syncs run on the blocking pool, off this thread. While every
+    // server has work queued, the scheduler lets the thread doze before it
+    // parks, so one wake-up reads many servers' messages. Not with the
+    // embedded simulator: it runs on this thread, and its timers would doze
+    // too.
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    if !sim {
+        let pace = config.pace.clone();
+        builder.on_thread_park(move || pace.doze());
+    }
+    let runtime = builder
         .build()
         .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
     runtime.block_on(async move {

@@ -8,10 +8,12 @@ mod events;
 mod job;
 mod ledger;
 mod lifecycle;
+mod pace;
 pub(crate) mod retry;
 mod server;
 
 pub use events::*;
+pub use pace::Pace;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use crate::plan::Job;
 use crate::sink::OutputDir;
 use job::{AttemptContext, AttemptEnd};
 use ledger::{Ledger, Settled};
+use pace::PacePolicy;
 use server::Server;
 
 /// Everything the scheduler needs, built once by `cli`.
@@ -53,6 +56,9 @@ pub struct RunConfig {
     /// websocket is pinged and given up after half of this without any
     /// frame, so a server gone silent (no close, no reset) counts too.
     pub server_lost_after: Duration,
+    /// How long the runtime thread may doze before it parks: set here,
+    /// taken by the runtime's park hook (see [`Pace`]).
+    pub pace: Arc<Pace>,
 }
 
 impl RunConfig {
@@ -69,6 +75,7 @@ impl RunConfig {
             run_key,
             http_timeout: Duration::from_secs(60),
             server_lost_after: Duration::from_secs(30),
+            pace: Arc::default(),
         }
     }
 }
@@ -242,6 +249,7 @@ pub async fn execute(
     let mut tasks = 0usize;
     let mut exhausted = total == 0;
     let mut cancelled: Option<CancelReason> = None;
+    let mut pacing = PacePolicy::default();
     let cancel = |reason: CancelReason,
                   cancelled: &mut Option<CancelReason>,
                   emit: &mut dyn FnMut(EventKind) -> Result<(), RunError>|
@@ -310,6 +318,12 @@ pub async fn execute(
             break;
         }
 
+        // Cancelling or draining, a server runs dry: every wake-up counts.
+        let live = slots.iter().filter(|s| s.alive).map(|s| s.in_flight);
+        match cancelled {
+            None => pacing.apply(&config.pace, live),
+            Some(_) => pacing.apply(&config.pace, [0]),
+        }
         let msg = tokio::select! {
             msg = rx.recv() => msg,
             changed = interrupts.changed() => {
@@ -357,6 +371,12 @@ pub async fn execute(
                 end,
             } => {
                 tasks -= 1;
+                if let AttemptEnd::Done(outcome) = &end
+                    && let (Some(start), Some(end)) =
+                        (outcome.attempt.started_at, outcome.attempt.finished_at)
+                {
+                    pacing.job_ran(end.duration_since(start).unwrap_or_default());
+                }
                 if matches!(end, AttemptEnd::Requeue(_)) && !slot_of(&mut slots, server).alive {
                     orphans.insert(job::prompt_id(&config.run_key, &job, attempt), server);
                 }
@@ -390,6 +410,7 @@ pub async fn execute(
         }
     }
     let stats = ledger.stats;
+    pacing.apply(&config.pace, [0]);
     emit(EventKind::RunFinished { stats })?;
     drop(supervisors);
     if let Some(e) = sink_error {

@@ -353,6 +353,35 @@ async fn ctrl_c_removes_queued_prompts_waits_for_running_then_rerun_completes() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_fleet_lets_the_runner_doze_and_ctrl_c_still_stops_it_cleanly() {
+    // 4 steps × 25 ms: jobs long enough for the runner to doze between
+    // reads while both servers have work queued.
+    let a = sim_with(config(25)).await;
+    let b = sim_with(config(25)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(60));
+    let urls = [a.url(), b.url()];
+    let extra = ["--concurrency", "3"];
+    let mut run = p.spawn_logging("jobs.yaml", &urls, &extra, "comfy_batch::run=debug");
+    wait_for("the runner to doze", 60, || run.stderr().contains("dozing")).await;
+    let dozing_rows = p.row_count();
+    wait_for("more rows while dozing", 60, || {
+        p.row_count() >= dozing_rows + 4
+    })
+    .await;
+    run.signal(libc::SIGINT);
+    assert_eq!(run.exit(30).await, 130, "{}", run.stderr());
+    let stderr = run.stderr();
+    assert!(stderr.contains("no more dozing"), "{stderr}");
+    nothing_of_ours_queued(&a).await;
+    nothing_of_ours_queued(&b).await;
+
+    let out = p.run("jobs.yaml", &[&a, &b], &extra).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_ctrl_c_interrupts_the_running_prompt() {
     // 200 steps × 200 ms: far too long to wait for, even on a loaded
     // machine (the interrupt is seen within a step).

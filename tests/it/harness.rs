@@ -471,6 +471,18 @@ impl Project {
     /// [`Project::spawn`] with server URLs as given (e.g. a [`Proxy`]).
     #[allow(dead_code)]
     pub fn spawn_urls(&self, manifest: &str, urls: &[String], extra: &[&str]) -> Running {
+        self.spawn_logging(manifest, urls, extra, "warn")
+    }
+
+    /// [`Project::spawn_urls`] with `RUST_LOG` set to `log`.
+    #[allow(dead_code)]
+    pub fn spawn_logging(
+        &self,
+        manifest: &str,
+        urls: &[String],
+        extra: &[&str],
+        log: &str,
+    ) -> Running {
         let mut args = vec![
             "run".to_string(),
             manifest.to_string(),
@@ -487,7 +499,7 @@ impl Project {
             .args(&args)
             .current_dir(self.dir.path())
             .env_remove("COMFY_URL")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())

@@ -1,0 +1,175 @@
+//! When the runner may be slow to wake: a runner in front of many busy
+//! servers is woken by every progress message of every server, and on a
+//! virtual machine each wake-up costs more than the message. While every
+//! server has a prompt queued behind the one it runs, nothing the runner
+//! does is urgent, so the runtime thread dozes briefly before it waits for
+//! the sockets again and then reads what arrived meanwhile in one go.
+//!
+//! Owns the policy (when, how long) and the shared setting the runtime's
+//! park hook reads. Knows nothing of sockets, jobs or files: the scheduler
+//! tells it how full the servers are and how long jobs run.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The longest doze: short against any job worth batching for, and a
+/// bound on how late a timer, a progress line or a Ctrl-C is seen. Jobs
+/// of 400 ms and more reach it.
+const MAX_DOZE: Duration = Duration::from_millis(20);
+
+/// A doze of at most this share of the shortest recent job: finishing a
+/// job and queueing the next takes a handful of waits (the history, the
+/// download, the files, the submission), and together they must stay well
+/// within the queued job that keeps the server busy meanwhile.
+const SHARE_OF_JOB: u32 = 20;
+
+/// Dozes shorter than this are not worth a sleep of their own.
+const MIN_DOZE: Duration = Duration::from_micros(500);
+
+/// How many recent jobs' run times the policy looks at.
+const RECENT: usize = 8;
+
+/// The doze the runtime thread takes before each park; shared between the
+/// scheduler (which sets it) and the runtime's park hook (which takes it).
+#[derive(Debug, Default)]
+pub struct Pace {
+    doze_us: AtomicU64,
+}
+
+impl Pace {
+    /// Called by the runtime before it parks its thread: sleeps for the
+    /// current doze, if any. Messages arriving meanwhile wait in the
+    /// sockets' buffers and are read together after it.
+    pub fn doze(&self) {
+        let us = self.doze_us.load(Ordering::Relaxed);
+        if us > 0 {
+            std::thread::sleep(Duration::from_micros(us));
+        }
+    }
+
+    /// The current doze.
+    pub fn current(&self) -> Duration {
+        Duration::from_micros(self.doze_us.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, doze: Duration) {
+        let us = u64::try_from(doze.as_micros()).unwrap_or(u64::MAX);
+        self.doze_us.store(us, Ordering::Relaxed);
+    }
+}
+
+/// The scheduler's side: what it knows of the servers and the recent jobs,
+/// turned into the doze.
+#[derive(Debug, Default)]
+pub(crate) struct PacePolicy {
+    /// Run times (start of execution to its end) of the latest jobs.
+    recent: [Duration; RECENT],
+    seen: usize,
+}
+
+impl PacePolicy {
+    /// Notes a job that ran on a server for `ran`.
+    pub fn job_ran(&mut self, ran: Duration) {
+        self.recent[self.seen % RECENT] = ran;
+        self.seen += 1;
+    }
+
+    /// The doze for the servers' current load: `in_flight` per live server
+    /// (queued and running prompts). Zero unless every live server has work
+    /// queued behind its running prompt and the recent jobs were long.
+    pub fn doze(&self, in_flight: impl IntoIterator<Item = usize>) -> Duration {
+        let mut any = false;
+        for n in in_flight {
+            if n < 2 {
+                // A server that may run dry: its next prompt is urgent.
+                return Duration::ZERO;
+            }
+            any = true;
+        }
+        if !any || self.seen < RECENT {
+            return Duration::ZERO;
+        }
+        let shortest = self.recent.iter().min().copied().unwrap_or_default();
+        let doze = (shortest / SHARE_OF_JOB).min(MAX_DOZE);
+        if doze < MIN_DOZE {
+            Duration::ZERO
+        } else {
+            doze
+        }
+    }
+
+    /// Sets `pace` to the doze for `in_flight`.
+    pub fn apply(&self, pace: &Pace, in_flight: impl IntoIterator<Item = usize>) {
+        let doze = self.doze(in_flight);
+        let was = pace.current();
+        if doze != was {
+            if was.is_zero() {
+                tracing::debug!("every server has work queued: dozing {doze:?} before each wait");
+            } else if doze.is_zero() {
+                tracing::debug!("a server may run dry: no more dozing");
+            }
+            pace.set(doze);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ran(policy: &mut PacePolicy, ms: u64, times: usize) {
+        for _ in 0..times {
+            policy.job_ran(Duration::from_millis(ms));
+        }
+    }
+
+    #[test]
+    fn no_doze_until_enough_jobs_ran() {
+        let mut policy = PacePolicy::default();
+        ran(&mut policy, 2000, RECENT - 1);
+        assert_eq!(policy.doze([2, 2]), Duration::ZERO);
+        ran(&mut policy, 2000, 1);
+        assert_eq!(policy.doze([2, 2]), MAX_DOZE);
+    }
+
+    #[test]
+    fn a_server_that_may_run_dry_wakes_the_runner_at_once() {
+        let mut policy = PacePolicy::default();
+        ran(&mut policy, 2000, RECENT);
+        assert_eq!(policy.doze([2, 1, 2]), Duration::ZERO);
+        assert_eq!(policy.doze([2, 0]), Duration::ZERO);
+        assert_eq!(policy.doze([]), Duration::ZERO);
+        assert_eq!(policy.doze([3, 2]), MAX_DOZE);
+    }
+
+    #[test]
+    fn the_doze_is_a_small_share_of_the_shortest_recent_job() {
+        let mut policy = PacePolicy::default();
+        ran(&mut policy, 2000, RECENT - 1);
+        ran(&mut policy, 40, 1);
+        assert_eq!(policy.doze([2]), Duration::from_millis(2));
+        // Instant jobs (a cached rerun, a tiny workflow): never doze.
+        ran(&mut policy, 5, 1);
+        assert_eq!(policy.doze([2]), Duration::ZERO);
+        // Once the short job has left the window, the doze comes back.
+        ran(&mut policy, 2000, RECENT);
+        assert_eq!(policy.doze([2]), MAX_DOZE);
+    }
+
+    #[test]
+    fn the_hook_sleeps_only_when_told() {
+        let pace = Pace::default();
+        let t = std::time::Instant::now();
+        pace.doze();
+        assert!(t.elapsed() < Duration::from_millis(50));
+        let mut policy = PacePolicy::default();
+        ran(&mut policy, 2000, RECENT);
+        policy.apply(&pace, [2]);
+        assert_eq!(pace.current(), MAX_DOZE);
+        let t = std::time::Instant::now();
+        pace.doze();
+        assert!(t.elapsed() >= MAX_DOZE);
+        policy.apply(&pace, [1]);
+        assert_eq!(pace.current(), Duration::ZERO);
+    }
+}
