@@ -355,6 +355,12 @@ fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     Ok(())
 }
 
+/// Syncs start at most this often. Jobs ending closer together than this
+/// share a sync: each sync of the file system has a fixed cost, and a row
+/// written a few milliseconds later costs nothing (its server slot is free
+/// already). A sync after a quiet spell starts at once.
+const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Group commit: requests join the next generation; one caller syncs a
 /// whole generation while the others wait for it.
 #[derive(Debug, Default)]
@@ -373,6 +379,8 @@ struct GroupState {
     pending: Vec<PathBuf>,
     /// The error of the last failed generation, for its waiters.
     failed: Option<(u64, String)>,
+    /// When the last sync started.
+    last_start: Option<std::time::Instant>,
 }
 
 impl SyncGroup {
@@ -393,6 +401,18 @@ impl SyncGroup {
             }
             if !state.syncing {
                 state.syncing = true;
+                // Too soon after the last sync: wait, gathering the jobs
+                // that end meanwhile into this generation.
+                let wait = state
+                    .last_start
+                    .map(|t| SYNC_INTERVAL.saturating_sub(t.elapsed()))
+                    .unwrap_or_default();
+                if !wait.is_zero() {
+                    drop(state);
+                    std::thread::sleep(wait);
+                    state = lock();
+                }
+                state.last_start = Some(std::time::Instant::now());
                 let generation = state.next;
                 state.next += 1;
                 let batch = std::mem::take(&mut state.pending);
@@ -642,5 +662,21 @@ mod tests {
         let state = out.syncs.state.lock().unwrap();
         assert!(!state.syncing && state.pending.is_empty());
         assert!(state.synced <= 16 && state.synced == state.next);
+    }
+
+    #[test]
+    fn syncs_in_a_row_are_spaced_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path()).unwrap();
+        let rel = out
+            .save_image(&JobId::new("a"), "9", 0, "bin", b"x")
+            .unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..3 {
+            out.make_durable(std::slice::from_ref(&rel)).unwrap();
+        }
+        assert!(t.elapsed() >= 2 * SYNC_INTERVAL, "{:?}", t.elapsed());
+        let state = out.syncs.state.lock().unwrap();
+        assert_eq!(state.synced, 3);
     }
 }
