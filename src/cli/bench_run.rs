@@ -215,7 +215,18 @@ fn run_phase(
         step_ms,
         flags: sim_flags,
     };
-    run_phase_on(exes, work, name, jobs, steps, concurrency, &sims, &[])
+    let (measured, log, ()) = run_phase_on(
+        exes,
+        work,
+        name,
+        jobs,
+        steps,
+        concurrency,
+        &sims,
+        &[],
+        |_| Ok(()),
+    )?;
+    Ok((measured, log))
 }
 
 /// The simulator processes of one phase.
@@ -225,9 +236,10 @@ struct Sims<'a> {
     flags: &'a [&'a str],
 }
 
-/// [`run_phase`] with several simulator processes sharing the jobs.
+/// [`run_phase`] with several simulator processes sharing the jobs;
+/// `after` reads the simulators (by URL) before they stop.
 #[expect(clippy::too_many_arguments, reason = "one call per phase, all named")]
-fn run_phase_on(
+fn run_phase_on<R>(
     exes: &Exes<'_>,
     work: &Path,
     name: &str,
@@ -236,7 +248,8 @@ fn run_phase_on(
     concurrency: u32,
     sims: &Sims<'_>,
     flags: &[&str],
-) -> Result<(Measured, PathBuf), CliError> {
+    after: impl FnOnce(&[String]) -> Result<R, CliError>,
+) -> Result<(Measured, PathBuf, R), CliError> {
     let dir = work.join(name);
     let mut running = Vec::new();
     for i in 0..sims.count.max(1) {
@@ -249,14 +262,15 @@ fn run_phase_on(
     let urls: Vec<String> = running.iter().map(|s| s.url.clone()).collect();
     let command = run_command(exes.runner, &manifest, &urls, concurrency, &out, flags);
     let measured = run_measured(command)?;
-    drop(running);
     if measured.code != 0 {
         return Err(infra(format!(
             "{name}: comfy-batch run exited {}",
             measured.code
         )));
     }
-    Ok((measured, out.join("runs.csv")))
+    let read = after(&urls)?;
+    drop(running);
+    Ok((measured, out.join("runs.csv"), read))
 }
 
 /// Σ run_s over the span from the first start to the last finish.
@@ -404,8 +418,8 @@ fn many_servers(
 }
 
 /// One server's figures: URL, jobs, seconds busy (the union of its jobs'
-/// start-to-finish intervals, so overlapping downloads count once), and its
-/// own span (its first start to its last finish).
+/// execution intervals), and its own span (its first start to its last
+/// end).
 struct ServerBusy {
     url: String,
     jobs: usize,
@@ -413,62 +427,110 @@ struct ServerBusy {
     span: f64,
 }
 
-/// Per server (the `server` column) figures, and the span of the whole run.
-fn busy_per_server(log: &Path) -> Result<(Vec<ServerBusy>, f64), CliError> {
-    use std::time::SystemTime;
-    let mut reader = csv::Reader::from_path(log).map_err(|e| infra(e.to_string()))?;
-    let header = reader.headers().map_err(|e| infra(e.to_string()))?.clone();
-    let col = |name: &str| header.iter().position(|h| h == name);
-    let (Some(server), Some(started), Some(finished)) =
-        (col("server"), col("started_at"), col("finished_at"))
-    else {
-        return Err(infra("runs.csv lacks server/timing columns".into()));
+/// One prompt's execution on a server, in seconds since the epoch.
+type Interval = (f64, f64);
+
+/// The execution intervals of every prompt in a simulator's history, from
+/// the server's own timestamps (`execution_start` to the message that
+/// ended it). The runner's log stamps would measure when the runner read
+/// the messages, which lags by however long it let them wait.
+fn history_intervals(history: &serde_json::Value) -> Vec<Interval> {
+    let Some(entries) = history.as_object() else {
+        return Vec::new();
     };
-    let mut per: std::collections::BTreeMap<String, Vec<(SystemTime, SystemTime)>> =
-        Default::default();
-    for record in reader.records() {
-        let record = record.map_err(|e| infra(e.to_string()))?;
-        let parse = |i: usize| record.get(i).and_then(|s| humantime::parse_rfc3339(s).ok());
-        if let (Some(a), Some(b)) = (parse(started), parse(finished)) {
-            per.entry(record.get(server).unwrap_or("").to_string())
-                .or_default()
-                .push((a, b.max(a)));
+    let ms = |data: &serde_json::Value| data.get("timestamp").and_then(serde_json::Value::as_f64);
+    let mut intervals = Vec::new();
+    for entry in entries.values() {
+        let Some(messages) = entry.pointer("/status/messages").and_then(|m| m.as_array()) else {
+            continue;
+        };
+        let (mut start, mut end) = (None, None);
+        for message in messages {
+            match (message.get(0).and_then(|n| n.as_str()), message.get(1)) {
+                (Some("execution_start"), Some(data)) => start = ms(data),
+                (
+                    Some("execution_success" | "execution_error" | "execution_interrupted"),
+                    Some(data),
+                ) => end = ms(data),
+                _ => {}
+            }
+        }
+        if let (Some(a), Some(b)) = (start, end) {
+            intervals.push((a / 1000.0, b.max(a) / 1000.0));
         }
     }
-    let (_, span) = busy_share(log)?;
-    let secs = |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default().as_secs_f64();
+    intervals
+}
+
+/// Reads every simulator's history (they are still up).
+fn server_intervals(urls: &[String]) -> Result<Vec<(String, Vec<Interval>)>, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| infra(e.to_string()))?;
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut all = Vec::new();
+        for url in urls {
+            let history: serde_json::Value = client
+                .get(format!("{url}/history"))
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| infra(format!("{url}/history: {e}")))?
+                .json()
+                .await
+                .map_err(|e| infra(format!("{url}/history: {e}")))?;
+            all.push((url.clone(), history_intervals(&history)));
+        }
+        Ok(all)
+    })
+}
+
+/// Per server figures, and the span of the whole run (the first start on
+/// any server to the last end on any).
+fn busy_per_server(per: Vec<(String, Vec<Interval>)>) -> (Vec<ServerBusy>, f64) {
+    let first = per
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|i| i.0))
+        .fold(f64::INFINITY, f64::min);
+    let last = per
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|i| i.1))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let span = (last - first).max(0.0);
     let servers = per
         .into_iter()
         .map(|(url, mut intervals)| {
-            intervals.sort();
-            let (mut busy, mut open): (f64, Option<(SystemTime, SystemTime)>) = (0.0, None);
+            intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (mut busy, mut open): (f64, Option<Interval>) = (0.0, None);
             for (a, b) in intervals.iter().copied() {
                 open = match open {
                     Some((s, e)) if a <= e => Some((s, e.max(b))),
                     Some((s, e)) => {
-                        busy += secs(s, e);
+                        busy += e - s;
                         Some((a, b))
                     }
                     None => Some((a, b)),
                 };
             }
             if let Some((s, e)) = open {
-                busy += secs(s, e);
+                busy += e - s;
             }
-            let first = intervals.iter().map(|i| i.0).min();
-            let last = intervals.iter().map(|i| i.1).max();
+            let first = intervals.iter().map(|i| i.0).fold(f64::INFINITY, f64::min);
+            let last = intervals
+                .iter()
+                .map(|i| i.1)
+                .fold(f64::NEG_INFINITY, f64::max);
             ServerBusy {
                 url,
                 jobs: intervals.len(),
                 busy,
-                span: match (first, last) {
-                    (Some(a), Some(b)) => secs(a, b),
-                    _ => 0.0,
-                },
+                span: (last - first).max(0.0),
             }
         })
         .collect();
-    Ok((servers, span))
+    (servers, span)
 }
 
 /// The measured run's extra flags, from `--no-check` and `--no-report`.
@@ -491,7 +553,7 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
         step_ms: args.step_ms,
         flags: &[],
     };
-    let (m, log) = run_phase_on(
+    let (m, _, intervals) = run_phase_on(
         exes,
         work,
         "busy-servers",
@@ -500,8 +562,9 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
         args.concurrency,
         &sims,
         &runner_flags(args),
+        server_intervals,
     )?;
-    let (servers, span) = busy_per_server(&log)?;
+    let (servers, span) = busy_per_server(intervals);
     let pct = |busy: f64, span: f64| 100.0 * busy / span.max(f64::EPSILON);
     // Busy while it had work (its own span): what the runner controls. Over
     // the whole run's span the last job's granularity shows too.
@@ -705,4 +768,42 @@ fn durability_cost(work: &Path, jobs: usize) -> Result<(Duration, Duration), Cli
         std::fs::rename(&tmp, plain.join(format!("{n}.png"))).map_err(|e| io(&e))?;
     }
     Ok((synced, started.elapsed() / jobs as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(start: u64, end: (&str, u64)) -> serde_json::Value {
+        json!({"status": {"status_str": "success", "completed": true, "messages": [
+            ["execution_start", {"prompt_id": "p", "timestamp": start}],
+            ["execution_cached", {"nodes": [], "prompt_id": "p", "timestamp": start}],
+            [end.0, {"prompt_id": "p", "timestamp": end.1}],
+        ]}})
+    }
+
+    #[test]
+    fn busy_comes_from_the_servers_own_timestamps() {
+        let history = json!({
+            "a": entry(10_000, ("execution_success", 10_200)),
+            "b": entry(10_150, ("execution_error", 10_400)),
+            "c": entry(11_000, ("execution_interrupted", 11_100)),
+            // Never ended (or still running): not counted.
+            "d": {"status": {"messages": [["execution_start", {"timestamp": 12_000}]]}},
+        });
+        let mut intervals = history_intervals(&history);
+        intervals.sort_by(|x, y| x.0.total_cmp(&y.0));
+        assert_eq!(intervals, vec![(10.0, 10.2), (10.15, 10.4), (11.0, 11.1)]);
+        let (servers, span) = busy_per_server(vec![
+            ("s1".into(), intervals),
+            ("s2".into(), vec![(9.5, 10.0)]),
+        ]);
+        assert!((span - 1.6).abs() < 1e-9, "{span}");
+        let s1 = &servers[0];
+        assert_eq!(s1.jobs, 3);
+        // Overlapping prompts count once: 10.0–10.4 and 11.0–11.1.
+        assert!((s1.busy - 0.5).abs() < 1e-9, "{}", s1.busy);
+        assert!((s1.span - 1.1).abs() < 1e-9, "{}", s1.span);
+    }
 }
