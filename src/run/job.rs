@@ -57,6 +57,27 @@ pub(crate) enum AttemptEnd {
     Requeue(String),
 }
 
+/// How often a job's sampler progress is reported, at most.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
+
+/// Thins a job's progress reports to one per [`PROGRESS_EVERY`]; a last
+/// step is always reported, so a bar never stops short of it.
+#[derive(Debug, Default)]
+struct ProgressThrottle {
+    last: Option<Instant>,
+}
+
+impl ProgressThrottle {
+    /// Whether a step seen at `now` is reported.
+    fn due(&mut self, last_step: bool, now: Instant) -> bool {
+        let due = last_step || self.last.is_none_or(|at| now - at >= PROGRESS_EVERY);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+}
+
 /// The prompt id of an attempt: derived from the run and the job, so a
 /// restarted runner finds its own earlier prompt on the server.
 pub(crate) fn prompt_id(run_key: &str, job: &Job, attempt: u32) -> PromptId {
@@ -373,6 +394,7 @@ async fn attempt(
     let mut cancel_seen: Option<CancelReason> = None;
     let mut act_at: Option<Instant> = None;
     let mut poll_at: Option<Instant> = None;
+    let mut progress = ProgressThrottle::default();
     loop {
         while let Some(action) = actions.pop_front() {
             let answer = match action {
@@ -440,7 +462,12 @@ async fn attempt(
             tokio::select! {
                 event = rx.recv() => Some(match event {
                     Some(ServerEvent::Message(WsMessage::Progress { value, max, node, .. })) => {
-                        // Progress changes no state: reported as it comes.
+                        // Progress changes no state. Reported at most every
+                        // PROGRESS_EVERY (a bar redraws no faster), and its
+                        // last step always: each report wakes the scheduler.
+                        if !progress.due(value >= max, Instant::now()) {
+                            continue;
+                        }
                         let _ = ctx.events.send(Msg::Event(EventKind::JobProgress {
                             job: job.id.clone(),
                             server: server.id,
@@ -760,5 +787,28 @@ async fn blocking<T: Send + 'static>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(error_line(&e)),
         Err(e) => Err(format!("writing files: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_thinned_but_first_and_last_steps_are_reported() {
+        let mut throttle = ProgressThrottle::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let reported: Vec<u64> = (0..20)
+            .map(|step| step * 10)
+            .filter(|&ms| throttle.due(ms == 190, at(ms)))
+            .collect();
+        assert_eq!(reported, vec![0, 50, 100, 150, 190]);
+        // A fast job: its first and last steps only.
+        let mut throttle = ProgressThrottle::default();
+        let reported: Vec<u64> = (0..20)
+            .filter(|&ms| throttle.due(ms == 19, at(ms)))
+            .collect();
+        assert_eq!(reported, vec![0, 19]);
     }
 }
