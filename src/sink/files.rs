@@ -385,6 +385,11 @@ struct GroupState {
 
 impl SyncGroup {
     fn durable(&self, root: &Path, paths: Vec<PathBuf>) -> Result<(), SinkError> {
+        // Nothing of the caller's to sync: no generation to join (its
+        // interval would only delay the caller and the next real sync).
+        if paths.is_empty() {
+            return Ok(());
+        }
         let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = lock();
         let mine = state.next;
@@ -678,5 +683,27 @@ mod tests {
         assert!(t.elapsed() >= 2 * SYNC_INTERVAL, "{:?}", t.elapsed());
         let state = out.syncs.state.lock().unwrap();
         assert_eq!(state.synced, 3);
+    }
+
+    #[test]
+    fn a_request_with_nothing_to_sync_neither_waits_nor_delays_the_next_sync() {
+        // A job that failed before its prompt file was written has nothing
+        // to make durable: it must not wait out the interval for an empty
+        // sync, nor push the next real sync back by one.
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path()).unwrap();
+        let rel = out
+            .save_image(&JobId::new("a"), "9", 0, "bin", b"x")
+            .unwrap();
+        out.make_durable(std::slice::from_ref(&rel)).unwrap();
+        let (next, last_start) = {
+            let state = out.syncs.state.lock().unwrap();
+            (state.next, state.last_start)
+        };
+        out.make_job_durable(&JobId::new("never-written"), &[])
+            .unwrap();
+        let state = out.syncs.state.lock().unwrap();
+        assert_eq!(state.next, next, "no generation for nothing");
+        assert_eq!(state.last_start, last_start);
     }
 }
