@@ -359,7 +359,7 @@ fn sync_dir(dir: &Path) -> Result<(), SinkError> {
 /// share a sync: each sync of the file system has a fixed cost, and a row
 /// written a few milliseconds later costs nothing (its server slot is free
 /// already). A sync after a quiet spell starts at once.
-const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+pub(crate) const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Group commit: requests join the next generation; one caller syncs a
 /// whole generation while the others wait for it.
