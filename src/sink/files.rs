@@ -359,7 +359,7 @@ fn sync_dir(dir: &Path) -> Result<(), SinkError> {
 /// share a sync: each sync of the file system has a fixed cost, and a row
 /// written a few milliseconds later costs nothing (its server slot is free
 /// already). A sync after a quiet spell starts at once.
-const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+pub(crate) const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Group commit: requests join the next generation; one caller syncs a
 /// whole generation while the others wait for it.
@@ -377,27 +377,79 @@ struct GroupState {
     synced: u64,
     syncing: bool,
     pending: Vec<PathBuf>,
-    /// The error of the last failed generation, for its waiters.
-    failed: Option<(u64, String)>,
+    /// Callers in the generation being gathered, its syncer included.
+    joined: usize,
+    /// Each failed generation's error and how many of its waiters have yet
+    /// to read it: a waiter woken late may find later generations ended
+    /// (and failed) too.
+    failed: Vec<(u64, String, usize)>,
     /// When the last sync started.
     last_start: Option<std::time::Instant>,
 }
 
+impl GroupState {
+    /// Adds `paths` to the generation being gathered; returns it.
+    fn join(&mut self, paths: Vec<PathBuf>) -> u64 {
+        self.pending.extend(paths);
+        self.joined += 1;
+        self.next
+    }
+
+    /// The gathered generation starts its sync: its number, its files and
+    /// how many callers wait for it besides the syncer.
+    fn start(&mut self) -> (u64, Vec<PathBuf>, usize) {
+        let generation = self.next;
+        self.next += 1;
+        let waiters = std::mem::take(&mut self.joined).saturating_sub(1);
+        (generation, std::mem::take(&mut self.pending), waiters)
+    }
+
+    /// Generation `generation` is synced (`Err`: why not). Its syncer has
+    /// the result already; the others read it with [`GroupState::outcome`].
+    fn end(&mut self, generation: u64, waiters: usize, result: Result<(), String>) {
+        self.syncing = false;
+        self.synced = generation + 1;
+        if let Err(why) = result
+            && waiters > 0
+        {
+            self.failed.push((generation, why, waiters));
+        }
+    }
+
+    /// The result for a waiter of generation `mine`, once it is synced.
+    fn outcome(&mut self, mine: u64) -> Option<Result<(), String>> {
+        if self.synced <= mine {
+            return None;
+        }
+        let Some(i) = self.failed.iter().position(|(g, ..)| *g == mine) else {
+            return Some(Ok(()));
+        };
+        let (_, why, left) = &mut self.failed[i];
+        *left -= 1;
+        let why = why.clone();
+        if *left == 0 {
+            self.failed.swap_remove(i);
+        }
+        Some(Err(why))
+    }
+}
+
 impl SyncGroup {
     fn durable(&self, root: &Path, paths: Vec<PathBuf>) -> Result<(), SinkError> {
+        // Nothing of the caller's to sync: no generation to join (its
+        // interval would only delay the caller and the next real sync).
+        if paths.is_empty() {
+            return Ok(());
+        }
         let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = lock();
-        let mine = state.next;
-        state.pending.extend(paths);
+        let mine = state.join(paths);
         loop {
-            if state.synced > mine {
-                return match &state.failed {
-                    Some((generation, why)) if *generation == mine => Err(SinkError {
-                        path: root.to_path_buf(),
-                        source: std::io::Error::other(why.clone()),
-                    }),
-                    _ => Ok(()),
-                };
+            if let Some(outcome) = state.outcome(mine) {
+                return outcome.map_err(|why| SinkError {
+                    path: root.to_path_buf(),
+                    source: std::io::Error::other(why),
+                });
             }
             if !state.syncing {
                 state.syncing = true;
@@ -413,17 +465,15 @@ impl SyncGroup {
                     state = lock();
                 }
                 state.last_start = Some(std::time::Instant::now());
-                let generation = state.next;
-                state.next += 1;
-                let batch = std::mem::take(&mut state.pending);
+                let (generation, batch, waiters) = state.start();
                 drop(state);
                 let result = sync_files(root, &batch);
                 state = lock();
-                state.syncing = false;
-                state.synced = generation + 1;
-                if let Err(e) = &result {
-                    state.failed = Some((generation, e.to_string()));
-                }
+                state.end(
+                    generation,
+                    waiters,
+                    result.as_ref().map_err(|e| e.to_string()).copied(),
+                );
                 self.done.notify_all();
                 if generation >= mine {
                     return result;
@@ -665,6 +715,68 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_generation_reaches_its_late_waiters_after_another_failed() {
+        // A waiter of a failed generation woken late (a loaded machine):
+        // the next generation has failed too before it reads its result.
+        // It must still get its own generation's error, not `Ok`.
+        let mut state = GroupState::default();
+        let early = state.join(vec!["a".into()]);
+        let late = state.join(vec!["b".into()]);
+        assert_eq!(early, late);
+        let (first, _, waiters) = state.start();
+        assert_eq!(waiters, 1);
+        state.end(first, waiters, Err("first sync failed".into()));
+        // `early` was the syncer; `late` has not looked yet.
+        state.join(vec!["c".into()]);
+        let other = state.join(vec!["d".into()]);
+        let (second, _, waiters) = state.start();
+        state.end(second, waiters, Err("second sync failed".into()));
+        assert_eq!(
+            state.outcome(late),
+            Some(Err("first sync failed".to_string()))
+        );
+        assert_eq!(
+            state.outcome(other),
+            Some(Err("second sync failed".to_string()))
+        );
+        // A generation that synced fine after them: its waiters are fine.
+        let third = state.join(vec!["e".into()]);
+        let waiter = state.join(vec!["f".into()]);
+        let (g, _, waiters) = state.start();
+        assert_eq!(g, third);
+        state.end(g, waiters, Ok(()));
+        assert_eq!(state.outcome(waiter), Some(Ok(())));
+    }
+
+    #[test]
+    fn every_caller_of_failing_syncs_gets_the_error() {
+        // A folder that is gone: every sync fails, whoever runs it.
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let group = SyncGroup::default();
+        let results: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|n| {
+                    let (group, gone) = (&group, &gone);
+                    scope.spawn(move || {
+                        group
+                            .durable(gone, vec![gone.join(format!("{n}.png"))])
+                            .is_err()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(results.iter().all(|&failed| failed), "{results:?}");
+        let state = group.state.lock().unwrap();
+        assert!(
+            state.failed.is_empty(),
+            "every error read: {:?}",
+            state.failed
+        );
+    }
+
+    #[test]
     fn syncs_in_a_row_are_spaced_out() {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(dir.path()).unwrap();
@@ -678,5 +790,27 @@ mod tests {
         assert!(t.elapsed() >= 2 * SYNC_INTERVAL, "{:?}", t.elapsed());
         let state = out.syncs.state.lock().unwrap();
         assert_eq!(state.synced, 3);
+    }
+
+    #[test]
+    fn a_request_with_nothing_to_sync_neither_waits_nor_delays_the_next_sync() {
+        // A job that failed before its prompt file was written has nothing
+        // to make durable: it must not wait out the interval for an empty
+        // sync, nor push the next real sync back by one.
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::open(dir.path()).unwrap();
+        let rel = out
+            .save_image(&JobId::new("a"), "9", 0, "bin", b"x")
+            .unwrap();
+        out.make_durable(std::slice::from_ref(&rel)).unwrap();
+        let (next, last_start) = {
+            let state = out.syncs.state.lock().unwrap();
+            (state.next, state.last_start)
+        };
+        out.make_job_durable(&JobId::new("never-written"), &[])
+            .unwrap();
+        let state = out.syncs.state.lock().unwrap();
+        assert_eq!(state.next, next, "no generation for nothing");
+        assert_eq!(state.last_start, last_start);
     }
 }
