@@ -47,6 +47,9 @@ pub(crate) struct AttemptContext {
     pub run_key: String,
     /// Every server of the run: an earlier run's prompt is looked up on each.
     pub servers: Arc<Vec<Arc<Server>>>,
+    /// The runner's doze: while it is not zero, a job's sync may wait as
+    /// long for other jobs to share it (see [`OutputDir::make_job_durable`]).
+    pub pace: Arc<super::Pace>,
 }
 
 /// How an attempt ended.
@@ -116,6 +119,7 @@ pub(crate) async fn run_attempt(
     ctx: AttemptContext,
 ) -> AttemptEnd {
     let output = ctx.output.clone();
+    let pace = ctx.pace.clone();
     // A lost server ends the attempt wherever it is, even in a request that
     // would hang until its timeout; the job moves on. Not the sync below:
     // an end already known (a final failure) is not the server's to undo.
@@ -130,7 +134,8 @@ pub(crate) async fn run_attempt(
         // says the job failed must not reach the disk before its prompt
         // file either (`rerun` replays it).
         let id = job.id.clone();
-        let synced = blocking(move || output.make_job_durable(&id, &[])).await;
+        let gather = pace.current();
+        let synced = blocking(move || output.make_job_durable(&id, &[], gather)).await;
         if let Err(e) = synced {
             tracing::warn!("{}: {e}", job.id);
         }
@@ -765,12 +770,15 @@ async fn save_outputs(
         files.push((node.clone(), n, ext.to_string(), bytes.clone()));
     }
     let (output, id) = (ctx.output.clone(), job.id.clone());
+    // While the runner dozes, every server has work queued and jobs are
+    // long: a row that waits as long costs no server time.
+    let gather = ctx.pace.current();
     let saved = blocking(move || {
         let saved = files
             .iter()
             .map(|(node, n, ext, bytes)| output.save_image(&id, node, *n, ext, bytes))
             .collect::<Result<Vec<_>, _>>()?;
-        output.make_job_durable(&id, &saved)?;
+        output.make_job_durable(&id, &saved, gather)?;
         Ok(saved)
     })
     .await

@@ -239,6 +239,7 @@ pub async fn execute(
         events: tx.clone(),
         run_key: config.run_key.clone(),
         servers: Arc::new(slots.iter().map(|s| s.server.clone()).collect()),
+        pace: config.pace.clone(),
     };
     // Prompts left on a server that was lost when their job moved on:
     // removed from its queue when it comes back (unless the job returned).

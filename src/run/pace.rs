@@ -5,6 +5,10 @@
 //! does is urgent, so the runtime thread dozes briefly before it waits for
 //! the sockets again and then reads what arrived meanwhile in one go.
 //!
+//! The same figure bounds how long a finished job's sync may wait for other
+//! jobs to share it: a late row is as harmless as a late read, and for the
+//! same reason.
+//!
 //! Owns the policy (when, how long) and the shared setting the runtime's
 //! park hook reads. Knows nothing of sockets, jobs or files: the scheduler
 //! tells it how full the servers are and how long jobs run.

@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::SinkError;
 use crate::ids::JobId;
@@ -250,18 +251,27 @@ impl OutputDir {
     /// share the next one, so jobs ending together cost one sync; blocks.
     pub fn make_durable(&self, files: &[String]) -> Result<(), SinkError> {
         let paths: Vec<PathBuf> = files.iter().map(|rel| self.root.join(rel)).collect();
-        self.syncs.durable(&self.root, paths)
+        self.syncs.durable(&self.root, paths, Duration::ZERO)
     }
 
     /// [`OutputDir::make_durable`] for a job's outputs and its prompt file,
-    /// if one was written (a job can fail before it is).
-    pub fn make_job_durable(&self, job: &JobId, files: &[String]) -> Result<(), SinkError> {
+    /// if one was written (a job can fail before it is). A sync it starts
+    /// waits until `gather` after the previous sync started, so that jobs
+    /// ending meanwhile share it: each sync of the file system has a fixed
+    /// cost. The caller decides what a late row costs it (zero: nothing
+    /// waits).
+    pub fn make_job_durable(
+        &self,
+        job: &JobId,
+        files: &[String],
+        gather: Duration,
+    ) -> Result<(), SinkError> {
         let mut paths: Vec<PathBuf> = files.iter().map(|rel| self.root.join(rel)).collect();
         let prompt = self.prompt_path(job);
         if prompt.exists() {
             paths.push(prompt);
         }
-        self.syncs.durable(&self.root, paths)
+        self.syncs.durable(&self.root, paths, gather)
     }
 }
 
@@ -355,12 +365,6 @@ fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Syncs start at most this often. Jobs ending closer together than this
-/// share a sync: each sync of the file system has a fixed cost, and a row
-/// written a few milliseconds later costs nothing (its server slot is free
-/// already). A sync after a quiet spell starts at once.
-pub(crate) const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// Group commit: requests join the next generation; one caller syncs a
 /// whole generation while the others wait for it.
 #[derive(Debug, Default)]
@@ -435,7 +439,9 @@ impl GroupState {
 }
 
 impl SyncGroup {
-    fn durable(&self, root: &Path, paths: Vec<PathBuf>) -> Result<(), SinkError> {
+    /// Makes `paths` durable. A sync this caller starts waits first until
+    /// `gather` after the previous one started.
+    fn durable(&self, root: &Path, paths: Vec<PathBuf>, gather: Duration) -> Result<(), SinkError> {
         // Nothing of the caller's to sync: no generation to join (its
         // interval would only delay the caller and the next real sync).
         if paths.is_empty() {
@@ -457,7 +463,7 @@ impl SyncGroup {
                 // that end meanwhile into this generation.
                 let wait = state
                     .last_start
-                    .map(|t| SYNC_INTERVAL.saturating_sub(t.elapsed()))
+                    .map(|t| gather.saturating_sub(t.elapsed()))
                     .unwrap_or_default();
                 if !wait.is_zero() {
                     drop(state);
@@ -760,7 +766,7 @@ mod tests {
                     let (group, gone) = (&group, &gone);
                     scope.spawn(move || {
                         group
-                            .durable(gone, vec![gone.join(format!("{n}.png"))])
+                            .durable(gone, vec![gone.join(format!("{n}.png"))], GATHER)
                             .is_err()
                     })
                 })
@@ -776,20 +782,31 @@ mod tests {
         );
     }
 
+    const GATHER: Duration = Duration::from_millis(20);
+
     #[test]
-    fn syncs_in_a_row_are_spaced_out() {
+    fn syncs_in_a_row_are_spaced_out_only_when_the_caller_lets_them_wait() {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(dir.path()).unwrap();
-        let rel = out
-            .save_image(&JobId::new("a"), "9", 0, "bin", b"x")
-            .unwrap();
+        let job = JobId::new("a");
+        let rel = out.save_image(&job, "9", 0, "bin", b"x").unwrap();
         let t = std::time::Instant::now();
         for _ in 0..3 {
-            out.make_durable(std::slice::from_ref(&rel)).unwrap();
+            out.make_job_durable(&job, std::slice::from_ref(&rel), GATHER)
+                .unwrap();
         }
-        assert!(t.elapsed() >= 2 * SYNC_INTERVAL, "{:?}", t.elapsed());
+        assert!(t.elapsed() >= 2 * GATHER, "{:?}", t.elapsed());
+        // Without leave to wait (short jobs, or a server about to run dry)
+        // nothing does: a hundred syncs in a row take less than the
+        // hundred gathers they would otherwise wait out.
+        let t = std::time::Instant::now();
+        for _ in 0..100 {
+            out.make_job_durable(&job, std::slice::from_ref(&rel), Duration::ZERO)
+                .unwrap();
+        }
+        assert!(t.elapsed() < 100 * GATHER, "{:?}", t.elapsed());
         let state = out.syncs.state.lock().unwrap();
-        assert_eq!(state.synced, 3);
+        assert_eq!(state.synced, 103);
     }
 
     #[test]
@@ -807,7 +824,7 @@ mod tests {
             let state = out.syncs.state.lock().unwrap();
             (state.next, state.last_start)
         };
-        out.make_job_durable(&JobId::new("never-written"), &[])
+        out.make_job_durable(&JobId::new("never-written"), &[], GATHER)
             .unwrap();
         let state = out.syncs.state.lock().unwrap();
         assert_eq!(state.next, next, "no generation for nothing");

@@ -7,8 +7,8 @@
 pub mod csv;
 mod files;
 
+pub(crate) use files::write_atomic;
 pub use files::{InputFile, OutputDir, extension_of, image_file_name, kept_input};
-pub(crate) use files::{SYNC_INTERVAL, write_atomic};
 
 use std::path::PathBuf;
 
