@@ -72,13 +72,15 @@ struct Step {
 }
 
 /// Thins a job's progress reports to one per [`PROGRESS_EVERY`]. A last
-/// step, and the first of another node or of another `max` (a new bar),
-/// are reported at once; a step held back is reported when its turn comes
-/// unless a later one replaced it, so a bar never stays behind what the
-/// server said (a node's steps may stop short of its max, or pause).
+/// step, and the first step of another node (a new bar), are reported at
+/// once; a step held back is reported when its turn comes unless a later
+/// one replaced it, so a bar never stays behind what the server said (a
+/// node's steps may stop short of its max, or pause). A new `max` alone
+/// waits its turn: a server that changed it every step would otherwise
+/// undo the thinning.
 #[derive(Debug, Default)]
 struct ProgressThrottle {
-    last: Option<(Instant, String, f64)>,
+    last: Option<(Instant, String)>,
     held: Option<Step>,
 }
 
@@ -88,7 +90,7 @@ impl ProgressThrottle {
         let new_bar = self
             .last
             .as_ref()
-            .is_none_or(|(_, node, max)| *node != step.node || *max != step.max);
+            .is_none_or(|(_, node)| *node != step.node);
         let due = new_bar
             || step.value >= step.max
             || self
@@ -97,7 +99,7 @@ impl ProgressThrottle {
                 .is_some_and(|(at, ..)| now - *at >= PROGRESS_EVERY);
         if due {
             self.held = None;
-            self.last = Some((now, step.node.clone(), step.max));
+            self.last = Some((now, step.node.clone()));
             Some(step)
         } else {
             self.held = Some(step);
@@ -116,7 +118,7 @@ impl ProgressThrottle {
     /// The step held back, reported at `now` (its turn has come).
     fn release(&mut self, now: Instant) -> Option<Step> {
         let step = self.held.take()?;
-        self.last = Some((now, step.node.clone(), step.max));
+        self.last = Some((now, step.node.clone()));
         Some(step)
     }
 }
@@ -936,15 +938,13 @@ mod tests {
     }
 
     #[test]
-    fn a_new_max_is_a_new_bar() {
-        let reported = thin(&[
-            (0, "3", 5.0, 10.0),
-            (5, "3", 1.0, 30.0),
-            (8, "3", 2.0, 30.0),
-        ]);
-        assert_eq!(
-            reported,
-            vec![(0, 5.0, 10.0), (5, 1.0, 30.0), (55, 2.0, 30.0)]
-        );
+    fn a_new_max_waits_its_turn_but_is_shown_within_it() {
+        // A server that changes max every step is still thinned.
+        let steps: Vec<_> = (1..=20)
+            .map(|i| (i - 1, "3", i as f64, 100.0 + i as f64))
+            .collect();
+        assert_eq!(thin(&steps), vec![(0, 1.0, 101.0), (50, 20.0, 120.0)]);
+        let reported = thin(&[(0, "3", 5.0, 10.0), (5, "3", 1.0, 30.0)]);
+        assert_eq!(reported, vec![(0, 5.0, 10.0), (50, 1.0, 30.0)]);
     }
 }
