@@ -14,6 +14,8 @@ pub struct ProgressReporter {
     multi: MultiProgress,
     overall: ProgressBar,
     servers: Vec<ProgressBar>,
+    /// The job each server's line shows, if any.
+    showing: Vec<Option<JobId>>,
     urls: Vec<String>,
     labels: HashMap<JobId, String>,
     verbose: bool,
@@ -31,7 +33,11 @@ pub fn server_line(url: &str, job: Option<(&str, &str)>, step: Option<(u32, u32)
 impl ProgressReporter {
     /// A display on stderr; `verbose` also prints a line per finished job.
     pub fn new(verbose: bool) -> ProgressReporter {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        ProgressReporter::with_target(ProgressDrawTarget::stderr(), verbose)
+    }
+
+    fn with_target(target: ProgressDrawTarget, verbose: bool) -> ProgressReporter {
+        let multi = MultiProgress::with_draw_target(target);
         let overall = multi.add(ProgressBar::new(0));
         overall.set_style(
             ProgressStyle::with_template(
@@ -44,6 +50,7 @@ impl ProgressReporter {
             multi,
             overall,
             servers: Vec::new(),
+            showing: Vec::new(),
             urls: Vec::new(),
             labels: HashMap::new(),
             verbose,
@@ -61,6 +68,7 @@ impl ProgressReporter {
                     let bar = self.multi.add(ProgressBar::new_spinner());
                     bar.set_message(server_line(url, None, None));
                     self.servers.push(bar);
+                    self.showing.push(None);
                 }
             }
             EventKind::JobSubmitted { job, label, .. } => {
@@ -75,6 +83,9 @@ impl ProgressReporter {
                         None,
                     ));
                     bar.tick();
+                    // A job that moved here is no longer where it was.
+                    self.went_idle(job);
+                    self.showing[server.0] = Some(job.clone());
                 }
             }
             EventKind::JobProgress {
@@ -92,6 +103,7 @@ impl ProgressReporter {
                         Some((*value, *max)),
                     ));
                     bar.tick();
+                    self.showing[server.0] = Some(job.clone());
                 }
             }
             EventKind::JobFinished {
@@ -100,6 +112,7 @@ impl ProgressReporter {
                 stats,
             } => {
                 self.labels.remove(&job.id);
+                self.went_idle(&job.id);
                 self.overall.set_position(stats.done as u64);
                 self.overall.set_message(format!("{} failed", stats.failed));
                 if outcome.status != Status::Ok || self.verbose {
@@ -117,6 +130,9 @@ impl ProgressReporter {
                 outcome,
                 attempt,
             } => {
+                // It may run next on another server: this one's line no
+                // longer shows it.
+                self.went_idle(&job.id);
                 let cause = outcome.error.as_deref().unwrap_or("failed");
                 let _ = self.multi.println(format!(
                     "retry {} {} attempt {attempt}: {cause}",
@@ -124,11 +140,18 @@ impl ProgressReporter {
                 ));
             }
             EventKind::ServerLost { server, cause } => {
+                if let Some(bar) = self.servers.get(server.0) {
+                    bar.set_message(format!("{}: lost", self.url(server.0)));
+                    self.showing[server.0] = None;
+                }
                 let _ = self
                     .multi
                     .println(format!("server {} lost: {cause}", self.url(server.0)));
             }
             EventKind::ServerRecovered { server } => {
+                if let Some(bar) = self.servers.get(server.0) {
+                    bar.set_message(server_line(&self.url(server.0), None, None));
+                }
                 let _ = self
                     .multi
                     .println(format!("server {} is back", self.url(server.0)));
@@ -149,6 +172,18 @@ impl ProgressReporter {
         }
     }
 
+    /// A line showing `job` (which ended or moves on) says its server is
+    /// idle, until the server starts another job.
+    fn went_idle(&mut self, job: &JobId) {
+        for (i, shown) in self.showing.iter_mut().enumerate() {
+            if shown.as_ref() == Some(job) {
+                *shown = None;
+                let url = self.urls.get(i).cloned().unwrap_or_default();
+                self.servers[i].set_message(server_line(&url, None, None));
+            }
+        }
+    }
+
     fn url(&self, server: usize) -> String {
         self.urls.get(server).cloned().unwrap_or_default()
     }
@@ -156,7 +191,10 @@ impl ProgressReporter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::plain::tests::{job, outcome};
     use super::*;
+    use crate::ids::{PromptId, ServerId};
+    use crate::run::RunStats;
 
     #[test]
     fn server_lines() {
@@ -164,6 +202,109 @@ mod tests {
         assert_eq!(
             server_line("http://a", Some(("abc", "fox#2")), Some((3, 20))),
             "http://a: fox#2 (abc) step 3/20"
+        );
+    }
+
+    /// Each server's line after `kinds`.
+    fn lines(kinds: Vec<EventKind>) -> Vec<String> {
+        let mut reporter = ProgressReporter::with_target(ProgressDrawTarget::hidden(), false);
+        for kind in kinds {
+            reporter.on_event(&RunEvent {
+                at: std::time::Duration::ZERO,
+                kind,
+            });
+        }
+        reporter.servers.iter().map(ProgressBar::message).collect()
+    }
+
+    fn started(job: &JobId, server: usize) -> [EventKind; 3] {
+        [
+            EventKind::JobSubmitted {
+                job: job.clone(),
+                label: "fox#1".into(),
+                server: ServerId(server),
+                prompt: PromptId::new("cb-x-0123456789ab-1"),
+            },
+            EventKind::JobStarted {
+                job: job.clone(),
+                server: ServerId(server),
+            },
+            EventKind::JobProgress {
+                job: job.clone(),
+                server: ServerId(server),
+                node: "3".into(),
+                value: 7,
+                max: 20,
+            },
+        ]
+    }
+
+    fn run_started() -> EventKind {
+        EventKind::RunStarted {
+            total: 1,
+            skipped: 0,
+            servers: vec!["http://a".into(), "http://b".into()],
+        }
+    }
+
+    #[test]
+    fn a_job_that_fails_over_to_another_server_leaves_the_first_idle() {
+        let a = job("0123456789ab", "fox#1");
+        let mut kinds = vec![run_started()];
+        kinds.extend(started(&a.id, 0));
+        kinds.push(EventKind::JobRetrying {
+            job: a.clone(),
+            outcome: outcome(Status::Failed, &[], Some("node 3 (KSampler): OOM")),
+            attempt: 2,
+        });
+        assert_eq!(lines(kinds.clone()), ["http://a: idle", "http://b: idle"]);
+        kinds.extend(started(&a.id, 1));
+        assert_eq!(
+            lines(kinds),
+            ["http://a: idle", "http://b: fox#1 (0123456789ab) step 7/20"]
+        );
+    }
+
+    #[test]
+    fn a_finished_job_or_a_lost_server_is_not_shown_as_running() {
+        let a = job("0123456789ab", "fox#1");
+        let mut kinds = vec![run_started()];
+        kinds.extend(started(&a.id, 0));
+        kinds.push(EventKind::JobFinished {
+            job: a.clone(),
+            outcome: outcome(Status::Ok, &[], None),
+            stats: RunStats::default(),
+        });
+        assert_eq!(lines(kinds), ["http://a: idle", "http://b: idle"]);
+
+        // Lost mid-job: the job moves on (started elsewhere, with no
+        // retry: a lost server's attempt does not count).
+        let mut kinds = vec![run_started()];
+        kinds.extend(started(&a.id, 0));
+        kinds.push(EventKind::ServerLost {
+            server: ServerId(0),
+            cause: "connection refused".into(),
+        });
+        assert_eq!(lines(kinds.clone()), ["http://a: lost", "http://b: idle"]);
+        kinds.push(EventKind::ServerRecovered {
+            server: ServerId(0),
+        });
+        kinds.extend(started(&a.id, 1));
+        assert_eq!(
+            lines(kinds),
+            ["http://a: idle", "http://b: fox#1 (0123456789ab) step 7/20"]
+        );
+    }
+
+    #[test]
+    fn a_job_moved_without_a_retry_is_shown_where_it_runs_only() {
+        let a = job("0123456789ab", "fox#1");
+        let mut kinds = vec![run_started()];
+        kinds.extend(started(&a.id, 0));
+        kinds.extend(started(&a.id, 1));
+        assert_eq!(
+            lines(kinds),
+            ["http://a: idle", "http://b: fox#1 (0123456789ab) step 7/20"]
         );
     }
 }

@@ -147,7 +147,7 @@ impl PlainReporter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -157,7 +157,7 @@ mod tests {
     use crate::plan::{Job, Workflow};
     use crate::run::{Attempt, Outcome, RunStats};
 
-    fn job(id: &str, label: &str) -> Arc<Job> {
+    pub(in crate::progress) fn job(id: &str, label: &str) -> Arc<Job> {
         Arc::new(Job {
             index: 0,
             id: JobId::new(id),
@@ -174,7 +174,11 @@ mod tests {
         })
     }
 
-    fn outcome(status: Status, images: &[&str], error: Option<&str>) -> Outcome {
+    pub(in crate::progress) fn outcome(
+        status: Status,
+        images: &[&str],
+        error: Option<&str>,
+    ) -> Outcome {
         Outcome {
             status,
             images: images.iter().map(|s| s.to_string()).collect(),

@@ -63,21 +63,63 @@ pub(crate) enum AttemptEnd {
 /// How often a job's sampler progress is reported, at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 
-/// Thins a job's progress reports to one per [`PROGRESS_EVERY`]; a last
-/// step is always reported, so a bar never stops short of it.
+/// One sampler step as the server reported it.
+#[derive(Debug, Clone, PartialEq)]
+struct Step {
+    node: String,
+    value: f64,
+    max: f64,
+}
+
+/// Thins a job's progress reports to one per [`PROGRESS_EVERY`]. A last
+/// step, and the first step of another node (a new bar), are reported at
+/// once; a step held back is reported when its turn comes unless a later
+/// one replaced it, so a bar never stays behind what the server said (a
+/// node's steps may stop short of its max, or pause). A new `max` alone
+/// waits its turn: a server that changed it every step would otherwise
+/// undo the thinning.
 #[derive(Debug, Default)]
 struct ProgressThrottle {
-    last: Option<Instant>,
+    last: Option<(Instant, String)>,
+    held: Option<Step>,
 }
 
 impl ProgressThrottle {
-    /// Whether a step seen at `now` is reported.
-    fn due(&mut self, last_step: bool, now: Instant) -> bool {
-        let due = last_step || self.last.is_none_or(|at| now - at >= PROGRESS_EVERY);
+    /// A step seen at `now`: the step to report now, if any.
+    fn offer(&mut self, step: Step, now: Instant) -> Option<Step> {
+        let new_bar = self
+            .last
+            .as_ref()
+            .is_none_or(|(_, node)| *node != step.node);
+        let due = new_bar
+            || step.value >= step.max
+            || self
+                .last
+                .as_ref()
+                .is_some_and(|(at, ..)| now - *at >= PROGRESS_EVERY);
         if due {
-            self.last = Some(now);
+            self.held = None;
+            self.last = Some((now, step.node.clone()));
+            Some(step)
+        } else {
+            self.held = Some(step);
+            None
         }
-        due
+    }
+
+    /// When the step held back is due.
+    fn held_until(&self) -> Option<Instant> {
+        match (&self.held, &self.last) {
+            (Some(_), Some((at, ..))) => Some(*at + PROGRESS_EVERY),
+            _ => None,
+        }
+    }
+
+    /// The step held back, reported at `now` (its turn has come).
+    fn release(&mut self, now: Instant) -> Option<Step> {
+        let step = self.held.take()?;
+        self.last = Some((now, step.node.clone()));
+        Some(step)
     }
 }
 
@@ -468,18 +510,12 @@ async fn attempt(
                 event = rx.recv() => Some(match event {
                     Some(ServerEvent::Message(WsMessage::Progress { value, max, node, .. })) => {
                         // Progress changes no state. Reported at most every
-                        // PROGRESS_EVERY (a bar redraws no faster), and its
-                        // last step always: each report wakes the scheduler.
-                        if !progress.due(value >= max, Instant::now()) {
-                            continue;
+                        // PROGRESS_EVERY (a bar redraws no faster): each
+                        // report wakes the scheduler.
+                        let step = Step { node: node.unwrap_or_default(), value, max };
+                        if let Some(step) = progress.offer(step, Instant::now()) {
+                            report_progress(&ctx, &job, &server, step);
                         }
-                        let _ = ctx.events.send(Msg::Event(EventKind::JobProgress {
-                            job: job.id.clone(),
-                            server: server.id,
-                            node: node.unwrap_or_default(),
-                            value: value.max(0.0).round() as u32,
-                            max: max.max(0.0).round() as u32,
-                        }));
                         continue;
                     }
                     Some(event) => match Event::from_server(event) {
@@ -491,6 +527,12 @@ async fn attempt(
                 _ = sleep_until(deadline), if !deadline_seen => {
                     deadline_seen = true;
                     Some(Event::Deadline)
+                }
+                _ = sleep_until(progress.held_until()) => {
+                    if let Some(step) = progress.release(Instant::now()) {
+                        report_progress(&ctx, &job, &server, step);
+                    }
+                    continue;
                 }
                 _ = sleep_until(act_at) => {
                     act_at = None;
@@ -510,6 +552,17 @@ async fn attempt(
             actions.extend(machine.step(event));
         }
     }
+}
+
+/// Tells the scheduler (and so the display) a job's sampler step.
+fn report_progress(ctx: &AttemptContext, job: &Job, server: &Server, step: Step) {
+    let _ = ctx.events.send(Msg::Event(EventKind::JobProgress {
+        job: job.id.clone(),
+        server: server.id,
+        node: step.node,
+        value: step.value.max(0.0).round() as u32,
+        max: step.max.max(0.0).round() as u32,
+    }));
 }
 
 struct Unregister(Arc<Server>, PromptId);
@@ -802,21 +855,96 @@ async fn blocking<T: Send + 'static>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn progress_is_thinned_but_first_and_last_steps_are_reported() {
+    fn step(node: &str, value: f64, max: f64) -> Step {
+        Step {
+            node: node.into(),
+            value,
+            max,
+        }
+    }
+
+    /// Offers `steps` (ms since t0, node, value, max), releasing a held
+    /// step whenever its turn comes before the next one; then lets the
+    /// held one (if any) out. Returns the reported (ms, value, max).
+    fn thin(steps: &[(u64, &str, f64, f64)]) -> Vec<(u64, f64, f64)> {
         let mut throttle = ProgressThrottle::default();
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let reported: Vec<u64> = (0..20)
-            .map(|step| step * 10)
-            .filter(|&ms| throttle.due(ms == 190, at(ms)))
+        let ms_of = |t: Instant| (t - t0).as_millis() as u64;
+        let mut reported = Vec::new();
+        for &(ms, node, value, max) in steps {
+            if let Some(due) = throttle.held_until()
+                && due <= at(ms)
+            {
+                let s = throttle.release(due).unwrap();
+                reported.push((ms_of(due), s.value, s.max));
+            }
+            if let Some(s) = throttle.offer(step(node, value, max), at(ms)) {
+                reported.push((ms, s.value, s.max));
+            }
+        }
+        if let Some(due) = throttle.held_until() {
+            let s = throttle.release(due).unwrap();
+            reported.push((ms_of(due), s.value, s.max));
+        }
+        reported
+    }
+
+    #[test]
+    fn progress_is_thinned_but_first_and_last_steps_are_reported() {
+        // Steps every 10 ms: one report per 50 ms, and the last step.
+        let steps: Vec<_> = (1..=20)
+            .map(|i| (10 * (i - 1), "3", i as f64, 20.0))
             .collect();
+        let reported: Vec<u64> = thin(&steps).iter().map(|r| r.0).collect();
         assert_eq!(reported, vec![0, 50, 100, 150, 190]);
         // A fast job: its first and last steps only.
-        let mut throttle = ProgressThrottle::default();
-        let reported: Vec<u64> = (0..20)
-            .filter(|&ms| throttle.due(ms == 19, at(ms)))
+        let steps: Vec<_> = (1..=20).map(|i| (i - 1, "3", i as f64, 20.0)).collect();
+        assert_eq!(thin(&steps), vec![(0, 1.0, 20.0), (19, 20.0, 20.0)]);
+    }
+
+    #[test]
+    fn a_step_held_back_is_reported_when_the_steps_pause() {
+        // Step 2 comes 10 ms after step 1, then the sampler stalls (a
+        // shared GPU, an adaptive sampler): the bar must not stay at 1/20
+        // for the whole stall.
+        let reported = thin(&[
+            (0, "3", 1.0, 20.0),
+            (10, "3", 2.0, 20.0),
+            (5000, "3", 3.0, 20.0),
+        ]);
+        assert_eq!(
+            reported,
+            vec![(0, 1.0, 20.0), (50, 2.0, 20.0), (5000, 3.0, 20.0)]
+        );
+    }
+
+    #[test]
+    fn a_node_whose_steps_stop_short_of_max_shows_its_last_step() {
+        // SaveImageWebsocket reports 0..batch-1 of batch (as the real
+        // server), right after the sampler's last step.
+        let reported = thin(&[
+            (0, "3", 20.0, 20.0),
+            (2, "12", 0.0, 4.0),
+            (3, "12", 1.0, 4.0),
+            (4, "12", 2.0, 4.0),
+            (5, "12", 3.0, 4.0),
+        ]);
+        assert_eq!(
+            reported,
+            vec![(0, 20.0, 20.0), (2, 0.0, 4.0), (52, 3.0, 4.0)],
+            "another node starts a new bar at once; its last step follows"
+        );
+    }
+
+    #[test]
+    fn a_new_max_waits_its_turn_but_is_shown_within_it() {
+        // A server that changes max every step is still thinned.
+        let steps: Vec<_> = (1..=20)
+            .map(|i| (i - 1, "3", i as f64, 100.0 + i as f64))
             .collect();
-        assert_eq!(reported, vec![0, 19]);
+        assert_eq!(thin(&steps), vec![(0, 1.0, 101.0), (50, 20.0, 120.0)]);
+        let reported = thin(&[(0, "3", 5.0, 10.0), (5, "3", 1.0, 30.0)]);
+        assert_eq!(reported, vec![(0, 5.0, 10.0), (50, 1.0, 30.0)]);
     }
 }

@@ -259,7 +259,7 @@ impl OutputDir {
     /// waits until `gather` after the previous sync started, so that jobs
     /// ending meanwhile share it: each sync of the file system has a fixed
     /// cost. The caller decides what a late row costs it (zero: nothing
-    /// waits).
+    /// waits, not even a sync another caller started gathering).
     pub fn make_job_durable(
         &self,
         job: &JobId,
@@ -389,14 +389,27 @@ struct GroupState {
     failed: Vec<(u64, String, usize)>,
     /// When the last sync started.
     last_start: Option<std::time::Instant>,
+    /// How long after it the generation being gathered may start: the
+    /// least leave of its callers (one with none must not wait for
+    /// another's).
+    leave: Option<Duration>,
 }
 
 impl GroupState {
     /// Adds `paths` to the generation being gathered; returns it.
-    fn join(&mut self, paths: Vec<PathBuf>) -> u64 {
+    fn join(&mut self, paths: Vec<PathBuf>, gather: Duration) -> u64 {
         self.pending.extend(paths);
         self.joined += 1;
+        self.leave = Some(self.leave.map_or(gather, |l| l.min(gather)));
         self.next
+    }
+
+    /// How much longer the generation being gathered may wait.
+    fn wait(&self) -> Duration {
+        match (self.last_start, self.leave) {
+            (Some(t), Some(leave)) => leave.saturating_sub(t.elapsed()),
+            _ => Duration::ZERO,
+        }
     }
 
     /// The gathered generation starts its sync: its number, its files and
@@ -404,6 +417,7 @@ impl GroupState {
     fn start(&mut self) -> (u64, Vec<PathBuf>, usize) {
         let generation = self.next;
         self.next += 1;
+        self.leave = None;
         let waiters = std::mem::take(&mut self.joined).saturating_sub(1);
         (generation, std::mem::take(&mut self.pending), waiters)
     }
@@ -439,8 +453,8 @@ impl GroupState {
 }
 
 impl SyncGroup {
-    /// Makes `paths` durable. A sync this caller starts waits first until
-    /// `gather` after the previous one started.
+    /// Makes `paths` durable. A sync waits first until the least `gather`
+    /// of the callers it serves after the previous one started.
     fn durable(&self, root: &Path, paths: Vec<PathBuf>, gather: Duration) -> Result<(), SinkError> {
         // Nothing of the caller's to sync: no generation to join (its
         // interval would only delay the caller and the next real sync).
@@ -449,7 +463,9 @@ impl SyncGroup {
         }
         let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = lock();
-        let mine = state.join(paths);
+        let mine = state.join(paths, gather);
+        // A syncer gathering may be waiting out a longer leave than ours.
+        self.done.notify_all();
         loop {
             if let Some(outcome) = state.outcome(mine) {
                 return outcome.map_err(|why| SinkError {
@@ -460,15 +476,18 @@ impl SyncGroup {
             if !state.syncing {
                 state.syncing = true;
                 // Too soon after the last sync: wait, gathering the jobs
-                // that end meanwhile into this generation.
-                let wait = state
-                    .last_start
-                    .map(|t| gather.saturating_sub(t.elapsed()))
-                    .unwrap_or_default();
-                if !wait.is_zero() {
-                    drop(state);
-                    std::thread::sleep(wait);
-                    state = lock();
+                // that end meanwhile into this generation (one that may
+                // not wait cuts it short).
+                loop {
+                    let wait = state.wait();
+                    if wait.is_zero() {
+                        break;
+                    }
+                    state = self
+                        .done
+                        .wait_timeout(state, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
                 state.last_start = Some(std::time::Instant::now());
                 let (generation, batch, waiters) = state.start();
@@ -726,15 +745,15 @@ mod tests {
         // the next generation has failed too before it reads its result.
         // It must still get its own generation's error, not `Ok`.
         let mut state = GroupState::default();
-        let early = state.join(vec!["a".into()]);
-        let late = state.join(vec!["b".into()]);
+        let early = state.join(vec!["a".into()], Duration::ZERO);
+        let late = state.join(vec!["b".into()], Duration::ZERO);
         assert_eq!(early, late);
         let (first, _, waiters) = state.start();
         assert_eq!(waiters, 1);
         state.end(first, waiters, Err("first sync failed".into()));
         // `early` was the syncer; `late` has not looked yet.
-        state.join(vec!["c".into()]);
-        let other = state.join(vec!["d".into()]);
+        state.join(vec!["c".into()], Duration::ZERO);
+        let other = state.join(vec!["d".into()], Duration::ZERO);
         let (second, _, waiters) = state.start();
         state.end(second, waiters, Err("second sync failed".into()));
         assert_eq!(
@@ -746,8 +765,8 @@ mod tests {
             Some(Err("second sync failed".to_string()))
         );
         // A generation that synced fine after them: its waiters are fine.
-        let third = state.join(vec!["e".into()]);
-        let waiter = state.join(vec!["f".into()]);
+        let third = state.join(vec!["e".into()], Duration::ZERO);
+        let waiter = state.join(vec!["f".into()], Duration::ZERO);
         let (g, _, waiters) = state.start();
         assert_eq!(g, third);
         state.end(g, waiters, Ok(()));
@@ -783,6 +802,33 @@ mod tests {
     }
 
     const GATHER: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn a_sync_that_may_not_wait_cuts_short_another_callers_gather() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = SyncGroup::default();
+        let root = dir.path();
+        std::fs::write(root.join("a.png"), b"a").unwrap();
+        std::fs::write(root.join("b.png"), b"b").unwrap();
+        group
+            .durable(root, vec![root.join("a.png")], Duration::ZERO)
+            .unwrap();
+        let long = Duration::from_secs(3);
+        std::thread::scope(|scope| {
+            // A caller with a long leave starts gathering the next sync...
+            let slow = scope.spawn(|| group.durable(root, vec![root.join("a.png")], long).unwrap());
+            std::thread::sleep(Duration::from_millis(100));
+            // ...and one with none (its server may run dry) joins it: it
+            // must not wait out the other's leave.
+            let t = std::time::Instant::now();
+            group
+                .durable(root, vec![root.join("b.png")], Duration::ZERO)
+                .unwrap();
+            assert!(t.elapsed() < long / 2, "{:?}", t.elapsed());
+            slow.join().unwrap();
+        });
+        assert_eq!(group.state.lock().unwrap().synced, 2, "they shared it");
+    }
 
     #[test]
     fn syncs_in_a_row_are_spaced_out_only_when_the_caller_lets_them_wait() {
