@@ -14,6 +14,17 @@ async fn check_on(p: &Project, manifest: &str, servers: &[String]) -> Output {
     p.cli(&args).await
 }
 
+/// Checks `manifest` on `servers` (expecting problems) and returns the
+/// output, asserting it has the very error lines of a check on the first
+/// server alone: servers sharing a catalogue are one fleet.
+async fn check_as_one_fleet(p: &Project, manifest: &str, servers: &[String]) -> Output {
+    let out = check_on(p, manifest, servers).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let alone = check_on(p, manifest, &servers[..1]).await;
+    assert_eq!(errors(&out.stderr), errors(&alone.stderr));
+    out
+}
+
 /// The `error:` lines of a command's stderr.
 fn errors(stderr: &str) -> Vec<String> {
     stderr
@@ -216,10 +227,7 @@ async fn servers_sharing_a_catalogue_are_checked_once_and_differing_ones_are_nam
     let p = Project::new();
     p.write("typo.yaml", TYPO);
     // One fleet: each problem is one line, not one per server.
-    let out = check_on(&p, "typo.yaml", &[a.url(), b.url()]).await;
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    let alone = p.cli(&["check", "typo.yaml", "--server", &a.url()]).await;
-    assert_eq!(errors(&out.stderr), errors(&alone.stderr));
+    check_as_one_fleet(&p, "typo.yaml", &[a.url(), b.url()]).await;
 
     // A server without the checkpoint: its problems name it, the shared
     // ones name both servers.
@@ -255,10 +263,7 @@ async fn a_server_without_the_class_route_shares_its_fleets_catalogue() {
     .await;
     let p = Project::new();
     p.write("typo.yaml", TYPO);
-    let out = check_on(&p, "typo.yaml", &[a.url(), b.url()]).await;
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    let alone = p.cli(&["check", "typo.yaml", "--server", &a.url()]).await;
-    assert_eq!(errors(&out.stderr), errors(&alone.stderr));
+    check_as_one_fleet(&p, "typo.yaml", &[a.url(), b.url()]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,9 +279,6 @@ async fn servers_holding_different_input_images_share_a_catalogue() {
         "i2i.yaml",
         "version: 1\njobs:\n  - name: g\n    workflow: i2i\n    set: {image: there.png}\n  - name: fox\n    workflow: t2i\n    set: {sampler: eulr}\n",
     );
-    let out = check_on(&p, "i2i.yaml", &[a.url(), b.url()]).await;
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    let alone = p.cli(&["check", "i2i.yaml", "--server", &a.url()]).await;
+    let out = check_as_one_fleet(&p, "i2i.yaml", &[a.url(), b.url()]).await;
     assert!(out.stderr.contains("eulr"), "{}", out.stderr);
-    assert_eq!(errors(&out.stderr), errors(&alone.stderr));
 }
