@@ -210,13 +210,13 @@ fn run_phase(
     step_ms: u64,
     concurrency: u32,
     sim_flags: &[&str],
-) -> Result<(Measured, PathBuf), CliError> {
+) -> Result<Measured, CliError> {
     let sims = Sims {
         count: 1,
         step_ms,
         flags: sim_flags,
     };
-    let (measured, log, ()) = run_phase_on(
+    let (measured, ()) = run_phase_on(
         exes,
         work,
         name,
@@ -227,7 +227,7 @@ fn run_phase(
         &[],
         |_| Ok(()),
     )?;
-    Ok((measured, log))
+    Ok(measured)
 }
 
 /// The simulator processes of one phase.
@@ -250,7 +250,7 @@ fn run_phase_on<R>(
     sims: &Sims<'_>,
     flags: &[&str],
     after: impl FnOnce(&[String]) -> Result<R, CliError>,
-) -> Result<(Measured, PathBuf, R), CliError> {
+) -> Result<(Measured, R), CliError> {
     let dir = work.join(name);
     let mut running = Vec::new();
     for i in 0..sims.count.max(1) {
@@ -271,41 +271,7 @@ fn run_phase_on<R>(
     }
     let read = after(&urls)?;
     drop(running);
-    Ok((measured, out.join("runs.csv"), read))
-}
-
-/// Σ run_s over the span from the first start to the last finish.
-fn busy_share(log: &Path) -> Result<(f64, f64), CliError> {
-    let mut reader = csv::Reader::from_path(log).map_err(|e| infra(e.to_string()))?;
-    let header = reader.headers().map_err(|e| infra(e.to_string()))?.clone();
-    let col = |name: &str| header.iter().position(|h| h == name);
-    let (Some(run_s), Some(started), Some(finished)) =
-        (col("run_s"), col("started_at"), col("finished_at"))
-    else {
-        return Err(infra("runs.csv lacks timing columns".into()));
-    };
-    let mut busy = 0.0;
-    let mut first: Option<std::time::SystemTime> = None;
-    let mut last: Option<std::time::SystemTime> = None;
-    for record in reader.records() {
-        let record = record.map_err(|e| infra(e.to_string()))?;
-        busy += record
-            .get(run_s)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        let parse = |i: usize| record.get(i).and_then(|s| humantime::parse_rfc3339(s).ok());
-        if let Some(s) = parse(started) {
-            first = Some(first.map_or(s, |f| f.min(s)));
-        }
-        if let Some(f) = parse(finished) {
-            last = Some(last.map_or(f, |l| l.max(f)));
-        }
-    }
-    let span = match (first, last) {
-        (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default().as_secs_f64(),
-        _ => 0.0,
-    };
-    Ok((busy, span))
+    Ok((measured, read))
 }
 
 /// The median of some durations (the middle one; the upper for an even
@@ -327,7 +293,7 @@ fn one_job(
     let mut walls = Vec::new();
     let mut last = None;
     for i in 0..runs.max(1) {
-        let (m, _) = run_phase(exes, work, &format!("{name}-{i}"), 1, 1, 0, 2, sim_flags)?;
+        let m = run_phase(exes, work, &format!("{name}-{i}"), 1, 1, 0, 2, sim_flags)?;
         walls.push(m.wall);
         last = Some(m);
     }
@@ -554,7 +520,7 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
         step_ms: args.step_ms,
         flags: &[],
     };
-    let (m, _, intervals) = run_phase_on(
+    let (m, intervals) = run_phase_on(
         exes,
         work,
         "busy-servers",
@@ -633,17 +599,24 @@ pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
     );
 
     if wanted("busy") {
-        let (m, log) = run_phase(
+        let sims = Sims {
+            count: 1,
+            step_ms: args.step_ms,
+            flags: &[],
+        };
+        let (m, intervals) = run_phase_on(
             &exes,
             work.path(),
             "busy",
             args.busy_jobs,
             20,
-            args.step_ms,
             args.concurrency,
+            &sims,
             &[],
+            server_intervals,
         )?;
-        let (busy, span) = busy_share(&log)?;
+        let (servers, span) = busy_per_server(intervals);
+        let busy: f64 = servers.iter().map(|s| s.busy).sum();
         println!(
             "busy share: {} jobs x 20 steps at {} ms/step: server busy {:.2}s of {:.2}s = {:.1}% (target >= 98%); whole command {:.2}s",
             args.busy_jobs,
@@ -656,7 +629,7 @@ pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
     }
 
     if wanted("overhead") {
-        let (m, _) = run_phase(
+        let m = run_phase(
             &exes,
             work.path(),
             "overhead",
@@ -678,7 +651,7 @@ pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
     }
 
     if wanted("memory") {
-        let (m, _) = run_phase(
+        let m = run_phase(
             &exes,
             work.path(),
             "memory",
