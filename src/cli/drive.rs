@@ -127,7 +127,8 @@ pub(crate) fn drive<'a>(
     // a job's work between messages is microseconds, and a second worker
     // only adds a cross-thread wake-up per message (measured: one runner
     // in front of 32 servers spends less CPU per job on one thread). File
-    // work and syncs run on the blocking pool, off this thread. While every
+    // work runs on the blocking pool and syncs on a thread of their own,
+    // off this thread. While every
     // server has work queued, the scheduler lets the thread doze before it
     // parks, so one wake-up reads many servers' messages. Not with the
     // embedded simulator: it runs on this thread, and its timers would doze

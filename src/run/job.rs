@@ -175,9 +175,7 @@ pub(crate) async fn run_attempt(
         // An ok job's prompt file was synced with its outputs; a row that
         // says the job failed must not reach the disk before its prompt
         // file either (`rerun` replays it).
-        let id = job.id.clone();
-        let gather = pace.current();
-        let synced = blocking(move || output.make_job_durable(&id, &[], gather)).await;
+        let synced = output.make_job_durable(&job.id, &[], pace.current()).await;
         if let Err(e) = synced {
             tracing::warn!("{}: {e}", job.id);
         }
@@ -827,15 +825,17 @@ async fn save_outputs(
     // long: a row that waits as long costs no server time.
     let gather = ctx.pace.current();
     let saved = blocking(move || {
-        let saved = files
+        files
             .iter()
             .map(|(node, n, ext, bytes)| output.save_image(&id, node, *n, ext, bytes))
-            .collect::<Result<Vec<_>, _>>()?;
-        output.make_job_durable(&id, &saved, gather)?;
-        Ok(saved)
+            .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(SaveError::Failed)?;
+    ctx.output
+        .make_job_durable(&job.id, &saved, gather)
+        .await
+        .map_err(|e| SaveError::Failed(error_line(&e)))?;
     Ok((saved, text))
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::SinkError;
+use super::durable::Syncer;
 use crate::ids::JobId;
 use crate::patch::Prompt;
 
@@ -14,7 +15,7 @@ use crate::patch::Prompt;
 pub struct OutputDir {
     root: PathBuf,
     /// Jobs ending together share one sync (group commit).
-    syncs: std::sync::Arc<SyncGroup>,
+    syncs: std::sync::Arc<Syncer>,
 }
 
 /// The local name of a job's `n`-th image from `node`:
@@ -97,7 +98,7 @@ impl OutputDir {
         }
         Ok(OutputDir {
             root: root.to_path_buf(),
-            syncs: Default::default(),
+            syncs: std::sync::Arc::new(Syncer::new(root)),
         })
     }
 
@@ -248,30 +249,30 @@ impl OutputDir {
 
     /// Makes the files saved so far (their data and their names) durable
     /// before a log row names them. Callers that arrive while a sync runs
-    /// share the next one, so jobs ending together cost one sync; blocks.
+    /// share the next one, so jobs ending together cost one sync; blocks
+    /// the calling thread (for callers off the runtime).
     pub fn make_durable(&self, files: &[String]) -> Result<(), SinkError> {
         let paths: Vec<PathBuf> = files.iter().map(|rel| self.root.join(rel)).collect();
-        self.syncs.durable(&self.root, paths, Duration::ZERO)
+        self.syncs.durable_blocking(paths, Duration::ZERO)
     }
 
     /// [`OutputDir::make_durable`] for a job's outputs and its prompt file,
-    /// if one was written (a job can fail before it is). A sync it starts
-    /// waits until `gather` after the previous sync started, so that jobs
-    /// ending meanwhile share it: each sync of the file system has a fixed
-    /// cost. The caller decides what a late row costs it (zero: nothing
-    /// waits, not even a sync another caller started gathering).
-    pub fn make_job_durable(
+    /// if one was written (a job can fail before it is), awaited without
+    /// holding a thread. A sync it starts waits until `gather` after the
+    /// previous sync started, so that jobs ending meanwhile share it: each
+    /// sync of the file system has a fixed cost. The caller decides what a
+    /// late row costs it (zero: nothing waits, not even a sync another
+    /// caller started gathering).
+    pub async fn make_job_durable(
         &self,
         job: &JobId,
         files: &[String],
         gather: Duration,
     ) -> Result<(), SinkError> {
-        let mut paths: Vec<PathBuf> = files.iter().map(|rel| self.root.join(rel)).collect();
-        let prompt = self.prompt_path(job);
-        if prompt.exists() {
-            paths.push(prompt);
-        }
-        self.syncs.durable(&self.root, paths, gather)
+        let paths: Vec<PathBuf> = files.iter().map(|rel| self.root.join(rel)).collect();
+        self.syncs
+            .durable(paths, vec![self.prompt_path(job)], gather)
+            .await
     }
 }
 
@@ -355,192 +356,13 @@ fn looks_whole(path: &Path) -> bool {
 
 /// Syncs a folder's entries (names created by renames) to the disk. Only
 /// Unix can open a folder for that; elsewhere renames are left to the OS.
-fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     #[cfg(unix)]
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(SinkError::at(dir))?;
     #[cfg(not(unix))]
     let _ = dir;
-    Ok(())
-}
-
-/// Group commit: requests join the next generation; one caller syncs a
-/// whole generation while the others wait for it.
-#[derive(Debug, Default)]
-struct SyncGroup {
-    state: std::sync::Mutex<GroupState>,
-    done: std::sync::Condvar,
-}
-
-#[derive(Debug, Default)]
-struct GroupState {
-    /// The generation new requests join.
-    next: u64,
-    /// Generations below this one are synced.
-    synced: u64,
-    syncing: bool,
-    pending: Vec<PathBuf>,
-    /// Callers in the generation being gathered, its syncer included.
-    joined: usize,
-    /// Each failed generation's error and how many of its waiters have yet
-    /// to read it: a waiter woken late may find later generations ended
-    /// (and failed) too.
-    failed: Vec<(u64, String, usize)>,
-    /// When the last sync started.
-    last_start: Option<std::time::Instant>,
-    /// How long after it the generation being gathered may start: the
-    /// least leave of its callers (one with none must not wait for
-    /// another's).
-    leave: Option<Duration>,
-}
-
-impl GroupState {
-    /// Adds `paths` to the generation being gathered; returns it.
-    fn join(&mut self, paths: Vec<PathBuf>, gather: Duration) -> u64 {
-        self.pending.extend(paths);
-        self.joined += 1;
-        self.leave = Some(self.leave.map_or(gather, |l| l.min(gather)));
-        self.next
-    }
-
-    /// How much longer the generation being gathered may wait.
-    fn wait(&self) -> Duration {
-        match (self.last_start, self.leave) {
-            (Some(t), Some(leave)) => leave.saturating_sub(t.elapsed()),
-            _ => Duration::ZERO,
-        }
-    }
-
-    /// The gathered generation starts its sync: its number, its files and
-    /// how many callers wait for it besides the syncer.
-    fn start(&mut self) -> (u64, Vec<PathBuf>, usize) {
-        let generation = self.next;
-        self.next += 1;
-        self.leave = None;
-        let waiters = std::mem::take(&mut self.joined).saturating_sub(1);
-        (generation, std::mem::take(&mut self.pending), waiters)
-    }
-
-    /// Generation `generation` is synced (`Err`: why not). Its syncer has
-    /// the result already; the others read it with [`GroupState::outcome`].
-    fn end(&mut self, generation: u64, waiters: usize, result: Result<(), String>) {
-        self.syncing = false;
-        self.synced = generation + 1;
-        if let Err(why) = result
-            && waiters > 0
-        {
-            self.failed.push((generation, why, waiters));
-        }
-    }
-
-    /// The result for a waiter of generation `mine`, once it is synced.
-    fn outcome(&mut self, mine: u64) -> Option<Result<(), String>> {
-        if self.synced <= mine {
-            return None;
-        }
-        let Some(i) = self.failed.iter().position(|(g, ..)| *g == mine) else {
-            return Some(Ok(()));
-        };
-        let (_, why, left) = &mut self.failed[i];
-        *left -= 1;
-        let why = why.clone();
-        if *left == 0 {
-            self.failed.swap_remove(i);
-        }
-        Some(Err(why))
-    }
-}
-
-impl SyncGroup {
-    /// Makes `paths` durable. A sync waits first until the least `gather`
-    /// of the callers it serves after the previous one started.
-    fn durable(&self, root: &Path, paths: Vec<PathBuf>, gather: Duration) -> Result<(), SinkError> {
-        // Nothing of the caller's to sync: no generation to join (its
-        // interval would only delay the caller and the next real sync).
-        if paths.is_empty() {
-            return Ok(());
-        }
-        let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut state = lock();
-        let mine = state.join(paths, gather);
-        // A syncer gathering may be waiting out a longer leave than ours.
-        self.done.notify_all();
-        loop {
-            if let Some(outcome) = state.outcome(mine) {
-                return outcome.map_err(|why| SinkError {
-                    path: root.to_path_buf(),
-                    source: std::io::Error::other(why),
-                });
-            }
-            if !state.syncing {
-                state.syncing = true;
-                // Too soon after the last sync: wait, gathering the jobs
-                // that end meanwhile into this generation (one that may
-                // not wait cuts it short).
-                loop {
-                    let wait = state.wait();
-                    if wait.is_zero() {
-                        break;
-                    }
-                    state = self
-                        .done
-                        .wait_timeout(state, wait)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-                state.last_start = Some(std::time::Instant::now());
-                let (generation, batch, waiters) = state.start();
-                drop(state);
-                let result = sync_files(root, &batch);
-                state = lock();
-                state.end(
-                    generation,
-                    waiters,
-                    result.as_ref().map_err(|e| e.to_string()).copied(),
-                );
-                self.done.notify_all();
-                if generation >= mine {
-                    return result;
-                }
-                continue;
-            }
-            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-/// Syncs files' data and names. Linux syncs the whole file system in one
-/// call (far cheaper than a sync per file); elsewhere each file, then each
-/// folder holding one.
-fn sync_files(root: &Path, files: &[PathBuf]) -> Result<(), SinkError> {
-    if files.is_empty() {
-        return Ok(());
-    }
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let dir = fs::File::open(root).map_err(SinkError::at(root))?;
-        // SAFETY: syncfs on a descriptor we own; no memory is shared.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
-            return Ok(());
-        }
-    }
-    let mut dirs: Vec<&Path> = Vec::new();
-    for file in files {
-        fs::File::open(file)
-            .and_then(|f| f.sync_data())
-            .map_err(SinkError::at(file))?;
-        if let Some(dir) = file.parent()
-            && !dirs.contains(&dir)
-        {
-            dirs.push(dir);
-        }
-    }
-    let _ = root;
-    for dir in dirs {
-        sync_dir(dir)?;
-    }
     Ok(())
 }
 
@@ -717,163 +539,5 @@ mod tests {
         let text = out.save_text(&JobId::new("e"), "13", 0, "").unwrap();
         assert!(out.images_present(&[text]));
         out.make_durable(&["images/a_9_0.png".to_string()]).unwrap();
-    }
-
-    #[test]
-    fn jobs_ending_together_share_syncs_and_all_return() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = OutputDir::open(dir.path()).unwrap();
-        std::thread::scope(|scope| {
-            for n in 0..16 {
-                let out = &out;
-                scope.spawn(move || {
-                    let rel = out
-                        .save_image(&JobId::new(format!("{n:016x}")), "9", 0, "bin", b"x")
-                        .unwrap();
-                    out.make_durable(&[rel]).unwrap();
-                });
-            }
-        });
-        let state = out.syncs.state.lock().unwrap();
-        assert!(!state.syncing && state.pending.is_empty());
-        assert!(state.synced <= 16 && state.synced == state.next);
-    }
-
-    #[test]
-    fn a_failed_generation_reaches_its_late_waiters_after_another_failed() {
-        // A waiter of a failed generation woken late (a loaded machine):
-        // the next generation has failed too before it reads its result.
-        // It must still get its own generation's error, not `Ok`.
-        let mut state = GroupState::default();
-        let early = state.join(vec!["a".into()], Duration::ZERO);
-        let late = state.join(vec!["b".into()], Duration::ZERO);
-        assert_eq!(early, late);
-        let (first, _, waiters) = state.start();
-        assert_eq!(waiters, 1);
-        state.end(first, waiters, Err("first sync failed".into()));
-        // `early` was the syncer; `late` has not looked yet.
-        state.join(vec!["c".into()], Duration::ZERO);
-        let other = state.join(vec!["d".into()], Duration::ZERO);
-        let (second, _, waiters) = state.start();
-        state.end(second, waiters, Err("second sync failed".into()));
-        assert_eq!(
-            state.outcome(late),
-            Some(Err("first sync failed".to_string()))
-        );
-        assert_eq!(
-            state.outcome(other),
-            Some(Err("second sync failed".to_string()))
-        );
-        // A generation that synced fine after them: its waiters are fine.
-        let third = state.join(vec!["e".into()], Duration::ZERO);
-        let waiter = state.join(vec!["f".into()], Duration::ZERO);
-        let (g, _, waiters) = state.start();
-        assert_eq!(g, third);
-        state.end(g, waiters, Ok(()));
-        assert_eq!(state.outcome(waiter), Some(Ok(())));
-    }
-
-    #[test]
-    fn every_caller_of_failing_syncs_gets_the_error() {
-        // A folder that is gone: every sync fails, whoever runs it.
-        let dir = tempfile::tempdir().unwrap();
-        let gone = dir.path().join("gone");
-        let group = SyncGroup::default();
-        let results: Vec<bool> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..16)
-                .map(|n| {
-                    let (group, gone) = (&group, &gone);
-                    scope.spawn(move || {
-                        group
-                            .durable(gone, vec![gone.join(format!("{n}.png"))], GATHER)
-                            .is_err()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert!(results.iter().all(|&failed| failed), "{results:?}");
-        let state = group.state.lock().unwrap();
-        assert!(
-            state.failed.is_empty(),
-            "every error read: {:?}",
-            state.failed
-        );
-    }
-
-    const GATHER: Duration = Duration::from_millis(20);
-
-    #[test]
-    fn a_sync_that_may_not_wait_cuts_short_another_callers_gather() {
-        let dir = tempfile::tempdir().unwrap();
-        let group = SyncGroup::default();
-        let root = dir.path();
-        std::fs::write(root.join("a.png"), b"a").unwrap();
-        std::fs::write(root.join("b.png"), b"b").unwrap();
-        group
-            .durable(root, vec![root.join("a.png")], Duration::ZERO)
-            .unwrap();
-        let long = Duration::from_secs(3);
-        std::thread::scope(|scope| {
-            // A caller with a long leave starts gathering the next sync...
-            let slow = scope.spawn(|| group.durable(root, vec![root.join("a.png")], long).unwrap());
-            std::thread::sleep(Duration::from_millis(100));
-            // ...and one with none (its server may run dry) joins it: it
-            // must not wait out the other's leave.
-            let t = std::time::Instant::now();
-            group
-                .durable(root, vec![root.join("b.png")], Duration::ZERO)
-                .unwrap();
-            assert!(t.elapsed() < long / 2, "{:?}", t.elapsed());
-            slow.join().unwrap();
-        });
-        assert_eq!(group.state.lock().unwrap().synced, 2, "they shared it");
-    }
-
-    #[test]
-    fn syncs_in_a_row_are_spaced_out_only_when_the_caller_lets_them_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = OutputDir::open(dir.path()).unwrap();
-        let job = JobId::new("a");
-        let rel = out.save_image(&job, "9", 0, "bin", b"x").unwrap();
-        let t = std::time::Instant::now();
-        for _ in 0..3 {
-            out.make_job_durable(&job, std::slice::from_ref(&rel), GATHER)
-                .unwrap();
-        }
-        assert!(t.elapsed() >= 2 * GATHER, "{:?}", t.elapsed());
-        // Without leave to wait (short jobs, or a server about to run dry)
-        // nothing does: a hundred syncs in a row take less than the
-        // hundred gathers they would otherwise wait out.
-        let t = std::time::Instant::now();
-        for _ in 0..100 {
-            out.make_job_durable(&job, std::slice::from_ref(&rel), Duration::ZERO)
-                .unwrap();
-        }
-        assert!(t.elapsed() < 100 * GATHER, "{:?}", t.elapsed());
-        let state = out.syncs.state.lock().unwrap();
-        assert_eq!(state.synced, 103);
-    }
-
-    #[test]
-    fn a_request_with_nothing_to_sync_neither_waits_nor_delays_the_next_sync() {
-        // A job that failed before its prompt file was written has nothing
-        // to make durable: it must not wait out the interval for an empty
-        // sync, nor push the next real sync back by one.
-        let dir = tempfile::tempdir().unwrap();
-        let out = OutputDir::open(dir.path()).unwrap();
-        let rel = out
-            .save_image(&JobId::new("a"), "9", 0, "bin", b"x")
-            .unwrap();
-        out.make_durable(std::slice::from_ref(&rel)).unwrap();
-        let (next, last_start) = {
-            let state = out.syncs.state.lock().unwrap();
-            (state.next, state.last_start)
-        };
-        out.make_job_durable(&JobId::new("never-written"), &[], GATHER)
-            .unwrap();
-        let state = out.syncs.state.lock().unwrap();
-        assert_eq!(state.next, next, "no generation for nothing");
-        assert_eq!(state.last_start, last_start);
     }
 }

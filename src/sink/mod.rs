@@ -2,9 +2,12 @@
 //! texts as UTF-8 files, the prompt JSON
 //! sent, and the `runs.csv` log. Every file appears whole or not at all
 //! (write to a temporary name, then rename), so a killed run never leaves a
-//! half-written image or row. Knows nothing of the network or progress.
+//! half-written image or row; files reach the disk before a row names
+//! them, jobs ending together sharing one sync (`durable`). Knows nothing
+//! of the network or progress.
 
 pub mod csv;
+mod durable;
 mod files;
 
 pub(crate) use files::write_atomic;

@@ -1,0 +1,385 @@
+//! Group commit on a thread of its own: files reach the disk before a log
+//! row names them, and jobs ending together share one sync of the file
+//! system (each sync has a fixed cost, often milliseconds).
+//!
+//! Requests queue on a channel; one thread takes every request waiting,
+//! syncs once for all of them and answers each. Nobody blocks a thread to
+//! wait: an async caller awaits its answer, so a hundred jobs waiting for
+//! a sync cost a hundred small futures, not a hundred sleeping threads
+//! woken together (on a virtual machine the wake-ups cost more than the
+//! sync). Owns when to sync and what; knows nothing of jobs, rows or the
+//! runner, only paths and how long a caller lets a sync wait.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use super::SinkError;
+
+/// The answer to one request: `Err` says why the sync failed.
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// One caller's files.
+struct Request {
+    /// Files to make durable.
+    paths: Vec<PathBuf>,
+    /// Files to make durable if they exist (checked on the sync thread, off
+    /// the caller's).
+    if_present: Vec<PathBuf>,
+    /// How long after the previous sync started this one may wait to
+    /// gather others.
+    gather: Duration,
+    reply: Reply,
+}
+
+/// The output folder's group commit. Cheap to share; its thread starts
+/// with the first request and ends when the last handle is dropped.
+#[derive(Debug)]
+pub(crate) struct Syncer {
+    root: PathBuf,
+    queue: OnceLock<mpsc::Sender<Request>>,
+    /// Syncs run so far (for tests and curious readers).
+    syncs: Arc<AtomicU64>,
+}
+
+impl Syncer {
+    /// A syncer for the file system holding `root`.
+    pub fn new(root: &Path) -> Syncer {
+        Syncer {
+            root: root.to_path_buf(),
+            queue: OnceLock::new(),
+            syncs: Arc::default(),
+        }
+    }
+
+    /// How many syncs ran.
+    #[cfg(test)]
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Makes `paths` (and those of `if_present` that exist) durable, waiting
+    /// without holding a thread. A sync waits first until the least
+    /// `gather` of the callers it serves after the previous one started.
+    pub async fn durable(
+        &self,
+        paths: Vec<PathBuf>,
+        if_present: Vec<PathBuf>,
+        gather: Duration,
+    ) -> Result<(), SinkError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reply: Reply = Box::new(move |result| {
+            let _ = tx.send(result);
+        });
+        if !self.send(paths, if_present, gather, reply) {
+            return Ok(());
+        }
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err("the sync thread ended".into()));
+        self.error(result)
+    }
+
+    /// [`Syncer::durable`] for callers off the runtime: blocks the thread.
+    pub fn durable_blocking(&self, paths: Vec<PathBuf>, gather: Duration) -> Result<(), SinkError> {
+        let (tx, rx) = mpsc::channel();
+        let reply: Reply = Box::new(move |result| {
+            let _ = tx.send(result);
+        });
+        if !self.send(paths, Vec::new(), gather, reply) {
+            return Ok(());
+        }
+        let result = rx
+            .recv()
+            .unwrap_or_else(|_| Err("the sync thread ended".into()));
+        self.error(result)
+    }
+
+    /// Queues a request; false when there is nothing to sync.
+    fn send(
+        &self,
+        paths: Vec<PathBuf>,
+        if_present: Vec<PathBuf>,
+        gather: Duration,
+        reply: Reply,
+    ) -> bool {
+        if paths.is_empty() && if_present.is_empty() {
+            return false;
+        }
+        let request = Request {
+            paths,
+            if_present,
+            gather,
+            reply,
+        };
+        if let Err(mpsc::SendError(request)) = self.queue().send(request) {
+            // The thread is gone (it panicked): say so rather than hang.
+            (request.reply)(Err("the sync thread ended".into()));
+        }
+        true
+    }
+
+    fn error(&self, result: Result<(), String>) -> Result<(), SinkError> {
+        result.map_err(|why| SinkError {
+            path: self.root.clone(),
+            source: std::io::Error::other(why),
+        })
+    }
+
+    fn queue(&self) -> &mpsc::Sender<Request> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let (root, syncs) = (self.root.clone(), self.syncs.clone());
+            let spawned = std::thread::Builder::new()
+                .name("comfy-batch-sync".into())
+                .spawn(move || serve(&root, &rx, &syncs));
+            if let Err(e) = spawned {
+                // No thread: every request is answered with why.
+                tracing::warn!("cannot start the sync thread: {e}");
+            }
+            tx
+        })
+    }
+}
+
+/// The sync thread: takes every request waiting, waits out the gather,
+/// syncs once, answers each. Ends when every handle is gone.
+fn serve(root: &Path, queue: &mpsc::Receiver<Request>, syncs: &AtomicU64) {
+    let mut last_start: Option<Instant> = None;
+    let mut batch: Vec<Request> = Vec::new();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let take = |request: Request, batch: &mut Vec<Request>, paths: &mut Vec<PathBuf>| {
+        let before = paths.len();
+        paths.extend(request.paths.iter().cloned());
+        paths.extend(request.if_present.iter().filter(|p| p.exists()).cloned());
+        if paths.len() == before {
+            // Nothing of its own to sync (a job that failed before writing
+            // its prompt): it neither waits nor pushes the next sync back.
+            (request.reply)(Ok(()));
+        } else {
+            batch.push(request);
+        }
+    };
+    while let Ok(first) = queue.recv() {
+        take(first, &mut batch, &mut paths);
+        while let Ok(more) = queue.try_recv() {
+            take(more, &mut batch, &mut paths);
+        }
+        // Too soon after the last sync: wait, gathering the jobs that end
+        // meanwhile (one that may not wait cuts it short).
+        loop {
+            let leave = batch.iter().map(|r| r.gather).min();
+            let wait = match (last_start, leave) {
+                (Some(t), Some(leave)) => leave.saturating_sub(t.elapsed()),
+                _ => Duration::ZERO,
+            };
+            if wait.is_zero() {
+                break;
+            }
+            match queue.recv_timeout(wait) {
+                Ok(more) => take(more, &mut batch, &mut paths),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        last_start = Some(Instant::now());
+        let result = sync_files(root, &paths).map_err(|e| e.to_string());
+        syncs.fetch_add(1, Ordering::Relaxed);
+        paths.clear();
+        for request in batch.drain(..) {
+            (request.reply)(result.clone());
+        }
+    }
+}
+
+/// Syncs files' data and names. Linux syncs the whole file system in one
+/// call (far cheaper than a sync per file); elsewhere each file, then each
+/// folder holding one.
+fn sync_files(root: &Path, files: &[PathBuf]) -> Result<(), SinkError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let dir = fs::File::open(root).map_err(SinkError::at(root))?;
+        // SAFETY: syncfs on a descriptor we own; no memory is shared.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+    }
+    let mut dirs: Vec<&Path> = Vec::new();
+    for file in files {
+        fs::File::open(file)
+            .and_then(|f| f.sync_data())
+            .map_err(SinkError::at(file))?;
+        if let Some(dir) = file.parent()
+            && !dirs.contains(&dir)
+        {
+            dirs.push(dir);
+        }
+    }
+    let _ = root;
+    for dir in dirs {
+        super::files::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GATHER: Duration = Duration::from_millis(20);
+
+    fn files(root: &Path, names: &[&str]) -> Vec<PathBuf> {
+        names
+            .iter()
+            .map(|n| {
+                let p = root.join(n);
+                fs::write(&p, n).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn callers_ending_together_share_syncs_and_all_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Syncer::new(dir.path());
+        std::thread::scope(|scope| {
+            for n in 0..16 {
+                let (syncer, root) = (&syncer, dir.path());
+                scope.spawn(move || {
+                    let paths = files(root, &[&format!("{n}.png")]);
+                    syncer.durable_blocking(paths, GATHER).unwrap();
+                });
+            }
+        });
+        let syncs = syncer.syncs();
+        assert!((1..=16).contains(&syncs), "{syncs}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_callers_wait_without_a_thread_each_and_share_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Arc::new(Syncer::new(dir.path()));
+        // The first sync has no previous one to wait for; the hundred
+        // callers queued behind it on this one thread share the next
+        // (a long gather: a loaded machine must not split them).
+        let gather = Duration::from_millis(300);
+        let waits: Vec<_> = (0..100)
+            .map(|n| {
+                let paths = files(dir.path(), &[&format!("{n}.png")]);
+                let syncer = syncer.clone();
+                tokio::spawn(async move { syncer.durable(paths, Vec::new(), gather).await })
+            })
+            .collect();
+        for wait in waits {
+            wait.await.unwrap().unwrap();
+        }
+        assert!(syncer.syncs() <= 2, "{}", syncer.syncs());
+    }
+
+    #[test]
+    fn every_caller_of_failing_syncs_gets_the_error() {
+        // A folder that is gone: every sync fails, whoever asked for it.
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let syncer = Syncer::new(&gone);
+        let results: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|n| {
+                    let (syncer, gone) = (&syncer, &gone);
+                    scope.spawn(move || {
+                        syncer
+                            .durable_blocking(vec![gone.join(format!("{n}.png"))], GATHER)
+                            .is_err()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(results.iter().all(|&failed| failed), "{results:?}");
+    }
+
+    #[test]
+    fn a_sync_that_may_not_wait_cuts_short_another_callers_gather() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let syncer = Syncer::new(root);
+        let (a, b) = (files(root, &["a.png"]), files(root, &["b.png"]));
+        syncer.durable_blocking(a.clone(), Duration::ZERO).unwrap();
+        let long = Duration::from_secs(3);
+        std::thread::scope(|scope| {
+            // A caller with a long leave starts gathering the next sync...
+            let slow = scope.spawn(|| syncer.durable_blocking(a, long).unwrap());
+            std::thread::sleep(Duration::from_millis(100));
+            // ...and one with none (its server may run dry) joins it: it
+            // must not wait out the other's leave.
+            let t = Instant::now();
+            syncer.durable_blocking(b, Duration::ZERO).unwrap();
+            assert!(t.elapsed() < long / 2, "{:?}", t.elapsed());
+            slow.join().unwrap();
+        });
+        assert_eq!(syncer.syncs(), 2, "they shared it");
+    }
+
+    #[test]
+    fn syncs_in_a_row_are_spaced_out_only_when_the_caller_lets_them_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Syncer::new(dir.path());
+        let a = files(dir.path(), &["a.png"]);
+        let t = Instant::now();
+        for _ in 0..3 {
+            syncer.durable_blocking(a.clone(), GATHER).unwrap();
+        }
+        assert!(t.elapsed() >= 2 * GATHER, "{:?}", t.elapsed());
+        // Without leave to wait (short jobs, or a server about to run dry)
+        // nothing does: a hundred syncs in a row take less than the
+        // hundred gathers they would otherwise wait out.
+        let t = Instant::now();
+        for _ in 0..100 {
+            syncer.durable_blocking(a.clone(), Duration::ZERO).unwrap();
+        }
+        assert!(t.elapsed() < 100 * GATHER, "{:?}", t.elapsed());
+        assert_eq!(syncer.syncs(), 103);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_with_nothing_to_sync_neither_waits_nor_delays_the_next_sync() {
+        // A job that failed before its prompt file was written has nothing
+        // to make durable: it must not wait out the gather for an empty
+        // sync, nor count as a sync that pushes the next one back.
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Syncer::new(dir.path());
+        let a = files(dir.path(), &["a.png"]);
+        syncer
+            .durable(a.clone(), Vec::new(), Duration::ZERO)
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let never = vec![dir.path().join("never-written.json")];
+        syncer
+            .durable(Vec::new(), never.clone(), GATHER)
+            .await
+            .unwrap();
+        syncer
+            .durable(Vec::new(), Vec::new(), GATHER)
+            .await
+            .unwrap();
+        assert!(t.elapsed() < GATHER, "{:?}", t.elapsed());
+        assert_eq!(syncer.syncs(), 1, "no sync for nothing");
+        // A file that is there is synced, gathered as any other.
+        let present = files(dir.path(), &["b.json"]);
+        syncer
+            .durable(Vec::new(), present, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(syncer.syncs(), 2);
+    }
+}
