@@ -130,18 +130,43 @@ pub(crate) fn prompt_id(run_key: &str, job: &Job, attempt: u32) -> PromptId {
 }
 
 /// Frees the server slot exactly once: when the server is done with the
-/// prompt, or at the latest when the attempt ends.
+/// prompt, or at the latest when the attempt ends. Until the prompt is
+/// queued on the server it holds the slot without giving the server work:
+/// the scheduler must not count it as a prompt queued there (see
+/// [`Slot::queued`]).
 struct Slot {
     server: Arc<Server>,
     events: mpsc::UnboundedSender<Msg>,
     held: bool,
+    /// The prompt is not queued on the server yet.
+    unsent: bool,
 }
 
 impl Slot {
+    fn new(server: Arc<Server>, events: mpsc::UnboundedSender<Msg>) -> Slot {
+        Slot {
+            server,
+            events,
+            held: true,
+            unsent: true,
+        }
+    }
+
+    /// The prompt is queued on the slot's server (or followed there):
+    /// from now on the server has this work whatever the runner does.
+    fn queued(&mut self) {
+        if self.held && std::mem::take(&mut self.unsent) {
+            let _ = self.events.send(Msg::Queued {
+                server: self.server.id,
+            });
+        }
+    }
+
     fn release(&mut self) {
         if std::mem::take(&mut self.held) {
             let _ = self.events.send(Msg::Released {
                 server: self.server.id,
+                unsent: std::mem::take(&mut self.unsent),
             });
         }
     }
@@ -191,11 +216,7 @@ async fn attempt(
     mut ctx: AttemptContext,
 ) -> AttemptEnd {
     let pid = prompt_id(&ctx.run_key, &job, number);
-    let mut slot = Slot {
-        server: server.clone(),
-        events: ctx.events.clone(),
-        held: true,
-    };
+    let mut slot = Slot::new(server.clone(), ctx.events.clone());
     let mut attempt = Attempt {
         number,
         server: Some(server.url()),
@@ -414,6 +435,7 @@ async fn attempt(
         }
     }
     attempt.queued_at = Some(SystemTime::now());
+    slot.queued();
     let _ = ctx.events.send(Msg::Event(EventKind::JobSubmitted {
         job: job.id.clone(),
         label: job.label.clone(),

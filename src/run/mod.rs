@@ -103,8 +103,14 @@ pub struct RunSummary {
 /// What job tasks and server supervisors tell the scheduler.
 pub(crate) enum Msg {
     Event(EventKind),
+    /// An attempt's prompt is queued on its server.
+    Queued {
+        server: ServerId,
+    },
+    /// An attempt frees its slot; `unsent`: its prompt was never queued.
     Released {
         server: ServerId,
+        unsent: bool,
     },
     Finished {
         job: Arc<Job>,
@@ -128,8 +134,46 @@ pub type Observer<'a> =
 
 struct ServerSlot {
     server: Arc<Server>,
-    in_flight: usize,
+    load: Load,
     alive: bool,
+}
+
+/// A server's prompts in flight, and how many of them are not queued on
+/// it yet (their attempts still write the prompt file or wait for the
+/// submission's reply).
+#[derive(Debug, Default, Clone, Copy)]
+struct Load {
+    in_flight: usize,
+    unsent: usize,
+}
+
+impl Load {
+    /// An attempt took a slot.
+    fn spawned(&mut self) {
+        self.in_flight += 1;
+        self.unsent += 1;
+    }
+
+    /// An attempt's prompt reached the server.
+    fn queued(&mut self) {
+        self.unsent = self.unsent.saturating_sub(1);
+    }
+
+    /// An attempt freed its slot (`unsent`: before its prompt was queued).
+    fn released(&mut self, unsent: bool) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if unsent {
+            self.queued();
+        }
+    }
+
+    /// The prompts the server has, as the doze must count them: one the
+    /// runner has still to send gives the server nothing to run while the
+    /// runner dozes, and the waits before it reaches the server (the
+    /// prompt file, the submission's reply) would each take a whole doze.
+    fn on_server(&self) -> usize {
+        self.in_flight.saturating_sub(self.unsent)
+    }
 }
 
 /// Runs `jobs` (already filtered by shard and resume; each with its first
@@ -210,7 +254,7 @@ pub async fn execute(
                 supervisors.push(AbortOnDrop(task));
                 slots.push(ServerSlot {
                     server,
-                    in_flight: 0,
+                    load: Load::default(),
                     alive: true,
                 });
             }
@@ -274,8 +318,8 @@ pub async fn execute(
         while cancelled.is_none() && tasks < max_tasks {
             let Some(slot) = slots
                 .iter_mut()
-                .filter(|s| s.alive && s.in_flight < config.concurrency)
-                .min_by_key(|s| s.in_flight)
+                .filter(|s| s.alive && s.load.in_flight < config.concurrency)
+                .min_by_key(|s| s.load.in_flight)
             else {
                 break;
             };
@@ -294,7 +338,7 @@ pub async fn execute(
                 break;
             };
             orphans.remove(&job::prompt_id(&config.run_key, &job, attempt));
-            slot.in_flight += 1;
+            slot.load.spawned();
             tasks += 1;
             let server = slot.server.clone();
             let ctx = ctx.clone();
@@ -320,7 +364,7 @@ pub async fn execute(
         }
 
         // Cancelling or draining, a server runs dry: every wake-up counts.
-        let live = slots.iter().filter(|s| s.alive).map(|s| s.in_flight);
+        let live = slots.iter().filter(|s| s.alive).map(|s| s.load.on_server());
         match cancelled {
             None => pacing.apply(&config.pace, live),
             Some(_) => pacing.apply(&config.pace, [0]),
@@ -342,7 +386,8 @@ pub async fn execute(
         let Some(msg) = msg else { break };
         match msg {
             Msg::Event(kind) => emit(kind)?,
-            Msg::Released { server } => slot_of(&mut slots, server).in_flight -= 1,
+            Msg::Queued { server } => slot_of(&mut slots, server).load.queued(),
+            Msg::Released { server, unsent } => slot_of(&mut slots, server).load.released(unsent),
             Msg::ServerLost { server, cause } => {
                 slot_of(&mut slots, server).alive = false;
                 emit(EventKind::ServerLost { server, cause })?;
@@ -436,4 +481,64 @@ fn slot_of(slots: &mut [ServerSlot], id: ServerId) -> &mut ServerSlot {
         .iter_mut()
         .find(|s| s.server.id == id)
         .expect("messages come only from servers that have a slot")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn long_jobs() -> PacePolicy {
+        let mut policy = PacePolicy::default();
+        for _ in 0..64 {
+            policy.job_ran(Duration::from_secs(2));
+        }
+        policy
+    }
+
+    #[test]
+    fn a_server_whose_next_prompt_is_not_queued_yet_stops_the_doze() {
+        // A server ran its long job and now runs the short one queued
+        // behind it; the runner took the slot for the next prompt, but
+        // that prompt is still being written and submitted. Counting it as
+        // queued would let the runner doze through both waits while the
+        // short job ends and the server runs dry.
+        let policy = long_jobs();
+        let (mut busy, mut refilling) = (Load::default(), Load::default());
+        for load in [&mut busy, &mut refilling] {
+            load.spawned();
+            load.spawned();
+            load.queued();
+            load.queued();
+        }
+        assert!(policy.doze([busy.on_server(), refilling.on_server()]) > Duration::ZERO);
+        refilling.released(false);
+        refilling.spawned();
+        assert_eq!(refilling.in_flight, 2);
+        assert_eq!(
+            policy.doze([busy.on_server(), refilling.on_server()]),
+            Duration::ZERO
+        );
+        // Its reply came: the server has its queued prompt again.
+        refilling.queued();
+        assert!(policy.doze([busy.on_server(), refilling.on_server()]) > Duration::ZERO);
+    }
+
+    #[test]
+    fn a_slot_freed_before_its_prompt_was_queued_leaves_nothing_unsent() {
+        // An attempt that failed before submitting, or followed its prompt
+        // to another server, frees a slot it never queued on.
+        let mut load = Load::default();
+        load.spawned();
+        load.released(true);
+        load.spawned();
+        load.queued();
+        load.released(false);
+        assert_eq!((load.in_flight, load.unsent), (0, 0));
+        load.spawned();
+        load.spawned();
+        load.queued();
+        load.queued();
+        assert_eq!(load.on_server(), 2);
+    }
 }

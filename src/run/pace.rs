@@ -25,9 +25,11 @@ const MAX_DOZE: Duration = Duration::from_millis(50);
 /// job's end on the server and the next prompt queued behind the running
 /// one lie three waits (the end's message, the prompt file, the
 /// submission's reply), and they must stay well within the queued job
-/// that keeps the server busy meanwhile. (An eighth: measured against a
-/// twentieth, a fifth less CPU per job with 32 servers, every server as
-/// busy.)
+/// that keeps the server busy meanwhile. Only the first is dozed: the
+/// scheduler counts a prompt not yet queued on its server as no work
+/// there, so the queued job may be shorter than the recent ones. (An
+/// eighth: measured against a twentieth, a fifth less CPU per job with 32
+/// servers, every server as busy.)
 const SHARE_OF_JOB: u32 = 8;
 
 /// Dozes shorter than this are not worth a sleep of their own: jobs under
