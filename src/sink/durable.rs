@@ -212,9 +212,22 @@ fn sync_files(root: &Path, files: &[PathBuf]) -> Result<(), SinkError> {
             return Ok(());
         }
     }
+    let _ = root;
+    sync_each(files)
+}
+
+/// The portable way: each file's data, then each folder holding one.
+fn sync_each(files: &[PathBuf]) -> Result<(), SinkError> {
     let mut dirs: Vec<&Path> = Vec::new();
     for file in files {
-        fs::File::open(file)
+        // Windows flushes only through a handle that may write
+        // (`FlushFileBuffers` wants GENERIC_WRITE; a read-only handle gets
+        // "access denied"); opening for writing truncates nothing.
+        #[cfg(windows)]
+        let opened = fs::OpenOptions::new().write(true).open(file);
+        #[cfg(not(windows))]
+        let opened = fs::File::open(file);
+        opened
             .and_then(|f| f.sync_data())
             .map_err(SinkError::at(file))?;
         if let Some(dir) = file.parent()
@@ -223,7 +236,6 @@ fn sync_files(root: &Path, files: &[PathBuf]) -> Result<(), SinkError> {
             dirs.push(dir);
         }
     }
-    let _ = root;
     for dir in dirs {
         super::files::sync_dir(dir)?;
     }
@@ -245,6 +257,22 @@ mod tests {
                 p
             })
             .collect()
+    }
+
+    #[test]
+    fn the_per_file_way_syncs_the_sinks_files_and_leaves_them_whole() {
+        // Where the file system cannot be synced in one call (anything but
+        // Linux, or a failed syncfs) each file is: on Windows that needs a
+        // handle that may write.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("images")).unwrap();
+        let paths = files(dir.path(), &["images/a.png", "b.json"]);
+        sync_each(&paths).unwrap();
+        assert_eq!(fs::read(&paths[0]).unwrap(), b"images/a.png");
+        assert_eq!(fs::read(&paths[1]).unwrap(), b"b.json");
+        let gone = dir.path().join("gone.png");
+        let err = sync_each(std::slice::from_ref(&gone)).unwrap_err();
+        assert_eq!(err.path, gone);
     }
 
     #[test]
