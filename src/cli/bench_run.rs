@@ -170,10 +170,29 @@ fn write_manifest(dir: &Path, name: &str, jobs: usize, steps: u32) -> Result<Pat
     Ok(path)
 }
 
-/// The binaries: `sim` serves, `runner` is measured.
+/// The binaries: `sim` serves, `runner` is measured; the simulators keep
+/// their outputs under `sim_files`.
 struct Exes<'a> {
     sim: &'a Path,
     runner: &'a Path,
+    sim_files: &'a Path,
+}
+
+/// Where the simulators keep their outputs: a file system of their own
+/// where there is one (Linux's `/dev/shm`). They stand in for GPU
+/// machines; on the runner's disk, its `syncfs` would write their files
+/// back too and charge the runner for it.
+fn sim_files_dir() -> Result<tempfile::TempDir, CliError> {
+    let shm = Path::new("/dev/shm");
+    if cfg!(target_os = "linux")
+        && shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new()
+            .prefix("comfy-batch-bench-")
+            .tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    tempfile::tempdir().map_err(|e| infra(e.to_string()))
 }
 
 /// `comfy-batch run MANIFEST --server URL… -q` into `out`.
@@ -252,9 +271,10 @@ fn run_phase_on<R>(
     after: impl FnOnce(&[String]) -> Result<R, CliError>,
 ) -> Result<(Measured, R), CliError> {
     let dir = work.join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| infra(e.to_string()))?;
     let mut running = Vec::new();
     for i in 0..sims.count.max(1) {
-        let sim_dir = dir.join(format!("sim{i}"));
+        let sim_dir = exes.sim_files.join(name).join(format!("sim{i}"));
         std::fs::create_dir_all(&sim_dir).map_err(|e| infra(e.to_string()))?;
         running.push(start_sim(exes.sim, sims.step_ms, &sim_dir, sims.flags)?);
     }
@@ -579,9 +599,11 @@ pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
     }
     let exe = std::env::current_exe().map_err(|e| infra(e.to_string()))?;
     let runner = args.runner.clone().unwrap_or_else(|| exe.clone());
+    let sim_files = sim_files_dir()?;
     let exes = Exes {
         sim: &exe,
         runner: &runner,
+        sim_files: sim_files.path(),
     };
     let wanted = |phase: &str| args.only.is_empty() || args.only.iter().any(|p| p == phase);
     if args.servers > 1 {

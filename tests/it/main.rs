@@ -2,6 +2,7 @@
 //! library against the in-process simulator over loopback.
 
 mod bad_input;
+mod bench;
 mod check;
 mod ci_examples;
 mod convert;

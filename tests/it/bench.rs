@@ -1,0 +1,26 @@
+//! `bench run` end to end, with figures too small to mean anything: the
+//! benchmark must run on a fresh machine (it starts its own simulators).
+
+use std::process::Command;
+
+#[test]
+fn many_servers_run_and_print_each_servers_share_and_the_runners_cost() {
+    let out = Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+        .args(["bench", "run", "--servers", "2", "--step-ms", "1"])
+        .args(["--busy-jobs", "8", "--no-report"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let servers = stdout
+        .lines()
+        .filter(|l| l.contains(" jobs, busy "))
+        .count();
+    assert_eq!(servers, 2, "{stdout}");
+    assert!(
+        stdout.contains("many servers: 2 servers, 8 jobs x 20 steps at 1 ms/step"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("runner (--no-report): CPU "), "{stdout}");
+}
