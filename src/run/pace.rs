@@ -28,8 +28,8 @@ const MAX_DOZE: Duration = Duration::from_millis(50);
 /// that keeps the server busy meanwhile. Only the first is dozed: the
 /// scheduler counts a prompt not yet queued on its server as no work
 /// there, so the queued job may be shorter than the recent ones. (An
-/// eighth: measured against a twentieth, a fifth less CPU per job with 32
-/// servers, every server as busy.)
+/// eighth: measured against a twentieth, a seventh less CPU per job with
+/// 32 servers, every server as busy.)
 const SHARE_OF_JOB: u32 = 8;
 
 /// Dozes shorter than this are not worth a sleep of their own: jobs under
