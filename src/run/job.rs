@@ -843,9 +843,6 @@ async fn save_outputs(
         files.push((node.clone(), n, ext.to_string(), bytes.clone()));
     }
     let (output, id) = (ctx.output.clone(), job.id.clone());
-    // While the runner dozes, every server has work queued and jobs are
-    // long: a row that waits as long costs no server time.
-    let gather = ctx.pace.current();
     let saved = blocking(move || {
         files
             .iter()
@@ -854,8 +851,11 @@ async fn save_outputs(
     })
     .await
     .map_err(SaveError::Failed)?;
+    // While the runner dozes, every server has work queued and jobs are
+    // long: a row that waits as long costs no server time. Read now, not
+    // before the writes: a server may have come close to running dry.
     ctx.output
-        .make_job_durable(&job.id, &saved, gather)
+        .make_job_durable(&job.id, &saved, ctx.pace.current())
         .await
         .map_err(|e| SaveError::Failed(error_line(&e)))?;
     Ok((saved, text))
