@@ -200,7 +200,7 @@ pub(crate) async fn run_attempt(
         // An ok job's prompt file was synced with its outputs; a row that
         // says the job failed must not reach the disk before its prompt
         // file either (`rerun` replays it).
-        let synced = output.make_job_durable(&job.id, &[], pace.current()).await;
+        let synced = output.make_job_durable(&job.id, &[], pace.leave()).await;
         if let Err(e) = synced {
             tracing::warn!("{}: {e}", job.id);
         }
@@ -525,25 +525,13 @@ async fn attempt(
         let event = if cancel_now > cancel_seen {
             cancel_seen = cancel_now;
             cancel_now.map(Event::Cancel)
+        } else if let Some(event) = delivered(&mut rx) {
+            // Messages already here are taken without setting up the waits
+            // below again for each of them: after a doze there are several.
+            server_event(event, &mut progress, &ctx, &job, &server)
         } else {
             tokio::select! {
-                event = rx.recv() => Some(match event {
-                    Some(ServerEvent::Message(WsMessage::Progress { value, max, node, .. })) => {
-                        // Progress changes no state. Reported at most every
-                        // PROGRESS_EVERY (a bar redraws no faster): each
-                        // report wakes the scheduler.
-                        let step = Step { node: node.unwrap_or_default(), value, max };
-                        if let Some(step) = progress.offer(step, Instant::now()) {
-                            report_progress(&ctx, &job, &server, step);
-                        }
-                        continue;
-                    }
-                    Some(event) => match Event::from_server(event) {
-                        Some(event) => event,
-                        None => continue,
-                    },
-                    None => Event::Gone("router closed"),
-                }),
+                event = rx.recv() => server_event(event, &mut progress, &ctx, &job, &server),
                 _ = sleep_until(deadline), if !deadline_seen => {
                     deadline_seen = true;
                     Some(Event::Deadline)
@@ -571,6 +559,45 @@ async fn attempt(
         if let Some(event) = event {
             actions.extend(machine.step(event));
         }
+    }
+}
+
+/// A message already delivered to the route, if any: `Some(None)` when
+/// the route is closed.
+fn delivered(rx: &mut mpsc::UnboundedReceiver<ServerEvent>) -> Option<Option<ServerEvent>> {
+    match rx.try_recv() {
+        Ok(event) => Some(Some(event)),
+        Err(mpsc::error::TryRecvError::Empty) => None,
+        Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+    }
+}
+
+/// What a server event means to the state machine. Progress changes no
+/// state: it goes to the display, at most every [`PROGRESS_EVERY`] (a bar
+/// redraws no faster, and each report wakes the scheduler).
+fn server_event(
+    event: Option<ServerEvent>,
+    progress: &mut ProgressThrottle,
+    ctx: &AttemptContext,
+    job: &Job,
+    server: &Server,
+) -> Option<Event> {
+    match event {
+        Some(ServerEvent::Message(WsMessage::Progress {
+            value, max, node, ..
+        })) => {
+            let step = Step {
+                node: node.unwrap_or_default(),
+                value,
+                max,
+            };
+            if let Some(step) = progress.offer(step, Instant::now()) {
+                report_progress(ctx, job, server, step);
+            }
+            None
+        }
+        Some(event) => Event::from_server(event),
+        None => Some(Event::Gone("router closed")),
     }
 }
 
@@ -851,11 +878,11 @@ async fn save_outputs(
     })
     .await
     .map_err(SaveError::Failed)?;
-    // While the runner dozes, every server has work queued and jobs are
-    // long: a row that waits as long costs no server time. Read now, not
-    // before the writes: a server may have come close to running dry.
+    // Jobs are long: a row that waits a doze costs no server time (this
+    // job's slot is free already). Read now, not before the writes: the
+    // run may have begun to stop meanwhile.
     ctx.output
-        .make_job_durable(&job.id, &saved, ctx.pace.current())
+        .make_job_durable(&job.id, &saved, ctx.pace.leave())
         .await
         .map_err(|e| SaveError::Failed(error_line(&e)))?;
     Ok((saved, text))

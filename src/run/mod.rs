@@ -367,7 +367,7 @@ pub async fn execute(
         let live = slots.iter().filter(|s| s.alive).map(|s| s.load.on_server());
         match cancelled {
             None => pacing.apply(&config.pace, live),
-            Some(_) => pacing.apply(&config.pace, [0]),
+            Some(_) => pacing.stop(&config.pace),
         }
         let msg = tokio::select! {
             msg = rx.recv() => msg,
@@ -456,7 +456,7 @@ pub async fn execute(
         }
     }
     let stats = ledger.stats;
-    pacing.apply(&config.pace, [0]);
+    pacing.stop(&config.pace);
     emit(EventKind::RunFinished { stats })?;
     drop(supervisors);
     if let Some(e) = sink_error {

@@ -5,13 +5,14 @@
 //! does is urgent, so the runtime thread dozes briefly before it waits for
 //! the sockets again and then reads what arrived meanwhile in one go.
 //!
-//! The same figure bounds how long a finished job's sync may wait for other
-//! jobs to share it: a late row is as harmless as a late read, and for the
-//! same reason.
+//! A finished job's sync may wait as long for other jobs to share it, and
+//! it may do so even while a server waits for its next prompt: the slot
+//! was given back when the server finished the prompt, so only the row is
+//! late, never a server's work.
 //!
-//! Owns the policy (when, how long) and the shared setting the runtime's
-//! park hook reads. Knows nothing of sockets, jobs or files: the scheduler
-//! tells it how full the servers are and how long jobs run.
+//! Owns the policy (when, how long) and the shared settings the runtime's
+//! park hook and the jobs read. Knows nothing of sockets, jobs or files:
+//! the scheduler tells it how full the servers are and how long jobs run.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -39,11 +40,14 @@ const MIN_DOZE: Duration = Duration::from_millis(1);
 /// How many recent jobs' run times the policy looks at.
 const RECENT: usize = 8;
 
-/// The doze the runtime thread takes before each park; shared between the
-/// scheduler (which sets it) and the runtime's park hook (which takes it).
+/// The doze the runtime thread takes before each park, and the leave a
+/// finished job's sync has to gather others; shared between the scheduler
+/// (which sets them) and the runtime's park hook and the jobs (which take
+/// them).
 #[derive(Debug, Default)]
 pub struct Pace {
     doze_us: AtomicU64,
+    leave_us: AtomicU64,
 }
 
 impl Pace {
@@ -59,13 +63,22 @@ impl Pace {
 
     /// The current doze.
     pub fn current(&self) -> Duration {
-        Duration::from_micros(self.doze_us.load(Ordering::Relaxed))
+        load(&self.doze_us)
     }
 
-    fn set(&self, doze: Duration) {
-        let us = u64::try_from(doze.as_micros()).unwrap_or(u64::MAX);
-        self.doze_us.store(us, Ordering::Relaxed);
+    /// How long a finished job's sync may wait for others to share it.
+    pub fn leave(&self) -> Duration {
+        load(&self.leave_us)
     }
+}
+
+fn load(us: &AtomicU64) -> Duration {
+    Duration::from_micros(us.load(Ordering::Relaxed))
+}
+
+fn store(us: &AtomicU64, value: Duration) {
+    let value = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+    us.store(value, Ordering::Relaxed);
 }
 
 /// The scheduler's side: what it knows of the servers and the recent jobs,
@@ -96,19 +109,25 @@ impl PacePolicy {
             }
             any = true;
         }
-        if !any || self.seen < RECENT {
+        if any { self.leave() } else { Duration::ZERO }
+    }
+
+    /// The leave a finished job's sync has: as long as a doze, whatever
+    /// the servers' load (a late row keeps no server waiting).
+    pub fn leave(&self) -> Duration {
+        if self.seen < RECENT {
             return Duration::ZERO;
         }
         let shortest = self.recent.iter().min().copied().unwrap_or_default();
-        let doze = (shortest / SHARE_OF_JOB).min(MAX_DOZE);
-        if doze < MIN_DOZE {
+        let leave = (shortest / SHARE_OF_JOB).min(MAX_DOZE);
+        if leave < MIN_DOZE {
             Duration::ZERO
         } else {
-            doze
+            leave
         }
     }
 
-    /// Sets `pace` to the doze for `in_flight`.
+    /// Sets `pace` to the doze for `in_flight` and the sync leave.
     pub fn apply(&self, pace: &Pace, in_flight: impl IntoIterator<Item = usize>) {
         let doze = self.doze(in_flight);
         let was = pace.current();
@@ -118,8 +137,18 @@ impl PacePolicy {
             } else if doze.is_zero() {
                 tracing::debug!("a server may run dry: no more dozing");
             }
-            pace.set(doze);
+            store(&pace.doze_us, doze);
         }
+        store(&pace.leave_us, self.leave());
+    }
+
+    /// Cancelling or done: every wake-up and every row counts now.
+    pub fn stop(&self, pace: &Pace) {
+        if !pace.current().is_zero() {
+            tracing::debug!("stopping: no more dozing");
+        }
+        store(&pace.doze_us, Duration::ZERO);
+        store(&pace.leave_us, Duration::ZERO);
     }
 }
 
@@ -181,5 +210,32 @@ mod tests {
         assert!(t.elapsed() >= MAX_DOZE);
         policy.apply(&pace, [1]);
         assert_eq!(pace.current(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_sync_may_wait_while_a_server_waits_for_its_next_prompt_but_not_when_stopping() {
+        let pace = Pace::default();
+        let mut policy = PacePolicy::default();
+        ran(&mut policy, 200, RECENT - 1);
+        policy.apply(&pace, [2, 1]);
+        assert_eq!(pace.leave(), Duration::ZERO, "too few jobs seen");
+        ran(&mut policy, 200, 1);
+        policy.apply(&pace, [2, 1]);
+        assert_eq!(pace.current(), Duration::ZERO);
+        assert_eq!(pace.leave(), Duration::from_millis(25));
+        policy.apply(&pace, [2, 2]);
+        assert_eq!(pace.current(), Duration::from_millis(25));
+        policy.stop(&pace);
+        assert_eq!(
+            (pace.current(), pace.leave()),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        // Short jobs: no leave either.
+        ran(&mut policy, 7, 1);
+        policy.apply(&pace, [2, 2]);
+        assert_eq!(
+            (pace.current(), pace.leave()),
+            (Duration::ZERO, Duration::ZERO)
+        );
     }
 }

@@ -347,7 +347,7 @@ mod tests {
             // A caller with a long leave starts gathering the next sync...
             let slow = scope.spawn(|| syncer.durable_blocking(a, long).unwrap());
             std::thread::sleep(Duration::from_millis(100));
-            // ...and one with none (its server may run dry) joins it: it
+            // ...and one with none (short jobs, or a run stopping) joins it: it
             // must not wait out the other's leave.
             let t = Instant::now();
             syncer.durable_blocking(b, Duration::ZERO).unwrap();
@@ -367,7 +367,7 @@ mod tests {
             syncer.durable_blocking(a.clone(), GATHER).unwrap();
         }
         assert!(t.elapsed() >= 2 * GATHER, "{:?}", t.elapsed());
-        // Without leave to wait (short jobs, or a server about to run dry)
+        // Without leave to wait (short jobs, or a run stopping)
         // nothing does: a hundred syncs in a row take less than the
         // hundred gathers they would otherwise wait out.
         let t = Instant::now();
