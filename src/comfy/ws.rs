@@ -119,17 +119,17 @@ impl Router {
             }
             _ => {}
         }
-        let target = match message.prompt_id() {
-            Some(p) => Some(p.to_string()),
+        let route = match message.prompt_id() {
+            Some(p) => state.routes.get(p),
             // The reconnect replay `executing {node}` has no prompt id: it is
             // about whatever runs now (only ours reach this socket).
             None if matches!(message, WsMessage::Executing { node: Some(_), .. }) => {
-                state.current.clone()
+                state.current.as_deref().and_then(|p| state.routes.get(p))
             }
             None => None,
         };
-        if let Some(target) = target {
-            Self::send_to(&state, &target, ServerEvent::Message(message));
+        if let Some(tx) = route {
+            let _ = tx.send(ServerEvent::Message(message));
         }
     }
 

@@ -3,6 +3,7 @@
 //! handle, and a torn last line from a killed run is cut off when the log is
 //! reopened, so the log never holds a partial row.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -131,10 +132,15 @@ fn seconds_cell(from: Option<SystemTime>, to: Option<SystemTime>) -> String {
 /// The workflow's path is written relative to `base`, the log's folder;
 /// parameters as the manifest gave them.
 pub fn row(job: &Job, base: &Path, outcome: &Outcome, params: &[String]) -> Vec<String> {
+    row_with(job, relative_to(base, &job.workflow.path), outcome, params)
+}
+
+/// [`row`] with the workflow's cell given.
+fn row_with(job: &Job, workflow: String, outcome: &Outcome, params: &[String]) -> Vec<String> {
     let mut cells = vec![
         job.id.to_string(),
         job.label.clone(),
-        relative_to(base, &job.workflow.path),
+        workflow,
         job.workflow.sha256.clone(),
         job.seed.map(|s| s.to_string()).unwrap_or_default(),
     ];
@@ -180,6 +186,11 @@ pub struct RunLog {
     params: Vec<String>,
     /// Workflow paths are logged relative to the log's folder.
     base: PathBuf,
+    /// Those cells by workflow path (each row would otherwise ask the
+    /// system for the working folder).
+    workflow_cells: HashMap<PathBuf, String>,
+    /// The file's length: where a torn row is cut back to.
+    len: u64,
     /// Whether the file's header has the `text` column (a log begun by an
     /// older version does not: its rows are written without it).
     with_text: bool,
@@ -235,6 +246,7 @@ impl RunLog {
             rows
         };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let len = file.stream_position().map_err(SinkError::at(path))?;
         Ok((
             RunLog {
                 file,
@@ -242,6 +254,8 @@ impl RunLog {
                 path: path.to_path_buf(),
                 params: params.to_vec(),
                 base,
+                workflow_cells: HashMap::new(),
+                len,
                 with_text,
             },
             rows,
@@ -250,7 +264,16 @@ impl RunLog {
 
     /// Appends one row and flushes it to the file.
     pub fn append(&mut self, job: &Job, outcome: &Outcome) -> Result<(), SinkError> {
-        let mut cells = row(job, &self.base, outcome, &self.params);
+        let workflow = match self.workflow_cells.get(&job.workflow.path) {
+            Some(cell) => cell.clone(),
+            None => {
+                let cell = relative_to(&self.base, &job.workflow.path);
+                self.workflow_cells
+                    .insert(job.workflow.path.clone(), cell.clone());
+                cell
+            }
+        };
+        let mut cells = row_with(job, workflow, outcome, &self.params);
         if !self.with_text {
             cells.pop();
         }
@@ -261,14 +284,12 @@ impl RunLog {
             .map_err(|e| csv_io(&self.path, e.into_error()))?;
         // A failed write (disk full, file too large) may have left part of
         // the row: it is cut off, so the log stays whole.
-        let before = self
-            .file
-            .seek(SeekFrom::End(0))
-            .map_err(SinkError::at(&self.path))?;
+        // The file is this run's alone (locked): its length is known.
         if let Err(e) = self.file.write_all(&bytes).and_then(|()| self.file.flush()) {
-            let _ = self.file.set_len(before);
+            let _ = self.file.set_len(self.len);
             return Err(SinkError::at(&self.path)(e));
         }
+        self.len += bytes.len() as u64;
         if self.synced.elapsed() >= SYNC_EVERY {
             self.sync()?;
         }
