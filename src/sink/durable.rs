@@ -7,13 +7,16 @@
 //! wait: an async caller awaits its answer, so a hundred jobs waiting for
 //! a sync cost a hundred small futures, not a hundred sleeping threads
 //! woken together (on a virtual machine the wake-ups cost more than the
-//! sync). Owns when to sync and what; knows nothing of jobs, rows or the
-//! runner, only paths and how long a caller lets a sync wait.
+//! sync). While the thread gathers, a request joins the queue without
+//! waking it unless it may not wait that long. Owns when to sync and
+//! what; knows nothing of jobs, rows or the runner, only paths and how
+//! long a caller lets a sync wait.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::sync::{Arc, OnceLock, mpsc};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use super::SinkError;
@@ -39,9 +42,22 @@ struct Request {
 #[derive(Debug)]
 pub(crate) struct Syncer {
     root: PathBuf,
-    queue: OnceLock<mpsc::Sender<Request>>,
+    queue: OnceLock<Queue>,
+    /// While the thread gathers: the leave (in microseconds) it waits out
+    /// after the previous sync started; 0 when it does not gather.
+    gathering: Arc<AtomicU64>,
     /// Syncs run so far (for tests and curious readers).
     syncs: Arc<AtomicU64>,
+    /// Gathers cut short by a request that could not wait (for tests).
+    wakes: AtomicU64,
+}
+
+/// The way to the sync thread.
+#[derive(Debug)]
+struct Queue {
+    requests: mpsc::Sender<Request>,
+    /// The thread, to wake from its gather (none: it could not start).
+    thread: Option<Thread>,
 }
 
 impl Syncer {
@@ -50,7 +66,9 @@ impl Syncer {
         Syncer {
             root: root.to_path_buf(),
             queue: OnceLock::new(),
+            gathering: Arc::default(),
             syncs: Arc::default(),
+            wakes: AtomicU64::new(0),
         }
     }
 
@@ -58,6 +76,12 @@ impl Syncer {
     #[cfg(test)]
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// How many requests woke the thread from a gather.
+    #[cfg(test)]
+    pub fn wakes(&self) -> u64 {
+        self.wakes.load(Ordering::Relaxed)
     }
 
     /// Makes `paths` (and those of `if_present` that exist) durable, waiting
@@ -114,9 +138,24 @@ impl Syncer {
             gather,
             reply,
         };
-        if let Err(mpsc::SendError(request)) = self.queue().send(request) {
+        let queue = self.queue();
+        if let Err(mpsc::SendError(request)) = queue.requests.send(request) {
             // The thread is gone (it panicked): say so rather than hang.
             (request.reply)(Err("the sync thread ended".into()));
+            return true;
+        }
+        // A gathering thread sleeps without watching the queue: wake it only
+        // if this request may not wait as long. Paired with the fence in
+        // `serve`: either this sees the gather, or the thread sees this
+        // request before it sleeps.
+        fence(Ordering::SeqCst);
+        let leave = self.gathering.load(Ordering::SeqCst);
+        if leave != 0
+            && gather.as_micros() < u128::from(leave)
+            && let Some(thread) = &queue.thread
+        {
+            self.wakes.fetch_add(1, Ordering::Relaxed);
+            thread.unpark();
         }
         true
     }
@@ -128,25 +167,33 @@ impl Syncer {
         })
     }
 
-    fn queue(&self) -> &mpsc::Sender<Request> {
+    fn queue(&self) -> &Queue {
         self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel();
             let (root, syncs) = (self.root.clone(), self.syncs.clone());
+            let gathering = self.gathering.clone();
             let spawned = std::thread::Builder::new()
                 .name("comfy-batch-sync".into())
-                .spawn(move || serve(&root, &rx, &syncs));
-            if let Err(e) = spawned {
-                // No thread: every request is answered with why.
-                tracing::warn!("cannot start the sync thread: {e}");
+                .spawn(move || serve(&root, &rx, &gathering, &syncs));
+            let thread = match spawned {
+                Ok(handle) => Some(handle.thread().clone()),
+                Err(e) => {
+                    // No thread: every request is answered with why.
+                    tracing::warn!("cannot start the sync thread: {e}");
+                    None
+                }
+            };
+            Queue {
+                requests: tx,
+                thread,
             }
-            tx
         })
     }
 }
 
 /// The sync thread: takes every request waiting, waits out the gather,
 /// syncs once, answers each. Ends when every handle is gone.
-fn serve(root: &Path, queue: &mpsc::Receiver<Request>, syncs: &AtomicU64) {
+fn serve(root: &Path, queue: &mpsc::Receiver<Request>, gathering: &AtomicU64, syncs: &AtomicU64) {
     let mut last_start: Option<Instant> = None;
     let mut batch: Vec<Request> = Vec::new();
     let mut paths: Vec<PathBuf> = Vec::new();
@@ -168,19 +215,30 @@ fn serve(root: &Path, queue: &mpsc::Receiver<Request>, syncs: &AtomicU64) {
             take(more, &mut batch, &mut paths);
         }
         // Too soon after the last sync: wait, gathering the jobs that end
-        // meanwhile (one that may not wait cuts it short).
+        // meanwhile (one that may not wait cuts it short: it wakes us).
         loop {
             let leave = batch.iter().map(|r| r.gather).min();
             let wait = match (last_start, leave) {
                 (Some(t), Some(leave)) => leave.saturating_sub(t.elapsed()),
                 _ => Duration::ZERO,
             };
-            if wait.is_zero() {
+            let Some(leave) = leave.filter(|_| !wait.is_zero()) else {
                 break;
+            };
+            let leave_us = u64::try_from(leave.as_micros()).unwrap_or(u64::MAX);
+            gathering.store(leave_us.max(1), Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            // Requests queued before the store may not have woken us.
+            let before = batch.len() + paths.len();
+            while let Ok(more) = queue.try_recv() {
+                take(more, &mut batch, &mut paths);
             }
-            match queue.recv_timeout(wait) {
-                Ok(more) => take(more, &mut batch, &mut paths),
-                Err(_) => break,
+            if batch.len() + paths.len() == before {
+                std::thread::park_timeout(wait);
+            }
+            gathering.store(0, Ordering::SeqCst);
+            while let Ok(more) = queue.try_recv() {
+                take(more, &mut batch, &mut paths);
             }
         }
         if batch.is_empty() {
@@ -293,6 +351,50 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn callers_that_may_wait_as_long_join_a_gather_without_waking_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Arc::new(Syncer::new(dir.path()));
+        let leave = Duration::from_millis(400);
+        // A first sync, so the next one has one to wait after.
+        syncer
+            .durable(files(dir.path(), &["first.png"]), Vec::new(), leave)
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let waits: Vec<_> = (0..20)
+            .map(|n| {
+                let paths = files(dir.path(), &[&format!("{n}.png")]);
+                let syncer = syncer.clone();
+                tokio::spawn(async move { syncer.durable(paths, Vec::new(), leave).await })
+            })
+            .collect();
+        for wait in waits {
+            wait.await.unwrap().unwrap();
+        }
+        assert_eq!(syncer.wakes(), 0, "nobody needed the gather cut short");
+        assert_eq!(syncer.syncs(), 2, "the twenty shared one sync");
+        assert!(t.elapsed() >= leave / 2, "{:?}", t.elapsed());
+        // One that may not wait wakes the thread and is served at once.
+        let hurry = files(dir.path(), &["hurry.png"]);
+        let (slow, t) = (
+            {
+                let syncer = syncer.clone();
+                let paths = files(dir.path(), &["slow.png"]);
+                tokio::spawn(async move { syncer.durable(paths, Vec::new(), leave * 10).await })
+            },
+            Instant::now(),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        syncer
+            .durable(hurry, Vec::new(), Duration::ZERO)
+            .await
+            .unwrap();
+        slow.await.unwrap().unwrap();
+        assert!(t.elapsed() < leave * 5, "{:?}", t.elapsed());
+        assert_eq!(syncer.wakes(), 1);
+    }
+
+    #[tokio::test]
     async fn async_callers_wait_without_a_thread_each_and_share_syncs() {
         let dir = tempfile::tempdir().unwrap();
         let syncer = Arc::new(Syncer::new(dir.path()));
