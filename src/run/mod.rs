@@ -366,7 +366,7 @@ pub async fn execute(
         // Cancelling or draining, a server runs dry: every wake-up counts.
         let live = slots.iter().filter(|s| s.alive).map(|s| s.load.on_server());
         match cancelled {
-            None => pacing.apply(&config.pace, live),
+            None => pacing.apply(&config.pace, live, !nothing_left),
             Some(_) => pacing.stop(&config.pace),
         }
         let msg = tokio::select! {

@@ -8,7 +8,9 @@
 //! A finished job's sync may wait as long for other jobs to share it, and
 //! it may do so even while a server waits for its next prompt: the slot
 //! was given back when the server finished the prompt, so only the row is
-//! late, never a server's work.
+//! late, never a server's work. Not once nothing is left to submit and no
+//! server has a prompt: then no job can come to share the sync, and the
+//! row would only keep the run from ending.
 //!
 //! Owns the policy (when, how long) and the shared settings the runtime's
 //! park hook and the jobs read. Knows nothing of sockets, jobs or files:
@@ -127,9 +129,17 @@ impl PacePolicy {
         }
     }
 
-    /// Sets `pace` to the doze for `in_flight` and the sync leave.
-    pub fn apply(&self, pace: &Pace, in_flight: impl IntoIterator<Item = usize>) {
-        let doze = self.doze(in_flight);
+    /// Sets `pace` to the doze for `in_flight` and the sync leave. Once
+    /// nothing is `left` to submit and no server has a prompt of ours, no
+    /// other job can end to share a finished job's sync: the leave would
+    /// only keep the run from ending.
+    pub fn apply<I>(&self, pace: &Pace, in_flight: I, left: bool)
+    where
+        I: IntoIterator<Item = usize>,
+        I::IntoIter: Clone,
+    {
+        let in_flight = in_flight.into_iter();
+        let doze = self.doze(in_flight.clone());
         let was = pace.current();
         if doze != was {
             if was.is_zero() {
@@ -139,7 +149,12 @@ impl PacePolicy {
             }
             store(&pace.doze_us, doze);
         }
-        store(&pace.leave_us, self.leave());
+        let leave = if left || in_flight.sum::<usize>() > 0 {
+            self.leave()
+        } else {
+            Duration::ZERO
+        };
+        store(&pace.leave_us, leave);
     }
 
     /// Cancelling or done: every wake-up and every row counts now.
@@ -203,12 +218,12 @@ mod tests {
         assert!(t.elapsed() < Duration::from_millis(50));
         let mut policy = PacePolicy::default();
         ran(&mut policy, 2000, RECENT);
-        policy.apply(&pace, [2]);
+        policy.apply(&pace, [2], true);
         assert_eq!(pace.current(), MAX_DOZE);
         let t = std::time::Instant::now();
         pace.doze();
         assert!(t.elapsed() >= MAX_DOZE);
-        policy.apply(&pace, [1]);
+        policy.apply(&pace, [1], true);
         assert_eq!(pace.current(), Duration::ZERO);
     }
 
@@ -217,22 +232,30 @@ mod tests {
         let pace = Pace::default();
         let mut policy = PacePolicy::default();
         ran(&mut policy, 200, RECENT - 1);
-        policy.apply(&pace, [2, 1]);
+        policy.apply(&pace, [2, 1], true);
         assert_eq!(pace.leave(), Duration::ZERO, "too few jobs seen");
         ran(&mut policy, 200, 1);
-        policy.apply(&pace, [2, 1]);
+        policy.apply(&pace, [2, 1], true);
         assert_eq!(pace.current(), Duration::ZERO);
         assert_eq!(pace.leave(), Duration::from_millis(25));
-        policy.apply(&pace, [2, 2]);
+        policy.apply(&pace, [2, 2], true);
         assert_eq!(pace.current(), Duration::from_millis(25));
         policy.stop(&pace);
         assert_eq!(
             (pace.current(), pace.leave()),
             (Duration::ZERO, Duration::ZERO)
         );
+        // The run's last prompts: a job ending while another server still
+        // runs one may wait for it; the last one to end waits for nobody.
+        policy.apply(&pace, [0, 1], false);
+        assert_eq!(pace.leave(), Duration::from_millis(25));
+        policy.apply(&pace, [0, 0], true);
+        assert_eq!(pace.leave(), Duration::from_millis(25), "more to submit");
+        policy.apply(&pace, [0, 0], false);
+        assert_eq!(pace.leave(), Duration::ZERO, "nothing left to end");
         // Short jobs: no leave either.
         ran(&mut policy, 7, 1);
-        policy.apply(&pace, [2, 2]);
+        policy.apply(&pace, [2, 2], true);
         assert_eq!(
             (pace.current(), pace.leave()),
             (Duration::ZERO, Duration::ZERO)
