@@ -328,6 +328,21 @@ async fn attempt(
         if matches!(already, Lookup::StillThere) {
             tracing::info!("{}: found {pid} still queued on {}", job.id, server.url());
         }
+        if let Lookup::Finished {
+            end: End::Interrupted(_),
+            ..
+        } = already
+        {
+            // Stopped by the earlier run's second Ctrl-C, which died before
+            // logging it: work not done, as after an `interrupted` row. Run
+            // again here, under the same id (the server allows that).
+            tracing::info!(
+                "{}: {pid} was interrupted by an earlier run; running it again",
+                job.id
+            );
+            already = Lookup::Missing;
+            server = home.clone();
+        }
         if sends_images_over_socket(&job) {
             // Its images go to the client that queued it, never to the
             // history: an earlier run's prompt cannot be collected, only

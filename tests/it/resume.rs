@@ -230,3 +230,90 @@ async fn empty_or_truncated_images_are_redone() {
     assert!(std::fs::metadata(&empty).unwrap().len() > 0);
     assert_eq!(std::fs::read(&cut).unwrap().len(), bytes.len());
 }
+
+/// A run stopped by a second Ctrl-C interrupts its running prompt, and may
+/// die before that job's row is written. The rerun then finds the prompt
+/// file and, on the server, the record of that interrupt: work not done,
+/// so it runs the job again (under the same prompt id) instead of logging
+/// the earlier run's interrupt as the job's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_an_earlier_run_interrupted_is_run_again_by_the_rerun() {
+    let sim = sim_with(SimConfig {
+        step_ms: 250,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(2));
+    assert_eq!(p.run("jobs.yaml", &[&sim], &[]).await.code, 0);
+    let rows = p.assert_each_job_ok_once(2);
+    let (job_id, prompt_id) = (rows[1].get("job_id"), rows[1].get("prompt_id"));
+
+    // What the dead run left: its prompt file and no row for the job...
+    let log = p.out().join("runs.csv");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|line| !line.contains(prompt_id))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&log, kept).unwrap();
+    // ...and on the server, that prompt interrupted while it ran.
+    let mut prompt: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.out().join("prompts").join(format!("{job_id}.json"))).unwrap(),
+    )
+    .unwrap();
+    // Another seed, so the server's cache cannot answer it at once.
+    for node in prompt.as_object_mut().unwrap().values_mut() {
+        if let Some(seed) = node["inputs"].get_mut("seed") {
+            *seed = serde_json::json!(seed.as_u64().unwrap() + 1_000_000);
+        }
+    }
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"prompt": prompt, "prompt_id": prompt_id, "client_id": "gone"});
+    let posted = http
+        .post(format!("{}/prompt", sim.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(posted.status().is_success());
+    let mut running = false;
+    for _ in 0..200 {
+        running = queue_ids(&sim).await.0.iter().any(|id| id == prompt_id);
+        if running {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(running, "the prompt never ran");
+    http.post(format!("{}/interrupt", sim.url()))
+        .json(&serde_json::json!({"prompt_id": prompt_id}))
+        .send()
+        .await
+        .unwrap();
+    let history = format!("{}/history/{prompt_id}", sim.url());
+    let mut interrupted = false;
+    for _ in 0..300 {
+        let entry = crate::harness::get_json(&history).await;
+        interrupted = entry[prompt_id]["status"]["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m[0] == "execution_interrupted"));
+        if interrupted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(interrupted, "the server never recorded the interrupt");
+
+    let out = p.run("jobs.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let all = p.rows();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let redone = &all[1];
+    assert_eq!((redone.get("job_id"), redone.get("status")), (job_id, "ok"));
+    assert_eq!(redone.get("prompt_id"), prompt_id, "the same attempt");
+    for image in redone.images() {
+        assert!(p.out().join(&image).is_file(), "{image}");
+    }
+}
