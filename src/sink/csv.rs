@@ -202,12 +202,23 @@ impl RunLog {
     /// returns the rows already there.
     pub fn open(path: &Path, params: &[String]) -> Result<(RunLog, Vec<LoggedRow>), LogError> {
         let expected = header(params);
+        // Not in append mode: Windows refuses to cut (set_len) a file
+        // opened so, and a torn row must be cut. Rows are written at the end
+        // all the same: the file is this run's alone (locked below).
         let mut file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(path)
             .map_err(SinkError::at(path))?;
+        // One writer per folder: a second run would adopt the same prompts
+        // and log them twice. Locked before anything is read or cut: the
+        // tail of a log being written is not torn.
+        file.try_lock().map_err(|_| LogError::Incompatible {
+            path: path.to_path_buf(),
+            why: "another comfy-batch run is using this folder".into(),
+        })?;
         let mut text = Vec::new();
         file.read_to_end(&mut text).map_err(SinkError::at(path))?;
         let whole = whole_records_len(&text);
@@ -216,12 +227,6 @@ impl RunLog {
             file.set_len(whole as u64).map_err(SinkError::at(path))?;
             text.truncate(whole);
         }
-        // One writer per folder: a second run would adopt the same prompts
-        // and log them twice.
-        lock_exclusive(&file).map_err(|_| LogError::Incompatible {
-            path: path.to_path_buf(),
-            why: "another comfy-batch run is using this folder".into(),
-        })?;
         file.seek(SeekFrom::End(0)).map_err(SinkError::at(path))?;
         let mut with_text = true;
         let rows = if text.is_empty() {
@@ -287,6 +292,7 @@ impl RunLog {
         // The file is this run's alone (locked): its length is known.
         if let Err(e) = self.file.write_all(&bytes).and_then(|()| self.file.flush()) {
             let _ = self.file.set_len(self.len);
+            let _ = self.file.seek(SeekFrom::Start(self.len));
             return Err(SinkError::at(&self.path)(e));
         }
         self.len += bytes.len() as u64;
@@ -341,23 +347,6 @@ fn whole_records_len(text: &[u8]) -> usize {
         whole = end;
     }
     whole
-}
-
-#[cfg(unix)]
-fn lock_exclusive(file: &File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a descriptor we own; released when the file closes.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(unix))]
-fn lock_exclusive(_file: &File) -> std::io::Result<()> {
-    Ok(())
 }
 
 fn csv_io(path: &Path, e: impl Into<std::io::Error>) -> SinkError {
@@ -476,6 +465,24 @@ mod tests {
         assert!(fs::read_to_string(&path).unwrap().ends_with(",,\n"));
         let err = RunLog::open(&path, &["other".to_string()]).err().unwrap();
         assert!(err.to_string().contains("another --output"), "{err}");
+    }
+
+    #[test]
+    fn a_log_in_use_is_refused_and_its_unfinished_row_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let params = vec!["prompt".to_string()];
+        let (mut first, _) = RunLog::open(&path, &params).unwrap();
+        // The running log is halfway through a row.
+        first.file.write_all(b"abc,fox#1,w.js").unwrap();
+        let err = RunLog::open(&path, &params).err().unwrap();
+        assert!(err.to_string().contains("another comfy-batch run"), "{err}");
+        assert!(fs::read_to_string(&path).unwrap().ends_with("w.js"));
+        drop(first);
+        // Once it is closed, the torn row is cut and the log is this run's.
+        let (_, rows) = RunLog::open(&path, &params).unwrap();
+        assert!(rows.is_empty());
+        assert!(fs::read_to_string(&path).unwrap().ends_with("text\n"));
     }
 
     #[test]
