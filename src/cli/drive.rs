@@ -187,6 +187,9 @@ pub(crate) fn drive<'a>(
         } else {
             Reporter::Plain(PlainReporter::new(Box::new(std::io::stderr())))
         };
+        // Only the live bar shows sampler steps: the log lines, the report
+        // and the CI outputs never do.
+        config.progress = matches!(reporter, Reporter::Progress(_));
         let mut ci =
             crate::ci::CiReporters::new(super::ci_env::ci_options(junit, &output.log_path()));
         let mut live = report.map(|r| r.start(output.root()));

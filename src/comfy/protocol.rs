@@ -124,6 +124,11 @@ impl WsMessage {
     }
 }
 
+/// Whether `text` is a `progress` message, told by its first bytes.
+pub fn is_progress(text: &str) -> bool {
+    leading_type(text) == Some("progress")
+}
+
 /// The message types the client acts on.
 const KNOWN: [&str; 9] = [
     "status",

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-use super::protocol::{BinaryFrame, WsMessage};
+use super::protocol::{BinaryFrame, WsMessage, is_progress};
 use super::{ClientError, ServerUrl};
 
 /// What a prompt's route receives.
@@ -55,12 +55,29 @@ struct RouterState {
 /// Delivers messages to the prompt they concern. A route is registered
 /// before the prompt is posted, since `execution_start` can overtake the
 /// HTTP reply.
-#[derive(Default)]
 pub struct Router {
     state: Mutex<RouterState>,
+    /// Whether sampler progress is delivered: nobody may show it.
+    progress: bool,
+}
+
+impl Default for Router {
+    fn default() -> Router {
+        Router::new(true)
+    }
 }
 
 impl Router {
+    /// A router; without `progress`, `progress` messages are dropped
+    /// unread (a sixth of a busy server's messages each cost more than a
+    /// job's own work between them, for a display nobody sees).
+    pub fn new(progress: bool) -> Router {
+        Router {
+            state: Mutex::default(),
+            progress,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, RouterState> {
         // A panic while holding this short lock leaves the map consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -93,6 +110,17 @@ impl Router {
     fn send_to(state: &RouterState, prompt_id: &str, event: ServerEvent) {
         if let Some(tx) = state.routes.get(prompt_id) {
             let _ = tx.send(event);
+        }
+    }
+
+    /// Routes one text frame.
+    pub fn deliver_text(&self, text: &str) {
+        if !self.progress && is_progress(text) {
+            return;
+        }
+        match WsMessage::parse(text) {
+            Ok(message) => self.deliver(message),
+            Err(e) => tracing::debug!("ignoring websocket message: {e}: {text}"),
         }
     }
 
@@ -284,10 +312,7 @@ impl Socket {
             last_seen = tokio::time::Instant::now();
             let why = match next {
                 Some(Ok(Message::Text(text))) => {
-                    match WsMessage::parse(text.as_str()) {
-                        Ok(message) => router.deliver(message),
-                        Err(e) => tracing::debug!("ignoring websocket message: {e}: {text}"),
-                    }
+                    router.deliver_text(text.as_str());
                     continue;
                 }
                 Some(Ok(Message::Binary(data))) => {
@@ -353,6 +378,24 @@ mod tests {
         router.unregister("b");
         router.broadcast(ServerEvent::Reconnected);
         assert!(matches!(a.try_recv(), Ok(ServerEvent::Reconnected)));
+    }
+
+    #[test]
+    fn progress_is_dropped_unread_when_nobody_shows_it() {
+        let progress = r#"{"type": "progress", "data": {"value": 3, "max": 20, "prompt_id": "a", "node": "3"}}"#;
+        let end = r#"{"type": "execution_success", "data": {"prompt_id": "a", "timestamp": 1}}"#;
+        for (shown, expected) in [(true, 2), (false, 1)] {
+            let router = Router::new(shown);
+            let mut a = router.register("a");
+            router.deliver_text(progress);
+            router.deliver_text(end);
+            let got: Vec<_> = std::iter::from_fn(|| a.try_recv().ok()).collect();
+            assert_eq!(got.len(), expected, "shown: {shown}: {got:?}");
+            assert!(matches!(
+                got.last(),
+                Some(ServerEvent::Message(WsMessage::ExecutionSuccess { .. }))
+            ));
+        }
     }
 
     /// protocol.md §1.1: a reconnect with the same clientId must come after

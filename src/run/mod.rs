@@ -56,6 +56,9 @@ pub struct RunConfig {
     /// websocket is pinged and given up after half of this without any
     /// frame, so a server gone silent (no close, no reset) counts too.
     pub server_lost_after: Duration,
+    /// Whether anyone shows sampler progress (a live bar): without, the
+    /// servers' `progress` messages are dropped unread.
+    pub progress: bool,
     /// How long the runtime thread may doze before it parks: set here,
     /// taken by the runtime's park hook (see [`Pace`]).
     pub pace: Arc<Pace>,
@@ -75,6 +78,7 @@ impl RunConfig {
             run_key,
             http_timeout: Duration::from_secs(60),
             server_lost_after: Duration::from_secs(30),
+            progress: true,
             pace: Arc::default(),
         }
     }
@@ -227,6 +231,7 @@ pub async fn execute(
             url.clone(),
             config.headers.clone(),
             config.http_timeout,
+            config.progress,
         );
         // A Ctrl-C while a server is slow to answer ends the run at once:
         // nothing was queued yet.

@@ -45,6 +45,7 @@ impl Server {
         url: ServerUrl,
         headers: HeaderMap,
         http_timeout: Duration,
+        progress: bool,
     ) -> Result<(Arc<Server>, Socket), ClientError> {
         let http = HttpClient::new(url.clone(), headers.clone(), http_timeout)?;
         let client_id = new_client_id();
@@ -53,7 +54,7 @@ impl Server {
             id,
             http,
             client_id,
-            router: Router::default(),
+            router: Router::new(progress),
             lost: watch::Sender::new(false),
             headers,
             uploads: Mutex::new(HashMap::new()),
