@@ -124,9 +124,10 @@ impl WsMessage {
     }
 }
 
-/// Whether `text` is a `progress` message, told by its first bytes.
-pub fn is_progress(text: &str) -> bool {
-    leading_type(text) == Some("progress")
+/// The type of a message, told by its first bytes (`None`: only a full
+/// parse can tell).
+pub fn kind_of(text: &str) -> Option<&str> {
+    leading_type(text)
 }
 
 /// The message types the client acts on.

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-use super::protocol::{BinaryFrame, WsMessage, is_progress};
+use super::protocol::{BinaryFrame, WsMessage, kind_of};
 use super::{ClientError, ServerUrl};
 
 /// What a prompt's route receives.
@@ -113,10 +113,13 @@ impl Router {
         }
     }
 
-    /// Routes one text frame.
+    /// Routes one text frame. The queue's `status` concerns no prompt (the
+    /// greeting is read before routing starts); it is dropped unread too.
     pub fn deliver_text(&self, text: &str) {
-        if !self.progress && is_progress(text) {
-            return;
+        match kind_of(text) {
+            Some("status") => return,
+            Some("progress") if !self.progress => return,
+            _ => {}
         }
         match WsMessage::parse(text) {
             Ok(message) => self.deliver(message),
