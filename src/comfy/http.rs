@@ -211,6 +211,20 @@ impl HttpClient {
         self.expect_ok(response).await
     }
 
+    /// `POST /history {"delete": [ids]}`: forgets finished prompts (a
+    /// prompt queued again under its id keeps its old entry until the new
+    /// run ends).
+    pub async fn delete_history(&self, prompt_ids: &[String]) -> Result<(), ClientError> {
+        let response = self
+            .send(
+                self.client
+                    .post(self.base.endpoint("history"))
+                    .json(&json!({ "delete": prompt_ids })),
+            )
+            .await?;
+        self.expect_ok(response).await
+    }
+
     /// `POST /interrupt {"prompt_id": id}`: acts only if that prompt runs.
     pub async fn interrupt(&self, prompt_id: &str) -> Result<(), ClientError> {
         let response = self

@@ -50,6 +50,9 @@ struct RouterState {
     /// `supports_preview_metadata`, or read it late) names no node, but
     /// arrives while its node runs.
     current_node: Option<String>,
+    /// Between a `Disconnected` broadcast and the `Reconnected` one: a
+    /// route registered then has missed what was sent meanwhile.
+    down: bool,
 }
 
 /// Delivers messages to the prompt they concern. A route is registered
@@ -86,7 +89,13 @@ impl Router {
     /// Starts routing `prompt_id`'s messages to the returned receiver.
     pub fn register(&self, prompt_id: &str) -> mpsc::UnboundedReceiver<ServerEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().routes.insert(prompt_id.to_string(), tx);
+        let mut state = self.lock();
+        if state.down {
+            // Its first messages may go to no socket: it hears of the
+            // disconnect as if it had been registered before it.
+            let _ = tx.send(ServerEvent::Disconnected);
+        }
+        state.routes.insert(prompt_id.to_string(), tx);
         rx
     }
 
@@ -98,9 +107,14 @@ impl Router {
     /// Sends `event` to every registered prompt.
     pub fn broadcast(&self, event: ServerEvent) {
         let mut state = self.lock();
-        if matches!(event, ServerEvent::Disconnected) {
-            state.current = None;
-            state.current_node = None;
+        match event {
+            ServerEvent::Disconnected => {
+                state.current = None;
+                state.current_node = None;
+                state.down = true;
+            }
+            ServerEvent::Reconnected => state.down = false,
+            _ => {}
         }
         for tx in state.routes.values() {
             let _ = tx.send(event.clone());
@@ -381,6 +395,26 @@ mod tests {
         router.unregister("b");
         router.broadcast(ServerEvent::Reconnected);
         assert!(matches!(a.try_recv(), Ok(ServerEvent::Reconnected)));
+    }
+
+    /// A prompt posted while the socket is down may have its first
+    /// messages (and websocket images) sent to nobody: its route hears of
+    /// the disconnect like those registered before it, or it would take
+    /// the reconnect for a clean start and log `ok` without the images.
+    #[test]
+    fn a_route_registered_while_the_socket_is_down_hears_of_it() {
+        let router = Router::default();
+        let mut before = router.register("a");
+        router.broadcast(ServerEvent::Disconnected);
+        let mut during = router.register("b");
+        router.broadcast(ServerEvent::Reconnected);
+        let mut after = router.register("c");
+        for rx in [&mut before, &mut during] {
+            assert!(matches!(rx.try_recv(), Ok(ServerEvent::Disconnected)));
+            assert!(matches!(rx.try_recv(), Ok(ServerEvent::Reconnected)));
+            assert!(rx.try_recv().is_err());
+        }
+        assert!(after.try_recv().is_err(), "nothing was missed");
     }
 
     #[test]

@@ -191,12 +191,19 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
         fs::create_dir_all(&dir).map_err(io(&dir))?;
     }
     // One merge at a time into OUT; and while it runs, a `run` into OUT
-    // cannot take the log (it locks runs.csv), whose rows the rename at the
-    // end would otherwise lose.
+    // cannot take the log (it locks the file beside runs.csv), whose rows
+    // the rename at the end would otherwise lose.
     let lock_path = out.join(".merge.lock");
     let lock = File::create(&lock_path).map_err(io(&lock_path))?;
-    let log_lock = File::open(out.join(LOG)).ok();
-    if lock.try_lock().is_err() || log_lock.as_ref().is_some_and(|f| f.try_lock().is_err()) {
+    let log_lock_path = crate::sink::csv::lock_path(&out.join(LOG));
+    let log_lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&log_lock_path)
+        .map_err(io(&log_lock_path))?;
+    if lock.try_lock().is_err() || log_lock.try_lock().is_err() {
         return Err(MergeError::Refused(format!(
             "{}: another merge or run is writing this folder",
             out.display()

@@ -481,10 +481,11 @@ pub(crate) fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Whether a `comfy-batch run` holds the folder's log (it locks it while
-/// it writes).
+/// Whether a `comfy-batch run` holds the folder's log (it locks the file
+/// beside it while it writes).
 pub fn log_in_use(root: &Path) -> bool {
-    fs::File::open(root.join(LOG)).is_ok_and(|f| f.try_lock_shared().is_err())
+    fs::File::open(crate::sink::csv::lock_path(&root.join(LOG)))
+        .is_ok_and(|f| f.try_lock_shared().is_err())
 }
 
 /// Whether `inner` is `outer` or lies inside it (both canonical).

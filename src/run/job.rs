@@ -307,6 +307,10 @@ async fn attempt(
     let home = server.clone();
     let mut server = server;
     let mut already = Lookup::Missing;
+    // The server whose history holds an earlier run of this prompt id that
+    // is to run again: ComfyUI keeps that entry until the new run ends, and
+    // every lookup meanwhile would take it for the new run's end.
+    let mut stale: Option<Arc<Server>> = None;
     if maybe_submitted {
         already = reconcile(&server, pid.as_str(), true).await;
         if matches!(already, Lookup::Missing | Lookup::Unknown) {
@@ -341,6 +345,7 @@ async fn attempt(
                 job.id
             );
             already = Lookup::Missing;
+            stale = Some(server.clone());
             server = home.clone();
         }
         if sends_images_over_socket(&job) {
@@ -348,7 +353,10 @@ async fn attempt(
             // history: an earlier run's prompt cannot be collected, only
             // run again (under the same id; the server allows that).
             match already {
-                Lookup::Finished { .. } => already = Lookup::Missing,
+                Lookup::Finished { .. } => {
+                    already = Lookup::Missing;
+                    stale = Some(server.clone());
+                }
                 Lookup::StillThere => {
                     if let Acted::Removed = act_on_server(&server, pid.as_str(), false).await {
                         already = Lookup::Missing;
@@ -387,6 +395,21 @@ async fn attempt(
         if cancelled.is_some() {
             // Cancelled while uploading: never queue anything new.
             return fail(&attempt, Status::Interrupted, not_run(cancelled));
+        }
+        if let Some(stale) = &stale {
+            match stale.http.delete_history(&[pid.to_string()]).await {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => {
+                    return AttemptEnd::Requeue(format!("history: {}", error_line(&e)));
+                }
+                Err(e) => {
+                    return fail(
+                        &attempt,
+                        Status::Failed,
+                        format!("forgetting the earlier run of {pid}: {}", error_line(&e)),
+                    );
+                }
+            }
         }
         let mut backoff = Backoff::default();
         loop {

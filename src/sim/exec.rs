@@ -360,15 +360,19 @@ impl Run<'_> {
             prompt_id: &self.item.prompt_id,
             jpeg: image.is_some_and(|(_, jpeg)| jpeg),
         };
-        if let Some((bytes, _)) = image {
-            self.shared.hub.send_image(bytes, &meta, self.client, true);
-        }
+        let plain = image.map(|(bytes, _)| {
+            self.shared
+                .hub
+                .send_image_with_metadata(bytes, &meta, self.client)
+        });
         self.to_client_or_all(
             "progress",
             json!({"value": value, "max": max, "prompt_id": self.prompt_id(), "node": id}),
         );
-        if let Some((bytes, _)) = image {
-            self.shared.hub.send_image(bytes, &meta, self.client, false);
+        if let (Some((bytes, _)), Some(plain)) = (image, &plain) {
+            self.shared
+                .hub
+                .send_image_plain(bytes, &meta, self.client, plain);
         }
         Ok(())
     }

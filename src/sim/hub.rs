@@ -17,6 +17,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::state::lock;
 
 /// What a socket's writer gets.
+/// The connections an image's type-4 send left out (see
+/// [`Hub::send_image_with_metadata`]).
+pub(crate) struct PlainClients(Vec<u64>);
+
 pub(crate) enum Out {
     Frame(Message),
     /// The simulator closes this socket (restart, shutdown); its registry
@@ -145,63 +149,105 @@ impl Hub {
         }
     }
 
-    /// Sends an image as a binary frame to `to` (or everyone) among the
-    /// clients whose `supports_preview_metadata` equals `metadata`: type 4
-    /// with metadata to those that asked for it, else `[1][fmt][bytes]`
-    /// (fmt 1 JPEG, 2 PNG). Called once per kind because the real server
-    /// sends the two at different points of a progress update.
-    pub fn send_image(&self, png: &Bytes, meta: &ImageMeta<'_>, to: Option<&str>, metadata: bool) {
+    /// Sends an image as a type-4 frame (with metadata) to `to` (or
+    /// everyone) among the clients that set `supports_preview_metadata`,
+    /// and returns the others: [`Hub::send_image_plain`] sends them theirs.
+    /// Two calls because the real server sends the two kinds at different
+    /// points of a progress update; decided once, so a client whose flag
+    /// arrives between the two still gets the image exactly once.
+    pub fn send_image_with_metadata(
+        &self,
+        png: &Bytes,
+        meta: &ImageMeta<'_>,
+        to: Option<&str>,
+    ) -> PlainClients {
         let inner = lock(&self.inner);
-        let mut plain: Option<Message> = None;
-        let mut with_meta: Option<Message> = None;
-        let mut frame_for = |slot: &Slot| -> Message {
-            if slot.preview_metadata {
-                with_meta
-                    .get_or_insert_with(|| {
-                        let m = json!({
-                            "node_id": meta.node_id,
-                            "prompt_id": meta.prompt_id,
-                            "display_node_id": meta.node_id,
-                            "parent_node_id": null,
-                            "real_node_id": meta.node_id,
-                            "image_type": if meta.jpeg { "image/jpeg" } else { "image/png" },
-                        })
-                        .to_string();
-                        let mut b = BytesMut::with_capacity(8 + m.len() + png.len());
-                        b.put_u32(4);
-                        b.put_u32(m.len() as u32);
-                        b.put_slice(m.as_bytes());
-                        b.put_slice(png);
-                        Message::Binary(b.freeze())
-                    })
-                    .clone()
-            } else {
-                plain
-                    .get_or_insert_with(|| {
-                        let mut b = BytesMut::with_capacity(8 + png.len());
-                        b.put_u32(1);
-                        b.put_u32(if meta.jpeg { 1 } else { 2 });
-                        b.put_slice(png);
-                        Message::Binary(b.freeze())
-                    })
-                    .clone()
+        let mut frame: Option<Message> = None;
+        let mut plain = Vec::new();
+        for slot in Self::targets(&inner, to) {
+            if !slot.preview_metadata {
+                plain.push(slot.conn);
+                continue;
             }
-        };
-        match to {
-            Some(sid) => {
-                if let Some(slot) = inner.clients.get(sid)
-                    && slot.preview_metadata == metadata
-                {
-                    let _ = slot.tx.send(Out::Frame(frame_for(slot)));
-                }
-            }
-            None => {
-                for slot in inner.clients.values() {
-                    if slot.preview_metadata == metadata {
-                        let _ = slot.tx.send(Out::Frame(frame_for(slot)));
-                    }
-                }
-            }
+            let frame = frame.get_or_insert_with(|| {
+                let m = json!({
+                    "node_id": meta.node_id,
+                    "prompt_id": meta.prompt_id,
+                    "display_node_id": meta.node_id,
+                    "parent_node_id": null,
+                    "real_node_id": meta.node_id,
+                    "image_type": if meta.jpeg { "image/jpeg" } else { "image/png" },
+                })
+                .to_string();
+                let mut b = BytesMut::with_capacity(8 + m.len() + png.len());
+                b.put_u32(4);
+                b.put_u32(m.len() as u32);
+                b.put_slice(m.as_bytes());
+                b.put_slice(png);
+                Message::Binary(b.freeze())
+            });
+            let _ = slot.tx.send(Out::Frame(frame.clone()));
         }
+        PlainClients(plain)
+    }
+
+    /// Sends an image as `[1][fmt][bytes]` (fmt 1 JPEG, 2 PNG) to the
+    /// connections [`Hub::send_image_with_metadata`] left out, those still
+    /// there.
+    pub fn send_image_plain(
+        &self,
+        png: &Bytes,
+        meta: &ImageMeta<'_>,
+        to: Option<&str>,
+        clients: &PlainClients,
+    ) {
+        let inner = lock(&self.inner);
+        let mut frame: Option<Message> = None;
+        for slot in Self::targets(&inner, to).filter(|s| clients.0.contains(&s.conn)) {
+            let frame = frame.get_or_insert_with(|| {
+                let mut b = BytesMut::with_capacity(8 + png.len());
+                b.put_u32(1);
+                b.put_u32(if meta.jpeg { 1 } else { 2 });
+                b.put_slice(png);
+                Message::Binary(b.freeze())
+            });
+            let _ = slot.tx.send(Out::Frame(frame.clone()));
+        }
+    }
+
+    fn targets<'a>(inner: &'a Inner, to: Option<&'a str>) -> impl Iterator<Item = &'a Slot> + 'a {
+        inner
+            .clients
+            .iter()
+            .filter(move |(sid, _)| to.is_none_or(|to| to == sid.as_str()))
+            .map(|(_, slot)| slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real server decides once per image which frame a client gets: a
+    /// client whose `supports_preview_metadata` arrives between the two
+    /// sends of a progress update still gets the image, once.
+    #[test]
+    fn a_flag_arriving_mid_update_neither_loses_nor_doubles_the_image() {
+        let hub = Hub::default();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let conn = hub.register("c", tx, 0);
+        let png = Bytes::from_static(b"png");
+        let meta = ImageMeta {
+            node_id: "2",
+            prompt_id: "p",
+            jpeg: false,
+        };
+        let plain = hub.send_image_with_metadata(&png, &meta, Some("c"));
+        hub.set_preview_metadata("c", conn, true);
+        hub.send_image_plain(&png, &meta, Some("c"), &plain);
+        let frames: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter(|o| matches!(o, Out::Frame(Message::Binary(_))))
+            .collect();
+        assert_eq!(frames.len(), 1);
     }
 }

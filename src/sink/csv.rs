@@ -179,6 +179,8 @@ fn row_with(job: &Job, workflow: String, outcome: &Outcome, params: &[String]) -
 /// An open log, appending rows.
 pub struct RunLog {
     file: File,
+    /// Held while the log is open: the folder's lock ([`lock`]).
+    _lock: File,
     /// When the log was last synced to the disk (rows are synced in
     /// batches, at most [`SYNC_EVERY`] apart, and when the log closes).
     synced: std::time::Instant,
@@ -202,9 +204,13 @@ impl RunLog {
     /// returns the rows already there.
     pub fn open(path: &Path, params: &[String]) -> Result<(RunLog, Vec<LoggedRow>), LogError> {
         let expected = header(params);
+        // One writer per folder: a second run would adopt the same prompts
+        // and log them twice. Locked before anything is read or cut: the
+        // tail of a log being written is not torn.
+        let lock = lock(path)?;
         // Not in append mode: Windows refuses to cut (set_len) a file
         // opened so, and a torn row must be cut. Rows are written at the end
-        // all the same: the file is this run's alone (locked below).
+        // all the same: the file is this run's alone (locked above).
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -212,13 +218,6 @@ impl RunLog {
             .truncate(false)
             .open(path)
             .map_err(SinkError::at(path))?;
-        // One writer per folder: a second run would adopt the same prompts
-        // and log them twice. Locked before anything is read or cut: the
-        // tail of a log being written is not torn.
-        file.try_lock().map_err(|_| LogError::Incompatible {
-            path: path.to_path_buf(),
-            why: "another comfy-batch run is using this folder".into(),
-        })?;
         let mut text = Vec::new();
         file.read_to_end(&mut text).map_err(SinkError::at(path))?;
         let whole = whole_records_len(&text);
@@ -255,6 +254,7 @@ impl RunLog {
         Ok((
             RunLog {
                 file,
+                _lock: lock,
                 synced: std::time::Instant::now(),
                 path: path.to_path_buf(),
                 params: params.to_vec(),
@@ -319,6 +319,39 @@ impl Drop for RunLog {
         // Best effort: the run is over either way.
         let _ = self.file.sync_data();
     }
+}
+
+/// Locks the folder of the log at `path` for one run, by a file beside it
+/// (`runs.csv.lock`, empty, never removed: a run removing it could let two
+/// others lock two different files). Not the log itself: Windows locks
+/// are mandatory, and every other reader of the log (the live report, the
+/// final one, `status`, `export`) would be refused while the run lasts.
+fn lock(path: &Path) -> Result<File, LogError> {
+    let lock_path = lock_path(path);
+    // Windows locks only through a handle that may read or write.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(SinkError::at(&lock_path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Incompatible {
+            path: path.to_path_buf(),
+            why: "another comfy-batch run is using this folder".into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(SinkError::at(&lock_path)(e).into()),
+    }
+}
+
+/// The file a run locks while it writes the log at `log` (see [`RunLog`]):
+/// `runs.csv.lock` beside it.
+pub fn lock_path(log: &Path) -> PathBuf {
+    let mut name = log.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    log.with_file_name(name)
 }
 
 /// The longest rows stay unsynced (a power loss within it loses those rows;
@@ -483,6 +516,20 @@ mod tests {
         let (_, rows) = RunLog::open(&path, &params).unwrap();
         assert!(rows.is_empty());
         assert!(fs::read_to_string(&path).unwrap().ends_with("text\n"));
+    }
+
+    /// Windows locks are mandatory: were the log itself locked, the live
+    /// report, the final one and `status` could not read it while a run
+    /// holds it (on Unix any lock is advisory: this guards Windows).
+    #[test]
+    fn a_log_in_use_can_still_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let (_held, _) = RunLog::open(&path, &["prompt".to_string()]).unwrap();
+        let (found, rows) = read(&path).unwrap();
+        assert_eq!(found, header(&["prompt".to_string()]));
+        assert!(rows.is_empty());
+        assert!(fs::read(&path).unwrap().ends_with(b"text\n"));
     }
 
     #[test]

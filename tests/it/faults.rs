@@ -475,9 +475,17 @@ async fn hostile_server_file_names_never_leave_the_output_folder() {
     );
     assert_eq!(
         list(&p.out()),
-        ["images", "prompts", "report", "run.json", "runs.csv"]
-            .map(String::from)
-            .into()
+        // runs.csv.lock: the run's lock, kept (see `sink::csv::lock`).
+        [
+            "images",
+            "prompts",
+            "report",
+            "run.json",
+            "runs.csv",
+            "runs.csv.lock"
+        ]
+        .map(String::from)
+        .into()
     );
     assert_eq!(list(&p.out().join("images")).len(), 4);
 }

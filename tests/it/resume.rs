@@ -238,8 +238,21 @@ async fn empty_or_truncated_images_are_redone() {
 /// the earlier run's interrupt as the job's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_an_earlier_run_interrupted_is_run_again_by_the_rerun() {
+    interrupted_prompt_is_run_again(250).await;
+}
+
+/// As above, with a job longer than the watchdog's poll: while the prompt
+/// runs again, the server's history still holds the interrupted run's entry
+/// under the same id (ComfyUI replaces it only when the new run ends), and
+/// that stale entry must not be taken for the new run's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_run_again_is_not_ended_by_the_stale_interrupted_history_entry() {
+    interrupted_prompt_is_run_again(1_000).await;
+}
+
+async fn interrupted_prompt_is_run_again(step_ms: u64) {
     let sim = sim_with(SimConfig {
-        step_ms: 250,
+        step_ms,
         ..SimConfig::default()
     })
     .await;
