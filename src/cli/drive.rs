@@ -15,12 +15,12 @@ use crate::plan::Job;
 use crate::progress::{PlainReporter, ProgressReporter, Reporter};
 use crate::run::{CancelReason, EventKind, RunConfig, RunError};
 use crate::sink::OutputDir;
+use crate::sink::csv::RunLog;
 
 /// Threads for the runner's file work (the runtime's blocking pool): a
 /// slow disk still has a few writes in flight at once, and the jobs of
 /// many servers ending together queue instead of waking a thread each.
 const FILE_THREADS: usize = 4;
-use crate::sink::csv::RunLog;
 
 /// How a session runs, beyond the scheduler's own config.
 pub(crate) struct Session {
@@ -133,16 +133,15 @@ pub(crate) fn drive<'a>(
     // only adds a cross-thread wake-up per message (measured: one runner
     // in front of 32 servers spends less CPU per job on one thread). File
     // work runs on the blocking pool and syncs on a thread of their own,
-    // off this thread. The pool is kept small: a job's file work is a
-    // few small writes, and when the jobs of many servers end together,
-    // each task handed to an idle thread of a large pool woke a thread of
-    // its own, where a few busy ones take the queue in turn (measured
-    // with 32 servers: three context switches and about a tenth of the
-    // CPU per job less). While every
-    // server has work queued, the scheduler lets the thread doze before it
-    // parks, so one wake-up reads many servers' messages. Not with the
-    // embedded simulator: it runs on this thread, and its timers would doze
-    // too.
+    // off this thread. The pool is kept small: a job's file work is a few
+    // small writes, and when the jobs of many servers end together, each
+    // task handed to an idle thread of a large pool woke a thread of its
+    // own, where a few busy ones take the queue in turn (measured with 32
+    // servers: three context switches and about a tenth of the CPU per job
+    // less). While every server has work queued, the scheduler lets the
+    // thread doze before it parks, so one wake-up reads many servers'
+    // messages. Not with the embedded simulator: it runs on this thread,
+    // and its timers would doze too.
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all().max_blocking_threads(FILE_THREADS);
     if !sim {

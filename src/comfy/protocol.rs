@@ -100,15 +100,19 @@ impl WsMessage {
     /// [`WsMessage::Other`] without looking at their data, so an extension's
     /// or a newer server's messages never break a run.
     pub fn parse(text: &str) -> Result<WsMessage, serde_json::Error> {
+        WsMessage::parse_skipping(text, &[])
+    }
+
+    /// [`WsMessage::parse`], with the types in `skip` ignored as well.
+    pub fn parse_skipping(text: &str, skip: &[&str]) -> Result<WsMessage, serde_json::Error> {
+        let ignored = |kind: &str| !KNOWN.contains(&kind) || skip.contains(&kind);
         // The server writes the type first (`{"type": "progress_state", …`):
         // the kilobytes of a type the client ignores are not even scanned.
-        if let Some(kind) = leading_type(text)
-            && !KNOWN.contains(&kind)
-        {
+        if leading_type(text).is_some_and(ignored) {
             return Ok(WsMessage::Other);
         }
         let Envelope { kind, data } = serde_json::from_str(text)?;
-        if !KNOWN.contains(&kind.as_ref()) {
+        if ignored(&kind) {
             return Ok(WsMessage::Other);
         }
         // The tag first, so the data is read straight into its variant
@@ -122,12 +126,6 @@ impl WsMessage {
         tagged.push('}');
         serde_json::from_str(&tagged)
     }
-}
-
-/// The type of a message, told by its first bytes (`None`: only a full
-/// parse can tell).
-pub fn kind_of(text: &str) -> Option<&str> {
-    leading_type(text)
 }
 
 /// The message types the client acts on.

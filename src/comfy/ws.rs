@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-use super::protocol::{BinaryFrame, WsMessage, kind_of};
+use super::protocol::{BinaryFrame, WsMessage};
 use super::{ClientError, ServerUrl};
 
 /// What a prompt's route receives.
@@ -60,8 +60,10 @@ struct RouterState {
 /// HTTP reply.
 pub struct Router {
     state: Mutex<RouterState>,
-    /// Whether sampler progress is delivered: nobody may show it.
-    progress: bool,
+    /// Message types dropped unread: the queue's `status` concerns no
+    /// prompt (the greeting is read before routing starts), and sampler
+    /// `progress` when nobody shows it.
+    skip: &'static [&'static str],
 }
 
 impl Default for Router {
@@ -77,7 +79,11 @@ impl Router {
     pub fn new(progress: bool) -> Router {
         Router {
             state: Mutex::default(),
-            progress,
+            skip: if progress {
+                &["status"]
+            } else {
+                &["status", "progress"]
+            },
         }
     }
 
@@ -127,15 +133,10 @@ impl Router {
         }
     }
 
-    /// Routes one text frame. The queue's `status` concerns no prompt (the
-    /// greeting is read before routing starts); it is dropped unread too.
+    /// Routes one text frame.
     pub fn deliver_text(&self, text: &str) {
-        match kind_of(text) {
-            Some("status") => return,
-            Some("progress") if !self.progress => return,
-            _ => {}
-        }
-        match WsMessage::parse(text) {
+        match WsMessage::parse_skipping(text, self.skip) {
+            Ok(WsMessage::Other) => {}
             Ok(message) => self.deliver(message),
             Err(e) => tracing::debug!("ignoring websocket message: {e}: {text}"),
         }

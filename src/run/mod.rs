@@ -59,8 +59,9 @@ pub struct RunConfig {
     /// Whether anyone shows sampler progress (a live bar): without, the
     /// servers' `progress` messages are dropped unread.
     pub progress: bool,
-    /// How long the runtime thread may doze before it parks: set here,
-    /// taken by the runtime's park hook (see [`Pace`]).
+    /// How long the runtime thread may doze before it parks, and a finished
+    /// job's sync may wait for others: set here, taken by the runtime's
+    /// park hook and the jobs (see [`Pace`]).
     pub pace: Arc<Pace>,
 }
 

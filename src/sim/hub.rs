@@ -16,11 +16,11 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::state::lock;
 
-/// What a socket's writer gets.
 /// The connections an image's type-4 send left out (see
 /// [`Hub::send_image_with_metadata`]).
 pub(crate) struct PlainClients(Vec<u64>);
 
+/// What a socket's writer gets.
 pub(crate) enum Out {
     Frame(Message),
     /// The simulator closes this socket (restart, shutdown); its registry

@@ -328,14 +328,7 @@ impl Drop for RunLog {
 /// final one, `status`, `export`) would be refused while the run lasts.
 fn lock(path: &Path) -> Result<File, LogError> {
     let lock_path = lock_path(path);
-    // Windows locks only through a handle that may read or write.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(SinkError::at(&lock_path))?;
+    let file = open_lock(path).map_err(SinkError::at(&lock_path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Incompatible {
@@ -344,6 +337,18 @@ fn lock(path: &Path) -> Result<File, LogError> {
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(SinkError::at(&lock_path)(e).into()),
     }
+}
+
+/// Opens (creating it) the file a run locks while it writes the log at
+/// `log`, not locking it yet.
+pub fn open_lock(log: &Path) -> std::io::Result<File> {
+    // Windows locks only through a handle that may read or write.
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path(log))
 }
 
 /// The file a run locks while it writes the log at `log` (see [`RunLog`]):

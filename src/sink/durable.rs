@@ -306,6 +306,21 @@ mod tests {
 
     const GATHER: Duration = Duration::from_millis(20);
 
+    /// `n` async callers, each with a file of its own, asking at once; all
+    /// must succeed.
+    async fn callers_at_once(syncer: &Arc<Syncer>, root: &Path, n: usize, gather: Duration) {
+        let waits: Vec<_> = (0..n)
+            .map(|n| {
+                let paths = files(root, &[&format!("{n}.png")]);
+                let syncer = syncer.clone();
+                tokio::spawn(async move { syncer.durable(paths, Vec::new(), gather).await })
+            })
+            .collect();
+        for wait in waits {
+            wait.await.unwrap().unwrap();
+        }
+    }
+
     fn files(root: &Path, names: &[&str]) -> Vec<PathBuf> {
         names
             .iter()
@@ -361,16 +376,7 @@ mod tests {
             .await
             .unwrap();
         let t = Instant::now();
-        let waits: Vec<_> = (0..20)
-            .map(|n| {
-                let paths = files(dir.path(), &[&format!("{n}.png")]);
-                let syncer = syncer.clone();
-                tokio::spawn(async move { syncer.durable(paths, Vec::new(), leave).await })
-            })
-            .collect();
-        for wait in waits {
-            wait.await.unwrap().unwrap();
-        }
+        callers_at_once(&syncer, dir.path(), 20, leave).await;
         assert_eq!(syncer.wakes(), 0, "nobody needed the gather cut short");
         assert_eq!(syncer.syncs(), 2, "the twenty shared one sync");
         assert!(t.elapsed() >= leave / 2, "{:?}", t.elapsed());
@@ -401,17 +407,7 @@ mod tests {
         // The first sync has no previous one to wait for; the hundred
         // callers queued behind it on this one thread share the next
         // (a long gather: a loaded machine must not split them).
-        let gather = Duration::from_millis(300);
-        let waits: Vec<_> = (0..100)
-            .map(|n| {
-                let paths = files(dir.path(), &[&format!("{n}.png")]);
-                let syncer = syncer.clone();
-                tokio::spawn(async move { syncer.durable(paths, Vec::new(), gather).await })
-            })
-            .collect();
-        for wait in waits {
-            wait.await.unwrap().unwrap();
-        }
+        callers_at_once(&syncer, dir.path(), 100, Duration::from_millis(300)).await;
         assert!(syncer.syncs() <= 2, "{}", syncer.syncs());
     }
 
