@@ -287,7 +287,7 @@ async fn attempt(
         let (job, patched) = (job.clone(), patched.clone());
         let saved = blocking(move || {
             let prompt = patched.as_deref().unwrap_or(&job.prompt);
-            let existed = output.prompt_path(&id).exists();
+            let existed = output.has_prompt(&id);
             if !existed {
                 // What a server once said of a prompt whose file is gone
                 // says nothing of this one.

@@ -28,9 +28,6 @@ type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 struct Request {
     /// Files to make durable.
     paths: Vec<PathBuf>,
-    /// Files to make durable if they exist (checked on the sync thread, off
-    /// the caller's).
-    if_present: Vec<PathBuf>,
     /// How long after the previous sync started this one may wait to
     /// gather others.
     gather: Duration,
@@ -84,20 +81,15 @@ impl Syncer {
         self.wakes.load(Ordering::Relaxed)
     }
 
-    /// Makes `paths` (and those of `if_present` that exist) durable, waiting
-    /// without holding a thread. A sync waits first until the least
-    /// `gather` of the callers it serves after the previous one started.
-    pub async fn durable(
-        &self,
-        paths: Vec<PathBuf>,
-        if_present: Vec<PathBuf>,
-        gather: Duration,
-    ) -> Result<(), SinkError> {
+    /// Makes `paths` durable, waiting without holding a thread. A sync
+    /// waits first until the least `gather` of the callers it serves after
+    /// the previous one started.
+    pub async fn durable(&self, paths: Vec<PathBuf>, gather: Duration) -> Result<(), SinkError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let reply: Reply = Box::new(move |result| {
             let _ = tx.send(result);
         });
-        if !self.send(paths, if_present, gather, reply) {
+        if !self.send(paths, gather, reply) {
             return Ok(());
         }
         let result = rx
@@ -112,7 +104,7 @@ impl Syncer {
         let reply: Reply = Box::new(move |result| {
             let _ = tx.send(result);
         });
-        if !self.send(paths, Vec::new(), gather, reply) {
+        if !self.send(paths, gather, reply) {
             return Ok(());
         }
         let result = rx
@@ -122,19 +114,12 @@ impl Syncer {
     }
 
     /// Queues a request; false when there is nothing to sync.
-    fn send(
-        &self,
-        paths: Vec<PathBuf>,
-        if_present: Vec<PathBuf>,
-        gather: Duration,
-        reply: Reply,
-    ) -> bool {
-        if paths.is_empty() && if_present.is_empty() {
+    fn send(&self, paths: Vec<PathBuf>, gather: Duration, reply: Reply) -> bool {
+        if paths.is_empty() {
             return false;
         }
         let request = Request {
             paths,
-            if_present,
             gather,
             reply,
         };
@@ -197,17 +182,9 @@ fn serve(root: &Path, queue: &mpsc::Receiver<Request>, gathering: &AtomicU64, sy
     let mut last_start: Option<Instant> = None;
     let mut batch: Vec<Request> = Vec::new();
     let mut paths: Vec<PathBuf> = Vec::new();
-    let take = |request: Request, batch: &mut Vec<Request>, paths: &mut Vec<PathBuf>| {
-        let before = paths.len();
-        paths.extend(request.paths.iter().cloned());
-        paths.extend(request.if_present.iter().filter(|p| p.exists()).cloned());
-        if paths.len() == before {
-            // Nothing of its own to sync (a job that failed before writing
-            // its prompt): it neither waits nor pushes the next sync back.
-            (request.reply)(Ok(()));
-        } else {
-            batch.push(request);
-        }
+    let take = |mut request: Request, batch: &mut Vec<Request>, paths: &mut Vec<PathBuf>| {
+        paths.append(&mut request.paths);
+        batch.push(request);
     };
     while let Ok(first) = queue.recv() {
         take(first, &mut batch, &mut paths);
@@ -313,7 +290,7 @@ mod tests {
             .map(|n| {
                 let paths = files(root, &[&format!("{n}.png")]);
                 let syncer = syncer.clone();
-                tokio::spawn(async move { syncer.durable(paths, Vec::new(), gather).await })
+                tokio::spawn(async move { syncer.durable(paths, gather).await })
             })
             .collect();
         for wait in waits {
@@ -372,7 +349,7 @@ mod tests {
         let leave = Duration::from_millis(400);
         // A first sync, so the next one has one to wait after.
         syncer
-            .durable(files(dir.path(), &["first.png"]), Vec::new(), leave)
+            .durable(files(dir.path(), &["first.png"]), leave)
             .await
             .unwrap();
         let t = Instant::now();
@@ -386,15 +363,12 @@ mod tests {
             {
                 let syncer = syncer.clone();
                 let paths = files(dir.path(), &["slow.png"]);
-                tokio::spawn(async move { syncer.durable(paths, Vec::new(), leave * 10).await })
+                tokio::spawn(async move { syncer.durable(paths, leave * 10).await })
             },
             Instant::now(),
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        syncer
-            .durable(hurry, Vec::new(), Duration::ZERO)
-            .await
-            .unwrap();
+        syncer.durable(hurry, Duration::ZERO).await.unwrap();
         slow.await.unwrap().unwrap();
         assert!(t.elapsed() < leave * 5, "{:?}", t.elapsed());
         assert_eq!(syncer.wakes(), 1);
@@ -484,28 +458,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let syncer = Syncer::new(dir.path());
         let a = files(dir.path(), &["a.png"]);
-        syncer
-            .durable(a.clone(), Vec::new(), Duration::ZERO)
-            .await
-            .unwrap();
+        syncer.durable(a.clone(), Duration::ZERO).await.unwrap();
         let t = Instant::now();
-        let never = vec![dir.path().join("never-written.json")];
-        syncer
-            .durable(Vec::new(), never.clone(), GATHER)
-            .await
-            .unwrap();
-        syncer
-            .durable(Vec::new(), Vec::new(), GATHER)
-            .await
-            .unwrap();
+        syncer.durable(Vec::new(), GATHER).await.unwrap();
         assert!(t.elapsed() < GATHER, "{:?}", t.elapsed());
         assert_eq!(syncer.syncs(), 1, "no sync for nothing");
-        // A file that is there is synced, gathered as any other.
-        let present = files(dir.path(), &["b.json"]);
-        syncer
-            .durable(Vec::new(), present, Duration::ZERO)
-            .await
-            .unwrap();
+        syncer.durable(a, Duration::ZERO).await.unwrap();
         assert_eq!(syncer.syncs(), 2);
     }
 }
