@@ -212,8 +212,12 @@ pub(crate) fn classes_used(jobs: impl Iterator<Item = Job>) -> BTreeSet<String> 
     classes
 }
 
-/// Requests in flight per server while fetching classes.
-const CLASS_FETCHES: usize = 16;
+/// Requests in flight per server while fetching classes. Each opens a
+/// connection of its own, and on loopback the connections cost more than
+/// the requests (`check` of a six-class workflow against 32 simulators:
+/// 28–30 ms of CPU with two, 34–37 with sixteen); against a distant
+/// server the price is a few round trips more at the start.
+const CLASS_FETCHES: usize = 2;
 
 /// One class's catalogue entry. A server that answered but said 5xx or 429
 /// (a proxy's hiccup, a rate limit met by the concurrent requests) is asked

@@ -28,6 +28,9 @@ pub enum Submission {
 pub struct HttpClient {
     base: ServerUrl,
     client: reqwest::Client,
+    /// `/prompt` and `/view`, asked once or twice per job: joined once.
+    prompt_url: reqwest::Url,
+    view_url: reqwest::Url,
 }
 
 /// Parses `Name: value` header lines given with `--header`.
@@ -68,7 +71,12 @@ impl HttpClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|source| ClientError::transport(base.to_string(), source))?;
-        Ok(HttpClient { base, client })
+        Ok(HttpClient {
+            prompt_url: base.endpoint("prompt"),
+            view_url: base.endpoint("view"),
+            base,
+            client,
+        })
     }
 
     /// The server's base URL.
@@ -156,7 +164,7 @@ impl HttpClient {
             prompt_id,
         };
         let response = self
-            .send(self.client.post(self.base.endpoint("prompt")).json(&body))
+            .send(self.client.post(self.prompt_url.clone()).json(&body))
             .await?;
         let url = response.url().to_string();
         let status = response.status().as_u16();
@@ -245,7 +253,7 @@ impl HttpClient {
     pub async fn view(&self, image: &ImageRef) -> Result<bytes::Bytes, ClientError> {
         let request = self
             .client
-            .get(self.base.endpoint("view"))
+            .get(self.view_url.clone())
             .query(&[
                 ("filename", image.filename.as_str()),
                 ("subfolder", image.subfolder.as_str()),

@@ -282,7 +282,11 @@ impl RunLog {
         if !self.with_text {
             cells.pop();
         }
-        let mut w = csv::Writer::from_writer(Vec::with_capacity(256));
+        // A row is a few hundred bytes: the writer's default 8 KiB buffer,
+        // zeroed for every row, cost more than the row.
+        let mut w = csv::WriterBuilder::new()
+            .buffer_capacity(512)
+            .from_writer(Vec::with_capacity(512));
         w.write_record(&cells).map_err(|e| csv_io(&self.path, e))?;
         let bytes = w
             .into_inner()
