@@ -551,6 +551,25 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
         &runner_flags(args),
         server_intervals,
     )?;
+    // A short run too, for the run's fixed cost (starting, connecting,
+    // the preflight, ending): what each further job costs is the slope
+    // between the two runs, not the big run's average.
+    let small = (args.busy_jobs / 10).max(args.servers as usize);
+    let fixed_run = (small < args.busy_jobs)
+        .then(|| {
+            run_phase_on(
+                exes,
+                work,
+                "busy-servers-short",
+                small,
+                20,
+                args.concurrency,
+                &sims,
+                &runner_flags(args),
+                |_| Ok(()),
+            )
+        })
+        .transpose()?;
     let (servers, span) = busy_per_server(intervals);
     let pct = |busy: f64, span: f64| 100.0 * busy / span.max(f64::EPSILON);
     // Busy while it had work (its own span): what the runner controls. Over
@@ -578,7 +597,7 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
         mean(&whole),
     );
     println!(
-        "runner{}: CPU {:.2}s = {:.3} ms/job (target <= 0.5); peak RSS {:.1} MB (target < 100); whole command {:.2}s",
+        "runner{}: CPU {:.2}s = {:.3} ms/job over the whole run (target <= 0.5); peak RSS {:.1} MB (target < 100); whole command {:.2}s",
         match runner_flags(args).join(" ") {
             flags if flags.is_empty() => String::new(),
             flags => format!(" ({flags})"),
@@ -588,7 +607,35 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
         m.max_rss_kib as f64 / 1024.0,
         m.wall.as_secs_f64()
     );
+    if let Some((short, ())) = fixed_run {
+        let split = CpuSplit::of((small, short.cpu), (args.busy_jobs, m.cpu));
+        println!(
+            "runner CPU per further job {:.3} ms (target <= 0.5), fixed per run {:.0} ms (from a {small}-job run's CPU {:.2}s: one run's figure, as noisy as its CPU)",
+            split.per_job_ms,
+            split.fixed_ms,
+            short.cpu.as_secs_f64(),
+        );
+    }
     Ok(())
+}
+
+/// A run's CPU split into a fixed part and a part per job, from two runs
+/// of different sizes (a straight line through both).
+#[derive(Debug, PartialEq)]
+struct CpuSplit {
+    per_job_ms: f64,
+    fixed_ms: f64,
+}
+
+impl CpuSplit {
+    fn of((few, few_cpu): (usize, Duration), (many, many_cpu): (usize, Duration)) -> CpuSplit {
+        let ms = |d: Duration| 1000.0 * d.as_secs_f64();
+        let per_job_ms = (ms(many_cpu) - ms(few_cpu)) / (many as f64 - few as f64).max(1.0);
+        CpuSplit {
+            per_job_ms,
+            fixed_ms: ms(few_cpu) - per_job_ms * few as f64,
+        }
+    }
 }
 
 /// Runs the three measurements and prints their figures.
@@ -777,6 +824,16 @@ mod tests {
             ["execution_cached", {"nodes": [], "prompt_id": "p", "timestamp": start}],
             [end.0, {"prompt_id": "p", "timestamp": end.1}],
         ]}})
+    }
+
+    #[test]
+    fn cpu_splits_into_a_fixed_part_and_one_per_job() {
+        let split = CpuSplit::of(
+            (64, Duration::from_millis(100)),
+            (640, Duration::from_millis(388)),
+        );
+        assert!((split.per_job_ms - 0.5).abs() < 1e-9, "{split:?}");
+        assert!((split.fixed_ms - 68.0).abs() < 1e-9, "{split:?}");
     }
 
     #[test]
