@@ -554,9 +554,9 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
     // A short run too, for the run's fixed cost (starting, connecting,
     // the preflight, ending): what each further job costs is the slope
     // between the two runs, not the big run's average.
-    let small = (args.busy_jobs / 10).max(args.servers as usize);
-    let fixed_run = (small < args.busy_jobs)
-        .then(|| {
+    let small = short_run_jobs(args.busy_jobs, args.servers as usize);
+    let fixed_run = small
+        .map(|small| {
             run_phase_on(
                 exes,
                 work,
@@ -607,16 +607,43 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
         m.max_rss_kib as f64 / 1024.0,
         m.wall.as_secs_f64()
     );
-    if let Some((short, ())) = fixed_run {
-        let split = CpuSplit::of((small, short.cpu), (args.busy_jobs, m.cpu));
-        println!(
-            "runner CPU per further job {:.3} ms (target <= 0.5), fixed per run {:.0} ms (from a {small}-job run's CPU {:.2}s: one run's figure, as noisy as its CPU)",
-            split.per_job_ms,
-            split.fixed_ms,
-            short.cpu.as_secs_f64(),
-        );
+    match (small, fixed_run) {
+        (Some(small), Some((short, ()))) => {
+            let split = CpuSplit::of((small, short.cpu), (args.busy_jobs, m.cpu));
+            println!(
+                "runner CPU per further job {:.3} ms (target <= 0.5), fixed per run {:.0} ms (from a {small}-job run's CPU {:.2}s: one run's figure, as noisy as its CPU)",
+                split.per_job_ms,
+                split.fixed_ms,
+                short.cpu.as_secs_f64(),
+            );
+        }
+        _ => println!(
+            "runner CPU per further job and fixed per run: not measured, {} jobs are too close to a short run's for the slope between them to mean anything (--busy-jobs {} or more)",
+            args.busy_jobs,
+            least_busy_jobs_to_split(args.servers as usize),
+        ),
     }
     Ok(())
+}
+
+/// Jobs a split's two runs must differ by at least: a run's CPU is only
+/// known to some milliseconds, and the slope divides that by the
+/// difference (a few jobs apart, it gave -11 ms fixed and 6.5 ms per job).
+const SPLIT_FURTHER_JOBS: usize = 50;
+
+/// The short run's jobs for the CPU split beside a run of `busy_jobs` on
+/// `servers` (a tenth, at least a job per server), if the two are far
+/// enough apart in size for the slope between them to mean anything.
+fn short_run_jobs(busy_jobs: usize, servers: usize) -> Option<usize> {
+    let small = (busy_jobs / 10).max(servers).max(1);
+    (busy_jobs >= small + SPLIT_FURTHER_JOBS && busy_jobs >= 2 * small).then_some(small)
+}
+
+/// The least `--busy-jobs` whose run [`short_run_jobs`] can split.
+fn least_busy_jobs_to_split(servers: usize) -> usize {
+    (1..)
+        .find(|&jobs| short_run_jobs(jobs, servers).is_some())
+        .unwrap_or(usize::MAX)
 }
 
 /// A run's CPU split into a fixed part and a part per job, from two runs
@@ -824,6 +851,20 @@ mod tests {
             ["execution_cached", {"nodes": [], "prompt_id": "p", "timestamp": start}],
             [end.0, {"prompt_id": "p", "timestamp": end.1}],
         ]}})
+    }
+
+    #[test]
+    fn the_cpu_is_split_only_between_runs_far_apart_in_size() {
+        assert_eq!(short_run_jobs(200, 1), Some(20));
+        assert_eq!(short_run_jobs(80, 4), Some(8));
+        assert_eq!(short_run_jobs(200, 32), Some(32));
+        // A job or a few apart: the slope is the CPU's noise.
+        assert_eq!(short_run_jobs(5, 4), None);
+        assert_eq!(short_run_jobs(40, 32), None);
+        assert_eq!(short_run_jobs(3, 4), None);
+        assert_eq!(least_busy_jobs_to_split(4), 55);
+        assert_eq!(least_busy_jobs_to_split(32), 82);
+        assert_eq!(least_busy_jobs_to_split(64), 128);
     }
 
     #[test]

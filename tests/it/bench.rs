@@ -24,3 +24,28 @@ fn many_servers_run_and_print_each_servers_share_and_the_runners_cost() {
     );
     assert!(stdout.contains("runner (--no-report): CPU "), "{stdout}");
 }
+
+#[test]
+fn runs_too_close_in_size_give_no_cpu_split() {
+    // Four jobs beside five: the slope between them is the CPU's noise
+    // (it printed -11 ms fixed per run and 6.5 ms per job).
+    let out = Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+        .args(["bench", "run", "--servers", "4", "--step-ms", "1"])
+        .args(["--busy-jobs", "5", "--no-report"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stdout.lines().any(|l| l.contains("-job run's CPU")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "runner CPU per further job and fixed per run: not measured, 5 jobs are too close"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(--busy-jobs 55 or more)"), "{stdout}");
+}
