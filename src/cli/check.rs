@@ -212,12 +212,19 @@ pub(crate) fn classes_used(jobs: impl Iterator<Item = Job>) -> BTreeSet<String> 
     classes
 }
 
-/// Requests in flight per server while fetching classes. Each opens a
-/// connection of its own, and on loopback the connections cost more than
-/// the requests (`check` of a six-class workflow against 32 simulators:
-/// 28–30 ms of CPU with two, 34–37 with sixteen); against a distant
-/// server the price is a few round trips more at the start.
-const CLASS_FETCHES: usize = 2;
+/// Requests in flight per server while fetching `classes` classes: enough
+/// that the fetch takes at most [`CLASS_ROUNDS`] round trips, at least two,
+/// at most sixteen. Each opens a connection of its own, and on loopback
+/// the connections cost more than the requests (`check` of a six-class
+/// workflow against 32 simulators: 28–30 ms of CPU with two, 34–37 with
+/// sixteen); against a distant server each round is a round trip (two at
+/// a time, a 64-class workflow behind 100 ms took 3.4 s, not 0.5).
+fn class_fetches(classes: usize) -> usize {
+    classes.div_ceil(CLASS_ROUNDS).clamp(2, 16)
+}
+
+/// Round trips the class fetch of one server may take.
+const CLASS_ROUNDS: usize = 4;
 
 /// One class's catalogue entry. A server that answered but said 5xx or 429
 /// (a proxy's hiccup, a rate limit met by the concurrent requests) is asked
@@ -263,7 +270,7 @@ pub(crate) async fn object_info_of(
     use futures_util::stream::{self, StreamExt, TryStreamExt};
     let fetched: Result<Vec<_>, ClientError> = stream::iter(classes)
         .map(|class| class_entry(http, class))
-        .buffered(CLASS_FETCHES)
+        .buffered(class_fetches(classes.len()))
         .try_collect()
         .await;
     let info = match fetched {

@@ -282,3 +282,87 @@ async fn servers_holding_different_input_images_share_a_catalogue() {
     let out = check_as_one_fleet(&p, "i2i.yaml", &[a.url(), b.url()]).await;
     assert!(out.stderr.contains("eulr"), "{}", out.stderr);
 }
+
+/// An HTTP front that holds each `/object_info/{class}` request for `hold`
+/// before forwarding it to `target`, and counts the most held at once.
+async fn slow_class_front(
+    target: String,
+    hold: std::time::Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (held, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = peak.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (held, peak, target) = (held.clone(), peak.clone(), target.clone());
+        async move {
+            let path = uri.path().to_string();
+            let class = path.starts_with("/object_info/");
+            if class {
+                peak.fetch_max(held.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(hold).await;
+            }
+            let r = reqwest::get(format!("{target}{path}")).await.unwrap();
+            let code = axum::http::StatusCode::from_u16(r.status().as_u16()).unwrap();
+            let body = r.bytes().await.unwrap().to_vec();
+            if class {
+                held.fetch_sub(1, Ordering::SeqCst);
+            }
+            (code, body)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_of_many_classes_is_fetched_in_a_few_round_trips() {
+    // Each class is a round trip to a distant server: two at a time, a
+    // workflow of 40 classes waited 20 of them before its first job.
+    use std::sync::atomic::Ordering;
+    let sim = sim().await;
+    let p = Project::new();
+    let catalogue: serde_json::Value = reqwest::get(format!("{}/object_info", sim.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut wf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path("workflows/t2i.json")).unwrap())
+            .unwrap();
+    // Unconnected nodes of 40 more classes (none a sampler: one seed only).
+    let extra = catalogue
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|c| !c.contains("Sampler") && !c.contains("Noise"))
+        .step_by(10)
+        .take(40);
+    for (i, class) in extra.enumerate() {
+        wf[format!("{}", 100 + i)] = serde_json::json!({"class_type": class, "inputs": {}});
+    }
+    p.write("workflows/big.json", wf.to_string());
+    p.write(
+        "big.yaml",
+        "version: 1\njobs:\n  - name: big\n    workflow: big\n    seeds: [1]\n",
+    );
+    let hold = std::time::Duration::from_millis(300);
+    let (front, peak) = slow_class_front(sim.url(), hold).await;
+    let out = p.cli(&["check", "big.yaml", "--server", &front]).await;
+    // Nodes no output needs are not checked, but their classes are fetched.
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("ok: 1 jobs valid"), "{}", out.stderr);
+    let most = peak.load(Ordering::SeqCst);
+    assert!(most >= 8, "at most {most} classes fetched at once");
+
+    // A small workflow keeps to two connections (on loopback they cost
+    // more than the requests).
+    let (front, peak) = slow_class_front(sim.url(), hold).await;
+    p.write("good.yaml", GOOD);
+    let out = p.cli(&["check", "good.yaml", "--server", &front]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+}
