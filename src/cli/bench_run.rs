@@ -120,6 +120,17 @@ struct Measured {
     code: i32,
 }
 
+/// Elsewhere no child's CPU time and peak memory come with its exit: the
+/// benchmark says so instead of reporting figures it cannot measure.
+#[cfg(not(unix))]
+fn run_measured(_command: Command) -> Result<Measured, CliError> {
+    Err(infra(
+        "bench run measures the runner's CPU and peak memory with wait4, which only Unix has"
+            .into(),
+    ))
+}
+
+#[cfg(unix)]
 fn run_measured(mut command: Command) -> Result<Measured, CliError> {
     let started = Instant::now();
     let child = command
