@@ -565,8 +565,7 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
     // A short run too, for the run's fixed cost (starting, connecting,
     // the preflight, ending): what each further job costs is the slope
     // between the two runs, not the big run's average.
-    let small = short_run_jobs(args.busy_jobs, args.servers as usize);
-    let fixed_run = small
+    let short_run = short_run_jobs(args.busy_jobs, args.servers as usize)
         .map(|small| {
             run_phase_on(
                 exes,
@@ -579,6 +578,7 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
                 &runner_flags(args),
                 |_| Ok(()),
             )
+            .map(|(short, ())| (small, short))
         })
         .transpose()?;
     let (servers, span) = busy_per_server(intervals);
@@ -618,8 +618,8 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
         m.max_rss_kib as f64 / 1024.0,
         m.wall.as_secs_f64()
     );
-    match (small, fixed_run) {
-        (Some(small), Some((short, ()))) => {
+    match short_run {
+        Some((small, short)) => {
             let split = CpuSplit::of((small, short.cpu), (args.busy_jobs, m.cpu));
             println!(
                 "runner CPU per further job {:.3} ms (target <= 0.5), fixed per run {:.0} ms (from a {small}-job run's CPU {:.2}s: one run's figure, as noisy as its CPU)",
@@ -628,7 +628,7 @@ fn busy_servers(exes: &Exes<'_>, work: &Path, args: &BenchRunArgs) -> Result<(),
                 short.cpu.as_secs_f64(),
             );
         }
-        _ => println!(
+        None => println!(
             "runner CPU per further job and fixed per run: not measured, {} jobs are too close to a short run's for the slope between them to mean anything (--busy-jobs {} or more)",
             args.busy_jobs,
             least_busy_jobs_to_split(args.servers as usize),
@@ -676,7 +676,6 @@ impl CpuSplit {
     }
 }
 
-/// Runs the three measurements and prints their figures.
 /// Runs the measurements and prints their figures.
 pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
     if let Some(count) = args.serve_sims {

@@ -182,6 +182,7 @@ fn serve(root: &Path, queue: &mpsc::Receiver<Request>, gathering: &AtomicU64, sy
     let mut last_start: Option<Instant> = None;
     let mut batch: Vec<Request> = Vec::new();
     let mut paths: Vec<PathBuf> = Vec::new();
+    // Every request has files (`send` keeps empty ones off the queue).
     let take = |mut request: Request, batch: &mut Vec<Request>, paths: &mut Vec<PathBuf>| {
         paths.append(&mut request.paths);
         batch.push(request);
@@ -206,11 +207,11 @@ fn serve(root: &Path, queue: &mpsc::Receiver<Request>, gathering: &AtomicU64, sy
             gathering.store(leave_us.max(1), Ordering::SeqCst);
             fence(Ordering::SeqCst);
             // Requests queued before the store may not have woken us.
-            let before = batch.len() + paths.len();
+            let before = batch.len();
             while let Ok(more) = queue.try_recv() {
                 take(more, &mut batch, &mut paths);
             }
-            if batch.len() + paths.len() == before {
+            if batch.len() == before {
                 std::thread::park_timeout(wait);
             }
             gathering.store(0, Ordering::SeqCst);

@@ -329,12 +329,14 @@ impl OutputDir {
         gather: Duration,
     ) -> Result<(), SinkError> {
         let mut paths: Vec<PathBuf> = files.iter().map(|rel| self.root.join(rel)).collect();
-        let prompt = self.prompt_path(job);
-        // Off Linux each file is synced by name: a prompt file deleted by
-        // hand meanwhile must not fail every job sharing the sync (Linux
-        // syncs the whole file system, names or not).
-        if self.has_prompt(job) && (cfg!(target_os = "linux") || prompt.exists()) {
-            paths.push(prompt);
+        if self.has_prompt(job) {
+            let prompt = self.prompt_path(job);
+            // Off Linux each file is synced by name: a prompt file deleted
+            // by hand meanwhile must not fail every job sharing the sync
+            // (Linux syncs the whole file system, names or not).
+            if cfg!(target_os = "linux") || prompt.exists() {
+                paths.push(prompt);
+            }
         }
         self.syncs.durable(paths, gather).await
     }
