@@ -17,7 +17,7 @@ use super::{CliError, Exit, GlobalArgs};
 
 /// Jobs to validate in the preflight, produced afresh (plans are lazy).
 pub(crate) type JobSource<'a> = &'a dyn Fn() -> Box<dyn Iterator<Item = Job> + 'a>;
-use crate::comfy::http::{HttpClient, parse_headers};
+use crate::comfy::http::{HttpClient, HttpPool, parse_headers};
 use crate::comfy::{ClientError, ServerUrl};
 use crate::manifest::{Manifest, clip};
 use crate::patch::{class_of, link_source};
@@ -301,18 +301,18 @@ pub(crate) async fn object_info_of(
     Ok(info)
 }
 
-/// Fetches each server's catalogue of `classes`, all servers at once; an
-/// unreachable server is exit 3. Results keep the servers' order.
+/// Fetches each server's catalogue of `classes`, all servers at once,
+/// through `pool`; an unreachable server is exit 3. Results keep the
+/// servers' order.
 pub(crate) async fn catalogues(
     servers: &[ServerUrl],
-    headers: &reqwest::header::HeaderMap,
+    pool: &HttpPool,
     classes: &BTreeSet<String>,
 ) -> Vec<Result<(String, Catalogue), CliError>> {
     let one = |url: &ServerUrl| {
         let url = url.clone();
         async move {
-            let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
-                .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+            let http = pool.client(url.clone());
             let catalogue = catalogue_of(&http, classes).await.map_err(|e| {
                 CliError::from_error(Exit::Infrastructure, &e)
                     .with_hint("is the server up? `comfy-batch sim` serves a stand-in")
@@ -323,13 +323,13 @@ pub(crate) async fn catalogues(
     futures_util::future::join_all(servers.iter().map(one)).await
 }
 
-/// The preflight of `run` and `rerun`: each reachable server's catalogue,
-/// then every prompt. A server down at the start is left out with a
-/// warning (the scheduler skips it too); only when none answers is that an
-/// error.
+/// The preflight of `run` and `rerun`: each reachable server's catalogue
+/// (through `pool`, whose connections the run then keeps using), then
+/// every prompt. A server down at the start is left out with a warning
+/// (the scheduler skips it too); only when none answers is that an error.
 pub(crate) async fn preflight_servers(
     servers: &[ServerUrl],
-    headers: &reqwest::header::HeaderMap,
+    pool: &HttpPool,
     jobs: JobSource<'_>,
     quiet: bool,
 ) -> Result<(), CliError> {
@@ -338,7 +338,7 @@ pub(crate) async fn preflight_servers(
     let mut first_error = None;
     for (url, result) in servers
         .iter()
-        .zip(catalogues(servers, headers, &classes).await)
+        .zip(catalogues(servers, pool, &classes).await)
     {
         match result {
             Ok(c) => found.push(c),
@@ -457,7 +457,9 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             parsed.clone()
         };
         let classes = classes_used(plan.jobs());
-        let catalogues = catalogues(&servers, &headers, &classes)
+        let pool = HttpPool::new(headers.clone(), Duration::from_secs(60))
+            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        let catalogues = catalogues(&servers, &pool, &classes)
             .await
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;

@@ -33,6 +33,44 @@ pub struct HttpClient {
     view_url: reqwest::Url,
 }
 
+/// The kept-alive connections the [`HttpClient`]s of a run draw from, with
+/// the headers and time limit of every request. One per run: the
+/// connections the preflight opened carry the run's requests (on loopback
+/// a connection costs more than several requests, and a run against 32
+/// servers opened 64 of them twice).
+#[derive(Debug, Clone)]
+pub struct HttpPool {
+    client: reqwest::Client,
+}
+
+impl HttpPool {
+    /// A pool sending `headers` with every request (and the websocket
+    /// handshake, see `ws`), each request limited to `timeout`.
+    pub fn new(headers: HeaderMap, timeout: Duration) -> Result<HttpPool, ClientError> {
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(timeout)
+            // Also a limit on silence, for requests that lift the total one.
+            .read_timeout(timeout)
+            .pool_max_idle_per_host(16)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|source| ClientError::transport("the HTTP client".to_string(), source))?;
+        Ok(HttpPool { client })
+    }
+
+    /// The client of the server at `base`.
+    pub fn client(&self, base: ServerUrl) -> HttpClient {
+        HttpClient {
+            prompt_url: base.endpoint("prompt"),
+            view_url: base.endpoint("view"),
+            base,
+            client: self.client.clone(),
+        }
+    }
+}
+
 /// Parses `Name: value` header lines given with `--header`.
 pub fn parse_headers(lines: &[String]) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
@@ -54,29 +92,13 @@ pub fn parse_headers(lines: &[String]) -> Result<HeaderMap, String> {
 const VIEW_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
 impl HttpClient {
-    /// A client for `base`, sending `headers` with every request (and the
-    /// websocket handshake, see `ws`).
+    /// A client for `base` with a pool of its own (see [`HttpPool::new`]).
     pub fn new(
         base: ServerUrl,
         headers: HeaderMap,
         timeout: Duration,
     ) -> Result<HttpClient, ClientError> {
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(timeout)
-            // Also a limit on silence, for requests that lift the total one.
-            .read_timeout(timeout)
-            .pool_max_idle_per_host(16)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|source| ClientError::transport(base.to_string(), source))?;
-        Ok(HttpClient {
-            prompt_url: base.endpoint("prompt"),
-            view_url: base.endpoint("view"),
-            base,
-            client,
-        })
+        Ok(HttpPool::new(headers, timeout)?.client(base))
     }
 
     /// The server's base URL.
@@ -91,11 +113,12 @@ impl HttpClient {
         let request = request
             .build()
             .map_err(|source| ClientError::transport(self.base.to_string(), source))?;
-        let url = request.url().to_string();
+        // Written out only for an error: most requests succeed.
+        let url = request.url().clone();
         self.client
             .execute(request)
             .await
-            .map_err(|source| ClientError::transport(url, source))
+            .map_err(|source| ClientError::transport(url.to_string(), source))
     }
 
     /// The body of a successful response; any other status is an error
@@ -104,12 +127,12 @@ impl HttpClient {
         &self,
         response: reqwest::Response,
         cap: usize,
-    ) -> Result<(String, bytes::Bytes), ClientError> {
-        let url = response.url().to_string();
+    ) -> Result<(reqwest::Url, bytes::Bytes), ClientError> {
+        let url = response.url().clone();
         let status = response.status();
         let bytes = read_body(response, &url, cap).await?;
         if !status.is_success() {
-            return Err(status_error(url, status.as_u16(), &bytes));
+            return Err(status_error(url.to_string(), status.as_u16(), &bytes));
         }
         Ok((url, bytes))
     }
@@ -120,7 +143,7 @@ impl HttpClient {
     ) -> Result<T, ClientError> {
         let (url, bytes) = self.ok_body(response, MAX_JSON_BODY).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url,
+            url: url.to_string(),
             why: e.to_string(),
         })
     }
@@ -166,11 +189,11 @@ impl HttpClient {
         let response = self
             .send(self.client.post(self.prompt_url.clone()).json(&body))
             .await?;
-        let url = response.url().to_string();
+        let url = response.url().clone();
         let status = response.status().as_u16();
         let bytes = read_body(response, &url, MAX_JSON_BODY).await?;
         let decode = |why: serde_json::Error| ClientError::Decode {
-            url: url.clone(),
+            url: url.to_string(),
             why: why.to_string(),
         };
         match status {
@@ -180,7 +203,7 @@ impl HttpClient {
             400 => Ok(Submission::Rejected(
                 serde_json::from_slice(&bytes).map_err(decode)?,
             )),
-            _ => Err(status_error(url, status, &bytes)),
+            _ => Err(status_error(url.to_string(), status, &bytes)),
         }
     }
 
@@ -292,11 +315,13 @@ impl HttpClient {
 const MAX_JSON_BODY: usize = 256 << 20;
 /// The most one downloaded file may hold.
 const MAX_FILE_BODY: usize = 1 << 30;
+/// The most room made for a body before it arrives.
+const PREALLOCATED_MAX: u64 = 4 << 20;
 
 /// Reads a body chunk by chunk, refusing one larger than `cap`.
 async fn read_body(
     mut response: reqwest::Response,
-    url: &str,
+    url: &reqwest::Url,
     cap: usize,
 ) -> Result<bytes::Bytes, ClientError> {
     let too_big = || ClientError::Decode {
@@ -306,10 +331,14 @@ async fn read_body(
             mb => format!("the reply is larger than {mb} MB"),
         },
     };
-    if response.content_length().is_some_and(|n| n > cap as u64) {
+    let declared = response.content_length().unwrap_or(0);
+    if declared > cap as u64 {
         return Err(too_big());
     }
-    let mut body = bytes::BytesMut::new();
+    // Room for the declared length, up to a few MB, made once: a typical
+    // image is not copied as it grows. A server's word is not trusted
+    // further (the body still counts against the cap as it arrives).
+    let mut body = bytes::BytesMut::with_capacity(declared.min(PREALLOCATED_MAX) as usize);
     while let Some(chunk) = response
         .chunk()
         .await
@@ -457,14 +486,13 @@ mod tests {
         for declared in [true, false] {
             let url = serving(&[b'x'; 4096], declared).await;
             let response = reqwest::get(&url).await.unwrap();
-            let error = read_body(response, &url, 1024).await.unwrap_err();
+            let at = response.url().clone();
+            let error = read_body(response, &at, 1024).await.unwrap_err();
             assert!(error.to_string().contains("larger than"), "{error}");
         }
         let url = serving(b"small", true).await;
         let response = reqwest::get(&url).await.unwrap();
-        assert_eq!(
-            &read_body(response, &url, 1024).await.unwrap()[..],
-            b"small"
-        );
+        let at = response.url().clone();
+        assert_eq!(&read_body(response, &at, 1024).await.unwrap()[..], b"small");
     }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderMap;
 use tokio::sync::{mpsc, watch};
 
+use crate::comfy::http::HttpPool;
 use crate::comfy::{ClientError, ServerUrl};
 use crate::ids::{PromptId, ServerId};
 use crate::plan::Job;
@@ -52,6 +53,9 @@ pub struct RunConfig {
     pub run_key: String,
     /// Limit for a single HTTP request.
     pub http_timeout: Duration,
+    /// The connections to carry on with (the preflight's, built from
+    /// `headers` and `http_timeout`); `None` opens new ones.
+    pub http: Option<HttpPool>,
     /// How long a server may stay unreachable before its jobs move on. Its
     /// websocket is pinged and given up after half of this without any
     /// frame, so a server gone silent (no close, no reset) counts too.
@@ -78,6 +82,7 @@ impl RunConfig {
             retries: 0,
             run_key,
             http_timeout: Duration::from_secs(60),
+            http: None,
             server_lost_after: Duration::from_secs(30),
             progress: true,
             pace: Arc::default(),
@@ -226,12 +231,16 @@ pub async fn execute(
     } else {
         &config.servers[..]
     };
+    let pool = match config.http.clone() {
+        Some(pool) => pool,
+        None => HttpPool::new(config.headers.clone(), config.http_timeout)
+            .map_err(|e| RunError::NoServer(vec![e]))?,
+    };
     for (i, url) in wanted.iter().enumerate() {
         let connect = Server::connect(
             ServerId(i),
-            url.clone(),
+            pool.client(url.clone()),
             config.headers.clone(),
-            config.http_timeout,
             config.progress,
         );
         // A Ctrl-C while a server is slow to answer ends the run at once:

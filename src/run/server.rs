@@ -11,10 +11,10 @@ use tokio::sync::{OnceCell, mpsc, watch};
 
 use super::Msg;
 use super::retry::Backoff;
+use crate::comfy::ClientError;
 use crate::comfy::http::HttpClient;
 use crate::comfy::protocol::{QueueState, Uploaded};
 use crate::comfy::ws::{self, Router, ServerEvent, Socket};
-use crate::comfy::{ClientError, ServerUrl};
 use crate::ids::ServerId;
 use crate::sink::InputFile;
 
@@ -42,14 +42,12 @@ impl Server {
     /// missed) and returns the server with its first socket.
     pub async fn connect(
         id: ServerId,
-        url: ServerUrl,
+        http: HttpClient,
         headers: HeaderMap,
-        http_timeout: Duration,
         progress: bool,
     ) -> Result<(Arc<Server>, Socket), ClientError> {
-        let http = HttpClient::new(url.clone(), headers.clone(), http_timeout)?;
         let client_id = new_client_id();
-        let socket = ws::connect(&url, &client_id, &headers, FIRST_HANDSHAKE).await?;
+        let socket = ws::connect(http.base(), &client_id, &headers, FIRST_HANDSHAKE).await?;
         let server = Arc::new(Server {
             id,
             http,

@@ -3,7 +3,7 @@
 
 use comfy_batch::sim::SimConfig;
 
-use crate::harness::{Output, Project, sim, sim_with};
+use crate::harness::{Output, Project, Proxy, sim, sim_with};
 
 /// `comfy-batch check MANIFEST` against `servers`, in order.
 async fn check_on(p: &Project, manifest: &str, servers: &[String]) -> Output {
@@ -131,6 +131,36 @@ async fn a_run_never_downloads_the_full_catalogue() {
     let out = p.cli(&["check", "good.yaml", "--server", &sim.url()]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(sim.stats().catalogue_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_keeps_the_connections_its_preflight_opened() {
+    // On loopback a connection costs more than several requests: the
+    // preflight's two carry the run's submissions and downloads (a run
+    // against 32 servers opened 64 connections twice).
+    let sim = sim().await;
+    let proxy = Proxy::start(sim.addr()).await;
+    let p = Project::new();
+    p.write("good.yaml", GOOD);
+    let url = proxy.url();
+    let out = p
+        .cli(&[
+            "run",
+            "good.yaml",
+            "--output",
+            "out",
+            "--server",
+            &url,
+            "--concurrency",
+            "1",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(sim.stats().class_requests as usize, t2i_classes());
+    // The websocket and the preflight's two (one prompt at a time: a job's
+    // download and the next job's submission overlap at most).
+    let connections = proxy.connections();
+    assert!(connections <= 3, "{connections} connections");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

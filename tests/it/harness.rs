@@ -320,6 +320,8 @@ pub struct Proxy {
     addr: std::net::SocketAddr,
     /// `GET /queue` requests seen (every request, keep-alive included).
     queue_gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections accepted.
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     frozen: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -346,11 +348,14 @@ impl Proxy {
         let (frozen, watch) = tokio::sync::watch::channel(false);
         let queue_gets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = queue_gets.clone();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let watch = watch.clone();
                 let counter = counter.clone();
                 tokio::spawn(async move {
@@ -379,6 +384,7 @@ impl Proxy {
         Proxy {
             addr,
             queue_gets,
+            connections,
             frozen,
             task,
         }
@@ -391,6 +397,11 @@ impl Proxy {
     /// How many `GET /queue` requests went through.
     pub fn queue_gets(&self) -> usize {
         self.queue_gets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn freeze(&self) {
