@@ -378,7 +378,8 @@ pub async fn execute(
             break;
         }
 
-        // Cancelling or draining, a server runs dry: every wake-up counts.
+        // Cancelling, or a server that may run dry while there is work to
+        // hand out: every wake-up counts (see `pace`).
         let live = slots.iter().filter(|s| s.alive).map(|s| s.load.on_server());
         match cancelled {
             None => pacing.apply(&config.pace, live, !nothing_left),
