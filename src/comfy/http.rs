@@ -1,5 +1,6 @@
-//! The HTTP half of the client: one keep-alive reqwest client per server,
-//! a method per endpoint the runner uses. Every call is a single attempt;
+//! The HTTP half of the client: one pool of kept-alive connections per run
+//! ([`HttpPool`], shared by every server's [`HttpClient`]), a method per
+//! endpoint the runner uses. Every call is a single attempt;
 //! retry policy belongs to the caller (`run`).
 
 use std::time::Duration;
