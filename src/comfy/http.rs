@@ -1,5 +1,6 @@
-//! The HTTP half of the client: one keep-alive reqwest client per server,
-//! a method per endpoint the runner uses. Every call is a single attempt;
+//! The HTTP half of the client: one pool of kept-alive connections per run
+//! ([`HttpPool`], shared by every server's [`HttpClient`]), a method per
+//! endpoint the runner uses. Every call is a single attempt;
 //! retry policy belongs to the caller (`run`).
 
 use std::time::Duration;
@@ -479,6 +480,41 @@ mod tests {
             let _ = conn.write_all(body).await;
         });
         url
+    }
+
+    /// A server answering the raw bytes `reply` to one request, then
+    /// closing.
+    async fn replying(reply: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/view?filename=x.png",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn.write_all(reply).await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_is_not_trusted() {
+        // 900 MB declared, 5 bytes sent: an error naming the URL, which a
+        // caller may retry; not 900 MB of room.
+        let url = replying(b"HTTP/1.1 200 OK\r\nContent-Length: 900000000\r\n\r\nhello").await;
+        let response = reqwest::get(&url).await.unwrap();
+        let at = response.url().clone();
+        let error = read_body(response, &at, MAX_FILE_BODY).await.unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        assert!(error.to_string().contains(&url), "{error}");
+        // More sent than declared: only the declared bytes are the body.
+        let url = replying(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, and more").await;
+        let response = reqwest::get(&url).await.unwrap();
+        let at = response.url().clone();
+        assert_eq!(&read_body(response, &at, 1024).await.unwrap()[..], b"hello");
     }
 
     #[tokio::test]

@@ -361,6 +361,7 @@ impl Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn routes_by_prompt_id_and_attributes_frames_to_the_running_prompt() {
@@ -473,6 +474,68 @@ mod tests {
             ended.load(Ordering::SeqCst),
             "the server still holds the old socket"
         );
+    }
+
+    /// Reads take 8 KiB at a time: an `executed` message of hundreds of KB
+    /// (a node with thousands of outputs) and an image frame of megabytes
+    /// arrive whole, across many reads and TCP segments.
+    #[tokio::test]
+    async fn messages_far_larger_than_a_read_arrive_whole() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let images: Vec<Value> = (0..6000)
+            .map(|i| {
+                serde_json::json!({
+                    "filename": format!("p_{i:05}_.png"),
+                    "subfolder": "comfy-batch/deep/sub/folder",
+                    "type": "output",
+                })
+            })
+            .collect();
+        let executed = serde_json::json!({
+            "type": "executed",
+            "data": {"node": "9", "output": {"images": images}, "prompt_id": "p"},
+        })
+        .to_string();
+        assert!(executed.len() > 400_000, "{}", executed.len());
+        let mut frame = vec![0, 0, 0, 1, 0, 0, 0, 2];
+        frame.extend((0..3_000_000u32).map(|i| (i % 251) as u8));
+        let sent = frame.clone();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let _flags = ws.next().await;
+            let greeting = r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":0}},"sid":"x"}}"#;
+            ws.send(Message::text(greeting)).await.unwrap();
+            let start = r#"{"type":"execution_start","data":{"prompt_id":"p"}}"#;
+            ws.send(Message::text(start)).await.unwrap();
+            ws.send(Message::text(executed)).await.unwrap();
+            ws.send(Message::binary(sent)).await.unwrap();
+            ws.send(Message::Close(None)).await.unwrap();
+            while let Some(Ok(_)) = ws.next().await {}
+        });
+        let base = ServerUrl::parse(&format!("http://{addr}")).unwrap();
+        let timeout = std::time::Duration::from_secs(10);
+        let socket = connect(&base, "x", &HeaderMap::new(), timeout)
+            .await
+            .unwrap();
+        let router = Router::default();
+        let mut route = router.register("p");
+        let why = socket.pump(&router, timeout).await;
+        assert!(why.to_string().contains("closed by the server"), "{why}");
+        let got: Vec<_> = std::iter::from_fn(|| route.try_recv().ok()).collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        let ServerEvent::Message(WsMessage::Executed { output, .. }) = &got[1] else {
+            panic!("{:?}", got[1]);
+        };
+        let listed = output.as_ref().unwrap()["images"].as_array().unwrap();
+        assert_eq!(listed.len(), 6000);
+        assert_eq!(listed[5999]["filename"], "p_05999_.png");
+        let ServerEvent::Image { bytes, ext, .. } = &got[2] else {
+            panic!("{:?}", got[2]);
+        };
+        assert_eq!(*ext, "png");
+        assert!(bytes[..] == frame[8..], "the image frame arrived changed");
     }
 
     /// With one runtime thread, the runner itself may stall (a slow disk's

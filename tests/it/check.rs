@@ -3,7 +3,7 @@
 
 use comfy_batch::sim::SimConfig;
 
-use crate::harness::{Output, Project, Proxy, sim, sim_with};
+use crate::harness::{Output, Project, Proxy, ResettingProxy, sim, sim_with};
 
 /// `comfy-batch check MANIFEST` against `servers`, in order.
 async fn check_on(p: &Project, manifest: &str, servers: &[String]) -> Output {
@@ -161,6 +161,32 @@ async fn a_run_keeps_the_connections_its_preflight_opened() {
     // download and the next job's submission overlap at most).
     let connections = proxy.connections();
     assert!(connections <= 3, "{connections} connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_preflight_connections_were_reset_still_runs_each_prompt_once() {
+    // The run's first requests go on the preflight's kept-alive
+    // connections; a middlebox that forgot them meanwhile resets them
+    // after the request is sent. Submissions are retried (after looking
+    // whether the lost one was queued), nothing is lost or doubled.
+    let sim = sim().await;
+    let proxy = ResettingProxy::start(sim.addr()).await;
+    let p = Project::new();
+    p.write("good.yaml", GOOD);
+    let url = proxy.url();
+    let out = p
+        .cli(&["run", "good.yaml", "--output", "out", "--server", &url])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(proxy.resets() >= 1, "no preflight connection was reused");
+    assert_eq!(sim.stats().prompts_executed, 3);
+    let log = std::fs::read_to_string(p.path("out/runs.csv")).unwrap();
+    assert_eq!(
+        log.lines().filter(|l| l.contains(",ok,")).count(),
+        3,
+        "{log}"
+    );
+    assert_eq!(log.lines().count(), 4, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

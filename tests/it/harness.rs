@@ -415,6 +415,80 @@ impl Drop for Proxy {
     }
 }
 
+/// A TCP proxy that resets (RST, nothing forwarded) every connection that
+/// carried a `/object_info` request as soon as another request comes on
+/// it: a middlebox that forgot the preflight's connections while they sat
+/// idle, so the run's first requests on them fail after being sent.
+pub struct ResettingProxy {
+    addr: std::net::SocketAddr,
+    resets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ResettingProxy {
+    pub async fn start(target: std::net::SocketAddr) -> ResettingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let resets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = resets.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let down = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        cw
+                    });
+                    let mut preflight = false;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        let chunk = &buf[..n];
+                        // hyper writes a request's head in one piece.
+                        let request = [&b"GET "[..], b"POST "]
+                            .iter()
+                            .any(|m| chunk.starts_with(m));
+                        let catalogue = chunk.starts_with(b"GET /object_info");
+                        if request && preflight && !catalogue {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            // Closed with unread data and no linger: RST.
+                            let _ = cr.as_ref().set_zero_linger();
+                            down.abort();
+                            let _ = down.await;
+                            return;
+                        }
+                        preflight |= catalogue;
+                        if sw.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ResettingProxy { addr, resets, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many connections it reset.
+    pub fn resets(&self) -> usize {
+        self.resets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for ResettingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Copies bytes until EOF, each chunk delivered `lag` after it was read.
 async fn lagging_pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
