@@ -5,9 +5,11 @@
 //! does is urgent, so the runtime thread dozes briefly before it waits for
 //! the sockets again and then reads what arrived meanwhile in one go.
 //!
-//! Once nothing is left to hand out, no server waits for the runner at
-//! all: the last jobs' messages wait a doze too, and only the run's end
-//! is up to a doze later.
+//! Once nothing is left to hand out (every job handed out and its prompt
+//! queued on its server: a retry or a moved job near the end counts as
+//! work to hand out until then), no server waits for the runner at all:
+//! the last jobs' messages wait a doze too, and only the run's end is up
+//! to a doze later.
 //!
 //! A finished job's sync may wait as long for other jobs to share it, and
 //! it may do so even while a server waits for its next prompt: the slot
