@@ -496,6 +496,8 @@ async fn attempt(
     let mut actions: VecDeque<Action> = first.into();
     let deadline = ctx.timeout.map(|t| Instant::now() + t);
     let mut deadline_seen = false;
+    // Held from the timeout until the attempt ends (see `Pace::hurry`).
+    let mut _hurry = None;
     let mut cancel_seen: Option<CancelReason> = None;
     let mut act_at: Option<Instant> = None;
     let mut poll_at: Option<Instant> = None;
@@ -572,6 +574,7 @@ async fn attempt(
                 event = rx.recv() => server_event(event, &mut progress, &ctx, &job, &server),
                 _ = sleep_until(deadline), if !deadline_seen => {
                     deadline_seen = true;
+                    _hurry = Some(ctx.pace.hurry());
                     Some(Event::Deadline)
                 }
                 _ = sleep_until(progress.held_until()) => {

@@ -186,6 +186,15 @@ impl Load {
     }
 }
 
+/// Whether the runner still hands work out: jobs not yet handed out, or
+/// a prompt handed out but not yet queued on its server (a retry or a
+/// moved job near the end). Until it is queued, its server may wait for
+/// it, and each wait before it gets there (the prompt file, the
+/// submission's reply) would take a whole doze.
+fn handing_out(nothing_left: bool, mut live: impl Iterator<Item = Load>) -> bool {
+    !nothing_left || live.any(|load| load.unsent > 0)
+}
+
 /// Runs `jobs` (already filtered by shard and resume; each with its first
 /// attempt number, 1 + the attempts an earlier run logged) on the configured
 /// servers. `interrupts` counts Ctrl-Cs (first: stop submitting and drop
@@ -381,8 +390,12 @@ pub async fn execute(
         // Cancelling, or a server that may run dry while there is work to
         // hand out: every wake-up counts (see `pace`).
         let live = slots.iter().filter(|s| s.alive).map(|s| s.load.on_server());
+        let left = handing_out(
+            nothing_left,
+            slots.iter().filter(|s| s.alive).map(|s| s.load),
+        );
         match cancelled {
-            None => pacing.apply(&config.pace, live, !nothing_left),
+            None => pacing.apply(&config.pace, live, left),
             Some(_) => pacing.stop(&config.pace),
         }
         let msg = tokio::select! {
@@ -538,6 +551,40 @@ mod tests {
         // Its reply came: the server has its queued prompt again.
         refilling.queued();
         assert!(policy.doze([busy.on_server(), refilling.on_server()]) > Duration::ZERO);
+    }
+
+    #[test]
+    fn a_retry_handed_out_after_the_last_job_is_sent_without_dozing() {
+        // Nothing is left to hand out, one server runs its last job, and
+        // the other's job failed and was retried there: its prompt is
+        // being written and submitted while that server sits idle. Every
+        // wait before it is queued must not take a doze.
+        let policy = long_jobs();
+        let pace = super::Pace::default();
+        let (mut busy, mut retrying) = (Load::default(), Load::default());
+        for load in [&mut busy, &mut retrying] {
+            load.spawned();
+            load.queued();
+        }
+        let loads = [busy, retrying];
+        let on = |loads: [Load; 2]| loads.map(|l| l.on_server());
+        policy.apply(&pace, on(loads), handing_out(true, loads.into_iter()));
+        assert!(
+            pace.current() > Duration::ZERO,
+            "the last jobs are dozed through"
+        );
+        retrying.released(false);
+        retrying.spawned();
+        let loads = [busy, retrying];
+        policy.apply(&pace, on(loads), handing_out(true, loads.into_iter()));
+        assert_eq!(pace.current(), Duration::ZERO);
+        // Queued: nothing is left to hand out again.
+        retrying.queued();
+        let loads = [busy, retrying];
+        policy.apply(&pace, on(loads), handing_out(true, loads.into_iter()));
+        assert!(pace.current() > Duration::ZERO);
+        // Jobs still to hand out: the policy's own rule.
+        assert!(handing_out(false, [Load::default()].into_iter()));
     }
 
     #[test]

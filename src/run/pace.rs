@@ -5,9 +5,15 @@
 //! does is urgent, so the runtime thread dozes briefly before it waits for
 //! the sockets again and then reads what arrived meanwhile in one go.
 //!
-//! Once nothing is left to hand out, no server waits for the runner at
-//! all: the last jobs' messages wait a doze too, and only the run's end
-//! is up to a doze later.
+//! Once nothing is left to hand out (every job handed out and its prompt
+//! queued on its server: a retry or a moved job near the end counts as
+//! work to hand out until then), no server waits for the runner at all:
+//! the last jobs' messages wait a doze too, and only the run's end is up
+//! to a doze later.
+//!
+//! An attempt whose timeout fired stops the dozing until it ends: its
+//! server runs a prompt nobody wants until the runner has read the queue,
+//! interrupted or dequeued it and seen it end, each a wait of its own.
 //!
 //! A finished job's sync may wait as long for other jobs to share it, and
 //! it may do so even while a server waits for its next prompt: the slot
@@ -20,7 +26,8 @@
 //! park hook and the jobs read. Knows nothing of sockets, jobs or files:
 //! the scheduler tells it how full the servers are and how long jobs run.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The longest doze: short against any job worth batching for, and a
@@ -54,6 +61,11 @@ const RECENT: usize = 8;
 pub struct Pace {
     doze_us: AtomicU64,
     leave_us: AtomicU64,
+    /// Attempts whose timeout fired: each must still act on its server
+    /// (read the queue, interrupt or dequeue the prompt, see it end), and
+    /// the server runs the doomed prompt meanwhile. No dozing while any
+    /// is at it.
+    hurrying: AtomicUsize,
 }
 
 impl Pace {
@@ -61,10 +73,25 @@ impl Pace {
     /// current doze, if any. Messages arriving meanwhile wait in the
     /// sockets' buffers and are read together after it.
     pub fn doze(&self) {
-        let us = self.doze_us.load(Ordering::Relaxed);
-        if us > 0 {
-            std::thread::sleep(Duration::from_micros(us));
+        let due = self.due();
+        if !due.is_zero() {
+            std::thread::sleep(due);
         }
+    }
+
+    /// How long the next doze lasts: none while an attempt hurries.
+    fn due(&self) -> Duration {
+        if self.hurrying.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        self.current()
+    }
+
+    /// No dozing until the returned guard is dropped: an attempt whose
+    /// timeout fired holds it until it ends.
+    pub(crate) fn hurry(self: &Arc<Self>) -> Hurry {
+        self.hurrying.fetch_add(1, Ordering::Relaxed);
+        Hurry(self.clone())
     }
 
     /// The current doze.
@@ -75,6 +102,16 @@ impl Pace {
     /// How long a finished job's sync may wait for others to share it.
     pub fn leave(&self) -> Duration {
         load(&self.leave_us)
+    }
+}
+
+/// See [`Pace::hurry`].
+#[derive(Debug)]
+pub(crate) struct Hurry(Arc<Pace>);
+
+impl Drop for Hurry {
+    fn drop(&mut self) {
+        self.0.hurrying.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -239,6 +276,27 @@ mod tests {
         assert!(t.elapsed() >= MAX_DOZE);
         policy.apply(&pace, [1], true);
         assert_eq!(pace.current(), Duration::ZERO);
+    }
+
+    #[test]
+    fn no_doze_while_a_timed_out_attempt_acts_on_its_server() {
+        // The last job timed out: until its prompt is interrupted and seen
+        // to end, the server runs work nobody wants, and the queue read,
+        // the interrupt and its end's message would each wait a doze.
+        let pace = Arc::new(Pace::default());
+        let mut policy = PacePolicy::default();
+        ran(&mut policy, 2000, RECENT);
+        policy.apply(&pace, [1], false);
+        assert_eq!(pace.due(), MAX_DOZE);
+        let first = pace.hurry();
+        let second = pace.hurry();
+        assert_eq!(pace.due(), Duration::ZERO);
+        drop(first);
+        assert_eq!(pace.due(), Duration::ZERO);
+        drop(second);
+        assert_eq!(pace.due(), MAX_DOZE);
+        // The scheduler's doze is kept meanwhile, not reset.
+        assert_eq!(pace.current(), MAX_DOZE);
     }
 
     #[test]
