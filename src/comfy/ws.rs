@@ -439,6 +439,20 @@ mod tests {
         }
     }
 
+    /// Accepts one websocket on `listener`, reads the runner's feature
+    /// flags and greets it as a server does.
+    async fn accept_greeted(
+        listener: tokio::net::TcpListener,
+    ) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let _flags = ws.next().await;
+        let greeting =
+            r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":0}},"sid":"x"}}"#;
+        ws.send(Message::text(greeting)).await.unwrap();
+        ws
+    }
+
     /// protocol.md §1.1: a reconnect with the same clientId must come after
     /// the server's handler for the old socket has ended, or that handler
     /// unregisters the new socket. The supervisor reconnects only when
@@ -453,11 +467,7 @@ mod tests {
         let ended = Arc::new(AtomicBool::new(false));
         let server_ended = ended.clone();
         tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-            let _flags = ws.next().await;
-            let greeting = r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":0}},"sid":"x"}}"#;
-            ws.send(Message::text(greeting)).await.unwrap();
+            let mut ws = accept_greeted(listener).await;
             // The server drops the socket (as the sim's drop fault does).
             ws.send(Message::Close(None)).await.unwrap();
             while let Some(Ok(_)) = ws.next().await {}
@@ -502,11 +512,7 @@ mod tests {
         frame.extend((0..3_000_000u32).map(|i| (i % 251) as u8));
         let sent = frame.clone();
         tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-            let _flags = ws.next().await;
-            let greeting = r#"{"type":"status","data":{"status":{"exec_info":{"queue_remaining":0}},"sid":"x"}}"#;
-            ws.send(Message::text(greeting)).await.unwrap();
+            let mut ws = accept_greeted(listener).await;
             let start = r#"{"type":"execution_start","data":{"prompt_id":"p"}}"#;
             ws.send(Message::text(start)).await.unwrap();
             ws.send(Message::text(executed)).await.unwrap();
