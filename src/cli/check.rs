@@ -282,8 +282,11 @@ pub(crate) async fn object_info_of(
             Value::Object(info)
         }
         // No such route (404 from an older server; a proxy may answer
-        // another 4xx or a page that is not JSON): the whole catalogue.
-        Err(e @ (ClientError::Status { .. } | ClientError::Decode { .. })) if !e.is_transient() => {
+        // another 4xx or a page that is not JSON): the whole catalogue. A
+        // refusal would only be repeated there.
+        Err(e @ (ClientError::Status { .. } | ClientError::Decode { .. }))
+            if !e.is_transient() && !refused(&e) =>
+        {
             tracing::info!(
                 "{}: no per-class catalogue ({e}); fetching /object_info",
                 http.base()
@@ -314,13 +317,34 @@ pub(crate) async fn catalogues(
         async move {
             let http = pool.client(url.clone());
             let catalogue = catalogue_of(&http, classes).await.map_err(|e| {
-                CliError::from_error(Exit::Infrastructure, &e)
-                    .with_hint("is the server up? `comfy-batch sim` serves a stand-in")
+                CliError::from_error(Exit::Infrastructure, &e).with_hint(unreachable_hint(&e))
             })?;
             Ok((url.to_string(), catalogue))
         }
     };
     futures_util::future::join_all(servers.iter().map(one)).await
+}
+
+/// Whether the server (or a proxy in front) refused us: the credentials
+/// are missing or wrong, whatever the route.
+fn refused(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Status {
+            status: 401 | 403 | 407,
+            ..
+        }
+    )
+}
+
+/// The hint for a server whose catalogue could not be read: one that
+/// refused us wants credentials, any other may be down.
+pub(crate) fn unreachable_hint(e: &ClientError) -> &'static str {
+    if refused(e) {
+        "the server refused the request: does it need `--header` (an API key or token)?"
+    } else {
+        "is the server up? `comfy-batch sim` serves a stand-in"
+    }
 }
 
 /// The preflight of `run` and `rerun`: each reachable server's catalogue
@@ -336,15 +360,13 @@ pub(crate) async fn preflight_servers(
     let classes = classes_used(jobs());
     let mut found = Vec::new();
     let mut first_error = None;
-    for (url, result) in servers
-        .iter()
-        .zip(catalogues(servers, pool, &classes).await)
-    {
+    for result in catalogues(servers, pool, &classes).await {
         match result {
             Ok(c) => found.push(c),
             Err(e) => {
+                // The error names the request, the server's address with it.
                 if !quiet {
-                    eprintln!("warning: {url}: {}", e.errors.join("; "));
+                    eprintln!("warning: {}", e.errors.join("; "));
                 }
                 first_error.get_or_insert(e);
             }

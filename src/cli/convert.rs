@@ -182,10 +182,7 @@ fn catalogue_for(
             args.server.clone().unwrap_or_default()
         };
         let url = ServerUrl::parse(&url).map_err(|e| bad(format!("--server: {e}")))?;
-        fetch_classes(&url, &headers, &classes).await.map_err(|e| {
-            CliError::many(Exit::Infrastructure, vec![e])
-                .with_hint("is the server up? `comfy-batch sim` serves a stand-in")
-        })
+        fetch_classes(&url, &headers, &classes).await
     })
 }
 
@@ -196,28 +193,24 @@ async fn fetch_classes(
     url: &ServerUrl,
     headers: &reqwest::header::HeaderMap,
     classes: &[String],
-) -> Result<Catalogue, String> {
+) -> Result<Catalogue, CliError> {
+    let failed =
+        |e: &(dyn std::error::Error + 'static)| CliError::from_error(Exit::Infrastructure, e);
     let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
-        .map_err(|e| error_line(&e))?;
+        .map_err(|e| failed(&e))?;
     // The preflight's way: per class, transient errors retried, the whole
     // `/object_info` from a server without the per-class route.
     let wanted: std::collections::BTreeSet<String> = classes.iter().cloned().collect();
     let info = super::check::object_info_of(&http, &wanted)
         .await
-        .map_err(|e| error_line(&e))?;
+        .map_err(|e| failed(&e).with_hint(super::check::unreachable_hint(&e)))?;
     let mut catalogue = Catalogue::new();
     for class in classes {
         if let Some(e) = info.get(class) {
-            catalogue.insert(class, e).map_err(|e| error_line(&e))?;
+            catalogue.insert(class, e).map_err(|e| failed(&e))?;
         }
     }
     Ok(catalogue)
-}
-
-fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
-    CliError::from_error(Exit::Infrastructure, e)
-        .errors
-        .join("; ")
 }
 
 /// For `run` and `check`: the catalogue UI-format workflows are converted
@@ -262,7 +255,8 @@ impl<'a> ServerClasses<'a> {
                 }
                 match rt.block_on(fetch_classes(url, self.headers, classes)) {
                     Ok(catalogue) => return catalogue,
-                    Err(why) => {
+                    Err(e) => {
+                        let why = e.errors.join("; ");
                         *dead = true;
                         if !self.quiet {
                             eprintln!(

@@ -233,6 +233,48 @@ async fn an_unknown_class_is_reported_from_the_per_class_answer() {
     assert_eq!(sim.stats().catalogue_requests, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_us_is_named_once_and_hints_at_credentials() {
+    // A server behind an authenticating proxy: 401 to every request
+    // without the key.
+    let app = axum::Router::new()
+        .fallback(|| async { (axum::http::StatusCode::UNAUTHORIZED, "missing API key") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let guarded = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let p = Project::new();
+    p.write("good.yaml", GOOD);
+    let out = check_on(&p, "good.yaml", std::slice::from_ref(&guarded)).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("HTTP 401"), "{}", out.stderr);
+    assert!(out.stderr.contains("--header"), "{}", out.stderr);
+    assert!(!out.stderr.contains("is the server up"), "{}", out.stderr);
+    // Beside a server that answers, the run goes on there; the warning
+    // names the refusing server's address once, with the request.
+    let sim = sim().await;
+    let out = p
+        .cli(&[
+            "run",
+            "good.yaml",
+            "--output",
+            "out",
+            "--server",
+            &guarded,
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let warning = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("warning: ") && l.contains(&guarded))
+        .unwrap_or_else(|| panic!("no warning naming {guarded}: {}", out.stderr));
+    assert_eq!(warning.matches(&guarded).count(), 1, "{warning}");
+    // Refused per class: the whole catalogue is not asked for in vain.
+    assert!(warning.contains("/object_info/"), "{warning}");
+}
+
 /// An HTTP front for `check` that answers `status` to the first request of
 /// each `/object_info/{class}` (a proxy's 503 or rate limit's 429) and
 /// forwards everything else to `target`.
