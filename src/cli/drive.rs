@@ -11,7 +11,6 @@ use std::sync::Arc;
 use super::check::JobSource;
 use super::{CliError, Exit};
 use crate::comfy::ServerUrl;
-use crate::comfy::http::HttpPool;
 use crate::plan::Job;
 use crate::progress::{PlainReporter, ProgressReporter, Reporter};
 use crate::run::{CancelReason, EventKind, RunConfig, RunError};
@@ -102,17 +101,16 @@ fn spawn_interrupt_counter(counter: tokio::sync::watch::Sender<u32>) -> Result<(
 /// The preflight: each reachable server's catalogue, every prompt. A
 /// server down at the start is left out (the scheduler skips it too); only
 /// when none answers is that an error. The run keeps the connections it
-/// opened (`config.http`).
+/// opened (`RunConfig::http_pool`).
 async fn preflight(
     config: &mut RunConfig,
     jobs: JobSource<'_>,
     quiet: bool,
 ) -> Result<(), CliError> {
-    let pool = HttpPool::new(config.headers.clone(), config.http_timeout)
+    let pool = config
+        .http_pool()
         .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
-    super::check::preflight_servers(&config.servers, &pool, jobs, quiet).await?;
-    config.http = Some(pool);
-    Ok(())
+    super::check::preflight_servers(&config.servers, &pool, jobs, quiet).await
 }
 
 /// Runs a session: preflight `jobs`, then `prepare` the folder and the jobs

@@ -54,7 +54,8 @@ pub struct RunConfig {
     /// Limit for a single HTTP request.
     pub http_timeout: Duration,
     /// The connections to carry on with (the preflight's, built from
-    /// `headers` and `http_timeout`); `None` opens new ones.
+    /// `headers` and `http_timeout` by [`RunConfig::http_pool`]); `None`
+    /// until one is built.
     pub http: Option<HttpPool>,
     /// How long a server may stay unreachable before its jobs move on. Its
     /// websocket is pinged and given up after half of this without any
@@ -70,6 +71,17 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The run's connections: those kept in `http` (the preflight's), else
+    /// a pool built from `headers` and `http_timeout` and kept there.
+    pub fn http_pool(&mut self) -> Result<HttpPool, ClientError> {
+        if let Some(pool) = &self.http {
+            return Ok(pool.clone());
+        }
+        let pool = HttpPool::new(self.headers.clone(), self.http_timeout)?;
+        self.http = Some(pool.clone());
+        Ok(pool)
+    }
+
     /// Defaults for everything but the servers and the run key.
     pub fn new(servers: Vec<ServerUrl>, run_key: String) -> RunConfig {
         RunConfig {
@@ -200,7 +212,7 @@ fn handing_out(nothing_left: bool, mut live: impl Iterator<Item = Load>) -> bool
 /// servers. `interrupts` counts Ctrl-Cs (first: stop submitting and drop
 /// queued prompts; second: interrupt running ones too).
 pub async fn execute(
-    config: RunConfig,
+    mut config: RunConfig,
     jobs: impl Iterator<Item = (Job, u32)>,
     total: usize,
     skipped: usize,
@@ -235,15 +247,13 @@ pub async fn execute(
     let mut slots = Vec::new();
     let mut errors = Vec::new();
     let mut supervisors = Vec::new();
+    let pool = config
+        .http_pool()
+        .map_err(|e| RunError::NoServer(vec![e]))?;
     let wanted = if total == 0 {
         &[][..]
     } else {
         &config.servers[..]
-    };
-    let pool = match config.http.clone() {
-        Some(pool) => pool,
-        None => HttpPool::new(config.headers.clone(), config.http_timeout)
-            .map_err(|e| RunError::NoServer(vec![e]))?,
     };
     for (i, url) in wanted.iter().enumerate() {
         let connect = Server::connect(

@@ -142,18 +142,8 @@ async fn a_run_keeps_the_connections_its_preflight_opened() {
     let proxy = Proxy::start(sim.addr()).await;
     let p = Project::new();
     p.write("good.yaml", GOOD);
-    let url = proxy.url();
     let out = p
-        .cli(&[
-            "run",
-            "good.yaml",
-            "--output",
-            "out",
-            "--server",
-            &url,
-            "--concurrency",
-            "1",
-        ])
+        .run_urls("good.yaml", &[proxy.url()], &["--concurrency", "1"])
         .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(sim.stats().class_requests as usize, t2i_classes());
@@ -173,10 +163,7 @@ async fn a_run_whose_preflight_connections_were_reset_still_runs_each_prompt_onc
     let proxy = ResettingProxy::start(sim.addr()).await;
     let p = Project::new();
     p.write("good.yaml", GOOD);
-    let url = proxy.url();
-    let out = p
-        .cli(&["run", "good.yaml", "--output", "out", "--server", &url])
-        .await;
+    let out = p.run_urls("good.yaml", &[proxy.url()], &[]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(proxy.resets() >= 1, "no preflight connection was reused");
     assert_eq!(sim.stats().prompts_executed, 3);
@@ -253,16 +240,7 @@ async fn a_server_that_refuses_us_is_named_once_and_hints_at_credentials() {
     // names the refusing server's address once, with the request.
     let sim = sim().await;
     let out = p
-        .cli(&[
-            "run",
-            "good.yaml",
-            "--output",
-            "out",
-            "--server",
-            &guarded,
-            "--server",
-            &sim.url(),
-        ])
+        .run_urls("good.yaml", &[guarded.clone(), sim.url()], &[])
         .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let warning = out

@@ -89,8 +89,13 @@ impl Project {
     /// `comfy-batch run MANIFEST --server URL… --output out EXTRA…`.
     pub async fn run(&self, manifest: &str, servers: &[&SimHandle], extra: &[&str]) -> Output {
         let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+        self.run_urls(manifest, &urls, extra).await
+    }
+
+    /// [`Project::run`] against servers given by URL (proxies, fronts).
+    pub async fn run_urls(&self, manifest: &str, urls: &[String], extra: &[&str]) -> Output {
         let mut args = vec!["run", manifest, "--output", "out"];
-        for url in &urls {
+        for url in urls {
             args.push("--server");
             args.push(url);
         }
