@@ -23,6 +23,7 @@ use super::lifecycle::{
     Acted, Action, End, Event, Frame, JobOutputs, Lifecycle, Lookup, Setup, not_run,
     outputs_of_history,
 };
+use super::offload::{FileWork, on_pool};
 use super::retry::Backoff;
 use super::server::Server;
 use super::{Attempt, CancelReason, EventKind, Msg, Outcome, Status};
@@ -50,6 +51,8 @@ pub(crate) struct AttemptContext {
     /// The runner's doze: while it is not zero, a job's sync may wait as
     /// long for other jobs to share it (see [`OutputDir::make_job_durable`]).
     pub pace: Arc<super::Pace>,
+    /// Where a job's prompt file and images are written.
+    pub files: FileWork,
 }
 
 /// How an attempt ended.
@@ -242,7 +245,7 @@ async fn attempt(
         // Read and kept in the output folder (for `rerun`) off the runtime
         // threads, then uploaded under its content name.
         let (output, path) = (ctx.output.clone(), image.path.clone());
-        let input = blocking(move || {
+        let input = on_pool(move || {
             let input = OutputDir::read_input(&path)?;
             output.save_input(&input)?;
             Ok(input)
@@ -279,30 +282,29 @@ async fn attempt(
             }
         }
     }
-    let patched = patched.map(Arc::new);
+    let prompt = patched.as_ref().unwrap_or(&job.prompt);
     // A prompt file from an earlier run means that run may have queued this
     // very prompt id before it died: collect its work instead of redoing it.
     let maybe_submitted = {
         let (output, id) = (ctx.output.clone(), job.id.clone());
-        let (job, patched) = (job.clone(), patched.clone());
-        let saved = blocking(move || {
-            let prompt = patched.as_deref().unwrap_or(&job.prompt);
-            let existed = output.has_prompt(&id);
-            if !existed {
-                // What a server once said of a prompt whose file is gone
-                // says nothing of this one.
-                output.save_rejection(&id, None)?;
-            }
-            output.save_prompt(&id, prompt).map(|()| existed)
-        })
-        .await;
+        let text = crate::sink::prompt_text(prompt);
+        let saved = ctx
+            .files
+            .run(text.len(), move || {
+                let existed = output.has_prompt(&id);
+                if !existed {
+                    // What a server once said of a prompt whose file is gone
+                    // says nothing of this one.
+                    output.save_rejection(&id, None)?;
+                }
+                output.save_prompt_text(&id, &text).map(|()| existed)
+            })
+            .await;
         match saved {
             Ok(existed) => existed,
             Err(e) => return fail(&attempt, Status::Failed, e),
         }
     };
-
-    let prompt = patched.as_deref().unwrap_or(&job.prompt);
 
     let home = server.clone();
     let mut server = server;
@@ -385,7 +387,7 @@ async fn attempt(
     let mut rejected = None;
     if matches!(already, Lookup::StillThere | Lookup::Finished { .. }) {
         let (output, id) = (ctx.output.clone(), job.id.clone());
-        rejected = blocking(move || Ok(output.rejection(&id)))
+        rejected = on_pool(move || Ok(output.rejection(&id)))
             .await
             .ok()
             .flatten();
@@ -432,7 +434,7 @@ async fn attempt(
                     let (output, id, line) = (ctx.output.clone(), job.id.clone(), rejected.clone());
                     if (line.is_some() || maybe_submitted)
                         && let Err(e) =
-                            blocking(move || output.save_rejection(&id, line.as_deref())).await
+                            on_pool(move || output.save_rejection(&id, line.as_deref())).await
                     {
                         tracing::warn!("{}: {e}", job.id);
                     }
@@ -911,14 +913,17 @@ async fn save_outputs(
         files.push((node.clone(), n, ext.to_string(), bytes.clone()));
     }
     let (output, id) = (ctx.output.clone(), job.id.clone());
-    let saved = blocking(move || {
-        files
-            .iter()
-            .map(|(node, n, ext, bytes)| output.save_image(&id, node, *n, ext, bytes))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(SaveError::Failed)?;
+    let bytes = files.iter().map(|(.., bytes)| bytes.len()).sum();
+    let saved = ctx
+        .files
+        .run(bytes, move || {
+            files
+                .iter()
+                .map(|(node, n, ext, bytes)| output.save_image(&id, node, *n, ext, bytes))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(SaveError::Failed)?;
     // Jobs are long: a row that waits a doze costs no server time (this
     // job's slot is free already). Read now, not before the writes: the
     // run may have begun to stop meanwhile.
@@ -927,18 +932,6 @@ async fn save_outputs(
         .await
         .map_err(|e| SaveError::Failed(error_line(&e)))?;
     Ok((saved, text))
-}
-
-/// Runs file work on the blocking pool, never on a runtime thread that
-/// also pumps websockets; the error comes back as one line.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, crate::sink::SinkError> + Send + 'static,
-) -> Result<T, String> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(error_line(&e)),
-        Err(e) => Err(format!("writing files: {e}")),
-    }
 }
 
 #[cfg(test)]

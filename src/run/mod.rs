@@ -8,6 +8,7 @@ mod events;
 mod job;
 mod ledger;
 mod lifecycle;
+mod offload;
 mod pace;
 pub(crate) mod retry;
 mod server;
@@ -318,6 +319,7 @@ pub async fn execute(
         run_key: config.run_key.clone(),
         servers: Arc::new(slots.iter().map(|s| s.server.clone()).collect()),
         pace: config.pace.clone(),
+        files: offload::FileWork::new(),
     };
     // Prompts left on a server that was lost when their job moved on:
     // removed from its queue when it comes back (unless the job returned).

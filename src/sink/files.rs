@@ -50,6 +50,15 @@ impl Known {
     }
 }
 
+/// A prompt as its file in `prompts/` holds it: pretty JSON and a newline.
+pub fn prompt_text(prompt: &Prompt) -> Vec<u8> {
+    // A map of strings to JSON values always serialises (JSON numbers are
+    // never NaN, writing to memory never fails).
+    let mut text = serde_json::to_vec_pretty(prompt).expect("a JSON object serialises");
+    text.push(b'\n');
+    text
+}
+
 /// The local name of a job's `n`-th image from `node`:
 /// `<job_id>_<node>_<n>.<ext>`. Built only from our own ids and a sanitised
 /// extension; the server's file name never becomes a path.
@@ -162,17 +171,17 @@ impl OutputDir {
 
     /// Writes the exact prompt to be sent, replayable as is.
     pub fn save_prompt(&self, job: &JobId, prompt: &Prompt) -> Result<(), SinkError> {
-        let path = self.prompt_path(job);
-        let mut bytes = serde_json::to_vec_pretty(prompt).map_err(|e| SinkError {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        bytes.push(b'\n');
+        self.save_prompt_text(job, &prompt_text(prompt))
+    }
+
+    /// [`OutputDir::save_prompt`] of a prompt made into its file's text
+    /// already ([`prompt_text`]).
+    pub fn save_prompt_text(&self, job: &JobId, text: &[u8]) -> Result<(), SinkError> {
         // Synced with the job's outputs by `make_job_durable`, before a row
         // names the job: a sync per prompt before its submission cost more
         // than the rest of the job's file work, and buys only that a power
         // loss right after the submission cannot make a rerun queue it again.
-        write_replace(&path, &bytes)?;
+        write_replace(&self.prompt_path(job), text)?;
         Known::lock(&self.known)
             .prompts
             .insert(job.as_str().to_string());

@@ -11,7 +11,7 @@ mod durable;
 mod files;
 
 pub(crate) use files::write_atomic;
-pub use files::{InputFile, OutputDir, extension_of, image_file_name, kept_input};
+pub use files::{InputFile, OutputDir, extension_of, image_file_name, kept_input, prompt_text};
 
 use std::path::PathBuf;
 
