@@ -51,7 +51,13 @@ pub fn resolve_output(flag: Option<&Path>, manifest: &Manifest) -> PathBuf {
 /// is a hash collision.
 fn colliding_ids(plan: &Plan) -> Option<String> {
     let key = |id: &str| u64::from_str_radix(id, 16).unwrap_or(0);
-    let twice = repeated(plan.jobs().map(|j| key(j.id.as_str())).collect())?;
+    // Rows have the ids without the prompts, which cost most to build.
+    let mut ids = Vec::with_capacity(plan.len());
+    let _ = plan.for_each_row(|row| -> Result<(), ()> {
+        ids.push(key(row.id));
+        Ok(())
+    });
+    let twice = repeated(ids)?;
     let labels: Vec<String> = plan
         .jobs()
         .filter(|j| key(j.id.as_str()) == twice)
@@ -140,17 +146,24 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         drop(rows);
         let skip_done = !args.no_resume;
         let numbering = resume.clone();
-        let wanted = move |job: &crate::plan::Job| {
-            shard.as_ref().is_none_or(|s| s.contains(job.index))
-                && !(skip_done && resume.is_done(job.id.as_str()))
+        let wanted = move |index: usize, id: &str| {
+            shard.as_ref().is_none_or(|s| s.contains(index)) && !(skip_done && resume.is_done(id))
         };
-        // Count first (cheap next to running), so the bar has a total.
-        let total = plan.jobs().filter(|j| wanted(j)).count();
-        let skipped = plan.len() - total;
-        let jobs = plan.jobs().filter(move |j| wanted(j)).map(move |job| {
-            let attempt = numbering.next_attempt(job.id.as_str());
-            (job, attempt)
+        // Count first (from the rows, without building prompts), so the bar
+        // has a total.
+        let mut total = 0;
+        let _ = plan.for_each_row(|row| -> Result<(), ()> {
+            total += usize::from(wanted(row.index, row.id));
+            Ok(())
         });
+        let skipped = plan.len() - total;
+        let jobs = plan
+            .jobs()
+            .filter(move |j| wanted(j.index, j.id.as_str()))
+            .map(move |job| {
+                let attempt = numbering.next_attempt(job.id.as_str());
+                (job, attempt)
+            });
         Ok(Prepared {
             output,
             log,
