@@ -129,7 +129,7 @@ pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummar
             thumbs::ThumbState::Failed if o.kind == OutputKind::Image && o.present => failed += 1,
             _ => {}
         }
-        if *s != thumbs::ThumbState::Failed {
+        if matches!(s, thumbs::ThumbState::Made | thumbs::ThumbState::Fresh) {
             has_thumb.insert(o.rel.as_str());
         }
         if !o.present {

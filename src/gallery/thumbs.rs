@@ -28,7 +28,15 @@ pub enum ThumbState {
     Fresh,
     /// The source could not be decoded (the page shows the original).
     Failed,
+    /// Small enough to be shown as it is ([`shown_as_is`]): no thumbnail.
+    Original,
 }
+
+/// An image file of at most this many bytes, and at most [`THUMB_SIDE`]
+/// pixels a side, is shown as it is: its thumbnail would weigh about as
+/// much (a 256 px JPEG at the quality used here is 10–30 KB), and making it
+/// would decode and encode every image of a run of small ones for nothing.
+pub const AS_IS_MAX_BYTES: u64 = 32 * 1024;
 
 /// Makes the thumbnails of `outputs` that need it, in parallel. Returns, per
 /// output, whether a thumbnail exists afterwards.
@@ -52,6 +60,9 @@ fn make_one(src: &Path, dst: &Path) -> ThumbState {
     {
         return ThumbState::Fresh;
     }
+    if shown_as_is(src) {
+        return ThumbState::Original;
+    }
     match encode(src) {
         Some(bytes) => match write_atomic(dst, &bytes) {
             Ok(()) => ThumbState::Made,
@@ -59,6 +70,22 @@ fn make_one(src: &Path, dst: &Path) -> ThumbState {
         },
         None => ThumbState::Failed,
     }
+}
+
+/// Whether `src` is a small image every browser shows (PNG, JPEG, GIF,
+/// WebP): only its header is read.
+fn shown_as_is(src: &Path) -> bool {
+    use image::ImageFormat::{Gif, Jpeg, Png, WebP};
+    if std::fs::metadata(src).map_or(true, |m| m.len() > AS_IS_MAX_BYTES) {
+        return false;
+    }
+    let Ok(reader) = image::ImageReader::open(src).and_then(|r| r.with_guessed_format()) else {
+        return false;
+    };
+    matches!(reader.format(), Some(Png | Jpeg | Gif | WebP))
+        && reader
+            .into_dimensions()
+            .is_ok_and(|(w, h)| w <= THUMB_SIDE && h <= THUMB_SIDE)
 }
 
 fn encode(src: &Path) -> Option<Vec<u8>> {
@@ -145,5 +172,47 @@ mod tests {
         };
         std::fs::write(dir.path().join("b.png"), b"not a png").unwrap();
         assert_eq!(make_all(&thumbs, &[&broken]), [ThumbState::Failed]);
+    }
+
+    #[test]
+    fn small_images_are_shown_as_they_are_and_heavy_or_odd_ones_get_a_thumbnail() {
+        let dir = tempfile::tempdir().unwrap();
+        let thumbs = dir.path().join("thumbs");
+        let output = |name: &str| OutputFile {
+            rel: name.into(),
+            kind: OutputKind::Image,
+            path: Some(dir.path().join(name)),
+            present: true,
+        };
+        let save = |name: &str, w: u32, h: u32| {
+            image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8]))
+                .save(dir.path().join(name))
+                .unwrap();
+        };
+        save("small.png", 64, 64);
+        save("side.png", 256, 40);
+        save("wide.png", 257, 40);
+        // 256 px of noise: small in pixels, heavy in bytes.
+        let mut seed = 1u32;
+        let noise = image::RgbImage::from_fn(256, 256, |_, _| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let b = seed.to_le_bytes();
+            image::Rgb([b[1], b[2], b[3]])
+        });
+        noise.save(dir.path().join("noisy.png")).unwrap();
+        assert!(
+            std::fs::metadata(dir.path().join("noisy.png"))
+                .unwrap()
+                .len()
+                > AS_IS_MAX_BYTES
+        );
+        let outputs = ["small.png", "side.png", "wide.png", "noisy.png"].map(output);
+        let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        use ThumbState::{Made, Original};
+        assert_eq!(states, [Original, Original, Made, Made]);
+        assert!(!thumbs.join(thumb_name("small.png")).exists());
+        // Shown as they are on every refresh, never made.
+        let again = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        assert_eq!(again[..2], [Original, Original]);
     }
 }

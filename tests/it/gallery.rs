@@ -385,6 +385,13 @@ async fn a_second_report_with_nothing_changed_rewrites_nothing() {
     p.write("sweep.yaml", SWEEP);
     assert_eq!(p.run("sweep.yaml", &[&sim], &["--no-report"]).await.code, 0);
     assert!(!p.out().join("report").exists(), "--no-report");
+    // Images larger than a thumbnail (the simulator's 64 px ones are shown
+    // as they are).
+    for image in std::fs::read_dir(p.out().join("images")).unwrap() {
+        image::RgbImage::from_pixel(600, 300, image::Rgb([200, 10, 10]))
+            .save(image.unwrap().path())
+            .unwrap();
+    }
     report(&p).await;
     let index = p.out().join("report/index.html");
     let thumbs: Vec<PathBuf> = std::fs::read_dir(p.out().join("report/thumbs"))
@@ -772,14 +779,15 @@ async fn a_card_shows_the_images_of_a_job_whose_log_lists_audio_first() {
     let r = report(&p).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let index = out.join("report/index.html");
+    // An 8 px image is shown as it is, without a thumbnail.
     let dom = dump_dom(&index, "");
     assert!(
-        dom.contains("<img src=\"thumbs/"),
+        dom.contains("<img src=\"../images/aaaa_7_0.png\""),
         "the card shows the image: {dom}"
     );
     let dom = dump_dom(&index, "view=grid&x=seed&y=prompt");
     assert!(
-        dom.contains("<img src=\"thumbs/"),
+        dom.contains("<img src=\"../images/aaaa_7_0.png\""),
         "the cell shows the image: {dom}"
     );
 }
