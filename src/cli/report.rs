@@ -174,7 +174,10 @@ fn stamp(now: SystemTime) -> String {
 fn refresher(root: PathBuf, rx: mpsc::Receiver<Tick>) {
     let mut last: Option<Instant> = None;
     while let Ok(Tick::Progress(mut p)) = rx.recv() {
-        // Wait out the rest of the interval, keeping the newest progress.
+        // Wait out the rest of the interval asleep, not in `recv`: the ticks
+        // of the jobs ending meanwhile queue up without waking this thread
+        // (one wake-up per job cost the runner a context switch each).
+        // `finish` wakes it when the run ends.
         if let Some(at) = last {
             let until = at + REFRESH_EVERY;
             loop {
@@ -182,16 +185,15 @@ fn refresher(root: PathBuf, rx: mpsc::Receiver<Tick>) {
                 if now >= until {
                     break;
                 }
-                match rx.recv_timeout(until - now) {
-                    Ok(Tick::Progress(q)) => p = q,
-                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                std::thread::park_timeout(until - now);
+                if newest(&rx, &mut p).is_err() {
                     // The run ended: the final page is written by `finish`.
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    return;
                 }
             }
         }
-        while let Ok(Tick::Progress(q)) = rx.try_recv() {
-            p = q;
+        if newest(&rx, &mut p).is_err() {
+            return;
         }
         let options = ReportOptions {
             in_progress: Some(p),
@@ -201,6 +203,18 @@ fn refresher(root: PathBuf, rx: mpsc::Receiver<Tick>) {
             tracing::warn!("report: {e}");
         }
         last = Some(Instant::now());
+    }
+}
+
+/// Takes every tick waiting, keeping the newest progress in `p`; `Err`
+/// once the run has ended (the sender is gone).
+fn newest(rx: &mpsc::Receiver<Tick>, p: &mut InProgress) -> Result<(), ()> {
+    loop {
+        match rx.try_recv() {
+            Ok(Tick::Progress(q)) => *p = q,
+            Err(mpsc::TryRecvError::Empty) => return Ok(()),
+            Err(mpsc::TryRecvError::Disconnected) => return Err(()),
+        }
     }
 }
 
@@ -252,6 +266,8 @@ impl LiveReport {
     pub(crate) fn finish(mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
+            // It may be asleep until its next refresh.
+            t.thread().unpark();
             let _ = t.join();
         }
         match gallery::write_report(&self.root, &ReportOptions::default()) {
