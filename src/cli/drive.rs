@@ -139,9 +139,10 @@ pub(crate) fn drive<'a>(
     // One thread pumps every socket and runs every job's state machine:
     // a job's work between messages is microseconds, and a second worker
     // only adds a cross-thread wake-up per message (measured: one runner
-    // in front of 32 servers spends less CPU per job on one thread). File
-    // work runs on the blocking pool and syncs on a thread of their own,
-    // off this thread. The pool is kept small: a job's file work is a few
+    // in front of 32 servers spends less CPU per job on one thread). A
+    // job's small writes run on this thread while the disk is quick, the
+    // rest on the blocking pool (run::offload); syncs on a thread of their
+    // own. The pool is kept small: a job's file work is a few
     // small writes, and when the jobs of many servers end together, each
     // task handed to an idle thread of a large pool woke a thread of its
     // own, where a few busy ones take the queue in turn (measured with 32

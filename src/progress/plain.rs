@@ -58,7 +58,12 @@ impl PlainReporter {
             } => {
                 self.total = *total;
                 self.servers = servers.clone();
-                let mut line = format!("run: {total} jobs on {}", servers.join(", "));
+                // No server when nothing is left to run (`--sim` then
+                // starts none): no dangling "on".
+                let mut line = match servers.is_empty() {
+                    true => format!("run: {total} jobs"),
+                    false => format!("run: {total} jobs on {}", servers.join(", ")),
+                };
                 if *skipped > 0 {
                     line.push_str(&format!(
                         " ({skipped} skipped: done already or in another shard)"
@@ -190,6 +195,23 @@ pub(super) mod tests {
                 ..Attempt::default()
             },
         }
+    }
+
+    #[test]
+    fn a_run_with_nothing_left_and_no_server_names_none() {
+        let mut reporter = PlainReporter::new(Box::new(std::io::sink()));
+        let line = reporter.line(&RunEvent {
+            at: Duration::ZERO,
+            kind: EventKind::RunStarted {
+                total: 0,
+                skipped: 26,
+                servers: vec![],
+            },
+        });
+        assert_eq!(
+            line.as_deref(),
+            Some("run: 0 jobs (26 skipped: done already or in another shard)")
+        );
     }
 
     #[test]

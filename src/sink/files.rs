@@ -586,7 +586,21 @@ fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile, SinkError> {
     builder.prefix(".tmp-");
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    builder.tempfile_in(dir).map_err(SinkError::at(dir))
+    builder
+        .tempfile_in(dir)
+        .map_err(|e| SinkError::at(dir)(without_temp_name(e)))
+}
+
+/// The error of a temporary file that could not be made, without the name
+/// `tempfile` adds (`… at path "out/images/.tmp-x1Yz"`): that file never
+/// existed, and the error already names its folder.
+fn without_temp_name(e: std::io::Error) -> std::io::Error {
+    // The name is only in the message: the error it wraps is private.
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((bare, _)) => std::io::Error::new(e.kind(), bare),
+        None => e,
+    }
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over
@@ -605,6 +619,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temporary_file_that_cannot_be_made_is_reported_at_its_folder() {
+        // As when the folder is deleted mid-run: one line naming the
+        // folder and the cause, not a temporary name that never existed.
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("images");
+        let e = write_replace(&gone.join("a.png"), b"png").unwrap_err();
+        let cause = fs::File::open(gone.join("a.png")).unwrap_err();
+        assert_eq!(e.to_string(), format!("{}: {cause}", gone.display()));
+        assert_eq!(e.source.kind(), std::io::ErrorKind::NotFound);
+    }
 
     #[cfg(unix)]
     #[test]

@@ -382,6 +382,66 @@ async fn shards_are_disjoint_and_complete() {
     assert_eq!(ids.len(), 8);
 }
 
+/// The header's job count and skips, read from `run`'s stderr.
+fn header_counts(stderr: &str) -> (usize, usize) {
+    let re = regex_lite::Regex::new(r"run: (\d+) jobs[^\n(]*(?:\((\d+) skipped)?").unwrap();
+    let c = re
+        .captures(stderr)
+        .unwrap_or_else(|| panic!("no header:\n{stderr}"));
+    let n = |i: usize| c.get(i).map_or(0, |m| m.as_str().parse().unwrap());
+    (n(1), n(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_agree_with_what_runs_across_shards_resume_and_collapsed_duplicates() {
+    // 5 jobs from 8 rows of the manifest: a repeated value and a job equal
+    // to another group's are collapsed. The header, the summary and the
+    // rows must all count the jobs that run (counted without building
+    // prompts, run from the built jobs: the two walks must agree).
+    const DUPS: &str = r#"version: 1
+workflows:
+  tiny: workflows/tiny.json
+jobs:
+  - name: colors
+    workflow: tiny
+    matrix:
+      "Canvas.color": [255, 255, 65280]
+      "1.width": [16, 24]
+  - name: again
+    workflow: tiny
+    matrix:
+      "Canvas.color": [255]
+      "1.width": [16, 32]
+"#;
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("dups.yaml", DUPS);
+    let check = |out: &crate::harness::Output, run: usize, skipped: usize| {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(header_counts(&out.stderr), (run, skipped), "{}", out.stderr);
+        let done = format!("done: {run} ok, 0 not ok, {skipped} skipped");
+        assert!(out.stderr.contains(&done), "{done}?\n{}", out.stderr);
+    };
+    let first = p.run("dups.yaml", &[&sim], &["--shard", "1/2"]).await;
+    let (in_first, _) = header_counts(&first.stderr);
+    assert!((1..5).contains(&in_first), "{}", first.stderr);
+    check(&first, in_first, 5 - in_first);
+    assert_eq!(p.row_count(), in_first);
+    // Resume: the rest, the first shard's jobs skipped as done.
+    let rest = p.run("dups.yaml", &[&sim], &[]).await;
+    check(&rest, 5 - in_first, in_first);
+    p.assert_each_job_ok_once(5);
+    // Again without resuming: the second shard only, done or not.
+    let second = p
+        .run("dups.yaml", &[&sim], &["--no-resume", "--shard", "2/2"])
+        .await;
+    check(&second, 5 - in_first, in_first);
+    assert_eq!(p.row_count(), 5 + 5 - in_first);
+    let nothing = p.run("dups.yaml", &[&sim], &[]).await;
+    check(&nothing, 0, 5);
+    assert_eq!(sim.stats().prompts_executed as usize, 5 + 5 - in_first);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_resumes_and_redoes_only_what_is_missing() {
     let sim = sim().await;
