@@ -287,10 +287,13 @@ async fn attempt(
     // very prompt id before it died: collect its work instead of redoing it.
     let maybe_submitted = {
         let (output, id) = (ctx.output.clone(), job.id.clone());
-        let text = crate::sink::prompt_text(prompt);
+        let text = match crate::sink::prompt_text(prompt) {
+            Ok(text) => text,
+            Err(e) => return fail(&attempt, Status::Failed, format!("the prompt file: {e}")),
+        };
         let saved = ctx
             .files
-            .run(text.len(), move || {
+            .run(1, text.len(), move || {
                 let existed = output.has_prompt(&id);
                 if !existed {
                     // What a server once said of a prompt whose file is gone
@@ -916,7 +919,7 @@ async fn save_outputs(
     let bytes = files.iter().map(|(.., bytes)| bytes.len()).sum();
     let saved = ctx
         .files
-        .run(bytes, move || {
+        .run(files.len(), bytes, move || {
             files
                 .iter()
                 .map(|(node, n, ext, bytes)| output.save_image(&id, node, *n, ext, bytes))

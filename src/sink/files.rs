@@ -51,12 +51,10 @@ impl Known {
 }
 
 /// A prompt as its file in `prompts/` holds it: pretty JSON and a newline.
-pub fn prompt_text(prompt: &Prompt) -> Vec<u8> {
-    // A map of strings to JSON values always serialises (JSON numbers are
-    // never NaN, writing to memory never fails).
-    let mut text = serde_json::to_vec_pretty(prompt).expect("a JSON object serialises");
+pub fn prompt_text(prompt: &Prompt) -> Result<Vec<u8>, serde_json::Error> {
+    let mut text = serde_json::to_vec_pretty(prompt)?;
     text.push(b'\n');
-    text
+    Ok(text)
 }
 
 /// The local name of a job's `n`-th image from `node`:
@@ -171,7 +169,11 @@ impl OutputDir {
 
     /// Writes the exact prompt to be sent, replayable as is.
     pub fn save_prompt(&self, job: &JobId, prompt: &Prompt) -> Result<(), SinkError> {
-        self.save_prompt_text(job, &prompt_text(prompt))
+        let text = prompt_text(prompt).map_err(|e| SinkError {
+            path: self.prompt_path(job),
+            source: std::io::Error::other(e),
+        })?;
+        self.save_prompt_text(job, &text)
     }
 
     /// [`OutputDir::save_prompt`] of a prompt made into its file's text
