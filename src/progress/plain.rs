@@ -60,9 +60,10 @@ impl PlainReporter {
                 self.servers = servers.clone();
                 // No server when nothing is left to run (`--sim` then
                 // starts none): no dangling "on".
-                let mut line = match servers.is_empty() {
-                    true => format!("run: {total} jobs"),
-                    false => format!("run: {total} jobs on {}", servers.join(", ")),
+                let mut line = if servers.is_empty() {
+                    format!("run: {total} jobs")
+                } else {
+                    format!("run: {total} jobs on {}", servers.join(", "))
                 };
                 if *skipped > 0 {
                     line.push_str(&format!(
