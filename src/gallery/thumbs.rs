@@ -295,4 +295,46 @@ mod tests {
         assert_ne!(states[5], Original);
         assert_eq!(states[6], Failed);
     }
+
+    #[test]
+    fn the_limits_of_shown_as_it_is_are_inclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let thumbs = dir.path().join("thumbs");
+        let output = |name: &str| OutputFile {
+            rel: name.into(),
+            kind: OutputKind::Image,
+            path: Some(dir.path().join(name)),
+            present: true,
+        };
+        let jpeg = |w: u32, h: u32| {
+            let mut out = std::io::Cursor::new(Vec::new());
+            image::RgbImage::from_pixel(w, h, image::Rgb([9, 99, 199]))
+                .write_to(&mut out, image::ImageFormat::Jpeg)
+                .unwrap();
+            out.into_inner()
+        };
+        // A JPEG padded to `len` bytes with a comment segment after SOI.
+        let padded = |len: u64| {
+            let small = jpeg(16, 16);
+            let seg = usize::try_from(len).unwrap() - small.len();
+            let mut out = small[..2].to_vec();
+            out.extend([0xFF, 0xFE]);
+            out.extend(u16::try_from(seg - 2).unwrap().to_be_bytes());
+            out.resize(out.len() + seg - 4, b' ');
+            out.extend(&small[2..]);
+            assert_eq!(out.len() as u64, len);
+            out
+        };
+        let write =
+            |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
+        write("side.jpg", &jpeg(256, 256));
+        write("wide.jpg", &jpeg(257, 1));
+        write("tall.jpg", &jpeg(1, 257));
+        write("at.jpg", &padded(AS_IS_MAX_BYTES));
+        write("over.jpg", &padded(AS_IS_MAX_BYTES + 1));
+        let outputs = ["side.jpg", "wide.jpg", "tall.jpg", "at.jpg", "over.jpg"].map(output);
+        let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        use ThumbState::{Made, Original};
+        assert_eq!(states, [Original, Made, Made, Original, Made]);
+    }
 }
