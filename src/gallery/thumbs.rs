@@ -95,9 +95,23 @@ fn shown_as_is(src: &Path) -> bool {
     if !matches!(format, Png | Jpeg | Gif | WebP) || !ends_whole(format, &bytes) {
         return false;
     }
-    image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)
-        .into_dimensions()
-        .is_ok_and(|(w, h)| w <= THUMB_SIDE && h <= THUMB_SIDE)
+    let size = if format == Gif {
+        // No GIF decoder is built in (browsers show GIFs; the page shows
+        // the original): its logical screen size is read where it lies.
+        gif_size(&bytes)
+    } else {
+        image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)
+            .into_dimensions()
+            .ok()
+    };
+    size.is_some_and(|(w, h)| w <= THUMB_SIDE && h <= THUMB_SIDE)
+}
+
+/// A GIF's width and height, from its logical screen descriptor.
+fn gif_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let d = bytes.get(6..10)?;
+    let side = |lo: u8, hi: u8| u32::from(u16::from_le_bytes([lo, hi]));
+    Some((side(d[0], d[1]), side(d[2], d[3])))
 }
 
 /// Whether `bytes` end as a complete file of `format` does: PNG's `IEND`
@@ -336,5 +350,29 @@ mod tests {
         let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
         use ThumbState::{Made, Original};
         assert_eq!(states, [Original, Made, Made, Original, Made]);
+    }
+
+    #[test]
+    fn a_small_gif_is_shown_as_it_is_though_it_is_not_decoded_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let thumbs = dir.path().join("thumbs");
+        let output = |name: &str| OutputFile {
+            rel: name.into(),
+            kind: OutputKind::Image,
+            path: Some(dir.path().join(name)),
+            present: true,
+        };
+        // A 1×1 GIF89a, and one whose screen is 257 px wide.
+        let gif: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+        std::fs::write(dir.path().join("dot.gif"), gif).unwrap();
+        let mut wide = gif.to_vec();
+        wide[6..8].copy_from_slice(&257u16.to_le_bytes());
+        std::fs::write(dir.path().join("wide.gif"), &wide).unwrap();
+        std::fs::write(dir.path().join("cut.gif"), &gif[..gif.len() - 1]).unwrap();
+        let outputs = ["dot.gif", "wide.gif", "cut.gif"].map(output);
+        let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        use ThumbState::{Failed, Original};
+        // Too wide or cut short: left to the decoder, which has no GIF.
+        assert_eq!(states, [Original, Failed, Failed]);
     }
 }
