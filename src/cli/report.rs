@@ -171,8 +171,25 @@ fn stamp(now: SystemTime) -> String {
     text.get(11..19).unwrap_or(&text).to_string()
 }
 
-fn refresher(root: PathBuf, rx: mpsc::Receiver<Tick>) {
+/// Says a refresh's problem once, not at every refresh while it lasts (a
+/// report folder made unwritable would else print a line every
+/// [`REFRESH_EVERY`] for the rest of a long run).
+#[derive(Default)]
+struct Once(Option<String>);
+
+impl Once {
+    /// Whether `problem` is new (then it is remembered); `None` when a
+    /// refresh went well, so that the next problem is said again.
+    fn is_new(&mut self, problem: Option<String>) -> bool {
+        let new = problem.is_some() && problem != self.0;
+        self.0 = problem;
+        new
+    }
+}
+
+fn refresher(root: PathBuf, rx: mpsc::Receiver<Tick>, quiet: bool) {
     let mut last: Option<Instant> = None;
+    let mut said = Once::default();
     while let Ok(Tick::Progress(mut p)) = rx.recv() {
         // Wait out the rest of the interval asleep, not in `recv`: the ticks
         // of the jobs ending meanwhile queue up without waking this thread
@@ -199,8 +216,16 @@ fn refresher(root: PathBuf, rx: mpsc::Receiver<Tick>) {
             in_progress: Some(p),
             stamp: Some(stamp(SystemTime::now())),
         };
-        if let Err(e) = gallery::write_report(&root, &options) {
-            tracing::warn!("report: {e}");
+        let problem = gallery::write_report(&root, &options)
+            .err()
+            .map(|e| e.to_string());
+        let new = said.is_new(problem.clone());
+        if let Some(text) = problem
+            && new
+            && !quiet
+        {
+            // Worded as `finish` words its own.
+            eprintln!("warning: report: {text}");
         }
         last = Some(Instant::now());
     }
@@ -231,7 +256,10 @@ impl ReportPlan {
         let dir = root.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("report".into())
-            .spawn(move || refresher(dir, rx))
+            .spawn({
+                let quiet = self.quiet;
+                move || refresher(dir, rx, quiet)
+            })
             .ok();
         LiveReport {
             root: root.to_path_buf(),
@@ -298,5 +326,22 @@ impl LiveReport {
                 Err(e) => eprintln!("warning: grid '{}': {e}", g.name),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_problem_is_said_once_while_it_lasts_and_again_after_a_good_refresh() {
+        let mut said = Once::default();
+        let gone = || Some("report/index.html: Not a directory".to_string());
+        assert!(said.is_new(gone()));
+        assert!(!said.is_new(gone()));
+        assert!(!said.is_new(gone()));
+        assert!(said.is_new(Some("another problem".into())));
+        assert!(!said.is_new(None));
+        assert!(said.is_new(gone()));
     }
 }

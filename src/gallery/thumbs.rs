@@ -73,19 +73,62 @@ fn make_one(src: &Path, dst: &Path) -> ThumbState {
 }
 
 /// Whether `src` is a small image every browser shows (PNG, JPEG, GIF,
-/// WebP): only its header is read.
+/// WebP), known by its content, not its name, and whole: only its header
+/// is parsed, but a file cut short (an interrupted copy or write) must not
+/// pass for one, so its end is checked too. Any doubt leaves it to
+/// [`encode`], which decodes it or counts it unreadable.
 fn shown_as_is(src: &Path) -> bool {
     use image::ImageFormat::{Gif, Jpeg, Png, WebP};
     if std::fs::metadata(src).map_or(true, |m| m.len() > AS_IS_MAX_BYTES) {
         return false;
     }
-    let Ok(reader) = image::ImageReader::open(src).and_then(|r| r.with_guessed_format()) else {
+    let Ok(bytes) = std::fs::read(src) else {
         return false;
     };
-    matches!(reader.format(), Some(Png | Jpeg | Gif | WebP))
-        && reader
+    // Read whole, so a file grown since `metadata` is still judged by size.
+    if bytes.len() as u64 > AS_IS_MAX_BYTES {
+        return false;
+    }
+    let Ok(format) = image::guess_format(&bytes) else {
+        return false;
+    };
+    if !matches!(format, Png | Jpeg | Gif | WebP) || !ends_whole(format, &bytes) {
+        return false;
+    }
+    let size = if format == Gif {
+        // No GIF decoder is built in (browsers show GIFs; the page shows
+        // the original): its logical screen size is read where it lies.
+        gif_size(&bytes)
+    } else {
+        image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)
             .into_dimensions()
-            .is_ok_and(|(w, h)| w <= THUMB_SIDE && h <= THUMB_SIDE)
+            .ok()
+    };
+    size.is_some_and(|(w, h)| w <= THUMB_SIDE && h <= THUMB_SIDE)
+}
+
+/// A GIF's width and height, from its logical screen descriptor.
+fn gif_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let d = bytes.get(6..10)?;
+    let side = |lo: u8, hi: u8| u32::from(u16::from_le_bytes([lo, hi]));
+    Some((side(d[0], d[1]), side(d[2], d[3])))
+}
+
+/// Whether `bytes` end as a complete file of `format` does: PNG's `IEND`
+/// chunk, JPEG's end-of-image marker, GIF's trailer, or as many bytes as a
+/// WebP's RIFF header announces.
+fn ends_whole(format: image::ImageFormat, bytes: &[u8]) -> bool {
+    const IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
+    match format {
+        image::ImageFormat::Png => bytes.ends_with(&IEND),
+        image::ImageFormat::Jpeg => bytes.ends_with(&[0xFF, 0xD9]),
+        image::ImageFormat::Gif => bytes.ends_with(&[0x3B]),
+        image::ImageFormat::WebP => bytes
+            .get(4..8)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .is_some_and(|n| u64::from(u32::from_le_bytes(n)) + 8 == bytes.len() as u64),
+        _ => false,
+    }
 }
 
 fn encode(src: &Path) -> Option<Vec<u8>> {
@@ -214,5 +257,122 @@ mod tests {
         // Shown as they are on every refresh, never made.
         let again = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
         assert_eq!(again[..2], [Original, Original]);
+    }
+
+    #[test]
+    fn a_small_image_cut_short_or_lying_about_its_kind_is_not_shown_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let thumbs = dir.path().join("thumbs");
+        let output = |name: &str| OutputFile {
+            rel: name.into(),
+            kind: OutputKind::Image,
+            path: Some(dir.path().join(name)),
+            present: true,
+        };
+        let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8, y as u8, 9]));
+        let encoded = |format| {
+            let mut out = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut out, format).unwrap();
+            out.into_inner()
+        };
+        let png = encoded(image::ImageFormat::Png);
+        let jpeg = encoded(image::ImageFormat::Jpeg);
+        let webp = encoded(image::ImageFormat::WebP);
+        let write =
+            |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
+        // Whole files, one named as another kind: browsers go by content.
+        write("whole.png", &png);
+        write("whole.webp", &webp);
+        write("jpeg.png", &jpeg);
+        // Cut short: the header (and size) still read fine.
+        write("cut.png", &png[..png.len() - 20]);
+        write("cut.webp", &webp[..webp.len() - 20]);
+        write("cut.jpg", &jpeg[..jpeg.len() - 20]);
+        write("text.png", b"just some text, not an image");
+        let names = [
+            "whole.png",
+            "whole.webp",
+            "jpeg.png",
+            "cut.png",
+            "cut.webp",
+            "cut.jpg",
+            "text.png",
+        ];
+        let outputs = names.map(output);
+        let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        use ThumbState::{Failed, Original};
+        assert_eq!(states[..3], [Original, Original, Original]);
+        // A cut PNG or WebP is unreadable (and counted so by `report`); a
+        // cut JPEG is decoded as far as it goes: a thumbnail or unreadable,
+        // never a broken original.
+        assert_eq!(states[3..5], [Failed, Failed], "{states:?}");
+        assert_ne!(states[5], Original);
+        assert_eq!(states[6], Failed);
+    }
+
+    #[test]
+    fn the_limits_of_shown_as_it_is_are_inclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let thumbs = dir.path().join("thumbs");
+        let output = |name: &str| OutputFile {
+            rel: name.into(),
+            kind: OutputKind::Image,
+            path: Some(dir.path().join(name)),
+            present: true,
+        };
+        let jpeg = |w: u32, h: u32| {
+            let mut out = std::io::Cursor::new(Vec::new());
+            image::RgbImage::from_pixel(w, h, image::Rgb([9, 99, 199]))
+                .write_to(&mut out, image::ImageFormat::Jpeg)
+                .unwrap();
+            out.into_inner()
+        };
+        // A JPEG padded to `len` bytes with a comment segment after SOI.
+        let padded = |len: u64| {
+            let small = jpeg(16, 16);
+            let seg = usize::try_from(len).unwrap() - small.len();
+            let mut out = small[..2].to_vec();
+            out.extend([0xFF, 0xFE]);
+            out.extend(u16::try_from(seg - 2).unwrap().to_be_bytes());
+            out.resize(out.len() + seg - 4, b' ');
+            out.extend(&small[2..]);
+            assert_eq!(out.len() as u64, len);
+            out
+        };
+        let write =
+            |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
+        write("side.jpg", &jpeg(256, 256));
+        write("wide.jpg", &jpeg(257, 1));
+        write("tall.jpg", &jpeg(1, 257));
+        write("at.jpg", &padded(AS_IS_MAX_BYTES));
+        write("over.jpg", &padded(AS_IS_MAX_BYTES + 1));
+        let outputs = ["side.jpg", "wide.jpg", "tall.jpg", "at.jpg", "over.jpg"].map(output);
+        let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        use ThumbState::{Made, Original};
+        assert_eq!(states, [Original, Made, Made, Original, Made]);
+    }
+
+    #[test]
+    fn a_small_gif_is_shown_as_it_is_though_it_is_not_decoded_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let thumbs = dir.path().join("thumbs");
+        let output = |name: &str| OutputFile {
+            rel: name.into(),
+            kind: OutputKind::Image,
+            path: Some(dir.path().join(name)),
+            present: true,
+        };
+        // A 1×1 GIF89a, and one whose screen is 257 px wide.
+        let gif: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+        std::fs::write(dir.path().join("dot.gif"), gif).unwrap();
+        let mut wide = gif.to_vec();
+        wide[6..8].copy_from_slice(&257u16.to_le_bytes());
+        std::fs::write(dir.path().join("wide.gif"), &wide).unwrap();
+        std::fs::write(dir.path().join("cut.gif"), &gif[..gif.len() - 1]).unwrap();
+        let outputs = ["dot.gif", "wide.gif", "cut.gif"].map(output);
+        let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        use ThumbState::{Failed, Original};
+        // Too wide or cut short: left to the decoder, which has no GIF.
+        assert_eq!(states, [Original, Failed, Failed]);
     }
 }

@@ -791,3 +791,73 @@ async fn a_card_shows_the_images_of_a_job_whose_log_lists_audio_first() {
         "the cell shows the image: {dom}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_replaced_between_reports_never_shows_a_stale_thumbnail() {
+    let p = Project::new();
+    let out = p.out();
+    std::fs::create_dir_all(out.join("images")).unwrap();
+    let head = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\n";
+    std::fs::write(
+        out.join("runs.csv"),
+        format!("{head}aaaa,g#0,w.json,x,1,fox,ok,s,p,,,,0.1,0.2,images/aaaa_7_0.png,,\n"),
+    )
+    .unwrap();
+    let image = out.join("images/aaaa_7_0.png");
+    let thumb = comfy_batch::gallery::thumbs::thumb_name("images/aaaa_7_0.png");
+    let index = out.join("report/index.html");
+    // Each replacement is stamped later than anything before it, as a copy
+    // made after the last report would be.
+    let mut later = std::time::SystemTime::now();
+    let mut replace = |bytes: Vec<u8>| {
+        std::fs::write(&image, bytes).unwrap();
+        later += std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&image)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+    };
+    let png = |w: u32, h: u32, rgb: [u8; 3]| {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .unwrap();
+        bytes.into_inner()
+    };
+    let shown = || {
+        let dom = dump_dom(&index, "");
+        let srcs: Vec<String> = elements(&dom, "img", "src")
+            .into_iter()
+            .map(|e| e["src"].clone())
+            .collect();
+        srcs
+    };
+    // Large: a thumbnail of it.
+    replace(png(600, 300, [200, 10, 10]));
+    let r = report(&p).await;
+    assert!(!r.stdout.contains("unreadable"), "{}", r.stdout);
+    assert_eq!(shown(), [format!("thumbs/{thumb}")]);
+    // Small now: the original, not the red thumbnail of the old one.
+    replace(png(8, 8, [10, 10, 200]));
+    let r = report(&p).await;
+    assert!(!r.stdout.contains("unreadable"), "{}", r.stdout);
+    assert_eq!(shown(), ["../images/aaaa_7_0.png"]);
+    // Large again: a new thumbnail, of the new image.
+    replace(png(600, 300, [10, 200, 10]));
+    report(&p).await;
+    assert_eq!(shown(), [format!("thumbs/{thumb}")]);
+    let t = image::open(out.join("report/thumbs").join(&thumb))
+        .unwrap()
+        .to_rgb8();
+    let [r, g, _] = t.get_pixel(0, 0).0;
+    assert!(g > 150 && r < 60, "the thumbnail is of the green image");
+    // Small and cut short: shown as it is (as any unreadable image is) but
+    // counted as unreadable.
+    let whole = png(8, 8, [10, 10, 200]);
+    replace(whole[..whole.len() - 12].to_vec());
+    let r = report(&p).await;
+    assert!(r.stdout.contains("(1 images unreadable)"), "{}", r.stdout);
+    assert_eq!(shown(), ["../images/aaaa_7_0.png"]);
+}
