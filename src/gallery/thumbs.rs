@@ -189,6 +189,21 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// What [`make_all`] does with the images `names` in `dir` (present,
+    /// thumbnails in `dir/thumbs`).
+    fn states_of(dir: &Path, names: &[&str]) -> Vec<ThumbState> {
+        let outputs: Vec<OutputFile> = names
+            .iter()
+            .map(|name| OutputFile {
+                rel: (*name).into(),
+                kind: OutputKind::Image,
+                path: Some(dir.join(name)),
+                present: true,
+            })
+            .collect();
+        make_all(&dir.join("thumbs"), &outputs.iter().collect::<Vec<_>>())
+    }
+
     #[test]
     fn thumbnails_are_made_once_and_scaled() {
         let dir = tempfile::tempdir().unwrap();
@@ -220,13 +235,6 @@ mod tests {
     #[test]
     fn small_images_are_shown_as_they_are_and_heavy_or_odd_ones_get_a_thumbnail() {
         let dir = tempfile::tempdir().unwrap();
-        let thumbs = dir.path().join("thumbs");
-        let output = |name: &str| OutputFile {
-            rel: name.into(),
-            kind: OutputKind::Image,
-            path: Some(dir.path().join(name)),
-            present: true,
-        };
         let save = |name: &str, w: u32, h: u32| {
             image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8]))
                 .save(dir.path().join(name))
@@ -249,26 +257,24 @@ mod tests {
                 .len()
                 > AS_IS_MAX_BYTES
         );
-        let outputs = ["small.png", "side.png", "wide.png", "noisy.png"].map(output);
-        let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        let names = ["small.png", "side.png", "wide.png", "noisy.png"];
+        let states = states_of(dir.path(), &names);
         use ThumbState::{Made, Original};
         assert_eq!(states, [Original, Original, Made, Made]);
-        assert!(!thumbs.join(thumb_name("small.png")).exists());
+        assert!(
+            !dir.path()
+                .join("thumbs")
+                .join(thumb_name("small.png"))
+                .exists()
+        );
         // Shown as they are on every refresh, never made.
-        let again = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        let again = states_of(dir.path(), &names);
         assert_eq!(again[..2], [Original, Original]);
     }
 
     #[test]
     fn a_small_image_cut_short_or_lying_about_its_kind_is_not_shown_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let thumbs = dir.path().join("thumbs");
-        let output = |name: &str| OutputFile {
-            rel: name.into(),
-            kind: OutputKind::Image,
-            path: Some(dir.path().join(name)),
-            present: true,
-        };
         let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8, y as u8, 9]));
         let encoded = |format| {
             let mut out = std::io::Cursor::new(Vec::new());
@@ -298,8 +304,7 @@ mod tests {
             "cut.jpg",
             "text.png",
         ];
-        let outputs = names.map(output);
-        let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        let states = states_of(dir.path(), &names);
         use ThumbState::{Failed, Original};
         assert_eq!(states[..3], [Original, Original, Original]);
         // A cut PNG or WebP is unreadable (and counted so by `report`); a
@@ -313,13 +318,6 @@ mod tests {
     #[test]
     fn the_limits_of_shown_as_it_is_are_inclusive() {
         let dir = tempfile::tempdir().unwrap();
-        let thumbs = dir.path().join("thumbs");
-        let output = |name: &str| OutputFile {
-            rel: name.into(),
-            kind: OutputKind::Image,
-            path: Some(dir.path().join(name)),
-            present: true,
-        };
         let jpeg = |w: u32, h: u32| {
             let mut out = std::io::Cursor::new(Vec::new());
             image::RgbImage::from_pixel(w, h, image::Rgb([9, 99, 199]))
@@ -346,8 +344,8 @@ mod tests {
         write("tall.jpg", &jpeg(1, 257));
         write("at.jpg", &padded(AS_IS_MAX_BYTES));
         write("over.jpg", &padded(AS_IS_MAX_BYTES + 1));
-        let outputs = ["side.jpg", "wide.jpg", "tall.jpg", "at.jpg", "over.jpg"].map(output);
-        let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        let names = ["side.jpg", "wide.jpg", "tall.jpg", "at.jpg", "over.jpg"];
+        let states = states_of(dir.path(), &names);
         use ThumbState::{Made, Original};
         assert_eq!(states, [Original, Made, Made, Original, Made]);
     }
@@ -355,13 +353,6 @@ mod tests {
     #[test]
     fn a_small_gif_is_shown_as_it_is_though_it_is_not_decoded_here() {
         let dir = tempfile::tempdir().unwrap();
-        let thumbs = dir.path().join("thumbs");
-        let output = |name: &str| OutputFile {
-            rel: name.into(),
-            kind: OutputKind::Image,
-            path: Some(dir.path().join(name)),
-            present: true,
-        };
         // A 1×1 GIF89a, and one whose screen is 257 px wide.
         let gif: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
         std::fs::write(dir.path().join("dot.gif"), gif).unwrap();
@@ -369,8 +360,7 @@ mod tests {
         wide[6..8].copy_from_slice(&257u16.to_le_bytes());
         std::fs::write(dir.path().join("wide.gif"), &wide).unwrap();
         std::fs::write(dir.path().join("cut.gif"), &gif[..gif.len() - 1]).unwrap();
-        let outputs = ["dot.gif", "wide.gif", "cut.gif"].map(output);
-        let states = make_all(&thumbs, &outputs.iter().collect::<Vec<_>>());
+        let states = states_of(dir.path(), &["dot.gif", "wide.gif", "cut.gif"]);
         use ThumbState::{Failed, Original};
         // Too wide or cut short: left to the decoder, which has no GIF.
         assert_eq!(states, [Original, Failed, Failed]);
