@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
 
 use super::{Finished, Seen, label_order};
 use crate::run::{CancelReason, Status};
@@ -175,6 +174,7 @@ pub(super) fn annotation(job: &Finished, log: &str) -> String {
 mod tests {
     use super::*;
     use crate::run::RunStats;
+    use std::time::{Duration, SystemTime};
 
     fn job(label: &str, server: &str, status: Status, error: Option<&str>) -> Finished {
         Finished {

@@ -299,6 +299,15 @@ impl RunFolder {
             .unwrap_or_default()
     }
 
+    /// `run.json`'s `manifest_sha256`: the manifest the run came from, when
+    /// recorded (folders of older versions lack it).
+    pub fn manifest_sha256(&self) -> Option<String> {
+        self.info()
+            .get("manifest_sha256")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
     /// Parses `--where NAME=VALUE` filters against the log's columns.
     pub fn filter(&self, wheres: &[String]) -> Result<Filter, FolderError> {
         let mut terms: Vec<(String, Vec<String>)> = Vec::new();
