@@ -12,6 +12,19 @@ pub fn one_line(text: &str) -> String {
         .join(" ")
 }
 
+/// `cell` made inert for a spreadsheet: one that would start a formula
+/// there (`=`, `+`, `-`, `@`, a tab or a carriage return first) gets a `'`
+/// in front, as OWASP's CSV-injection advice says. For text meant for
+/// people (the GitHub summary's tables), never for `runs.csv`, which is
+/// data a `rerun` reads back exactly.
+pub(crate) fn defuse_formula(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
 /// `text` cut in the middle to at most about `max` characters, so a message
 /// quoting a user's value (a 1 MB prompt…) stays one readable line.
 pub(crate) fn clip(text: &str, max: usize) -> String {

@@ -125,6 +125,7 @@ mod tests {
             status,
             error: error.map(str::to_string),
             server: Some("http://127.0.0.1:8188".into()),
+            started: None,
             time: Duration::from_millis(1500),
         }
     }

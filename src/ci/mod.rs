@@ -9,7 +9,7 @@ mod summary;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::run::{EventKind, Outcome, RunEvent, RunStats, Status};
 
@@ -49,6 +49,8 @@ struct Finished {
     status: Status,
     error: Option<String>,
     server: Option<String>,
+    /// When the attempt started (else was queued): where `time` begins.
+    started: Option<SystemTime>,
     time: Duration,
 }
 
@@ -62,13 +64,39 @@ struct Seen {
     cancelled: Option<crate::run::CancelReason>,
 }
 
-/// The run time of an attempt: from its start (else its queueing) to its end.
+/// When an attempt's run time begins: its start, else its queueing.
+fn attempt_start(outcome: &Outcome) -> Option<SystemTime> {
+    outcome.attempt.started_at.or(outcome.attempt.queued_at)
+}
+
+/// The run time of an attempt: from [`attempt_start`] to its end.
 fn attempt_time(outcome: &Outcome) -> Duration {
-    let a = &outcome.attempt;
-    match (a.started_at.or(a.queued_at), a.finished_at) {
+    match (attempt_start(outcome), outcome.attempt.finished_at) {
         (Some(from), Some(to)) => to.duration_since(from).unwrap_or_default(),
         _ => Duration::ZERO,
     }
+}
+
+/// A span of time, (start, end) in seconds since the epoch.
+pub(crate) type Interval = (f64, f64);
+
+/// The length of the union of `intervals`, each counted once where they
+/// overlap: a server's busy time from its jobs' runs, which overlap when it
+/// holds several at once. Sorts `intervals`.
+pub(crate) fn covered(intervals: &mut [Interval]) -> f64 {
+    intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut total, mut open): (f64, Option<Interval>) = (0.0, None);
+    for &(a, b) in intervals.iter() {
+        open = match open {
+            Some((s, e)) if a <= e => Some((s, e.max(b))),
+            Some((s, e)) => {
+                total += e - s;
+                Some((a, b))
+            }
+            None => Some((a, b)),
+        };
+    }
+    total + open.map_or(0.0, |(s, e)| e - s)
 }
 
 /// The CI reporters of one run.
@@ -120,6 +148,7 @@ impl CiReporters {
                     status: outcome.status,
                     error: outcome.error.as_deref().map(crate::text::one_line),
                     server: outcome.attempt.server.clone(),
+                    started: attempt_start(outcome),
                     time: attempt_time(outcome),
                 };
                 if self.options.annotations && finished.status != Status::Ok {

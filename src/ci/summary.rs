@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use super::{Finished, Seen, label_order};
 use crate::run::{CancelReason, Status};
@@ -12,9 +11,11 @@ use crate::run::{CancelReason, Status};
 /// At most this many failures are listed (GitHub caps a summary at 1 MiB).
 const MAX_FAILURES: usize = 50;
 
-/// A table cell: one line, no `|`.
+/// A table cell: one line, no `|`, no formula should it be pasted into a
+/// spreadsheet.
 fn cell(text: &str) -> String {
-    crate::text::clip(&crate::text::one_line(text), 200).replace('|', "\\|")
+    let line = crate::text::clip(&crate::text::one_line(text), 200);
+    crate::text::defuse_formula(&line).replace('|', "\\|")
 }
 
 /// Shell-quotes a word when it needs it.
@@ -70,25 +71,32 @@ pub(super) fn render(seen: &Seen, log: &str) -> String {
         };
         let _ = writeln!(md, "**{why}**\n");
     }
-    // Busy share: the time a server spent running our jobs over the wall.
-    let mut busy: BTreeMap<&str, (usize, Duration)> = seen
+    // Busy share: the time a server spent running our jobs over the wall,
+    // jobs it held at once counted once (their union), at most the wall.
+    let mut busy: BTreeMap<&str, (usize, Vec<super::Interval>)> = seen
         .servers
         .iter()
-        .map(|s| (s.as_str(), (0, Duration::ZERO)))
+        .map(|s| (s.as_str(), (0, Vec::new())))
         .collect();
     for job in &seen.jobs {
         if let Some(server) = &job.server {
             let e = busy.entry(server.as_str()).or_default();
             e.0 += 1;
-            e.1 += job.time;
+            if let Some(from) = job.started {
+                let a = from
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                e.1.push((a, a + job.time.as_secs_f64()));
+            }
         }
     }
     if !busy.is_empty() {
         let _ = writeln!(md, "| server | jobs | busy |");
         let _ = writeln!(md, "| --- | ---: | ---: |");
-        for (server, (jobs, time)) in &busy {
+        for (server, (jobs, runs)) in &mut busy {
             let share = if secs > 0.0 {
-                100.0 * time.as_secs_f64() / secs
+                100.0 * super::covered(runs).min(secs) / secs
             } else {
                 0.0
             };
@@ -166,6 +174,7 @@ pub(super) fn annotation(job: &Finished, log: &str) -> String {
 mod tests {
     use super::*;
     use crate::run::RunStats;
+    use std::time::{Duration, SystemTime};
 
     fn job(label: &str, server: &str, status: Status, error: Option<&str>) -> Finished {
         Finished {
@@ -176,6 +185,7 @@ mod tests {
             status,
             error: error.map(str::to_string),
             server: Some(server.into()),
+            started: Some(SystemTime::UNIX_EPOCH),
             time: Duration::from_secs(2),
         }
     }
@@ -192,7 +202,10 @@ mod tests {
                     Status::Failed,
                     Some("a | pipe\nand a newline"),
                 ),
-                job("fox#3", "http://a:8188", Status::Ok, None),
+                Finished {
+                    started: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2)),
+                    ..job("fox#3", "http://a:8188", Status::Ok, None)
+                },
             ],
             stats: RunStats {
                 total: 3,
@@ -205,6 +218,96 @@ mod tests {
             cancelled: Some(CancelReason::MaxFailures),
         };
         insta::assert_snapshot!(render(&seen, "out/my run/runs.csv"));
+    }
+
+    /// Jobs queued together on one server overlap: their union is the
+    /// server's busy time, never the sum, and never more than the wall.
+    #[test]
+    fn busy_share_counts_overlapping_jobs_once_and_never_exceeds_the_wall() {
+        let on = |label: &str, server: &str, from: u64, secs: u64| Finished {
+            started: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(from)),
+            time: Duration::from_secs(secs),
+            ..job(label, server, Status::Ok, None)
+        };
+        let seen = |jobs: Vec<Finished>| Seen {
+            servers: vec!["http://a".into()],
+            stats: RunStats {
+                total: jobs.len(),
+                done: jobs.len(),
+                ok: jobs.len(),
+                ..RunStats::default()
+            },
+            jobs,
+            wall: Duration::from_secs(5),
+            cancelled: None,
+        };
+        let busy_line = |md: String| {
+            md.lines()
+                .find(|l| l.starts_with("| http://a |"))
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
+        // 0–2 s and 1–3 s: busy 3 s of 5, not 4.
+        let two = seen(vec![
+            on("fox#1", "http://a", 0, 2),
+            on("fox#2", "http://a", 1, 2),
+        ]);
+        assert_eq!(busy_line(render(&two, "r.csv")), "| http://a | 2 | 60% |");
+        // Three at once for 4 s, then one sticking out past the wall's end
+        // (clocks differ): all of the wall at most.
+        let packed = seen(vec![
+            on("fox#1", "http://a", 0, 4),
+            on("fox#2", "http://a", 0, 4),
+            on("fox#3", "http://a", 0, 4),
+            on("fox#4", "http://a", 3, 4),
+        ]);
+        assert_eq!(
+            busy_line(render(&packed, "r.csv")),
+            "| http://a | 4 | 100% |"
+        );
+    }
+
+    /// A table pasted into a spreadsheet must not run what a job's label,
+    /// error or server holds: cells that would start a formula get a `'`.
+    #[test]
+    fn formula_looking_cells_are_neutralised() {
+        let seen = Seen {
+            servers: vec!["@http://a".into()],
+            jobs: vec![
+                job(
+                    "=HYPERLINK(\"http://x\")#1",
+                    "@http://a",
+                    Status::Failed,
+                    Some("+1+2"),
+                ),
+                job(
+                    "-2#1",
+                    "@http://a",
+                    Status::Failed,
+                    Some("\t=cmd|' /C calc'!A0"),
+                ),
+            ],
+            stats: RunStats {
+                total: 2,
+                done: 2,
+                failed: 2,
+                ..RunStats::default()
+            },
+            wall: Duration::from_secs(5),
+            cancelled: None,
+        };
+        let md = render(&seen, "r.csv");
+        assert!(md.contains("| '@http://a | 2 |"), "{md}");
+        assert!(
+            md.contains("| '=HYPERLINK(\"http://x\")#1 | failed | '+1+2 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| '-2#1 | failed | '=cmd\\|' /C calc'!A0 |"),
+            "{md}"
+        );
+        // Text that only contains such characters is left as it is.
+        assert_eq!(cell("a-b = c"), "a-b = c");
     }
 
     #[test]

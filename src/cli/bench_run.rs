@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{CliError, Exit};
+use crate::ci::Interval;
 
 /// Arguments of `bench run`.
 #[derive(Debug, clap::Args)]
@@ -425,9 +426,6 @@ struct ServerBusy {
     span: f64,
 }
 
-/// One prompt's execution on a server, in seconds since the epoch.
-type Interval = (f64, f64);
-
 /// The execution intervals of every prompt in a simulator's history, from
 /// the server's own timestamps (`execution_start` to the message that
 /// ended it). The runner's log stamps would measure when the runner read
@@ -500,21 +498,7 @@ fn busy_per_server(per: Vec<(String, Vec<Interval>)>) -> (Vec<ServerBusy>, f64) 
     let servers = per
         .into_iter()
         .map(|(url, mut intervals)| {
-            intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (mut busy, mut open): (f64, Option<Interval>) = (0.0, None);
-            for (a, b) in intervals.iter().copied() {
-                open = match open {
-                    Some((s, e)) if a <= e => Some((s, e.max(b))),
-                    Some((s, e)) => {
-                        busy += e - s;
-                        Some((a, b))
-                    }
-                    None => Some((a, b)),
-                };
-            }
-            if let Some((s, e)) = open {
-                busy += e - s;
-            }
+            let busy = crate::ci::covered(&mut intervals);
             let first = intervals.iter().map(|i| i.0).fold(f64::INFINITY, f64::min);
             let last = intervals
                 .iter()

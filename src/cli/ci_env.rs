@@ -58,24 +58,55 @@ impl fmt::Display for ShardArg {
     }
 }
 
-/// The CI variables `--shard auto` reads: (index variable, whether it is
-/// 0-based, count variable).
-const SOURCES: [(&str, bool, Option<&str>); 4] = [
-    ("CI_NODE_INDEX", false, Some("CI_NODE_TOTAL")), // GitLab `parallel:`
-    ("CIRCLE_NODE_INDEX", true, Some("CIRCLE_NODE_TOTAL")), // CircleCI
+/// The CI variables `--shard auto` reads: (CI, index variable, whether it
+/// is 0-based, count variable).
+const SOURCES: [(&str, &str, bool, Option<&str>); 4] = [
+    ("GitLab", "CI_NODE_INDEX", false, Some("CI_NODE_TOTAL")),
     (
+        "CircleCI",
+        "CIRCLE_NODE_INDEX",
+        true,
+        Some("CIRCLE_NODE_TOTAL"),
+    ),
+    (
+        "Buildkite",
         "BUILDKITE_PARALLEL_JOB",
         true,
         Some("BUILDKITE_PARALLEL_JOB_COUNT"),
-    ), // Buildkite
-    ("JOB_COMPLETION_INDEX", true, None),            // Kubernetes Indexed Job
+    ),
+    ("Kubernetes", "JOB_COMPLETION_INDEX", true, None),
 ];
 
+/// What one CI's variables say: the 1-based index, the count if they give
+/// it, and the variables as `CI NAME=VALUE, NAME=VALUE` for messages.
+struct Reading {
+    k: usize,
+    total: Option<usize>,
+    vars: String,
+}
+
+/// A resolved `--shard`: the shard, and for `auto` the CI variables it
+/// came from (one line for the run's output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The shard.
+    pub shard: Shard,
+    /// `shard K/N from GitLab CI_NODE_INDEX=…, CI_NODE_TOTAL=…` for `auto`.
+    pub source: Option<String>,
+}
+
 impl ShardArg {
-    /// The shard, reading the environment through `env` for `auto`.
-    pub fn resolve(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Shard, String> {
+    /// The shard, reading the environment through `env` for `auto`. Every
+    /// CI whose variables are set is read; they must agree (a runner of
+    /// one CI inside another's job would otherwise pick a shard silently).
+    pub fn resolve(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, String> {
         let count = match self {
-            ShardArg::Fixed(shard) => return Ok(shard),
+            ShardArg::Fixed(shard) => {
+                return Ok(Resolved {
+                    shard,
+                    source: None,
+                });
+            }
             ShardArg::Auto { count } => count,
         };
         let get = |name: &str| {
@@ -83,42 +114,68 @@ impl ShardArg {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
-        let Some((var, zero_based, total_var, raw)) = SOURCES
-            .iter()
-            .find_map(|&(var, z, t)| get(var).map(|raw| (var, z, t, raw)))
-        else {
+        let mut readings = Vec::new();
+        for &(ci, var, zero_based, total_var) in &SOURCES {
+            let Some(raw) = get(var) else { continue };
+            let index: usize = raw
+                .parse()
+                .map_err(|_| format!("{self}: {var}={raw} is not a number"))?;
+            let mut vars = format!("{ci} {var}={raw}");
+            let total = match total_var.and_then(|t| get(t).map(|v| (t, v))) {
+                Some((t, v)) => {
+                    vars.push_str(&format!(", {t}={v}"));
+                    Some(
+                        v.parse::<usize>()
+                            .map_err(|_| format!("{self}: {t}={v} is not a number"))?,
+                    )
+                }
+                None => None,
+            };
+            let k = if zero_based { index + 1 } else { index };
+            readings.push(Reading { k, total, vars });
+        }
+        let Some(first) = readings.first() else {
             return Err(format!(
                 "{self}: no shard in the environment (looked for GitLab CI_NODE_INDEX/CI_NODE_TOTAL, CircleCI CIRCLE_NODE_INDEX/CIRCLE_NODE_TOTAL, Buildkite BUILDKITE_PARALLEL_JOB/BUILDKITE_PARALLEL_JOB_COUNT, Kubernetes JOB_COMPLETION_INDEX with auto/N); pass --shard K/N"
             ));
         };
-        let index: usize = raw
-            .parse()
-            .map_err(|_| format!("{self}: {var}={raw} is not a number"))?;
-        let env_total = match total_var.and_then(|t| get(t).map(|v| (t, v))) {
-            Some((t, v)) => Some(
-                v.parse::<usize>()
-                    .map_err(|_| format!("{self}: {t}={v} is not a number"))?,
-            ),
-            None => None,
+        let gives = |r: &Reading| match r.total {
+            Some(n) => format!("{}/{n}", r.k),
+            None => format!("index {}", r.k),
         };
-        let total = match (count, env_total) {
-            (Some(n), Some(e)) if n != e => {
+        for other in &readings[1..] {
+            let totals_differ = matches!((first.total, other.total), (Some(a), Some(b)) if a != b);
+            if other.k != first.k || totals_differ {
                 return Err(format!(
-                    "{self}: N = {n} but {} = {e}",
-                    total_var.unwrap_or("the environment's count")
+                    "{self}: the CIs disagree: {} gives {} but {} gives {}; unset one or pass --shard K/N",
+                    first.vars,
+                    gives(first),
+                    other.vars,
+                    gives(other)
                 ));
             }
-            (Some(n), _) | (None, Some(n)) => n,
+        }
+        let env_total = readings.iter().find_map(|r| r.total.map(|n| (n, &r.vars)));
+        let total = match (count, env_total) {
+            (Some(n), Some((e, vars))) if n != e => {
+                return Err(format!("{self}: N = {n} but {vars} gives {e} shards"));
+            }
+            (Some(n), _) | (None, Some((n, _))) => n,
             (None, None) => {
                 return Err(format!(
-                    "{self}: {var}={raw} gives the index but nothing gives the count; pass --shard auto/N (N = the job's completions)"
+                    "{self}: {} gives the index but nothing gives the count; pass --shard auto/N (N = the job's completions)",
+                    first.vars
                 ));
             }
         };
-        let k = if zero_based { index + 1 } else { index };
-        format!("{k}/{total}")
+        let vars: Vec<&str> = readings.iter().map(|r| r.vars.as_str()).collect();
+        let shard = format!("{}/{total}", first.k)
             .parse::<Shard>()
-            .map_err(|e| format!("{self}: from {var}={raw}: {e}"))
+            .map_err(|e| format!("{self}: from {}: {e}", first.vars))?;
+        Ok(Resolved {
+            shard,
+            source: Some(format!("shard {shard} from {}", vars.join(" and "))),
+        })
     }
 }
 
@@ -143,11 +200,17 @@ fn ci_options_from(
     }
 }
 
-/// Resolves `--shard` against the process environment.
+/// Resolves `--shard` against the process environment; for `auto`, says
+/// on stderr which CI variables gave it.
 pub(crate) fn resolve_shard(arg: Option<ShardArg>) -> Result<Option<Shard>, String> {
-    arg.map(|a| a.resolve(&|k| std::env::var(k).ok()))
-        .transpose()
-        .map_err(|e| format!("--shard {e}"))
+    let Some(arg) = arg else { return Ok(None) };
+    let resolved = arg
+        .resolve(&|k| std::env::var(k).ok())
+        .map_err(|e| format!("--shard {e}"))?;
+    if let Some(source) = &resolved.source {
+        eprintln!("--shard {arg}: {source}");
+    }
+    Ok(Some(resolved.shard))
 }
 
 #[cfg(test)]
@@ -163,7 +226,9 @@ mod tests {
     }
 
     fn auto(count: Option<usize>, vars: &[(&str, &str)]) -> Result<Shard, String> {
-        ShardArg::Auto { count }.resolve(&env(vars))
+        ShardArg::Auto { count }
+            .resolve(&env(vars))
+            .map(|r| r.shard)
     }
 
     #[test]
@@ -220,11 +285,51 @@ mod tests {
         assert!(k8s.contains("auto/N"), "{k8s}");
         let mismatch =
             auto(Some(3), &[("CI_NODE_INDEX", "1"), ("CI_NODE_TOTAL", "4")]).unwrap_err();
-        assert!(mismatch.contains("CI_NODE_TOTAL = 4"), "{mismatch}");
+        assert!(
+            mismatch.contains("N = 3 but GitLab CI_NODE_INDEX=1, CI_NODE_TOTAL=4 gives 4"),
+            "{mismatch}"
+        );
         let range = auto(Some(2), &[("JOB_COMPLETION_INDEX", "2")]).unwrap_err();
         assert!(range.contains("K must be between 1 and N"), "{range}");
         let nan = auto(None, &[("CI_NODE_INDEX", "x"), ("CI_NODE_TOTAL", "2")]).unwrap_err();
         assert!(nan.contains("not a number"), "{nan}");
+    }
+
+    #[test]
+    fn two_cis_must_agree_and_are_both_named() {
+        let both = ShardArg::Auto { count: Some(4) }
+            .resolve(&env(&[
+                ("BUILDKITE_PARALLEL_JOB", "2"),
+                ("JOB_COMPLETION_INDEX", "2"),
+            ]))
+            .unwrap();
+        assert_eq!(both.shard, Shard { index: 3, count: 4 });
+        assert_eq!(
+            both.source.as_deref(),
+            Some(
+                "shard 3/4 from Buildkite BUILDKITE_PARALLEL_JOB=2 and Kubernetes JOB_COMPLETION_INDEX=2"
+            )
+        );
+        let index = auto(
+            Some(4),
+            &[("CI_NODE_INDEX", "2"), ("JOB_COMPLETION_INDEX", "2")],
+        )
+        .unwrap_err();
+        assert!(
+            index.contains("GitLab CI_NODE_INDEX=2 gives index 2 but Kubernetes JOB_COMPLETION_INDEX=2 gives index 3"),
+            "{index}"
+        );
+        let count = auto(
+            None,
+            &[
+                ("CI_NODE_INDEX", "1"),
+                ("CI_NODE_TOTAL", "2"),
+                ("CIRCLE_NODE_INDEX", "0"),
+                ("CIRCLE_NODE_TOTAL", "3"),
+            ],
+        )
+        .unwrap_err();
+        assert!(count.contains("gives 1/2 but CircleCI"), "{count}");
     }
 
     #[test]

@@ -81,15 +81,6 @@ fn select<'a>(rows: &'a [LoggedRow], args: &RerunArgs) -> Result<Vec<&'a LoggedR
         .collect())
 }
 
-/// A logged cell as the JSON value it was: numbers and booleans as such,
-/// anything else as text (the plan's type check catches a mismatch).
-fn cell_value(cell: &str) -> Value {
-    match serde_json::from_str::<Value>(cell) {
-        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
-        _ => Value::String(cell.to_string()),
-    }
-}
-
 /// Rebuilds one job from its row through a one-job manifest, built
 /// directly (no text round trip) as if it stood in the original manifest's
 /// folder `base` (image paths are logged as written there); the workflow is
@@ -109,11 +100,13 @@ fn rebuild(
         .params
         .iter()
         // Template choices are logged, not set: the resolved text is.
-        .filter(|(name, cell)| !cell.is_empty() && !choices.contains(name))
-        .map(|(name, cell)| Param {
-            name: name.clone(),
-            value: cell_value(cell),
-            at,
+        .filter(|(name, _)| !choices.contains(name))
+        .filter_map(|(name, cell)| {
+            Some(Param {
+                name: name.clone(),
+                value: csv::value(cell)?,
+                at,
+            })
         })
         .collect();
     let seeds = match row.seed.as_str() {
@@ -172,10 +165,14 @@ fn rebuild(
         .next()
         .ok_or_else(|| vec![format!("line {}: the row rebuilds to no job", row.line)])?;
     job.label = row.job.clone();
-    for (name, cell) in &row.params {
-        if !cell.is_empty() && choices.contains(name) {
-            job.params.push((name.clone(), Value::String(cell.clone())));
-        }
+    for (name, cell) in row.params.iter().filter(|(n, _)| choices.contains(n)) {
+        // Choices are text: a cell that reads as a number stays as it is.
+        let text = match csv::value(cell) {
+            None => continue,
+            Some(Value::String(s)) => s,
+            Some(_) => cell.clone(),
+        };
+        job.params.push((name.clone(), Value::String(text)));
     }
     Ok(job)
 }
@@ -218,8 +215,7 @@ fn from_prompt_file(row: &LoggedRow, dir: &Path) -> Result<Job, String> {
         params: row
             .params
             .iter()
-            .filter(|(_, c)| !c.is_empty())
-            .map(|(n, c)| (n.clone(), cell_value(c)))
+            .filter_map(|(n, c)| Some((n.clone(), csv::value(c)?)))
             .collect(),
         prompt,
         images,

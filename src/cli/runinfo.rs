@@ -73,9 +73,7 @@ impl RunInfo {
                 .map(|a| (a.name.clone(), serde_json::Value::String(a.target.clone())))
                 .collect(),
             concurrency: manifest.concurrency,
-            manifest_sha256: std::fs::read(&manifest.path)
-                .ok()
-                .map(|bytes| hex::encode(Sha256::digest(&bytes))),
+            manifest_sha256: manifest.sha256(),
             // Set by the caller, which has the plan.
             fresh_seeds: None,
             choices: Vec::new(),

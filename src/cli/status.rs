@@ -99,6 +99,19 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
     if let Some(path) = &args.manifest {
         let manifest =
             Manifest::load(path).map_err(|e| CliError::many(Exit::BadInput, e.lines()))?;
+        // Another manifest (or this one edited since) plans other jobs:
+        // the count below is then of its plan, not the run's.
+        if let (Some(run), Some(now)) = (folder.manifest_sha256(), manifest.sha256())
+            && run != now
+        {
+            eprintln!(
+                "warning: {} differs from the manifest {} was run from ({} records another sha256); jobs still to run are counted from {}",
+                path.display(),
+                args.dir.display(),
+                args.dir.join(super::runinfo::FILE).display(),
+                path.display()
+            );
+        }
         let info = super::runinfo::RunInfo::read(&args.dir);
         let plan = match info.random_key {
             Some(key) => Plan::with_random_key(&manifest, key),

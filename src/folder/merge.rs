@@ -70,10 +70,7 @@ impl Identity {
         let fresh = info.get("fresh_seeds").and_then(Value::as_bool) == Some(true);
         Identity {
             dir: folder.root().to_path_buf(),
-            manifest: info
-                .get("manifest_sha256")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            manifest: folder.manifest_sha256(),
             fresh_key: info
                 .get("random_key")
                 .and_then(Value::as_u64)

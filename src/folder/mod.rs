@@ -299,6 +299,15 @@ impl RunFolder {
             .unwrap_or_default()
     }
 
+    /// `run.json`'s `manifest_sha256`: the manifest the run came from, when
+    /// recorded (folders of older versions lack it).
+    pub fn manifest_sha256(&self) -> Option<String> {
+        self.info()
+            .get("manifest_sha256")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
     /// Parses `--where NAME=VALUE` filters against the log's columns.
     pub fn filter(&self, wheres: &[String]) -> Result<Filter, FolderError> {
         let mut terms: Vec<(String, Vec<String>)> = Vec::new();
@@ -388,7 +397,8 @@ impl ColumnType {
         }
     }
 
-    /// A cell as a JSON value of this type; an empty cell is `null`.
+    /// A cell as a JSON value of this type; an empty cell (unset) is
+    /// `null`, a string set empty (`""`) is `""` ([`crate::sink::csv::cell`]).
     pub fn value(self, cell: &str) -> Value {
         if cell.is_empty() {
             return Value::Null;
@@ -397,7 +407,10 @@ impl ColumnType {
             ColumnType::Integer => cell.parse::<i64>().map(Value::from).ok(),
             ColumnType::Number => cell.parse::<f64>().ok().map(Value::from),
             ColumnType::Boolean => Some(Value::Bool(cell == "true")),
-            ColumnType::Text => None,
+            ColumnType::Text => match crate::sink::csv::value(cell) {
+                Some(text @ Value::String(_)) => Some(text),
+                _ => None,
+            },
         }
         .unwrap_or_else(|| Value::String(cell.to_string()))
     }

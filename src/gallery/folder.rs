@@ -295,7 +295,10 @@ impl RunFolder {
                 label: get(c_label),
                 workflow: get(c_workflow),
                 seed: get(Some(seed_col)),
-                params: (seed_col + 1..status_col).map(|c| get(Some(c))).collect(),
+                // Unset stays empty, a string set empty shows as `""`.
+                params: (seed_col + 1..status_col)
+                    .map(|c| crate::sink::csv::shown(&get(Some(c))).into_owned())
+                    .collect(),
                 status: get(Some(status_col)),
                 server: get(c_server),
                 finished_at: get(c_finished),
@@ -414,6 +417,27 @@ mod tests {
     }
 
     const HEAD: &str = "job_id,job,workflow,workflow_sha256,seed,prompt,cfg,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n";
+
+    /// The report tells a string set empty (`""`, its own value on the
+    /// dimension) from a parameter a job does not set (empty: another
+    /// group's, not constrained by it); other strings in their JSON form
+    /// (`"a"`) show unquoted.
+    #[test]
+    fn a_string_set_empty_is_its_own_value_unset_is_none() {
+        let f = parse(&format!(
+            "{HEAD}a1,g#1,w.json,x,1,\"\"\"\"\"\",5,ok,s,p,,,,,,,\n\
+             b2,g#2,w.json,x,1,,5,ok,s,p,,,,,,,\n\
+             c3,g#3,w.json,x,1,\"\"\"a\"\"\",5,ok,s,p,,,,,,,\n"
+        ));
+        let prompts: Vec<&str> = f.jobs.iter().map(|j| j.params[0].as_str()).collect();
+        assert_eq!(prompts, [r#""""#, "", "a"]);
+        let dim = f
+            .dimensions()
+            .into_iter()
+            .find(|d| d.name == "prompt")
+            .unwrap();
+        assert_eq!(dim.values, [r#""""#, "a"]);
+    }
 
     #[test]
     fn parameters_named_status_or_text_are_parameters() {

@@ -497,6 +497,30 @@ mod tests {
         assert!(p.title.contains("seed = 2"), "{}", p.title);
     }
 
+    /// A string set empty (`""` in the log) is a value of its own: it has
+    /// a column, and `where` selects it by `""`.
+    #[test]
+    fn a_string_set_empty_is_a_value_of_its_own() {
+        let text = "job_id,job,workflow,workflow_sha256,seed,negative,cfg,status,images,error\n\
+            a,g#0,w,x,1,\"\"\"\"\"\",5,ok,,\n\
+            b,g#1,w,x,1,blurry,5,ok,,\n\
+            c,g#2,w,x,1,\"\"\"\"\"\",8,ok,,\n";
+        let r = RunFolder::parse(
+            Path::new("/nowhere/out"),
+            Path::new("runs.csv"),
+            text.as_bytes(),
+        )
+        .unwrap();
+        let p = &layout(&r, &req("negative", "cfg")).unwrap()[0];
+        assert_eq!(p.x.1, [r#""""#, "blurry"]);
+        let empty = GridRequest {
+            r#where: vec![("negative".into(), r#""""#.into())],
+            ..req("cfg", "seed")
+        };
+        let p = &layout(&r, &empty).unwrap()[0];
+        assert_eq!(p.cells, vec![vec![vec![0], vec![2]]]);
+    }
+
     #[test]
     fn bad_names_say_did_you_mean() {
         let e = layout(&run(), &req("cgf", "prompt")).unwrap_err();

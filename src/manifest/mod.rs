@@ -453,6 +453,16 @@ struct RawJob {
 }
 
 impl Manifest {
+    /// sha256 of the manifest file as it is now, lowercase hex (`None` when
+    /// it cannot be read): recorded in `run.json`, so `merge` and `status`
+    /// can tell a folder's manifest from another.
+    pub fn sha256(&self) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        std::fs::read(&self.path)
+            .ok()
+            .map(|bytes| hex::encode(Sha256::digest(&bytes)))
+    }
+
     /// Reads and checks a manifest file. Every structural problem found
     /// (unknown or duplicate keys, bad values) is reported with its line.
     /// A file that is not UTF-8 text (binary, Latin-1, UTF-16) is refused

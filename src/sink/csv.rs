@@ -105,11 +105,49 @@ pub fn param_columns(header: &[String]) -> Vec<String> {
 }
 
 /// A parameter value as a CSV cell: strings raw, other JSON as JSON text.
+/// An empty cell is a parameter the job does not set (or sets to `null`),
+/// so a string set empty on purpose is written `""`, its JSON form; so is
+/// any string that would read back as one (`"a"`, quotes included), which
+/// keeps the cell exact for [`value`]. The rule is the log's contract
+/// (README "Output folder"): a rewrite of the log keeps it and its tests.
 pub fn cell(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
+        Value::String(s) if s.is_empty() || is_json_string(s) => {
+            Value::from(s.as_str()).to_string()
+        }
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// Whether a cell is a JSON string literal (`""`, `"a"`): the form
+/// [`cell`] gives the strings that raw would be misread.
+fn is_json_string(cell: &str) -> bool {
+    cell.starts_with('"') && serde_json::from_str::<String>(cell).is_ok()
+}
+
+/// A parameter cell read back, the inverse of [`cell`]: `None` when the job
+/// does not set it (an empty cell); a JSON string literal as its string;
+/// numbers and booleans as such; anything else as its text (the plan's
+/// type check catches a mismatch).
+pub fn value(cell: &str) -> Option<Value> {
+    if cell.is_empty() {
+        return None;
+    }
+    Some(match serde_json::from_str::<Value>(cell) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+        Ok(Value::String(s)) if cell.starts_with('"') => Value::String(s),
+        _ => Value::String(cell.to_string()),
+    })
+}
+
+/// A parameter cell as people read it (the report, its grids): unset is
+/// empty, a string set empty is `""`, other strings are unquoted.
+pub fn shown(cell: &str) -> std::borrow::Cow<'_, str> {
+    match value(cell) {
+        Some(Value::String(s)) if !s.is_empty() && is_json_string(cell) => s.into(),
+        _ => cell.into(),
     }
 }
 
@@ -481,11 +519,42 @@ fn parse(path: &Path, text: &[u8]) -> Result<(Vec<String>, Vec<LoggedRow>), LogE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_plan_knows_every_column_of_the_log() {
         // The plan refuses parameters and choices named like these.
         assert_eq!(header(&[]), crate::plan::LOG_COLUMNS);
+    }
+
+    /// Unset, `null` and a string set empty were all an empty cell: the
+    /// empty string (and any string that would read back as another, being
+    /// a JSON string literal itself) is written in its JSON form.
+    #[test]
+    fn a_string_set_empty_is_told_from_unset_and_every_string_reads_back() {
+        assert_eq!(cell(&Value::Null), "");
+        assert_eq!(value(""), None);
+        assert_eq!(cell(&json!("")), r#""""#);
+        let texts = [
+            "",
+            "a fox",
+            r#""a""#,
+            r#""""#,
+            "\"",
+            r#"say "hi""#,
+            " ",
+            "null",
+        ];
+        for text in texts {
+            let logged = cell(&json!(text));
+            assert_eq!(value(&logged), Some(json!(text)), "{text:?} as {logged:?}");
+        }
+        assert_eq!(cell(&json!("a fox")), "a fox", "plain text stays raw");
+        assert_eq!(value("7.5"), Some(json!(7.5)));
+        assert_eq!(value("true"), Some(json!(true)));
+        assert_eq!(shown(""), "");
+        assert_eq!(shown(r#""""#), r#""""#);
+        assert_eq!(shown(&cell(&json!(r#""a""#))), r#""a""#);
     }
 
     #[test]

@@ -370,6 +370,67 @@ async fn shard_auto_reads_the_ci_and_says_when_nothing_is_set() {
     assert!(!p.path("n").exists(), "nothing written");
 }
 
+/// Two CIs' variables at once (a GitLab runner inside another CI's job):
+/// when they give the same shard it runs and says which it read; when they
+/// differ it stops before anything runs, on one line naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_auto_names_its_variables_and_refuses_two_cis_that_disagree() {
+    let p = Project::new();
+    let s = sim().await;
+    p.write("six.yaml", SIX);
+    let url = s.url();
+    let run = |out: &'static str| {
+        [
+            "run", "six.yaml", "--server", &url, "--output", out, "--shard", "auto",
+        ]
+        .map(str::to_string)
+    };
+    let args = run("agree");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agree = cli_env(
+        &p,
+        &args,
+        &[
+            ("CI_NODE_INDEX", "2"),
+            ("CI_NODE_TOTAL", "2"),
+            ("CIRCLE_NODE_INDEX", "1"),
+            ("CIRCLE_NODE_TOTAL", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(agree.code, 0, "{}", agree.stderr);
+    assert!(
+        agree.stderr.contains(
+            "--shard auto: shard 2/2 from GitLab CI_NODE_INDEX=2, CI_NODE_TOTAL=2 and CircleCI CIRCLE_NODE_INDEX=1, CIRCLE_NODE_TOTAL=2"
+        ),
+        "{}",
+        agree.stderr
+    );
+    let args = run("differ");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let differ = cli_env(
+        &p,
+        &args,
+        &[
+            ("CI_NODE_INDEX", "1"),
+            ("CI_NODE_TOTAL", "2"),
+            ("CIRCLE_NODE_INDEX", "1"),
+            ("CIRCLE_NODE_TOTAL", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(differ.code, 2, "{}", differ.stderr);
+    assert_eq!(differ.stderr.lines().count(), 1, "{}", differ.stderr);
+    assert!(
+        differ.stderr.contains(
+            "--shard auto: the CIs disagree: GitLab CI_NODE_INDEX=1, CI_NODE_TOTAL=2 gives 1/2 but CircleCI CIRCLE_NODE_INDEX=1, CIRCLE_NODE_TOTAL=2 gives 2/2"
+        ),
+        "{}",
+        differ.stderr
+    );
+    assert!(!p.path("differ").exists(), "nothing written");
+}
+
 #[test]
 fn help_texts_of_the_dataset_and_ci_commands_are_stable() {
     let mut all = String::new();

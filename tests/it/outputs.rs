@@ -338,7 +338,8 @@ jobs:
     assert_eq!(rows.len(), 2);
     let empty = rows
         .iter()
-        .find(|r| r.get("Caption.value").is_empty())
+        // Set empty on purpose: logged `""`, not the empty cell of unset.
+        .find(|r| r.get("Caption.value") == "\"\"")
         .unwrap();
     assert_eq!(empty.get("status"), "ok");
     let txt = empty

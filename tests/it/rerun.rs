@@ -318,3 +318,110 @@ async fn rerun_takes_the_run_options() {
         .await;
     assert_eq!(out.code, 1, "{}", out.stderr);
 }
+
+/// One group sets the negative prompt to an empty string on purpose, the
+/// other leaves the workflow's own.
+const EMPTY: &str = r#"version: 1
+params:
+  negative: "7.text"
+jobs:
+  - name: empty
+    workflow: t2i
+    set:
+      negative: ""
+    seeds: [1]
+  - name: unset
+    workflow: t2i
+    seeds: [1]
+"#;
+
+/// An empty string set on purpose is not an unset parameter: `runs.csv`
+/// writes it `""` (an empty cell is unset), `rerun` rebuilds both jobs from
+/// their rows alone (no prompt file to fall back on) as the same jobs with
+/// the same prompts, and `export` gives `""` against `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_string_set_on_purpose_is_not_an_unset_parameter() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("e.yaml", EMPTY);
+    let url = sim.url();
+    let out = p
+        .cli(&["run", "e.yaml", "--output", "out", "--server", &url])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    let row = |group: &str| {
+        rows.iter()
+            .find(|r| r.get("job").starts_with(group))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("empty#").get("negative"), "\"\"");
+    assert_eq!(row("unset#").get("negative"), "");
+    let raw = std::fs::read_to_string(p.out().join("runs.csv")).unwrap();
+    assert!(raw.contains(",\"\"\"\"\"\","), "the cell as CSV: {raw}");
+
+    let sent: BTreeMap<String, String> = rows
+        .iter()
+        .map(|r| {
+            let id = r.get("job_id").to_string();
+            let prompt = std::fs::read_to_string(p.out().join(format!("prompts/{id}.json")));
+            (id, prompt.unwrap())
+        })
+        .collect();
+    std::fs::remove_dir_all(p.out().join("prompts")).unwrap();
+    let again = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--output",
+            "again",
+            "--server",
+            &url,
+        ])
+        .await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(!again.stderr.contains("warning"), "{}", again.stderr);
+    for (id, prompt) in &sent {
+        let resent = std::fs::read_to_string(p.path(&format!("again/prompts/{id}.json")));
+        assert_eq!(
+            resent.as_ref().ok(),
+            Some(prompt),
+            "job {id} sent as before"
+        );
+    }
+    let negative = |id: &str| -> serde_json::Value {
+        let prompt: serde_json::Value = serde_json::from_str(&sent[id]).unwrap();
+        prompt["7"]["inputs"]["text"].clone()
+    };
+    assert_eq!(negative(row("empty#").get("job_id")), "");
+    assert_eq!(negative(row("unset#").get("job_id")), "blurry");
+    let again_rows = read_rows(&p.path("again/runs.csv"));
+    assert_eq!(
+        again_rows
+            .iter()
+            .map(|r| (r.get("job_id").to_string(), r.get("negative").to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        rows.iter()
+            .map(|r| (r.get("job_id").to_string(), r.get("negative").to_string()))
+            .collect::<BTreeMap<_, _>>()
+    );
+
+    let export = p
+        .cli(&["export", "out", "--format", "imagefolder", "--to", "ds"])
+        .await;
+    assert_eq!(export.code, 0, "{}", export.stderr);
+    let meta: Vec<serde_json::Value> = std::fs::read_to_string(p.path("ds/metadata.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |group: &str| {
+        meta.iter()
+            .find(|m| m["job"].as_str().unwrap().starts_with(group))
+            .unwrap()["negative"]
+            .clone()
+    };
+    assert_eq!(of("empty#"), serde_json::json!(""));
+    assert_eq!(of("unset#"), serde_json::Value::Null);
+}

@@ -352,6 +352,9 @@ struct Scenario {
     /// The order the recorder's client sent the nodes in (its log sorted
     /// them; the outputs' order follows it, and the execution order that).
     node_order: &'static [&'static str],
+    /// Compare progress messages one for one, none folded: for recordings
+    /// without TestSleep, whose tick count is timing.
+    exact: bool,
 }
 
 fn upload_png(rgb: [u8; 3]) -> Vec<u8> {
@@ -684,7 +687,14 @@ async fn replay(file: &str, scenario: Scenario) {
         }
         let got: Vec<Value> = s.received.iter().map(normalize_ws).collect();
         let want = s.expected.clone();
-        let (got, want) = (collapse(&got), collapse(&want));
+        let fold = |v: &[Value]| {
+            if scenario.exact {
+                v.to_vec()
+            } else {
+                collapse(v)
+            }
+        };
+        let (got, want) = (fold(&got), fold(&want));
         // `status` broadcasts answer HTTP requests, so where they fall among
         // execution messages depends on timing: compare them as their own
         // sequence, and the rest without them; the end of each prompt must
@@ -693,7 +703,7 @@ async fn replay(file: &str, scenario: Scenario) {
         let statuses =
             |v: &[Value]| -> Vec<Value> { v.iter().filter(|m| is_status(m)).cloned().collect() };
         let others = |v: &[Value]| -> Vec<Value> {
-            collapse(
+            fold(
                 &v.iter()
                     .filter(|m| !is_status(m))
                     .cloned()
@@ -794,6 +804,28 @@ async fn conformance_04_validation_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_05_runtime_error() {
     replay("05_runtime_error.jsonl", Scenario::default()).await;
+}
+
+/// The order of the real server's messages, every time: replayed 20 times
+/// each, with no progress message folded, the basic run, the fully cached
+/// rerun (`executed` then `progress_state` per cached output) and the
+/// runtime error (`progress_state` before each `executing`) match their
+/// recordings one message for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_message_order_is_the_same_every_replay() {
+    for _ in 0..20 {
+        for file in [
+            "01_basic_run.jsonl",
+            "02_fully_cached_rerun.jsonl",
+            "05_runtime_error.jsonl",
+        ] {
+            let exact = Scenario {
+                exact: true,
+                ..Scenario::default()
+            };
+            replay(file, exact).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

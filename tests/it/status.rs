@@ -85,6 +85,41 @@ async fn with_the_manifest_it_counts_what_is_left() {
     );
 }
 
+/// `--manifest` names a file that may have changed since the run (or is
+/// another manifest): its count of jobs left is then of another plan, and
+/// status says so on stderr, keeping stdout and the exit code as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_other_than_the_runs_is_warned_about() {
+    let p = Project::new();
+    let s = sim().await;
+    p.write("sweep.yaml", SWEEP);
+    let url = s.url();
+    let run = p
+        .cli(&["run", "sweep.yaml", "--server", &url, "--output", "out"])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let same = p.cli(&["status", "out", "--manifest", "sweep.yaml"]).await;
+    assert_eq!(same.code, 0, "{}", same.stdout);
+    assert_eq!(same.stderr, "");
+    p.write("sweep.yaml", SWEEP.replace("0]", "0, 128]"));
+    let changed = p.cli(&["status", "out", "--manifest", "sweep.yaml"]).await;
+    assert_eq!(changed.code, 1, "{}", changed.stdout);
+    assert!(
+        changed
+            .stdout
+            .ends_with("sweep.yaml: 5 job(s), 1 still to run\n"),
+        "{}",
+        changed.stdout
+    );
+    assert_eq!(
+        changed.stderr,
+        format!(
+            "warning: sweep.yaml differs from the manifest out was run from ({} records another sha256); jobs still to run are counted from sweep.yaml\n",
+            std::path::Path::new("out").join("run.json").display()
+        )
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_an_output_folder_exits_2() {
     let p = Project::new();
