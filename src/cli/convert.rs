@@ -50,12 +50,9 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
     let bytes =
         crate::manifest::read_capped(path, MAX_BYTES).map_err(|e| bad(format!("{shown}: {e}")))?;
     let text = if embedded::image_kind(&bytes).is_some() {
-        let found = embedded::read(&bytes);
-        found.workflow.or(found.prompt).ok_or_else(|| {
-            bad(format!(
-                "{shown}: the image carries no 'workflow' or 'prompt' metadata"
-            ))
-        })?
+        embedded::read(&bytes)
+            .into_text()
+            .map_err(|why| bad(format!("{shown}: {why}")))?
     } else {
         // A byte order mark is no content (the frontend never sees it).
         let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {

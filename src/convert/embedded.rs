@@ -1,7 +1,14 @@
 //! Workflows embedded in images: the frontend and the server write the UI
 //! workflow (`workflow`) and the API prompt (`prompt`) into PNG `tEXt` /
-//! `iTXt` chunks and into WebP EXIF strings (`workflow:{…}`). Only bytes
-//! are read here; nothing is decoded beyond the metadata.
+//! `iTXt` chunks and into WebP EXIF strings (`workflow:{…}`); other tools
+//! may compress them (`zTXt`, compressed `iTXt`). Only bytes are read here;
+//! nothing is decoded beyond the metadata, and nothing inflates past
+//! [`MAX_INFLATED`].
+
+/// The most bytes a compressed `workflow` or `prompt` text may inflate to.
+/// The largest real workflows are a few MiB; without a cap, a chunk of a
+/// few hundred KiB could make `convert` or `plan` allocate gigabytes.
+pub const MAX_INFLATED: usize = 64 << 20;
 
 /// What an image carries.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -10,6 +17,27 @@ pub struct Embedded {
     pub workflow: Option<String>,
     /// The API-format prompt text, if any.
     pub prompt: Option<String>,
+    /// The keys (`workflow`, `prompt`) of compressed texts left out because
+    /// they inflate past the cap ([`MAX_INFLATED`]).
+    pub too_large: Vec<&'static str>,
+}
+
+impl Embedded {
+    /// The text to read a workflow from: `workflow` (what the frontend
+    /// saved), else `prompt` (what it sent); else why there is none, as the
+    /// end of a line naming the file.
+    pub fn into_text(self) -> Result<String, String> {
+        if let Some(text) = self.workflow.or(self.prompt) {
+            return Ok(text);
+        }
+        Err(match self.too_large.first() {
+            Some(key) => format!(
+                "the image's compressed '{key}' metadata inflates past the {} MiB cap",
+                MAX_INFLATED >> 20
+            ),
+            None => "the image carries no 'workflow' or 'prompt' metadata".into(),
+        })
+    }
 }
 
 /// Which image formats are recognised.
@@ -36,7 +64,7 @@ pub fn image_kind(bytes: &[u8]) -> Option<ImageKind> {
 /// skipped; a truncated file yields what was found before the damage.
 pub fn read(bytes: &[u8]) -> Embedded {
     match image_kind(bytes) {
-        Some(ImageKind::Png) => read_png(bytes),
+        Some(ImageKind::Png) => read_png(bytes, MAX_INFLATED),
         Some(ImageKind::Webp) => read_webp(bytes),
         None => Embedded::default(),
     }
@@ -50,7 +78,35 @@ fn keep(found: &mut Embedded, key: &[u8], text: String) {
     }
 }
 
-fn read_png(bytes: &[u8]) -> Embedded {
+/// Inflates a compressed text of `key` when it is one we want and do not
+/// have yet, within `cap` bytes; one past the cap is noted in
+/// [`Embedded::too_large`], a damaged one skipped.
+fn keep_compressed(found: &mut Embedded, key: &[u8], zlib: &[u8], cap: usize) {
+    let (wanted, name) = match key {
+        b"workflow" => (found.workflow.is_none(), "workflow"),
+        b"prompt" => (found.prompt.is_none(), "prompt"),
+        _ => return,
+    };
+    if !wanted {
+        return;
+    }
+    use miniz_oxide::inflate::{TINFLStatus, decompress_to_vec_zlib_with_limit};
+    match decompress_to_vec_zlib_with_limit(zlib, cap) {
+        Ok(text) => {
+            if let Ok(text) = String::from_utf8(text) {
+                keep(found, key, text);
+            }
+        }
+        Err(e) if e.status == TINFLStatus::HasMoreOutput => {
+            if !found.too_large.contains(&name) {
+                found.too_large.push(name);
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+fn read_png(bytes: &[u8], cap: usize) -> Embedded {
     let mut found = Embedded::default();
     let mut at = 8;
     while at + 8 <= bytes.len() {
@@ -71,11 +127,19 @@ fn read_png(bytes: &[u8]) -> Embedded {
                     keep(&mut found, &data[..nul], text);
                 }
             }
-            b"iTXt" => {
-                if let Some(text) = itxt(data) {
-                    keep(&mut found, text.0, text.1);
+            b"zTXt" => {
+                // Keyword, NUL, compression method (0: zlib), the text.
+                if let Some(nul) = data.iter().position(|&b| b == 0)
+                    && data.get(nul + 1) == Some(&0)
+                {
+                    keep_compressed(&mut found, &data[..nul], &data[nul + 2..], cap);
                 }
             }
+            b"iTXt" => match itxt(data) {
+                Some((key, Itxt::Plain(text))) => keep(&mut found, key, text),
+                Some((key, Itxt::Zlib(zlib))) => keep_compressed(&mut found, key, zlib, cap),
+                None => {}
+            },
             b"IEND" => break,
             _ => {}
         }
@@ -84,21 +148,30 @@ fn read_png(bytes: &[u8]) -> Embedded {
     found
 }
 
-/// An uncompressed `iTXt` chunk's keyword and text (compressed ones are
-/// skipped: ComfyUI does not write them).
-fn itxt(data: &[u8]) -> Option<(&[u8], String)> {
+/// An `iTXt` chunk's text: as is, or compressed (ComfyUI writes plain
+/// ones; other tools may compress).
+enum Itxt<'a> {
+    Plain(String),
+    Zlib(&'a [u8]),
+}
+
+/// An `iTXt` chunk's keyword and text.
+fn itxt(data: &[u8]) -> Option<(&[u8], Itxt<'_>)> {
     let nul = data.iter().position(|&b| b == 0)?;
     let key = &data[..nul];
     let flag = *data.get(nul + 1)?;
-    if flag != 0 {
-        return None;
-    }
+    let method = *data.get(nul + 2)?;
+    // Language tag and translated keyword, each NUL-terminated.
     let mut rest = data.get(nul + 3..)?;
     for _ in 0..2 {
         let n = rest.iter().position(|&b| b == 0)?;
         rest = &rest[n + 1..];
     }
-    Some((key, String::from_utf8(rest.to_vec()).ok()?))
+    match (flag, method) {
+        (0, _) => Some((key, Itxt::Plain(String::from_utf8(rest.to_vec()).ok()?))),
+        (1, 0) => Some((key, Itxt::Zlib(rest))),
+        _ => None,
+    }
 }
 
 fn read_webp(bytes: &[u8]) -> Embedded {
@@ -176,6 +249,54 @@ mod tests {
         webp.extend_from_slice(b"EXIF");
         webp.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(read(&webp), Embedded::default());
+    }
+
+    #[test]
+    fn compressed_texts_are_inflated_within_the_cap() {
+        use miniz_oxide::deflate::compress_to_vec_zlib;
+        let workflow = br#"{"nodes":[],"links":[]}"#;
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut z = b"workflow\0\0".to_vec();
+        z.extend(compress_to_vec_zlib(workflow, 6));
+        png.extend(chunk(b"zTXt", &z));
+        let mut i = b"prompt\0\x01\0en\0\0".to_vec();
+        i.extend(compress_to_vec_zlib(br#"{"1":{}}"#, 6));
+        png.extend(chunk(b"iTXt", &i));
+        png.extend(chunk(b"IEND", b""));
+        let found = read(&png);
+        assert_eq!(
+            found.workflow.as_deref(),
+            Some(r#"{"nodes":[],"links":[]}"#)
+        );
+        assert_eq!(found.prompt.as_deref(), Some(r#"{"1":{}}"#));
+        assert!(found.too_large.is_empty());
+
+        // One byte past the cap: left out and noted, not a damaged chunk.
+        let cap = workflow.len() - 1;
+        let found = read_png(&png, cap);
+        assert_eq!(found.workflow, None);
+        assert_eq!(found.too_large, ["workflow"]);
+        assert_eq!(
+            found.clone().into_text().unwrap(),
+            r#"{"1":{}}"#,
+            "the prompt serves"
+        );
+        let only_workflow = Embedded {
+            prompt: None,
+            ..found
+        };
+        assert_eq!(
+            only_workflow.into_text().unwrap_err(),
+            "the image's compressed 'workflow' metadata inflates past the 64 MiB cap"
+        );
+        // Damaged compressed data is skipped like any damaged chunk.
+        let mut bad = b"\x89PNG\r\n\x1a\n".to_vec();
+        bad.extend(chunk(b"zTXt", b"workflow\0\0\x78\x9cgarbage"));
+        assert_eq!(read(&bad), Embedded::default());
+        assert_eq!(
+            Embedded::default().into_text().unwrap_err(),
+            "the image carries no 'workflow' or 'prompt' metadata"
+        );
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub struct Sample {
     pub file_name: String,
     /// The WebDataset key: the file name's stem, without dots, unique.
     pub key: String,
-    /// Lowercase extension.
+    /// Lowercase extension: the file's own when it is on
+    /// [`crate::sink::KEPT_EXTENSIONS`], else `bin`.
     pub ext: String,
     /// `metadata.jsonl` columns after `file_name`: job_id, job, seed, every
     /// parameter, and `text` when the run has text outputs.
@@ -158,7 +159,12 @@ pub(super) fn collect(
         files.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
         files.dedup();
         for file in files {
+            // A folder an earlier version wrote may hold the server's own
+            // extension (`.html`, `.sh`): a loader keys members by it.
             let ext = extension(file);
+            let ext = crate::sink::kept_extension(&ext)
+                .unwrap_or(crate::sink::UNKNOWN_EXTENSION)
+                .to_string();
             if !format.takes(&ext) {
                 if ext != "txt" {
                     summary.other_kinds += 1;

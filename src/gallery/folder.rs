@@ -38,7 +38,7 @@ pub enum FolderError {
 pub enum OutputKind {
     /// png, jpg, jpeg, webp: decoded for thumbnails and grids.
     Image,
-    /// gif, bmp, avif, svg…: shown by the browser, not decoded here.
+    /// gif, bmp, avif, apng: shown by the browser, not decoded here.
     BrowserImage,
     /// mp4, webm, mov, mkv.
     Video,
@@ -46,8 +46,12 @@ pub enum OutputKind {
     Audio,
     /// txt, json, md: shown as text.
     Text,
-    /// Anything else (latent, safetensors…): a link.
+    /// Any other extension on [`crate::sink::KEPT_EXTENSIONS`] (latent,
+    /// safetensors, glb…) and `bin`: a download link.
     Other,
+    /// Any other extension (`html`, `svg`, `sh`…, from a folder an earlier
+    /// version wrote): never linked, as a browser could open it as a page.
+    Unlinked,
 }
 
 impl OutputKind {
@@ -63,7 +67,12 @@ impl OutputKind {
             "mp4" | "webm" | "mov" | "mkv" | "m4v" => OutputKind::Video,
             "flac" | "mp3" | "wav" | "ogg" | "opus" | "m4a" | "aac" => OutputKind::Audio,
             "txt" | "json" | "md" | "csv" => OutputKind::Text,
-            _ => OutputKind::Other,
+            e if e == crate::sink::UNKNOWN_EXTENSION
+                || crate::sink::kept_extension(e).is_some() =>
+            {
+                OutputKind::Other
+            }
+            _ => OutputKind::Unlinked,
         }
     }
 
@@ -75,6 +84,7 @@ impl OutputKind {
             OutputKind::Audio => "audio",
             OutputKind::Text => "text",
             OutputKind::Other => "file",
+            OutputKind::Unlinked => "unlinked",
         }
     }
 }
@@ -546,5 +556,20 @@ mod tests {
         assert_eq!(OutputKind::of("a.txt"), OutputKind::Text);
         assert_eq!(OutputKind::of("a.latent"), OutputKind::Other);
         assert_eq!(OutputKind::of("a.webp"), OutputKind::Image);
+        assert_eq!(OutputKind::of("images/a_9_0.bin"), OutputKind::Other);
+        assert_eq!(OutputKind::of("a.GLB"), OutputKind::Other);
+        // What an earlier version kept from the server's name is not linked.
+        for name in [
+            "a.html",
+            "a.HTM",
+            "a.svg",
+            "a.sh",
+            "a.exe",
+            "a.bat",
+            "a.png.xhtml",
+            "a",
+        ] {
+            assert_eq!(OutputKind::of(name), OutputKind::Unlinked, "{name}");
+        }
     }
 }

@@ -140,7 +140,11 @@
       if (big) return el('pre', { text: job.text || file.rel });
       return el('div', { class: 'ph text', text: clip(job.text || file.rel, 400) });
     }
-    if (big) return el('p', null, el('a', { href: fileUrl(file.rel), text: file.rel }));
+    if (file.kind === 'unlinked') {
+      // Saved by an older version under the server's extension (.html, .svg…): a link could open it as a page.
+      return el('div', { class: 'ph', title: file.rel, text: 'not linked (could open as a page)\n' + file.rel.split('/').pop() });
+    }
+    if (big) return el('p', null, el('a', { href: fileUrl(file.rel), download: true, text: file.rel }));
     return el('div', { class: 'ph', text: 'file\n' + file.rel.split('/').pop() });
   }
   function preview(job) {
@@ -152,7 +156,7 @@
       return [el('div', { class: job.text ? 'ph text' : 'ph', text: job.text ? clip(job.text, 400) : 'no outputs' })];
     }
     // Pictures first: a mixed workflow may log its audio or latents before its images.
-    var rank = { image: 0, video: 1, text: 2, audio: 3, file: 4, unsafe: 5 };
+    var rank = { image: 0, video: 1, text: 2, audio: 3, file: 4, unlinked: 5, unsafe: 5 };
     var files = job.files.map(function (f, i) { return [rank[f.kind] === undefined ? 4 : rank[f.kind], i, f]; });
     files.sort(function (a, b) { return a[0] - b[0] || a[1] - b[1]; });
     return files.slice(0, 4).map(function (r) { return media(job, r[2], false); });
@@ -466,7 +470,7 @@
     info.appendChild(table);
     if (job.error) info.appendChild(el('pre', { class: 'error', text: job.error }));
     var links = el('p', { class: 'links' }, el('a', { href: '../prompts/' + encodeURIComponent(job.id) + '.json', text: 'prompt JSON' }));
-    job.files.forEach(function (f) { if (f.kind !== 'unsafe') links.appendChild(el('a', { href: fileUrl(f.rel), text: f.rel.split('/').pop() })); });
+    job.files.forEach(function (f) { if (f.kind !== 'unsafe' && f.kind !== 'unlinked') links.appendChild(el('a', { href: fileUrl(f.rel), download: f.kind === 'file', text: f.rel.split('/').pop() })); });
     info.appendChild(links);
     var cmd = D.rerun + ' --job ' + shellQuote(job.id);
     var btn = el('button', { id: 'copy-rerun', text: 'copy' });

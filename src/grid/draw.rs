@@ -1,9 +1,10 @@
-//! Drawing one grid page: read image sizes (headers only), choose one cell
-//! size, decode and fit every image in parallel, then paint the title, the
-//! axis labels and the cells. The cell size shrinks until the picture fits
-//! in [`MAX_SIDE`] pixels a side, so a huge grid never allocates more than
-//! that.
+//! Drawing one grid page: read image sizes (headers, checked against the
+//! images as decoded), choose one cell size, decode and fit every image in
+//! parallel, then paint the title, the axis labels and the cells. The cell
+//! size shrinks until the picture fits in [`MAX_SIDE`] pixels a side, so a
+//! huge grid never allocates more than that.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use image::{DynamicImage, Rgb, RgbImage, imageops::FilterType};
@@ -172,23 +173,55 @@ fn plan(page: &GridPage, font: &ab_glyph::FontRef<'static>, cw: u32, ch: u32) ->
     }
 }
 
-/// An image decoded and fitted into `w`×`h`, keeping its aspect ratio.
-fn fitted(path: &PathBuf, w: u32, h: u32) -> Option<RgbImage> {
+/// The size of an image of `size` fitted into `w`×`h`, keeping its aspect
+/// ratio.
+fn fit_size((iw, ih): (u32, u32), w: u32, h: u32) -> (u32, u32) {
+    let (iw, ih) = (iw.max(1), ih.max(1));
+    let s = (f64::from(w) / f64::from(iw)).min(f64::from(h) / f64::from(ih));
+    let tw = ((f64::from(iw) * s).round() as u32).clamp(1, w.max(1));
+    let th = ((f64::from(ih) * s).round() as u32).clamp(1, h.max(1));
+    (tw, th)
+}
+
+/// An image as [`decode_within`] keeps it, and the size it decoded at.
+type Kept = Option<(RgbImage, (u32, u32))>;
+
+/// An image decoded, with the size it decoded at: kept whole when it fits
+/// in `w`×`h`, else fitted into it. Never enlarged here: the cell it ends
+/// in is known only once every image is decoded.
+fn decode_within(path: &PathBuf, w: u32, h: u32) -> Kept {
     let img: DynamicImage = image::ImageReader::open(path)
         .ok()?
         .with_guessed_format()
         .ok()?
         .decode()
         .ok()?;
-    let (iw, ih) = (img.width().max(1), img.height().max(1));
-    let s = (f64::from(w) / f64::from(iw)).min(f64::from(h) / f64::from(ih));
-    let tw = ((f64::from(iw) * s).round() as u32).clamp(1, w.max(1));
-    let th = ((f64::from(ih) * s).round() as u32).clamp(1, h.max(1));
+    let size = (img.width().max(1), img.height().max(1));
     let rgb = crate::gallery::thumbs::flatten(&img);
-    if (tw, th) == (iw, ih) {
-        return Some(rgb);
+    let (tw, th) = fit_size(size, w, h);
+    if tw >= size.0 && th >= size.1 {
+        return Some((rgb, size));
     }
-    Some(image::imageops::resize(&rgb, tw, th, FilterType::Triangle))
+    Some((
+        image::imageops::resize(&rgb, tw, th, FilterType::Triangle),
+        size,
+    ))
+}
+
+/// An image of `size`, kept by [`decode_within`] as `img`, fitted into
+/// `w`×`h` (enlarged if need be); decoded again from `path` only when it
+/// was kept smaller than that.
+fn refit(path: &PathBuf, img: RgbImage, size: (u32, u32), w: u32, h: u32) -> Option<RgbImage> {
+    let (tw, th) = fit_size(size, w, h);
+    if (tw, th) == img.dimensions() {
+        return Some(img);
+    }
+    if img.dimensions() != size && tw > img.width() {
+        // Kept smaller than its cell now needs: only when a header lied.
+        let (again, _) = decode_within(path, w, h)?;
+        return refit(path, again, size, w, h);
+    }
+    Some(image::imageops::resize(&img, tw, th, FilterType::Triangle))
 }
 
 fn dims_of(path: &PathBuf) -> Option<(u32, u32)> {
@@ -205,6 +238,67 @@ fn slots(k: usize) -> (u32, u32) {
     let cols = (k as f64).sqrt().ceil().max(1.0) as u32;
     let rows = (k as u32).div_ceil(cols).max(1);
     (cols, rows)
+}
+
+/// The layout for images of `sizes` (`cell` forces the longer side of a
+/// cell), shrunk until it fits [`MAX_SIDE`]; and the cell width wanted
+/// before shrinking.
+fn layout_for(
+    page: &GridPage,
+    font: &ab_glyph::FontRef<'static>,
+    sizes: &[Option<(u32, u32)>],
+    cell: Option<u32>,
+) -> (Layout, u32) {
+    let (mut cw, mut ch) = sizes
+        .iter()
+        .flatten()
+        .fold((0, 0), |(w, h), (a, b)| (w.max(*a), h.max(*b)));
+    if cw == 0 || ch == 0 {
+        (cw, ch) = (MIN_CELL, MIN_CELL);
+    }
+    let target = cell
+        .unwrap_or_else(|| cw.max(ch).max(MIN_CELL))
+        .clamp(8, MAX_SIDE);
+    let s = f64::from(target) / f64::from(cw.max(ch));
+    cw = ((f64::from(cw) * s).round() as u32).max(8);
+    ch = ((f64::from(ch) * s).round() as u32).max(8);
+
+    let wanted = cw;
+    let mut layout = plan(page, font, cw, ch);
+    for _ in 0..4 {
+        if layout.width <= MAX_SIDE && layout.height <= MAX_SIDE {
+            break;
+        }
+        let s = (f64::from(MAX_SIDE) / f64::from(layout.width))
+            .min(f64::from(MAX_SIDE) / f64::from(layout.height))
+            * 0.97;
+        let ncw = ((f64::from(layout.cw) * s) as u32).max(4);
+        let nch = ((f64::from(layout.ch) * s) as u32).max(4);
+        layout = plan(page, font, ncw, nch);
+    }
+    (layout, wanted)
+}
+
+/// A cell's slot of each image (row, column, slot), in `items` order.
+type Slot = (usize, usize, usize);
+
+/// Every image of `items` with its slot and the slot's size in a `cw`×`ch`
+/// cell, in `items` order.
+fn slots_of(items: &[Vec<Vec<Item>>], cw: u32, ch: u32) -> Vec<(Slot, &PathBuf, u32, u32)> {
+    let mut out = Vec::new();
+    for (r, row) in items.iter().enumerate() {
+        for (c, its) in row.iter().enumerate() {
+            let (sc, sr) = slots(its.len());
+            let sw = (cw.saturating_sub(sc - 1)) / sc;
+            let sh = (ch.saturating_sub(sr - 1)) / sr;
+            for (k, it) in its.iter().enumerate() {
+                if let Item::Image(p) = it {
+                    out.push(((r, c, k), p, sw.max(1), sh.max(1)));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Draws one page. `cell` forces the longer side of a cell.
@@ -224,59 +318,32 @@ pub fn draw(run: &RunFolder, page: &GridPage, cell: Option<u32>) -> Drawn {
             _ => None,
         })
         .collect();
-    let sizes: Vec<Option<(u32, u32)>> = paths.par_iter().map(|p| dims_of(p)).collect();
-    let (mut cw, mut ch) = sizes
-        .iter()
-        .flatten()
-        .fold((0, 0), |(w, h), (a, b)| (w.max(*a), h.max(*b)));
-    if cw == 0 || ch == 0 {
-        (cw, ch) = (MIN_CELL, MIN_CELL);
-    }
-    let target = cell
-        .unwrap_or_else(|| cw.max(ch).max(MIN_CELL))
-        .clamp(8, MAX_SIDE);
-    let s = f64::from(target) / f64::from(cw.max(ch));
-    cw = ((f64::from(cw) * s).round() as u32).max(8);
-    ch = ((f64::from(ch) * s).round() as u32).max(8);
-
-    let wanted = cw;
-    let mut layout = plan(page, &font, cw, ch);
-    for _ in 0..4 {
-        if layout.width <= MAX_SIDE && layout.height <= MAX_SIDE {
-            break;
-        }
-        let s = (f64::from(MAX_SIDE) / f64::from(layout.width))
-            .min(f64::from(MAX_SIDE) / f64::from(layout.height))
-            * 0.97;
-        let ncw = ((f64::from(layout.cw) * s) as u32).max(4);
-        let nch = ((f64::from(layout.ch) * s) as u32).max(4);
-        layout = plan(page, &font, ncw, nch);
-    }
-    let Layout { cw, ch, .. } = layout;
-
-    // Decode and fit every image in parallel, into its slot size.
-    let mut jobs: Vec<(usize, usize, usize, &PathBuf, u32, u32)> = Vec::new();
-    for (r, row) in items.iter().enumerate() {
-        for (c, its) in row.iter().enumerate() {
-            let (sc, sr) = slots(its.len());
-            let sw = (cw.saturating_sub(sc - 1)) / sc;
-            let sh = (ch.saturating_sub(sr - 1)) / sr;
-            for (k, it) in its.iter().enumerate() {
-                if let Item::Image(p) = it {
-                    jobs.push((r, c, k, p, sw.max(1), sh.max(1)));
-                }
-            }
-        }
-    }
-    let decoded: Vec<Option<RgbImage>> = jobs
-        .par_iter()
-        .map(|(_, _, _, p, w, h)| fitted(p, *w, *h))
+    // Headers give the sizes cheaply, but a header may claim anything (a
+    // PNG of a few bytes declaring 30000×30000): the cells are sized from
+    // the images as decoded. Each is decoded once, in parallel, kept no
+    // larger than the cell its header's claim gave, then fitted into its
+    // final cell.
+    let claimed: Vec<Option<(u32, u32)>> = paths.par_iter().map(|p| dims_of(p)).collect();
+    let (first, _) = layout_for(page, &font, &claimed, cell);
+    let kept: Vec<(Slot, &PathBuf, Kept)> = slots_of(&items, first.cw, first.ch)
+        .into_par_iter()
+        .map(|(slot, p, w, h)| (slot, p, decode_within(p, w, h)))
         .collect();
-    let mut pictures: std::collections::HashMap<(usize, usize, usize), Option<RgbImage>> =
-        std::collections::HashMap::new();
-    for (j, img) in jobs.iter().zip(decoded) {
-        pictures.insert((j.0, j.1, j.2), img);
-    }
+    let decoded: Vec<Option<(u32, u32)>> = kept
+        .iter()
+        .map(|(.., d)| d.as_ref().map(|(_, size)| *size))
+        .collect();
+    let (layout, wanted) = layout_for(page, &font, &decoded, cell);
+    let (cw, ch) = (layout.cw, layout.ch);
+    let targets = slots_of(&items, cw, ch);
+    let pictures: HashMap<Slot, RgbImage> = kept
+        .into_par_iter()
+        .zip(targets)
+        .filter_map(|((slot, p, d), (_, _, w, h))| {
+            let (img, size) = d?;
+            Some((slot, refit(p, img, size, w, h)?))
+        })
+        .collect();
 
     let mut img = RgbImage::from_pixel(layout.width, layout.height, Rgb(WHITE));
     let pen = Pen::new(&font, layout.px);
@@ -356,7 +423,7 @@ pub fn draw(run: &RunFolder, page: &GridPage, cell: Option<u32>) -> Drawn {
                 let sy = y + (k32 / sc) * (sh + 1);
                 let sbox = (i64::from(sx), i64::from(sy), sw, sh);
                 match it {
-                    Item::Image(_) => match pictures.get(&(r, c, k)).and_then(Option::as_ref) {
+                    Item::Image(_) => match pictures.get(&(r, c, k)) {
                         Some(p) => {
                             let ox = sx + (sw - p.width().min(sw)) / 2;
                             let oy = sy + (sh - p.height().min(sh)) / 2;

@@ -224,13 +224,12 @@ pub(crate) fn parse_any(
 ) -> Result<Loaded, WorkflowError> {
     let sha256 = hex::encode(Sha256::digest(bytes));
     let text: std::borrow::Cow<'_, [u8]> = if embedded::image_kind(bytes).is_some() {
-        let found = embedded::read(bytes);
-        match found.workflow.or(found.prompt) {
-            Some(t) => t.into_bytes().into(),
-            None => {
+        match embedded::read(bytes).into_text() {
+            Ok(t) => t.into_bytes().into(),
+            Err(why) => {
                 return Err(WorkflowError::Neither {
                     path: path.to_owned(),
-                    why: "the image carries no 'workflow' or 'prompt' metadata".into(),
+                    why,
                 });
             }
         }

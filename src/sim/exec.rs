@@ -659,6 +659,10 @@ impl Run<'_> {
                 self.test_sleep(id).await?;
                 base
             }
+            "SimNamedFiles" => {
+                ui = Some(self.save_named(id, &base)?);
+                base
+            }
             "PrimitiveString" | "PrimitiveStringMultiline" => {
                 let value = self
                     .inputs(id)
@@ -1037,6 +1041,50 @@ impl Run<'_> {
             ui.insert("video".into(), Value::Array(items));
         }
         Ok(Value::Object(ui))
+    }
+
+    /// SimNamedFiles: each line of `filenames` a file of exactly that name
+    /// in `output/named/`, listed under `images`.
+    fn save_named(&self, id: &str, t: &Tensor) -> Result<Value, Stop> {
+        let names = self
+            .inputs(id)
+            .and_then(|i| i.get("filenames"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let folder = self.shared.dirs.output.join("named");
+        let fail = |message: String| Stop::Failed {
+            exception_type: "OSError".into(),
+            message,
+            traceback: Vec::new(),
+        };
+        let mut items = Vec::new();
+        for (i, name) in names
+            .lines()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .enumerate()
+        {
+            if name.contains(['/', '\\']) || name == "." || name == ".." {
+                return Err(fail(format!("not a plain file name: {name:?}")));
+            }
+            let ext = name
+                .rsplit_once('.')
+                .map(|(_, e)| e.to_ascii_lowercase())
+                .unwrap_or_default();
+            let bytes = if ext == "png" {
+                self.png_for(t, i as u32)
+            } else {
+                let mut content = t.salt.to_vec();
+                content.extend_from_slice(name.as_bytes());
+                media::stand_in(&ext, &content)
+            };
+            std::fs::create_dir_all(&folder)
+                .and_then(|()| files::write_file(&folder.join(name), &bytes))
+                .map_err(|e| fail(e.to_string()))?;
+            items.push(json!({"filename": name, "subfolder": "named", "type": "output"}));
+        }
+        Ok(json!({"images": items}))
     }
 
     /// SaveImageWebsocket: one progress and one PNG frame per image.

@@ -31,7 +31,9 @@
 //!   (protocol.md §6.1): `SaveAnimatedWEBP`/`PNG`, `SaveWEBM`, `SaveVideo`,
 //!   `SaveAudio`/`MP3`/`Opus`, `PreviewAudio`, `SaveLatent`, `SaveGLB`, and
 //!   a stand-in for VideoHelperSuite's `VHS_VideoCombine` (files under
-//!   `gifs` with `format`); other output nodes have no `ui`;
+//!   `gifs` with `format`); the sim-only `SimNamedFiles` saves files under
+//!   the names it is given (as custom nodes naming their own files do);
+//!   other output nodes have no `ui`;
 //! - pixels are one colour per image, derived from the producing graph;
 //!   PNG, animated PNG and WebP, `.latent` and `.glb` files are real, video
 //!   and compressed audio are deterministic stand-in bytes with the

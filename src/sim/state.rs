@@ -53,6 +53,30 @@ const VHS_VIDEO_COMBINE: &str = r#"{
   "output_node": true
 }"#;
 
+/// A sim-only node standing in for custom nodes that name their own files
+/// (any extension, any case, dots in the name): one file per line of
+/// `filenames`, written as is into `output/named/` (a PNG when the name
+/// ends `.png` in any case, else stand-in bytes) and listed under `images`.
+/// A later prompt naming the same file replaces it.
+const SIM_NAMED_FILES: &str = r#"{
+  "input": {
+    "required": {
+      "images": ["IMAGE"],
+      "filenames": ["STRING", {"default": "x.png", "multiline": true}]
+    }
+  },
+  "input_order": {"required": ["images", "filenames"]},
+  "output": [],
+  "output_is_list": [],
+  "output_name": [],
+  "name": "SimNamedFiles",
+  "display_name": "Named Files (sim)",
+  "description": "comfy-batch sim: saves files under the names given",
+  "python_module": "custom_nodes.comfy-batch-sim",
+  "category": "sim",
+  "output_node": true
+}"#;
+
 /// The recorded catalogue plus the sim's stand-ins for custom packs.
 fn base_catalogue() -> Result<Catalogue, crate::validate::CatalogueError> {
     let mut info: Value = serde_json::from_str(include_str!("../../assets/object_info.json"))?;
@@ -60,6 +84,10 @@ fn base_catalogue() -> Result<Catalogue, crate::validate::CatalogueError> {
         map.insert(
             "VHS_VideoCombine".into(),
             serde_json::from_str(VHS_VIDEO_COMBINE)?,
+        );
+        map.insert(
+            "SimNamedFiles".into(),
+            serde_json::from_str(SIM_NAMED_FILES)?,
         );
     }
     Catalogue::from_object_info(&info)

@@ -58,8 +58,9 @@ pub fn prompt_text(prompt: &Prompt) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 /// The local name of a job's `n`-th image from `node`:
-/// `<job_id>_<node>_<n>.<ext>`. Built only from our own ids and a sanitised
-/// extension; the server's file name never becomes a path.
+/// `<job_id>_<node>_<n>.<ext>`. Built only from our own ids and an
+/// extension on [`KEPT_EXTENSIONS`] (`bin` for any other); the server's file
+/// name never becomes a path.
 pub fn image_file_name(job: &JobId, node: &str, n: usize, ext: &str) -> String {
     let raw = node;
     let mut node: String = node
@@ -80,29 +81,80 @@ pub fn image_file_name(job: &JobId, node: &str, n: usize, ext: &str) -> String {
         node.push('-');
         node.push_str(&hex::encode(&digest[..3]));
     }
-    let ext = usable_extension(ext).unwrap_or_else(|| "png".to_string());
+    let ext = kept_extension(ext).unwrap_or(UNKNOWN_EXTENSION);
     format!("{job}_{node}_{n}.{ext}")
 }
 
-/// The longest extension kept (`safetensors` fits); longer ones are not
-/// extensions a user would recognise.
-const MAX_EXT: usize = 16;
+/// The extensions a saved file keeps from the server's name (lower-cased):
+/// media a browser shows as media, data and 3D formats that no browser
+/// runs. Anything else, a page (`html`, `svg`, which can carry script) or a
+/// program (`sh`, `exe`, `bat`), is saved as [`UNKNOWN_EXTENSION`], so the
+/// report, a file manager or a dataset loader never opens it as one.
+pub const KEPT_EXTENSIONS: [&str; 34] = [
+    // images
+    "png",
+    "apng",
+    "jpg",
+    "jpeg",
+    "webp",
+    "gif",
+    "avif",
+    "bmp",
+    "tif",
+    "tiff",
+    // video
+    "mp4",
+    "webm",
+    "mov",
+    "mkv",
+    "m4v",
+    // audio
+    "flac",
+    "mp3",
+    "opus",
+    "ogg",
+    "wav",
+    "m4a",
+    "aac",
+    // data
+    "latent",
+    "safetensors",
+    "npy",
+    "json",
+    "txt",
+    // 3D
+    "glb",
+    "gltf",
+    "obj",
+    "ply",
+    "stl",
+    "fbx",
+    "usdz",
+];
 
-fn usable_extension(ext: &str) -> Option<String> {
-    let ok =
-        !ext.is_empty() && ext.len() <= MAX_EXT && ext.chars().all(|c| c.is_ascii_alphanumeric());
-    ok.then(|| ext.to_ascii_lowercase())
+/// The extension of a file whose own is not on [`KEPT_EXTENSIONS`]: bytes
+/// to download, nothing to open.
+pub const UNKNOWN_EXTENSION: &str = "bin";
+
+/// `ext` as kept (lower-case), when it is on [`KEPT_EXTENSIONS`] in any case.
+pub fn kept_extension(ext: &str) -> Option<&'static str> {
+    KEPT_EXTENSIONS
+        .iter()
+        .find(|kept| kept.eq_ignore_ascii_case(ext))
+        .copied()
 }
 
 /// The extension of the local copy of a server file: the part after the
-/// last dot of the name's last path component, ASCII letters and digits
-/// only, lower-cased; `bin` when the name has no usable one.
+/// last dot of the name's last path component, when it is on
+/// [`KEPT_EXTENSIONS`] (`x.png.html` is `bin`, `x.PNG` is `png`); else
+/// [`UNKNOWN_EXTENSION`].
 pub fn extension_of(server_name: &str) -> String {
     let base = server_name.rsplit(['/', '\\']).next().unwrap_or_default();
     base.rsplit_once('.')
         .filter(|(stem, _)| !stem.is_empty())
-        .and_then(|(_, ext)| usable_extension(ext))
-        .unwrap_or_else(|| "bin".to_string())
+        .and_then(|(_, ext)| kept_extension(ext))
+        .unwrap_or(UNKNOWN_EXTENSION)
+        .to_string()
 }
 
 impl OutputDir {
@@ -669,12 +721,13 @@ mod tests {
         );
         assert_eq!(
             image_file_name(&id, "9", 2, "png/../../etc"),
-            "0123456789ab_9_2.png"
+            "0123456789ab_9_2.bin"
         );
         assert_eq!(
             image_file_name(&id, "/abs", 0, ""),
-            "0123456789ab_-abs-e802dc_0.png"
+            "0123456789ab_-abs-e802dc_0.bin"
         );
+        assert_eq!(image_file_name(&id, "9", 0, "html"), "0123456789ab_9_0.bin");
     }
 
     #[test]
@@ -693,14 +746,31 @@ mod tests {
             ("x.", "bin"),
             ("x.p%n", "bin"),
             ("x.averyveryverylongextension", "bin"),
-            ("a.tar.gz", "gz"),
+            ("a.tar.gz", "bin"),
             ("C:\\ComfyUI\\output\\x.PNG", "png"),
             ("фото.png", "png"),
             ("x.пнг", "bin"),
             ("x.png\u{202e}gpj", "bin"),
+            // Only the allow-list: pages, scripts and programs are bytes.
+            ("x.html", "bin"),
+            ("x.HTM", "bin"),
+            ("x.svg", "bin"),
+            ("x.sh", "bin"),
+            ("x.exe", "bin"),
+            ("x.bat", "bin"),
+            ("x.png.html", "bin"),
+            ("x.html.png", "png"),
+            ("my.fox.v2.JPEG", "jpeg"),
+            ("clip.M4V", "m4v"),
+            ("mesh_00001_.usdz", "usdz"),
+            ("x.bin", "bin"),
         ];
         for (name, want) in cases {
             assert_eq!(extension_of(name), want, "{name}");
+        }
+        for ext in KEPT_EXTENSIONS {
+            let upper = format!("ComfyUI_00001_.{}", ext.to_ascii_uppercase());
+            assert_eq!(extension_of(&upper), ext, "{upper}");
         }
         let dir = tempfile::tempdir().unwrap();
         let out = OutputDir::open(dir.path()).unwrap();

@@ -11,7 +11,10 @@ mod durable;
 mod files;
 
 pub(crate) use files::write_atomic;
-pub use files::{InputFile, OutputDir, extension_of, image_file_name, kept_input, prompt_text};
+pub use files::{
+    InputFile, KEPT_EXTENSIONS, OutputDir, UNKNOWN_EXTENSION, extension_of, image_file_name,
+    kept_extension, kept_input, prompt_text,
+};
 
 use std::path::PathBuf;
 

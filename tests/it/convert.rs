@@ -789,3 +789,107 @@ async fn convert_output_in_a_missing_folder_names_the_flag() {
     assert!(!out.stderr.contains(".tmp"), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
 }
+
+/// A zlib stream of `1 + 258 × copies` zeros, made by hand: a literal 0,
+/// then copies of 258 bytes at distance 1 (13 bits each, fixed codes), so
+/// tens of MiB inflate from a few hundred KiB.
+fn zlib_zeros(copies: usize) -> Vec<u8> {
+    struct Bits {
+        out: Vec<u8>,
+        acc: u64,
+        len: u32,
+    }
+    impl Bits {
+        fn put(&mut self, v: u32, n: u32) {
+            self.acc |= u64::from(v) << self.len;
+            self.len += n;
+            while self.len >= 8 {
+                self.out.push(self.acc as u8);
+                self.acc >>= 8;
+                self.len -= 8;
+            }
+        }
+        /// Huffman codes go most significant bit first.
+        fn code(&mut self, c: u32, n: u32) {
+            self.put(c.reverse_bits() >> (32 - n), n);
+        }
+    }
+    let mut b = Bits {
+        out: vec![0x78, 0x01],
+        acc: 0,
+        len: 0,
+    };
+    b.put(1, 1); // the last block
+    b.put(1, 2); // fixed codes
+    b.code(0x30, 8); // literal 0
+    for _ in 0..copies {
+        b.code(0xC5, 8); // length 258 (symbol 285)
+        b.code(0, 5); // distance 1
+    }
+    b.code(0, 7); // end of block
+    let pad = (8 - b.len) % 8;
+    b.put(0, pad); // to a byte boundary
+    let n = 1 + 258 * copies as u64;
+    let adler = ((n % 65521) << 16) | 1;
+    let mut out = b.out;
+    out.extend_from_slice(&(adler as u32).to_be_bytes());
+    out
+}
+
+/// A PNG whose only text is a `zTXt` chunk `key` holding `zlib`.
+fn png_with_ztxt(key: &str, zlib: &[u8]) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut data = key.as_bytes().to_vec();
+    data.extend_from_slice(&[0, 0]); // end of keyword, zlib
+    data.extend_from_slice(zlib);
+    png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    png.extend_from_slice(b"zTXt");
+    png.extend_from_slice(&data);
+    png.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+    png.extend_from_slice(b"IEND");
+    png.extend_from_slice(&[0, 0, 0, 0]);
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_metadata_converts_and_past_the_cap_says_so() {
+    let p = crate::harness::Project::new();
+    // A compressed workflow converts as the plain one does.
+    p.write("w.png", png_with("workflow", UI_T2I));
+    p.write(
+        "z.png",
+        png_with_ztxt(
+            "workflow",
+            &miniz_oxide::deflate::compress_to_vec_zlib(UI_T2I.as_bytes(), 6),
+        ),
+    );
+    let plain = p.cli(&["convert", "w.png"]).await;
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    let z = p.cli(&["convert", "z.png"]).await;
+    assert_eq!(z.code, 0, "{}", z.stderr);
+    assert_eq!(z.stdout, plain.stdout);
+
+    // 65 MiB of zeros from about 430 KB: the cap is named, not "no metadata".
+    let bomb = zlib_zeros((65 << 20) / 258);
+    assert!(bomb.len() < 500_000, "{}", bomb.len());
+    p.write("bomb.png", png_with_ztxt("workflow", &bomb));
+    let out = p.cli(&["convert", "bomb.png"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error: bomb.png: the image's compressed 'workflow' metadata inflates past the 64 MiB cap"
+    );
+    // A manifest naming it says the same, at plan time.
+    p.write(
+        "m.yaml",
+        "version: 1\nworkflows:\n  b: bomb.png\njobs:\n  - name: b\n    workflow: b\n",
+    );
+    let out = p.cli(&["plan", "m.yaml"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the image's compressed 'workflow' metadata inflates past the 64 MiB cap"),
+        "{}",
+        out.stderr
+    );
+}

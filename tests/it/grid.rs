@@ -320,3 +320,99 @@ fn a_huge_grid_is_capped_at_16384_px() {
         [10, 200, 30]
     );
 }
+
+/// CRC-32 (ISO-HDLC), as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG whose header, checksums right, claims `w`×`h`, with a few bytes of
+/// image data that are no image.
+fn lying_png(w: u32, h: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = png.len();
+        png.extend_from_slice(kind);
+        png.extend_from_slice(data);
+        let crc = crc32(&png[start..]);
+        png.extend_from_slice(&crc.to_be_bytes());
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x63, 0x00, 0x00]);
+    chunk(b"IEND", b"");
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cells_are_sized_from_decoded_images_not_a_headers_claim() {
+    // One real 64 px image and one whose header claims 30000×30000: the
+    // claim used to size every cell, a blank 16k picture.
+    let p = Project::new();
+    let out = p.out();
+    std::fs::create_dir_all(out.join("images")).unwrap();
+    image::RgbImage::from_pixel(64, 64, image::Rgb([10, 200, 30]))
+        .save(out.join("images/a_9_0.png"))
+        .unwrap();
+    std::fs::write(out.join("images/b_9_0.png"), lying_png(30_000, 30_000)).unwrap();
+    assert_eq!(
+        image::image_dimensions(out.join("images/b_9_0.png")).unwrap(),
+        (30_000, 30_000),
+        "the header parses"
+    );
+    std::fs::write(
+        out.join("runs.csv"),
+        "job_id,job,workflow,workflow_sha256,seed,prompt,status,images,error\n\
+         a,g#0,w,x,1,fox,ok,images/a_9_0.png,\n\
+         b,g#1,w,x,2,fox,ok,images/b_9_0.png,\n",
+    )
+    .unwrap();
+    let r = p
+        .cli(&["grid", "out", "--x", "seed", "--y", "prompt", "-o", "g.png"])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (w, h) = image::image_dimensions(p.path("g.png")).unwrap();
+    assert!(w < 1_000 && h < 1_000, "{w}×{h}");
+
+    let run = RunFolder::read(&out).unwrap();
+    let req = GridRequest {
+        x: "seed".into(),
+        y: "prompt".into(),
+        ..GridRequest::default()
+    };
+    let page = &grid::layout(&run, &req).unwrap()[0];
+    let drawn = grid::draw(&run, page, None);
+    assert_eq!((drawn.image.width(), drawn.image.height()), (w, h));
+    // The real image fills its 256 px cell, as it would alone.
+    let c = drawn.cells[0];
+    assert_eq!((c.w, c.h), (256, 256));
+    assert_eq!(centre(&drawn.image, &c), [10, 200, 30]);
+    assert!(!drawn.scaled);
+
+    // With only the liar, the cell is the smallest one.
+    std::fs::write(
+        out.join("runs.csv"),
+        "job_id,job,workflow,workflow_sha256,seed,prompt,status,images,error\n\
+         b,g#1,w,x,2,fox,ok,images/b_9_0.png,\n\
+         c,g#2,w,x,3,fox,ok,images/b_9_0.png,\n",
+    )
+    .unwrap();
+    let run = RunFolder::read(&out).unwrap();
+    let page = &grid::layout(&run, &req).unwrap()[0];
+    let drawn = grid::draw(&run, page, None);
+    assert_eq!((drawn.cells[0].w, drawn.cells[0].h), (256, 256));
+}

@@ -429,3 +429,226 @@ async fn sigkill_while_downloading_every_kind_then_resume_collects_each_once() {
         out.stderr
     );
 }
+
+/// A node that names its own files: pages, scripts, programs, an
+/// upper-case PNG, a double extension, none at all, dots in the name.
+const NAMED: &str = r#"{
+  "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": 16711680}, "_meta": {"title": "Canvas"}},
+  "2": {"class_type": "SimNamedFiles", "inputs": {"images": ["1", 0], "filenames": "page.html\nlogo.svg\nrun.sh\nsetup.exe\nstart.bat\nFOX.PNG\nx.png.html\nnoext\nclip.v2.MP4"}}
+}"#;
+
+const NAMED_MANIFEST: &str = r#"version: 1
+workflows:
+  named: workflows/named.json
+jobs:
+  - name: named
+    workflow: named
+"#;
+
+/// What each server name of [`NAMED`] is saved as, in order.
+const NAMED_SAVED: [(&str, &str); 9] = [
+    ("page.html", "bin"),
+    ("logo.svg", "bin"),
+    ("run.sh", "bin"),
+    ("setup.exe", "bin"),
+    ("start.bat", "bin"),
+    ("FOX.PNG", "png"),
+    ("x.png.html", "bin"),
+    ("noext", "bin"),
+    ("clip.v2.MP4", "mp4"),
+];
+
+/// Extensions a browser may open as a page or a system may run.
+const NEVER: [&str; 7] = [".html", ".htm", ".svg", ".sh", ".exe", ".bat", ".xhtml"];
+
+/// The report's embedded data: each job's files as `(rel, kind)`.
+fn report_files(index: &Path) -> Vec<(String, String)> {
+    let html = std::fs::read_to_string(index).unwrap();
+    let start = html.find(r#"id="run-data">"#).unwrap() + r#"id="run-data">"#.len();
+    let end = start + html[start..].find("</script>").unwrap();
+    let data: serde_json::Value = serde_json::from_str(&html[start..end]).unwrap();
+    data["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|job| job[6].as_array().unwrap().clone())
+        .map(|f| (f[0].as_str().unwrap().into(), f[1].as_str().unwrap().into()))
+        .collect()
+}
+
+/// Every link of the report's viewer for `job`: `(href, has download)`.
+fn viewer_links(index: &Path, job: &str) -> Vec<(String, bool)> {
+    let dom = crate::gallery::dump_dom(index, &format!("job={job}"));
+    let a = regex_lite::Regex::new(r#"<a ([^>]*)>"#).unwrap();
+    let href = regex_lite::Regex::new(r#"href="([^"]*)""#).unwrap();
+    a.captures_iter(&dom)
+        .filter_map(|c| {
+            let attrs = c[1].to_string();
+            let h = href.captures(&attrs)?[1].to_string();
+            Some((h, attrs.contains("download")))
+        })
+        .collect()
+}
+
+/// The member names of every shard of a WebDataset export in `dir`.
+fn shard_members(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for shard in files_under(dir) {
+        if shard.extension().is_some_and(|e| e == "tar") {
+            let mut archive = tar::Archive::new(std::fs::File::open(&shard).unwrap());
+            for entry in archive.entries().unwrap() {
+                names.push(
+                    entry
+                        .unwrap()
+                        .path()
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_extensions_are_kept_and_neither_report_nor_shards_offer_a_page() {
+    let sim = sim_with(SimConfig::default()).await;
+    let p = Project::new();
+    p.write("workflows/named.json", NAMED);
+    p.write("named.yaml", NAMED_MANIFEST);
+    let out = p.run("named.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("status"), "ok", "{:?}", rows[0]);
+    let id = rows[0].get("job_id").to_string();
+    let want: Vec<String> = NAMED_SAVED
+        .iter()
+        .enumerate()
+        .map(|(n, (_, ext))| format!("images/{id}_2_{n}.{ext}"))
+        .collect();
+    assert_eq!(
+        rows[0].images(),
+        want,
+        "runs.csv names each file by the allow-list"
+    );
+    // Each downloaded whole, byte for byte, and nothing else saved.
+    for ((server, _), rel) in NAMED_SAVED.iter().zip(&want) {
+        assert_eq!(
+            std::fs::read(p.out().join(rel)).unwrap(),
+            std::fs::read(sim.output_dir().join("named").join(server)).unwrap(),
+            "{server} → {rel}"
+        );
+    }
+    let mut saved: Vec<String> = files_under(&p.out().join("images"))
+        .iter()
+        .map(|f| format!("images/{}", f.file_name().unwrap().to_string_lossy()))
+        .collect();
+    saved.sort();
+    let mut sorted = want.clone();
+    sorted.sort();
+    assert_eq!(saved, sorted);
+
+    // The report: a PNG is an image, an MP4 a video, the rest downloads;
+    // no link leads to a page.
+    let index = p.out().join("report/index.html");
+    let kinds: BTreeMap<String, String> = report_files(&index).into_iter().collect();
+    for (rel, (_, ext)) in want.iter().zip(NAMED_SAVED) {
+        let kind = match ext {
+            "png" => "image",
+            "mp4" => "video",
+            _ => "file",
+        };
+        assert_eq!(kinds[rel], kind, "{rel}");
+    }
+    let links = viewer_links(&index, &id);
+    assert!(links.iter().any(|(h, _)| h.ends_with(".bin")), "{links:?}");
+    for (href, download) in &links {
+        assert!(
+            !NEVER.iter().any(|e| href.to_ascii_lowercase().ends_with(e)),
+            "{href}"
+        );
+        if href.ends_with(".bin") {
+            assert!(download, "{href} is offered as a download");
+        }
+    }
+
+    // The shards hold `.bin` members, never a page or a program.
+    let e = p
+        .cli(&["export", "out", "--format", "webdataset", "--to", "wds"])
+        .await;
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    let members = shard_members(&p.path("wds"));
+    let exts: Vec<&str> = members
+        .iter()
+        .filter(|m| !m.ends_with(".json") && !m.ends_with(".txt"))
+        .map(|m| m.rsplit_once('.').unwrap().1)
+        .collect();
+    assert_eq!(
+        exts,
+        [
+            "bin", "bin", "bin", "bin", "bin", "png", "bin", "bin", "mp4"
+        ],
+        "{members:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_an_earlier_version_saved_under_the_servers_extension_are_resumed_not_linked() {
+    // An earlier version saved `page.html` as `<id>_2_0.html`: the rerun
+    // keeps those files and that row (no second copy as `.bin`), the
+    // report does not link them and an export ships them as `.bin`.
+    let sim = sim_with(SimConfig::default()).await;
+    let p = Project::new();
+    p.write("workflows/named.json", NAMED);
+    p.write("named.yaml", NAMED_MANIFEST);
+    assert_eq!(p.run("named.yaml", &[&sim], &[]).await.code, 0);
+    let id = p.rows()[0].get("job_id").to_string();
+    let log = p.out().join("runs.csv");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    for (n, old) in [(0, "html"), (1, "svg"), (2, "sh")] {
+        let new = format!("images/{id}_2_{n}.bin");
+        let old = format!("images/{id}_2_{n}.{old}");
+        std::fs::rename(p.out().join(&new), p.out().join(&old)).unwrap();
+        text = text.replace(&new, &old);
+    }
+    std::fs::write(&log, &text).unwrap();
+    let before = files_under(&p.out().join("images"));
+
+    let out = p.run("named.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), text, "no row added");
+    assert_eq!(
+        files_under(&p.out().join("images")),
+        before,
+        "no file added or lost"
+    );
+
+    let index = p.out().join("report/index.html");
+    let kinds: BTreeMap<String, String> = report_files(&index).into_iter().collect();
+    for old in ["html", "svg", "sh"] {
+        let rel = kinds
+            .keys()
+            .find(|k| k.ends_with(&format!(".{old}")))
+            .unwrap();
+        assert_eq!(kinds[rel], "unlinked", "{rel}");
+    }
+    let dom = crate::gallery::dump_dom(&index, &format!("job={id}"));
+    assert!(dom.contains("not linked"), "the viewer says why");
+    for (href, _) in viewer_links(&index, &id) {
+        assert!(!NEVER.iter().any(|e| href.ends_with(e)), "{href}");
+    }
+    let e = p
+        .cli(&["export", "out", "--format", "webdataset", "--to", "wds"])
+        .await;
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    let members = shard_members(&p.path("wds"));
+    assert!(
+        members
+            .iter()
+            .all(|m| !NEVER.iter().any(|e| m.ends_with(e))),
+        "{members:?}"
+    );
+    assert_eq!(members.iter().filter(|m| m.ends_with(".bin")).count(), 7);
+}
