@@ -255,7 +255,7 @@ pub(crate) async fn catalogue_of(
 ) -> Result<Catalogue, ClientError> {
     let info = object_info_of(http, classes).await?;
     Catalogue::from_object_info(&info).map_err(|e| ClientError::Decode {
-        url: http.base().endpoint("object_info").to_string(),
+        url: http.base().shown_endpoint("object_info"),
         why: e.to_string(),
     })
 }

@@ -208,7 +208,8 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing(global: &GlobalArgs) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+    use tracing_subscriber::prelude::*;
     let default = match (global.quiet, global.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -216,11 +217,18 @@ fn init_tracing(global: &GlobalArgs) {
         (false, _) => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // tungstenite traces each websocket handshake request whole: its query
+    // (a proxy's token) and every header (credentials). Never shown,
+    // whatever RUST_LOG says; its other lines are.
+    let secret = filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE
+            && meta.target() == "tungstenite::handshake::client")
+    });
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .try_init();
+        .with_filter(filter.and(secret));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 #[cfg(test)]

@@ -53,6 +53,14 @@ pub struct SimArgs {
     /// Answer 404 on /object_info/{class}, as older servers do.
     #[arg(long)]
     pub no_class_route: bool,
+    /// Answer 401 to a request without this header (HTTP and the websocket
+    /// handshake), as an authenticating proxy would (repeatable).
+    #[arg(long = "require-header", value_name = "NAME: VALUE", value_parser = header_pair)]
+    pub require_headers: Vec<(String, String)>,
+    /// Answer 401 to a request without this query pair, e.g. `token=…`
+    /// (repeatable).
+    #[arg(long = "require-query", value_name = "NAME=VALUE", value_parser = query_pair)]
+    pub require_query: Vec<(String, String)>,
     /// Replace a model folder's list: FOLDER=a,b,… (repeatable).
     #[arg(long = "models", value_name = "FOLDER=a,b,…", value_parser = model_list)]
     pub models: Vec<(String, Vec<String>)>,
@@ -70,6 +78,20 @@ fn probability(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{p} is not between 0 and 1"))
     }
+}
+
+fn header_pair(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not 'Name: value'"))?;
+    Ok((name.trim().to_string(), value.trim().to_string()))
+}
+
+fn query_pair(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not NAME=VALUE"))?;
+    Ok((name.to_string(), value.to_string()))
 }
 
 fn model_list(s: &str) -> Result<(String, Vec<String>), String> {
@@ -105,6 +127,8 @@ impl SimArgs {
             malformed_outputs: self.malformed_outputs,
             object_info_delay_ms: self.object_info_delay_ms,
             no_class_route: self.no_class_route,
+            require_headers: self.require_headers.clone(),
+            require_query: self.require_query.clone(),
             dir: self.dir.clone(),
             ..SimConfig::default()
         };

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -25,13 +25,22 @@ pub enum Submission {
 }
 
 /// HTTP access to one ComfyUI server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpClient {
     base: ServerUrl,
     client: reqwest::Client,
     /// `/prompt` and `/view`, asked once or twice per job: joined once.
     prompt_url: reqwest::Url,
     view_url: reqwest::Url,
+}
+
+impl std::fmt::Debug for HttpClient {
+    /// The server as shown: the URLs joined for requests carry its query.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The kept-alive connections the [`HttpClient`]s of a run draw from, with
@@ -72,7 +81,8 @@ impl HttpPool {
     }
 }
 
-/// Parses `Name: value` header lines given with `--header`.
+/// Parses `Name: value` header lines given with `--header`. The values are
+/// marked sensitive: a `Debug` of the headers shows none of them.
 pub fn parse_headers(lines: &[String]) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
     for line in lines {
@@ -80,9 +90,10 @@ pub fn parse_headers(lines: &[String]) -> Result<HeaderMap, String> {
             .split_once(':')
             .ok_or_else(|| format!("header '{line}' is not of the form 'Name: value'"))?;
         let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|e| format!("header name in '{line}': {e}"))?;
-        let value = HeaderValue::from_str(value.trim())
-            .map_err(|e| format!("header value in '{line}': {e}"))?;
+            .map_err(|e| format!("header name '{}': {e}", name.trim()))?;
+        let mut value = HeaderValue::from_str(value.trim())
+            .map_err(|e| format!("header value in '{}': {e}", name.as_str()))?;
+        value.set_sensitive(true);
         headers.append(name, value);
     }
     Ok(headers)
@@ -111,15 +122,19 @@ impl HttpClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
+        let request = match self.base.authorization() {
+            Some(auth) => request.header(AUTHORIZATION, auth.clone()),
+            None => request,
+        };
         let request = request
             .build()
             .map_err(|source| ClientError::transport(self.base.to_string(), source))?;
-        // Written out only for an error: most requests succeed.
+        // Shown only for an error: most requests succeed.
         let url = request.url().clone();
         self.client
             .execute(request)
             .await
-            .map_err(|source| ClientError::transport(url.to_string(), source))
+            .map_err(|source| ClientError::transport(self.base.show(&url), source))
     }
 
     /// The body of a successful response; any other status is an error
@@ -131,9 +146,9 @@ impl HttpClient {
     ) -> Result<(reqwest::Url, bytes::Bytes), ClientError> {
         let url = response.url().clone();
         let status = response.status();
-        let bytes = read_body(response, &url, cap).await?;
+        let bytes = read_body(response, &self.base, &url, cap).await?;
         if !status.is_success() {
-            return Err(status_error(url.to_string(), status.as_u16(), &bytes));
+            return Err(status_error(self.base.show(&url), status.as_u16(), &bytes));
         }
         Ok((url, bytes))
     }
@@ -144,7 +159,7 @@ impl HttpClient {
     ) -> Result<T, ClientError> {
         let (url, bytes) = self.ok_body(response, MAX_JSON_BODY).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url: url.to_string(),
+            url: self.base.show(&url),
             why: e.to_string(),
         })
     }
@@ -192,9 +207,9 @@ impl HttpClient {
             .await?;
         let url = response.url().clone();
         let status = response.status().as_u16();
-        let bytes = read_body(response, &url, MAX_JSON_BODY).await?;
+        let bytes = read_body(response, &self.base, &url, MAX_JSON_BODY).await?;
         let decode = |why: serde_json::Error| ClientError::Decode {
-            url: url.to_string(),
+            url: self.base.show(&url),
             why: why.to_string(),
         };
         match status {
@@ -204,7 +219,7 @@ impl HttpClient {
             400 => Ok(Submission::Rejected(
                 serde_json::from_slice(&bytes).map_err(decode)?,
             )),
-            _ => Err(status_error(url.to_string(), status, &bytes)),
+            _ => Err(status_error(self.base.show(&url), status, &bytes)),
         }
     }
 
@@ -219,7 +234,7 @@ impl HttpClient {
                 serde_json::from_value(entry)
                     .map(Some)
                     .map_err(|e| ClientError::Decode {
-                        url: self.base.endpoint("history").to_string(),
+                        url: self.base.shown_endpoint("history"),
                         why: e.to_string(),
                     })
             }
@@ -319,14 +334,16 @@ const MAX_FILE_BODY: usize = 1 << 30;
 /// The most room made for a body before it arrives.
 const PREALLOCATED_MAX: u64 = 4 << 20;
 
-/// Reads a body chunk by chunk, refusing one larger than `cap`.
+/// Reads a body chunk by chunk, refusing one larger than `cap`; errors
+/// name `url` as `base` shows it.
 async fn read_body(
     mut response: reqwest::Response,
+    base: &ServerUrl,
     url: &reqwest::Url,
     cap: usize,
 ) -> Result<bytes::Bytes, ClientError> {
     let too_big = || ClientError::Decode {
-        url: url.to_string(),
+        url: base.show(url),
         why: match cap >> 20 {
             0 => format!("the reply is larger than {cap} bytes"),
             mb => format!("the reply is larger than {mb} MB"),
@@ -343,7 +360,7 @@ async fn read_body(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|source| ClientError::transport(url.to_string(), source))?
+        .map_err(|source| ClientError::transport(base.show(url), source))?
     {
         if body.len() + chunk.len() > cap {
             return Err(too_big());
@@ -395,6 +412,13 @@ mod tests {
                 .unwrap_err()
                 .contains("nocolon")
         );
+        // A value is never echoed, not even a bad one; nor shown by Debug.
+        let e = parse_headers(&["X-Key: s3cret\u{1}".into()]).unwrap_err();
+        assert!(e.contains("X-Key") || e.contains("x-key"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = parse_headers(&["X Key: s3cret".into()]).unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(!format!("{h:?}").contains("Bearer"), "{h:?}");
     }
 
     /// A loopback `/view` that sends `chunks` pieces of 1 KB, `gap` apart,
@@ -462,6 +486,11 @@ mod tests {
         assert_eq!(encode("a/b c"), "a%2Fb%20c");
     }
 
+    /// The server `url` is a request to (its scheme, host and port).
+    fn base_of(url: &reqwest::Url) -> ServerUrl {
+        ServerUrl::parse(&url.origin().ascii_serialization()).unwrap()
+    }
+
     /// A server answering `body` (declared or chunked) to any request.
     async fn serving(body: &'static [u8], declare_length: bool) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -507,14 +536,19 @@ mod tests {
         let url = replying(b"HTTP/1.1 200 OK\r\nContent-Length: 900000000\r\n\r\nhello").await;
         let response = reqwest::get(&url).await.unwrap();
         let at = response.url().clone();
-        let error = read_body(response, &at, MAX_FILE_BODY).await.unwrap_err();
+        let error = read_body(response, &base_of(&at), &at, MAX_FILE_BODY)
+            .await
+            .unwrap_err();
         assert!(error.is_transient(), "{error}");
         assert!(error.to_string().contains(&url), "{error}");
         // More sent than declared: only the declared bytes are the body.
         let url = replying(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, and more").await;
         let response = reqwest::get(&url).await.unwrap();
         let at = response.url().clone();
-        assert_eq!(&read_body(response, &at, 1024).await.unwrap()[..], b"hello");
+        assert_eq!(
+            &read_body(response, &base_of(&at), &at, 1024).await.unwrap()[..],
+            b"hello"
+        );
     }
 
     #[tokio::test]
@@ -523,12 +557,17 @@ mod tests {
             let url = serving(&[b'x'; 4096], declared).await;
             let response = reqwest::get(&url).await.unwrap();
             let at = response.url().clone();
-            let error = read_body(response, &at, 1024).await.unwrap_err();
+            let error = read_body(response, &base_of(&at), &at, 1024)
+                .await
+                .unwrap_err();
             assert!(error.to_string().contains("larger than"), "{error}");
         }
         let url = serving(b"small", true).await;
         let response = reqwest::get(&url).await.unwrap();
         let at = response.url().clone();
-        assert_eq!(&read_body(response, &at, 1024).await.unwrap()[..], b"small");
+        assert_eq!(
+            &read_body(response, &base_of(&at), &at, 1024).await.unwrap()[..],
+            b"small"
+        );
     }
 }

@@ -217,6 +217,7 @@ impl Router {
 /// An open websocket, handshake and greeting done.
 pub struct Socket {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// As shown (see `ServerUrl::show`).
     url: String,
 }
 
@@ -228,17 +229,25 @@ pub async fn connect(
     headers: &HeaderMap,
     handshake: std::time::Duration,
 ) -> Result<Socket, ClientError> {
-    let url = base.websocket(client_id);
+    let target = base.websocket(client_id);
+    let url = base.show(&target);
     let err = |why: String| ClientError::WebSocket {
         url: url.clone(),
         why,
     };
-    let mut request = url
+    let mut request = target
         .as_str()
         .into_client_request()
         .map_err(|e| err(e.to_string()))?;
     for (name, value) in headers {
         request.headers_mut().append(name, value.clone());
+    }
+    // The URL's user info, as for every HTTP request (it replaces an
+    // `Authorization` given with `--header` for this server).
+    if let Some(auth) = base.authorization() {
+        request
+            .headers_mut()
+            .insert(reqwest::header::AUTHORIZATION, auth.clone());
     }
     // A server that accepts connections but never answers (frozen, or a
     // network path gone dead) must not hold the caller forever.

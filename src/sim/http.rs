@@ -48,7 +48,43 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(routes.clone())
         .nest("/api", routes)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            require_credentials,
+        ))
         .with_state(shared)
+}
+
+/// Answers 401 to a request without every header and query pair the
+/// config requires (`--require-header`, `--require-query`), as an
+/// authenticating proxy in front of the server would.
+async fn require_credentials(
+    State(shared): S,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let config = &shared.config;
+    let headers_ok = config.require_headers.iter().all(|(name, value)| {
+        request
+            .headers()
+            .get_all(name.as_str())
+            .iter()
+            .any(|v| v.as_bytes() == value.as_bytes())
+    });
+    let query_ok = config.require_query.is_empty() || {
+        let pairs = Query::<Vec<(String, String)>>::try_from_uri(request.uri())
+            .map(|q| q.0)
+            .unwrap_or_default();
+        config
+            .require_query
+            .iter()
+            .all(|wanted| pairs.contains(wanted))
+    };
+    if headers_ok && query_ok {
+        next.run(request).await
+    } else {
+        empty(StatusCode::UNAUTHORIZED)
+    }
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response {

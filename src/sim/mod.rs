@@ -5,7 +5,9 @@
 //! project's transcripts: every HTTP route (also under `/api`), the websocket
 //! message sequences, validation errors (through [`crate::validate`]), the
 //! queue's priority order, history, classic caching, file naming and real
-//! PNG bytes; plus seeded, reproducible fault injection. Node execution is
+//! PNG bytes; plus seeded, reproducible fault injection, and optionally the
+//! credential checks of a proxy in front (`require_headers`,
+//! `require_query`). Node execution is
 //! simulated: samplers take `steps × step_ms`, everything else is instant.
 //!
 //! It owns its HTTP server, worker and files; it must not know about `run`,
@@ -108,6 +110,13 @@ pub struct SimConfig {
     /// Answer 404 on `/object_info/{class}`, as servers older than the
     /// per-class route do.
     pub no_class_route: bool,
+    /// Headers every request must carry (`Authorization: Basic …`, an API
+    /// key), as a proxy in front of a server checks them (ComfyUI itself
+    /// has no auth): HTTP requests and the websocket handshake alike; one
+    /// missing or different is answered 401 and nothing is done.
+    pub require_headers: Vec<(String, String)>,
+    /// Query pairs (`token=…`) every request must carry, likewise.
+    pub require_query: Vec<(String, String)>,
     /// Model catalogue: folder (`checkpoints`, `loras`…) → file names. It
     /// feeds `/object_info`, `/models/{folder}` and validation.
     pub models: BTreeMap<String, Vec<String>>,
@@ -194,6 +203,8 @@ impl Default for SimConfig {
             malformed_outputs: false,
             object_info_delay_ms: 0,
             no_class_route: false,
+            require_headers: Vec::new(),
+            require_query: Vec::new(),
             models: default_models(),
             dir: None,
         }

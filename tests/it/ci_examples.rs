@@ -4,7 +4,6 @@
 //! from a CI's variables, end to end.
 
 use std::path::Path;
-use std::process::Stdio;
 
 use crate::export::MIXED;
 use crate::harness::{Output, Project, read_rows, sim};
@@ -216,28 +215,9 @@ const CI_VARS: [&str; 9] = [
 ];
 
 async fn cli_env(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"));
-    cmd.args(args)
-        .current_dir(p.dir.path())
-        .env_remove("COMFY_URL")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for var in CI_VARS {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(std::time::Duration::from_secs(180), cmd.output())
-        .await
-        .expect("comfy-batch exits within 180 s")
-        .unwrap();
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut vars: Vec<(&str, Option<&str>)> = CI_VARS.iter().map(|v| (*v, None)).collect();
+    vars.extend(env.iter().map(|(k, v)| (*k, Some(*v))));
+    p.cli_env(args, &vars).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,14 +65,28 @@ impl Project {
 
     /// Runs `comfy-batch ARGS…` in the project folder.
     pub async fn cli(&self, args: &[&str]) -> Output {
-        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+        self.cli_env(args, &[]).await
+    }
+
+    /// [`Project::cli`] with its environment changed: `(NAME, Some(v))`
+    /// sets a variable, `(NAME, None)` removes it (`COMFY_URL` is removed
+    /// and `RUST_LOG` is `warn` unless set here).
+    pub async fn cli_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"));
+        command
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("COMFY_URL")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
+            .kill_on_drop(true);
+        for (name, value) in env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        let run = command.output();
         // A hang fails the test (and kills the child) instead of blocking
         // the whole suite.
         let out = tokio::time::timeout(std::time::Duration::from_secs(180), run)

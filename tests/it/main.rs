@@ -17,6 +17,7 @@ mod plan;
 mod rerun;
 mod resume;
 mod run;
+mod secrets;
 mod sim;
 mod status;
 mod templates;
