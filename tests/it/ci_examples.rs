@@ -215,7 +215,8 @@ const CI_VARS: [&str; 9] = [
     "GITHUB_ACTIONS",
 ];
 
-async fn cli_env(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `comfy-batch ARGS…` with the CI variables of `env` only.
+pub(crate) async fn cli_env(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"));
     cmd.args(args)
         .current_dir(p.dir.path())

@@ -20,3 +20,4 @@ mod run;
 mod sim;
 mod status;
 mod templates;
+mod terminate;
