@@ -56,17 +56,21 @@ async fn sigterm_cleans_up_within_its_bound_writes_the_ci_reports_and_a_rerun_co
             "{row:?}"
         );
     }
-    // The running prompt was interrupted (not waited for), the queued one
-    // removed unrun.
+    // The running prompt was interrupted (not waited for); the queued one
+    // removed unrun, or interrupted too should the server have started it
+    // in between.
     assert!(
         rows.iter()
             .any(|r| r.get("error").starts_with("interrupted at node")),
         "{text}"
     );
-    assert!(
-        rows.iter().any(|r| r.get("error") == "not run: terminated"),
-        "{text}"
-    );
+    for row in rows.iter().filter(|r| r.get("status") == "interrupted") {
+        let error = row.get("error");
+        assert!(
+            error == "not run: terminated" || error.starts_with("interrupted at node"),
+            "{row:?}"
+        );
+    }
 
     let xml = std::fs::read_to_string(p.path("junit.xml")).unwrap();
     assert_eq!(xml.matches("<testcase ").count(), 8, "{xml}");
@@ -244,4 +248,29 @@ jobs:
     );
     // Jobs not run are not listed as failures to rerun one by one.
     assert_eq!(md.matches("--job ").count(), rows.len(), "{md}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_lost_mid_run_lists_the_jobs_it_did_not_run() {
+    let sim = sim_with(config(15)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", crate::harness::sampler_jobs(16));
+    let extra = ["--server-lost-after", "1s", "--junit", "junit.xml"];
+    let mut run = p.spawn_env("jobs.yaml", &[sim.url()], &extra, "warn", &[]);
+    wait_for("3 rows", 60, || p.row_count() >= 3).await;
+    sim.shutdown().await;
+    assert_eq!(run.exit(60).await, 3, "{}", run.stderr());
+    let rows = p.rows();
+    let not_run = 16 - rows.len();
+    assert!(not_run > 0, "stopped early");
+    let stderr = run.stderr();
+    assert!(stderr.contains(&format!("{not_run} not run")), "{stderr}");
+    let xml = std::fs::read_to_string(p.path("junit.xml")).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), 16, "{xml}");
+    assert_eq!(
+        xml.matches(r#"message="not run: no server left" type="not-run""#)
+            .count(),
+        not_run,
+        "{xml}"
+    );
 }
