@@ -1,8 +1,11 @@
 //! Reporters for CI, fed [`RunEvent`]s like the progress reporters (as
 //! nextest writes its JUnit): a JUnit XML file (`--junit FILE`), a Markdown
 //! job summary appended to GitHub's `GITHUB_STEP_SUMMARY`, and `::error`
-//! annotations under GitHub Actions. They know nothing of HTTP or the CSV
-//! sink; `cli` reads the environment and says which to use.
+//! annotations under GitHub Actions. Every job of the run is in them:
+//! those it never ran as skipped with the reason, and a run that found no
+//! server says so ([`CiReporters::not_started`]); a terminated run's are
+//! written before its cleanup. They know nothing of HTTP or the CSV sink;
+//! `cli` reads the environment and says which to use.
 
 mod junit;
 mod summary;
