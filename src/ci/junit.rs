@@ -1,7 +1,9 @@
 //! JUnit XML (through `quick-junit`, nextest's writer): a testsuite per
 //! group, a testcase per job named by its label and the parameters that
 //! vary within its group, `failure` with the one-line error for failed,
-//! rejected and timed-out jobs, `skipped` for interrupted ones.
+//! rejected and timed-out jobs, `skipped` for interrupted ones and for
+//! those never run (with the reason); a run that could not start has a
+//! testcase `run` with an `error` naming the cause.
 
 use std::collections::BTreeMap;
 
@@ -63,6 +65,15 @@ pub(super) fn render(seen: &Seen) -> String {
     }
     let mut report = Report::new("comfy-batch");
     report.set_time(seen.wall);
+    if let Some(cause) = &seen.fatal {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status.set_message(cause.clone()).set_type("no-server");
+        let mut case = TestCase::new("run", status);
+        case.set_classname("comfy-batch");
+        let mut suite = TestSuite::new("comfy-batch");
+        suite.add_test_case(case);
+        report.add_test_suite(suite);
+    }
     for (group, mut jobs) in groups {
         jobs.sort_by(|a, b| {
             label_order(&a.label)
@@ -79,6 +90,11 @@ pub(super) fn render(seen: &Seen) -> String {
                 .unwrap_or_else(|| job.status.as_str().to_string());
             let status = match job.status {
                 Status::Ok => TestCaseStatus::success(),
+                _ if job.not_run => {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(message).set_type("not-run");
+                    s
+                }
                 Status::Interrupted => {
                     let mut s = TestCaseStatus::skipped();
                     s.set_message(message).set_type("interrupted");
@@ -127,6 +143,7 @@ mod tests {
             server: Some("http://127.0.0.1:8188".into()),
             started: None,
             time: Duration::from_millis(1500),
+            not_run: false,
         }
     }
 
@@ -155,6 +172,7 @@ mod tests {
             stats: Default::default(),
             wall: Duration::from_secs(4),
             cancelled: None,
+            fatal: None,
         };
         insta::assert_snapshot!(render(&seen));
     }

@@ -1,8 +1,11 @@
 //! Reporters for CI, fed [`RunEvent`]s like the progress reporters (as
 //! nextest writes its JUnit): a JUnit XML file (`--junit FILE`), a Markdown
 //! job summary appended to GitHub's `GITHUB_STEP_SUMMARY`, and `::error`
-//! annotations under GitHub Actions. They know nothing of HTTP or the CSV
-//! sink; `cli` reads the environment and says which to use.
+//! annotations under GitHub Actions. Every job of the run is in them:
+//! those it never ran as skipped with the reason, and a run that found no
+//! server says so ([`CiReporters::not_started`]); a terminated run's are
+//! written before its cleanup. They know nothing of HTTP or the CSV sink;
+//! `cli` reads the environment and says which to use.
 
 mod junit;
 mod summary;
@@ -11,7 +14,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::run::{EventKind, Outcome, RunEvent, RunStats, Status};
+use crate::plan::Job;
+use crate::run::{EventKind, NOT_RUN_NO_SERVER, Outcome, RunEvent, RunStats, Status};
 
 /// Which CI outputs to produce; built by `cli` from flags and environment.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +56,33 @@ struct Finished {
     /// When the attempt started (else was queued): where `time` begins.
     started: Option<SystemTime>,
     time: Duration,
+    /// Never run to its end: `error` says why (a skipped testcase).
+    not_run: bool,
+}
+
+impl Finished {
+    /// A job that did not run, as a skipped testcase saying `reason`.
+    fn not_run(job: &Job, reason: &str) -> Finished {
+        Finished {
+            id: job.id.to_string(),
+            label: job.label.clone(),
+            seed: job.seed,
+            params: params(job),
+            status: Status::Interrupted,
+            error: Some(reason.to_string()),
+            server: None,
+            time: Duration::ZERO,
+            not_run: true,
+        }
+    }
+}
+
+/// A job's parameters as its CSV cells.
+fn params(job: &Job) -> Vec<(String, String)> {
+    job.params
+        .iter()
+        .map(|(n, v)| (n.clone(), crate::sink::csv::cell(v)))
+        .collect()
 }
 
 /// What the reporters saw of a run.
@@ -62,6 +93,8 @@ struct Seen {
     stats: RunStats,
     wall: Duration,
     cancelled: Option<crate::run::CancelReason>,
+    /// Why the run could not start at all (no server reachable).
+    fatal: Option<String>,
 }
 
 /// When an attempt's run time begins: its start, else its queueing.
@@ -104,6 +137,9 @@ pub struct CiReporters {
     options: CiOptions,
     seen: Seen,
     out: Box<dyn Write + Send>,
+    /// The job summary was appended already (a terminated run's, written
+    /// before its cleanup): it is not appended twice.
+    summary_written: bool,
 }
 
 impl CiReporters {
@@ -118,6 +154,7 @@ impl CiReporters {
             options,
             seen: Seen::default(),
             out,
+            summary_written: false,
         }
     }
 
@@ -140,16 +177,13 @@ impl CiReporters {
                     id: job.id.to_string(),
                     label: job.label.clone(),
                     seed: job.seed,
-                    params: job
-                        .params
-                        .iter()
-                        .map(|(n, v)| (n.clone(), crate::sink::csv::cell(v)))
-                        .collect(),
+                    params: params(job),
                     status: outcome.status,
                     error: outcome.error.as_deref().map(crate::text::one_line),
                     server: outcome.attempt.server.clone(),
                     started: attempt_start(outcome),
                     time: attempt_time(outcome),
+                    not_run: false,
                 };
                 if self.options.annotations && finished.status != Status::Ok {
                     let line = summary::annotation(&finished, &self.options.log);
@@ -160,22 +194,77 @@ impl CiReporters {
                     self.seen.jobs.push(finished);
                 }
             }
+            EventKind::JobNotRun { job, reason } if self.keeps_jobs() => {
+                self.seen.jobs.push(Finished::not_run(job, reason));
+            }
+            EventKind::Terminating { in_flight, stats } => {
+                // The process may be killed while our prompts are removed:
+                // what is known is written now (the JUnit file again at
+                // the end, should the run get there).
+                let mut seen = Seen {
+                    jobs: self.seen.jobs.clone(),
+                    servers: self.seen.servers.clone(),
+                    stats: *stats,
+                    wall: event.at,
+                    cancelled: self.seen.cancelled,
+                    fatal: None,
+                };
+                let line = crate::run::CancelReason::Terminated.not_run_line();
+                seen.jobs
+                    .extend(in_flight.iter().map(|job| Finished::not_run(job, line)));
+                self.write(&seen)?;
+            }
             EventKind::Cancelling { reason } => {
                 self.seen.cancelled = Some(self.seen.cancelled.map_or(*reason, |r| r.max(*reason)));
             }
             EventKind::RunFinished { stats } => {
                 self.seen.stats = *stats;
                 self.seen.wall = event.at;
-                self.finish()?;
+                let seen = std::mem::take(&mut self.seen);
+                self.write(&seen)?;
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), CiError> {
+    /// Whether the files want every job (annotations need only failures).
+    fn keeps_jobs(&self) -> bool {
+        self.options.junit.is_some() || self.options.step_summary.is_some()
+    }
+
+    /// A run that could not start: no server reachable (`cause`). Its
+    /// outputs say so: an `::error`, a testcase `run` with an error, and
+    /// each job skipped ("not run: no server reachable"): those of `jobs`
+    /// and those the run reported not run already.
+    pub fn not_started(
+        &mut self,
+        cause: &str,
+        jobs: impl Iterator<Item = Job>,
+    ) -> Result<(), CiError> {
+        if self.options.annotations {
+            let line = summary::error_annotation("comfy-batch: no server reachable", cause);
+            let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+        }
+        if !self.keeps_jobs() {
+            return Ok(());
+        }
+        let mut seen = std::mem::take(&mut self.seen);
+        seen.jobs
+            .extend(jobs.map(|job| Finished::not_run(&job, NOT_RUN_NO_SERVER)));
+        seen.stats = RunStats {
+            total: seen.jobs.len(),
+            ..RunStats::default()
+        };
+        seen.fatal = Some(crate::text::one_line(cause));
+        self.write(&seen)
+    }
+
+    /// Writes the JUnit file (replacing an earlier one) and appends the
+    /// job summary (once).
+    fn write(&mut self, seen: &Seen) -> Result<(), CiError> {
         if let Some(path) = &self.options.junit {
-            let xml = junit::render(&self.seen);
+            let xml = junit::render(seen);
             let err = |source| CiError {
                 what: "--junit",
                 path: path.clone(),
@@ -186,8 +275,14 @@ impl CiReporters {
             }
             crate::sink::write_atomic(path, xml.as_bytes()).map_err(|e| err(e.source))?;
         }
-        if let Some(path) = &self.options.step_summary {
-            let text = summary::render(&self.seen, &self.options.log);
+        if let Some(path) = self
+            .options
+            .step_summary
+            .as_ref()
+            .filter(|_| !self.summary_written)
+        {
+            self.summary_written = true;
+            let text = summary::render(seen, &self.options.log);
             let err = |source| CiError {
                 what: "GITHUB_STEP_SUMMARY",
                 path: path.clone(),

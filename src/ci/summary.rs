@@ -41,7 +41,12 @@ pub(super) fn render(seen: &Seen, log: &str) -> String {
     let s = &seen.stats;
     let secs = seen.wall.as_secs_f64();
     let mut md = String::new();
-    let title = if s.failed == 0 {
+    let title = if let Some(cause) = &seen.fatal {
+        let _ = writeln!(md, "### comfy-batch: no server reachable\n");
+        let _ = writeln!(md, "{}\n", cell(cause));
+        let _ = writeln!(md, "**{} jobs not run**\n", s.not_run());
+        return md;
+    } else if s.failed == 0 {
         format!("{} of {} jobs ok", s.ok, s.total)
     } else {
         format!("{} of {} jobs failed", s.failed, s.total)
@@ -68,8 +73,16 @@ pub(super) fn render(seen: &Seen, log: &str) -> String {
             CancelReason::MaxFailures => "stopped early: --max-failures reached",
             CancelReason::NoServers => "stopped early: no server left",
             CancelReason::Interrupt | CancelReason::SecondInterrupt => "stopped early: interrupted",
+            CancelReason::Terminated => "stopped early: terminated",
         };
-        let _ = writeln!(md, "**{why}**\n");
+        match s.not_run() {
+            0 => {
+                let _ = writeln!(md, "**{why}**\n");
+            }
+            n => {
+                let _ = writeln!(md, "**{why}; {n} not run**\n");
+            }
+        }
     }
     // Busy share: the time a server spent running our jobs over the wall,
     // jobs it held at once counted once (their union), at most the wall.
@@ -107,7 +120,7 @@ pub(super) fn render(seen: &Seen, log: &str) -> String {
     let mut failures: Vec<&Finished> = seen
         .jobs
         .iter()
-        .filter(|j| j.status != Status::Ok)
+        .filter(|j| j.status != Status::Ok && !j.not_run)
         .collect();
     failures.sort_by(|a, b| label_order(&a.label).cmp(&label_order(&b.label)));
     if !failures.is_empty() {
@@ -154,6 +167,15 @@ fn escape(text: &str, property: bool) -> String {
     out
 }
 
+/// `::error title=…::…` for anything else.
+pub(super) fn error_annotation(title: &str, message: &str) -> String {
+    format!(
+        "::error title={}::{}",
+        escape(title, true),
+        escape(message, false)
+    )
+}
+
 /// `::error title=…::…` for a job that did not end ok.
 pub(super) fn annotation(job: &Finished, log: &str) -> String {
     let title = format!("comfy-batch: {} {}", job.label, job.status.as_str());
@@ -163,11 +185,7 @@ pub(super) fn annotation(job: &Finished, log: &str) -> String {
         job.id,
         rerun_line(log, &job.id)
     );
-    format!(
-        "::error title={}::{}",
-        escape(&title, true),
-        escape(&message, false)
-    )
+    error_annotation(&title, &message)
 }
 
 #[cfg(test)]
@@ -187,6 +205,7 @@ mod tests {
             server: Some(server.into()),
             started: Some(SystemTime::UNIX_EPOCH),
             time: Duration::from_secs(2),
+            not_run: false,
         }
     }
 
@@ -216,6 +235,7 @@ mod tests {
             },
             wall: Duration::from_secs(5),
             cancelled: Some(CancelReason::MaxFailures),
+            fatal: None,
         };
         insta::assert_snapshot!(render(&seen, "out/my run/runs.csv"));
     }

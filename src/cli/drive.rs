@@ -1,19 +1,20 @@
 //! The async half shared by `run` and `rerun`: start the simulator if asked,
 //! preflight every prompt (before anything is created or queued), open the
-//! output folder, install the Ctrl-C counter, feed the scheduler and route
-//! its events to the CSV log and the reporter, then map the summary to an
-//! exit code.
+//! output folder, watch for Ctrl-C and SIGTERM (the only place signals are
+//! read), feed the scheduler and route its events to the CSV log and the
+//! reporters, then map the summary to an exit code.
 
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::check::JobSource;
 use super::{CliError, Exit};
 use crate::comfy::ServerUrl;
 use crate::plan::Job;
 use crate::progress::{PlainReporter, ProgressReporter, Reporter};
-use crate::run::{CancelReason, EventKind, RunConfig, RunError};
+use crate::run::{CancelReason, EventKind, RunConfig, RunError, Stop};
 use crate::sink::OutputDir;
 use crate::sink::csv::RunLog;
 
@@ -73,29 +74,91 @@ pub(crate) fn open_output(path: &Path) -> Result<OutputDir, CliError> {
     OutputDir::open(path).map_err(|e| CliError::from_error(Exit::BadInput, &e))
 }
 
-/// Counts Ctrl-Cs into `counter`. A signal stream on Unix, not repeated
-/// `ctrl_c()` calls: a quick second Ctrl-C is not lost between listeners.
-fn spawn_interrupt_counter(counter: tokio::sync::watch::Sender<u32>) -> Result<(), CliError> {
+/// How long a terminated run's cleanup may take (removing our prompts,
+/// interrupting the running ones): Docker and GitHub Actions give about
+/// 10 s between SIGTERM and SIGKILL, and the report wants some of them.
+const TERMINATE_WITHIN: Duration = Duration::from_secs(5);
+
+/// Tells the run what the user asks: Ctrl-Cs counted, and SIGTERM (or a
+/// closed console on Windows) as a termination due within
+/// [`TERMINATE_WITHIN`]. A signal stream on Unix, not repeated `ctrl_c()`
+/// calls: a quick second Ctrl-C is not lost between listeners.
+fn spawn_stop_watch(stop: tokio::sync::watch::Sender<Stop>) -> Result<(), CliError> {
+    let io = |e: std::io::Error| CliError::from_error(Exit::Infrastructure, &e);
     #[cfg(unix)]
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    let mut sigint =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io)?;
+    let terminated = termination().map_err(io)?;
     tokio::spawn(async move {
-        let mut count = 0;
+        let mut terminated = std::pin::pin!(terminated);
+        let mut seen_termination = false;
         loop {
             #[cfg(unix)]
-            let got = sigint.recv().await.is_some();
+            let interrupt = sigint.recv();
             #[cfg(not(unix))]
-            let got = tokio::signal::ctrl_c().await.is_ok();
-            if !got {
-                break;
+            let interrupt = async { tokio::signal::ctrl_c().await.ok() };
+            tokio::select! {
+                got = interrupt => {
+                    if got.is_none() {
+                        break;
+                    }
+                    stop.send_modify(|s| s.interrupts += 1);
+                }
+                () = &mut terminated, if !seen_termination => {
+                    seen_termination = true;
+                    let by = Instant::now() + TERMINATE_WITHIN;
+                    stop.send_modify(|s| s.terminate_by = Some(by));
+                }
             }
-            count += 1;
-            if counter.send(count).is_err() {
+            if stop.is_closed() {
                 break;
             }
         }
     });
     Ok(())
+}
+
+/// Resolves on SIGTERM (`docker stop`, a deleted pod, a cancelled CI job).
+#[cfg(unix)]
+fn termination() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    Ok(async move {
+        if sigterm.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    })
+}
+
+/// Resolves when the console window is closed (or the user logs off):
+/// Windows ends the process a few seconds later, as SIGKILL follows
+/// SIGTERM elsewhere.
+#[cfg(windows)]
+fn termination() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut close = tokio::signal::windows::ctrl_close()?;
+    Ok(async move {
+        if close.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    })
+}
+
+/// Elsewhere nothing announces a termination.
+#[cfg(not(any(unix, windows)))]
+fn termination() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(std::future::pending::<()>())
+}
+
+/// A run that found no server: the CI outputs say so (a failure to write
+/// them is a warning; the run's error is what counts).
+fn not_started(
+    ci: &mut crate::ci::CiReporters,
+    e: &CliError,
+    jobs: Box<dyn Iterator<Item = Job> + '_>,
+) {
+    if let Err(w) = ci.not_started(&e.errors.join("; "), jobs) {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// The preflight: each reachable server's catalogue, every prompt. A
@@ -173,8 +236,21 @@ pub(crate) fn drive<'a>(
         } else {
             None
         };
-        if check && !nothing_left {
-            preflight(&mut config, jobs, quiet).await?;
+        if check
+            && !nothing_left
+            && let Err(e) = preflight(&mut config, jobs, quiet).await
+        {
+            if e.exit == Exit::Infrastructure {
+                // The folder is not opened for a run that cannot start: a
+                // resumed one's jobs are known, else the command's all.
+                let listed: Box<dyn Iterator<Item = Job>> = match early {
+                    Some(prepared) => Box::new(prepared.jobs.map(|(job, _)| job)),
+                    None => jobs(),
+                };
+                let options = super::ci_env::ci_options(junit, Path::new("runs.csv"));
+                not_started(&mut crate::ci::CiReporters::new(options), &e, listed);
+            }
+            return Err(e);
         }
         let prepared = match (early, prepare) {
             (Some(prepared), _) => prepared,
@@ -201,8 +277,9 @@ pub(crate) fn drive<'a>(
         let mut ci =
             crate::ci::CiReporters::new(super::ci_env::ci_options(junit, &output.log_path()));
         let mut live = report.map(|r| r.start(output.root()));
-        let (int_tx, int_rx) = tokio::sync::watch::channel(0u32);
-        spawn_interrupt_counter(int_tx)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::default());
+        spawn_stop_watch(stop_tx)?;
+        let asked = stop_rx.clone();
         let mut observer = |event: &crate::run::RunEvent| {
             match &event.kind {
                 EventKind::JobFinished { job, outcome, .. }
@@ -222,20 +299,35 @@ pub(crate) fn drive<'a>(
             total,
             skipped,
             Arc::new(output),
-            int_rx,
+            stop_rx,
             &mut observer,
         )
         .await;
-        if let Some(live) = live {
-            live.finish();
+        // A terminated run writes its report only while time is left; its
+        // page is written by `comfy-batch report` later.
+        let out_of_time = asked
+            .borrow()
+            .terminate_by
+            .is_some_and(|by| Instant::now() >= by);
+        match live {
+            Some(live) if !out_of_time => live.finish(),
+            Some(_) if !quiet => {
+                eprintln!("report: not written (terminated; run 'comfy-batch report')")
+            }
+            _ => {}
         }
         let summary = summary.map_err(|e| match e {
-            RunError::NoServer(_) => CliError::from_error(Exit::Infrastructure, &e)
-                .with_hint("start ComfyUI, pass --server URL, or rehearse with --sim"),
+            RunError::NoServer(_) => {
+                let e = CliError::from_error(Exit::Infrastructure, &e)
+                    .with_hint("start ComfyUI, pass --server URL, or rehearse with --sim");
+                not_started(&mut ci, &e, Box::new(std::iter::empty()));
+                e
+            }
             RunError::Sink(_) => CliError::from_error(Exit::Infrastructure, &e),
         })?;
         Ok(match summary.cancelled {
             Some(CancelReason::Interrupt | CancelReason::SecondInterrupt) => Exit::Interrupted,
+            Some(CancelReason::Terminated) => Exit::Terminated,
             Some(CancelReason::NoServers) => Exit::Infrastructure,
             _ if summary.stats.failed > 0 => Exit::JobsFailed,
             _ => Exit::Ok,

@@ -44,6 +44,8 @@ pub enum Exit {
     Infrastructure = 3,
     /// Interrupted by Ctrl-C.
     Interrupted = 130,
+    /// Terminated by SIGTERM (or a closed console), after its cleanup.
+    Terminated = 143,
 }
 
 impl From<Exit> for ExitCode {

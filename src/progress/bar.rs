@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::plain::cancel_text;
+use super::plain::{cancel_text, done_counts};
 use crate::ids::JobId;
 use crate::run::{EventKind, RunEvent, Status};
 
@@ -164,11 +164,9 @@ impl ProgressReporter {
                     bar.finish_and_clear();
                 }
                 self.overall.finish();
-                let _ = self.multi.println(format!(
-                    "done: {} ok, {} not ok, {} skipped",
-                    stats.ok, stats.failed, stats.skipped
-                ));
+                let _ = self.multi.println(format!("done: {}", done_counts(stats)));
             }
+            EventKind::JobNotRun { .. } | EventKind::Terminating { .. } => {}
         }
     }
 

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::run::{CancelReason, EventKind, RunEvent, Status};
+use crate::run::{CancelReason, EventKind, RunEvent, RunStats, Status};
 
 /// Writes a line per event to any writer (stderr in the CLI, memory in
 /// tests).
@@ -25,6 +25,19 @@ fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
+/// The final counts: `3 ok, 1 not ok, 0 skipped`, and `, 60 not run` when
+/// the run stopped before some of its jobs.
+pub(crate) fn done_counts(stats: &RunStats) -> String {
+    let mut line = format!(
+        "{} ok, {} not ok, {} skipped",
+        stats.ok, stats.failed, stats.skipped
+    );
+    if stats.not_run() > 0 {
+        line.push_str(&format!(", {} not run", stats.not_run()));
+    }
+    line
+}
+
 /// What a cancel reason means to a user.
 pub(crate) fn cancel_text(reason: CancelReason) -> &'static str {
     match reason {
@@ -34,6 +47,9 @@ pub(crate) fn cancel_text(reason: CancelReason) -> &'static str {
             "interrupted: no new jobs, queued prompts removed; waiting for the running ones (Ctrl-C again to stop them)"
         }
         CancelReason::SecondInterrupt => "interrupted again: stopping the running prompts",
+        CancelReason::Terminated => {
+            "terminated: no new jobs; removing our queued prompts and stopping the running ones"
+        }
     }
 }
 
@@ -133,14 +149,12 @@ impl PlainReporter {
                     .unwrap_or("?")
             ),
             EventKind::Cancelling { reason } => cancel_text(*reason).to_string(),
-            EventKind::RunFinished { stats } => format!(
-                "done: {} ok, {} not ok, {} skipped in {}",
-                stats.ok,
-                stats.failed,
-                stats.skipped,
-                seconds(event.at)
-            ),
-            EventKind::JobProgress { .. } => return None,
+            EventKind::RunFinished { stats } => {
+                format!("done: {} in {}", done_counts(stats), seconds(event.at))
+            }
+            EventKind::JobProgress { .. }
+            | EventKind::JobNotRun { .. }
+            | EventKind::Terminating { .. } => return None,
         })
     }
 

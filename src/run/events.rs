@@ -94,6 +94,26 @@ pub enum EventKind {
         /// The server.
         server: ServerId,
     },
+    /// A job this run will not finish: never handed to a server before
+    /// the run stopped early, or still in flight when a terminated run's
+    /// time was up. It gets no row (the next run does it); CI reports list
+    /// it as skipped with `reason`.
+    JobNotRun {
+        /// The job.
+        job: Arc<Job>,
+        /// Why, one line (`not run: …`).
+        reason: String,
+    },
+    /// The run is terminated (SIGTERM): no new jobs; the jobs never handed
+    /// out were reported [`EventKind::JobNotRun`] just before. Sent before
+    /// our prompts are removed from the servers, so what is known can be
+    /// written at once, in case the process is killed during that cleanup.
+    Terminating {
+        /// The jobs handed to a server and not finished yet.
+        in_flight: Vec<Arc<Job>>,
+        /// Totals so far.
+        stats: RunStats,
+    },
     /// The run stops submitting.
     Cancelling {
         /// Why.
@@ -117,6 +137,42 @@ pub enum CancelReason {
     Interrupt,
     /// Second Ctrl-C: interrupt running prompts too.
     SecondInterrupt,
+    /// SIGTERM (or the console closed): as a second Ctrl-C, within the
+    /// deadline of [`Stop::terminate_by`].
+    Terminated,
+}
+
+impl CancelReason {
+    /// The error of a job dropped (or never posted) because of it.
+    pub fn not_run_line(self) -> &'static str {
+        match self {
+            CancelReason::MaxFailures => "not run: too many failures (--max-failures)",
+            CancelReason::NoServers => "not run: no server left",
+            CancelReason::Terminated => "not run: terminated",
+            CancelReason::Interrupt | CancelReason::SecondInterrupt => "not run: interrupted",
+        }
+    }
+}
+
+/// The error of each job of a run that found no server at its start.
+pub const NOT_RUN_NO_SERVER: &str = "not run: no server reachable";
+
+/// What the user asked of a running run, as the edge (`cli`) saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stop {
+    /// Ctrl-Cs so far (first: stop submitting and drop our queued prompts;
+    /// second: interrupt the running ones too).
+    pub interrupts: u32,
+    /// Set on SIGTERM: the run ends by then, whatever its servers answer.
+    pub terminate_by: Option<std::time::Instant>,
+}
+
+impl RunStats {
+    /// Jobs of this run that did not end (stopped early): they have no row
+    /// of this run and the next run does them.
+    pub fn not_run(&self) -> usize {
+        self.total.saturating_sub(self.done)
+    }
 }
 
 /// Running totals, carried by events.

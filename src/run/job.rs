@@ -66,6 +66,10 @@ pub(crate) enum AttemptEnd {
 /// How often a job's sampler progress is reported, at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 
+/// The longest a request removing or interrupting our prompt may take in
+/// a terminated run (one of its few seconds; a failed one is tried again).
+const TERMINATING_REQUEST: Duration = Duration::from_secs(1);
+
 /// One sampler step as the server reported it.
 #[derive(Debug, Clone, PartialEq)]
 struct Step {
@@ -511,9 +515,20 @@ async fn attempt(
         while let Some(action) = actions.pop_front() {
             let answer = match action {
                 Action::Lookup => Some(Event::Looked(reconcile(&server, pid.as_str(), true).await)),
-                Action::Act { stop_running } => Some(Event::Acted(
-                    act_on_server(&server, pid.as_str(), stop_running).await,
-                )),
+                Action::Act { stop_running } => {
+                    let act = act_on_server(&server, pid.as_str(), stop_running);
+                    // A terminated run has seconds left: no request may
+                    // take them all (the scheduler's deadline ends it).
+                    let acted = match cancel_seen {
+                        Some(CancelReason::Terminated) => {
+                            tokio::time::timeout(TERMINATING_REQUEST, act)
+                                .await
+                                .unwrap_or(Acted::Again(Duration::from_millis(300)))
+                        }
+                        _ => act.await,
+                    };
+                    Some(Event::Acted(acted))
+                }
                 Action::PollIn(after) => {
                     poll_at = Some(Instant::now() + after);
                     None
@@ -666,7 +681,8 @@ impl Drop for Unregister {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleeps until `deadline`; forever without one.
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

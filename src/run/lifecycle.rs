@@ -229,7 +229,7 @@ impl Lifecycle {
     }
 
     fn stop_running(&self) -> bool {
-        self.timed_out || self.cancel == Some(CancelReason::SecondInterrupt)
+        self.timed_out || self.cancel >= Some(CancelReason::SecondInterrupt)
     }
 
     fn poll_every(&self) -> Duration {
@@ -491,12 +491,10 @@ pub(crate) fn outputs_of_history(entry: &HistoryEntry) -> JobOutputs {
 /// The error of a job whose prompt was dropped (or never posted) because
 /// the run was cancelled.
 pub(crate) fn not_run(reason: Option<CancelReason>) -> String {
-    match reason {
-        Some(CancelReason::MaxFailures) => "not run: too many failures (--max-failures)",
-        Some(CancelReason::NoServers) => "not run: no server left",
-        _ => "not run: interrupted",
-    }
-    .into()
+    reason
+        .unwrap_or(CancelReason::Interrupt)
+        .not_run_line()
+        .into()
 }
 
 fn timeout_text(timeout: Option<Duration>) -> String {

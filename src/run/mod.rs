@@ -210,15 +210,19 @@ fn handing_out(nothing_left: bool, mut live: impl Iterator<Item = Load>) -> bool
 
 /// Runs `jobs` (already filtered by shard and resume; each with its first
 /// attempt number, 1 + the attempts an earlier run logged) on the configured
-/// servers. `interrupts` counts Ctrl-Cs (first: stop submitting and drop
-/// queued prompts; second: interrupt running ones too).
+/// servers. `stop` says what the user asked: Ctrl-Cs (first: stop
+/// submitting and drop queued prompts; second: interrupt running ones
+/// too), or a termination, which does both and ends the run by its
+/// deadline, listing the jobs it could not finish ([`EventKind::Terminating`]).
+/// A run stopped early reports each job it never handed out as
+/// [`EventKind::JobNotRun`].
 pub async fn execute(
     mut config: RunConfig,
     jobs: impl Iterator<Item = (Job, u32)>,
     total: usize,
     skipped: usize,
     output: Arc<OutputDir>,
-    mut interrupts: watch::Receiver<u32>,
+    mut stop: watch::Receiver<Stop>,
     observer: &mut Observer<'_>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
@@ -263,20 +267,26 @@ pub async fn execute(
             config.headers.clone(),
             config.progress,
         );
-        // A Ctrl-C while a server is slow to answer ends the run at once:
-        // nothing was queued yet.
+        // A Ctrl-C (or SIGTERM) while a server is slow to answer ends the
+        // run at once: nothing was queued yet.
         let connected = tokio::select! {
             connected = connect => connected,
-            _ = interrupts.wait_for(|n| *n > 0) => {
+            asked = stop.wait_for(|s| s.interrupts > 0 || s.terminate_by.is_some()) => {
+                let reason = match asked.is_ok_and(|s| s.terminate_by.is_some()) {
+                    true => CancelReason::Terminated,
+                    false => CancelReason::Interrupt,
+                };
                 let stats = RunStats { total, skipped, ..RunStats::default() };
                 emit(EventKind::RunStarted {
                     total,
                     skipped,
                     servers: config.servers.iter().map(|s| s.to_string()).collect(),
                 })?;
-                emit(EventKind::Cancelling { reason: CancelReason::Interrupt })?;
+                emit(EventKind::Cancelling { reason })?;
+                let mut jobs = jobs.map(|(job, _)| Arc::new(job));
+                not_handed_out(&mut VecDeque::new(), &mut jobs, reason, &mut emit)?;
                 emit(EventKind::RunFinished { stats })?;
-                return Ok(RunSummary { stats, cancelled: Some(CancelReason::Interrupt) });
+                return Ok(RunSummary { stats, cancelled: Some(reason) });
             }
         };
         match connected {
@@ -297,6 +307,13 @@ pub async fn execute(
         }
     }
     if slots.is_empty() && total > 0 {
+        // Listed for the CI reports; no row is written.
+        for (job, _) in jobs {
+            emit(EventKind::JobNotRun {
+                job: Arc::new(job),
+                reason: NOT_RUN_NO_SERVER.into(),
+            })?;
+        }
         return Err(RunError::NoServer(errors));
     }
     let mut ledger = Ledger::new(total, skipped, config.retries, config.max_failures);
@@ -328,6 +345,11 @@ pub async fn execute(
     // (job, attempt number, tries in this run)
     let mut waiting: VecDeque<(Arc<Job>, u32, u32)> = VecDeque::new();
     let mut tasks = 0usize;
+    // The jobs of those tasks, for a termination's reports.
+    let mut in_flight: std::collections::HashMap<crate::ids::JobId, Arc<Job>> = Default::default();
+    // Set by a termination: the run ends then, tasks or not.
+    let mut terminate_by: Option<tokio::time::Instant> = None;
+    let mut stop_open = true;
     let mut exhausted = total == 0;
     let mut cancelled: Option<CancelReason> = None;
     let mut pacing = PacePolicy::default();
@@ -376,6 +398,7 @@ pub async fn execute(
             orphans.remove(&job::prompt_id(&config.run_key, &job, attempt));
             slot.load.spawned();
             tasks += 1;
+            in_flight.insert(job.id.clone(), job.clone());
             let server = slot.server.clone();
             let ctx = ctx.clone();
             let tx = tx.clone();
@@ -412,9 +435,27 @@ pub async fn execute(
         }
         let msg = tokio::select! {
             msg = rx.recv() => msg,
-            changed = interrupts.changed() => {
-                if changed.is_ok() {
-                    let reason = if *interrupts.borrow() >= 2 {
+            changed = stop.changed(), if stop_open => {
+                let asked = *stop.borrow();
+                if changed.is_err() {
+                    // The edge is gone: nothing more will be asked.
+                    stop_open = false;
+                } else if let (Some(by), None) = (asked.terminate_by, terminate_by) {
+                    // In this order, before any job task runs again (they
+                    // share this thread): no new jobs; what is known is
+                    // reported (and so written) while our prompts are still
+                    // on the servers; then the tasks remove them.
+                    terminate_by = Some(tokio::time::Instant::from_std(by));
+                    cancel(CancelReason::Terminated, &mut cancelled, &mut emit)?;
+                    exhausted = true;
+                    let rest = &mut jobs.by_ref().map(|(job, _)| job);
+                    not_handed_out(&mut waiting, rest, CancelReason::Terminated, &mut emit)?;
+                    emit(EventKind::Terminating {
+                        in_flight: in_flight.values().cloned().collect(),
+                        stats: ledger.stats,
+                    })?;
+                } else if asked.terminate_by.is_none() {
+                    let reason = if asked.interrupts >= 2 {
                         CancelReason::SecondInterrupt
                     } else {
                         CancelReason::Interrupt
@@ -422,6 +463,17 @@ pub async fn execute(
                     cancel(reason, &mut cancelled, &mut emit)?;
                 }
                 continue;
+            }
+            _ = job::sleep_until(terminate_by) => {
+                // Time is up: the servers that did not answer keep what
+                // they have; the next run adopts or removes it.
+                for (_, job) in in_flight.drain() {
+                    emit(EventKind::JobNotRun {
+                        job,
+                        reason: "not run: terminated before its prompt could be removed".into(),
+                    })?;
+                }
+                break;
             }
         };
         let Some(msg) = msg else { break };
@@ -458,6 +510,7 @@ pub async fn execute(
                 end,
             } => {
                 tasks -= 1;
+                in_flight.remove(&job.id);
                 if let AttemptEnd::Done(outcome) = &end
                     && let (Some(start), Some(end)) =
                         (outcome.attempt.started_at, outcome.attempt.finished_at)
@@ -496,6 +549,14 @@ pub async fn execute(
             }
         }
     }
+    if let Some(reason) = cancelled {
+        not_handed_out(
+            &mut waiting,
+            &mut jobs.map(|(job, _)| job),
+            reason,
+            &mut emit,
+        )?;
+    }
     let stats = ledger.stats;
     pacing.stop(&config.pace);
     emit(EventKind::RunFinished { stats })?;
@@ -504,6 +565,24 @@ pub async fn execute(
         return Err(RunError::Sink(e));
     }
     Ok(RunSummary { stats, cancelled })
+}
+
+/// Reports the jobs a run stopped early never handed out (those waiting
+/// for a slot again, then the rest of the plan) as not run.
+fn not_handed_out(
+    waiting: &mut VecDeque<(Arc<Job>, u32, u32)>,
+    jobs: &mut dyn Iterator<Item = Arc<Job>>,
+    reason: CancelReason,
+    emit: &mut dyn FnMut(EventKind) -> Result<(), RunError>,
+) -> Result<(), RunError> {
+    let line = lifecycle::not_run(Some(reason));
+    for job in waiting.drain(..).map(|(job, ..)| job).chain(jobs) {
+        emit(EventKind::JobNotRun {
+            job,
+            reason: line.clone(),
+        })?;
+    }
+    Ok(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -214,7 +214,8 @@ const CI_VARS: [&str; 9] = [
     "GITHUB_ACTIONS",
 ];
 
-async fn cli_env(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `comfy-batch ARGS…` with the CI variables of `env` only.
+pub(crate) async fn cli_env(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut vars: Vec<(&str, Option<&str>)> = CI_VARS.iter().map(|v| (*v, None)).collect();
     vars.extend(env.iter().map(|(k, v)| (*k, Some(*v))));
     p.cli_env(args, &vars).await

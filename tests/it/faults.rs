@@ -14,11 +14,11 @@ use crate::harness::{
 };
 
 /// `n` sampler jobs of `steps` steps each (each takes `steps × step_ms`).
-fn long_jobs(n: usize, steps: u32) -> String {
+pub(crate) fn long_jobs(n: usize, steps: u32) -> String {
     format!("{}    set:\n      steps: {steps}\n", sampler_jobs(n))
 }
 
-fn config(step_ms: u64) -> SimConfig {
+pub(crate) fn config(step_ms: u64) -> SimConfig {
     SimConfig {
         step_ms,
         ..SimConfig::default()
@@ -26,7 +26,7 @@ fn config(step_ms: u64) -> SimConfig {
 }
 
 /// Asserts no prompt of ours is running or waiting on `sim`.
-async fn nothing_of_ours_queued(sim: &SimHandle) {
+pub(crate) async fn nothing_of_ours_queued(sim: &SimHandle) {
     let (running, pending) = queue_ids(sim).await;
     let ours: Vec<_> = running
         .iter()

@@ -587,6 +587,19 @@ impl Project {
         extra: &[&str],
         log: &str,
     ) -> Running {
+        self.spawn_env(manifest, urls, extra, log, &[])
+    }
+
+    /// [`Project::spawn_logging`] with more environment variables (`env`).
+    #[allow(dead_code)]
+    pub fn spawn_env(
+        &self,
+        manifest: &str,
+        urls: &[String],
+        extra: &[&str],
+        log: &str,
+        env: &[(&str, &str)],
+    ) -> Running {
         let mut args = vec![
             "run".to_string(),
             manifest.to_string(),
@@ -604,6 +617,7 @@ impl Project {
             .current_dir(self.dir.path())
             .env_remove("COMFY_URL")
             .env("RUST_LOG", log)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())

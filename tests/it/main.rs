@@ -21,3 +21,4 @@ mod secrets;
 mod sim;
 mod status;
 mod templates;
+mod terminate;
