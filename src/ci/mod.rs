@@ -71,6 +71,7 @@ impl Finished {
             status: Status::Interrupted,
             error: Some(reason.to_string()),
             server: None,
+            started: None,
             time: Duration::ZERO,
             not_run: true,
         }

@@ -260,6 +260,7 @@ mod tests {
             jobs,
             wall: Duration::from_secs(5),
             cancelled: None,
+            fatal: None,
         };
         let busy_line = |md: String| {
             md.lines()
@@ -315,6 +316,7 @@ mod tests {
             },
             wall: Duration::from_secs(5),
             cancelled: None,
+            fatal: None,
         };
         let md = render(&seen, "r.csv");
         assert!(md.contains("| '@http://a | 2 |"), "{md}");
