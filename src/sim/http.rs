@@ -12,6 +12,7 @@ use axum::extract::{Multipart, Path as UrlPath, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -371,7 +372,11 @@ async fn view(State(shared): S, Query(q): Params) -> Response {
     let Ok(bytes) = tokio::fs::read(&path).await else {
         return empty(StatusCode::NOT_FOUND);
     };
-    let mut r = Response::new(Body::from(bytes));
+    let body = match shared.config.view_stall_ms {
+        0 => Body::from(bytes),
+        ms => stalled(Bytes::from(bytes), Duration::from_millis(ms)),
+    };
+    let mut r = Response::new(body);
     let mime = mime_of(base);
     if let Ok(v) = HeaderValue::from_str(mime) {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -380,6 +385,22 @@ async fn view(State(shared): S, Query(q): Params) -> Response {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     r
+}
+
+/// A body that sends the first half of `bytes` at once and the rest after
+/// `stall`, without a declared length (as a chunked reply from a proxy).
+fn stalled(bytes: Bytes, stall: Duration) -> Body {
+    let half = bytes.len() / 2;
+    let parts = [bytes.slice(..half), bytes.slice(half..)];
+    let stream = futures_util::stream::iter(parts.into_iter().enumerate()).then(
+        move |(i, part)| async move {
+            if i == 1 {
+                tokio::time::sleep(stall).await;
+            }
+            Ok::<_, std::io::Error>(part)
+        },
+    );
+    Body::from_stream(stream)
 }
 
 fn mime_of(name: &str) -> &'static str {

@@ -88,6 +88,9 @@ pub struct SimConfig {
     pub restart_after: Option<u64>,
     /// Delay before each `/view` reply.
     pub view_delay_ms: u64,
+    /// Each `/view` body sends its first half, then stalls this long before
+    /// the rest (a download that hangs mid-file; 0: none).
+    pub view_stall_ms: u64,
     /// Name saved outputs in `executed` and the history as a hostile or
     /// buggy server might: alternately `../../<file>` and the file's
     /// absolute path on the server. The files themselves are saved as usual
@@ -187,6 +190,7 @@ impl Default for SimConfig {
             http_500_rate: 0.0,
             restart_after: None,
             view_delay_ms: 0,
+            view_stall_ms: 0,
             hostile_filenames: false,
             duplicate_outputs: false,
             malformed_outputs: false,
