@@ -45,7 +45,7 @@ pub struct RunOptions {
     /// and logged as `timeout` (a success that landed first is kept).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Try a job that failed in execution up to N more times.
+    /// Try a job that failed in execution or timed out up to N more times.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retries: u32,
     /// Extra HTTP header for every request, e.g. 'Authorization: Bearer …' (repeatable).

@@ -48,7 +48,7 @@ pub struct RunConfig {
     pub timeout: Option<Duration>,
     /// Stop submitting after this many jobs did not end `ok`.
     pub max_failures: Option<usize>,
-    /// Extra attempts for a job that failed in execution.
+    /// Extra attempts for a job that failed in execution or timed out.
     pub retries: u32,
     /// Stable key of the run (from its output folder), part of prompt ids.
     pub run_key: String,

@@ -266,6 +266,31 @@ async fn timeout_deletes_prompts_still_queued() {
     );
 }
 
+/// Issue #23: `--retries N` retries a `timeout` as it does a failure, each
+/// attempt under its own prompt id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_is_retried_like_a_failure() {
+    let sim = sim_with(config(50)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", long_jobs(1, 40));
+    let out = p
+        .run(
+            "jobs.yaml",
+            &[&sim],
+            &["--timeout", "300ms", "--retries", "1"],
+        )
+        .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    let ids: Vec<&str> = rows.iter().map(|r| r.get("prompt_id")).collect();
+    assert_eq!(rows.len(), 2, "{ids:?}");
+    for row in &rows {
+        assert_eq!(row.get("status"), "timeout", "{row:?}");
+    }
+    assert!(ids[0].ends_with("-1") && ids[1].ends_with("-2"), "{ids:?}");
+    nothing_of_ours_queued(&sim).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_server_hands_its_jobs_to_the_other() {
     let a = sim_with(config(15)).await;
