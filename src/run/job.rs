@@ -42,7 +42,10 @@ use crate::sink::{OutputDir, extension_of};
 pub(crate) struct AttemptContext {
     pub output: Arc<OutputDir>,
     pub previews: bool,
+    /// `--timeout`: from the prompt's start.
     pub timeout: Option<Duration>,
+    /// `--queue-timeout`: from its submission until it starts.
+    pub queue_timeout: Option<Duration>,
     pub cancel: watch::Receiver<Option<CancelReason>>,
     pub events: mpsc::UnboundedSender<Msg>,
     pub run_key: String,
@@ -327,14 +330,14 @@ async fn attempt(
                 .filter(|o| o.id != home.id && !o.is_lost())
             {
                 let found = reconcile(other, pid.as_str(), false).await;
-                if matches!(found, Lookup::Finished { .. } | Lookup::StillThere) {
+                if matches!(found, Lookup::Finished { .. } | Lookup::StillThere { .. }) {
                     server = other.clone();
                     already = found;
                     break;
                 }
             }
         }
-        if matches!(already, Lookup::StillThere) {
+        if matches!(already, Lookup::StillThere { .. }) {
             tracing::info!("{}: found {pid} still queued on {}", job.id, server.url());
         }
         if let Lookup::Finished {
@@ -362,7 +365,7 @@ async fn attempt(
                     already = Lookup::Missing;
                     stale = Some(server.clone());
                 }
-                Lookup::StillThere => {
+                Lookup::StillThere { .. } => {
                     if let Acted::Removed = act_on_server(&server, pid.as_str(), false).await {
                         already = Lookup::Missing;
                     }
@@ -385,10 +388,10 @@ async fn attempt(
     let _route = Unregister(server.clone(), pid.clone());
     // Queued by an earlier (killed) run under another client id: its
     // messages go nowhere, so it is followed by polling.
-    let adopted = matches!(already, Lookup::StillThere);
+    let adopted = matches!(already, Lookup::StillThere { .. });
     // A prompt queued by an earlier run keeps what the server said then.
     let mut rejected = None;
-    if matches!(already, Lookup::StillThere | Lookup::Finished { .. }) {
+    if matches!(already, Lookup::StillThere { .. } | Lookup::Finished { .. }) {
         let (output, id) = (ctx.output.clone(), job.id.clone());
         rejected = on_pool(move || Ok(output.rejection(&id)))
             .await
@@ -460,7 +463,7 @@ async fn attempt(
                             already = found;
                             break;
                         }
-                        Lookup::StillThere => {
+                        Lookup::StillThere { .. } => {
                             already = Lookup::Missing;
                             break;
                         }
@@ -497,10 +500,12 @@ async fn attempt(
         finished: matches!(already, Lookup::Finished { .. }).then_some(already),
         rejected,
         timeout: ctx.timeout,
+        queue_timeout: ctx.queue_timeout,
     });
     let mut actions: VecDeque<Action> = first.into();
-    let deadline = ctx.timeout.map(|t| Instant::now() + t);
-    let mut deadline_seen = false;
+    // The limit the machine set last (the queue's, then the run's).
+    let mut limit_at: Option<Instant> = None;
+    let mut limit_fired = false;
     // Held from the timeout until the attempt ends (see `Pace::hurry`).
     let mut _hurry = None;
     let mut cancel_seen: Option<CancelReason> = None;
@@ -520,6 +525,14 @@ async fn attempt(
                 }
                 Action::ActIn(after) => {
                     act_at = Some(Instant::now() + after);
+                    None
+                }
+                Action::LimitIn(after) => {
+                    limit_at = after.map(|after| Instant::now() + after);
+                    limit_fired = false;
+                    // A queue's limit that fired as the prompt started asks
+                    // nothing more of the server.
+                    _hurry = None;
                     None
                 }
                 Action::ReportStarted => {
@@ -577,8 +590,8 @@ async fn attempt(
         } else {
             tokio::select! {
                 event = rx.recv() => server_event(event, &mut progress, &ctx, &job, &server),
-                _ = sleep_until(deadline), if !deadline_seen => {
-                    deadline_seen = true;
+                _ = sleep_until(limit_at), if !limit_fired => {
+                    limit_fired = true;
                     _hurry = Some(ctx.pace.hurry());
                     Some(Event::Deadline)
                 }
@@ -729,36 +742,34 @@ async fn reconcile(server: &Server, prompt_id: &str, patient: bool) -> Lookup {
             // on the server): it still follows the first history read.
             let since = std::time::Instant::now();
             if let Some(entry) = server.http.history(prompt_id).await? {
-                return Ok(Some(entry));
+                return Ok(finished(entry));
             }
+            // Whether it runs tells the attempt its run's clock has started.
+            let there = |queue: &crate::comfy::protocol::QueueState| {
+                let running = queue.is_running(prompt_id);
+                (running || queue.is_pending(prompt_id)).then_some(Lookup::StillThere { running })
+            };
             // A recent read that shows it serves every job waiting on the
             // server: one `/queue` per round, not one per job.
-            if let Some(queue) = server.queue_recent(SHARED_QUEUE_AGE).await
-                && (queue.is_running(prompt_id) || queue.is_pending(prompt_id))
+            if let Some(found) = server
+                .queue_recent(SHARED_QUEUE_AGE)
+                .await
+                .and_then(|q| there(&q))
             {
-                return Ok(None);
+                return Ok(found);
             }
             let queue = server.queue_since(since).await?;
-            if queue.is_running(prompt_id) || queue.is_pending(prompt_id) {
-                return Ok(None);
+            if let Some(found) = there(&queue) {
+                return Ok(found);
             }
             match server.http.history(prompt_id).await? {
-                Some(entry) => Ok(Some(entry)),
+                Some(entry) => Ok(finished(entry)),
                 None => Err(Missed::Gone),
             }
         }
         .await;
         match result {
-            Ok(Some(entry)) => {
-                let outputs = outputs_of_history(&entry);
-                let end = match entry.status {
-                    Some(status) if status.status_str == "success" => End::Success,
-                    Some(status) => history_failure(&status.messages),
-                    None => history_failure(&[]),
-                };
-                return Lookup::Finished { end, outputs };
-            }
-            Ok(None) => return Lookup::StillThere,
+            Ok(found) => return found,
             Err(Missed::Gone) => return Lookup::Missing,
             Err(Missed::Failed(e)) if e.is_transient() && patient => {
                 match backoff.next().filter(|_| !server.is_lost()) {
@@ -769,6 +780,17 @@ async fn reconcile(server: &Server, prompt_id: &str, patient: bool) -> Lookup {
             Err(Missed::Failed(e)) => return unknown(prompt_id, e),
         }
     }
+}
+
+/// A history entry as a lookup's answer.
+fn finished(entry: crate::comfy::protocol::HistoryEntry) -> Lookup {
+    let outputs = outputs_of_history(&entry);
+    let end = match entry.status {
+        Some(status) if status.status_str == "success" => End::Success,
+        Some(status) => history_failure(&status.messages),
+        None => history_failure(&[]),
+    };
+    Lookup::Finished { end, outputs }
 }
 
 /// How old a shared queue read may be to show a prompt still queued.

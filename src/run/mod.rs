@@ -44,8 +44,10 @@ pub struct RunConfig {
     pub concurrency: usize,
     /// Also keep `temp` (preview) images.
     pub previews: bool,
-    /// Per-job limit from submission; the prompt is interrupted or dequeued.
+    /// Per-job limit from the prompt's start; the prompt is interrupted.
     pub timeout: Option<Duration>,
+    /// Limit on the time a prompt waits to start; it is then removed.
+    pub queue_timeout: Option<Duration>,
     /// Stop submitting after this many jobs did not end `ok`.
     pub max_failures: Option<usize>,
     /// Extra attempts for a job that failed in execution or timed out.
@@ -91,6 +93,7 @@ impl RunConfig {
             concurrency: 2,
             previews: false,
             timeout: None,
+            queue_timeout: None,
             max_failures: None,
             retries: 0,
             run_key,
@@ -314,6 +317,7 @@ pub async fn execute(
         output,
         previews: config.previews,
         timeout: config.timeout,
+        queue_timeout: config.queue_timeout,
         cancel: cancel_rx,
         events: tx.clone(),
         run_key: config.run_key.clone(),

@@ -233,8 +233,10 @@ async fn timeout_interrupts_the_running_prompt() {
     nothing_of_ours_queued(&sim).await;
 }
 
+/// Issue #23 item 1: `--queue-timeout` bounds the time a prompt waits
+/// behind another client's work; it is removed and the row says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timeout_deletes_prompts_still_queued() {
+async fn queue_timeout_removes_prompts_still_queued() {
     let sim = sim_with(config(20)).await;
     // Someone else's 2 s prompt runs first: ours wait in the queue.
     let blocker = foreign_blocker(&sim, 100).await;
@@ -244,7 +246,7 @@ async fn timeout_deletes_prompts_still_queued() {
         .run(
             "jobs.yaml",
             &[&sim],
-            &["--timeout", "300ms", "--concurrency", "3"],
+            &["--queue-timeout", "300ms", "--concurrency", "3"],
         )
         .await;
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -252,6 +254,10 @@ async fn timeout_deletes_prompts_still_queued() {
     assert_eq!(rows.len(), 3);
     for row in &rows {
         assert_eq!(row.get("status"), "timeout", "{row:?}");
+        assert_eq!(
+            row.get("error"),
+            "timed out after 300ms queued (--queue-timeout); removed from the queue"
+        );
         assert!(
             history(&sim, row.get("prompt_id")).await.is_none(),
             "never ran"
@@ -264,6 +270,39 @@ async fn timeout_deletes_prompts_still_queued() {
         vec![blocker],
         "the other client's prompt is untouched"
     );
+}
+
+/// Issue #23 item 1: `--timeout` counts from the prompt's start, not
+/// from its submission: five 0.5 s jobs queued at once behind each other
+/// (the last waits 2 s) all fit a 1.5 s limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_does_not_count_time_queued_behind_our_own_prompts() {
+    let sim = sim_with(config(20)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", long_jobs(5, 25));
+    let out = p
+        .run(
+            "jobs.yaml",
+            &[&sim],
+            &["--timeout", "1500ms", "--concurrency", "5"],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(5);
+}
+
+/// Issue #23 item 1: without `--queue-timeout`, a prompt waiting behind
+/// another client's work is not bounded by `--timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_does_not_count_time_behind_another_clients_prompt() {
+    let sim = sim_with(config(20)).await;
+    // Someone else's 1.6 s prompt runs first.
+    foreign_blocker(&sim, 80).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(2));
+    let out = p.run("jobs.yaml", &[&sim], &["--timeout", "1s"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(2);
 }
 
 /// Issue #23: `--retries N` retries a `timeout` as it does a failure, each
