@@ -41,9 +41,9 @@ pub struct RunOptions {
     /// Stop submitting after the first job that did not end ok.
     #[arg(long, conflicts_with = "max_failures")]
     pub fail_fast: bool,
-    /// Per-job limit (e.g. 90s, 10m) from the prompt's start: it is
-    /// interrupted and logged as `timeout` (a success that landed first is
-    /// kept).
+    /// Per-job limit (e.g. 90s, 10m) from the prompt's start until its
+    /// outputs are downloaded: it is interrupted and logged as `timeout` (a
+    /// success that landed first is kept).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Limit on the time a prompt waits in the server's queue to start: it

@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::lifecycle::{
-    Acted, Action, End, Event, Frame, JobOutputs, Lifecycle, Lookup, Setup, not_run,
-    outputs_of_history,
+    Acted, Action, End, Event, Frame, JobOutputs, Lifecycle, Lookup, Overrun, Setup, not_run,
+    outputs_of_history, timed_out,
 };
 use super::offload::{FileWork, on_pool};
 use super::retry::Backoff;
@@ -42,7 +42,7 @@ use crate::sink::{OutputDir, extension_of};
 pub(crate) struct AttemptContext {
     pub output: Arc<OutputDir>,
     pub previews: bool,
-    /// `--timeout`: from the prompt's start.
+    /// `--timeout`: from the prompt's start until its outputs are collected.
     pub timeout: Option<Duration>,
     /// `--queue-timeout`: from its submission until it starts.
     pub queue_timeout: Option<Duration>,
@@ -65,6 +65,11 @@ pub(crate) enum AttemptEnd {
     /// The server lost the prompt or could not take it: run it elsewhere.
     Requeue(String),
 }
+
+/// How long a job's outputs may take to download after it ended, at
+/// least, when its `--timeout` leaves less (or has passed: a success that
+/// landed before the interrupt took effect is kept if collected so soon).
+const COLLECT_GRACE: Duration = Duration::from_secs(2);
 
 /// How often a job's sampler progress is reported, at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
@@ -503,7 +508,8 @@ async fn attempt(
         queue_timeout: ctx.queue_timeout,
     });
     let mut actions: VecDeque<Action> = first.into();
-    // The limit the machine set last (the queue's, then the run's).
+    // The limit the machine set last (queue's, then run's), kept after it
+    // fires: the run's also bounds the downloads.
     let mut limit_at: Option<Instant> = None;
     let mut limit_fired = false;
     // Held from the timeout until the attempt ends (see `Pace::hurry`).
@@ -555,7 +561,10 @@ async fn attempt(
                 Action::Fail(status, line) => return fail(&attempt, status, line),
                 Action::Requeue(cause) => return AttemptEnd::Requeue(cause),
                 Action::Save(outputs, frames) => {
-                    return match save_outputs(&job, &server, &ctx, outputs, frames).await {
+                    // A success kept past the limit (its interrupt lost the
+                    // race) still gets a moment to be collected.
+                    let by = limit_at.map(|at| at.max(Instant::now() + COLLECT_GRACE));
+                    return match save_outputs(&job, &server, &ctx, outputs, frames, by).await {
                         Ok((images, text)) => AttemptEnd::Done(Outcome {
                             status: Status::Ok,
                             images,
@@ -567,6 +576,7 @@ async fn attempt(
                         // done: another attempt collects it by prompt id
                         // (or, lost with the server, redoes it).
                         Err(SaveError::Unreachable(e)) => AttemptEnd::Requeue(e),
+                        Err(SaveError::TimedOut(e)) => fail(&attempt, Status::Timeout, e),
                         Err(SaveError::Failed(e)) => fail(&attempt, Status::Failed, e),
                     };
                 }
@@ -847,20 +857,23 @@ fn sends_images_over_socket(job: &Job) -> bool {
 enum SaveError {
     /// The server stopped answering (transient errors, retries used up).
     Unreachable(String),
+    /// The downloads outlasted the job's limit: this line.
+    TimedOut(String),
     /// Anything else: the job fails with this line.
     Failed(String),
 }
 
 /// Saves collected outputs: downloads every file the nodes reported (and
-/// previews if asked), writes them with the texts and the websocket
-/// images; returns their paths relative to the output folder and the job's
-/// single text (the log's `text` column).
+/// previews if asked) before `by` (the job's limit), writes them with the
+/// texts and the websocket images; returns their paths relative to the
+/// output folder and the job's single text (the log's `text` column).
 async fn save_outputs(
     job: &Job,
     server: &Server,
     ctx: &AttemptContext,
     outputs: JobOutputs,
     frames: Vec<Frame>,
+    by: Option<Instant>,
 ) -> Result<(Vec<String>, Option<String>), SaveError> {
     // A malformed report may hide files: the job is not `ok` without them.
     if let Some(e) = outputs.error() {
@@ -891,28 +904,39 @@ async fn save_outputs(
         }
         // The server's name is only ever a request parameter (reduced to its
         // last component by the parser) and the source of an extension.
-        let mut backoff = Backoff::default();
-        let bytes = loop {
-            match server.http.view(file).await {
-                Ok(b) => break b,
-                Err(e) if e.is_transient() => match backoff.next().filter(|_| !server.is_lost()) {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => {
-                        return Err(SaveError::Unreachable(format!(
-                            "download node {node} file {}: {}",
-                            file.filename,
+        let what = format!("node {node} file {}", file.filename);
+        let download = async {
+            let mut backoff = Backoff::default();
+            loop {
+                match server.http.view(file).await {
+                    Ok(b) => return Ok(b),
+                    Err(e) if e.is_transient() => {
+                        match backoff.next().filter(|_| !server.is_lost()) {
+                            Some(d) => tokio::time::sleep(d).await,
+                            None => {
+                                return Err(SaveError::Unreachable(format!(
+                                    "download {what}: {}",
+                                    error_line(&e)
+                                )));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        return Err(SaveError::Failed(format!(
+                            "download {what}: {}",
                             error_line(&e)
                         )));
                     }
-                },
-                Err(e) => {
-                    return Err(SaveError::Failed(format!(
-                        "download node {node} file {}: {}",
-                        file.filename,
-                        error_line(&e)
-                    )));
                 }
             }
+        };
+        // One deadline for every file: the job's limit covers collecting
+        // its outputs, however slowly a server sends them.
+        let bytes = match by {
+            Some(by) => tokio::time::timeout_at(by, download).await.map_err(|_| {
+                SaveError::TimedOut(timed_out(ctx.timeout, Overrun::Download(&what)))
+            })??,
+            None => download.await?,
         };
         let n = next_n(node);
         files.push((node.to_string(), n, extension_of(&file.filename), bytes));

@@ -189,11 +189,13 @@ enum Limit {
 
 /// What a `timeout` overran: the cause its row's error names.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Overrun {
+pub(crate) enum Overrun<'a> {
     /// It ran longer than `--timeout`.
     Running,
     /// It waited to start longer than `--queue-timeout` (and was removed).
     Queued,
+    /// Downloading this output (`node N file NAME`) outlasted `--timeout`.
+    Download(&'a str),
 }
 
 /// The state of one attempt's prompt on its server.
@@ -483,10 +485,17 @@ impl Lifecycle {
                     "websocket images were lost with the connection; run again".into(),
                 )
             }
-            Status::Ok => Action::Save(
-                std::mem::take(&mut self.outputs),
-                std::mem::take(&mut self.frames),
-            ),
+            Status::Ok => {
+                if !self.started {
+                    // It ended unseen: it started as far as we know now, and
+                    // collecting its outputs is the run's to bound.
+                    actions.push(Action::LimitIn(self.setup.timeout));
+                }
+                Action::Save(
+                    std::mem::take(&mut self.outputs),
+                    std::mem::take(&mut self.frames),
+                )
+            }
             status => Action::Fail(status, line),
         };
         actions.push(action);
@@ -549,12 +558,15 @@ pub(crate) fn not_run(reason: Option<CancelReason>) -> String {
 }
 
 /// The error of a `timeout` row: the limit and what overran it.
-fn timed_out(limit: Option<Duration>, overrun: Overrun) -> String {
+pub(crate) fn timed_out(limit: Option<Duration>, overrun: Overrun) -> String {
     let t = humantime::format_duration(limit.unwrap_or_default());
     match overrun {
         Overrun::Running => format!("timed out after {t} running (--timeout)"),
         Overrun::Queued => {
             format!("timed out after {t} queued (--queue-timeout); removed from the queue")
+        }
+        Overrun::Download(what) => {
+            format!("timed out after {t}: download of {what} stalled (--timeout)")
         }
     }
 }
@@ -903,6 +915,20 @@ mod tests {
                 Action::LimitIn(Some(Duration::from_secs(5)))
             ]
         );
+
+        // Found finished, never seen running: collecting it is bounded.
+        let (_, actions) = Lifecycle::new(Setup {
+            finished: Some(finished(output("9", "a.png"))),
+            ..limited
+        });
+        assert_eq!(
+            actions,
+            vec![
+                Action::Release,
+                Action::LimitIn(Some(Duration::from_secs(5))),
+                Action::Save(output("9", "a.png"), Vec::new())
+            ]
+        );
     }
 
     /// Issue #23 item 1: the queue's limit removes a prompt still pending
@@ -1023,6 +1049,7 @@ mod tests {
             actions,
             vec![
                 Action::Release,
+                Action::LimitIn(None),
                 Action::Save(output("9", "a.png"), Vec::new())
             ]
         );

@@ -44,7 +44,8 @@ pub struct RunConfig {
     pub concurrency: usize,
     /// Also keep `temp` (preview) images.
     pub previews: bool,
-    /// Per-job limit from the prompt's start; the prompt is interrupted.
+    /// Per-job limit from the prompt's start until its outputs are
+    /// collected; the prompt is interrupted, the downloads given up.
     pub timeout: Option<Duration>,
     /// Limit on the time a prompt waits to start; it is then removed.
     pub queue_timeout: Option<Duration>,

@@ -330,6 +330,35 @@ async fn a_timeout_is_retried_like_a_failure() {
     nothing_of_ours_queued(&sim).await;
 }
 
+/// Issue #23 item 2: the job's limit covers downloading its outputs; a
+/// download that stalls (20 s) ends at the limit as a `timeout` naming
+/// the file, and nothing half-downloaded is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_download_is_a_timeout_with_its_cause() {
+    let sim = sim_with(SimConfig {
+        view_stall_ms: 20_000,
+        ..config(1)
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(1));
+    let started = std::time::Instant::now();
+    let out = p.run("jobs.yaml", &[&sim], &["--timeout", "1s"]).await;
+    let took = started.elapsed();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("status"), "timeout", "{:?}", rows[0]);
+    let error = rows[0].get("error");
+    assert!(
+        error.starts_with("timed out after 1s: download of node 9 file ")
+            && error.ends_with(" stalled (--timeout)"),
+        "{error}"
+    );
+    assert!(rows[0].images().is_empty(), "{:?}", rows[0]);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_server_hands_its_jobs_to_the_other() {
     let a = sim_with(config(15)).await;
