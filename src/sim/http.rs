@@ -372,9 +372,10 @@ async fn view(State(shared): S, Query(q): Params) -> Response {
     let Ok(bytes) = tokio::fs::read(&path).await else {
         return empty(StatusCode::NOT_FOUND);
     };
-    let body = match shared.config.view_stall_ms {
-        0 => Body::from(bytes),
-        ms => stalled(Bytes::from(bytes), Duration::from_millis(ms)),
+    let body = match (shared.config.view_stall_ms, shared.config.view_dribble_ms) {
+        (0, 0) => Body::from(bytes),
+        (0, ms) => dribbled(Bytes::from(bytes), Duration::from_millis(ms)),
+        (ms, _) => stalled(Bytes::from(bytes), Duration::from_millis(ms)),
     };
     let mut r = Response::new(body);
     let mime = mime_of(base);
@@ -400,6 +401,18 @@ fn stalled(bytes: Bytes, stall: Duration) -> Body {
             Ok::<_, std::io::Error>(part)
         },
     );
+    Body::from_stream(stream)
+}
+
+/// A body that sends `bytes` one at a time, `gap` apart.
+fn dribbled(bytes: Bytes, gap: Duration) -> Body {
+    let stream = futures_util::stream::iter(0..bytes.len()).then(move |i| {
+        let byte = bytes.slice(i..i + 1);
+        async move {
+            tokio::time::sleep(gap).await;
+            Ok::<_, std::io::Error>(byte)
+        }
+    });
     Body::from_stream(stream)
 }
 

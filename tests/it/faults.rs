@@ -359,6 +359,32 @@ async fn a_stalled_download_is_a_timeout_with_its_cause() {
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
 
+/// Issue #23 item 2: a download that dribbles (a byte every 200 ms, never
+/// silent long enough for the read timeout) is cut at the limit as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dribbling_download_is_cut_at_the_limit_too() {
+    let sim = sim_with(SimConfig {
+        view_dribble_ms: 200,
+        ..config(1)
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(1));
+    let started = std::time::Instant::now();
+    let out = p.run("jobs.yaml", &[&sim], &["--timeout", "1s"]).await;
+    let took = started.elapsed();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("status"), "timeout", "{:?}", rows[0]);
+    assert!(
+        rows[0].get("error").contains(": download of node 9 file "),
+        "{:?}",
+        rows[0]
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_server_hands_its_jobs_to_the_other() {
     let a = sim_with(config(15)).await;
