@@ -41,11 +41,16 @@ pub struct RunOptions {
     /// Stop submitting after the first job that did not end ok.
     #[arg(long, conflicts_with = "max_failures")]
     pub fail_fast: bool,
-    /// Per-job limit (e.g. 90s, 10m): the prompt is interrupted or dequeued
-    /// and logged as `timeout` (a success that landed first is kept).
+    /// Per-job limit (e.g. 90s, 10m) from the prompt's start until its
+    /// outputs are downloaded: it is interrupted and logged as `timeout` (a
+    /// success that landed first is kept).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Try a job that failed in execution up to N more times.
+    /// Limit on the time a prompt waits in the server's queue to start: it
+    /// is removed and logged as `timeout` [default: none].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub queue_timeout: Option<Duration>,
+    /// Try a job that failed in execution or timed out up to N more times.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retries: u32,
     /// Extra HTTP header for every request, e.g. 'Authorization: Bearer …' (repeatable).
@@ -102,6 +107,7 @@ impl RunOptions {
             .unwrap_or(2);
         config.previews = self.previews;
         config.timeout = self.timeout;
+        config.queue_timeout = self.queue_timeout;
         config.retries = self.retries;
         if let Some(after) = self.server_lost_after {
             config.server_lost_after = after;

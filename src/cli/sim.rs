@@ -35,6 +35,12 @@ pub struct SimArgs {
     /// Delay before each /view reply, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub view_delay_ms: u64,
+    /// Send each /view body's first half, then stall this long (ms) before the rest.
+    #[arg(long, default_value_t = 0)]
+    pub view_stall_ms: u64,
+    /// Send each /view body one byte at a time, this long apart.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub view_dribble_ms: u64,
     /// Name outputs in `executed` and the history with hostile paths
     /// (`../../x.png`, absolute ones), to test that clients never use them.
     #[arg(long)]
@@ -122,6 +128,8 @@ impl SimArgs {
             http_500_rate: self.http_500_rate,
             restart_after: self.restart_after,
             view_delay_ms: self.view_delay_ms,
+            view_stall_ms: self.view_stall_ms,
+            view_dribble_ms: self.view_dribble_ms,
             hostile_filenames: self.hostile_filenames,
             duplicate_outputs: self.duplicate_outputs,
             malformed_outputs: self.malformed_outputs,

@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::lifecycle::{
-    Acted, Action, End, Event, Frame, JobOutputs, Lifecycle, Lookup, Setup, not_run,
-    outputs_of_history,
+    Acted, Action, End, Event, Frame, JobOutputs, Lifecycle, Lookup, Overrun, Setup, not_run,
+    outputs_of_history, timed_out,
 };
 use super::offload::{FileWork, on_pool};
 use super::retry::Backoff;
@@ -42,7 +42,10 @@ use crate::sink::{OutputDir, extension_of};
 pub(crate) struct AttemptContext {
     pub output: Arc<OutputDir>,
     pub previews: bool,
+    /// `--timeout`: from the prompt's start until its outputs are collected.
     pub timeout: Option<Duration>,
+    /// `--queue-timeout`: from its submission until it starts.
+    pub queue_timeout: Option<Duration>,
     pub cancel: watch::Receiver<Option<CancelReason>>,
     pub events: mpsc::UnboundedSender<Msg>,
     pub run_key: String,
@@ -62,6 +65,11 @@ pub(crate) enum AttemptEnd {
     /// The server lost the prompt or could not take it: run it elsewhere.
     Requeue(String),
 }
+
+/// How long a job's outputs may take to download after it ended, at
+/// least, when its `--timeout` leaves less (or has passed: a success that
+/// landed before the interrupt took effect is kept if collected so soon).
+const COLLECT_GRACE: Duration = Duration::from_secs(2);
 
 /// How often a job's sampler progress is reported, at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
@@ -331,14 +339,14 @@ async fn attempt(
                 .filter(|o| o.id != home.id && !o.is_lost())
             {
                 let found = reconcile(other, pid.as_str(), false).await;
-                if matches!(found, Lookup::Finished { .. } | Lookup::StillThere) {
+                if matches!(found, Lookup::Finished { .. } | Lookup::StillThere { .. }) {
                     server = other.clone();
                     already = found;
                     break;
                 }
             }
         }
-        if matches!(already, Lookup::StillThere) {
+        if matches!(already, Lookup::StillThere { .. }) {
             tracing::info!("{}: found {pid} still queued on {}", job.id, server.url());
         }
         if let Lookup::Finished {
@@ -366,7 +374,7 @@ async fn attempt(
                     already = Lookup::Missing;
                     stale = Some(server.clone());
                 }
-                Lookup::StillThere => {
+                Lookup::StillThere { .. } => {
                     if let Acted::Removed = act_on_server(&server, pid.as_str(), false).await {
                         already = Lookup::Missing;
                     }
@@ -389,10 +397,10 @@ async fn attempt(
     let _route = Unregister(server.clone(), pid.clone());
     // Queued by an earlier (killed) run under another client id: its
     // messages go nowhere, so it is followed by polling.
-    let adopted = matches!(already, Lookup::StillThere);
+    let adopted = matches!(already, Lookup::StillThere { .. });
     // A prompt queued by an earlier run keeps what the server said then.
     let mut rejected = None;
-    if matches!(already, Lookup::StillThere | Lookup::Finished { .. }) {
+    if matches!(already, Lookup::StillThere { .. } | Lookup::Finished { .. }) {
         let (output, id) = (ctx.output.clone(), job.id.clone());
         rejected = on_pool(move || Ok(output.rejection(&id)))
             .await
@@ -464,7 +472,7 @@ async fn attempt(
                             already = found;
                             break;
                         }
-                        Lookup::StillThere => {
+                        Lookup::StillThere { .. } => {
                             already = Lookup::Missing;
                             break;
                         }
@@ -501,10 +509,13 @@ async fn attempt(
         finished: matches!(already, Lookup::Finished { .. }).then_some(already),
         rejected,
         timeout: ctx.timeout,
+        queue_timeout: ctx.queue_timeout,
     });
     let mut actions: VecDeque<Action> = first.into();
-    let deadline = ctx.timeout.map(|t| Instant::now() + t);
-    let mut deadline_seen = false;
+    // The limit the machine set last (queue's, then run's), kept after it
+    // fires: the run's also bounds the downloads.
+    let mut limit_at: Option<Instant> = None;
+    let mut limit_fired = false;
     // Held from the timeout until the attempt ends (see `Pace::hurry`).
     let mut _hurry = None;
     let mut cancel_seen: Option<CancelReason> = None;
@@ -537,6 +548,14 @@ async fn attempt(
                     act_at = Some(Instant::now() + after);
                     None
                 }
+                Action::LimitIn(after) => {
+                    limit_at = after.map(|after| Instant::now() + after);
+                    limit_fired = false;
+                    // A queue's limit that fired as the prompt started asks
+                    // nothing more of the server.
+                    _hurry = None;
+                    None
+                }
                 Action::ReportStarted => {
                     attempt.started_at = Some(SystemTime::now());
                     let _ = ctx.events.send(Msg::Event(EventKind::JobStarted {
@@ -557,7 +576,10 @@ async fn attempt(
                 Action::Fail(status, line) => return fail(&attempt, status, line),
                 Action::Requeue(cause) => return AttemptEnd::Requeue(cause),
                 Action::Save(outputs, frames) => {
-                    return match save_outputs(&job, &server, &ctx, outputs, frames).await {
+                    // A success kept past the limit (its interrupt lost the
+                    // race) still gets a moment to be collected.
+                    let by = limit_at.map(|at| at.max(Instant::now() + COLLECT_GRACE));
+                    return match save_outputs(&job, &server, &ctx, outputs, frames, by).await {
                         Ok((images, text)) => AttemptEnd::Done(Outcome {
                             status: Status::Ok,
                             images,
@@ -569,6 +591,7 @@ async fn attempt(
                         // done: another attempt collects it by prompt id
                         // (or, lost with the server, redoes it).
                         Err(SaveError::Unreachable(e)) => AttemptEnd::Requeue(e),
+                        Err(SaveError::TimedOut(e)) => fail(&attempt, Status::Timeout, e),
                         Err(SaveError::Failed(e)) => fail(&attempt, Status::Failed, e),
                     };
                 }
@@ -592,8 +615,8 @@ async fn attempt(
         } else {
             tokio::select! {
                 event = rx.recv() => server_event(event, &mut progress, &ctx, &job, &server),
-                _ = sleep_until(deadline), if !deadline_seen => {
-                    deadline_seen = true;
+                _ = sleep_until(limit_at), if !limit_fired => {
+                    limit_fired = true;
                     _hurry = Some(ctx.pace.hurry());
                     Some(Event::Deadline)
                 }
@@ -745,36 +768,34 @@ async fn reconcile(server: &Server, prompt_id: &str, patient: bool) -> Lookup {
             // on the server): it still follows the first history read.
             let since = std::time::Instant::now();
             if let Some(entry) = server.http.history(prompt_id).await? {
-                return Ok(Some(entry));
+                return Ok(finished(entry));
             }
+            // Whether it runs tells the attempt its run's clock has started.
+            let there = |queue: &crate::comfy::protocol::QueueState| {
+                let running = queue.is_running(prompt_id);
+                (running || queue.is_pending(prompt_id)).then_some(Lookup::StillThere { running })
+            };
             // A recent read that shows it serves every job waiting on the
             // server: one `/queue` per round, not one per job.
-            if let Some(queue) = server.queue_recent(SHARED_QUEUE_AGE).await
-                && (queue.is_running(prompt_id) || queue.is_pending(prompt_id))
+            if let Some(found) = server
+                .queue_recent(SHARED_QUEUE_AGE)
+                .await
+                .and_then(|q| there(&q))
             {
-                return Ok(None);
+                return Ok(found);
             }
             let queue = server.queue_since(since).await?;
-            if queue.is_running(prompt_id) || queue.is_pending(prompt_id) {
-                return Ok(None);
+            if let Some(found) = there(&queue) {
+                return Ok(found);
             }
             match server.http.history(prompt_id).await? {
-                Some(entry) => Ok(Some(entry)),
+                Some(entry) => Ok(finished(entry)),
                 None => Err(Missed::Gone),
             }
         }
         .await;
         match result {
-            Ok(Some(entry)) => {
-                let outputs = outputs_of_history(&entry);
-                let end = match entry.status {
-                    Some(status) if status.status_str == "success" => End::Success,
-                    Some(status) => history_failure(&status.messages),
-                    None => history_failure(&[]),
-                };
-                return Lookup::Finished { end, outputs };
-            }
-            Ok(None) => return Lookup::StillThere,
+            Ok(found) => return found,
             Err(Missed::Gone) => return Lookup::Missing,
             Err(Missed::Failed(e)) if e.is_transient() && patient => {
                 match backoff.next().filter(|_| !server.is_lost()) {
@@ -785,6 +806,17 @@ async fn reconcile(server: &Server, prompt_id: &str, patient: bool) -> Lookup {
             Err(Missed::Failed(e)) => return unknown(prompt_id, e),
         }
     }
+}
+
+/// A history entry as a lookup's answer.
+fn finished(entry: crate::comfy::protocol::HistoryEntry) -> Lookup {
+    let outputs = outputs_of_history(&entry);
+    let end = match entry.status {
+        Some(status) if status.status_str == "success" => End::Success,
+        Some(status) => history_failure(&status.messages),
+        None => history_failure(&[]),
+    };
+    Lookup::Finished { end, outputs }
 }
 
 /// How old a shared queue read may be to show a prompt still queued.
@@ -841,20 +873,23 @@ fn sends_images_over_socket(job: &Job) -> bool {
 enum SaveError {
     /// The server stopped answering (transient errors, retries used up).
     Unreachable(String),
+    /// The downloads outlasted the job's limit: this line.
+    TimedOut(String),
     /// Anything else: the job fails with this line.
     Failed(String),
 }
 
 /// Saves collected outputs: downloads every file the nodes reported (and
-/// previews if asked), writes them with the texts and the websocket
-/// images; returns their paths relative to the output folder and the job's
-/// single text (the log's `text` column).
+/// previews if asked) before `by` (the job's limit), writes them with the
+/// texts and the websocket images; returns their paths relative to the
+/// output folder and the job's single text (the log's `text` column).
 async fn save_outputs(
     job: &Job,
     server: &Server,
     ctx: &AttemptContext,
     outputs: JobOutputs,
     frames: Vec<Frame>,
+    by: Option<Instant>,
 ) -> Result<(Vec<String>, Option<String>), SaveError> {
     // A malformed report may hide files: the job is not `ok` without them.
     if let Some(e) = outputs.error() {
@@ -885,28 +920,39 @@ async fn save_outputs(
         }
         // The server's name is only ever a request parameter (reduced to its
         // last component by the parser) and the source of an extension.
-        let mut backoff = Backoff::default();
-        let bytes = loop {
-            match server.http.view(file).await {
-                Ok(b) => break b,
-                Err(e) if e.is_transient() => match backoff.next().filter(|_| !server.is_lost()) {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => {
-                        return Err(SaveError::Unreachable(format!(
-                            "download node {node} file {}: {}",
-                            file.filename,
+        let what = format!("node {node} file {}", file.filename);
+        let download = async {
+            let mut backoff = Backoff::default();
+            loop {
+                match server.http.view(file).await {
+                    Ok(b) => return Ok(b),
+                    Err(e) if e.is_transient() => {
+                        match backoff.next().filter(|_| !server.is_lost()) {
+                            Some(d) => tokio::time::sleep(d).await,
+                            None => {
+                                return Err(SaveError::Unreachable(format!(
+                                    "download {what}: {}",
+                                    error_line(&e)
+                                )));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        return Err(SaveError::Failed(format!(
+                            "download {what}: {}",
                             error_line(&e)
                         )));
                     }
-                },
-                Err(e) => {
-                    return Err(SaveError::Failed(format!(
-                        "download node {node} file {}: {}",
-                        file.filename,
-                        error_line(&e)
-                    )));
                 }
             }
+        };
+        // One deadline for every file: the job's limit covers collecting
+        // its outputs, however slowly a server sends them.
+        let bytes = match by {
+            Some(by) => tokio::time::timeout_at(by, download).await.map_err(|_| {
+                SaveError::TimedOut(timed_out(ctx.timeout, Overrun::Download(&what)))
+            })??,
+            None => download.await?,
         };
         let n = next_n(node);
         files.push((node.to_string(), n, extension_of(&file.filename), bytes));

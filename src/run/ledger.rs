@@ -87,7 +87,10 @@ impl Ledger {
             }
             AttemptEnd::Done(outcome) => outcome,
         };
-        if outcome.status == Status::Failed && tries <= self.retries && !cancelled {
+        // A timeout may be a slow moment of a shared server: retried as a
+        // failure is. A rejection would be refused again.
+        let retried = matches!(outcome.status, Status::Failed | Status::Timeout);
+        if retried && tries <= self.retries && !cancelled {
             return Settled::Retry(outcome);
         }
         self.moves.remove(job);
@@ -174,17 +177,37 @@ mod tests {
             Settled::Final(_)
         ));
         assert!(ledger.failures_exceeded());
-        // Rejections and timeouts are final at once.
-        let mut ledger = Ledger::new(2, 0, 2, None);
-        for status in [Status::Rejected, Status::Timeout] {
-            assert!(matches!(
-                ledger.settle(&JobId::new("b"), 1, 1, "s", done(status), false),
-                Settled::Final(_)
-            ));
-        }
+        // Rejections are final at once.
+        let mut ledger = Ledger::new(1, 0, 2, None);
+        assert!(matches!(
+            ledger.settle(&JobId::new("b"), 1, 1, "s", done(Status::Rejected), false),
+            Settled::Final(_)
+        ));
         assert_eq!(
             (ledger.stats.done, ledger.stats.ok, ledger.stats.failed),
-            (2, 0, 2)
+            (1, 0, 1)
         );
+    }
+
+    /// Issue #23: `--retries` retries a timeout as a failure, up to the
+    /// same limit, and not once the run is cancelled.
+    #[test]
+    fn timeouts_are_retried_like_failures() {
+        let mut ledger = Ledger::new(1, 0, 1, None);
+        let id = JobId::new("a");
+        assert!(matches!(
+            ledger.settle(&id, 1, 1, "s", done(Status::Timeout), false),
+            Settled::Retry(o) if o.status == Status::Timeout
+        ));
+        assert!(matches!(
+            ledger.settle(&id, 2, 2, "s", done(Status::Timeout), false),
+            Settled::Final(o) if o.status == Status::Timeout
+        ));
+        assert_eq!(ledger.stats.failed, 1);
+        let mut ledger = Ledger::new(1, 0, 1, None);
+        assert!(matches!(
+            ledger.settle(&id, 1, 1, "s", done(Status::Timeout), true),
+            Settled::Final(_)
+        ));
     }
 }

@@ -6,6 +6,12 @@
 //! no I/O and reads no clock, so the rules are tested over recorded message
 //! sequences without a network. The async shell in `job` performs the
 //! actions and feeds back the events. It knows nothing of files or HTTP.
+//!
+//! It also decides which limit runs when: `--queue-timeout` from the
+//! prompt's submission until it starts, `--timeout` from the moment the
+//! runner learns it started (its `execution_start`, or a lookup that finds
+//! it running), so time spent queued behind other prompts never counts
+//! against a job's run. The shell keeps one timer, set by [`Action::LimitIn`].
 
 use std::time::Duration;
 
@@ -50,8 +56,11 @@ pub(crate) enum Lookup {
         /// Its outputs.
         outputs: JobOutputs,
     },
-    /// Running or pending.
-    StillThere,
+    /// Running (`running`) or pending.
+    StillThere {
+        /// It runs now.
+        running: bool,
+    },
     /// In neither: the server forgot it.
     Missing,
     /// The lookup failed (a request error, retries used up).
@@ -93,7 +102,7 @@ pub(crate) enum Event {
     Lost,
     /// The message router closed, or the scheduler went away.
     Gone(&'static str),
-    /// `--timeout` elapsed.
+    /// The limit of [`Action::LimitIn`] elapsed.
     Deadline,
     /// The run is cancelled (the most severe reason so far).
     Cancel(CancelReason),
@@ -122,6 +131,9 @@ pub(crate) enum Action {
     PollIn(Duration),
     /// Send [`Event::ActDue`] after this long (replacing an earlier timer).
     ActIn(Duration),
+    /// Send [`Event::Deadline`] after this long, replacing an earlier
+    /// limit; `None`: no limit from now on.
+    LimitIn(Option<Duration>),
     /// Report that the server started it.
     ReportStarted,
     /// Note that it runs (its start message was missed).
@@ -160,8 +172,30 @@ pub(crate) struct Setup {
     pub finished: Option<Lookup>,
     /// The server accepted it with errors in some outputs (this line).
     pub rejected: Option<String>,
-    /// The `--timeout`, for its message.
+    /// The `--timeout`: how long it may run, counted from its start.
     pub timeout: Option<Duration>,
+    /// The `--queue-timeout`: how long it may wait to start.
+    pub queue_timeout: Option<Duration>,
+}
+
+/// Which of the job's limits elapsed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Limit {
+    /// `--queue-timeout`: it never started.
+    Queue,
+    /// `--timeout`: it ran too long.
+    Run,
+}
+
+/// What a `timeout` overran: the cause its row's error names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Overrun<'a> {
+    /// It ran longer than `--timeout`.
+    Running,
+    /// It waited to start longer than `--queue-timeout` (and was removed).
+    Queued,
+    /// Downloading this output (`node N file NAME`) outlasted `--timeout`.
+    Download(&'a str),
 }
 
 /// The state of one attempt's prompt on its server.
@@ -169,7 +203,7 @@ pub(crate) struct Setup {
 pub(crate) struct Lifecycle {
     setup: Setup,
     started: bool,
-    timed_out: bool,
+    timed_out: Option<Limit>,
     /// Messages may have been missed (a dropped socket, or an adopted
     /// prompt): the history is the authority on outputs, and websocket
     /// images cannot be recovered.
@@ -196,7 +230,7 @@ impl Lifecycle {
             missed: setup.adopted,
             setup,
             started: false,
-            timed_out: false,
+            timed_out: None,
             cancel: None,
             ended_in_history: false,
             end: None,
@@ -214,11 +248,13 @@ impl Lifecycle {
                 machine.outputs = outputs;
                 machine.finish()
             }
-            _ => vec![Action::PollIn(if machine.setup.adopted {
-                ADOPTED_POLL
-            } else {
-                WATCHDOG_POLL
-            })],
+            _ => {
+                let mut actions = vec![Action::PollIn(machine.poll_every())];
+                if let Some(limit) = machine.setup.queue_timeout {
+                    actions.push(Action::LimitIn(Some(limit)));
+                }
+                actions
+            }
         };
         (machine, actions)
     }
@@ -229,7 +265,30 @@ impl Lifecycle {
     }
 
     fn stop_running(&self) -> bool {
-        self.timed_out || self.cancel >= Some(CancelReason::SecondInterrupt)
+        self.timed_out == Some(Limit::Run) || self.cancel >= Some(CancelReason::SecondInterrupt)
+    }
+
+    /// It runs (`note` says how the shell learnt it): the queue's limit is
+    /// moot, the run's starts now.
+    fn started(&mut self, note: Action) -> Vec<Action> {
+        self.started = true;
+        if self.timed_out == Some(Limit::Queue) {
+            // It started before the queue's limit could remove it.
+            self.timed_out = None;
+        }
+        let mut actions = vec![note, Action::LimitIn(self.setup.timeout)];
+        if self.stop_running() {
+            // It started after we asked: stop it now.
+            actions.push(Action::ActIn(Duration::ZERO));
+        }
+        actions
+    }
+
+    fn timeout_line(&self, limit: Limit) -> String {
+        match limit {
+            Limit::Queue => timed_out(self.setup.queue_timeout, Overrun::Queued),
+            Limit::Run => timed_out(self.setup.timeout, Overrun::Running),
+        }
     }
 
     fn poll_every(&self) -> Duration {
@@ -281,24 +340,11 @@ impl Lifecycle {
             };
         }
         match event {
-            Event::Started => {
-                self.started = true;
-                let mut actions = vec![Action::ReportStarted];
-                if self.stop_running() {
-                    // It started after we asked: stop it now.
-                    actions.push(Action::ActIn(Duration::ZERO));
-                }
-                actions
-            }
-            Event::Running if !self.started => {
-                // Reconnect replay: it runs, though we missed the start.
-                self.started = true;
-                let mut actions = vec![Action::NoteRunning];
-                if self.stop_running() {
-                    actions.push(Action::ActIn(Duration::ZERO));
-                }
-                actions
-            }
+            // Reported as before, but the run's clock is not set back.
+            Event::Started if self.started => vec![Action::ReportStarted],
+            Event::Started => self.started(Action::ReportStarted),
+            // Reconnect replay: it runs, though we missed the start.
+            Event::Running if !self.started => self.started(Action::NoteRunning),
             Event::Running => Vec::new(),
             Event::Executed(outputs) => {
                 // The history may have listed the node already: its
@@ -327,7 +373,11 @@ impl Lifecycle {
             Event::Lost => self.requeue("server lost"),
             Event::Gone(why) => self.requeue(why),
             Event::Deadline => {
-                self.timed_out = true;
+                self.timed_out = Some(if self.started {
+                    Limit::Run
+                } else {
+                    Limit::Queue
+                });
                 vec![Action::ActIn(Duration::ZERO)]
             }
             Event::Cancel(reason) if Some(reason) > self.cancel => {
@@ -335,19 +385,18 @@ impl Lifecycle {
                 vec![Action::ActIn(Duration::ZERO)]
             }
             Event::Cancel(_) => Vec::new(),
-            Event::ActDue if self.stop_running() || self.cancel.is_some() => {
+            Event::ActDue if self.timed_out.is_some() || self.cancel.is_some() => {
                 vec![Action::Act {
                     stop_running: self.stop_running(),
                 }]
             }
             Event::ActDue => Vec::new(),
-            Event::Acted(Acted::Removed) if self.timed_out => {
-                let line = timeout_text(self.setup.timeout);
-                self.last(Action::Fail(Status::Timeout, line))
-            }
             Event::Acted(Acted::Removed) => {
-                let line = not_run(self.cancel);
-                self.last(Action::Fail(Status::Interrupted, line))
+                let failed = match self.timed_out {
+                    Some(limit) => Action::Fail(Status::Timeout, self.timeout_line(limit)),
+                    None => Action::Fail(Status::Interrupted, not_run(self.cancel)),
+                };
+                self.last(failed)
             }
             Event::Acted(Acted::Again(after)) => vec![Action::ActIn(after)],
             Event::Acted(Acted::Nothing) => Vec::new(),
@@ -367,7 +416,12 @@ impl Lifecycle {
                     self.finish()
                 }
                 (_, Lookup::Missing) => self.requeue("the server forgot the prompt (restarted?)"),
-                (_, Lookup::StillThere | Lookup::Unknown) => Vec::new(),
+                // Its start message was missed (or went to an earlier
+                // run's client): the run's clock starts now.
+                (_, Lookup::StillThere { running: true }) if !self.started => {
+                    self.started(Action::NoteRunning)
+                }
+                (_, Lookup::StillThere { .. } | Lookup::Unknown) => Vec::new(),
                 (Some(Why::Poll), found) => {
                     if self.setup.adopted {
                         self.take_finished(found);
@@ -400,12 +454,9 @@ impl Lifecycle {
         }
         let success = matches!(self.end, Some(End::Success));
         // A success that landed before the interrupt took effect is kept.
-        if self.timed_out && !success {
+        if self.timed_out == Some(Limit::Run) && !success {
             self.done = true;
-            actions.push(Action::Fail(
-                Status::Timeout,
-                timeout_text(self.setup.timeout),
-            ));
+            actions.push(Action::Fail(Status::Timeout, self.timeout_line(Limit::Run)));
             return actions;
         }
         if self.missed && success && !self.outputs_checked {
@@ -434,10 +485,17 @@ impl Lifecycle {
                     "websocket images were lost with the connection; run again".into(),
                 )
             }
-            Status::Ok => Action::Save(
-                std::mem::take(&mut self.outputs),
-                std::mem::take(&mut self.frames),
-            ),
+            Status::Ok => {
+                if !self.started {
+                    // It ended unseen: it started as far as we know now, and
+                    // collecting its outputs is the run's to bound.
+                    actions.push(Action::LimitIn(self.setup.timeout));
+                }
+                Action::Save(
+                    std::mem::take(&mut self.outputs),
+                    std::mem::take(&mut self.frames),
+                )
+            }
             status => Action::Fail(status, line),
         };
         actions.push(action);
@@ -497,9 +555,18 @@ pub(crate) fn not_run(reason: Option<CancelReason>) -> String {
         .into()
 }
 
-fn timeout_text(timeout: Option<Duration>) -> String {
-    let t = timeout.unwrap_or_default();
-    format!("timed out after {}", humantime::format_duration(t))
+/// The error of a `timeout` row: the limit and what overran it.
+pub(crate) fn timed_out(limit: Option<Duration>, overrun: Overrun) -> String {
+    let t = humantime::format_duration(limit.unwrap_or_default());
+    match overrun {
+        Overrun::Running => format!("timed out after {t} running (--timeout)"),
+        Overrun::Queued => {
+            format!("timed out after {t} queued (--queue-timeout); removed from the queue")
+        }
+        Overrun::Download(what) => {
+            format!("timed out after {t}: download of {what} stalled (--timeout)")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -569,6 +636,7 @@ mod tests {
             finished: None,
             rejected: None,
             timeout: None,
+            queue_timeout: None,
         }
     }
 
@@ -598,7 +666,7 @@ mod tests {
                         } else {
                             answers.front().cloned()
                         };
-                        Event::Looked(next.unwrap_or(Lookup::StillThere))
+                        Event::Looked(next.unwrap_or(Lookup::StillThere { running: false }))
                     }
                     Action::Act { .. } => Event::Acted(acted),
                     _ => continue,
@@ -775,14 +843,126 @@ mod tests {
         let mut events = vec![Event::Started, Event::Deadline, Event::ActDue];
         events.extend(recorded("06_interrupt.jsonl"));
         assert_eq!(
-            run(limited.clone(), events, &[], Acted::Nothing),
-            Some(Action::Fail(Status::Timeout, "timed out after 5s".into()))
+            run(limited, events, &[], Acted::Nothing),
+            Some(Action::Fail(
+                Status::Timeout,
+                "timed out after 5s running (--timeout)".into()
+            ))
         );
-        let events = [Event::Deadline, Event::ActDue];
+    }
+
+    /// Issue #23 item 1: `--timeout` runs from the start the runner learns
+    /// of (its message, or a lookup that finds it running), never from the
+    /// submission; `--queue-timeout` runs until then.
+    #[test]
+    fn the_run_limit_starts_with_the_prompt_not_its_submission() {
+        let limited = Setup {
+            timeout: Some(Duration::from_secs(5)),
+            ..setup()
+        };
+        let (mut machine, first) = Lifecycle::new(limited.clone());
         assert_eq!(
-            run(limited, events, &[], Acted::Removed),
-            Some(Action::Fail(Status::Timeout, "timed out after 5s".into()))
+            first,
+            vec![Action::PollIn(WATCHDOG_POLL)],
+            "no limit queued"
         );
+        let started = machine.step(recorded("01_basic_run.jsonl").remove(0));
+        assert_eq!(
+            started,
+            vec![
+                Action::ReportStarted,
+                Action::LimitIn(Some(Duration::from_secs(5)))
+            ]
+        );
+        // A start replayed after a reconnect does not set the clock back.
+        assert_eq!(machine.step(Event::Started), vec![Action::ReportStarted]);
+
+        // Both limits: the queue's until the start, then the run's alone.
+        let (mut machine, first) = Lifecycle::new(Setup {
+            queue_timeout: Some(Duration::from_secs(60)),
+            ..limited.clone()
+        });
+        assert_eq!(
+            first,
+            vec![
+                Action::PollIn(WATCHDOG_POLL),
+                Action::LimitIn(Some(Duration::from_secs(60)))
+            ]
+        );
+        assert_eq!(
+            machine.step(Event::Started),
+            vec![
+                Action::ReportStarted,
+                Action::LimitIn(Some(Duration::from_secs(5)))
+            ]
+        );
+
+        // Its start message missed: a lookup that finds it pending starts
+        // nothing; one that finds it running starts the run's clock.
+        let (mut machine, _) = Lifecycle::new(limited.clone());
+        assert_eq!(machine.step(Event::PollDue).last(), Some(&Action::Lookup));
+        assert_eq!(
+            machine.step(Event::Looked(Lookup::StillThere { running: false })),
+            vec![]
+        );
+        machine.step(Event::PollDue);
+        assert_eq!(
+            machine.step(Event::Looked(Lookup::StillThere { running: true })),
+            vec![
+                Action::NoteRunning,
+                Action::LimitIn(Some(Duration::from_secs(5)))
+            ]
+        );
+
+        // Found finished, never seen running: collecting it is bounded.
+        let (_, actions) = Lifecycle::new(Setup {
+            finished: Some(finished(output("9", "a.png"))),
+            ..limited
+        });
+        assert_eq!(
+            actions,
+            vec![
+                Action::Release,
+                Action::LimitIn(Some(Duration::from_secs(5))),
+                Action::Save(output("9", "a.png"), Vec::new())
+            ]
+        );
+    }
+
+    /// Issue #23 item 1: the queue's limit removes a prompt still pending
+    /// (never interrupts one) and its row says it was the queue; a prompt
+    /// that started meanwhile runs on under the run's limit.
+    #[test]
+    fn the_queue_limit_removes_a_pending_prompt_and_says_so() {
+        let limited = Setup {
+            queue_timeout: Some(Duration::from_millis(300)),
+            ..setup()
+        };
+        let (mut machine, _) = Lifecycle::new(limited.clone());
+        assert_eq!(
+            machine.step(Event::Deadline),
+            vec![Action::ActIn(Duration::ZERO)]
+        );
+        assert_eq!(
+            machine.step(Event::ActDue),
+            vec![Action::Act {
+                stop_running: false
+            }]
+        );
+        assert_eq!(
+            machine.step(Event::Acted(Acted::Removed)),
+            vec![Action::Fail(
+                Status::Timeout,
+                "timed out after 300ms queued (--queue-timeout); removed from the queue".into()
+            )]
+        );
+        // It started before it could be removed: the recorded run ends ok.
+        let mut events = vec![Event::Deadline, Event::ActDue];
+        events.extend(recorded("01_basic_run.jsonl"));
+        assert!(matches!(
+            run(limited, events, &[], Acted::Nothing),
+            Some(Action::Save(..))
+        ));
     }
 
     #[test]
@@ -867,6 +1047,7 @@ mod tests {
             actions,
             vec![
                 Action::Release,
+                Action::LimitIn(None),
                 Action::Save(output("9", "a.png"), Vec::new())
             ]
         );

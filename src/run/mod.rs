@@ -44,11 +44,14 @@ pub struct RunConfig {
     pub concurrency: usize,
     /// Also keep `temp` (preview) images.
     pub previews: bool,
-    /// Per-job limit from submission; the prompt is interrupted or dequeued.
+    /// Per-job limit from the prompt's start until its outputs are
+    /// collected; the prompt is interrupted, the downloads given up.
     pub timeout: Option<Duration>,
+    /// Limit on the time a prompt waits to start; it is then removed.
+    pub queue_timeout: Option<Duration>,
     /// Stop submitting after this many jobs did not end `ok`.
     pub max_failures: Option<usize>,
-    /// Extra attempts for a job that failed in execution.
+    /// Extra attempts for a job that failed in execution or timed out.
     pub retries: u32,
     /// Stable key of the run (from its output folder), part of prompt ids.
     pub run_key: String,
@@ -91,6 +94,7 @@ impl RunConfig {
             concurrency: 2,
             previews: false,
             timeout: None,
+            queue_timeout: None,
             max_failures: None,
             retries: 0,
             run_key,
@@ -331,6 +335,7 @@ pub async fn execute(
         output,
         previews: config.previews,
         timeout: config.timeout,
+        queue_timeout: config.queue_timeout,
         cancel: cancel_rx,
         events: tx.clone(),
         run_key: config.run_key.clone(),

@@ -11,9 +11,11 @@
 //! the last jobs' messages wait a doze too, and only the run's end is up
 //! to a doze later.
 //!
-//! An attempt whose timeout fired stops the dozing until it ends: its
-//! server runs a prompt nobody wants until the runner has read the queue,
-//! interrupted or dequeued it and seen it end, each a wait of its own.
+//! An attempt whose timeout fired stops the dozing until it ends (or, when
+//! `--queue-timeout` fired as its prompt started, until the run's limit is
+//! set instead): its server runs a prompt nobody wants until the runner
+//! has read the queue, interrupted or dequeued it and seen it end, each a
+//! wait of its own.
 //!
 //! A finished job's sync may wait as long for other jobs to share it, and
 //! it may do so even while a server waits for its next prompt: the slot

@@ -12,6 +12,7 @@ use axum::extract::{Multipart, Path as UrlPath, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -407,7 +408,12 @@ async fn view(State(shared): S, Query(q): Params) -> Response {
     let Ok(bytes) = tokio::fs::read(&path).await else {
         return empty(StatusCode::NOT_FOUND);
     };
-    let mut r = Response::new(Body::from(bytes));
+    let body = match (shared.config.view_stall_ms, shared.config.view_dribble_ms) {
+        (0, 0) => Body::from(bytes),
+        (0, ms) => dribbled(Bytes::from(bytes), Duration::from_millis(ms)),
+        (ms, _) => stalled(Bytes::from(bytes), Duration::from_millis(ms)),
+    };
+    let mut r = Response::new(body);
     let mime = mime_of(base);
     if let Ok(v) = HeaderValue::from_str(mime) {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -416,6 +422,34 @@ async fn view(State(shared): S, Query(q): Params) -> Response {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     r
+}
+
+/// A body that sends the first half of `bytes` at once and the rest after
+/// `stall`, without a declared length (as a chunked reply from a proxy).
+fn stalled(bytes: Bytes, stall: Duration) -> Body {
+    let half = bytes.len() / 2;
+    let parts = [bytes.slice(..half), bytes.slice(half..)];
+    let stream = futures_util::stream::iter(parts.into_iter().enumerate()).then(
+        move |(i, part)| async move {
+            if i == 1 {
+                tokio::time::sleep(stall).await;
+            }
+            Ok::<_, std::io::Error>(part)
+        },
+    );
+    Body::from_stream(stream)
+}
+
+/// A body that sends `bytes` one at a time, `gap` apart.
+fn dribbled(bytes: Bytes, gap: Duration) -> Body {
+    let stream = futures_util::stream::iter(0..bytes.len()).then(move |i| {
+        let byte = bytes.slice(i..i + 1);
+        async move {
+            tokio::time::sleep(gap).await;
+            Ok::<_, std::io::Error>(byte)
+        }
+    });
+    Body::from_stream(stream)
 }
 
 fn mime_of(name: &str) -> &'static str {

@@ -233,8 +233,10 @@ async fn timeout_interrupts_the_running_prompt() {
     nothing_of_ours_queued(&sim).await;
 }
 
+/// Issue #23 item 1: `--queue-timeout` bounds the time a prompt waits
+/// behind another client's work; it is removed and the row says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timeout_deletes_prompts_still_queued() {
+async fn queue_timeout_removes_prompts_still_queued() {
     let sim = sim_with(config(20)).await;
     // Someone else's 2 s prompt runs first: ours wait in the queue.
     let blocker = foreign_blocker(&sim, 100).await;
@@ -244,7 +246,7 @@ async fn timeout_deletes_prompts_still_queued() {
         .run(
             "jobs.yaml",
             &[&sim],
-            &["--timeout", "300ms", "--concurrency", "3"],
+            &["--queue-timeout", "300ms", "--concurrency", "3"],
         )
         .await;
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -252,6 +254,10 @@ async fn timeout_deletes_prompts_still_queued() {
     assert_eq!(rows.len(), 3);
     for row in &rows {
         assert_eq!(row.get("status"), "timeout", "{row:?}");
+        assert_eq!(
+            row.get("error"),
+            "timed out after 300ms queued (--queue-timeout); removed from the queue"
+        );
         assert!(
             history(&sim, row.get("prompt_id")).await.is_none(),
             "never ran"
@@ -264,6 +270,119 @@ async fn timeout_deletes_prompts_still_queued() {
         vec![blocker],
         "the other client's prompt is untouched"
     );
+}
+
+/// Issue #23 item 1: `--timeout` counts from the prompt's start, not
+/// from its submission: five 0.5 s jobs queued at once behind each other
+/// (the last waits 2 s) all fit a 1.5 s limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_does_not_count_time_queued_behind_our_own_prompts() {
+    let sim = sim_with(config(20)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", long_jobs(5, 25));
+    let out = p
+        .run(
+            "jobs.yaml",
+            &[&sim],
+            &["--timeout", "1500ms", "--concurrency", "5"],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(5);
+}
+
+/// Issue #23 item 1: without `--queue-timeout`, a prompt waiting behind
+/// another client's work is not bounded by `--timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_does_not_count_time_behind_another_clients_prompt() {
+    let sim = sim_with(config(20)).await;
+    // Someone else's 1.6 s prompt runs first.
+    foreign_blocker(&sim, 80).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(2));
+    let out = p.run("jobs.yaml", &[&sim], &["--timeout", "1s"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.assert_each_job_ok_once(2);
+}
+
+/// Issue #23: `--retries N` retries a `timeout` as it does a failure, each
+/// attempt under its own prompt id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_is_retried_like_a_failure() {
+    let sim = sim_with(config(50)).await;
+    let p = Project::new();
+    p.write("jobs.yaml", long_jobs(1, 40));
+    let out = p
+        .run(
+            "jobs.yaml",
+            &[&sim],
+            &["--timeout", "300ms", "--retries", "1"],
+        )
+        .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    let ids: Vec<&str> = rows.iter().map(|r| r.get("prompt_id")).collect();
+    assert_eq!(rows.len(), 2, "{ids:?}");
+    for row in &rows {
+        assert_eq!(row.get("status"), "timeout", "{row:?}");
+    }
+    assert!(ids[0].ends_with("-1") && ids[1].ends_with("-2"), "{ids:?}");
+    nothing_of_ours_queued(&sim).await;
+}
+
+/// Issue #23 item 2: the job's limit covers downloading its outputs; a
+/// download that stalls (20 s) ends at the limit as a `timeout` naming
+/// the file, and nothing half-downloaded is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_download_is_a_timeout_with_its_cause() {
+    let sim = sim_with(SimConfig {
+        view_stall_ms: 20_000,
+        ..config(1)
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(1));
+    let started = std::time::Instant::now();
+    let out = p.run("jobs.yaml", &[&sim], &["--timeout", "1s"]).await;
+    let took = started.elapsed();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("status"), "timeout", "{:?}", rows[0]);
+    let error = rows[0].get("error");
+    assert!(
+        error.starts_with("timed out after 1s: download of node 9 file ")
+            && error.ends_with(" stalled (--timeout)"),
+        "{error}"
+    );
+    assert!(rows[0].images().is_empty(), "{:?}", rows[0]);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+/// Issue #23 item 2: a download that dribbles (a byte every 200 ms, never
+/// silent long enough for the read timeout) is cut at the limit as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dribbling_download_is_cut_at_the_limit_too() {
+    let sim = sim_with(SimConfig {
+        view_dribble_ms: 200,
+        ..config(1)
+    })
+    .await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(1));
+    let started = std::time::Instant::now();
+    let out = p.run("jobs.yaml", &[&sim], &["--timeout", "1s"]).await;
+    let took = started.elapsed();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("status"), "timeout", "{:?}", rows[0]);
+    assert!(
+        rows[0].get("error").contains(": download of node 9 file "),
+        "{:?}",
+        rows[0]
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
