@@ -60,6 +60,9 @@ pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> 
                 args.dir.display()
             );
         }
+        for file in &summary.refused {
+            eprintln!("warning: {}: {file}; skipped", args.dir.display());
+        }
         if summary.other_kinds > 0 && args.format != Format::Webdataset {
             eprintln!(
                 "note: {} output file(s) of another kind than {} left out",

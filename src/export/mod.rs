@@ -114,8 +114,11 @@ pub struct ExportSummary {
     pub samples: usize,
     /// Files of the export (tars, or media files + metadata).
     pub files: usize,
-    /// Files the log lists that were missing or unsafe, skipped.
+    /// Files the log lists that were missing, skipped.
     pub missing: Vec<String>,
+    /// Files the log lists that were refused (`FILE: why`: a path out of
+    /// the folder, or reached through a symbolic link), never opened.
+    pub refused: Vec<String>,
     /// Outputs of another kind than the format takes (e.g. video for imagefolder).
     pub other_kinds: usize,
 }
@@ -196,9 +199,11 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
         .tempdir_in(&parent)
         .map_err(io_at(&parent))?;
     summary.files = match options.format {
-        Format::Imagefolder | Format::Audiofolder => write_folder(staging.path(), &samples)?,
+        Format::Imagefolder | Format::Audiofolder => {
+            write_folder(folder, staging.path(), &samples)?
+        }
         Format::Webdataset => {
-            webdataset::write(staging.path(), &samples, options.shard_size.max(1))?
+            webdataset::write(folder, staging.path(), &samples, options.shard_size.max(1))?
         }
     };
     fs::write(staging.path().join(MARKER), b"").map_err(io_at(staging.path()))?;
@@ -217,6 +222,15 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
     Ok(summary)
 }
 
+/// A sample's file, opened through [`RunFolder::file`]. It was checked
+/// when the samples were collected: failing now means it changed meanwhile.
+fn open(folder: &RunFolder, rel: &str) -> Result<crate::folder::Opened, ExportError> {
+    folder.file(rel).map_err(|why| ExportError::Io {
+        path: folder.root().join(rel),
+        source: std::io::Error::other(why),
+    })
+}
+
 /// Removes what an interrupted export left beside the target.
 fn remove_stale(parent: &Path, prefix: &str) {
     if let Ok(entries) = fs::read_dir(parent) {
@@ -230,11 +244,11 @@ fn remove_stale(parent: &Path, prefix: &str) {
 
 /// `imagefolder` / `audiofolder`: the files flat in the folder, and one
 /// `metadata.jsonl` row per file with `file_name` first.
-fn write_folder(dir: &Path, samples: &[Sample]) -> Result<usize, ExportError> {
+fn write_folder(folder: &RunFolder, dir: &Path, samples: &[Sample]) -> Result<usize, ExportError> {
     let mut jsonl = Vec::new();
     for s in samples {
         let dest = dir.join(&s.file_name);
-        link_or_copy(&s.source, &dest).map_err(io_at(&dest))?;
+        link_or_copy(&mut open(folder, &s.rel)?, &dest).map_err(io_at(&dest))?;
         let mut row = Map::new();
         row.insert("file_name".into(), Value::String(s.file_name.clone()));
         row.extend(s.metadata.clone());

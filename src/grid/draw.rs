@@ -4,7 +4,8 @@
 //! in [`MAX_SIDE`] pixels a side, so a huge grid never allocates more than
 //! that.
 
-use std::path::PathBuf;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, Rgb, RgbImage, imageops::FilterType};
 use rayon::prelude::*;
@@ -58,9 +59,13 @@ pub struct Drawn {
 
 /// What one slot of a cell shows.
 enum Item {
+    /// An image, by its path as logged (relative to the run folder).
     Image(PathBuf),
     Marker(String),
-    Failed { status: String, error: String },
+    Failed {
+        status: String,
+        error: String,
+    },
 }
 
 fn items_of(run: &RunFolder, jobs: &[usize]) -> Vec<Item> {
@@ -87,7 +92,7 @@ fn items_of(run: &RunFolder, jobs: &[usize]) -> Vec<Item> {
         }
         for o in images {
             match (&o.path, o.present) {
-                (Some(p), true) => out.push(Item::Image(p.clone())),
+                (Some(_), true) => out.push(Item::Image(PathBuf::from(&o.rel))),
                 _ => out.push(Item::Marker("missing file".into())),
             }
         }
@@ -172,14 +177,18 @@ fn plan(page: &GridPage, font: &ab_glyph::FontRef<'static>, cw: u32, ch: u32) ->
     }
 }
 
-/// An image decoded and fitted into `w`×`h`, keeping its aspect ratio.
-fn fitted(path: &PathBuf, w: u32, h: u32) -> Option<RgbImage> {
-    let img: DynamicImage = image::ImageReader::open(path)
-        .ok()?
+/// An image of the run folder `root` (`rel` as logged), opened through
+/// [`crate::folder::open_under`]: never through a symbolic link.
+fn reader(root: &Path, rel: &Path) -> Option<image::ImageReader<BufReader<std::fs::File>>> {
+    let opened = crate::folder::open_under(root, rel).ok()?;
+    image::ImageReader::new(BufReader::new(opened.file))
         .with_guessed_format()
-        .ok()?
-        .decode()
-        .ok()?;
+        .ok()
+}
+
+/// An image decoded and fitted into `w`×`h`, keeping its aspect ratio.
+fn fitted(root: &Path, rel: &Path, w: u32, h: u32) -> Option<RgbImage> {
+    let img: DynamicImage = reader(root, rel)?.decode().ok()?;
     let (iw, ih) = (img.width().max(1), img.height().max(1));
     let s = (f64::from(w) / f64::from(iw)).min(f64::from(h) / f64::from(ih));
     let tw = ((f64::from(iw) * s).round() as u32).clamp(1, w.max(1));
@@ -191,13 +200,8 @@ fn fitted(path: &PathBuf, w: u32, h: u32) -> Option<RgbImage> {
     Some(image::imageops::resize(&rgb, tw, th, FilterType::Triangle))
 }
 
-fn dims_of(path: &PathBuf) -> Option<(u32, u32)> {
-    image::ImageReader::open(path)
-        .ok()?
-        .with_guessed_format()
-        .ok()?
-        .into_dimensions()
-        .ok()
+fn dims_of(root: &Path, rel: &Path) -> Option<(u32, u32)> {
+    reader(root, rel)?.into_dimensions().ok()
 }
 
 /// Slots of a cell with `k` items: (columns, rows).
@@ -224,7 +228,7 @@ pub fn draw(run: &RunFolder, page: &GridPage, cell: Option<u32>) -> Drawn {
             _ => None,
         })
         .collect();
-    let sizes: Vec<Option<(u32, u32)>> = paths.par_iter().map(|p| dims_of(p)).collect();
+    let sizes: Vec<Option<(u32, u32)>> = paths.par_iter().map(|p| dims_of(&run.root, p)).collect();
     let (mut cw, mut ch) = sizes
         .iter()
         .flatten()
@@ -270,7 +274,7 @@ pub fn draw(run: &RunFolder, page: &GridPage, cell: Option<u32>) -> Drawn {
     }
     let decoded: Vec<Option<RgbImage>> = jobs
         .par_iter()
-        .map(|(_, _, _, p, w, h)| fitted(p, *w, *h))
+        .map(|(_, _, _, p, w, h)| fitted(&run.root, p, *w, *h))
         .collect();
     let mut pictures: std::collections::HashMap<(usize, usize, usize), Option<RgbImage>> =
         std::collections::HashMap::new();

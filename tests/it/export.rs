@@ -353,7 +353,7 @@ async fn hostile_and_missing_files_in_a_hand_edited_log_are_skipped() {
     assert!(out.stderr.contains("still writing"), "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("../secret.png: listed in runs.csv but missing"),
+            .contains("../secret.png: the path leaves the output folder; never opened"),
         "{}",
         out.stderr
     );
