@@ -18,7 +18,8 @@ use serde_json::{Map, Value};
 use crate::folder::{Filter, FolderError, RunFolder, canonical, is_within, link_or_copy};
 pub use samples::Sample;
 
-/// The file marking a folder as ours, so a later export may replace it.
+/// The file marking a folder as ours, listing the export's files (one name
+/// a line), so a later export may replace it while it holds nothing else.
 const MARKER: &str = ".comfy-batch-export";
 
 /// The dataset layouts.
@@ -65,7 +66,8 @@ impl Format {
 pub struct ExportOptions {
     /// The layout.
     pub format: Format,
-    /// The target folder (replaced whole when it holds an earlier export).
+    /// The target folder (replaced when it holds nothing but an earlier
+    /// export: its marker and the files the marker lists).
     pub to: PathBuf,
     /// Samples per WebDataset shard.
     pub shard_size: usize,
@@ -160,11 +162,45 @@ fn check_target(folder: &RunFolder, to: &Path) -> Result<(), ExportError> {
         if !to.is_dir() {
             return Err(bad("is a file, not a folder"));
         }
-        let empty = fs::read_dir(to).map_err(io_at(to))?.next().is_none();
-        if !empty && !to.join(MARKER).is_file() {
-            return Err(bad(
-                "is not empty and not an earlier comfy-batch export; choose another folder",
-            ));
+        // Only a folder holding nothing but an earlier export (its marker
+        // and the files the marker lists) is replaced: anything else in it
+        // is someone's, and replacing the folder would delete it.
+        let mut names: Vec<String> = fs::read_dir(to)
+            .map_err(io_at(to))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !names.is_empty() {
+            let marker = to.join(MARKER);
+            let listed = match fs::symlink_metadata(&marker) {
+                Ok(m) if m.is_file() => Some(fs::read_to_string(&marker).map_err(io_at(&marker))?),
+                _ => None,
+            };
+            let ours: std::collections::HashSet<&str> =
+                listed.iter().flat_map(|l| l.lines()).collect();
+            names.sort();
+            let foreign: Vec<&String> = names
+                .iter()
+                .filter(|n| {
+                    !(n.as_str() == MARKER && listed.is_some()
+                        || ours.contains(n.as_str())
+                            && fs::symlink_metadata(to.join(n)).is_ok_and(|m| m.is_file()))
+                })
+                .collect();
+            if let Some(first) = foreign.first() {
+                let what = match foreign.len() - 1 {
+                    0 => first.to_string(),
+                    n => format!("{first} and {n} more"),
+                };
+                return Err(bad(&match listed {
+                    None => format!(
+                        "is not empty and not an earlier comfy-batch export (it holds {what}); choose another folder"
+                    ),
+                    Some(_) => format!(
+                        "holds {what}, which the earlier comfy-batch export there did not make; nothing written or deleted (choose another folder)"
+                    ),
+                }));
+            }
         }
     }
     if target.parent().is_none() {
@@ -206,7 +242,17 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
             webdataset::write(folder, staging.path(), &samples, options.shard_size.max(1))?
         }
     };
-    fs::write(staging.path().join(MARKER), b"").map_err(io_at(staging.path()))?;
+    // The marker lists every file of the export: the next export replaces
+    // the folder only while it holds nothing else.
+    let mut made: Vec<String> = fs::read_dir(staging.path())
+        .map_err(io_at(staging.path()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    made.sort();
+    let mut listing = made.join("\n");
+    listing.push('\n');
+    fs::write(staging.path().join(MARKER), listing).map_err(io_at(staging.path()))?;
     // Swap: the old export moves aside, the new one takes its name.
     let staged = staging.keep();
     if target.exists() {

@@ -2,7 +2,8 @@
 //! `report`, `grid`) on a hand-built folder full of symbolic links out of
 //! it: nothing behind a link is opened, linked or copied, and the command
 //! names what it refused. A command added later that reads a folder joins
-//! [`commands`].
+//! [`commands`]. Also `export`'s target rule: a folder holding anything but
+//! an earlier export is refused whole.
 
 use std::path::{Path, PathBuf};
 
@@ -249,4 +250,55 @@ async fn no_command_reads_links_or_a_file_through_a_linked_folder() {
     assert!(!html.contains("SECRET-TEXT"));
     let merged_log = std::fs::read_to_string(p.path("merged/runs.csv")).unwrap();
     assert_eq!(merged_log.lines().count(), 7, "every row is merged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_replaces_only_a_folder_holding_nothing_but_an_earlier_export() {
+    let p = Project::new();
+    plain_run(&p, "");
+    let export = |to: &'static str| {
+        let p = &p;
+        async move {
+            p.cli(&["export", "run", "--format", "imagefolder", "--to", to])
+                .await
+        }
+    };
+    // Someone's folders: a README, a git checkout.
+    p.write("readme/README.md", "mine");
+    p.write("git/.git/config", "[core]");
+    for (to, name) in [("readme", "README.md"), ("git", ".git")] {
+        let before = files_under(&p.path(to));
+        let out = export(to).await;
+        assert_eq!(out.code, 2, "{to}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{to}: {}", out.stderr);
+        assert!(out.stderr.contains(to), "{}", out.stderr);
+        assert!(out.stderr.contains(name), "{}", out.stderr);
+        assert_eq!(
+            files_under(&p.path(to)),
+            before,
+            "{to}: nothing written or deleted"
+        );
+    }
+    // An earlier export is replaced, even when this one has other files.
+    let out = export("ds").await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::fs::rename(
+        p.path("run/images/a1_9_0.png"),
+        p.path("run/images/a1_9_1.png"),
+    )
+    .unwrap();
+    let log = std::fs::read_to_string(p.path("run/runs.csv")).unwrap();
+    std::fs::write(p.path("run/runs.csv"), log.replace("a1_9_0", "a1_9_1")).unwrap();
+    let out = export("ds").await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(p.path("ds/a1_9_1.png").is_file());
+    assert!(!p.path("ds/a1_9_0.png").exists(), "the old export is gone");
+    // One foreign file beside an earlier export: refused, all kept.
+    p.write("ds/notes.txt", "mine");
+    let before = files_under(&p.path("ds"));
+    let out = export("ds").await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("notes.txt"), "{}", out.stderr);
+    assert_eq!(files_under(&p.path("ds")), before);
 }
