@@ -73,6 +73,8 @@ pub struct ExportOptions {
     pub shard_size: usize,
     /// `--where` terms.
     pub wheres: Vec<String>,
+    /// Write the dataset even when it has no sample (else refused).
+    pub allow_empty: bool,
 }
 
 /// Why an export was refused or failed.
@@ -89,6 +91,9 @@ pub enum ExportError {
         /// Why.
         why: String,
     },
+    /// No sample to export, and `allow_empty` not set.
+    #[error("nothing to export: {0}; nothing written (--allow-empty writes an empty dataset)")]
+    Empty(String),
     /// Writing failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -220,6 +225,29 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
         .filter(|r| folder.get(r, "status") == "ok" && filter.matches(folder, r))
         .collect();
     let (samples, mut summary) = samples::collect(folder, &rows, options.format);
+    if samples.is_empty() && !options.allow_empty {
+        return Err(ExportError::Empty(format!(
+            "no job whose newest row is ok{} has {} file{}",
+            if options.wheres.is_empty() {
+                ""
+            } else {
+                " and matches --where"
+            },
+            match options.format {
+                Format::Imagefolder => "an image",
+                Format::Audiofolder => "an audio",
+                Format::Webdataset => "an output",
+            },
+            match (
+                summary.missing.len() + summary.refused.len(),
+                summary.other_kinds
+            ) {
+                (0, 0) => String::new(),
+                (0, other) => format!(" ({other} output(s) of other kinds)"),
+                (skipped, _) => format!(" ({skipped} missing or refused)"),
+            }
+        )));
+    }
 
     let target = canonical(&options.to);
     let parent = target.parent().expect("checked above").to_path_buf();
@@ -368,6 +396,7 @@ mod tests {
             to: dir.path().join(to),
             shard_size: 10,
             wheres: vec![],
+            allow_empty: false,
         };
         let audio = export(&folder, &options(Format::Audiofolder, "audio")).unwrap();
         assert_eq!((audio.samples, audio.other_kinds), (1, 2));
@@ -398,6 +427,7 @@ mod tests {
                 to: to.clone(),
                 shard_size: 1,
                 wheres: vec![],
+                allow_empty: false,
             },
         )
         .unwrap();
@@ -428,6 +458,7 @@ mod tests {
                 to: to.clone(),
                 shard_size: 10,
                 wheres: vec![],
+                allow_empty: false,
             };
             export(&folder, &options).unwrap();
             std::fs::read(to.join("shard-000000.tar")).unwrap()

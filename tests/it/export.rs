@@ -141,13 +141,16 @@ async fn imagefolder_holds_every_ok_image_with_one_metadata_row_each() {
             "1.width=99",
         ])
         .await;
-    assert_eq!(none.code, 0, "{}", none.stderr);
+    // An empty dataset is refused (issue #23): one line, nothing written.
+    assert_eq!(none.code, 2, "{}", none.stderr);
+    assert_eq!(none.stderr.lines().count(), 1, "{}", none.stderr);
     assert!(
         none.stderr
             .contains("nothing to export: no job whose newest row is ok and matches --where"),
         "{}",
         none.stderr
     );
+    assert!(!p.path("none").exists());
 }
 
 #[cfg(unix)]

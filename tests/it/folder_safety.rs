@@ -2,8 +2,9 @@
 //! `report`, `grid`) on a hand-built folder full of symbolic links out of
 //! it: nothing behind a link is opened, linked or copied, and the command
 //! names what it refused. A command added later that reads a folder joins
-//! [`commands`]. Also `export`'s target rule: a folder holding anything but
-//! an earlier export is refused whole.
+//! [`commands`]. Also `export`'s target rules: a folder holding anything but
+//! an earlier export is refused whole, and an empty export needs
+//! `--allow-empty`.
 
 use std::path::{Path, PathBuf};
 
@@ -301,4 +302,79 @@ async fn export_replaces_only_a_folder_holding_nothing_but_an_earlier_export() {
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.contains("notes.txt"), "{}", out.stderr);
     assert_eq!(files_under(&p.path("ds")), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_export_is_refused_unless_allowed() {
+    let p = Project::new();
+    plain_run(&p, "");
+    let before = files_under(p.dir.path());
+    for (args, why) in [
+        (
+            &[
+                "export",
+                "run",
+                "--format",
+                "imagefolder",
+                "--to",
+                "e1",
+                "--where",
+                "prompt=owl",
+            ][..],
+            "matches --where",
+        ),
+        (
+            &[
+                "export",
+                "run",
+                "--format",
+                "audiofolder",
+                "--to",
+                "e2",
+                "--where",
+                "prompt=owl",
+            ][..],
+            "matches --where",
+        ),
+    ] {
+        let out = p.cli(args).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert!(out.stderr.contains("nothing to export"), "{}", out.stderr);
+        assert!(out.stderr.contains(why), "{}", out.stderr);
+    }
+    // No file of the format's kind: the flac is the only audio; drop it.
+    let log = std::fs::read_to_string(p.path("run/runs.csv")).unwrap();
+    std::fs::write(
+        p.path("run/runs.csv"),
+        log.replace(";images/a1_12_0.flac", ""),
+    )
+    .unwrap();
+    let out = p
+        .cli(&["export", "run", "--format", "audiofolder", "--to", "e3"])
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("1 output(s) of other kinds"),
+        "{}",
+        out.stderr
+    );
+    let mut after = files_under(p.dir.path());
+    after.retain(|f| !f.ends_with("runs.csv"));
+    let mut was = before.clone();
+    was.retain(|f| !f.ends_with("runs.csv"));
+    assert_eq!(after, was, "nothing written");
+    let out = p
+        .cli(&[
+            "export",
+            "run",
+            "--format",
+            "audiofolder",
+            "--to",
+            "e3",
+            "--allow-empty",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(std::fs::read(p.path("e3/metadata.jsonl")).unwrap(), b"");
 }
