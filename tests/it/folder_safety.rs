@@ -253,6 +253,12 @@ async fn no_command_reads_links_or_a_file_through_a_linked_folder() {
     // The page links none of them (no thumbnail, kind `unsafe`).
     let html = std::fs::read_to_string(p.path("run/report/index.html")).unwrap();
     assert!(!html.contains("SECRET-TEXT"));
+    for file in &refused {
+        assert!(
+            html.contains(&format!("[\"{file}\",\"unsafe\"")),
+            "{file} is not marked unsafe on the page"
+        );
+    }
     let merged_log = std::fs::read_to_string(p.path("merged/runs.csv")).unwrap();
     assert_eq!(merged_log.lines().count(), 7, "every row is merged");
 }
