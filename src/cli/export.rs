@@ -15,7 +15,7 @@ pub struct ExportArgs {
     /// The dataset layout.
     #[arg(long, value_enum)]
     pub format: Format,
-    /// Target folder, replaced whole when it holds an earlier export
+    /// Target folder, replaced when it holds nothing but an earlier export
     /// [default: DIR-<format> beside DIR].
     #[arg(long, value_name = "OUT")]
     pub to: Option<PathBuf>,
@@ -26,6 +26,9 @@ pub struct ExportArgs {
     /// given twice is either value, different names must all match).
     #[arg(long = "where", value_name = "NAME=VALUE")]
     pub wheres: Vec<String>,
+    /// Write the dataset even when no sample is left (else exit 2).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// Runs the command.
@@ -41,8 +44,8 @@ pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> 
         to: to.clone(),
         shard_size: usize::try_from(args.shard_size).unwrap_or(usize::MAX),
         wheres: args.wheres,
+        allow_empty: args.allow_empty,
     };
-    let options_had_where = !options.wheres.is_empty();
     let summary = crate::export::export(&folder, &options).map_err(|e| match e {
         ExportError::Io { .. } => CliError::from_error(Exit::Infrastructure, &e),
         _ => bad(&e),
@@ -60,21 +63,13 @@ pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> 
                 args.dir.display()
             );
         }
+        for file in &summary.refused {
+            eprintln!("warning: {}: {file}; skipped", args.dir.display());
+        }
         if summary.other_kinds > 0 && args.format != Format::Webdataset {
             eprintln!(
                 "note: {} output file(s) of another kind than {} left out",
                 summary.other_kinds,
-                args.format.name()
-            );
-        }
-        if summary.samples == 0 {
-            eprintln!(
-                "warning: nothing to export: no job whose newest row is ok{} has a {} output",
-                if options_had_where {
-                    " and matches --where"
-                } else {
-                    ""
-                },
                 args.format.name()
             );
         }

@@ -75,6 +75,9 @@ pub fn execute(args: GridArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         CliError::from_error(exit, &e)
     })?;
     if !global.quiet {
+        for (rel, why) in run.refused() {
+            eprintln!("warning: {}: {rel}: {why}", dir.display());
+        }
         for p in paths {
             println!("{}", p.display());
         }

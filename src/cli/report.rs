@@ -52,6 +52,12 @@ fn print_summary(s: &gallery::ReportSummary) {
     if s.missing > 0 {
         notes.push(format!("{} files missing", s.missing));
     }
+    if s.refused > 0 {
+        notes.push(format!(
+            "{} files refused: never opened nor linked, as their path leaves the folder or goes through a symbolic link",
+            s.refused
+        ));
+    }
     if s.thumbs_failed > 0 {
         notes.push(format!("{} images unreadable", s.thumbs_failed));
     }

@@ -45,7 +45,7 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
             Some((_, n)) => *n += 1,
             None => counts.push((status.to_string(), 1)),
         }
-        if status == "ok" && folder.files(row).all(|f| folder.resolve(f).is_some()) {
+        if status == "ok" && folder.files(row).all(|f| folder.file(f).is_ok()) {
             done.insert(folder.get(row, "job_id").to_string());
         }
     }

@@ -18,7 +18,8 @@ use serde_json::{Map, Value};
 use crate::folder::{Filter, FolderError, RunFolder, canonical, is_within, link_or_copy};
 pub use samples::Sample;
 
-/// The file marking a folder as ours, so a later export may replace it.
+/// The file marking a folder as ours, listing the export's files (one name
+/// a line), so a later export may replace it while it holds nothing else.
 const MARKER: &str = ".comfy-batch-export";
 
 /// The dataset layouts.
@@ -65,12 +66,15 @@ impl Format {
 pub struct ExportOptions {
     /// The layout.
     pub format: Format,
-    /// The target folder (replaced whole when it holds an earlier export).
+    /// The target folder (replaced when it holds nothing but an earlier
+    /// export: its marker and the files the marker lists).
     pub to: PathBuf,
     /// Samples per WebDataset shard.
     pub shard_size: usize,
     /// `--where` terms.
     pub wheres: Vec<String>,
+    /// Write the dataset even when it has no sample (else refused).
+    pub allow_empty: bool,
 }
 
 /// Why an export was refused or failed.
@@ -87,6 +91,9 @@ pub enum ExportError {
         /// Why.
         why: String,
     },
+    /// No sample to export, and `allow_empty` not set.
+    #[error("nothing to export: {0}; nothing written (--allow-empty writes an empty dataset)")]
+    Empty(String),
     /// Writing failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -114,8 +121,11 @@ pub struct ExportSummary {
     pub samples: usize,
     /// Files of the export (tars, or media files + metadata).
     pub files: usize,
-    /// Files the log lists that were missing or unsafe, skipped.
+    /// Files the log lists that were missing, skipped.
     pub missing: Vec<String>,
+    /// Files the log lists that were refused (`FILE: why`: a path out of
+    /// the folder, or reached through a symbolic link), never opened.
+    pub refused: Vec<String>,
     /// Outputs of another kind than the format takes (e.g. video for imagefolder).
     pub other_kinds: usize,
 }
@@ -157,11 +167,45 @@ fn check_target(folder: &RunFolder, to: &Path) -> Result<(), ExportError> {
         if !to.is_dir() {
             return Err(bad("is a file, not a folder"));
         }
-        let empty = fs::read_dir(to).map_err(io_at(to))?.next().is_none();
-        if !empty && !to.join(MARKER).is_file() {
-            return Err(bad(
-                "is not empty and not an earlier comfy-batch export; choose another folder",
-            ));
+        // Only a folder holding nothing but an earlier export (its marker
+        // and the files the marker lists) is replaced: anything else in it
+        // is someone's, and replacing the folder would delete it.
+        let mut names: Vec<String> = fs::read_dir(to)
+            .map_err(io_at(to))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !names.is_empty() {
+            let marker = to.join(MARKER);
+            let listed = match fs::symlink_metadata(&marker) {
+                Ok(m) if m.is_file() => Some(fs::read_to_string(&marker).map_err(io_at(&marker))?),
+                _ => None,
+            };
+            let ours: std::collections::HashSet<&str> =
+                listed.iter().flat_map(|l| l.lines()).collect();
+            names.sort();
+            let foreign: Vec<&String> = names
+                .iter()
+                .filter(|n| {
+                    !(n.as_str() == MARKER && listed.is_some()
+                        || ours.contains(n.as_str())
+                            && fs::symlink_metadata(to.join(n)).is_ok_and(|m| m.is_file()))
+                })
+                .collect();
+            if let Some(first) = foreign.first() {
+                let what = match foreign.len() - 1 {
+                    0 => first.to_string(),
+                    n => format!("{first} and {n} more"),
+                };
+                return Err(bad(&match listed {
+                    None => format!(
+                        "is not empty and not an earlier comfy-batch export (it holds {what}); choose another folder"
+                    ),
+                    Some(_) => format!(
+                        "holds {what}, which the earlier comfy-batch export there did not make; nothing written or deleted (choose another folder)"
+                    ),
+                }));
+            }
         }
     }
     if target.parent().is_none() {
@@ -181,6 +225,29 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
         .filter(|r| folder.get(r, "status") == "ok" && filter.matches(folder, r))
         .collect();
     let (samples, mut summary) = samples::collect(folder, &rows, options.format);
+    if samples.is_empty() && !options.allow_empty {
+        return Err(ExportError::Empty(format!(
+            "no job whose newest row is ok{} has {} file{}",
+            if options.wheres.is_empty() {
+                ""
+            } else {
+                " and matches --where"
+            },
+            match options.format {
+                Format::Imagefolder => "an image",
+                Format::Audiofolder => "an audio",
+                Format::Webdataset => "an output",
+            },
+            match (
+                summary.missing.len() + summary.refused.len(),
+                summary.other_kinds
+            ) {
+                (0, 0) => String::new(),
+                (0, other) => format!(" ({other} output(s) of other kinds)"),
+                (skipped, _) => format!(" ({skipped} missing or refused)"),
+            }
+        )));
+    }
 
     let target = canonical(&options.to);
     let parent = target.parent().expect("checked above").to_path_buf();
@@ -196,12 +263,24 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
         .tempdir_in(&parent)
         .map_err(io_at(&parent))?;
     summary.files = match options.format {
-        Format::Imagefolder | Format::Audiofolder => write_folder(staging.path(), &samples)?,
+        Format::Imagefolder | Format::Audiofolder => {
+            write_folder(folder, staging.path(), &samples)?
+        }
         Format::Webdataset => {
-            webdataset::write(staging.path(), &samples, options.shard_size.max(1))?
+            webdataset::write(folder, staging.path(), &samples, options.shard_size.max(1))?
         }
     };
-    fs::write(staging.path().join(MARKER), b"").map_err(io_at(staging.path()))?;
+    // The marker lists every file of the export: the next export replaces
+    // the folder only while it holds nothing else.
+    let mut made: Vec<String> = fs::read_dir(staging.path())
+        .map_err(io_at(staging.path()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    made.sort();
+    let mut listing = made.join("\n");
+    listing.push('\n');
+    fs::write(staging.path().join(MARKER), listing).map_err(io_at(staging.path()))?;
     // Swap: the old export moves aside, the new one takes its name.
     let staged = staging.keep();
     if target.exists() {
@@ -217,6 +296,15 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
     Ok(summary)
 }
 
+/// A sample's file, opened through [`RunFolder::file`]. It was checked
+/// when the samples were collected: failing now means it changed meanwhile.
+fn open(folder: &RunFolder, rel: &str) -> Result<crate::folder::Opened, ExportError> {
+    folder.file(rel).map_err(|why| ExportError::Io {
+        path: folder.root().join(rel),
+        source: std::io::Error::other(why),
+    })
+}
+
 /// Removes what an interrupted export left beside the target.
 fn remove_stale(parent: &Path, prefix: &str) {
     if let Ok(entries) = fs::read_dir(parent) {
@@ -230,11 +318,11 @@ fn remove_stale(parent: &Path, prefix: &str) {
 
 /// `imagefolder` / `audiofolder`: the files flat in the folder, and one
 /// `metadata.jsonl` row per file with `file_name` first.
-fn write_folder(dir: &Path, samples: &[Sample]) -> Result<usize, ExportError> {
+fn write_folder(folder: &RunFolder, dir: &Path, samples: &[Sample]) -> Result<usize, ExportError> {
     let mut jsonl = Vec::new();
     for s in samples {
         let dest = dir.join(&s.file_name);
-        link_or_copy(&s.source, &dest).map_err(io_at(&dest))?;
+        link_or_copy(&mut open(folder, &s.rel)?, &dest).map_err(io_at(&dest))?;
         let mut row = Map::new();
         row.insert("file_name".into(), Value::String(s.file_name.clone()));
         row.extend(s.metadata.clone());
@@ -308,6 +396,7 @@ mod tests {
             to: dir.path().join(to),
             shard_size: 10,
             wheres: vec![],
+            allow_empty: false,
         };
         let audio = export(&folder, &options(Format::Audiofolder, "audio")).unwrap();
         assert_eq!((audio.samples, audio.other_kinds), (1, 2));
@@ -338,6 +427,7 @@ mod tests {
                 to: to.clone(),
                 shard_size: 1,
                 wheres: vec![],
+                allow_empty: false,
             },
         )
         .unwrap();
@@ -368,6 +458,7 @@ mod tests {
                 to: to.clone(),
                 shard_size: 10,
                 wheres: vec![],
+                allow_empty: false,
             };
             export(&folder, &options).unwrap();
             std::fs::read(to.join("shard-000000.tar")).unwrap()

@@ -1,13 +1,11 @@
 //! Rows → samples: one sample per output file of the format's kind, with a
 //! safe, unique file name and key, and the row's metadata typed per column.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
-
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 
 use super::{ExportSummary, Format};
-use crate::folder::{Row, RunFolder, extension};
+use crate::folder::{Refusal, Row, RunFolder, extension};
 
 /// Metadata names the dataset loaders give a meaning of their own; a
 /// parameter of that name is exported as `param_<name>`.
@@ -25,8 +23,9 @@ const RESERVED: [&str; 8] = [
 /// One exported file and what describes it.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    /// The file in the run folder.
-    pub source: PathBuf,
+    /// The file as the log names it, relative to the run folder (opened
+    /// through [`RunFolder::file`] when written).
+    pub rel: String,
     /// Its name in the export: unique, only `[A-Za-z0-9._-]`, no leading dot.
     pub file_name: String,
     /// The WebDataset key: the file name's stem, without dots, unique.
@@ -171,10 +170,17 @@ pub(super) fn collect(
                 }
                 continue;
             }
-            let Some(source) = folder.resolve(file) else {
-                summary.missing.push(file.to_string());
-                continue;
-            };
+            match folder.file(file) {
+                Ok(_) => {}
+                Err(Refusal::Missing) => {
+                    summary.missing.push(file.to_string());
+                    continue;
+                }
+                Err(why) => {
+                    summary.refused.push(format!("{file}: {why}"));
+                    continue;
+                }
+            }
             let file_name = unique(safe_name(file), &mut names, |n| match n.rsplit_once('.') {
                 Some((stem, ext)) => (stem.to_string(), format!(".{ext}")),
                 None => (n.to_string(), String::new()),
@@ -188,7 +194,7 @@ pub(super) fn collect(
                 .collect();
             let key = unique(stem, &mut keys, |k| (k.to_string(), String::new()));
             samples.push(Sample {
-                source,
+                rel: file.to_string(),
                 file_name,
                 key,
                 ext,

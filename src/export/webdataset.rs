@@ -3,11 +3,12 @@
 //! fixed order, mtime 0, uid/gid 0, no user names, mode 0644, so the same
 //! folder gives byte-identical tars and nightly exports diff cleanly.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::{ExportError, Sample, io_at};
+use crate::folder::RunFolder;
 
 fn header(name: &str, size: u64) -> std::io::Result<tar::Header> {
     let mut h = tar::Header::new_ustar();
@@ -29,6 +30,7 @@ fn append(b: &mut tar::Builder<impl Write>, name: &str, bytes: &[u8]) -> std::io
 
 /// Writes the shards into `dir`; returns how many.
 pub(super) fn write(
+    folder: &RunFolder,
     dir: &Path,
     samples: &[Sample],
     shard_size: usize,
@@ -39,7 +41,9 @@ pub(super) fn write(
         let file = File::create(&path).map_err(io_at(&path))?;
         let mut b = tar::Builder::new(BufWriter::new(file));
         for s in chunk {
-            let bytes = fs::read(&s.source).map_err(io_at(&s.source))?;
+            let bytes = super::open(folder, &s.rel)?
+                .read_all()
+                .map_err(io_at(&folder.root().join(&s.rel)))?;
             let mut json = serde_json::to_vec(&s.json).expect("JSON values serialise");
             json.push(b'\n');
             let res = append(&mut b, &format!("{}.{}", s.key, s.ext), &bytes)

@@ -4,7 +4,9 @@
 //! lists, `prompts/` and `inputs/` are hard-linked (copied across file
 //! systems); `run.json` is carried over with its paths made relative to OUT.
 //! Files land before the log names them, and the log is replaced whole, so
-//! an interrupted merge is finished by running it again.
+//! an interrupted merge is finished by running it again. A file reached
+//! through a symbolic link (itself, or a folder on its way such as a linked
+//! `inputs/`) is never linked or copied: a warning names it.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -12,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{FolderError, LOG, Row, RunFolder, canonical, is_within};
+use super::{
+    FolderError, LOG, Opened, Refusal, Row, RunFolder, canonical, is_within, open_under, walk_under,
+};
 
 /// Why a merge was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -226,19 +230,25 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
     added.sort_by(|a, b| (&a.0, a.1, a.3.line).cmp(&(&b.0, b.1, b.3.line)));
     for (_, _, f, row) in &added {
         for file in f.files(row) {
-            match f.resolve(file) {
-                Some(from) => summary.files += place(&from, &out.join(file), Replace::IfDiffers)?,
-                None => summary.warnings.push(format!(
-                    "{}: {file}: listed in runs.csv line {} but missing; not copied",
+            match f.file(file) {
+                Ok(mut from) => {
+                    summary.files += place(&mut from, &out.join(file), Replace::IfDiffers)?
+                }
+                Err(why) => summary.warnings.push(format!(
+                    "{}: {file}: listed in runs.csv line {}{}; not copied",
                     f.root().display(),
-                    row.line
+                    row.line,
+                    match why {
+                        Refusal::Missing => " but missing".to_string(),
+                        why => format!(": {why}"),
+                    }
                 )),
             }
         }
         let id = f.get(row, "job_id");
         let prompt = format!("prompts/{id}.json");
-        if let Some(from) = f.resolve(&prompt) {
-            summary.files += place(&from, &out.join(&prompt), Replace::IfDiffers)?;
+        if let Ok(mut from) = f.file(&prompt) {
+            summary.files += place(&mut from, &out.join(&prompt), Replace::IfDiffers)?;
         }
         let mut cells = row.cells.clone();
         if let Some(i) = workflow {
@@ -247,17 +257,36 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
         rows.push(cells);
     }
     for (_, f) in &folders {
-        let inputs = f.root().join("inputs");
-        if let Ok(entries) = fs::read_dir(&inputs) {
-            fs::create_dir_all(out.join("inputs")).map_err(io(out))?;
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if entry.file_type().is_ok_and(|t| t.is_file())
-                    && !name.to_string_lossy().starts_with(".tmp-")
-                {
-                    let to = out.join("inputs").join(&name);
-                    summary.files += place(&entry.path(), &to, Replace::Never)?;
+        // `inputs/` itself a link (to another run's, or anywhere) is not
+        // followed: one line for it, not one per file it leads to.
+        let entries = match walk_under(f.root(), Path::new("inputs")) {
+            Ok(meta) if meta.is_dir() => fs::read_dir(f.root().join("inputs")).ok(),
+            Err(why) if why.is_refused() => {
+                summary
+                    .warnings
+                    .push(format!("{}: inputs: {why}; not copied", f.root().display()));
+                None
+            }
+            _ => None,
+        };
+        for entry in entries.into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(".tmp-") {
+                continue;
+            }
+            let rel = Path::new("inputs").join(&name);
+            match open_under(f.root(), &rel) {
+                Ok(mut from) => {
+                    fs::create_dir_all(out.join("inputs")).map_err(io(out))?;
+                    let to = out.join(&rel);
+                    summary.files += place(&mut from, &to, Replace::Never)?;
                 }
+                Err(why) if why.is_refused() => summary.warnings.push(format!(
+                    "{}: {}: {why}; not copied",
+                    f.root().display(),
+                    rel.display()
+                )),
+                Err(_) => {}
             }
         }
     }
@@ -330,9 +359,9 @@ enum Replace {
     IfDiffers,
 }
 
-/// Links (or copies) `from` to `to` through a temporary name; returns 1
-/// when a file was placed.
-fn place(from: &Path, to: &Path, replace: Replace) -> Result<usize, MergeError> {
+/// Links (or copies) the opened file to `to` through a temporary name;
+/// returns 1 when a file was placed.
+fn place(from: &mut Opened, to: &Path, replace: Replace) -> Result<usize, MergeError> {
     if to.exists() && (replace == Replace::Never || same_content(from, to)) {
         return Ok(0);
     }
@@ -350,25 +379,15 @@ fn place(from: &Path, to: &Path, replace: Replace) -> Result<usize, MergeError> 
     Ok(1)
 }
 
-fn same_content(a: &Path, b: &Path) -> bool {
-    match (fs::metadata(a), fs::metadata(b)) {
-        (Ok(x), Ok(y)) if x.len() == y.len() => {
-            same_file(&x, &y)
-                || fs::read(a)
+/// Whether the file at `b` (in OUT, ours) holds what the opened file does.
+fn same_content(a: &mut Opened, b: &Path) -> bool {
+    match fs::metadata(b) {
+        Ok(y) if a.meta.len() == y.len() => {
+            super::same_inode(&a.meta, &y) == Some(true)
+                || a.read_all()
                     .ok()
                     .is_some_and(|bytes| fs::read(b).ok() == Some(bytes))
         }
         _ => false,
     }
-}
-
-#[cfg(unix)]
-fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    a.dev() == b.dev() && a.ino() == b.ino()
-}
-
-#[cfg(not(unix))]
-fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
-    false
 }

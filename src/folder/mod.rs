@@ -2,13 +2,19 @@
 //! by column name (so columns added later, such as `text`, are tolerated),
 //! the newest row of each job, typed parameter values, `--where` filters,
 //! and `run.json`. Used by `export`, `merge` and `status`; knows nothing of
-//! the network, the scheduler or how rows were written.
+//! the network, the scheduler or how rows were written. Every file a log
+//! names is opened through [`open_under`] (also by `gallery` and `grid`),
+//! never through a symbolic link.
 
+mod inside;
 pub mod merge;
+
+pub use inside::{Opened, Refusal, open_under, walk_under};
+pub(crate) use inside::{link_or_copy, same_inode};
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -263,16 +269,10 @@ impl RunFolder {
         rows
     }
 
-    /// A path from the log made safe: relative, only plain components, an
-    /// existing regular file inside the folder. `None` otherwise (a hand-
-    /// edited log cannot make us read outside the folder).
-    pub fn resolve(&self, rel: &str) -> Option<PathBuf> {
-        let path = Path::new(rel);
-        let plain = path.components().count() > 0
-            && path.components().all(|c| matches!(c, Component::Normal(_)));
-        let full = self.root.join(path);
-        let meta = fs::symlink_metadata(&full).ok()?;
-        (plain && meta.is_file()).then_some(full)
+    /// A file the log names (`rel`, relative to the folder), opened through
+    /// [`open_under`]: never outside the folder, never through a link.
+    pub fn file(&self, rel: &str) -> Result<Opened, Refusal> {
+        open_under(&self.root, Path::new(rel))
     }
 
     /// The text (caption) of a row: the contents of the `.txt` files it
@@ -282,7 +282,7 @@ impl RunFolder {
         let parts: Vec<String> = self
             .files(row)
             .filter(|f| extension(f) == "txt")
-            .filter_map(|f| fs::read_to_string(self.resolve(f)?).ok())
+            .filter_map(|f| String::from_utf8(self.file(f).ok()?.read_all().ok()?).ok())
             .collect();
         if !parts.is_empty() {
             return Some(parts.join("\n"));
@@ -293,8 +293,9 @@ impl RunFolder {
 
     /// `run.json`, or an empty object when absent or unreadable.
     pub fn info(&self) -> serde_json::Map<String, Value> {
-        fs::read(self.root.join("run.json"))
+        self.file("run.json")
             .ok()
+            .and_then(|mut f| f.read_all().ok())
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
@@ -485,15 +486,6 @@ pub fn canonical(path: &Path) -> PathBuf {
     out
 }
 
-/// Hard-links `from` to `to`, copying when they are on different file
-/// systems (or links are not allowed).
-pub(crate) fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
-    match fs::hard_link(from, to) {
-        Ok(()) => Ok(()),
-        Err(_) => fs::copy(from, to).map(|_| ()),
-    }
-}
-
 /// Whether a `comfy-batch run` holds the folder's log (it locks the file
 /// beside it while it writes).
 pub fn log_in_use(root: &Path) -> bool {
@@ -608,9 +600,9 @@ mod tests {
     fn paths_outside_the_folder_are_refused() {
         let (d, f) = folder(HEAD);
         fs::write(d.path().join("x.png"), b"x").unwrap();
-        assert!(f.resolve("x.png").is_some());
-        assert!(f.resolve("../x.png").is_none());
-        assert!(f.resolve("/etc/passwd").is_none());
-        assert!(f.resolve("missing.png").is_none());
+        assert!(f.file("x.png").is_ok());
+        assert!(f.file("../x.png").is_err());
+        assert!(f.file("/etc/passwd").is_err());
+        assert!(f.file("missing.png").is_err());
     }
 }

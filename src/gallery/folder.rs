@@ -4,7 +4,7 @@
 //! a torn last line is ignored, a missing file is a value, not an error.
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Why a folder cannot be read as a run.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +97,8 @@ pub struct OutputFile {
     /// What it is.
     pub kind: OutputKind,
     /// The file on disk; `None` when the logged path would leave the
-    /// folder (absolute, `..`): such a path is never opened.
+    /// folder (absolute, `..`) or goes through a symbolic link: such a path
+    /// is never opened.
     pub path: Option<PathBuf>,
     /// Whether the file exists now.
     pub present: bool,
@@ -396,20 +397,45 @@ fn number(v: &str) -> Option<f64> {
     v.trim().parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
-/// A logged path resolved inside `dir`; a path that is absolute or climbs
-/// out is kept as text but never opened.
+/// A logged path resolved inside `dir`; a path that is absolute, climbs
+/// out, or goes through a symbolic link is kept as text but never opened
+/// (checked by [`crate::folder::walk_under`]; read through
+/// [`crate::folder::open_under`]).
 fn output_file(dir: &Path, rel: &str) -> OutputFile {
-    let p = Path::new(rel);
-    let inside = !rel.contains('\\')
-        && p.components().all(|c| matches!(c, Component::Normal(_)))
-        && p.components().next().is_some();
-    let path = inside.then(|| dir.join(p));
-    let present = path.as_ref().is_some_and(|p| p.is_file());
+    let checked = if rel.contains('\\') {
+        Err(crate::folder::Refusal::Outside)
+    } else {
+        crate::folder::walk_under(dir, Path::new(rel))
+    };
+    let (path, present) = match checked {
+        Ok(meta) => (Some(dir.join(rel)), meta.is_file()),
+        Err(why) if why.is_refused() => (None, false),
+        Err(_) => (Some(dir.join(rel)), false),
+    };
     OutputFile {
         rel: rel.to_string(),
         kind: OutputKind::of(rel),
         path,
         present,
+    }
+}
+
+impl RunFolder {
+    /// The output files the log lists that are never opened (their path
+    /// leaves the folder or goes through a symbolic link), each with why.
+    pub fn refused(&self) -> Vec<(String, String)> {
+        self.jobs
+            .iter()
+            .flat_map(|j| &j.outputs)
+            .filter(|o| o.path.is_none())
+            .map(|o| {
+                let why = match crate::folder::walk_under(&self.root, Path::new(&o.rel)) {
+                    Err(why) if why.is_refused() => why.to_string(),
+                    _ => crate::folder::Refusal::Outside.to_string(),
+                };
+                (o.rel.clone(), why)
+            })
+            .collect()
     }
 }
 

@@ -71,6 +71,9 @@ pub struct ReportSummary {
     pub thumbs_failed: usize,
     /// Output files listed but absent.
     pub missing: usize,
+    /// Output files listed but never opened nor linked: their path leaves
+    /// the folder or goes through a symbolic link.
+    pub refused: usize,
     /// Whether `index.html` was (re)written (false: it was up to date).
     pub written: bool,
 }
@@ -120,9 +123,9 @@ pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummar
     let report = report_dir(root);
     let thumbs_dir = report.join("thumbs");
     let outputs: Vec<&folder::OutputFile> = run.jobs.iter().flat_map(|j| &j.outputs).collect();
-    let states = thumbs::make_all(&thumbs_dir, &outputs);
+    let states = thumbs::make_all(&thumbs_dir, root, &outputs);
     let mut has_thumb = std::collections::HashSet::new();
-    let (mut made, mut failed, mut missing) = (0, 0, 0);
+    let (mut made, mut failed, mut missing, mut refused) = (0, 0, 0, 0);
     for (o, s) in outputs.iter().zip(&states) {
         match s {
             thumbs::ThumbState::Made => made += 1,
@@ -132,7 +135,9 @@ pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummar
         if matches!(s, thumbs::ThumbState::Made | thumbs::ThumbState::Fresh) {
             has_thumb.insert(o.rel.as_str());
         }
-        if !o.present {
+        if o.path.is_none() {
+            refused += 1;
+        } else if !o.present {
             missing += 1;
         }
     }
@@ -152,6 +157,7 @@ pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummar
         thumbs_made: made,
         thumbs_failed: failed,
         missing,
+        refused,
         written: !same,
     })
 }

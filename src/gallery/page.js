@@ -121,7 +121,7 @@
     return dims[dimAt[name]].values.map(function (v) { return [v, clip(v, 60)]; });
   }
   function media(job, file, big) {
-    if (file.kind === 'unsafe') return el('div', { class: 'ph bad', text: 'not shown: the path leaves the output folder' });
+    if (file.kind === 'unsafe') return el('div', { class: 'ph bad', text: 'not shown: the path leaves the output folder or goes through a symbolic link' });
     if (!file.present) return el('div', { class: 'ph bad', text: 'missing file', title: file.rel });
     if (file.kind === 'image') {
       if (big) return el('img', { src: fileUrl(file.rel), alt: file.rel });

@@ -51,9 +51,12 @@ fn shell_quote(text: &str) -> String {
     }
 }
 
-fn read_text(path: &std::path::Path) -> String {
+/// The start of a text output, opened through [`crate::folder::open_under`].
+fn read_text(root: &std::path::Path, rel: &str) -> String {
     let mut buf = Vec::new();
-    let _ = std::fs::File::open(path).and_then(|f| f.take(MAX_TEXT).read_to_end(&mut buf));
+    if let Ok(f) = crate::folder::open_under(root, std::path::Path::new(rel)) {
+        let _ = f.file.take(MAX_TEXT).read_to_end(&mut buf);
+    }
     String::from_utf8_lossy(&buf).into_owned()
 }
 
@@ -143,10 +146,10 @@ impl<'a> Jobs<'a> {
             .outputs
             .iter()
             .map(|o| {
-                if let (OutputKind::Text, true, true, Some(p)) =
+                if let (OutputKind::Text, true, true, Some(_)) =
                     (o.kind, o.present, text.is_empty(), &o.path)
                 {
-                    text = read_text(p);
+                    text = read_text(&run.root, &o.rel);
                 }
                 let thumb = if self.has_thumb.contains(o.rel.as_str()) {
                     thumbs::thumb_name(&o.rel)
@@ -315,10 +318,10 @@ mod tests {
                     .outputs
                     .iter()
                     .map(|o| {
-                        if let (OutputKind::Text, true, true, Some(p)) =
+                        if let (OutputKind::Text, true, true, Some(_)) =
                             (o.kind, o.present, text.is_empty(), &o.path)
                         {
-                            text = read_text(p);
+                            text = read_text(&run.root, &o.rel);
                         }
                         let thumb = if has_thumb.contains(o.rel.as_str()) {
                             thumbs::thumb_name(&o.rel)

@@ -38,13 +38,21 @@ pub enum ThumbState {
 /// would decode and encode every image of a run of small ones for nothing.
 pub const AS_IS_MAX_BYTES: u64 = 32 * 1024;
 
-/// Makes the thumbnails of `outputs` that need it, in parallel. Returns, per
-/// output, whether a thumbnail exists afterwards.
-pub fn make_all(dir: &Path, outputs: &[&OutputFile]) -> Vec<ThumbState> {
+/// Makes the thumbnails of `outputs` (files of the run folder `root`) that
+/// need it, in parallel. Returns, per output, whether a thumbnail exists
+/// afterwards.
+pub fn make_all(dir: &Path, root: &Path, outputs: &[&OutputFile]) -> Vec<ThumbState> {
     outputs
         .par_iter()
         .map(|o| match (&o.path, o.kind, o.present) {
-            (Some(src), OutputKind::Image, true) => make_one(src, &dir.join(thumb_name(&o.rel))),
+            (Some(_), OutputKind::Image, true) => {
+                // Opened without following links, like every read of a
+                // run folder; one refused now is unreadable.
+                match crate::folder::open_under(root, Path::new(&o.rel)) {
+                    Ok(src) => make_one(src, &dir.join(thumb_name(&o.rel))),
+                    Err(_) => ThumbState::Failed,
+                }
+            }
             _ => ThumbState::Failed,
         })
         .collect()
@@ -54,13 +62,13 @@ fn mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-fn make_one(src: &Path, dst: &Path) -> ThumbState {
-    if let (Some(t), Some(s)) = (mtime(dst), mtime(src))
+fn make_one(mut src: crate::folder::Opened, dst: &Path) -> ThumbState {
+    if let (Some(t), Ok(s)) = (mtime(dst), src.meta.modified())
         && t >= s
     {
         return ThumbState::Fresh;
     }
-    if shown_as_is(src) {
+    if shown_as_is(&mut src) {
         return ThumbState::Original;
     }
     match encode(src) {
@@ -77,12 +85,12 @@ fn make_one(src: &Path, dst: &Path) -> ThumbState {
 /// is parsed, but a file cut short (an interrupted copy or write) must not
 /// pass for one, so its end is checked too. Any doubt leaves it to
 /// [`encode`], which decodes it or counts it unreadable.
-fn shown_as_is(src: &Path) -> bool {
+fn shown_as_is(src: &mut crate::folder::Opened) -> bool {
     use image::ImageFormat::{Gif, Jpeg, Png, WebP};
-    if std::fs::metadata(src).map_or(true, |m| m.len() > AS_IS_MAX_BYTES) {
+    if src.meta.len() > AS_IS_MAX_BYTES {
         return false;
     }
-    let Ok(bytes) = std::fs::read(src) else {
+    let Ok(bytes) = src.read_all() else {
         return false;
     };
     // Read whole, so a file grown since `metadata` is still judged by size.
@@ -131,9 +139,9 @@ fn ends_whole(format: image::ImageFormat, bytes: &[u8]) -> bool {
     }
 }
 
-fn encode(src: &Path) -> Option<Vec<u8>> {
-    let img = image::ImageReader::open(src)
-        .ok()?
+fn encode(mut src: crate::folder::Opened) -> Option<Vec<u8>> {
+    std::io::Seek::rewind(&mut src.file).ok()?;
+    let img = image::ImageReader::new(std::io::BufReader::new(src.file))
         .with_guessed_format()
         .ok()?
         .decode()
@@ -201,7 +209,11 @@ mod tests {
                 present: true,
             })
             .collect();
-        make_all(&dir.join("thumbs"), &outputs.iter().collect::<Vec<_>>())
+        make_all(
+            &dir.join("thumbs"),
+            dir,
+            &outputs.iter().collect::<Vec<_>>(),
+        )
     }
 
     #[test]
@@ -218,8 +230,8 @@ mod tests {
             present: true,
         };
         let thumbs = dir.path().join("thumbs");
-        assert_eq!(make_all(&thumbs, &[&out]), [ThumbState::Made]);
-        assert_eq!(make_all(&thumbs, &[&out]), [ThumbState::Fresh]);
+        assert_eq!(make_all(&thumbs, dir.path(), &[&out]), [ThumbState::Made]);
+        assert_eq!(make_all(&thumbs, dir.path(), &[&out]), [ThumbState::Fresh]);
         let t = image::open(thumbs.join(thumb_name("a.png"))).unwrap();
         assert_eq!((t.width(), t.height()), (256, 128));
         let broken = OutputFile {
@@ -229,7 +241,10 @@ mod tests {
             present: true,
         };
         std::fs::write(dir.path().join("b.png"), b"not a png").unwrap();
-        assert_eq!(make_all(&thumbs, &[&broken]), [ThumbState::Failed]);
+        assert_eq!(
+            make_all(&thumbs, dir.path(), &[&broken]),
+            [ThumbState::Failed]
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! huge grid never allocates more than that.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, Rgb, RgbImage, imageops::FilterType};
 use rayon::prelude::*;
@@ -59,9 +60,13 @@ pub struct Drawn {
 
 /// What one slot of a cell shows.
 enum Item {
+    /// An image, by its path as logged (relative to the run folder).
     Image(PathBuf),
     Marker(String),
-    Failed { status: String, error: String },
+    Failed {
+        status: String,
+        error: String,
+    },
 }
 
 fn items_of(run: &RunFolder, jobs: &[usize]) -> Vec<Item> {
@@ -88,7 +93,7 @@ fn items_of(run: &RunFolder, jobs: &[usize]) -> Vec<Item> {
         }
         for o in images {
             match (&o.path, o.present) {
-                (Some(p), true) => out.push(Item::Image(p.clone())),
+                (Some(_), true) => out.push(Item::Image(PathBuf::from(&o.rel))),
                 _ => out.push(Item::Marker("missing file".into())),
             }
         }
@@ -173,6 +178,15 @@ fn plan(page: &GridPage, font: &ab_glyph::FontRef<'static>, cw: u32, ch: u32) ->
     }
 }
 
+/// An image of the run folder `root` (`rel` as logged), opened through
+/// [`crate::folder::open_under`]: never through a symbolic link.
+fn reader(root: &Path, rel: &Path) -> Option<image::ImageReader<BufReader<std::fs::File>>> {
+    let opened = crate::folder::open_under(root, rel).ok()?;
+    image::ImageReader::new(BufReader::new(opened.file))
+        .with_guessed_format()
+        .ok()
+}
+
 /// The size of an image of `size` fitted into `w`×`h`, keeping its aspect
 /// ratio.
 fn fit_size((iw, ih): (u32, u32), w: u32, h: u32) -> (u32, u32) {
@@ -189,13 +203,8 @@ type Kept = Option<(RgbImage, (u32, u32))>;
 /// An image decoded, with the size it decoded at: kept whole when it fits
 /// in `w`×`h`, else fitted into it. Never enlarged here: the cell it ends
 /// in is known only once every image is decoded.
-fn decode_within(path: &PathBuf, w: u32, h: u32) -> Kept {
-    let img: DynamicImage = image::ImageReader::open(path)
-        .ok()?
-        .with_guessed_format()
-        .ok()?
-        .decode()
-        .ok()?;
+fn decode_within(root: &Path, rel: &Path, w: u32, h: u32) -> Kept {
+    let img: DynamicImage = reader(root, rel)?.decode().ok()?;
     let size = (img.width().max(1), img.height().max(1));
     let rgb = crate::gallery::thumbs::flatten(&img);
     let (tw, th) = fit_size(size, w, h);
@@ -209,28 +218,30 @@ fn decode_within(path: &PathBuf, w: u32, h: u32) -> Kept {
 }
 
 /// An image of `size`, kept by [`decode_within`] as `img`, fitted into
-/// `w`×`h` (enlarged if need be); decoded again from `path` only when it
+/// `w`×`h` (enlarged if need be); decoded again from `rel` only when it
 /// was kept smaller than that.
-fn refit(path: &PathBuf, img: RgbImage, size: (u32, u32), w: u32, h: u32) -> Option<RgbImage> {
+fn refit(
+    root: &Path,
+    rel: &Path,
+    img: RgbImage,
+    size: (u32, u32),
+    w: u32,
+    h: u32,
+) -> Option<RgbImage> {
     let (tw, th) = fit_size(size, w, h);
     if (tw, th) == img.dimensions() {
         return Some(img);
     }
     if img.dimensions() != size && tw > img.width() {
         // Kept smaller than its cell now needs: only when a header lied.
-        let (again, _) = decode_within(path, w, h)?;
-        return refit(path, again, size, w, h);
+        let (again, _) = decode_within(root, rel, w, h)?;
+        return refit(root, rel, again, size, w, h);
     }
     Some(image::imageops::resize(&img, tw, th, FilterType::Triangle))
 }
 
-fn dims_of(path: &PathBuf) -> Option<(u32, u32)> {
-    image::ImageReader::open(path)
-        .ok()?
-        .with_guessed_format()
-        .ok()?
-        .into_dimensions()
-        .ok()
+fn dims_of(root: &Path, rel: &Path) -> Option<(u32, u32)> {
+    reader(root, rel)?.into_dimensions().ok()
 }
 
 /// Slots of a cell with `k` items: (columns, rows).
@@ -323,11 +334,12 @@ pub fn draw(run: &RunFolder, page: &GridPage, cell: Option<u32>) -> Drawn {
     // the images as decoded. Each is decoded once, in parallel, kept no
     // larger than the cell its header's claim gave, then fitted into its
     // final cell.
-    let claimed: Vec<Option<(u32, u32)>> = paths.par_iter().map(|p| dims_of(p)).collect();
+    let claimed: Vec<Option<(u32, u32)>> =
+        paths.par_iter().map(|p| dims_of(&run.root, p)).collect();
     let (first, _) = layout_for(page, &font, &claimed, cell);
     let kept: Vec<(Slot, &PathBuf, Kept)> = slots_of(&items, first.cw, first.ch)
         .into_par_iter()
-        .map(|(slot, p, w, h)| (slot, p, decode_within(p, w, h)))
+        .map(|(slot, p, w, h)| (slot, p, decode_within(&run.root, p, w, h)))
         .collect();
     let decoded: Vec<Option<(u32, u32)>> = kept
         .iter()
@@ -341,7 +353,7 @@ pub fn draw(run: &RunFolder, page: &GridPage, cell: Option<u32>) -> Drawn {
         .zip(targets)
         .filter_map(|((slot, p, d), (_, _, w, h))| {
             let (img, size) = d?;
-            Some((slot, refit(p, img, size, w, h)?))
+            Some((slot, refit(&run.root, p, img, size, w, h)?))
         })
         .collect();
 

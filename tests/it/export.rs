@@ -141,13 +141,16 @@ async fn imagefolder_holds_every_ok_image_with_one_metadata_row_each() {
             "1.width=99",
         ])
         .await;
-    assert_eq!(none.code, 0, "{}", none.stderr);
+    // An empty dataset is refused (issue #23): one line, nothing written.
+    assert_eq!(none.code, 2, "{}", none.stderr);
+    assert_eq!(none.stderr.lines().count(), 1, "{}", none.stderr);
     assert!(
         none.stderr
             .contains("nothing to export: no job whose newest row is ok and matches --where"),
         "{}",
         none.stderr
     );
+    assert!(!p.path("none").exists());
 }
 
 #[cfg(unix)]
@@ -353,7 +356,7 @@ async fn hostile_and_missing_files_in_a_hand_edited_log_are_skipped() {
     assert!(out.stderr.contains("still writing"), "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("../secret.png: listed in runs.csv but missing"),
+            .contains("../secret.png: the path leaves the output folder; never opened"),
         "{}",
         out.stderr
     );

@@ -8,6 +8,7 @@ mod ci_examples;
 mod convert;
 mod export;
 mod faults;
+mod folder_safety;
 mod gallery;
 mod grid;
 mod harness;
