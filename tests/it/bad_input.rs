@@ -506,11 +506,6 @@ fn cases() -> Vec<Case> {
             "workflows/w.json: node 2 input 'images' is linked to node 9, which is not in the workflow",
         ),
         workflow(
-            "UI-format workflow with too many widget values",
-            br#"{"nodes": [{"id": 5, "type": "EmptyLatentImage", "widgets_values": [1, 2, 3, 4]}], "links": []}"#,
-            "workflows/w.json: node 5 (EmptyLatentImage, 'EmptyLatentImage') has 4 widget values, but 'EmptyLatentImage' has only 3 widgets",
-        ),
-        workflow(
             "workflow not JSON",
             b"name: not json\n",
             "workflows/w.json is not JSON: expected ident at line 1 column 2",

@@ -106,6 +106,9 @@ fn diff(
                 {
                     explained.push(RuleKind::UploadValueNotSent);
                 }
+                None if report.fired(RuleKind::PreviewNotSent, id, k) => {
+                    explained.push(RuleKind::PreviewNotSent);
+                }
                 None => out.push(format!(
                     "node {id} ({}): input {k} = {v} missing",
                     e["class_type"]
@@ -243,7 +246,8 @@ fn examples_convert_exactly_except_the_expected_differences() {
         [
             RuleKind::MissingWidgetDefault,
             RuleKind::UploadValueNotSent,
-            RuleKind::TitleFromDisplayName
+            RuleKind::TitleFromDisplayName,
+            RuleKind::PreviewNotSent
         ],
         "{}",
         summary("examples", total, &o)
@@ -788,4 +792,40 @@ async fn convert_output_in_a_missing_folder_names_the_flag() {
     assert!(out.stderr.contains("-o nodir/x.json"), "{}", out.stderr);
     assert!(!out.stderr.contains(".tmp"), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+// ---- what the frontend does when it loads an old or odd workflow ----
+// Expectations from frontend 1.35.9's sources (see src/convert/tests.rs).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_repairs_what_the_frontend_repairs_on_load_and_says_so_with_v() {
+    let p = crate::harness::Project::new();
+    p.write(
+        "old.json",
+        r#"{"nodes": [
+            {"id": 1, "type": "T2IAdapterLoader", "widgets_values": ["t2i_depth.pth"]},
+            {"id": 2, "type": "LoadImage", "widgets_values": ["cat.png", "image", ""]},
+            {"id": 3, "type": "SaveWEBM", "widgets_values": ["ComfyUI", "vp9", 24, 32],
+             "inputs": [{"name": "images", "type": "IMAGE", "link": 1}]},
+            {"id": 4, "type": "EmptyImage", "widgets_values": [64, 64, 1, 0],
+             "outputs": [{"type": "IMAGE", "links": [1]}]}],
+          "links": [[1, 4, 0, 3, 0, "IMAGE"]]}"#,
+    );
+    let out = p.cli(&["convert", "old.json", "-v"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let prompt: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(prompt["1"]["class_type"], "ControlNetLoader");
+    assert_eq!(prompt["1"]["inputs"]["control_net_name"], "t2i_depth.pth");
+    assert_eq!(
+        prompt["2"]["inputs"],
+        serde_json::json!({"image": "cat.png"})
+    );
+    assert!(prompt["3"]["inputs"].get("video-preview").is_none());
+    for rule in [
+        "renamed-class ×1",
+        "extra-widget-values-ignored ×1",
+        "preview-not-sent ×1",
+    ] {
+        assert!(out.stderr.contains(rule), "{rule}: {}", out.stderr);
+    }
 }
