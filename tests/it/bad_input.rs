@@ -506,6 +506,11 @@ fn cases() -> Vec<Case> {
             "workflows/w.json: node 2 input 'images' is linked to node 9, which is not in the workflow",
         ),
         workflow(
+            "UI-format workflow with a live input the manifest does not set",
+            br#"{"nodes": [{"id": 5, "type": "WebcamCapture", "widgets_values": ["", 0, 0, true, "capture"]}], "links": []}"#,
+            "workflows/w.json: node 5 (WebcamCapture, 'Webcam Capture') input 'image' needs a value",
+        ),
+        workflow(
             "workflow not JSON",
             b"name: not json\n",
             "workflows/w.json is not JSON: expected ident at line 1 column 2",

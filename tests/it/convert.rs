@@ -829,3 +829,69 @@ async fn convert_repairs_what_the_frontend_repairs_on_load_and_says_so_with_v() 
         assert!(out.stderr.contains(rule), "{rule}: {}", out.stderr);
     }
 }
+
+const WEBCAM: &str = r#"{"nodes": [
+    {"id": 1, "type": "WebcamCapture", "widgets_values": ["", 640, 480, true, "capture"],
+     "outputs": [{"type": "IMAGE", "links": [1]}]},
+    {"id": 2, "type": "PreviewImage", "inputs": [{"name": "images", "type": "IMAGE", "link": 1}]}],
+  "links": [[1, 1, 0, 2, 0, "IMAGE"]]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_input_refuses_convert_and_plan_unless_the_manifest_sets_it() {
+    let sim = crate::harness::sim().await;
+    let p = crate::harness::Project::new();
+    p.write("workflows/cam.json", WEBCAM);
+    let why = "node 1 (WebcamCapture, 'Webcam Capture') input 'image' needs a value: the \
+               frontend takes a camera frame each time it queues";
+    let out = p.cli(&["convert", "workflows/cam.json"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with(&format!("error: workflows/cam.json: {why}")),
+        "{}",
+        out.stderr
+    );
+
+    p.write(
+        "m.yaml",
+        "version: 1\njobs:\n  - name: cam\n    workflow: cam\n",
+    );
+    for args in [
+        vec!["plan", "m.yaml"],
+        vec!["check", "m.yaml", "--server", &sim.url()],
+    ] {
+        let out = p.cli(&args).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        let errors: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {}", out.stderr);
+        assert!(errors[0].contains("m.yaml:4:"), "{}", errors[0]);
+        assert!(errors[0].contains(why), "{}", errors[0]);
+        assert!(
+            errors[0].ends_with("set it in the manifest ('1.image')"),
+            "{}",
+            errors[0]
+        );
+    }
+    assert_eq!(sim.stats().prompts_executed, 0);
+
+    // Set by the manifest, the job has it.
+    p.write(
+        "m.yaml",
+        "version: 1\njobs:\n  - name: cam\n    workflow: cam\n    set:\n      WebcamCapture.image: \"webcam/frame.png [temp]\"\n",
+    );
+    let out = p.cli(&["plan", "m.yaml", "--write-prompts", "pr"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let files: Vec<PathBuf> = std::fs::read_dir(p.path("pr"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let prompt = load(&files[0]);
+    assert_eq!(prompt["1"]["inputs"]["image"], "webcam/frame.png [temp]");
+}
