@@ -112,6 +112,14 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
                     }
                 );
             }
+            // No prompt the server would take: `plan`/`run` can set these
+            // inputs from a manifest; `convert` has nothing to set them with.
+            if !done.needs.is_empty() {
+                return Err(CliError::many(
+                    Exit::BadInput,
+                    done.needs.iter().map(|n| format!("{shown}: {n}")).collect(),
+                ));
+            }
             let mut t = serde_json::to_string_pretty(&Value::Object(done.prompt))
                 .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
             t.push('\n');

@@ -1,6 +1,10 @@
 //! The node definitions conversion needs, read from `/object_info` entries:
 //! for each class, its display name and its widgets in the frontend's order
 //! (with the control, upload and extension widgets the frontend adds).
+//!
+//! The frontend-only widgets of core nodes (buttons, previews, live
+//! captures) are those of frontend 1.35.9, the version ComfyUI 0.8 requires;
+//! each entry cites the file of that release that adds it.
 
 use std::collections::HashMap;
 
@@ -48,6 +52,9 @@ pub(crate) enum Sent {
     Fixed(Value),
     /// Its value (from the file, else this default).
     Saved(Value),
+    /// A live capture no file holds (a camera frame, a 3D view): `null` is
+    /// sent and the input is listed as needing a value, for this reason.
+    Live(&'static str),
 }
 
 /// One widget of a node definition.
@@ -72,6 +79,12 @@ pub(crate) struct NodeDef {
     /// once shown, the frontend saves it as one more widget value, which is
     /// never sent.
     pub(crate) progress_text: bool,
+    /// Widget layouts of other frontend versions, each told apart by its
+    /// number of saved values (Load3D saved with 5 values, not 7).
+    pub(crate) other_layouts: Vec<Vec<WidgetDef>>,
+    /// Preview widgets old frontends sent once they had shown a result, and
+    /// a freshly loaded workflow does not have.
+    pub(crate) previews_not_sent: &'static [&'static str],
 }
 
 /// The node catalogue conversion uses: built from a whole `/object_info`
@@ -127,13 +140,13 @@ fn ext(name: &str, saved: bool, sent: Sent) -> WidgetDef {
 }
 
 /// The widgets the frontend's own extensions add to some core nodes, after
-/// the definition's widgets, learned from what real frontends saved and sent.
+/// the definition's widgets, learned from what real frontends saved and sent
+/// (paths are of frontend 1.35.9's sources).
 fn extension_widgets(class: &str) -> Vec<WidgetDef> {
     let empty = || Value::from("");
     match class {
         // The animated preview: saved, never sent.
         "SaveAnimatedWEBP" | "SaveAnimatedPNG" => vec![ext("preview", true, Sent::Nothing)],
-        "SaveWEBM" => vec![ext("video-preview", false, Sent::Fixed(empty()))],
         "SaveGLB" | "Preview3D" | "Preview3DAnimation" => {
             vec![ext("image", true, Sent::Saved(empty()))]
         }
@@ -147,6 +160,64 @@ fn extension_widgets(class: &str) -> Vec<WidgetDef> {
             ext("preview_text", true, Sent::Nothing),
             ext("previewMode", true, Sent::Saved(Value::Bool(false))),
         ],
+        // The capture button, saved; its serializeValue gives `undefined`,
+        // which the prompt's JSON drops
+        // (src/extensions/core/webcamCapture.ts:105-113).
+        "WebcamCapture" => vec![ext("waiting for camera...", true, Sent::Nothing)],
+        _ => Vec::new(),
+    }
+}
+
+/// Why Load3D's `image` cannot come from a file.
+const LOAD3D_LIVE: &str = "the frontend captures its 3D view each time it queues \
+     (an image, mask and normal map it uploads), which no file holds";
+
+/// Why WebcamCapture's `image` cannot come from a file.
+const WEBCAM_LIVE: &str = "the frontend takes a camera frame each time it queues \
+     (it makes no prompt without a camera), which no file holds";
+
+/// The widgets the frontend draws for one input of a core node in place of
+/// the definition's, or `None` for the usual ones.
+fn custom_input_widgets(class: &str, input: &str) -> Option<Vec<WidgetDef>> {
+    let button = |name: &str, value: &str| ext(name, true, Sent::Saved(Value::from(value)));
+    match (class, input) {
+        // Three buttons, then the 3D view, whose value is a capture made
+        // when queued (src/extensions/core/load3d.ts:238-292, 337-378). The
+        // buttons have no `serialize: false`, so their values are sent
+        // (src/utils/executionUtil.ts:91).
+        ("Load3D", "image") => Some(vec![
+            button("upload 3d model", "upload3dmodel"),
+            button("upload extra resources", "uploadExtraResources"),
+            button("clear", "clear"),
+            ext("image", true, Sent::Live(LOAD3D_LIVE)),
+        ]),
+        // The camera view (src/extensions/core/webcamCapture.ts:13-65,
+        // 116-145).
+        ("WebcamCapture", "image") => Some(vec![ext("image", true, Sent::Live(WEBCAM_LIVE))]),
+        _ => None,
+    }
+}
+
+/// The widget layouts older frontends saved for a class, given today's.
+fn other_layouts(class: &str, widgets: &[WidgetDef]) -> Vec<Vec<WidgetDef>> {
+    match class {
+        // Before the three buttons, one upload button followed
+        // `model_file`: 5 values (model, upload, image, width, height).
+        "Load3D" => {
+            let mut old: Vec<WidgetDef> = Vec::with_capacity(widgets.len());
+            for w in widgets {
+                match w.name.as_str() {
+                    "upload 3d model" => old.push(WidgetDef {
+                        name: "upload".into(),
+                        kind: WidgetKind::Upload,
+                        saved: true,
+                    }),
+                    "upload extra resources" | "clear" => {}
+                    _ => old.push(w.clone()),
+                }
+            }
+            vec![old]
+        }
         _ => Vec::new(),
     }
 }
@@ -270,10 +341,14 @@ fn parse_class(class: &str, entry: &Value) -> Option<NodeDef> {
             let Some(spec) = specs.get(name) else {
                 continue;
             };
-            widgets.extend(widgets_of(name, spec));
+            match custom_input_widgets(class, name) {
+                Some(custom) => widgets.extend(custom),
+                None => widgets.extend(widgets_of(name, spec)),
+            }
         }
     }
     widgets.extend(extension_widgets(class));
+    let other_layouts = other_layouts(class, &widgets);
     let progress_text = input
         .get("hidden")
         .and_then(Value::as_object)
@@ -288,6 +363,13 @@ fn parse_class(class: &str, entry: &Value) -> Option<NodeDef> {
         display_name,
         widgets,
         progress_text,
+        other_layouts,
+        previews_not_sent: match class {
+            // Added only once a video was shown, neither saved nor sent
+            // (src/composables/node/useNodeImage.ts:167-174).
+            "SaveWEBM" => &["video-preview"],
+            _ => &[],
+        },
     })
 }
 
@@ -343,14 +425,12 @@ fn widgets_of(name: &str, spec: &Value) -> Vec<WidgetDef> {
             saved: true,
         });
     }
-    if [
-        "image_upload",
-        "video_upload",
-        "audio_upload",
-        "file_upload",
-    ]
-    .iter()
-    .any(|k| flag(k))
+    // `file_upload` (Load3D's model) gets no button of its own in 1.35.9:
+    // only these flags do (src/extensions/core/uploadImage.ts:14-18,
+    // uploadAudio.ts:165).
+    if ["image_upload", "video_upload", "audio_upload"]
+        .iter()
+        .any(|k| flag(k))
     {
         out.push(WidgetDef {
             name: "upload".into(),

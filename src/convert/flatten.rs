@@ -3,7 +3,9 @@
 //! instances expand into `<instance>:<inner>` ids), PrimitiveNodes push their
 //! values into the widgets they feed, and each input is resolved through
 //! Reroutes, bypassed nodes and subgraph boundaries to the output that
-//! really feeds it, or to a widget value.
+//! really feeds it, or to a widget value. Node types are first renamed as
+//! the frontend renames them on load; live widgets (a camera frame) are sent
+//! as `null` and listed as needing a value.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,7 +16,7 @@ use super::graph::{
     Graph, MODE_BYPASS, MODE_NEVER, Node, SUBGRAPH_INPUT, SUBGRAPH_OUTPUT, Slot, Subgraph, Workflow,
 };
 use super::text::strip_comments;
-use super::{ConvertError, Report, RuleKind};
+use super::{ConvertError, NeedsValue, Report, RuleKind};
 
 /// Deepest subgraph nesting accepted (a definition that contains itself
 /// would otherwise expand forever).
@@ -33,6 +35,20 @@ fn virtual_kind(ty: &str) -> Option<Virtual> {
         "Note" | "MarkdownNote" => Virtual::Note,
         _ => return None,
     })
+}
+
+/// The class a node type is loaded as: the frontend renames these types
+/// when it loads a workflow, before it looks them up, at the top level and
+/// in subgraphs (frontend 1.35.9, src/scripts/app.ts:1122-1129).
+pub(crate) fn class_of(ty: &str) -> &str {
+    match ty {
+        "T2IAdapterLoader" => "ControlNetLoader",
+        "ConditioningAverage " => "ConditioningAverage",
+        "SDV_img2vid_Conditioning" => "SVD_img2vid_Conditioning",
+        "Load3DAnimation" => "Load3D",
+        "Preview3DAnimation" => "Preview3D",
+        other => other,
+    }
 }
 
 /// Frontend-only helpers of popular custom node packs, used when the
@@ -86,6 +102,8 @@ struct Dto<'w> {
     prefix: String,
     graph: &'w Graph,
     node: &'w Node,
+    /// The class it is loaded as (see [`class_of`]).
+    class: &'w str,
     /// The DTO of the subgraph instance this node is inside.
     instance: Option<usize>,
     kind: Kind<'w>,
@@ -106,12 +124,15 @@ struct Flat<'w> {
     workflow: &'w Workflow,
 }
 
+/// A prompt, and the inputs in it that need a value no file holds.
+pub(crate) type Built = (Map<String, Value>, Vec<NeedsValue>);
+
 /// Builds the API prompt of a parsed workflow.
 pub(crate) fn convert(
     workflow: &Workflow,
     catalogue: &Catalogue,
     report: &mut Report,
-) -> Result<Map<String, Value>, Vec<ConvertError>> {
+) -> Result<Built, Vec<ConvertError>> {
     let mut flat = Flat {
         dtos: Vec::new(),
         by_id: HashMap::new(),
@@ -133,10 +154,6 @@ pub(crate) fn convert(
     }
     flat.apply_primitives();
     flat.output(report).map_err(|e| vec![e])
-}
-
-fn title_of(node: &Node) -> String {
-    node.title.clone().unwrap_or_else(|| node.ty.clone())
 }
 
 /// The custom node pack a node comes from, as its properties name it.
@@ -195,14 +212,11 @@ impl<'w> Flat<'w> {
                     continue;
                 }
                 (Kind::Instance(sg), Vec::new())
-            } else if let Some(def) = catalogue.get(&node.ty) {
-                match widgets_of(&id, node, def, report) {
-                    Ok(w) => (Kind::Real(def), w),
-                    Err(e) => {
-                        errors.push(e);
-                        (Kind::Unknown, Vec::new())
-                    }
+            } else if let Some(def) = catalogue.get(class_of(&node.ty)) {
+                if class_of(&node.ty) != node.ty {
+                    report.fire(&id, "class_type", RuleKind::RenamedClass);
                 }
+                (Kind::Real(def), widgets_of(&id, node, def, report))
             } else {
                 errors.push(ConvertError::UnknownClass {
                     node: id.clone(),
@@ -240,6 +254,7 @@ impl<'w> Flat<'w> {
                 prefix: prefix.to_string(),
                 graph,
                 node,
+                class: class_of(&node.ty),
                 instance,
                 kind,
                 inputs,
@@ -566,8 +581,9 @@ impl<'w> Flat<'w> {
         }
     }
 
-    fn output(&self, report: &mut Report) -> Result<Map<String, Value>, ConvertError> {
+    fn output(&self, report: &mut Report) -> Result<Built, ConvertError> {
         let mut out = Map::new();
+        let mut needs = Vec::new();
         for (i, dto) in self.dtos.iter().enumerate() {
             let Kind::Real(def) = dto.kind else {
                 continue;
@@ -575,9 +591,20 @@ impl<'w> Flat<'w> {
             if dto.node.mode == MODE_NEVER || dto.node.mode == MODE_BYPASS {
                 continue;
             }
+            for input in def.previews_not_sent {
+                report.fire(&dto.id, input, RuleKind::PreviewNotSent);
+            }
             let mut inputs = Map::new();
+            let mut live = Vec::new();
             for w in &dto.widgets {
                 let dynamic_prompts = match &w.kind {
+                    WidgetKind::Extension {
+                        sent: Sent::Live(why),
+                    } => {
+                        inputs.insert(w.name.clone(), Value::Null);
+                        live.push((w.name.clone(), *why));
+                        continue;
+                    }
                     WidgetKind::Value {
                         dynamic_prompts, ..
                     } => *dynamic_prompts,
@@ -630,9 +657,21 @@ impl<'w> Flat<'w> {
                     def.display_name.clone()
                 }
             };
+            // A live input fed by a link instead needs nothing.
+            for (input, why) in live {
+                if inputs.get(&input).is_some_and(Value::is_null) {
+                    needs.push(NeedsValue {
+                        node: dto.id.clone(),
+                        class: dto.class.to_string(),
+                        title: title.clone(),
+                        input,
+                        why,
+                    });
+                }
+            }
             let mut node = Map::new();
             node.insert("inputs".into(), Value::Object(inputs));
-            node.insert("class_type".into(), Value::from(dto.node.ty.clone()));
+            node.insert("class_type".into(), Value::from(dto.class));
             let mut meta = Map::new();
             meta.insert("title".into(), Value::from(title));
             node.insert("_meta".into(), Value::Object(meta));
@@ -653,7 +692,10 @@ impl<'w> Flat<'w> {
         let (mut plain, other): (Vec<_>, Vec<_>) =
             out.into_iter().partition(|(k, _)| array_index(k).is_some());
         plain.sort_by_key(|(k, _)| array_index(k));
-        Ok(plain.into_iter().chain(other).collect())
+        let prompt: Map<String, Value> = plain.into_iter().chain(other).collect();
+        let order: Vec<&String> = prompt.keys().collect();
+        needs.sort_by_key(|n| order.iter().position(|k| **k == n.node));
+        Ok((prompt, needs))
     }
 }
 
@@ -742,40 +784,49 @@ pub(crate) fn valid_connection(a: &str, b: &str) -> bool {
 
 /// The widgets of a real node: the definition's, filled from the saved
 /// `widgets_values` (a list by position, or an object by name); widgets the
-/// file lacks keep the definition's default.
-fn widgets_of(
-    id: &str,
-    node: &Node,
-    def: &NodeDef,
-    report: &mut Report,
-) -> Result<Vec<Widget>, ConvertError> {
+/// file lacks keep the definition's default. A list with more values than
+/// the node has widgets is read as the frontend's `configure` reads it
+/// (frontend 1.35.9, src/lib/litegraph/src/LGraphNode.ts:862-868): each
+/// widget takes the next value, the rest are ignored; unless the count is
+/// that of another version's layout, which is then used.
+fn widgets_of(id: &str, node: &Node, def: &NodeDef, report: &mut Report) -> Vec<Widget> {
+    let saved = |layout: &[WidgetDef]| layout.iter().filter(|w| w.saved).count();
+    let given = match &node.widgets_values {
+        Some(Value::Array(values)) => Some(values.len()),
+        _ => None,
+    };
+    let fits = |layout: &[WidgetDef]| {
+        given.is_some_and(|n| {
+            n == saved(layout) || n == saved(layout) + usize::from(def.progress_text)
+        })
+    };
+    let layout: &[WidgetDef] = match def.other_layouts.iter().find(|l| fits(l)) {
+        Some(old) if !fits(&def.widgets) => {
+            report.fire(id, "widgets_values", RuleKind::OtherVersionLayout);
+            old
+        }
+        _ => &def.widgets,
+    };
     let mut fill = Fill {
         id,
         values: node.widgets_values.as_ref(),
         pos: 0,
-        widgets: Vec::with_capacity(def.widgets.len()),
+        widgets: Vec::with_capacity(layout.len()),
         report,
     };
-    for w in &def.widgets {
+    for w in layout {
         fill.push(w);
     }
     let used = fill.pos;
     let widgets = fill.widgets;
-    if let Some(Value::Array(values)) = &node.widgets_values {
-        let spare = values.len().saturating_sub(used);
+    if let Some(n) = given {
         // One more value is the progress text the frontend shows (and saves)
         // for nodes that report one; it is never sent.
-        if spare > usize::from(def.progress_text) {
-            return Err(ConvertError::TooManyWidgetValues {
-                node: id.to_string(),
-                class: node.ty.clone(),
-                title: title_of(node),
-                given: values.len(),
-                allowed: used + usize::from(def.progress_text),
-            });
+        if n.saturating_sub(used) > usize::from(def.progress_text) {
+            report.fire(id, "widgets_values", RuleKind::ExtraWidgetValuesIgnored);
         }
     }
-    Ok(widgets)
+    widgets
 }
 
 struct Fill<'a> {
@@ -814,7 +865,13 @@ impl Fill<'_> {
             } => d.clone(),
             _ => Value::Null,
         };
-        let value = saved.unwrap_or(initial);
+        let value = match &w.kind {
+            // A live value is never read from the file.
+            WidgetKind::Extension {
+                sent: Sent::Live(_),
+            } => Value::Null,
+            _ => saved.unwrap_or(initial),
+        };
         match &w.kind {
             WidgetKind::Value { .. } | WidgetKind::DynamicCombo { .. } if !filled => {
                 self.report

@@ -8,7 +8,8 @@
 //! built-in one, a server's `/object_info`, or per class for the classes
 //! [`classes_used`] lists). Where today's catalogue differs from the one the
 //! file was saved with, a named [`RuleKind`] says what was done, so a
-//! conversion can be explained.
+//! conversion can be explained. Inputs no file can hold (live captures) are
+//! listed as [`NeedsValue`]; what supplies them is the caller's business.
 //!
 //! ```
 //! use comfy_batch::convert::{Catalogue, convert};
@@ -58,6 +59,19 @@ pub enum RuleKind {
     /// name when it has one, which can lag behind the server's (a renamed
     /// node keeps its old name there).
     TitleFromDisplayName,
+    /// The node's type is one the frontend renames when it loads a
+    /// workflow (`T2IAdapterLoader` → `ControlNetLoader`, a typo fixed, an
+    /// animation node merged into its plain one): the new class is sent.
+    RenamedClass,
+    /// The file has more widget values than the node has widgets: the
+    /// frontend maps what maps and ignores the rest, and so does comfy-batch.
+    ExtraWidgetValuesIgnored,
+    /// The number of values identifies a widget layout of another frontend
+    /// version (Load3D saved with 5 values, not 7): it was read that way.
+    OtherVersionLayout,
+    /// Old frontends sent the preview widget of a video they had shown
+    /// (SaveWEBM's `video-preview`); a freshly loaded workflow has none.
+    PreviewNotSent,
 }
 
 impl RuleKind {
@@ -69,6 +83,10 @@ impl RuleKind {
             RuleKind::CommentsStripped => "comments-stripped",
             RuleKind::DynamicPromptKept => "dynamic-prompt-kept",
             RuleKind::TitleFromDisplayName => "title-from-display-name",
+            RuleKind::RenamedClass => "renamed-class",
+            RuleKind::ExtraWidgetValuesIgnored => "extra-widget-values-ignored",
+            RuleKind::OtherVersionLayout => "other-version-layout",
+            RuleKind::PreviewNotSent => "preview-not-sent",
         }
     }
 
@@ -149,6 +167,33 @@ impl Report {
     }
 }
 
+/// An input no file can give a value for: the frontend makes it live (a
+/// camera frame, a capture of a 3D view) each time it queues. The prompt
+/// holds `null` there; a caller must supply a value or refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeedsValue {
+    /// The node's id in the prompt.
+    pub node: String,
+    /// Its class.
+    pub class: String,
+    /// Its title (or class).
+    pub title: String,
+    /// The input.
+    pub input: String,
+    /// Why the file cannot give it.
+    pub why: &'static str,
+}
+
+impl fmt::Display for NeedsValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "node {} ({}, '{}') input '{}' needs a value: {}",
+            self.node, self.class, self.title, self.input, self.why
+        )
+    }
+}
+
 /// A converted workflow.
 #[derive(Debug, Clone)]
 pub struct Converted {
@@ -156,6 +201,8 @@ pub struct Converted {
     pub prompt: Map<String, Value>,
     /// What rules were used.
     pub report: Report,
+    /// The inputs that need a value the file cannot give (in prompt order).
+    pub needs: Vec<NeedsValue>,
 }
 
 /// Why a workflow cannot be converted. Messages are one line each.
@@ -176,22 +223,6 @@ pub enum ConvertError {
         pack: Option<String>,
         /// `Node name for S&R`, when it differs from the class.
         search_name: Option<String>,
-    },
-    /// More widget values than today's definition has widgets.
-    #[error(
-        "node {node} ({class}, '{title}') has {given} widget values, but '{class}' has only {allowed} widgets: was it saved with another version of the node?"
-    )]
-    TooManyWidgetValues {
-        /// The node id.
-        node: String,
-        /// Its class.
-        class: String,
-        /// Its title (or class).
-        title: String,
-        /// How many values the file has.
-        given: usize,
-        /// How many widgets the definition has.
-        allowed: usize,
     },
     /// A link whose origin node does not exist.
     #[error(
@@ -308,8 +339,13 @@ pub fn convert(ui: &Map<String, Value>, catalogue: &Catalogue) -> Result<Convert
     let mut workflow = graph::parse(ui).map_err(|e| ConvertErrors(vec![e]))?;
     groupnode::expand(&mut workflow, catalogue).map_err(ConvertErrors)?;
     let mut report = Report::default();
-    let prompt = flatten::convert(&workflow, catalogue, &mut report).map_err(ConvertErrors)?;
-    Ok(Converted { prompt, report })
+    let (prompt, needs) =
+        flatten::convert(&workflow, catalogue, &mut report).map_err(ConvertErrors)?;
+    Ok(Converted {
+        prompt,
+        report,
+        needs,
+    })
 }
 
 /// The node classes a UI-format workflow uses that the server must know:
@@ -332,7 +368,7 @@ pub fn classes_used(ui: &Map<String, Value>) -> Vec<String> {
             {
                 continue;
             }
-            out.insert(n.ty.clone());
+            out.insert(flatten::class_of(&n.ty).to_string());
         }
     }
     for def in workflow.group_nodes.values() {
@@ -345,7 +381,7 @@ pub fn classes_used(ui: &Map<String, Value>) -> Vec<String> {
             if let Some(t) = n.get("type").and_then(Value::as_str)
                 && !flatten::is_frontend_only(t)
             {
-                out.insert(t.to_string());
+                out.insert(flatten::class_of(t).to_string());
             }
         }
     }

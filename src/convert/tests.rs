@@ -264,17 +264,208 @@ fn every_unknown_class_is_named_with_its_pack() {
     );
 }
 
+// The expectations of the rules below are derived from the sources of
+// frontend 1.35.9 (the version ComfyUI 0.8 requires), read from the source
+// maps of the `comfyui-frontend-package` 1.35.9 wheel on PyPI; running it
+// headless against a ComfyUI (torch) was too heavy here. Paths and lines
+// are of that release.
+
 #[test]
-fn too_many_widget_values_is_an_error() {
-    let lines = err(
-        json!({"nodes": [{"id": 1, "type": "EmptyImage", "widgets_values": [1, 2, 3, 4, 5, 6]}], "links": []}),
-    );
+fn rule_renamed_class() {
+    // src/scripts/app.ts:1122-1129: renamed on load, before the lookup, at
+    // the top level and inside subgraphs.
+    for (old, new, widgets) in [
+        ("T2IAdapterLoader", "ControlNetLoader", json!(["t2i.pth"])),
+        ("ConditioningAverage ", "ConditioningAverage", json!([0.5])),
+        (
+            "SDV_img2vid_Conditioning",
+            "SVD_img2vid_Conditioning",
+            json!([1024, 576, 14, 127, 6, 0]),
+        ),
+        ("Preview3DAnimation", "Preview3D", json!(["m.glb", ""])),
+    ] {
+        let ui = json!({"nodes": [{"id": 4, "type": old, "widgets_values": widgets}], "links": []});
+        assert_eq!(
+            classes_used(&ui.as_object().unwrap().clone()),
+            [new],
+            "{old}"
+        );
+        let done = ok(ui);
+        assert_eq!(done.prompt["4"]["class_type"], new, "{old}");
+        assert!(
+            done.report.fired(RuleKind::RenamedClass, "4", "class_type"),
+            "{old}"
+        );
+    }
+    let done = ok(json!({"nodes": [{"id": 4, "type": "T2IAdapterLoader",
+        "widgets_values": ["t2i.pth"]}], "links": []}));
     assert_eq!(
-        lines,
+        Value::Object(done.prompt),
+        json!({"4": {"inputs": {"control_net_name": "t2i.pth"}, "class_type": "ControlNetLoader",
+            "_meta": {"title": "Load ControlNet Model"}}})
+    );
+    // Not renamed: the class the file names is kept when it is not in the
+    // table, and nothing fires.
+    let done = ok(json!({"nodes": [{"id": 4, "type": "ControlNetLoader",
+        "widgets_values": ["c.pth"]}], "links": []}));
+    assert!(
+        done.report
+            .counts()
+            .iter()
+            .all(|(r, _)| *r != RuleKind::RenamedClass)
+    );
+}
+
+#[test]
+fn rule_extra_widget_values_ignored() {
+    // src/lib/litegraph/src/LGraphNode.ts:862-868: each widget takes the
+    // next saved value; values past the last widget are never read.
+    let done = ok(json!({"nodes": [{"id": 1, "type": "LoadImage",
+        "widgets_values": ["cat.png", "image", ""]}], "links": []}));
+    assert_eq!(done.prompt["1"]["inputs"], json!({"image": "cat.png"}));
+    assert!(
+        done.report
+            .fired(RuleKind::ExtraWidgetValuesIgnored, "1", "widgets_values")
+    );
+    let done = ok(json!({"nodes": [{"id": 1, "type": "EmptyImage",
+        "widgets_values": [64, 32, 1, 0, 7, 8]}], "links": []}));
+    assert_eq!(
+        done.prompt["1"]["inputs"],
+        json!({"width": 64, "height": 32, "batch_size": 1, "color": 0})
+    );
+    // As many values as widgets: nothing to ignore.
+    let done = ok(json!({"nodes": [{"id": 1, "type": "LoadImage",
+        "widgets_values": ["cat.png", "image"]}], "links": []}));
+    assert!(
+        !done
+            .report
+            .fired(RuleKind::ExtraWidgetValuesIgnored, "1", "widgets_values")
+    );
+}
+
+#[test]
+fn load3d_has_the_seven_widgets_of_frontend_1_35_9_and_its_view_needs_a_value() {
+    // src/extensions/core/load3d.ts:238-292: after `model_file` (whose
+    // `file_upload` adds no button: uploadImage.ts:14-18), the LOAD_3D
+    // input adds three buttons and the 3D view, then width and height. The
+    // buttons have no `serialize: false`, so graphToPrompt sends their
+    // values (src/utils/executionUtil.ts:91); the view sends a capture it
+    // uploads when queued (load3d.ts:337-378).
+    let done = ok(
+        json!({"nodes": [{"id": 7, "type": "Load3D", "widgets_values":
+        ["toy.glb", "upload3dmodel", "uploadExtraResources", "clear", "", 768, 512]}], "links": []}),
+    );
+    let inputs = &done.prompt["7"]["inputs"];
+    assert_eq!(
+        inputs,
+        &json!({"model_file": "toy.glb", "upload 3d model": "upload3dmodel",
+            "upload extra resources": "uploadExtraResources", "clear": "clear",
+            "image": null, "width": 768, "height": 512})
+    );
+    let order: Vec<&String> = inputs.as_object().unwrap().keys().collect();
+    assert_eq!(
+        order,
         [
-            "node 1 (EmptyImage, 'EmptyImage') has 6 widget values, but 'EmptyImage' has only 4 widgets: was it saved with another version of the node?"
+            "model_file",
+            "upload 3d model",
+            "upload extra resources",
+            "clear",
+            "image",
+            "width",
+            "height"
         ]
     );
+    assert_eq!(done.needs.len(), 1);
+    assert_eq!(
+        (done.needs[0].node.as_str(), done.needs[0].input.as_str()),
+        ("7", "image")
+    );
+    assert!(
+        done.report
+            .rules
+            .iter()
+            .all(|r| r.rule == RuleKind::TitleFromDisplayName)
+    );
+    // Loaded as a Load3DAnimation, the same.
+    let done = ok(
+        json!({"nodes": [{"id": 7, "type": "Load3DAnimation", "widgets_values":
+        ["toy.glb", "upload3dmodel", "uploadExtraResources", "clear", "", 768, 512]}], "links": []}),
+    );
+    assert_eq!(done.prompt["7"]["inputs"]["width"], 768);
+    assert_eq!(done.prompt["7"]["class_type"], "Load3D");
+}
+
+#[test]
+fn rule_other_version_layout() {
+    // Before 1.35.9 one upload button followed `model_file`: 5 values.
+    let done = ok(
+        json!({"nodes": [{"id": 7, "type": "Load3D", "widgets_values":
+        ["toy.glb", "image", "", 768, 512]}], "links": []}),
+    );
+    let inputs = &done.prompt["7"]["inputs"];
+    assert_eq!(inputs["model_file"], "toy.glb");
+    assert_eq!(inputs["width"], 768);
+    assert_eq!(inputs["height"], 512);
+    assert!(inputs["image"].is_null());
+    assert!(
+        done.report
+            .fired(RuleKind::OtherVersionLayout, "7", "widgets_values")
+    );
+    assert!(
+        !done
+            .report
+            .fired(RuleKind::ExtraWidgetValuesIgnored, "7", "widgets_values")
+    );
+    assert_eq!(done.needs.len(), 1);
+}
+
+#[test]
+fn rule_preview_not_sent() {
+    // src/composables/node/useNodeImage.ts:167-174: SaveWEBM's
+    // `video-preview` exists only once a video was shown.
+    let done = ok(json!({"nodes": [{"id": 47, "type": "SaveWEBM",
+        "widgets_values": ["ComfyUI", "vp9", 24, 32]}], "links": []}));
+    assert_eq!(
+        done.prompt["47"]["inputs"],
+        json!({"filename_prefix": "ComfyUI", "codec": "vp9", "fps": 24, "crf": 32})
+    );
+    assert!(
+        done.report
+            .fired(RuleKind::PreviewNotSent, "47", "video-preview")
+    );
+}
+
+#[test]
+fn webcam_capture_needs_a_value_for_its_image() {
+    // src/extensions/core/webcamCapture.ts:105-145: the camera view, then
+    // width, height and capture_on_queue, then a capture button that is
+    // saved but whose value is `undefined` in the prompt; the image is a
+    // frame taken and uploaded when queued.
+    let done = ok(
+        json!({"nodes": [{"id": 3, "type": "WebcamCapture", "title": "Cam",
+        "widgets_values": ["", 640, 480, false, "capture"]}], "links": []}),
+    );
+    assert_eq!(
+        done.prompt["3"]["inputs"],
+        json!({"image": null, "width": 640, "height": 480, "capture_on_queue": false})
+    );
+    assert!(done.report.rules.is_empty(), "{:?}", done.report);
+    assert_eq!(
+        done.needs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "node 3 (WebcamCapture, 'Cam') input 'image' needs a value: the frontend takes a camera \
+          frame each time it queues (it makes no prompt without a camera), which no file holds"
+        ]
+    );
+    // Muted, it is not sent and needs nothing.
+    let done = ok(
+        json!({"nodes": [{"id": 3, "type": "WebcamCapture", "mode": 2},
+        {"id": 4, "type": "EmptyImage"}], "links": []}),
+    );
+    assert!(done.needs.is_empty());
 }
 
 #[test]

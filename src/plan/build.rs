@@ -14,14 +14,16 @@ use super::{
     Axis, Group, GroupParam, HashItem, HashValue, ImageSource, MAX_JOBS, Member, PlanError,
     PlanErrorKind, SeedAxis, Source, Variant, Workflow, seeds,
 };
+use crate::convert::NeedsValue;
 use crate::manifest::{
     DrawSpec, JobSpec, Manifest, SeedSpec, Span, TemplateParam, ValueStyle, normalize,
 };
 use crate::patch::{self, Slot, class_of};
 use crate::templates::{Origin, Template, TemplateError, Wildcards, place};
 
-/// A workflow as shared by the groups using it: metadata and nodes.
-pub(super) type LoadedWorkflow = (Arc<Workflow>, Map<String, Value>);
+/// A workflow as shared by the groups using it: metadata, nodes, and the
+/// inputs its conversion left for the manifest to set.
+pub(super) type LoadedWorkflow = (Arc<Workflow>, Map<String, Value>, Vec<NeedsValue>);
 
 /// Collects errors with their context (manifest file, group, workflow).
 pub(super) struct Errors<'m> {
@@ -140,7 +142,7 @@ pub(super) fn plan_group(
     spec: &JobSpec,
     gi: usize,
     aliases: &[(String, String)],
-    variants_src: Vec<(Arc<Workflow>, Map<String, Value>)>,
+    variants_src: Vec<LoadedWorkflow>,
     wildcards: &mut Wildcards,
     errors: &mut Errors<'_>,
 ) -> Option<Group> {
@@ -477,8 +479,10 @@ pub(super) fn plan_group(
 
     // Variants.
     let mut variants = Vec::new();
-    for (wf, nodes) in variants_src {
-        if let Some(v) = plan_variant(manifest, spec, aliases, &params, &axes, wf, nodes, errors) {
+    for (wf, nodes, needs) in variants_src {
+        if let Some(v) = plan_variant(
+            manifest, spec, aliases, &params, &axes, wf, nodes, &needs, errors,
+        ) {
             variants.push(v);
         }
     }
@@ -518,6 +522,7 @@ fn plan_variant(
     axes: &[Axis],
     wf: Arc<Workflow>,
     nodes: Map<String, Value>,
+    needs: &[NeedsValue],
     errors: &mut Errors<'_>,
 ) -> Option<Variant> {
     let before = errors.list.len();
@@ -737,6 +742,30 @@ fn plan_variant(
                     hash.push(HashItem { key, value });
                 }
             }
+        }
+    }
+    // A live input (a camera frame…) the manifest does not set: the
+    // server would reject the job, so the plan does first.
+    for need in needs {
+        if !taken
+            .iter()
+            .any(|(s, _)| s.node == need.node && s.input == need.input)
+        {
+            // The detail names the file, as the other workflow errors do.
+            errors.push(
+                spec.workflow_at,
+                gname,
+                None,
+                PlanErrorKind::Workflow {
+                    name: wf.name.clone(),
+                    detail: format!(
+                        "{}: {need}; set it in the manifest ('{}.{}')",
+                        wf.path.display(),
+                        need.node,
+                        need.input
+                    ),
+                },
+            );
         }
     }
     if errors.list.len() > before {

@@ -348,6 +348,7 @@ impl Plan {
                                     sha256: w.sha256,
                                 }),
                                 w.nodes,
+                                w.needs,
                             ))
                         }
                         Err(e) => {
@@ -373,8 +374,9 @@ impl Plan {
                     };
                     loaded.push((name.clone(), entry));
                 }
-                if let Some((_, Some((wf, nodes)))) = loaded.iter().find(|(n, _)| n == name) {
-                    variants_src.push((wf.clone(), nodes.clone()));
+                if let Some((_, Some((wf, nodes, needs)))) = loaded.iter().find(|(n, _)| n == name)
+                {
+                    variants_src.push((wf.clone(), nodes.clone(), needs.clone()));
                 }
             }
             if let Some(group) = plan_group(

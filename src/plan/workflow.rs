@@ -178,6 +178,8 @@ pub(crate) struct Loaded {
     pub(crate) nodes: Map<String, Value>,
     /// What conversion did, for a UI-format file.
     pub(crate) report: Option<Report>,
+    /// The inputs conversion left for the manifest to set (live captures).
+    pub(crate) needs: Vec<convert::NeedsValue>,
 }
 
 /// The candidate files for a workflow name, in lookup order: the
@@ -257,6 +259,7 @@ pub(crate) fn parse_any(
             }
             let mut loaded = api(path, done.prompt, sha256)?;
             loaded.report = Some(done.report);
+            loaded.needs = done.needs;
             Ok(loaded)
         }
         // Not quite API format: `api` says what is wrong with it.
@@ -300,6 +303,7 @@ fn api(path: &Path, nodes: Map<String, Value>, sha256: String) -> Result<Loaded,
         sha256,
         nodes,
         report: None,
+        needs: Vec::new(),
     })
 }
 

@@ -506,9 +506,9 @@ fn cases() -> Vec<Case> {
             "workflows/w.json: node 2 input 'images' is linked to node 9, which is not in the workflow",
         ),
         workflow(
-            "UI-format workflow with too many widget values",
-            br#"{"nodes": [{"id": 5, "type": "EmptyLatentImage", "widgets_values": [1, 2, 3, 4]}], "links": []}"#,
-            "workflows/w.json: node 5 (EmptyLatentImage, 'EmptyLatentImage') has 4 widget values, but 'EmptyLatentImage' has only 3 widgets",
+            "UI-format workflow with a live input the manifest does not set",
+            br#"{"nodes": [{"id": 5, "type": "WebcamCapture", "widgets_values": ["", 0, 0, true, "capture"]}], "links": []}"#,
+            "workflows/w.json: node 5 (WebcamCapture, 'Webcam Capture') input 'image' needs a value",
         ),
         workflow(
             "workflow not JSON",

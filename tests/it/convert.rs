@@ -106,6 +106,9 @@ fn diff(
                 {
                     explained.push(RuleKind::UploadValueNotSent);
                 }
+                None if report.fired(RuleKind::PreviewNotSent, id, k) => {
+                    explained.push(RuleKind::PreviewNotSent);
+                }
                 None => out.push(format!(
                     "node {id} ({}): input {k} = {v} missing",
                     e["class_type"]
@@ -243,7 +246,8 @@ fn examples_convert_exactly_except_the_expected_differences() {
         [
             RuleKind::MissingWidgetDefault,
             RuleKind::UploadValueNotSent,
-            RuleKind::TitleFromDisplayName
+            RuleKind::TitleFromDisplayName,
+            RuleKind::PreviewNotSent
         ],
         "{}",
         summary("examples", total, &o)
@@ -892,4 +896,106 @@ async fn compressed_metadata_converts_and_past_the_cap_says_so() {
         "{}",
         out.stderr
     );
+}
+
+// ---- what the frontend does when it loads an old or odd workflow ----
+// Expectations from frontend 1.35.9's sources (see src/convert/tests.rs).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_repairs_what_the_frontend_repairs_on_load_and_says_so_with_v() {
+    let p = crate::harness::Project::new();
+    p.write(
+        "old.json",
+        r#"{"nodes": [
+            {"id": 1, "type": "T2IAdapterLoader", "widgets_values": ["t2i_depth.pth"]},
+            {"id": 2, "type": "LoadImage", "widgets_values": ["cat.png", "image", ""]},
+            {"id": 3, "type": "SaveWEBM", "widgets_values": ["ComfyUI", "vp9", 24, 32],
+             "inputs": [{"name": "images", "type": "IMAGE", "link": 1}]},
+            {"id": 4, "type": "EmptyImage", "widgets_values": [64, 64, 1, 0],
+             "outputs": [{"type": "IMAGE", "links": [1]}]}],
+          "links": [[1, 4, 0, 3, 0, "IMAGE"]]}"#,
+    );
+    let out = p.cli(&["convert", "old.json", "-v"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let prompt: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(prompt["1"]["class_type"], "ControlNetLoader");
+    assert_eq!(prompt["1"]["inputs"]["control_net_name"], "t2i_depth.pth");
+    assert_eq!(
+        prompt["2"]["inputs"],
+        serde_json::json!({"image": "cat.png"})
+    );
+    assert!(prompt["3"]["inputs"].get("video-preview").is_none());
+    for rule in [
+        "renamed-class ×1",
+        "extra-widget-values-ignored ×1",
+        "preview-not-sent ×1",
+    ] {
+        assert!(out.stderr.contains(rule), "{rule}: {}", out.stderr);
+    }
+}
+
+const WEBCAM: &str = r#"{"nodes": [
+    {"id": 1, "type": "WebcamCapture", "widgets_values": ["", 640, 480, true, "capture"],
+     "outputs": [{"type": "IMAGE", "links": [1]}]},
+    {"id": 2, "type": "PreviewImage", "inputs": [{"name": "images", "type": "IMAGE", "link": 1}]}],
+  "links": [[1, 1, 0, 2, 0, "IMAGE"]]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_input_refuses_convert_and_plan_unless_the_manifest_sets_it() {
+    let sim = crate::harness::sim().await;
+    let p = crate::harness::Project::new();
+    p.write("workflows/cam.json", WEBCAM);
+    let why = "node 1 (WebcamCapture, 'Webcam Capture') input 'image' needs a value: the \
+               frontend takes a camera frame each time it queues";
+    let out = p.cli(&["convert", "workflows/cam.json"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with(&format!("error: workflows/cam.json: {why}")),
+        "{}",
+        out.stderr
+    );
+
+    p.write(
+        "m.yaml",
+        "version: 1\njobs:\n  - name: cam\n    workflow: cam\n",
+    );
+    for args in [
+        vec!["plan", "m.yaml"],
+        vec!["check", "m.yaml", "--server", &sim.url()],
+    ] {
+        let out = p.cli(&args).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        let errors: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {}", out.stderr);
+        assert!(errors[0].contains("m.yaml:4:"), "{}", errors[0]);
+        assert!(errors[0].contains(why), "{}", errors[0]);
+        assert!(
+            errors[0].ends_with("set it in the manifest ('1.image')"),
+            "{}",
+            errors[0]
+        );
+    }
+    assert_eq!(sim.stats().prompts_executed, 0);
+
+    // Set by the manifest, the job has it.
+    p.write(
+        "m.yaml",
+        "version: 1\njobs:\n  - name: cam\n    workflow: cam\n    set:\n      WebcamCapture.image: \"webcam/frame.png [temp]\"\n",
+    );
+    let out = p.cli(&["plan", "m.yaml", "--write-prompts", "pr"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let files: Vec<PathBuf> = std::fs::read_dir(p.path("pr"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let prompt = load(&files[0]);
+    assert_eq!(prompt["1"]["inputs"]["image"], "webcam/frame.png [temp]");
 }
