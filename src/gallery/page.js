@@ -568,12 +568,12 @@
     scan('grid', ks, function () {}, function () { table(st, all, list, box); });
   }
   function table(st, all, list, box) {
-    var cells = {};
+    var cells = {}, counts = {};
     var cx = st.x && cols[dimAt[st.x]], cy = st.y && cols[dimAt[st.y]], cp = st.page && cols[dimAt[st.page]];
-    list.forEach(function (g) {
-      var key = (cp ? cp[g] : '') + '|' + (cy ? cy[g] : '') + '|' + (cx ? cx[g] : '');
-      (cells[key] = cells[key] || []).push(g);
-    });
+    function keyOf(g) { return (cp ? cp[g] : '') + '|' + (cy ? cy[g] : '') + '|' + (cx ? cx[g] : ''); }
+    list.forEach(function (g) { var key = keyOf(g); (cells[key] = cells[key] || []).push(g); });
+    // A cell past the first MAX_GRID jobs was run all the same.
+    if (all.length > list.length) all.forEach(function (g) { var key = keyOf(g); counts[key] = (counts[key] || 0) + 1; });
     function at(name, v) { return v === null ? '' : v === '' ? 0 : dims[dimAt[name]].values.indexOf(v) + 1; }
     var xs = axisValues(st.x, all), ys = axisValues(st.y, all), ps = axisValues(st.page, all);
     ps.forEach(function (pv) {
@@ -587,14 +587,16 @@
       ys.forEach(function (yv) {
         var tr = el('tr', null, el('th', { class: 'ylab', scope: 'row' }, yv === null ? el('span', { text: '' }) : axisLabel(yv)));
         xs.forEach(function (xv) {
-          var here = (cells[at(st.page, pv) + '|' + at(st.y, yv) + '|' + at(st.x, xv)] || []).map(row).filter(Boolean);
+          var key = at(st.page, pv) + '|' + at(st.y, yv) + '|' + at(st.x, xv);
+          var here = (cells[key] || []).map(row).filter(Boolean);
+          var hidden = here.length ? 0 : counts[key] || 0;
           var td = el('td', {
-            class: 'cell' + (here.length ? '' : ' notrun') + (here.length > 1 ? ' multi' : ''),
+            class: 'cell' + (here.length ? '' : hidden ? ' notshown' : ' notrun') + (here.length > 1 ? ' multi' : ''),
             'data-x': xv === null ? '' : xv, 'data-y': yv === null ? '' : yv,
             'data-page': pv === null ? null : pv,
             'data-job': here.map(function (j) { return j.id; }).join(' ')
           });
-          if (!here.length) td.textContent = 'not run';
+          if (!here.length) td.textContent = hidden ? hidden + (hidden === 1 ? ' job' : ' jobs') + ' not shown' : 'not run';
           var stack = el('div', { class: 'stack' });
           here.forEach(function (j) {
             gridOrder.push(j.g);
