@@ -1,7 +1,7 @@
 //! `comfy-batch bench report`: the HTML report of a synthetic run of
 //! `--jobs` simulator-like images (64 px PNGs, one per job), cold (every
-//! thumbnail made) and again with nothing changed; the page's size; and a
-//! 10 × 10 grid of 512 px images.
+//! thumbnail made) and again with nothing changed; the sizes of the page and
+//! of its data; and a 10 × 10 grid of 512 px images.
 
 use std::path::Path;
 use std::time::Instant;
@@ -91,7 +91,19 @@ pub fn execute(args: BenchReportArgs) -> Result<Exit, CliError> {
         "unchanged:      {warm_s:.3} s ({} thumbnails made, page rewritten: {})",
         warm.thumbs_made, warm.written
     );
+    // The page's data beside it (report/data/<id>/: columns and chunks).
+    let (mut data, mut files) = (0u64, 0usize);
+    for folder in std::fs::read_dir(cold.index.with_file_name("data")).map_err(io)? {
+        for f in std::fs::read_dir(folder.map_err(io)?.path()).map_err(io)? {
+            data += f.map_err(io)?.metadata().map_err(io)?.len();
+            files += 1;
+        }
+    }
     println!("page:           {:.2} MB", size as f64 / 1e6);
+    println!(
+        "page's data:    {:.2} MB in {files} files",
+        data as f64 / 1e6
+    );
 
     // The grid: N × N distinct 512 px images with detail (a gradient and a
     // pattern), so decoding and encoding are not trivially cheap.

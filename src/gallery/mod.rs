@@ -1,12 +1,13 @@
 //! The HTML report of a run: `runs.csv` + the output folder →
-//! `report/index.html` (one self-contained page: gallery and X/Y grid
-//! views, data embedded, no network) and `report/thumbs/`.
+//! `report/index.html` (gallery and X/Y grid views, no network),
+//! `report/data/` (the run's data, in chunks the page loads as it needs
+//! them) and `report/thumbs/`.
 //!
 //! It reads a folder, finished or still being written, and nothing else:
 //! it must not know the network, the scheduler or the manifest. The page is
 //! rendered by a template engine with auto-escaping; the run's data goes in
-//! as JSON inside a `<script type="application/json">` element with `<`,
-//! `>` and `&` escaped, and the page's script only ever sets text (never
+//! as JSON inside `<script>` files and one `<script type="application/json">`
+//! element, with `<`, `>` and `&` escaped, and the page's script only ever sets text (never
 //! HTML) from it, so a prompt such as `</script><img onerror=…>` stays text.
 
 pub mod folder;
@@ -142,15 +143,20 @@ pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummar
         }
     }
     let grids = load_grids(root);
-    let html = page::render(&run, &grids, &has_thumb, options)?;
     let index = report.join("index.html");
-    let same = std::fs::read(&index).is_ok_and(|old| old == html.as_bytes());
+    let old = std::fs::read(&index).ok();
+    let files = page::write_data(&report, &run, &has_thumb)?;
+    let html = page::render(&run, &grids, options, &files)?;
+    let same = old.as_deref() == Some(html.as_bytes());
     if !same {
         thumbs::write_atomic(&index, html.as_bytes()).map_err(|source| GalleryError::Write {
             path: index.clone(),
             source,
         })?;
     }
+    // Only once the page points at the new data: an open page keeps the
+    // folder it loads from until the next report.
+    page::prune_data(&report, &files.id, old.as_deref());
     Ok(ReportSummary {
         index,
         jobs: run.jobs.len(),

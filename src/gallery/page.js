@@ -1,33 +1,144 @@
 // comfy-batch report: gallery and X/Y grid views of one run. Plain DOM, no
-// framework. Data comes from the JSON element; every value from it is set as
-// text (textContent, attributes), never parsed as HTML. The view lives in
-// the URL fragment, e.g. #view=grid&x=cfg&y=prompt&page=sampler&s.seed=*.
+// framework. The page holds a few facts (run-data); the run's data is in
+// data/<id>/: index.js (statuses and each indexed parameter as a column, one
+// value per job) and NNNN.js (the rows of CHUNK jobs each), loaded through
+// <script> elements as a view needs them. Filters, counts and the grid's
+// cells read the columns; cards, cells and the viewer the rows of what is on
+// screen; search reads every chunk, one after another, and says so. Every
+// value is set as text (textContent, attributes), never parsed as HTML. The
+// view lives in the URL fragment, e.g. #view=grid&x=cfg&y=prompt&s.seed=*.
 (function () {
   'use strict';
-  var D = JSON.parse(document.getElementById('run-data').textContent);
-  var dims = D.dims;
-  var dimAt = {};
-  dims.forEach(function (d, i) { dimAt[d.name] = i; });
-  var jobs = D.jobs.map(function (a, i) {
-    return {
-      i: i, id: a[0], label: a[1], status: a[2], vals: a[3], queue_s: a[4], run_s: a[5],
-      files: a[6].map(function (f) { return { rel: f[0], kind: f[1], thumb: f[2], present: !!f[3] }; }),
-      error: a[7], text: a[8], attempts: a[9], finished: a[10], server: a[11], workflow: a[12]
-    };
-  });
-  var byId = {};
-  jobs.forEach(function (j) { byId[j.id] = j; });
-  var varying = dims.filter(function (d) { return d.values.length > 1; }).map(function (d) { return d.name; });
-  var shownDims = dims.filter(function (d) { return d.values.length > 0; }).map(function (d) { return d.name; });
-  var CHUNK = 240;
+  var M = JSON.parse(document.getElementById('run-data').textContent);
   var MAX_LABEL = 80;
+  var KEEP = 48; // chunks kept in memory (48,000 rows at most)
+  var PARALLEL = 4; // chunk files loaded at once
+  var MAX_GRID = 3000; // jobs a grid shows at most
 
+  // ---- data ----------------------------------------------------------------
+  var X = null; // index.js
+  var dims = [], dimAt = {}, cols = [], statusCol = null, N = 0, CHUNK = 1000;
+  var chunks = {}, lru = [], waiters = {}, pending = [], loading = 0, broken = null;
+  var byId = {}; // job id → position, for the chunks seen so far
+  var pinned = {}; // chunks of the cards on screen
+  var busy = 0; // loads and scans a view still waits for
+  function script(src, ok, bad) {
+    var s = document.createElement('script');
+    s.src = M.data + src;
+    s.onload = function () { s.remove(); ok(); };
+    s.onerror = function () { s.remove(); bad(); };
+    document.head.appendChild(s);
+  }
+  function decode(b64, width) {
+    var bin = atob(b64), n = bin.length / width;
+    var out = width === 2 ? new Uint16Array(n) : new Uint8Array(n);
+    for (var i = 0; i < n; i++) {
+      out[i] = width === 2 ? bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8) : bin.charCodeAt(i);
+    }
+    return out;
+  }
+  window.comfyBatchReport = {
+    index: function (x) { X = x; },
+    chunk: function (k, rows) {
+      chunks[k] = rows.map(function (a, i) {
+        var g = k * CHUNK + i;
+        byId[a[0]] = g;
+        return {
+          g: g, id: a[0], label: a[1], status: a[2], wide: a[3], queue_s: a[4], run_s: a[5],
+          files: a[6].map(function (f) { return { rel: f[0], kind: f[1], thumb: f[2], present: !!f[3] }; }),
+          error: a[7], text: a[8], attempts: a[9], finished: a[10], server: a[11], workflow: a[12]
+        };
+      });
+      lru.push(k);
+    }
+  };
+  function gone() {
+    broken = 'The data of this page (' + M.data + ') could not be read: the report was rewritten since. Reload the page.';
+    note();
+  }
+  function pump() {
+    while (loading < PARALLEL && pending.length) {
+      var k = pending.shift();
+      loading++;
+      script(String(k).padStart(4, '0') + '.js', done.bind(null, k), function () { loading--; gone(); });
+    }
+  }
+  function done(k) {
+    loading--;
+    // The least recently loaded go first, but never one a caller waits on.
+    var spare = lru.length - KEEP;
+    for (var i = 0; i < lru.length && spare > 0; i++) {
+      var old = lru[i];
+      if (waiters[old] || pinned[old]) continue;
+      delete chunks[old]; lru.splice(i--, 1); spare--;
+    }
+    var ws = waiters[k] || [];
+    delete waiters[k];
+    ws.forEach(function (w) { w(); });
+    pump();
+  }
+  // Calls back once chunk k is loaded (at once when it is).
+  function need(k, then) {
+    if (chunks[k]) { then(); return; }
+    if (waiters[k]) { waiters[k].push(then); return; }
+    waiters[k] = [then];
+    pending.push(k);
+    pump();
+  }
+  // Loads chunks ks (in order), calling each(k) as each arrives and end()
+  // after the last; a newer call for the same purpose cancels the older.
+  var runs = {};
+  function scan(purpose, ks, each, end) {
+    var before = runs[purpose];
+    if (before && !before.over) { before.over = true; busy--; }
+    var run = { over: false };
+    runs[purpose] = run;
+    var left = ks.length;
+    if (!left) { run.over = true; end(); ready(); return; }
+    busy++;
+    document.body.removeAttribute('data-ready');
+    ks.forEach(function (k) {
+      need(k, function () {
+        if (run.over) return;
+        each(k);
+        if (run.over) return; // each ended it
+        if (--left === 0) { run.over = true; busy--; end(); ready(); }
+      });
+    });
+  }
+  function row(g) { var c = chunks[Math.floor(g / CHUNK)]; return c ? c[g % CHUNK] : null; }
+  function chunksOf(list, from, to) {
+    var ks = [], seen = {};
+    for (var i = from; i < to && i < list.length; i++) {
+      var k = Math.floor(list[i] / CHUNK);
+      if (!seen[k]) { seen[k] = true; ks.push(k); }
+    }
+    return ks;
+  }
+  function statusOf(g) { return X.statuses[statusCol[g]] || ''; }
+  // The value of parameter di for job g ('' when unset): from its column,
+  // else from its row (loaded by then).
+  function valueAt(g, di) {
+    var c = cols[di];
+    if (c) { var k = c[g]; return k ? dims[di].values[k - 1] : ''; }
+    var j = row(g);
+    return j ? (j.wide[di] || '') : '';
+  }
   function val(job, name) {
     var di = dimAt[name];
-    if (di === undefined) return '';
-    var k = job.vals[di];
-    return k < 0 ? '' : dims[di].values[k];
+    return di === undefined ? '' : valueAt(job.g, di);
   }
+  var progress = '';
+  function note() {
+    var n = document.getElementById('loading');
+    n.textContent = broken || progress;
+    n.hidden = !(broken || progress);
+  }
+  function ready() {
+    // Not before the index is read: a resize while it loads paints nothing.
+    if (X && !busy) document.body.setAttribute('data-ready', '1');
+  }
+
   function el(tag, attrs) {
     var e = document.createElement(tag);
     if (attrs) {
@@ -81,25 +192,15 @@
     var h = writeState(state);
     if (push) history.pushState(null, '', h); else history.replaceState(null, '', h);
     render();
+    ready();
   }
   window.addEventListener('hashchange', function () { state = readState(); render(); });
   window.addEventListener('popstate', function () { state = readState(); render(); });
 
-  // ---- header ------------------------------------------------------------
-  (function counts() {
-    var c = {};
-    jobs.forEach(function (j) { c[j.status] = (c[j.status] || 0) + 1; });
-    var box = document.getElementById('counts');
-    box.textContent = jobs.length + (jobs.length === 1 ? ' job' : ' jobs');
-    Object.keys(c).sort().forEach(function (s) {
-      box.appendChild(document.createTextNode(' · '));
-      box.appendChild(el('span', { class: 'n-' + s, text: c[s] + ' ' + s }));
-    });
-  })();
-  if (D.live) {
+  if (M.live) {
     var lt = document.getElementById('live-text');
-    lt.textContent = 'Run in progress: ' + D.live.done + ' of ' + D.live.total + ' jobs ended' +
-      (D.live.at ? ' (as of ' + D.live.at + ' UTC)' : '') + '.';
+    lt.textContent = 'Run in progress: ' + M.live.done + ' of ' + M.live.total + ' jobs ended' +
+      (M.live.at ? ' (as of ' + M.live.at + ' UTC)' : '') + '.';
     var ar = document.getElementById('autoreload');
     ar.checked = state.reload === '1';
     ar.addEventListener('change', function () { setState({ reload: ar.checked ? '1' : undefined }); });
@@ -118,6 +219,7 @@
     return el('label', null, label, s);
   }
   function valueOptions(name) {
+    // Only indexed parameters are offered (see filterable).
     return dims[dimAt[name]].values.map(function (v) { return [v, clip(v, 60)]; });
   }
   function media(job, file, big) {
@@ -163,46 +265,107 @@
   }
 
   // ---- gallery -------------------------------------------------------------
+  // The jobs shown, as positions; cards are made only for the rows on screen.
   var galleryList = [];
-  var galleryShown = 0;
-  function galleryJobs() {
-    var q = (state.q || '').toLowerCase();
-    var list = jobs.filter(function (j) {
-      if (state.status && j.status !== state.status) return false;
-      for (var k in state) {
-        if (k.slice(0, 2) === 'f.' && dimAt[k.slice(2)] !== undefined && val(j, k.slice(2)) !== state[k]) return false;
-      }
-      if (q) {
-        var hay = (val(j, 'prompt') + ' ' + val(j, 'positive') + ' ' + val(j, 'negative') + ' ' + j.label + ' ' + j.id + ' ' + j.error + ' ' + j.text).toLowerCase();
-        if (hay.indexOf(q) < 0) {
-          var any = shownDims.some(function (n) { return val(j, n).toLowerCase().indexOf(q) >= 0; });
-          if (!any) return false;
-        }
-      }
-      return true;
-    });
-    var key = state.sort || '';
-    if (key) {
-      var num = function (s) { var f = parseFloat(s); return isNaN(f) ? null : f; };
-      var get = {
-        status: function (j) { return j.status; }, run_s: function (j) { return num(j.run_s); },
-        queue_s: function (j) { return num(j.queue_s); }, job: function (j) { return j.label; },
-        finished: function (j) { return j.finished; }
-      }[key] || (dimAt[key] !== undefined ? function (j) {
-        var k = j.vals[dimAt[key]]; return k < 0 ? null : k; // dimension values are in display order
-      } : null);
-      if (get) {
-        list = list.slice().sort(function (a, b) {
-          var x = get(a), y = get(b);
-          if (x === y) return a.i - b.i;
-          if (x === null || x === '') return 1;
-          if (y === null || y === '') return -1;
-          return x < y ? -1 : 1;
-        });
-        if (state.desc === '1') list.reverse();
-      }
+  var CARD_W = 220, GAP = 12, LINE = 19;
+  function columnTest() {
+    // Filters the columns answer; the rest (search, unindexed
+    // parameters) need the rows.
+    var tests = [];
+    if (state.status) {
+      var si = X.statuses.indexOf(state.status);
+      tests.push(function (g) { return statusCol[g] === si; });
     }
-    return list;
+    var rowTests = [];
+    Object.keys(state).forEach(function (k) {
+      if (k.slice(0, 2) !== 'f.' || dimAt[k.slice(2)] === undefined) return;
+      var di = dimAt[k.slice(2)], want = state[k];
+      if (cols[di]) {
+        var vi = dims[di].values.indexOf(want) + 1;
+        tests.push(function (g) { return vi > 0 && cols[di][g] === vi; });
+      } else {
+        rowTests.push(function (j) { return (j.wide[di] || '') === want; });
+      }
+    });
+    var q = (state.q || '').toLowerCase();
+    if (q) {
+      rowTests.push(function (j) {
+        var hay = (val(j, 'prompt') + ' ' + val(j, 'positive') + ' ' + val(j, 'negative') + ' ' + j.label + ' ' + j.id + ' ' + j.error + ' ' + j.text).toLowerCase();
+        if (hay.indexOf(q) >= 0) return true;
+        return shownDims.some(function (n) { return val(j, n).toLowerCase().indexOf(q) >= 0; });
+      });
+    }
+    return { cols: tests, rows: rowTests };
+  }
+  function sortKey(key) {
+    var num = function (s) { var f = parseFloat(s); return isNaN(f) ? null : f; };
+    if (key === 'status') return { col: function (g) { return statusOf(g); } };
+    if (dimAt[key] !== undefined && cols[dimAt[key]]) {
+      var c = cols[dimAt[key]];
+      return { col: function (g) { return c[g] ? c[g] : null; } }; // values are in display order
+    }
+    var get = {
+      run_s: function (j) { return num(j.run_s); }, queue_s: function (j) { return num(j.queue_s); },
+      job: function (j) { return j.label; }, finished: function (j) { return j.finished; }
+    }[key] || (dimAt[key] !== undefined ? function (j) { return j.wide[dimAt[key]] || null; } : null);
+    return get ? { row: get } : null;
+  }
+  function ordered(list, keys) {
+    var idx = [];
+    for (var i = 0; i < list.length; i++) idx.push(i);
+    idx.sort(function (a, b) {
+      var x = keys[a], y = keys[b];
+      if (x === y) return list[a] - list[b];
+      if (x === null || x === '') return 1;
+      if (y === null || y === '') return -1;
+      return x < y ? -1 : 1;
+    });
+    var out = idx.map(function (i) { return list[i]; });
+    if (state.desc === '1') out.reverse();
+    return out;
+  }
+  function galleryJobs(show) {
+    var t = columnTest();
+    var list = [];
+    for (var g = 0; g < N; g++) {
+      var ok = true;
+      for (var i = 0; i < t.cols.length && ok; i++) ok = t.cols[i](g);
+      if (ok) list.push(g);
+    }
+    var sort = state.sort ? sortKey(state.sort) : null;
+    if (!t.rows.length && !(sort && sort.row)) {
+      if (sort) list = ordered(list, list.map(sort.col));
+      show(list, true);
+      return;
+    }
+    // Read the rows of every chunk that holds a candidate, in order,
+    // keeping the matches (and their sort keys) as positions.
+    var ks = chunksOf(list, 0, list.length), per = {}, keys = {}, seen = 0;
+    var cand = {};
+    list.forEach(function (g) { var k = Math.floor(g / CHUNK); (cand[k] = cand[k] || []).push(g); });
+    function collect() {
+      var out = [], ko = [];
+      ks.forEach(function (k) { (per[k] || []).forEach(function (g, i) { out.push(g); ko.push(keys[k][i]); }); });
+      return sort ? ordered(out, ko) : out;
+    }
+    var last = 0;
+    scan('gallery', ks, function (k) {
+      per[k] = []; keys[k] = [];
+      cand[k].forEach(function (g) {
+        var j = row(g);
+        if (!j || !t.rows.every(function (f) { return f(j); })) return;
+        per[k].push(g);
+        keys[k].push(sort ? (sort.row ? sort.row(j) : sort.col(g)) : null);
+      });
+      seen++;
+      progress = (state.q ? 'Searching' : 'Reading') + ' all jobs: ' + seen + ' of ' + ks.length + ' data files read…';
+      note();
+      var now = Date.now();
+      if (now - last > 300) { last = now; show(collect(), false); }
+    }, function () {
+      progress = ''; note();
+      show(collect(), true);
+    });
   }
   function card(job) {
     var files = preview(job);
@@ -224,29 +387,59 @@
     if (job.run_s) t.push('ran ' + job.run_s + ' s');
     if (t.length) meta.appendChild(el('div', { class: 'kv', text: t.join(' · ') }));
     var c = el('div', { class: 'card', tabindex: '0', 'data-job': job.id, 'data-status': job.status }, m, meta);
-    c.addEventListener('click', function () { openViewer(job.id, galleryList); });
-    c.addEventListener('keydown', function (e) { if (e.key === 'Enter') openViewer(job.id, galleryList); });
+    c.addEventListener('click', function () { openViewer(job.g, galleryList); });
+    c.addEventListener('keydown', function (e) { if (e.key === 'Enter') openViewer(job.g, galleryList); });
     return c;
   }
-  function moreCards() {
+  // The rows of cards on screen, and two screens' worth around them.
+  var painted = '';
+  function paint(force) {
     var box = document.getElementById('gallery');
-    var end = Math.min(galleryShown + CHUNK, galleryList.length);
-    var frag = document.createDocumentFragment();
-    for (var i = galleryShown; i < end; i++) frag.appendChild(card(galleryList[i]));
-    box.appendChild(frag);
-    galleryShown = end;
+    var cards = document.getElementById('cards');
+    if (!X || document.getElementById('gallery-view').hidden) return;
+    var width = Math.max(CARD_W, box.clientWidth - 2 * 16);
+    var per = Math.max(1, Math.floor((width + GAP) / (CARD_W + GAP)));
+    var cardW = (width - (per - 1) * GAP) / per;
+    var lines = 1 + varying.length + (varying.indexOf('seed') < 0 ? 1 : 0) + 1;
+    var cardH = Math.ceil(cardW + lines * LINE + 18);
+    var rows = Math.ceil(galleryList.length / per);
+    box.style.height = (rows * (cardH + GAP) + 2 * 16) + 'px';
+    var top = -box.getBoundingClientRect().top, h = window.innerHeight || 800;
+    var first = Math.max(0, Math.floor((top - 2 * h) / (cardH + GAP)));
+    var last = Math.min(rows, Math.ceil((top + 3 * h) / (cardH + GAP)));
+    var from = first * per, to = Math.min(galleryList.length, last * per);
+    var key = from + ':' + to + ':' + per + ':' + cardH;
+    if (!force && key === painted) return;
+    painted = key;
+    cards.style.top = (16 + first * (cardH + GAP)) + 'px';
+    cards.style.gridTemplateColumns = 'repeat(' + per + ', 1fr)';
+    cards.style.gridAutoRows = cardH + 'px';
+    var list = galleryList;
+    var ks = chunksOf(list, from, to);
+    pinned = {};
+    ks.forEach(function (k) { pinned[k] = true; });
+    scan('paint', ks, function () {}, function () {
+      if (list !== galleryList) return;
+      var frag = document.createDocumentFragment();
+      for (var i = from; i < to; i++) { var j = row(list[i]); if (j) frag.appendChild(card(j)); }
+      cards.textContent = '';
+      cards.appendChild(frag);
+    });
   }
-  var moreObserver = 'IntersectionObserver' in window ? new IntersectionObserver(function (entries) {
-    if (entries.some(function (e) { return e.isIntersecting; }) && galleryShown < galleryList.length) moreCards();
-  }, { rootMargin: '800px' }) : null;
+  var paintQueued = false;
+  function paintSoon() {
+    if (paintQueued) return;
+    paintQueued = true;
+    requestAnimationFrame(function () { paintQueued = false; paint(false); });
+  }
+  window.addEventListener('scroll', paintSoon, { passive: true });
+  window.addEventListener('resize', paintSoon);
   function renderGallery() {
     var ctl = document.getElementById('gallery-controls');
     ctl.textContent = '';
-    var statuses = [];
-    jobs.forEach(function (j) { if (statuses.indexOf(j.status) < 0) statuses.push(j.status); });
-    ctl.appendChild(select('status', [['', 'all']].concat(statuses.map(function (s) { return [s, s]; })), state.status || '',
+    ctl.appendChild(select('status', [['', 'all']].concat(X.statuses.map(function (s) { return [s, s]; })), state.status || '',
       function (v) { setState({ status: v || undefined }); }, { id: 'f-status' }));
-    varying.forEach(function (n) {
+    filterable.forEach(function (n) {
       ctl.appendChild(select(n, [['', 'all']].concat(valueOptions(n)), state['f.' + n] || '', function (v) {
         var p = {}; p['f.' + n] = v || undefined; setState(p);
       }, { 'data-filter': n }));
@@ -255,7 +448,7 @@
     var timer = null;
     search.addEventListener('input', function () {
       clearTimeout(timer);
-      timer = setTimeout(function () { setState({ q: search.value || undefined }); document.getElementById('q').focus(); }, 200);
+      timer = setTimeout(function () { setState({ q: search.value || undefined }); document.getElementById('q').focus(); }, 300);
     });
     ctl.appendChild(el('label', null, 'search', search));
     var sorts = [['', 'log order'], ['status', 'status'], ['job', 'job']].concat(
@@ -264,29 +457,29 @@
     var dir = el('button', { id: 'sort-dir', title: 'reverse the order', text: state.desc === '1' ? '↓ descending' : '↑ ascending' });
     dir.addEventListener('click', function () { setState({ desc: state.desc === '1' ? undefined : '1' }); });
     ctl.appendChild(dir);
-    galleryList = galleryJobs();
-    ctl.appendChild(el('span', { class: 'shown', id: 'shown', text: galleryList.length + ' of ' + jobs.length + ' shown' }));
-    var box = document.getElementById('gallery');
-    box.textContent = '';
-    galleryShown = 0;
+    var shown = el('span', { class: 'shown', id: 'shown', text: '' });
+    ctl.appendChild(shown);
     var empty = document.getElementById('gallery-empty');
-    empty.hidden = galleryList.length > 0;
-    empty.textContent = jobs.length ? 'No job matches these filters.' : 'No job has ended yet: runs.csv has no rows.';
-    moreCards();
-    if (moreObserver) { moreObserver.disconnect(); moreObserver.observe(document.getElementById('more')); }
+    galleryJobs(function (list, final) {
+      galleryList = list;
+      shown.textContent = list.length + ' of ' + N + ' shown' + (final ? '' : ' so far');
+      empty.hidden = !final || list.length > 0;
+      empty.textContent = N ? 'No job matches these filters.' : 'No job has ended yet: runs.csv has no rows.';
+      paint(true);
+    });
   }
 
   // ---- grid ----------------------------------------------------------------
   function gridDefaults() {
-    var g = (D.grids || [])[0];
+    var g = (M.grids || [])[0];
     var out = {};
-    if (g && dimAt[g.x] !== undefined) {
+    if (g && filterable.indexOf(g.x) >= 0) {
       out.x = g.x; out.y = g.y || ''; out.page = g.page || '';
       Object.keys(g.where || {}).forEach(function (k) { out['s.' + k] = g.where[k]; });
       if (g.group) out['s.group'] = g.group;
       return out;
     }
-    var ranked = varying.slice().sort(function (a, b) {
+    var ranked = filterable.slice().sort(function (a, b) {
       return dims[dimAt[b]].values.length - dims[dimAt[a]].values.length || dimAt[a] - dimAt[b];
     });
     out.x = ranked[0] || ''; out.y = ranked[1] || ''; out.page = '';
@@ -301,8 +494,8 @@
       size: Math.max(48, Math.min(640, parseInt(state.size, 10) || 160)),
       sel: {}
     };
-    ['x', 'y', 'page'].forEach(function (k) { if (st[k] && dimAt[st[k]] === undefined) st[k] = ''; });
-    var selectable = varying.filter(function (n) { return n !== st.x && n !== st.y && n !== st.page; });
+    ['x', 'y', 'page'].forEach(function (k) { if (st[k] && filterable.indexOf(st[k]) < 0) st[k] = ''; });
+    var selectable = filterable.filter(function (n) { return n !== st.x && n !== st.y && n !== st.page; });
     selectable.forEach(function (n) {
       var v = state['s.' + n];
       if (v === undefined && state.x === undefined) v = def['s.' + n];
@@ -316,10 +509,10 @@
   function axisValues(name, list) {
     // The values the selected jobs have, in the dimension's order.
     if (!name) return [null];
-    var have = {};
-    list.forEach(function (j) { have[val(j, name)] = true; });
-    var vs = dims[dimAt[name]].values.filter(function (v) { return have[v]; });
-    if (have['']) vs.push('');
+    var di = dimAt[name], c = cols[di], have = {};
+    list.forEach(function (g) { have[c[g]] = true; });
+    var vs = dims[di].values.filter(function (v, i) { return have[i + 1]; });
+    if (have[0]) vs.push('');
     return vs.length ? vs : [null];
   }
   function axisLabel(v) {
@@ -331,7 +524,7 @@
     var st = gridState();
     var ctl = document.getElementById('grid-controls');
     ctl.textContent = '';
-    var axisOpts = [['', '(none)']].concat(varying.map(function (n) { return [n, n]; }));
+    var axisOpts = [['', '(none)']].concat(filterable.map(function (n) { return [n, n]; }));
     ctl.appendChild(select('X', axisOpts, st.x, function (v) { setState(fixAxes({ x: v })); }, { id: 'axis-x' }));
     ctl.appendChild(select('Y', axisOpts, st.y, function (v) { setState(fixAxes({ y: v })); }, { id: 'axis-y' }));
     ctl.appendChild(select('page', axisOpts, st.page, function (v) { setState(fixAxes({ page: v })); }, { id: 'axis-page' }));
@@ -354,45 +547,63 @@
       return Object.assign(out, p);
     }
 
-    var list = jobs.filter(function (j) {
-      // A job without the parameter (another group's) is not constrained by it.
-      return st.selectable.every(function (n) { var v = val(j, n); return st.sel[n] === '*' || v === st.sel[n] || v === ''; });
+    // The selectors read the columns: a job without the parameter
+    // (another group's) is not constrained by it.
+    var tests = st.selectable.filter(function (n) { return st.sel[n] !== '*'; }).map(function (n) {
+      var c = cols[dimAt[n]], vi = dims[dimAt[n]].values.indexOf(st.sel[n]) + 1;
+      return function (g) { return c[g] === vi || c[g] === 0; };
     });
+    var list = [];
+    for (var g = 0; g < N; g++) {
+      if (tests.every(function (t) { return t(g); })) list.push(g);
+    }
     var box = document.getElementById('grid');
     box.textContent = '';
     gridOrder = [];
     var empty = document.getElementById('grid-empty');
-    empty.hidden = jobs.length > 0;
-    empty.textContent = 'No job has ended yet: runs.csv has no rows.';
-    if (!jobs.length) return;
-    var cells = {};
-    list.forEach(function (j) {
-      var key = JSON.stringify([st.page ? val(j, st.page) : null, st.y ? val(j, st.y) : null, st.x ? val(j, st.x) : null]);
-      (cells[key] = cells[key] || []).push(j);
-    });
-    var xs = axisValues(st.x, list), ys = axisValues(st.y, list), ps = axisValues(st.page, list);
+    empty.hidden = N > 0 && list.length <= MAX_GRID;
+    empty.textContent = N ? 'This grid holds ' + list.length + ' jobs: the first ' + MAX_GRID + ' are shown; pick values above to see the others.'
+      : 'No job has ended yet: runs.csv has no rows.';
+    if (!N) return;
+    var all = list;
+    if (list.length > MAX_GRID) list = list.slice(0, MAX_GRID);
+    var ks = chunksOf(list, 0, list.length);
+    ks.forEach(function (k) { pinned[k] = true; });
+    scan('grid', ks, function () {}, function () { table(st, all, list, box); });
+  }
+  function table(st, all, list, box) {
+    var cells = {}, counts = {};
+    var cx = st.x && cols[dimAt[st.x]], cy = st.y && cols[dimAt[st.y]], cp = st.page && cols[dimAt[st.page]];
+    function keyOf(g) { return (cp ? cp[g] : '') + '|' + (cy ? cy[g] : '') + '|' + (cx ? cx[g] : ''); }
+    list.forEach(function (g) { var key = keyOf(g); (cells[key] = cells[key] || []).push(g); });
+    // A cell past the first MAX_GRID jobs was run all the same.
+    if (all.length > list.length) all.forEach(function (g) { var key = keyOf(g); counts[key] = (counts[key] || 0) + 1; });
+    function at(name, v) { return v === null ? '' : v === '' ? 0 : dims[dimAt[name]].values.indexOf(v) + 1; }
+    var xs = axisValues(st.x, all), ys = axisValues(st.y, all), ps = axisValues(st.page, all);
     ps.forEach(function (pv) {
       var sec = el('section', { class: 'grid-page', 'data-page': pv === null ? null : pv });
       if (pv !== null) sec.appendChild(el('h2', { title: pv, text: st.page + ' = ' + clip(pv, 200) }));
-      var table = el('table', { class: 'grid' });
+      var tbl = el('table', { class: 'grid' });
       var head = el('tr', null, el('th', { class: 'corner', text: (st.y || '') + (st.y && st.x ? ' \\ ' : '') + (st.x || '') }));
       xs.forEach(function (xv) { head.appendChild(el('th', { scope: 'col' }, xv === null ? el('span', { text: '' }) : axisLabel(xv))); });
-      table.appendChild(el('thead', null, head));
+      tbl.appendChild(el('thead', null, head));
       var body = el('tbody');
       ys.forEach(function (yv) {
         var tr = el('tr', null, el('th', { class: 'ylab', scope: 'row' }, yv === null ? el('span', { text: '' }) : axisLabel(yv)));
         xs.forEach(function (xv) {
-          var here = cells[JSON.stringify([pv, yv, xv])] || [];
+          var key = at(st.page, pv) + '|' + at(st.y, yv) + '|' + at(st.x, xv);
+          var here = (cells[key] || []).map(row).filter(Boolean);
+          var hidden = here.length ? 0 : counts[key] || 0;
           var td = el('td', {
-            class: 'cell' + (here.length ? '' : ' notrun') + (here.length > 1 ? ' multi' : ''),
+            class: 'cell' + (here.length ? '' : hidden ? ' notshown' : ' notrun') + (here.length > 1 ? ' multi' : ''),
             'data-x': xv === null ? '' : xv, 'data-y': yv === null ? '' : yv,
             'data-page': pv === null ? null : pv,
             'data-job': here.map(function (j) { return j.id; }).join(' ')
           });
-          if (!here.length) td.textContent = 'not run';
+          if (!here.length) td.textContent = hidden ? hidden + (hidden === 1 ? ' job' : ' jobs') + ' not shown' : 'not run';
           var stack = el('div', { class: 'stack' });
           here.forEach(function (j) {
-            gridOrder.push(j);
+            gridOrder.push(j.g);
             var item;
             if (isBad(j.status)) {
               item = el('div', { class: 'item failed', title: j.error, 'data-item': j.id },
@@ -401,7 +612,7 @@
               item = el('div', { class: 'item', title: j.label, 'data-item': j.id });
               preview(j).slice(0, 1).forEach(function (m) { item.appendChild(m); });
             }
-            item.addEventListener('click', function () { openViewer(j.id, gridOrder); });
+            item.addEventListener('click', function () { openViewer(j.g, gridOrder); });
             stack.appendChild(item);
           });
           if (here.length) td.appendChild(stack);
@@ -409,25 +620,25 @@
         });
         body.appendChild(tr);
       });
-      table.appendChild(body);
-      sec.appendChild(table);
+      tbl.appendChild(body);
+      sec.appendChild(tbl);
       box.appendChild(sec);
     });
   }
 
   // ---- viewer --------------------------------------------------------------
   var viewerList = [];
-  function openViewer(id, list) {
+  function openViewer(g, list) {
     viewerList = list.slice();
-    setState({ job: id }, true);
+    setState({ job: row(g).id }, true);
   }
   function closeViewer() { setState({ job: undefined }); }
   function step(d) {
     var list = viewerList.length ? viewerList : (state.view === 'grid' ? gridOrder : galleryList);
-    var i = list.findIndex(function (j) { return j.id === state.job; });
+    var i = list.indexOf(byId[state.job]);
     if (i < 0 || !list.length) return;
-    var next = list[(i + d + list.length) % list.length];
-    setState({ job: next.id });
+    var g = list[(i + d + list.length) % list.length];
+    need(Math.floor(g / CHUNK), function () { setState({ job: row(g).id }); });
   }
   function copyText(text, button) {
     function done() { button.textContent = 'copied'; setTimeout(function () { button.textContent = 'copy'; }, 1500); }
@@ -444,8 +655,21 @@
   }
   function renderViewer() {
     var v = document.getElementById('viewer');
-    var job = state.job && byId[state.job];
-    if (!job) { v.hidden = true; return; }
+    if (!state.job) { v.hidden = true; return; }
+    var job = byId[state.job] !== undefined ? row(byId[state.job]) : null;
+    if (!job) {
+      // A job opened from the URL: read the chunks until it is found.
+      var want = state.job, ks = [];
+      for (var k = 0; k * CHUNK < N; k++) ks.push(k);
+      if (byId[want] === undefined) {
+        scan('viewer', ks.filter(function (k) { return !chunks[k]; }), function () {
+          if (byId[want] !== undefined) { runs.viewer.over = true; busy--; renderViewer(); ready(); }
+        }, function () { v.hidden = true; });
+      } else {
+        need(Math.floor(byId[want] / CHUNK), renderViewer);
+      }
+      return;
+    }
     v.hidden = false;
     document.getElementById('viewer-title').textContent = (job.label || job.id) + ' · ' + job.status;
     var body = document.getElementById('viewer-body');
@@ -456,23 +680,23 @@
     if (!job.files.length && !job.text) left.appendChild(el('p', { class: 'note', text: job.status === 'ok' ? 'No outputs.' : 'No outputs: the job ended ' + job.status + '.' }));
     var info = el('div', { class: 'viewer-info' });
     var table = el('table');
-    function row(k, vv) { if (vv !== '' && vv !== undefined && vv !== null) table.appendChild(el('tr', null, el('td', { text: k }), el('td', { text: String(vv) }))); }
-    row('job id', job.id);
-    row('job', job.label);
-    row('status', job.status);
-    shownDims.forEach(function (n) { row(n, val(job, n)); });
-    row('workflow', job.workflow);
-    row('server', job.server);
-    row('finished at', job.finished);
-    row('queue s', job.queue_s);
-    row('run s', job.run_s);
-    if (job.attempts > 1) row('attempts', job.attempts);
+    function line(k, vv) { if (vv !== '' && vv !== undefined && vv !== null) table.appendChild(el('tr', null, el('td', { text: k }), el('td', { text: String(vv) }))); }
+    line('job id', job.id);
+    line('job', job.label);
+    line('status', job.status);
+    shownDims.forEach(function (n) { line(n, val(job, n)); });
+    line('workflow', job.workflow);
+    line('server', job.server);
+    line('finished at', job.finished);
+    line('queue s', job.queue_s);
+    line('run s', job.run_s);
+    if (job.attempts > 1) line('attempts', job.attempts);
     info.appendChild(table);
     if (job.error) info.appendChild(el('pre', { class: 'error', text: job.error }));
     var links = el('p', { class: 'links' }, el('a', { href: '../prompts/' + encodeURIComponent(job.id) + '.json', text: 'prompt JSON' }));
     job.files.forEach(function (f) { if (f.kind !== 'unsafe' && f.kind !== 'unlinked') links.appendChild(el('a', { href: fileUrl(f.rel), download: f.kind === 'file', text: f.rel.split('/').pop() })); });
     info.appendChild(links);
-    var cmd = D.rerun + ' --job ' + shellQuote(job.id);
+    var cmd = M.rerun + ' --job ' + shellQuote(job.id);
     var btn = el('button', { id: 'copy-rerun', text: 'copy' });
     btn.addEventListener('click', function () { copyText(cmd, btn); });
     info.appendChild(el('div', { class: 'rerun' }, el('code', { id: 'rerun-line', text: cmd }), btn));
@@ -490,6 +714,7 @@
     else if (e.key === 'ArrowLeft' || e.key === 'ArrowUp') { step(-1); e.preventDefault(); }
   });
 
+
   // ---- render --------------------------------------------------------------
   var lastView = null, lastKey = null;
   function render() {
@@ -498,6 +723,7 @@
     document.getElementById('grid-view').hidden = view !== 'grid';
     document.getElementById('tab-gallery').className = view === 'gallery' ? 'active' : '';
     document.getElementById('tab-grid').className = view === 'grid' ? 'active' : '';
+    if (!X) return;
     // Opening or moving the viewer must not rebuild the page under it.
     var key = writeState(Object.assign({}, state, { job: undefined, reload: undefined }));
     if (view !== lastView || key !== lastKey) {
@@ -506,6 +732,33 @@
     }
     renderViewer();
   }
+  // The parameters: all shown on cards and in the viewer; those that vary
+  // and are indexed are filters and grid axes.
+  var varying = [], shownDims = [], filterable = [];
+  function start() {
+    N = X.jobs; CHUNK = X.chunk; dims = X.dims;
+    dims.forEach(function (d, i) {
+      dimAt[d.name] = i;
+      cols[i] = d.values ? decode(d.col, d.width) : null;
+      var count = d.values ? d.values.length : d.count;
+      if (count > 1) varying.push(d.name);
+      if (count > 0) shownDims.push(d.name);
+      if (d.values && count > 1) filterable.push(d.name);
+    });
+    statusCol = decode(X.status, X.width);
+    var c = {};
+    for (var g = 0; g < N; g++) c[statusCol[g]] = (c[statusCol[g]] || 0) + 1;
+    var box = document.getElementById('counts');
+    box.textContent = N + (N === 1 ? ' job' : ' jobs');
+    X.statuses.map(function (s, i) { return [s, c[i] || 0]; }).sort().forEach(function (sc) {
+      box.appendChild(document.createTextNode(' · '));
+      box.appendChild(el('span', { class: 'n-' + sc[0], text: sc[1] + ' ' + sc[0] }));
+    });
+    render();
+    ready();
+  }
   render();
-  document.body.setAttribute('data-ready', '1');
+  script('index.js', function () {
+    if (X) start(); else gone();
+  }, gone);
 })();

@@ -1,15 +1,30 @@
-//! The page: the run as compact JSON (dimension values by index, files with
-//! their thumbnails) embedded in one HTML document rendered by minijinja with
-//! auto-escaping. The script and style are the files beside this one,
-//! inlined: the page needs no server, no network and no build step.
+//! The page: `report/index.html`, rendered by minijinja with auto-escaping,
+//! stays a few kilobytes however many jobs a run has; the run's data goes
+//! into `report/data/<id>/` beside it, which the page's script loads through
+//! `<script>` elements (so `file://` works and the CSP stays a hash plus
+//! `'strict-dynamic'`):
+//!
+//! - `index.js`: the dimensions, and per job its status and the index of
+//!   each dimension's value, as base64 columns of one or two bytes a job:
+//!   filters, the grid's cells and the counts need no other file;
+//! - `NNNN.js`: [`CHUNK`] jobs each, the rows (id, label, files, error,
+//!   text…) a card, a cell or the viewer shows, loaded when one is shown.
+//!
+//! `<id>` is a digest of the data, so a page only ever loads its own
+//! report's files: a new report is written to a new folder, then the page
+//! pointing at it, and only then are older folders removed (the previous
+//! one kept, for a page still open on it). The script and style are the
+//! files beside this one, inlined: no server, no network, no build step.
 
-use std::collections::HashSet;
-use std::io::Read;
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write as _};
+use std::path::Path;
 
 use minijinja::{Environment, Value, context};
 use serde_json::{Value as Json, json};
+use sha2::Digest as _;
 
-use super::folder::{OutputKind, RunFolder};
+use super::folder::{Dimension, JobRecord, OutputKind, RunFolder};
 use super::{GalleryError, GridView, ReportOptions, thumbs};
 
 const TEMPLATE: &str = include_str!("page.html");
@@ -18,6 +33,19 @@ const STYLE: &str = include_str!("page.css");
 
 /// At most this much of a text output is embedded per job.
 const MAX_TEXT: u64 = 4096;
+
+/// Jobs per chunk file: about 150 KB of rows each, a card's worth of
+/// loading, and at most a thousand files for a million jobs.
+pub(crate) const CHUNK: usize = 1000;
+
+/// A dimension with more distinct values than this (or more bytes of them
+/// than [`MAX_INDEXED_BYTES`]) is not indexed: its values stay in the rows,
+/// it is searched but offers no filter or grid axis (a prompt per job).
+const MAX_INDEXED: usize = 65_535;
+const MAX_INDEXED_BYTES: usize = 8 << 20;
+
+/// The name of the `<meta>` that carries the data folder's id.
+const ID_META: &str = "comfy-batch-data";
 
 /// JSON safe inside a `<script>` element: `<`, `>`, `&` and the two JS
 /// line separators escaped (they only occur inside JSON strings, where
@@ -60,55 +88,16 @@ fn read_text(root: &std::path::Path, rel: &str) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// The page's data, serialized as it is read: a tree of 10,000 jobs' values
-/// would be most of a run's peak memory.
-#[derive(serde::Serialize)]
-struct PageData<'a> {
-    title: String,
-    rerun: String,
-    live: Option<Json>,
-    dims: Vec<Json>,
-    grids: Vec<Json>,
-    jobs: Jobs<'a>,
-}
-
-/// Every job as one array ([`JobRow`]), made while serializing.
-struct Jobs<'a> {
-    run: &'a RunFolder,
-    dims: Vec<crate::gallery::folder::Dimension>,
-    has_thumb: &'a HashSet<&'a str>,
-}
-
-impl serde::Serialize for Jobs<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let index: Vec<std::collections::HashMap<&str, usize>> = self
-            .dims
-            .iter()
-            .map(|d| {
-                d.values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (v.as_str(), i))
-                    .collect()
-            })
-            .collect();
-        let mut seq = serializer.serialize_seq(Some(self.run.jobs.len()))?;
-        for job in &self.run.jobs {
-            seq.serialize_element(&self.row(job, &index))?;
-        }
-        seq.end()
-    }
-}
-
-/// One job: id, label, status, dimension value indexes, queue and run
-/// seconds, files, error, text, attempts, finish time, server, workflow.
+/// One job's row in a chunk: id, label, status, the values of the
+/// dimensions that are not indexed (`null` for the indexed ones), queue
+/// and run seconds, files, error, text, attempts, finish time, server,
+/// workflow.
 #[derive(serde::Serialize)]
 struct JobRow<'a>(
     &'a str,
     &'a str,
     &'a str,
-    Vec<i64>,
+    Vec<Option<&'a str>>,
     &'a str,
     &'a str,
     Vec<FileRow<'a>>,
@@ -124,25 +113,176 @@ struct JobRow<'a>(
 #[derive(serde::Serialize)]
 struct FileRow<'a>(&'a str, &'static str, String, u8);
 
-impl<'a> Jobs<'a> {
-    fn row(
-        &self,
-        job: &'a crate::gallery::folder::JobRecord,
-        index: &[std::collections::HashMap<&str, usize>],
-    ) -> JobRow<'a> {
-        let run = self.run;
-        let values: Vec<i64> = self
-            .dims
+/// The report's data folder, once written.
+pub(crate) struct DataFiles {
+    /// Its name under `report/data/`: a digest of its files.
+    pub id: String,
+    /// Jobs in it.
+    pub jobs: usize,
+}
+
+/// Writes the data folder of `run` (see the module doc): row by row into
+/// chunk files in a temporary folder, renamed to its digest once whole.
+/// What it keeps per job is a few column indexes, never the rows.
+pub(crate) fn write_data(
+    report: &Path,
+    run: &RunFolder,
+    has_thumb: &HashSet<&str>,
+) -> Result<DataFiles, GalleryError> {
+    let data = report.join("data");
+    std::fs::create_dir_all(&data).map_err(write_error(&data))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempdir_in(&data)
+        .map_err(write_error(&data))?;
+    let dims = run.dimensions();
+    let mut writer = DataWriter::new(tmp.path(), &dims);
+    for job in &run.jobs {
+        writer.push(run, job, has_thumb)?;
+    }
+    let (id, jobs) = writer.finish()?;
+    let dest = data.join(&id);
+    // The same digest is the same data, already in place.
+    if !dest.is_dir() {
+        let kept = tmp.keep();
+        // A temporary folder is private; a report is meant to be shared.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o755))
+                .map_err(write_error(&kept))?;
+        }
+        if let Err(e) = std::fs::rename(&kept, &dest) {
+            let _ = std::fs::remove_dir_all(&kept);
+            // Another writer put the same data there first.
+            if !dest.is_dir() {
+                return Err(GalleryError::Write {
+                    path: dest,
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(DataFiles { id, jobs })
+}
+
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> GalleryError + use<> {
+    let path = path.to_path_buf();
+    move |source| GalleryError::Write { path, source }
+}
+
+/// Removes the data folders of `report` but `keep` and the one the page
+/// `old_page` used (a browser may still have it open), and temporary
+/// folders an interrupted writer left an hour ago or more.
+pub(crate) fn prune_data(report: &Path, keep: &str, old_page: Option<&[u8]>) {
+    let previous = old_page.and_then(data_id_of);
+    let Ok(entries) = std::fs::read_dir(report.join("data")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == keep || previous.as_deref() == Some(name.as_str()) {
+            continue;
+        }
+        if name.starts_with(".tmp-") {
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if age.is_none_or(|a| a.as_secs() < 3600) {
+                continue;
+            }
+        }
+        // Only what this module writes: folders named by a digest.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The data folder a page written by [`render`] loads.
+fn data_id_of(page: &[u8]) -> Option<String> {
+    let page = String::from_utf8_lossy(page);
+    let marker = format!("<meta name=\"{ID_META}\" content=\"");
+    let start = page.find(&marker)? + marker.len();
+    let id = &page[start..start + page[start..].find('"')?];
+    let plain = !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit());
+    plain.then(|| id.to_string())
+}
+
+/// Writes the chunks as rows come, and the columns at the end.
+struct DataWriter<'a> {
+    dir: &'a Path,
+    dims: &'a [Dimension],
+    /// Value → index + 1 per indexed dimension (`None`: not indexed).
+    index: Vec<Option<HashMap<&'a str, u16>>>,
+    statuses: Vec<String>,
+    /// The status column, then one per dimension (empty when not indexed).
+    columns: Vec<Vec<u16>>,
+    rows: String,
+    in_chunk: usize,
+    chunks: usize,
+    jobs: usize,
+    digest: sha2::Sha256,
+}
+
+impl<'a> DataWriter<'a> {
+    fn new(dir: &'a Path, dims: &'a [Dimension]) -> Self {
+        let index = dims
             .iter()
-            .zip(index)
-            .map(|(d, ix)| {
-                run.value(job, &d.name)
-                    .and_then(|v| ix.get(v))
-                    .map_or(-1, |i| *i as i64)
+            .map(|d| {
+                let bytes: usize = d.values.iter().map(String::len).sum();
+                (d.values.len() <= MAX_INDEXED && bytes <= MAX_INDEXED_BYTES).then(|| {
+                    d.values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (v.as_str(), i as u16 + 1))
+                        .collect()
+                })
             })
             .collect();
+        DataWriter {
+            dir,
+            dims,
+            index,
+            statuses: Vec::new(),
+            columns: vec![Vec::new(); dims.len() + 1],
+            rows: String::new(),
+            in_chunk: 0,
+            chunks: 0,
+            jobs: 0,
+            digest: sha2::Sha256::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        run: &'a RunFolder,
+        job: &'a JobRecord,
+        has_thumb: &HashSet<&str>,
+    ) -> Result<(), GalleryError> {
+        let status = match self.statuses.iter().position(|s| *s == job.status) {
+            Some(i) => i,
+            None => {
+                self.statuses.push(job.status.clone());
+                self.statuses.len() - 1
+            }
+        };
+        self.columns[0].push(u16::try_from(status).unwrap_or(u16::MAX));
+        let mut wide = Vec::with_capacity(self.dims.len());
+        for (i, d) in self.dims.iter().enumerate() {
+            let v = run.value(job, &d.name).filter(|v| !v.is_empty());
+            match &self.index[i] {
+                Some(ix) => {
+                    self.columns[i + 1].push(v.and_then(|v| ix.get(v)).copied().unwrap_or(0));
+                    wide.push(None);
+                }
+                None => wide.push(Some(v.unwrap_or_default())),
+            }
+        }
         let mut text = job.text.clone();
-        let files: Vec<FileRow<'a>> = job
+        let files: Vec<FileRow> = job
             .outputs
             .iter()
             .map(|o| {
@@ -151,7 +291,7 @@ impl<'a> Jobs<'a> {
                 {
                     text = read_text(&run.root, &o.rel);
                 }
-                let thumb = if self.has_thumb.contains(o.rel.as_str()) {
+                let thumb = if has_thumb.contains(o.rel.as_str()) {
                     thumbs::thumb_name(&o.rel)
                 } else {
                     String::new()
@@ -163,11 +303,11 @@ impl<'a> Jobs<'a> {
                 FileRow(&o.rel, kind, thumb, u8::from(o.present))
             })
             .collect();
-        JobRow(
+        let row = JobRow(
             &job.id,
             &job.label,
             &job.status,
-            values,
+            wide,
             &job.queue_s,
             &job.run_s,
             files,
@@ -177,22 +317,120 @@ impl<'a> Jobs<'a> {
             &job.finished_at,
             &job.server,
             &job.workflow,
-        )
+        );
+        if self.in_chunk > 0 {
+            self.rows.push(',');
+        }
+        self.rows.push_str(&script_safe_json(&row));
+        self.in_chunk += 1;
+        self.jobs += 1;
+        if self.in_chunk == CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the chunk being filled.
+    fn flush(&mut self) -> Result<(), GalleryError> {
+        let text = format!("comfyBatchReport.chunk({},[{}]);\n", self.chunks, self.rows);
+        self.file(&format!("{:04}.js", self.chunks), &text)?;
+        self.rows.clear();
+        self.in_chunk = 0;
+        self.chunks += 1;
+        Ok(())
+    }
+
+    fn file(&mut self, name: &str, text: &str) -> Result<(), GalleryError> {
+        self.digest.update(name.as_bytes());
+        self.digest.update((text.len() as u64).to_le_bytes());
+        self.digest.update(text.as_bytes());
+        let path = self.dir.join(name);
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(write_error(&path))
+    }
+
+    /// Writes `index.js`; the folder's id and its jobs.
+    fn finish(mut self) -> Result<(String, usize), GalleryError> {
+        if self.in_chunk > 0 {
+            self.flush()?;
+        }
+        let column = |c: &[u16]| -> (String, u8) {
+            use base64::Engine as _;
+            let wide = c.iter().any(|v| *v > 255);
+            let bytes: Vec<u8> = if wide {
+                c.iter().flat_map(|v| v.to_le_bytes()).collect()
+            } else {
+                c.iter().map(|v| *v as u8).collect()
+            };
+            let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+            (text, if wide { 2 } else { 1 })
+        };
+        let dims: Vec<Json> = self
+            .dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match &self.index[i] {
+                Some(_) => {
+                    let (col, width) = column(&self.columns[i + 1]);
+                    json!({"name": d.name, "numeric": d.numeric, "values": d.values,
+                        "col": col, "width": width})
+                }
+                None => json!({"name": d.name, "numeric": d.numeric, "values": null,
+                    "count": d.values.len()}),
+            })
+            .collect();
+        let (status, width) = column(&self.columns[0]);
+        let index = json!({
+            "jobs": self.jobs,
+            "chunk": CHUNK,
+            "chunks": self.chunks,
+            "statuses": self.statuses,
+            "status": status,
+            "width": width,
+            "dims": dims,
+        });
+        let text = format!("comfyBatchReport.index({});\n", script_safe_json(&index));
+        self.file("index.js", &text)?;
+        let digest = self.digest.finalize();
+        let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Ok((id, self.jobs))
     }
 }
 
-/// The page's data.
-fn data<'a>(
-    run: &'a RunFolder,
+fn title(run: &RunFolder) -> String {
+    std::path::absolute(&run.root)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "run".into())
+}
+
+/// The page's Content-Security-Policy source for its one script, so that
+/// nothing else can run, not even an injected inline handler; the data
+/// files it loads run through `'strict-dynamic'`.
+fn script_hash() -> String {
+    use base64::Engine as _;
+    let digest = sha2::Sha256::digest(SCRIPT.as_bytes());
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// The page: the run's title, counts and grids, and the name of its data
+/// folder; its size does not depend on the number of jobs.
+pub(crate) fn render(
+    run: &RunFolder,
     grids: &[GridView],
-    has_thumb: &'a HashSet<&'a str>,
     options: &ReportOptions,
-) -> PageData<'a> {
-    let dims = run.dimensions();
-    let dims_json: Vec<Json> = dims
-        .iter()
-        .map(|d| json!({"name": d.name, "values": d.values, "numeric": d.numeric}))
-        .collect();
+    files: &DataFiles,
+) -> Result<String, GalleryError> {
+    let mut env = Environment::new();
+    env.add_template("page.html", TEMPLATE)
+        .map_err(|e| GalleryError::Render(e.to_string()))?;
+    let template = env
+        .get_template("page.html")
+        .map_err(|e| GalleryError::Render(e.to_string()))?;
     let grids: Vec<Json> = grids
         .iter()
         .map(|g| {
@@ -206,61 +444,24 @@ fn data<'a>(
         .collect();
     let log = std::path::absolute(run.root.join("runs.csv"))
         .unwrap_or_else(|_| run.root.join("runs.csv"));
-    PageData {
-        title: title(run),
-        rerun: format!("comfy-batch rerun {}", shell_quote(&log.to_string_lossy())),
-        live: options
+    let meta = json!({
+        "title": title(run),
+        "rerun": format!("comfy-batch rerun {}", shell_quote(&log.to_string_lossy())),
+        "live": options
             .in_progress
             .map(|p| json!({"done": p.done, "total": p.total, "at": options.stamp})),
-        dims: dims_json,
-        grids,
-        jobs: Jobs {
-            run,
-            dims,
-            has_thumb,
-        },
-    }
-}
-
-fn title(run: &RunFolder) -> String {
-    std::path::absolute(&run.root)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "run".into())
-}
-
-/// The page's Content-Security-Policy source for its one script, so that
-/// nothing else can run, not even an injected inline handler.
-fn script_hash() -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(SCRIPT.as_bytes());
-    format!(
-        "sha256-{}",
-        base64::engine::general_purpose::STANDARD.encode(digest)
-    )
-}
-
-/// The whole page.
-pub(crate) fn render(
-    run: &RunFolder,
-    grids: &[GridView],
-    has_thumb: &HashSet<&str>,
-    options: &ReportOptions,
-) -> Result<String, GalleryError> {
-    let mut env = Environment::new();
-    env.add_template("page.html", TEMPLATE)
-        .map_err(|e| GalleryError::Render(e.to_string()))?;
-    let template = env
-        .get_template("page.html")
-        .map_err(|e| GalleryError::Render(e.to_string()))?;
-    let data = script_safe_json(&data(run, grids, has_thumb, options));
+        "grids": grids,
+        "data": format!("data/{}/", files.id),
+        "jobs": files.jobs,
+    });
     template
         .render(context! {
             title => title(run),
-            jobs => run.jobs.len(),
+            jobs => files.jobs,
+            id => files.id.clone(),
+            id_meta => ID_META,
             live => options.in_progress.is_some(),
-            data => Value::from_safe_string(data),
+            data => Value::from_safe_string(script_safe_json(&meta)),
             script => Value::from_safe_string(SCRIPT.to_string()),
             script_hash => script_hash(),
             style => Value::from_safe_string(STYLE.to_string()),
@@ -281,184 +482,118 @@ mod tests {
         assert_eq!(back, v);
     }
 
-    /// The page's data as the `json!` tree built before 0cd9550: the
-    /// streamed rows must say exactly the same, byte for byte.
-    fn reference(
-        run: &RunFolder,
-        grids: &[GridView],
-        has_thumb: &HashSet<&str>,
-        options: &ReportOptions,
-    ) -> Json {
-        let dims = run.dimensions();
-        let index: Vec<std::collections::HashMap<&str, usize>> = dims
-            .iter()
-            .map(|d| {
-                d.values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (v.as_str(), i))
-                    .collect()
-            })
-            .collect();
-        let jobs: Vec<Json> = run
-            .jobs
-            .iter()
-            .map(|job| {
-                let values: Vec<i64> = dims
-                    .iter()
-                    .zip(&index)
-                    .map(|(d, ix)| {
-                        run.value(job, &d.name)
-                            .and_then(|v| ix.get(v))
-                            .map_or(-1, |i| *i as i64)
-                    })
-                    .collect();
-                let mut text = job.text.clone();
-                let files: Vec<Json> = job
-                    .outputs
-                    .iter()
-                    .map(|o| {
-                        if let (OutputKind::Text, true, true, Some(_)) =
-                            (o.kind, o.present, text.is_empty(), &o.path)
-                        {
-                            text = read_text(&run.root, &o.rel);
-                        }
-                        let thumb = if has_thumb.contains(o.rel.as_str()) {
-                            thumbs::thumb_name(&o.rel)
-                        } else {
-                            String::new()
-                        };
-                        let kind = match (o.path.is_some(), o.kind) {
-                            (false, _) => "unsafe",
-                            (true, k) => k.as_str(),
-                        };
-                        json!([o.rel, kind, thumb, u8::from(o.present)])
-                    })
-                    .collect();
-                json!([
-                    job.id,
-                    job.label,
-                    job.status,
-                    values,
-                    job.queue_s,
-                    job.run_s,
-                    files,
-                    job.error,
-                    text,
-                    job.attempts,
-                    job.finished_at,
-                    job.server,
-                    job.workflow,
-                ])
-            })
-            .collect();
-        let dims: Vec<Json> = dims
-            .iter()
-            .map(|d| json!({"name": d.name, "values": d.values, "numeric": d.numeric}))
-            .collect();
-        let grids: Vec<Json> = grids
-            .iter()
-            .map(|g| {
-                let fixed: serde_json::Map<String, Json> = g
-                    .r#where
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Json::String(v.clone())))
-                    .collect();
-                json!({"name": g.name, "x": g.x, "y": g.y, "page": g.page, "where": fixed, "group": g.group})
-            })
-            .collect();
-        let log = std::path::absolute(run.root.join("runs.csv"))
-            .unwrap_or_else(|_| run.root.join("runs.csv"));
-        json!({
-            "title": title(run),
-            "rerun": format!("comfy-batch rerun {}", shell_quote(&log.to_string_lossy())),
-            "live": options.in_progress.map(|p| json!({"done": p.done, "total": p.total, "at": options.stamp})),
-            "dims": dims,
-            "grids": grids,
-            "jobs": jobs,
-        })
+    /// The data folder of `dir`: its id, `index.js` as JSON, and every
+    /// chunk's rows in order.
+    fn written(dir: &Path) -> (String, Json, Vec<Json>) {
+        let run = RunFolder::read(dir).unwrap();
+        let report = dir.join("report");
+        let files = write_data(&report, &run, &HashSet::new()).unwrap();
+        let data = report.join("data").join(&files.id);
+        let unwrap = |text: String, call: &str| -> Json {
+            let body = text
+                .strip_prefix(call)
+                .and_then(|t| t.strip_suffix(");\n"))
+                .unwrap_or_else(|| panic!("{text}"));
+            serde_json::from_str(&format!("[{body}]")).unwrap()
+        };
+        let index = unwrap(
+            std::fs::read_to_string(data.join("index.js")).unwrap(),
+            "comfyBatchReport.index(",
+        );
+        let mut rows = Vec::new();
+        for k in 0.. {
+            let Ok(text) = std::fs::read_to_string(data.join(format!("{k:04}.js"))) else {
+                break;
+            };
+            let call = unwrap(text, "comfyBatchReport.chunk(");
+            assert_eq!(call[0], k);
+            rows.extend(call[1].as_array().unwrap().iter().cloned());
+        }
+        (files.id, index[0].clone(), rows)
     }
 
     #[test]
-    fn streamed_data_is_the_old_tree_byte_for_byte() {
+    fn the_columns_and_chunks_say_every_jobs_values() {
+        use base64::Engine as _;
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("it's a </script> run\u{2028}");
-        std::fs::create_dir_all(dir.join("images")).unwrap();
-        std::fs::create_dir_all(dir.join("texts")).unwrap();
-        std::fs::write(dir.join("images/a1_0.png"), b"png").unwrap();
-        std::fs::write(dir.join("images/b2_0.png"), b"png").unwrap();
-        std::fs::write(
-            dir.join("texts/a1_1.txt"),
-            "a \"caption\" </script><b>&amp; \u{2028}\u{2029} é 🦊\n",
-        )
-        .unwrap();
-        // Over MAX_TEXT with a multibyte char cut at the limit.
-        std::fs::write(dir.join("texts/c3.md"), "é".repeat(3000)).unwrap();
-        let csv = "job_id,job,workflow,workflow_sha256,seed,prompt,cfg,steps,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\n\
-            a1,\"g \"\"q\"\"#0\",w.json,x,1,\"a </script> \u{2028} cat\",7.5,20,ok,http://s:1,p,,,2026-01-01T00:00:00Z,0.1,2.5,images/a1_0.png;texts/a1_1.txt,,\n\
-            b2,g#1,w.json,x,2,fox & <dog>,10,20,failed,http://s:2,p,,,,,,images/b2_0.png;../escape.png;/etc/passwd;images/missing.webp,\"boom \"\"x\"\" </script>\",\n\
-            c3,,,,3,,2,,interrupted,,,,,,,,texts/c3.md;texts/none.txt;out/x.mp4;a.flac;l.latent;g.gif,,inline text wins\n\
-            b2,g#1,w.json,x,2,fox & <dog>,10,20,ok,http://s:2,p,,,,,,images/b2_0.png,,\n\
-            d4,g#2,other.json,y,4,\u{1F98A} ünï,1e1,20,rejected,,,,,,,,texts/c3.md;../escape.png;/etc/passwd;C:\\\\x.png,\"node 3: no \u{2029}\",\n";
-        std::fs::write(dir.join("runs.csv"), csv).unwrap();
+        let dir = root.path().join("run");
+        std::fs::create_dir_all(&dir).unwrap();
+        let n = CHUNK * 2 + 7;
+        let mut csv = String::from(
+            "job_id,job,workflow,workflow_sha256,seed,prompt,cfg,status,images,error\n",
+        );
+        for i in 0..n {
+            // cfg: 300 values (two bytes a job); prompt: unset on every 5th.
+            let prompt = if i % 5 == 0 {
+                String::new()
+            } else {
+                format!("p{} </script>", i % 3)
+            };
+            let status = ["ok", "failed", "ok", "timeout"][i % 4];
+            csv.push_str(&format!(
+                "j{i},g#{i},w.json,x,{i},{prompt},{},{status},,\n",
+                i % 300
+            ));
+        }
+        std::fs::write(dir.join("runs.csv"), &csv).unwrap();
         let run = RunFolder::read(&dir).unwrap();
-        assert_eq!(run.jobs.len(), 4);
-        let grids = [
-            GridView {
-                name: "seed × cfg".into(),
-                x: "seed".into(),
-                y: "cfg".into(),
-                page: Some("prompt".into()),
-                r#where: vec![
-                    ("steps".into(), "20".into()),
-                    ("prompt".into(), "</script>\u{2028}".into()),
-                ],
-                group: Some("g \"q\"".into()),
-            },
-            GridView {
-                name: "plain".into(),
-                x: "cfg".into(),
-                y: "seed".into(),
-                page: None,
-                r#where: vec![],
-                group: None,
-            },
-        ];
-        let has_thumb: HashSet<&str> = ["images/a1_0.png", "images/b2_0.png"].into();
-        for options in [
-            ReportOptions::default(),
-            ReportOptions {
-                in_progress: Some(crate::gallery::InProgress { done: 3, total: 9 }),
-                stamp: Some("09:41:00".into()),
-            },
-            ReportOptions {
-                in_progress: Some(crate::gallery::InProgress { done: 0, total: 0 }),
-                stamp: None,
-            },
-        ] {
-            let old = reference(&run, &grids, &has_thumb, &options);
-            let new = data(&run, &grids, &has_thumb, &options);
-            assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
-            let safe = script_safe_json(&new);
-            assert_eq!(safe, script_safe_json(&old));
-            for c in ['<', '>', '&', '\u{2028}', '\u{2029}'] {
-                assert!(!safe.contains(c), "{c:?} in {safe}");
+        let (id, index, rows) = written(&dir);
+        assert_eq!(index["jobs"], n);
+        assert_eq!(rows.len(), n);
+        let decode = |col: &Json, width: &Json| -> Vec<u16> {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(col.as_str().unwrap())
+                .unwrap();
+            match width.as_u64() {
+                Some(1) => bytes.iter().map(|b| u16::from(*b)).collect(),
+                _ => bytes
+                    .chunks(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
             }
-            assert!(safe.contains("\\u003c/script\\u003e") && safe.contains("\\u2028"));
-            let back: Json = serde_json::from_str(&safe).unwrap();
-            assert_eq!(back, old);
+        };
+        let statuses: Vec<&str> = index["statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let status = decode(&index["status"], &index["width"]);
+        for (i, job) in run.jobs.iter().enumerate() {
+            assert_eq!(statuses[status[i] as usize], job.status);
+            assert_eq!(rows[i][0], job.id.as_str());
         }
-        // The varied content is really there.
-        let old = reference(&run, &grids, &has_thumb, &ReportOptions::default()).to_string();
-        for needle in [
-            "\"unsafe\"",
-            "\"numeric\":true",
-            "caption",
-            "inline text wins",
-            "a1_0",
-        ] {
-            assert!(old.contains(needle), "{needle} not in {old}");
+        for d in index["dims"].as_array().unwrap() {
+            let name = d["name"].as_str().unwrap();
+            assert!(d["values"].is_array(), "{name} is indexed");
+            let col = decode(&d["col"], &d["width"]);
+            assert_eq!(col.len(), n);
+            if name == "cfg" {
+                assert_eq!(d["width"], 2, "300 values");
+            }
+            for (i, job) in run.jobs.iter().enumerate() {
+                let want = run.value(job, name).unwrap_or_default();
+                let got = match col[i] {
+                    0 => "",
+                    k => d["values"][k as usize - 1].as_str().unwrap(),
+                };
+                assert_eq!(got, want, "{name} of job {i}");
+            }
         }
+        // The same data, the same folder; a change, another.
+        assert_eq!(written(&dir).0, id);
+        csv.push_str("extra,g#x,w.json,x,1,p1,1,ok,,\n");
+        std::fs::write(dir.join("runs.csv"), &csv).unwrap();
+        assert_ne!(written(&dir).0, id);
+    }
+
+    #[test]
+    fn a_page_names_its_data_folder() {
+        let page = format!("<html><meta name=\"{ID_META}\" content=\"0a1b2c\">");
+        assert_eq!(data_id_of(page.as_bytes()).as_deref(), Some("0a1b2c"));
+        let odd = format!("<meta name=\"{ID_META}\" content=\"../x\">");
+        assert_eq!(data_id_of(odd.as_bytes()), None);
+        assert_eq!(data_id_of(b"<html>"), None);
     }
 
     #[test]

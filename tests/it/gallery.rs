@@ -708,7 +708,12 @@ async fn arrows_move_the_viewer_and_escape_closes_it() {
         .split(' ')
         .map(str::to_string)
         .collect();
-    assert_eq!(order.len(), 12);
+    assert_eq!(
+        order.len(),
+        12,
+        "{}",
+        page.eval("document.body.innerHTML").await
+    );
     page.eval("document.querySelector('.card').click()").await;
     assert_eq!(
         page.eval("document.getElementById('viewer').hidden").await,
@@ -860,4 +865,211 @@ async fn an_image_replaced_between_reports_never_shows_a_stale_thumbnail() {
     let r = report(&p).await;
     assert!(r.stdout.contains("(1 images unreadable)"), "{}", r.stdout);
     assert_eq!(shown(), ["../images/aaaa_7_0.png"]);
+}
+
+/// The prompts of [`synthetic_folder`], 500 jobs each in a row.
+const PROMPTS: [&str; 5] = ["a red fox", "an owl at night", "a cat", "a dog", "a house"];
+
+/// An output folder of `n` jobs written as a run would log them, without
+/// images (each row names one, absent): job `i` is `j{i:05}`, prompt
+/// `PROMPTS[i / 500 % 5]`, cfg `5 + i / 100 % 5`, seed `i % 100`; every
+/// 97th job (from 3 on) failed with a hostile error naming it.
+fn synthetic_folder(dir: &Path, n: usize) {
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut csv = String::from(
+        "job_id,job,workflow,workflow_sha256,seed,prompt,cfg,steps,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n",
+    );
+    for i in 0..n {
+        let (status, images, error) = if i % 97 == 3 {
+            ("failed", String::new(), format!("boom-{i:05} {HOSTILE}"))
+        } else {
+            ("ok", format!("images/j{i:05}_9_0.png"), String::new())
+        };
+        writeln!(
+            csv,
+            "j{i:05},sweep#{i},t2i.json,abc,{},{},{},20,{status},http://127.0.0.1:1,p{i},,,,0.1,1.5,{images},\"{error}\"",
+            i % 100,
+            PROMPTS[i / 500 % 5],
+            5 + i / 100 % 5,
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("runs.csv"), csv).unwrap();
+}
+
+/// The folders under `report/data/` (one per report's data).
+fn data_folders(out: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(out.join("report/data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_stays_the_same_size_however_many_jobs_and_its_data_is_in_chunk_files() {
+    let p = Project::new();
+    synthetic_folder(&p.path("small"), 300);
+    synthetic_folder(&p.path("big"), 5_000);
+    for dir in ["small", "big"] {
+        let out = p.cli(&["report", dir]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let size = |dir: &str| {
+        std::fs::metadata(p.path(dir).join("report/index.html"))
+            .unwrap()
+            .len()
+    };
+    // Only the job count's digits and the data folder's name differ.
+    assert!(
+        size("big").abs_diff(size("small")) < 16,
+        "{} vs {} bytes",
+        size("small"),
+        size("big")
+    );
+    assert!(size("big") < 64 * 1024, "{} bytes", size("big"));
+    let big = p.path("big");
+    let folders = data_folders(&big);
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    let data = big.join("report/data").join(folders.first().unwrap());
+    let mut files: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "0000.js", "0001.js", "0002.js", "0003.js", "0004.js", "index.js"
+        ]
+    );
+    // The rows are in the chunks, escaped as in the page: a hostile error
+    // cannot close a script element, and the page itself holds no row.
+    let page = std::fs::read_to_string(big.join("report/index.html")).unwrap();
+    assert!(!page.contains("j04999") && !page.contains("boom-"));
+    let last = std::fs::read_to_string(data.join("0004.js")).unwrap();
+    assert!(last.contains("\"j04999\"") && last.contains("boom-04950"));
+    for f in &files {
+        let text = std::fs::read_to_string(data.join(f)).unwrap();
+        assert!(!text.contains('<') && !text.contains('>'), "{f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_report_writes_a_new_data_folder_and_keeps_only_the_previous_one() {
+    let p = Project::new();
+    let out = p.path("run");
+    let report = |n: usize| {
+        synthetic_folder(&out, n);
+        let p = &p;
+        async move {
+            let r = p.cli(&["report", "run"]).await;
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            data_folders(&p.path("run"))
+        }
+    };
+    let first = report(1_200).await;
+    assert_eq!(first.len(), 1);
+    // Nothing changed: the same folder, the page untouched.
+    let stamp = std::fs::metadata(out.join("report/index.html"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(report(1_200).await, first);
+    assert_eq!(
+        std::fs::metadata(out.join("report/index.html"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        stamp
+    );
+    // New rows: a new folder; the one an open page may still load stays.
+    let second = report(1_300).await;
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(second.is_superset(&first));
+    // The next one removes the first, whose page is two reports old.
+    let third = report(1_400).await;
+    assert_eq!(third.len(), 2, "{third:?}");
+    assert!(third.is_disjoint(&first));
+    let page = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    let newest: Vec<&String> = third.difference(&second).collect();
+    assert_eq!(newest.len(), 1);
+    assert!(page.contains(&format!("data/{}/", newest[0])));
+    let dom = dump_dom(&out.join("report/index.html"), "");
+    assert!(dom.contains("1400 of 1400 shown"), "{dom}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_thousands_of_jobs_filters_searches_and_opens_fragments_across_chunks() {
+    let p = Project::new();
+    let out = p.path("run");
+    synthetic_folder(&out, 2_500);
+    let r = p.cli(&["report", "run"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let index = out.join("report/index.html");
+    let failed = |i: usize| i % 97 == 3;
+
+    // The gallery counts every job but makes cards only for the first screens.
+    let dom = dump_dom(&index, "");
+    assert!(dom.contains("2500 of 2500 shown"));
+    let shown = cards(&dom);
+    assert!(
+        shown.contains("j00000") && shown.len() < 200,
+        "{}",
+        shown.len()
+    );
+    let failures = (0..2_500).filter(|i| failed(*i)).count();
+    assert!(
+        dom.contains("2500 jobs") && dom.contains(&format!("{failures} failed")),
+        "{dom}"
+    );
+
+    // A grid whose cells come from all three chunks: seed 77, cfg × prompt.
+    let dom = dump_dom(&index, "view=grid&x=cfg&y=prompt&s.seed=77");
+    let got: BTreeMap<(String, String), String> = cells(&dom)
+        .into_iter()
+        .map(|c| {
+            (
+                (c["data-x"].clone(), c["data-y"].clone()),
+                c["data-job"].clone(),
+            )
+        })
+        .collect();
+    let mut want = BTreeMap::new();
+    for (pi, prompt) in PROMPTS.iter().enumerate() {
+        for c in 0..5 {
+            let i = pi * 500 + c * 100 + 77;
+            want.insert(
+                ((5 + c).to_string(), prompt.to_string()),
+                format!("j{i:05}"),
+            );
+        }
+    }
+    assert_eq!(got, want);
+
+    // Filters over the columns: the failed jobs of the last prompt (chunk 2).
+    let dom = dump_dom(&index, "f.prompt=a%20house&status=failed");
+    let want: BTreeSet<String> = (2000..2500)
+        .filter(|i| failed(*i))
+        .map(|i| format!("j{i:05}"))
+        .collect();
+    assert_eq!(cards(&dom), want);
+    assert!(dom.contains(&format!("{} of 2500 shown", want.len())));
+    let dom = dump_dom(&index, "f.cfg=7");
+    assert!(dom.contains("500 of 2500 shown"), "{dom}");
+
+    // Search reads every chunk: a job of the last one, its hostile error as text.
+    let dom = dump_dom(&index, "q=boom-02428");
+    assert_eq!(cards(&dom), BTreeSet::from(["j02428".to_string()]));
+    assert!(dom.contains("1 of 2500 shown"));
+    assert!(
+        dom.contains("boom-02428 &lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"),
+        "{dom}"
+    );
+    assert!(!dom.contains("onerror=\"alert") && !dom.contains("<img src=\"x\""));
+
+    // The viewer opened from the URL on a job no card shows yet.
+    let dom = dump_dom(&index, "job=j02428");
+    assert!(dom.contains("sweep#2428 · failed"), "{dom}");
+    assert!(dom.contains("href=\"../prompts/j02428.json\""));
 }

@@ -287,7 +287,13 @@ async fn merge_rebuilds_the_report_of_the_merged_folder_unless_told_not_to() {
     let _s = shards(&p).await;
     let out = p.cli(&["merge", "merged", "shard1", "shard2"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let page = read(&p, "merged/report/index.html");
+    // The page and the data it loads (report/data/<id>/).
+    let mut page = read(&p, "merged/report/index.html");
+    for folder in std::fs::read_dir(p.path("merged/report/data")).unwrap() {
+        for file in std::fs::read_dir(folder.unwrap().path()).unwrap() {
+            page.push_str(&std::fs::read_to_string(file.unwrap().path()).unwrap());
+        }
+    }
     // Every merged job is on the page, with its image (the simulator's
     // 64 px images are shown as they are: no thumbnail is made of them).
     for (id, row) in newest(&read_rows(&p.path("merged/runs.csv"))) {
