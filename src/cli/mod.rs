@@ -163,7 +163,7 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Counts by status, failures, and what is left; exit 0 when all ok.
     Status(status::StatusArgs),
-    /// Write DIR/report/index.html: a self-contained gallery and X/Y grid page of a run.
+    /// Write DIR/report/: a gallery and X/Y grid page of a run, opened from disk (index.html and its data).
     Report(report::ReportArgs),
     /// Draw a labelled grid image of a run (X × Y, optional pages).
     Grid(grid::GridArgs),
