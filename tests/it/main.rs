@@ -11,6 +11,7 @@ mod faults;
 mod gallery;
 mod grid;
 mod harness;
+mod install;
 mod merge;
 mod outputs;
 mod plan;
