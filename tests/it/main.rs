@@ -14,6 +14,7 @@ mod harness;
 mod install;
 mod merge;
 mod outputs;
+mod packaging;
 mod plan;
 mod rerun;
 mod resume;
