@@ -1,6 +1,8 @@
-//! `comfy-batch completions SHELL` and `comfy-batch man`: the command line's
+//! `comfy-batch completions SHELL` and `comfy-batch man [--dir DIR]`: the command line's
 //! own definition, printed by clap's generators (`clap_complete`,
 //! `clap_mangen`) so they cannot disagree with it.
+
+use std::path::PathBuf;
 
 use clap::CommandFactory;
 
@@ -41,8 +43,41 @@ fn without_hidden_commands(command: clap::Command) -> clap::Command {
     visible
 }
 
-/// Prints the man page (roff).
-pub fn man(_global: &GlobalArgs) -> Result<Exit, CliError> {
+/// Arguments of `comfy-batch man`.
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Write every page (comfy-batch.1 and comfy-batch-COMMAND.1, which the
+    /// main page refers to) into this folder instead of printing the main
+    /// page.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Prints the man page (roff), or writes every command's page.
+pub fn man(args: ManArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
+    if let Some(dir) = args.dir {
+        let failed = |e: std::io::Error| {
+            let message = format!("cannot write man pages into {}: {e}", dir.display());
+            CliError::many(Exit::Infrastructure, vec![message])
+        };
+        std::fs::create_dir_all(&dir).map_err(failed)?;
+        clap_mangen::generate_to(Cli::command(), &dir).map_err(failed)?;
+        if !global.quiet {
+            // The pages generate_to writes: the top level's and each
+            // visible command's (none has visible commands of its own).
+            let command = Cli::command();
+            let pages = std::iter::once("comfy-batch.1".to_string()).chain(
+                command
+                    .get_subcommands()
+                    .filter(|c| !c.is_hide_set())
+                    .map(|c| format!("comfy-batch-{}.1", c.get_name())),
+            );
+            for page in pages {
+                println!("wrote {}", dir.join(page).display());
+            }
+        }
+        return Ok(Exit::Ok);
+    }
     let mut out = Vec::new();
     clap_mangen::Man::new(Cli::command())
         .render(&mut out)

@@ -176,8 +176,8 @@ enum Command {
     Init(init::InitArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(completions::CompletionsArgs),
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or write every command's page (--dir).
+    Man(completions::ManArgs),
     /// Measure speed and memory (figures for the project's notes).
     #[command(hide = true)]
     Bench(bench::BenchArgs),
@@ -211,7 +211,7 @@ pub fn main() -> ExitCode {
         Command::Grid(args) => grid::execute(args, &cli.global),
         Command::Init(args) => init::execute(args, &cli.global),
         Command::Completions(args) => completions::completions(args, &cli.global),
-        Command::Man => completions::man(&cli.global),
+        Command::Man(args) => completions::man(args, &cli.global),
         Command::Bench(args) => bench::execute(args, &cli.global),
     };
     match result {

@@ -239,3 +239,31 @@ fn version_without_git_or_outside_a_checkout_is_the_version_alone() {
         "0.1.0 (commit 0123456789ab)"
     );
 }
+
+#[test]
+fn man_dir_writes_a_page_per_command_that_the_main_page_refers_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("man1");
+    let (code, stdout, err) = cli(&["man", "--dir", pages.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(&pages)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in ["comfy-batch.1", "comfy-batch-run.1", "comfy-batch-init.1"] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        assert!(stdout.contains(name), "{name} not listed: {stdout}");
+    }
+    assert!(!names.iter().any(|n| n.contains("bench")), "{names:?}");
+    // The run page has run's own options.
+    let out = Command::new("man")
+        .arg("-l")
+        .arg(pages.join("comfy-batch-run.1"))
+        .env("MANPAGER", "cat")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    assert!(text.contains("--concurrency"), "{text}");
+}
