@@ -1,6 +1,7 @@
-//! `comfy-batch completions SHELL` and `comfy-batch man [--dir DIR]`: the command line's
-//! own definition, printed by clap's generators (`clap_complete`,
-//! `clap_mangen`) so they cannot disagree with it.
+//! `comfy-batch completions SHELL` and `comfy-batch man [--dir DIR]`: the
+//! command line's own definition, printed (or, for every man page, written)
+//! by clap's generators (`clap_complete`, `clap_mangen`) so they cannot
+//! disagree with it. They need the clap definition, which only `cli` has.
 
 use std::path::PathBuf;
 
