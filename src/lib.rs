@@ -18,6 +18,9 @@
 //! After a run: `folder` reads an output folder back (and merges shard
 //! folders), `export` turns it into a dataset, and `ci` writes JUnit and
 //! GitHub job summaries from the run's events.
+//!
+//! `scaffold` writes the starter project of `init` (the repository's own
+//! examples, embedded).
 #![warn(missing_docs)]
 
 pub mod ci;
@@ -36,6 +39,7 @@ mod paths;
 pub mod plan;
 pub mod progress;
 pub mod run;
+pub mod scaffold;
 pub mod sim;
 pub mod sink;
 pub mod templates;

@@ -12,10 +12,12 @@ mod bench_report;
 mod bench_run;
 mod check;
 mod ci_env;
+mod completions;
 mod convert;
 mod drive;
 mod export;
 mod grid;
+mod init;
 mod merge;
 mod options;
 mod plan;
@@ -124,7 +126,12 @@ impl CliError {
 /// comfy-batch: run sweeps of ComfyUI workflows from a YAML manifest, with
 /// bounded concurrency, and keep every image plus a CSV log.
 #[derive(Debug, Parser)]
-#[command(name = "comfy-batch", version, about, propagate_version = true)]
+#[command(
+    name = "comfy-batch",
+    version = env!("COMFY_BATCH_VERSION"),
+    about,
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -167,6 +174,12 @@ enum Command {
     Report(report::ReportArgs),
     /// Draw a labelled grid image of a run (X × Y, optional pages).
     Grid(grid::GridArgs),
+    /// Write a starter project (example manifests, workflows, inputs) into DIR.
+    Init(init::InitArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff), or write every command's page (--dir).
+    Man(completions::ManArgs),
     /// Measure speed and memory (figures for the project's notes).
     #[command(hide = true)]
     Bench(bench::BenchArgs),
@@ -198,6 +211,9 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::execute(args, &cli.global),
         Command::Report(args) => report::execute(args, &cli.global),
         Command::Grid(args) => grid::execute(args, &cli.global),
+        Command::Init(args) => init::execute(args, &cli.global),
+        Command::Completions(args) => completions::completions(args, &cli.global),
+        Command::Man(args) => completions::man(args, &cli.global),
         Command::Bench(args) => bench::execute(args, &cli.global),
     };
     match result {

@@ -17,8 +17,16 @@ if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$REQ" "$VENV/.requirements"; then
   cp "$REQ" "$VENV/.requirements"
 fi
 
-cargo build --locked --quiet
-BIN="$PWD/target/debug/comfy-batch"
+# The binary cargo built, wherever its target folder is (CARGO_TARGET_DIR,
+# build.target-dir in a cargo config): cargo says where it put it.
+BIN="$(cargo build --locked --quiet --bin comfy-batch --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "comfy-batch" and m.get("executable"):
+        print(m["executable"])
+')"
+[ -x "$BIN" ] || { echo "interop: cargo named no comfy-batch binary (got '$BIN')" >&2; exit 1; }
 WORK="$(mktemp -d)"
 SIM_PID=""
 cleanup() {
@@ -27,14 +35,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN" sim --listen 127.0.0.1:0 --fail-rate 0.25 --seed 7 --dir "$WORK/sim" >"$WORK/sim.out" 2>/dev/null &
+"$BIN" sim --listen 127.0.0.1:0 --fail-rate 0.25 --seed 7 --dir "$WORK/sim" >"$WORK/sim.out" 2>"$WORK/sim.err" &
 SIM_PID=$!
-for _ in $(seq 1 100); do
-  grep -q '^listening on ' "$WORK/sim.out" 2>/dev/null && break
+# A loaded CI machine can take long to start a process: wait up to
+# INTEROP_SIM_WAIT seconds (default 120), unless the simulator exits.
+WAIT="${INTEROP_SIM_WAIT:-120}"
+deadline=$((SECONDS + WAIT))
+while ! grep -q '^listening on ' "$WORK/sim.out" 2>/dev/null; do
+  if ! kill -0 "$SIM_PID" 2>/dev/null; then
+    set +e; wait "$SIM_PID"; code=$?; set -e
+    SIM_PID=""
+    echo "interop: the simulator ($BIN) exited with status $code before listening:" >&2
+    tail -n 20 "$WORK/sim.err" >&2
+    exit 1
+  fi
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "interop: the simulator ($BIN) did not say where it listens within ${WAIT} s (set INTEROP_SIM_WAIT to wait longer); its stderr:" >&2
+    tail -n 20 "$WORK/sim.err" >&2
+    exit 1
+  fi
   sleep 0.1
 done
 URL="$(sed -n 's/^listening on //p' "$WORK/sim.out")"
-[ -n "$URL" ] || { echo "interop: the simulator did not start" >&2; exit 1; }
 
 mkdir -p "$WORK/project/workflows"
 cp tests/fixtures/run/t2i.json "$WORK/project/workflows/"

@@ -1,0 +1,285 @@
+//! Packaging: the docs' install lines are the supported forms, the
+//! Kubernetes example's ConfigMap lays out a manifest `plan` reads, and the
+//! release workflow and Dockerfile say what they must (neither can run
+//! here).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_comfy-batch");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The install commands the docs may show: from a clone, or from a
+/// repository the user names. No registry names until a release published
+/// them (until then the name could be anyone's).
+const SUPPORTED: [&str; 5] = [
+    "cargo install --locked --path .",
+    "pip install .",
+    "uv tool install .",
+    r#"cargo install --locked --git "$REPO_URL""#,
+    r#"pip install "git+$REPO_URL""#,
+];
+
+/// Every install command in a text: from the installer's name to the end
+/// of the command (a comment, `&&`, `;`, a closing backtick end it).
+fn install_lines(text: &str) -> Vec<String> {
+    let start = regex_lite::Regex::new(
+        r"\b(cargo\s+(b?install)|pip3?\s+install|pipx\s+(install|run)|uv\s+(tool|pip)\s+install|uvx)\b",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        for m in start.find_iter(line) {
+            let rest = &line[m.start()..];
+            let end = [" #", "&&", ";", "||", "`", "|"]
+                .iter()
+                .filter_map(|stop| rest.find(stop))
+                .min()
+                .unwrap_or(rest.len());
+            out.push(rest[..end].split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    out
+}
+
+#[test]
+fn install_lines_in_the_readme_docs_and_ci_examples_are_supported_forms() {
+    // The extractor itself: what it must catch.
+    assert_eq!(
+        install_lines(
+            "      run: cargo install --locked comfy-batch # nightly\n`pip install comfy-batch` or `uv tool install comfy-batch`"
+        ),
+        [
+            "cargo install --locked comfy-batch",
+            "pip install comfy-batch",
+            "uv tool install comfy-batch"
+        ]
+    );
+    let mut files = vec![root().join("README.md")];
+    for folder in ["docs", "examples/ci"] {
+        let mut entries: Vec<_> = std::fs::read_dir(root().join(folder))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        files.extend(entries);
+    }
+    let mut bad = Vec::new();
+    let mut found: BTreeMap<String, usize> = BTreeMap::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in install_lines(&text) {
+            if SUPPORTED.contains(&line.as_str()) {
+                *found.entry(line).or_default() += 1;
+            } else {
+                bad.push(format!("{}: {line}", file.display()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "unsupported install lines:\n{}",
+        bad.join("\n")
+    );
+    // The README shows every supported form, and the CI examples install.
+    for form in SUPPORTED {
+        assert!(
+            found.contains_key(form),
+            "{form} is not documented: {found:?}"
+        );
+    }
+    for example in ["github-nightly.yml", "gitlab-ci.yml"] {
+        let text = std::fs::read_to_string(root().join("examples/ci").join(example)).unwrap();
+        assert!(
+            !install_lines(&text).is_empty(),
+            "{example} installs nothing"
+        );
+        assert!(
+            text.contains("REPO_URL"),
+            "{example}: REPO_URL is not named"
+        );
+    }
+}
+
+/// The Kubernetes example's `kubectl create configmap` line (in its
+/// comments), as key → repository file, the way `--from-file` names keys.
+fn configmap_keys(example: &str) -> BTreeMap<String, String> {
+    let line = example
+        .lines()
+        .find(|l| l.contains("kubectl create configmap"))
+        .expect("the example says how to make its ConfigMap");
+    line.split_whitespace()
+        .filter_map(|w| w.strip_prefix("--from-file="))
+        .map(|arg| match arg.split_once('=') {
+            Some((key, file)) => (key.to_string(), file.to_string()),
+            None => (
+                Path::new(arg)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                arg.to_string(),
+            ),
+        })
+        .collect()
+}
+
+#[test]
+fn k8s_example_configmap_items_lay_out_a_manifest_that_plans() {
+    let text = std::fs::read_to_string(root().join("examples/ci/k8s-indexed-job.yaml")).unwrap();
+    let keys = configmap_keys(&text);
+    assert!(!keys.is_empty());
+    // The image comes from the repository's Dockerfile, as the example says.
+    assert!(text.contains("docker build"), "the example names no build");
+    assert!(root().join("Dockerfile").is_file());
+    let mut planned = 0;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
+        let Some(pod) = value
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .and_then(|t| t.get("spec"))
+        else {
+            continue;
+        };
+        for container in pod["containers"].as_sequence().unwrap() {
+            let image = container["image"].as_str().unwrap();
+            assert!(image.contains("comfy-batch"), "{image}");
+            // Lay each ConfigMap volume out as the kubelet does: with
+            // `items:`, only the listed keys, each at its path.
+            let base = tempfile::tempdir().unwrap();
+            for mount in container["volumeMounts"].as_sequence().unwrap() {
+                let volume = pod["volumes"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|v| v["name"] == mount["name"])
+                    .unwrap();
+                let Some(config_map) = volume.get("configMap") else {
+                    continue;
+                };
+                let items = config_map["items"]
+                    .as_sequence()
+                    .expect("the ConfigMap volume maps its keys to paths (items:)");
+                let at = base
+                    .path()
+                    .join(mount["mountPath"].as_str().unwrap().trim_start_matches('/'));
+                for item in items {
+                    let key = item["key"].as_str().unwrap();
+                    let file = keys
+                        .get(key)
+                        .unwrap_or_else(|| panic!("no key {key} in {keys:?}"));
+                    let to = at.join(item["path"].as_str().unwrap());
+                    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                    std::fs::copy(root().join(file), to).unwrap();
+                }
+            }
+            // Every manifest the container names, planned from the laid-out
+            // folder.
+            let words: Vec<String> = container["command"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_str().unwrap().to_string())
+                .collect();
+            let manifest_re = regex_lite::Regex::new(r"/\S+\.yaml").unwrap();
+            for word in &words {
+                for m in manifest_re.find_iter(word) {
+                    let local = base.path().join(m.as_str().trim_start_matches('/'));
+                    let out = Command::new(BIN)
+                        .arg("plan")
+                        .arg(&local)
+                        .args(["--format", "csv"])
+                        .stdin(Stdio::null())
+                        .output()
+                        .unwrap();
+                    let stdout = String::from_utf8_lossy(&out.stdout);
+                    assert!(
+                        out.status.success(),
+                        "{}: {}",
+                        m.as_str(),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    assert!(stdout.lines().count() > 1, "{stdout}");
+                    planned += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(planned, 2, "the shards' and the merge's manifest");
+}
+
+#[test]
+fn release_workflow_builds_every_target_with_checksums_and_publishes() {
+    let text = std::fs::read_to_string(root().join(".github/workflows/release.yml")).unwrap();
+    let workflow: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let on = &workflow["on"];
+    assert!(
+        on["push"]["tags"]
+            .as_sequence()
+            .is_some_and(|t| !t.is_empty()),
+        "{on:?}"
+    );
+    for target in [
+        "x86_64-unknown-linux-musl",
+        "aarch64-unknown-linux-musl",
+        "x86_64-apple-darwin",
+        "aarch64-apple-darwin",
+        "x86_64-pc-windows-msvc",
+    ] {
+        assert!(text.contains(target), "no {target}");
+    }
+    let jobs = workflow["jobs"].as_mapping().unwrap();
+    let run_lines: String = jobs
+        .values()
+        .flat_map(|job| job["steps"].as_sequence().cloned().unwrap_or_default())
+        .map(|step| serde_yaml::to_string(&step).unwrap())
+        .collect();
+    for needed in [
+        "sha256",                      // a checksum beside each archive
+        "PyO3/maturin-action",         // the wheels
+        "manylinux",                   // portable Linux wheels
+        "pypa/gh-action-pypi-publish", // the Python package index
+        "docker/build-push-action",    // the container image
+        "gh release",                  // the release page
+        "CHANGELOG.md",                // its notes
+    ] {
+        assert!(run_lines.contains(needed), "no {needed}");
+    }
+    // The tag's version has its changelog entry.
+    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        changelog
+            .lines()
+            .any(|l| l.starts_with(&format!("## {version}"))),
+        "CHANGELOG.md has no `## {version}` entry"
+    );
+}
+
+#[test]
+fn dockerfile_builds_then_runs_the_binary_as_a_non_root_user() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let stages: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert!(stages[0].contains(" AS build"), "{}", stages[0]);
+    let runtime = &text[text.rfind("\nFROM ").unwrap()..];
+    for needed in [
+        "ca-certificates",
+        "COPY --from=build",
+        "USER ",
+        "ENTRYPOINT [\"comfy-batch\"]",
+    ] {
+        assert!(
+            runtime.contains(needed),
+            "the runtime stage has no {needed}"
+        );
+    }
+    let user = runtime.lines().find(|l| l.starts_with("USER ")).unwrap();
+    assert!(!user.contains("root") && user.trim() != "USER 0", "{user}");
+    assert!(text.contains("cargo build --locked --release"));
+}
