@@ -898,6 +898,33 @@ fn synthetic_folder(dir: &Path, n: usize) {
     std::fs::write(dir.join("runs.csv"), csv).unwrap();
 }
 
+/// Every job row of the report in `report` (`DIR/report`), from the chunk
+/// files of the data folder its page names, in order: what the page shows.
+pub fn report_rows(report: &Path) -> Vec<serde_json::Value> {
+    let page = std::fs::read_to_string(report.join("index.html")).unwrap();
+    let at = page.find("data/").expect("the page names its data folder") + "data/".len();
+    let id: String = page[at..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    let dir = report.join("data").join(id);
+    let mut chunks: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "index.js"))
+        .collect();
+    chunks.sort();
+    let mut rows = Vec::new();
+    for chunk in chunks {
+        let text = std::fs::read_to_string(&chunk).unwrap();
+        let start = text.find(",[").expect("comfyBatchReport.chunk(N,[…]);") + 1;
+        let end = text.rfind(");").unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&text[start..end]).unwrap();
+        rows.extend(parsed.as_array().unwrap().iter().cloned());
+    }
+    rows
+}
+
 /// The folders under `report/data/` (one per report's data).
 fn data_folders(out: &Path) -> BTreeSet<String> {
     std::fs::read_dir(out.join("report/data"))

@@ -461,15 +461,9 @@ const NAMED_SAVED: [(&str, &str); 9] = [
 /// Extensions a browser may open as a page or a system may run.
 const NEVER: [&str; 7] = [".html", ".htm", ".svg", ".sh", ".exe", ".bat", ".xhtml"];
 
-/// The report's embedded data: each job's files as `(rel, kind)`.
+/// The report's data: each job's files as `(rel, kind)`.
 fn report_files(index: &Path) -> Vec<(String, String)> {
-    let html = std::fs::read_to_string(index).unwrap();
-    let start = html.find(r#"id="run-data">"#).unwrap() + r#"id="run-data">"#.len();
-    let end = start + html[start..].find("</script>").unwrap();
-    let data: serde_json::Value = serde_json::from_str(&html[start..end]).unwrap();
-    data["jobs"]
-        .as_array()
-        .unwrap()
+    crate::gallery::report_rows(index.parent().unwrap())
         .iter()
         .flat_map(|job| job[6].as_array().unwrap().clone())
         .map(|f| (f[0].as_str().unwrap().into(), f[1].as_str().unwrap().into()))
