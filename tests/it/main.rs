@@ -6,6 +6,7 @@ mod bench;
 mod check;
 mod ci_examples;
 mod convert;
+mod drift;
 mod export;
 mod faults;
 mod folder_safety;
