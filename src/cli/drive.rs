@@ -1,7 +1,8 @@
 //! The async half shared by `run` and `rerun`: start the simulator if asked,
 //! preflight every prompt (before anything is created or queued), open the
-//! output folder, watch for Ctrl-C and SIGTERM (the only place signals are
-//! read), feed the scheduler and route its events to the CSV log and the
+//! output folder, record each server's environment (`environment`), watch
+//! for Ctrl-C and SIGTERM (the only place signals are read), feed the
+//! scheduler and route its events to the CSV log and the
 //! reporters, then map the summary to an exit code.
 
 use std::io::IsTerminal;
@@ -169,11 +170,49 @@ async fn preflight(
     config: &mut RunConfig,
     jobs: JobSource<'_>,
     quiet: bool,
-) -> Result<(), CliError> {
+) -> Result<Vec<(String, crate::validate::Catalogue)>, CliError> {
     let pool = config
         .http_pool()
         .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
     super::check::preflight_servers(&config.servers, &pool, jobs, quiet).await
+}
+
+/// Records every server's environment in the output folder before any job
+/// starts: the servers the preflight reached (with their catalogues), or
+/// all of them without a preflight. Problems are warnings: the record
+/// serves the run, it never stops it.
+async fn record_environment(
+    config: &mut RunConfig,
+    catalogues: &[(String, crate::validate::Catalogue)],
+    jobs: JobSource<'_>,
+    output: &OutputDir,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let pool = config
+        .http_pool()
+        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    let servers: Vec<_> = config
+        .servers
+        .iter()
+        .filter_map(|url| {
+            let shown = url.to_string();
+            let info = catalogues
+                .iter()
+                .find(|(s, _)| *s == shown)
+                .map(|(_, c)| c.object_info());
+            (catalogues.is_empty() || info.is_some()).then(|| (pool.client(url.clone()), info))
+        })
+        .collect();
+    let mut models = std::collections::BTreeSet::new();
+    for job in jobs() {
+        crate::environment::models_named(&job.prompt.0, &mut models);
+    }
+    for warning in crate::environment::record_servers(output.root(), &servers, &models).await {
+        if !quiet {
+            eprintln!("warning: {warning}");
+        }
+    }
+    Ok(())
 }
 
 /// Runs a session: preflight `jobs`, then `prepare` the folder and the jobs
@@ -236,27 +275,34 @@ pub(crate) fn drive<'a>(
         } else {
             None
         };
-        if check
-            && !nothing_left
-            && let Err(e) = preflight(&mut config, jobs, quiet).await
-        {
-            if e.exit == Exit::Infrastructure {
-                // The folder is not opened for a run that cannot start: a
-                // resumed one's jobs are known, else the command's all.
-                let listed: Box<dyn Iterator<Item = Job>> = match early {
-                    Some(prepared) => Box::new(prepared.jobs.map(|(job, _)| job)),
-                    None => jobs(),
-                };
-                let options = super::ci_env::ci_options(junit, Path::new("runs.csv"));
-                not_started(&mut crate::ci::CiReporters::new(options), &e, listed);
+        let checked = match check && !nothing_left {
+            true => preflight(&mut config, jobs, quiet).await,
+            false => Ok(Vec::new()),
+        };
+        let catalogues = match checked {
+            Ok(found) => found,
+            Err(e) => {
+                if e.exit == Exit::Infrastructure {
+                    // The folder is not opened for a run that cannot start: a
+                    // resumed one's jobs are known, else the command's all.
+                    let listed: Box<dyn Iterator<Item = Job>> = match early {
+                        Some(prepared) => Box::new(prepared.jobs.map(|(job, _)| job)),
+                        None => jobs(),
+                    };
+                    let options = super::ci_env::ci_options(junit, Path::new("runs.csv"));
+                    not_started(&mut crate::ci::CiReporters::new(options), &e, listed);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         let prepared = match (early, prepare) {
             (Some(prepared), _) => prepared,
             (None, Some(prepare)) => prepare()?,
             (None, None) => unreachable!("prepare is taken only for an early open"),
         };
+        if !nothing_left {
+            record_environment(&mut config, &catalogues, jobs, &prepared.output, quiet).await?;
+        }
         let Prepared {
             output,
             mut log,

@@ -7,6 +7,7 @@ mod check;
 mod ci_examples;
 mod convert;
 mod drift;
+mod environment;
 mod export;
 mod faults;
 mod folder_safety;
