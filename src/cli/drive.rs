@@ -177,6 +177,9 @@ async fn preflight(
     super::check::preflight_servers(&config.servers, &pool, jobs, quiet).await
 }
 
+/// How long recording the environment may hold up a run's start.
+const RECORD_WITHIN: Duration = Duration::from_secs(10);
+
 /// Records every server's environment in the output folder before any job
 /// starts: the servers the preflight reached (with their catalogues), or
 /// all of them without a preflight. Problems are warnings: the record
@@ -185,7 +188,7 @@ async fn record_environment(
     config: &mut RunConfig,
     catalogues: &[(String, crate::validate::Catalogue)],
     jobs: JobSource<'_>,
-    output: &OutputDir,
+    output: &std::path::Path,
     quiet: bool,
 ) -> Result<(), CliError> {
     let pool = config
@@ -207,7 +210,7 @@ async fn record_environment(
     for job in jobs() {
         crate::environment::models_named(&job.prompt.0, &mut models);
     }
-    for warning in crate::environment::record_servers(output.root(), &servers, &models).await {
+    for warning in crate::environment::record_servers(output, &servers, &models).await {
         if !quiet {
             eprintln!("warning: {warning}");
         }
@@ -300,9 +303,8 @@ pub(crate) fn drive<'a>(
             (None, Some(prepare)) => prepare()?,
             (None, None) => unreachable!("prepare is taken only for an early open"),
         };
-        if !nothing_left {
-            record_environment(&mut config, &catalogues, jobs, &prepared.output, quiet).await?;
-        }
+        // The command's jobs, for the models they name (shadowed below).
+        let planned = jobs;
         let Prepared {
             output,
             mut log,
@@ -325,6 +327,24 @@ pub(crate) fn drive<'a>(
         let mut live = report.map(|r| r.start(output.root()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::default());
         spawn_stop_watch(stop_tx)?;
+        if !nothing_left {
+            // A Ctrl-C or SIGTERM meanwhile is the run's to handle: the
+            // record is given up, as it is for servers slower than this.
+            let mut asked = stop_rx.clone();
+            let record =
+                record_environment(&mut config, &catalogues, planned, output.root(), quiet);
+            tokio::select! {
+                recorded = tokio::time::timeout(RECORD_WITHIN, record) => match recorded {
+                    Ok(done) => done?,
+                    Err(_) if !quiet => eprintln!(
+                        "warning: environment not recorded: the servers did not answer within {}s",
+                        RECORD_WITHIN.as_secs()
+                    ),
+                    Err(_) => {}
+                },
+                _ = asked.changed() => {}
+            }
+        }
         let asked = stop_rx.clone();
         let mut observer = |event: &crate::run::RunEvent| {
             match &event.kind {

@@ -210,3 +210,34 @@ async fn merge_keeps_every_sources_snapshots() {
         status.stdout
     );
 }
+
+#[tokio::test]
+async fn an_unreadable_record_is_named_once_and_left_as_it_is() {
+    let sim = sim_with(SimConfig::default()).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(1));
+    let out = p.run("jobs.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let garbage = "{\"snapshots\": [truncated";
+    p.write("out/environment.json", garbage);
+    p.write("jobs.yaml", sampler_jobs(2));
+    let out = p.run("jobs.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "the run goes on: {}", out.stderr);
+    let lines: Vec<_> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("environment.json"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].contains("not an environment record") && lines[0].contains("not recorded"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.out().join("environment.json")).unwrap(),
+        garbage,
+        "nothing recorded is lost"
+    );
+    assert_eq!(p.rows().len(), 2);
+}
