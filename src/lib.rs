@@ -17,7 +17,8 @@
 //!
 //! After a run: `folder` reads an output folder back (and merges shard
 //! folders), `export` turns it into a dataset, and `ci` writes JUnit and
-//! GitHub job summaries from the run's events.
+//! GitHub job summaries from the run's events. `environment` records what
+//! each server ran (versions, devices, node and model hashes) beside the log.
 //!
 //! `scaffold` writes the starter project of `init` (the repository's own
 //! examples, embedded).
@@ -27,6 +28,7 @@ pub mod ci;
 pub mod cli;
 pub mod comfy;
 pub mod convert;
+pub mod environment;
 pub mod export;
 pub mod folder;
 pub mod gallery;

@@ -351,12 +351,13 @@ pub(crate) fn unreachable_hint(e: &ClientError) -> &'static str {
 /// (through `pool`, whose connections the run then keeps using), then
 /// every prompt. A server down at the start is left out with a warning
 /// (the scheduler skips it too); only when none answers is that an error.
+/// Returns the catalogues found, by server (the environment's node hashes).
 pub(crate) async fn preflight_servers(
     servers: &[ServerUrl],
     pool: &HttpPool,
     jobs: JobSource<'_>,
     quiet: bool,
-) -> Result<(), CliError> {
+) -> Result<Vec<(String, Catalogue)>, CliError> {
     let classes = classes_used(jobs());
     let mut found = Vec::new();
     let mut first_error = None;
@@ -375,7 +376,8 @@ pub(crate) async fn preflight_servers(
     if let (true, Some(e)) = (found.is_empty(), first_error) {
         return Err(e);
     }
-    preflight(jobs, &found)
+    preflight(jobs, &found)?;
+    Ok(found)
 }
 
 /// The preflight shared by `check`, `run` and `rerun`: every problem

@@ -1,7 +1,8 @@
 //! The async half shared by `run` and `rerun`: start the simulator if asked,
 //! preflight every prompt (before anything is created or queued), open the
-//! output folder, watch for Ctrl-C and SIGTERM (the only place signals are
-//! read), feed the scheduler and route its events to the CSV log and the
+//! output folder, record each server's environment (`environment`), watch
+//! for Ctrl-C and SIGTERM (the only place signals are read), feed the
+//! scheduler and route its events to the CSV log and the
 //! reporters, then map the summary to an exit code.
 
 use std::io::IsTerminal;
@@ -169,11 +170,52 @@ async fn preflight(
     config: &mut RunConfig,
     jobs: JobSource<'_>,
     quiet: bool,
-) -> Result<(), CliError> {
+) -> Result<Vec<(String, crate::validate::Catalogue)>, CliError> {
     let pool = config
         .http_pool()
         .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
     super::check::preflight_servers(&config.servers, &pool, jobs, quiet).await
+}
+
+/// How long recording the environment may hold up a run's start.
+const RECORD_WITHIN: Duration = Duration::from_secs(10);
+
+/// Records every server's environment in the output folder before any job
+/// starts: the servers the preflight reached (with their catalogues), or
+/// all of them without a preflight. Problems are warnings: the record
+/// serves the run, it never stops it.
+async fn record_environment(
+    config: &mut RunConfig,
+    catalogues: &[(String, crate::validate::Catalogue)],
+    jobs: JobSource<'_>,
+    output: &std::path::Path,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let pool = config
+        .http_pool()
+        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    let servers: Vec<_> = config
+        .servers
+        .iter()
+        .filter_map(|url| {
+            let shown = url.to_string();
+            let info = catalogues
+                .iter()
+                .find(|(s, _)| *s == shown)
+                .map(|(_, c)| c.object_info());
+            (catalogues.is_empty() || info.is_some()).then(|| (pool.client(url.clone()), info))
+        })
+        .collect();
+    let mut models = std::collections::BTreeSet::new();
+    for job in jobs() {
+        crate::environment::models_named(&job.prompt.0, &mut models);
+    }
+    for warning in crate::environment::record_servers(output, &servers, &models).await {
+        if !quiet {
+            eprintln!("warning: {warning}");
+        }
+    }
+    Ok(())
 }
 
 /// Runs a session: preflight `jobs`, then `prepare` the folder and the jobs
@@ -236,27 +278,33 @@ pub(crate) fn drive<'a>(
         } else {
             None
         };
-        if check
-            && !nothing_left
-            && let Err(e) = preflight(&mut config, jobs, quiet).await
-        {
-            if e.exit == Exit::Infrastructure {
-                // The folder is not opened for a run that cannot start: a
-                // resumed one's jobs are known, else the command's all.
-                let listed: Box<dyn Iterator<Item = Job>> = match early {
-                    Some(prepared) => Box::new(prepared.jobs.map(|(job, _)| job)),
-                    None => jobs(),
-                };
-                let options = super::ci_env::ci_options(junit, Path::new("runs.csv"));
-                not_started(&mut crate::ci::CiReporters::new(options), &e, listed);
+        let checked = match check && !nothing_left {
+            true => preflight(&mut config, jobs, quiet).await,
+            false => Ok(Vec::new()),
+        };
+        let catalogues = match checked {
+            Ok(found) => found,
+            Err(e) => {
+                if e.exit == Exit::Infrastructure {
+                    // The folder is not opened for a run that cannot start: a
+                    // resumed one's jobs are known, else the command's all.
+                    let listed: Box<dyn Iterator<Item = Job>> = match early {
+                        Some(prepared) => Box::new(prepared.jobs.map(|(job, _)| job)),
+                        None => jobs(),
+                    };
+                    let options = super::ci_env::ci_options(junit, Path::new("runs.csv"));
+                    not_started(&mut crate::ci::CiReporters::new(options), &e, listed);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         let prepared = match (early, prepare) {
             (Some(prepared), _) => prepared,
             (None, Some(prepare)) => prepare()?,
             (None, None) => unreachable!("prepare is taken only for an early open"),
         };
+        // The command's jobs, for the models they name (shadowed below).
+        let planned = jobs;
         let Prepared {
             output,
             mut log,
@@ -279,6 +327,24 @@ pub(crate) fn drive<'a>(
         let mut live = report.map(|r| r.start(output.root()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::default());
         spawn_stop_watch(stop_tx)?;
+        if !nothing_left {
+            // A Ctrl-C or SIGTERM meanwhile is the run's to handle: the
+            // record is given up, as it is for servers slower than this.
+            let mut asked = stop_rx.clone();
+            let record =
+                record_environment(&mut config, &catalogues, planned, output.root(), quiet);
+            tokio::select! {
+                recorded = tokio::time::timeout(RECORD_WITHIN, record) => match recorded {
+                    Ok(done) => done?,
+                    Err(_) if !quiet => eprintln!(
+                        "warning: environment not recorded: the servers did not answer within {}s",
+                        RECORD_WITHIN.as_secs()
+                    ),
+                    Err(_) => {}
+                },
+                _ = asked.changed() => {}
+            }
+        }
         let asked = stop_rx.clone();
         let mut observer = |event: &crate::run::RunEvent| {
             match &event.kind {

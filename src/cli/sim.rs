@@ -73,6 +73,22 @@ pub struct SimArgs {
     /// Base folder for input/, output/ and temp/ (default: a fresh temporary folder).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// The ComfyUI version /system_stats reports.
+    #[arg(long, value_name = "V", default_value = "0.8.0")]
+    pub comfyui_version: String,
+    /// The PyTorch version /system_stats reports.
+    #[arg(long, value_name = "V", default_value = "sim")]
+    pub pytorch_version: String,
+    /// The device name /system_stats reports.
+    #[arg(long, value_name = "NAME", default_value = "sim")]
+    pub device: String,
+    /// Perturb the pixels of PNG images slightly (red channel ±1) for
+    /// prompts with these sampler seeds: a,b,…
+    #[arg(long, value_name = "SEEDS", value_delimiter = ',')]
+    pub drift_seeds: Vec<u64>,
+    /// Perturb them for every prompt after this many executed ones.
+    #[arg(long, value_name = "N")]
+    pub drift_after: Option<u64>,
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -138,6 +154,13 @@ impl SimArgs {
             require_headers: self.require_headers.clone(),
             require_query: self.require_query.clone(),
             dir: self.dir.clone(),
+            system: crate::sim::SimSystem {
+                comfyui_version: self.comfyui_version.clone(),
+                pytorch_version: self.pytorch_version.clone(),
+                device: self.device.clone(),
+            },
+            drift_seeds: self.drift_seeds.clone(),
+            drift_after: self.drift_after,
             ..SimConfig::default()
         };
         for (folder, names) in &self.models {

@@ -1,7 +1,8 @@
 //! `comfy-batch status DIR [--manifest M]`: counts by status (the newest row
 //! of each job counts), the jobs not ok with their errors, and with the
 //! manifest how many of its jobs are still to run. Exit 0 when every job is
-//! ok (and, with the manifest, none is left), 1 otherwise: a CI gate.
+//! ok (and, with the manifest, none is left), 1 otherwise: a CI gate. The
+//! environment's snapshots are listed with the rows run under each.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -28,6 +29,41 @@ pub struct StatusArgs {
 
 /// The status order in the counts line.
 const ORDER: [&str; 5] = ["ok", "failed", "rejected", "timeout", "interrupted"];
+
+/// The folder's environment snapshots, each with the rows that ran under
+/// it; nothing for a folder without a record.
+fn environment(folder: &RunFolder, out: &mut String) {
+    use crate::environment::{Environment, FILE};
+    let path = folder.root().join(FILE);
+    let Ok(mut file) = folder.file(FILE) else {
+        return;
+    };
+    let env = match file.read_all().map(|b| Environment::parse(&b, &path)) {
+        Ok(Ok(env)) => env,
+        Ok(Err(e)) => return eprintln!("warning: {e}"),
+        Err(e) => return eprintln!("warning: {}: {e}", path.display()),
+    };
+    let mut rows = vec![0usize; env.snapshots.len()];
+    for row in folder.rows() {
+        let (server, started) = (folder.get(row, "server"), folder.get(row, "started_at"));
+        if let Some((i, _)) = env.in_force(server, started) {
+            rows[i] += 1;
+        }
+    }
+    let _ = writeln!(out, "environment ({}):", env.snapshots.len());
+    for (i, s) in env.snapshots.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  #{} {} since {}: {} ({} row{})",
+            i + 1,
+            crate::text::one_line(&s.server),
+            s.first_seen,
+            s.values.line(),
+            rows[i],
+            if rows[i] == 1 { "" } else { "s" }
+        );
+    }
+}
 
 /// Runs the command.
 pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError> {
@@ -95,6 +131,7 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
             "  {missing} ok job(s) have output files missing (a resumed run redoes them)"
         );
     }
+    environment(&folder, &mut out);
     let mut left = 0;
     if let Some(path) = &args.manifest {
         let manifest =

@@ -174,6 +174,26 @@ impl HttpClient {
         self.get_json("system_stats").await
     }
 
+    /// `GET /view_metadata/{folder}?filename=…`: a `.safetensors` model's
+    /// header `__metadata__`; `None` when the server has none for it (404).
+    pub async fn view_metadata(
+        &self,
+        folder: &str,
+        filename: &str,
+    ) -> Result<Option<Value>, ClientError> {
+        let path = format!("view_metadata/{}", encode(folder));
+        let request = self
+            .client
+            .get(self.base.endpoint(&path))
+            .query(&[("filename", filename)]);
+        let response = self.send(request).await?;
+        match self.json(response).await {
+            Ok(metadata) => Ok(Some(metadata)),
+            Err(ClientError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /object_info`: the node catalogue, for preflight validation.
     pub async fn object_info(&self) -> Result<Value, ClientError> {
         self.get_json("object_info").await

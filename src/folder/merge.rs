@@ -2,7 +2,8 @@
 //! every source is kept once (rows already in OUT are not added again, so
 //! merging after a shard reran adds only what is new); the files a row
 //! lists, `prompts/` and `inputs/` are hard-linked (copied across file
-//! systems); `run.json` is carried over with its paths made relative to OUT.
+//! systems); `run.json` is carried over with its paths made relative to OUT,
+//! and every folder's `environment.json` snapshots are kept.
 //! Files land before the log names them, and the log is replaced whole, so
 //! an interrupted merge is finished by running it again. A file reached
 //! through a symbolic link (itself, or a folder on its way such as a linked
@@ -303,6 +304,7 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
             source: e.source,
         })?;
     }
+    merge_environments(out, folders.iter().map(|(_, f)| f), &mut summary.warnings)?;
     summary.rows_added = added.len();
     summary.rows_total = rows.len();
     summary.jobs = rows
@@ -390,4 +392,43 @@ fn same_content(a: &mut Opened, b: &Path) -> bool {
         }
         _ => false,
     }
+}
+
+/// Every source's environment snapshots join OUT's (none is dropped, none
+/// doubled). A record that cannot be read is named in a warning; OUT's own
+/// is then left as it is.
+fn merge_environments<'a>(
+    out: &Path,
+    sources: impl Iterator<Item = &'a RunFolder>,
+    warnings: &mut Vec<String>,
+) -> Result<(), MergeError> {
+    use crate::environment::{Environment, FILE};
+    let mut merged = match Environment::read(out) {
+        Ok(env) => env,
+        Err(e) => {
+            warnings.push(format!("{e}; environments not merged"));
+            return Ok(());
+        }
+    };
+    let before = merged.clone();
+    for f in sources {
+        let Ok(mut file) = f.file(FILE) else {
+            continue;
+        };
+        let path = f.root().join(FILE);
+        let read = file
+            .read_all()
+            .map_err(|e| format!("{}: {e}", path.display()));
+        match read.and_then(|b| Environment::parse(&b, &path).map_err(|e| e.to_string())) {
+            Ok(env) => merged.merge(&env),
+            Err(e) => warnings.push(format!("{e}; not merged")),
+        }
+    }
+    if merged != before {
+        merged.write(out).map_err(|e| MergeError::Io {
+            path: out.join(FILE),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    Ok(())
 }

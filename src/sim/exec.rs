@@ -168,6 +168,11 @@ async fn run_prompt(shared: &Arc<Shared>, cache: &mut Cache, item: QueueItem) {
         executed: Vec::new(),
         values: HashMap::new(),
         sigs: HashMap::new(),
+        drift: drifts(
+            &shared.config,
+            &item.prompt,
+            shared.stats().prompts_executed,
+        ),
     };
     let outcome = run.execute(cache).await;
     shared.add_busy(started.elapsed());
@@ -253,6 +258,25 @@ struct Run<'a> {
     executed: Vec<String>,
     values: HashMap<String, Vec<Tensor>>,
     sigs: HashMap<String, Option<String>>,
+    /// Whether this prompt's PNG images drift (`SimConfig::drift_seeds`,
+    /// `drift_after`).
+    drift: bool,
+}
+
+/// Whether a prompt drifts: a sampler seed (`seed`, `noise_seed`) among
+/// the listed ones, or `executed` prompts already past `drift_after`.
+fn drifts(config: &super::SimConfig, prompt: &Map<String, Value>, executed: u64) -> bool {
+    if config.drift_after.is_some_and(|n| executed >= n) {
+        return true;
+    }
+    !config.drift_seeds.is_empty()
+        && prompt.values().any(|node| {
+            ["seed", "noise_seed"].iter().any(|name| {
+                node.pointer(&format!("/inputs/{name}"))
+                    .and_then(Value::as_u64)
+                    .is_some_and(|seed| config.drift_seeds.contains(&seed))
+            })
+        })
 }
 
 impl Run<'_> {
@@ -863,12 +887,16 @@ impl Run<'_> {
             .extra_data
             .get("extra_pnginfo")
             .and_then(Value::as_object);
-        files::encode_png(
-            w,
-            h,
-            t.colour(index),
-            &files::png_texts(&self.item.prompt, extra),
-        )
+        let mut colour = t.colour(index);
+        if self.drift {
+            // Slight: one level of one channel, as numeric noise would.
+            colour[0] = if colour[0] == u8::MAX {
+                colour[0] - 1
+            } else {
+                colour[0] + 1
+            };
+        }
+        files::encode_png(w, h, colour, &files::png_texts(&self.item.prompt, extra))
     }
 
     /// SaveImage / PreviewImage: real names, real PNGs.

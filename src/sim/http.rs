@@ -44,6 +44,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/features", get(|| async { json_ok(ws::features()) }))
         .route("/models", get(models))
         .route("/models/{folder}", get(models_folder))
+        .route("/view_metadata/{folder}", get(view_metadata))
         .route("/embeddings", get(embeddings))
         .route("/free", post(post_free));
     Router::new()
@@ -623,17 +624,17 @@ async fn system_stats(State(shared): S) -> Response {
             "os": std::env::consts::OS,
             "ram_total": 17179869184u64,
             "ram_free": 8589934592u64,
-            "comfyui_version": "0.8.0",
+            "comfyui_version": shared.config.system.comfyui_version,
             "required_frontend_version": "1.35.9",
             "installed_templates_version": "0.7.67",
             "required_templates_version": "0.7.67",
             "python_version": "3.11.7 (comfy-batch sim)",
-            "pytorch_version": "sim",
+            "pytorch_version": shared.config.system.pytorch_version,
             "embedded_python": false,
             "argv": ["comfy-batch", "sim", format!("--uptime={uptime}s")],
         },
         "devices": [{
-            "name": "sim", "type": "cpu", "index": null,
+            "name": shared.config.system.device, "type": "cpu", "index": null,
             "vram_total": 17179869184u64, "vram_free": 17179869184u64,
             "torch_vram_total": 17179869184u64, "torch_vram_free": 17179869184u64,
         }],
@@ -649,6 +650,30 @@ async fn models_folder(State(shared): S, UrlPath(folder): UrlPath<String>) -> Re
     match shared.config.models.get(&folder) {
         Some(names) => json_ok(json!(names)),
         None => empty(StatusCode::NOT_FOUND),
+    }
+}
+
+/// `GET /view_metadata/{folder}?filename=…`: a listed `.safetensors`
+/// model's header `__metadata__`, as ComfyUI answers (404 for any other
+/// file). The sim's models are names only: their metadata names the file.
+async fn view_metadata(
+    State(shared): S,
+    UrlPath(folder): UrlPath<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let listed = |name: &str| {
+        shared
+            .config
+            .models
+            .get(&folder)
+            .is_some_and(|names| names.iter().any(|n| n == name))
+    };
+    match query.get("filename") {
+        Some(name) if name.ends_with(".safetensors") && listed(name) => json_ok(json!({
+            "format": "pt",
+            "modelspec.title": name.trim_end_matches(".safetensors"),
+        })),
+        _ => not_found(),
     }
 }
 

@@ -40,6 +40,10 @@
 //!   PNG, animated PNG and WebP, `.latent` and `.glb` files are real, video
 //!   and compressed audio are deterministic stand-in bytes with the
 //!   format's magic (see `media`).
+//! - `/system_stats` reports the configured versions and device
+//!   ([`SimSystem`]), `/view_metadata` a made-up `__metadata__` for each
+//!   listed `.safetensors` model, and drift ([`SimConfig::drift_seeds`])
+//!   changes chosen prompts' pixels as another GPU or version would.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), comfy_batch::sim::SimError> {
@@ -131,6 +135,37 @@ pub struct SimConfig {
     /// temporary folder owned (and removed) by the handle. `temp/` is emptied
     /// on start, as the real server does.
     pub dir: Option<PathBuf>,
+    /// What `/system_stats` reports, so that two simulators (or one
+    /// "upgraded" between runs) can be told apart.
+    pub system: SimSystem,
+    /// Drift, as an updated server or another GPU gives: PNG images of the
+    /// prompts whose sampler seed is listed, and of every prompt after
+    /// [`SimConfig::drift_after`] executed ones, have their red channel
+    /// moved by 1 (deterministic; other prompts stay byte-identical).
+    pub drift_seeds: Vec<u64>,
+    /// Drift every prompt executed after this many (see `drift_seeds`).
+    pub drift_after: Option<u64>,
+}
+
+/// The simulator's `/system_stats` values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimSystem {
+    /// `system.comfyui_version`.
+    pub comfyui_version: String,
+    /// `system.pytorch_version`.
+    pub pytorch_version: String,
+    /// The one device's `name` (its type is `cpu`).
+    pub device: String,
+}
+
+impl Default for SimSystem {
+    fn default() -> Self {
+        SimSystem {
+            comfyui_version: "0.8.0".into(),
+            pytorch_version: "sim".into(),
+            device: "sim".into(),
+        }
+    }
 }
 
 /// The model names a fresh simulator offers (the recorded catalogue came
@@ -216,6 +251,9 @@ impl Default for SimConfig {
             require_query: Vec::new(),
             models: default_models(),
             dir: None,
+            system: SimSystem::default(),
+            drift_seeds: Vec::new(),
+            drift_after: None,
         }
     }
 }

@@ -596,6 +596,7 @@ async fn hostile_server_file_names_never_leave_the_output_folder() {
         list(&p.out()),
         // runs.csv.lock: the run's lock, kept (see `sink::csv::lock`).
         [
+            "environment.json",
             "images",
             "prompts",
             "report",

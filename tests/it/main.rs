@@ -6,6 +6,8 @@ mod bench;
 mod check;
 mod ci_examples;
 mod convert;
+mod drift;
+mod environment;
 mod export;
 mod faults;
 mod folder_safety;

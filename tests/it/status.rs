@@ -21,7 +21,10 @@ async fn failures_are_listed_and_exit_1() {
     let out = p.cli(&["status", "out"]).await;
     assert_eq!(out.code, 1, "{}", out.stderr);
     let id = regex_lite::Regex::new(r"\b[0-9a-f]{12,}\b").unwrap();
-    insta::assert_snapshot!(id.replace_all(&out.stdout, "[ID]"));
+    // The environment names the sim's port, the time and the OS.
+    let env = regex_lite::Regex::new(r"#1 \S+ since \S+: (.*), \w+, cpu").unwrap();
+    let stdout = env.replace_all(&out.stdout, "#1 [SERVER] since [TIME]: $1, [OS], cpu");
+    insta::assert_snapshot!(id.replace_all(&stdout, "[ID]"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +48,10 @@ async fn with_the_manifest_it_counts_what_is_left() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let all = p.cli(&["status", "out"]).await;
     assert_eq!(all.code, 0, "{}", all.stdout);
-    assert_eq!(all.stdout, "out: 2 job(s): 2 ok\n");
+    let (counts, env) = all.stdout.split_once('\n').unwrap();
+    assert_eq!(counts, "out: 2 job(s): 2 ok");
+    assert!(env.starts_with("environment (1):\n  #1 "), "{env}");
+    assert!(env.ends_with("(2 rows)\n"), "{env}");
     let left = p.cli(&["status", "out", "--manifest", "sweep.yaml"]).await;
     assert_eq!(left.code, 1);
     assert!(
