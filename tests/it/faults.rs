@@ -827,7 +827,9 @@ async fn log_cannot_grow(shell_prefix: &str) {
     );
     foreign_blocker(&sim, 4).await;
     // 4 blocks of 512 bytes.
-    let run = tokio::process::Command::new("sh")
+    let mut shell = std::process::Command::new("sh");
+    crate::harness::without_host_variables(&mut shell);
+    let run = tokio::process::Command::from(shell)
         .arg("-c")
         .arg(format!("{shell_prefix}ulimit -f 4; exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_comfy-batch"))
