@@ -267,13 +267,21 @@ impl ClientError {
     }
 
     /// Whether retrying the same request later may succeed: connection
-    /// problems, timeouts and 5xx answers, but not a 4xx or a bad body.
+    /// problems, timeouts and 5xx answers, but not a 4xx, a bad body or a
+    /// redirect (see [`ClientError::is_redirect`]).
     pub fn is_transient(&self) -> bool {
         match self {
-            ClientError::Transport { .. } | ClientError::WebSocket { .. } => true,
+            ClientError::Transport { .. } => !self.is_redirect(),
+            ClientError::WebSocket { .. } => true,
             ClientError::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
+    }
+
+    /// Whether the server answered with a redirect, which is never
+    /// followed: see [`http::HttpPool::new`].
+    pub fn is_redirect(&self) -> bool {
+        matches!(self, ClientError::Transport { source, .. } if source.is_redirect())
     }
 }
 

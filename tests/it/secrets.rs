@@ -252,3 +252,72 @@ async fn the_guarded_simulator_refuses_a_request_without_every_credential() {
     let refused = tokio_tungstenite::connect_async(ws.as_str()).await;
     assert!(refused.is_err(), "a handshake without credentials");
 }
+
+/// A server that answers every request with a redirect to another host:
+/// reqwest would follow it, keeping a `--header` value (it drops only
+/// `Authorization` and cookies across hosts), and the other host would
+/// get the API key. A redirect is never followed (the credentials go to
+/// the server given and nowhere else); the error says where it led,
+/// without a secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_takes_no_secret_elsewhere() {
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let other = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(format!("{uri} {headers:?}"));
+                "{}"
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, other).await });
+    let target = elsewhere.clone();
+    let front = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let location = format!("{target}{uri}");
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_url = secret_url(&format!("http://{}", listener.local_addr().unwrap()));
+    tokio::spawn(async move { axum::serve(listener, front).await });
+
+    let p = Project::new();
+    p.write("colors.yaml", MANIFEST);
+    let header = format!("X-Api-Key: {HEADER}");
+    for command in ["check", "run"] {
+        let out = p
+            .cli_env(
+                &[
+                    command,
+                    "colors.yaml",
+                    "--server",
+                    &front_url,
+                    "--header",
+                    &header,
+                    "-v",
+                ],
+                &[("RUST_LOG", Some("trace"))],
+            )
+            .await;
+        assert_eq!(out.code, 3, "{command}: {}", out.stderr);
+        assert_output_clean(command, &out);
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error: ") && l.contains("redirect"))
+            .unwrap_or_else(|| panic!("{command}: no error naming the redirect: {}", out.stderr));
+        assert!(line.contains(&elsewhere), "{command}: {line}");
+    }
+    let seen = seen.lock().unwrap();
+    assert!(seen.is_empty(), "the other host was asked: {seen:?}");
+    assert_tree_clean(p.dir.path());
+}
