@@ -40,6 +40,52 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
     out
 }
 
+/// A URL's text as it may be shown: the password of its user info as
+/// `***` (all of it when there is no password: a lone user name is often a
+/// token), and the value of each query pair whose name `secret` picks. Not
+/// a parser, so that text which failed to parse as a URL is redacted too
+/// (a manifest's `server:` that is no http URL):
+/// the user info is whatever lies between `://` and the last `@` before the
+/// query (too much rather than too little).
+pub(crate) fn redact_url(text: &str, secret: &dyn Fn(&str) -> bool) -> String {
+    let (text, query) = match text.split_once('?') {
+        Some((text, query)) => (text, Some(query)),
+        None => (text, None),
+    };
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let mut out = match text[start..].rfind('@') {
+        Some(at) => {
+            let user = match text[start..start + at].split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_string(),
+            };
+            format!("{}{user}{}", &text[..start], &text[start + at..])
+        }
+        None => text.to_string(),
+    };
+    if let Some(query) = query {
+        let (query, fragment) = match query.split_once('#') {
+            Some((query, fragment)) => (query, Some(fragment)),
+            None => (query, None),
+        };
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if secret(name) => format!("{name}=***"),
+                None if secret(pair) => "***".to_string(),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+        if let Some(fragment) = fragment {
+            out.push('#');
+            out.push_str(fragment);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

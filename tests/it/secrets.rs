@@ -321,3 +321,31 @@ async fn a_redirect_is_not_followed_and_takes_no_secret_elsewhere() {
     assert!(seen.is_empty(), "the other host was asked: {seen:?}");
     assert_tree_clean(p.dir.path());
 }
+
+/// A manifest's `server:` that is refused (not http or https) is quoted in
+/// the error with its secrets redacted, by every command that reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_manifest_server_is_quoted_without_its_secrets() {
+    let p = Project::new();
+    let manifest = MANIFEST.replace(
+        "version: 1\n",
+        &format!("version: 1\nserver: \"ftp://{USER}:{PASSWORD}@127.0.0.1:1/?token={TOKEN}\"\n"),
+    );
+    p.write("colors.yaml", &manifest);
+    for command in ["plan", "check", "run"] {
+        let out = p
+            .cli_env(&[command, "colors.yaml"], &[("RUST_LOG", Some("trace"))])
+            .await;
+        assert_eq!(out.code, 2, "{command}: {}", out.stderr);
+        assert_output_clean(command, &out);
+        assert!(
+            out.stderr.contains("colors.yaml:2:")
+                && out.stderr.contains("ftp://user:***@127.0.0.1:1/?token=***"),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+    // Nothing else written holds them (the manifest itself does).
+    std::fs::remove_file(p.path("colors.yaml")).unwrap();
+    assert_tree_clean(p.dir.path());
+}
