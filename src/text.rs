@@ -46,13 +46,22 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
 /// a parser, so that text which failed to parse as a URL is redacted too
 /// (a manifest's `server:` that is no http URL):
 /// the user info is whatever lies between `://` and the last `@` before the
-/// query (too much rather than too little).
+/// query (too much rather than too little). A `?` followed by an `@` with
+/// no `=` or `&` between them is taken for part of a password typed
+/// unencoded (`http://me:s3?cret@host`), not the start of the query.
 pub(crate) fn redact_url(text: &str, secret: &dyn Fn(&str) -> bool) -> String {
-    let (text, query) = match text.split_once('?') {
-        Some((text, query)) => (text, Some(query)),
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let user_end = text[start..].rfind('@').filter(|at| {
+        let before = &text[start..start + at];
+        !before
+            .split_once('?')
+            .is_some_and(|(_, after)| after.contains(['=', '&']))
+    });
+    let query_from = user_end.map_or(start, |at| start + at);
+    let (text, query) = match text[query_from..].find('?') {
+        Some(q) => (&text[..query_from + q], Some(&text[query_from + q + 1..])),
         None => (text, None),
     };
-    let start = text.find("://").map_or(0, |i| i + 3);
     let mut out = match text[start..].rfind('@') {
         Some(at) => {
             let user = match text[start..start + at].split_once(':') {

@@ -322,6 +322,8 @@ mod tests {
             "http://me:s3cret@host:99999/?token=t0p",
             "http://me:s3cret@/?token=t0p",
             "ftp://me:s3cret@host/?token=t0p",
+            "http://me:s3cret?t0p@host:1/?token=t0p",
+            "http://me:s3?cret@host:1/?token=t0p",
         ] {
             let e = ServerUrl::parse(text).unwrap_err().to_string();
             assert!(e.contains("me:***@"), "{e}");

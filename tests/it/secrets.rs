@@ -349,3 +349,29 @@ async fn a_refused_manifest_server_is_quoted_without_its_secrets() {
     std::fs::remove_file(p.path("colors.yaml")).unwrap();
     assert_tree_clean(p.dir.path());
 }
+
+/// A password typed unencoded with a `?` in it (`COMFY_URL` written by
+/// hand) makes a URL that does not parse; the error quoting it shows no
+/// part of the password, which was taken for the start of a query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_with_a_question_mark_is_not_shown_in_part() {
+    let p = Project::new();
+    p.write("colors.yaml", MANIFEST);
+    let url = "http://user:s3cret?part@127.0.0.1:1/?token=t0psecret";
+    for args in [
+        &["check", "colors.yaml", "--server", url][..],
+        &["run", "colors.yaml", "--server", url, "-v"],
+    ] {
+        let out = p.cli(args).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        for secret in ["s3cret", "part", TOKEN] {
+            assert!(!out.stderr.contains(secret), "{args:?}: {}", out.stderr);
+        }
+        assert!(
+            out.stderr
+                .contains("http://user:***@127.0.0.1:1/?token=***"),
+            "{}",
+            out.stderr
+        );
+    }
+}
