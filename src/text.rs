@@ -40,6 +40,61 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
     out
 }
 
+/// A URL's text as it may be shown: the password of its user info as
+/// `***` (all of it when there is no password: a lone user name is often a
+/// token), and the value of each query pair whose name `secret` picks. Not
+/// a parser, so that text which failed to parse as a URL is redacted too
+/// (a manifest's `server:` that is no http URL):
+/// the user info is whatever lies between `://` and the last `@` before the
+/// query (too much rather than too little). A `?` followed by an `@` with
+/// no `=` or `&` between them is taken for part of a password typed
+/// unencoded (`http://me:s3?cret@host`), not the start of the query.
+pub(crate) fn redact_url(text: &str, secret: &dyn Fn(&str) -> bool) -> String {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let user_end = text[start..].rfind('@').filter(|at| {
+        let before = &text[start..start + at];
+        !before
+            .split_once('?')
+            .is_some_and(|(_, after)| after.contains(['=', '&']))
+    });
+    let query_from = user_end.map_or(start, |at| start + at);
+    let (text, query) = match text[query_from..].find('?') {
+        Some(q) => (&text[..query_from + q], Some(&text[query_from + q + 1..])),
+        None => (text, None),
+    };
+    let mut out = match text[start..].rfind('@') {
+        Some(at) => {
+            let user = match text[start..start + at].split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_string(),
+            };
+            format!("{}{user}{}", &text[..start], &text[start + at..])
+        }
+        None => text.to_string(),
+    };
+    if let Some(query) = query {
+        let (query, fragment) = match query.split_once('#') {
+            Some((query, fragment)) => (query, Some(fragment)),
+            None => (query, None),
+        };
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if secret(name) => format!("{name}=***"),
+                None if secret(pair) => "***".to_string(),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+        if let Some(fragment) = fragment {
+            out.push('#');
+            out.push_str(fragment);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -338,9 +338,12 @@ fn refused(e: &ClientError) -> bool {
 }
 
 /// The hint for a server whose catalogue could not be read: one that
-/// refused us wants credentials, any other may be down.
+/// redirected us is elsewhere, one that refused us wants credentials, any
+/// other may be down.
 pub(crate) fn unreachable_hint(e: &ClientError) -> &'static str {
-    if refused(e) {
+    if e.is_redirect() {
+        "give the URL it redirects to, if that server is meant to get the credentials"
+    } else if refused(e) {
         "the server refused the request: does it need `--header` (an API key or token)?"
     } else {
         "is the server up? `comfy-batch sim` serves a stand-in"

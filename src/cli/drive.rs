@@ -162,6 +162,36 @@ fn not_started(
     }
 }
 
+/// A run stopped by SIGTERM (`terminated`) or Ctrl-C during its
+/// preflight: nothing was queued and no folder opened; the CI outputs list
+/// every job of `jobs` as not run, and the exit code says why.
+fn stopped_in_preflight(
+    servers: &[ServerUrl],
+    ci: &mut crate::ci::CiReporters,
+    jobs: Box<dyn Iterator<Item = Job> + '_>,
+    terminated: bool,
+) -> Result<Exit, CliError> {
+    let (reason, exit, word) = match terminated {
+        true => (CancelReason::Terminated, Exit::Terminated, "terminated"),
+        false => (CancelReason::Interrupt, Exit::Interrupted, "interrupted"),
+    };
+    let jobs: Vec<Job> = jobs.collect();
+    let started = Instant::now();
+    let mut emit = |kind| {
+        ci.on_event(&crate::run::RunEvent {
+            at: started.elapsed(),
+            kind,
+        })
+        .map_err(|e| RunError::Sink(Box::new(e)))
+    };
+    let total = jobs.len();
+    let jobs = &mut jobs.into_iter();
+    crate::run::stopped_before_start(servers, jobs, total, 0, reason, &mut emit)
+        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    eprintln!("{word} during the preflight: nothing was queued, {total} jobs not run");
+    Ok(exit)
+}
+
 /// The preflight: each reachable server's catalogue, every prompt. A
 /// server down at the start is left out (the scheduler skips it too); only
 /// when none answers is that an error. The run keeps the connections it
@@ -266,6 +296,10 @@ pub(crate) fn drive<'a>(
         .build()
         .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
     runtime.block_on(async move {
+        // Watched from the start: a SIGTERM during a slow preflight ends
+        // with the CI reports too, not by the signal's default.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::default());
+        spawn_stop_watch(stop_tx)?;
         let _sim = if sim && !nothing_left {
             let sim = super::sim::start_embedded().await?;
             if !quiet {
@@ -278,25 +312,39 @@ pub(crate) fn drive<'a>(
         } else {
             None
         };
-        let checked = match check && !nothing_left {
-            true => preflight(&mut config, jobs, quiet).await,
-            false => Ok(Vec::new()),
-        };
-        let catalogues = match checked {
-            Ok(found) => found,
-            Err(e) => {
-                if e.exit == Exit::Infrastructure {
-                    // The folder is not opened for a run that cannot start: a
-                    // resumed one's jobs are known, else the command's all.
+        let catalogues = if check && !nothing_left {
+            let mut asked = stop_rx.clone();
+            let checked = tokio::select! {
+                checked = preflight(&mut config, jobs, quiet) => Some(checked),
+                _ = asked.wait_for(|s| s.interrupts > 0 || s.terminate_by.is_some()) => None,
+            };
+            match checked {
+                Some(Ok(found)) => found,
+                checked => {
+                    // The folder is not opened for a run that does not start:
+                    // a resumed one's jobs are known, else the command's all.
                     let listed: Box<dyn Iterator<Item = Job>> = match early {
                         Some(prepared) => Box::new(prepared.jobs.map(|(job, _)| job)),
                         None => jobs(),
                     };
                     let options = super::ci_env::ci_options(junit, Path::new("runs.csv"));
-                    not_started(&mut crate::ci::CiReporters::new(options), &e, listed);
+                    let mut ci = crate::ci::CiReporters::new(options);
+                    return match checked {
+                        Some(Err(e)) => {
+                            if e.exit == Exit::Infrastructure {
+                                not_started(&mut ci, &e, listed);
+                            }
+                            Err(e)
+                        }
+                        _ => {
+                            let terminated = asked.borrow().terminate_by.is_some();
+                            stopped_in_preflight(&config.servers, &mut ci, listed, terminated)
+                        }
+                    };
                 }
-                return Err(e);
             }
+        } else {
+            Vec::new()
         };
         let prepared = match (early, prepare) {
             (Some(prepared), _) => prepared,
@@ -325,8 +373,6 @@ pub(crate) fn drive<'a>(
         let mut ci =
             crate::ci::CiReporters::new(super::ci_env::ci_options(junit, &output.log_path()));
         let mut live = report.map(|r| r.start(output.root()));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::default());
-        spawn_stop_watch(stop_tx)?;
         if !nothing_left {
             // A Ctrl-C or SIGTERM meanwhile is the run's to handle: the
             // record is given up, as it is for servers slower than this.

@@ -204,15 +204,19 @@ fn refresher(root: PathBuf, rx: mpsc::Receiver<Tick>, quiet: bool) {
         if let Some(at) = last {
             let until = at + REFRESH_EVERY;
             loop {
+                // Checked before each sleep, not only after: the wake-up
+                // `finish` sends may have been taken by another park of
+                // this thread (the last refresh, the `recv` above) once
+                // the run was over.
+                if newest(&rx, &mut p).is_err() {
+                    // The run ended: the final page is written by `finish`.
+                    return;
+                }
                 let now = Instant::now();
                 if now >= until {
                     break;
                 }
                 std::thread::park_timeout(until - now);
-                if newest(&rx, &mut p).is_err() {
-                    // The run ended: the final page is written by `finish`.
-                    return;
-                }
             }
         }
         if newest(&rx, &mut p).is_err() {

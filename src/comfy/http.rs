@@ -55,7 +55,8 @@ pub struct HttpPool {
 
 impl HttpPool {
     /// A pool sending `headers` with every request (and the websocket
-    /// handshake, see `ws`), each request limited to `timeout`.
+    /// handshake, see `ws`), each request limited to `timeout`. A redirect
+    /// is an error, never followed.
     pub fn new(headers: HeaderMap, timeout: Duration) -> Result<HttpPool, ClientError> {
         let client = reqwest::Client::builder()
             .default_headers(headers)
@@ -65,6 +66,15 @@ impl HttpPool {
             .read_timeout(timeout)
             .pool_max_idle_per_host(16)
             .tcp_nodelay(true)
+            // reqwest would follow one to another host with the `--header`
+            // values (it drops only `Authorization` and cookies there):
+            // the credentials go to the server given, and nowhere else.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let to = attempt.url().origin().ascii_serialization();
+                attempt.error(format!(
+                    "redirected to {to}, not followed (a server's credentials go to it alone)"
+                ))
+            }))
             .build()
             .map_err(|source| ClientError::transport("the HTTP client".to_string(), source))?;
         Ok(HttpPool { client })

@@ -13,6 +13,8 @@ use std::fmt;
 
 use reqwest::header::HeaderValue;
 
+use crate::text::redact_url;
+
 /// A server's base URL (`http://host:port`, or `https://…` behind a proxy,
 /// possibly with a path prefix); the websocket URL follows as `ws`/`wss`.
 ///
@@ -37,7 +39,7 @@ impl ServerUrl {
     /// Parses and checks a user-supplied URL.
     pub fn parse(text: &str) -> Result<ServerUrl, ClientError> {
         let bad = |why: &str| ClientError::BadUrl {
-            url: redact(text.trim(), &|_| true),
+            url: redact_url(text.trim(), &|_| true),
             why: why.to_string(),
         };
         let mut url = reqwest::Url::parse(text.trim()).map_err(|e| bad(&e.to_string()))?;
@@ -55,7 +57,7 @@ impl ServerUrl {
         if url.query() == Some("") {
             url.set_query(None);
         }
-        let shown = redact(url.as_str().trim_end_matches('/'), &|_| true);
+        let shown = redact_url(url.as_str().trim_end_matches('/'), &|_| true);
         let auth = if url.username().is_empty() && url.password().is_none() {
             None
         } else {
@@ -115,7 +117,7 @@ impl ServerUrl {
     pub fn show(&self, url: &reqwest::Url) -> String {
         let query = self.url.query().unwrap_or_default();
         let own: Vec<&str> = query.split('&').map(pair_name).collect();
-        redact(url.as_str(), &|name| own.contains(&name))
+        redact_url(url.as_str(), &|name| own.contains(&name))
     }
 }
 
@@ -129,51 +131,6 @@ impl fmt::Debug for ServerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ServerUrl").field(&self.shown).finish()
     }
-}
-
-/// A URL's text as it may be shown: the password of its user info as
-/// `***` (all of it when there is no password: a lone user name is often a
-/// token), and the value of each query pair whose name `secret` picks. Not
-/// a parser, so that text which failed to parse as a URL is redacted too:
-/// the user info is whatever lies between `://` and the last `@` before the
-/// query (too much rather than too little).
-fn redact(text: &str, secret: &dyn Fn(&str) -> bool) -> String {
-    let (text, query) = match text.split_once('?') {
-        Some((text, query)) => (text, Some(query)),
-        None => (text, None),
-    };
-    let start = text.find("://").map_or(0, |i| i + 3);
-    let mut out = match text[start..].rfind('@') {
-        Some(at) => {
-            let user = match text[start..start + at].split_once(':') {
-                Some((user, _)) => format!("{user}:***"),
-                None => "***".to_string(),
-            };
-            format!("{}{user}{}", &text[..start], &text[start + at..])
-        }
-        None => text.to_string(),
-    };
-    if let Some(query) = query {
-        let (query, fragment) = match query.split_once('#') {
-            Some((query, fragment)) => (query, Some(fragment)),
-            None => (query, None),
-        };
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((name, _)) if secret(name) => format!("{name}=***"),
-                None if secret(pair) => "***".to_string(),
-                _ => pair.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&pairs.join("&"));
-        if let Some(fragment) = fragment {
-            out.push('#');
-            out.push_str(fragment);
-        }
-    }
-    out
 }
 
 /// The name of a query pair (`name=value`, or a bare `name`).
@@ -267,13 +224,21 @@ impl ClientError {
     }
 
     /// Whether retrying the same request later may succeed: connection
-    /// problems, timeouts and 5xx answers, but not a 4xx or a bad body.
+    /// problems, timeouts and 5xx answers, but not a 4xx, a bad body or a
+    /// redirect (see [`ClientError::is_redirect`]).
     pub fn is_transient(&self) -> bool {
         match self {
-            ClientError::Transport { .. } | ClientError::WebSocket { .. } => true,
+            ClientError::Transport { .. } => !self.is_redirect(),
+            ClientError::WebSocket { .. } => true,
             ClientError::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
+    }
+
+    /// Whether the server answered with a redirect, which is never
+    /// followed: see [`http::HttpPool::new`].
+    pub fn is_redirect(&self) -> bool {
+        matches!(self, ClientError::Transport { source, .. } if source.is_redirect())
     }
 }
 
@@ -357,6 +322,8 @@ mod tests {
             "http://me:s3cret@host:99999/?token=t0p",
             "http://me:s3cret@/?token=t0p",
             "ftp://me:s3cret@host/?token=t0p",
+            "http://me:s3cret?t0p@host:1/?token=t0p",
+            "http://me:s3?cret@host:1/?token=t0p",
         ] {
             let e = ServerUrl::parse(text).unwrap_err().to_string();
             assert!(e.contains("me:***@"), "{e}");

@@ -14,6 +14,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use crate::text::redact_url;
+
 pub use draw::DrawSpec;
 pub use lines::ValueStyle;
 pub(crate) use lines::nearest;
@@ -561,7 +563,9 @@ impl Manifest {
                         .get(&["server", &i.to_string()])
                         .unwrap_or_else(|| lines.at(&["server"])),
                     ManifestErrorKind::Invalid(format!(
-                        "server '{url}' is not an http:// or https:// URL"
+                        "server '{}' is not an http:// or https:// URL",
+                        // Often with a password or token in it: shown redacted.
+                        redact_url(url, &|_| true)
                     )),
                 );
             }

@@ -280,17 +280,8 @@ pub async fn execute(
                     true => CancelReason::Terminated,
                     false => CancelReason::Interrupt,
                 };
-                let stats = RunStats { total, skipped, ..RunStats::default() };
-                emit(EventKind::RunStarted {
-                    total,
-                    skipped,
-                    servers: config.servers.iter().map(|s| s.to_string()).collect(),
-                })?;
-                emit(EventKind::Cancelling { reason })?;
-                let mut jobs = jobs.map(|(job, _)| Arc::new(job));
-                not_handed_out(&mut VecDeque::new(), &mut jobs, reason, &mut emit)?;
-                emit(EventKind::RunFinished { stats })?;
-                return Ok(RunSummary { stats, cancelled: Some(reason) });
+                let jobs = &mut jobs.map(|(job, _)| job);
+                return stopped_before_start(&config.servers, jobs, total, skipped, reason, &mut emit);
             }
         };
         match connected {
@@ -570,6 +561,37 @@ pub async fn execute(
         return Err(RunError::Sink(e));
     }
     Ok(RunSummary { stats, cancelled })
+}
+
+/// Reports a run stopped (`reason`) before its first prompt, during the
+/// preflight or while connecting: every job of `jobs` not run. Nothing was
+/// queued, so nothing is left to remove.
+pub fn stopped_before_start(
+    servers: &[ServerUrl],
+    jobs: &mut dyn Iterator<Item = Job>,
+    total: usize,
+    skipped: usize,
+    reason: CancelReason,
+    emit: &mut dyn FnMut(EventKind) -> Result<(), RunError>,
+) -> Result<RunSummary, RunError> {
+    let stats = RunStats {
+        total,
+        skipped,
+        ..RunStats::default()
+    };
+    emit(EventKind::RunStarted {
+        total,
+        skipped,
+        servers: servers.iter().map(|s| s.to_string()).collect(),
+    })?;
+    emit(EventKind::Cancelling { reason })?;
+    let mut jobs = jobs.map(Arc::new);
+    not_handed_out(&mut VecDeque::new(), &mut jobs, reason, emit)?;
+    emit(EventKind::RunFinished { stats })?;
+    Ok(RunSummary {
+        stats,
+        cancelled: Some(reason),
+    })
 }
 
 /// Reports the jobs a run stopped early never handed out (those waiting

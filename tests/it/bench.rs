@@ -1,11 +1,11 @@
 //! `bench run` end to end, with figures too small to mean anything: the
 //! benchmark must run on a fresh machine (it starts its own simulators).
 
-use std::process::Command;
+use crate::harness::comfy_batch;
 
 #[test]
 fn many_servers_run_and_print_each_servers_share_and_the_runners_cost() {
-    let out = Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+    let out = comfy_batch()
         .args(["bench", "run", "--servers", "2", "--step-ms", "1"])
         .args(["--busy-jobs", "8", "--no-report"])
         .output()
@@ -29,7 +29,7 @@ fn many_servers_run_and_print_each_servers_share_and_the_runners_cost() {
 fn runs_too_close_in_size_give_no_cpu_split() {
     // Four jobs beside five: the slope between them is the CPU's noise
     // (it printed -11 ms fixed per run and 6.5 ms per job).
-    let out = Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+    let out = comfy_batch()
         .args(["bench", "run", "--servers", "4", "--step-ms", "1"])
         .args(["--busy-jobs", "5", "--no-report"])
         .output()

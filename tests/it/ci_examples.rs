@@ -201,23 +201,10 @@ fn the_extractor_finds_what_a_shell_would_run() {
     );
 }
 
-/// The CI's shard variables, removed so the host's own do not leak in.
-const CI_VARS: [&str; 9] = [
-    "CI_NODE_INDEX",
-    "CI_NODE_TOTAL",
-    "CIRCLE_NODE_INDEX",
-    "CIRCLE_NODE_TOTAL",
-    "BUILDKITE_PARALLEL_JOB",
-    "BUILDKITE_PARALLEL_JOB_COUNT",
-    "JOB_COMPLETION_INDEX",
-    "GITHUB_STEP_SUMMARY",
-    "GITHUB_ACTIONS",
-];
-
-/// `comfy-batch ARGS…` with the CI variables of `env` only.
+/// `comfy-batch ARGS…` with the CI variables of `env` only (the harness
+/// removes the host's).
 pub(crate) async fn cli_env(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut vars: Vec<(&str, Option<&str>)> = CI_VARS.iter().map(|v| (*v, None)).collect();
-    vars.extend(env.iter().map(|(k, v)| (*k, Some(*v))));
+    let vars: Vec<(&str, Option<&str>)> = env.iter().map(|(k, v)| (*k, Some(*v))).collect();
     p.cli_env(args, &vars).await
 }
 

@@ -272,6 +272,30 @@ async fn queue_timeout_removes_prompts_still_queued() {
     );
 }
 
+/// A run whose jobs all end soon after its start (here timed out in the
+/// queue behind another client's work) exits once done: the live
+/// report's refresher, asleep until its next refresh, is woken. It lost
+/// the wake-up and slept out its 10 s, with the run's work done (and after
+/// a SIGTERM, past the 5 s bound towards SIGKILL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_ends_early_exits_without_waiting_for_the_reports_next_refresh() {
+    let sim = sim_with(config(20)).await;
+    foreign_blocker(&sim, 2000).await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(2));
+    for limit in ["300ms", "1s"] {
+        let _ = std::fs::remove_dir_all(p.out());
+        let begin = std::time::Instant::now();
+        let out = p
+            .run("jobs.yaml", &[&sim], &["--queue-timeout", limit])
+            .await;
+        let took = begin.elapsed();
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(out.stderr.contains("report: "), "{}", out.stderr);
+        assert!(took < Duration::from_secs(6), "{limit}: took {took:?}");
+    }
+}
+
 /// Issue #23 item 1: `--timeout` counts from the prompt's start, not
 /// from its submission: five 0.5 s jobs queued at once behind each other
 /// (the last waits 2 s) all fit a 1.5 s limit.
@@ -828,7 +852,9 @@ async fn log_cannot_grow(shell_prefix: &str) {
     );
     foreign_blocker(&sim, 4).await;
     // 4 blocks of 512 bytes.
-    let run = tokio::process::Command::new("sh")
+    let mut shell = std::process::Command::new("sh");
+    crate::harness::without_host_variables(&mut shell);
+    let run = tokio::process::Command::from(shell)
         .arg("-c")
         .arg(format!("{shell_prefix}ulimit -f 4; exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_comfy-batch"))

@@ -19,6 +19,40 @@ pub async fn sim_with(config: SimConfig) -> SimHandle {
         .expect("the simulator starts")
 }
 
+/// What the binary reads from its environment that the host running the
+/// tests may set: the server, GitHub's summary file and annotations, and
+/// the shard variables of `--shard auto`. On a CI runner a test would
+/// otherwise append to the real job summary or run one shard of its plan.
+pub const HOST_VARIABLES: [&str; 10] = [
+    "COMFY_URL",
+    "GITHUB_STEP_SUMMARY",
+    "GITHUB_ACTIONS",
+    "CI_NODE_INDEX",
+    "CI_NODE_TOTAL",
+    "CIRCLE_NODE_INDEX",
+    "CIRCLE_NODE_TOTAL",
+    "BUILDKITE_PARALLEL_JOB",
+    "BUILDKITE_PARALLEL_JOB_COUNT",
+    "JOB_COMPLETION_INDEX",
+];
+
+/// `comfy-batch` as every test runs it: none of the host's
+/// [`HOST_VARIABLES`] (a test sets the ones it means), `RUST_LOG=warn`.
+pub fn comfy_batch() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"));
+    without_host_variables(&mut command).env("RUST_LOG", "warn");
+    command
+}
+
+/// `command` (a shell that runs the binary, say) without the host's
+/// [`HOST_VARIABLES`].
+pub fn without_host_variables(command: &mut std::process::Command) -> &mut std::process::Command {
+    for name in HOST_VARIABLES {
+        command.env_remove(name);
+    }
+    command
+}
+
 /// A temporary project: `workflows/` holds the run fixtures.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -69,15 +103,14 @@ impl Project {
     }
 
     /// [`Project::cli`] with its environment changed: `(NAME, Some(v))`
-    /// sets a variable, `(NAME, None)` removes it (`COMFY_URL` is removed
-    /// and `RUST_LOG` is `warn` unless set here).
+    /// sets a variable, `(NAME, None)` removes it (the host's
+    /// [`HOST_VARIABLES`] are removed and `RUST_LOG` is `warn` unless set
+    /// here).
     pub async fn cli_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"));
+        let mut command = tokio::process::Command::from(comfy_batch());
         command
             .args(args)
             .current_dir(self.dir.path())
-            .env_remove("COMFY_URL")
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         for (name, value) in env {
@@ -612,10 +645,9 @@ impl Project {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let stderr = self.path(&format!("stderr-{}.txt", rand_suffix()));
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+        let child = tokio::process::Command::from(comfy_batch())
             .args(&args)
             .current_dir(self.dir.path())
-            .env_remove("COMFY_URL")
             .env("RUST_LOG", log)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -636,4 +668,31 @@ pub fn refusing_address() -> (tokio::net::TcpSocket, String) {
     hold.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let url = format!("http://{}", hold.local_addr().unwrap());
     (hold, url)
+}
+
+#[test]
+fn every_binary_a_test_runs_is_without_the_hosts_ci_variables() {
+    // Each variable the binary reads from a CI (docs/ci.md), removed from
+    // the command every test builds: on a GitHub runner a test would
+    // otherwise append to the real job summary.
+    let command = comfy_batch();
+    let removed: Vec<String> = command
+        .get_envs()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .collect();
+    for name in HOST_VARIABLES {
+        assert!(
+            removed.iter().any(|r| r == name),
+            "{name} is kept: {removed:?}"
+        );
+    }
+    let documented =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci.md")).unwrap();
+    for name in HOST_VARIABLES.iter().filter(|n| **n != "COMFY_URL") {
+        assert!(
+            documented.contains(name),
+            "{name} is not a CI variable of docs/ci.md"
+        );
+    }
 }

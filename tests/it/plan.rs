@@ -2,9 +2,7 @@
 //! holding copies of the example workflows and manifests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_comfy-batch");
+use std::process::Output;
 
 /// A temp project with `workflows/`, `jobs/` (and `jobs/inputs/`) copied
 /// from the repository.
@@ -39,7 +37,7 @@ impl Project {
     }
 
     fn plan(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        crate::harness::comfy_batch()
             .arg("plan")
             .args(args)
             .current_dir(self.dir.path())
@@ -174,7 +172,10 @@ fn collapsed_duplicates_warn_on_stderr() {
 
 #[test]
 fn plan_help_is_pinned() {
-    let out = Command::new(BIN).args(["plan", "--help"]).output().unwrap();
+    let out = crate::harness::comfy_batch()
+        .args(["plan", "--help"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     insta::assert_snapshot!(text(&out.stdout));
 }

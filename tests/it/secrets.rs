@@ -252,3 +252,126 @@ async fn the_guarded_simulator_refuses_a_request_without_every_credential() {
     let refused = tokio_tungstenite::connect_async(ws.as_str()).await;
     assert!(refused.is_err(), "a handshake without credentials");
 }
+
+/// A server that answers every request with a redirect to another host:
+/// reqwest would follow it, keeping a `--header` value (it drops only
+/// `Authorization` and cookies across hosts), and the other host would
+/// get the API key. A redirect is never followed (the credentials go to
+/// the server given and nowhere else); the error says where it led,
+/// without a secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_takes_no_secret_elsewhere() {
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let other = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(format!("{uri} {headers:?}"));
+                "{}"
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, other).await });
+    let target = elsewhere.clone();
+    let front = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let location = format!("{target}{uri}");
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_url = secret_url(&format!("http://{}", listener.local_addr().unwrap()));
+    tokio::spawn(async move { axum::serve(listener, front).await });
+
+    let p = Project::new();
+    p.write("colors.yaml", MANIFEST);
+    let header = format!("X-Api-Key: {HEADER}");
+    for command in ["check", "run"] {
+        let out = p
+            .cli_env(
+                &[
+                    command,
+                    "colors.yaml",
+                    "--server",
+                    &front_url,
+                    "--header",
+                    &header,
+                    "-v",
+                ],
+                &[("RUST_LOG", Some("trace"))],
+            )
+            .await;
+        assert_eq!(out.code, 3, "{command}: {}", out.stderr);
+        assert_output_clean(command, &out);
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error: ") && l.contains("redirect"))
+            .unwrap_or_else(|| panic!("{command}: no error naming the redirect: {}", out.stderr));
+        assert!(line.contains(&elsewhere), "{command}: {line}");
+    }
+    let seen = seen.lock().unwrap();
+    assert!(seen.is_empty(), "the other host was asked: {seen:?}");
+    assert_tree_clean(p.dir.path());
+}
+
+/// A manifest's `server:` that is refused (not http or https) is quoted in
+/// the error with its secrets redacted, by every command that reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_manifest_server_is_quoted_without_its_secrets() {
+    let p = Project::new();
+    let manifest = MANIFEST.replace(
+        "version: 1\n",
+        &format!("version: 1\nserver: \"ftp://{USER}:{PASSWORD}@127.0.0.1:1/?token={TOKEN}\"\n"),
+    );
+    p.write("colors.yaml", &manifest);
+    for command in ["plan", "check", "run"] {
+        let out = p
+            .cli_env(&[command, "colors.yaml"], &[("RUST_LOG", Some("trace"))])
+            .await;
+        assert_eq!(out.code, 2, "{command}: {}", out.stderr);
+        assert_output_clean(command, &out);
+        assert!(
+            out.stderr.contains("colors.yaml:2:")
+                && out.stderr.contains("ftp://user:***@127.0.0.1:1/?token=***"),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+    // Nothing else written holds them (the manifest itself does).
+    std::fs::remove_file(p.path("colors.yaml")).unwrap();
+    assert_tree_clean(p.dir.path());
+}
+
+/// A password typed unencoded with a `?` in it (`COMFY_URL` written by
+/// hand) makes a URL that does not parse; the error quoting it shows no
+/// part of the password, which was taken for the start of a query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_with_a_question_mark_is_not_shown_in_part() {
+    let p = Project::new();
+    p.write("colors.yaml", MANIFEST);
+    let url = "http://user:s3cret?part@127.0.0.1:1/?token=t0psecret";
+    for args in [
+        &["check", "colors.yaml", "--server", url][..],
+        &["run", "colors.yaml", "--server", url, "-v"],
+    ] {
+        let out = p.cli(args).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        for secret in ["s3cret", "part", TOKEN] {
+            assert!(!out.stderr.contains(secret), "{args:?}: {}", out.stderr);
+        }
+        assert!(
+            out.stderr
+                .contains("http://user:***@127.0.0.1:1/?token=***"),
+            "{}",
+            out.stderr
+        );
+    }
+}

@@ -1815,7 +1815,7 @@ async fn reconnect_replays_the_running_node_and_keeps_the_real_bug() {
 #[test]
 fn cli_prints_the_address_first() {
     use std::io::BufRead as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+    let mut child = crate::harness::comfy_batch()
         .args([
             "sim",
             "--listen",
@@ -1872,7 +1872,7 @@ async fn junk_input_images_fail_at_run_time() {
 
 #[test]
 fn sim_help_is_stable() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_comfy-batch"))
+    let out = crate::harness::comfy_batch()
         .args(["sim", "--help"])
         .output()
         .expect("run");

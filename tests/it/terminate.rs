@@ -274,3 +274,41 @@ async fn a_server_lost_mid_run_lists_the_jobs_it_did_not_run() {
         "{xml}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_preflight_writes_the_ci_reports_and_queues_nothing() {
+    // The server accepts connections and answers nothing: the preflight
+    // waits on its catalogue when the CI job is cancelled.
+    let sim = sim_with(config(1)).await;
+    let proxy = Proxy::start(sim.addr()).await;
+    proxy.freeze();
+    let p = Project::new();
+    p.write("jobs.yaml", long_jobs(3, 1));
+    let summary = p.path("summary.md");
+    let env = [
+        ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+        ("GITHUB_ACTIONS", "true"),
+    ];
+    let extra = ["--junit", "junit.xml"];
+    let mut run = p.spawn_env("jobs.yaml", &[proxy.url()], &extra, "warn", &env);
+    wait_for("the preflight's request", 60, || proxy.connections() >= 1).await;
+    let begin = Instant::now();
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.exit(30).await, 143, "{}", run.stderr());
+    assert!(
+        begin.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        begin.elapsed()
+    );
+    let xml = std::fs::read_to_string(p.path("junit.xml")).unwrap();
+    assert_eq!(
+        xml.matches(r#"message="not run: terminated" type="not-run""#)
+            .count(),
+        3,
+        "{xml}"
+    );
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.contains("3 not run"), "{md}");
+    assert!(run.stderr().contains("terminated"), "{}", run.stderr());
+    assert_eq!(sim.stats().prompts_executed, 0);
+}
