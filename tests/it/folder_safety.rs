@@ -388,3 +388,55 @@ async fn an_empty_export_is_refused_unless_allowed() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(std::fs::read(p.path("e3/metadata.jsonl")).unwrap(), b"");
 }
+
+/// `report` on a folder whose `report/` someone filled: a FIFO where
+/// `grids.json` or `index.html` were never blocks it (a FIFO opened for
+/// reading waits for a writer), and a `report/` (or its `thumbs/`, `grids/`) that is
+/// a link out of the folder is never written through: refused with one
+/// line naming it, nothing written behind it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_neither_blocks_on_a_fifo_nor_writes_through_a_link_in_report() {
+    use std::os::unix::fs::symlink;
+    let p = Project::new();
+    let run = plain_run(&p, "");
+    let fifo = |path: PathBuf| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    };
+    let report = || async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            p.cli(&["report", "run"]),
+        )
+        .await
+        .expect("report ends (never waits on a FIFO)")
+    };
+    for name in ["grids.json", "index.html"] {
+        let path = run.join("report").join(name);
+        fifo(path.clone());
+        let out = report().await;
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        std::fs::remove_dir_all(run.join("report")).unwrap();
+    }
+    std::fs::create_dir_all(p.path("elsewhere")).unwrap();
+    for link in ["report", "report/thumbs", "report/grids"] {
+        let _ = std::fs::remove_dir_all(run.join("report"));
+        std::fs::create_dir_all(run.join(link).parent().unwrap()).unwrap();
+        symlink(p.path("elsewhere"), run.join(link)).unwrap();
+        let out = report().await;
+        assert_eq!(out.code, 2, "{link}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{link}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(link) && out.stderr.contains("symbolic link"),
+            "{link}: {}",
+            out.stderr
+        );
+        assert!(
+            files_under(&p.path("elsewhere")).is_empty(),
+            "{link}: written through the link"
+        );
+        std::fs::remove_file(run.join(link)).unwrap();
+    }
+}
