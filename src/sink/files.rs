@@ -407,8 +407,13 @@ impl OutputDir {
 
 /// The input kept in output folder `root` that a prompt's image value
 /// names, if it is one of ours (`<sha256 prefix>.<ext>`, possibly with a
-/// subfolder or an ` [input]` annotation) and is still there.
-pub fn kept_input(root: &Path, value: &str) -> Option<PathBuf> {
+/// subfolder or an ` [input]` annotation) and is still there. One reached
+/// through a symbolic link (`inputs/` or the file), or not a regular file,
+/// is refused with its path: it is never read, so never uploaded.
+pub fn kept_input(
+    root: &Path,
+    value: &str,
+) -> Option<Result<PathBuf, (PathBuf, crate::folder::Refusal)>> {
     let value = value.strip_suffix(" [input]").unwrap_or(value);
     let name = value.rsplit('/').next()?;
     let (stem, ext) = name.split_once('.')?;
@@ -418,8 +423,17 @@ pub fn kept_input(root: &Path, value: &str) -> Option<PathBuf> {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         && !ext.is_empty()
         && ext.bytes().all(|b| b.is_ascii_alphanumeric());
-    let path = root.join("inputs").join(name);
-    (ours && path.is_file()).then_some(path)
+    if !ours {
+        return None;
+    }
+    let rel = Path::new("inputs").join(name);
+    let path = root.join(&rel);
+    match crate::folder::walk_under(root, &rel) {
+        Ok(meta) if meta.is_file() => Some(Ok(path)),
+        Ok(_) => Some(Err((path, crate::folder::Refusal::NotAFile))),
+        Err(crate::folder::Refusal::Missing) => None,
+        Err(why) => Some(Err((path, why))),
+    }
 }
 
 /// Hex digits of the sha256 naming a kept input (64 bits, as job ids).
