@@ -400,11 +400,6 @@ async fn report_neither_blocks_on_a_fifo_nor_writes_through_a_link_in_report() {
     use std::os::unix::fs::symlink;
     let p = Project::new();
     let run = plain_run(&p, "");
-    let fifo = |path: PathBuf| {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-    };
     let report = || async {
         tokio::time::timeout(
             std::time::Duration::from_secs(30),
@@ -415,7 +410,7 @@ async fn report_neither_blocks_on_a_fifo_nor_writes_through_a_link_in_report() {
     };
     for name in ["grids.json", "index.html"] {
         let path = run.join("report").join(name);
-        fifo(path.clone());
+        crate::harness::mkfifo(&path);
         let out = report().await;
         assert_eq!(out.code, 0, "{name}: {}", out.stderr);
         std::fs::remove_dir_all(run.join("report")).unwrap();
@@ -438,5 +433,26 @@ async fn report_neither_blocks_on_a_fifo_nor_writes_through_a_link_in_report() {
             "{link}: written through the link"
         );
         std::fs::remove_file(run.join(link)).unwrap();
+    }
+}
+
+/// A FIFO where `runs.csv.lock` is (a run makes it a regular file) blocks
+/// no command that asks whether a run holds the log: `merge`, `export` and
+/// `status` end as on a plain folder.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_as_the_logs_lock_blocks_no_command() {
+    let p = Project::new();
+    let run = plain_run(&p, "");
+    crate::harness::mkfifo(&run.join("runs.csv.lock"));
+    for args in [
+        &["merge", "merged", "run"][..],
+        &["export", "run", "--format", "imagefolder", "--to", "img"],
+        &["status", "run"],
+    ] {
+        let out = tokio::time::timeout(std::time::Duration::from_secs(30), p.cli(args))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} waits on the FIFO"));
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
     }
 }

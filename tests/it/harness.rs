@@ -637,3 +637,18 @@ pub fn refusing_address() -> (tokio::net::TcpSocket, String) {
     let url = format!("http://{}", hold.local_addr().unwrap());
     (hold, url)
 }
+
+/// Makes a FIFO at `path` (creating folders): opening it for reading
+/// waits for a writer, so a command that opens one it should not hangs.
+#[cfg(unix)]
+pub fn mkfifo(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
+}

@@ -500,8 +500,7 @@ async fn rerun_never_sends_a_file_reached_through_a_link_nor_waits_on_a_fifo() {
         out.stderr
     );
     std::fs::remove_file(&prompt).unwrap();
-    let c = std::ffi::CString::new(prompt.as_os_str().as_encoded_bytes()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    crate::harness::mkfifo(&prompt);
     let out = rerun("again3").await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
