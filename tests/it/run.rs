@@ -638,3 +638,31 @@ async fn help_texts_are_stable() {
     }
     insta::assert_snapshot!(all);
 }
+
+/// A FIFO where the log is (`runs.csv` of the output folder, or the log
+/// given to `rerun`) blocks neither `run` nor `rerun`: each ends with one
+/// line naming it, as not a regular file.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_as_the_log_blocks_neither_run_nor_rerun() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("m.yaml", TINY);
+    crate::harness::mkfifo(&p.path("out/runs.csv"));
+    let url = sim.url();
+    for args in [
+        &["run", "m.yaml", "--output", "out", "--server", &url][..],
+        &["rerun", "out/runs.csv", "--server", &url],
+    ] {
+        let out = tokio::time::timeout(std::time::Duration::from_secs(30), p.cli(args))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} waits on the FIFO"));
+        assert_ne!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("runs.csv") && out.stderr.contains("not a regular file"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
