@@ -365,7 +365,7 @@ impl OutputDir {
             // outside the folder.
             rel.components()
                 .all(|c| matches!(c, std::path::Component::Normal(_)))
-                && looks_whole(&self.root.join(rel))
+                && looks_whole(&self.root, rel)
         })
     }
 
@@ -448,18 +448,17 @@ pub struct InputFile {
     pub bytes: bytes::Bytes,
 }
 
-/// Whether a file exists, is not empty and, for the image formats we know,
-/// ends as that format must.
-fn looks_whole(path: &Path) -> bool {
+/// Whether `root/rel` exists, is not empty and, for the image formats we
+/// know, ends as that format must. Only a regular file reached through no
+/// link is opened, as every command reads a run folder: a FIFO there would
+/// block the open forever.
+fn looks_whole(root: &Path, rel: &Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = fs::File::open(path) else {
+    let Ok(opened) = crate::folder::open_under(root, rel) else {
         return false;
     };
-    let len = match file.metadata() {
-        Ok(m) if m.is_file() => m.len(),
-        _ => return false,
-    };
-    let ext = path
+    let (mut file, len) = (opened.file, opened.meta.len());
+    let ext = rel
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();

@@ -666,3 +666,29 @@ async fn a_fifo_as_the_log_blocks_neither_run_nor_rerun() {
         );
     }
 }
+
+/// Resuming into a folder where a FIFO took an image's place: the run
+/// ends (a FIFO opened for reading would wait for a writer forever), the
+/// job is redone and its image is a regular file again.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_in_place_of_an_image_does_not_block_a_resumed_run() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("m.yaml", TINY);
+    let out = p.run("m.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let image = p.rows()[0].images()[0].to_string();
+    let path = p.out().join(&image);
+    std::fs::remove_file(&path).unwrap();
+    crate::harness::mkfifo(&path);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        p.run("m.yaml", &[&sim], &[]),
+    )
+    .await
+    .expect("the resumed run waits on the FIFO");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+    assert_eq!(p.rows().len(), 9, "only that job is redone");
+}
