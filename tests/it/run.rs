@@ -692,3 +692,30 @@ async fn a_fifo_in_place_of_an_image_does_not_block_a_resumed_run() {
     assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
     assert_eq!(p.rows().len(), 9, "only that job is redone");
 }
+
+/// A FIFO where `run.json` is (the run's notes, read by `run`, `rerun` and
+/// `status`) blocks none of them: each reads only a regular file there.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_as_run_json_blocks_no_command() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("m.yaml", TINY);
+    let out = p.run("m.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let job = p.rows()[0].get("job_id").to_string();
+    let url = sim.url();
+    for args in [
+        &["status", "out"][..],
+        &["rerun", "out/runs.csv", "--job", &job, "--server", &url],
+        &["run", "m.yaml", "--output", "out", "--server", &url],
+    ] {
+        let info = p.out().join("run.json");
+        let _ = std::fs::remove_file(&info);
+        crate::harness::mkfifo(&info);
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), p.cli(args))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} waits on the FIFO"));
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    }
+}
