@@ -51,6 +51,10 @@ pub fn execute(args: GridArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         };
         CliError::from_error(exit, &e)
     })?;
+    if args.output.is_none() {
+        crate::gallery::check_report_dir(&dir)
+            .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+    }
     let output = args.output.clone().unwrap_or_else(|| {
         report_dir(&dir).join("grids").join(format!(
             "{}-by-{}.png",

@@ -80,6 +80,10 @@ fn grid_images(out: &std::path::Path, quiet: bool) {
             return;
         }
     };
+    if let Err(e) = crate::gallery::check_report_dir(out) {
+        eprintln!("warning: grids: {e}");
+        return;
+    }
     let dir = crate::gallery::report_dir(out).join("grids");
     for g in views {
         let req = crate::grid::GridRequest {

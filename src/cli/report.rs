@@ -30,7 +30,7 @@ fn gallery_error(e: &GalleryError) -> CliError {
         GalleryError::Folder(gallery::FolderError::Io { .. }) | GalleryError::Write { .. } => {
             Exit::Infrastructure
         }
-        GalleryError::Folder(_) => Exit::BadInput,
+        GalleryError::Folder(_) | GalleryError::Link { .. } => Exit::BadInput,
         GalleryError::Render(_) => Exit::Infrastructure,
     };
     CliError::from_error(exit, e)
@@ -323,6 +323,10 @@ impl LiveReport {
                 return;
             }
         };
+        if let Err(e) = gallery::check_report_dir(&self.root) {
+            eprintln!("warning: grids: {e}");
+            return;
+        }
         let dir = gallery::report_dir(&self.root).join("grids");
         for g in &self.grids {
             let base = dir.join(format!("{}.png", g.name));

@@ -177,10 +177,16 @@ fn rebuild(
     Ok(job)
 }
 
-/// The job exactly as last sent, from `prompts/<job_id>.json`.
+/// The job exactly as last sent, from `prompts/<job_id>.json`. It and the
+/// inputs it names are read as every command reads a run folder: never
+/// through a symbolic link, only regular files (a FIFO would block).
 fn from_prompt_file(row: &LoggedRow, dir: &Path) -> Result<Job, String> {
-    let path = dir.join("prompts").join(format!("{}.json", row.job_id));
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let rel = Path::new("prompts").join(format!("{}.json", row.job_id));
+    let path = dir.join(&rel);
+    let bytes = crate::folder::open_under(dir, &rel)
+        .map_err(|e| e.to_string())
+        .and_then(|mut f| f.read_all().map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let prompt: Prompt =
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     // Inputs the run uploaded are kept in `inputs/` under their content
@@ -195,13 +201,15 @@ fn from_prompt_file(row: &LoggedRow, dir: &Path) -> Result<Job, String> {
         })
         .filter_map(|(id, node)| {
             let value = node.get("inputs")?.get("image")?.as_str()?;
-            Some(ImageInput {
+            let path =
+                kept_input(dir, value)?.map_err(|(path, why)| format!("{}: {why}", path.display()));
+            Some(path.map(|path| ImageInput {
                 node: NodeId::new(id.clone()),
                 input: "image".into(),
-                path: kept_input(dir, value)?,
-            })
+                path,
+            }))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Job {
         index: 0,
         id: JobId::new(row.job_id.clone()),
@@ -299,6 +307,10 @@ fn rebuild_all(
                             ));
                             jobs.push(job);
                         }
+                        Err(e) if sha == row.workflow_sha256 => errors.push(format!(
+                            "{at}: the row does not rebuild ({}) and {e}",
+                            lines.join("; ")
+                        )),
                         _ => errors.extend(lines.into_iter().map(|l| format!("{at}: {l}"))),
                     },
                 }

@@ -53,10 +53,13 @@ pub struct RunInfo {
 
 impl RunInfo {
     /// Reads the folder's file; a missing or unreadable one is empty (it is
-    /// a convenience, never required).
+    /// a convenience, never required). Only a regular file reached through
+    /// no link is read, as every command reads a run folder (a FIFO would
+    /// block the read forever).
     pub fn read(dir: &Path) -> RunInfo {
-        std::fs::read(dir.join(FILE))
+        crate::folder::open_under(dir, Path::new(FILE))
             .ok()
+            .and_then(|mut f| f.read_all().ok())
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
     }

@@ -5,7 +5,8 @@
 //! nothing is decoded beyond the metadata, and nothing inflates past
 //! [`MAX_INFLATED`].
 
-/// The most bytes a compressed `workflow` or `prompt` text may inflate to.
+/// The most bytes an image's compressed `workflow` texts may inflate to,
+/// all its chunks together; likewise its `prompt` texts.
 /// The largest real workflows are a few MiB; without a cap, a chunk of a
 /// few hundred KiB could make `convert` or `plan` allocate gigabytes.
 pub const MAX_INFLATED: usize = 64 << 20;
@@ -79,35 +80,41 @@ fn keep(found: &mut Embedded, key: &[u8], text: String) {
 }
 
 /// Inflates a compressed text of `key` when it is one we want and do not
-/// have yet, within `cap` bytes; one past the cap is noted in
-/// [`Embedded::too_large`], a damaged one skipped.
-fn keep_compressed(found: &mut Embedded, key: &[u8], zlib: &[u8], cap: usize) {
-    let (wanted, name) = match key {
-        b"workflow" => (found.workflow.is_none(), "workflow"),
-        b"prompt" => (found.prompt.is_none(), "prompt"),
+/// have yet, within the bytes its key's chunks may still inflate to
+/// (`left`, one budget for `workflow`, one for `prompt`): every inflated
+/// byte counts, kept or not, so many chunks under the cap cannot add up
+/// to gigabytes. One past it is noted in [`Embedded::too_large`], a
+/// damaged one skipped.
+fn keep_compressed(found: &mut Embedded, key: &[u8], zlib: &[u8], left: &mut [usize; 2]) {
+    let (wanted, name, left) = match key {
+        b"workflow" => (found.workflow.is_none(), "workflow", &mut left[0]),
+        b"prompt" => (found.prompt.is_none(), "prompt", &mut left[1]),
         _ => return,
     };
     if !wanted {
         return;
     }
     use miniz_oxide::inflate::{TINFLStatus, decompress_to_vec_zlib_with_limit};
-    match decompress_to_vec_zlib_with_limit(zlib, cap) {
+    match decompress_to_vec_zlib_with_limit(zlib, *left) {
         Ok(text) => {
+            *left -= text.len();
             if let Ok(text) = String::from_utf8(text) {
                 keep(found, key, text);
             }
         }
         Err(e) if e.status == TINFLStatus::HasMoreOutput => {
+            *left = 0;
             if !found.too_large.contains(&name) {
                 found.too_large.push(name);
             }
         }
-        Err(_) => {}
+        Err(e) => *left = left.saturating_sub(e.output.len()),
     }
 }
 
 fn read_png(bytes: &[u8], cap: usize) -> Embedded {
     let mut found = Embedded::default();
+    let mut left = [cap, cap];
     let mut at = 8;
     while at + 8 <= bytes.len() {
         let len =
@@ -132,12 +139,12 @@ fn read_png(bytes: &[u8], cap: usize) -> Embedded {
                 if let Some(nul) = data.iter().position(|&b| b == 0)
                     && data.get(nul + 1) == Some(&0)
                 {
-                    keep_compressed(&mut found, &data[..nul], &data[nul + 2..], cap);
+                    keep_compressed(&mut found, &data[..nul], &data[nul + 2..], &mut left);
                 }
             }
             b"iTXt" => match itxt(data) {
                 Some((key, Itxt::Plain(text))) => keep(&mut found, key, text),
-                Some((key, Itxt::Zlib(zlib))) => keep_compressed(&mut found, key, zlib, cap),
+                Some((key, Itxt::Zlib(zlib))) => keep_compressed(&mut found, key, zlib, &mut left),
                 None => {}
             },
             b"IEND" => break,

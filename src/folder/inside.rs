@@ -1,6 +1,6 @@
 //! Opening a file a run folder's log names, without ever following a
 //! symbolic link on the way: the one door through which `merge`, `export`,
-//! `report` and `grid` read (and link) what a folder holds. A hand-edited
+//! `report`, `grid` and `rerun` read (and link) what a folder holds. A hand-edited
 //! log, or a folder someone put links into (`images/s -> /etc`,
 //! `inputs -> elsewhere`), must not make them read, copy or link a file
 //! outside the folder.

@@ -487,10 +487,14 @@ pub fn canonical(path: &Path) -> PathBuf {
 }
 
 /// Whether a `comfy-batch run` holds the folder's log (it locks the file
-/// beside it while it writes).
+/// beside it while it writes). Only a regular file reached through no link
+/// is opened: a FIFO there would block the open forever, and a run never
+/// makes anything else.
 pub fn log_in_use(root: &Path) -> bool {
-    fs::File::open(crate::sink::csv::lock_path(&root.join(LOG)))
-        .is_ok_and(|f| f.try_lock_shared().is_err())
+    let lock = crate::sink::csv::lock_path(&root.join(LOG));
+    lock.file_name()
+        .and_then(|name| open_under(root, Path::new(name)).ok())
+        .is_some_and(|f| f.file.try_lock_shared().is_err())
 }
 
 /// Whether `inner` is `outer` or lies inside it (both canonical).

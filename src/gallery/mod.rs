@@ -93,6 +93,13 @@ pub enum GalleryError {
         /// The cause.
         source: std::io::Error,
     },
+    /// `report/` or a folder in it is a symbolic link: the report is
+    /// never written through one (it would land outside the folder).
+    #[error("{}: is a symbolic link; the report is never written through one", path.display())]
+    Link {
+        /// The link.
+        path: PathBuf,
+    },
     /// The template failed (a bug).
     #[error("rendering the report: {0}")]
     Render(String),
@@ -103,8 +110,33 @@ pub fn report_dir(root: &Path) -> PathBuf {
     root.join("report")
 }
 
+/// Refuses a `report/`, `report/thumbs/` or `report/grids/` that is a
+/// link: what the report and its grids write stays in the folder.
+pub fn check_report_dir(root: &Path) -> Result<(), GalleryError> {
+    for rel in ["report", "report/thumbs", "report/grids"] {
+        if let Err(crate::folder::Refusal::Link(link)) =
+            crate::folder::walk_under(root, Path::new(rel))
+        {
+            return Err(GalleryError::Link {
+                path: root.join(link),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A file of `report/`, read only when it is a regular file reached
+/// through no link (a FIFO there would block the read forever).
+fn read_report_file(root: &Path, name: &str) -> Option<Vec<u8>> {
+    crate::folder::open_under(root, &Path::new("report").join(name))
+        .ok()?
+        .read_all()
+        .ok()
+}
+
 /// Stores the default grids for later `report` calls.
 pub fn save_grids(root: &Path, grids: &[GridView]) -> Result<(), GalleryError> {
+    check_report_dir(root)?;
     let path = report_dir(root).join("grids.json");
     let text = serde_json::to_vec_pretty(grids).map_err(|e| GalleryError::Render(e.to_string()))?;
     thumbs::write_atomic(&path, &text).map_err(|source| GalleryError::Write { path, source })
@@ -112,8 +144,7 @@ pub fn save_grids(root: &Path, grids: &[GridView]) -> Result<(), GalleryError> {
 
 /// The default grids stored by a run (none if absent or unreadable).
 pub fn load_grids(root: &Path) -> Vec<GridView> {
-    std::fs::read(report_dir(root).join("grids.json"))
-        .ok()
+    read_report_file(root, "grids.json")
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
@@ -121,6 +152,7 @@ pub fn load_grids(root: &Path) -> Vec<GridView> {
 /// Writes `root/report/index.html` and the thumbnails it needs.
 pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummary, GalleryError> {
     let run = RunFolder::read(root)?;
+    check_report_dir(root)?;
     let report = report_dir(root);
     let thumbs_dir = report.join("thumbs");
     let outputs: Vec<&folder::OutputFile> = run.jobs.iter().flat_map(|j| &j.outputs).collect();
@@ -144,7 +176,7 @@ pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummar
     }
     let grids = load_grids(root);
     let index = report.join("index.html");
-    let old = std::fs::read(&index).ok();
+    let old = read_report_file(root, "index.html");
     let files = page::write_data(&report, &run, &has_thumb)?;
     let html = page::render(&run, &grids, options, &files)?;
     let same = old.as_deref() == Some(html.as_bytes());

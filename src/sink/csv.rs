@@ -246,6 +246,7 @@ impl RunLog {
         // and log them twice. Locked before anything is read or cut: the
         // tail of a log being written is not torn.
         let lock = lock(path)?;
+        regular_or_absent(path)?;
         // Not in append mode: Windows refuses to cut (set_len) a file
         // opened so, and a torn row must be cut. Rows are written at the end
         // all the same: the file is this run's alone (locked above).
@@ -436,8 +437,20 @@ fn csv_io(path: &Path, e: impl Into<std::io::Error>) -> SinkError {
     }
 }
 
+/// Refuses a log that is there but is not a regular file: reading a FIFO
+/// would wait for a writer forever.
+fn regular_or_absent(path: &Path) -> Result<(), SinkError> {
+    match fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(SinkError::at(path)(std::io::Error::other(
+            "not a regular file",
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Reads a log written by comfy-batch (`rerun` and resume).
 pub fn read(path: &Path) -> Result<(Vec<String>, Vec<LoggedRow>), LogError> {
+    regular_or_absent(path)?;
     let text = fs::read(path).map_err(SinkError::at(path))?;
     parse(path, &text)
 }

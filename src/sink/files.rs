@@ -365,7 +365,7 @@ impl OutputDir {
             // outside the folder.
             rel.components()
                 .all(|c| matches!(c, std::path::Component::Normal(_)))
-                && looks_whole(&self.root.join(rel))
+                && looks_whole(&self.root, rel)
         })
     }
 
@@ -407,8 +407,13 @@ impl OutputDir {
 
 /// The input kept in output folder `root` that a prompt's image value
 /// names, if it is one of ours (`<sha256 prefix>.<ext>`, possibly with a
-/// subfolder or an ` [input]` annotation) and is still there.
-pub fn kept_input(root: &Path, value: &str) -> Option<PathBuf> {
+/// subfolder or an ` [input]` annotation) and is still there. One reached
+/// through a symbolic link (`inputs/` or the file), or not a regular file,
+/// is refused with its path: it is never read, so never uploaded.
+pub fn kept_input(
+    root: &Path,
+    value: &str,
+) -> Option<Result<PathBuf, (PathBuf, crate::folder::Refusal)>> {
     let value = value.strip_suffix(" [input]").unwrap_or(value);
     let name = value.rsplit('/').next()?;
     let (stem, ext) = name.split_once('.')?;
@@ -418,8 +423,17 @@ pub fn kept_input(root: &Path, value: &str) -> Option<PathBuf> {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         && !ext.is_empty()
         && ext.bytes().all(|b| b.is_ascii_alphanumeric());
-    let path = root.join("inputs").join(name);
-    (ours && path.is_file()).then_some(path)
+    if !ours {
+        return None;
+    }
+    let rel = Path::new("inputs").join(name);
+    let path = root.join(&rel);
+    match crate::folder::walk_under(root, &rel) {
+        Ok(meta) if meta.is_file() => Some(Ok(path)),
+        Ok(_) => Some(Err((path, crate::folder::Refusal::NotAFile))),
+        Err(crate::folder::Refusal::Missing) => None,
+        Err(why) => Some(Err((path, why))),
+    }
 }
 
 /// Hex digits of the sha256 naming a kept input (64 bits, as job ids).
@@ -434,18 +448,17 @@ pub struct InputFile {
     pub bytes: bytes::Bytes,
 }
 
-/// Whether a file exists, is not empty and, for the image formats we know,
-/// ends as that format must.
-fn looks_whole(path: &Path) -> bool {
+/// Whether `root/rel` exists, is not empty and, for the image formats we
+/// know, ends as that format must. Only a regular file reached through no
+/// link is opened, as every command reads a run folder: a FIFO there would
+/// block the open forever.
+fn looks_whole(root: &Path, rel: &Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = fs::File::open(path) else {
+    let Ok(opened) = crate::folder::open_under(root, rel) else {
         return false;
     };
-    let len = match file.metadata() {
-        Ok(m) if m.is_file() => m.len(),
-        _ => return false,
-    };
-    let ext = path
+    let (mut file, len) = (opened.file, opened.meta.len());
+    let ext = rel
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();

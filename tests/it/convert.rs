@@ -842,14 +842,22 @@ fn zlib_zeros(copies: usize) -> Vec<u8> {
 
 /// A PNG whose only text is a `zTXt` chunk `key` holding `zlib`.
 fn png_with_ztxt(key: &str, zlib: &[u8]) -> Vec<u8> {
+    png_with_ztxts(key, &[zlib])
+}
+
+/// A PNG whose only texts are `zTXt` chunks `key`, one per `zlibs` item.
+fn png_with_ztxts(key: &str, zlibs: &[&[u8]]) -> Vec<u8> {
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut data = key.as_bytes().to_vec();
-    data.extend_from_slice(&[0, 0]); // end of keyword, zlib
-    data.extend_from_slice(zlib);
-    png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    png.extend_from_slice(b"zTXt");
-    png.extend_from_slice(&data);
-    png.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+    for zlib in zlibs {
+        let mut data = key.as_bytes().to_vec();
+        data.extend_from_slice(&[0, 0]); // end of keyword, zlib
+        data.extend_from_slice(zlib);
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(b"zTXt");
+        png.extend_from_slice(&data);
+        png.extend_from_slice(&[0, 0, 0, 0]); // CRC
+    }
+    png.extend_from_slice(&[0, 0, 0, 0]);
     png.extend_from_slice(b"IEND");
     png.extend_from_slice(&[0, 0, 0, 0]);
     png
@@ -998,4 +1006,25 @@ async fn a_live_input_refuses_convert_and_plan_unless_the_manifest_sets_it() {
     assert_eq!(files.len(), 1);
     let prompt = load(&files[0]);
     assert_eq!(prompt["1"]["inputs"]["image"], "webcam/frame.png [temp]");
+}
+
+/// Many compressed texts, each under the cap but not a usable text (not
+/// UTF-8), share one cap: a small image cannot make `convert` inflate
+/// gigabytes one chunk at a time, and it says the cap was reached rather
+/// than "no metadata".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_compressed_texts_share_one_cap() {
+    let p = crate::harness::Project::new();
+    let junk = miniz_oxide::deflate::compress_to_vec_zlib(&vec![0xFF; 30 << 20], 1);
+    assert!(junk.len() < 1_000_000, "{}", junk.len());
+    p.write(
+        "many.png",
+        png_with_ztxts("workflow", &[&junk, &junk, &junk]),
+    );
+    let out = p.cli(&["convert", "many.png"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error: many.png: the image's compressed 'workflow' metadata inflates past the 64 MiB cap"
+    );
 }

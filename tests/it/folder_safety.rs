@@ -394,3 +394,71 @@ async fn an_empty_export_is_refused_unless_allowed() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(std::fs::read(p.path("e3/metadata.jsonl")).unwrap(), b"");
 }
+
+/// `report` on a folder whose `report/` someone filled: a FIFO where
+/// `grids.json` or `index.html` were never blocks it (a FIFO opened for
+/// reading waits for a writer), and a `report/` (or its `thumbs/`, `grids/`) that is
+/// a link out of the folder is never written through: refused with one
+/// line naming it, nothing written behind it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_neither_blocks_on_a_fifo_nor_writes_through_a_link_in_report() {
+    use std::os::unix::fs::symlink;
+    let p = Project::new();
+    let run = plain_run(&p, "");
+    let report = || async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            p.cli(&["report", "run"]),
+        )
+        .await
+        .expect("report ends (never waits on a FIFO)")
+    };
+    for name in ["grids.json", "index.html"] {
+        let path = run.join("report").join(name);
+        crate::harness::mkfifo(&path);
+        let out = report().await;
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        std::fs::remove_dir_all(run.join("report")).unwrap();
+    }
+    std::fs::create_dir_all(p.path("elsewhere")).unwrap();
+    for link in ["report", "report/thumbs", "report/grids"] {
+        let _ = std::fs::remove_dir_all(run.join("report"));
+        std::fs::create_dir_all(run.join(link).parent().unwrap()).unwrap();
+        symlink(p.path("elsewhere"), run.join(link)).unwrap();
+        let out = report().await;
+        assert_eq!(out.code, 2, "{link}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{link}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(link) && out.stderr.contains("symbolic link"),
+            "{link}: {}",
+            out.stderr
+        );
+        assert!(
+            files_under(&p.path("elsewhere")).is_empty(),
+            "{link}: written through the link"
+        );
+        std::fs::remove_file(run.join(link)).unwrap();
+    }
+}
+
+/// A FIFO where `runs.csv.lock` is (a run makes it a regular file) blocks
+/// no command that asks whether a run holds the log: `merge`, `export` and
+/// `status` end as on a plain folder.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_as_the_logs_lock_blocks_no_command() {
+    let p = Project::new();
+    let run = plain_run(&p, "");
+    crate::harness::mkfifo(&run.join("runs.csv.lock"));
+    for args in [
+        &["merge", "merged", "run"][..],
+        &["export", "run", "--format", "imagefolder", "--to", "img"],
+        &["status", "run"],
+    ] {
+        let out = tokio::time::timeout(std::time::Duration::from_secs(30), p.cli(args))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} waits on the FIFO"));
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    }
+}

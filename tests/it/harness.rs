@@ -696,3 +696,18 @@ fn every_binary_a_test_runs_is_without_the_hosts_ci_variables() {
         );
     }
 }
+
+/// Makes a FIFO at `path` (creating folders): opening it for reading
+/// waits for a writer, so a command that opens one it should not hangs.
+#[cfg(unix)]
+pub fn mkfifo(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
+}

@@ -425,3 +425,105 @@ async fn an_empty_string_set_on_purpose_is_not_an_unset_parameter() {
     assert_eq!(of("empty#"), serde_json::json!(""));
     assert_eq!(of("unset#"), serde_json::Value::Null);
 }
+
+/// `rerun` reads a run folder like the other commands (issue #23 item 4):
+/// a kept input or a sent prompt reached through a symbolic link is never
+/// read, so a hand-edited folder cannot make it upload a file from outside
+/// to the server; and a FIFO where a prompt was never blocks it. Each is
+/// refused with one line naming the job's file.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_never_sends_a_file_reached_through_a_link_nor_waits_on_a_fifo() {
+    use std::os::unix::fs::symlink;
+    let first = sim().await;
+    let p = Project::new();
+    first_run(&p, &first.url()).await;
+    let invert = p
+        .rows()
+        .into_iter()
+        .find(|r| r.get("job") == "invert#1")
+        .unwrap();
+    let id = invert.get("job_id").to_string();
+    // The workflow's input is gone: rerun takes the prompt as sent and
+    // the input kept in `inputs/`.
+    std::fs::remove_file(p.path("inputs/red.png")).unwrap();
+    let kept = std::fs::read_dir(p.path("out/inputs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    const SECRET: &[u8] = b"SECRET-NOT-AN-IMAGE";
+    let secret = p.write("elsewhere/secret.png", SECRET);
+    std::fs::remove_file(&kept).unwrap();
+    symlink(&secret, &kept).unwrap();
+    let prompt = p.path(&format!("out/prompts/{id}.json"));
+    let sent = p.write("elsewhere/prompt.json", std::fs::read(&prompt).unwrap());
+    let fresh = sim().await;
+    let rerun = |to: &'static str| {
+        let (p, id, url) = (&p, id.clone(), fresh.url());
+        async move {
+            let args = [
+                "rerun",
+                "out/runs.csv",
+                "--job",
+                &id,
+                "--output",
+                to,
+                "--server",
+                &url,
+            ];
+            tokio::time::timeout(std::time::Duration::from_secs(30), p.cli(&args))
+                .await
+                .expect("rerun ends (never waits on a FIFO)")
+        }
+    };
+    let out = rerun("again").await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("inputs/") && out.stderr.contains("symbolic link"),
+        "{}",
+        out.stderr
+    );
+    // The prompt as sent, through a link, then as a FIFO.
+    std::fs::remove_file(&kept).unwrap();
+    std::fs::copy(&secret, &kept).unwrap();
+    std::fs::remove_file(&prompt).unwrap();
+    symlink(&sent, &prompt).unwrap();
+    let out = rerun("again2").await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("prompts/{id}.json")) && out.stderr.contains("symbolic link"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_file(&prompt).unwrap();
+    crate::harness::mkfifo(&prompt);
+    let out = rerun("again3").await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    // Nothing from outside reached the server or a new folder.
+    for dir in [
+        fresh.input_dir().to_path_buf(),
+        p.path("again"),
+        p.path("again2"),
+    ] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            assert!(
+                !bytes.windows(SECRET.len()).any(|w| w == SECRET),
+                "{} holds the secret",
+                e.path().display()
+            );
+        }
+    }
+    assert!(
+        !p.path("again/inputs").exists()
+            || std::fs::read_dir(p.path("again/inputs"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}

@@ -638,3 +638,84 @@ async fn help_texts_are_stable() {
     }
     insta::assert_snapshot!(all);
 }
+
+/// A FIFO where the log is (`runs.csv` of the output folder, or the log
+/// given to `rerun`) blocks neither `run` nor `rerun`: each ends with one
+/// line naming it, as not a regular file.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_as_the_log_blocks_neither_run_nor_rerun() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("m.yaml", TINY);
+    crate::harness::mkfifo(&p.path("out/runs.csv"));
+    let url = sim.url();
+    for args in [
+        &["run", "m.yaml", "--output", "out", "--server", &url][..],
+        &["rerun", "out/runs.csv", "--server", &url],
+    ] {
+        let out = tokio::time::timeout(std::time::Duration::from_secs(30), p.cli(args))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} waits on the FIFO"));
+        assert_ne!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("runs.csv") && out.stderr.contains("not a regular file"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// Resuming into a folder where a FIFO took an image's place: the run
+/// ends (a FIFO opened for reading would wait for a writer forever), the
+/// job is redone and its image is a regular file again.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_in_place_of_an_image_does_not_block_a_resumed_run() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("m.yaml", TINY);
+    let out = p.run("m.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let image = p.rows()[0].images()[0].to_string();
+    let path = p.out().join(&image);
+    std::fs::remove_file(&path).unwrap();
+    crate::harness::mkfifo(&path);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        p.run("m.yaml", &[&sim], &[]),
+    )
+    .await
+    .expect("the resumed run waits on the FIFO");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+    assert_eq!(p.rows().len(), 9, "only that job is redone");
+}
+
+/// A FIFO where `run.json` is (the run's notes, read by `run`, `rerun` and
+/// `status`) blocks none of them: each reads only a regular file there.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_as_run_json_blocks_no_command() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("m.yaml", TINY);
+    let out = p.run("m.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let job = p.rows()[0].get("job_id").to_string();
+    let url = sim.url();
+    for args in [
+        &["status", "out"][..],
+        &["rerun", "out/runs.csv", "--job", &job, "--server", &url],
+        &["run", "m.yaml", "--output", "out", "--server", &url],
+    ] {
+        let info = p.out().join("run.json");
+        let _ = std::fs::remove_file(&info);
+        crate::harness::mkfifo(&info);
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), p.cli(args))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} waits on the FIFO"));
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    }
+}
