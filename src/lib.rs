@@ -15,7 +15,8 @@
 //! ComfyUI-compatible simulator every test talks to. `cli` is the only module
 //! that reads argv, the environment or the terminal.
 //!
-//! After a run: `folder` reads an output folder back (and merges shard
+//! `runlog` owns `runs.csv`'s columns and its one streaming reader. After a
+//! run: `folder` reads an output folder back (and merges shard
 //! folders), `export` turns it into a dataset, and `ci` writes JUnit and
 //! GitHub job summaries from the run's events.
 #![warn(missing_docs)]
@@ -36,6 +37,7 @@ mod paths;
 pub mod plan;
 pub mod progress;
 pub mod run;
+pub mod runlog;
 pub mod sim;
 pub mod sink;
 pub mod templates;
