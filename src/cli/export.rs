@@ -51,7 +51,7 @@ pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> 
         _ => bad(&e),
     })?;
     if !global.quiet {
-        if folder.torn_tail || crate::folder::log_in_use(&args.dir) {
+        if folder.torn_tail() || crate::folder::log_in_use(&args.dir) {
             eprintln!(
                 "warning: {}: a run is still writing this folder; exported the jobs logged so far",
                 args.dir.display()

@@ -178,10 +178,22 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
         )));
     }
 
+    // Not streamed yet: every source's rows are held (issue #24 item 2).
+    let all_rows = |f: &RunFolder| -> Result<Vec<Row>, MergeError> {
+        f.rows()?
+            .collect::<Result<Vec<Row>, _>>()
+            .map_err(|e| MergeError::from(FolderError::from(e)))
+    };
+    let existing_rows = existing.as_ref().map(all_rows).transpose()?;
+    let source_rows = folders
+        .iter()
+        .map(|(_, f)| all_rows(f))
+        .collect::<Result<Vec<_>, _>>()?;
+
     // Everything checked: from here on, write.
     let mut summary = MergeSummary::default();
     for (_, f) in &folders {
-        if f.torn_tail || super::log_in_use(f.root()) {
+        if f.torn_tail() || super::log_in_use(f.root()) {
             summary.warnings.push(format!(
                 "{}: still being written; merging the rows logged so far",
                 f.root().display()
@@ -213,14 +225,13 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
         }
         c
     };
-    let mut rows: Vec<Vec<String>> = existing
-        .as_ref()
-        .map(|e| e.rows().iter().map(|r| r.cells.clone()).collect())
+    let mut rows: Vec<Vec<String>> = existing_rows
+        .map(|e| e.into_iter().map(|r| r.cells).collect())
         .unwrap_or_default();
     let mut known: HashSet<Vec<String>> = rows.iter().map(|c| identity(c)).collect();
     let mut added: Vec<(String, usize, &RunFolder, &Row)> = Vec::new();
-    for (rank, (_, f)) in folders.iter().enumerate() {
-        for row in f.rows() {
+    for (rank, ((_, f), f_rows)) in folders.iter().zip(&source_rows).enumerate() {
+        for row in f_rows {
             if known.insert(identity(&row.cells)) {
                 added.push((time_key(f, row), rank, f, row));
             }

@@ -232,6 +232,8 @@ pub struct Log {
     len: u64,
     /// Whether the file ended with a line end when opened.
     ends_whole: bool,
+    /// Whether a read found the last line torn.
+    torn: std::cell::Cell<bool>,
 }
 
 /// The small buffer a row-at-a-time read uses: rows are a few hundred bytes.
@@ -281,12 +283,19 @@ impl Log {
             layout,
             len,
             ends_whole,
+            torn: Default::default(),
         })
     }
 
     /// The log file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the last line was not a whole row (a run still writing, or
+    /// one killed mid-row): known once a read reached it.
+    pub fn torn_tail(&self) -> bool {
+        self.torn.get()
     }
 
     /// Where its columns are.
@@ -336,7 +345,7 @@ impl Log {
                 offset,
                 line: u32::try_from(row.line).unwrap_or(u32::MAX),
             };
-            match at.entry(identity(id)) {
+            match at.entry(job_key(id)) {
                 std::collections::hash_map::Entry::Occupied(e) => {
                     entries[*e.get() as usize] = entry
                 }
@@ -408,9 +417,10 @@ fn packed(id: &str) -> u128 {
     u128::from_be_bytes(bytes)
 }
 
-/// A job id as a map key: the id itself when it fits, else a 128-bit hash
-/// (a hand-edited log's long ids).
-fn identity(id: &str) -> u128 {
+/// A job id as a compact key (sets of done jobs, the newest row's map): the
+/// id itself when it fits in 16 bytes (comfy-batch's do), else a 128-bit
+/// hash (a hand-edited log's long ids).
+pub fn job_key(id: &str) -> u128 {
     if id.len() <= 16 {
         return packed(id);
     }
@@ -456,14 +466,19 @@ fn next_row<R: Read>(
         Ok(false) => return Ok(None),
         Ok(true) => {}
         Err(_) if last => {
+            log.torn.set(true);
             *torn = true;
             return Ok(None);
         }
         Err(e) => return Err(bad(e.to_string())),
     }
     let width = log.layout.header.len();
+    let mark = |t: &mut bool| {
+        *t = true;
+        log.torn.set(true);
+    };
     if last && (!log.ends_whole || record.len() != width) {
-        *torn = true;
+        mark(torn);
         return Ok(None);
     }
     if record.len() != width {
@@ -474,7 +489,7 @@ fn next_row<R: Read>(
         match std::str::from_utf8(c) {
             Ok(s) => cells.push(s.to_string()),
             Err(_) if last => {
-                *torn = true;
+                mark(torn);
                 return Ok(None);
             }
             Err(_) => return Err(bad("not UTF-8 text".into())),

@@ -1,0 +1,140 @@
+//! The run log read back by every folder command through one reader
+//! (issue #24 item 1): a damaged row names its line, `DIR/runs.csv` is
+//! `DIR`, a torn last line is left out and said, and missing files are
+//! counted (`status`) or skipped (`export`), at 20k rows.
+
+use crate::harness::Project;
+
+const HEAD: &str = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\n";
+
+fn row(i: usize, status: &str) -> String {
+    format!("{i:016x},g#{i},w.json,00,{i},a fox,{status},,,,,,,,images/{i:016x}_9_0.png,,\n")
+}
+
+/// A folder of `n` ok jobs; every `missing_every`-th job's file is absent
+/// (none when 0).
+fn folder(p: &Project, n: usize, missing_every: usize, tail: &str) {
+    let mut log = String::from(HEAD);
+    for i in 0..n {
+        log.push_str(&row(i, "ok"));
+        if missing_every == 0 || i % missing_every != missing_every - 1 {
+            p.write(&format!("out/images/{i:016x}_9_0.png"), b"png");
+        }
+    }
+    log.push_str(tail);
+    p.write("out/runs.csv", log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_with_too_many_fields_names_its_line_in_status_export_and_merge() {
+    let p = Project::new();
+    let mut log = String::from(HEAD);
+    log.push_str(&row(0, "ok"));
+    log.push_str(&row(1, "ok").replace(",,\n", ",,,one too many\n"));
+    log.push_str(&row(2, "ok"));
+    p.write("out/runs.csv", log);
+    for args in [
+        &["status", "out"][..],
+        &["export", "out", "--format", "imagefolder", "--to", "ds"],
+        &["merge", "merged", "out"],
+    ] {
+        let out = p.cli(args).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("runs.csv: line 3: 18 cells, expected 17; the log is damaged"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    assert!(!p.path("ds").exists() && !p.path("merged/runs.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_export_take_dir_or_dir_runs_csv() {
+    let p = Project::new();
+    folder(&p, 3, 0, "");
+    let by_dir = p.cli(&["status", "out"]).await;
+    let by_file = p.cli(&["status", "out/runs.csv"]).await;
+    assert_eq!(by_dir.code, 0, "{}", by_dir.stderr);
+    assert_eq!(by_file.code, 0, "{}", by_file.stderr);
+    assert!(
+        by_file.stdout.contains("3 job(s): 3 ok"),
+        "{}",
+        by_file.stdout
+    );
+    let out = p
+        .cli(&[
+            "export",
+            "out/runs.csv",
+            "--format",
+            "imagefolder",
+            "--to",
+            "ds",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(p.path("ds/metadata.jsonl").is_file());
+}
+
+/// 20k rows (a debug build reads them in seconds), a torn last line and
+/// 10% of the files missing: each command says so, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_rows_a_torn_tail_and_a_tenth_of_the_files_missing() {
+    let p = Project::new();
+    folder(
+        &p,
+        20_000,
+        10,
+        "ffffffffffffffff,g#99999,w.json,00,1,\"a fo",
+    );
+    let status = p.cli(&["status", "out"]).await;
+    assert_eq!(status.code, 1, "{}", status.stderr);
+    assert!(
+        status
+            .stdout
+            .contains("20000 job(s): 20000 ok (a run is still writing it)"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status
+            .stdout
+            .contains("2000 ok job(s) have output files missing"),
+        "{}",
+        status.stdout
+    );
+    let export = p
+        .cli(&[
+            "export",
+            "out",
+            "--format",
+            "webdataset",
+            "--to",
+            "wds",
+            "--shard-size",
+            "5000",
+        ])
+        .await;
+    assert_eq!(export.code, 0, "{}", export.stderr);
+    assert!(
+        export
+            .stdout
+            .contains("exported 20000 ok job(s) as 18000 sample(s)"),
+        "{}",
+        export.stdout
+    );
+    assert!(export.stderr.contains("a run is still writing this folder"));
+    assert!(
+        export.stderr.contains("missing; skipped"),
+        "{}",
+        export.stderr
+    );
+    let shards: Vec<_> = std::fs::read_dir(p.path("wds"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+        .collect();
+    assert_eq!(shards.len(), 4);
+}
