@@ -138,3 +138,39 @@ async fn twenty_thousand_rows_a_torn_tail_and_a_tenth_of_the_files_missing() {
         .collect();
     assert_eq!(shards.len(), 4);
 }
+
+/// `bench folder` builds its folder and runs every folder command on it,
+/// one line of figures each (the 200k-job figures are docs/ci.md's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_folder_runs_each_folder_command_and_reports_its_peak() {
+    let p = Project::new();
+    let out = p
+        .cli(&["bench", "folder", "--jobs", "300", "--dir", "b"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "jobs\tcommand\tbinary\tpeak_mb\ttime_s\texit");
+    let commands: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        commands,
+        ["status", "webdataset", "imagefolder", "merge", "report"]
+    );
+    for line in &lines[1..] {
+        let cells: Vec<&str> = line.split('\t').collect();
+        let peak: f64 = cells[3].parse().unwrap();
+        assert!(peak > 1.0, "{line}");
+        // status exits 1: every 97th job failed.
+        let code = if cells[1] == "status" { "1" } else { "0" };
+        assert_eq!(cells[5], code, "{line}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(p.path("b/run/runs.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        301
+    );
+}
