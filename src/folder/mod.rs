@@ -89,6 +89,11 @@ impl RunFolder {
         Ok(self.log.rows()?)
     }
 
+    /// Rows by their byte offset (see [`Rows::next_located`]).
+    pub fn at(&self) -> Result<crate::runlog::At<'_>, FolderError> {
+        Ok(self.log.at()?)
+    }
+
     /// Whether the log's last line was not a whole row when it was opened
     /// (a run still writing, or one killed mid-row): it is left out.
     pub fn torn_tail(&self) -> bool {

@@ -369,16 +369,23 @@ impl Log {
         }
         // The offset breaks ties between ids longer than the packed prefix.
         entries.sort_unstable_by_key(|e| (e.group, e.n, e.plain, e.id, e.offset));
+        Ok(Newest {
+            at: self.at()?,
+            entries: entries.into_iter(),
+            torn_tail,
+        })
+    }
+
+    /// A reader of rows by their byte offset.
+    pub fn at(&self) -> Result<At<'_>, LogError> {
         let file = File::open(&self.path).map_err(|source| LogError::Io {
             path: self.path.clone(),
             source,
         })?;
-        Ok(Newest {
+        Ok(At {
             log: self,
             reader: reader(file, SEEK_BUFFER),
-            entries: entries.into_iter(),
             record: csv::ByteRecord::new(),
-            torn_tail,
         })
     }
 }
@@ -424,9 +431,15 @@ pub fn job_key(id: &str) -> u128 {
     if id.len() <= 16 {
         return packed(id);
     }
+    hash128(id)
+}
+
+/// A 128-bit hash (two salted 64-bit ones): a key a million values do not
+/// collide on in practice (merge's set of rows already there).
+pub fn hash128(value: impl Hash) -> u128 {
     let half = |salt: u8| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (salt, id).hash(&mut h);
+        (salt, &value).hash(&mut h);
         h.finish() as u128
     };
     (half(1) << 64) | half(2)
@@ -510,8 +523,8 @@ pub struct Rows<'l> {
 }
 
 impl Rows<'_> {
-    /// The next row and the byte offset where it starts.
-    fn next_located(&mut self) -> Option<Result<(u64, Row), LogError>> {
+    /// The next row and the byte offset where it starts (for [`At::row`]).
+    pub fn next_located(&mut self) -> Option<Result<(u64, Row), LogError>> {
         if self.done {
             return None;
         }
@@ -543,12 +556,40 @@ impl Iterator for Rows<'_> {
     }
 }
 
-/// The newest row of each job, in label order ([`Log::newest`]).
-pub struct Newest<'l> {
+/// Rows read by their byte offset ([`Log::at`]).
+pub struct At<'l> {
     log: &'l Log,
     reader: csv::Reader<File>,
-    entries: std::vec::IntoIter<Entry>,
     record: csv::ByteRecord,
+}
+
+impl At<'_> {
+    /// The row at `offset` (from [`Rows::next_located`]), on line `line`.
+    pub fn row(&mut self, offset: u64, line: u64) -> Result<Row, LogError> {
+        // Rows were read whole once: a failure now is the file changing
+        // under the reader.
+        let io = |source| LogError::Io {
+            path: self.log.path.clone(),
+            source,
+        };
+        if self.reader.position().byte() != offset {
+            let mut pos = csv::Position::new();
+            pos.set_byte(offset);
+            pos.set_line(line);
+            self.reader.seek(pos).map_err(|e| io(e.into()))?;
+        }
+        let mut torn = false;
+        match next_row(self.log, &mut self.reader, &mut self.record, &mut torn)? {
+            Some(row) => Ok(row),
+            None => Err(io(std::io::Error::other("the log changed while read"))),
+        }
+    }
+}
+
+/// The newest row of each job, in label order ([`Log::newest`]).
+pub struct Newest<'l> {
+    at: At<'l>,
+    entries: std::vec::IntoIter<Entry>,
     /// Whether the log's last line was not a whole row (left out).
     pub torn_tail: bool,
 }
@@ -565,160 +606,6 @@ impl Iterator for Newest<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let entry = self.entries.next()?;
-        // Rows were read whole once: a failure now is the file changing
-        // under the reader.
-        let io = |source| LogError::Io {
-            path: self.log.path.clone(),
-            source,
-        };
-        if self.reader.position().byte() != entry.offset {
-            let mut pos = csv::Position::new();
-            pos.set_byte(entry.offset);
-            pos.set_line(u64::from(entry.line));
-            if let Err(e) = self.reader.seek(pos) {
-                return Some(Err(io(e.into())));
-            }
-        }
-        let mut torn = false;
-        match next_row(self.log, &mut self.reader, &mut self.record, &mut torn) {
-            Ok(Some(row)) => Some(Ok(row)),
-            Ok(None) => Some(Err(io(std::io::Error::other("the log changed while read")))),
-            Err(e) => Some(Err(e)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
-
-    const HEAD: &str = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\n";
-
-    fn log(text: &str) -> (tempfile::TempDir, Log) {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(LOG), text).unwrap();
-        let log = Log::open(dir.path()).unwrap();
-        (dir, log)
-    }
-
-    fn ids(log: &Log) -> Vec<(String, usize)> {
-        log.newest()
-            .unwrap()
-            .map(|r| {
-                let r = r.unwrap();
-                (log.layout().get(&r, "job_id").to_string(), r.line)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_columns_are_the_plans() {
-        assert!(header(&[]).iter().all(|c| is_column(c)));
-        assert_eq!(header(&[]).len(), LEADING.len() + TRAILING.len() + 1);
-        assert!(!is_column("prompt"));
-    }
-
-    #[test]
-    fn newest_row_per_job_in_label_order_with_its_line() {
-        let text = format!(
-            "{HEAD}b,g#10,w,s,2,x,failed,,,,,,,,,boom,\na,g#2,w,s,1,y,ok,,,,,,,,a.png,,\nb,g#10,w,s,2,x,ok,,,,,,,,b.png,,\nc,f#1,w,s,1,\"two\nlines\",ok,,,,,,,,,,\n"
-        );
-        let (_d, log) = log(&text);
-        assert_eq!(
-            ids(&log),
-            [("c".into(), 5), ("a".into(), 3), ("b".into(), 4)]
-        );
-        assert_eq!(log.newest().unwrap().jobs(), 3);
-        let all: Vec<_> = log.rows().unwrap().map(|r| r.unwrap().line).collect();
-        assert_eq!(all, [2, 3, 4, 5]);
-    }
-
-    #[test]
-    fn a_torn_last_line_is_left_out_and_said() {
-        for tail in [
-            "d,g#3,w,s,1,\"half",
-            "d,g#3,w",
-            "d,g#3,w,s,1,y,ok,,,,,,,,,,,extra,cells\n",
-        ] {
-            let (_d, log) = log(&format!("{HEAD}a,g#1,w,s,1,y,ok,,,,,,,,,,\n{tail}"));
-            let mut rows = log.rows().unwrap();
-            assert_eq!(
-                rows.by_ref().map(|r| r.unwrap().line).collect::<Vec<_>>(),
-                [2]
-            );
-            assert!(rows.torn_tail, "{tail:?}");
-            let newest = log.newest().unwrap();
-            assert!(newest.torn_tail);
-            assert_eq!(newest.count(), 1);
-        }
-    }
-
-    #[test]
-    fn a_row_of_the_wrong_width_before_the_last_line_names_its_line() {
-        let (_d, log) = log(&format!(
-            "{HEAD}a,g#1,w,s,1,y,ok,,,,,,,,,,\nb,g#2,w,s,1,y,ok,,,,,,,,,,,one too many\nc,g#3,w,s,1,y,ok,,,,,,,,,,\n"
-        ));
-        let err = log
-            .rows()
-            .unwrap()
-            .find_map(Result::err)
-            .unwrap()
-            .to_string();
-        assert!(err.contains("line 3: 18 cells, expected 17"), "{err}");
-        let err = log.newest().err().unwrap().to_string();
-        assert!(err.contains("line 3:"), "{err}");
-    }
-
-    #[test]
-    fn an_older_header_and_dir_or_dir_runs_csv() {
-        let old = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\na,g#1,w,s,1,a fox,ok,,,,,,,,a.png,\n";
-        let (d, by_dir) = log(old);
-        let by_file = Log::open(&d.path().join(LOG)).unwrap();
-        for log in [&by_dir, &by_file] {
-            assert_eq!(log.layout().params(), ["prompt"]);
-            let row = log.rows().unwrap().next().unwrap().unwrap();
-            assert_eq!(log.layout().get(&row, "text"), "");
-            assert_eq!(log.layout().param(&row, "prompt"), "a fox");
-            assert_eq!(log.layout().files(&row).collect::<Vec<_>>(), ["a.png"]);
-        }
-        assert_eq!(folder_of(&d.path().join(LOG)), d.path());
-        assert_eq!(folder_of(d.path()), d.path());
-        let err = Log::open(&d.path().join("nothing"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("no such folder"), "{err}");
-        fs::write(d.path().join(LOG), "a,b\n1,2\n").unwrap();
-        let err = Log::open(d.path()).unwrap_err().to_string();
-        assert!(err.contains("no 'status' column"), "{err}");
-    }
-
-    /// 20k jobs, each logged twice: the newest pass keeps one entry per
-    /// job and yields every job once, in order (a memory-independent
-    /// check of the two-pass reader at a size a debug build reads fast).
-    #[test]
-    fn twenty_thousand_jobs_logged_twice_yield_each_job_once_in_order() {
-        let mut text = String::from(HEAD);
-        for pass in ["failed", "ok"] {
-            for i in (0..20_000u64).rev() {
-                text.push_str(&format!(
-                    "{i:016x},g#{i},w,s,{i},p,{pass},,,,,,,,images/{i}.png,,\n"
-                ));
-            }
-        }
-        text.push_str("torn,g#1,w");
-        let (_d, log) = log(&text);
-        let mut newest = log.newest().unwrap();
-        assert_eq!(newest.jobs(), 20_000);
-        let mut expect = 0u64;
-        for row in newest.by_ref() {
-            let row = row.unwrap();
-            assert_eq!(log.layout().get(&row, "job"), format!("g#{expect}"));
-            assert_eq!(log.layout().get(&row, "status"), "ok");
-            assert_eq!(row.line, 2 + 20_000 + (19_999 - expect as usize));
-            expect += 1;
-        }
-        assert_eq!(expect, 20_000);
-        assert!(newest.torn_tail);
+        Some(self.at.row(entry.offset, u64::from(entry.line)))
     }
 }
