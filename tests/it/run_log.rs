@@ -126,10 +126,16 @@ async fn twenty_thousand_rows_a_torn_tail_and_a_tenth_of_the_files_missing() {
         export.stdout
     );
     assert!(export.stderr.contains("a run is still writing this folder"));
+    let missing: Vec<&str> = export
+        .stderr
+        .lines()
+        .filter(|l| l.contains("missing"))
+        .collect();
+    assert_eq!(missing.len(), 1, "{}", export.stderr);
     assert!(
-        export.stderr.contains("missing; skipped"),
+        missing[0].contains("2000 files listed in runs.csv are missing (the first: images/"),
         "{}",
-        export.stderr
+        missing[0]
     );
     let shards: Vec<_> = std::fs::read_dir(p.path("wds"))
         .unwrap()
