@@ -1,6 +1,7 @@
 //! `comfy-batch bench folder --jobs N --dir D`: the folder commands on a
 //! synthetic N-job output folder (one 64 px PNG a job, every 97th job
-//! failed), each run as a child process: its peak RSS and wall time.
+//! failed), each run as a child process: its peak RSS and wall time
+//! (`merge` also rebuilds the report; `merge-no-report` is the merge alone).
 //! `--against B` alternates each command with another comfy-batch binary
 //! (e.g. main's), so a noisy machine slows both alike (docs/ci.md "Scale").
 
@@ -26,7 +27,8 @@ pub struct BenchFolderArgs {
     /// Rounds of every command (each binary once a round).
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
-    /// Only these commands (status, webdataset, imagefolder, merge, report).
+    /// Only these commands (status, webdataset, imagefolder,
+    /// merge-no-report, merge, report).
     #[arg(long = "only", value_name = "CMD")]
     pub only: Vec<String>,
 }
@@ -114,6 +116,15 @@ pub fn execute(args: BenchFolderArgs) -> Result<Exit, CliError> {
                 "imagefolder".into(),
                 "--to".into(),
                 out("imf"),
+            ],
+        ),
+        (
+            "merge-no-report",
+            vec![
+                "merge".into(),
+                out("merged"),
+                run_s.clone(),
+                "--no-report".into(),
             ],
         ),
         ("merge", vec!["merge".into(), out("merged"), run_s.clone()]),

@@ -162,7 +162,14 @@ async fn bench_folder_runs_each_folder_command_and_reports_its_peak() {
         .collect();
     assert_eq!(
         commands,
-        ["status", "webdataset", "imagefolder", "merge", "report"]
+        [
+            "status",
+            "webdataset",
+            "imagefolder",
+            "merge-no-report",
+            "merge",
+            "report"
+        ]
     );
     for line in &lines[1..] {
         let cells: Vec<&str> = line.split('\t').collect();
