@@ -15,7 +15,8 @@
 //! ComfyUI-compatible simulator every test talks to. `cli` is the only module
 //! that reads argv, the environment or the terminal.
 //!
-//! After a run: `folder` reads an output folder back (and merges shard
+//! `runlog` owns `runs.csv`'s columns and its one streaming reader. After a
+//! run: `folder` reads an output folder back (and merges shard
 //! folders), `export` turns it into a dataset, and `ci` writes JUnit and
 //! GitHub job summaries from the run's events. `environment` records what
 //! each server ran (versions, devices, node and model hashes) beside the log.
@@ -41,6 +42,7 @@ mod paths;
 pub mod plan;
 pub mod progress;
 pub mod run;
+pub mod runlog;
 pub mod scaffold;
 pub mod sim;
 pub mod sink;

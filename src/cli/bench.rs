@@ -32,6 +32,9 @@ pub enum BenchCommand {
     /// The HTML report of a synthetic 10,000-job run (cold and unchanged),
     /// its page size, and a 10 x 10 grid of 512 px images.
     Report(super::bench_report::BenchReportArgs),
+    /// The folder commands (status, export, merge, report) on a synthetic
+    /// folder: peak RSS and time of each.
+    Folder(super::bench_folder::BenchFolderArgs),
 }
 
 /// Arguments of `comfy-batch bench plan`.
@@ -55,6 +58,7 @@ pub fn execute(args: BenchArgs, _global: &GlobalArgs) -> Result<Exit, CliError> 
         BenchCommand::Run(a) => super::bench_run::execute(a),
         BenchCommand::Convert(a) => super::bench_convert::execute(a),
         BenchCommand::Report(a) => super::bench_report::execute(a),
+        BenchCommand::Folder(a) => super::bench_folder::execute(a),
     }
 }
 

@@ -113,18 +113,18 @@ fn start_sim(exe: &Path, step_ms: u64, dir: &Path, extra: &[&str]) -> Result<Sim
     Ok(SimProcess { child, url })
 }
 
-/// What the kernel measured of a finished child.
-struct Measured {
-    wall: Duration,
-    cpu: Duration,
-    max_rss_kib: i64,
-    code: i32,
+/// What the kernel measured of a finished child (also `bench folder`'s).
+pub(super) struct Measured {
+    pub(super) wall: Duration,
+    pub(super) cpu: Duration,
+    pub(super) max_rss_kib: i64,
+    pub(super) code: i32,
 }
 
 /// Elsewhere no child's CPU time and peak memory come with its exit: the
 /// benchmark says so instead of reporting figures it cannot measure.
 #[cfg(not(unix))]
-fn run_measured(_command: Command) -> Result<Measured, CliError> {
+pub(super) fn run_measured(_command: Command) -> Result<Measured, CliError> {
     Err(infra(
         "bench run measures the runner's CPU and peak memory with wait4, which only Unix has"
             .into(),
@@ -132,13 +132,13 @@ fn run_measured(_command: Command) -> Result<Measured, CliError> {
 }
 
 #[cfg(unix)]
-fn run_measured(mut command: Command) -> Result<Measured, CliError> {
+pub(super) fn run_measured(mut command: Command) -> Result<Measured, CliError> {
     let started = Instant::now();
     let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| infra(format!("starting comfy-batch run: {e}")))?;
+        .map_err(|e| infra(format!("starting comfy-batch: {e}")))?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain data that wait4 fills in; pid is our child.

@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_convert;
+mod bench_folder;
 mod bench_report;
 mod bench_run;
 mod check;

@@ -43,9 +43,13 @@ fn environment(folder: &RunFolder, out: &mut String) {
         Ok(Err(e)) => return eprintln!("warning: {e}"),
         Err(e) => return eprintln!("warning: {}: {e}", path.display()),
     };
+    // Every row counts (each attempt ran under a snapshot), streamed.
     let mut rows = vec![0usize; env.snapshots.len()];
-    for row in folder.rows() {
-        let (server, started) = (folder.get(row, "server"), folder.get(row, "started_at"));
+    let Ok(all) = folder.rows() else {
+        return;
+    };
+    for row in all.flatten() {
+        let (server, started) = (folder.get(&row, "server"), folder.get(&row, "started_at"));
         if let Some((i, _)) = env.in_force(server, started) {
             rows[i] += 1;
         }
@@ -71,20 +75,31 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
     let folder = RunFolder::open(&args.dir).map_err(|e| bad(&e))?;
     let shard = super::ci_env::resolve_shard(args.shard)
         .map_err(|e| CliError::many(Exit::BadInput, vec![e]))?;
-    let newest = folder.newest();
-    let mut out = String::new();
+    let bad_log = |e: crate::folder::FolderError| bad(&e);
+    // Counted as the rows stream by: per job only its id when done (for
+    // --manifest), so the memory does not grow with the rows' text.
     let mut counts: Vec<(String, usize)> = ORDER.iter().map(|s| (s.to_string(), 0)).collect();
-    let mut done = HashSet::new();
-    for row in &newest {
-        let status = folder.get(row, "status");
+    let mut done: HashSet<u128> = HashSet::new();
+    let (mut jobs, mut ok, mut present) = (0usize, 0usize, 0usize);
+    for row in folder.newest().map_err(bad_log)? {
+        let row = row.map_err(|e| bad(&e))?;
+        jobs += 1;
+        let status = folder.get(&row, "status");
         match counts.iter_mut().find(|(s, _)| s == status) {
             Some((_, n)) => *n += 1,
             None => counts.push((status.to_string(), 1)),
         }
-        if status == "ok" && folder.files(row).all(|f| folder.file(f).is_ok()) {
-            done.insert(folder.get(row, "job_id").to_string());
+        if status == "ok" {
+            ok += 1;
+            if folder.files(&row).all(|f| folder.file(f).is_ok()) {
+                present += 1;
+                if args.manifest.is_some() {
+                    done.insert(crate::runlog::job_key(folder.get(&row, "job_id")));
+                }
+            }
         }
     }
+    let mut out = String::new();
     let parts: Vec<String> = counts
         .iter()
         .filter(|(_, n)| *n > 0)
@@ -94,37 +109,38 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
         out,
         "{}: {} job(s){}{}",
         args.dir.display(),
-        newest.len(),
+        jobs,
         if parts.is_empty() {
             String::new()
         } else {
             format!(": {}", parts.join(", "))
         },
-        if folder.torn_tail || crate::folder::log_in_use(&args.dir) {
+        if folder.torn_tail() || crate::folder::log_in_use(&args.dir) {
             " (a run is still writing it)"
         } else {
             ""
         }
     );
-    let not_ok: Vec<_> = newest
-        .iter()
-        .filter(|r| folder.get(r, "status") != "ok")
-        .collect();
-    for row in &not_ok {
-        let _ = writeln!(
-            out,
-            "  {:<11} {:<16} {}  {}",
-            folder.get(row, "status"),
-            folder.get(row, "job"),
-            folder.get(row, "job_id"),
-            folder.get(row, "error")
-        );
+    print!("{out}");
+    out.clear();
+    let not_ok = jobs - ok;
+    if not_ok > 0 {
+        // A second pass lists them: nothing of theirs was kept.
+        for row in folder.newest().map_err(bad_log)? {
+            let row = row.map_err(|e| bad(&e))?;
+            if folder.get(&row, "status") == "ok" {
+                continue;
+            }
+            println!(
+                "  {:<11} {:<16} {}  {}",
+                folder.get(&row, "status"),
+                folder.get(&row, "job"),
+                folder.get(&row, "job_id"),
+                folder.get(&row, "error")
+            );
+        }
     }
-    let missing = newest
-        .iter()
-        .filter(|r| folder.get(r, "status") == "ok")
-        .count()
-        - done.len();
+    let missing = ok - present;
     if missing > 0 {
         let _ = writeln!(
             out,
@@ -159,7 +175,7 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
         for job in plan.jobs() {
             if shard.is_none_or(|s| s.contains(job.index)) {
                 planned += 1;
-                if !done.contains(job.id.as_str()) {
+                if !done.contains(&crate::runlog::job_key(job.id.as_str())) {
                     left += 1;
                 }
             }
@@ -172,6 +188,6 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
         );
     }
     print!("{out}");
-    let all_ok = !newest.is_empty() && not_ok.is_empty() && missing == 0 && left == 0;
+    let all_ok = jobs > 0 && not_ok == 0 && missing == 0 && left == 0;
     Ok(if all_ok { Exit::Ok } else { Exit::JobsFailed })
 }

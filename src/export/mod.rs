@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::folder::{Filter, FolderError, RunFolder, canonical, is_within, link_or_copy};
+use std::io::Write;
+
+use crate::folder::{Filter, FolderError, Row, RunFolder, canonical, is_within, link_or_copy};
 pub use samples::Sample;
 
 /// The file marking a folder as ours, listing the export's files (one name
@@ -215,17 +217,72 @@ fn check_target(folder: &RunFolder, to: &Path) -> Result<(), ExportError> {
 }
 
 /// Exports `folder` as `options` say. Nothing is written when the options
-/// are refused; the target appears whole or not at all.
+/// are refused; the target appears whole or not at all. The log is read
+/// twice, a row at a time: once for the columns' types, once to write.
 pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     let filter: Filter = folder.filter(&options.wheres)?;
     check_target(folder, &options.to)?;
-    let rows: Vec<_> = folder
-        .newest()
-        .into_iter()
-        .filter(|r| folder.get(r, "status") == "ok" && filter.matches(folder, r))
-        .collect();
-    let (samples, mut summary) = samples::collect(folder, &rows, options.format);
-    if samples.is_empty() && !options.allow_empty {
+    let wanted = |row: &Row| folder.get(row, "status") == "ok" && filter.matches(folder, row);
+    // Every sample's metadata has one type per column, and `text` when
+    // any row has one: learnt from every row before the first is written.
+    let mut types = folder.column_types();
+    let mut has_text = false;
+    let mut jobs = 0;
+    for row in folder.newest()? {
+        let row = row.map_err(FolderError::from)?;
+        if wanted(&row) {
+            jobs += 1;
+            types.add(folder, &row);
+            has_text = has_text || folder.text(&row).is_some();
+        }
+    }
+
+    let target = canonical(&options.to);
+    let parent = target.parent().expect("checked above").to_path_buf();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let made_parent = first_missing(&parent);
+    fs::create_dir_all(&parent).map_err(io_at(&parent))?;
+    let prefix = format!(".{name}.export-");
+    remove_stale(&parent, &prefix);
+    let staging = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(&parent)
+        .map_err(io_at(&parent))?;
+    let mut summary = ExportSummary {
+        jobs,
+        ..ExportSummary::default()
+    };
+    let mut samples = samples::Samples::new(folder, options.format, types.finish(), has_text);
+    let mut sink = match options.format {
+        Format::Imagefolder | Format::Audiofolder => Sink::Folder(FolderSink::new(staging.path())?),
+        Format::Webdataset => {
+            Sink::Shards(webdataset::Shards::new(staging.path(), options.shard_size))
+        }
+    };
+    for row in folder.newest()? {
+        let row = row.map_err(FolderError::from)?;
+        if !wanted(&row) {
+            continue;
+        }
+        for sample in samples.of(&row, &mut summary) {
+            match &mut sink {
+                Sink::Folder(f) => f.add(folder, &sample)?,
+                Sink::Shards(s) => s.add(folder, &sample)?,
+            }
+            summary.samples += 1;
+        }
+    }
+    if summary.samples == 0 && !options.allow_empty {
+        // Nothing written: the staging folder goes, and so do the folders
+        // made for it.
+        drop(sink);
+        drop(staging);
+        if let Some(made) = made_parent {
+            let _ = remove_empty_up_to(&parent, &made);
+        }
         return Err(ExportError::Empty(format!(
             "no job whose newest row is ok{} has {} file{}",
             if options.wheres.is_empty() {
@@ -248,27 +305,9 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
             }
         )));
     }
-
-    let target = canonical(&options.to);
-    let parent = target.parent().expect("checked above").to_path_buf();
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into());
-    fs::create_dir_all(&parent).map_err(io_at(&parent))?;
-    let prefix = format!(".{name}.export-");
-    remove_stale(&parent, &prefix);
-    let staging = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempdir_in(&parent)
-        .map_err(io_at(&parent))?;
-    summary.files = match options.format {
-        Format::Imagefolder | Format::Audiofolder => {
-            write_folder(folder, staging.path(), &samples)?
-        }
-        Format::Webdataset => {
-            webdataset::write(folder, staging.path(), &samples, options.shard_size.max(1))?
-        }
+    summary.files = match sink {
+        Sink::Folder(f) => f.finish()?,
+        Sink::Shards(s) => s.finish()?,
     };
     // The marker lists every file of the export: the next export replaces
     // the folder only while it holds nothing else.
@@ -292,8 +331,38 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
     } else {
         fs::rename(&staged, &target).map_err(io_at(&target))?;
     }
-    summary.samples = samples.len();
     Ok(summary)
+}
+
+/// The first folder of `path` (itself or an ancestor) that does not exist.
+fn first_missing(path: &Path) -> Option<PathBuf> {
+    let mut missing = None;
+    for p in path.ancestors() {
+        if p.as_os_str().is_empty() || p.exists() {
+            break;
+        }
+        missing = Some(p.to_path_buf());
+    }
+    missing
+}
+
+/// Removes `path` and its parents up to `top`, each only while empty.
+fn remove_empty_up_to(path: &Path, top: &Path) -> std::io::Result<()> {
+    for p in path.ancestors() {
+        fs::remove_dir(p)?;
+        if p == top {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Where samples are written.
+enum Sink {
+    /// `imagefolder` / `audiofolder`.
+    Folder(FolderSink),
+    /// WebDataset shards.
+    Shards(webdataset::Shards),
 }
 
 /// A sample's file, opened through [`RunFolder::file`]. It was checked
@@ -317,21 +386,45 @@ fn remove_stale(parent: &Path, prefix: &str) {
 }
 
 /// `imagefolder` / `audiofolder`: the files flat in the folder, and one
-/// `metadata.jsonl` row per file with `file_name` first.
-fn write_folder(folder: &RunFolder, dir: &Path, samples: &[Sample]) -> Result<usize, ExportError> {
-    let mut jsonl = Vec::new();
-    for s in samples {
-        let dest = dir.join(&s.file_name);
+/// `metadata.jsonl` row per file with `file_name` first, written as the
+/// samples come.
+struct FolderSink {
+    dir: PathBuf,
+    jsonl: std::io::BufWriter<fs::File>,
+    files: usize,
+}
+
+impl FolderSink {
+    fn new(dir: &Path) -> Result<FolderSink, ExportError> {
+        let path = dir.join("metadata.jsonl");
+        let file = fs::File::create(&path).map_err(io_at(&path))?;
+        Ok(FolderSink {
+            dir: dir.to_path_buf(),
+            jsonl: std::io::BufWriter::new(file),
+            files: 0,
+        })
+    }
+
+    fn add(&mut self, folder: &RunFolder, s: &Sample) -> Result<(), ExportError> {
+        let dest = self.dir.join(&s.file_name);
         link_or_copy(&mut open(folder, &s.rel)?, &dest).map_err(io_at(&dest))?;
         let mut row = Map::new();
         row.insert("file_name".into(), Value::String(s.file_name.clone()));
         row.extend(s.metadata.clone());
-        serde_json::to_writer(&mut jsonl, &Value::Object(row)).expect("JSON values serialise");
-        jsonl.push(b'\n');
+        let path = self.dir.join("metadata.jsonl");
+        serde_json::to_writer(&mut self.jsonl, &Value::Object(row))
+            .map_err(|e| io_at(&path)(e.into()))?;
+        self.jsonl.write_all(b"\n").map_err(io_at(&path))?;
+        self.files += 1;
+        Ok(())
     }
-    let path = dir.join("metadata.jsonl");
-    fs::write(&path, jsonl).map_err(io_at(&path))?;
-    Ok(samples.len() + 1)
+
+    /// Flushes `metadata.jsonl`; returns the files written.
+    fn finish(mut self) -> Result<usize, ExportError> {
+        let path = self.dir.join("metadata.jsonl");
+        self.jsonl.flush().map_err(io_at(&path))?;
+        Ok(self.files + 1)
+    }
 }
 
 #[cfg(test)]

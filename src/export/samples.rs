@@ -1,11 +1,13 @@
 //! Rows → samples: one sample per output file of the format's kind, with a
 //! safe, unique file name and key, and the row's metadata typed per column.
+//! A row at a time: what is kept across rows is a hash per name taken.
 
 use serde_json::{Map, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use super::{ExportSummary, Format};
-use crate::folder::{Refusal, Row, RunFolder, extension};
+use crate::folder::{ColumnType, Refusal, Row, RunFolder, extension};
 
 /// Metadata names the dataset loaders give a meaning of their own; a
 /// parameter of that name is exported as `param_<name>`.
@@ -60,18 +62,28 @@ fn safe_name(raw: &str) -> String {
     name
 }
 
-fn unique(
-    name: String,
-    taken: &mut HashSet<String>,
-    split: impl Fn(&str) -> (String, String),
-) -> String {
-    if taken.insert(name.clone()) {
+/// The names taken so far, as 64-bit hashes: a few bytes a sample, not
+/// the names (a collision, about one in 10^7 at a million names, renames
+/// one file `-2`, still unique).
+#[derive(Debug, Default)]
+struct Taken(HashSet<u64>);
+
+impl Taken {
+    fn insert(&mut self, name: &str) -> bool {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        self.0.insert(h.finish())
+    }
+}
+
+fn unique(name: String, taken: &mut Taken, split: impl Fn(&str) -> (String, String)) -> String {
+    if taken.insert(&name) {
         return name;
     }
     let (stem, tail) = split(&name);
     (2..)
         .map(|n| format!("{stem}-{n}{tail}"))
-        .find(|candidate| taken.insert(candidate.clone()))
+        .find(|candidate| taken.insert(candidate))
         .expect("an unused name exists")
 }
 
@@ -98,22 +110,39 @@ fn natural_key(name: &str) -> Vec<(u128, &str)> {
     key
 }
 
-/// The samples of `rows` for `format`, in row order, and what was skipped.
-pub(super) fn collect(
-    folder: &RunFolder,
-    rows: &[&Row],
+/// Turns rows into samples, one row at a time, keeping the names taken.
+pub(super) struct Samples<'f> {
+    folder: &'f RunFolder,
     format: Format,
-) -> (Vec<Sample>, ExportSummary) {
-    let types = folder.column_types(rows);
-    let has_text = rows.iter().any(|r| folder.text(r).is_some());
-    let mut summary = ExportSummary {
-        jobs: rows.len(),
-        ..ExportSummary::default()
-    };
-    let mut names = HashSet::new();
-    let mut keys = HashSet::new();
-    let mut samples = Vec::new();
-    for row in rows {
+    types: HashMap<String, ColumnType>,
+    has_text: bool,
+    names: Taken,
+    keys: Taken,
+}
+
+impl<'f> Samples<'f> {
+    /// Samples of `folder`'s rows for `format`, with the columns' types and
+    /// whether any row has a text (both learnt from every row exported).
+    pub(super) fn new(
+        folder: &'f RunFolder,
+        format: Format,
+        types: HashMap<String, ColumnType>,
+        has_text: bool,
+    ) -> Samples<'f> {
+        Samples {
+            folder,
+            format,
+            types,
+            has_text,
+            names: Taken::default(),
+            keys: Taken::default(),
+        }
+    }
+
+    /// The samples of one row, in file order, noting what was skipped.
+    pub(super) fn of(&mut self, row: &Row, summary: &mut ExportSummary) -> Vec<Sample> {
+        let (folder, types, format) = (self.folder, &self.types, self.format);
+        let mut samples = Vec::new();
         let text = folder.text(row);
         let mut params = Map::new();
         let mut metadata = Map::new();
@@ -131,7 +160,7 @@ pub(super) fn collect(
             metadata.insert(column, value.clone());
             params.insert(name.clone(), value);
         }
-        if has_text {
+        if self.has_text {
             metadata.insert(
                 "text".into(),
                 text.clone().map_or(Value::Null, Value::String),
@@ -181,9 +210,11 @@ pub(super) fn collect(
                     continue;
                 }
             }
-            let file_name = unique(safe_name(file), &mut names, |n| match n.rsplit_once('.') {
-                Some((stem, ext)) => (stem.to_string(), format!(".{ext}")),
-                None => (n.to_string(), String::new()),
+            let file_name = unique(safe_name(file), &mut self.names, |n| {
+                match n.rsplit_once('.') {
+                    Some((stem, ext)) => (stem.to_string(), format!(".{ext}")),
+                    None => (n.to_string(), String::new()),
+                }
             });
             let stem = file_name
                 .rsplit_once('.')
@@ -192,7 +223,7 @@ pub(super) fn collect(
                 .chars()
                 .take(80) // tar (ustar) names are at most 100 bytes
                 .collect();
-            let key = unique(stem, &mut keys, |k| (k.to_string(), String::new()));
+            let key = unique(stem, &mut self.keys, |k| (k.to_string(), String::new()));
             samples.push(Sample {
                 rel: file.to_string(),
                 file_name,
@@ -203,8 +234,8 @@ pub(super) fn collect(
                 txt: txt.clone(),
             });
         }
+        samples
     }
-    (samples, summary)
 }
 
 #[cfg(test)]
@@ -226,7 +257,7 @@ mod tests {
         assert_eq!(safe_name("images/a b\n\"c\".png"), "a-b--c-.png");
         assert_eq!(safe_name("images/.hidden.png"), "_.hidden.png");
         assert_eq!(safe_name("images/ü.png"), "-.png");
-        let mut taken = HashSet::new();
+        let mut taken = Taken::default();
         let split = |n: &str| match n.rsplit_once('.') {
             Some((s, e)) => (s.to_string(), format!(".{e}")),
             None => (n.to_string(), String::new()),

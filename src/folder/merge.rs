@@ -5,7 +5,9 @@
 //! systems); `run.json` is carried over with its paths made relative to OUT,
 //! and every folder's `environment.json` snapshots are kept.
 //! Files land before the log names them, and the log is replaced whole, so
-//! an interrupted merge is finished by running it again. A file reached
+//! an interrupted merge is finished by running it again. The logs are
+//! streamed: a check pass keeps a hash per row and a few bytes per row to
+//! add, a write pass reads those rows again by offset. A file reached
 //! through a symbolic link (itself, or a folder on its way such as a linked
 //! `inputs/`) is never linked or copied: a warning names it.
 
@@ -179,10 +181,51 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
         )));
     }
 
+    // The check pass: every log read through (a damaged row refuses the
+    // merge before anything is written), keeping per row only hashes and
+    // where a row to add is.
+    let workflow = header.iter().position(|h| h == "workflow");
+    let identity = |cells: &[String]| {
+        let mut c = cells.to_vec();
+        if let Some(i) = workflow {
+            c[i].clear(); // its spelling depends on the folder
+        }
+        crate::runlog::hash128(c)
+    };
+    let log_err = |e: crate::runlog::LogError| MergeError::from(FolderError::from(e));
+    let mut known: HashSet<u128> = HashSet::new();
+    let mut jobs: HashSet<u128> = HashSet::new();
+    let mut existing_rows = 0;
+    if let Some(e) = &existing {
+        for row in e.rows()? {
+            let row = row.map_err(log_err)?;
+            known.insert(identity(&row.cells));
+            jobs.insert(crate::runlog::job_key(e.get(&row, "job_id")));
+            existing_rows += 1;
+        }
+    }
+    let mut added: Vec<Added> = Vec::new();
+    for (rank, (_, f)) in folders.iter().enumerate() {
+        let mut rows = f.rows()?;
+        while let Some(row) = rows.next_located() {
+            let (offset, row) = row.map_err(log_err)?;
+            if known.insert(identity(&row.cells)) {
+                jobs.insert(crate::runlog::job_key(f.get(&row, "job_id")));
+                added.push(Added {
+                    time: time_key(f, &row),
+                    rank: rank as u32,
+                    line: row.line as u64,
+                    offset,
+                });
+            }
+        }
+    }
+    drop(known);
+
     // Everything checked: from here on, write.
     let mut summary = MergeSummary::default();
     for (_, f) in &folders {
-        if f.torn_tail || super::log_in_use(f.root()) {
+        if f.torn_tail() || super::log_in_use(f.root()) {
             summary.warnings.push(format!(
                 "{}: still being written; merging the rows logged so far",
                 f.root().display()
@@ -206,31 +249,37 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
         )));
     }
 
-    let workflow = header.iter().position(|h| h == "workflow");
-    let identity = |cells: &[String]| -> Vec<String> {
-        let mut c = cells.to_vec();
-        if let Some(i) = workflow {
-            c[i].clear(); // its spelling depends on the folder
-        }
-        c
+    // The new log is written beside the old one as it goes: the rows
+    // already there, then the added ones, and replaces it at the end.
+    let log = out.join(LOG);
+    let csv_err = |e: csv::Error| MergeError::Io {
+        path: log.clone(),
+        source: std::io::Error::other(e),
     };
-    let mut rows: Vec<Vec<String>> = existing
-        .as_ref()
-        .map(|e| e.rows().iter().map(|r| r.cells.clone()).collect())
-        .unwrap_or_default();
-    let mut known: HashSet<Vec<String>> = rows.iter().map(|c| identity(c)).collect();
-    let mut added: Vec<(String, usize, &RunFolder, &Row)> = Vec::new();
-    for (rank, (_, f)) in folders.iter().enumerate() {
-        for row in f.rows() {
-            if known.insert(identity(&row.cells)) {
-                added.push((time_key(f, row), rank, f, row));
-            }
+    let tmp = crate::sink::temp_beside(&log).map_err(|e| MergeError::Io {
+        path: e.path,
+        source: e.source,
+    })?;
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(tmp));
+    w.write_record(&header).map_err(csv_err)?;
+    if let Some(e) = &existing {
+        for row in e.rows()? {
+            w.write_record(&row.map_err(log_err)?.cells)
+                .map_err(csv_err)?;
         }
     }
     // The newest row of a job counts: new rows go in the order they ended.
-    added.sort_by(|a, b| (&a.0, a.1, a.3.line).cmp(&(&b.0, b.1, b.3.line)));
-    for (_, _, f, row) in &added {
-        for file in f.files(row) {
+    added.sort_unstable_by_key(|a| (a.time, a.rank, a.line));
+    let mut readers = folders
+        .iter()
+        .map(|(_, f)| f.at())
+        .collect::<Result<Vec<_>, _>>()?;
+    for a in &added {
+        let f = &folders[a.rank as usize].1;
+        let row = readers[a.rank as usize]
+            .row(a.offset, a.line)
+            .map_err(log_err)?;
+        for file in f.files(&row) {
             match f.file(file) {
                 Ok(mut from) => {
                     summary.files += place(&mut from, &out.join(file), Replace::IfDiffers)?
@@ -246,16 +295,16 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
                 )),
             }
         }
-        let id = f.get(row, "job_id");
+        let id = f.get(&row, "job_id");
         let prompt = format!("prompts/{id}.json");
         if let Ok(mut from) = f.file(&prompt) {
             summary.files += place(&mut from, &out.join(&prompt), Replace::IfDiffers)?;
         }
-        let mut cells = row.cells.clone();
+        let mut cells = row.cells;
         if let Some(i) = workflow {
             cells[i] = rebase(f.root(), out, &cells[i]);
         }
-        rows.push(cells);
+        w.write_record(&cells).map_err(csv_err)?;
     }
     for (_, f) in &folders {
         // `inputs/` itself a link (to another run's, or anywhere) is not
@@ -306,42 +355,47 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
     }
     merge_environments(out, folders.iter().map(|(_, f)| f), &mut summary.warnings)?;
     summary.rows_added = added.len();
-    summary.rows_total = rows.len();
-    summary.jobs = rows
-        .iter()
-        .map(|c| c.first().map(String::as_str).unwrap_or(""))
-        .collect::<HashSet<_>>()
-        .len();
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let log = out.join(LOG);
-    let csv_err = |e: csv::Error| MergeError::Io {
+    summary.rows_total = existing_rows + added.len();
+    summary.jobs = jobs.len();
+    let io_log = |e: std::io::Error| MergeError::Io {
         path: log.clone(),
-        source: std::io::Error::other(e),
+        source: e,
     };
-    w.write_record(&header).map_err(csv_err)?;
-    for cells in &rows {
-        w.write_record(cells).map_err(csv_err)?;
-    }
-    let bytes = w.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
-    crate::sink::write_atomic(&log, &bytes).map_err(|e| MergeError::Io {
-        path: e.path,
-        source: e.source,
-    })?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| io_log(e.into_error()))?
+        .into_inner()
+        .map_err(|e| io_log(e.into_error()))?;
+    // The rows reach the disk before the name does.
+    tmp.as_file().sync_data().map_err(io_log)?;
+    tmp.persist(&log).map_err(|e| io_log(e.error))?;
     drop(log_lock);
     drop(lock);
     let _ = fs::remove_file(&lock_path);
     Ok(summary)
 }
 
+/// A row to add, as the check pass keeps it: a few bytes, not its cells.
+struct Added {
+    time: [u8; 24],
+    rank: u32,
+    line: u64,
+    offset: u64,
+}
+
 /// When a row's attempt ended (else started, else was queued): RFC 3339
-/// text sorts in time order.
-fn time_key(f: &RunFolder, row: &Row) -> String {
-    ["finished_at", "started_at", "queued_at"]
+/// text sorts in time order. Its first 24 bytes, zero-padded, sort as the
+/// text does (comfy-batch writes exactly 24: milliseconds, `Z`).
+fn time_key(f: &RunFolder, row: &Row) -> [u8; 24] {
+    let text = ["finished_at", "started_at", "queued_at"]
         .iter()
         .map(|c| f.get(row, c))
         .find(|t| !t.is_empty())
-        .unwrap_or("")
-        .to_string()
+        .unwrap_or("");
+    let mut key = [0u8; 24];
+    let n = text.len().min(24);
+    key[..n].copy_from_slice(&text.as_bytes()[..n]);
+    key
 }
 
 /// A path logged relative to folder `from`, made relative to folder `to`.

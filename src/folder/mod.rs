@@ -13,48 +13,21 @@ pub use inside::{Opened, Refusal, open_under, walk_under};
 pub(crate) use inside::{link_or_copy, same_inode};
 
 use std::collections::HashMap;
+
+use crate::runlog::{Log, LogError, Newest, Rows};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// The log's file name inside an output folder.
-pub const LOG: &str = "runs.csv";
-
-/// Columns every comfy-batch log has; a file without them is not a log.
-const REQUIRED: [&str; 4] = ["job_id", "job", "status", "images"];
-
-/// Columns that are neither parameters nor required (known by name, so a
-/// column between `seed` and `status` that is one of these is not taken
-/// for a parameter).
-const KNOWN: [&str; 14] = [
-    "job_id",
-    "job",
-    "workflow",
-    "workflow_sha256",
-    "seed",
-    "status",
-    "server",
-    "prompt_id",
-    "queued_at",
-    "started_at",
-    "finished_at",
-    "queue_s",
-    "run_s",
-    "error",
-];
+pub use crate::runlog::{LOG, Row};
 
 /// Why a folder could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FolderError {
-    /// The path is not a comfy-batch output folder.
-    #[error("{}: not a comfy-batch output folder ({why})", path.display())]
-    NotAnOutputFolder {
-        /// The folder.
-        path: PathBuf,
-        /// What is missing.
-        why: String,
-    },
+    /// The log is missing, not a comfy-batch log, or damaged.
+    #[error(transparent)]
+    Log(#[from] LogError),
     /// Reading failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -79,133 +52,20 @@ pub enum FolderError {
     BadWhere(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FolderError + '_ {
-    move |source| FolderError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// One row of the log: its cells in header order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    /// 1-based line in the file where the row starts.
-    pub line: usize,
-    /// The cells, as many as the header has.
-    pub cells: Vec<String>,
-}
-
-/// An output folder and its log.
+/// An output folder and its log (read row by row, never whole).
 #[derive(Debug, Clone)]
 pub struct RunFolder {
     root: PathBuf,
-    header: Vec<String>,
-    /// The fixed columns (and any other outside the parameters).
-    index: HashMap<String, usize>,
-    /// The parameter columns: a parameter may share a fixed column's name
-    /// (an alias called `text` or `status`).
-    param_index: HashMap<String, usize>,
-    params: Vec<String>,
-    rows: Vec<Row>,
-    /// Bytes at the end of the log that were not (yet) a whole row: a run
-    /// still writing, or one killed mid-row.
-    pub torn_tail: bool,
+    log: Log,
 }
 
 impl RunFolder {
-    /// Reads `root/runs.csv`. A last row still being written is left out.
-    pub fn open(root: &Path) -> Result<RunFolder, FolderError> {
-        let not = |why: &str| FolderError::NotAnOutputFolder {
-            path: root.to_path_buf(),
-            why: why.to_string(),
-        };
-        if !root.is_dir() {
-            return Err(not(if root.exists() {
-                "not a folder"
-            } else {
-                "no such folder"
-            }));
-        }
-        let log = root.join(LOG);
-        if !log.is_file() {
-            return Err(not("no runs.csv"));
-        }
-        let text = fs::read(&log).map_err(io(&log))?;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(text.as_slice());
-        let mut record = csv::StringRecord::new();
-        let mut header: Option<Vec<String>> = None;
-        let mut rows = Vec::new();
-        let mut torn_tail = false;
-        loop {
-            let line = reader.position().line() as usize;
-            match reader.read_record(&mut record) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(_) => {
-                    torn_tail = true;
-                    break;
-                }
-            }
-            let end = reader.position().byte() as usize;
-            let complete = end > 0 && text.get(end - 1) == Some(&b'\n');
-            let cells: Vec<String> = record.iter().map(str::to_string).collect();
-            match &header {
-                None => header = Some(cells),
-                Some(h) if complete && h.len() == cells.len() => rows.push(Row { line, cells }),
-                Some(_) => {
-                    // A row still being appended (or torn by a kill): what
-                    // follows it is not trusted either.
-                    torn_tail = true;
-                    break;
-                }
-            }
-        }
-        let header = header.ok_or_else(|| not("runs.csv is empty"))?;
-        // Parameters sit between `seed` (or `job`) and the last `status`
-        // (a parameter may itself be called `status`).
-        let to = header
-            .iter()
-            .rposition(|h| h == "status")
-            .ok_or_else(|| not("runs.csv has no 'status' column"))?;
-        let first = |name: &str| header[..to].iter().position(|h| h == name);
-        let from = first("seed")
-            .or_else(|| first("workflow_sha256"))
-            .or_else(|| first("job"))
-            .map_or(0, |i| i + 1);
-        let region = from..to.max(from);
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for (i, h) in header.iter().enumerate() {
-            if !region.contains(&i) {
-                index.entry(h.clone()).or_insert(i);
-            }
-        }
-        let mut param_index = HashMap::new();
-        let mut params = Vec::new();
-        for i in region {
-            let h = &header[i];
-            // A known name among the parameters is a parameter only when
-            // the fixed column of that name is there too.
-            if KNOWN.contains(&h.as_str()) && !index.contains_key(h) {
-                index.insert(h.clone(), i);
-            } else if !param_index.contains_key(h) {
-                param_index.insert(h.clone(), i);
-                params.push(h.clone());
-            }
-        }
-        if let Some(missing) = REQUIRED.iter().find(|c| !index.contains_key(**c)) {
-            return Err(not(&format!("runs.csv has no '{missing}' column")));
-        }
+    /// Opens the log of `path` (`DIR` or `DIR/runs.csv`) and reads its
+    /// header; rows are read when asked for (see [`crate::runlog`]).
+    pub fn open(path: &Path) -> Result<RunFolder, FolderError> {
         Ok(RunFolder {
-            root: root.to_path_buf(),
-            header,
-            index,
-            param_index,
-            params,
-            rows,
-            torn_tail,
+            root: crate::runlog::folder_of(path),
+            log: Log::open(path)?,
         })
     }
 
@@ -216,57 +76,57 @@ impl RunFolder {
 
     /// The log's header, as written.
     pub fn header(&self) -> &[String] {
-        &self.header
+        self.log.layout().header()
     }
 
     /// Parameter columns, in log order.
     pub fn params(&self) -> &[String] {
-        &self.params
+        self.log.layout().params()
     }
 
-    /// Every whole row, in file order.
-    pub fn rows(&self) -> &[Row] {
-        &self.rows
+    /// Every whole row, in file order, one at a time.
+    pub fn rows(&self) -> Result<Rows<'_>, FolderError> {
+        Ok(self.log.rows()?)
+    }
+
+    /// Rows by their byte offset (see [`Rows::next_located`]).
+    pub fn at(&self) -> Result<crate::runlog::At<'_>, FolderError> {
+        Ok(self.log.at()?)
+    }
+
+    /// Whether the log's last line was not a whole row when it was opened
+    /// (a run still writing, or one killed mid-row): it is left out.
+    pub fn torn_tail(&self) -> bool {
+        self.log.torn_tail()
     }
 
     /// Whether the log has a column.
     pub fn has(&self, column: &str) -> bool {
-        self.index.contains_key(column) || self.param_index.contains_key(column)
+        self.log.layout().has(column)
     }
 
     /// A row's cell by column name, the fixed column first (`status`,
     /// `text`…), else the parameter; empty when the log lacks the column.
     pub fn get<'r>(&self, row: &'r Row, column: &str) -> &'r str {
-        cell(row, self.index.get(column).or(self.param_index.get(column)))
+        self.log.layout().get(row, column)
     }
 
     /// A parameter's cell (by the column among the parameters, even when a
     /// fixed column has the same name), else the fixed column's; empty
     /// when the log lacks it.
     pub fn param<'r>(&self, row: &'r Row, name: &str) -> &'r str {
-        cell(row, self.param_index.get(name).or(self.index.get(name)))
+        self.log.layout().param(row, name)
     }
 
     /// A row's output files (`images`, `;`-separated), relative to the folder.
     pub fn files<'r>(&self, row: &'r Row) -> impl Iterator<Item = &'r str> {
-        self.get(row, "images").split(';').filter(|s| !s.is_empty())
+        self.log.layout().files(row)
     }
 
     /// The newest row of each job (the one that counts), ordered by group,
-    /// index within the group and job id, so the order does not depend on
-    /// which job finished first.
-    pub fn newest(&self) -> Vec<&Row> {
-        let mut newest: HashMap<&str, &Row> = HashMap::new();
-        for row in &self.rows {
-            newest.insert(self.get(row, "job_id"), row);
-        }
-        let mut rows: Vec<&Row> = newest.into_values().collect();
-        rows.sort_by(|a, b| {
-            label_key(self.get(a, "job"))
-                .cmp(&label_key(self.get(b, "job")))
-                .then_with(|| self.get(a, "job_id").cmp(self.get(b, "job_id")))
-        });
-        rows
+    /// index within the group and job id, streamed ([`Log::newest`]).
+    pub fn newest(&self) -> Result<Newest<'_>, FolderError> {
+        Ok(self.log.newest()?)
     }
 
     /// A file the log names (`rel`, relative to the folder), opened through
@@ -319,7 +179,7 @@ impl RunFolder {
             let name = name.trim();
             if !self.has(name) {
                 let hint = self
-                    .header
+                    .header()
                     .iter()
                     .map(|h| (strsim::osa_distance(h, name), h))
                     .filter(|(d, _)| *d <= 2.max(name.len() / 3))
@@ -339,27 +199,91 @@ impl RunFolder {
         Ok(Filter { terms })
     }
 
-    /// The typed value of every parameter column (and `seed`): a column
-    /// whose every non-empty cell is an integer is integers, likewise
-    /// numbers and booleans; otherwise text. One type per column, so
-    /// Arrow-based readers (Hugging Face `datasets`) get one schema.
-    pub fn column_types(&self, rows: &[&Row]) -> HashMap<String, ColumnType> {
-        let mut types = HashMap::new();
-        for name in self.params.iter().map(String::as_str).chain(["seed"]) {
-            let cells = rows
-                .iter()
-                .map(|r| self.param(r, name))
-                .filter(|c| !c.is_empty());
-            types.insert(name.to_string(), ColumnType::of(cells));
+    /// An empty [`ColumnTypes`] for the log's parameters (and `seed`).
+    pub fn column_types(&self) -> ColumnTypes {
+        let names: Vec<String> = self
+            .params()
+            .iter()
+            .cloned()
+            .chain(["seed".to_string()])
+            .collect();
+        ColumnTypes {
+            seen: vec![Seen::default(); names.len()],
+            names,
         }
-        types
     }
 }
 
-fn cell<'r>(row: &'r Row, at: Option<&usize>) -> &'r str {
-    at.and_then(|&i| row.cells.get(i))
-        .map(String::as_str)
-        .unwrap_or("")
+/// The type of every parameter column (and `seed`), learnt row by row: a
+/// column whose every non-empty cell is an integer is integers, likewise
+/// numbers and booleans; otherwise text. One type per column, so
+/// Arrow-based readers (Hugging Face `datasets`) get one schema.
+#[derive(Debug, Clone)]
+pub struct ColumnTypes {
+    names: Vec<String>,
+    seen: Vec<Seen>,
+}
+
+/// What a column's cells were so far.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    any: bool,
+    integer: bool,
+    number: bool,
+    boolean: bool,
+}
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            any: false,
+            integer: true,
+            number: true,
+            boolean: true,
+        }
+    }
+}
+
+impl ColumnTypes {
+    /// Learns a row's cells.
+    pub fn add(&mut self, folder: &RunFolder, row: &Row) {
+        for (name, seen) in self.names.iter().zip(&mut self.seen) {
+            let c = folder.param(row, name);
+            if c.is_empty() {
+                continue;
+            }
+            seen.any = true;
+            // An integer beyond i64 (a full-range u64 seed) would lose
+            // digits as a float: such a column stays text, exact.
+            let int = c.parse::<i64>().is_ok();
+            let big = !int && c.parse::<i128>().is_ok();
+            seen.integer &= int;
+            seen.number &= !big && c.parse::<f64>().is_ok_and(f64::is_finite);
+            seen.boolean &= c == "true" || c == "false";
+        }
+    }
+
+    /// The types learnt, by column name.
+    pub fn finish(&self) -> HashMap<String, ColumnType> {
+        self.names
+            .iter()
+            .zip(&self.seen)
+            .map(|(name, s)| {
+                let t = if !s.any {
+                    ColumnType::Text
+                } else if s.integer {
+                    ColumnType::Integer
+                } else if s.number {
+                    ColumnType::Number
+                } else if s.boolean {
+                    ColumnType::Boolean
+                } else {
+                    ColumnType::Text
+                };
+                (name.clone(), t)
+            })
+            .collect()
+    }
 }
 
 /// How a column's cells become JSON values.
@@ -376,28 +300,6 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
-    fn of<'a>(cells: impl Iterator<Item = &'a str> + Clone) -> ColumnType {
-        let mut cells = cells.peekable();
-        if cells.peek().is_none() {
-            return ColumnType::Text;
-        }
-        // An integer beyond i64 (a full-range u64 seed) would lose digits
-        // as a float: such a column stays text, exact.
-        let big = |c: &str| c.parse::<i64>().is_err() && c.parse::<i128>().is_ok();
-        if cells.clone().all(|c| c.parse::<i64>().is_ok()) {
-            ColumnType::Integer
-        } else if cells
-            .clone()
-            .all(|c| !big(c) && c.parse::<f64>().is_ok_and(f64::is_finite))
-        {
-            ColumnType::Number
-        } else if cells.clone().all(|c| c == "true" || c == "false") {
-            ColumnType::Boolean
-        } else {
-            ColumnType::Text
-        }
-    }
-
     /// A cell as a JSON value of this type; an empty cell (unset) is
     /// `null`, a string set empty (`""`) is `""` ([`crate::sink::csv::cell`]).
     pub fn value(self, cell: &str) -> Value {
@@ -442,17 +344,6 @@ fn same_value(cell: &str, wanted: &str) -> bool {
     match (cell.parse::<f64>(), wanted.parse::<f64>()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
-    }
-}
-
-/// Sort key of a `group#n` label: group, then n as a number.
-fn label_key(label: &str) -> (&str, u64, &str) {
-    match label.rsplit_once('#') {
-        Some((group, n)) => match n.parse() {
-            Ok(n) => (group, n, ""),
-            Err(_) => (label, 0, ""),
-        },
-        None => (label, 0, label),
     }
 }
 
@@ -506,6 +397,22 @@ pub fn is_within(inner: &Path, outer: &Path) -> bool {
 mod tests {
     use super::*;
 
+    fn rows(f: &RunFolder) -> Vec<Row> {
+        f.rows().unwrap().map(Result::unwrap).collect()
+    }
+
+    fn newest(f: &RunFolder) -> Vec<Row> {
+        f.newest().unwrap().map(Result::unwrap).collect()
+    }
+
+    fn types(f: &RunFolder, rows: &[Row]) -> HashMap<String, ColumnType> {
+        let mut t = f.column_types();
+        for r in rows {
+            t.add(f, r);
+        }
+        t.finish()
+    }
+
     fn folder(csv: &str) -> (tempfile::TempDir, RunFolder) {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(LOG), csv).unwrap();
@@ -522,11 +429,11 @@ mod tests {
         );
         let (_d, f) = folder(&csv);
         assert_eq!(f.params(), ["prompt", "cfg"]);
-        let newest = f.newest();
+        let newest = newest(&f);
         let ids: Vec<_> = newest.iter().map(|r| f.get(r, "job_id")).collect();
         assert_eq!(ids, ["a", "b"]);
-        assert_eq!(f.get(newest[1], "status"), "ok");
-        let types = f.column_types(&newest);
+        assert_eq!(f.get(&newest[1], "status"), "ok");
+        let types = types(&f, &newest);
         assert_eq!(types["cfg"], ColumnType::Number);
         assert_eq!(types["seed"], ColumnType::Integer);
         assert_eq!(types["prompt"], ColumnType::Text);
@@ -536,8 +443,8 @@ mod tests {
     fn a_row_being_written_is_left_out() {
         let csv = format!("{HEAD}a,g#1,w,s,1,y,6,ok,,,,,,,,images/a.png,\nb,g#2,w,s,2,\"half");
         let (_d, f) = folder(&csv);
-        assert_eq!(f.rows().len(), 1);
-        assert!(f.torn_tail);
+        assert_eq!(rows(&f).len(), 1);
+        assert!(f.torn_tail());
     }
 
     #[test]
@@ -545,7 +452,7 @@ mod tests {
         let csv = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,text,error\na,g#1,w,s,1,y,ok,,,,,,,,,a caption,\n";
         let (_d, f) = folder(csv);
         assert_eq!(f.params(), ["prompt"]);
-        assert_eq!(f.text(&f.rows()[0]).as_deref(), Some("a caption"));
+        assert_eq!(f.text(&rows(&f)[0]).as_deref(), Some("a caption"));
     }
 
     #[test]
@@ -555,10 +462,10 @@ mod tests {
         fs::create_dir(d.path().join("images")).unwrap();
         let whole = format!("line one\nline two {}", "word ".repeat(100));
         fs::write(d.path().join("images/a_13_0.txt"), &whole).unwrap();
-        assert_eq!(f.text(&f.rows()[0]), Some(whole));
+        assert_eq!(f.text(&rows(&f)[0]), Some(whole));
         fs::remove_file(d.path().join("images/a_13_0.txt")).unwrap();
         assert_eq!(
-            f.text(&f.rows()[0]).as_deref(),
+            f.text(&rows(&f)[0]).as_deref(),
             Some("line one line two clipped…"),
             "the column when the file is gone"
         );
@@ -571,14 +478,14 @@ mod tests {
         let csv = "job_id,job,workflow,workflow_sha256,seed,text,status,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\na,g#1,w,s,1,a cat,7,ok,,,,,,,,,,a caption\nb,g#2,w,s,1,a dog,5,failed,,,,,,,,,boom,\n";
         let (_d, f) = folder(csv);
         assert_eq!(f.params(), ["text", "status"]);
-        let rows = f.rows();
+        let rows = rows(&f);
         assert_eq!(f.param(&rows[0], "text"), "a cat");
         assert_eq!(f.param(&rows[0], "status"), "7");
         assert_eq!(f.get(&rows[0], "status"), "ok");
         assert_eq!(f.text(&rows[0]).as_deref(), Some("a caption"));
         assert_eq!(f.text(&rows[1]), None);
-        assert_eq!(f.newest().len(), 2);
-        let types = f.column_types(&f.newest());
+        assert_eq!(newest(&f).len(), 2);
+        let types = types(&f, &newest(&f));
         assert_eq!(types["status"], ColumnType::Integer);
         assert_eq!(types["text"], ColumnType::Text);
         // `--where` names the parameter.
@@ -593,7 +500,8 @@ mod tests {
         let csv = format!("{HEAD}a,g#1,w,s,1,y,7.0,ok,,,,,,,,,\nb,g#2,w,s,2,y,5,ok,,,,,,,,,\n");
         let (_d, f) = folder(&csv);
         let filter = f.filter(&["cfg=7".into()]).unwrap();
-        let kept: Vec<_> = f.rows().iter().filter(|r| filter.matches(&f, r)).collect();
+        let all = rows(&f);
+        let kept: Vec<_> = all.iter().filter(|r| filter.matches(&f, r)).collect();
         assert_eq!(kept.len(), 1);
         let err = f.filter(&["cgf=7".into()]).unwrap_err().to_string();
         assert!(err.contains("did you mean 'cfg'"), "{err}");

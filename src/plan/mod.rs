@@ -89,28 +89,6 @@ pub struct Job {
     pub images: Vec<ImageInput>,
 }
 
-/// The columns `runs.csv` and `plan --format csv` have of their own (the
-/// sink's header; a test there keeps the two lists equal): no parameter or
-/// template choice may be named like one.
-pub const LOG_COLUMNS: [&str; 16] = [
-    "job_id",
-    "job",
-    "workflow",
-    "workflow_sha256",
-    "seed",
-    "status",
-    "server",
-    "prompt_id",
-    "queued_at",
-    "started_at",
-    "finished_at",
-    "queue_s",
-    "run_s",
-    "images",
-    "error",
-    "text",
-];
-
 /// The largest plan accepted (jobs before deduplication): planning walks the
 /// whole job space once, so a typo like `{range: [0, 1e12]}` must fail fast.
 pub const MAX_JOBS: u64 = 100_000_000;
@@ -432,7 +410,7 @@ impl Plan {
                         .map(|c| (c.as_str(), spec.templates_at, "templates' choice")),
                 );
             for (name, at, what) in named {
-                if LOG_COLUMNS.contains(&name) && !reserved_seen.contains(&name) {
+                if crate::runlog::is_column(name) && !reserved_seen.contains(&name) {
                     reserved_seen.push(name);
                     errors.push(
                         at,
@@ -450,7 +428,7 @@ impl Plan {
         }
         for g in &groups {
             for c in &g.choice_cols {
-                if LOG_COLUMNS.contains(&c.as_str()) {
+                if crate::runlog::is_column(c) {
                     continue;
                 }
                 if columns[..params].contains(c) {

@@ -16,25 +16,7 @@ use crate::outcome::{Outcome, Status};
 use crate::paths::relative_to;
 use crate::plan::Job;
 
-/// The fixed columns before the parameters.
-pub const LEADING: [&str; 5] = ["job_id", "job", "workflow", "workflow_sha256", "seed"];
-/// The fixed columns after the parameters.
-pub const TRAILING: [&str; 10] = [
-    "status",
-    "server",
-    "prompt_id",
-    "queued_at",
-    "started_at",
-    "finished_at",
-    "queue_s",
-    "run_s",
-    "images",
-    "error",
-];
-/// The last column: a job's single text output (a caption), one line. Logs
-/// written before it existed lack it; they are read and appended to as
-/// they are.
-pub const TEXT: &str = "text";
+pub use crate::runlog::{LEADING, TEXT, TRAILING, header};
 /// The longest `text` cell; the whole text is in its `.txt` file.
 const MAX_TEXT: usize = 300;
 
@@ -81,17 +63,6 @@ pub struct LoggedRow {
     pub error: String,
     /// `text` (empty in logs that lack the column).
     pub text: String,
-}
-
-/// The header for a plan's parameter columns.
-pub fn header(params: &[String]) -> Vec<String> {
-    LEADING
-        .iter()
-        .map(|s| s.to_string())
-        .chain(params.iter().cloned())
-        .chain(TRAILING.iter().map(|s| s.to_string()))
-        .chain([TEXT.to_string()])
-        .collect()
 }
 
 /// The parameter columns of a log's header (read by [`read`]), whether or
@@ -537,7 +508,9 @@ mod tests {
     #[test]
     fn the_plan_knows_every_column_of_the_log() {
         // The plan refuses parameters and choices named like these.
-        assert_eq!(header(&[]), crate::plan::LOG_COLUMNS);
+        for c in header(&[]) {
+            assert!(crate::runlog::is_column(&c), "{c}");
+        }
     }
 
     /// Unset, `null` and a string set empty were all an empty cell: the

@@ -647,7 +647,7 @@ mod unnamed {
 /// A temporary file in `path`'s folder. A temporary file is owner-only;
 /// the file it becomes gets the modes of any new file (0o666 less the
 /// umask), as the server's own outputs do.
-fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile, SinkError> {
+pub(crate) fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile, SinkError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut builder = tempfile::Builder::new();
     builder.prefix(".tmp-");

@@ -10,11 +10,11 @@ pub mod csv;
 mod durable;
 mod files;
 
-pub(crate) use files::write_atomic;
 pub use files::{
     InputFile, KEPT_EXTENSIONS, OutputDir, UNKNOWN_EXTENSION, extension_of, image_file_name,
     kept_extension, kept_input, prompt_text,
 };
+pub(crate) use files::{temp_beside, write_atomic};
 
 use std::path::PathBuf;
 

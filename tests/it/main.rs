@@ -22,6 +22,7 @@ mod plan;
 mod rerun;
 mod resume;
 mod run;
+mod run_log;
 mod secrets;
 mod sim;
 mod status;

@@ -1,0 +1,165 @@
+//! `comfy-batch bench folder --jobs N --dir D`: the folder commands on a
+//! synthetic N-job output folder (one 64 px PNG a job, every 97th job
+//! failed), each run as a child process: its peak RSS and wall time
+//! (`merge` also rebuilds the report; `merge-no-report` is the merge alone).
+//! `--against B` alternates each command with another comfy-batch binary
+//! (e.g. main's), so a noisy machine slows both alike (docs/ci.md "Scale").
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{CliError, Exit};
+
+/// Arguments of `comfy-batch bench folder`.
+#[derive(Debug, clap::Args)]
+pub struct BenchFolderArgs {
+    /// Jobs in the synthetic folder.
+    #[arg(long, default_value_t = 200_000)]
+    pub jobs: usize,
+    /// Where to build the folder (kept, and reused when it has as many
+    /// jobs): a tmpfs such as /dev/shm keeps the disk out of the figures.
+    #[arg(long, value_name = "D")]
+    pub dir: PathBuf,
+    /// Another comfy-batch binary to alternate with, command by command.
+    #[arg(long, value_name = "B")]
+    pub against: Option<PathBuf>,
+    /// Rounds of every command (each binary once a round).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Only these commands (status, webdataset, imagefolder,
+    /// merge-no-report, merge, report).
+    #[arg(long = "only", value_name = "CMD")]
+    pub only: Vec<String>,
+}
+
+fn infra(message: String) -> CliError {
+    CliError::many(Exit::Infrastructure, vec![message])
+}
+
+/// The folder: `runs.csv` written as it goes, one PNG's bytes in every file.
+fn synthetic_folder(run: &Path, jobs: usize) -> Result<(), CliError> {
+    let marker = run.join(".bench-jobs");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(&jobs.to_string()) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(run);
+    let io = |e: std::io::Error| infra(format!("{}: {e}", run.display()));
+    std::fs::create_dir_all(run.join("images")).map_err(io)?;
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 80, 40]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| infra(e.to_string()))?;
+    let log = std::fs::File::create(run.join(crate::runlog::LOG)).map_err(io)?;
+    let mut log = std::io::BufWriter::new(log);
+    writeln!(
+        log,
+        "{}",
+        crate::runlog::header(&["prompt".into(), "cfg".into()]).join(",")
+    )
+    .map_err(io)?;
+    for i in 0..jobs {
+        let id = format!("{:016x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let rel = format!("images/{id}_9_0.png");
+        let (status, images, error) = if i % 97 == 5 {
+            ("failed", "", "KSampler (3): CUDA out of memory")
+        } else {
+            std::fs::write(run.join(&rel), &png).map_err(io)?;
+            ("ok", rel.as_str(), "")
+        };
+        writeln!(
+            log,
+            "{id},bench#{i},w.json,abc,{},\"a photo of subject number {}, detailed\",{},{status},http://127.0.0.1:8188,p{i},,,,0.010,1.250,{images},{error},",
+            i % 10,
+            i / 100,
+            3 + (i / 10) % 10,
+        )
+        .map_err(io)?;
+    }
+    log.flush().map_err(io)?;
+    std::fs::write(&marker, jobs.to_string()).map_err(io)
+}
+
+/// Runs the command.
+pub fn execute(args: BenchFolderArgs) -> Result<Exit, CliError> {
+    let exe = std::env::current_exe().map_err(|e| infra(e.to_string()))?;
+    let run = args.dir.join("run");
+    let started = std::time::Instant::now();
+    synthetic_folder(&run, args.jobs)?;
+    eprintln!(
+        "folder of {} jobs ready in {:.1} s: {}",
+        args.jobs,
+        started.elapsed().as_secs_f64(),
+        run.display()
+    );
+    let out = |name: &str| args.dir.join(name).display().to_string();
+    let run_s = run.display().to_string();
+    let commands: Vec<(&str, Vec<String>)> = vec![
+        ("status", vec!["status".into(), run_s.clone()]),
+        (
+            "webdataset",
+            vec![
+                "export".into(),
+                run_s.clone(),
+                "--format".into(),
+                "webdataset".into(),
+                "--to".into(),
+                out("wds"),
+            ],
+        ),
+        (
+            "imagefolder",
+            vec![
+                "export".into(),
+                run_s.clone(),
+                "--format".into(),
+                "imagefolder".into(),
+                "--to".into(),
+                out("imf"),
+            ],
+        ),
+        (
+            "merge-no-report",
+            vec![
+                "merge".into(),
+                out("merged"),
+                run_s.clone(),
+                "--no-report".into(),
+            ],
+        ),
+        ("merge", vec!["merge".into(), out("merged"), run_s.clone()]),
+        ("report", vec!["report".into(), run_s.clone()]),
+    ];
+    let mut binaries = vec![("this", exe)];
+    if let Some(b) = &args.against {
+        binaries.push(("against", b.clone()));
+    }
+    println!("jobs\tcommand\tbinary\tpeak_mb\ttime_s\texit");
+    for round in 0..args.rounds.max(1) {
+        for (name, argv) in &commands {
+            if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+                continue;
+            }
+            // Alternate which binary goes first, round by round.
+            let order: Vec<_> = if round % 2 == 0 {
+                binaries.iter().collect()
+            } else {
+                binaries.iter().rev().collect()
+            };
+            for (label, binary) in order {
+                let _ = std::fs::remove_dir_all(args.dir.join("merged"));
+                let mut command = Command::new(binary);
+                command.args(argv);
+                let m = super::bench_run::run_measured(command)?;
+                println!(
+                    "{}\t{name}\t{label}\t{:.1}\t{:.2}\t{}",
+                    args.jobs,
+                    m.max_rss_kib as f64 / 1024.0,
+                    m.wall.as_secs_f64(),
+                    m.code
+                );
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
