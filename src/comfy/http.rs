@@ -290,6 +290,18 @@ impl HttpClient {
 
     /// `GET /view`: the file's bytes, exactly as the server sends them.
     pub async fn view(&self, image: &ImageRef) -> Result<bytes::Bytes, ClientError> {
+        let mut body = self.view_body(image).await?;
+        let mut bytes = bytes::BytesMut::new();
+        while let Some(chunk) = body.chunk().await? {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes.freeze())
+    }
+
+    /// `GET /view` as it arrives: a successful reply's body, chunk by chunk
+    /// (any other status is an error carrying the start of the body), so a
+    /// caller can write a large file without holding it.
+    pub async fn view_body(&self, image: &ImageRef) -> Result<ViewBody, ClientError> {
         let request = self
             .client
             .get(self.view_url.clone())
@@ -303,9 +315,23 @@ impl HttpClient {
             // timeout) ends a download.
             .timeout(VIEW_LIMIT);
         let response = self.send(request).await?;
-        self.ok_body(response, MAX_FILE_BODY)
-            .await
-            .map(|(_, bytes)| bytes)
+        let url = response.url().clone();
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = read_body(response, &self.base, &url, MAX_JSON_BODY).await?;
+            return Err(status_error(self.base.show(&url), status.as_u16(), &bytes));
+        }
+        let too_big = response.content_length().unwrap_or(0) > MAX_FILE_BODY as u64;
+        let body = ViewBody {
+            response,
+            base: self.base.clone(),
+            url,
+            read: 0,
+        };
+        if too_big {
+            return Err(body.too_big());
+        }
+        Ok(body)
     }
 
     /// `POST /upload/image`: uploads bytes to the input folder as `name`
@@ -323,6 +349,49 @@ impl HttpClient {
             )
             .await?;
         self.json(response).await
+    }
+}
+
+/// A `/view` reply's body on its way ([`HttpClient::view_body`]): at most
+/// [`MAX_FILE_BODY`] bytes are taken from it.
+#[derive(Debug)]
+pub struct ViewBody {
+    response: reqwest::Response,
+    base: ServerUrl,
+    url: reqwest::Url,
+    /// Bytes taken so far.
+    read: usize,
+}
+
+impl ViewBody {
+    /// The length the server declared, if any (a hint only: the body may
+    /// end sooner, and never counts past the cap).
+    pub fn declared_len(&self) -> Option<u64> {
+        self.response.content_length()
+    }
+
+    /// The next piece of the body; `None` once it is whole. An error names
+    /// the URL as the server shows it.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, ClientError> {
+        let chunk = self
+            .response
+            .chunk()
+            .await
+            .map_err(|source| ClientError::transport(self.base.show(&self.url), source))?;
+        if let Some(chunk) = &chunk {
+            self.read += chunk.len();
+            if self.read > MAX_FILE_BODY {
+                return Err(self.too_big());
+            }
+        }
+        Ok(chunk)
+    }
+
+    fn too_big(&self) -> ClientError {
+        ClientError::Decode {
+            url: self.base.show(&self.url),
+            why: format!("the reply is larger than {} MB", MAX_FILE_BODY >> 20),
+        }
     }
 }
 

@@ -328,6 +328,37 @@ impl OutputDir {
         Ok(format!("images/{name}"))
     }
 
+    /// A file of `images/` to write as it arrives (a download too large
+    /// to hold): a temporary file until [`OutputDir::save_incoming`] names
+    /// it, removed if dropped before (a download cut or timed out leaves
+    /// nothing; a killed run's is removed by the next [`OutputDir::open`]).
+    pub fn incoming(&self) -> Result<Incoming, SinkError> {
+        let dir = self.root.join("images");
+        let file = temp_beside(&dir.join("incoming"))?;
+        Ok(Incoming { file, dir })
+    }
+
+    /// Names a whole [`Incoming`] file
+    /// `images/<job_id>_<node>_<n>.<ext>`, as [`OutputDir::save_image`]
+    /// does for bytes; returns the relative path. Synced in batches by
+    /// `make_durable` before a row names it, as every output.
+    pub fn save_incoming(
+        &self,
+        job: &JobId,
+        node: &str,
+        n: usize,
+        ext: &str,
+        incoming: Incoming,
+    ) -> Result<String, SinkError> {
+        let name = image_file_name(job, node, n, ext);
+        let path = incoming.dir.join(&name);
+        incoming
+            .file
+            .persist(&path)
+            .map_err(|e| SinkError::at(&path)(e.error))?;
+        Ok(format!("images/{name}"))
+    }
+
     /// Saves a server file's bytes verbatim as
     /// `images/<job_id>_<node>_<n>.<ext>`, the extension taken from the
     /// server's name ([`extension_of`]); returns the relative path.
@@ -432,6 +463,22 @@ pub struct InputFile {
     pub name: String,
     /// The content.
     pub bytes: bytes::Bytes,
+}
+
+/// An output file being written as it arrives ([`OutputDir::incoming`]):
+/// whole or nothing under its final name.
+#[derive(Debug)]
+pub struct Incoming {
+    file: tempfile::NamedTempFile,
+    /// `images/`, where it is named.
+    dir: PathBuf,
+}
+
+impl Incoming {
+    /// Appends the next piece.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.file.write_all(bytes).map_err(SinkError::at(&self.dir))
+    }
 }
 
 /// Whether a file exists, is not empty and, for the image formats we know,

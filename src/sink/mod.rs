@@ -12,8 +12,8 @@ mod files;
 
 pub(crate) use files::write_atomic;
 pub use files::{
-    InputFile, KEPT_EXTENSIONS, OutputDir, UNKNOWN_EXTENSION, extension_of, image_file_name,
-    kept_extension, kept_input, prompt_text,
+    Incoming, InputFile, KEPT_EXTENSIONS, OutputDir, UNKNOWN_EXTENSION, extension_of,
+    image_file_name, kept_extension, kept_input, prompt_text,
 };
 
 use std::path::PathBuf;
