@@ -165,6 +165,7 @@ fn a_large_output_is_written_as_it_arrives_not_held() {
         .collect();
     assert_eq!(images.len(), 1, "{images:?}");
     assert!(std::fs::metadata(&images[0]).unwrap().len() > 64 << 20);
+    eprintln!("a 64 MB output: peak {} KB", peak >> 10);
     assert!(
         peak < 16 << 20,
         "the runner held {} MB for a 64 MB file",
@@ -208,8 +209,10 @@ fn the_runners_memory_does_not_grow_with_the_jobs() {
 }
 
 /// The jobs of the two runs compared.
-const SMALL: usize = 1_000;
-const LARGE: usize = 5_000;
+const SMALL: usize = 500;
+const LARGE: usize = 2_500;
 
-/// What the peak may grow between them.
-const GROWTH_BOUND: isize = 512 << 10;
+/// What the peak may grow between them: it grew 163 KB (the output
+/// folder's set of prompt files, by its steps), and 233 KB with one more
+/// `String` a job kept by the runner (tried: this test then fails).
+const GROWTH_BOUND: isize = 200 << 10;
