@@ -334,10 +334,38 @@ impl HttpClient {
         Ok(body)
     }
 
-    /// `POST /upload/image`: uploads bytes to the input folder as `name`
-    /// (the server may store them under another name; the reply says).
-    pub async fn upload_image(&self, name: &str, bytes: Vec<u8>) -> Result<Uploaded, ClientError> {
-        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
+    /// `POST /upload/image`: uploads the file at `path` (`len` bytes) to
+    /// the input folder as `name`, streamed from the file, never held whole
+    /// (the server may store it under another name; the reply says).
+    pub async fn upload_image(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        len: u64,
+    ) -> Result<Uploaded, ClientError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| ClientError::LocalFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+        // 64 KB pieces; a file that changed length meanwhile makes the
+        // request fail rather than send a part of another length.
+        let pieces = futures_util::stream::unfold(file, |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 64 << 10];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), file))
+                }
+                Err(e) => Some((Err(e), file)),
+            }
+        });
+        let body = reqwest::Body::wrap_stream(pieces);
+        let part =
+            reqwest::multipart::Part::stream_with_length(body, len).file_name(name.to_string());
         let form = reqwest::multipart::Form::new()
             .part("image", part)
             .text("type", "input");
