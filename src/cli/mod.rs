@@ -200,6 +200,13 @@ where
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.global);
+    execute(cli)
+}
+
+/// Runs a parsed command line ([`parse_args`]) as `main` does and maps the
+/// result to an exit code: tests measuring the runner's own memory run it
+/// in their process this way.
+pub fn execute(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::execute(args, &cli.global),
         Command::Run(args) => run::execute(args, &cli.global),

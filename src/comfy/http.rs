@@ -320,6 +320,18 @@ impl HttpClient {
 
     /// `GET /view`: the file's bytes, exactly as the server sends them.
     pub async fn view(&self, image: &ImageRef) -> Result<bytes::Bytes, ClientError> {
+        let mut body = self.view_body(image).await?;
+        let mut bytes = bytes::BytesMut::new();
+        while let Some(chunk) = body.chunk().await? {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes.freeze())
+    }
+
+    /// `GET /view` as it arrives: a successful reply's body, chunk by chunk
+    /// (any other status is an error carrying the start of the body), so a
+    /// caller can write a large file without holding it.
+    pub async fn view_body(&self, image: &ImageRef) -> Result<ViewBody, ClientError> {
         let request = self
             .client
             .get(self.view_url.clone())
@@ -333,15 +345,57 @@ impl HttpClient {
             // timeout) ends a download.
             .timeout(VIEW_LIMIT);
         let response = self.send(request).await?;
-        self.ok_body(response, MAX_FILE_BODY)
-            .await
-            .map(|(_, bytes)| bytes)
+        let url = response.url().clone();
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = read_body(response, &self.base, &url, MAX_JSON_BODY).await?;
+            return Err(status_error(self.base.show(&url), status.as_u16(), &bytes));
+        }
+        let too_big = response.content_length().unwrap_or(0) > MAX_FILE_BODY as u64;
+        let body = ViewBody {
+            response,
+            base: self.base.clone(),
+            url,
+            read: 0,
+        };
+        if too_big {
+            return Err(body.too_big());
+        }
+        Ok(body)
     }
 
-    /// `POST /upload/image`: uploads bytes to the input folder as `name`
-    /// (the server may store them under another name; the reply says).
-    pub async fn upload_image(&self, name: &str, bytes: Vec<u8>) -> Result<Uploaded, ClientError> {
-        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
+    /// `POST /upload/image`: uploads the file at `path` (`len` bytes) to
+    /// the input folder as `name`, streamed from the file, never held whole
+    /// (the server may store it under another name; the reply says).
+    pub async fn upload_image(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        len: u64,
+    ) -> Result<Uploaded, ClientError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| ClientError::LocalFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+        // 64 KB pieces; a file that changed length meanwhile makes the
+        // request fail rather than send a part of another length.
+        let pieces = futures_util::stream::unfold(file, |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 64 << 10];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), file))
+                }
+                Err(e) => Some((Err(e), file)),
+            }
+        });
+        let body = reqwest::Body::wrap_stream(pieces);
+        let part =
+            reqwest::multipart::Part::stream_with_length(body, len).file_name(name.to_string());
         let form = reqwest::multipart::Form::new()
             .part("image", part)
             .text("type", "input");
@@ -353,6 +407,49 @@ impl HttpClient {
             )
             .await?;
         self.json(response).await
+    }
+}
+
+/// A `/view` reply's body on its way ([`HttpClient::view_body`]): at most
+/// [`MAX_FILE_BODY`] bytes are taken from it.
+#[derive(Debug)]
+pub struct ViewBody {
+    response: reqwest::Response,
+    base: ServerUrl,
+    url: reqwest::Url,
+    /// Bytes taken so far.
+    read: usize,
+}
+
+impl ViewBody {
+    /// The length the server declared, if any (a hint only: the body may
+    /// end sooner, and never counts past the cap).
+    pub fn declared_len(&self) -> Option<u64> {
+        self.response.content_length()
+    }
+
+    /// The next piece of the body; `None` once it is whole. An error names
+    /// the URL as the server shows it.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, ClientError> {
+        let chunk = self
+            .response
+            .chunk()
+            .await
+            .map_err(|source| ClientError::transport(self.base.show(&self.url), source))?;
+        if let Some(chunk) = &chunk {
+            self.read += chunk.len();
+            if self.read > MAX_FILE_BODY {
+                return Err(self.too_big());
+            }
+        }
+        Ok(chunk)
+    }
+
+    fn too_big(&self) -> ClientError {
+        ClientError::Decode {
+            url: self.base.show(&self.url),
+            why: format!("the reply is larger than {} MB", MAX_FILE_BODY >> 20),
+        }
     }
 }
 

@@ -35,7 +35,7 @@ use crate::comfy::ws::ServerEvent;
 use crate::ids::PromptId;
 use crate::outcome::error_line;
 use crate::plan::Job;
-use crate::sink::{OutputDir, extension_of};
+use crate::sink::{Incoming, OutputDir, extension_of};
 
 /// What an attempt needs besides the job and the server.
 #[derive(Clone)]
@@ -895,9 +895,9 @@ async fn save_outputs(
     if let Some(e) = outputs.error() {
         return Err(SaveError::Failed(e.to_string()));
     }
-    // Downloaded first, then written in one blocking batch (files synced,
-    // then their folder once), off the threads that pump the websockets.
-    let mut files: Vec<(String, usize, String, bytes::Bytes)> = Vec::new();
+    // Downloaded first, then written in one batch (in place or on the
+    // pool, see `offload`); a large file is written as it arrives instead.
+    let mut files: Vec<(String, usize, String, Payload)> = Vec::new();
     let mut per_node: std::collections::HashMap<String, usize> = Default::default();
     let mut next_n = |node: &str| {
         let n = per_node.entry(node.to_string()).or_insert(0);
@@ -909,7 +909,7 @@ async fn save_outputs(
             Output::Text(text) => {
                 let n = next_n(node);
                 let bytes = bytes::Bytes::from(text.clone().into_bytes());
-                files.push((node.to_string(), n, "txt".into(), bytes));
+                files.push((node.to_string(), n, "txt".into(), Payload::Held(bytes)));
                 continue;
             }
             Output::File(file) => file,
@@ -924,9 +924,12 @@ async fn save_outputs(
         let download = async {
             let mut backoff = Backoff::default();
             loop {
-                match server.http.view(file).await {
+                match download_one(server, file, ctx).await {
                     Ok(b) => return Ok(b),
-                    Err(e) if e.is_transient() => {
+                    Err(Fetch::Write(e)) => {
+                        return Err(SaveError::Failed(format!("download {what}: {e}")));
+                    }
+                    Err(Fetch::Http(e)) if e.is_transient() => {
                         match backoff.next().filter(|_| !server.is_lost()) {
                             Some(d) => tokio::time::sleep(d).await,
                             None => {
@@ -937,7 +940,7 @@ async fn save_outputs(
                             }
                         }
                     }
-                    Err(e) => {
+                    Err(Fetch::Http(e)) => {
                         return Err(SaveError::Failed(format!(
                             "download {what}: {}",
                             error_line(&e)
@@ -975,16 +978,24 @@ async fn save_outputs(
             continue;
         }
         let n = next_n(node);
-        files.push((node.clone(), n, ext.to_string(), bytes.clone()));
+        files.push((
+            node.clone(),
+            n,
+            ext.to_string(),
+            Payload::Held(bytes.clone()),
+        ));
     }
     let (output, id) = (ctx.output.clone(), job.id.clone());
-    let bytes = files.iter().map(|(.., bytes)| bytes.len()).sum();
+    let bytes = files.iter().map(|(.., payload)| payload.held_len()).sum();
     let saved = ctx
         .files
         .run(files.len(), bytes, move || {
             files
-                .iter()
-                .map(|(node, n, ext, bytes)| output.save_image(&id, node, *n, ext, bytes))
+                .into_iter()
+                .map(|(node, n, ext, payload)| match payload {
+                    Payload::Held(bytes) => output.save_image(&id, &node, n, &ext, &bytes),
+                    Payload::Written(file) => output.save_incoming(&id, &node, n, &ext, file),
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
@@ -997,6 +1008,88 @@ async fn save_outputs(
         .await
         .map_err(|e| SaveError::Failed(error_line(&e)))?;
     Ok((saved, text))
+}
+
+/// A downloaded output on its way to its file.
+enum Payload {
+    /// Small: held, written with the job's other files.
+    Held(bytes::Bytes),
+    /// Large: written as it arrived, named with the job's other files.
+    Written(Incoming),
+}
+
+impl Payload {
+    /// The bytes left to write.
+    fn held_len(&self) -> usize {
+        match self {
+            Payload::Held(bytes) => bytes.len(),
+            Payload::Written(_) => 0,
+        }
+    }
+}
+
+/// Why one download failed.
+enum Fetch {
+    /// The server or the connection: retried when transient.
+    Http(ClientError),
+    /// The output folder (one line): never retried.
+    Write(String),
+}
+
+/// The most of a download held before it goes to a file as it arrives, and
+/// the most written at once then: a file up to this size is written with
+/// the job's others as before (in place while the disk is quick), a larger
+/// one costs the runner about twice this, whatever its size.
+const HELD_MAX: usize = super::offload::IN_PLACE_MAX_BYTES;
+
+/// Downloads one server file: held while small, else written to an
+/// [`Incoming`] file piece by piece on the blocking pool. Dropped before
+/// the end (the job's timeout), the file is removed.
+async fn download_one(
+    server: &Server,
+    file: &crate::comfy::protocol::ImageRef,
+    ctx: &AttemptContext,
+) -> Result<Payload, Fetch> {
+    let mut body = server.http.view_body(file).await.map_err(Fetch::Http)?;
+    let declared = body.declared_len().unwrap_or(0);
+    // Room for the declared length when it will be held, made once; a
+    // server's word is not trusted further.
+    let mut held = bytes::BytesMut::with_capacity(declared.min(HELD_MAX as u64) as usize);
+    let mut incoming: Option<Incoming> = None;
+    while let Some(chunk) = body.chunk().await.map_err(Fetch::Http)? {
+        held.extend_from_slice(&chunk);
+        if held.len() <= HELD_MAX {
+            continue;
+        }
+        let output = ctx.output.clone();
+        let pending = std::mem::take(&mut held).freeze();
+        let file = incoming.take();
+        incoming = Some(
+            on_pool(move || {
+                let mut file = match file {
+                    Some(file) => file,
+                    None => output.incoming()?,
+                };
+                file.write(&pending)?;
+                Ok(file)
+            })
+            .await
+            .map_err(Fetch::Write)?,
+        );
+    }
+    match incoming {
+        None => Ok(Payload::Held(held.freeze())),
+        Some(file) if held.is_empty() => Ok(Payload::Written(file)),
+        Some(mut file) => {
+            let rest = held.freeze();
+            on_pool(move || {
+                file.write(&rest)?;
+                Ok(Payload::Written(file))
+            })
+            .await
+            .map_err(Fetch::Write)
+        }
+    }
 }
 
 #[cfg(test)]

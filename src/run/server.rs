@@ -117,7 +117,7 @@ impl Server {
             loop {
                 match self
                     .http
-                    .upload_image(&input.name, input.bytes.to_vec())
+                    .upload_image(&input.name, &input.path, input.len)
                     .await
                 {
                     Ok(u) => return Ok(u),

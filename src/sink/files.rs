@@ -242,11 +242,26 @@ impl OutputDir {
         Ok(())
     }
 
-    /// Reads a local input image and names it by its content.
+    /// Names a local input image by its content, read piece by piece (an
+    /// input is never held whole: it is copied and uploaded from its file).
     pub fn read_input(path: &Path) -> Result<InputFile, SinkError> {
         use sha2::{Digest, Sha256};
-        let bytes = fs::read(path).map_err(SinkError::at(path))?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        use std::io::Read;
+        let mut file = fs::File::open(path).map_err(SinkError::at(path))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut len = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SinkError::at(path)(e)),
+            };
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        let digest = hex::encode(hasher.finalize());
         let ext = path
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -256,7 +271,8 @@ impl OutputDir {
             .unwrap_or_else(|| "png".to_string());
         Ok(InputFile {
             name: format!("{}.{ext}", &digest[..INPUT_NAME_HEX]),
-            bytes: bytes.into(),
+            path: path.to_path_buf(),
+            len,
         })
     }
 
@@ -266,10 +282,16 @@ impl OutputDir {
     pub fn save_input(&self, input: &InputFile) -> Result<String, SinkError> {
         let dir = self.root.join("inputs");
         let path = dir.join(&input.name);
-        let whole = fs::metadata(&path).is_ok_and(|m| m.len() == input.bytes.len() as u64);
+        let whole = fs::metadata(&path).is_ok_and(|m| m.len() == input.len);
         if !whole {
             fs::create_dir_all(&dir).map_err(SinkError::at(&dir))?;
-            write_atomic(&path, &input.bytes)?;
+            let mut from = fs::File::open(&input.path).map_err(SinkError::at(&input.path))?;
+            let mut tmp = temp_beside(&path)?;
+            std::io::copy(&mut from, &mut tmp).map_err(SinkError::at(&path))?;
+            // As `write_atomic`: the data reaches the disk before the name.
+            tmp.as_file().sync_data().map_err(SinkError::at(&path))?;
+            tmp.persist(&path)
+                .map_err(|e| SinkError::at(&path)(e.error))?;
             sync_dir(&dir)?;
         }
         Ok(format!("inputs/{}", input.name))
@@ -325,6 +347,37 @@ impl OutputDir {
         let name = image_file_name(job, node, n, ext);
         // Synced in batches by `make_durable`, before a row names it.
         write_replace(&self.root.join("images").join(&name), bytes)?;
+        Ok(format!("images/{name}"))
+    }
+
+    /// A file of `images/` to write as it arrives (a download too large
+    /// to hold): a temporary file until [`OutputDir::save_incoming`] names
+    /// it, removed if dropped before (a download cut or timed out leaves
+    /// nothing; a killed run's is removed by the next [`OutputDir::open`]).
+    pub fn incoming(&self) -> Result<Incoming, SinkError> {
+        let dir = self.root.join("images");
+        let file = temp_beside(&dir.join("incoming"))?;
+        Ok(Incoming { file, dir })
+    }
+
+    /// Names a whole [`Incoming`] file
+    /// `images/<job_id>_<node>_<n>.<ext>`, as [`OutputDir::save_image`]
+    /// does for bytes; returns the relative path. Synced in batches by
+    /// `make_durable` before a row names it, as every output.
+    pub fn save_incoming(
+        &self,
+        job: &JobId,
+        node: &str,
+        n: usize,
+        ext: &str,
+        incoming: Incoming,
+    ) -> Result<String, SinkError> {
+        let name = image_file_name(job, node, n, ext);
+        let path = incoming.dir.join(&name);
+        incoming
+            .file
+            .persist(&path)
+            .map_err(|e| SinkError::at(&path)(e.error))?;
         Ok(format!("images/{name}"))
     }
 
@@ -439,13 +492,31 @@ pub fn kept_input(
 /// Hex digits of the sha256 naming a kept input (64 bits, as job ids).
 const INPUT_NAME_HEX: usize = 16;
 
-/// A local input image, read once, named by its content.
+/// A local input image, named by its content (never held whole).
 #[derive(Debug, Clone)]
 pub struct InputFile {
     /// `<sha256 prefix>.<ext>`: its name in `inputs/` and on the server.
     pub name: String,
-    /// The content.
-    pub bytes: bytes::Bytes,
+    /// The file, uploaded from there.
+    pub path: PathBuf,
+    /// Its length when it was named.
+    pub len: u64,
+}
+
+/// An output file being written as it arrives ([`OutputDir::incoming`]):
+/// whole or nothing under its final name.
+#[derive(Debug)]
+pub struct Incoming {
+    file: tempfile::NamedTempFile,
+    /// `images/`, where it is named.
+    dir: PathBuf,
+}
+
+impl Incoming {
+    /// Appends the next piece.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.file.write_all(bytes).map_err(SinkError::at(&self.dir))
+    }
 }
 
 /// Whether `root/rel` exists, is not empty and, for the image formats we

@@ -11,8 +11,8 @@ mod durable;
 mod files;
 
 pub use files::{
-    InputFile, KEPT_EXTENSIONS, OutputDir, UNKNOWN_EXTENSION, extension_of, image_file_name,
-    kept_extension, kept_input, prompt_text,
+    Incoming, InputFile, KEPT_EXTENSIONS, OutputDir, UNKNOWN_EXTENSION, extension_of,
+    image_file_name, kept_extension, kept_input, prompt_text,
 };
 pub(crate) use files::{temp_beside, write_atomic};
 

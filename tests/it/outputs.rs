@@ -646,3 +646,56 @@ async fn files_an_earlier_version_saved_under_the_servers_extension_are_resumed_
     );
     assert_eq!(members.iter().filter(|m| m.ends_with(".bin")).count(), 7);
 }
+
+/// A 4 MB latent: larger than a download held in memory (1 MB), so written
+/// to its file as it arrives.
+const BIG_LATENT: &str = r#"{
+  "1": {"class_type": "EmptyLatentImage", "inputs": {"width": 2048, "height": 2048, "batch_size": 4}},
+  "2": {"class_type": "SaveLatent", "inputs": {"samples": ["1", 0], "filename_prefix": "latents/big"}}
+}"#;
+
+const BIG_JOB: &str =
+    "version: 1\nworkflows:\n  big: workflows/big.json\njobs:\n  - name: big\n    workflow: big\n";
+
+/// Issue #24 item 4: a large output streamed to disk is the server's file
+/// byte for byte; one cut mid-way (the job's `--timeout` during a stalled
+/// download, half of it written) leaves no file, not even a temporary one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_output_streamed_to_disk_is_whole_or_absent() {
+    let sim = sim_with(SimConfig::default()).await;
+    let p = Project::new();
+    p.write("workflows/big.json", BIG_LATENT);
+    p.write("big.yaml", BIG_JOB);
+    let out = p.run("big.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    let images = rows[0].images();
+    assert_eq!(images.len(), 1, "{rows:?}");
+    let ours = std::fs::read(p.out().join(&images[0])).unwrap();
+    let theirs: Vec<Vec<u8>> = files_under(sim.output_dir())
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "latent"))
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    assert_eq!(theirs.len(), 1);
+    assert!(ours.len() > 4 << 20, "{}", ours.len());
+    assert!(ours == theirs[0], "the server's bytes");
+
+    let stalling = sim_with(SimConfig {
+        view_stall_ms: 20_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("workflows/big.json", BIG_LATENT);
+    p.write("big.yaml", BIG_JOB);
+    let out = p.run("big.yaml", &[&stalling], &["--timeout", "2s"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows[0].get("status"), "timeout", "{rows:?}");
+    assert!(
+        rows[0].get("error").contains("download of node 2 file "),
+        "{rows:?}"
+    );
+    assert_eq!(files_under(&p.out().join("images")), Vec::<PathBuf>::new());
+}
