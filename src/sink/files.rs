@@ -11,6 +11,7 @@ use super::SinkError;
 use super::durable::Syncer;
 use crate::ids::JobId;
 use crate::patch::Prompt;
+use crate::runlog::job_key;
 
 /// The output folder of a run: `images/`, `prompts/` and `runs.csv`.
 #[derive(Debug, Clone)]
@@ -28,19 +29,22 @@ pub struct OutputDir {
 /// holding the folder's lock writes these files; one deleted by hand
 /// meanwhile only makes a job look for an earlier submission that is not
 /// there.
+///
+/// Each job is kept as its 16-byte key ([`crate::runlog::job_key`]), not
+/// its id's text: the sets grow with the jobs of a million-job folder.
 #[derive(Debug, Default)]
 struct Known {
-    prompts: HashSet<String>,
-    rejections: HashSet<String>,
+    prompts: HashSet<u128>,
+    rejections: HashSet<u128>,
 }
 
 impl Known {
     /// Notes a file of `prompts/`.
     fn note(&mut self, name: &str) {
         if let Some(id) = name.strip_suffix(".node_errors.txt") {
-            self.rejections.insert(id.to_string());
+            self.rejections.insert(job_key(id));
         } else if let Some(id) = name.strip_suffix(".json") {
-            self.prompts.insert(id.to_string());
+            self.prompts.insert(job_key(id));
         }
     }
 
@@ -216,7 +220,9 @@ impl OutputDir {
     /// Whether the folder holds a prompt file of `job`: from an earlier
     /// run (which may have queued it) or written by this one.
     pub fn has_prompt(&self, job: &JobId) -> bool {
-        Known::lock(&self.known).prompts.contains(job.as_str())
+        Known::lock(&self.known)
+            .prompts
+            .contains(&job_key(job.as_str()))
     }
 
     /// Writes the exact prompt to be sent, replayable as is.
@@ -238,7 +244,7 @@ impl OutputDir {
         write_replace(&self.prompt_path(job), text)?;
         Known::lock(&self.known)
             .prompts
-            .insert(job.as_str().to_string());
+            .insert(job_key(job.as_str()));
         Ok(())
     }
 
@@ -306,14 +312,14 @@ impl OutputDir {
         match line {
             Some(line) => {
                 write_atomic(&path, line.as_bytes())?;
-                Known::lock(&self.known).rejections.insert(id.to_string());
+                Known::lock(&self.known).rejections.insert(job_key(id));
                 Ok(())
             }
-            None if !Known::lock(&self.known).rejections.contains(id) => Ok(()),
+            None if !Known::lock(&self.known).rejections.contains(&job_key(id)) => Ok(()),
             None => match fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SinkError::at(&path)(e)),
                 _ => {
-                    Known::lock(&self.known).rejections.remove(id);
+                    Known::lock(&self.known).rejections.remove(&job_key(id));
                     Ok(())
                 }
             },
@@ -322,7 +328,10 @@ impl OutputDir {
 
     /// The line kept by [`OutputDir::save_rejection`], if any.
     pub fn rejection(&self, job: &JobId) -> Option<String> {
-        if !Known::lock(&self.known).rejections.contains(job.as_str()) {
+        if !Known::lock(&self.known)
+            .rejections
+            .contains(&job_key(job.as_str()))
+        {
             return None;
         }
         fs::read_to_string(self.rejection_path(job)).ok()
