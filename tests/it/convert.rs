@@ -1024,7 +1024,7 @@ async fn a_live_input_set_to_null_is_still_refused() {
     ] {
         p.write(
             "m.yaml",
-            &format!(
+            format!(
                 "version: 1\nparams:\n  cam: \"1.image\"\njobs:\n  - name: cam\n    workflow: cam\n{set}"
             ),
         );
