@@ -90,6 +90,15 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
                      notes, reroutes, primitives, muted or bypassed nodes)"
                 )));
             }
+            // No prompt the server would take: `plan`/`run` can set these
+            // inputs from a manifest; `convert` has nothing to set them with;
+            // refused before the warnings and the summary of a prompt not given.
+            if !done.needs.is_empty() {
+                return Err(CliError::many(
+                    Exit::BadInput,
+                    done.needs.iter().map(|n| format!("{shown}: {n}")).collect(),
+                ));
+            }
             if !global.quiet {
                 for w in done.report.warnings() {
                     eprintln!("warning: {shown}: {w}");
@@ -111,14 +120,6 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
                         rules.join(", ")
                     }
                 );
-            }
-            // No prompt the server would take: `plan`/`run` can set these
-            // inputs from a manifest; `convert` has nothing to set them with.
-            if !done.needs.is_empty() {
-                return Err(CliError::many(
-                    Exit::BadInput,
-                    done.needs.iter().map(|n| format!("{shown}: {n}")).collect(),
-                ));
             }
             let mut t = serde_json::to_string_pretty(&Value::Object(done.prompt))
                 .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;

@@ -39,7 +39,8 @@ fn virtual_kind(ty: &str) -> Option<Virtual> {
 
 /// The class a node type is loaded as: the frontend renames these types
 /// when it loads a workflow, before it looks them up, at the top level and
-/// in subgraphs (frontend 1.35.9, src/scripts/app.ts:1122-1129).
+/// in subgraphs (frontend 1.35.9, src/scripts/app.ts:1122-1129), never inside
+/// group nodes (see [`super::groupnode`]).
 pub(crate) fn class_of(ty: &str) -> &str {
     match ty {
         "T2IAdapterLoader" => "ControlNetLoader",

@@ -88,6 +88,16 @@ fn expand_one(
             .and_then(Value::as_str)
             .ok_or("an inner node has no type")?
             .to_string();
+        // The frontend registers a group node before it renames old types,
+        // and only when every inner type exists: an old name inside leaves
+        // the whole group node missing (groupNode.ts:762-797 in 1.35.9).
+        if super::flatten::class_of(&ty) != ty {
+            return Err(format!(
+                "its inner node {index} has type '{ty}', which the frontend does not rename \
+                 inside a group node (only elsewhere, to '{}'): recreate the group node",
+                super::flatten::class_of(&ty)
+            ));
+        }
         // Inner nodes' links are the group's own (`links` of the group
         // definition), never the saved slots'.
         let (mut inputs, mut outputs) = slots_of(obj);

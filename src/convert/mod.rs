@@ -381,7 +381,8 @@ pub fn classes_used(ui: &Map<String, Value>) -> Vec<String> {
             if let Some(t) = n.get("type").and_then(Value::as_str)
                 && !flatten::is_frontend_only(t)
             {
-                out.insert(flatten::class_of(t).to_string());
+                // Not renamed inside a group node (see groupnode::expand).
+                out.insert(t.to_string());
             }
         }
     }

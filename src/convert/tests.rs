@@ -317,6 +317,31 @@ fn rule_renamed_class() {
 }
 
 #[test]
+fn renamed_class_inside_a_group_node_is_not_renamed() {
+    // src/extensions/core/groupNode.ts:762-797 registers a group node type
+    // in beforeConfigureGraph, before app.ts:1122-1129 renames anything, and
+    // only if every inner type is registered: an inner T2IAdapterLoader
+    // leaves the whole group node missing.
+    let group = json!({"nodes": [{"index": 0, "type": "T2IAdapterLoader",
+        "widgets_values": ["t2i.pth"], "inputs": [], "outputs": []}],
+        "links": [], "external": []});
+    let v = json!({"nodes": [{"id": 1, "type": "workflow>Old", "widgets_values": ["t2i.pth"]}],
+        "links": [], "extra": {"groupNodes": {"Old": group}}});
+    let lines = err(v.clone());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("node 1 is group node 'Old'")
+            && lines[0].contains("'T2IAdapterLoader'")
+            && lines[0].contains("inside a group node"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        classes_used(&v.as_object().unwrap().clone()),
+        ["T2IAdapterLoader"]
+    );
+}
+
+#[test]
 fn rule_extra_widget_values_ignored() {
     // src/lib/litegraph/src/LGraphNode.ts:862-868: each widget takes the
     // next saved value; values past the last widget are never read.

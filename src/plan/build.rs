@@ -651,6 +651,27 @@ fn plan_variant(
                 );
                 continue;
             }
+            // null is the marker `convert` leaves in a live input, not a
+            // value: the server would run it as no image.
+            if values.iter().any(|v| v.is_null())
+                && needs
+                    .iter()
+                    .any(|n| n.node == slot.node && n.input == slot.input)
+            {
+                errors.push(
+                    at,
+                    gname,
+                    wname,
+                    PlanErrorKind::WrongType {
+                        name: p.name.clone(),
+                        detail: format!(
+                            "input '{}' of node {} needs a value, which null is not",
+                            slot.input, slot.node
+                        ),
+                    },
+                );
+                continue;
+            }
             let class = nodes.get(&slot.node).map(class_of).unwrap_or("");
             // Any saver's prefix (video, audio… too): the user's own is kept.
             if slot.input == "filename_prefix" {

@@ -1008,6 +1008,65 @@ async fn a_live_input_refuses_convert_and_plan_unless_the_manifest_sets_it() {
     assert_eq!(prompt["1"]["inputs"]["image"], "webcam/frame.png [temp]");
 }
 
+/// `convert -v` that refuses a live input says only why: no "converted N
+/// nodes" summary for a prompt it does not give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_live_input_is_one_line_with_verbose_too() {
+    let p = crate::harness::Project::new();
+    p.write("workflows/cam.json", WEBCAM);
+    let out = p.cli(&["convert", "-v", "workflows/cam.json"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with("error: workflows/cam.json: node 1 (WebcamCapture"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A live input set to null by the manifest is still unset: null is the
+/// marker `convert` sends, which the server would run as no image. Refused
+/// through a node id, a title and an alias alike, for a fixed value and an
+/// axis member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_input_set_to_null_is_still_refused() {
+    let p = crate::harness::Project::new();
+    p.write("workflows/cam.json", WEBCAM);
+    for set in [
+        "    set:\n      1.image: null\n",
+        "    set:\n      Webcam Capture.image: ~\n",
+        "    set:\n      cam: null\n",
+        "    matrix:\n      1.image: [\"f.png [temp]\", null]\n",
+    ] {
+        p.write(
+            "m.yaml",
+            format!(
+                "version: 1\nparams:\n  cam: \"1.image\"\njobs:\n  - name: cam\n    workflow: cam\n{set}"
+            ),
+        );
+        let out = p.cli(&["plan", "m.yaml"]).await;
+        assert_eq!(out.code, 2, "{set}: {}", out.stderr);
+        let errors: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{set}: {}", out.stderr);
+        assert!(errors[0].contains("m.yaml:8:"), "{set}: {}", errors[0]);
+        assert!(
+            errors[0].contains("input 'image' of node 1 needs a value, which null is not"),
+            "{set}: {}",
+            errors[0]
+        );
+    }
+}
+
 /// Many compressed texts, each under the cap but not a usable text (not
 /// UTF-8), share one cap: a small image cannot make `convert` inflate
 /// gigabytes one chunk at a time, and it says the cap was reached rather
