@@ -115,6 +115,7 @@ impl PlainReporter {
                 job,
                 outcome,
                 stats,
+                ..
             } => {
                 self.queued.remove(&job.id);
                 let mut line = format!(
@@ -268,6 +269,7 @@ pub(super) mod tests {
                 job: a.clone(),
                 outcome: outcome(Status::Ok, &["images/0123456789ab_9_0.png"], None),
                 stats: stats(1, 1, 0),
+                logged: false,
             },
             EventKind::JobRetrying {
                 job: b.clone(),
@@ -278,6 +280,7 @@ pub(super) mod tests {
                 job: b.clone(),
                 outcome: outcome(Status::Failed, &[], Some("node 3 (KSampler): OOM")),
                 stats: stats(2, 1, 1),
+                logged: false,
             },
             EventKind::Cancelling {
                 reason: CancelReason::Interrupt,

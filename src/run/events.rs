@@ -81,6 +81,10 @@ pub enum EventKind {
         outcome: Outcome,
         /// Totals after it.
         stats: RunStats,
+        /// Its outcome is a row already: the failed attempt of a job that
+        /// waited for its retry when the run stopped (logged with its
+        /// [`EventKind::JobRetrying`]), not written again.
+        logged: bool,
     },
     /// A server stopped answering; its jobs go to the others.
     ServerLost {

@@ -325,7 +325,7 @@ async fn fail_fast_reports_a_job_waiting_for_its_retry_as_failed() {
     })
     .await;
     let p = Project::new();
-    p.write("ff.yaml", &crate::harness::sampler_jobs(12));
+    p.write("ff.yaml", crate::harness::sampler_jobs(12));
     let summary = p.path("summary.md");
     let url = sim.url();
     let args = [
