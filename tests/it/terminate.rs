@@ -234,7 +234,8 @@ jobs:
     let xml = std::fs::read_to_string(p.path("junit.xml")).unwrap();
     assert_eq!(xml.matches("<testcase ").count(), 10, "{xml}");
     assert_eq!(
-        xml.matches(r#"message="not run: too many failures (--max-failures)" type="not-run""#)
+        // The flag the user gave, not the limit it stands for.
+        xml.matches(r#"message="not run: too many failures (--fail-fast)" type="not-run""#)
             .count(),
         not_run,
         "{xml}"
@@ -242,7 +243,7 @@ jobs:
     let md = std::fs::read_to_string(&summary).unwrap();
     assert!(
         md.contains(&format!(
-            "**stopped early: --max-failures reached; {not_run} not run**"
+            "**stopped early: --fail-fast; {not_run} not run**"
         )),
         "{md}"
     );
