@@ -83,6 +83,7 @@ pub(super) fn render(seen: &Seen, log: &str) -> String {
     );
     if let Some(reason) = seen.cancelled {
         let why = match reason {
+            CancelReason::FailFast => "stopped early: --fail-fast",
             CancelReason::MaxFailures => "stopped early: --max-failures reached",
             CancelReason::NoServers => "stopped early: no server left",
             CancelReason::Interrupt | CancelReason::SecondInterrupt => "stopped early: interrupted",

@@ -41,7 +41,9 @@ pub(crate) fn done_counts(stats: &RunStats) -> String {
 /// What a cancel reason means to a user.
 pub(crate) fn cancel_text(reason: CancelReason) -> &'static str {
     match reason {
-        CancelReason::MaxFailures => "too many failures: no new jobs; waiting for the running ones",
+        CancelReason::FailFast | CancelReason::MaxFailures => {
+            "too many failures: no new jobs; waiting for the running ones"
+        }
         CancelReason::NoServers => "no server left: stopping",
         CancelReason::Interrupt => {
             "interrupted: no new jobs, queued prompts removed; waiting for the running ones (Ctrl-C again to stop them)"

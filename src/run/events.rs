@@ -133,7 +133,9 @@ pub enum EventKind {
 /// Why a run stops early; the most severe wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CancelReason {
-    /// `--max-failures` / `--fail-fast` reached.
+    /// `--fail-fast`: a job failed.
+    FailFast,
+    /// `--max-failures` reached.
     MaxFailures,
     /// No server is left.
     NoServers,
@@ -150,6 +152,7 @@ impl CancelReason {
     /// The error of a job dropped (or never posted) because of it.
     pub fn not_run_line(self) -> &'static str {
         match self {
+            CancelReason::FailFast => "not run: too many failures (--fail-fast)",
             CancelReason::MaxFailures => "not run: too many failures (--max-failures)",
             CancelReason::NoServers => "not run: no server left",
             CancelReason::Terminated => "not run: terminated",

@@ -51,6 +51,8 @@ pub struct RunConfig {
     pub queue_timeout: Option<Duration>,
     /// Stop submitting after this many jobs did not end `ok`.
     pub max_failures: Option<usize>,
+    /// `max_failures` is `--fail-fast`'s: the reports name that flag.
+    pub fail_fast: bool,
     /// Extra attempts for a job that failed in execution or timed out.
     pub retries: u32,
     /// Stable key of the run (from its output folder), part of prompt ids.
@@ -96,6 +98,7 @@ impl RunConfig {
             timeout: None,
             queue_timeout: None,
             max_failures: None,
+            fail_fast: false,
             retries: 0,
             run_key,
             http_timeout: Duration::from_secs(60),
@@ -545,7 +548,11 @@ pub async fn execute(
                             logged: false,
                         })?;
                         if ledger.failures_exceeded() {
-                            cancel(CancelReason::MaxFailures, &mut cancelled, &mut emit)?;
+                            let reason = match config.fail_fast {
+                                true => CancelReason::FailFast,
+                                false => CancelReason::MaxFailures,
+                            };
+                            cancel(reason, &mut cancelled, &mut emit)?;
                         }
                     }
                 }
