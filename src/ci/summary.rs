@@ -41,15 +41,28 @@ pub(super) fn render(seen: &Seen, log: &str) -> String {
     let s = &seen.stats;
     let secs = seen.wall.as_secs_f64();
     let mut md = String::new();
+    // The headline counts jobs that failed; one the run stopped
+    // (interrupted) is not ok, yet did not fail.
+    let failed = seen
+        .jobs
+        .iter()
+        .filter(|j| {
+            !j.not_run
+                && matches!(
+                    j.status,
+                    Status::Failed | Status::Rejected | Status::Timeout
+                )
+        })
+        .count();
     let title = if let Some(cause) = &seen.fatal {
         let _ = writeln!(md, "### comfy-batch: no server reachable\n");
         let _ = writeln!(md, "{}\n", cell(cause));
         let _ = writeln!(md, "**{} jobs not run**\n", s.not_run());
         return md;
-    } else if s.failed == 0 {
+    } else if failed == 0 {
         format!("{} of {} jobs ok", s.ok, s.total)
     } else {
-        format!("{} of {} jobs failed", s.failed, s.total)
+        format!("{failed} of {} jobs failed", s.total)
     };
     let _ = writeln!(md, "### comfy-batch: {title}\n");
     let _ = writeln!(md, "| jobs | ok | not ok | skipped | wall | jobs/s |");
@@ -70,6 +83,7 @@ pub(super) fn render(seen: &Seen, log: &str) -> String {
     );
     if let Some(reason) = seen.cancelled {
         let why = match reason {
+            CancelReason::FailFast => "stopped early: --fail-fast",
             CancelReason::MaxFailures => "stopped early: --max-failures reached",
             CancelReason::NoServers => "stopped early: no server left",
             CancelReason::Interrupt | CancelReason::SecondInterrupt => "stopped early: interrupted",

@@ -394,7 +394,12 @@ pub(crate) fn drive<'a>(
         let asked = stop_rx.clone();
         let mut observer = |event: &crate::run::RunEvent| {
             match &event.kind {
-                EventKind::JobFinished { job, outcome, .. }
+                EventKind::JobFinished {
+                    job,
+                    outcome,
+                    logged: false,
+                    ..
+                }
                 | EventKind::JobRetrying { job, outcome, .. } => log.append(job, outcome)?,
                 _ => {}
             }

@@ -112,6 +112,7 @@ impl RunOptions {
         if let Some(after) = self.server_lost_after {
             config.server_lost_after = after;
         }
+        config.fail_fast = self.fail_fast;
         config.max_failures = if self.fail_fast {
             Some(1)
         } else {

@@ -110,6 +110,7 @@ impl ProgressReporter {
                 job,
                 outcome,
                 stats,
+                ..
             } => {
                 self.labels.remove(&job.id);
                 self.went_idle(&job.id);
@@ -272,6 +273,7 @@ mod tests {
             job: a.clone(),
             outcome: outcome(Status::Ok, &[], None),
             stats: RunStats::default(),
+            logged: false,
         });
         assert_eq!(lines(kinds), ["http://a: idle", "http://b: idle"]);
 

@@ -41,7 +41,9 @@ pub(crate) fn done_counts(stats: &RunStats) -> String {
 /// What a cancel reason means to a user.
 pub(crate) fn cancel_text(reason: CancelReason) -> &'static str {
     match reason {
-        CancelReason::MaxFailures => "too many failures: no new jobs; waiting for the running ones",
+        CancelReason::FailFast | CancelReason::MaxFailures => {
+            "too many failures: no new jobs; waiting for the running ones"
+        }
         CancelReason::NoServers => "no server left: stopping",
         CancelReason::Interrupt => {
             "interrupted: no new jobs, queued prompts removed; waiting for the running ones (Ctrl-C again to stop them)"
@@ -115,6 +117,7 @@ impl PlainReporter {
                 job,
                 outcome,
                 stats,
+                ..
             } => {
                 self.queued.remove(&job.id);
                 let mut line = format!(
@@ -268,6 +271,7 @@ pub(super) mod tests {
                 job: a.clone(),
                 outcome: outcome(Status::Ok, &["images/0123456789ab_9_0.png"], None),
                 stats: stats(1, 1, 0),
+                logged: false,
             },
             EventKind::JobRetrying {
                 job: b.clone(),
@@ -278,6 +282,7 @@ pub(super) mod tests {
                 job: b.clone(),
                 outcome: outcome(Status::Failed, &[], Some("node 3 (KSampler): OOM")),
                 stats: stats(2, 1, 1),
+                logged: false,
             },
             EventKind::Cancelling {
                 reason: CancelReason::Interrupt,

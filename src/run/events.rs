@@ -81,6 +81,10 @@ pub enum EventKind {
         outcome: Outcome,
         /// Totals after it.
         stats: RunStats,
+        /// Its outcome is a row already: the failed attempt of a job that
+        /// waited for its retry when the run stopped (logged with its
+        /// [`EventKind::JobRetrying`]), not written again.
+        logged: bool,
     },
     /// A server stopped answering; its jobs go to the others.
     ServerLost {
@@ -129,7 +133,9 @@ pub enum EventKind {
 /// Why a run stops early; the most severe wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CancelReason {
-    /// `--max-failures` / `--fail-fast` reached.
+    /// `--fail-fast`: a job failed.
+    FailFast,
+    /// `--max-failures` reached.
     MaxFailures,
     /// No server is left.
     NoServers,
@@ -146,6 +152,7 @@ impl CancelReason {
     /// The error of a job dropped (or never posted) because of it.
     pub fn not_run_line(self) -> &'static str {
         match self {
+            CancelReason::FailFast => "not run: too many failures (--fail-fast)",
             CancelReason::MaxFailures => "not run: too many failures (--max-failures)",
             CancelReason::NoServers => "not run: no server left",
             CancelReason::Terminated => "not run: terminated",

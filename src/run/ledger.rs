@@ -103,6 +103,14 @@ impl Ledger {
         Settled::Final(outcome)
     }
 
+    /// A job that waited for its retry when the run stopped: it failed,
+    /// and the totals count it so.
+    pub fn gave_up(&mut self, job: &JobId) {
+        self.moves.remove(job);
+        self.stats.done += 1;
+        self.stats.failed += 1;
+    }
+
     /// Whether `--max-failures` is reached.
     pub fn failures_exceeded(&self) -> bool {
         self.max_failures

@@ -51,6 +51,8 @@ pub struct RunConfig {
     pub queue_timeout: Option<Duration>,
     /// Stop submitting after this many jobs did not end `ok`.
     pub max_failures: Option<usize>,
+    /// `max_failures` is `--fail-fast`'s: the reports name that flag.
+    pub fail_fast: bool,
     /// Extra attempts for a job that failed in execution or timed out.
     pub retries: u32,
     /// Stable key of the run (from its output folder), part of prompt ids.
@@ -96,6 +98,7 @@ impl RunConfig {
             timeout: None,
             queue_timeout: None,
             max_failures: None,
+            fail_fast: false,
             retries: 0,
             run_key,
             http_timeout: Duration::from_secs(60),
@@ -340,6 +343,9 @@ pub async fn execute(
     let mut jobs = jobs.map(|(job, attempt)| (Arc::new(job), attempt));
     // (job, attempt number, tries in this run)
     let mut waiting: VecDeque<(Arc<Job>, u32, u32)> = VecDeque::new();
+    // The failed attempt (logged) of each job waiting for its retry: its
+    // final outcome should the run stop before the retry ends.
+    let mut retried: std::collections::HashMap<crate::ids::JobId, Outcome> = Default::default();
     let mut tasks = 0usize;
     // The jobs of those tasks, for a termination's reports.
     let mut in_flight: std::collections::HashMap<crate::ids::JobId, Arc<Job>> = Default::default();
@@ -444,6 +450,7 @@ pub async fn execute(
                     terminate_by = Some(tokio::time::Instant::from_std(by));
                     cancel(CancelReason::Terminated, &mut cancelled, &mut emit)?;
                     exhausted = true;
+                    gave_up(&mut waiting, &mut retried, &mut ledger, &mut emit)?;
                     let rest = &mut jobs.by_ref().map(|(job, _)| job);
                     not_handed_out(&mut waiting, rest, CancelReason::Terminated, &mut emit)?;
                     emit(EventKind::Terminating {
@@ -523,6 +530,7 @@ pub async fn execute(
                         waiting.push_front((job, attempt, tries));
                     }
                     Settled::Retry(outcome) => {
+                        retried.insert(job.id.clone(), outcome.clone());
                         emit(EventKind::JobRetrying {
                             job: job.clone(),
                             outcome,
@@ -531,14 +539,20 @@ pub async fn execute(
                         waiting.push_back((job, attempt + 1, tries + 1));
                     }
                     Settled::Final(outcome) => {
+                        retried.remove(&job.id);
                         let stats = ledger.stats;
                         emit(EventKind::JobFinished {
                             job,
                             outcome,
                             stats,
+                            logged: false,
                         })?;
                         if ledger.failures_exceeded() {
-                            cancel(CancelReason::MaxFailures, &mut cancelled, &mut emit)?;
+                            let reason = match config.fail_fast {
+                                true => CancelReason::FailFast,
+                                false => CancelReason::MaxFailures,
+                            };
+                            cancel(reason, &mut cancelled, &mut emit)?;
                         }
                     }
                 }
@@ -546,6 +560,7 @@ pub async fn execute(
         }
     }
     if let Some(reason) = cancelled {
+        gave_up(&mut waiting, &mut retried, &mut ledger, &mut emit)?;
         not_handed_out(
             &mut waiting,
             &mut jobs.map(|(job, _)| job),
@@ -592,6 +607,35 @@ pub fn stopped_before_start(
         stats,
         cancelled: Some(reason),
     })
+}
+
+/// Reports each job of `waiting` that waits for its retry (its failed
+/// attempt in `retried`) as failed with that attempt's outcome, a row
+/// already: the run stopped, the job did not run again, and it failed.
+/// The others stay in `waiting`.
+fn gave_up(
+    waiting: &mut VecDeque<(Arc<Job>, u32, u32)>,
+    retried: &mut std::collections::HashMap<crate::ids::JobId, Outcome>,
+    ledger: &mut Ledger,
+    emit: &mut dyn FnMut(EventKind) -> Result<(), RunError>,
+) -> Result<(), RunError> {
+    let mut rest = VecDeque::with_capacity(waiting.len());
+    for (job, attempt, tries) in waiting.drain(..) {
+        match retried.remove(&job.id) {
+            Some(outcome) => {
+                ledger.gave_up(&job.id);
+                emit(EventKind::JobFinished {
+                    job,
+                    outcome,
+                    stats: ledger.stats,
+                    logged: true,
+                })?;
+            }
+            None => rest.push_back((job, attempt, tries)),
+        }
+    }
+    *waiting = rest;
+    Ok(())
 }
 
 /// Reports the jobs a run stopped early never handed out (those waiting

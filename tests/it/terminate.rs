@@ -234,7 +234,8 @@ jobs:
     let xml = std::fs::read_to_string(p.path("junit.xml")).unwrap();
     assert_eq!(xml.matches("<testcase ").count(), 10, "{xml}");
     assert_eq!(
-        xml.matches(r#"message="not run: too many failures (--max-failures)" type="not-run""#)
+        // The flag the user gave, not the limit it stands for.
+        xml.matches(r#"message="not run: too many failures (--fail-fast)" type="not-run""#)
             .count(),
         not_run,
         "{xml}"
@@ -242,7 +243,7 @@ jobs:
     let md = std::fs::read_to_string(&summary).unwrap();
     assert!(
         md.contains(&format!(
-            "**stopped early: --max-failures reached; {not_run} not run**"
+            "**stopped early: --fail-fast; {not_run} not run**"
         )),
         "{md}"
     );
@@ -311,4 +312,67 @@ async fn sigterm_during_the_preflight_writes_the_ci_reports_and_queues_nothing()
     assert!(md.contains("3 not run"), "{md}");
     assert!(run.stderr().contains("terminated"), "{}", run.stderr());
     assert_eq!(sim.stats().prompts_executed, 0);
+}
+
+/// Issue #23 item 7: a job waiting for its retry when `--fail-fast` stops
+/// the run failed (its attempts are rows): the CI reports list it as
+/// failed with its last error, not as not run, and the headline counts
+/// only jobs that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_fast_reports_a_job_waiting_for_its_retry_as_failed() {
+    let sim = sim_with(comfy_batch::sim::SimConfig {
+        fail_rate: 1.0,
+        ..config(2)
+    })
+    .await;
+    let p = Project::new();
+    p.write("ff.yaml", crate::harness::sampler_jobs(12));
+    let summary = p.path("summary.md");
+    let url = sim.url();
+    let args = [
+        "run",
+        "ff.yaml",
+        "--server",
+        &url,
+        "--output",
+        "out",
+        "--fail-fast",
+        "--retries",
+        "2",
+        "--concurrency",
+        "2",
+        "--junit",
+        "junit.xml",
+    ];
+    let env = [("GITHUB_STEP_SUMMARY", summary.to_str().unwrap())];
+    let out = cli_env(&p, &args, &env).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    // Each job's newest row is what counts; a job with rows was run.
+    let mut last: std::collections::BTreeMap<String, (u32, String)> = Default::default();
+    for row in p.rows() {
+        let (_, n) = row.get("prompt_id").rsplit_once('-').unwrap();
+        let attempt: u32 = n.parse().unwrap();
+        let entry = last.entry(row.get("job_id").to_string()).or_default();
+        assert!(attempt > entry.0, "one row per attempt: {row:?}");
+        *entry = (attempt, row.get("status").to_string());
+    }
+    let failed = last.values().filter(|(_, s)| s == "failed").count();
+    assert!(failed > 0, "{last:?}");
+    let xml = std::fs::read_to_string(p.path("junit.xml")).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), 12, "{xml}");
+    assert_eq!(
+        xml.matches(r#"type="not-run""#).count(),
+        12 - last.len(),
+        "a job with rows is not listed as not run: {last:?}\n{xml}"
+    );
+    assert_eq!(
+        xml.matches(r#"type="failed""#).count(),
+        failed,
+        "{last:?}\n{xml}"
+    );
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.contains(&format!("### comfy-batch: {failed} of 12 jobs failed")),
+        "{last:?}\n{md}"
+    );
 }
