@@ -86,13 +86,9 @@ pub fn man(args: ManArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     print(&out)
 }
 
-/// Writes to stdout; a closed pipe (`| head`) is not an error worth a line.
+/// Writes to stdout (a closed pipe is fine: `plan`'s rule).
 fn print(bytes: &[u8]) -> Result<Exit, CliError> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Ok(()) => Ok(Exit::Ok),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Ok),
-        Err(e) => Err(CliError::from_error(Exit::Infrastructure, &e)),
-    }
+    super::plan::stdout_written(stdout.write_all(bytes).and_then(|()| stdout.flush()))
 }

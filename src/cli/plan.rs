@@ -88,9 +88,14 @@ pub fn execute(args: PlanArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         Format::Csv => write_csv(&plan, &mut out),
     }
     .and_then(|()| out.flush());
+    stdout_written(written)
+}
+
+/// The outcome of writing a command's output to stdout: a closed pipe
+/// (`comfy-batch plan … | head`) is not an error worth a line.
+pub(super) fn stdout_written(written: io::Result<()>) -> Result<Exit, CliError> {
     match written {
         Ok(()) => Ok(Exit::Ok),
-        // `comfy-batch plan … | head` is fine.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Exit::Ok),
         Err(e) => Err(CliError::from_error(Exit::Infrastructure, &e)),
     }

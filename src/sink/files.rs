@@ -292,12 +292,7 @@ impl OutputDir {
         if !whole {
             fs::create_dir_all(&dir).map_err(SinkError::at(&dir))?;
             let mut from = fs::File::open(&input.path).map_err(SinkError::at(&input.path))?;
-            let mut tmp = temp_beside(&path)?;
-            std::io::copy(&mut from, &mut tmp).map_err(SinkError::at(&path))?;
-            // As `write_atomic`: the data reaches the disk before the name.
-            tmp.as_file().sync_data().map_err(SinkError::at(&path))?;
-            tmp.persist(&path)
-                .map_err(|e| SinkError::at(&path)(e.error))?;
+            write_atomic_from(&path, &mut from)?;
             sync_dir(&dir)?;
         }
         Ok(format!("inputs/{}", input.name))
@@ -752,9 +747,15 @@ fn without_temp_name(e: std::io::Error) -> std::io::Error {
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over
 /// `path`: readers and a later resume see the whole file or none.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+pub(crate) fn write_atomic(path: &Path, mut bytes: &[u8]) -> Result<(), SinkError> {
+    write_atomic_from(path, &mut bytes)
+}
+
+/// [`write_atomic`] of what `from` reads (a file copied without holding
+/// it whole).
+fn write_atomic_from(path: &Path, from: &mut dyn std::io::Read) -> Result<(), SinkError> {
     let mut tmp = temp_beside(path)?;
-    tmp.write_all(bytes).map_err(SinkError::at(path))?;
+    std::io::copy(from, &mut tmp).map_err(SinkError::at(path))?;
     // The data reaches the disk before the name does: after a power loss
     // the file is whole or absent, never a named empty file.
     tmp.as_file().sync_data().map_err(SinkError::at(path))?;
