@@ -435,7 +435,8 @@ pub fn job_key(id: &str) -> u128 {
 }
 
 /// A 128-bit hash (two salted 64-bit ones): a key a million values do not
-/// collide on in practice (merge's set of rows already there).
+/// collide on in practice (merge's set of rows already there, the
+/// random draws of a template already kept).
 pub fn hash128(value: impl Hash) -> u128 {
     let half = |salt: u8| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
