@@ -303,12 +303,17 @@ impl Log {
         &self.layout
     }
 
-    /// Every whole row, in file order, one at a time.
-    pub fn rows(&self) -> Result<Rows<'_>, LogError> {
-        let file = File::open(&self.path).map_err(|source| LogError::Io {
+    /// The log file opened again, for one more reader of it.
+    fn reopen(&self) -> Result<File, LogError> {
+        File::open(&self.path).map_err(|source| LogError::Io {
             path: self.path.clone(),
             source,
-        })?;
+        })
+    }
+
+    /// Every whole row, in file order, one at a time.
+    pub fn rows(&self) -> Result<Rows<'_>, LogError> {
+        let file = self.reopen()?;
         let mut reader = reader(file.take(self.len), 64 * 1024);
         // Past the header, which was checked when opened.
         let mut skip = csv::ByteRecord::new();
@@ -378,10 +383,7 @@ impl Log {
 
     /// A reader of rows by their byte offset.
     pub fn at(&self) -> Result<At<'_>, LogError> {
-        let file = File::open(&self.path).map_err(|source| LogError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        let file = self.reopen()?;
         Ok(At {
             log: self,
             reader: reader(file, SEEK_BUFFER),
