@@ -186,10 +186,13 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
     // where a row to add is.
     let workflow = header.iter().position(|h| h == "workflow");
     let identity = |cells: &[String]| {
-        let mut c = cells.to_vec();
-        if let Some(i) = workflow {
-            c[i].clear(); // its spelling depends on the folder
-        }
+        // The workflow cell hashes as empty (its spelling depends on the
+        // folder); the row's cells are borrowed, not copied, per row.
+        let c: Vec<&str> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| if Some(i) == workflow { "" } else { cell })
+            .collect();
         crate::runlog::hash128(c)
     };
     let log_err = |e: crate::runlog::LogError| MergeError::from(FolderError::from(e));

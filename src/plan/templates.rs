@@ -54,17 +54,6 @@ fn hash64(text: &str) -> u64 {
     h.finish()
 }
 
-fn hash128(parts: &[&str]) -> u128 {
-    let mut a = std::hash::DefaultHasher::new();
-    let mut b = std::hash::DefaultHasher::new();
-    0xA5u8.hash(&mut b);
-    for p in parts {
-        p.hash(&mut a);
-        p.hash(&mut b);
-    }
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
-}
-
 /// The variants `draw: all` keeps: `None` when every variant is kept,
 /// else the kept indices (first of each text, void ones dropped).
 pub(super) fn kept_variants(t: &Template) -> Result<Option<Vec<u64>>, String> {
@@ -161,7 +150,7 @@ pub(super) fn draw_attempts(ts: &[&Template], count: u64, seed: u64) -> Result<V
             text.clone_from(&x.text);
         }
         let parts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        if ok && seen.insert(hash128(&parts)) {
+        if ok && seen.insert(crate::runlog::hash128(&parts)) {
             kept.push(attempt);
             if kept.len() as u64 == count {
                 return Ok(kept);

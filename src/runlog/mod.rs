@@ -303,12 +303,17 @@ impl Log {
         &self.layout
     }
 
-    /// Every whole row, in file order, one at a time.
-    pub fn rows(&self) -> Result<Rows<'_>, LogError> {
-        let file = File::open(&self.path).map_err(|source| LogError::Io {
+    /// The log file opened again, for one more reader of it.
+    fn reopen(&self) -> Result<File, LogError> {
+        File::open(&self.path).map_err(|source| LogError::Io {
             path: self.path.clone(),
             source,
-        })?;
+        })
+    }
+
+    /// Every whole row, in file order, one at a time.
+    pub fn rows(&self) -> Result<Rows<'_>, LogError> {
+        let file = self.reopen()?;
         let mut reader = reader(file.take(self.len), 64 * 1024);
         // Past the header, which was checked when opened.
         let mut skip = csv::ByteRecord::new();
@@ -378,10 +383,7 @@ impl Log {
 
     /// A reader of rows by their byte offset.
     pub fn at(&self) -> Result<At<'_>, LogError> {
-        let file = File::open(&self.path).map_err(|source| LogError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        let file = self.reopen()?;
         Ok(At {
             log: self,
             reader: reader(file, SEEK_BUFFER),
@@ -435,7 +437,8 @@ pub fn job_key(id: &str) -> u128 {
 }
 
 /// A 128-bit hash (two salted 64-bit ones): a key a million values do not
-/// collide on in practice (merge's set of rows already there).
+/// collide on in practice (merge's set of rows already there, the
+/// random draws of a template already kept).
 pub fn hash128(value: impl Hash) -> u128 {
     let half = |salt: u8| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
