@@ -1076,6 +1076,27 @@ jobs:
     }
 
     #[test]
+    fn group_problems_keep_their_lines_and_their_order_on_one_line() {
+        // Two problems on one line stay in the order they are found (the
+        // sort by line is stable): the name's shape, then the duplicate.
+        let err = parse(
+            "version: 1\njobs:\n  - {name: 'a#', workflow: x}\n  - name: 'a#'\n    workflow: [x, ' ']\n    zip: {cfg: []}\n    draw: {random: 2, seed: 1}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "jobs/m.yaml:3:6: group name 'a#' must be non-empty and without '#'",
+                "jobs/m.yaml:4:5: group name 'a#' must be non-empty and without '#'",
+                "jobs/m.yaml:4:5: two job groups are named 'a#'",
+                "jobs/m.yaml:5:5: group 'a#' has an empty workflow name",
+                "jobs/m.yaml:6:11: 'cfg' in zip has no values",
+                "jobs/m.yaml:7:5: group 'a#' has 'draw:' but no 'templates:' to draw from",
+            ]
+        );
+    }
+
+    #[test]
     fn seeds_are_not_parameters() {
         let err = parse("version: 1\ndefaults: {seed: 1}\njobs:\n  - workflow: x\n    matrix: {noise_seed: [1, 2]}\n").unwrap_err();
         insta::assert_debug_snapshot!(err);
