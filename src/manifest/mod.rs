@@ -491,319 +491,19 @@ impl Manifest {
     /// relative paths are resolved against, and appears in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        if let Some((span, c)) = control_char(text) {
-            return Err(ManifestError::one(
-                path,
-                span,
-                ManifestErrorKind::Syntax(format!(
-                    "control character U+{:04X} is not allowed (a binary file?)",
-                    u32::from(c)
-                )),
-            ));
-        }
-        let (lines, problems) = lines::scan(text);
-        if !problems.is_empty() {
-            return Err(ManifestError {
-                file: path.to_owned(),
-                problems,
-            });
-        }
-        let raw: RawManifest = serde_yaml::from_str(text).map_err(|e| {
-            let span = e
-                .location()
-                .map(|l| Span {
-                    line: l.line(),
-                    col: l.column(),
-                })
-                .unwrap_or(Span { line: 1, col: 1 });
-            let mut msg = e.to_string();
-            if let Some(cut) = msg.find(" at line ") {
-                msg.truncate(cut);
-            }
-            // serde's word for a YAML tagged value (`!foo x`) is `enum`.
-            let msg = msg.replace("invalid type: enum,", "invalid type: tagged value (!tag),");
-            let msg = clip_quoted(&msg);
-            let kind = if msg.contains("repetition limit exceeded") {
-                ManifestErrorKind::Syntax(
-                    "aliases expand to too many values (repetition limit exceeded)".into(),
-                )
-            } else if msg.contains("recursion limit exceeded") {
-                ManifestErrorKind::Syntax("nested too deeply (recursion limit exceeded)".into())
-            } else {
-                ManifestErrorKind::Invalid(msg)
-            };
-            ManifestError::one(path, span, kind)
-        })?;
+        let (lines, raw) = read_raw(path, text)?;
         let dir = path.parent().map(Path::to_owned).unwrap_or_default();
         let mut problems = Vec::new();
         let mut bad = |span: Span, kind: ManifestErrorKind| problems.push(Problem { span, kind });
 
-        match &raw.version {
-            Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
-            Some(other) => bad(
-                lines.at(&["version"]),
-                ManifestErrorKind::Version(format!(
-                    "unsupported version {}; this comfy-batch reads 'version: 1'",
-                    clip(&other.to_string(), 40)
-                )),
-            ),
-            None => bad(
-                Span { line: 1, col: 1 },
-                ManifestErrorKind::Version(
-                    "missing 'version: 1' (the manifest format version)".into(),
-                ),
-            ),
-        }
-        let servers = raw.server.map(|s| s.0).unwrap_or_default();
-        for (i, url) in servers.iter().enumerate() {
-            let lower = url.trim().to_ascii_lowercase();
-            if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-                bad(
-                    lines
-                        .get(&["server", &i.to_string()])
-                        .unwrap_or_else(|| lines.at(&["server"])),
-                    ManifestErrorKind::Invalid(format!(
-                        "server '{}' is not an http:// or https:// URL",
-                        // Often with a password or token in it: shown redacted.
-                        redact_url(url, &|_| true)
-                    )),
-                );
-            }
-        }
-        let workflows = raw
-            .workflows
-            .0
-            .into_iter()
-            .map(|(name, file)| WorkflowEntry {
-                at: lines.at(&["workflows", &name]),
-                path: normalize(&dir.join(file)),
-                name,
-            })
-            .collect();
-        let params = raw
-            .params
-            .0
-            .into_iter()
-            .map(|(name, target)| Alias {
-                at: lines.at(&["params", &name]),
-                target,
-                name,
-            })
-            .collect();
-        let defaults: Vec<Param> = raw
-            .defaults
-            .0
-            .into_iter()
-            .map(|(name, value)| Param {
-                at: lines.at(&["defaults", &name]),
-                value,
-                name,
-            })
-            .collect();
-        let raw_jobs = raw.jobs.map(|g| g.0).unwrap_or_default();
-        if raw_jobs.is_empty() {
-            bad(
-                lines.get(&["jobs"]).unwrap_or(Span { line: 1, col: 1 }),
-                ManifestErrorKind::Invalid("no jobs: 'jobs:' needs at least one group".into()),
-            );
-        }
-        let mut jobs: Vec<JobSpec> = Vec::new();
-        for (i, job) in raw_jobs.into_iter().enumerate() {
-            let idx = i.to_string();
-            let at = lines
-                .get(&["jobs", &idx, "name"])
-                .unwrap_or_else(|| lines.at(&["jobs", &idx]));
-            let name = job.name.unwrap_or_else(|| format!("job{}", i + 1));
-            if name.is_empty() || name.contains('#') {
-                bad(
-                    lines.get(&["jobs", &idx, "name"]).unwrap_or(at),
-                    ManifestErrorKind::Invalid(format!(
-                        "group name '{name}' must be non-empty and without '#'"
-                    )),
-                );
-            }
-            if jobs.iter().any(|j| j.name == name) {
-                bad(
-                    lines.get(&["jobs", &idx, "name"]).unwrap_or(at),
-                    ManifestErrorKind::Invalid(format!("two job groups are named '{name}'")),
-                );
-            }
-            let workflow_at = lines.get(&["jobs", &idx, "workflow"]).unwrap_or(at);
-            let workflows = match job.workflow {
-                Some(w) => {
-                    if w.0.iter().any(|n| n.trim().is_empty()) {
-                        bad(
-                            workflow_at,
-                            ManifestErrorKind::Invalid(format!(
-                                "group '{name}' has an empty workflow name"
-                            )),
-                        );
-                    }
-                    w.0
-                }
-                None => {
-                    bad(
-                        at,
-                        ManifestErrorKind::Invalid(format!("group '{name}' has no 'workflow:'")),
-                    );
-                    Vec::new()
-                }
-            };
-            let mut list = |section: &str, items: Ordered<Vec<Value>>| -> Vec<ListParam> {
-                items
-                    .0
-                    .into_iter()
-                    .map(|(pname, values)| {
-                        let pat = lines.at(&["jobs", &idx, section, &pname]);
-                        if values.is_empty() {
-                            bad(
-                                pat,
-                                ManifestErrorKind::Invalid(format!(
-                                    "'{pname}' in {section} has no values"
-                                )),
-                            );
-                        }
-                        ListParam {
-                            name: pname,
-                            values,
-                            at: pat,
-                        }
-                    })
-                    .collect()
-            };
-            let matrix = list("matrix", job.matrix);
-            let zip = list("zip", job.zip);
-            let zip_at = lines.get(&["jobs", &idx, "zip"]).unwrap_or(at);
-            let zip_first = match (
-                lines.get(&["jobs", &idx, "zip"]),
-                lines.get(&["jobs", &idx, "matrix"]),
-            ) {
-                (Some(z), Some(m)) => z < m,
-                _ => false,
-            };
-            let set = job
-                .set
-                .0
-                .into_iter()
-                .map(|(pname, value)| Param {
-                    at: lines.at(&["jobs", &idx, "set", &pname]),
-                    value,
-                    name: pname,
-                })
-                .collect();
-            let templates: Vec<TemplateParam> = job
-                .templates
-                .0
-                .into_iter()
-                .map(|(pname, text)| TemplateParam {
-                    at: lines.at(&["jobs", &idx, "templates", &pname]),
-                    value_at: lines.value(&["jobs", &idx, "templates", &pname]),
-                    text,
-                    name: pname,
-                })
-                .collect();
-            if job.draw.is_some() && templates.is_empty() {
-                bad(
-                    lines.get(&["jobs", &idx, "draw"]).unwrap_or(at),
-                    ManifestErrorKind::Invalid(format!(
-                        "group '{name}' has 'draw:' but no 'templates:' to draw from"
-                    )),
-                );
-            }
-            jobs.push(JobSpec {
-                templates_at: lines.get(&["jobs", &idx, "templates"]).unwrap_or(at),
-                templates,
-                draw: job.draw.unwrap_or_default(),
-                draw_at: lines.get(&["jobs", &idx, "draw"]).unwrap_or(at),
-                seeds_at: lines.get(&["jobs", &idx, "seeds"]).unwrap_or(at),
-                name,
-                at,
-                workflows,
-                workflow_at,
-                matrix,
-                zip,
-                zip_at,
-                zip_first,
-                set,
-                seeds: job.seeds,
-            });
-        }
-        let named = defaults
-            .iter()
-            .map(|p| (&p.name, p.at))
-            .chain(jobs.iter().flat_map(|j| {
-                j.set
-                    .iter()
-                    .map(|p| (&p.name, p.at))
-                    .chain(j.matrix.iter().chain(&j.zip).map(|l| (&l.name, l.at)))
-                    .chain(j.templates.iter().map(|t| (&t.name, t.at)))
-            }));
-        for (name, at) in named {
-            if SEED_NAMES.contains(&name.as_str()) {
-                problems.push(Problem {
-                    span: at,
-                    kind: ManifestErrorKind::Invalid(format!(
-                        "'{name}' is not a parameter: give seeds with 'seeds:' (a list, {{count, base}} or {{range}})"
-                    )),
-                });
-            }
-        }
-        let mut grids: Vec<GridSpec> = Vec::new();
-        for (i, g) in raw.grids.into_iter().enumerate() {
-            let idx = i.to_string();
-            let at = lines.at(&["grids", &idx]);
-            let key = |k: &str| lines.get(&["grids", &idx, k]).unwrap_or(at);
-            let name_ok = !g.name.is_empty()
-                && g.name.len() <= 100
-                && g.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && !g.name.starts_with('.');
-            if !name_ok {
-                problems.push(Problem {
-                    span: key("name"),
-                    kind: ManifestErrorKind::Invalid(format!(
-                        "grid name '{}' must be a file name: letters, digits, '-', '_', '.'",
-                        clip(&g.name, 60)
-                    )),
-                });
-            }
-            if grids.iter().any(|o| o.name == g.name) {
-                problems.push(Problem {
-                    span: key("name"),
-                    kind: ManifestErrorKind::Invalid(format!("two grids are named '{}'", g.name)),
-                });
-            }
-            let mut key_at: Vec<(String, Span)> = ["x", "y", "page", "group"]
-                .iter()
-                .map(|k| (k.to_string(), key(k)))
-                .collect();
-            let fixed = g
-                .fixed
-                .0
-                .into_iter()
-                .map(|(k, v)| {
-                    let span = lines.get(&["grids", &idx, "where", &k]).unwrap_or(at);
-                    key_at.push((format!("where.{k}"), span));
-                    let cell = match v {
-                        Value::String(s) => s,
-                        Value::Null => String::new(),
-                        other => other.to_string(),
-                    };
-                    (k, cell)
-                })
-                .collect();
-            grids.push(GridSpec {
-                name: g.name,
-                x: g.x,
-                y: g.y,
-                page: g.page,
-                r#where: fixed,
-                group: g.group,
-                at,
-                key_at,
-            });
-        }
+        check_version(raw.version.as_ref(), &lines, &mut bad);
+        let servers = servers(raw.server, &lines, &mut bad);
+        let workflows = workflow_entries(raw.workflows, &lines, &dir);
+        let params = aliases(raw.params, &lines);
+        let defaults = default_params(raw.defaults, &lines);
+        let jobs = job_groups(raw.jobs, &lines, &mut bad);
+        check_seed_names(&defaults, &jobs, &mut problems);
+        let grids = grids(raw.grids, &lines, &mut problems);
         if !problems.is_empty() {
             problems.sort_by_key(|p| p.span);
             return Err(ManifestError {
@@ -824,6 +524,431 @@ impl Manifest {
             defaults,
             jobs,
         })
+    }
+}
+
+/// Where a problem found while reading the manifest goes (`parse` keeps
+/// them all, then sorts them by line).
+type Bad<'a> = dyn FnMut(Span, ManifestErrorKind) + 'a;
+
+/// The text's lines and its YAML read into the raw manifest; refused at
+/// the first control character, line problem or YAML error.
+fn read_raw(path: &Path, text: &str) -> Result<(lines::Lines, RawManifest), ManifestError> {
+    if let Some((span, c)) = control_char(text) {
+        return Err(ManifestError::one(
+            path,
+            span,
+            ManifestErrorKind::Syntax(format!(
+                "control character U+{:04X} is not allowed (a binary file?)",
+                u32::from(c)
+            )),
+        ));
+    }
+    let (lines, problems) = lines::scan(text);
+    if !problems.is_empty() {
+        return Err(ManifestError {
+            file: path.to_owned(),
+            problems,
+        });
+    }
+    let raw: RawManifest = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
+    Ok((lines, raw))
+}
+
+/// A YAML or shape error from serde, on its line, in the manifest's words.
+fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ManifestError {
+    let span = e
+        .location()
+        .map(|l| Span {
+            line: l.line(),
+            col: l.column(),
+        })
+        .unwrap_or(Span { line: 1, col: 1 });
+    let mut msg = e.to_string();
+    if let Some(cut) = msg.find(" at line ") {
+        msg.truncate(cut);
+    }
+    // serde's word for a YAML tagged value (`!foo x`) is `enum`.
+    let msg = msg.replace("invalid type: enum,", "invalid type: tagged value (!tag),");
+    let msg = clip_quoted(&msg);
+    let kind = if msg.contains("repetition limit exceeded") {
+        ManifestErrorKind::Syntax(
+            "aliases expand to too many values (repetition limit exceeded)".into(),
+        )
+    } else if msg.contains("recursion limit exceeded") {
+        ManifestErrorKind::Syntax("nested too deeply (recursion limit exceeded)".into())
+    } else {
+        ManifestErrorKind::Invalid(msg)
+    };
+    ManifestError::one(path, span, kind)
+}
+
+/// `version:` must be there and be 1.
+fn check_version(version: Option<&Value>, lines: &lines::Lines, bad: &mut Bad) {
+    match version {
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+        Some(other) => bad(
+            lines.at(&["version"]),
+            ManifestErrorKind::Version(format!(
+                "unsupported version {}; this comfy-batch reads 'version: 1'",
+                clip(&other.to_string(), 40)
+            )),
+        ),
+        None => bad(
+            Span { line: 1, col: 1 },
+            ManifestErrorKind::Version("missing 'version: 1' (the manifest format version)".into()),
+        ),
+    }
+}
+
+/// `server:`, one URL or a list: each http:// or https://.
+fn servers(server: Option<OneOrMany>, lines: &lines::Lines, bad: &mut Bad) -> Vec<String> {
+    let servers = server.map(|s| s.0).unwrap_or_default();
+    for (i, url) in servers.iter().enumerate() {
+        let lower = url.trim().to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            bad(
+                lines
+                    .get(&["server", &i.to_string()])
+                    .unwrap_or_else(|| lines.at(&["server"])),
+                ManifestErrorKind::Invalid(format!(
+                    "server '{}' is not an http:// or https:// URL",
+                    // Often with a password or token in it: shown redacted.
+                    redact_url(url, &|_| true)
+                )),
+            );
+        }
+    }
+    servers
+}
+
+/// `workflows:`, their files resolved against the manifest's folder.
+fn workflow_entries(
+    workflows: Ordered<String>,
+    lines: &lines::Lines,
+    dir: &Path,
+) -> Vec<WorkflowEntry> {
+    workflows
+        .0
+        .into_iter()
+        .map(|(name, file)| WorkflowEntry {
+            at: lines.at(&["workflows", &name]),
+            path: normalize(&dir.join(file)),
+            name,
+        })
+        .collect()
+}
+
+/// `params:` aliases.
+fn aliases(params: Ordered<String>, lines: &lines::Lines) -> Vec<Alias> {
+    params
+        .0
+        .into_iter()
+        .map(|(name, target)| Alias {
+            at: lines.at(&["params", &name]),
+            target,
+            name,
+        })
+        .collect()
+}
+
+/// `defaults:`.
+fn default_params(defaults: Ordered<Value>, lines: &lines::Lines) -> Vec<Param> {
+    defaults
+        .0
+        .into_iter()
+        .map(|(name, value)| Param {
+            at: lines.at(&["defaults", &name]),
+            value,
+            name,
+        })
+        .collect()
+}
+
+/// `jobs:`, at least one group, each read by [`job_group`].
+fn job_groups(raw: Option<Groups>, lines: &lines::Lines, bad: &mut Bad) -> Vec<JobSpec> {
+    let raw_jobs = raw.map(|g| g.0).unwrap_or_default();
+    if raw_jobs.is_empty() {
+        bad(
+            lines.get(&["jobs"]).unwrap_or(Span { line: 1, col: 1 }),
+            ManifestErrorKind::Invalid("no jobs: 'jobs:' needs at least one group".into()),
+        );
+    }
+    let mut jobs: Vec<JobSpec> = Vec::new();
+    for (i, job) in raw_jobs.into_iter().enumerate() {
+        let spec = job_group(i, job, &jobs, lines, bad);
+        jobs.push(spec);
+    }
+    jobs
+}
+
+/// Group `i` of `jobs:`; `jobs` are the groups before it.
+fn job_group(
+    i: usize,
+    job: RawJob,
+    jobs: &[JobSpec],
+    lines: &lines::Lines,
+    bad: &mut Bad,
+) -> JobSpec {
+    let idx = i.to_string();
+    let at = lines
+        .get(&["jobs", &idx, "name"])
+        .unwrap_or_else(|| lines.at(&["jobs", &idx]));
+    let name = job.name.unwrap_or_else(|| format!("job{}", i + 1));
+    check_group_name(
+        &name,
+        lines.get(&["jobs", &idx, "name"]).unwrap_or(at),
+        jobs,
+        bad,
+    );
+    let workflow_at = lines.get(&["jobs", &idx, "workflow"]).unwrap_or(at);
+    let workflows = group_workflows(job.workflow, &name, at, workflow_at, bad);
+    let matrix = list_params(lines, &idx, "matrix", job.matrix, bad);
+    let zip = list_params(lines, &idx, "zip", job.zip, bad);
+    let zip_at = lines.get(&["jobs", &idx, "zip"]).unwrap_or(at);
+    let zip_first = match (
+        lines.get(&["jobs", &idx, "zip"]),
+        lines.get(&["jobs", &idx, "matrix"]),
+    ) {
+        (Some(z), Some(m)) => z < m,
+        _ => false,
+    };
+    let set = set_params(lines, &idx, job.set);
+    let templates = template_params(lines, &idx, job.templates);
+    if job.draw.is_some() && templates.is_empty() {
+        bad(
+            lines.get(&["jobs", &idx, "draw"]).unwrap_or(at),
+            ManifestErrorKind::Invalid(format!(
+                "group '{name}' has 'draw:' but no 'templates:' to draw from"
+            )),
+        );
+    }
+    JobSpec {
+        templates_at: lines.get(&["jobs", &idx, "templates"]).unwrap_or(at),
+        templates,
+        draw: job.draw.unwrap_or_default(),
+        draw_at: lines.get(&["jobs", &idx, "draw"]).unwrap_or(at),
+        seeds_at: lines.get(&["jobs", &idx, "seeds"]).unwrap_or(at),
+        name,
+        at,
+        workflows,
+        workflow_at,
+        matrix,
+        zip,
+        zip_at,
+        zip_first,
+        set,
+        seeds: job.seeds,
+    }
+}
+
+/// A group's name: non-empty, without '#', not taken by an earlier group.
+fn check_group_name(name: &str, name_at: Span, jobs: &[JobSpec], bad: &mut Bad) {
+    if name.is_empty() || name.contains('#') {
+        bad(
+            name_at,
+            ManifestErrorKind::Invalid(format!(
+                "group name '{name}' must be non-empty and without '#'"
+            )),
+        );
+    }
+    if jobs.iter().any(|j| j.name == name) {
+        bad(
+            name_at,
+            ManifestErrorKind::Invalid(format!("two job groups are named '{name}'")),
+        );
+    }
+}
+
+/// A group's `workflow:`, required, no name empty.
+fn group_workflows(
+    workflow: Option<OneOrMany>,
+    name: &str,
+    at: Span,
+    workflow_at: Span,
+    bad: &mut Bad,
+) -> Vec<String> {
+    match workflow {
+        Some(w) => {
+            if w.0.iter().any(|n| n.trim().is_empty()) {
+                bad(
+                    workflow_at,
+                    ManifestErrorKind::Invalid(format!(
+                        "group '{name}' has an empty workflow name"
+                    )),
+                );
+            }
+            w.0
+        }
+        None => {
+            bad(
+                at,
+                ManifestErrorKind::Invalid(format!("group '{name}' has no 'workflow:'")),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// A group's `matrix:` or `zip:` (its `section`): lists of values, none
+/// empty.
+fn list_params(
+    lines: &lines::Lines,
+    idx: &str,
+    section: &str,
+    items: Ordered<Vec<Value>>,
+    bad: &mut Bad,
+) -> Vec<ListParam> {
+    items
+        .0
+        .into_iter()
+        .map(|(pname, values)| {
+            let pat = lines.at(&["jobs", idx, section, &pname]);
+            if values.is_empty() {
+                bad(
+                    pat,
+                    ManifestErrorKind::Invalid(format!("'{pname}' in {section} has no values")),
+                );
+            }
+            ListParam {
+                name: pname,
+                values,
+                at: pat,
+            }
+        })
+        .collect()
+}
+
+/// A group's `set:`.
+fn set_params(lines: &lines::Lines, idx: &str, set: Ordered<Value>) -> Vec<Param> {
+    set.0
+        .into_iter()
+        .map(|(pname, value)| Param {
+            at: lines.at(&["jobs", idx, "set", &pname]),
+            value,
+            name: pname,
+        })
+        .collect()
+}
+
+/// A group's `templates:`.
+fn template_params(
+    lines: &lines::Lines,
+    idx: &str,
+    templates: Ordered<String>,
+) -> Vec<TemplateParam> {
+    templates
+        .0
+        .into_iter()
+        .map(|(pname, text)| TemplateParam {
+            at: lines.at(&["jobs", idx, "templates", &pname]),
+            value_at: lines.value(&["jobs", idx, "templates", &pname]),
+            text,
+            name: pname,
+        })
+        .collect()
+}
+
+/// No parameter (a default, a group's set, matrix, zip or template) is
+/// named as a seed: seeds come from `seeds:`.
+fn check_seed_names(defaults: &[Param], jobs: &[JobSpec], problems: &mut Vec<Problem>) {
+    let named = defaults
+        .iter()
+        .map(|p| (&p.name, p.at))
+        .chain(jobs.iter().flat_map(|j| {
+            j.set
+                .iter()
+                .map(|p| (&p.name, p.at))
+                .chain(j.matrix.iter().chain(&j.zip).map(|l| (&l.name, l.at)))
+                .chain(j.templates.iter().map(|t| (&t.name, t.at)))
+        }));
+    for (name, at) in named {
+        if SEED_NAMES.contains(&name.as_str()) {
+            problems.push(Problem {
+                span: at,
+                kind: ManifestErrorKind::Invalid(format!(
+                    "'{name}' is not a parameter: give seeds with 'seeds:' (a list, {{count, base}} or {{range}})"
+                )),
+            });
+        }
+    }
+}
+
+/// `grids:`, each read by [`grid`].
+fn grids(raw: Vec<RawGrid>, lines: &lines::Lines, problems: &mut Vec<Problem>) -> Vec<GridSpec> {
+    let mut grids: Vec<GridSpec> = Vec::new();
+    for (i, g) in raw.into_iter().enumerate() {
+        let spec = grid(i, g, &grids, lines, problems);
+        grids.push(spec);
+    }
+    grids
+}
+
+/// Grid `i` of `grids:`; `grids` are the ones before it.
+fn grid(
+    i: usize,
+    g: RawGrid,
+    grids: &[GridSpec],
+    lines: &lines::Lines,
+    problems: &mut Vec<Problem>,
+) -> GridSpec {
+    let idx = i.to_string();
+    let at = lines.at(&["grids", &idx]);
+    let key = |k: &str| lines.get(&["grids", &idx, k]).unwrap_or(at);
+    check_grid_name(&g.name, key("name"), grids, problems);
+    let mut key_at: Vec<(String, Span)> = ["x", "y", "page", "group"]
+        .iter()
+        .map(|k| (k.to_string(), key(k)))
+        .collect();
+    let fixed = g
+        .fixed
+        .0
+        .into_iter()
+        .map(|(k, v)| {
+            let span = lines.get(&["grids", &idx, "where", &k]).unwrap_or(at);
+            key_at.push((format!("where.{k}"), span));
+            let cell = match v {
+                Value::String(s) => s,
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (k, cell)
+        })
+        .collect();
+    GridSpec {
+        name: g.name,
+        x: g.x,
+        y: g.y,
+        page: g.page,
+        r#where: fixed,
+        group: g.group,
+        at,
+        key_at,
+    }
+}
+
+/// A grid's name: a file name, not taken by an earlier grid.
+fn check_grid_name(name: &str, name_at: Span, grids: &[GridSpec], problems: &mut Vec<Problem>) {
+    let name_ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with('.');
+    if !name_ok {
+        problems.push(Problem {
+            span: name_at,
+            kind: ManifestErrorKind::Invalid(format!(
+                "grid name '{}' must be a file name: letters, digits, '-', '_', '.'",
+                clip(name, 60)
+            )),
+        });
+    }
+    if grids.iter().any(|o| o.name == name) {
+        problems.push(Problem {
+            span: name_at,
+            kind: ManifestErrorKind::Invalid(format!("two grids are named '{name}'")),
+        });
     }
 }
 
@@ -1073,6 +1198,27 @@ jobs:
     fn empty_lists_and_missing_workflow_are_errors() {
         let err = parse("version: 1\njobs:\n  - name: a\n    matrix: {cfg: []}\n").unwrap_err();
         insta::assert_debug_snapshot!(err);
+    }
+
+    #[test]
+    fn group_problems_keep_their_lines_and_their_order_on_one_line() {
+        // Two problems on one line stay in the order they are found (the
+        // sort by line is stable): the name's shape, then the duplicate.
+        let err = parse(
+            "version: 1\njobs:\n  - {name: 'a#', workflow: x}\n  - name: 'a#'\n    workflow: [x, ' ']\n    zip: {cfg: []}\n    draw: {random: 2, seed: 1}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "jobs/m.yaml:3:6: group name 'a#' must be non-empty and without '#'",
+                "jobs/m.yaml:4:5: group name 'a#' must be non-empty and without '#'",
+                "jobs/m.yaml:4:5: two job groups are named 'a#'",
+                "jobs/m.yaml:5:5: group 'a#' has an empty workflow name",
+                "jobs/m.yaml:6:11: 'cfg' in zip has no values",
+                "jobs/m.yaml:7:5: group 'a#' has 'draw:' but no 'templates:' to draw from",
+            ]
+        );
     }
 
     #[test]

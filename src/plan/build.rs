@@ -148,334 +148,18 @@ pub(super) fn plan_group(
 ) -> Option<Group> {
     let before = errors.list.len();
     let gname = spec.name.as_str();
-    // Parameters: defaults, then the group's sections in file order.
-    let mut params: Vec<GroupParam> = manifest
-        .defaults
-        .iter()
-        .map(|p| GroupParam {
-            name: p.name.clone(),
-            at: p.at,
-            source: Source::Fixed(p.value.clone()),
-            from_defaults: true,
-        })
-        .collect();
-    let mut axes: Vec<Axis> = Vec::new();
-    // Adds a parameter (or overrides a default); its index, or None on error.
-    let add = |params: &mut Vec<GroupParam>,
-               name: &str,
-               at: Span,
-               source: Source,
-               errors: &mut Errors<'_>| {
-        if let Some(i) = params.iter().position(|p| p.name == name) {
-            let existing = &mut params[i];
-            if existing.from_defaults {
-                existing.source = source;
-                existing.at = at;
-                existing.from_defaults = false;
-                return Some(i);
-            }
-            errors.push(
-                at,
-                gname,
-                None,
-                PlanErrorKind::Conflict {
-                    name: name.to_owned(),
-                    detail: format!("it is already given at line {}", existing.at.line),
-                },
-            );
-            return None;
-        }
-        params.push(GroupParam {
-            name: name.to_owned(),
-            at,
-            source,
-            from_defaults: false,
-        });
-        Some(params.len() - 1)
-    };
-    // Sections in file order (axes keep manifest order).
-    let mut sections: Vec<(&str, Span)> = Vec::new();
-    if let Some(p) = spec.set.first() {
-        sections.push(("set", p.at));
-    }
-    if let Some(l) = spec.matrix.first() {
-        sections.push(("matrix", l.at));
-    }
-    if !spec.zip.is_empty() {
-        sections.push(("zip", spec.zip_at));
-    }
-    if !spec.templates.is_empty() {
-        sections.push(("templates", spec.templates_at));
-    }
-    let mut slots: Vec<TemplateSlot> = Vec::new();
-    let mut draws: Option<Draws> = None;
-    let mut choice_cols: Vec<String> = Vec::new();
-    sections.sort_by_key(|(_, at)| *at);
-    for (section, _) in sections {
-        match section {
-            "set" => {
-                for p in &spec.set {
-                    add(
-                        &mut params,
-                        &p.name,
-                        p.at,
-                        Source::Fixed(p.value.clone()),
-                        errors,
-                    );
-                }
-            }
-            "templates" => {
-                let mut compiled = Vec::new();
-                for tp in &spec.templates {
-                    match Template::compile(&tp.text, wildcards) {
-                        Ok(t) => compiled.push((tp, t)),
-                        Err(e) => errors.template(tp, gname, e),
-                    }
-                }
-                if compiled.len() != spec.templates.len() {
-                    continue;
-                }
-                let mut add_slot = |template: Template,
-                                    axis: usize,
-                                    kept: Option<Vec<u64>>,
-                                    choice_cols: &mut Vec<String>|
-                 -> usize {
-                    let cols = template
-                        .columns()
-                        .iter()
-                        .map(|c| match choice_cols.iter().position(|x| x == c) {
-                            Some(i) => i,
-                            None => {
-                                choice_cols.push(c.clone());
-                                choice_cols.len() - 1
-                            }
-                        })
-                        .collect();
-                    slots.push(TemplateSlot {
-                        template,
-                        axis,
-                        kept,
-                        cols,
-                    });
-                    slots.len() - 1
-                };
-                match spec.draw {
-                    DrawSpec::All => {
-                        for (tp, t) in compiled {
-                            let kept = match kept_variants(&t) {
-                                Ok(k) => k,
-                                Err(detail) => {
-                                    errors.push(
-                                        tp.at,
-                                        gname,
-                                        None,
-                                        PlanErrorKind::Template {
-                                            name: tp.name.clone(),
-                                            detail,
-                                        },
-                                    );
-                                    continue;
-                                }
-                            };
-                            let len = kept.as_ref().map_or(t.count() as usize, Vec::len);
-                            let axis = axes.len();
-                            if let Some(param) = add(
-                                &mut params,
-                                &tp.name,
-                                tp.at,
-                                Source::Axis { axis, member: 0 },
-                                errors,
-                            ) {
-                                let slot = add_slot(t, axis, kept, &mut choice_cols);
-                                axes.push(Axis {
-                                    len,
-                                    members: vec![Member {
-                                        param,
-                                        template: Some(slot),
-                                        values: Vec::new(),
-                                        encoded: Vec::new(),
-                                    }],
-                                });
-                            }
-                        }
-                    }
-                    DrawSpec::Random { count, seed } => {
-                        let ts: Vec<&Template> = compiled.iter().map(|(_, t)| t).collect();
-                        let attempts = match draw_attempts(&ts, count, seed) {
-                            Ok(a) => a,
-                            Err(detail) => {
-                                errors.push(
-                                    spec.draw_at,
-                                    gname,
-                                    None,
-                                    PlanErrorKind::Template {
-                                        name: compiled[0].0.name.clone(),
-                                        detail,
-                                    },
-                                );
-                                continue;
-                            }
-                        };
-                        let axis = axes.len();
-                        let mut members = Vec::new();
-                        for (tp, t) in compiled {
-                            let member = members.len();
-                            if let Some(param) = add(
-                                &mut params,
-                                &tp.name,
-                                tp.at,
-                                Source::Axis { axis, member },
-                                errors,
-                            ) {
-                                let slot = add_slot(t, axis, None, &mut choice_cols);
-                                members.push(Member {
-                                    param,
-                                    template: Some(slot),
-                                    values: Vec::new(),
-                                    encoded: Vec::new(),
-                                });
-                            }
-                        }
-                        axes.push(Axis {
-                            len: attempts.len(),
-                            members,
-                        });
-                        draws = Some(Draws { seed, attempts });
-                    }
-                }
-            }
-            "matrix" => {
-                for l in &spec.matrix {
-                    let axis = axes.len();
-                    if let Some(param) = add(
-                        &mut params,
-                        &l.name,
-                        l.at,
-                        Source::Axis { axis, member: 0 },
-                        errors,
-                    ) {
-                        axes.push(Axis {
-                            len: l.values.len(),
-                            members: vec![Member {
-                                param,
-                                template: None,
-                                encoded: l.values.iter().map(encode).collect(),
-                                values: l.values.clone(),
-                            }],
-                        });
-                    }
-                }
-            }
-            _ => {
-                let lens: Vec<(String, usize)> = spec
-                    .zip
-                    .iter()
-                    .map(|l| (l.name.clone(), l.values.len()))
-                    .collect();
-                if lens.iter().any(|(_, n)| *n != lens[0].1) {
-                    errors.push(
-                        spec.zip_at,
-                        gname,
-                        None,
-                        PlanErrorKind::ZipLength { lists: lens },
-                    );
-                    continue;
-                }
-                let axis = axes.len();
-                let mut members = Vec::new();
-                for l in &spec.zip {
-                    let member = members.len();
-                    if let Some(param) = add(
-                        &mut params,
-                        &l.name,
-                        l.at,
-                        Source::Axis { axis, member },
-                        errors,
-                    ) {
-                        members.push(Member {
-                            param,
-                            template: None,
-                            encoded: l.values.iter().map(encode).collect(),
-                            values: l.values.clone(),
-                        });
-                    }
-                }
-                axes.push(Axis {
-                    len: lens[0].1,
-                    members,
-                });
-            }
-        }
-    }
-    // Axis order: checkpoint axes outermost, then manifest order.
-    let mut order: Vec<usize> = (0..axes.len()).collect();
-    order.sort_by_key(|a| {
-        let expensive = axes[*a]
-            .members
-            .iter()
-            .any(|m| is_expensive(&params[m.param].name, aliases));
-        !expensive
-    });
-    let mut remap = vec![0; axes.len()];
-    for (new, old) in order.iter().enumerate() {
-        remap[*old] = new;
-    }
-    let mut taken: Vec<Option<Axis>> = axes.into_iter().map(Some).collect();
-    let axes: Vec<Axis> = order.iter().filter_map(|o| taken[*o].take()).collect();
-    for slot in &mut slots {
-        slot.axis = remap[slot.axis];
-    }
-    for p in &mut params {
-        if let Source::Axis { axis, .. } = &mut p.source {
-            *axis = remap[*axis];
-        }
-    }
-    // Member indices follow the member order in each axis.
-    for (a, axis) in axes.iter().enumerate() {
-        for (m, member) in axis.members.iter().enumerate() {
-            if let Some(p) = params.get_mut(member.param) {
-                p.source = Source::Axis { axis: a, member: m };
-            }
-        }
-    }
-
-    // Seeds.
-    let seeds = match &spec.seeds {
-        Some(SeedSpec::List(v)) => SeedAxis::List(v.clone()),
-        Some(SeedSpec::Count { count, base }) => {
-            if *count > MAX_JOBS {
-                errors.push(
-                    spec.seeds_at,
-                    gname,
-                    None,
-                    PlanErrorKind::Seeds(format!("count {count} exceeds {MAX_JOBS}")),
-                );
-                SeedAxis::None
-            } else {
-                SeedAxis::List(seeds::from_base(*base, *count))
-            }
-        }
-        Some(SeedSpec::Range { start, end }) => {
-            let len = u128::from(*end) - u128::from(*start) + 1;
-            if len > u128::from(MAX_JOBS) {
-                errors.push(
-                    spec.seeds_at,
-                    gname,
-                    None,
-                    PlanErrorKind::Seeds(format!(
-                        "range [{start}, {end}] holds {len} seeds, more than {MAX_JOBS}"
-                    )),
-                );
-                SeedAxis::None
-            } else {
-                SeedAxis::Range {
-                    start: *start,
-                    len: len as u64,
-                }
-            }
-        }
-        None => SeedAxis::Fresh,
-    };
+    let mut sections = Sections::new(manifest, gname);
+    sections.read(spec, wildcards, errors);
+    let Sections {
+        mut params,
+        axes,
+        mut slots,
+        draws,
+        choice_cols,
+        ..
+    } = sections;
+    let axes = order_axes(axes, &mut params, &mut slots, aliases);
+    let seeds = seed_axis(spec, gname, errors);
 
     // Variants.
     let mut variants = Vec::new();
@@ -510,6 +194,378 @@ pub(super) fn plan_group(
         draws,
         choice_cols,
     })
+}
+
+/// A group's parameters and axes as its sections add them: the defaults
+/// first, then `set:`, `matrix:`, `zip:` and `templates:` in file order.
+struct Sections<'s> {
+    gname: &'s str,
+    params: Vec<GroupParam>,
+    axes: Vec<Axis>,
+    slots: Vec<TemplateSlot>,
+    draws: Option<Draws>,
+    choice_cols: Vec<String>,
+}
+
+impl<'s> Sections<'s> {
+    /// The manifest's defaults, before any section.
+    fn new(manifest: &Manifest, gname: &'s str) -> Self {
+        // Parameters: defaults, then the group's sections in file order.
+        let params: Vec<GroupParam> = manifest
+            .defaults
+            .iter()
+            .map(|p| GroupParam {
+                name: p.name.clone(),
+                at: p.at,
+                source: Source::Fixed(p.value.clone()),
+                from_defaults: true,
+            })
+            .collect();
+        Sections {
+            gname,
+            params,
+            axes: Vec::new(),
+            slots: Vec::new(),
+            draws: None,
+            choice_cols: Vec::new(),
+        }
+    }
+
+    /// Adds a parameter (or overrides a default); its index, or None on error.
+    fn add(
+        &mut self,
+        name: &str,
+        at: Span,
+        source: Source,
+        errors: &mut Errors<'_>,
+    ) -> Option<usize> {
+        let (params, gname) = (&mut self.params, self.gname);
+        if let Some(i) = params.iter().position(|p| p.name == name) {
+            let existing = &mut params[i];
+            if existing.from_defaults {
+                existing.source = source;
+                existing.at = at;
+                existing.from_defaults = false;
+                return Some(i);
+            }
+            errors.push(
+                at,
+                gname,
+                None,
+                PlanErrorKind::Conflict {
+                    name: name.to_owned(),
+                    detail: format!("it is already given at line {}", existing.at.line),
+                },
+            );
+            return None;
+        }
+        params.push(GroupParam {
+            name: name.to_owned(),
+            at,
+            source,
+            from_defaults: false,
+        });
+        Some(params.len() - 1)
+    }
+
+    /// Reads the group's sections.
+    fn read(&mut self, spec: &JobSpec, wildcards: &mut Wildcards, errors: &mut Errors<'_>) {
+        // Sections in file order (axes keep manifest order).
+        let mut sections: Vec<(&str, Span)> = Vec::new();
+        if let Some(p) = spec.set.first() {
+            sections.push(("set", p.at));
+        }
+        if let Some(l) = spec.matrix.first() {
+            sections.push(("matrix", l.at));
+        }
+        if !spec.zip.is_empty() {
+            sections.push(("zip", spec.zip_at));
+        }
+        if !spec.templates.is_empty() {
+            sections.push(("templates", spec.templates_at));
+        }
+        sections.sort_by_key(|(_, at)| *at);
+        for (section, _) in sections {
+            match section {
+                "set" => self.set(spec, errors),
+                "templates" => self.templates(spec, wildcards, errors),
+                "matrix" => self.matrix(spec, errors),
+                _ => self.zip(spec, errors),
+            }
+        }
+    }
+
+    /// `set:`: fixed values.
+    fn set(&mut self, spec: &JobSpec, errors: &mut Errors<'_>) {
+        for p in &spec.set {
+            self.add(&p.name, p.at, Source::Fixed(p.value.clone()), errors);
+        }
+    }
+
+    /// `templates:`: each compiled, then one axis per template, or one
+    /// axis of draws for them all.
+    fn templates(&mut self, spec: &JobSpec, wildcards: &mut Wildcards, errors: &mut Errors<'_>) {
+        let mut compiled = Vec::new();
+        for tp in &spec.templates {
+            match Template::compile(&tp.text, wildcards) {
+                Ok(t) => compiled.push((tp, t)),
+                Err(e) => errors.template(tp, self.gname, e),
+            }
+        }
+        if compiled.len() != spec.templates.len() {
+            return;
+        }
+        match spec.draw {
+            DrawSpec::All => self.templates_all(compiled, errors),
+            DrawSpec::Random { count, seed } => {
+                self.templates_random(spec, compiled, count, seed, errors)
+            }
+        }
+    }
+
+    /// `draw: all`: one axis per template, over its kept variants.
+    fn templates_all(
+        &mut self,
+        compiled: Vec<(&TemplateParam, Template)>,
+        errors: &mut Errors<'_>,
+    ) {
+        for (tp, t) in compiled {
+            let kept = match kept_variants(&t) {
+                Ok(k) => k,
+                Err(detail) => {
+                    errors.push(
+                        tp.at,
+                        self.gname,
+                        None,
+                        PlanErrorKind::Template {
+                            name: tp.name.clone(),
+                            detail,
+                        },
+                    );
+                    continue;
+                }
+            };
+            let len = kept.as_ref().map_or(t.count() as usize, Vec::len);
+            let axis = self.axes.len();
+            if let Some(param) = self.add(&tp.name, tp.at, Source::Axis { axis, member: 0 }, errors)
+            {
+                let slot = self.add_slot(t, axis, kept);
+                self.axes.push(Axis {
+                    len,
+                    members: vec![Member {
+                        param,
+                        template: Some(slot),
+                        values: Vec::new(),
+                        encoded: Vec::new(),
+                    }],
+                });
+            }
+        }
+    }
+
+    /// `draw: {random: N, seed: S}`: one axis of N draws for all the templates.
+    fn templates_random(
+        &mut self,
+        spec: &JobSpec,
+        compiled: Vec<(&TemplateParam, Template)>,
+        count: u64,
+        seed: u64,
+        errors: &mut Errors<'_>,
+    ) {
+        let ts: Vec<&Template> = compiled.iter().map(|(_, t)| t).collect();
+        let attempts = match draw_attempts(&ts, count, seed) {
+            Ok(a) => a,
+            Err(detail) => {
+                errors.push(
+                    spec.draw_at,
+                    self.gname,
+                    None,
+                    PlanErrorKind::Template {
+                        name: compiled[0].0.name.clone(),
+                        detail,
+                    },
+                );
+                return;
+            }
+        };
+        let axis = self.axes.len();
+        let mut members = Vec::new();
+        for (tp, t) in compiled {
+            let member = members.len();
+            if let Some(param) = self.add(&tp.name, tp.at, Source::Axis { axis, member }, errors) {
+                let slot = self.add_slot(t, axis, None);
+                members.push(Member {
+                    param,
+                    template: Some(slot),
+                    values: Vec::new(),
+                    encoded: Vec::new(),
+                });
+            }
+        }
+        self.axes.push(Axis {
+            len: attempts.len(),
+            members,
+        });
+        self.draws = Some(Draws { seed, attempts });
+    }
+
+    /// A template's slot, its choice columns shared with the group's other
+    /// templates; its index.
+    fn add_slot(&mut self, template: Template, axis: usize, kept: Option<Vec<u64>>) -> usize {
+        let (slots, choice_cols) = (&mut self.slots, &mut self.choice_cols);
+        let cols = template
+            .columns()
+            .iter()
+            .map(|c| match choice_cols.iter().position(|x| x == c) {
+                Some(i) => i,
+                None => {
+                    choice_cols.push(c.clone());
+                    choice_cols.len() - 1
+                }
+            })
+            .collect();
+        slots.push(TemplateSlot {
+            template,
+            axis,
+            kept,
+            cols,
+        });
+        slots.len() - 1
+    }
+
+    /// `matrix:`: one axis per list.
+    fn matrix(&mut self, spec: &JobSpec, errors: &mut Errors<'_>) {
+        for l in &spec.matrix {
+            let axis = self.axes.len();
+            if let Some(param) = self.add(&l.name, l.at, Source::Axis { axis, member: 0 }, errors) {
+                self.axes.push(Axis {
+                    len: l.values.len(),
+                    members: vec![Member {
+                        param,
+                        template: None,
+                        encoded: l.values.iter().map(encode).collect(),
+                        values: l.values.clone(),
+                    }],
+                });
+            }
+        }
+    }
+
+    /// `zip:`: one axis for all its lists, of equal lengths.
+    fn zip(&mut self, spec: &JobSpec, errors: &mut Errors<'_>) {
+        let lens: Vec<(String, usize)> = spec
+            .zip
+            .iter()
+            .map(|l| (l.name.clone(), l.values.len()))
+            .collect();
+        if lens.iter().any(|(_, n)| *n != lens[0].1) {
+            errors.push(
+                spec.zip_at,
+                self.gname,
+                None,
+                PlanErrorKind::ZipLength { lists: lens },
+            );
+            return;
+        }
+        let axis = self.axes.len();
+        let mut members = Vec::new();
+        for l in &spec.zip {
+            let member = members.len();
+            if let Some(param) = self.add(&l.name, l.at, Source::Axis { axis, member }, errors) {
+                members.push(Member {
+                    param,
+                    template: None,
+                    encoded: l.values.iter().map(encode).collect(),
+                    values: l.values.clone(),
+                });
+            }
+        }
+        self.axes.push(Axis {
+            len: lens[0].1,
+            members,
+        });
+    }
+}
+
+/// The group's axes in their order; `params` and `slots` follow them.
+fn order_axes(
+    axes: Vec<Axis>,
+    params: &mut [GroupParam],
+    slots: &mut [TemplateSlot],
+    aliases: &[(String, String)],
+) -> Vec<Axis> {
+    // Axis order: checkpoint axes outermost, then manifest order.
+    let mut order: Vec<usize> = (0..axes.len()).collect();
+    order.sort_by_key(|a| {
+        let expensive = axes[*a]
+            .members
+            .iter()
+            .any(|m| is_expensive(&params[m.param].name, aliases));
+        !expensive
+    });
+    let mut remap = vec![0; axes.len()];
+    for (new, old) in order.iter().enumerate() {
+        remap[*old] = new;
+    }
+    let mut taken: Vec<Option<Axis>> = axes.into_iter().map(Some).collect();
+    let axes: Vec<Axis> = order.iter().filter_map(|o| taken[*o].take()).collect();
+    for slot in slots.iter_mut() {
+        slot.axis = remap[slot.axis];
+    }
+    for p in params.iter_mut() {
+        if let Source::Axis { axis, .. } = &mut p.source {
+            *axis = remap[*axis];
+        }
+    }
+    // Member indices follow the member order in each axis.
+    for (a, axis) in axes.iter().enumerate() {
+        for (m, member) in axis.members.iter().enumerate() {
+            if let Some(p) = params.get_mut(member.param) {
+                p.source = Source::Axis { axis: a, member: m };
+            }
+        }
+    }
+    axes
+}
+
+/// The group's seeds: its `seeds:`, or fresh ones without it.
+fn seed_axis(spec: &JobSpec, gname: &str, errors: &mut Errors<'_>) -> SeedAxis {
+    match &spec.seeds {
+        Some(SeedSpec::List(v)) => SeedAxis::List(v.clone()),
+        Some(SeedSpec::Count { count, base }) => {
+            if *count > MAX_JOBS {
+                errors.push(
+                    spec.seeds_at,
+                    gname,
+                    None,
+                    PlanErrorKind::Seeds(format!("count {count} exceeds {MAX_JOBS}")),
+                );
+                SeedAxis::None
+            } else {
+                SeedAxis::List(seeds::from_base(*base, *count))
+            }
+        }
+        Some(SeedSpec::Range { start, end }) => {
+            let len = u128::from(*end) - u128::from(*start) + 1;
+            if len > u128::from(MAX_JOBS) {
+                errors.push(
+                    spec.seeds_at,
+                    gname,
+                    None,
+                    PlanErrorKind::Seeds(format!(
+                        "range [{start}, {end}] holds {len} seeds, more than {MAX_JOBS}"
+                    )),
+                );
+                SeedAxis::None
+            } else {
+                SeedAxis::Range {
+                    start: *start,
+                    len: len as u64,
+                }
+            }
+        }
+        None => SeedAxis::Fresh,
+    }
 }
 
 /// Resolves and checks every parameter of a group against one workflow.
