@@ -88,6 +88,46 @@ async fn init_refuses_to_overwrite_and_then_writes_nothing() {
     assert!(!project.path("here/workflows/t2i.json").exists());
 }
 
+#[tokio::test]
+async fn init_where_a_folder_it_needs_is_a_file_or_a_broken_link_refuses_and_writes_nothing() {
+    let project = Project::new();
+    // `workflows` is a file, in one project; a link to nowhere in another;
+    // the project folder itself is a file in a third.
+    project.write("file/workflows", "mine");
+    std::fs::create_dir(project.path("link")).unwrap();
+    let dangling = project.path("link/workflows");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(project.path("nowhere"), &dangling).unwrap();
+    #[cfg(not(unix))]
+    std::fs::write(&dangling, "not a folder").unwrap();
+    project.write("plain", "mine");
+    for (dir, blocker) in [
+        ("file", "file/workflows"),
+        ("link", "link/workflows"),
+        ("plain", "plain"),
+    ] {
+        let out = project.cli(&["init", dir]).await;
+        assert_eq!(out.code, 2, "{dir}: {}", out.stderr);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{dir}: {}", out.stderr);
+        let shown = std::path::Path::new(blocker).display().to_string();
+        assert!(
+            lines[0].contains(&shown) && lines[0].contains("not a folder"),
+            "{dir}: {}",
+            out.stderr
+        );
+        // Nothing of the project before the folder that stopped it.
+        assert!(
+            !project.path(dir).join("jobs").exists(),
+            "{dir}: half-written"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(project.path("file/workflows")).unwrap(),
+        "mine"
+    );
+}
+
 #[test]
 fn completions_load_in_bash_and_zsh_and_name_the_commands() {
     for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
