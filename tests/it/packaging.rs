@@ -283,3 +283,111 @@ fn dockerfile_builds_then_runs_the_binary_as_a_non_root_user() {
     assert!(!user.contains("root") && user.trim() != "USER 0", "{user}");
     assert!(text.contains("cargo build --locked --release"));
 }
+
+/// The release workflow, parsed.
+fn release_workflow() -> serde_yaml::Value {
+    let text = std::fs::read_to_string(root().join(".github/workflows/release.yml")).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+#[test]
+fn release_workflow_grants_write_only_to_the_jobs_that_publish() {
+    let workflow = release_workflow();
+    // Nothing written by default: the jobs that build run other people's
+    // build scripts (crates', maturin's) and need to read only.
+    let writes = |permissions: &serde_yaml::Value| -> Vec<String> {
+        permissions
+            .as_mapping()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| v.as_str() == Some("write"))
+                    .map(|(k, _)| k.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let top = &workflow["permissions"];
+    assert!(
+        top.is_mapping() && writes(top).is_empty(),
+        "the workflow's default permissions write: {top:?}"
+    );
+    // Each write is the one its job's steps need.
+    let needs = [
+        ("contents", "gh release"),
+        ("id-token", "pypa/gh-action-pypi-publish"),
+        ("packages", "docker/build-push-action"),
+    ];
+    for (name, job) in workflow["jobs"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let steps = serde_yaml::to_string(&job["steps"]).unwrap();
+        for scope in writes(&job["permissions"]) {
+            let (_, step) = needs
+                .iter()
+                .find(|(s, _)| *s == scope)
+                .unwrap_or_else(|| panic!("{name}: {scope}: write, which no step needs"));
+            assert!(steps.contains(step), "{name}: {scope}: write without {step}");
+        }
+        for (scope, step) in needs {
+            if steps.contains(step) {
+                assert!(
+                    writes(&job["permissions"]).iter().any(|s| s == scope),
+                    "{name} runs {step} without {scope}: write"
+                );
+            }
+        }
+        // No token left in .git/config for the build to read.
+        for step in job["steps"].as_sequence().unwrap() {
+            if step["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/checkout@"))
+            {
+                assert_eq!(
+                    step["with"]["persist-credentials"].as_bool(),
+                    Some(false),
+                    "{name}: checkout keeps the token"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn release_notes_are_the_tags_own_dated_changelog_entry() {
+    let workflow = release_workflow();
+    let script = workflow["jobs"]["create-release"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Notes from CHANGELOG.md")
+        .and_then(|s| s["run"].as_str())
+        .expect("the create-release job writes the notes")
+        .to_string();
+    let changelog = "# Changelog\n\n\
+        ## 0.1.10 (unreleased)\n\n- ten\n\n\
+        ## 0.1.2 (2027-01-02)\n\n- two\n\n\
+        ## 0.1.1 (2027-01-01)\n\n- one\n";
+    let notes = |version: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("CHANGELOG.md"), changelog).unwrap();
+        let out = Command::new("bash")
+            .args(["-e", "-c", &script])
+            .env("VERSION", version)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let notes = std::fs::read_to_string(dir.path().join("notes.md")).unwrap_or_default();
+        (out.status.success(), notes, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // 0.1.1's entry alone, not 0.1.10's, whose heading starts the same.
+    let (ok, text, out) = notes("0.1.1");
+    assert!(ok, "{out}");
+    assert_eq!(text.trim(), "- one", "{text}");
+    let (ok, text, out) = notes("0.1.2");
+    assert!(ok && text.trim() == "- two", "{out}{text}");
+    // An entry not yet dated, or none, stops the release with a reason.
+    for version in ["0.1.10", "0.1.3"] {
+        let (ok, _, out) = notes(version);
+        assert!(!ok, "{version}: released");
+        assert!(out.contains("::error::") && out.contains(version), "{version}: {out}");
+    }
+}
