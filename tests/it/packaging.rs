@@ -47,6 +47,26 @@ fn install_lines(text: &str) -> Vec<String> {
 }
 
 #[test]
+fn install_lines_are_found_however_they_are_written() {
+    // Installs or runs from a registry by name, as a user might add them.
+    let text = "uv tool run comfy-batch plan jobs/x.yaml\n\
+        uv run --with comfy-batch comfy-batch --help\n\
+        - python3 -m pip install comfy-batch\n\
+        RUN pip install \\\n    --no-cache-dir comfy-batch\n\
+        cargo install --locked \\\n  --path .\n";
+    assert_eq!(
+        install_lines(text),
+        [
+            "uv tool run comfy-batch plan jobs/x.yaml",
+            "uv run --with comfy-batch comfy-batch --help",
+            "pip install comfy-batch",
+            "pip install --no-cache-dir comfy-batch",
+            "cargo install --locked --path .",
+        ]
+    );
+}
+
+#[test]
 fn install_lines_in_the_readme_docs_and_ci_examples_are_supported_forms() {
     // The extractor itself: what it must catch.
     assert_eq!(
@@ -325,7 +345,10 @@ fn release_workflow_grants_write_only_to_the_jobs_that_publish() {
                 .iter()
                 .find(|(s, _)| *s == scope)
                 .unwrap_or_else(|| panic!("{name}: {scope}: write, which no step needs"));
-            assert!(steps.contains(step), "{name}: {scope}: write without {step}");
+            assert!(
+                steps.contains(step),
+                "{name}: {scope}: write without {step}"
+            );
         }
         for (scope, step) in needs {
             if steps.contains(step) {
@@ -376,7 +399,11 @@ fn release_notes_are_the_tags_own_dated_changelog_entry() {
             .output()
             .unwrap();
         let notes = std::fs::read_to_string(dir.path().join("notes.md")).unwrap_or_default();
-        (out.status.success(), notes, String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.success(),
+            notes,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     // 0.1.1's entry alone, not 0.1.10's, whose heading starts the same.
     let (ok, text, out) = notes("0.1.1");
@@ -388,6 +415,9 @@ fn release_notes_are_the_tags_own_dated_changelog_entry() {
     for version in ["0.1.10", "0.1.3"] {
         let (ok, _, out) = notes(version);
         assert!(!ok, "{version}: released");
-        assert!(out.contains("::error::") && out.contains(version), "{version}: {out}");
+        assert!(
+            out.contains("::error::") && out.contains(version),
+            "{version}: {out}"
+        );
     }
 }
