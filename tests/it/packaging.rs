@@ -24,15 +24,28 @@ const SUPPORTED: [&str; 5] = [
     r#"pip install "git+$REPO_URL""#,
 ];
 
-/// Every install command in a text: from the installer's name to the end
-/// of the command (a comment, `&&`, `;`, a closing backtick end it).
+/// Every install command in a text: from the installer's name (or a
+/// runner that installs by name: `uvx`, `uv tool run`, `pipx run`) to the
+/// end of the command (a comment, `&&`, `;`, a closing backtick end it),
+/// with lines continued by a backslash joined first.
 fn install_lines(text: &str) -> Vec<String> {
     let start = regex_lite::Regex::new(
-        r"\b(cargo\s+(b?install)|pip3?\s+install|pipx\s+(install|run)|uv\s+(tool|pip)\s+install|uvx)\b",
+        r"\b(cargo\s+b?install|pip3?\s+install|pipx\s+(install|run)|uv\s+(tool\s+(install|run)|pip\s+install|add|run\s+--with)|uvx)\b",
     )
     .unwrap();
-    let mut out = Vec::new();
+    let mut commands = Vec::new();
+    let mut pending = String::new();
     for line in text.lines() {
+        match line.trim_end().strip_suffix('\\') {
+            Some(head) => {
+                pending.push_str(head);
+                pending.push(' ');
+            }
+            None => commands.push(std::mem::take(&mut pending) + line),
+        }
+    }
+    let mut out = Vec::new();
+    for line in &commands {
         for m in start.find_iter(line) {
             let rest = &line[m.start()..];
             let end = [" #", "&&", ";", "||", "`", "|"]
