@@ -5,17 +5,16 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::harness::{Project, read_rows};
-
-const BIN: &str = env!("CARGO_BIN_EXE_comfy-batch");
+use crate::harness::{Project, comfy_batch, read_rows};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `comfy-batch ARGS…` with no stdin, as (code, stdout, stderr).
+/// `comfy-batch ARGS…` with no stdin, as (code, stdout, stderr); as every
+/// test runs it, without the host's CI variables.
 fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
+    let out = comfy_batch()
         .args(args)
         .stdin(Stdio::null())
         .output()

@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_comfy-batch");
-
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -223,7 +221,7 @@ fn k8s_example_configmap_items_lay_out_a_manifest_that_plans() {
             for word in &words {
                 for m in manifest_re.find_iter(word) {
                     let local = base.path().join(m.as_str().trim_start_matches('/'));
-                    let out = Command::new(BIN)
+                    let out = crate::harness::comfy_batch()
                         .arg("plan")
                         .arg(&local)
                         .args(["--format", "csv"])
