@@ -432,3 +432,30 @@ fn release_notes_are_the_tags_own_dated_changelog_entry() {
         );
     }
 }
+
+#[test]
+fn dockerfile_bases_are_pinned_and_share_one_debian_release() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let images: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    // The build's Rust is a named release, not whatever `rust:1` is on the
+    // day of the build, and at least the crate's rust-version.
+    let re = regex_lite::Regex::new(r"^rust:1\.(\d+)(\.\d+)?-(\w+)$").unwrap();
+    let caps = re
+        .captures(images[0])
+        .unwrap_or_else(|| panic!("the build image names no Rust release: {}", images[0]));
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let wanted: u32 = regex_lite::Regex::new(r#"(?m)^rust-version = "1\.(\d+)""#)
+        .unwrap()
+        .captures(&manifest)
+        .unwrap()[1]
+        .parse()
+        .unwrap();
+    assert!(caps[1].parse::<u32>().unwrap() >= wanted, "{}", images[0]);
+    // The binary links the build image's glibc: the runtime is the same
+    // Debian release.
+    assert_eq!(images[1], format!("debian:{}-slim", &caps[3]), "{images:?}");
+}
