@@ -181,7 +181,10 @@ fn k8s_example_configmap_items_lay_out_a_manifest_that_plans() {
             let image = container["image"].as_str().unwrap();
             assert!(image.contains("comfy-batch"), "{image}");
             // Lay each ConfigMap volume out as the kubelet does: with
-            // `items:`, only the listed keys, each at its path.
+            // `items:`, only the listed keys, each at its path inside a
+            // timestamped folder that `..data` links to, and each top-level
+            // name a link through `..data` (its atomic writer's layout, so
+            // a manifest's `../workflows` crosses links).
             let base = tempfile::tempdir().unwrap();
             for mount in container["volumeMounts"].as_sequence().unwrap() {
                 let volume = pod["volumes"]
@@ -196,17 +199,33 @@ fn k8s_example_configmap_items_lay_out_a_manifest_that_plans() {
                 let items = config_map["items"]
                     .as_sequence()
                     .expect("the ConfigMap volume maps its keys to paths (items:)");
-                let at = base
+                let mount_at = base
                     .path()
                     .join(mount["mountPath"].as_str().unwrap().trim_start_matches('/'));
+                let at = if cfg!(unix) {
+                    mount_at.join("..2026_12_06_22_00_00.000000001")
+                } else {
+                    mount_at.clone()
+                };
+                let mut tops = std::collections::BTreeSet::new();
                 for item in items {
                     let key = item["key"].as_str().unwrap();
                     let file = keys
                         .get(key)
                         .unwrap_or_else(|| panic!("no key {key} in {keys:?}"));
-                    let to = at.join(item["path"].as_str().unwrap());
+                    let path = item["path"].as_str().unwrap();
+                    tops.insert(path.split('/').next().unwrap().to_string());
+                    let to = at.join(path);
                     std::fs::create_dir_all(to.parent().unwrap()).unwrap();
                     std::fs::copy(root().join(file), to).unwrap();
+                }
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::symlink;
+                    symlink(at.file_name().unwrap(), mount_at.join("..data")).unwrap();
+                    for top in &tops {
+                        symlink(Path::new("..data").join(top), mount_at.join(top)).unwrap();
+                    }
                 }
             }
             // Every manifest the container names, planned from the laid-out
