@@ -478,3 +478,42 @@ fn dockerfile_bases_are_pinned_and_share_one_debian_release() {
     // Debian release.
     assert_eq!(images[1], format!("debian:{}-slim", &caps[3]), "{images:?}");
 }
+
+#[test]
+fn release_workflow_publishes_nothing_until_every_build_succeeded() {
+    // PyPI never takes a version twice and the image's `latest` moves: a
+    // build that fails after they were published leaves a release that
+    // cannot be redone under its tag. So they wait for every build.
+    let workflow = release_workflow();
+    let jobs = workflow["jobs"].as_mapping().unwrap();
+    let builds: Vec<&str> = ["build-release", "build-wheels", "sdist"]
+        .into_iter()
+        .filter(|b| jobs.contains_key(*b))
+        .collect();
+    assert_eq!(builds.len(), 3, "{:?}", jobs.keys().collect::<Vec<_>>());
+    for (name, job) in jobs {
+        let steps = serde_yaml::to_string(&job["steps"]).unwrap();
+        let publishes = ["pypa/gh-action-pypi-publish", "push: true"]
+            .iter()
+            .any(|s| steps.contains(s));
+        if !publishes {
+            continue;
+        }
+        let needs: Vec<&str> = match &job["needs"] {
+            serde_yaml::Value::String(one) => vec![one.as_str()],
+            more => more
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect(),
+        };
+        for build in &builds {
+            assert!(
+                needs.contains(build),
+                "{}: publishes before {build} succeeded: needs {needs:?}",
+                name.as_str().unwrap()
+            );
+        }
+    }
+}
