@@ -50,6 +50,17 @@ pub fn watched(git: &OsStr, dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The commit named by `COMFY_BATCH_COMMIT`, for builds where git cannot
+/// answer (the release's cross and manylinux containers, whose checkout git
+/// refuses or lacks): its first 12 hex digits, or None unless it is a
+/// commit id (at least 12 hex digits, nothing else).
+pub fn commit_from_env(value: Option<&str>) -> Option<String> {
+    let value = value?.trim();
+    let hex =
+        value.len() >= 12 && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_hexdigit());
+    hex.then(|| value[..12].to_ascii_lowercase())
+}
+
 /// What `--version` shows after the program's name.
 pub fn version(package: &str, commit: Option<&str>) -> String {
     match commit {

@@ -278,6 +278,23 @@ fn version_without_git_or_outside_a_checkout_is_the_version_alone() {
     assert_eq!(build_git::commit(git, unpacked.path()), None);
     // Sources inside some other repository: not its commit.
     assert_eq!(build_git::commit(git, &root().join("src")), None);
+    // Where git cannot answer, the release names the commit; anything but
+    // a commit id is ignored.
+    let sha = "0123456789ABCDEF0123456789abcdef01234567";
+    assert_eq!(
+        build_git::commit_from_env(Some(sha)).as_deref(),
+        Some("0123456789ab")
+    );
+    for bad in [
+        "",
+        "0123456789a",
+        "0123456789abX",
+        "main",
+        "$(id)0123456789ab",
+    ] {
+        assert_eq!(build_git::commit_from_env(Some(bad)), None, "{bad}");
+    }
+    assert_eq!(build_git::commit_from_env(None), None);
     assert_eq!(build_git::version("0.1.0", None), "0.1.0");
     assert_eq!(
         build_git::version("0.1.0", Some("0123456789ab")),
