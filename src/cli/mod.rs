@@ -2,9 +2,11 @@
 //! are read here and nowhere else; every command turns its flags into one
 //! config for the library, and every error into a diagnostic and an exit code.
 //!
-//! Command modules depend one way: `run` and `rerun` → `drive` → `check` →
-//! `sim` (the embedded simulator) and `options` (flags shared by `run` and
-//! `rerun`); `runinfo` and `options` depend on no other command.
+//! Command modules depend one way: `run` and `rerun` → `drive` → `sim`
+//! (the embedded simulator) and `options` (flags shared by `run` and
+//! `rerun`); `check` and `convert` → `sim`; `runinfo` and `options` depend
+//! on no other command. The preflight they share is the library's
+//! (`crate::preflight`); `check` maps its errors.
 
 mod bench;
 mod bench_convert;

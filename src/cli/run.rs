@@ -93,7 +93,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     // UI-format workflows are converted with the first answering server's catalogue,
     // fetched per class for the classes they use (the simulator's is the
     // built-in one).
-    let source = super::convert::ServerClasses::new(
+    let source = crate::preflight::ServerClasses::new(
         &lowered.config.servers,
         &lowered.config.headers,
         global.quiet,
