@@ -6,7 +6,9 @@
 //! syntax → variants, used by `plan`) → `plan` (sweeps → concrete jobs) →
 //! `patch` (job + workflow → prompt) → `run` (schedule over servers through
 //! `comfy`, the HTTP + WebSocket client) → `sink` (images, prompts, `runs.csv`)
-//! and `progress` (progress on a terminal, plain lines elsewhere). `gallery`
+//! and `progress` (the run's events shown: progress on a terminal, plain
+//! lines elsewhere, the HTML report kept fresh; `ci` is the other consumer of
+//! events). `gallery`
 //! (the HTML report) and `grid` (labelled grid images) read an output folder
 //! and nothing else.
 //!

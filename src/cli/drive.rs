@@ -42,7 +42,7 @@ pub(crate) struct Session {
     /// `--junit FILE`.
     pub junit: Option<std::path::PathBuf>,
     /// The HTML report and grids (`None` with `--no-report`).
-    pub report: Option<super::report::ReportPlan>,
+    pub report: Option<crate::progress::ReportPlan>,
 }
 
 /// What the command hands the scheduler once the preflight passed: the
