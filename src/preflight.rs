@@ -101,13 +101,7 @@ const MAX_PROBLEM: usize = 400;
 /// The closest offered value to a rejected one, for a `did you mean`.
 fn nearest(catalogue: &Catalogue, class: &str, input: &str, value: &str) -> Option<String> {
     let options = catalogue.class(class)?.input(input)?.combo_options()?;
-    options
-        .iter()
-        .filter_map(|o| o.as_str())
-        .map(|o| (strsim::jaro_winkler(value, o), o))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, o)| o.to_string())
+    crate::text::nearest(value, options.iter().filter_map(|o| o.as_str()))
 }
 
 /// The problems a validation found, one text each.

@@ -10,8 +10,8 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use serde_json::{Map, Value};
 
-use crate::manifest::nearest;
 use crate::patch::{Slot, class_of, link_source};
+use crate::text::nearest;
 
 /// Why a name has no single target.
 #[derive(Debug, Clone, PartialEq, Eq)]
