@@ -141,7 +141,7 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
                     file.display()
                 )));
             }
-            crate::sink::write_atomic(file, out.as_bytes()).map_err(|e| {
+            crate::sink::write_atomic_synced(file, out.as_bytes()).map_err(|e| {
                 // The temporary file's name means nothing to the user.
                 let why = match e.source.kind() {
                     std::io::ErrorKind::NotFound => "its folder does not exist".to_string(),

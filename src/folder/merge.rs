@@ -351,9 +351,11 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
         }
         let mut bytes = serde_json::to_vec_pretty(&info).expect("JSON values serialise");
         bytes.push(b'\n');
-        crate::sink::write_atomic(&out.join("run.json"), &bytes).map_err(|e| MergeError::Io {
-            path: e.path,
-            source: e.source,
+        crate::sink::write_atomic_synced(&out.join("run.json"), &bytes).map_err(|e| {
+            MergeError::Io {
+                path: e.path,
+                source: e.source,
+            }
         })?;
     }
     merge_environments(out, folders.iter().map(|(_, f)| f), &mut summary.warnings)?;

@@ -412,10 +412,14 @@ pub fn save(image: &image::RgbImage, path: &Path) -> Result<(), GridError> {
             .map_err(enc_err)?,
         _ => return Err(GridError::Format(path.to_path_buf())),
     }
-    crate::gallery::thumbs::write_atomic(path, &bytes).map_err(|source| GridError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    // A grid is redrawn from the run folder: not synced.
+    path.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| crate::sink::write_atomic_unsynced(path, &bytes).map_err(|e| e.source))
+        .map_err(|source| GridError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Lays out, draws and writes every page of a grid; returns the files.
