@@ -9,10 +9,6 @@
 //! (`crate::preflight`); `check` maps its errors.
 
 mod bench;
-mod bench_convert;
-mod bench_folder;
-mod bench_report;
-mod bench_run;
 mod check;
 mod ci_env;
 mod completions;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{CliError, Exit};
+use crate::cli::{CliError, Exit};
 use crate::convert::{Catalogue, convert};
 
 /// Arguments of `comfy-batch bench convert`.
