@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::comfy::http::{HttpClient, HttpPool};
 use crate::comfy::{ClientError, ServerUrl};
-use crate::convert::Catalogue as ConvertCatalogue;
+use crate::convert::NodeDefs;
 use crate::manifest::clip;
 use crate::patch::{class_of, link_source};
 use crate::plan::Job;
@@ -39,7 +39,7 @@ pub enum PreflightError {
     Server(#[from] ClientError),
     /// A server's catalogue entry is not one conversion can read.
     #[error(transparent)]
-    Entry(#[from] crate::convert::CatalogueError),
+    Entry(#[from] crate::convert::NodeDefsError),
     /// Jobs the catalogues refuse: one line per distinct problem.
     #[error("{}", .0.join("; "))]
     Invalid(Vec<String>),
@@ -465,13 +465,13 @@ pub async fn fetch_classes(
     url: &ServerUrl,
     headers: &reqwest::header::HeaderMap,
     classes: &[String],
-) -> Result<ConvertCatalogue, PreflightError> {
+) -> Result<NodeDefs, PreflightError> {
     let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))?;
     // The preflight's way: per class, transient errors retried, the whole
     // `/object_info` from a server without the per-class route.
     let wanted: BTreeSet<String> = classes.iter().cloned().collect();
     let info = object_info_of(&http, &wanted).await?;
-    let mut catalogue = ConvertCatalogue::new();
+    let mut catalogue = NodeDefs::new();
     for class in classes {
         if let Some(e) = info.get(class) {
             catalogue.insert(class, e)?;
@@ -490,7 +490,7 @@ pub struct ServerClasses<'a> {
     headers: &'a reqwest::header::HeaderMap,
     quiet: bool,
     dead: std::cell::RefCell<Vec<bool>>,
-    builtin: std::sync::OnceLock<ConvertCatalogue>,
+    builtin: std::sync::OnceLock<NodeDefs>,
 }
 
 impl<'a> ServerClasses<'a> {
@@ -510,7 +510,7 @@ impl<'a> ServerClasses<'a> {
     }
 
     /// The entries of `classes` (a class no catalogue has is left out).
-    pub fn fetch(&self, classes: &[String]) -> ConvertCatalogue {
+    pub fn fetch(&self, classes: &[String]) -> NodeDefs {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
@@ -540,8 +540,6 @@ impl<'a> ServerClasses<'a> {
                 }
             }
         }
-        self.builtin
-            .get_or_init(ConvertCatalogue::builtin)
-            .subset(classes)
+        self.builtin.get_or_init(NodeDefs::builtin).subset(classes)
     }
 }

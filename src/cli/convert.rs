@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{CliError, Exit, GlobalArgs};
 use crate::comfy::ServerUrl;
 use crate::comfy::http::parse_headers;
-use crate::convert::{self, Catalogue, Format, embedded};
+use crate::convert::{self, Format, NodeDefs, embedded};
 
 /// The largest workflow file read (images with a workflow included).
 const MAX_BYTES: u64 = 256 << 20;
@@ -167,9 +167,9 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
 fn catalogue_for(
     args: &ConvertArgs,
     ui: &serde_json::Map<String, Value>,
-) -> Result<Catalogue, CliError> {
+) -> Result<NodeDefs, CliError> {
     if args.server.is_none() && !args.sim {
-        return Ok(Catalogue::builtin());
+        return Ok(NodeDefs::builtin());
     }
     let headers = parse_headers(&args.headers).map_err(|e| bad(format!("--header: {e}")))?;
     let classes = convert::classes_used(ui);
