@@ -12,10 +12,10 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Map, Value};
 
 use super::catalogue::{NodeDef, NodeDefs, Sent, WidgetDef, WidgetKind};
+use super::comments::strip_comments;
 use super::graph::{
     Graph, MODE_BYPASS, MODE_NEVER, Node, SUBGRAPH_INPUT, SUBGRAPH_OUTPUT, Slot, Subgraph, Workflow,
 };
-use super::text::strip_comments;
 use super::{ConvertError, NeedsValue, Report, RuleKind};
 
 /// Deepest subgraph nesting accepted (a definition that contains itself

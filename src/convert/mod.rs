@@ -24,11 +24,11 @@
 //! ```
 
 mod catalogue;
+mod comments;
 pub mod embedded;
 mod flatten;
 mod graph;
 mod groupnode;
-mod text;
 
 use std::fmt;
 

@@ -8,7 +8,7 @@
 //! written) and must not know the network, the scheduler or the manifest.
 
 mod draw;
-mod text;
+mod font;
 
 use std::path::{Path, PathBuf};
 
