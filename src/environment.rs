@@ -142,7 +142,7 @@ impl Environment {
         let path = dir.join(FILE);
         let mut bytes = serde_json::to_vec_pretty(self).expect("plain data always serialises");
         bytes.push(b'\n');
-        Ok(crate::sink::write_atomic(&path, &bytes)?)
+        Ok(crate::sink::write_atomic_synced(&path, &bytes)?)
     }
 
     /// Records what `server` shows at `now`: a new snapshot only when it

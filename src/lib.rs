@@ -6,14 +6,18 @@
 //! syntax → variants, used by `plan`) → `plan` (sweeps → concrete jobs) →
 //! `patch` (job + workflow → prompt) → `run` (schedule over servers through
 //! `comfy`, the HTTP + WebSocket client) → `sink` (images, prompts, `runs.csv`)
-//! and `progress` (progress on a terminal, plain lines elsewhere). `gallery`
+//! and `progress` (the run's events shown: progress on a terminal, plain
+//! lines elsewhere, the HTML report kept fresh; `ci` is the other consumer of
+//! events). `gallery`
 //! (the HTML report) and `grid` (labelled grid images) read an output folder
 //! and nothing else.
 //!
 //! `validate` checks a prompt against a server's `/object_info` catalogue and is
-//! shared by `check`, the preflight of `run`, and `sim`, the embedded
-//! ComfyUI-compatible simulator every test talks to. `cli` is the only module
-//! that reads argv, the environment or the terminal.
+//! shared by `preflight` (each server's catalogue of the classes the jobs
+//! use, and every job checked against it: `check`, `run`, `rerun`,
+//! `convert --server`) and `sim`, the embedded ComfyUI-compatible simulator
+//! every test talks to. `cli` is the only module that reads argv, the
+//! environment or the terminal.
 //!
 //! `runlog` owns `runs.csv`'s columns and its one streaming reader. After a
 //! run: `folder` reads an output folder back (and merges shard
@@ -40,6 +44,7 @@ pub mod outcome;
 pub mod patch;
 mod paths;
 pub mod plan;
+pub mod preflight;
 pub mod progress;
 pub mod run;
 pub mod runlog;

@@ -95,9 +95,82 @@ pub(crate) fn redact_url(text: &str, secret: &dyn Fn(&str) -> bool) -> String {
     out
 }
 
+/// The one "did you mean" of every message: up to `max` of `candidates`
+/// nearest to `word`, nearest first (ties in the candidates' order). Near
+/// means at most one edit (a letter added, removed, changed, or two
+/// swapped) per three letters and two in all (names sharing a long
+/// `.safetensors` are not near for it), letter case ignored, to the whole candidate
+/// or to its last `/` segment (a wildcard or model in a subfolder is typed
+/// by its own name).
+pub(crate) fn nearest_few<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    max: usize,
+) -> Vec<String> {
+    let word = word.to_lowercase();
+    let word_len = word.chars().count();
+    let edits = |c: &str| {
+        let c_len = c.chars().count();
+        let len = c_len.max(word_len);
+        // Lengths this far apart need too many edits: not measured (the
+        // distance costs their product, and a rejected value may be 1 MB).
+        if c_len.abs_diff(word_len) > MAX_EDITS.min(len / 3) {
+            return None;
+        }
+        let e = strsim::osa_distance(&word, &c.to_lowercase());
+        (e <= MAX_EDITS.min(len / 3)).then_some(e)
+    };
+    let mut near: Vec<(usize, &str)> = candidates
+        .into_iter()
+        .filter_map(|c| {
+            let tail = c.rsplit('/').next().unwrap_or(c);
+            let e = [edits(c), edits(tail)].into_iter().flatten().min()?;
+            Some((e, c))
+        })
+        .collect();
+    // Stable: equal edits keep the candidates' order.
+    near.sort_by_key(|(e, _)| *e);
+    near.into_iter()
+        .take(max)
+        .map(|(_, c)| c.to_owned())
+        .collect()
+}
+
+/// The most edits a near name may need, whatever its length.
+const MAX_EDITS: usize = 2;
+
+/// The candidate nearest to `word`, as [`nearest_few`] measures, if any is
+/// near.
+pub(crate) fn nearest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    nearest_few(word, candidates, 1).pop()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_ignores_case_and_folders_and_keeps_the_candidates_order_on_ties() {
+        assert_eq!(
+            nearest("cgf", ["seed", "cfg", "prompt"]),
+            Some("cfg".into())
+        );
+        assert_eq!(nearest("Matirx", ["jobs", "matrix"]), Some("matrix".into()));
+        assert_eq!(
+            nearest("warm", ["colors/warm", "cold"]),
+            Some("colors/warm".into())
+        );
+        assert_eq!(nearest("zzz", ["cfg", "seed"]), None);
+        assert_eq!(nearest("nope.safetensors", ["sd15.safetensors"]), None);
+        assert_eq!(nearest(&"e".repeat(1 << 20), ["euler"]), None);
+        assert_eq!(
+            nearest_few("colr", ["colors", "color", "a/color", "x"], 2),
+            ["color", "a/color"]
+        );
+    }
 
     #[test]
     fn one_line_and_clip() {

@@ -274,7 +274,7 @@ impl CiReporters {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(err)?;
             }
-            crate::sink::write_atomic(path, xml.as_bytes()).map_err(|e| err(e.source))?;
+            crate::sink::write_atomic_synced(path, xml.as_bytes()).map_err(|e| err(e.source))?;
         }
         if let Some(path) = self
             .options

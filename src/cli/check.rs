@@ -1,29 +1,16 @@
-//! `comfy-batch check MANIFEST`, and the same preflight at the start of
-//! `run` and `rerun`: every job's patched prompt is validated locally
-//! against each server's catalogue, so a typo fails in a second with exit 2
-//! instead of failing a thousand jobs on the GPU.
-//!
-//! The catalogue is fetched once per server and run, and only for the node
-//! classes the plan uses: `/object_info/{class}` for each, concurrently
-//! (a server with hundreds of custom node packs takes seconds to build the
-//! whole `/object_info`, and each runner would hold it parsed). Only a
-//! server without the per-class route (404) is asked for the whole one.
+//! `comfy-batch check MANIFEST`: the preflight (`crate::preflight`) of
+//! `run` alone, against every server (or `--sim`), queueing nothing; and
+//! the one mapping of a [`PreflightError`] to a diagnostic.
 
-use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{CliError, Exit, GlobalArgs};
-
-/// Jobs to validate in the preflight, produced afresh (plans are lazy).
-pub(crate) type JobSource<'a> = &'a dyn Fn() -> Box<dyn Iterator<Item = Job> + 'a>;
-use crate::comfy::http::{HttpClient, HttpPool, parse_headers};
-use crate::comfy::{ClientError, ServerUrl};
-use crate::manifest::{Manifest, clip};
-use crate::patch::{class_of, link_source};
-use crate::plan::{Job, Plan};
-use crate::validate::{Catalogue, ValidateOptions, Validation, validate_prompt};
-use serde_json::Value;
+use crate::comfy::ServerUrl;
+use crate::comfy::http::{HttpPool, parse_headers};
+use crate::manifest::Manifest;
+use crate::plan::Plan;
+use crate::preflight::{self, PreflightError, ServerClasses};
 
 /// Arguments of `comfy-batch check`.
 #[derive(Debug, clap::Args)]
@@ -40,407 +27,6 @@ pub struct CheckArgs {
     /// Extra HTTP header for every request (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
-}
-
-/// One distinct problem and the jobs it affects.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    /// What is wrong, naming node, class, input and value.
-    pub text: String,
-    /// Labels of the affected jobs, in plan order.
-    pub jobs: Vec<String>,
-}
-
-impl Problem {
-    /// One line: the problem, then the jobs (the first few and a count).
-    pub fn line(&self, server: Option<&str>) -> String {
-        const SHOWN: usize = 3;
-        let mut jobs = self.jobs[..self.jobs.len().min(SHOWN)].join(", ");
-        if self.jobs.len() > SHOWN {
-            jobs.push_str(&format!(" and {} more", self.jobs.len() - SHOWN));
-        }
-        let plural = if self.jobs.len() == 1 { "" } else { "s" };
-        let on = server.map(|s| format!(" on {s}")).unwrap_or_default();
-        format!(
-            "{}{on} ({} job{plural}: {jobs})",
-            self.text,
-            self.jobs.len()
-        )
-    }
-}
-
-/// The longest problem text: a rejected value is quoted, and may be a 1 MB
-/// prompt.
-const MAX_PROBLEM: usize = 400;
-
-/// The closest offered value to a rejected one, for a `did you mean`.
-fn nearest(catalogue: &Catalogue, class: &str, input: &str, value: &str) -> Option<String> {
-    let options = catalogue.class(class)?.input(input)?.combo_options()?;
-    options
-        .iter()
-        .filter_map(|o| o.as_str())
-        .map(|o| (strsim::jaro_winkler(value, o), o))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, o)| o.to_string())
-}
-
-/// The problems a validation found, one text each.
-fn texts(catalogue: &Catalogue, v: &Validation) -> Vec<String> {
-    let mut out = Vec::new();
-    for (node, e) in &v.node_errors {
-        for input in &e.errors {
-            let name = input
-                .extra_info
-                .get("input_name")
-                .and_then(|n| n.as_str())
-                .map(|n| format!(" input '{n}'"))
-                .unwrap_or_default();
-            let mut text = format!("node {node} ({}){name}: {}", e.class_type, input.message);
-            if !input.details.is_empty() {
-                text.push_str(&format!(": {}", input.details));
-            }
-            let received = input
-                .extra_info
-                .get("received_value")
-                .and_then(|v| v.as_str());
-            let name = input.extra_info.get("input_name").and_then(|n| n.as_str());
-            if let (true, Some(value), Some(name)) =
-                (input.kind == "value_not_in_list", received, name)
-                && let Some(near) = nearest(catalogue, &e.class_type, name, value)
-            {
-                text.push_str(&format!("; did you mean '{near}'?"));
-            }
-            out.push(clip(&crate::text::one_line(&text), MAX_PROBLEM));
-        }
-    }
-    if out.is_empty()
-        && let Some(e) = &v.error
-    {
-        let mut text = e.message.clone();
-        if !e.details.is_empty() && e.details != e.message {
-            text.push_str(&format!(" ({})", e.details));
-        }
-        out.push(clip(&crate::text::one_line(&text), MAX_PROBLEM));
-    }
-    out
-}
-
-/// Links to an output their source node's class does not have. The server
-/// reports these only as "tuple index out of range", under another input's
-/// name, so they are found and named here first.
-fn bad_links(catalogue: &Catalogue, prompt: &serde_json::Map<String, Value>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (id, node) in prompt {
-        let Some(inputs) = node.get("inputs").and_then(Value::as_object) else {
-            continue;
-        };
-        for (input, v) in inputs {
-            let Some(from) = link_source(v) else {
-                continue;
-            };
-            let slot = v.get(1).and_then(Value::as_u64).unwrap_or(0);
-            let Some(source) = prompt.get(from) else {
-                continue;
-            };
-            let Some(class) = catalogue.class(class_of(source)) else {
-                continue;
-            };
-            let outputs = &class.outputs;
-            if usize::try_from(slot).is_ok_and(|s| s < outputs.len()) {
-                continue;
-            }
-            out.push(format!(
-                "node {id} ({}) input '{input}' links to output {slot} of node {from} ({}), \
-                 which has {} output{} ({}), counted from 0",
-                class_of(node),
-                class.name,
-                outputs.len(),
-                if outputs.len() == 1 { "" } else { "s" },
-                outputs.join(", ")
-            ));
-        }
-    }
-    out
-}
-
-/// Validates every job against `catalogue`; problems are listed once each,
-/// in the order first met, with the jobs they affect.
-pub fn problems(catalogue: &Catalogue, jobs: impl Iterator<Item = Job>) -> Vec<Problem> {
-    let mut found: Vec<Problem> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    // Image files are uploaded at run time; their local existence is the
-    // plan's check, so the server-side file check is skipped here.
-    let options = ValidateOptions::default();
-    for job in jobs {
-        let v = validate_prompt(catalogue, &job.prompt.0, &options);
-        let links = bad_links(catalogue, &job.prompt.0);
-        let mut found_texts = texts(catalogue, &v);
-        if !links.is_empty() {
-            found_texts.retain(|t| !t.contains("tuple index out of range"));
-        }
-        for text in links.into_iter().chain(found_texts) {
-            let i = *index.entry(text.clone()).or_insert_with(|| {
-                found.push(Problem {
-                    text,
-                    jobs: Vec::new(),
-                });
-                found.len() - 1
-            });
-            found[i].jobs.push(job.label.clone());
-        }
-    }
-    found
-}
-
-/// The node classes the jobs use, sorted.
-pub(crate) fn classes_used(jobs: impl Iterator<Item = Job>) -> BTreeSet<String> {
-    let mut classes = BTreeSet::new();
-    // Every job of one workflow has its classes: look at each workflow once.
-    let mut seen = std::collections::HashSet::new();
-    for job in jobs {
-        if !seen.insert(job.workflow.sha256.clone()) && !job.workflow.sha256.is_empty() {
-            continue;
-        }
-        for node in job.prompt.0.values() {
-            let class = class_of(node);
-            if !classes.contains(class) {
-                classes.insert(class.to_string());
-            }
-        }
-    }
-    classes
-}
-
-/// Requests in flight per server while fetching `classes` classes: enough
-/// that the fetch takes at most [`CLASS_ROUNDS`] round trips, at least two,
-/// at most sixteen. Each opens a connection of its own, and on loopback
-/// the connections cost more than the requests (`check` of a six-class
-/// workflow against 32 simulators: 28–30 ms of CPU with two, 34–37 with
-/// sixteen); against a distant server each round is a round trip (two at
-/// a time, a 64-class workflow behind 100 ms took 3.4 s, not 0.5).
-fn class_fetches(classes: usize) -> usize {
-    classes.div_ceil(CLASS_ROUNDS).clamp(2, 16)
-}
-
-/// Round trips the class fetch of one server may take.
-const CLASS_ROUNDS: usize = 4;
-
-/// One class's catalogue entry. A server that answered but said 5xx or 429
-/// (a proxy's hiccup, a rate limit met by the concurrent requests) is asked
-/// again: one of dozens of requests failing must not make it look down. A
-/// refused connection is not retried, so a server down stays quick to tell.
-async fn class_entry(
-    http: &HttpClient,
-    class: &str,
-) -> Result<serde_json::Map<String, Value>, ClientError> {
-    let mut backoff = crate::run::retry::Backoff::default();
-    loop {
-        match http.object_info_class(class).await {
-            Err(e @ ClientError::Status { .. }) if e.is_transient() => match backoff.next() {
-                Some(delay) => tokio::time::sleep(delay).await,
-                None => return Err(e),
-            },
-            other => return other,
-        }
-    }
-}
-
-/// One server's catalogue of `classes`: each fetched on its own,
-/// concurrently; the whole `/object_info` only if the per-class route is
-/// missing.
-pub(crate) async fn catalogue_of(
-    http: &HttpClient,
-    classes: &BTreeSet<String>,
-) -> Result<Catalogue, ClientError> {
-    let info = object_info_of(http, classes).await?;
-    Catalogue::from_object_info(&info).map_err(|e| ClientError::Decode {
-        url: http.base().shown_endpoint("object_info"),
-        why: e.to_string(),
-    })
-}
-
-/// The `/object_info` entries of `classes` (a class the server does not
-/// know is absent), fetched as [`catalogue_of`] says; `convert` reads them
-/// too, so UI workflows convert with what the preflight checks against.
-pub(crate) async fn object_info_of(
-    http: &HttpClient,
-    classes: &BTreeSet<String>,
-) -> Result<Value, ClientError> {
-    use futures_util::stream::{self, StreamExt, TryStreamExt};
-    let fetched: Result<Vec<_>, ClientError> = stream::iter(classes)
-        .map(|class| class_entry(http, class))
-        .buffered(class_fetches(classes.len()))
-        .try_collect()
-        .await;
-    let info = match fetched {
-        Ok(entries) => {
-            let mut info = serde_json::Map::new();
-            for entry in entries {
-                info.extend(entry);
-            }
-            Value::Object(info)
-        }
-        // No such route (404 from an older server; a proxy may answer
-        // another 4xx or a page that is not JSON): the whole catalogue. A
-        // refusal would only be repeated there.
-        Err(e @ (ClientError::Status { .. } | ClientError::Decode { .. }))
-            if !e.is_transient() && !refused(&e) =>
-        {
-            tracing::info!(
-                "{}: no per-class catalogue ({e}); fetching /object_info",
-                http.base()
-            );
-            // Only `classes`, as a per-class server answers: the preflight
-            // groups servers by equal catalogues.
-            let mut info = http.object_info().await?;
-            if let Value::Object(all) = &mut info {
-                all.retain(|class, _| classes.contains(class));
-            }
-            info
-        }
-        Err(e) => return Err(e),
-    };
-    Ok(info)
-}
-
-/// Fetches each server's catalogue of `classes`, all servers at once,
-/// through `pool`; an unreachable server is exit 3. Results keep the
-/// servers' order.
-pub(crate) async fn catalogues(
-    servers: &[ServerUrl],
-    pool: &HttpPool,
-    classes: &BTreeSet<String>,
-) -> Vec<Result<(String, Catalogue), CliError>> {
-    let one = |url: &ServerUrl| {
-        let url = url.clone();
-        async move {
-            let http = pool.client(url.clone());
-            let catalogue = catalogue_of(&http, classes).await.map_err(|e| {
-                CliError::from_error(Exit::Infrastructure, &e).with_hint(unreachable_hint(&e))
-            })?;
-            Ok((url.to_string(), catalogue))
-        }
-    };
-    futures_util::future::join_all(servers.iter().map(one)).await
-}
-
-/// Whether the server (or a proxy in front) refused us: the credentials
-/// are missing or wrong, whatever the route.
-fn refused(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::Status {
-            status: 401 | 403 | 407,
-            ..
-        }
-    )
-}
-
-/// The hint for a server whose catalogue could not be read: one that
-/// redirected us is elsewhere, one that refused us wants credentials, any
-/// other may be down.
-pub(crate) fn unreachable_hint(e: &ClientError) -> &'static str {
-    if e.is_redirect() {
-        "give the URL it redirects to, if that server is meant to get the credentials"
-    } else if refused(e) {
-        "the server refused the request: does it need `--header` (an API key or token)?"
-    } else {
-        "is the server up? `comfy-batch sim` serves a stand-in"
-    }
-}
-
-/// The preflight of `run` and `rerun`: each reachable server's catalogue
-/// (through `pool`, whose connections the run then keeps using), then
-/// every prompt. A server down at the start is left out with a warning
-/// (the scheduler skips it too); only when none answers is that an error.
-/// Returns the catalogues found, by server (the environment's node hashes).
-pub(crate) async fn preflight_servers(
-    servers: &[ServerUrl],
-    pool: &HttpPool,
-    jobs: JobSource<'_>,
-    quiet: bool,
-) -> Result<Vec<(String, Catalogue)>, CliError> {
-    let classes = classes_used(jobs());
-    let mut found = Vec::new();
-    let mut first_error = None;
-    for result in catalogues(servers, pool, &classes).await {
-        match result {
-            Ok(c) => found.push(c),
-            Err(e) => {
-                // The error names the request, the server's address with it.
-                if !quiet {
-                    eprintln!("warning: {}", e.errors.join("; "));
-                }
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if let (true, Some(e)) = (found.is_empty(), first_error) {
-        return Err(e);
-    }
-    preflight(jobs, &found)?;
-    Ok(found)
-}
-
-/// The preflight shared by `check`, `run` and `rerun`: every problem
-/// against every server, or `Ok`.
-pub(crate) fn preflight(
-    jobs: JobSource<'_>,
-    catalogues: &[(String, Catalogue)],
-) -> Result<(), CliError> {
-    // A fleet's servers serve one catalogue: each distinct catalogue checks
-    // every job once, not once per server (32 servers, 32 times the work).
-    let mut groups: Vec<(&Catalogue, Value, Vec<&str>)> = Vec::new();
-    for (url, catalogue) in catalogues {
-        let seen = as_checked(catalogue);
-        match groups.iter_mut().find(|(_, s, _)| *s == seen) {
-            Some((_, _, urls)) => urls.push(url),
-            None => groups.push((catalogue, seen, vec![url])),
-        }
-    }
-    let mut lines = Vec::new();
-    for (catalogue, _, urls) in &groups {
-        // Named only when the servers differ; then by all that share it.
-        let server = (groups.len() > 1).then(|| servers_named(urls));
-        for p in problems(catalogue, jobs()) {
-            lines.push(p.line(server.as_deref()));
-        }
-    }
-    if lines.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::many(Exit::BadInput, lines).with_hint(
-            "fix the manifest or workflow; nothing was queued (`run --no-check` skips this check)",
-        ))
-    }
-}
-
-/// A catalogue as the preflight reads it: without the input images each
-/// server lists (earlier runs uploaded different ones), never checked here.
-fn as_checked(catalogue: &Catalogue) -> Value {
-    let mut info = Value::Object(catalogue.object_info().clone());
-    if let Value::Object(classes) = &mut info {
-        for (class, entry) in classes.iter_mut() {
-            if crate::validate::image_list_unchecked(class)
-                && let Some(list) = entry.pointer_mut("/input/required/image/0")
-            {
-                *list = Value::Null;
-            }
-        }
-    }
-    info
-}
-
-/// The servers sharing one catalogue, as a problem line names them: the
-/// first few and a count.
-fn servers_named(urls: &[&str]) -> String {
-    const SHOWN: usize = 2;
-    let mut named = urls[..urls.len().min(SHOWN)].join(", ");
-    if urls.len() > SHOWN {
-        named.push_str(&format!(" and {} more", urls.len() - SHOWN));
-    }
-    named
 }
 
 /// Runs the command.
@@ -460,7 +46,7 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     // UI-format workflows are converted with the first answering server's entries for
     // the classes they use (the simulator's catalogue is the built-in one);
     // every unknown class of every workflow is listed at once.
-    let source = super::convert::ServerClasses::new(&parsed, &headers, global.quiet);
+    let source = ServerClasses::new(&parsed, &headers, global.quiet);
     let fetch = |classes: &[String]| source.fetch(classes);
     let plan =
         Plan::with_catalogue_from(&manifest, rand::random(), &fetch).map_err(|e| bad(e.lines()))?;
@@ -483,14 +69,14 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         } else {
             parsed.clone()
         };
-        let classes = classes_used(plan.jobs());
+        let classes = preflight::classes_used(plan.jobs());
         let pool = HttpPool::new(headers.clone(), Duration::from_secs(60))
             .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
-        let catalogues = catalogues(&servers, &pool, &classes)
+        let catalogues = preflight::catalogues(&servers, &pool, &classes)
             .await
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
-        preflight(&|| Box::new(plan.jobs()), &catalogues)?;
+        preflight::check(&|| Box::new(plan.jobs()), &catalogues)?;
         if !global.quiet {
             eprintln!(
                 "ok: {} jobs valid on {}",
@@ -504,4 +90,22 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         }
         Ok(Exit::Ok)
     })
+}
+
+impl From<PreflightError> for CliError {
+    fn from(e: PreflightError) -> CliError {
+        let exit = match e.exit_code() {
+            2 => Exit::BadInput,
+            _ => Exit::Infrastructure,
+        };
+        let hint = e.hint();
+        let error = match e {
+            PreflightError::Invalid(lines) => CliError::many(exit, lines),
+            other => CliError::from_error(exit, &other),
+        };
+        match hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        }
+    }
 }

@@ -1,17 +1,17 @@
 //! `comfy-batch convert WORKFLOW [-o OUT]`: a UI-format workflow (or a
 //! PNG/WebP that embeds one) → the API-format prompt, as ComfyUI's frontend
 //! makes it. The catalogue is the built-in one, or with `--server`/`--sim`
-//! the server's, fetched per class for the classes the workflow uses.
+//! the server's, fetched per class for the classes the workflow uses
+//! (`crate::preflight::fetch_classes`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{CliError, Exit, GlobalArgs};
 use crate::comfy::ServerUrl;
-use crate::comfy::http::{HttpClient, parse_headers};
-use crate::convert::{self, Catalogue, Format, embedded};
+use crate::comfy::http::parse_headers;
+use crate::convert::{self, Format, NodeDefs, embedded};
 
 /// The largest workflow file read (images with a workflow included).
 const MAX_BYTES: u64 = 256 << 20;
@@ -141,7 +141,7 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
                     file.display()
                 )));
             }
-            crate::sink::write_atomic(file, out.as_bytes()).map_err(|e| {
+            crate::sink::write_atomic_synced(file, out.as_bytes()).map_err(|e| {
                 // The temporary file's name means nothing to the user.
                 let why = match e.source.kind() {
                     std::io::ErrorKind::NotFound => "its folder does not exist".to_string(),
@@ -167,9 +167,9 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
 fn catalogue_for(
     args: &ConvertArgs,
     ui: &serde_json::Map<String, Value>,
-) -> Result<Catalogue, CliError> {
+) -> Result<NodeDefs, CliError> {
     if args.server.is_none() && !args.sim {
-        return Ok(Catalogue::builtin());
+        return Ok(NodeDefs::builtin());
     }
     let headers = parse_headers(&args.headers).map_err(|e| bad(format!("--header: {e}")))?;
     let classes = convert::classes_used(ui);
@@ -188,97 +188,6 @@ fn catalogue_for(
             args.server.clone().unwrap_or_default()
         };
         let url = ServerUrl::parse(&url).map_err(|e| bad(format!("--server: {e}")))?;
-        fetch_classes(&url, &headers, &classes).await
+        Ok(crate::preflight::fetch_classes(&url, &headers, &classes).await?)
     })
-}
-
-/// The catalogue entries of `classes` on `url`, one `/object_info/{class}`
-/// each (the whole `/object_info` from an older server); a class the server
-/// does not know is left out (conversion names it).
-async fn fetch_classes(
-    url: &ServerUrl,
-    headers: &reqwest::header::HeaderMap,
-    classes: &[String],
-) -> Result<Catalogue, CliError> {
-    let failed =
-        |e: &(dyn std::error::Error + 'static)| CliError::from_error(Exit::Infrastructure, e);
-    let http = HttpClient::new(url.clone(), headers.clone(), Duration::from_secs(60))
-        .map_err(|e| failed(&e))?;
-    // The preflight's way: per class, transient errors retried, the whole
-    // `/object_info` from a server without the per-class route.
-    let wanted: std::collections::BTreeSet<String> = classes.iter().cloned().collect();
-    let info = super::check::object_info_of(&http, &wanted)
-        .await
-        .map_err(|e| failed(&e).with_hint(super::check::unreachable_hint(&e)))?;
-    let mut catalogue = Catalogue::new();
-    for class in classes {
-        if let Some(e) = info.get(class) {
-            catalogue.insert(class, e).map_err(|e| failed(&e))?;
-        }
-    }
-    Ok(catalogue)
-}
-
-/// For `run` and `check`: the catalogue UI-format workflows are converted
-/// with, fetched per class from the first of `servers` that answers (the
-/// first one the jobs can run on); when none does, the built-in one, with a
-/// warning (the preflight reports an unreachable server on its own). A
-/// server that failed once is not asked again, nor warned about again.
-pub(crate) struct ServerClasses<'a> {
-    servers: &'a [ServerUrl],
-    headers: &'a reqwest::header::HeaderMap,
-    quiet: bool,
-    dead: std::cell::RefCell<Vec<bool>>,
-    builtin: std::sync::OnceLock<Catalogue>,
-}
-
-impl<'a> ServerClasses<'a> {
-    /// No server (`--sim`): the built-in catalogue, which the simulator's is.
-    pub(crate) fn new(
-        servers: &'a [ServerUrl],
-        headers: &'a reqwest::header::HeaderMap,
-        quiet: bool,
-    ) -> ServerClasses<'a> {
-        ServerClasses {
-            servers,
-            headers,
-            quiet,
-            dead: std::cell::RefCell::new(vec![false; servers.len()]),
-            builtin: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The entries of `classes` (a class no catalogue has is left out).
-    pub(crate) fn fetch(&self, classes: &[String]) -> Catalogue {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        let mut dead = self.dead.borrow_mut();
-        if let Ok(rt) = &runtime {
-            for (url, dead) in self.servers.iter().zip(dead.iter_mut()) {
-                if *dead {
-                    continue;
-                }
-                match rt.block_on(fetch_classes(url, self.headers, classes)) {
-                    Ok(catalogue) => return catalogue,
-                    Err(e) => {
-                        let why = e.errors.join("; ");
-                        *dead = true;
-                        if !self.quiet {
-                            eprintln!(
-                                "warning: cannot read the node catalogue of {url} ({why}); \
-                                 UI-format workflows are converted with {}",
-                                if self.servers.len() > 1 {
-                                    "the next server's, else the built-in one"
-                                } else {
-                                    "the built-in one"
-                                }
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        self.builtin.get_or_init(Catalogue::builtin).subset(classes)
-    }
 }

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::check::JobSource;
 use super::{CliError, Exit};
 use crate::comfy::ServerUrl;
 use crate::plan::Job;
+use crate::preflight::JobSource;
 use crate::progress::{PlainReporter, ProgressReporter, Reporter};
 use crate::run::{CancelReason, EventKind, RunConfig, RunError, Stop};
 use crate::sink::OutputDir;
@@ -42,7 +42,7 @@ pub(crate) struct Session {
     /// `--junit FILE`.
     pub junit: Option<std::path::PathBuf>,
     /// The HTML report and grids (`None` with `--no-report`).
-    pub report: Option<super::report::ReportPlan>,
+    pub report: Option<crate::progress::ReportPlan>,
 }
 
 /// What the command hands the scheduler once the preflight passed: the
@@ -204,7 +204,7 @@ async fn preflight(
     let pool = config
         .http_pool()
         .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
-    super::check::preflight_servers(&config.servers, &pool, jobs, quiet).await
+    Ok(crate::preflight::check_servers(&config.servers, &pool, jobs, quiet).await?)
 }
 
 /// How long recording the environment may hold up a run's start.

@@ -2,15 +2,13 @@
 //! are read here and nowhere else; every command turns its flags into one
 //! config for the library, and every error into a diagnostic and an exit code.
 //!
-//! Command modules depend one way: `run` and `rerun` → `drive` → `check` →
-//! `sim` (the embedded simulator) and `options` (flags shared by `run` and
-//! `rerun`); `runinfo` and `options` depend on no other command.
+//! Command modules depend one way: `run` and `rerun` → `drive` → `sim`
+//! (the embedded simulator) and `options` (flags shared by `run` and
+//! `rerun`); `check` and `convert` → `sim`; `runinfo` and `options` depend
+//! on no other command. The preflight they share is the library's
+//! (`crate::preflight`); `check` maps its errors.
 
 mod bench;
-mod bench_convert;
-mod bench_folder;
-mod bench_report;
-mod bench_run;
 mod check;
 mod ci_env;
 mod completions;
@@ -34,7 +32,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Exit codes, fixed by the product contract (`design.md`).
+/// Exit codes, a contract with scripts and CI (README.md, "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// Every job ok.

@@ -390,7 +390,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         verbose: global.verbose,
         resuming: output_path.is_dir(),
         junit: args.options.junit.clone(),
-        report: (!args.options.no_report).then_some(super::report::ReportPlan {
+        report: (!args.options.no_report).then_some(crate::progress::ReportPlan {
             grids: None,
             quiet: global.quiet,
         }),

@@ -93,7 +93,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     // UI-format workflows are converted with the first answering server's catalogue,
     // fetched per class for the classes they use (the simulator's is the
     // built-in one).
-    let source = super::convert::ServerClasses::new(
+    let source = crate::preflight::ServerClasses::new(
         &lowered.config.servers,
         &lowered.config.headers,
         global.quiet,
@@ -105,7 +105,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         &fetch,
     )
     .map_err(|e| bad(e.lines()))?;
-    super::report::check_grids(&manifest, plan.columns())?;
+    crate::progress::check_grids(&manifest, plan.columns()).map_err(bad)?;
     for warning in plan.warnings() {
         if !global.quiet {
             eprintln!("warning: {warning}");
@@ -124,7 +124,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         verbose: global.verbose,
         resuming: output_path.is_dir(),
         junit: args.options.junit.clone(),
-        report: (!args.options.no_report).then(|| super::report::ReportPlan {
+        report: (!args.options.no_report).then(|| crate::progress::ReportPlan {
             grids: Some(manifest.grids.clone()),
             quiet: global.quiet,
         }),

@@ -99,7 +99,7 @@ impl RunInfo {
     pub fn write(&self, output: &OutputDir) -> Result<(), CliError> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("plain data always serialises");
         bytes.push(b'\n');
-        crate::sink::write_atomic(&output.root().join(FILE), &bytes)
+        crate::sink::write_atomic_synced(&output.root().join(FILE), &bytes)
             .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))
     }
 }

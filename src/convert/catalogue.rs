@@ -87,18 +87,19 @@ pub(crate) struct NodeDef {
     pub(crate) previews_not_sent: &'static [&'static str],
 }
 
-/// The node catalogue conversion uses: built from a whole `/object_info`
-/// response or from per-class entries (`/object_info/{class}`), so a caller
-/// can fetch only the classes a workflow uses (see
-/// [`classes_used`](super::classes_used)).
+/// The node definitions conversion uses (widget layouts, not the
+/// validator's input specs: those are `validate::Catalogue`): built from a
+/// whole `/object_info` response or from per-class entries
+/// (`/object_info/{class}`), so a caller can fetch only the classes a
+/// workflow uses (see [`classes_used`](super::classes_used)).
 #[derive(Debug, Clone, Default)]
-pub struct Catalogue {
+pub struct NodeDefs {
     classes: HashMap<String, NodeDef>,
 }
 
 /// Why a catalogue entry could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CatalogueError {
+pub enum NodeDefsError {
     /// The response is not a JSON object of classes.
     #[error("object_info must be a JSON object of node classes")]
     NotAnObject,
@@ -222,16 +223,16 @@ fn other_layouts(class: &str, widgets: &[WidgetDef]) -> Vec<Vec<WidgetDef>> {
     }
 }
 
-impl Catalogue {
-    /// An empty catalogue; add classes with [`Catalogue::insert`].
-    pub fn new() -> Catalogue {
-        Catalogue::default()
+impl NodeDefs {
+    /// An empty catalogue; add classes with [`NodeDefs::insert`].
+    pub fn new() -> NodeDefs {
+        NodeDefs::default()
     }
 
     /// Reads a whole `/object_info` response (`{class: entry, …}`).
-    pub fn from_object_info(info: &Value) -> Result<Catalogue, CatalogueError> {
-        let map = info.as_object().ok_or(CatalogueError::NotAnObject)?;
-        let mut catalogue = Catalogue {
+    pub fn from_object_info(info: &Value) -> Result<NodeDefs, NodeDefsError> {
+        let map = info.as_object().ok_or(NodeDefsError::NotAnObject)?;
+        let mut catalogue = NodeDefs {
             classes: HashMap::with_capacity(map.len()),
         };
         for (class, entry) in map {
@@ -242,8 +243,8 @@ impl Catalogue {
 
     /// Reads an already parsed `/object_info` object; classes without an
     /// `input` object are left out (the server would not run them either).
-    pub fn from_object_info_map(map: &Map<String, Value>) -> Catalogue {
-        let mut catalogue = Catalogue {
+    pub fn from_object_info_map(map: &Map<String, Value>) -> NodeDefs {
+        let mut catalogue = NodeDefs {
             classes: HashMap::with_capacity(map.len()),
         };
         for (class, entry) in map {
@@ -254,29 +255,27 @@ impl Catalogue {
 
     /// The built-in catalogue (`assets/object_info.json`, recorded from a
     /// real server), for converting without a server.
-    pub fn builtin() -> Catalogue {
+    pub fn builtin() -> NodeDefs {
         let info: Value = serde_json::from_str(include_str!("../../assets/object_info.json"))
             .expect("the built-in catalogue is valid JSON (pinned by a test)");
-        Catalogue::from_object_info(&info)
-            .expect("the built-in catalogue has the object_info shape")
+        NodeDefs::from_object_info(&info).expect("the built-in catalogue has the object_info shape")
     }
 
     /// Adds (or replaces) one class from its `/object_info` entry.
-    pub fn insert(&mut self, class: &str, entry: &Value) -> Result<(), CatalogueError> {
-        let def =
-            parse_class(class, entry).ok_or_else(|| CatalogueError::BadClass(class.into()))?;
+    pub fn insert(&mut self, class: &str, entry: &Value) -> Result<(), NodeDefsError> {
+        let def = parse_class(class, entry).ok_or_else(|| NodeDefsError::BadClass(class.into()))?;
         self.classes.insert(class.to_string(), def);
         Ok(())
     }
 
     /// Adds every class of `other` (replacing classes of the same name).
-    pub fn extend(&mut self, other: Catalogue) {
+    pub fn extend(&mut self, other: NodeDefs) {
         self.classes.extend(other.classes);
     }
 
     /// Only the named classes of this catalogue (those it has).
-    pub fn subset(&self, classes: &[String]) -> Catalogue {
-        Catalogue {
+    pub fn subset(&self, classes: &[String]) -> NodeDefs {
+        NodeDefs {
             classes: classes
                 .iter()
                 .filter_map(|c| Some((c.clone(), self.classes.get(c)?.clone())))

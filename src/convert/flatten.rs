@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use super::catalogue::{Catalogue, NodeDef, Sent, WidgetDef, WidgetKind};
+use super::catalogue::{NodeDef, NodeDefs, Sent, WidgetDef, WidgetKind};
+use super::comments::strip_comments;
 use super::graph::{
     Graph, MODE_BYPASS, MODE_NEVER, Node, SUBGRAPH_INPUT, SUBGRAPH_OUTPUT, Slot, Subgraph, Workflow,
 };
-use super::text::strip_comments;
 use super::{ConvertError, NeedsValue, Report, RuleKind};
 
 /// Deepest subgraph nesting accepted (a definition that contains itself
@@ -131,7 +131,7 @@ pub(crate) type Built = (Map<String, Value>, Vec<NeedsValue>);
 /// Builds the API prompt of a parsed workflow.
 pub(crate) fn convert(
     workflow: &Workflow,
-    catalogue: &Catalogue,
+    catalogue: &NodeDefs,
     report: &mut Report,
 ) -> Result<Built, Vec<ConvertError>> {
     let mut flat = Flat {
@@ -177,7 +177,7 @@ impl<'w> Flat<'w> {
         graph: &'w Graph,
         prefix: &str,
         instance: Option<usize>,
-        catalogue: &'w Catalogue,
+        catalogue: &'w NodeDefs,
         report: &mut Report,
         errors: &mut Vec<ConvertError>,
         stack: &mut Vec<&'w str>,

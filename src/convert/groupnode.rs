@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::ConvertError;
-use super::catalogue::Catalogue;
+use super::catalogue::NodeDefs;
 use super::graph::{Graph, Link, Node, Workflow, slots_of};
 
 /// Whether a node type names a group node (`workflow>Name`, older
@@ -24,7 +24,7 @@ fn group_name(ty: &str) -> Option<&str> {
 /// Replaces every group node instance of the root graph by its inner nodes.
 pub(crate) fn expand(
     workflow: &mut Workflow,
-    catalogue: &Catalogue,
+    catalogue: &NodeDefs,
 ) -> Result<(), Vec<ConvertError>> {
     if !workflow.root.nodes.iter().any(|n| is_group_node(&n.ty)) {
         return Ok(());
@@ -72,7 +72,7 @@ fn expand_one(
     instance: &Node,
     def: &Value,
     root: &mut Graph,
-    catalogue: &Catalogue,
+    catalogue: &NodeDefs,
     next_link: &mut i64,
 ) -> Result<Vec<Node>, String> {
     let list = def

@@ -3,7 +3,7 @@
 //! definitions, links resolved through Reroutes, PrimitiveNodes, bypassed
 //! and muted nodes, group nodes and subgraphs.
 //!
-//! A pure function of the file and a node [`Catalogue`]; it must not know
+//! A pure function of the file and a node [`NodeDefs`]; it must not know
 //! servers, manifests or jobs. Callers get the catalogue where they like (the
 //! built-in one, a server's `/object_info`, or per class for the classes
 //! [`classes_used`] lists). Where today's catalogue differs from the one the
@@ -12,11 +12,11 @@
 //! listed as [`NeedsValue`]; what supplies them is the caller's business.
 //!
 //! ```
-//! use comfy_batch::convert::{Catalogue, convert};
+//! use comfy_batch::convert::{NodeDefs, convert};
 //! let info = serde_json::json!({"EmptyImage": {"input": {"required": {
 //!     "width": ["INT", {"default": 512}], "height": ["INT", {"default": 512}]}},
 //!     "output": ["IMAGE"], "display_name": "EmptyImage"}});
-//! let catalogue = Catalogue::from_object_info(&info).unwrap();
+//! let catalogue = NodeDefs::from_object_info(&info).unwrap();
 //! let ui = serde_json::json!({"nodes": [{"id": 1, "type": "EmptyImage",
 //!     "widgets_values": [64, 32]}], "links": []});
 //! let done = convert(ui.as_object().unwrap(), &catalogue).unwrap();
@@ -24,17 +24,17 @@
 //! ```
 
 mod catalogue;
+mod comments;
 pub mod embedded;
 mod flatten;
 mod graph;
 mod groupnode;
-mod text;
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 
-pub use catalogue::{Catalogue, CatalogueError};
+pub use catalogue::{NodeDefs, NodeDefsError};
 
 /// A difference between what a file says and what today's catalogue
 /// expects, and what conversion did about it. Each has a test and a name
@@ -335,7 +335,7 @@ pub fn detect(value: &Value) -> Format {
 
 /// Converts a UI-format workflow with `catalogue`. Every unknown class is
 /// reported at once.
-pub fn convert(ui: &Map<String, Value>, catalogue: &Catalogue) -> Result<Converted, ConvertErrors> {
+pub fn convert(ui: &Map<String, Value>, catalogue: &NodeDefs) -> Result<Converted, ConvertErrors> {
     let mut workflow = graph::parse(ui).map_err(|e| ConvertErrors(vec![e]))?;
     groupnode::expand(&mut workflow, catalogue).map_err(ConvertErrors)?;
     let mut report = Report::default();

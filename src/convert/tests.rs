@@ -6,9 +6,9 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 
-fn cat() -> &'static Catalogue {
-    static CAT: std::sync::OnceLock<Catalogue> = std::sync::OnceLock::new();
-    CAT.get_or_init(Catalogue::builtin)
+fn cat() -> &'static NodeDefs {
+    static CAT: std::sync::OnceLock<NodeDefs> = std::sync::OnceLock::new();
+    CAT.get_or_init(NodeDefs::builtin)
 }
 
 fn ui(v: Value) -> Map<String, Value> {

@@ -520,7 +520,7 @@ fn carry_run_json(out: &Path, first: &RunFolder) -> Result<(), MergeError> {
     }
     let mut bytes = serde_json::to_vec_pretty(&info).expect("JSON values serialise");
     bytes.push(b'\n');
-    crate::sink::write_atomic(&out.join("run.json"), &bytes).map_err(|e| MergeError::Io {
+    crate::sink::write_atomic_synced(&out.join("run.json"), &bytes).map_err(|e| MergeError::Io {
         path: e.path,
         source: e.source,
     })

@@ -178,13 +178,7 @@ impl RunFolder {
                 .ok_or_else(|| FolderError::BadWhere(w.clone()))?;
             let name = name.trim();
             if !self.has(name) {
-                let hint = self
-                    .header()
-                    .iter()
-                    .map(|h| (strsim::osa_distance(h, name), h))
-                    .filter(|(d, _)| *d <= 2.max(name.len() / 3))
-                    .min_by_key(|(d, _)| *d)
-                    .map(|(_, h)| h.clone());
+                let hint = crate::text::nearest(name, self.header().iter().map(String::as_str));
                 return Err(FolderError::UnknownColumn {
                     name: name.to_string(),
                     log: self.root.join(LOG).display().to_string(),

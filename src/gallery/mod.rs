@@ -139,7 +139,9 @@ pub fn save_grids(root: &Path, grids: &[GridView]) -> Result<(), GalleryError> {
     check_report_dir(root)?;
     let path = report_dir(root).join("grids.json");
     let text = serde_json::to_vec_pretty(grids).map_err(|e| GalleryError::Render(e.to_string()))?;
-    thumbs::write_atomic(&path, &text).map_err(|source| GalleryError::Write { path, source })
+    std::fs::create_dir_all(report_dir(root))
+        .and_then(|()| crate::sink::write_atomic_unsynced(&path, &text).map_err(|e| e.source))
+        .map_err(|source| GalleryError::Write { path, source })
 }
 
 /// The default grids stored by a run (none if absent or unreadable).
@@ -181,9 +183,12 @@ pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummar
     let html = page::render(&run, &grids, options, &files)?;
     let same = old.as_deref() == Some(html.as_bytes());
     if !same {
-        thumbs::write_atomic(&index, html.as_bytes()).map_err(|source| GalleryError::Write {
-            path: index.clone(),
-            source,
+        // The page is remade from the run folder: not synced.
+        crate::sink::write_atomic_unsynced(&index, html.as_bytes()).map_err(|e| {
+            GalleryError::Write {
+                path: index.clone(),
+                source: e.source,
+            }
         })?;
     }
     // Only once the page points at the new data: an open page keeps the

@@ -3,7 +3,7 @@
 //! of a finished run touches no pixels. Names are hashes so that a hostile
 //! or odd file name never becomes a path or a URL.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -72,7 +72,12 @@ fn make_one(mut src: crate::folder::Opened, dst: &Path) -> ThumbState {
         return ThumbState::Original;
     }
     match encode(src) {
-        Some(bytes) => match write_atomic(dst, &bytes) {
+        // Thumbnails are remade from their sources: not synced, one by one.
+        Some(bytes) => match dst
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| crate::sink::write_atomic_unsynced(dst, &bytes).map_err(|e| e.source))
+        {
             Ok(()) => ThumbState::Made,
             Err(_) => ThumbState::Failed,
         },
@@ -170,27 +175,6 @@ pub(crate) fn flatten(img: &image::DynamicImage) -> image::RgbImage {
         let mix = |c: u8| ((u32::from(c) * a + 255 * (255 - a)) / 255) as u8;
         image::Rgb([mix(p[0]), mix(p[1]), mix(p[2])])
     })
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder, so
-/// a reader never sees half a file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    // Temporary files are private; a report is meant to be shared.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use image::{DynamicImage, Rgb, RgbImage, imageops::FilterType};
 use rayon::prelude::*;
 
 use super::GridPage;
-use super::text::{Pen, fill, font};
+use super::font::{Pen, fill, font};
 use crate::gallery::folder::{OutputKind, RunFolder};
 
 /// The largest picture side, in pixels.

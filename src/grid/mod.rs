@@ -8,7 +8,7 @@
 //! written) and must not know the network, the scheduler or the manifest.
 
 mod draw;
-mod text;
+mod font;
 
 use std::path::{Path, PathBuf};
 
@@ -145,19 +145,6 @@ pub struct GridPage {
     pub title: String,
 }
 
-/// The closest candidate: a typo (swapped, missing or extra letters) or a
-/// near spelling.
-fn suggest<'a>(word: &str, candidates: impl Iterator<Item = &'a str> + Clone) -> Option<String> {
-    let lower = word.to_lowercase();
-    let typo = candidates
-        .clone()
-        .map(|c| (strsim::osa_distance(&lower, &c.to_lowercase()), c))
-        .filter(|(d, c)| lower.chars().count() >= 3 && *d <= (c.chars().count() / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.to_string());
-    typo.or_else(|| crate::manifest::nearest(word, candidates))
-}
-
 /// Checks one dimension name; `what` names the flag or key in the error.
 pub fn check_name(run_dims: &[String], what: &str, name: &str) -> Result<(), GridError> {
     if run_dims.iter().any(|d| d == name) {
@@ -166,7 +153,7 @@ pub fn check_name(run_dims: &[String], what: &str, name: &str) -> Result<(), Gri
     Err(GridError::UnknownAxis {
         what: what.to_string(),
         name: name.to_string(),
-        suggestion: suggest(name, run_dims.iter().map(String::as_str)),
+        suggestion: crate::text::nearest(name, run_dims.iter().map(String::as_str)),
         known: run_dims.to_vec(),
     })
 }
@@ -233,7 +220,7 @@ pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridE
             what: what.to_string(),
             name: name.to_string(),
             value: value.to_string(),
-            suggestion: suggest(value, values.iter().map(String::as_str)),
+            suggestion: crate::text::nearest(value, values.iter().map(String::as_str)),
             values: values.into_iter().take(12).collect(),
         })
     };
@@ -425,10 +412,14 @@ pub fn save(image: &image::RgbImage, path: &Path) -> Result<(), GridError> {
             .map_err(enc_err)?,
         _ => return Err(GridError::Format(path.to_path_buf())),
     }
-    crate::gallery::thumbs::write_atomic(path, &bytes).map_err(|source| GridError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    // A grid is redrawn from the run folder: not synced.
+    path.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| crate::sink::write_atomic_unsynced(path, &bytes).map_err(|e| e.source))
+        .map_err(|source| GridError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Lays out, draws and writes every page of a grid; returns the files.

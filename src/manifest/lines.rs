@@ -302,7 +302,7 @@ pub(crate) fn scan(text: &str) -> (Lines, Vec<Problem>) {
                 span: *at,
                 kind: ManifestErrorKind::UnknownKey {
                     key: key.to_owned(),
-                    suggestion: nearest(key, known.iter().copied()),
+                    suggestion: crate::text::nearest(key, known.iter().copied()),
                 },
             });
         }
@@ -355,18 +355,6 @@ fn bad_number(s: &str) -> Option<String> {
         ));
     }
     None
-}
-
-/// The closest candidate by Jaro-Winkler similarity, if it is close enough.
-pub(crate) fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
-    let mut best: Option<(f64, &str)> = None;
-    for c in candidates {
-        let score = strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase());
-        if score > 0.8 && best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, c));
-        }
-    }
-    best.map(|(_, c)| c.to_owned())
 }
 
 #[cfg(test)]

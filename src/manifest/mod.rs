@@ -18,7 +18,6 @@ use crate::text::redact_url;
 
 pub use draw::DrawSpec;
 pub use lines::ValueStyle;
-pub(crate) use lines::nearest;
 pub use seeds::SeedSpec;
 
 /// Names that mean the seed: not parameters, seeds come from `seeds:`.

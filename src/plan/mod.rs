@@ -255,7 +255,7 @@ impl Plan {
     pub fn with_catalogue(
         manifest: &Manifest,
         random_key: u64,
-        catalogue: Option<&crate::convert::Catalogue>,
+        catalogue: Option<&crate::convert::NodeDefs>,
     ) -> Result<Plan, PlanErrors> {
         Plan::build(manifest, random_key, workflow::Catalogues::new(catalogue))
     }
@@ -1050,7 +1050,7 @@ jobs:
                               {"id": 2, "type": "ImageInvert"}], "links": []}"#;
         let b = r#"{"nodes": [{"id": 1, "type": "EmptyImage"}, {"id": 2, "type": "PreviewImage"}], "links": []}"#;
         let fx = Fixture::new(&[("a", a), ("b", b), ("t2i", T2I)]);
-        let builtin = crate::convert::Catalogue::builtin();
+        let builtin = crate::convert::NodeDefs::builtin();
         let asked = std::cell::RefCell::new(Vec::new());
         let fetch = |classes: &[String]| {
             asked.borrow_mut().push(classes.to_vec());

@@ -1,5 +1,6 @@
 //! Target resolution: which input(s) of which node a parameter name means in
-//! one workflow. The five rules of `design.md`, tried in order:
+//! one workflow. The five rules of docs/manifest.md ("Parameter targets"),
+//! tried in order:
 //! `ID.input` / `ID.inputs.input`, then `Title.input`, then
 //! `ClassType.input`, then a user alias from `params:`, then the built-in
 //! names found by walking the graph from the sampler node.
@@ -10,8 +11,8 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use serde_json::{Map, Value};
 
-use crate::manifest::nearest;
 use crate::patch::{Slot, class_of, link_source};
+use crate::text::nearest;
 
 /// Why a name has no single target.
 #[derive(Debug, Clone, PartialEq, Eq)]

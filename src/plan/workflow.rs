@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::convert::{self, Catalogue, ConvertError, Format, Report, embedded};
+use crate::convert::{self, ConvertError, Format, NodeDefs, Report, embedded};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, normalize, read_capped};
 
 /// The catalogue UI-format workflows are converted with: the caller's (a
@@ -19,15 +19,15 @@ use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, normalize, read_capped};
 /// built-in one, parsed only when a UI file needs it.
 #[derive(Default)]
 pub(crate) struct Catalogues<'a> {
-    given: Option<&'a Catalogue>,
+    given: Option<&'a NodeDefs>,
     fetch: Option<FetchClasses<'a>>,
-    fetched: RefCell<(Catalogue, HashSet<String>)>,
-    builtin: OnceLock<Catalogue>,
+    fetched: RefCell<(NodeDefs, HashSet<String>)>,
+    builtin: OnceLock<NodeDefs>,
 }
 
 /// Fetches the catalogue entries of the given classes (e.g. one
 /// `/object_info/{class}` each); classes it cannot find are left out.
-pub type FetchClasses<'a> = &'a dyn Fn(&[String]) -> Catalogue;
+pub type FetchClasses<'a> = &'a dyn Fn(&[String]) -> NodeDefs;
 
 impl std::fmt::Debug for Catalogues<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,7 +40,7 @@ impl std::fmt::Debug for Catalogues<'_> {
 
 impl<'a> Catalogues<'a> {
     /// Converts with `given`, or the built-in catalogue when `None`.
-    pub(crate) fn new(given: Option<&'a Catalogue>) -> Catalogues<'a> {
+    pub(crate) fn new(given: Option<&'a NodeDefs>) -> Catalogues<'a> {
         Catalogues {
             given,
             ..Catalogues::default()
@@ -59,12 +59,12 @@ impl<'a> Catalogues<'a> {
 
     /// Runs `f` with a catalogue that has every class `ui` uses (that the
     /// source knows).
-    fn with<R>(&self, ui: &Map<String, Value>, f: impl FnOnce(&Catalogue) -> R) -> R {
+    fn with<R>(&self, ui: &Map<String, Value>, f: impl FnOnce(&NodeDefs) -> R) -> R {
         if let Some(c) = self.given {
             return f(c);
         }
         let Some(fetch) = self.fetch else {
-            return f(self.builtin.get_or_init(Catalogue::builtin));
+            return f(self.builtin.get_or_init(NodeDefs::builtin));
         };
         let mut cache = self.fetched.borrow_mut();
         let missing: Vec<String> = convert::classes_used(ui)

@@ -1,13 +1,17 @@
 //! Telling the user what happens: an indicatif display on a terminal
 //! (`bar`), one plain line per event otherwise (`plain`), nothing with
-//! `-q`. Reporters only consume [`RunEvent`]s; they know nothing of HTTP or
-//! CSV.
+//! `-q`; and the HTML report kept fresh while a run goes on (`report`).
+//! Reporters only consume [`RunEvent`]s; they know nothing of HTTP or
+//! CSV. The other consumer, `ci` (JUnit, GitHub summaries), is a module of
+//! its own because it also writes files for other tools.
 
 mod bar;
 mod plain;
+mod report;
 
 pub use bar::ProgressReporter;
 pub use plain::PlainReporter;
+pub use report::{LiveReport, REFRESH_EVERY, ReportPlan, check_grids};
 
 use crate::run::RunEvent;
 

@@ -241,7 +241,7 @@ impl OutputDir {
         // names the job: a sync per prompt before its submission cost more
         // than the rest of the job's file work, and buys only that a power
         // loss right after the submission cannot make a rerun queue it again.
-        write_replace(&self.prompt_path(job), text)?;
+        write_atomic_unsynced(&self.prompt_path(job), text)?;
         Known::lock(&self.known)
             .prompts
             .insert(job_key(job.as_str()));
@@ -292,7 +292,7 @@ impl OutputDir {
         if !whole {
             fs::create_dir_all(&dir).map_err(SinkError::at(&dir))?;
             let mut from = fs::File::open(&input.path).map_err(SinkError::at(&input.path))?;
-            write_atomic_from(&path, &mut from)?;
+            write_atomic_synced_from(&path, &mut from)?;
             sync_dir(&dir)?;
         }
         Ok(format!("inputs/{}", input.name))
@@ -306,7 +306,7 @@ impl OutputDir {
         let id = job.as_str();
         match line {
             Some(line) => {
-                write_atomic(&path, line.as_bytes())?;
+                write_atomic_synced(&path, line.as_bytes())?;
                 Known::lock(&self.known).rejections.insert(job_key(id));
                 Ok(())
             }
@@ -350,7 +350,7 @@ impl OutputDir {
     ) -> Result<String, SinkError> {
         let name = image_file_name(job, node, n, ext);
         // Synced in batches by `make_durable`, before a row names it.
-        write_replace(&self.root.join("images").join(&name), bytes)?;
+        write_atomic_unsynced(&self.root.join("images").join(&name), bytes)?;
         Ok(format!("images/{name}"))
     }
 
@@ -583,9 +583,10 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// [`write_atomic`] without the sync: the caller makes the file durable
-/// later, in a batch.
-fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+/// [`write_atomic_synced`] without the sync: for files the caller makes
+/// durable later, in a batch, or can make again (the report's pages,
+/// thumbnails and grids). The folder must exist.
+pub(crate) fn write_atomic_unsynced(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     #[cfg(target_os = "linux")]
     if unnamed::write_new(path, bytes)? {
         return Ok(());
@@ -747,13 +748,13 @@ fn without_temp_name(e: std::io::Error) -> std::io::Error {
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over
 /// `path`: readers and a later resume see the whole file or none.
-pub(crate) fn write_atomic(path: &Path, mut bytes: &[u8]) -> Result<(), SinkError> {
-    write_atomic_from(path, &mut bytes)
+pub(crate) fn write_atomic_synced(path: &Path, mut bytes: &[u8]) -> Result<(), SinkError> {
+    write_atomic_synced_from(path, &mut bytes)
 }
 
-/// [`write_atomic`] of what `from` reads (a file copied without holding
+/// [`write_atomic_synced`] of what `from` reads (a file copied without holding
 /// it whole).
-fn write_atomic_from(path: &Path, from: &mut dyn std::io::Read) -> Result<(), SinkError> {
+fn write_atomic_synced_from(path: &Path, from: &mut dyn std::io::Read) -> Result<(), SinkError> {
     let mut tmp = temp_beside(path)?;
     std::io::copy(from, &mut tmp).map_err(SinkError::at(path))?;
     // The data reaches the disk before the name does: after a power loss
@@ -774,7 +775,7 @@ mod tests {
         // folder and the cause, not a temporary name that never existed.
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("images");
-        let e = write_replace(&gone.join("a.png"), b"png").unwrap_err();
+        let e = write_atomic_unsynced(&gone.join("a.png"), b"png").unwrap_err();
         let cause = fs::File::open(gone.join("a.png")).unwrap_err();
         assert_eq!(e.to_string(), format!("{}: {cause}", gone.display()));
         assert_eq!(e.source.kind(), std::io::ErrorKind::NotFound);

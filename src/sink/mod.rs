@@ -14,7 +14,7 @@ pub use files::{
     Incoming, InputFile, KEPT_EXTENSIONS, OutputDir, UNKNOWN_EXTENSION, extension_of,
     image_file_name, kept_extension, kept_input, prompt_text,
 };
-pub(crate) use files::{temp_beside, write_atomic};
+pub(crate) use files::{temp_beside, write_atomic_synced, write_atomic_unsynced};
 
 use std::path::PathBuf;
 

@@ -566,7 +566,7 @@ impl Compiler<'_> {
                                 *at,
                                 K::UndefinedVariable {
                                     name: name.clone(),
-                                    suggestion: crate::manifest::nearest(name, names.into_iter()),
+                                    suggestion: crate::text::nearest(name, names),
                                 },
                             ))
                         }
@@ -787,7 +787,7 @@ impl Compiler<'_> {
                 at,
                 K::UnknownWildcard {
                     name: name.to_owned(),
-                    nearest: nearest_names(name, &all),
+                    nearest: crate::text::nearest_few(name, all.iter().map(String::as_str), 3),
                     folder: self.wildcards.root().to_owned(),
                     unreadable: self.wildcards.unreadable().to_vec(),
                 },
@@ -887,19 +887,4 @@ impl Compiler<'_> {
         }
         Ok((options, col))
     }
-}
-
-/// Up to three known names nearest to `name`.
-fn nearest_names(name: &str, all: &[String]) -> Vec<String> {
-    let mut scored: Vec<(f64, &String)> = all
-        .iter()
-        .map(|n| {
-            let tail = n.rsplit('/').next().unwrap_or(n);
-            let s = strsim::jaro_winkler(name, n).max(strsim::jaro_winkler(name, tail));
-            (s, n)
-        })
-        .filter(|(s, _)| *s > 0.7)
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
-    scored.into_iter().take(3).map(|(_, n)| n.clone()).collect()
 }

@@ -442,3 +442,43 @@ async fn a_workflow_of_many_classes_is_fetched_in_a_few_round_trips() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(peak.load(Ordering::SeqCst), 2);
 }
+
+/// The preflight is a library of its own: `check`'s problems come from it
+/// with exit code 2 and the `--no-check` hint, a server that cannot be read
+/// with 3 and the "is the server up?" hint, without the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preflight_library_says_its_exit_code_and_hint() {
+    use comfy_batch::comfy::ServerUrl;
+    use comfy_batch::comfy::http::HttpPool;
+    use comfy_batch::preflight;
+
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("typo.yaml", TYPO);
+    let manifest = comfy_batch::manifest::Manifest::load(&p.path("typo.yaml")).unwrap();
+    let plan = comfy_batch::plan::Plan::new(&manifest).unwrap();
+    let jobs = || Box::new(plan.jobs()) as Box<dyn Iterator<Item = _>>;
+    let pool = HttpPool::new(Default::default(), std::time::Duration::from_secs(10)).unwrap();
+
+    let live = [ServerUrl::parse(&sim.url()).unwrap()];
+    let refused = preflight::check_servers(&live, &pool, &jobs, true)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.exit_code(), 2, "{refused}");
+    assert!(refused.to_string().contains("'eulr'"), "{refused}");
+    assert!(refused.hint().unwrap().contains("--no-check"));
+
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = [ServerUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap()];
+    let unread = preflight::check_servers(&down, &pool, &jobs, true)
+        .await
+        .unwrap_err();
+    assert_eq!(unread.exit_code(), 3, "{unread}");
+    assert!(unread.hint().unwrap().contains("is the server up?"));
+    assert_eq!(sim.stats().prompts_executed, 0);
+}

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use comfy_batch::convert::{Catalogue, Report, RuleKind, convert};
+use comfy_batch::convert::{NodeDefs, Report, RuleKind, convert};
 use serde_json::{Map, Value};
 
 fn fixtures() -> PathBuf {
@@ -151,7 +151,7 @@ struct Outcome {
     explained: Vec<(RuleKind, usize)>,
 }
 
-fn run_dir(dir: &Path, catalogue: &Catalogue) -> Outcome {
+fn run_dir(dir: &Path, catalogue: &NodeDefs) -> Outcome {
     let mut exact = Vec::new();
     let mut failed = Vec::new();
     let mut explained = Vec::new();
@@ -226,7 +226,7 @@ fn examples_convert_exactly_except_the_expected_differences() {
     let dir = fixtures();
     let total = pairs(&dir).len();
     assert_eq!(total, 54);
-    let o = run_dir(&dir, &Catalogue::builtin());
+    let o = run_dir(&dir, &NodeDefs::builtin());
     let unexpected: Vec<&String> = o
         .failed
         .iter()
@@ -260,7 +260,7 @@ fn templates_convert_exactly() {
     let dir = fixtures().join("templates");
     let total = pairs(&dir).len();
     assert_eq!(total, 103);
-    let o = run_dir(&dir, &Catalogue::builtin());
+    let o = run_dir(&dir, &NodeDefs::builtin());
     assert!(o.failed.is_empty(), "{}", summary("templates", total, &o));
     let rules: Vec<RuleKind> = o.explained.iter().map(|(r, _)| *r).collect();
     assert_eq!(
@@ -307,7 +307,7 @@ async fn convert_prints_what_the_frontend_sent_with_a_servers_catalogue() {
     let ours: Value = serde_json::from_str(&out.stdout).unwrap();
     let expected = load(&dir.join(format!("{name}.api.json")));
     // Same as the library's conversion with the built-in catalogue.
-    let done = convert(ui_obj(&ui).as_object().unwrap(), &Catalogue::builtin()).unwrap();
+    let done = convert(ui_obj(&ui).as_object().unwrap(), &NodeDefs::builtin()).unwrap();
     let d = diff(
         expected.as_object().unwrap(),
         ours.as_object().unwrap(),
@@ -498,7 +498,7 @@ async fn check_lists_every_unknown_class_of_every_workflow_at_once() {
 fn damaged_workflows_never_panic() {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    let catalogue = Catalogue::builtin();
+    let catalogue = NodeDefs::builtin();
     let dir = fixtures();
     let mut files: Vec<PathBuf> = pairs(&dir)
         .iter()

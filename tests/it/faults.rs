@@ -181,7 +181,7 @@ async fn execution_failures_are_final_without_retries() {
     p.assert_each_job_ok_once(12);
 }
 
-/// `runs.csv` has one row per attempt outcome (design.md): a failed attempt
+/// `runs.csv` has one row per attempt outcome (README.md): a failed attempt
 /// that is retried is logged too, under its own prompt id, and the job's
 /// newest row, the retry that worked, is the one that counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

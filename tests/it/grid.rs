@@ -416,3 +416,38 @@ async fn cells_are_sized_from_decoded_images_not_a_headers_claim() {
     let drawn = grid::draw(&run, page, None);
     assert_eq!((drawn.cells[0].w, drawn.cells[0].h), (256, 256));
 }
+
+/// The report's page, data and grid images are written as any new file is
+/// (the umask's modes, as the run's images and `runs.csv`), not forced to
+/// 0644: a group-shared folder (umask 002) keeps them group-writable.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_files_get_the_modes_of_any_new_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    assert_eq!(p.run("sweep.yaml", &[&sim], &["--no-report"]).await.code, 0);
+    // `umask` is the shell's: set in the child only, never in this process.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"umask 002 && "$0" report "$1" && "$0" grid "$1" --x cfg --y prompt -o "$1/g/grid.png""#)
+        .arg(env!("CARGO_BIN_EXE_comfy-batch"))
+        .arg(p.out())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |rel: &str| {
+        std::fs::metadata(p.out().join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("report/index.html"), 0o664);
+    assert_eq!(mode("g/grid.png"), 0o664);
+}

@@ -1,5 +1,6 @@
 //! `comfy-batch bench` (hidden): speed and memory figures for the project's
-//! notes. `bench plan --jobs N` plans a synthetic manifest (prompts × 100
+//! notes, every benchmark in this folder (`run`, `convert`, `report`,
+//! `folder`), none among the commands. `bench plan --jobs N` plans a synthetic manifest (prompts × 100
 //! seeds × 10 cfg values) and reports jobs expanded and patched per second
 //! and the peak RSS; `--templates` plans N jobs from one template over a
 //! wildcard file instead (`draw: all`, one seed); `--csv` times the rows of
@@ -8,6 +9,11 @@
 use std::time::Instant;
 
 use super::{CliError, Exit, GlobalArgs};
+
+mod convert;
+mod folder;
+mod report;
+mod run;
 use crate::manifest::Manifest;
 use crate::plan::Plan;
 
@@ -26,15 +32,15 @@ pub enum BenchCommand {
     Plan(BenchPlanArgs),
     /// Run synthetic manifests against a simulator process: server busy
     /// share, per-job overhead and peak memory of `comfy-batch run`.
-    Run(super::bench_run::BenchRunArgs),
+    Run(run::BenchRunArgs),
     /// Convert a synthetic UI-format workflow (no server).
-    Convert(super::bench_convert::BenchConvertArgs),
+    Convert(convert::BenchConvertArgs),
     /// The HTML report of a synthetic 10,000-job run (cold and unchanged),
     /// its page size, and a 10 x 10 grid of 512 px images.
-    Report(super::bench_report::BenchReportArgs),
+    Report(report::BenchReportArgs),
     /// The folder commands (status, export, merge, report) on a synthetic
     /// folder: peak RSS and time of each.
-    Folder(super::bench_folder::BenchFolderArgs),
+    Folder(folder::BenchFolderArgs),
 }
 
 /// Arguments of `comfy-batch bench plan`.
@@ -55,14 +61,14 @@ pub struct BenchPlanArgs {
 pub fn execute(args: BenchArgs, _global: &GlobalArgs) -> Result<Exit, CliError> {
     match args.what {
         BenchCommand::Plan(a) => bench_plan(&a),
-        BenchCommand::Run(a) => super::bench_run::execute(a),
-        BenchCommand::Convert(a) => super::bench_convert::execute(a),
-        BenchCommand::Report(a) => super::bench_report::execute(a),
-        BenchCommand::Folder(a) => super::bench_folder::execute(a),
+        BenchCommand::Run(a) => run::execute(a),
+        BenchCommand::Convert(a) => convert::execute(a),
+        BenchCommand::Report(a) => report::execute(a),
+        BenchCommand::Folder(a) => folder::execute(a),
     }
 }
 
-const WORKFLOW: &str = include_str!("../../workflows/t2i.json");
+const WORKFLOW: &str = include_str!("../../../workflows/t2i.json");
 
 /// The synthetic manifest: `prompts` prompts × 10 cfg values × 100 seeds.
 fn synthetic_manifest(prompts: u64) -> String {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{CliError, Exit};
-use crate::convert::{Catalogue, convert};
+use crate::cli::{CliError, Exit};
+use crate::convert::{NodeDefs, convert};
 
 /// Arguments of `comfy-batch bench convert`.
 #[derive(Debug, clap::Args)]
@@ -109,7 +109,7 @@ fn synthetic(nodes: usize) -> Value {
 /// Runs the benchmark.
 pub fn execute(args: BenchConvertArgs) -> Result<Exit, CliError> {
     let start = Instant::now();
-    let catalogue = Catalogue::builtin();
+    let catalogue = NodeDefs::builtin();
     let parse = start.elapsed();
     let workflow = synthetic(args.nodes);
     let text = workflow.to_string();

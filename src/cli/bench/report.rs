@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::{CliError, Exit};
+use crate::cli::{CliError, Exit};
 use crate::gallery::{self, ReportOptions, RunFolder};
 use crate::grid::{self, GridRequest};
 

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{CliError, Exit};
+use crate::cli::{CliError, Exit};
 
 /// Arguments of `comfy-batch bench folder`.
 #[derive(Debug, clap::Args)]
@@ -150,7 +150,7 @@ pub fn execute(args: BenchFolderArgs) -> Result<Exit, CliError> {
                 let _ = std::fs::remove_dir_all(args.dir.join("merged"));
                 let mut command = Command::new(binary);
                 command.args(argv);
-                let m = super::bench_run::run_measured(command)?;
+                let m = super::run::run_measured(command)?;
                 println!(
                     "{}\t{name}\t{label}\t{:.1}\t{:.2}\t{}",
                     args.jobs,

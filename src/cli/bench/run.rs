@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{CliError, Exit};
 use crate::ci::Interval;
+use crate::cli::{CliError, Exit};
 
 /// Arguments of `bench run`.
 #[derive(Debug, clap::Args)]
