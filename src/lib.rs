@@ -13,7 +13,8 @@
 //! `validate` checks a prompt against a server's `/object_info` catalogue and is
 //! shared by `check`, the preflight of `run`, and `sim`, the embedded
 //! ComfyUI-compatible simulator every test talks to. `cli` is the only module
-//! that reads argv, the environment or the terminal.
+//! that reads argv, the environment or the terminal; `exit` says which exit
+//! code each stage's errors end with.
 //!
 //! `runlog` owns `runs.csv`'s columns and its one streaming reader. After a
 //! run: `folder` reads an output folder back (and merges shard
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod comfy;
 pub mod convert;
 pub mod environment;
+pub mod exit;
 pub mod export;
 pub mod folder;
 pub mod gallery;

@@ -63,16 +63,8 @@ pub(crate) struct Prepared<'a> {
 
 /// Opens the output folder; a file in its place is a usage error.
 pub(crate) fn open_output(path: &Path) -> Result<OutputDir, CliError> {
-    if path.exists() && !path.is_dir() {
-        return Err(CliError::many(
-            Exit::BadInput,
-            vec![format!(
-                "--output {}: is a file, not a folder",
-                path.display()
-            )],
-        ));
-    }
-    OutputDir::open(path).map_err(|e| CliError::from_error(Exit::BadInput, &e))
+    super::options::check_output(path)?;
+    Ok(OutputDir::open(path)?)
 }
 
 /// How long a terminated run's cleanup may take (removing our prompts,
@@ -85,11 +77,9 @@ const TERMINATE_WITHIN: Duration = Duration::from_secs(5);
 /// [`TERMINATE_WITHIN`]. A signal stream on Unix, not repeated `ctrl_c()`
 /// calls: a quick second Ctrl-C is not lost between listeners.
 fn spawn_stop_watch(stop: tokio::sync::watch::Sender<Stop>) -> Result<(), CliError> {
-    let io = |e: std::io::Error| CliError::from_error(Exit::Infrastructure, &e);
     #[cfg(unix)]
-    let mut sigint =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io)?;
-    let terminated = termination().map_err(io)?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let terminated = termination()?;
     tokio::spawn(async move {
         let mut terminated = std::pin::pin!(terminated);
         let mut seen_termination = false;
@@ -186,8 +176,7 @@ fn stopped_in_preflight(
     };
     let total = jobs.len();
     let jobs = &mut jobs.into_iter();
-    crate::run::stopped_before_start(servers, jobs, total, 0, reason, &mut emit)
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    crate::run::stopped_before_start(servers, jobs, total, 0, reason, &mut emit)?;
     eprintln!("{word} during the preflight: nothing was queued, {total} jobs not run");
     Ok(exit)
 }
@@ -201,9 +190,7 @@ async fn preflight(
     jobs: JobSource<'_>,
     quiet: bool,
 ) -> Result<Vec<(String, crate::validate::Catalogue)>, CliError> {
-    let pool = config
-        .http_pool()
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    let pool = config.http_pool()?;
     super::check::preflight_servers(&config.servers, &pool, jobs, quiet).await
 }
 
@@ -221,9 +208,7 @@ async fn record_environment(
     output: &std::path::Path,
     quiet: bool,
 ) -> Result<(), CliError> {
-    let pool = config
-        .http_pool()
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    let pool = config.http_pool()?;
     let servers: Vec<_> = config
         .servers
         .iter()
@@ -292,9 +277,7 @@ pub(crate) fn drive<'a>(
         let pace = config.pace.clone();
         builder.on_thread_park(move || pace.doze());
     }
-    let runtime = builder
-        .build()
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    let runtime = builder.build()?;
     runtime.block_on(async move {
         // Watched from the start: a SIGTERM during a slow preflight ends
         // with the CI reports too, not by the signal's default.
@@ -305,8 +288,7 @@ pub(crate) fn drive<'a>(
             if !quiet {
                 eprintln!("simulator: {}", sim.url());
             }
-            let url = ServerUrl::parse(&sim.url())
-                .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+            let url = ServerUrl::parse(&sim.url())?;
             config.servers = vec![url];
             Some(sim)
         } else {
@@ -435,12 +417,12 @@ pub(crate) fn drive<'a>(
         }
         let summary = summary.map_err(|e| match e {
             RunError::NoServer(_) => {
-                let e = CliError::from_error(Exit::Infrastructure, &e)
+                let e = CliError::from(e)
                     .with_hint("start ComfyUI, pass --server URL, or rehearse with --sim");
                 not_started(&mut ci, &e, Box::new(std::iter::empty()));
                 e
             }
-            RunError::Sink(_) => CliError::from_error(Exit::Infrastructure, &e),
+            RunError::Sink(_) => CliError::from(e),
         })?;
         Ok(match summary.cancelled {
             Some(CancelReason::Interrupt | CancelReason::SecondInterrupt) => Exit::Interrupted,

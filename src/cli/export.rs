@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{CliError, Exit, GlobalArgs};
-use crate::export::{ExportError, ExportOptions, Format};
+use crate::export::{ExportOptions, Format};
 use crate::folder::RunFolder;
 
 /// Arguments of `comfy-batch export`.
@@ -33,8 +33,7 @@ pub struct ExportArgs {
 
 /// Runs the command.
 pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let bad = |e: &(dyn std::error::Error + 'static)| CliError::from_error(Exit::BadInput, e);
-    let folder = RunFolder::open(&args.dir).map_err(|e| bad(&e))?;
+    let folder = RunFolder::open(&args.dir)?;
     let to = args
         .to
         .clone()
@@ -46,10 +45,7 @@ pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> 
         wheres: args.wheres,
         allow_empty: args.allow_empty,
     };
-    let summary = crate::export::export(&folder, &options).map_err(|e| match e {
-        ExportError::Io { .. } => CliError::from_error(Exit::Infrastructure, &e),
-        _ => bad(&e),
-    })?;
+    let summary = crate::export::export(&folder, &options)?;
     if !global.quiet {
         if folder.torn_tail() || crate::folder::log_in_use(&args.dir) {
             eprintln!(

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{CliError, Exit, GlobalArgs};
-use crate::folder::merge::{MergeError, merge};
+use crate::folder::merge::merge;
 
 /// Arguments of `comfy-batch merge`.
 #[derive(Debug, clap::Args)]
@@ -24,10 +24,7 @@ pub struct MergeArgs {
 
 /// Runs the command.
 pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let summary = merge(&args.out, &args.dirs, args.force).map_err(|e| match e {
-        MergeError::Io { .. } => CliError::from_error(Exit::Infrastructure, &e),
-        _ => CliError::from_error(Exit::BadInput, &e),
-    })?;
+    let summary = merge(&args.out, &args.dirs, args.force)?;
     // The rows are merged whatever happens here: a report problem is a warning.
     if !args.no_report {
         // The manifest's grids a shard's run saved stay the default view.

@@ -1,6 +1,8 @@
 //! The edge of the program: clap arguments, the environment and the terminal
 //! are read here and nowhere else; every command turns its flags into one
-//! config for the library, and every error into a diagnostic and an exit code.
+//! config for the library. A library error says its own exit code
+//! ([`crate::exit::Failure`]) and becomes a [`CliError`] through `?`;
+//! [`execute`] is the one place that prints it and ends with its code.
 //!
 //! Command modules depend one way: `run` and `rerun` → `drive` → `check` →
 //! `sim` (the embedded simulator) and `options` (flags shared by `run` and
@@ -34,26 +36,20 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Exit codes, fixed by the product contract (`design.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Every job ok.
-    Ok = 0,
-    /// Some jobs failed.
-    JobsFailed = 1,
-    /// Bad manifest, workflow or arguments; nothing was queued.
-    BadInput = 2,
-    /// No server reachable, or another infrastructure failure.
-    Infrastructure = 3,
-    /// Interrupted by Ctrl-C.
-    Interrupted = 130,
-    /// Terminated by SIGTERM (or a closed console), after its cleanup.
-    Terminated = 143,
-}
+pub use crate::exit::Exit;
+use crate::exit::Failure;
 
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> Self {
         ExitCode::from(exit as u8)
+    }
+}
+
+/// Every library error ends the program with the code it names itself
+/// ([`Failure::exit_code`]): the one mapping from errors to exit codes.
+impl<E: Failure> From<E> for CliError {
+    fn from(error: E) -> Self {
+        CliError::many(error.exit_code(), error.lines())
     }
 }
 
@@ -74,23 +70,15 @@ pub struct CliError {
 
 impl CliError {
     /// An error from anything implementing `Error`, with its cause chain
-    /// folded into one line (`msg: cause: cause`).
+    /// folded into one line (`msg: cause: cause`), ending with `exit`. For
+    /// errors that do not say their own code; the rest convert with `?`.
     pub fn from_error(exit: Exit, error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut line = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            // thiserror's `#[error("{0}")]` wrappers repeat their source.
-            if !line.ends_with(&text) {
-                let _ = write!(line, ": {text}");
-            }
-            source = cause.source();
-        }
-        CliError {
-            exit,
-            errors: vec![line],
-            hint: None,
-        }
+        CliError::many(exit, vec![crate::exit::folded(error)])
+    }
+
+    /// A flag or argument the command itself refuses: one line, exit 2.
+    pub fn usage(line: impl Into<String>) -> Self {
+        CliError::many(Exit::BadInput, vec![line.into()])
     }
 
     /// Several independent problems, each printed on its own line.

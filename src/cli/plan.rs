@@ -37,13 +37,13 @@ pub struct PlanArgs {
 
 /// Loads and plans a manifest, mapping every problem to one line and exit 2.
 pub(crate) fn load_plan(path: &Path) -> Result<(Manifest, Plan), CliError> {
-    let manifest = Manifest::load(path).map_err(|e| CliError::many(Exit::BadInput, e.lines()))?;
+    let manifest = Manifest::load(path)?;
     let plan = Plan::new(&manifest).map_err(|e| {
-        let lines = e.lines();
-        let custom = lines
+        let custom = e
+            .lines()
             .iter()
             .any(|l| l.contains("which the node catalogue does not have"));
-        let error = CliError::many(Exit::BadInput, lines);
+        let error = CliError::from(e);
         if custom {
             // Offline, only the built-in catalogue of core nodes is known.
             error.with_hint(
@@ -63,13 +63,10 @@ pub fn execute(args: PlanArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         && dir.exists()
         && !dir.is_dir()
     {
-        return Err(CliError::many(
-            Exit::BadInput,
-            vec![format!(
-                "--write-prompts: {} is a file, not a folder",
-                dir.display()
-            )],
-        ));
+        return Err(CliError::usage(format!(
+            "--write-prompts: {} is a file, not a folder",
+            dir.display()
+        )));
     }
     let (_, plan) = load_plan(&args.manifest)?;
     if !global.quiet {
@@ -97,22 +94,19 @@ pub(super) fn stdout_written(written: io::Result<()>) -> Result<Exit, CliError> 
     match written {
         Ok(()) => Ok(Exit::Ok),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Exit::Ok),
-        Err(e) => Err(CliError::from_error(Exit::Infrastructure, &e)),
+        Err(e) => Err(e.into()),
     }
 }
 
 fn write_prompts(plan: &Plan, dir: &Path) -> Result<(), CliError> {
     let fail = |e: io::Error, path: &Path| {
-        CliError::many(
-            Exit::Infrastructure,
-            vec![format!("cannot write {}: {e}", path.display())],
-        )
+        io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
     };
     std::fs::create_dir_all(dir).map_err(|e| fail(e, dir))?;
     for job in plan.jobs() {
         let path = dir.join(format!("{}.json", job.id));
-        let mut text = serde_json::to_string_pretty(&job.prompt)
-            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        let mut text =
+            serde_json::to_string_pretty(&job.prompt).expect("plain data always serialises");
         text.push('\n');
         std::fs::write(&path, text).map_err(|e| fail(e, &path))?;
     }

@@ -75,13 +75,9 @@ fn repeated(mut ids: Vec<u64>) -> Option<u64> {
     ids.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
 }
 
-fn bad(lines: Vec<String>) -> CliError {
-    CliError::many(Exit::BadInput, lines)
-}
-
 /// Runs the command.
 pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let manifest = Manifest::load(&args.manifest).map_err(|e| bad(e.lines()))?;
+    let manifest = Manifest::load(&args.manifest)?;
     let output_path = resolve_output(args.output.as_deref(), &manifest);
     // A folder run before keeps its fresh-seed draw, so resuming finds the
     // same jobs even for a manifest without `seeds:`.
@@ -103,8 +99,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         &manifest,
         info.random_key.unwrap_or_else(rand::random),
         &fetch,
-    )
-    .map_err(|e| bad(e.lines()))?;
+    )?;
     super::report::check_grids(&manifest, plan.columns())?;
     for warning in plan.warnings() {
         if !global.quiet {
@@ -112,7 +107,10 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         }
     }
     if let Some(line) = colliding_ids(&plan) {
-        return Err(bad(vec![format!("{}: {line}", args.manifest.display())]));
+        return Err(CliError::usage(format!(
+            "{}: {line}",
+            args.manifest.display()
+        )));
     }
     let output_path = check_output(&output_path)?;
     let (config, shard) = (lowered.config, lowered.shard);
@@ -138,8 +136,7 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             ..super::runinfo::RunInfo::of(&manifest, plan.random_key(), &key, output.root())
         }
         .write(&output)?;
-        let (log, rows) = RunLog::open(&output.log_path(), plan.columns())
-            .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+        let (log, rows) = RunLog::open(&output.log_path(), plan.columns())?;
         // Read even with --no-resume: attempt numbers (and so prompt ids)
         // go on from the log, or a rerun would collect the old prompts.
         let resume = std::rc::Rc::new(Resume::from_rows(&rows, &output));

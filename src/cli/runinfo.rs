@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{CliError, Exit};
+use super::CliError;
 use crate::manifest::Manifest;
 use crate::sink::OutputDir;
 
@@ -99,8 +99,10 @@ impl RunInfo {
     pub fn write(&self, output: &OutputDir) -> Result<(), CliError> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("plain data always serialises");
         bytes.push(b'\n');
-        crate::sink::write_atomic(&output.root().join(FILE), &bytes)
-            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))
+        Ok(crate::sink::write_atomic(
+            &output.root().join(FILE),
+            &bytes,
+        )?)
     }
 }
 

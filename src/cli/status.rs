@@ -71,18 +71,15 @@ fn environment(folder: &RunFolder, out: &mut String) {
 
 /// Runs the command.
 pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError> {
-    let bad = |e: &(dyn std::error::Error + 'static)| CliError::from_error(Exit::BadInput, e);
-    let folder = RunFolder::open(&args.dir).map_err(|e| bad(&e))?;
-    let shard = super::ci_env::resolve_shard(args.shard)
-        .map_err(|e| CliError::many(Exit::BadInput, vec![e]))?;
-    let bad_log = |e: crate::folder::FolderError| bad(&e);
+    let folder = RunFolder::open(&args.dir)?;
+    let shard = super::ci_env::resolve_shard(args.shard).map_err(CliError::usage)?;
     // Counted as the rows stream by: per job only its id when done (for
     // --manifest), so the memory does not grow with the rows' text.
     let mut counts: Vec<(String, usize)> = ORDER.iter().map(|s| (s.to_string(), 0)).collect();
     let mut done: HashSet<u128> = HashSet::new();
     let (mut jobs, mut ok, mut present) = (0usize, 0usize, 0usize);
-    for row in folder.newest().map_err(bad_log)? {
-        let row = row.map_err(|e| bad(&e))?;
+    for row in folder.newest()? {
+        let row = row?;
         jobs += 1;
         let status = folder.get(&row, "status");
         match counts.iter_mut().find(|(s, _)| s == status) {
@@ -126,8 +123,8 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
     let not_ok = jobs - ok;
     if not_ok > 0 {
         // A second pass lists them: nothing of theirs was kept.
-        for row in folder.newest().map_err(bad_log)? {
-            let row = row.map_err(|e| bad(&e))?;
+        for row in folder.newest()? {
+            let row = row?;
             if folder.get(&row, "status") == "ok" {
                 continue;
             }
@@ -150,8 +147,7 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
     environment(&folder, &mut out);
     let mut left = 0;
     if let Some(path) = &args.manifest {
-        let manifest =
-            Manifest::load(path).map_err(|e| CliError::many(Exit::BadInput, e.lines()))?;
+        let manifest = Manifest::load(path)?;
         // Another manifest (or this one edited since) plans other jobs:
         // the count below is then of its plan, not the run's.
         if let (Some(run), Some(now)) = (folder.manifest_sha256(), manifest.sha256())
@@ -169,8 +165,7 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
         let plan = match info.random_key {
             Some(key) => Plan::with_random_key(&manifest, key),
             None => Plan::new(&manifest),
-        }
-        .map_err(|e| CliError::many(Exit::BadInput, e.lines()))?;
+        }?;
         let mut planned = 0;
         for job in plan.jobs() {
             if shard.is_none_or(|s| s.contains(job.index)) {
