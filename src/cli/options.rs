@@ -31,7 +31,7 @@ pub struct RunOptions {
     /// Run only the K-th of N deterministic partitions of the jobs
     /// (1-based); `auto` (or `auto/N`) takes them from the CI's environment.
     #[arg(long, value_name = "K/N")]
-    pub shard: Option<super::ci_env::ShardArg>,
+    pub shard: Option<crate::ci::env::ShardArg>,
     /// Write a JUnit XML report of the jobs to FILE when the run ends.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use super::ci_env::ShardArg;
 use super::{CliError, Exit, GlobalArgs};
+use crate::ci::env::ShardArg;
 use crate::folder::RunFolder;
 use crate::manifest::Manifest;
 use crate::plan::Plan;
