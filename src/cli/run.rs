@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::drive::{Prepared, Session, drive, open_output};
 use super::options::{RunOptions, check_output};
-use super::runinfo::RunInfo;
 use super::{CliError, Exit, GlobalArgs};
+use crate::folder::runinfo::RunInfo;
 use crate::manifest::Manifest;
 use crate::plan::Plan;
 use crate::sink::csv::{Resume, RunLog};
@@ -130,10 +130,10 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let plan = &plan;
     drive(session, &|| Box::new(plan.jobs()), || {
         let output = open_output(&output_path)?;
-        super::runinfo::RunInfo {
+        RunInfo {
             fresh_seeds: Some(plan.draws_fresh_seeds()),
             choices: plan.choice_columns().to_vec(),
-            ..super::runinfo::RunInfo::of(&manifest, plan.random_key(), &key, output.root())
+            ..RunInfo::of(&manifest, plan.random_key(), &key, output.root())
         }
         .write(&output)?;
         let (log, rows) = RunLog::open(&output.log_path(), plan.columns())?;

@@ -157,11 +157,11 @@ pub fn execute(args: StatusArgs, _global: &GlobalArgs) -> Result<Exit, CliError>
                 "warning: {} differs from the manifest {} was run from ({} records another sha256); jobs still to run are counted from {}",
                 path.display(),
                 args.dir.display(),
-                args.dir.join(super::runinfo::FILE).display(),
+                args.dir.join(crate::folder::runinfo::FILE).display(),
                 path.display()
             );
         }
-        let info = super::runinfo::RunInfo::read(&args.dir);
+        let info = crate::folder::runinfo::RunInfo::read(&args.dir);
         let plan = match info.random_key {
             Some(key) => Plan::with_random_key(&manifest, key),
             None => Plan::new(&manifest),
