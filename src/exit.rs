@@ -106,6 +106,16 @@ impl Failure for crate::folder::FolderError {
     }
 }
 
+impl Failure for crate::folder::status::StatusError {
+    fn exit_code(&self) -> Exit {
+        use crate::folder::status::StatusError::*;
+        match self {
+            Folder(e) => e.exit_code(),
+            Write(_) => Exit::Infrastructure,
+        }
+    }
+}
+
 impl Failure for crate::folder::merge::MergeError {
     fn exit_code(&self) -> Exit {
         use crate::folder::merge::MergeError::*;

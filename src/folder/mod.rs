@@ -9,6 +9,7 @@
 mod inside;
 pub mod merge;
 pub mod runinfo;
+pub mod status;
 
 pub use inside::{Opened, Refusal, open_under, walk_under};
 pub(crate) use inside::{link_or_copy, same_inode};
