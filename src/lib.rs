@@ -23,7 +23,7 @@
 //! each server ran (versions, devices, node and model hashes) beside the log.
 //!
 //! `scaffold` writes the starter project of `init` (the repository's own
-//! examples, embedded).
+//! examples, embedded); `listing` prints a plan's jobs for `plan`.
 #![warn(missing_docs)]
 
 pub mod ci;
@@ -37,6 +37,7 @@ pub mod folder;
 pub mod gallery;
 pub mod grid;
 pub mod ids;
+pub mod listing;
 pub mod manifest;
 pub mod outcome;
 pub mod patch;
