@@ -38,6 +38,31 @@ pub trait Failure: std::error::Error + Sized + 'static {
     }
 }
 
+/// A run stopped early ends with why it stopped.
+impl From<crate::run::CancelReason> for Exit {
+    fn from(reason: crate::run::CancelReason) -> Exit {
+        use crate::run::CancelReason::*;
+        match reason {
+            Interrupt | SecondInterrupt => Exit::Interrupted,
+            Terminated => Exit::Terminated,
+            NoServers => Exit::Infrastructure,
+            // Stopped by failed jobs: 1, as their rows say.
+            FailFast | MaxFailures => Exit::JobsFailed,
+        }
+    }
+}
+
+/// A run ends with why it stopped, else 1 when a job failed, else 0.
+impl From<&crate::run::RunSummary> for Exit {
+    fn from(summary: &crate::run::RunSummary) -> Exit {
+        match summary.cancelled.map(Exit::from) {
+            Some(exit) if exit != Exit::JobsFailed => exit,
+            _ if summary.stats.failed > 0 => Exit::JobsFailed,
+            _ => Exit::Ok,
+        }
+    }
+}
+
 /// Any I/O failure (disk, permissions, a closed pipe) is infrastructure.
 impl Failure for std::io::Error {
     fn exit_code(&self) -> Exit {

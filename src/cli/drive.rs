@@ -161,9 +161,9 @@ fn stopped_in_preflight(
     jobs: Box<dyn Iterator<Item = Job> + '_>,
     terminated: bool,
 ) -> Result<Exit, CliError> {
-    let (reason, exit, word) = match terminated {
-        true => (CancelReason::Terminated, Exit::Terminated, "terminated"),
-        false => (CancelReason::Interrupt, Exit::Interrupted, "interrupted"),
+    let (reason, word) = match terminated {
+        true => (CancelReason::Terminated, "terminated"),
+        false => (CancelReason::Interrupt, "interrupted"),
     };
     let jobs: Vec<Job> = jobs.collect();
     let started = Instant::now();
@@ -178,7 +178,7 @@ fn stopped_in_preflight(
     let jobs = &mut jobs.into_iter();
     crate::run::stopped_before_start(servers, jobs, total, 0, reason, &mut emit)?;
     eprintln!("{word} during the preflight: nothing was queued, {total} jobs not run");
-    Ok(exit)
+    Ok(Exit::from(reason))
 }
 
 /// The preflight: each reachable server's catalogue, every prompt. A
@@ -192,45 +192,6 @@ async fn preflight(
 ) -> Result<Vec<(String, crate::validate::Catalogue)>, CliError> {
     let pool = config.http_pool()?;
     super::check::preflight_servers(&config.servers, &pool, jobs, quiet).await
-}
-
-/// How long recording the environment may hold up a run's start.
-const RECORD_WITHIN: Duration = Duration::from_secs(10);
-
-/// Records every server's environment in the output folder before any job
-/// starts: the servers the preflight reached (with their catalogues), or
-/// all of them without a preflight. Problems are warnings: the record
-/// serves the run, it never stops it.
-async fn record_environment(
-    config: &mut RunConfig,
-    catalogues: &[(String, crate::validate::Catalogue)],
-    jobs: JobSource<'_>,
-    output: &std::path::Path,
-    quiet: bool,
-) -> Result<(), CliError> {
-    let pool = config.http_pool()?;
-    let servers: Vec<_> = config
-        .servers
-        .iter()
-        .filter_map(|url| {
-            let shown = url.to_string();
-            let info = catalogues
-                .iter()
-                .find(|(s, _)| *s == shown)
-                .map(|(_, c)| c.object_info());
-            (catalogues.is_empty() || info.is_some()).then(|| (pool.client(url.clone()), info))
-        })
-        .collect();
-    let mut models = std::collections::BTreeSet::new();
-    for job in jobs() {
-        crate::environment::models_named(&job.prompt.0, &mut models);
-    }
-    for warning in crate::environment::record_servers(output, &servers, &models).await {
-        if !quiet {
-            eprintln!("warning: {warning}");
-        }
-    }
-    Ok(())
 }
 
 /// Runs a session: preflight `jobs`, then `prepare` the folder and the jobs
@@ -359,16 +320,13 @@ pub(crate) fn drive<'a>(
             // A Ctrl-C or SIGTERM meanwhile is the run's to handle: the
             // record is given up, as it is for servers slower than this.
             let mut asked = stop_rx.clone();
+            let pool = config.http_pool()?;
+            let (servers, root) = (&config.servers, output.root());
             let record =
-                record_environment(&mut config, &catalogues, planned, output.root(), quiet);
+                crate::environment::record_run(root, &pool, servers, &catalogues, planned());
             tokio::select! {
-                recorded = tokio::time::timeout(RECORD_WITHIN, record) => match recorded {
-                    Ok(done) => done?,
-                    Err(_) if !quiet => eprintln!(
-                        "warning: environment not recorded: the servers did not answer within {}s",
-                        RECORD_WITHIN.as_secs()
-                    ),
-                    Err(_) => {}
+                warnings = record => for warning in warnings.iter().filter(|_| !quiet) {
+                    eprintln!("warning: {warning}");
                 },
                 _ = asked.changed() => {}
             }
@@ -424,12 +382,6 @@ pub(crate) fn drive<'a>(
             }
             RunError::Sink(_) => CliError::from(e),
         })?;
-        Ok(match summary.cancelled {
-            Some(CancelReason::Interrupt | CancelReason::SecondInterrupt) => Exit::Interrupted,
-            Some(CancelReason::Terminated) => Exit::Terminated,
-            Some(CancelReason::NoServers) => Exit::Infrastructure,
-            _ if summary.stats.failed > 0 => Exit::JobsFailed,
-            _ => Exit::Ok,
-        })
+        Ok(Exit::from(&summary))
     })
 }
