@@ -53,42 +53,10 @@ pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> 
                 args.dir.display()
             );
         }
-        // A few are named; many (a folder with a tenth of its files
-        // gone) are one line, not thousands.
-        match summary.missing.as_slice() {
-            few if few.len() <= 3 => {
-                for file in few {
-                    eprintln!(
-                        "warning: {}: {file}: listed in runs.csv but missing; skipped",
-                        args.dir.display()
-                    );
-                }
-            }
-            many => eprintln!(
-                "warning: {}: {} files listed in runs.csv are missing (the first: {}); skipped",
-                args.dir.display(),
-                many.len(),
-                many[0]
-            ),
+        for line in summary.notes(&args.dir, args.format) {
+            eprintln!("{line}");
         }
-        for file in &summary.refused {
-            eprintln!("warning: {}: {file}; skipped", args.dir.display());
-        }
-        if summary.other_kinds > 0 && args.format != Format::Webdataset {
-            eprintln!(
-                "note: {} output file(s) of another kind than {} left out",
-                summary.other_kinds,
-                args.format.name()
-            );
-        }
-        println!(
-            "exported {} ok job(s) as {} sample(s) to {} ({}, {} file(s))",
-            summary.jobs,
-            summary.samples,
-            to.display(),
-            args.format.name(),
-            summary.files
-        );
+        println!("{}", summary.line(&to, args.format));
     }
     Ok(Exit::Ok)
 }
