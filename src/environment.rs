@@ -344,9 +344,8 @@ const RECORD_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// Records the environment of a run's servers in `dir` before any job
 /// starts: those the preflight reached (`catalogues`, by the server's URL as
 /// shown), or all of `servers` without a preflight (`catalogues` empty), with
-/// the models `jobs` name. Returns the problems as warnings, a server slower
-/// than [`RECORD_WITHIN`] among them: the record serves the run, it never
-/// stops it.
+/// the models `jobs` name. Returns the problems as warnings, servers slower
+/// than 10 s among them: the record serves the run, it never stops it.
 pub async fn record_run(
     dir: &Path,
     pool: &crate::comfy::http::HttpPool,

@@ -5,8 +5,12 @@
 //! [`execute`] is the one place that prints it and ends with its code.
 //!
 //! Command modules depend one way: `run` and `rerun` → `drive` → `check` →
-//! `sim` (the embedded simulator) and `options` (flags shared by `run` and
-//! `rerun`); `runinfo` and `options` depend on no other command.
+//! `sim` (the embedded simulator); `run`, `rerun`, `drive` and `check` →
+//! `options` (flags shared by `run` and `rerun`) → `ci_env` (the CI's
+//! variables, also read by `status`); `run`, `rerun` and `drive` → `report`;
+//! `completions` and `status` → `plan` (its stdout rule). One cycle is left:
+//! `check` and `convert` (which `run` uses too) share their catalogue
+//! fetches. `runinfo` only re-exports [`crate::folder::runinfo`] for `rerun`.
 
 mod bench;
 mod bench_convert;
