@@ -338,6 +338,47 @@ pub async fn collect(
     Ok(values)
 }
 
+/// How long recording the environment may hold up a run's start.
+const RECORD_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Records the environment of a run's servers in `dir` before any job
+/// starts: those the preflight reached (`catalogues`, by the server's URL as
+/// shown), or all of `servers` without a preflight (`catalogues` empty), with
+/// the models `jobs` name. Returns the problems as warnings, servers slower
+/// than 10 s among them: the record serves the run, it never stops it.
+pub async fn record_run(
+    dir: &Path,
+    pool: &crate::comfy::http::HttpPool,
+    servers: &[crate::comfy::ServerUrl],
+    catalogues: &[(String, crate::validate::Catalogue)],
+    jobs: impl Iterator<Item = crate::plan::Job>,
+) -> Vec<String> {
+    let servers: Vec<_> = servers
+        .iter()
+        .filter_map(|url| {
+            let shown = url.to_string();
+            let info = catalogues
+                .iter()
+                .find(|(s, _)| *s == shown)
+                .map(|(_, c)| c.object_info());
+            (catalogues.is_empty() || info.is_some()).then(|| (pool.client(url.clone()), info))
+        })
+        .collect();
+    let mut models = BTreeSet::new();
+    for job in jobs {
+        models_named(&job.prompt.0, &mut models);
+    }
+    let record = record_servers(dir, &servers, &models);
+    tokio::time::timeout(RECORD_WITHIN, record)
+        .await
+        .unwrap_or_else(|_| {
+            vec![format!(
+                "environment not recorded: the servers did not answer within {}s",
+                RECORD_WITHIN.as_secs()
+            )]
+        })
+}
+
 /// Records each server's values now into `dir`'s record: `servers` are
 /// the clients with the `/object_info` entries the preflight fetched (if
 /// it ran), `models` the models the prompts name. A server that does not

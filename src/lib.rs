@@ -17,7 +17,8 @@
 //! use, and every job checked against it: `check`, `run`, `rerun`,
 //! `convert --server`) and `sim`, the embedded ComfyUI-compatible simulator
 //! every test talks to. `cli` is the only module that reads argv, the
-//! environment or the terminal.
+//! environment or the terminal; `exit` says which
+//! exit code each stage's errors end with.
 //!
 //! `runlog` owns `runs.csv`'s columns and its one streaming reader. After a
 //! run: `folder` reads an output folder back (and merges shard
@@ -26,7 +27,7 @@
 //! each server ran (versions, devices, node and model hashes) beside the log.
 //!
 //! `scaffold` writes the starter project of `init` (the repository's own
-//! examples, embedded).
+//! examples, embedded); `listing` prints a plan's jobs for `plan`.
 #![warn(missing_docs)]
 
 pub mod ci;
@@ -34,11 +35,13 @@ pub mod cli;
 pub mod comfy;
 pub mod convert;
 pub mod environment;
+pub mod exit;
 pub mod export;
 pub mod folder;
 pub mod gallery;
 pub mod grid;
 pub mod ids;
+pub mod listing;
 pub mod manifest;
 pub mod outcome;
 pub mod patch;

@@ -46,15 +46,6 @@ pub enum PreflightError {
 }
 
 impl PreflightError {
-    /// The process exit code this error ends a command with: 2 for jobs
-    /// refused (nothing was queued), 3 for a server that cannot be read.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            PreflightError::Invalid(_) => 2,
-            PreflightError::Server(_) | PreflightError::Entry(_) => 3,
-        }
-    }
-
     /// What the user can do about it, when there is something to say.
     pub fn hint(&self) -> Option<&'static str> {
         match self {

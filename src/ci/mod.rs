@@ -5,8 +5,9 @@
 //! those it never ran as skipped with the reason, and a run that found no
 //! server says so ([`CiReporters::not_started`]); a terminated run's are
 //! written before its cleanup. They know nothing of HTTP or the CSV sink;
-//! `cli` reads the environment and says which to use.
+//! `env` says what a CI's variables ask for; `cli` reads them.
 
+pub mod env;
 mod junit;
 mod summary;
 

@@ -10,7 +10,7 @@ use crate::comfy::ServerUrl;
 use crate::comfy::http::{HttpPool, parse_headers};
 use crate::manifest::Manifest;
 use crate::plan::Plan;
-use crate::preflight::{self, PreflightError, ServerClasses};
+use crate::preflight::{self, ServerClasses};
 
 /// Arguments of `comfy-batch check`.
 #[derive(Debug, clap::Args)]
@@ -90,22 +90,4 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         }
         Ok(Exit::Ok)
     })
-}
-
-impl From<PreflightError> for CliError {
-    fn from(e: PreflightError) -> CliError {
-        let exit = match e.exit_code() {
-            2 => Exit::BadInput,
-            _ => Exit::Infrastructure,
-        };
-        let hint = e.hint();
-        let error = match e {
-            PreflightError::Invalid(lines) => CliError::many(exit, lines),
-            other => CliError::from_error(exit, &other),
-        };
-        match hint {
-            Some(hint) => error.with_hint(hint),
-            None => error,
-        }
-    }
 }

@@ -59,7 +59,7 @@ pub fn man(args: ManArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     if let Some(dir) = args.dir {
         let failed = |e: std::io::Error| {
             let message = format!("cannot write man pages into {}: {e}", dir.display());
-            CliError::many(Exit::Infrastructure, vec![message])
+            std::io::Error::new(e.kind(), message)
         };
         std::fs::create_dir_all(&dir).map_err(failed)?;
         clap_mangen::generate_to(Cli::command(), &dir).map_err(failed)?;
@@ -80,9 +80,7 @@ pub fn man(args: ManArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut out)
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
     print(&out)
 }
 

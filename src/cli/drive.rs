@@ -63,16 +63,8 @@ pub(crate) struct Prepared<'a> {
 
 /// Opens the output folder; a file in its place is a usage error.
 pub(crate) fn open_output(path: &Path) -> Result<OutputDir, CliError> {
-    if path.exists() && !path.is_dir() {
-        return Err(CliError::many(
-            Exit::BadInput,
-            vec![format!(
-                "--output {}: is a file, not a folder",
-                path.display()
-            )],
-        ));
-    }
-    OutputDir::open(path).map_err(|e| CliError::from_error(Exit::BadInput, &e))
+    super::options::check_output(path)?;
+    Ok(OutputDir::open(path)?)
 }
 
 /// How long a terminated run's cleanup may take (removing our prompts,
@@ -85,11 +77,9 @@ const TERMINATE_WITHIN: Duration = Duration::from_secs(5);
 /// [`TERMINATE_WITHIN`]. A signal stream on Unix, not repeated `ctrl_c()`
 /// calls: a quick second Ctrl-C is not lost between listeners.
 fn spawn_stop_watch(stop: tokio::sync::watch::Sender<Stop>) -> Result<(), CliError> {
-    let io = |e: std::io::Error| CliError::from_error(Exit::Infrastructure, &e);
     #[cfg(unix)]
-    let mut sigint =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io)?;
-    let terminated = termination().map_err(io)?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let terminated = termination()?;
     tokio::spawn(async move {
         let mut terminated = std::pin::pin!(terminated);
         let mut seen_termination = false;
@@ -171,9 +161,9 @@ fn stopped_in_preflight(
     jobs: Box<dyn Iterator<Item = Job> + '_>,
     terminated: bool,
 ) -> Result<Exit, CliError> {
-    let (reason, exit, word) = match terminated {
-        true => (CancelReason::Terminated, Exit::Terminated, "terminated"),
-        false => (CancelReason::Interrupt, Exit::Interrupted, "interrupted"),
+    let (reason, word) = match terminated {
+        true => (CancelReason::Terminated, "terminated"),
+        false => (CancelReason::Interrupt, "interrupted"),
     };
     let jobs: Vec<Job> = jobs.collect();
     let started = Instant::now();
@@ -186,10 +176,9 @@ fn stopped_in_preflight(
     };
     let total = jobs.len();
     let jobs = &mut jobs.into_iter();
-    crate::run::stopped_before_start(servers, jobs, total, 0, reason, &mut emit)
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    crate::run::stopped_before_start(servers, jobs, total, 0, reason, &mut emit)?;
     eprintln!("{word} during the preflight: nothing was queued, {total} jobs not run");
-    Ok(exit)
+    Ok(Exit::from(reason))
 }
 
 /// The preflight: each reachable server's catalogue, every prompt. A
@@ -201,51 +190,8 @@ async fn preflight(
     jobs: JobSource<'_>,
     quiet: bool,
 ) -> Result<Vec<(String, crate::validate::Catalogue)>, CliError> {
-    let pool = config
-        .http_pool()
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    let pool = config.http_pool()?;
     Ok(crate::preflight::check_servers(&config.servers, &pool, jobs, quiet).await?)
-}
-
-/// How long recording the environment may hold up a run's start.
-const RECORD_WITHIN: Duration = Duration::from_secs(10);
-
-/// Records every server's environment in the output folder before any job
-/// starts: the servers the preflight reached (with their catalogues), or
-/// all of them without a preflight. Problems are warnings: the record
-/// serves the run, it never stops it.
-async fn record_environment(
-    config: &mut RunConfig,
-    catalogues: &[(String, crate::validate::Catalogue)],
-    jobs: JobSource<'_>,
-    output: &std::path::Path,
-    quiet: bool,
-) -> Result<(), CliError> {
-    let pool = config
-        .http_pool()
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
-    let servers: Vec<_> = config
-        .servers
-        .iter()
-        .filter_map(|url| {
-            let shown = url.to_string();
-            let info = catalogues
-                .iter()
-                .find(|(s, _)| *s == shown)
-                .map(|(_, c)| c.object_info());
-            (catalogues.is_empty() || info.is_some()).then(|| (pool.client(url.clone()), info))
-        })
-        .collect();
-    let mut models = std::collections::BTreeSet::new();
-    for job in jobs() {
-        crate::environment::models_named(&job.prompt.0, &mut models);
-    }
-    for warning in crate::environment::record_servers(output, &servers, &models).await {
-        if !quiet {
-            eprintln!("warning: {warning}");
-        }
-    }
-    Ok(())
 }
 
 /// Runs a session: preflight `jobs`, then `prepare` the folder and the jobs
@@ -292,9 +238,7 @@ pub(crate) fn drive<'a>(
         let pace = config.pace.clone();
         builder.on_thread_park(move || pace.doze());
     }
-    let runtime = builder
-        .build()
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    let runtime = builder.build()?;
     runtime.block_on(async move {
         // Watched from the start: a SIGTERM during a slow preflight ends
         // with the CI reports too, not by the signal's default.
@@ -305,8 +249,7 @@ pub(crate) fn drive<'a>(
             if !quiet {
                 eprintln!("simulator: {}", sim.url());
             }
-            let url = ServerUrl::parse(&sim.url())
-                .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+            let url = ServerUrl::parse(&sim.url())?;
             config.servers = vec![url];
             Some(sim)
         } else {
@@ -377,16 +320,13 @@ pub(crate) fn drive<'a>(
             // A Ctrl-C or SIGTERM meanwhile is the run's to handle: the
             // record is given up, as it is for servers slower than this.
             let mut asked = stop_rx.clone();
+            let pool = config.http_pool()?;
+            let (servers, root) = (&config.servers, output.root());
             let record =
-                record_environment(&mut config, &catalogues, planned, output.root(), quiet);
+                crate::environment::record_run(root, &pool, servers, &catalogues, planned());
             tokio::select! {
-                recorded = tokio::time::timeout(RECORD_WITHIN, record) => match recorded {
-                    Ok(done) => done?,
-                    Err(_) if !quiet => eprintln!(
-                        "warning: environment not recorded: the servers did not answer within {}s",
-                        RECORD_WITHIN.as_secs()
-                    ),
-                    Err(_) => {}
+                warnings = record => for warning in warnings.iter().filter(|_| !quiet) {
+                    eprintln!("warning: {warning}");
                 },
                 _ = asked.changed() => {}
             }
@@ -435,19 +375,13 @@ pub(crate) fn drive<'a>(
         }
         let summary = summary.map_err(|e| match e {
             RunError::NoServer(_) => {
-                let e = CliError::from_error(Exit::Infrastructure, &e)
+                let e = CliError::from(e)
                     .with_hint("start ComfyUI, pass --server URL, or rehearse with --sim");
                 not_started(&mut ci, &e, Box::new(std::iter::empty()));
                 e
             }
-            RunError::Sink(_) => CliError::from_error(Exit::Infrastructure, &e),
+            RunError::Sink(_) => CliError::from(e),
         })?;
-        Ok(match summary.cancelled {
-            Some(CancelReason::Interrupt | CancelReason::SecondInterrupt) => Exit::Interrupted,
-            Some(CancelReason::Terminated) => Exit::Terminated,
-            Some(CancelReason::NoServers) => Exit::Infrastructure,
-            _ if summary.stats.failed > 0 => Exit::JobsFailed,
-            _ => Exit::Ok,
-        })
+        Ok(Exit::from(&summary))
     })
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{CliError, Exit, GlobalArgs};
-use crate::export::{ExportError, ExportOptions, Format};
+use crate::export::{ExportOptions, Format};
 use crate::folder::RunFolder;
 
 /// Arguments of `comfy-batch export`.
@@ -33,8 +33,7 @@ pub struct ExportArgs {
 
 /// Runs the command.
 pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let bad = |e: &(dyn std::error::Error + 'static)| CliError::from_error(Exit::BadInput, e);
-    let folder = RunFolder::open(&args.dir).map_err(|e| bad(&e))?;
+    let folder = RunFolder::open(&args.dir)?;
     let to = args
         .to
         .clone()
@@ -46,10 +45,7 @@ pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> 
         wheres: args.wheres,
         allow_empty: args.allow_empty,
     };
-    let summary = crate::export::export(&folder, &options).map_err(|e| match e {
-        ExportError::Io { .. } => CliError::from_error(Exit::Infrastructure, &e),
-        _ => bad(&e),
-    })?;
+    let summary = crate::export::export(&folder, &options)?;
     if !global.quiet {
         if folder.torn_tail() || crate::folder::log_in_use(&args.dir) {
             eprintln!(
@@ -57,42 +53,10 @@ pub fn execute(args: ExportArgs, global: &GlobalArgs) -> Result<Exit, CliError> 
                 args.dir.display()
             );
         }
-        // A few are named; many (a folder with a tenth of its files
-        // gone) are one line, not thousands.
-        match summary.missing.as_slice() {
-            few if few.len() <= 3 => {
-                for file in few {
-                    eprintln!(
-                        "warning: {}: {file}: listed in runs.csv but missing; skipped",
-                        args.dir.display()
-                    );
-                }
-            }
-            many => eprintln!(
-                "warning: {}: {} files listed in runs.csv are missing (the first: {}); skipped",
-                args.dir.display(),
-                many.len(),
-                many[0]
-            ),
+        for line in summary.notes(&args.dir, args.format) {
+            eprintln!("{line}");
         }
-        for file in &summary.refused {
-            eprintln!("warning: {}: {file}; skipped", args.dir.display());
-        }
-        if summary.other_kinds > 0 && args.format != Format::Webdataset {
-            eprintln!(
-                "note: {} output file(s) of another kind than {} left out",
-                summary.other_kinds,
-                args.format.name()
-            );
-        }
-        println!(
-            "exported {} ok job(s) as {} sample(s) to {} ({}, {} file(s))",
-            summary.jobs,
-            summary.samples,
-            to.display(),
-            args.format.name(),
-            summary.files
-        );
+        println!("{}", summary.line(&to, args.format));
     }
     Ok(Exit::Ok)
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use super::{CliError, Exit, GlobalArgs};
-use crate::gallery::{FolderError, RunFolder, report_dir};
-use crate::grid::{self, GridError, GridRequest};
+use crate::gallery::{RunFolder, report_dir};
+use crate::grid::{self, GridRequest};
 
 /// Arguments of `comfy-batch grid`.
 #[derive(Debug, clap::Args)]
@@ -44,16 +44,9 @@ fn parse_where(text: &str) -> Result<(String, String), String> {
 /// Runs `grid`.
 pub fn execute(args: GridArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let dir = RunFolder::folder_of(&args.dir);
-    let run = RunFolder::read(&dir).map_err(|e| {
-        let exit = match e {
-            FolderError::Io { .. } => Exit::Infrastructure,
-            _ => Exit::BadInput,
-        };
-        CliError::from_error(exit, &e)
-    })?;
+    let run = RunFolder::read(&dir)?;
     if args.output.is_none() {
-        crate::gallery::check_report_dir(&dir)
-            .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+        crate::gallery::check_report_dir(&dir)?;
     }
     let output = args.output.clone().unwrap_or_else(|| {
         report_dir(&dir).join("grids").join(format!(
@@ -70,14 +63,7 @@ pub fn execute(args: GridArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         group: args.group,
         cell: args.cell_size,
     };
-    let paths = grid::write(&run, &req, &output).map_err(|e| {
-        let exit = match e {
-            GridError::Write { .. } | GridError::Encode { .. } => Exit::Infrastructure,
-            GridError::Folder(FolderError::Io { .. }) => Exit::Infrastructure,
-            _ => Exit::BadInput,
-        };
-        CliError::from_error(exit, &e)
-    })?;
+    let paths = grid::write(&run, &req, &output)?;
     if !global.quiet {
         for (rel, why) in run.refused() {
             eprintln!("warning: {}: {rel}: {why}", dir.display());

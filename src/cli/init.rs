@@ -15,14 +15,7 @@ pub struct InitArgs {
 
 /// Runs the command.
 pub fn execute(args: InitArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let written = crate::scaffold::write_starter(&args.dir).map_err(|e| {
-        let exit = match e {
-            crate::scaffold::ScaffoldError::Exists(_)
-            | crate::scaffold::ScaffoldError::NotAFolder(_) => Exit::BadInput,
-            crate::scaffold::ScaffoldError::Io { .. } => Exit::Infrastructure,
-        };
-        CliError::from_error(exit, &e)
-    })?;
+    let written = crate::scaffold::write_starter(&args.dir)?;
     if !global.quiet {
         for path in &written {
             println!("wrote {}", path.display());

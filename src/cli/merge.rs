@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{CliError, Exit, GlobalArgs};
-use crate::folder::merge::{MergeError, merge};
+use crate::folder::merge::merge;
 
 /// Arguments of `comfy-batch merge`.
 #[derive(Debug, clap::Args)]
@@ -24,10 +24,7 @@ pub struct MergeArgs {
 
 /// Runs the command.
 pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let summary = merge(&args.out, &args.dirs, args.force).map_err(|e| match e {
-        MergeError::Io { .. } => CliError::from_error(Exit::Infrastructure, &e),
-        _ => CliError::from_error(Exit::BadInput, &e),
-    })?;
+    let summary = merge(&args.out, &args.dirs, args.force)?;
     // The rows are merged whatever happens here: a report problem is a warning.
     if !args.no_report {
         // The manifest's grids a shard's run saved stay the default view.
@@ -47,7 +44,13 @@ pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             Ok(_) => {}
             Err(e) => eprintln!("warning: report: {e}"),
         }
-        grid_images(&args.out, global.quiet);
+        let (written, problems) = crate::grid::write_saved(&args.out);
+        for path in written.iter().filter(|_| !global.quiet) {
+            eprintln!("grid: {}", path.display());
+        }
+        for problem in problems {
+            eprintln!("warning: {problem}");
+        }
     }
     if !global.quiet {
         for w in &summary.warnings {
@@ -64,44 +67,4 @@ pub fn execute(args: MergeArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         );
     }
     Ok(Exit::Ok)
-}
-
-/// Redraws the saved grids' images (`OUT/report/grids/<name>.png`) from the
-/// merged log, as `run` draws them from its own.
-fn grid_images(out: &std::path::Path, quiet: bool) {
-    let views = crate::gallery::load_grids(out);
-    if views.is_empty() {
-        return;
-    }
-    let run = match crate::gallery::RunFolder::read(out) {
-        Ok(run) => run,
-        Err(e) => {
-            eprintln!("warning: grids: {e}");
-            return;
-        }
-    };
-    if let Err(e) = crate::gallery::check_report_dir(out) {
-        eprintln!("warning: grids: {e}");
-        return;
-    }
-    let dir = crate::gallery::report_dir(out).join("grids");
-    for g in views {
-        let req = crate::grid::GridRequest {
-            x: g.x,
-            y: g.y,
-            page: g.page,
-            r#where: g.r#where,
-            group: g.group,
-            cell: None,
-        };
-        match crate::grid::write(&run, &req, &dir.join(format!("{}.png", g.name))) {
-            Ok(paths) if !quiet => {
-                for p in paths {
-                    eprintln!("grid: {}", p.display());
-                }
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("warning: grid '{}': {e}", g.name),
-        }
-    }
 }

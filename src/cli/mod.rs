@@ -1,12 +1,16 @@
 //! The edge of the program: clap arguments, the environment and the terminal
 //! are read here and nowhere else; every command turns its flags into one
-//! config for the library, and every error into a diagnostic and an exit code.
+//! config for the library. A library error says its own exit code
+//! ([`crate::exit::Failure`]) and becomes a [`CliError`] through `?`;
+//! [`execute`] is the one place that prints it and ends with its code.
 //!
 //! Command modules depend one way: `run` and `rerun` → `drive` → `sim`
-//! (the embedded simulator) and `options` (flags shared by `run` and
-//! `rerun`); `check` and `convert` → `sim`; `runinfo` and `options` depend
-//! on no other command. The preflight they share is the library's
-//! (`crate::preflight`); `check` maps its errors.
+//! (the embedded simulator); `run`, `rerun`, `drive` and `check` →
+//! `options` (flags shared by `run` and `rerun`) → `ci_env` (the CI's
+//! variables, also read by `status`); `completions` and `status` → `plan`
+//! (its stdout rule); `check` and `convert` → `sim`. The preflight that `check`, `convert`, `run` and
+//! `rerun` share is the library's (`crate::preflight`). `runinfo` only
+//! re-exports [`crate::folder::runinfo`] for `rerun`.
 
 mod bench;
 mod check;
@@ -32,26 +36,24 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Exit codes, a contract with scripts and CI (README.md, "Exit codes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Every job ok.
-    Ok = 0,
-    /// Some jobs failed.
-    JobsFailed = 1,
-    /// Bad manifest, workflow or arguments; nothing was queued.
-    BadInput = 2,
-    /// No server reachable, or another infrastructure failure.
-    Infrastructure = 3,
-    /// Interrupted by Ctrl-C.
-    Interrupted = 130,
-    /// Terminated by SIGTERM (or a closed console), after its cleanup.
-    Terminated = 143,
-}
+pub use crate::exit::Exit;
+use crate::exit::Failure;
 
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> Self {
         ExitCode::from(exit as u8)
+    }
+}
+
+/// Every library error ends the program with the code it names itself
+/// ([`Failure::exit_code`]): the one mapping from errors to exit codes.
+impl<E: Failure> From<E> for CliError {
+    fn from(error: E) -> Self {
+        let cli_error = CliError::many(error.exit_code(), error.lines());
+        match error.hint() {
+            Some(hint) => cli_error.with_hint(hint),
+            None => cli_error,
+        }
     }
 }
 
@@ -72,23 +74,15 @@ pub struct CliError {
 
 impl CliError {
     /// An error from anything implementing `Error`, with its cause chain
-    /// folded into one line (`msg: cause: cause`).
+    /// folded into one line (`msg: cause: cause`), ending with `exit`. For
+    /// errors that do not say their own code; the rest convert with `?`.
     pub fn from_error(exit: Exit, error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut line = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            // thiserror's `#[error("{0}")]` wrappers repeat their source.
-            if !line.ends_with(&text) {
-                let _ = write!(line, ": {text}");
-            }
-            source = cause.source();
-        }
-        CliError {
-            exit,
-            errors: vec![line],
-            hint: None,
-        }
+        CliError::many(exit, vec![crate::exit::folded(error)])
+    }
+
+    /// A flag or argument the command itself refuses: one line, exit 2.
+    pub fn usage(line: impl Into<String>) -> Self {
+        CliError::many(Exit::BadInput, vec![line.into()])
     }
 
     /// Several independent problems, each printed on its own line.

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{CliError, Exit};
+use super::CliError;
 use crate::comfy::ServerUrl;
 use crate::comfy::http::parse_headers;
 use crate::plan::Shard;
@@ -31,7 +31,7 @@ pub struct RunOptions {
     /// Run only the K-th of N deterministic partitions of the jobs
     /// (1-based); `auto` (or `auto/N`) takes them from the CI's environment.
     #[arg(long, value_name = "K/N")]
-    pub shard: Option<super::ci_env::ShardArg>,
+    pub shard: Option<crate::ci::env::ShardArg>,
     /// Write a JUnit XML report of the jobs to FILE when the run ends.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -90,14 +90,16 @@ impl RunOptions {
         concurrency: Option<usize>,
         run_key: String,
     ) -> Result<Lowered, CliError> {
-        let shard: Option<Shard> = super::ci_env::resolve_shard(self.shard).map_err(bad)?;
+        let shard: Option<Shard> =
+            super::ci_env::resolve_shard(self.shard).map_err(CliError::usage)?;
         let env = std::env::var("COMFY_URL").ok();
         let servers = if self.sim {
             Vec::new()
         } else {
             parse_servers(&self.servers, env.as_deref(), servers)?
         };
-        let headers = parse_headers(&self.headers).map_err(|e| bad(format!("--header: {e}")))?;
+        let headers =
+            parse_headers(&self.headers).map_err(|e| CliError::usage(format!("--header: {e}")))?;
         let mut config = RunConfig::new(servers, run_key);
         config.headers = headers;
         config.concurrency = self
@@ -120,10 +122,6 @@ impl RunOptions {
         };
         Ok(Lowered { config, shard })
     }
-}
-
-fn bad(line: String) -> CliError {
-    CliError::many(Exit::BadInput, vec![line])
 }
 
 /// Parses `90s`, `10m`, `1h30m`.
@@ -163,14 +161,14 @@ fn parse_servers(
         "the default server"
     };
     urls.iter()
-        .map(|u| ServerUrl::parse(u).map_err(|e| bad(format!("{source}: {e}"))))
+        .map(|u| ServerUrl::parse(u).map_err(|e| CliError::usage(format!("{source}: {e}"))))
         .collect()
 }
 
 /// `--output`, checked: a file in its place is a usage error.
 pub(crate) fn check_output(path: &std::path::Path) -> Result<PathBuf, CliError> {
     if path.exists() && !path.is_dir() {
-        return Err(bad(format!(
+        return Err(CliError::usage(format!(
             "--output {}: is a file, not a folder",
             path.display()
         )));

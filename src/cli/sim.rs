@@ -174,12 +174,9 @@ impl SimArgs {
 pub fn execute(args: SimArgs, _global: &GlobalArgs) -> Result<Exit, CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        .build()?;
     runtime.block_on(async {
-        let handle = Sim::start(args.config(), args.listen)
-            .await
-            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        let handle = Sim::start(args.config(), args.listen).await?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {}", handle.url());
         let _ = out.flush();
@@ -192,12 +189,11 @@ pub fn execute(args: SimArgs, _global: &GlobalArgs) -> Result<Exit, CliError> {
 
 /// Starts the embedded simulator on a free loopback port (`--sim`).
 pub(crate) async fn start_embedded() -> Result<crate::sim::SimHandle, CliError> {
-    crate::sim::Sim::start(
+    Ok(crate::sim::Sim::start(
         crate::sim::SimConfig::default(),
         "127.0.0.1:0".parse().expect("a valid socket address"),
     )
-    .await
-    .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))
+    .await?)
 }
 
 #[cfg(test)]

@@ -132,6 +132,49 @@ pub struct ExportSummary {
     pub other_kinds: usize,
 }
 
+impl ExportSummary {
+    /// What the user is told beside the summary line, a line each
+    /// (`warning: …`, `note: …`): files skipped (a few named, many as one
+    /// line, not thousands) and outputs of another kind left out.
+    pub fn notes(&self, source: &Path, format: Format) -> Vec<String> {
+        let dir = source.display();
+        let mut lines = Vec::new();
+        match self.missing.as_slice() {
+            few if few.len() <= 3 => lines.extend(few.iter().map(|file| {
+                format!("warning: {dir}: {file}: listed in runs.csv but missing; skipped")
+            })),
+            many => lines.push(format!(
+                "warning: {dir}: {} files listed in runs.csv are missing (the first: {}); skipped",
+                many.len(),
+                many[0]
+            )),
+        }
+        for file in &self.refused {
+            lines.push(format!("warning: {dir}: {file}; skipped"));
+        }
+        if self.other_kinds > 0 && format != Format::Webdataset {
+            lines.push(format!(
+                "note: {} output file(s) of another kind than {} left out",
+                self.other_kinds,
+                format.name()
+            ));
+        }
+        lines
+    }
+
+    /// The summary line: what was exported, where.
+    pub fn line(&self, to: &Path, format: Format) -> String {
+        format!(
+            "exported {} ok job(s) as {} sample(s) to {} ({}, {} file(s))",
+            self.jobs,
+            self.samples,
+            to.display(),
+            format.name(),
+            self.files
+        )
+    }
+}
+
 /// The target folder for a source when `--to` is not given: a sibling
 /// named after the source and the format (never inside the source).
 pub fn default_target(source: &Path, format: Format) -> PathBuf {

@@ -1,13 +1,15 @@
 //! An output folder read back, finished or still being written: `runs.csv`
 //! by column name (so columns added later, such as `text`, are tolerated),
 //! the newest row of each job, typed parameter values, `--where` filters,
-//! and `run.json`. Used by `export`, `merge` and `status`; knows nothing of
-//! the network, the scheduler or how rows were written. Every file a log
-//! names is opened through [`open_under`] (also by `gallery` and `grid`),
-//! never through a symbolic link.
+//! and `run.json` ([`runinfo`]). Used by `export`, `merge` and `status`;
+//! knows nothing of the network, the scheduler or how rows were written.
+//! Every file a log names is opened through [`open_under`] (also by
+//! `gallery` and `grid`), never through a symbolic link.
 
 mod inside;
 pub mod merge;
+pub mod runinfo;
+pub mod status;
 
 pub use inside::{Opened, Refusal, open_under, walk_under};
 pub(crate) use inside::{link_or_copy, same_inode};

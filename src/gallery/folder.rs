@@ -203,15 +203,28 @@ impl RunFolder {
     /// Reads `dir/runs.csv`.
     pub fn read(dir: &Path) -> Result<RunFolder, FolderError> {
         let log = dir.join("runs.csv");
-        if !dir.is_dir() || !log.is_file() {
+        let meta = std::fs::metadata(&log);
+        if !dir.is_dir()
+            || meta
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
             return Err(FolderError::NotAnOutputFolder {
                 path: dir.to_path_buf(),
             });
         }
-        let bytes = std::fs::read(&log).map_err(|source| FolderError::Io {
+        let io = |source| FolderError::Io {
             path: log.clone(),
             source,
-        })?;
+        };
+        // As `runlog` reads it: a FIFO is not opened, a folder fails at its read.
+        if let Ok(meta) = meta
+            && !meta.is_file()
+            && !meta.is_dir()
+        {
+            return Err(io(std::io::Error::other("not a regular file")));
+        }
+        let bytes = std::fs::read(&log).map_err(io)?;
         Self::parse(dir, &log, &bytes)
     }
 

@@ -440,6 +440,41 @@ pub fn write(run: &RunFolder, req: &GridRequest, base: &Path) -> Result<Vec<Path
     Ok(paths)
 }
 
+/// Redraws the images of the grids saved with the report
+/// (`DIR/report/grids/<name>.png`) from the folder's log, as a run draws
+/// them from its own. Returns the files written and the problems, a line
+/// each: a grid that cannot be drawn never stops the others.
+pub fn write_saved(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
+    let (mut written, mut problems) = (Vec::new(), Vec::new());
+    let views = crate::gallery::load_grids(dir);
+    if views.is_empty() {
+        return (written, problems);
+    }
+    let run = match RunFolder::read(dir) {
+        Ok(run) => run,
+        Err(e) => return (written, vec![format!("grids: {e}")]),
+    };
+    if let Err(e) = crate::gallery::check_report_dir(dir) {
+        return (written, vec![format!("grids: {e}")]);
+    }
+    let grids = crate::gallery::report_dir(dir).join("grids");
+    for g in views {
+        let req = GridRequest {
+            x: g.x,
+            y: g.y,
+            page: g.page,
+            r#where: g.r#where,
+            group: g.group,
+            cell: None,
+        };
+        match write(&run, &req, &grids.join(format!("{}.png", g.name))) {
+            Ok(paths) => written.extend(paths),
+            Err(e) => problems.push(format!("grid '{}': {e}", g.name)),
+        }
+    }
+    (written, problems)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

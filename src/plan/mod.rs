@@ -13,6 +13,7 @@
 //! prompts are built one at a time by [`Plan::jobs`].
 
 mod build;
+mod collide;
 mod error;
 mod expand;
 mod seeds;

@@ -247,7 +247,11 @@ impl Log {
             why: why.to_string(),
         };
         let log = log_path(path);
-        if !log.is_file() {
+        let meta = std::fs::metadata(&log);
+        if meta.as_ref().is_err_and(|e| {
+            use std::io::ErrorKind::{NotADirectory, NotFound};
+            matches!(e.kind(), NotFound | NotADirectory)
+        }) {
             let dir = folder_of(path);
             return Err(not(if !dir.exists() {
                 "no such folder"
@@ -261,6 +265,15 @@ impl Log {
             path: log.clone(),
             source,
         };
+        // A log there that cannot be read is an I/O failure, not a folder
+        // without one; a FIFO is not even opened (that would wait for a
+        // writer), a folder fails at its read.
+        if let Ok(meta) = meta
+            && !meta.is_file()
+            && !meta.is_dir()
+        {
+            return Err(io(std::io::Error::other("not a regular file")));
+        }
         let mut file = File::open(&log).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let ends_whole = len > 0 && {

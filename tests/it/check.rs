@@ -464,7 +464,11 @@ async fn the_preflight_library_says_its_exit_code_and_hint() {
     let refused = preflight::check_servers(&live, &pool, &jobs, true)
         .await
         .unwrap_err();
-    assert_eq!(refused.exit_code(), 2, "{refused}");
+    assert_eq!(
+        comfy_batch::exit::Failure::exit_code(&refused) as u8,
+        2,
+        "{refused}"
+    );
     assert!(refused.to_string().contains("'eulr'"), "{refused}");
     assert!(refused.hint().unwrap().contains("--no-check"));
 
@@ -478,7 +482,11 @@ async fn the_preflight_library_says_its_exit_code_and_hint() {
     let unread = preflight::check_servers(&down, &pool, &jobs, true)
         .await
         .unwrap_err();
-    assert_eq!(unread.exit_code(), 3, "{unread}");
+    assert_eq!(
+        comfy_batch::exit::Failure::exit_code(&unread) as u8,
+        3,
+        "{unread}"
+    );
     assert!(unread.hint().unwrap().contains("is the server up?"));
     assert_eq!(sim.stats().prompts_executed, 0);
 }

@@ -8,6 +8,7 @@ mod ci_examples;
 mod convert;
 mod drift;
 mod environment;
+mod exit_codes;
 mod export;
 mod faults;
 mod folder_safety;
