@@ -5,7 +5,6 @@
 //! gets the same job id and prompt. `prompts/<job_id>.json` is the fallback
 //! when the workflow file is gone.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -20,13 +19,13 @@ use crate::manifest::{Alias, DrawSpec, JobSpec, Manifest, Param, SeedSpec, Span,
 use crate::patch::Prompt;
 use crate::plan::{ImageInput, Job, Plan, Workflow};
 use crate::run::Status;
-use crate::sink::csv::{self, LoggedRow, Resume, RunLog};
+use crate::runlog::{self, Log, Logged, RunLog};
 use crate::sink::kept_input;
 
 /// Arguments of `comfy-batch rerun`.
 #[derive(Debug, clap::Args)]
 pub struct RerunArgs {
-    /// The run log (`runs.csv`) to take jobs from.
+    /// The run log (`runs.csv`, or the folder holding it) to take jobs from.
     pub log: PathBuf,
     /// Rerun this job id (repeatable) [default: every job in the log].
     #[arg(long = "job", value_name = "ID")]
@@ -53,32 +52,34 @@ fn parse_status(text: &str) -> Result<Status, String> {
     })
 }
 
-/// The newest row of each job id, in order of first appearance, filtered.
-fn select<'a>(rows: &'a [LoggedRow], args: &RerunArgs) -> Result<Vec<&'a LoggedRow>, Vec<String>> {
-    let mut newest: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut order = Vec::new();
-    for (i, row) in rows.iter().enumerate() {
-        if newest.insert(&row.job_id, i).is_none() {
-            order.push(row.job_id.as_str());
+/// The newest row of each job id (in the log's order of jobs: by label),
+/// filtered by `--job` and `--status`; a `--job` not in the log is an error.
+fn select(log: &Log, args: &RerunArgs) -> Result<Vec<Logged>, Vec<String>> {
+    let fail = |e: runlog::LogError| vec![e.to_string()];
+    let mut seen = std::collections::HashSet::new();
+    let mut selected = Vec::new();
+    for row in log.newest().map_err(fail)? {
+        let row = log.layout().logged(&row.map_err(fail)?);
+        if !args.jobs.is_empty() {
+            if !args.jobs.contains(&row.job_id) {
+                continue;
+            }
+            seen.insert(row.job_id.clone());
+        }
+        if args.statuses.is_empty() || row.status.is_some_and(|s| args.statuses.contains(&s)) {
+            selected.push(row);
         }
     }
     let missing: Vec<String> = args
         .jobs
         .iter()
-        .filter(|id| !newest.contains_key(id.as_str()))
+        .filter(|id| !seen.contains(id.as_str()))
         .map(|id| format!("{}: no job '{id}' in the log", args.log.display()))
         .collect();
     if !missing.is_empty() {
         return Err(missing);
     }
-    Ok(order
-        .into_iter()
-        .map(|id| &rows[newest[id]])
-        .filter(|row| args.jobs.is_empty() || args.jobs.iter().any(|j| j == &row.job_id))
-        .filter(|row| {
-            args.statuses.is_empty() || row.status.is_some_and(|s| args.statuses.contains(&s))
-        })
-        .collect())
+    Ok(selected)
 }
 
 /// Rebuilds one job from its row through a one-job manifest, built
@@ -86,7 +87,7 @@ fn select<'a>(rows: &'a [LoggedRow], args: &RerunArgs) -> Result<Vec<&'a LoggedR
 /// folder `base` (image paths are logged as written there); the workflow is
 /// named by its absolute path. Problems name the log's line.
 fn rebuild(
-    row: &LoggedRow,
+    row: &Logged,
     dir: &Path,
     base: &Path,
     aliases: &Map<String, Value>,
@@ -104,7 +105,7 @@ fn rebuild(
         .filter_map(|(name, cell)| {
             Some(Param {
                 name: name.clone(),
-                value: csv::value(cell)?,
+                value: runlog::value(cell)?,
                 at,
             })
         })
@@ -167,7 +168,7 @@ fn rebuild(
     job.label = row.job.clone();
     for (name, cell) in row.params.iter().filter(|(n, _)| choices.contains(n)) {
         // Choices are text: a cell that reads as a number stays as it is.
-        let text = match csv::value(cell) {
+        let text = match runlog::value(cell) {
             None => continue,
             Some(Value::String(s)) => s,
             Some(_) => cell.clone(),
@@ -180,7 +181,7 @@ fn rebuild(
 /// The job exactly as last sent, from `prompts/<job_id>.json`. It and the
 /// inputs it names are read as every command reads a run folder: never
 /// through a symbolic link, only regular files (a FIFO would block).
-fn from_prompt_file(row: &LoggedRow, dir: &Path) -> Result<Job, String> {
+fn from_prompt_file(row: &Logged, dir: &Path) -> Result<Job, String> {
     let rel = Path::new("prompts").join(format!("{}.json", row.job_id));
     let path = dir.join(&rel);
     let bytes = crate::folder::open_under(dir, &rel)
@@ -223,7 +224,7 @@ fn from_prompt_file(row: &LoggedRow, dir: &Path) -> Result<Job, String> {
         params: row
             .params
             .iter()
-            .filter_map(|(n, c)| Some((n.clone(), csv::value(c)?)))
+            .filter_map(|(n, c)| Some((n.clone(), runlog::value(c)?)))
             .collect(),
         prompt,
         images,
@@ -232,7 +233,7 @@ fn from_prompt_file(row: &LoggedRow, dir: &Path) -> Result<Job, String> {
 
 /// Rebuilds every selected row; every problem is reported, not only the first.
 fn rebuild_all(
-    rows: &[&LoggedRow],
+    rows: &[&Logged],
     dir: &Path,
     allow_changed: bool,
 ) -> Result<(Vec<Job>, Vec<String>), Vec<String>> {
@@ -337,15 +338,10 @@ fn rebuild_all(
 /// Runs the command.
 pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let bad = |lines: Vec<String>| CliError::many(Exit::BadInput, lines);
-    let (header, rows) =
-        csv::read(&args.log).map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
-    let dir = args.log.parent().map(Path::to_path_buf).unwrap_or_default();
-    let dir = if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        dir
-    };
-    let selected = select(&rows, &args).map_err(bad)?;
+    let log = Log::open(&args.log).map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+    let dir = runlog::folder_of(&args.log);
+    let selected = select(&log, &args).map_err(bad)?;
+    let selected: Vec<&Logged> = selected.iter().collect();
     let (mut jobs, warnings) =
         rebuild_all(&selected, &dir, args.allow_changed_workflow).map_err(bad)?;
     if !global.quiet {
@@ -356,7 +352,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     for (i, job) in jobs.iter_mut().enumerate() {
         job.index = i;
     }
-    let params: Vec<String> = csv::param_columns(&header);
+    let params: Vec<String> = log.layout().params().to_vec();
 
     let output_path = args.output.clone().unwrap_or_else(|| dir.clone());
     let mut target_info = super::runinfo::RunInfo::read(&output_path);
@@ -399,11 +395,12 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     drive(session, &|| Box::new(jobs.iter().cloned()), || {
         let output = open_output(&output_path)?;
         target_info.write(&output)?;
-        let (log, existing) = RunLog::open(&output.log_path(), &params)
-            .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
         // A rerun runs what it was asked to, done or not; the log only
         // numbers the attempts so prompt ids never repeat.
-        let resume = Resume::from_rows(&existing, &output);
+        let (log, resume) = RunLog::open(&output.log_path(), &params, |files| {
+            output.images_present(files)
+        })
+        .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
         let numbered: Vec<(Job, u32)> = jobs
             .iter()
             .map(|job| (job.clone(), resume.next_attempt(job.id.as_str())))

@@ -10,7 +10,7 @@ use super::runinfo::RunInfo;
 use super::{CliError, Exit, GlobalArgs};
 use crate::manifest::Manifest;
 use crate::plan::Plan;
-use crate::sink::csv::{Resume, RunLog};
+use crate::runlog::RunLog;
 
 /// Arguments of `comfy-batch run`.
 #[derive(Debug, clap::Args)]
@@ -138,12 +138,13 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             ..super::runinfo::RunInfo::of(&manifest, plan.random_key(), &key, output.root())
         }
         .write(&output)?;
-        let (log, rows) = RunLog::open(&output.log_path(), plan.columns())
-            .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
         // Read even with --no-resume: attempt numbers (and so prompt ids)
         // go on from the log, or a rerun would collect the old prompts.
-        let resume = std::rc::Rc::new(Resume::from_rows(&rows, &output));
-        drop(rows);
+        let (log, resume) = RunLog::open(&output.log_path(), plan.columns(), |files| {
+            output.images_present(files)
+        })
+        .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+        let resume = std::rc::Rc::new(resume);
         let skip_done = !args.no_resume;
         let numbering = resume.clone();
         let wanted = move |index: usize, id: &str| {

@@ -243,8 +243,8 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
     // the rename at the end would otherwise lose.
     let lock_path = out.join(".merge.lock");
     let lock = File::create(&lock_path).map_err(io(&lock_path))?;
-    let log_lock_path = crate::sink::csv::lock_path(&out.join(LOG));
-    let log_lock = crate::sink::csv::open_lock(&out.join(LOG)).map_err(io(&log_lock_path))?;
+    let log_lock_path = crate::runlog::lock_path(&out.join(LOG));
+    let log_lock = crate::runlog::open_lock(&out.join(LOG)).map_err(io(&log_lock_path))?;
     if lock.try_lock().is_err() || log_lock.try_lock().is_err() {
         return Err(MergeError::Refused(format!(
             "{}: another merge or run is writing this folder",

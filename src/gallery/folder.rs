@@ -308,7 +308,7 @@ impl RunFolder {
                 seed: get(Some(seed_col)),
                 // Unset stays empty, a string set empty shows as `""`.
                 params: (seed_col + 1..status_col)
-                    .map(|c| crate::sink::csv::shown(&get(Some(c))).into_owned())
+                    .map(|c| crate::runlog::shown(&get(Some(c))).into_owned())
                     .collect(),
                 status: get(Some(status_col)),
                 server: get(c_server),

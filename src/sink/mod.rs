@@ -1,12 +1,11 @@
 //! Where results land: every output file's bytes exactly as received,
 //! texts as UTF-8 files, the prompt JSON
-//! sent, and the `runs.csv` log. Every file appears whole or not at all
+//! sent, and the `runs.csv` log (through `crate::runlog`'s writer). Every file appears whole or not at all
 //! (write to a temporary name, then rename), so a killed run never leaves a
 //! half-written image or row; files reach the disk before a row names
 //! them, jobs ending together sharing one sync (`durable`). Knows nothing
 //! of the network or progress.
 
-pub mod csv;
 mod durable;
 mod files;
 
