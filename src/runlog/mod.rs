@@ -436,10 +436,15 @@ impl Log {
                 id: packed(id),
                 offset,
                 line: u32::try_from(row.line).unwrap_or(u32::MAX),
+                attempts: 1,
             };
             match at.entry(job_key(id)) {
                 std::collections::hash_map::Entry::Occupied(e) => {
-                    entries[*e.get() as usize] = entry
+                    let old = &mut entries[*e.get() as usize];
+                    *old = Entry {
+                        attempts: old.attempts.saturating_add(1),
+                        ..entry
+                    };
                 }
                 std::collections::hash_map::Entry::Vacant(e) => {
                     e.insert(entries.len() as u32);
@@ -501,6 +506,8 @@ struct Entry {
     offset: u64,
     /// Its line (for messages).
     line: u32,
+    /// How many rows the job has (its attempts logged).
+    attempts: u32,
 }
 
 /// The first 16 bytes of an id, big-endian, zero-padded: ordered as the
@@ -701,13 +708,22 @@ impl Newest<'_> {
     pub fn jobs(&self) -> usize {
         self.entries.len()
     }
+
+    /// The next job's newest row and how many rows the job has.
+    pub fn next_counted(&mut self) -> Option<Result<(Row, u32), LogError>> {
+        let entry = self.entries.next()?;
+        Some(
+            self.at
+                .row(entry.offset, u64::from(entry.line))
+                .map(|row| (row, entry.attempts)),
+        )
+    }
 }
 
 impl Iterator for Newest<'_> {
     type Item = Result<Row, LogError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let entry = self.entries.next()?;
-        Some(self.at.row(entry.offset, u64::from(entry.line)))
+        self.next_counted().map(|r| r.map(|(row, _)| row))
     }
 }
