@@ -8,12 +8,14 @@
 
 mod durable;
 mod files;
+mod sent;
 
 pub use files::{
     Incoming, InputFile, KEPT_EXTENSIONS, OutputDir, UNKNOWN_EXTENSION, extension_of,
     image_file_name, kept_extension, kept_input, prompt_text,
 };
 pub(crate) use files::{temp_beside, write_atomic};
+pub use sent::sent_job;
 
 use std::path::PathBuf;
 
