@@ -152,7 +152,8 @@ pub fn execute(args: BenchFolderArgs) -> Result<Exit, CliError> {
             "rerun-status",
             [
                 "rerun",
-                &run_s,
+                // The log itself: older builds take no folder here.
+                &run.join(crate::runlog::LOG).display().to_string(),
                 "--status",
                 "failed",
                 "--server",

@@ -48,16 +48,20 @@ fn select(log: &Log, args: &RerunArgs) -> Result<Vec<Logged>, Vec<String>> {
     let fail = |e: runlog::LogError| vec![e.to_string()];
     let mut seen = std::collections::HashSet::new();
     let mut selected = Vec::new();
+    let layout = log.layout();
     for row in log.newest().map_err(fail)? {
-        let row = log.layout().logged(&row.map_err(fail)?);
+        let row = row.map_err(fail)?;
+        // Typed (every cell copied) only once selected.
+        let id = layout.get(&row, "job_id");
         if !args.jobs.is_empty() {
-            if !args.jobs.contains(&row.job_id) {
+            if !args.jobs.iter().any(|j| j == id) {
                 continue;
             }
-            seen.insert(row.job_id.clone());
+            seen.insert(id.to_string());
         }
-        if args.statuses.is_empty() || row.status.is_some_and(|s| args.statuses.contains(&s)) {
-            selected.push(row);
+        let status = Status::parse(layout.get(&row, "status"));
+        if args.statuses.is_empty() || status.is_some_and(|s| args.statuses.contains(&s)) {
+            selected.push(layout.logged(&row));
         }
     }
     let missing: Vec<String> = args
