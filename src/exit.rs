@@ -168,16 +168,6 @@ impl Failure for crate::export::ExportError {
     }
 }
 
-impl Failure for crate::gallery::FolderError {
-    fn exit_code(&self) -> Exit {
-        use crate::gallery::FolderError::*;
-        match self {
-            NotAnOutputFolder { .. } | NotALog { .. } => Exit::BadInput,
-            Io { .. } => Exit::Infrastructure,
-        }
-    }
-}
-
 impl Failure for crate::gallery::GalleryError {
     fn exit_code(&self) -> Exit {
         use crate::gallery::GalleryError::*;
@@ -202,11 +192,12 @@ impl Failure for crate::grid::GridError {
     }
 }
 
-impl Failure for crate::sink::csv::LogError {
+impl Failure for crate::runlog::OpenError {
     fn exit_code(&self) -> Exit {
-        use crate::sink::csv::LogError::*;
+        use crate::runlog::OpenError::*;
         match self {
-            Io(_) => Exit::Infrastructure,
+            Io(e) => e.exit_code(),
+            Read(e) => e.exit_code(),
             Incompatible { .. } => Exit::BadInput,
         }
     }

@@ -20,10 +20,10 @@
 //! environment or the terminal; `exit` says which
 //! exit code each stage's errors end with.
 //!
-//! `runlog` owns `runs.csv`'s columns and its one streaming reader. After a
-//! run: `folder` reads an output folder back (and merges shard
-//! folders), `export` turns it into a dataset, and `ci` writes JUnit and
-//! GitHub job summaries from the run's events. `environment` records what
+//! `runlog` owns `runs.csv`: its columns, its one writer and its one
+//! streaming reader. After a run: `folder` reads an output folder back (and
+//! merges shard folders), `export` turns it into a dataset, and `ci` writes
+//! JUnit and GitHub job summaries from the run's events. `environment` records what
 //! each server ran (versions, devices, node and model hashes) beside the log.
 //!
 //! `scaffold` writes the starter project of `init` (the repository's own

@@ -83,7 +83,7 @@ impl Finished {
 fn params(job: &Job) -> Vec<(String, String)> {
     job.params
         .iter()
-        .map(|(n, v)| (n.clone(), crate::sink::csv::cell(v)))
+        .map(|(n, v)| (n.clone(), crate::runlog::cell(v)))
         .collect()
 }
 

@@ -16,8 +16,8 @@ use crate::plan::Job;
 use crate::preflight::JobSource;
 use crate::progress::{PlainReporter, ProgressReporter, Reporter};
 use crate::run::{CancelReason, EventKind, RunConfig, RunError, Stop};
+use crate::runlog::RunLog;
 use crate::sink::OutputDir;
-use crate::sink::csv::RunLog;
 
 /// Threads for the runner's file work (the runtime's blocking pool): a
 /// slow disk still has a few writes in flight at once, and the jobs of

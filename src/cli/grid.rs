@@ -43,7 +43,7 @@ fn parse_where(text: &str) -> Result<(String, String), String> {
 
 /// Runs `grid`.
 pub fn execute(args: GridArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let dir = RunFolder::folder_of(&args.dir);
+    let dir = crate::runlog::folder_of(&args.dir);
     let run = RunFolder::read(&dir)?;
     if args.output.is_none() {
         crate::gallery::check_report_dir(&dir)?;

@@ -26,7 +26,7 @@ fn gallery_error(e: &GalleryError) -> CliError {
 
 /// Runs `report`.
 pub fn execute(args: ReportArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let dir = gallery::RunFolder::folder_of(&args.dir);
+    let dir = crate::runlog::folder_of(&args.dir);
     let summary =
         gallery::write_report(&dir, &ReportOptions::default()).map_err(|e| gallery_error(&e))?;
     if !global.quiet {

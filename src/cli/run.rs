@@ -10,7 +10,7 @@ use super::{CliError, Exit, GlobalArgs};
 use crate::folder::runinfo::RunInfo;
 use crate::manifest::Manifest;
 use crate::plan::Plan;
-use crate::sink::csv::{Resume, RunLog};
+use crate::runlog::RunLog;
 
 /// Arguments of `comfy-batch run`.
 #[derive(Debug, clap::Args)]
@@ -107,11 +107,12 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             ..RunInfo::of(&manifest, plan.random_key(), &key, output.root())
         }
         .write(&output)?;
-        let (log, rows) = RunLog::open(&output.log_path(), plan.columns())?;
         // Read even with --no-resume: attempt numbers (and so prompt ids)
         // go on from the log, or a rerun would collect the old prompts.
-        let resume = std::rc::Rc::new(Resume::from_rows(&rows, &output));
-        drop(rows);
+        let (log, resume) = RunLog::open(&output.log_path(), plan.columns(), |files| {
+            output.images_present(files)
+        })?;
+        let resume = std::rc::Rc::new(resume);
         let skip_done = !args.no_resume;
         let numbering = resume.clone();
         let wanted = move |index: usize, id: &str| {

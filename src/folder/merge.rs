@@ -344,8 +344,8 @@ impl OutLock {
     fn take(out: &Path) -> Result<OutLock, MergeError> {
         let path = out.join(".merge.lock");
         let lock = File::create(&path).map_err(io(&path))?;
-        let log_lock_path = crate::sink::csv::lock_path(&out.join(LOG));
-        let log_lock = crate::sink::csv::open_lock(&out.join(LOG)).map_err(io(&log_lock_path))?;
+        let log_lock_path = crate::runlog::lock_path(&out.join(LOG));
+        let log_lock = crate::runlog::open_lock(&out.join(LOG)).map_err(io(&log_lock_path))?;
         if lock.try_lock().is_err() || log_lock.try_lock().is_err() {
             return Err(MergeError::Refused(format!(
                 "{}: another merge or run is writing this folder",

@@ -297,7 +297,7 @@ pub enum ColumnType {
 
 impl ColumnType {
     /// A cell as a JSON value of this type; an empty cell (unset) is
-    /// `null`, a string set empty (`""`) is `""` ([`crate::sink::csv::cell`]).
+    /// `null`, a string set empty (`""`) is `""` ([`crate::runlog::cell`]).
     pub fn value(self, cell: &str) -> Value {
         if cell.is_empty() {
             return Value::Null;
@@ -306,7 +306,7 @@ impl ColumnType {
             ColumnType::Integer => cell.parse::<i64>().map(Value::from).ok(),
             ColumnType::Number => cell.parse::<f64>().ok().map(Value::from),
             ColumnType::Boolean => Some(Value::Bool(cell == "true")),
-            ColumnType::Text => match crate::sink::csv::value(cell) {
+            ColumnType::Text => match crate::runlog::value(cell) {
                 Some(text @ Value::String(_)) => Some(text),
                 _ => None,
             },
@@ -378,7 +378,7 @@ pub fn canonical(path: &Path) -> PathBuf {
 /// is opened: a FIFO there would block the open forever, and a run never
 /// makes anything else.
 pub fn log_in_use(root: &Path) -> bool {
-    let lock = crate::sink::csv::lock_path(&root.join(LOG));
+    let lock = crate::runlog::lock_path(&root.join(LOG));
     lock.file_name()
         .and_then(|name| open_under(root, Path::new(name)).ok())
         .is_some_and(|f| f.file.try_lock_shared().is_err())

@@ -1,37 +1,13 @@
-//! Reading an output folder as it is on disk: `runs.csv` by header name
-//! (the newest row of each job counts), every output file classified by its
-//! extension and checked for presence. The folder may still be written to:
-//! a torn last line is ignored, a missing file is a value, not an error.
+//! Reading an output folder as it is on disk: `runs.csv` through the run
+//! log's one reader (`crate::runlog`: the newest row of each job, in the
+//! log's order of jobs, and its rules for a torn or damaged line), every
+//! output file classified by its extension and checked for presence. The
+//! folder may still be written to: a missing file is a value, not an error.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Why a folder cannot be read as a run.
-#[derive(Debug, thiserror::Error)]
-pub enum FolderError {
-    /// There is no `runs.csv` in it.
-    #[error("{}: not a comfy-batch output folder (no runs.csv in it)", path.display())]
-    NotAnOutputFolder {
-        /// The folder.
-        path: PathBuf,
-    },
-    /// `runs.csv` does not have the columns of a run log.
-    #[error("{}:1: not a comfy-batch run log: {why}", path.display())]
-    NotALog {
-        /// The log.
-        path: PathBuf,
-        /// What is missing.
-        why: String,
-    },
-    /// Reading failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
+/// Why a folder cannot be read as a run: the run log's reader's reasons.
+pub use crate::runlog::LogError as FolderError;
 
 /// What an output file is, by its extension: decides how the page shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +123,7 @@ impl JobRecord {
 }
 
 /// A run's folder: its parameter columns and its jobs (newest row each, in
-/// order of first appearance).
+/// the log's order of jobs: by label).
 #[derive(Debug, Clone)]
 pub struct RunFolder {
     /// The folder.
@@ -156,8 +132,6 @@ pub struct RunFolder {
     pub params: Vec<String>,
     /// The jobs.
     pub jobs: Vec<JobRecord>,
-    /// Rows that could not be read (wrong field count): skipped.
-    pub skipped_rows: usize,
 }
 
 /// The names of the dimensions a job can be placed by, besides the
@@ -187,170 +161,43 @@ impl Dimension {
 }
 
 impl RunFolder {
-    /// The output folder a user means: `DIR`, or the folder of a
-    /// `DIR/runs.csv` given instead.
-    pub fn folder_of(path: &Path) -> PathBuf {
-        if path.is_file() && path.file_name().is_some_and(|n| n == "runs.csv") {
-            return path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf();
-        }
-        path.to_path_buf()
-    }
-
-    /// Reads `dir/runs.csv`.
-    pub fn read(dir: &Path) -> Result<RunFolder, FolderError> {
-        let log = dir.join("runs.csv");
-        let meta = std::fs::metadata(&log);
-        if !dir.is_dir()
-            || meta
-                .as_ref()
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-        {
-            return Err(FolderError::NotAnOutputFolder {
-                path: dir.to_path_buf(),
+    /// Reads the run log of `path` (`DIR` or `DIR/runs.csv`).
+    pub fn read(path: &Path) -> Result<RunFolder, FolderError> {
+        let log = crate::runlog::Log::open(path)?;
+        let root = crate::runlog::folder_of(path);
+        let layout = log.layout();
+        let params = layout.params().to_vec();
+        let mut newest = log.newest()?;
+        let mut jobs = Vec::with_capacity(newest.jobs());
+        while let Some(next) = newest.next_counted() {
+            let (row, attempts) = next?;
+            let get = |column: &str| layout.get(&row, column).to_string();
+            jobs.push(JobRecord {
+                line: row.line,
+                id: get("job_id"),
+                label: get("job"),
+                workflow: get("workflow"),
+                seed: get("seed"),
+                // Unset stays empty, a string set empty shows as `""`.
+                params: params
+                    .iter()
+                    .map(|p| crate::runlog::shown(layout.param(&row, p)).into_owned())
+                    .collect(),
+                status: get("status"),
+                server: get("server"),
+                finished_at: get("finished_at"),
+                queue_s: get("queue_s"),
+                run_s: get("run_s"),
+                error: get("error"),
+                text: get(crate::runlog::TEXT),
+                outputs: layout
+                    .files(&row)
+                    .map(|rel| output_file(&root, rel))
+                    .collect(),
+                attempts: attempts as usize,
             });
         }
-        let io = |source| FolderError::Io {
-            path: log.clone(),
-            source,
-        };
-        // As `runlog` reads it: a FIFO is not opened, a folder fails at its read.
-        if let Ok(meta) = meta
-            && !meta.is_file()
-            && !meta.is_dir()
-        {
-            return Err(io(std::io::Error::other("not a regular file")));
-        }
-        let bytes = std::fs::read(&log).map_err(io)?;
-        Self::parse(dir, &log, &bytes)
-    }
-
-    /// Parses log bytes; `dir` is the folder file paths are relative to.
-    pub fn parse(dir: &Path, log: &Path, bytes: &[u8]) -> Result<RunFolder, FolderError> {
-        // A row still being written has no final newline yet.
-        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let not_log = |why: &str| FolderError::NotALog {
-            path: log.to_path_buf(),
-            why: why.into(),
-        };
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .has_headers(false)
-            .from_reader(&bytes[..whole]);
-        let mut records = reader.byte_records();
-        let header: Vec<String> = match records.next() {
-            Some(Ok(h)) => h
-                .iter()
-                .map(|c| String::from_utf8_lossy(c).into())
-                .collect(),
-            Some(Err(_)) => return Err(not_log("the header cannot be read")),
-            None if bytes.is_empty() || whole == 0 => {
-                return Err(not_log("it is empty"));
-            }
-            None => return Err(not_log("it has no header")),
-        };
-        let col = |name: &str| header.iter().position(|h| h == name);
-        // A parameter may be named like a log column (a node's `text`
-        // input): the log's own `status` is the last one, and the columns
-        // that follow it are looked up after it only.
-        let (Some(id_col), Some(seed_col), Some(status_col)) = (
-            col("job_id"),
-            col("seed"),
-            header.iter().rposition(|h| h == "status"),
-        ) else {
-            return Err(not_log(
-                "it lacks the job_id, seed and status columns a run log has",
-            ));
-        };
-        if seed_col >= status_col {
-            return Err(not_log("its seed column is not before its status column"));
-        }
-        let params: Vec<String> = header[seed_col + 1..status_col].to_vec();
-        let leading = |name: &str| header[..seed_col].iter().position(|h| h == name);
-        let trailing = |name: &str| {
-            header[status_col + 1..]
-                .iter()
-                .position(|h| h == name)
-                .map(|i| i + status_col + 1)
-        };
-        let c_label = leading("job");
-        let c_workflow = leading("workflow");
-        let c_server = trailing("server");
-        let c_finished = trailing("finished_at");
-        let c_queue = trailing("queue_s");
-        let c_run = trailing("run_s");
-        let c_images = trailing("images");
-        let c_error = trailing("error");
-        let c_text = trailing("text");
-
-        let mut jobs: Vec<JobRecord> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let mut skipped_rows = 0;
-        for record in records {
-            let Ok(record) = record else {
-                skipped_rows += 1;
-                continue;
-            };
-            if record.len() != header.len() {
-                skipped_rows += 1;
-                continue;
-            }
-            let line = record.position().map_or(0, |p| p.line() as usize);
-            let get = |c: Option<usize>| -> String {
-                c.and_then(|c| record.get(c))
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default()
-            };
-            let id = get(Some(id_col));
-            if id.is_empty() {
-                skipped_rows += 1;
-                continue;
-            }
-            let outputs = get(c_images)
-                .split(';')
-                .filter(|s| !s.is_empty())
-                .map(|rel| output_file(dir, rel))
-                .collect();
-            let job = JobRecord {
-                line,
-                label: get(c_label),
-                workflow: get(c_workflow),
-                seed: get(Some(seed_col)),
-                // Unset stays empty, a string set empty shows as `""`.
-                params: (seed_col + 1..status_col)
-                    .map(|c| crate::sink::csv::shown(&get(Some(c))).into_owned())
-                    .collect(),
-                status: get(Some(status_col)),
-                server: get(c_server),
-                finished_at: get(c_finished),
-                queue_s: get(c_queue),
-                run_s: get(c_run),
-                error: get(c_error),
-                text: get(c_text),
-                outputs,
-                attempts: 1,
-                id: id.clone(),
-            };
-            match index.get(&id) {
-                Some(&i) => {
-                    let attempts = jobs[i].attempts + 1;
-                    jobs[i] = JobRecord { attempts, ..job };
-                }
-                None => {
-                    index.insert(id, jobs.len());
-                    jobs.push(job);
-                }
-            }
-        }
-        Ok(RunFolder {
-            root: dir.to_path_buf(),
-            params,
-            jobs,
-            skipped_rows,
-        })
+        Ok(RunFolder { root, params, jobs })
     }
 
     /// Every dimension: `seed`, the parameter columns, `group`.
@@ -457,12 +304,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> RunFolder {
-        RunFolder::parse(
-            Path::new("/nonexistent"),
-            Path::new("runs.csv"),
-            text.as_bytes(),
-        )
-        .unwrap()
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("runs.csv"), text).unwrap();
+        RunFolder::read(dir.path()).unwrap()
     }
 
     const HEAD: &str = "job_id,job,workflow,workflow_sha256,seed,prompt,cfg,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n";
@@ -503,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn newest_row_per_job_counts_and_order_is_first_appearance() {
+    fn newest_row_per_job_counts_and_order_is_by_label() {
         let f = parse(&format!(
             "{HEAD}a1,g#0,w.json,x,1,fox,5,failed,s,p,,,,,,,boom\n\
              b2,g#1,w.json,x,1,fox,8,ok,s,p,,,,,,images/b2_9_0.png,\n\
@@ -584,8 +428,13 @@ mod tests {
 
     #[test]
     fn a_file_without_the_run_columns_is_not_a_log() {
-        let e = RunFolder::parse(Path::new("."), Path::new("runs.csv"), b"a,b\n1,2\n").unwrap_err();
-        assert!(e.to_string().contains("not a comfy-batch run log"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("runs.csv"), "a,b\n1,2\n").unwrap();
+        let e = RunFolder::read(dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("not a comfy-batch output folder"),
+            "{e}"
+        );
     }
 
     #[test]

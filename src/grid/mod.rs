@@ -485,12 +485,14 @@ mod tests {
             b,g#1,w,x,1,fox,8,failed,,boom\n\
             c,g#2,w,x,1,owl,5,ok,,\n\
             d,g#3,w,x,2,owl,5,ok,,\n";
-        RunFolder::parse(
-            Path::new("/nowhere/out"),
-            Path::new("runs.csv"),
-            text.as_bytes(),
-        )
-        .unwrap()
+        read(text)
+    }
+
+    /// The folder of a log `text` (its files absent), through the one reader.
+    fn read(text: &str) -> RunFolder {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("runs.csv"), text).unwrap();
+        RunFolder::read(dir.path()).unwrap()
     }
 
     fn req(x: &str, y: &str) -> GridRequest {
@@ -531,12 +533,7 @@ mod tests {
             a,g#0,w,x,1,\"\"\"\"\"\",5,ok,,\n\
             b,g#1,w,x,1,blurry,5,ok,,\n\
             c,g#2,w,x,1,\"\"\"\"\"\",8,ok,,\n";
-        let r = RunFolder::parse(
-            Path::new("/nowhere/out"),
-            Path::new("runs.csv"),
-            text.as_bytes(),
-        )
-        .unwrap();
+        let r = read(text);
         let p = &layout(&r, &req("negative", "cfg")).unwrap()[0];
         assert_eq!(p.x.1, [r#""""#, "blurry"]);
         let empty = GridRequest {

@@ -1,7 +1,8 @@
 //! Expansion: a manifest's job groups (matrix, zip, set, defaults, seeds)
 //! become concrete [`Job`]s in a deterministic order, each with its stable
 //! [`JobId`] and patched prompt. Owns target resolution, seeds, job ids,
-//! deduplication, order and `--shard`. Knows nothing of HTTP or the output
+//! deduplication, order and `--shard`, and jobs rebuilt from a run log's
+//! typed rows (`rebuild`, for `rerun`). Knows nothing of HTTP or the output
 //! folder.
 //!
 //! SEAM (fixed for the runner, #4): `Job`, `Workflow`, `ImageInput`, and a
@@ -16,6 +17,7 @@ mod build;
 mod collide;
 mod error;
 mod expand;
+pub mod rebuild;
 mod seeds;
 mod shard;
 mod targets;

@@ -1,6 +1,8 @@
-//! The run log, `runs.csv`, read back: its columns (the one list), the
-//! layout of a header by column name, and one tolerant streaming reader
-//! that every command reading a folder uses. Rows come one at a time from
+//! The run log, `runs.csv`: its columns (the one list), the layout of a
+//! header by column name, its one writer (`write`: rows, cells, the
+//! folder's lock, and what a resumed run takes from the rows already
+//! there) and one tolerant streaming reader that every command reading a
+//! folder uses (resume, rerun, status, export, merge, report, grid). Rows come one at a time from
 //! a buffered file, never the whole log in memory; "the newest row of each
 //! job" keeps a few bytes per job (a packed id, a byte offset, a sort key)
 //! and streams the log again for the rows themselves.
@@ -18,8 +20,12 @@
 //! - An older header without `text` is read as it is; columns are found by
 //!   name, parameters sitting between `seed` and the last `status`.
 //!
-//! Knows nothing of what a folder's files are, of the network or of how
-//! rows are written (the writer is `crate::sink::csv`).
+//! Knows nothing of what a folder's files are or of the network: whether a
+//! row's files are there is asked of the caller.
+
+mod write;
+
+pub use write::{OpenError, Resume, RunLog, cell, lock_path, open_lock, row, shown, value};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -127,6 +133,36 @@ pub struct Row {
     pub cells: Vec<String>,
 }
 
+/// A row read as the job it records (the typed columns rerun and resume
+/// use; [`Layout::logged`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    /// 1-based line number in the file (for messages).
+    pub line: usize,
+    /// `job_id`.
+    pub job_id: String,
+    /// `job`.
+    pub job: String,
+    /// `workflow`: the workflow file, relative to the log's folder.
+    pub workflow: String,
+    /// `workflow_sha256`.
+    pub workflow_sha256: String,
+    /// `seed` (empty when the workflow has no seed input).
+    pub seed: String,
+    /// Parameter columns: (name, cell), in log order.
+    pub params: Vec<(String, String)>,
+    /// `status`.
+    pub status: Option<crate::outcome::Status>,
+    /// `prompt_id`.
+    pub prompt_id: String,
+    /// `images`, split on `;`.
+    pub images: Vec<String>,
+    /// `error`.
+    pub error: String,
+    /// `text` (empty in logs that lack the column).
+    pub text: String,
+}
+
 /// Where each column of a header is, by name.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -202,13 +238,36 @@ impl Layout {
     /// A row's cell by column name, the fixed column first (`status`,
     /// `text`…), else the parameter; empty when the log lacks the column.
     pub fn get<'r>(&self, row: &'r Row, column: &str) -> &'r str {
-        cell(row, self.index.get(column).or(self.param_index.get(column)))
+        cell_at(row, self.index.get(column).or(self.param_index.get(column)))
     }
 
     /// A parameter's cell (by the column among the parameters, even when a
     /// fixed column has the same name), else the fixed column's.
     pub fn param<'r>(&self, row: &'r Row, name: &str) -> &'r str {
-        cell(row, self.param_index.get(name).or(self.index.get(name)))
+        cell_at(row, self.param_index.get(name).or(self.index.get(name)))
+    }
+
+    /// A row as the job it records.
+    pub fn logged(&self, row: &Row) -> Logged {
+        let get = |column: &str| self.get(row, column).to_string();
+        Logged {
+            line: row.line,
+            job_id: get("job_id"),
+            job: get("job"),
+            workflow: get("workflow"),
+            workflow_sha256: get("workflow_sha256"),
+            seed: get("seed"),
+            params: self
+                .params
+                .iter()
+                .map(|name| (name.clone(), self.param(row, name).to_string()))
+                .collect(),
+            status: crate::outcome::Status::parse(self.get(row, "status")),
+            prompt_id: get("prompt_id"),
+            images: self.files(row).map(str::to_string).collect(),
+            error: get("error"),
+            text: get(TEXT),
+        }
     }
 
     /// A row's output files (`images`, `;`-separated), relative to the folder.
@@ -217,7 +276,7 @@ impl Layout {
     }
 }
 
-fn cell<'r>(row: &'r Row, at: Option<&usize>) -> &'r str {
+fn cell_at<'r>(row: &'r Row, at: Option<&usize>) -> &'r str {
     at.and_then(|&i| row.cells.get(i))
         .map(String::as_str)
         .unwrap_or("")
@@ -257,10 +316,30 @@ impl Log {
                 "no such folder"
             } else if !dir.is_dir() {
                 "not a folder"
+            } else if log.exists() {
+                // A FIFO would block the reader forever.
+                "runs.csv is not a regular file"
             } else {
                 "no runs.csv"
             }));
         }
+        Log::read_header(&log, path)
+    }
+
+    /// Opens the log file `log` itself, whatever its name (a run's own log
+    /// as it appends to it).
+    pub fn open_file(log: &Path) -> Result<Log, LogError> {
+        Log::read_header(log, log)
+    }
+
+    /// Reads the header of `log`; `named` is what the user named, for
+    /// messages.
+    fn read_header(log: &Path, named: &Path) -> Result<Log, LogError> {
+        let not = |why: &str| LogError::NotALog {
+            path: named.to_path_buf(),
+            why: why.to_string(),
+        };
+        let log = log.to_path_buf();
         let io = |source| LogError::Io {
             path: log.clone(),
             source,
@@ -268,7 +347,7 @@ impl Log {
         // A log there that cannot be read is an I/O failure, not a folder
         // without one; a FIFO is not even opened (that would wait for a
         // writer), a folder fails at its read.
-        if let Ok(meta) = meta
+        if let Ok(meta) = std::fs::metadata(&log)
             && !meta.is_file()
             && !meta.is_dir()
         {
@@ -331,12 +410,20 @@ impl Log {
         // Past the header, which was checked when opened.
         let mut skip = csv::ByteRecord::new();
         let _ = reader.read_byte_record(&mut skip);
+        let header_end = reader.position().byte();
+        // A header cut short (no line end, nothing after it) is no header.
+        let whole_end = if header_end < self.len || self.ends_whole {
+            header_end
+        } else {
+            0
+        };
         Ok(Rows {
             log: self,
             reader,
             record: csv::ByteRecord::new(),
             torn_tail: false,
             done: false,
+            whole_end,
         })
     }
 
@@ -362,10 +449,15 @@ impl Log {
                 id: packed(id),
                 offset,
                 line: u32::try_from(row.line).unwrap_or(u32::MAX),
+                attempts: 1,
             };
             match at.entry(job_key(id)) {
                 std::collections::hash_map::Entry::Occupied(e) => {
-                    entries[*e.get() as usize] = entry
+                    let old = &mut entries[*e.get() as usize];
+                    *old = Entry {
+                        attempts: old.attempts.saturating_add(1),
+                        ..entry
+                    };
                 }
                 std::collections::hash_map::Entry::Vacant(e) => {
                     e.insert(entries.len() as u32);
@@ -427,6 +519,8 @@ struct Entry {
     offset: u64,
     /// Its line (for messages).
     line: u32,
+    /// How many rows the job has (its attempts logged).
+    attempts: u32,
 }
 
 /// The first 16 bytes of an id, big-endian, zero-padded: ordered as the
@@ -536,9 +630,18 @@ pub struct Rows<'l> {
     /// still writing, or one killed mid-row. Known once the rows are read.
     pub torn_tail: bool,
     done: bool,
+    /// Where the whole rows read so far end (the header's end at first).
+    whole_end: u64,
 }
 
 impl Rows<'_> {
+    /// The byte offset where the whole rows read so far end: once every
+    /// row is read, the length the log is cut back to when its last line
+    /// is torn (0 when even the header is).
+    pub fn whole_end(&self) -> u64 {
+        self.whole_end
+    }
+
     /// The next row and the byte offset where it starts (for [`At::row`]).
     pub fn next_located(&mut self) -> Option<Result<(u64, Row), LogError>> {
         if self.done {
@@ -551,7 +654,10 @@ impl Rows<'_> {
             &mut self.record,
             &mut self.torn_tail,
         ) {
-            Ok(Some(row)) => Some(Ok((offset, row))),
+            Ok(Some(row)) => {
+                self.whole_end = self.reader.position().byte();
+                Some(Ok((offset, row)))
+            }
             Ok(None) => {
                 self.done = true;
                 None
@@ -615,13 +721,22 @@ impl Newest<'_> {
     pub fn jobs(&self) -> usize {
         self.entries.len()
     }
+
+    /// The next job's newest row and how many rows the job has.
+    pub fn next_counted(&mut self) -> Option<Result<(Row, u32), LogError>> {
+        let entry = self.entries.next()?;
+        Some(
+            self.at
+                .row(entry.offset, u64::from(entry.line))
+                .map(|row| (row, entry.attempts)),
+        )
+    }
 }
 
 impl Iterator for Newest<'_> {
     type Item = Result<Row, LogError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let entry = self.entries.next()?;
-        Some(self.at.row(entry.offset, u64::from(entry.line)))
+        self.next_counted().map(|r| r.map(|(row, _)| row))
     }
 }

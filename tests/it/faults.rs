@@ -618,7 +618,7 @@ async fn hostile_server_file_names_never_leave_the_output_folder() {
     );
     assert_eq!(
         list(&p.out()),
-        // runs.csv.lock: the run's lock, kept (see `sink::csv::lock`).
+        // runs.csv.lock: the run's lock, kept (see `runlog::RunLog::open`).
         [
             "environment.json",
             "images",

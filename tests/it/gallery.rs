@@ -454,7 +454,8 @@ async fn bad_folders_exit_2_with_one_line() {
     assert_eq!(out.code, 2);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(
-        out.stderr.contains("runs.csv:1: not a comfy-batch run log"),
+        out.stderr
+            .contains("weird: not a comfy-batch output folder (runs.csv has no 'status' column)"),
         "{}",
         out.stderr
     );

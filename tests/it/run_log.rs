@@ -146,7 +146,8 @@ async fn twenty_thousand_rows_a_torn_tail_and_a_tenth_of_the_files_missing() {
 }
 
 /// `bench folder` builds its folder and runs every folder command on it,
-/// one line of figures each (the 200k-job figures are docs/ci.md's).
+/// one line of figures each (the 200k-job figures are docs/ci.md's): grid
+/// and `rerun --status` too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_folder_runs_each_folder_command_and_reports_its_peak() {
     let p = Project::new();
@@ -168,15 +169,22 @@ async fn bench_folder_runs_each_folder_command_and_reports_its_peak() {
             "imagefolder",
             "merge-no-report",
             "merge",
-            "report"
+            "report",
+            "grid",
+            "rerun-status"
         ]
     );
     for line in &lines[1..] {
         let cells: Vec<&str> = line.split('\t').collect();
         let peak: f64 = cells[3].parse().unwrap();
         assert!(peak > 1.0, "{line}");
-        // status exits 1: every 97th job failed.
-        let code = if cells[1] == "status" { "1" } else { "0" };
+        // status exits 1: every 97th job failed; rerun stops at
+        // rebuilding them (exit 2): the synthetic rows' workflow is not there.
+        let code = match cells[1] {
+            "status" => "1",
+            "rerun-status" => "2",
+            _ => "0",
+        };
         assert_eq!(cells[5], code, "{line}");
     }
     assert_eq!(
@@ -186,4 +194,50 @@ async fn bench_folder_runs_each_folder_command_and_reports_its_peak() {
             .count(),
         301
     );
+}
+
+/// A damaged row in the middle of a folder's log gets the same answer from
+/// the commands that append to the log or take jobs from it as from
+/// `status`: one line naming it, and the log left as it is. Resume used to
+/// cut the log at that row, losing every row after it, and report and grid
+/// skipped it without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_middle_row_is_named_by_resume_rerun_report_and_grid_and_kept() {
+    let sim = crate::harness::sim().await;
+    let p = Project::new();
+    p.write("jobs.yaml", crate::harness::sampler_jobs(3));
+    let first = p.run("jobs.yaml", &[&sim], &[]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let log = p.out().join("runs.csv");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    lines[2].push_str(",one too many");
+    let damaged = lines.join("\n") + "\n";
+    std::fs::write(&log, &damaged).unwrap();
+    let url = sim.url();
+    for args in [
+        &["run", "jobs.yaml", "--output", "out", "--server", &url][..],
+        &["rerun", "out/runs.csv", "--status", "ok", "--server", &url],
+        &["report", "out"],
+        &[
+            "grid", "out", "--x", "seed", "--y", "group", "-o", "grid.png",
+        ],
+    ] {
+        let out = p.cli(args).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        let refusal: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains("line 3"))
+            .collect();
+        assert_eq!(refusal.len(), 1, "{args:?}: {}", out.stderr);
+        assert!(
+            refusal[0].contains("runs.csv: line 3: ") && refusal[0].contains("the log is damaged"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), damaged, "{args:?}");
+    }
+    assert!(!p.path("grid.png").exists());
 }

@@ -1,7 +1,9 @@
 //! `comfy-batch bench folder --jobs N --dir D`: the folder commands on a
 //! synthetic N-job output folder (one 64 px PNG a job, every 97th job
 //! failed), each run as a child process: its peak RSS and wall time
-//! (`merge` also rebuilds the report; `merge-no-report` is the merge alone).
+//! (`merge` also rebuilds the report; `merge-no-report` is the merge alone;
+//! `rerun-status` selects the failed jobs against no server, so it stops
+//! at rebuilding them: the synthetic rows' workflow is not there).
 //! `--against B` alternates each command with another comfy-batch binary
 //! (e.g. main's), so a noisy machine slows both alike (docs/ci.md "Scale").
 
@@ -28,7 +30,7 @@ pub struct BenchFolderArgs {
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// Only these commands (status, webdataset, imagefolder,
-    /// merge-no-report, merge, report).
+    /// merge-no-report, merge, report, grid, rerun-status).
     #[arg(long = "only", value_name = "CMD")]
     pub only: Vec<String>,
 }
@@ -129,6 +131,37 @@ pub fn execute(args: BenchFolderArgs) -> Result<Exit, CliError> {
         ),
         ("merge", vec!["merge".into(), out("merged"), run_s.clone()]),
         ("report", vec!["report".into(), run_s.clone()]),
+        (
+            "grid",
+            [
+                "grid",
+                &run_s,
+                "--x",
+                "cfg",
+                "--y",
+                "seed",
+                "--where",
+                "prompt=a photo of subject number 0, detailed",
+                "-o",
+                &out("grid.png"),
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        (
+            "rerun-status",
+            [
+                "rerun",
+                // The log itself: older builds take no folder here.
+                &run.join(crate::runlog::LOG).display().to_string(),
+                "--status",
+                "failed",
+                "--server",
+                "http://127.0.0.1:9",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
     ];
     let mut binaries = vec![("this", exe)];
     if let Some(b) = &args.against {

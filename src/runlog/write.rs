@@ -1,31 +1,38 @@
-//! `runs.csv`: one row per job attempt outcome, appended and flushed as each
-//! job ends. Each row reaches the file in one `write` on an append-mode
-//! handle, and a torn last line from a killed run is cut off when the log is
-//! reopened, so the log never holds a partial row.
+//! The run log's writer: one row per job attempt outcome, appended and
+//! flushed as each job ends. Each row reaches the file in one `write`, and a
+//! torn last line from a killed run is cut off when the log is reopened
+//! (found by the module's one reader), so the log never holds a partial row.
+//! The sink's durable rules hold: a row is synced only after the files it
+//! names (`crate::sink::OutputDir::make_durable`), rows at most
+//! [`SYNC_EVERY`] apart.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde_json::Value;
 
-use super::SinkError;
+use super::{Log, LogError, Logged, TEXT, header};
 use crate::outcome::{Outcome, Status};
 use crate::paths::relative_to;
 use crate::plan::Job;
+use crate::sink::SinkError;
 
-pub use crate::runlog::{LEADING, TEXT, TRAILING, header};
 /// The longest `text` cell; the whole text is in its `.txt` file.
 const MAX_TEXT: usize = 300;
 
-/// Why the log could not be used.
+/// Why the log could not be opened for appending.
 #[derive(Debug, thiserror::Error)]
-pub enum LogError {
+pub enum OpenError {
     /// Reading or writing failed.
     #[error(transparent)]
     Io(#[from] SinkError),
+    /// The rows already there could not be read (a damaged row: nothing
+    /// is cut or written).
+    #[error(transparent)]
+    Read(#[from] LogError),
     /// The existing log is not a comfy-batch log of this manifest.
     #[error("{}: {why}", path.display())]
     Incompatible {
@@ -34,45 +41,6 @@ pub enum LogError {
         /// What differs.
         why: String,
     },
-}
-
-/// One row read back from a log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedRow {
-    /// 1-based line number in the file (for messages).
-    pub line: usize,
-    /// `job_id`.
-    pub job_id: String,
-    /// `job`.
-    pub job: String,
-    /// `workflow`: the workflow file, relative to the log's folder.
-    pub workflow: String,
-    /// `workflow_sha256`.
-    pub workflow_sha256: String,
-    /// `seed` (empty when the workflow has no seed input).
-    pub seed: String,
-    /// Parameter columns: (name, cell).
-    pub params: Vec<(String, String)>,
-    /// `status`.
-    pub status: Option<Status>,
-    /// `prompt_id`.
-    pub prompt_id: String,
-    /// `images`, split on `;`.
-    pub images: Vec<String>,
-    /// `error`.
-    pub error: String,
-    /// `text` (empty in logs that lack the column).
-    pub text: String,
-}
-
-/// The parameter columns of a log's header (read by [`read`]), whether or
-/// not it has the `text` column.
-pub fn param_columns(header: &[String]) -> Vec<String> {
-    let tail = TRAILING.len() + usize::from(header.last().map(String::as_str) == Some(TEXT));
-    header
-        .get(LEADING.len()..header.len().saturating_sub(tail))
-        .map(<[String]>::to_vec)
-        .unwrap_or_default()
 }
 
 /// A parameter value as a CSV cell: strings raw, other JSON as JSON text.
@@ -209,9 +177,16 @@ pub struct RunLog {
 
 impl RunLog {
     /// Opens `path` for appending (creating it with the header), checks that
-    /// an existing log has the same columns, cuts a torn last line, and
-    /// returns the rows already there.
-    pub fn open(path: &Path, params: &[String]) -> Result<(RunLog, Vec<LoggedRow>), LogError> {
+    /// an existing log has the same columns, reads the rows already there
+    /// into what a resumed run needs ([`Resume`]; `present` says whether a
+    /// row's files are all there and whole), and cuts a torn last line. A
+    /// damaged row before the last line is refused, naming its line, and
+    /// nothing is cut or written.
+    pub fn open(
+        path: &Path,
+        params: &[String],
+        present: impl Fn(&[String]) -> bool,
+    ) -> Result<(RunLog, Resume), OpenError> {
         let expected = header(params);
         // One writer per folder: a second run would adopt the same prompts
         // and log them twice. Locked before anything is read or cut: the
@@ -228,27 +203,16 @@ impl RunLog {
             .truncate(false)
             .open(path)
             .map_err(SinkError::at(path))?;
-        let mut text = Vec::new();
-        file.read_to_end(&mut text).map_err(SinkError::at(path))?;
-        let whole = whole_records_len(&text);
-        if whole != text.len() {
-            // A run killed mid-write: drop the torn tail.
-            file.set_len(whole as u64).map_err(SinkError::at(path))?;
-            text.truncate(whole);
-        }
-        file.seek(SeekFrom::End(0)).map_err(SinkError::at(path))?;
+        let len = file.metadata().map_err(SinkError::at(path))?.len();
         let mut with_text = true;
-        let rows = if text.is_empty() {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(&expected).map_err(|e| csv_io(path, e))?;
-            let bytes = w.into_inner().map_err(|e| csv_io(path, e.into_error()))?;
-            file.write_all(&bytes).map_err(SinkError::at(path))?;
-            Vec::new()
-        } else {
-            let (found, rows) = parse(path, &text)?;
+        let mut resume = Resume::default();
+        let mut whole = 0;
+        if len > 0 {
+            let log = Log::open_file(path)?;
+            let found = log.layout().header();
             with_text = found.last().map(String::as_str) == Some(TEXT);
             if found[..] != expected[..expected.len() - usize::from(!with_text)] {
-                return Err(LogError::Incompatible {
+                return Err(OpenError::Incompatible {
                     path: path.to_path_buf(),
                     why: format!(
                         "its columns ({}) are not this manifest's ({}); write to another --output",
@@ -257,8 +221,25 @@ impl RunLog {
                     ),
                 });
             }
-            rows
-        };
+            let mut rows = log.rows()?;
+            for row in rows.by_ref() {
+                resume.add(&log.layout().logged(&row?), &present);
+            }
+            whole = rows.whole_end();
+        }
+        if whole != len {
+            // A run killed mid-write: drop the torn tail (a header cut
+            // short included: it is written again).
+            file.set_len(whole).map_err(SinkError::at(path))?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(SinkError::at(path))?;
+        if whole == 0 {
+            with_text = true;
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(&expected).map_err(|e| csv_io(path, e))?;
+            let bytes = w.into_inner().map_err(|e| csv_io(path, e.into_error()))?;
+            file.write_all(&bytes).map_err(SinkError::at(path))?;
+        }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let len = file.stream_position().map_err(SinkError::at(path))?;
         Ok((
@@ -273,7 +254,7 @@ impl RunLog {
                 len,
                 with_text,
             },
-            rows,
+            resume,
         ))
     }
 
@@ -340,12 +321,12 @@ impl Drop for RunLog {
 /// others lock two different files). Not the log itself: Windows locks
 /// are mandatory, and every other reader of the log (the live report, the
 /// final one, `status`, `export`) would be refused while the run lasts.
-fn lock(path: &Path) -> Result<File, LogError> {
+fn lock(path: &Path) -> Result<File, OpenError> {
     let lock_path = lock_path(path);
     let file = open_lock(path).map_err(SinkError::at(&lock_path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Incompatible {
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Incompatible {
             path: path.to_path_buf(),
             why: "another comfy-batch run is using this folder".into(),
         }),
@@ -377,30 +358,6 @@ pub fn lock_path(log: &Path) -> PathBuf {
 /// resume then collects the prompts from the server by id).
 const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The length of the text's whole records: each ends with a newline outside
-/// quotes and has as many cells as the header. A torn tail (a killed run's
-/// half row, even one inside a quoted multi-line cell) is what lies beyond.
-fn whole_records_len(text: &[u8]) -> usize {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text);
-    let mut record = csv::ByteRecord::new();
-    let mut whole = 0;
-    let mut width = None;
-    while let Ok(true) = reader.read_byte_record(&mut record) {
-        let end = reader.position().byte() as usize;
-        let complete = end > 0 && text.get(end - 1) == Some(&b'\n');
-        let cells = record.len();
-        if !complete || width.is_some_and(|w| w != cells) {
-            break;
-        }
-        width.get_or_insert(cells);
-        whole = end;
-    }
-    whole
-}
-
 fn csv_io(path: &Path, e: impl Into<std::io::Error>) -> SinkError {
     SinkError {
         path: path.to_path_buf(),
@@ -419,91 +376,26 @@ fn regular_or_absent(path: &Path) -> Result<(), SinkError> {
     }
 }
 
-/// Reads a log written by comfy-batch (`rerun` and resume).
-pub fn read(path: &Path) -> Result<(Vec<String>, Vec<LoggedRow>), LogError> {
-    regular_or_absent(path)?;
-    let text = fs::read(path).map_err(SinkError::at(path))?;
-    parse(path, &text)
-}
-
-fn parse(path: &Path, text: &[u8]) -> Result<(Vec<String>, Vec<LoggedRow>), LogError> {
-    let bad = |why: String| LogError::Incompatible {
-        path: path.to_path_buf(),
-        why,
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(text);
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| bad(format!("not a CSV log: {e}")))?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    let n = header.len();
-    // Logs of older versions end with `error`; newer ones add `text`.
-    let with_text = header.last().map(String::as_str) == Some(TEXT);
-    let tail = TRAILING.len() + usize::from(with_text);
-    let t = n.saturating_sub(tail);
-    if n < LEADING.len() + tail
-        || header[..LEADING.len()] != LEADING
-        || header[t..t + TRAILING.len()] != TRAILING
-    {
-        return Err(bad("not a comfy-batch runs.csv (unexpected columns)".into()));
-    }
-    let params: Vec<String> = header[LEADING.len()..t].to_vec();
-    // The fixed columns by name, after the parameters (a parameter may be
-    // called `status` or `text` too).
-    let at = |name: &str| {
-        t + header[t..]
-            .iter()
-            .position(|h| h == name)
-            .expect("every fixed column was checked above")
-    };
-    let (status, prompt_id, images, error) =
-        (at("status"), at("prompt_id"), at("images"), at("error"));
-    let text_at = with_text.then(|| at(TEXT));
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| bad(e.to_string()))?;
-        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
-        if record.len() != n {
-            return Err(bad(format!(
-                "line {line}: {} cells, expected {n}",
-                record.len()
-            )));
-        }
-        let get = |i: usize| record.get(i).unwrap_or("").to_string();
-        rows.push(LoggedRow {
-            line,
-            job_id: get(0),
-            job: get(1),
-            workflow: get(2),
-            workflow_sha256: get(3),
-            seed: get(4),
-            params: params
-                .iter()
-                .enumerate()
-                .map(|(i, name)| (name.clone(), get(LEADING.len() + i)))
-                .collect(),
-            status: Status::parse(&get(status)),
-            prompt_id: get(prompt_id),
-            images: get(images)
-                .split(';')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            error: get(error),
-            text: text_at.map(get).unwrap_or_default(),
-        });
-    }
-    Ok((header, rows))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The log's header and rows, through the module's one reader.
+    fn read(path: &Path) -> Result<(Vec<String>, Vec<Logged>), LogError> {
+        let log = Log::open_file(path)?;
+        let rows = log
+            .rows()?
+            .map(|row| row.map(|row| log.layout().logged(&row)))
+            .collect::<Result<_, _>>()?;
+        Ok((log.layout().header().to_vec(), rows))
+    }
+
+    /// [`RunLog::open`], then the rows it kept.
+    fn open(path: &Path, params: &[String]) -> Result<(RunLog, Vec<Logged>), OpenError> {
+        let (log, _) = RunLog::open(path, params, |_| true)?;
+        Ok((log, read(path)?.1))
+    }
 
     #[test]
     fn the_plan_knows_every_column_of_the_log() {
@@ -548,19 +440,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
         let params = vec!["prompt".to_string()];
-        drop(RunLog::open(&path, &params).unwrap());
+        drop(open(&path, &params).unwrap());
         let mut text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1);
         text.push_str(
             "abc,fox#1,w.json,00,1,a fox,ok,http://s,p,,,,,,images/abc_9_0.png,,\nzzz,fox#2,w.j",
         );
         fs::write(&path, &text).unwrap();
-        let (_, rows) = RunLog::open(&path, &params).unwrap();
+        let (_, rows) = open(&path, &params).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].images, vec!["images/abc_9_0.png"]);
         assert_eq!(rows[0].status, Some(Status::Ok));
         assert!(fs::read_to_string(&path).unwrap().ends_with(",,\n"));
-        let err = RunLog::open(&path, &["other".to_string()]).err().unwrap();
+        let err = open(&path, &["other".to_string()]).err().unwrap();
         assert!(err.to_string().contains("another --output"), "{err}");
     }
 
@@ -569,15 +461,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
         let params = vec!["prompt".to_string()];
-        let (mut first, _) = RunLog::open(&path, &params).unwrap();
+        let (mut first, _) = open(&path, &params).unwrap();
         // The running log is halfway through a row.
         first.file.write_all(b"abc,fox#1,w.js").unwrap();
-        let err = RunLog::open(&path, &params).err().unwrap();
+        let err = open(&path, &params).err().unwrap();
         assert!(err.to_string().contains("another comfy-batch run"), "{err}");
         assert!(fs::read_to_string(&path).unwrap().ends_with("w.js"));
         drop(first);
         // Once it is closed, the torn row is cut and the log is this run's.
-        let (_, rows) = RunLog::open(&path, &params).unwrap();
+        let (_, rows) = open(&path, &params).unwrap();
         assert!(rows.is_empty());
         assert!(fs::read_to_string(&path).unwrap().ends_with("text\n"));
     }
@@ -589,7 +481,7 @@ mod tests {
     fn a_log_in_use_can_still_be_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
-        let (_held, _) = RunLog::open(&path, &["prompt".to_string()]).unwrap();
+        let (_held, _) = open(&path, &["prompt".to_string()]).unwrap();
         let (found, rows) = read(&path).unwrap();
         assert_eq!(found, header(&["prompt".to_string()]));
         assert!(rows.is_empty());
@@ -601,14 +493,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
         let params = vec!["prompt".to_string()];
-        drop(RunLog::open(&path, &params).unwrap());
+        drop(open(&path, &params).unwrap());
         let mut text = fs::read_to_string(&path).unwrap();
         let good = "abc,fox#1,w.json,00,1,\"line one\nline two\",ok,,,,,,,,,,\n";
         text.push_str(good);
         let kept = text.clone();
         text.push_str("zzz,fox#2,w.json,00,2,\"line one\nline");
         fs::write(&path, &text).unwrap();
-        let (_, rows) = RunLog::open(&path, &params).unwrap();
+        let (_, rows) = open(&path, &params).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].params[0].1, "line one\nline two");
         assert_eq!(fs::read_to_string(&path).unwrap(), kept);
@@ -666,7 +558,7 @@ mod tests {
                    abc,cap#1,w.json,00,1,a fox,ok,http://s,cb-k-abc-1,,,,,,images/abc_9_0.png,\n";
         fs::write(&path, old).unwrap();
         let params = vec!["prompt".to_string()];
-        let (mut log, rows) = RunLog::open(&path, &params).unwrap();
+        let (mut log, rows) = open(&path, &params).unwrap();
         assert_eq!(rows[0].images, vec!["images/abc_9_0.png"]);
         assert_eq!(rows[0].prompt_id, "cb-k-abc-1");
         assert_eq!(rows[0].text, "");
@@ -679,7 +571,7 @@ mod tests {
         // A new log has the column, and a parameter may share a fixed name.
         let path = dir.path().join("new.csv");
         let params = vec!["text".to_string(), "status".to_string()];
-        let (mut log, _) = RunLog::open(&path, &params).unwrap();
+        let (mut log, _) = open(&path, &params).unwrap();
         log.append(&job(), &captioned("a caption")).unwrap();
         drop(log);
         let (_, rows) = read(&path).unwrap();
@@ -692,8 +584,8 @@ mod tests {
     fn one_run_per_folder() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
-        let (_held, _) = RunLog::open(&path, &[]).unwrap();
-        let err = RunLog::open(&path, &[]).err().unwrap();
+        let (_held, _) = open(&path, &[]).unwrap();
+        let err = open(&path, &[]).err().unwrap();
         assert!(err.to_string().contains("another comfy-batch run"), "{err}");
     }
 }
@@ -707,44 +599,41 @@ fn attempt_of(prompt_id: &str, job_id: &str) -> Option<u32> {
     n.parse().ok()
 }
 
-/// What earlier runs into the same folder left, for resuming: per job id,
-/// how many attempts were logged and whether the newest one counts as done.
+/// What earlier runs into the same folder left, for resuming: per job, how
+/// many attempts were logged and whether the newest one counts as done. A
+/// few bytes a job (its [`job_key`](super::job_key)), never its row.
 #[derive(Debug, Default)]
 pub struct Resume {
-    attempts: std::collections::HashMap<String, u32>,
-    done: std::collections::HashSet<String>,
+    /// Attempts so far and whether the newest row is done, by job key.
+    jobs: HashMap<u128, (u32, bool)>,
 }
 
 impl Resume {
-    /// Reads the rows: the newest row of a job id is the one that counts; it
-    /// is done when `ok` with every image it lists still present.
-    pub fn from_rows(rows: &[LoggedRow], output: &super::OutputDir) -> Resume {
-        let mut resume = Resume::default();
-        let mut newest: std::collections::HashMap<&str, &LoggedRow> = Default::default();
-        for row in rows {
-            let count = resume.attempts.entry(row.job_id.clone()).or_insert(0);
-            // Retries within a run are not logged, so the attempt number in
-            // the prompt id can exceed the row count: a new attempt must not
-            // reuse (and collect) an old attempt's prompt.
-            *count = (*count + 1).max(attempt_of(&row.prompt_id, &row.job_id).unwrap_or(0));
-            newest.insert(&row.job_id, row);
-        }
-        for (id, row) in newest {
-            if row.status == Some(Status::Ok) && output.images_present(&row.images) {
-                resume.done.insert(id.to_string());
-            }
-        }
-        resume
+    /// Adds a row, newer than every row added before: the newest row of a
+    /// job id is the one that counts; it is done when `ok` with every file
+    /// it lists still there (`present`).
+    pub fn add(&mut self, row: &Logged, present: impl Fn(&[String]) -> bool) {
+        let (count, done) = self.jobs.entry(super::job_key(&row.job_id)).or_default();
+        // Retries within a run are not logged, so the attempt number in
+        // the prompt id can exceed the row count: a new attempt must not
+        // reuse (and collect) an old attempt's prompt.
+        *count = (*count + 1).max(attempt_of(&row.prompt_id, &row.job_id).unwrap_or(0));
+        *done = row.status == Some(Status::Ok) && present(&row.images);
     }
 
     /// Whether the job is done already.
     pub fn is_done(&self, job_id: &str) -> bool {
-        self.done.contains(job_id)
+        self.jobs
+            .get(&super::job_key(job_id))
+            .is_some_and(|&(_, done)| done)
     }
 
     /// The number the job's next attempt gets (1 for a new job).
     pub fn next_attempt(&self, job_id: &str) -> u32 {
-        self.attempts.get(job_id).copied().unwrap_or(0) + 1
+        self.jobs
+            .get(&super::job_key(job_id))
+            .map_or(0, |&(n, _)| n)
+            + 1
     }
 }
 
@@ -752,8 +641,8 @@ impl Resume {
 mod resume_tests {
     use super::*;
 
-    fn logged(job_id: &str, status: Status, prompt_id: &str) -> LoggedRow {
-        LoggedRow {
+    fn logged(job_id: &str, status: Status, prompt_id: &str) -> Logged {
+        Logged {
             line: 2,
             job_id: job_id.into(),
             job: "j#1".into(),
@@ -771,15 +660,16 @@ mod resume_tests {
 
     #[test]
     fn next_attempt_skips_attempts_retried_within_a_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = super::super::OutputDir::open(dir.path()).unwrap();
-        let rows = vec![
+        let rows = [
             logged("aa", Status::Ok, "cb-12345678-aa-3"),
             logged("bb", Status::Failed, "cb-12345678-bb-1"),
             logged("bb", Status::Interrupted, ""),
             logged("cc", Status::Ok, "someone-else"),
         ];
-        let resume = Resume::from_rows(&rows, &out);
+        let mut resume = Resume::default();
+        for row in &rows {
+            resume.add(row, |files| files.is_empty());
+        }
         assert_eq!(resume.next_attempt("aa"), 4);
         assert_eq!(resume.next_attempt("bb"), 3);
         assert_eq!(resume.next_attempt("cc"), 2);
