@@ -146,7 +146,10 @@ pub fn default_target(source: &Path, format: Format) -> PathBuf {
         .join(format!("{name}-{}", format.name()))
 }
 
-/// Checks the target before anything is written.
+/// Checks the target before anything is written. Both folders are compared
+/// and inspected as the system resolves them ([`canonical`]), so no
+/// spelling (`.`, `..`, a symlink) reaches the run folder, and the folder
+/// checked is the folder replaced.
 fn check_target(folder: &RunFolder, to: &Path) -> Result<(), ExportError> {
     let bad = |why: &str| ExportError::BadTarget {
         path: to.to_path_buf(),
@@ -154,17 +157,23 @@ fn check_target(folder: &RunFolder, to: &Path) -> Result<(), ExportError> {
     };
     let source = canonical(folder.root());
     let target = canonical(to);
-    if is_within(&target, &source) {
+    let overlap = if target == source {
+        Some(("is the run folder", " itself"))
+    } else if is_within(&target, &source) {
+        Some(("is inside the run folder", ""))
+    } else if is_within(&source, &target) {
+        Some(("contains the run folder", ""))
+    } else {
+        None
+    };
+    if let Some((overlap, itself)) = overlap {
         return Err(bad(&format!(
-            "is inside the run folder {}; export next to it instead",
-            folder.root().display()
+            "{} {overlap} {}{itself}; export to a folder beside it instead; nothing written",
+            target.display(),
+            source.display()
         )));
     }
-    if is_within(&source, &target) {
-        return Err(bad(
-            "contains the run folder; choose an empty or new folder",
-        ));
-    }
+    let to = target.as_path();
     if to.exists() {
         if !to.is_dir() {
             return Err(bad("is a file, not a folder"));

@@ -386,3 +386,114 @@ async fn hostile_and_missing_files_in_a_hand_edited_log_are_skipped() {
         assert!(!name.contains('"') && !name.contains('\n'), "{name:?}");
     }
 }
+
+/// A hand-made run folder `out` with one ok image.
+fn tiny_run(p: &Project) {
+    p.write("out/images/a_1_0.png", "png");
+    p.write(
+        "out/runs.csv",
+        "job_id,job,workflow,workflow_sha256,seed,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n\
+         a,g#1,w.json,00,1,ok,,,,,,,,images/a_1_0.png,\n",
+    );
+}
+
+/// Every name under `dir`, recursively, with its kind, links unfollowed.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in list(dir) {
+        let path = dir.join(&name);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            out.push(format!("{name}/"));
+            out.extend(tree(&path).into_iter().map(|n| format!("{name}/{n}")));
+        } else if meta.is_symlink() {
+            out.push(format!(
+                "{name} -> {}",
+                std::fs::read_link(&path).unwrap().display()
+            ));
+        } else {
+            out.push(format!("{name} ({} bytes)", meta.len()));
+        }
+    }
+    out
+}
+
+/// `--to` equal to, inside or containing the run folder is refused however
+/// it is spelled: from inside the run folder (`.`, `..`, `images`), through
+/// a symlink to it, or `..` after a symlink (which the system resolves from
+/// where the link leads, not lexically).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_refuses_the_run_folder_itself_its_parents_and_insides_by_any_spelling() {
+    use std::os::unix::fs::symlink;
+    let p = Project::new();
+    tiny_run(&p);
+    symlink(p.out(), p.path("link")).unwrap();
+    std::fs::create_dir(p.path("elsewhere")).unwrap();
+    symlink(p.out().join("images"), p.path("elsewhere/imgs")).unwrap();
+    let run = std::fs::canonicalize(p.out()).unwrap();
+    let root = std::fs::canonicalize(p.dir.path()).unwrap();
+    let before = tree(p.dir.path());
+    let cases: [(&str, &[&str], String, &str); 7] = [
+        (
+            "out",
+            &[".", "--to", "."],
+            run.display().to_string(),
+            "is the run folder",
+        ),
+        (
+            "out",
+            &[".", "--to", ".."],
+            root.display().to_string(),
+            "contains the run folder",
+        ),
+        (
+            "out",
+            &[".", "--to", "images"],
+            run.join("images").display().to_string(),
+            "is inside the run folder",
+        ),
+        (
+            "out",
+            &[".", "--to", "../link"],
+            run.display().to_string(),
+            "is the run folder",
+        ),
+        (
+            "out",
+            &["../link", "--to", "ds"],
+            run.join("ds").display().to_string(),
+            "is inside the run folder",
+        ),
+        (
+            "",
+            &["elsewhere/imgs/..", "--to", "out/ds"],
+            run.join("ds").display().to_string(),
+            "is inside the run folder",
+        ),
+        (
+            "",
+            &["out", "--to", "elsewhere/imgs/../ds"],
+            run.join("ds").display().to_string(),
+            "is inside the run folder",
+        ),
+    ];
+    for (cwd, args, target, says) in cases {
+        let out = crate::harness::comfy_batch()
+            .arg("export")
+            .args(args)
+            .args(["--format", "imagefolder"])
+            .current_dir(p.path(cwd))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        let named = format!("{target} {says} {}", run.display());
+        assert!(
+            stderr.contains(&named),
+            "{args:?}: {stderr} (wanted {named})"
+        );
+    }
+    assert_eq!(tree(p.dir.path()), before, "nothing written or deleted");
+}
