@@ -101,7 +101,8 @@ async fn imagefolder_holds_every_ok_image_with_one_metadata_row_each() {
     // Only ok jobs; nothing else but the files, the metadata and the marker.
     assert_eq!(list(&p.path("ds")).len(), 6 + 2);
     // A second export replaces the first whole, and removes what an
-    // interrupted one left.
+    // interrupted one left (marked as export marks its staging folder).
+    p.write(".ds.export-interrupted/.comfy-batch-export", "");
     p.write(".ds.export-interrupted/half.png", "half");
     let again = p
         .cli(&[
@@ -496,4 +497,39 @@ async fn export_refuses_the_run_folder_itself_its_parents_and_insides_by_any_spe
         );
     }
     assert_eq!(tree(p.dir.path()), before, "nothing written or deleted");
+}
+
+/// The cleanup of an interrupted export's `.NAME.export-*` folders removes
+/// only folders export made (they carry its marker): a file, a symlink (to
+/// a folder of someone's) and an unmarked folder of that name all stay.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_cleans_up_only_its_own_leftovers() {
+    use std::os::unix::fs::symlink;
+    let p = Project::new();
+    tiny_run(&p);
+    p.write(".ds.export-notes", "someone's file");
+    p.write(".ds.export-old", "someone's too");
+    p.write(".ds.export-mine/keep.txt", "an unmarked folder");
+    p.write("precious/keep.txt", "behind a link");
+    symlink(p.path("precious"), p.path(".ds.export-link")).unwrap();
+    // An interrupted export's folder: marked, part written.
+    p.write(".ds.export-abc123/.comfy-batch-export", "");
+    p.write(".ds.export-abc123/a_1_0.png", "half");
+    let mut foreign = tree(p.dir.path());
+    foreign.retain(|n| !n.starts_with(".ds.export-abc123"));
+    // Twice: the second replaces the first (its old copy moved aside).
+    for _ in 0..2 {
+        let out = p
+            .cli(&["export", "out", "--format", "imagefolder", "--to", "ds"])
+            .await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let mut after = tree(p.dir.path());
+    after.retain(|n| n != "ds/" && !n.starts_with("ds/"));
+    assert_eq!(after, foreign, "only the marked leftover went");
+    assert_eq!(
+        list(&p.path("ds")),
+        [".comfy-batch-export", "a_1_0.png", "metadata.jsonl"]
+    );
 }
