@@ -34,6 +34,7 @@ pub mod export;
 pub mod folder;
 pub mod gallery;
 pub mod grid;
+mod hash;
 pub mod ids;
 pub mod manifest;
 pub mod outcome;
