@@ -4,7 +4,9 @@
 # servers) and an unprivileged user.
 #   docker build -t registry.example/comfy-batch:0.1.0 .
 
-FROM rust:1-bookworm AS build
+# A named Rust release (the one the tests run on; at least Cargo.toml's
+# rust-version), on the runtime's Debian release: the binary links its glibc.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 # .git is in the context (.dockerignore) and this image has git, so

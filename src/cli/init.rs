@@ -17,7 +17,8 @@ pub struct InitArgs {
 pub fn execute(args: InitArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let written = crate::scaffold::write_starter(&args.dir).map_err(|e| {
         let exit = match e {
-            crate::scaffold::ScaffoldError::Exists(_) => Exit::BadInput,
+            crate::scaffold::ScaffoldError::Exists(_)
+            | crate::scaffold::ScaffoldError::NotAFolder(_) => Exit::BadInput,
             crate::scaffold::ScaffoldError::Io { .. } => Exit::Infrastructure,
         };
         CliError::from_error(exit, &e)

@@ -5,17 +5,16 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::harness::{Project, read_rows};
-
-const BIN: &str = env!("CARGO_BIN_EXE_comfy-batch");
+use crate::harness::{Project, comfy_batch, read_rows};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `comfy-batch ARGS…` with no stdin, as (code, stdout, stderr).
+/// `comfy-batch ARGS…` with no stdin, as (code, stdout, stderr); as every
+/// test runs it, without the host's CI variables.
 fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
+    let out = comfy_batch()
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -86,6 +85,52 @@ async fn init_refuses_to_overwrite_and_then_writes_nothing() {
     // Checked before anything was written: no half-made project.
     assert!(!project.path("here/jobs").exists());
     assert!(!project.path("here/workflows/t2i.json").exists());
+}
+
+#[tokio::test]
+async fn init_where_a_folder_it_needs_is_a_file_or_a_broken_link_refuses_and_writes_nothing() {
+    let project = Project::new();
+    // `workflows` is a file, in one project; a link to nowhere in another;
+    // the project folder itself is a file in a third.
+    project.write("file/workflows", "mine");
+    std::fs::create_dir(project.path("link")).unwrap();
+    let dangling = project.path("link/workflows");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(project.path("nowhere"), &dangling).unwrap();
+    #[cfg(not(unix))]
+    std::fs::write(&dangling, "not a folder").unwrap();
+    project.write("plain", "mine");
+    for (dir, inside) in [
+        ("file", Some("workflows")),
+        ("link", Some("workflows")),
+        ("plain", None),
+    ] {
+        let out = project.cli(&["init", dir]).await;
+        assert_eq!(out.code, 2, "{dir}: {}", out.stderr);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{dir}: {}", out.stderr);
+        // As the binary joins it (`\\` on Windows).
+        let blocker = std::path::Path::new(dir);
+        let shown = match inside {
+            Some(name) => blocker.join(name),
+            None => blocker.to_path_buf(),
+        };
+        let shown = shown.display().to_string();
+        assert!(
+            lines[0].contains(&shown) && lines[0].contains("not a folder"),
+            "{dir}: {}",
+            out.stderr
+        );
+        // Nothing of the project before the folder that stopped it.
+        assert!(
+            !project.path(dir).join("jobs").exists(),
+            "{dir}: half-written"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(project.path("file/workflows")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]

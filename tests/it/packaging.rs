@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_comfy-batch");
-
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -24,15 +22,28 @@ const SUPPORTED: [&str; 5] = [
     r#"pip install "git+$REPO_URL""#,
 ];
 
-/// Every install command in a text: from the installer's name to the end
-/// of the command (a comment, `&&`, `;`, a closing backtick end it).
+/// Every install command in a text: from the installer's name (or a
+/// runner that installs by name: `uvx`, `uv tool run`, `pipx run`) to the
+/// end of the command (a comment, `&&`, `;`, a closing backtick end it),
+/// with lines continued by a backslash joined first.
 fn install_lines(text: &str) -> Vec<String> {
     let start = regex_lite::Regex::new(
-        r"\b(cargo\s+(b?install)|pip3?\s+install|pipx\s+(install|run)|uv\s+(tool|pip)\s+install|uvx)\b",
+        r"\b(cargo\s+b?install|pip3?\s+install|pipx\s+(install|run)|uv\s+(tool\s+(install|run)|pip\s+install|add|run\s+--with)|uvx)\b",
     )
     .unwrap();
-    let mut out = Vec::new();
+    let mut commands = Vec::new();
+    let mut pending = String::new();
     for line in text.lines() {
+        match line.trim_end().strip_suffix('\\') {
+            Some(head) => {
+                pending.push_str(head);
+                pending.push(' ');
+            }
+            None => commands.push(std::mem::take(&mut pending) + line),
+        }
+    }
+    let mut out = Vec::new();
+    for line in &commands {
         for m in start.find_iter(line) {
             let rest = &line[m.start()..];
             let end = [" #", "&&", ";", "||", "`", "|"]
@@ -44,6 +55,26 @@ fn install_lines(text: &str) -> Vec<String> {
         }
     }
     out
+}
+
+#[test]
+fn install_lines_are_found_however_they_are_written() {
+    // Installs or runs from a registry by name, as a user might add them.
+    let text = "uv tool run comfy-batch plan jobs/x.yaml\n\
+        uv run --with comfy-batch comfy-batch --help\n\
+        - python3 -m pip install comfy-batch\n\
+        RUN pip install \\\n    --no-cache-dir comfy-batch\n\
+        cargo install --locked \\\n  --path .\n";
+    assert_eq!(
+        install_lines(text),
+        [
+            "uv tool run comfy-batch plan jobs/x.yaml",
+            "uv run --with comfy-batch comfy-batch --help",
+            "pip install comfy-batch",
+            "pip install --no-cache-dir comfy-batch",
+            "cargo install --locked --path .",
+        ]
+    );
 }
 
 #[test]
@@ -150,7 +181,10 @@ fn k8s_example_configmap_items_lay_out_a_manifest_that_plans() {
             let image = container["image"].as_str().unwrap();
             assert!(image.contains("comfy-batch"), "{image}");
             // Lay each ConfigMap volume out as the kubelet does: with
-            // `items:`, only the listed keys, each at its path.
+            // `items:`, only the listed keys, each at its path inside a
+            // timestamped folder that `..data` links to, and each top-level
+            // name a link through `..data` (its atomic writer's layout, so
+            // a manifest's `../workflows` crosses links).
             let base = tempfile::tempdir().unwrap();
             for mount in container["volumeMounts"].as_sequence().unwrap() {
                 let volume = pod["volumes"]
@@ -165,17 +199,33 @@ fn k8s_example_configmap_items_lay_out_a_manifest_that_plans() {
                 let items = config_map["items"]
                     .as_sequence()
                     .expect("the ConfigMap volume maps its keys to paths (items:)");
-                let at = base
+                let mount_at = base
                     .path()
                     .join(mount["mountPath"].as_str().unwrap().trim_start_matches('/'));
+                let at = if cfg!(unix) {
+                    mount_at.join("..2026_12_06_22_00_00.000000001")
+                } else {
+                    mount_at.clone()
+                };
+                let mut tops = std::collections::BTreeSet::new();
                 for item in items {
                     let key = item["key"].as_str().unwrap();
                     let file = keys
                         .get(key)
                         .unwrap_or_else(|| panic!("no key {key} in {keys:?}"));
-                    let to = at.join(item["path"].as_str().unwrap());
+                    let path = item["path"].as_str().unwrap();
+                    tops.insert(path.split('/').next().unwrap().to_string());
+                    let to = at.join(path);
                     std::fs::create_dir_all(to.parent().unwrap()).unwrap();
                     std::fs::copy(root().join(file), to).unwrap();
+                }
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::symlink;
+                    symlink(at.file_name().unwrap(), mount_at.join("..data")).unwrap();
+                    for top in &tops {
+                        symlink(Path::new("..data").join(top), mount_at.join(top)).unwrap();
+                    }
                 }
             }
             // Every manifest the container names, planned from the laid-out
@@ -190,7 +240,7 @@ fn k8s_example_configmap_items_lay_out_a_manifest_that_plans() {
             for word in &words {
                 for m in manifest_re.find_iter(word) {
                     let local = base.path().join(m.as_str().trim_start_matches('/'));
-                    let out = Command::new(BIN)
+                    let out = crate::harness::comfy_batch()
                         .arg("plan")
                         .arg(&local)
                         .args(["--format", "csv"])
@@ -282,4 +332,188 @@ fn dockerfile_builds_then_runs_the_binary_as_a_non_root_user() {
     let user = runtime.lines().find(|l| l.starts_with("USER ")).unwrap();
     assert!(!user.contains("root") && user.trim() != "USER 0", "{user}");
     assert!(text.contains("cargo build --locked --release"));
+}
+
+/// The release workflow, parsed.
+fn release_workflow() -> serde_yaml::Value {
+    let text = std::fs::read_to_string(root().join(".github/workflows/release.yml")).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+#[test]
+fn release_workflow_grants_write_only_to_the_jobs_that_publish() {
+    let workflow = release_workflow();
+    // Nothing written by default: the jobs that build run other people's
+    // build scripts (crates', maturin's) and need to read only.
+    let writes = |permissions: &serde_yaml::Value| -> Vec<String> {
+        permissions
+            .as_mapping()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| v.as_str() == Some("write"))
+                    .map(|(k, _)| k.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let top = &workflow["permissions"];
+    assert!(
+        top.is_mapping() && writes(top).is_empty(),
+        "the workflow's default permissions write: {top:?}"
+    );
+    // Each write is the one its job's steps need.
+    let needs = [
+        ("contents", "gh release"),
+        ("id-token", "pypa/gh-action-pypi-publish"),
+        ("packages", "docker/build-push-action"),
+    ];
+    for (name, job) in workflow["jobs"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let steps = serde_yaml::to_string(&job["steps"]).unwrap();
+        for scope in writes(&job["permissions"]) {
+            let (_, step) = needs
+                .iter()
+                .find(|(s, _)| *s == scope)
+                .unwrap_or_else(|| panic!("{name}: {scope}: write, which no step needs"));
+            assert!(
+                steps.contains(step),
+                "{name}: {scope}: write without {step}"
+            );
+        }
+        for (scope, step) in needs {
+            if steps.contains(step) {
+                assert!(
+                    writes(&job["permissions"]).iter().any(|s| s == scope),
+                    "{name} runs {step} without {scope}: write"
+                );
+            }
+        }
+        // No token left in .git/config for the build to read.
+        for step in job["steps"].as_sequence().unwrap() {
+            if step["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/checkout@"))
+            {
+                assert_eq!(
+                    step["with"]["persist-credentials"].as_bool(),
+                    Some(false),
+                    "{name}: checkout keeps the token"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn release_notes_are_the_tags_own_dated_changelog_entry() {
+    let workflow = release_workflow();
+    let script = workflow["jobs"]["create-release"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Notes from CHANGELOG.md")
+        .and_then(|s| s["run"].as_str())
+        .expect("the create-release job writes the notes")
+        .to_string();
+    let changelog = "# Changelog\n\n\
+        ## 0.1.10 (unreleased)\n\n- ten\n\n\
+        ## 0.1.2 (2027-01-02)\n\n- two\n\n\
+        ## 0.1.1 (2027-01-01)\n\n- one\n";
+    let notes = |version: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("CHANGELOG.md"), changelog).unwrap();
+        let out = Command::new("bash")
+            .args(["-e", "-c", &script])
+            .env("VERSION", version)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let notes = std::fs::read_to_string(dir.path().join("notes.md")).unwrap_or_default();
+        (
+            out.status.success(),
+            notes,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // 0.1.1's entry alone, not 0.1.10's, whose heading starts the same.
+    let (ok, text, out) = notes("0.1.1");
+    assert!(ok, "{out}");
+    assert_eq!(text.trim(), "- one", "{text}");
+    let (ok, text, out) = notes("0.1.2");
+    assert!(ok && text.trim() == "- two", "{out}{text}");
+    // An entry not yet dated, or none, stops the release with a reason.
+    for version in ["0.1.10", "0.1.3"] {
+        let (ok, _, out) = notes(version);
+        assert!(!ok, "{version}: released");
+        assert!(
+            out.contains("::error::") && out.contains(version),
+            "{version}: {out}"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_bases_are_pinned_and_share_one_debian_release() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let images: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    // The build's Rust is a named release, not whatever `rust:1` is on the
+    // day of the build, and at least the crate's rust-version.
+    let re = regex_lite::Regex::new(r"^rust:1\.(\d+)(\.\d+)?-(\w+)$").unwrap();
+    let caps = re
+        .captures(images[0])
+        .unwrap_or_else(|| panic!("the build image names no Rust release: {}", images[0]));
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let wanted: u32 = regex_lite::Regex::new(r#"(?m)^rust-version = "1\.(\d+)""#)
+        .unwrap()
+        .captures(&manifest)
+        .unwrap()[1]
+        .parse()
+        .unwrap();
+    assert!(caps[1].parse::<u32>().unwrap() >= wanted, "{}", images[0]);
+    // The binary links the build image's glibc: the runtime is the same
+    // Debian release.
+    assert_eq!(images[1], format!("debian:{}-slim", &caps[3]), "{images:?}");
+}
+
+#[test]
+fn release_workflow_publishes_nothing_until_every_build_succeeded() {
+    // PyPI never takes a version twice and the image's `latest` moves: a
+    // build that fails after they were published leaves a release that
+    // cannot be redone under its tag. So they wait for every build.
+    let workflow = release_workflow();
+    let jobs = workflow["jobs"].as_mapping().unwrap();
+    let builds: Vec<&str> = ["build-release", "build-wheels", "sdist"]
+        .into_iter()
+        .filter(|b| jobs.contains_key(*b))
+        .collect();
+    assert_eq!(builds.len(), 3, "{:?}", jobs.keys().collect::<Vec<_>>());
+    for (name, job) in jobs {
+        let steps = serde_yaml::to_string(&job["steps"]).unwrap();
+        let publishes = ["pypa/gh-action-pypi-publish", "push: true"]
+            .iter()
+            .any(|s| steps.contains(s));
+        if !publishes {
+            continue;
+        }
+        let needs: Vec<&str> = match &job["needs"] {
+            serde_yaml::Value::String(one) => vec![one.as_str()],
+            more => more
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect(),
+        };
+        for build in &builds {
+            assert!(
+                needs.contains(build),
+                "{}: publishes before {build} succeeded: needs {needs:?}",
+                name.as_str().unwrap()
+            );
+        }
+    }
 }
