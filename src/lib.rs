@@ -40,6 +40,7 @@ pub mod export;
 pub mod folder;
 pub mod gallery;
 pub mod grid;
+mod hash;
 pub mod ids;
 pub mod listing;
 pub mod manifest;

@@ -42,7 +42,7 @@ fn print_summary(s: &gallery::ReportSummary) {
     }
     if s.refused > 0 {
         notes.push(format!(
-            "{} files refused: never opened nor linked, as their path leaves the folder or goes through a symbolic link",
+            "{} files refused: never opened nor linked, as their path leaves the folder, goes through a symbolic link or names no regular file",
             s.refused
         ));
     }

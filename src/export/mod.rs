@@ -189,7 +189,10 @@ pub fn default_target(source: &Path, format: Format) -> PathBuf {
         .join(format!("{name}-{}", format.name()))
 }
 
-/// Checks the target before anything is written.
+/// Checks the target before anything is written. Both folders are compared
+/// and inspected as the system resolves them ([`canonical`]), so no
+/// spelling (`.`, `..`, a symlink) reaches the run folder, and the folder
+/// checked is the folder replaced.
 fn check_target(folder: &RunFolder, to: &Path) -> Result<(), ExportError> {
     let bad = |why: &str| ExportError::BadTarget {
         path: to.to_path_buf(),
@@ -197,17 +200,23 @@ fn check_target(folder: &RunFolder, to: &Path) -> Result<(), ExportError> {
     };
     let source = canonical(folder.root());
     let target = canonical(to);
-    if is_within(&target, &source) {
+    let overlap = if target == source {
+        Some(("is the run folder", " itself"))
+    } else if is_within(&target, &source) {
+        Some(("is inside the run folder", ""))
+    } else if is_within(&source, &target) {
+        Some(("contains the run folder", ""))
+    } else {
+        None
+    };
+    if let Some((overlap, itself)) = overlap {
         return Err(bad(&format!(
-            "is inside the run folder {}; export next to it instead",
-            folder.root().display()
+            "{} {overlap} {}{itself}; export to a folder beside it instead; nothing written",
+            target.display(),
+            source.display()
         )));
     }
-    if is_within(&source, &target) {
-        return Err(bad(
-            "contains the run folder; choose an empty or new folder",
-        ));
-    }
+    let to = target.as_path();
     if to.exists() {
         if !to.is_dir() {
             return Err(bad("is a file, not a folder"));
@@ -294,6 +303,10 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
         .prefix(&prefix)
         .tempdir_in(&parent)
         .map_err(io_at(&parent))?;
+    // Marked at once (empty until the end lists the files), so a later
+    // export knows an interrupted one's folder from someone's.
+    let marker = staging.path().join(MARKER);
+    fs::write(&marker, "").map_err(io_at(&marker))?;
     let mut summary = ExportSummary {
         jobs,
         ..ExportSummary::default()
@@ -358,6 +371,7 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
         .map_err(io_at(staging.path()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != MARKER)
         .collect();
     made.sort();
     let mut listing = made.join("\n");
@@ -366,8 +380,10 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
     // Swap: the old export moves aside, the new one takes its name.
     let staged = staging.keep();
     if target.exists() {
-        let old = parent.join(format!("{prefix}old"));
-        let _ = fs::remove_dir_all(&old);
+        // Named after this export's own staging folder: no one else's.
+        let mut old = staged.clone().into_os_string();
+        old.push("-old");
+        let old = PathBuf::from(old);
         fs::rename(&target, &old).map_err(io_at(&target))?;
         fs::rename(&staged, &target).map_err(io_at(&target))?;
         let _ = fs::remove_dir_all(&old);
@@ -417,15 +433,26 @@ fn open(folder: &RunFolder, rel: &str) -> Result<crate::folder::Opened, ExportEr
     })
 }
 
-/// Removes what an interrupted export left beside the target.
+/// Removes what an interrupted export left beside the target: folders named
+/// `prefix…` that carry export's marker (a staging folder gets it when it
+/// is made). A file, a symlink or a folder without the marker of that name
+/// is someone else's and stays.
 fn remove_stale(parent: &Path, prefix: &str) {
     if let Ok(entries) = fs::read_dir(parent) {
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(prefix) {
-                let _ = fs::remove_dir_all(entry.path());
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with(prefix) && is_ours(&path) {
+                let _ = fs::remove_dir_all(path);
             }
         }
     }
+}
+
+/// Whether `dir` is a folder export made: a real folder (not reached
+/// through a symlink) holding the marker as a regular file.
+fn is_ours(dir: &Path) -> bool {
+    fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
+        && fs::symlink_metadata(dir.join(MARKER)).is_ok_and(|m| m.is_file())
 }
 
 /// `imagefolder` / `audiofolder`: the files flat in the folder, and one

@@ -4,7 +4,6 @@
 
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 
 use super::{ExportSummary, Format};
 use crate::folder::{ColumnType, Refusal, Row, RunFolder, extension};
@@ -70,9 +69,7 @@ struct Taken(HashSet<u64>);
 
 impl Taken {
     fn insert(&mut self, name: &str) -> bool {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        name.hash(&mut h);
-        self.0.insert(h.finish())
+        self.0.insert(crate::hash::hash64(&[name]))
     }
 }
 

@@ -252,7 +252,7 @@ fn scan(
             .enumerate()
             .map(|(i, cell)| if Some(i) == workflow { "" } else { cell })
             .collect();
-        crate::runlog::hash128(c)
+        crate::hash::hash128(&c)
     };
     let mut known: HashSet<u128> = HashSet::new();
     let mut jobs: HashSet<u128> = HashSet::new();

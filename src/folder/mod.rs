@@ -351,26 +351,30 @@ pub fn extension(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A path made absolute and normalised, with its nearest existing ancestor
-/// resolved through symlinks, so two spellings of one folder compare equal
-/// even before the folder exists.
+/// A path made absolute with its longest existing part resolved by the
+/// system (symlinks, then each `..` from where the link leads, as an open
+/// would) and the rest normalised, so two spellings of one folder compare
+/// equal even before the folder exists. (Normalising `link/..` first would
+/// name the link's parent, not the folder the system reaches.)
 pub fn canonical(path: &Path) -> PathBuf {
-    let normal =
-        crate::paths::normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
-    let mut existing = normal.as_path();
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
     let mut rest = Vec::new();
-    while !existing.exists() {
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
+    let resolved = loop {
+        if let Ok(real) = fs::canonicalize(existing) {
+            break real;
+        }
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last.as_os_str().to_os_string());
                 existing = parent;
             }
-            _ => break,
+            _ => break existing.to_path_buf(),
         }
-    }
-    let mut out = fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    };
+    let mut out = resolved;
     out.extend(rest.iter().rev());
-    out
+    crate::paths::normalize(&out)
 }
 
 /// Whether a `comfy-batch run` holds the folder's log (it locks the file

@@ -258,17 +258,12 @@ fn number(v: &str) -> Option<f64> {
 }
 
 /// A logged path resolved inside `dir`; a path that is absolute, climbs
-/// out, or goes through a symbolic link is kept as text but never opened
-/// (checked by [`crate::folder::walk_under`]; read through
-/// [`crate::folder::open_under`]).
+/// out, goes through a symbolic link or names no regular file (a FIFO, a
+/// folder) is kept as text but never opened, refused as the folder rules
+/// say (checked by [`refusal`]; read through [`crate::folder::open_under`]).
 fn output_file(dir: &Path, rel: &str) -> OutputFile {
-    let checked = if rel.contains('\\') {
-        Err(crate::folder::Refusal::Outside)
-    } else {
-        crate::folder::walk_under(dir, Path::new(rel))
-    };
-    let (path, present) = match checked {
-        Ok(meta) => (Some(dir.join(rel)), meta.is_file()),
+    let (path, present) = match refusal(dir, rel) {
+        Ok(()) => (Some(dir.join(rel)), true),
         Err(why) if why.is_refused() => (None, false),
         Err(_) => (Some(dir.join(rel)), false),
     };
@@ -289,13 +284,26 @@ impl RunFolder {
             .flat_map(|j| &j.outputs)
             .filter(|o| o.path.is_none())
             .map(|o| {
-                let why = match crate::folder::walk_under(&self.root, Path::new(&o.rel)) {
+                let why = match refusal(&self.root, &o.rel) {
                     Err(why) if why.is_refused() => why.to_string(),
                     _ => crate::folder::Refusal::Outside.to_string(),
                 };
                 (o.rel.clone(), why)
             })
             .collect()
+    }
+}
+
+/// Why the logged file `rel` under `dir` is not opened, if it is not: as
+/// [`crate::folder::open_under`] decides, without opening it.
+fn refusal(dir: &Path, rel: &str) -> Result<(), crate::folder::Refusal> {
+    use crate::folder::{Refusal, walk_under};
+    if rel.contains('\\') {
+        return Err(Refusal::Outside);
+    }
+    match walk_under(dir, Path::new(rel))? {
+        meta if meta.is_file() => Ok(()),
+        _ => Err(Refusal::NotAFile),
     }
 }
 

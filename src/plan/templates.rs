@@ -5,9 +5,9 @@
 //! stored: a template with 10^6 variants is never held in memory.
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
 
 use super::MAX_JOBS;
+use crate::hash::hash64;
 use crate::templates::{Expansion, Template, draw_stream};
 
 /// Templates with more variants than this are not checked for repeats (the
@@ -48,12 +48,6 @@ pub(crate) struct Scratch {
     pub(super) choices: Vec<Option<String>>,
 }
 
-fn hash64(text: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
-}
-
 /// The variants `draw: all` keeps: `None` when every variant is kept,
 /// else the kept indices (first of each text, void ones dropped).
 pub(super) fn kept_variants(t: &Template) -> Result<Option<Vec<u64>>, String> {
@@ -76,7 +70,7 @@ pub(super) fn kept_variants(t: &Template) -> Result<Option<Vec<u64>>, String> {
     let mut void = false;
     for i in 0..n {
         if t.expand(i, &mut x) {
-            hashes.push(hash64(&x.text));
+            hashes.push(hash64(&[&x.text]));
         } else {
             void = true;
         }
@@ -104,7 +98,7 @@ pub(super) fn kept_variants(t: &Template) -> Result<Option<Vec<u64>>, String> {
         if !t.expand(i, &mut x) {
             continue;
         }
-        if shared.contains(&hash64(&x.text)) && !seen.insert(x.text.clone()) {
+        if shared.contains(&hash64(&[&x.text])) && !seen.insert(x.text.clone()) {
             continue;
         }
         kept.push(i as u64);
@@ -150,7 +144,7 @@ pub(super) fn draw_attempts(ts: &[&Template], count: u64, seed: u64) -> Result<V
             text.clone_from(&x.text);
         }
         let parts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        if ok && seen.insert(crate::runlog::hash128(&parts)) {
+        if ok && seen.insert(crate::hash::hash128(&parts)) {
             kept.push(attempt);
             if kept.len() as u64 == count {
                 return Ok(kept);

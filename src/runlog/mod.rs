@@ -29,7 +29,6 @@ pub use write::{OpenError, Resume, RunLog, cell, lock_path, open_lock, row, show
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -540,19 +539,7 @@ pub fn job_key(id: &str) -> u128 {
     if id.len() <= 16 {
         return packed(id);
     }
-    hash128(id)
-}
-
-/// A 128-bit hash (two salted 64-bit ones): a key a million values do not
-/// collide on in practice (merge's set of rows already there, the
-/// random draws of a template already kept).
-pub fn hash128(value: impl Hash) -> u128 {
-    let half = |salt: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (salt, &value).hash(&mut h);
-        h.finish() as u128
-    };
-    (half(1) << 64) | half(2)
+    crate::hash::hash128(&[id])
 }
 
 /// Sort key of a `group#n` label: group, then n as a number; a label

@@ -12,7 +12,6 @@ use axum::extract::{Multipart, Path as UrlPath, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
-use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -406,15 +405,27 @@ async fn view(State(shared): S, Query(q): Params) -> Response {
     if !matches!(channel, "rgba" | "rgb" | "a") {
         return empty(StatusCode::NOT_FOUND);
     }
-    let Ok(bytes) = tokio::fs::read(&path).await else {
+    // Streamed from disk, a chunk at a time: a 268 MB video costs the
+    // simulator a chunk, not 268 MB. Only a regular file is opened (a FIFO
+    // would block the open).
+    let file = match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() => tokio::fs::File::open(&path).await.map(|f| (f, m.len())),
+        _ => Err(std::io::ErrorKind::NotFound.into()),
+    };
+    let Ok((file, len)) = file else {
         return empty(StatusCode::NOT_FOUND);
     };
-    let body = match (shared.config.view_stall_ms, shared.config.view_dribble_ms) {
-        (0, 0) => Body::from(bytes),
-        (0, ms) => dribbled(Bytes::from(bytes), Duration::from_millis(ms)),
-        (ms, _) => stalled(Bytes::from(bytes), Duration::from_millis(ms)),
+    let pace = match (shared.config.view_stall_ms, shared.config.view_dribble_ms) {
+        (0, 0) => Pace::Whole,
+        (0, ms) => Pace::Dribble(Duration::from_millis(ms)),
+        (ms, _) => Pace::Stall(Duration::from_millis(ms)),
     };
+    let body = streamed(file, len, pace);
     let mut r = Response::new(body);
+    if pace == Pace::Whole {
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     let mime = mime_of(base);
     if let Ok(v) = HeaderValue::from_str(mime) {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -425,32 +436,53 @@ async fn view(State(shared): S, Query(q): Params) -> Response {
     r
 }
 
-/// A body that sends the first half of `bytes` at once and the rest after
-/// `stall`, without a declared length (as a chunked reply from a proxy).
-fn stalled(bytes: Bytes, stall: Duration) -> Body {
-    let half = bytes.len() / 2;
-    let parts = [bytes.slice(..half), bytes.slice(half..)];
-    let stream = futures_util::stream::iter(parts.into_iter().enumerate()).then(
-        move |(i, part)| async move {
-            if i == 1 {
-                tokio::time::sleep(stall).await;
-            }
-            Ok::<_, std::io::Error>(part)
-        },
-    );
-    Body::from_stream(stream)
+/// How `/view` paces a file's bytes (the `--view-*` faults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// As fast as the connection takes them, with a declared length.
+    Whole,
+    /// The first half, then a pause of this long before the rest, without
+    /// a declared length (as a chunked reply from a proxy).
+    Stall(Duration),
+    /// One byte at a time, this far apart.
+    Dribble(Duration),
 }
 
-/// A body that sends `bytes` one at a time, `gap` apart.
-fn dribbled(bytes: Bytes, gap: Duration) -> Body {
-    let stream = futures_util::stream::iter(0..bytes.len()).then(move |i| {
-        let byte = bytes.slice(i..i + 1);
-        async move {
-            tokio::time::sleep(gap).await;
-            Ok::<_, std::io::Error>(byte)
-        }
-    });
-    Body::from_stream(stream)
+/// The first `len` bytes of `file` as a body, read a chunk at a time as
+/// the connection takes them, paced as `pace` says.
+fn streamed(file: tokio::fs::File, len: u64, pace: Pace) -> Body {
+    use tokio::io::AsyncReadExt as _;
+    const CHUNK: u64 = 64 * 1024;
+    let half = len / 2;
+    let chunks =
+        futures_util::stream::try_unfold((file, 0u64), move |(mut file, sent)| async move {
+            if sent >= len {
+                return Ok(None);
+            }
+            let want = match pace {
+                Pace::Whole => CHUNK,
+                Pace::Stall(_) if sent < half => CHUNK.min(half - sent),
+                Pace::Stall(stall) => {
+                    if sent == half {
+                        tokio::time::sleep(stall).await;
+                    }
+                    CHUNK
+                }
+                Pace::Dribble(gap) => {
+                    tokio::time::sleep(gap).await;
+                    1
+                }
+            };
+            let mut buf = vec![0; want.min(len - sent) as usize];
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                // Shorter than when it was opened: the reply ends early.
+                return Ok(None);
+            }
+            buf.truncate(n);
+            Ok::<_, std::io::Error>(Some((Bytes::from(buf), (file, sent + n as u64))))
+        });
+    Body::from_stream(chunks)
 }
 
 fn mime_of(name: &str) -> &'static str {

@@ -101,7 +101,8 @@ async fn imagefolder_holds_every_ok_image_with_one_metadata_row_each() {
     // Only ok jobs; nothing else but the files, the metadata and the marker.
     assert_eq!(list(&p.path("ds")).len(), 6 + 2);
     // A second export replaces the first whole, and removes what an
-    // interrupted one left.
+    // interrupted one left (marked as export marks its staging folder).
+    p.write(".ds.export-interrupted/.comfy-batch-export", "");
     p.write(".ds.export-interrupted/half.png", "half");
     let again = p
         .cli(&[
@@ -385,4 +386,150 @@ async fn hostile_and_missing_files_in_a_hand_edited_log_are_skipped() {
     for name in list(&p.path("img")) {
         assert!(!name.contains('"') && !name.contains('\n'), "{name:?}");
     }
+}
+
+/// A hand-made run folder `out` with one ok image.
+fn tiny_run(p: &Project) {
+    p.write("out/images/a_1_0.png", "png");
+    p.write(
+        "out/runs.csv",
+        "job_id,job,workflow,workflow_sha256,seed,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n\
+         a,g#1,w.json,00,1,ok,,,,,,,,images/a_1_0.png,\n",
+    );
+}
+
+/// Every name under `dir`, recursively, with its kind, links unfollowed.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in list(dir) {
+        let path = dir.join(&name);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            out.push(format!("{name}/"));
+            out.extend(tree(&path).into_iter().map(|n| format!("{name}/{n}")));
+        } else if meta.is_symlink() {
+            out.push(format!(
+                "{name} -> {}",
+                std::fs::read_link(&path).unwrap().display()
+            ));
+        } else {
+            out.push(format!("{name} ({} bytes)", meta.len()));
+        }
+    }
+    out
+}
+
+/// `--to` equal to, inside or containing the run folder is refused however
+/// it is spelled: from inside the run folder (`.`, `..`, `images`), through
+/// a symlink to it, or `..` after a symlink (which the system resolves from
+/// where the link leads, not lexically).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_refuses_the_run_folder_itself_its_parents_and_insides_by_any_spelling() {
+    use std::os::unix::fs::symlink;
+    let p = Project::new();
+    tiny_run(&p);
+    symlink(p.out(), p.path("link")).unwrap();
+    std::fs::create_dir(p.path("elsewhere")).unwrap();
+    symlink(p.out().join("images"), p.path("elsewhere/imgs")).unwrap();
+    let run = std::fs::canonicalize(p.out()).unwrap();
+    let root = std::fs::canonicalize(p.dir.path()).unwrap();
+    let before = tree(p.dir.path());
+    let cases: [(&str, &[&str], String, &str); 7] = [
+        (
+            "out",
+            &[".", "--to", "."],
+            run.display().to_string(),
+            "is the run folder",
+        ),
+        (
+            "out",
+            &[".", "--to", ".."],
+            root.display().to_string(),
+            "contains the run folder",
+        ),
+        (
+            "out",
+            &[".", "--to", "images"],
+            run.join("images").display().to_string(),
+            "is inside the run folder",
+        ),
+        (
+            "out",
+            &[".", "--to", "../link"],
+            run.display().to_string(),
+            "is the run folder",
+        ),
+        (
+            "out",
+            &["../link", "--to", "ds"],
+            run.join("ds").display().to_string(),
+            "is inside the run folder",
+        ),
+        (
+            "",
+            &["elsewhere/imgs/..", "--to", "out/ds"],
+            run.join("ds").display().to_string(),
+            "is inside the run folder",
+        ),
+        (
+            "",
+            &["out", "--to", "elsewhere/imgs/../ds"],
+            run.join("ds").display().to_string(),
+            "is inside the run folder",
+        ),
+    ];
+    for (cwd, args, target, says) in cases {
+        let out = crate::harness::comfy_batch()
+            .arg("export")
+            .args(args)
+            .args(["--format", "imagefolder"])
+            .current_dir(p.path(cwd))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        let named = format!("{target} {says} {}", run.display());
+        assert!(
+            stderr.contains(&named),
+            "{args:?}: {stderr} (wanted {named})"
+        );
+    }
+    assert_eq!(tree(p.dir.path()), before, "nothing written or deleted");
+}
+
+/// The cleanup of an interrupted export's `.NAME.export-*` folders removes
+/// only folders export made (they carry its marker): a file, a symlink (to
+/// a folder of someone's) and an unmarked folder of that name all stay.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_cleans_up_only_its_own_leftovers() {
+    use std::os::unix::fs::symlink;
+    let p = Project::new();
+    tiny_run(&p);
+    p.write(".ds.export-notes", "someone's file");
+    p.write(".ds.export-old", "someone's too");
+    p.write(".ds.export-mine/keep.txt", "an unmarked folder");
+    p.write("precious/keep.txt", "behind a link");
+    symlink(p.path("precious"), p.path(".ds.export-link")).unwrap();
+    // An interrupted export's folder: marked, part written.
+    p.write(".ds.export-abc123/.comfy-batch-export", "");
+    p.write(".ds.export-abc123/a_1_0.png", "half");
+    let mut foreign = tree(p.dir.path());
+    foreign.retain(|n| !n.starts_with(".ds.export-abc123"));
+    // Twice: the second replaces the first (its old copy moved aside).
+    for _ in 0..2 {
+        let out = p
+            .cli(&["export", "out", "--format", "imagefolder", "--to", "ds"])
+            .await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let mut after = tree(p.dir.path());
+    after.retain(|n| n != "ds/" && !n.starts_with("ds/"));
+    assert_eq!(after, foreign, "only the marked leftover went");
+    assert_eq!(
+        list(&p.path("ds")),
+        [".comfy-batch-export", "a_1_0.png", "metadata.jsonl"]
+    );
 }

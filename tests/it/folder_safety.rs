@@ -462,3 +462,48 @@ async fn a_fifo_as_the_logs_lock_blocks_no_command() {
         assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
     }
 }
+
+/// A FIFO (or a folder) where the log names an image is no file: the
+/// folder rules refuse it (export warns "not a regular file"), and the
+/// report counts it refused, not missing, and never opens it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_counts_a_fifo_in_place_of_an_image_as_refused_like_export() {
+    let p = Project::new();
+    let run = plain_run(&p, &row("a2", 2, "fifo", "images/a2_9_0.png"));
+    crate::harness::mkfifo(&run.join("images/a2_9_0.png"));
+    let cli = |args: &'static [&'static str]| {
+        let p = &p;
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(30), p.cli(args))
+                .await
+                .expect("ends (never waits on the FIFO)")
+        }
+    };
+    let export = cli(&["export", "run", "--format", "imagefolder", "--to", "img"]).await;
+    assert_eq!(export.code, 0, "{}", export.stderr);
+    assert!(
+        export
+            .stderr
+            .contains("images/a2_9_0.png: not a regular file; never opened"),
+        "{}",
+        export.stderr
+    );
+    let report = cli(&["report", "run"]).await;
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    assert!(
+        report.stdout.contains("(1 files refused") && !report.stdout.contains("missing"),
+        "{}",
+        report.stdout
+    );
+    let rows = crate::gallery::report_rows(&run.join("report"));
+    let files: Vec<(String, String)> = rows
+        .iter()
+        .flat_map(|job| job[6].as_array().unwrap().clone())
+        .map(|f| (f[0].as_str().unwrap().into(), f[1].as_str().unwrap().into()))
+        .collect();
+    assert!(
+        files.contains(&("images/a2_9_0.png".to_string(), "unsafe".to_string())),
+        "{files:?}"
+    );
+}

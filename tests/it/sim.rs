@@ -1962,3 +1962,58 @@ async fn extra_pnginfo_keys_become_png_chunks_and_views_can_be_slowed() {
     ws.close().await;
     sim.shutdown().await;
 }
+
+/// `/view` streams a file from disk: fetching a 256 MiB output raises the
+/// simulator's peak memory by a few chunks, not by the file (Linux: the
+/// peak is read from `/proc/PID/status`).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_streams_a_large_output_without_holding_it() {
+    use std::io::BufRead as _;
+    const LEN: u64 = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("output")).unwrap();
+    // Sparse: costs no disk.
+    let file = std::fs::File::create(dir.path().join("output/big.mp4")).unwrap();
+    file.set_len(LEN).unwrap();
+    let mut child = crate::harness::comfy_batch()
+        .args(["sim", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().trim_start_matches("listening on ").to_string();
+    let peak = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kb << 10
+    };
+    let before = peak();
+    let mut reply = reqwest::get(format!("{url}/view?filename=big.mp4&type=output"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.content_length(), Some(LEN));
+    let mut got = 0u64;
+    while let Some(chunk) = reply.chunk().await.unwrap() {
+        got += chunk.len() as u64;
+    }
+    let grew = peak().saturating_sub(before);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got, LEN);
+    assert!(
+        grew < 32 << 20,
+        "the simulator's peak memory grew by {} MiB serving a {} MiB file",
+        grew >> 20,
+        LEN >> 20
+    );
+}
