@@ -1,0 +1,112 @@
+//! The environment differences between two folders, one line each
+//! (`pytorch 2.5.1 → 2.6.0`, `KSampler definition changed`): each side's
+//! record ([`crate::environment`]) read through the folder, every value
+//! its snapshots hold (a run over two servers or an upgrade has several).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::environment::{Environment, FILE, Values};
+use crate::folder::RunFolder;
+
+/// A field's name and how to read its values from a snapshot.
+type Field<'a> = (&'a str, &'a dyn Fn(&Values) -> Vec<String>);
+
+/// A side's record: `Ok(None)` when it has none, `Err` when unreadable.
+fn record(folder: &RunFolder) -> Result<Option<Environment>, String> {
+    let path = folder.root().join(FILE);
+    let mut file = match folder.file(FILE) {
+        Ok(f) => f,
+        Err(crate::folder::Refusal::Missing) => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let bytes = file
+        .read_all()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Environment::parse(&bytes, &path)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Every value of one field among a record's snapshots, joined.
+fn field(env: &Environment, get: impl Fn(&Values) -> Vec<String>) -> String {
+    let all: BTreeSet<String> = env.snapshots.iter().flat_map(|s| get(&s.values)).collect();
+    if all.is_empty() {
+        "?".into()
+    } else {
+        all.into_iter().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Every hash a record's snapshots give each name (node class or model).
+fn hashes(
+    env: &Environment,
+    get: impl Fn(&Values) -> &BTreeMap<String, String>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in &env.snapshots {
+        for (name, hash) in get(&s.values) {
+            out.entry(name.clone()).or_default().insert(hash.clone());
+        }
+    }
+    out
+}
+
+/// What differs between the environments of `a` and `b`, one line each,
+/// for people; empty when nothing does. A side without a record says so.
+pub fn differences(a: &RunFolder, b: &RunFolder) -> Vec<String> {
+    let (ea, eb) = match (record(a), record(b)) {
+        (Ok(Some(x)), Ok(Some(y))) => (x, y),
+        (Ok(None), Ok(None)) => return Vec::new(),
+        (ra, rb) => {
+            let say = |side: &str, r: Result<Option<Environment>, String>| match r {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(format!("{side} has no {FILE}: its environment is unknown")),
+                Err(e) => Some(format!("{side}: {e}")),
+            };
+            return [say("A", ra), say("B", rb)].into_iter().flatten().collect();
+        }
+    };
+    let mut out = Vec::new();
+    let text = |v: &Option<String>| v.clone().into_iter().collect::<Vec<_>>();
+    let fields: [Field; 5] = [
+        ("comfyui", &|v| text(&v.comfyui_version)),
+        ("python", &|v| text(&v.python_version)),
+        ("pytorch", &|v| text(&v.pytorch_version)),
+        ("os", &|v| text(&v.os)),
+        ("device", &|v| {
+            v.devices.iter().map(|d| d.name.clone()).collect::<Vec<_>>()
+        }),
+    ];
+    for (name, get) in fields {
+        let (x, y) = (field(&ea, get), field(&eb, get));
+        if x != y {
+            out.push(format!("{name} {x} → {y}"));
+        }
+    }
+    for (what, get) in [
+        (
+            "definition",
+            (|v: &Values| &v.nodes) as fn(&Values) -> &BTreeMap<String, String>,
+        ),
+        ("model", |v: &Values| &v.models),
+    ] {
+        let (ha, hb) = (hashes(&ea, get), hashes(&eb, get));
+        let names: BTreeSet<&String> = ha.keys().chain(hb.keys()).collect();
+        for name in names {
+            let line = match (ha.get(name), hb.get(name)) {
+                (Some(x), Some(y)) if x != y => format!("{name} {what} changed"),
+                (Some(_), None) => format!("{name} {what} only in A"),
+                (None, Some(_)) => format!("{name} {what} only in B"),
+                _ => continue,
+            };
+            out.push(if what == "model" {
+                format!("model {line}", line = line.replacen(" model", "", 1))
+            } else {
+                line
+            });
+        }
+    }
+    out.into_iter()
+        .map(|l| crate::text::clip(&crate::text::one_line(&l), 300))
+        .collect()
+}
