@@ -10,6 +10,8 @@
 mod junit;
 mod summary;
 
+pub(crate) use summary::cell as markdown_cell;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};

@@ -241,7 +241,7 @@ pub fn step_summary(c: &Comparison, max_different: usize) -> String {
     if !c.environment.is_empty() {
         out.push_str("Environment:\n\n");
         for line in &c.environment {
-            let _ = writeln!(out, "- {}", md(line));
+            let _ = writeln!(out, "- {}", crate::ci::markdown_cell(line));
         }
         out.push('\n');
     }
@@ -261,25 +261,10 @@ pub fn step_summary(c: &Comparison, max_different: usize) -> String {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} |",
-                md(p.label()),
+                crate::ci::markdown_cell(p.label()),
                 p.class.name(),
-                md(&p.reason)
+                crate::ci::markdown_cell(&p.reason)
             );
-        }
-    }
-    out
-}
-
-/// Text safe in a Markdown table cell: one line, no markup.
-fn md(text: &str) -> String {
-    let mut out = String::new();
-    for c in crate::text::clip(&crate::text::one_line(text), 300).chars() {
-        match c {
-            '|' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '\\' | '#' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
         }
     }
     out
