@@ -35,6 +35,9 @@ pub enum BenchCommand {
     /// The folder commands (status, export, merge, report) on a synthetic
     /// folder: peak RSS and time of each.
     Folder(super::bench_folder::BenchFolderArgs),
+    /// `compare` on two synthetic folders of 512 px images (10% and all
+    /// drifted): peak RSS and time.
+    Compare(super::bench_compare::BenchCompareArgs),
 }
 
 /// Arguments of `comfy-batch bench plan`.
@@ -59,6 +62,7 @@ pub fn execute(args: BenchArgs, _global: &GlobalArgs) -> Result<Exit, CliError> 
         BenchCommand::Convert(a) => super::bench_convert::execute(a),
         BenchCommand::Report(a) => super::bench_report::execute(a),
         BenchCommand::Folder(a) => super::bench_folder::execute(a),
+        BenchCommand::Compare(a) => super::bench_compare::execute(a),
     }
 }
 

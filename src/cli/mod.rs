@@ -7,6 +7,7 @@
 //! `rerun`); `runinfo` and `options` depend on no other command.
 
 mod bench;
+mod bench_compare;
 mod bench_convert;
 mod bench_folder;
 mod bench_report;
