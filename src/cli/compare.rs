@@ -3,7 +3,7 @@
 //! maps the result to an exit code (0 when at most `--max-different` pairs
 //! are different, missing or failed; 1 otherwise; 2 for bad input).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{CliError, Exit, GlobalArgs};
 use crate::compare::{self, CompareOptions, Format};
@@ -57,6 +57,7 @@ pub fn execute(args: CompareArgs, global: &GlobalArgs) -> Result<Exit, CliError>
     let options = CompareOptions {
         by: args.by.iter().map(|s| s.trim().to_string()).collect(),
         threshold: args.threshold,
+        only_b_jobs: false,
     };
     let c = compare::compare(&args.a, &args.b, &options).map_err(fail)?;
     let out = match args.format {
@@ -88,6 +89,52 @@ pub fn execute(args: CompareArgs, global: &GlobalArgs) -> Result<Exit, CliError>
             .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
     }
     Ok(if c.failing() > args.max_different {
+        Exit::JobsFailed
+    } else {
+        Exit::Ok
+    })
+}
+
+/// `rerun --verify` before anything runs: the new outputs need a folder of
+/// their own, or the logged files they are compared with would be replaced.
+pub(super) fn check_verify(logged: &Path, output: Option<&Path>) -> Result<(), CliError> {
+    let same =
+        output.is_none_or(|o| crate::folder::canonical(o) == crate::folder::canonical(logged));
+    if same {
+        return Err(CliError::many(
+            Exit::BadInput,
+            vec![format!(
+                "--verify compares the rerun's outputs with the logged ones in {}: give --output DIR, another folder, so they are not replaced",
+                logged.display()
+            )],
+        ));
+    }
+    Ok(())
+}
+
+/// `rerun --verify` after the rerun (which ended with `ran`): its outputs
+/// compared with the logged ones as `compare` does (the jobs rerun only),
+/// the same summary printed; the exit follows compare's rule unless the
+/// rerun itself stopped short (no server, interrupted).
+pub(super) fn verify(
+    logged: &Path,
+    rerun: &Path,
+    ran: Exit,
+    quiet: bool,
+) -> Result<Exit, CliError> {
+    if !matches!(ran, Exit::Ok | Exit::JobsFailed) {
+        return Ok(ran);
+    }
+    let options = CompareOptions {
+        only_b_jobs: true,
+        ..CompareOptions::default()
+    };
+    let c = compare::compare(logged, rerun, &options)
+        .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+    if !quiet {
+        print!("verify: {}", compare::summary(&c));
+    }
+    Ok(if c.failing() > 0 {
         Exit::JobsFailed
     } else {
         Exit::Ok

@@ -42,6 +42,10 @@ pub struct RerunArgs {
     /// (the jobs then get new ids).
     #[arg(long)]
     pub allow_changed_workflow: bool,
+    /// Then compare the new outputs with the logged ones, as `compare`
+    /// does (needs --output, another folder); exit 1 unless all pass.
+    #[arg(long)]
+    pub verify: bool,
     /// How to run (the same options as `run`).
     #[command(flatten)]
     pub options: RunOptions,
@@ -346,6 +350,9 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         dir
     };
     let selected = select(&rows, &args).map_err(bad)?;
+    if args.verify {
+        super::compare::check_verify(&dir, args.output.as_deref())?;
+    }
     let (mut jobs, warnings) =
         rebuild_all(&selected, &dir, args.allow_changed_workflow).map_err(bad)?;
     if !global.quiet {
@@ -396,7 +403,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         }),
     };
     let jobs = &jobs;
-    drive(session, &|| Box::new(jobs.iter().cloned()), || {
+    let ran = drive(session, &|| Box::new(jobs.iter().cloned()), || {
         let output = open_output(&output_path)?;
         target_info.write(&output)?;
         let (log, existing) = RunLog::open(&output.log_path(), &params)
@@ -415,5 +422,9 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             skipped: 0,
             jobs: Box::new(numbered.into_iter()),
         })
-    })
+    })?;
+    if args.verify {
+        return super::compare::verify(&dir, &output_path, ran, global.quiet);
+    }
+    Ok(ran)
 }

@@ -39,6 +39,9 @@ pub struct CompareOptions {
     pub by: Vec<String>,
     /// `close` from this PSNR on (dB).
     pub threshold: f64,
+    /// Leave out A's jobs that B lacks instead of calling them missing
+    /// (`rerun --verify`: B holds only the jobs rerun).
+    pub only_b_jobs: bool,
 }
 
 impl Default for CompareOptions {
@@ -46,6 +49,7 @@ impl Default for CompareOptions {
         CompareOptions {
             by: Vec::new(),
             threshold: DEFAULT_THRESHOLD,
+            only_b_jobs: false,
         }
     }
 }
@@ -275,7 +279,7 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
         RunFolder::open(path).map_err(|source| CompareError::Folder { side, source })
     };
     let (fa, fb) = (open("A", a)?, open("B", b)?);
-    let paired = pairing::pair(&fa, &fb, &options.by)?;
+    let paired = pairing::pair(&fa, &fb, &options.by, options.only_b_jobs)?;
     // Files are opened by their folders' paths: a log reader is not shared
     // between threads.
     let (ra, rb) = (fa.root(), fb.root());

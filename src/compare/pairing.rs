@@ -112,11 +112,13 @@ fn jobs(
 }
 
 /// Pairs the jobs of `a` and `b`: A's in label order (with B's match or
-/// none), then B's without a match.
+/// none; with `only_b_jobs`, those without one are left out), then B's
+/// without a match.
 pub(super) fn pair(
     a: &RunFolder,
     b: &RunFolder,
     by: &[String],
+    only_b_jobs: bool,
 ) -> Result<Vec<Paired>, CompareError> {
     check_by(a, "A", by)?;
     check_by(b, "B", by)?;
@@ -131,6 +133,9 @@ pub(super) fn pair(
     for (key, job_a) in ja {
         let job_b = in_b.remove(&key).and_then(|i| b_jobs[i].take());
         matched += usize::from(job_b.is_some());
+        if job_b.is_none() && only_b_jobs {
+            continue;
+        }
         let params = job_b
             .as_ref()
             .map(|jb| differing(&shared, &job_a.values, &jb.values))

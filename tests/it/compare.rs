@@ -452,3 +452,67 @@ async fn compare_page_shows_both_images_of_each_pair_and_hostile_text_as_text() 
     );
     assert!(visible.iter().all(|c| c == first));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_verify_compares_with_the_logged_outputs_and_fails_on_a_changed_image() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(3));
+    run_into(&p, "jobs.yaml", "out", &sim.url()).await;
+    let url = sim.url();
+    // Into the log's own folder it would replace what it compares with.
+    let out = p
+        .cli(&["rerun", "out/runs.csv", "--verify", "--server", &url])
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--verify") && out.stderr.contains("--output"),
+        "{}",
+        out.stderr
+    );
+
+    // The deterministic simulator makes the same bytes again.
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--verify",
+            "--output",
+            "again",
+            "--server",
+            &url,
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("verify: environment: no difference\n")
+            && out.stdout.contains("3 pairs: 3 identical"),
+        "{}",
+        out.stdout
+    );
+
+    // A logged image planted by hand is not what the rerun makes.
+    let dir = p.path("out");
+    std::fs::copy(dir.join(image_of(&dir, "1")), dir.join(image_of(&dir, "2"))).unwrap();
+    let id = job_id_of(&dir, "2");
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--job",
+            &id,
+            "--verify",
+            "--output",
+            "third",
+            "--server",
+            &url,
+        ])
+        .await;
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("1 pairs: 0 identical, 0 same, 0 close, 1 different"),
+        "only the job rerun is compared: {}",
+        out.stdout
+    );
+}
