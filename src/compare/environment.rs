@@ -110,3 +110,67 @@ pub fn differences(a: &RunFolder, b: &RunFolder) -> Vec<String> {
         .map(|l| crate::text::clip(&crate::text::one_line(&l), 300))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::environment::Device;
+
+    fn folder(dir: &std::path::Path, env: Option<&Environment>) -> RunFolder {
+        let header = crate::runlog::header(&[]).join(",");
+        std::fs::write(dir.join(crate::runlog::LOG), format!("{header}\n")).unwrap();
+        if let Some(env) = env {
+            env.write(dir).unwrap();
+        }
+        RunFolder::open(dir).unwrap()
+    }
+
+    fn values(device: &str, ksampler: &str) -> Values {
+        Values {
+            pytorch_version: Some("2.5.1".into()),
+            devices: vec![Device {
+                name: device.into(),
+                kind: "cuda".into(),
+                vram_total: None,
+            }],
+            nodes: [
+                ("KSampler".to_string(), ksampler.to_string()),
+                ("VAEDecode".to_string(), "v".to_string()),
+            ]
+            .into(),
+            ..Values::default()
+        }
+    }
+
+    #[test]
+    fn a_changed_device_and_node_definition_are_named_and_equal_values_are_not() {
+        let (da, db, dc) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let t0 = std::time::SystemTime::UNIX_EPOCH;
+        let mut ea = Environment::default();
+        ea.record("http://a", t0, values("NVIDIA RTX 4090", "h1"));
+        let mut eb = Environment::default();
+        eb.record("http://b", t0, values("cpu", "h2"));
+        let (a, b, none) = (
+            folder(da.path(), Some(&ea)),
+            folder(db.path(), Some(&eb)),
+            folder(dc.path(), None),
+        );
+        assert_eq!(
+            differences(&a, &b),
+            [
+                "device NVIDIA RTX 4090 → cpu",
+                "KSampler definition changed"
+            ]
+        );
+        assert!(differences(&a, &a).is_empty());
+        assert_eq!(
+            differences(&a, &none),
+            ["B has no environment.json: its environment is unknown"]
+        );
+        assert!(differences(&none, &none).is_empty());
+    }
+}
