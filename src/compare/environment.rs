@@ -52,11 +52,16 @@ fn hashes(
 }
 
 /// What differs between the environments of `a` and `b`, one line each,
-/// for people; empty when nothing does. A side without a record says so.
+/// for people; empty when nothing does. A side without a record (or
+/// both) says so.
 pub fn differences(a: &RunFolder, b: &RunFolder) -> Vec<String> {
     let (ea, eb) = match (record(a), record(b)) {
         (Ok(Some(x)), Ok(Some(y))) => (x, y),
-        (Ok(None), Ok(None)) => return Vec::new(),
+        (Ok(None), Ok(None)) => {
+            return vec![format!(
+                "neither folder has {FILE}: the environments are unknown"
+            )];
+        }
         (ra, rb) => {
             let say = |side: &str, r: Result<Option<Environment>, String>| match r {
                 Ok(Some(_)) => None,
@@ -171,6 +176,9 @@ mod tests {
             differences(&a, &none),
             ["B has no environment.json: its environment is unknown"]
         );
-        assert!(differences(&none, &none).is_empty());
+        assert_eq!(
+            differences(&none, &none),
+            ["neither folder has environment.json: the environments are unknown"]
+        );
     }
 }

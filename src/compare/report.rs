@@ -82,26 +82,21 @@ pub fn summary(c: &Comparison) -> String {
         out.push_str("worst first:\n");
         for p in &worst {
             let (a, b) = ids(p);
-            let mut line = format!("  {:<9} {}", p.class.name(), p.label());
-            match (a, b) {
-                (a, b) if a == b => {
-                    let _ = write!(line, " {a}");
-                }
-                (a, b) => {
-                    let _ = write!(line, " {} ↔ {}", or_dash(a), or_dash(b));
-                }
-            }
-            if let Some(ssim) = p.ssim.filter(|_| p.psnr.is_some()) {
-                let _ = write!(line, " SSIM {ssim:.4}");
+            let mut line = p.label().to_string();
+            if a == b {
+                let _ = write!(line, " {a}");
+            } else {
+                let _ = write!(line, " {} ↔ {}", or_dash(a), or_dash(b));
             }
             if !p.reason.is_empty() {
                 let _ = write!(line, ": {}", p.reason);
             }
-            let _ = writeln!(
-                out,
-                "{}",
-                crate::text::clip(&crate::text::one_line(&line), 400)
-            );
+            if let Some(ssim) = p.ssim.filter(|_| p.psnr.is_some()) {
+                let _ = write!(line, ", SSIM {ssim:.4}");
+            }
+            // One line whatever a label or an error holds.
+            let line = crate::text::clip(&crate::text::one_line(&line), 400);
+            let _ = writeln!(out, "  {:<9} {line}", p.class.name());
         }
         let more = c.pairs.iter().filter(|p| p.class > Class::Same).count() - worst.len();
         if more > 0 {
