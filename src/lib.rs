@@ -24,7 +24,8 @@
 //! streaming reader. After a run: `folder` reads an output folder back (and
 //! merges shard folders), `export` turns it into a dataset, and `ci` writes
 //! JUnit and GitHub job summaries from the run's events. `environment` records what
-//! each server ran (versions, devices, node and model hashes) beside the log.
+//! each server ran (versions, devices, node and model hashes) beside the log;
+//! `compare` pairs two folders' jobs and classifies their outputs.
 //!
 //! `scaffold` writes the starter project of `init` (the repository's own
 //! examples, embedded); `listing` prints a plan's jobs for `plan`.
@@ -33,6 +34,7 @@
 pub mod ci;
 pub mod cli;
 pub mod comfy;
+pub mod compare;
 pub mod convert;
 pub mod environment;
 pub mod exit;

@@ -11,6 +11,8 @@ pub mod env;
 mod junit;
 mod summary;
 
+pub(crate) use summary::cell as markdown_cell;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -290,15 +292,25 @@ impl CiReporters {
                 path: path.clone(),
                 source,
             };
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(err)?;
+            append_step_summary(path, &text).map_err(|e| err(e.source))?;
         }
         Ok(())
     }
+}
+
+/// Appends Markdown to GitHub's job summary file (`GITHUB_STEP_SUMMARY`),
+/// creating it if need be: every step of a job adds its part.
+pub fn append_step_summary(path: &std::path::Path, text: &str) -> Result<(), CiError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|source| CiError {
+            what: "GITHUB_STEP_SUMMARY",
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// `group` of a `group#n` label.

@@ -13,7 +13,7 @@ const MAX_FAILURES: usize = 50;
 
 /// A table cell: one line, no `|`, no formula should it be pasted into a
 /// spreadsheet.
-fn cell(text: &str) -> String {
+pub(crate) fn cell(text: &str) -> String {
     let line = crate::text::clip(&crate::text::one_line(text), 200);
     crate::text::defuse_formula(&line).replace('|', "\\|")
 }

@@ -15,6 +15,7 @@
 mod bench;
 mod check;
 mod ci_env;
+mod compare;
 mod completions;
 mod convert;
 mod drive;
@@ -163,6 +164,8 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Counts by status, failures, and what is left; exit 0 when all ok.
     Status(status::StatusArgs),
+    /// Compare two output folders job by job (pixels, text, bytes) and their environments.
+    Compare(compare::CompareArgs),
     /// Write DIR/report/: a gallery and X/Y grid page of a run, opened from disk (index.html and its data).
     Report(report::ReportArgs),
     /// Draw a labelled grid image of a run (X × Y, optional pages).
@@ -209,6 +212,7 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::Export(args) => export::execute(args, &cli.global),
         Command::Merge(args) => merge::execute(args, &cli.global),
         Command::Status(args) => status::execute(args, &cli.global),
+        Command::Compare(args) => compare::execute(args, &cli.global),
         Command::Report(args) => report::execute(args, &cli.global),
         Command::Grid(args) => grid::execute(args, &cli.global),
         Command::Init(args) => init::execute(args, &cli.global),

@@ -31,6 +31,10 @@ pub struct RerunArgs {
     /// (the jobs then get new ids).
     #[arg(long)]
     pub allow_changed_workflow: bool,
+    /// Then compare the new outputs with the logged ones, as `compare`
+    /// does (needs --output, another folder); exit 1 unless all pass.
+    #[arg(long)]
+    pub verify: bool,
     /// How to run (the same options as `run`).
     #[command(flatten)]
     pub options: RunOptions,
@@ -79,7 +83,7 @@ fn select(log: &Log, args: &RerunArgs) -> Result<Vec<Logged>, Vec<String>> {
 /// Runs the command.
 pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let bad = |lines: Vec<String>| CliError::many(Exit::BadInput, lines);
-    let log = Log::open(&args.log).map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+    let log = Log::open(&args.log)?;
     let dir = runlog::folder_of(&args.log);
     let selected = select(&log, &args).map_err(bad)?;
     let info = super::runinfo::RunInfo::read(&dir);
@@ -95,6 +99,9 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         choices: &info.choices,
         allow_changed: args.allow_changed_workflow,
     };
+    if args.verify {
+        super::compare::check_verify(&dir, args.output.as_deref())?;
+    }
     let (mut jobs, warnings) =
         rebuild_all(&selected, &origin, |row| crate::sink::sent_job(&dir, row)).map_err(bad)?;
     if !global.quiet {
@@ -145,7 +152,7 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         }),
     };
     let jobs = &jobs;
-    drive(session, &|| Box::new(jobs.iter().cloned()), || {
+    let ran = drive(session, &|| Box::new(jobs.iter().cloned()), || {
         let output = open_output(&output_path)?;
         target_info.write(&output)?;
         // A rerun runs what it was asked to, done or not; the log only
@@ -164,5 +171,9 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             skipped: 0,
             jobs: Box::new(numbered.into_iter()),
         })
-    })
+    })?;
+    if args.verify {
+        return super::compare::verify(&dir, &output_path, ran, global.quiet);
+    }
+    Ok(ran)
 }

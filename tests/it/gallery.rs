@@ -87,7 +87,7 @@ pub fn dump_dom(index: &Path, fragment: &str) -> String {
 }
 
 /// Elements of `dom` whose start tag has attribute `marker`, as attribute maps.
-fn elements(dom: &str, tag: &str, marker: &str) -> Vec<BTreeMap<String, String>> {
+pub fn elements(dom: &str, tag: &str, marker: &str) -> Vec<BTreeMap<String, String>> {
     let attr = regex_lite::Regex::new(r#"([a-zA-Z_:][-a-zA-Z0-9_:.]*)="([^"]*)""#).unwrap();
     let mut out = Vec::new();
     let open = format!("<{tag} ");

@@ -5,6 +5,7 @@ mod bad_input;
 mod bench;
 mod check;
 mod ci_examples;
+mod compare;
 mod convert;
 mod drift;
 mod environment;

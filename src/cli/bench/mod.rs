@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::{CliError, Exit, GlobalArgs};
 
+mod compare;
 mod convert;
 mod folder;
 mod report;
@@ -41,6 +42,9 @@ pub enum BenchCommand {
     /// The folder commands (status, export, merge, report) on a synthetic
     /// folder: peak RSS and time of each.
     Folder(folder::BenchFolderArgs),
+    /// `compare` on two synthetic folders of 512 px images (10% and all
+    /// drifted): peak RSS and time.
+    Compare(compare::BenchCompareArgs),
 }
 
 /// Arguments of `comfy-batch bench plan`.
@@ -65,6 +69,7 @@ pub fn execute(args: BenchArgs, _global: &GlobalArgs) -> Result<Exit, CliError> 
         BenchCommand::Convert(a) => convert::execute(a),
         BenchCommand::Report(a) => report::execute(a),
         BenchCommand::Folder(a) => folder::execute(a),
+        BenchCommand::Compare(a) => compare::execute(a),
     }
 }
 
