@@ -18,7 +18,7 @@ use super::{CliError, Exit, GlobalArgs};
 use crate::ids::{JobId, NodeId};
 use crate::manifest::{Alias, DrawSpec, JobSpec, Manifest, Param, SeedSpec, Span, WorkflowEntry};
 use crate::patch::Prompt;
-use crate::plan::{ImageInput, Job, Plan, Workflow};
+use crate::plan::{ImageInput, Job, Pack, Plan, Workflow};
 use crate::run::Status;
 use crate::sink::csv::{self, LoggedRow, Resume, RunLog};
 use crate::sink::kept_input;
@@ -109,11 +109,18 @@ fn rebuild(
             })
         })
         .collect();
+    let pack = logged_pack(row).map_err(|e| vec![e])?;
+    // A packed row's image is one of its pack's: the pack is rebuilt (its
+    // seed in each of its places) and the row's job taken from it.
+    let places = pack.as_ref().map_or(1, |p| p.size as usize);
     let seeds = match row.seed.as_str() {
         "" => None,
-        seed => Some(SeedSpec::List(vec![seed.parse().map_err(|_| {
-            vec![format!("line {}: seed '{seed}' is not a number", row.line)]
-        })?])),
+        seed => Some(SeedSpec::List(vec![
+            seed.parse().map_err(|_| {
+                vec![format!("line {}: seed '{seed}' is not a number", row.line)]
+            })?;
+            places
+        ])),
     };
     let workflow =
         std::path::absolute(dir.join(&row.workflow)).unwrap_or_else(|_| dir.join(&row.workflow));
@@ -155,6 +162,8 @@ fn rebuild(
             templates_at: at,
             draw: DrawSpec::All,
             draw_at: at,
+            pack: pack.as_ref().map(|p| p.size),
+            pack_at: at,
         }],
         wildcards: base.join("wildcards"),
         grids: Vec::new(),
@@ -162,7 +171,7 @@ fn rebuild(
     let plan = Plan::new(&manifest).map_err(|e| e.lines())?;
     let mut job = plan
         .jobs()
-        .next()
+        .nth(pack.map_or(0, |p| p.batch_index as usize))
         .ok_or_else(|| vec![format!("line {}: the row rebuilds to no job", row.line)])?;
     job.label = row.job.clone();
     for (name, cell) in row.params.iter().filter(|(n, _)| choices.contains(n)) {
@@ -175,6 +184,33 @@ fn rebuild(
         job.params.push((name.clone(), Value::String(text)));
     }
     Ok(job)
+}
+
+/// A packed row's pack (`batch_index`, `pack_size`, `pack_id`), `None`
+/// for a row outside packs or from a log without the columns.
+fn logged_pack(row: &LoggedRow) -> Result<Option<Pack>, String> {
+    let [index, size, id] = &row.pack;
+    if index.is_empty() && size.is_empty() && id.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        format!(
+            "line {}: batch_index '{index}', pack_size '{size}' and pack_id '{id}' are not a pack",
+            row.line
+        )
+    };
+    let (batch_index, size) = match (index.parse::<u64>(), size.parse::<u64>()) {
+        (Ok(i), Ok(n)) if i < n && n <= 4096 => (i, n),
+        _ => return Err(bad()),
+    };
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok(Some(Pack {
+        id: JobId::new(id.clone()),
+        batch_index,
+        size,
+    }))
 }
 
 /// The job exactly as last sent, from `prompts/<job_id>.json`. It and the
@@ -227,6 +263,9 @@ fn from_prompt_file(row: &LoggedRow, dir: &Path) -> Result<Job, String> {
             .collect(),
         prompt,
         images,
+        // The prompt made the whole pack: the row keeps its own image.
+        pack: logged_pack(row)?,
+        shard_unit: 0,
     })
 }
 
