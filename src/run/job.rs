@@ -895,6 +895,15 @@ async fn save_outputs(
     if let Some(e) = outputs.error() {
         return Err(SaveError::Failed(e.to_string()));
     }
+    // A packed job's prompt made its whole pack: it keeps its own image,
+    // and no frame (previews are the pack's, not the job's).
+    let (outputs, frames) = match &job.pack {
+        Some(p) => match outputs.batch_item(p.batch_index, p.size) {
+            Ok(own) => (own, Vec::new()),
+            Err(e) => return Err(SaveError::Failed(e)),
+        },
+        None => (outputs, frames),
+    };
     // Downloaded first, then written in one batch (in place or on the
     // pool, see `offload`); a large file is written as it arrives instead.
     let mut files: Vec<(String, usize, String, Payload)> = Vec::new();
