@@ -109,6 +109,47 @@ impl Identity {
 /// (unless `force`) when the folders come from different manifests or
 /// fresh-seed keys.
 pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummary, MergeError> {
+    let checked = check(out, sources, force)?;
+    write(out, checked)
+}
+
+/// A merge every check has passed, as the check step hands it to the
+/// write step: the folders, and per row to add only where it is.
+struct Checked {
+    /// The sources, each once, in the order given; never empty.
+    folders: Vec<RunFolder>,
+    /// OUT, when it already is an output folder.
+    existing: Option<RunFolder>,
+    /// The one header every log has.
+    header: Vec<String>,
+    /// The `workflow` column, whose cells are paths to rebase.
+    workflow: Option<usize>,
+    /// Rows in OUT's log before the merge.
+    existing_rows: usize,
+    /// The rows to add, in the order they go into the log.
+    added: Vec<Added>,
+    /// Distinct jobs in OUT once merged.
+    jobs: usize,
+}
+
+/// The check step: every refusal, then every log read through (a damaged
+/// row refuses the merge), before anything is written.
+fn check(out: &Path, sources: &[PathBuf], force: bool) -> Result<Checked, MergeError> {
+    let folders = open_sources(out, sources)?;
+    let existing = open_out(out)?;
+    let header = same_plan(&folders, existing.as_ref(), force)?;
+    if existing.is_some() && super::log_in_use(out) {
+        return Err(MergeError::Refused(format!(
+            "{}: a comfy-batch run is writing this folder; merge when it is done",
+            out.display()
+        )));
+    }
+    scan(folders, existing, header)
+}
+
+/// The sources, each once; refused when one is OUT, lies inside it or
+/// holds it.
+fn open_sources(out: &Path, sources: &[PathBuf]) -> Result<Vec<RunFolder>, MergeError> {
     let target = canonical(out);
     let mut seen = HashSet::new();
     let mut folders = Vec::new();
@@ -127,13 +168,20 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
                 out.display()
             )));
         }
-        if seen.insert(c.clone()) {
-            folders.push((c, RunFolder::open(source)?));
+        if seen.insert(c) {
+            folders.push(RunFolder::open(source)?);
         }
     }
-    let existing = if out.join(LOG).exists() {
-        Some(RunFolder::open(out)?)
-    } else if out.exists() {
+    Ok(folders)
+}
+
+/// OUT as an output folder when it is one; refused when it is a file or a
+/// folder with other things in it.
+fn open_out(out: &Path) -> Result<Option<RunFolder>, MergeError> {
+    if out.join(LOG).exists() {
+        return Ok(Some(RunFolder::open(out)?));
+    }
+    if out.exists() {
         if !out.is_dir() {
             return Err(MergeError::Refused(format!(
                 "{}: is a file, not a folder",
@@ -146,16 +194,23 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
                 out.display()
             )));
         }
-        None
-    } else {
-        None
-    };
-    let Some((_, first)) = folders.first() else {
+    }
+    Ok(None)
+}
+
+/// The header all the logs share; refused when one has other columns or
+/// (unless `force`) another manifest or fresh-seed key than the first.
+fn same_plan(
+    folders: &[RunFolder],
+    existing: Option<&RunFolder>,
+    force: bool,
+) -> Result<Vec<String>, MergeError> {
+    let Some(first) = folders.first() else {
         return Err(MergeError::Refused("no folder to merge".into()));
     };
     let header = first.header().to_vec();
     let first_id = Identity::of(first);
-    for f in folders.iter().map(|(_, f)| f).chain(existing.as_ref()) {
+    for f in folders.iter().chain(existing) {
         if f.header() != header {
             return Err(MergeError::Refused(format!(
                 "{}: runs.csv has other columns than {} ({} vs {}); these are not shards of one manifest",
@@ -173,17 +228,21 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
             )));
         }
     }
+    Ok(header)
+}
 
-    if existing.is_some() && super::log_in_use(out) {
-        return Err(MergeError::Refused(format!(
-            "{}: a comfy-batch run is writing this folder; merge when it is done",
-            out.display()
-        )));
-    }
+/// A log row that cannot be read, as a merge error.
+fn log_err(e: crate::runlog::LogError) -> MergeError {
+    MergeError::from(FolderError::from(e))
+}
 
-    // The check pass: every log read through (a damaged row refuses the
-    // merge before anything is written), keeping per row only hashes and
-    // where a row to add is.
+/// The check pass: every log read through, keeping per row only hashes
+/// and where a row to add is.
+fn scan(
+    folders: Vec<RunFolder>,
+    existing: Option<RunFolder>,
+    header: Vec<String>,
+) -> Result<Checked, MergeError> {
     let workflow = header.iter().position(|h| h == "workflow");
     let identity = |cells: &[String]| {
         // The workflow cell hashes as empty (its spelling depends on the
@@ -195,7 +254,6 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
             .collect();
         crate::runlog::hash128(c)
     };
-    let log_err = |e: crate::runlog::LogError| MergeError::from(FolderError::from(e));
     let mut known: HashSet<u128> = HashSet::new();
     let mut jobs: HashSet<u128> = HashSet::new();
     let mut existing_rows = 0;
@@ -208,7 +266,7 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
         }
     }
     let mut added: Vec<Added> = Vec::new();
-    for (rank, (_, f)) in folders.iter().enumerate() {
+    for (rank, f) in folders.iter().enumerate() {
         let mut rows = f.rows()?;
         while let Some(row) = rows.next_located() {
             let (offset, row) = row.map_err(log_err)?;
@@ -223,11 +281,24 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
             }
         }
     }
-    drop(known);
+    // The newest row of a job counts: new rows go in the order they ended.
+    added.sort_unstable_by_key(|a| (a.time, a.rank, a.line));
+    Ok(Checked {
+        folders,
+        existing,
+        header,
+        workflow,
+        existing_rows,
+        added,
+        jobs: jobs.len(),
+    })
+}
 
-    // Everything checked: from here on, write.
+/// The write step: files land before the log names them, and the new log
+/// replaces the old one whole at the end.
+fn write(out: &Path, checked: Checked) -> Result<MergeSummary, MergeError> {
     let mut summary = MergeSummary::default();
-    for (_, f) in &folders {
+    for f in &checked.folders {
         if f.torn_tail() || super::log_in_use(f.root()) {
             summary.warnings.push(format!(
                 "{}: still being written; merging the rows logged so far",
@@ -238,47 +309,128 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
     for dir in [out.to_path_buf(), out.join("images"), out.join("prompts")] {
         fs::create_dir_all(&dir).map_err(io(&dir))?;
     }
-    // One merge at a time into OUT; and while it runs, a `run` into OUT
-    // cannot take the log (it locks the file beside runs.csv), whose rows
-    // the rename at the end would otherwise lose.
-    let lock_path = out.join(".merge.lock");
-    let lock = File::create(&lock_path).map_err(io(&lock_path))?;
-    let log_lock_path = crate::sink::csv::lock_path(&out.join(LOG));
-    let log_lock = crate::sink::csv::open_lock(&out.join(LOG)).map_err(io(&log_lock_path))?;
-    if lock.try_lock().is_err() || log_lock.try_lock().is_err() {
-        return Err(MergeError::Refused(format!(
-            "{}: another merge or run is writing this folder",
-            out.display()
-        )));
-    }
-
-    // The new log is written beside the old one as it goes: the rows
-    // already there, then the added ones, and replaces it at the end.
-    let log = out.join(LOG);
-    let csv_err = |e: csv::Error| MergeError::Io {
-        path: log.clone(),
-        source: std::io::Error::other(e),
-    };
-    let tmp = crate::sink::temp_beside(&log).map_err(|e| MergeError::Io {
-        path: e.path,
-        source: e.source,
-    })?;
-    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(tmp));
-    w.write_record(&header).map_err(csv_err)?;
-    if let Some(e) = &existing {
+    let lock = OutLock::take(out)?;
+    let mut log = NewLog::create(&out.join(LOG), &checked.header)?;
+    if let Some(e) = &checked.existing {
         for row in e.rows()? {
-            w.write_record(&row.map_err(log_err)?.cells)
-                .map_err(csv_err)?;
+            log.write(&row.map_err(log_err)?.cells)?;
         }
     }
-    // The newest row of a job counts: new rows go in the order they ended.
-    added.sort_unstable_by_key(|a| (a.time, a.rank, a.line));
+    add_rows(out, &checked, &mut log, &mut summary)?;
+    copy_inputs(out, &checked.folders, &mut summary)?;
+    if let Some(first) = checked.folders.first() {
+        carry_run_json(out, first)?;
+    }
+    merge_environments(out, checked.folders.iter(), &mut summary.warnings)?;
+    summary.rows_added = checked.added.len();
+    summary.rows_total = checked.existing_rows + checked.added.len();
+    summary.jobs = checked.jobs;
+    log.finish()?;
+    lock.release();
+    Ok(summary)
+}
+
+/// One merge at a time into OUT; and while it runs, a `run` into OUT
+/// cannot take the log (it locks the file beside runs.csv), whose rows the
+/// rename at the end would otherwise lose.
+struct OutLock {
+    path: PathBuf,
+    lock: File,
+    log_lock: File,
+}
+
+impl OutLock {
+    /// Takes both locks; refused when another merge or run holds one.
+    fn take(out: &Path) -> Result<OutLock, MergeError> {
+        let path = out.join(".merge.lock");
+        let lock = File::create(&path).map_err(io(&path))?;
+        let log_lock_path = crate::sink::csv::lock_path(&out.join(LOG));
+        let log_lock = crate::sink::csv::open_lock(&out.join(LOG)).map_err(io(&log_lock_path))?;
+        if lock.try_lock().is_err() || log_lock.try_lock().is_err() {
+            return Err(MergeError::Refused(format!(
+                "{}: another merge or run is writing this folder",
+                out.display()
+            )));
+        }
+        Ok(OutLock {
+            path,
+            lock,
+            log_lock,
+        })
+    }
+
+    /// Lets go of both locks and removes the merge's lock file.
+    fn release(self) {
+        drop(self.log_lock);
+        drop(self.lock);
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The new log, written beside the old one as it goes (the rows already
+/// there, then the added ones), replacing it at the end.
+struct NewLog {
+    path: PathBuf,
+    w: csv::Writer<std::io::BufWriter<tempfile::NamedTempFile>>,
+}
+
+impl NewLog {
+    /// Starts the new log beside `path` with its header.
+    fn create(path: &Path, header: &[String]) -> Result<NewLog, MergeError> {
+        let tmp = crate::sink::temp_beside(path).map_err(|e| MergeError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
+        let mut log = NewLog {
+            path: path.to_path_buf(),
+            w: csv::Writer::from_writer(std::io::BufWriter::new(tmp)),
+        };
+        log.write(header)?;
+        Ok(log)
+    }
+
+    /// Writes one row.
+    fn write(&mut self, cells: &[String]) -> Result<(), MergeError> {
+        self.w.write_record(cells).map_err(|e| MergeError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })
+    }
+
+    /// Replaces the old log with the new one.
+    fn finish(self) -> Result<(), MergeError> {
+        let io_log = |e: std::io::Error| MergeError::Io {
+            path: self.path.clone(),
+            source: e,
+        };
+        let tmp = self
+            .w
+            .into_inner()
+            .map_err(|e| io_log(e.into_error()))?
+            .into_inner()
+            .map_err(|e| io_log(e.into_error()))?;
+        // The rows reach the disk before the name does.
+        tmp.as_file().sync_data().map_err(io_log)?;
+        tmp.persist(&self.path).map_err(|e| io_log(e.error))?;
+        Ok(())
+    }
+}
+
+/// Each added row, in order: the files it lists and its prompt placed in
+/// OUT, then the row itself written with its workflow path rebased.
+fn add_rows(
+    out: &Path,
+    checked: &Checked,
+    log: &mut NewLog,
+    summary: &mut MergeSummary,
+) -> Result<(), MergeError> {
+    let folders = &checked.folders;
     let mut readers = folders
         .iter()
-        .map(|(_, f)| f.at())
+        .map(RunFolder::at)
         .collect::<Result<Vec<_>, _>>()?;
-    for a in &added {
-        let f = &folders[a.rank as usize].1;
+    for a in &checked.added {
+        let f = &folders[a.rank as usize];
         let row = readers[a.rank as usize]
             .row(a.offset, a.line)
             .map_err(log_err)?;
@@ -304,12 +456,21 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
             summary.files += place(&mut from, &out.join(&prompt), Replace::IfDiffers)?;
         }
         let mut cells = row.cells;
-        if let Some(i) = workflow {
+        if let Some(i) = checked.workflow {
             cells[i] = rebase(f.root(), out, &cells[i]);
         }
-        w.write_record(&cells).map_err(csv_err)?;
+        log.write(&cells)?;
     }
-    for (_, f) in &folders {
+    Ok(())
+}
+
+/// Every source's `inputs/` files placed in OUT's (kept when already there).
+fn copy_inputs(
+    out: &Path,
+    folders: &[RunFolder],
+    summary: &mut MergeSummary,
+) -> Result<(), MergeError> {
+    for f in folders {
         // `inputs/` itself a link (to another run's, or anywhere) is not
         // followed: one line for it, not one per file it leads to.
         let entries = match walk_under(f.root(), Path::new("inputs")) {
@@ -343,39 +504,26 @@ pub fn merge(out: &Path, sources: &[PathBuf], force: bool) -> Result<MergeSummar
             }
         }
     }
-    if !out.join("run.json").exists() {
-        let mut info = first.info();
-        if let Some(Value::String(dir)) = info.get("manifest_dir") {
-            let rebased = rebase(first.root(), out, dir);
-            info.insert("manifest_dir".into(), Value::String(rebased));
-        }
-        let mut bytes = serde_json::to_vec_pretty(&info).expect("JSON values serialise");
-        bytes.push(b'\n');
-        crate::sink::write_atomic(&out.join("run.json"), &bytes).map_err(|e| MergeError::Io {
-            path: e.path,
-            source: e.source,
-        })?;
+    Ok(())
+}
+
+/// The first source's `run.json`, its paths made relative to OUT, unless
+/// OUT has one.
+fn carry_run_json(out: &Path, first: &RunFolder) -> Result<(), MergeError> {
+    if out.join("run.json").exists() {
+        return Ok(());
     }
-    merge_environments(out, folders.iter().map(|(_, f)| f), &mut summary.warnings)?;
-    summary.rows_added = added.len();
-    summary.rows_total = existing_rows + added.len();
-    summary.jobs = jobs.len();
-    let io_log = |e: std::io::Error| MergeError::Io {
-        path: log.clone(),
-        source: e,
-    };
-    let tmp = w
-        .into_inner()
-        .map_err(|e| io_log(e.into_error()))?
-        .into_inner()
-        .map_err(|e| io_log(e.into_error()))?;
-    // The rows reach the disk before the name does.
-    tmp.as_file().sync_data().map_err(io_log)?;
-    tmp.persist(&log).map_err(|e| io_log(e.error))?;
-    drop(log_lock);
-    drop(lock);
-    let _ = fs::remove_file(&lock_path);
-    Ok(summary)
+    let mut info = first.info();
+    if let Some(Value::String(dir)) = info.get("manifest_dir") {
+        let rebased = rebase(first.root(), out, dir);
+        info.insert("manifest_dir".into(), Value::String(rebased));
+    }
+    let mut bytes = serde_json::to_vec_pretty(&info).expect("JSON values serialise");
+    bytes.push(b'\n');
+    crate::sink::write_atomic(&out.join("run.json"), &bytes).map_err(|e| MergeError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// A row to add, as the check pass keeps it: a few bytes, not its cells.

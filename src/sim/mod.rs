@@ -60,6 +60,7 @@ mod http;
 mod hub;
 mod jpeg;
 mod media;
+mod nodes;
 mod queue;
 mod state;
 mod ws;
