@@ -10,6 +10,10 @@
 //! reconciled over HTTP, a watchdog polls the prompt now and then (and often
 //! for an adopted prompt, whose messages went to the dead client), and a
 //! prompt the server forgot is run again.
+//!
+//! A packed job's attempt submits its pack's prompt only when no other job
+//! of the pack runs it; otherwise it saves its own image of that prompt's
+//! batch (see `packs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,6 +28,7 @@ use super::lifecycle::{
     outputs_of_history, timed_out,
 };
 use super::offload::{FileWork, on_pool};
+use super::packs::{Board, Ran, Role};
 use super::retry::Backoff;
 use super::server::Server;
 use super::{Attempt, CancelReason, EventKind, Msg, Outcome, Status};
@@ -56,6 +61,8 @@ pub(crate) struct AttemptContext {
     pub pace: Arc<super::Pace>,
     /// Where a job's prompt file and images are written.
     pub files: FileWork,
+    /// The packs' prompts: one job of a pack runs it, the others collect.
+    pub packs: Arc<Board>,
 }
 
 /// How an attempt ended.
@@ -321,6 +328,38 @@ async fn attempt(
         }
     };
 
+    // A pack's prompt is run by one of its jobs; the others collect their
+    // images from its outputs, holding no slot (the server's work is the
+    // submitter's).
+    let mut publisher = None;
+    if let Some(pack) = &job.pack {
+        loop {
+            match ctx.packs.role(&pack.id) {
+                Role::Submit(p) => {
+                    publisher = Some(p);
+                    break;
+                }
+                Role::Collect(ran) => {
+                    slot.release();
+                    return collect(&job, number, ran, &ctx).await;
+                }
+                Role::Wait(mut rx) => {
+                    slot.release();
+                    let mut cancelled = *ctx.cancel.borrow();
+                    if cancelled.is_none() {
+                        cancelled = tokio::select! {
+                            _ = rx.changed() => None,
+                            Ok(()) = ctx.cancel.changed() => *ctx.cancel.borrow(),
+                        };
+                    }
+                    if cancelled.is_some() {
+                        return fail(&attempt, Status::Interrupted, not_run(cancelled));
+                    }
+                }
+            }
+        }
+    }
+
     let home = server.clone();
     let mut server = server;
     let mut already = Lookup::Missing;
@@ -579,6 +618,13 @@ async fn attempt(
                     // A success kept past the limit (its interrupt lost the
                     // race) still gets a moment to be collected.
                     let by = limit_at.map(|at| at.max(Instant::now() + COLLECT_GRACE));
+                    if let Some(publisher) = publisher.take() {
+                        publisher.publish(Ran {
+                            server: server.clone(),
+                            outputs: outputs.clone(),
+                            attempt: attempt.clone(),
+                        });
+                    }
                     return match save_outputs(&job, &server, &ctx, outputs, frames, by).await {
                         Ok((images, text)) => AttemptEnd::Done(Outcome {
                             status: Status::Ok,
@@ -857,6 +903,32 @@ fn history_failure(messages: &[(String, Value)]) -> End {
         }
     }
     End::Error("failed (no details in the history)".into())
+}
+
+/// A packed job's attempt whose pack's prompt ran already (on `ran`'s
+/// server): its own image is saved from those outputs, and its row tells
+/// of that prompt (id, server, times).
+async fn collect(job: &Job, number: u32, ran: Arc<Ran>, ctx: &AttemptContext) -> AttemptEnd {
+    let attempt = Attempt {
+        number,
+        ..ran.attempt.clone()
+    };
+    let outcome = |status, images, text, error| {
+        AttemptEnd::Done(Outcome {
+            status,
+            images,
+            text,
+            error,
+            attempt: attempt.clone(),
+        })
+    };
+    let outputs = ran.outputs.clone();
+    match save_outputs(job, &ran.server, ctx, outputs, Vec::new(), None).await {
+        Ok((images, text)) => outcome(Status::Ok, images, text, None),
+        Err(SaveError::Unreachable(e)) => AttemptEnd::Requeue(e),
+        Err(SaveError::TimedOut(e)) => outcome(Status::Timeout, Vec::new(), None, Some(e)),
+        Err(SaveError::Failed(e)) => outcome(Status::Failed, Vec::new(), None, Some(e)),
+    }
 }
 
 /// Whether the job's outputs come only over the websocket

@@ -10,6 +10,7 @@ mod ledger;
 mod lifecycle;
 mod offload;
 mod pace;
+mod packs;
 pub(crate) mod retry;
 mod server;
 
@@ -336,6 +337,7 @@ pub async fn execute(
         servers: Arc::new(slots.iter().map(|s| s.server.clone()).collect()),
         pace: config.pace.clone(),
         files: offload::FileWork::new(),
+        packs: Default::default(),
     };
     // Prompts left on a server that was lost when their job moved on:
     // removed from its queue when it comes back (unless the job returned).

@@ -91,6 +91,13 @@ async fn a_packed_sweep_logs_a_row_an_id_and_its_own_image_per_batch_index() {
         .map(|r| std::fs::read(p.out().join(&r.images()[0])).unwrap())
         .collect();
     assert_eq!(contents.len(), 10);
+    // One prompt per pack: 2 cfg × packs of 2, 2 and 1.
+    assert_eq!(sim.stats().prompts_executed, 6, "{}", out.stderr);
+    let prompt_ids: BTreeSet<&str> = rows.iter().map(|r| r.get("prompt_id")).collect();
+    assert_eq!(prompt_ids.len(), 6, "a pack's rows name its one prompt");
+    for row in &rows {
+        assert!(!row.get("finished_at").is_empty(), "{row:?}");
+    }
     // A second run has nothing left to do.
     let again = p.run("packed.yaml", &[&sim], &[]).await;
     assert_eq!(again.code, 0, "{}", again.stderr);
