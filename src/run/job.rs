@@ -200,6 +200,23 @@ impl Drop for Slot {
     }
 }
 
+/// Tells the scheduler a packed job waits for its pack's prompt, for as
+/// long as it lives.
+struct Parked(mpsc::UnboundedSender<Msg>);
+
+impl Parked {
+    fn new(events: &mpsc::UnboundedSender<Msg>) -> Parked {
+        let _ = events.send(Msg::Parked { parked: true });
+        Parked(events.clone())
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        let _ = self.0.send(Msg::Parked { parked: false });
+    }
+}
+
 /// Runs one attempt. Never returns an error: every failure is an outcome.
 pub(crate) async fn run_attempt(
     job: Arc<Job>,
@@ -345,6 +362,7 @@ async fn attempt(
                 }
                 Role::Wait(mut rx) => {
                     slot.release();
+                    let _parked = Parked::new(&ctx.events);
                     let mut cancelled = *ctx.cancel.borrow();
                     if cancelled.is_none() {
                         cancelled = tokio::select! {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use comfy_batch::sim::SimConfig;
 
-use crate::harness::{Project, Row, read_rows, sim, sim_with, wait_for};
+use crate::harness::{Project, Row, queue_ids, read_rows, sim, sim_with, wait_for};
 
 /// 2 cfg × 5 seeds in packs of 2: per cfg, packs of 2, 2 and 1.
 const PACKED: &str = r#"version: 1
@@ -227,4 +227,37 @@ async fn a_graph_that_cannot_take_a_pack_is_refused_with_one_line() {
     let run = p.cli(&["run", "i2i.yaml", "--output", "out"]).await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(!p.out().join("runs.csv").exists(), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_packs_prompt_is_queued_while_a_pack_runs() {
+    // Concurrency counts prompts: the jobs waiting for a pack's prompt take
+    // no place from the next pack's.
+    let sim = sim_with(SimConfig {
+        step_ms: 25,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    let text = PACKED
+        .replace("count: 5", "count: 8")
+        .replace("pack: 2", "pack: 4")
+        .replace("[5, 6.5]", "[5]");
+    p.write("packed.yaml", &text);
+    let mut run = p.spawn("packed.yaml", &[&sim], &["--concurrency", "2"]);
+    let mut most = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sim.stats().prompts_executed < 2 && std::time::Instant::now() < deadline {
+        let (running, pending) = queue_ids(&sim).await;
+        let ours = running
+            .iter()
+            .chain(&pending)
+            .filter(|id| id.starts_with("cb-"));
+        most = most.max(ours.count());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(run.exit(60).await, 0, "{}", run.stderr());
+    assert_eq!(most, 2, "both packs' prompts on the server at once");
+    assert_eq!(sim.stats().prompts_executed, 2);
+    p.assert_each_job_ok_once(8);
 }
