@@ -66,6 +66,9 @@ fn row(plan: &Plan, job: &Job, with_sha: bool) -> Vec<String> {
         cells.push(job.workflow.sha256.clone());
     }
     cells.push(job.seed.map(|s| s.to_string()).unwrap_or_default());
+    if plan.has_packs() {
+        cells.extend(pack_cells(job.pack.as_ref()));
+    }
     for col in plan.columns() {
         let value = job
             .params
@@ -83,8 +86,25 @@ fn header(plan: &Plan, with_sha: bool) -> Vec<String> {
         h.push("workflow_sha256".into());
     }
     h.push("seed".into());
+    // The CSV has runs.csv's leading columns; the table shows the pack
+    // columns only for a plan with packs.
+    if with_sha || plan.has_packs() {
+        h.extend(crate::runlog::PACK.map(String::from));
+    }
     h.extend(plan.columns().iter().cloned());
     h
+}
+
+/// `batch_index`, `pack_size` and `pack_id` of a job (empty outside packs).
+fn pack_cells(pack: Option<&crate::plan::Pack>) -> [String; 3] {
+    match pack {
+        Some(p) => [
+            p.batch_index.to_string(),
+            p.size.to_string(),
+            p.id.to_string(),
+        ],
+        None => Default::default(),
+    }
 }
 
 /// Widest a table cell gets; longer values are cut with an ellipsis.
@@ -147,7 +167,7 @@ fn write_json(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
                 })
             })
             .collect();
-        let obj = serde_json::json!({
+        let mut obj = serde_json::json!({
             "job_id": job.id.as_str(),
             "job": job.label,
             "workflow": job.workflow.name,
@@ -156,6 +176,11 @@ fn write_json(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
             "params": params,
             "images": images,
         });
+        if let Some(p) = &job.pack {
+            obj["batch_index"] = p.batch_index.into();
+            obj["pack_size"] = p.size.into();
+            obj["pack_id"] = p.id.as_str().into();
+        }
         let sep = if job.index + 1 < plan.len() { "," } else { "" };
         writeln!(out, "  {obj}{sep}")?;
     }
@@ -182,6 +207,9 @@ pub fn write_csv(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
         match row.seed {
             Some(s) => w.write_field(decimal(s, &mut num)).map_err(csv_io)?,
             None => w.write_field("").map_err(csv_io)?,
+        }
+        for c in pack_cells(row.pack.as_ref()) {
+            w.write_field(c).map_err(csv_io)?;
         }
         for c in row.cells {
             match c {

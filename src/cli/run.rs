@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Run every job again, even those already `ok` in the output folder.
     #[arg(long)]
     pub no_resume: bool,
+    /// Send the jobs of every group with `seeds:` (and no `pack:` of its
+    /// own) N to a prompt, as `pack: N` does.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub pack: Option<u64>,
     /// How to run (shared with `rerun`).
     #[command(flatten)]
     pub options: RunOptions,
@@ -47,7 +51,10 @@ pub fn resolve_output(flag: Option<&Path>, manifest: &Manifest) -> PathBuf {
 
 /// Runs the command.
 pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let manifest = Manifest::load(&args.manifest)?;
+    let mut manifest = Manifest::load(&args.manifest)?;
+    if let Some(n) = args.pack {
+        manifest.pack_seeded_groups(n);
+    }
     let output_path = resolve_output(args.output.as_deref(), &manifest);
     // A folder run before keeps its fresh-seed draw, so resuming finds the
     // same jobs even for a manifest without `seeds:`.
@@ -115,20 +122,30 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         let resume = std::rc::Rc::new(resume);
         let skip_done = !args.no_resume;
         let numbering = resume.clone();
-        let wanted = move |index: usize, id: &str| {
-            shard.as_ref().is_none_or(|s| s.contains(index)) && !(skip_done && resume.is_done(id))
+        if plan.has_packs() && !log.has_pack_columns() {
+            return Err(CliError::many(
+                Exit::BadInput,
+                vec![format!(
+                    "{}: begun by an older version, without the pack columns; write this manifest's packed groups to another --output",
+                    output.log_path().display()
+                )],
+            ));
+        }
+        // A pack is one unit of --shard: its jobs are never split.
+        let wanted = move |unit: usize, id: &str| {
+            shard.as_ref().is_none_or(|s| s.contains(unit)) && !(skip_done && resume.is_done(id))
         };
         // Count first (from the rows, without building prompts), so the bar
         // has a total.
         let mut total = 0;
         let _ = plan.for_each_row(|row| -> Result<(), ()> {
-            total += usize::from(wanted(row.index, row.id));
+            total += usize::from(wanted(row.shard_unit, row.id));
             Ok(())
         });
         let skipped = plan.len() - total;
         let jobs = plan
             .jobs()
-            .filter(move |j| wanted(j.index, j.id.as_str()))
+            .filter(move |j| wanted(j.shard_unit, j.id.as_str()))
             .map(move |job| {
                 let attempt = numbering.next_attempt(job.id.as_str());
                 (job, attempt)

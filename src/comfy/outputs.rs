@@ -238,6 +238,35 @@ impl JobOutputs {
         out
     }
 
+    /// Each node's file of one image of a batch of `size` (a pack's job
+    /// keeps its own): the node's `index`-th file. A node that did not
+    /// report one file per batch image cannot say which is whose: that is
+    /// the error (one line naming the node).
+    pub fn batch_item(&self, index: u64, size: u64) -> Result<JobOutputs, String> {
+        let mut one = JobOutputs {
+            nodes: IndexMap::new(),
+            error: self.error.clone(),
+        };
+        for (node, items) in &self.nodes {
+            let files: Vec<&Output> = items
+                .iter()
+                .filter(|o| matches!(o, Output::File(_)))
+                .collect();
+            let own = files
+                .get(index as usize)
+                .filter(|_| files.len() as u64 == size);
+            let Some(own) = own else {
+                return Err(format!(
+                    "node {node} reported {} file{} for a batch of {size}: the image of batch index {index} cannot be told",
+                    files.len(),
+                    if files.len() == 1 { "" } else { "s" }
+                ));
+            };
+            one.nodes.insert(node.clone(), vec![(*own).clone()]);
+        }
+        Ok(one)
+    }
+
     /// The job's only text, when it made exactly one (for the log's `text`
     /// column).
     pub fn single_text(&self) -> Option<&str> {
@@ -261,6 +290,33 @@ mod tests {
             subfolder: sub.into(),
             kind: kind.into(),
         })
+    }
+
+    #[test]
+    fn a_batch_item_is_each_nodes_file_at_its_index_or_a_line_naming_the_node() {
+        let mut outputs = JobOutputs::default();
+        for i in 0..3 {
+            outputs.push("9", file(&format!("p_{i:05}_.png"), "cb", "output"));
+        }
+        outputs.push("12", file("t_00001_.png", "", "temp"));
+        let mut two_nodes = outputs.clone();
+        let only_9 = {
+            let mut o = JobOutputs::default();
+            for i in 0..3 {
+                o.push("9", file(&format!("p_{i:05}_.png"), "cb", "output"));
+            }
+            o
+        };
+        let own = only_9.batch_item(2, 3).unwrap();
+        assert_eq!(own.items(), [("9", &file("p_00002_.png", "cb", "output"))]);
+        // A node with one file for a batch of 3 cannot say whose it is.
+        two_nodes.push("13", file("x.png", "", "output"));
+        assert_eq!(
+            outputs.batch_item(1, 3).unwrap_err(),
+            "node 12 reported 1 file for a batch of 3: the image of batch index 1 cannot be told"
+        );
+        assert!(two_nodes.batch_item(0, 3).is_err());
+        assert!(only_9.batch_item(0, 2).is_err(), "3 files for a batch of 2");
     }
 
     #[test]

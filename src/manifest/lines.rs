@@ -33,6 +33,7 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "seeds",
     "templates",
     "draw",
+    "pack",
 ];
 /// Keys allowed in one `grids:` entry.
 pub(crate) const GRID_KEYS: &[&str] = &["name", "x", "y", "page", "where", "group"];

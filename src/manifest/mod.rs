@@ -215,6 +215,11 @@ pub struct JobSpec {
     pub draw: DrawSpec,
     /// Where `draw:` is written.
     pub draw_at: Span,
+    /// `pack: N`: jobs differing only in their seed go N to a prompt (one
+    /// latent batch); `None` sends one prompt per job.
+    pub pack: Option<u64>,
+    /// Where `pack:` is written.
+    pub pack_at: Span,
 }
 
 /// A `grids:` entry: a labelled grid image `run` makes into
@@ -451,9 +456,20 @@ struct RawJob {
     #[serde(default)]
     templates: Ordered<String>,
     draw: Option<DrawSpec>,
+    pack: Option<u64>,
 }
 
 impl Manifest {
+    /// `run --pack N`: every group with `seeds:` and no `pack:` of its own
+    /// packs by `n` (a group without seeds has none to pack).
+    pub fn pack_seeded_groups(&mut self, n: u64) {
+        for group in &mut self.jobs {
+            if group.pack.is_none() && group.seeds.is_some() {
+                group.pack = Some(n);
+            }
+        }
+    }
+
     /// sha256 of the manifest file as it is now, lowercase hex (`None` when
     /// it cannot be read): recorded in `run.json`, so `merge` and `status`
     /// can tell a folder's manifest from another.
@@ -722,7 +738,18 @@ fn job_group(
             )),
         );
     }
+    let pack_at = lines.get(&["jobs", &idx, "pack"]).unwrap_or(at);
+    if job.pack == Some(0) {
+        bad(
+            pack_at,
+            ManifestErrorKind::Invalid(format!(
+                "group '{name}' has 'pack: 0'; a pack holds at least 1 image"
+            )),
+        );
+    }
     JobSpec {
+        pack: job.pack,
+        pack_at,
         templates_at: lines.get(&["jobs", &idx, "templates"]).unwrap_or(at),
         templates,
         draw: job.draw.unwrap_or_default(),

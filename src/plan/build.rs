@@ -160,6 +160,19 @@ pub(super) fn plan_group(
     } = sections;
     let axes = order_axes(axes, &mut params, &mut slots, aliases);
     let seeds = seed_axis(spec, gname, errors);
+    // A pack's images differ only by their seed's place: without a seed
+    // list there is no place to take.
+    if spec.pack.is_some() && spec.seeds.is_none() {
+        errors.push(
+            spec.pack_at,
+            gname,
+            None,
+            PlanErrorKind::Pack(
+                "pack: groups the jobs of a seed list; give seeds: (a list, {count, base} or {range})"
+                    .into(),
+            ),
+        );
+    }
 
     // Variants.
     let mut variants = Vec::new();
@@ -193,6 +206,7 @@ pub(super) fn plan_group(
         templates: slots,
         draws,
         choice_cols,
+        pack: spec.pack,
     })
 }
 
@@ -848,6 +862,16 @@ fn plan_variant(
     if errors.list.len() > before {
         return None;
     }
+    let batch_slot = match spec.pack {
+        Some(_) => match pack_refusal(&graph, &nodes, aliases, &taken) {
+            Ok(slot) => Some(slot),
+            Err(detail) => {
+                errors.push(spec.pack_at, gname, wname, PlanErrorKind::Pack(detail));
+                return None;
+            }
+        },
+        None => None,
+    };
     hash.sort_by(|a, b| a.key.cmp(&b.key));
     let savers = patch::save_image_nodes(&nodes)
         .into_iter()
@@ -861,7 +885,65 @@ fn plan_variant(
         hash,
         savers,
         images,
+        batch_slot,
     })
+}
+
+/// The latent `batch_size` a pack sets, or why the graph cannot take a
+/// pack (one line naming the node): an input image (img2img), no latent
+/// source with a `batch_size` (found as the `batch_size` parameter is), a
+/// `batch_size` the manifest sets itself (`taken`), or an output that is
+/// not one file per batch item.
+fn pack_refusal(
+    graph: &Graph<'_>,
+    nodes: &Map<String, Value>,
+    aliases: &[(String, String)],
+    taken: &[(Slot, &str)],
+) -> Result<Slot, String> {
+    for (id, node) in nodes {
+        let class = class_of(node);
+        if class.starts_with("LoadImage") {
+            return Err(format!(
+                "node {} loads an input image (img2img): a pack's images come from one empty latent",
+                graph.describe(id)
+            ));
+        }
+    }
+    let slot = match graph.resolve("batch_size", aliases) {
+        Ok(slots) if slots.len() == 1 => slots[0].clone(),
+        Ok(_) | Err(_) => {
+            let samplers = graph.samplers();
+            return Err(match samplers.first() {
+                Some(s) => format!(
+                    "no latent source with a 'batch_size' feeds the sampler {}",
+                    graph.describe(s)
+                ),
+                None => "no sampler and no latent source with a 'batch_size'".into(),
+            });
+        }
+    };
+    if let Some((_, name)) = taken.iter().find(|(s, _)| *s == slot) {
+        return Err(format!(
+            "'{name}' sets input 'batch_size' of node {}, which pack: sets to the pack's size",
+            graph.describe(&slot.node)
+        ));
+    }
+    for (id, node) in nodes {
+        let class = class_of(node);
+        let per_item = matches!(class, "SaveImage" | "PreviewImage");
+        let saves = node
+            .get("inputs")
+            .and_then(|i| i.get("filename_prefix"))
+            .is_some()
+            || class.contains("Websocket");
+        if saves && !per_item {
+            return Err(format!(
+                "the output node {} does not write one file per batch item (SaveImage and PreviewImage do)",
+                graph.describe(id)
+            ));
+        }
+    }
+    Ok(slot)
 }
 
 #[cfg(test)]

@@ -78,6 +78,8 @@ pub enum PlanErrorKind {
     Seeds(String),
     /// The manifest expands to more than [`MAX_JOBS`] jobs.
     TooManyJobs(u128),
+    /// `pack:` where the graph (or the group) cannot take a latent batch.
+    Pack(String),
     /// A template (or a wildcard file it reads) is unusable.
     Template {
         /// The parameter the template is for.
@@ -156,6 +158,7 @@ impl fmt::Display for PlanError {
                 format!(": {}; give an image file", path.display()),
             ),
             K::Seeds(detail) => ("bad seeds".into(), format!(": {detail}")),
+            K::Pack(detail) => ("cannot pack".into(), format!(": {detail}")),
             K::TooManyJobs(n) => (
                 format!("the manifest expands to {n} jobs"),
                 format!("; the limit is {MAX_JOBS}"),

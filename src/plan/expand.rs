@@ -5,7 +5,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Group, HashValue, ImageInput, ImageSource, Job, Plan, Scratch, Source, Variant};
+use super::{Group, HashValue, ImageInput, ImageSource, Job, Pack, Plan, Scratch, Source, Variant};
 use crate::ids::{JobId, NodeId};
 use crate::patch::{self, Prompt};
 
@@ -16,9 +16,20 @@ pub(crate) const JOB_ID_BYTES: usize = 8;
 
 /// The job id input: workflow content, every resolved (node, input) value
 /// sorted by slot (an input image by its content, a template by its
-/// resolved text), and the seed. Frozen (see `docs/manifest.md`); v2 since
-/// 64-bit, content-hashed ids.
+/// resolved text), and the seed; for a packed job, then its pack's size and
+/// its batch index. Frozen (see `docs/manifest.md`); v2 since 64-bit,
+/// content-hashed ids.
 pub(super) fn digest(g: &Group, v: &Variant, s: &Scratch, seed: Option<u64>) -> [u8; 32] {
+    digest_of(g, v, s, seed, true)
+}
+
+/// A packed job's pack id: [`digest`]'s input without the batch index, so
+/// no job id (packed or not) has the same input.
+fn pack_digest(g: &Group, v: &Variant, s: &Scratch, seed: Option<u64>) -> [u8; 32] {
+    digest_of(g, v, s, seed, false)
+}
+
+fn digest_of(g: &Group, v: &Variant, s: &Scratch, seed: Option<u64>, with_index: bool) -> [u8; 32] {
     let idx = &s.idx;
     let mut h = Sha256::new();
     h.update(b"comfy-batch job v2\0");
@@ -47,7 +58,40 @@ pub(super) fn digest(g: &Group, v: &Variant, s: &Scratch, seed: Option<u64>) -> 
         }
         None => h.update(b"noseed"),
     }
+    if let Some(p) = s.pack {
+        let mut buf = [0u8; 20];
+        h.update(b"\0pack\0");
+        h.update(decimal(p.size, &mut buf));
+        if with_index {
+            h.update(b"\0batch_index\0");
+            h.update(decimal(p.index, &mut buf));
+        }
+    }
     h.finalize().into()
+}
+
+/// The pack of the job `decode` left in `s` (none outside `pack:`
+/// groups), and its shard unit: its plan `index`, or for a packed job the
+/// number of its pack among the packs begun so far (`packs`, counted here:
+/// a pack begins at batch index 0).
+fn pack_and_unit(
+    g: &Group,
+    v: &Variant,
+    s: &Scratch,
+    seed: Option<u64>,
+    index: usize,
+    packs: &mut usize,
+) -> (Option<Pack>, usize) {
+    let Some(p) = s.pack else {
+        return (None, index);
+    };
+    *packs += usize::from(p.index == 0);
+    let pack = Pack {
+        id: JobId::new(hex::encode(&pack_digest(g, v, s, seed)[..JOB_ID_BYTES])),
+        batch_index: p.index,
+        size: p.size,
+    };
+    (Some(pack), packs.saturating_sub(1))
 }
 
 /// `n` in decimal ASCII, written into `buf` (no allocation).
@@ -71,6 +115,8 @@ pub(super) struct Jobs<'p> {
     skip_pos: usize,
     group: usize,
     in_group: usize,
+    /// Packs begun so far (a packed job's shard unit).
+    packs: usize,
     scratch: Scratch,
 }
 
@@ -83,6 +129,7 @@ impl<'p> Jobs<'p> {
             skip_pos: 0,
             group: 0,
             in_group: 0,
+            packs: 0,
             scratch: Scratch::default(),
         }
     }
@@ -130,7 +177,16 @@ impl Iterator for Jobs<'_> {
                     patch::set(&mut prompt, slot, Value::from(seed));
                 }
             }
-            patch::set_prefixes(&mut prompt, &v.savers, &id);
+            let (pack, shard_unit) = pack_and_unit(g, v, s, seed, self.index, &mut self.packs);
+            // Every job of a pack sends the same prompt: its files are named
+            // by the pack id, and the sink gives each job its own image.
+            match (&pack, &v.batch_slot) {
+                (Some(p), Some(slot)) => {
+                    patch::set(&mut prompt, slot, Value::from(p.size));
+                    patch::set_prefixes(&mut prompt, &v.savers, &p.id);
+                }
+                _ => patch::set_prefixes(&mut prompt, &v.savers, &id),
+            }
             let mut params: Vec<(String, Value)> = g
                 .params
                 .iter()
@@ -169,6 +225,8 @@ impl Iterator for Jobs<'_> {
                 params,
                 prompt: Prompt(prompt),
                 images,
+                pack,
+                shard_unit,
             };
             self.index += 1;
             return Some(job);
@@ -203,6 +261,10 @@ pub struct Row<'a> {
     pub seed: Option<u64>,
     /// One cell per [`Plan::columns`] entry; `None` where the job has none.
     pub cells: &'a [Option<Cell<'a>>],
+    /// The job's pack (`pack:` groups): as [`Job::pack`].
+    pub pack: Option<Pack>,
+    /// As [`Job::shard_unit`].
+    pub shard_unit: usize,
 }
 
 /// Where a plan column's value comes from in one group.
@@ -221,6 +283,7 @@ impl Plan {
         let mut skip_pos = 0;
         let mut index = 0;
         let mut hexbuf = [0u8; 2 * JOB_ID_BYTES];
+        let mut packs = 0usize;
         for g in &self.groups {
             let sources: Vec<ColSource> = self
                 .columns
@@ -265,8 +328,11 @@ impl Plan {
                         ColSource::Absent => None,
                     })
                     .collect();
+                let (pack, shard_unit) = pack_and_unit(g, v, s, seed, index, &mut packs);
                 number += 1;
                 f(&Row {
+                    pack,
+                    shard_unit,
                     index,
                     id,
                     group: &g.name,

@@ -40,7 +40,7 @@ pub use error::{PlanError, PlanErrorKind, PlanErrors};
 pub use expand::{Cell, Row};
 use expand::{Jobs, digest};
 pub use shard::{Shard, ShardError};
-use templates::{Draws, Scratch, TemplateSlot, materialize};
+use templates::{Draws, PackPos, Scratch, TemplateSlot, materialize};
 
 /// One API-format workflow file as loaded for a run.
 #[derive(Debug, Clone)]
@@ -90,6 +90,27 @@ pub struct Job {
     pub prompt: Prompt,
     /// Local images to upload first.
     pub images: Vec<ImageInput>,
+    /// The job's pack, in a `pack:` group: its prompt makes the whole
+    /// pack's batch, of which this job keeps one image.
+    pub pack: Option<Pack>,
+    /// What `--shard` partitions by: the job's `index`, or for a packed job
+    /// its pack's number among the plan's packs (a pack is never split).
+    pub shard_unit: usize,
+}
+
+/// A packed job's place in its pack (`pack:` in the manifest). The pack's
+/// one prompt has the pack's seed and `batch_size` = `size`; the job's
+/// image is the batch's image `batch_index`. (seed, batch_index, size)
+/// reproduce it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pack {
+    /// The pack id (16 hex, like a job id): every job of the pack has it,
+    /// and its prompt file is `prompts/<pack id>.json`.
+    pub id: JobId,
+    /// The image's index in the batch, 0-based.
+    pub batch_index: u64,
+    /// How many images the pack's prompt makes.
+    pub size: u64,
 }
 
 /// The largest plan accepted (jobs before deduplication): planning walks the
@@ -198,6 +219,8 @@ struct Variant {
     /// SaveImage nodes whose prefix comes from the job id.
     savers: Vec<String>,
     images: Vec<(Slot, ImageSource)>,
+    /// The latent's `batch_size`, set to the pack's size (`pack:` groups).
+    batch_slot: Option<Slot>,
 }
 
 #[derive(Debug)]
@@ -214,6 +237,8 @@ struct Group {
     draws: Option<Draws>,
     /// Names of the group's choice columns (wildcards, variables).
     choice_cols: Vec<String>,
+    /// `pack:`: images per prompt.
+    pack: Option<u64>,
 }
 
 impl Group {
@@ -580,6 +605,23 @@ impl Plan {
             idx[a] = (rem % axis.len as u64) as usize;
             rem /= axis.len as u64;
         }
+        // A pack of N takes N consecutive seeds' places; its one seed is
+        // the k-th of the group's seeds, k its number in the group.
+        let (si, pack) = match g.pack {
+            Some(n) => {
+                let k = si / n;
+                let size = n.min(slen - k * n);
+                (
+                    k,
+                    Some(PackPos {
+                        index: si % n,
+                        size,
+                    }),
+                )
+            }
+            None => (si, None),
+        };
+        scratch.pack = pack;
         let seed = if g.variants[vi].seed_slots.is_empty() {
             None
         } else {
@@ -631,6 +673,11 @@ impl Plan {
         self.groups
             .iter()
             .any(|g| matches!(g.seeds, SeedAxis::Fresh))
+    }
+
+    /// Whether some group packs its jobs (`pack:`).
+    pub fn has_packs(&self) -> bool {
+        self.groups.iter().any(|g| g.pack.is_some())
     }
 
     /// Notes for the user (e.g. collapsed duplicates), one line each.
@@ -1226,6 +1273,182 @@ jobs:
         sorted.sort();
         assert_eq!(union, sorted);
     }
+    /// One line per job of a packed plan: id, label, seed, batch index,
+    /// pack size, pack id, shard unit.
+    fn pack_summary(plan: &Plan) -> Vec<String> {
+        plan.jobs()
+            .map(|j| {
+                let p = j.pack.as_ref().expect("a packed job");
+                format!(
+                    "{} {} seed={} batch_index={} size={} pack={} unit={}",
+                    j.id,
+                    j.label,
+                    j.seed.unwrap_or(0),
+                    p.batch_index,
+                    p.size,
+                    p.id,
+                    j.shard_unit
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_packed_sweep_sends_one_prompt_per_pack_of_seeds() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        // 5 seeds in packs of 2: packs of 2, 2 and 1, per cfg.
+        let text = "version: 1\njobs:\n  - name: p\n    workflow: t2i\n    matrix: {cfg: [5, 6]}\n    seeds: {count: 5, base: 3}\n    pack: 2\n";
+        let plan = fx.plan(text).unwrap();
+        assert_eq!(plan.len(), 10);
+        assert!(plan.has_packs());
+        let lines = pack_summary(&plan);
+        insta::assert_snapshot!(lines.join("\n"));
+        // The pack seeds are the first seeds of the group's stream.
+        let stream = seeds::from_base(3, 5);
+        let jobs: Vec<Job> = plan.jobs().collect();
+        let pack_seeds: Vec<u64> = jobs[..5].iter().filter_map(|j| j.seed).collect();
+        assert_eq!(
+            pack_seeds,
+            [stream[0], stream[0], stream[1], stream[1], stream[2]]
+        );
+        // Every job of a pack sends the same prompt: the pack's seed, its
+        // size as the batch, files named by the pack id.
+        for pair in jobs.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            let (pa, pb) = (a.pack.as_ref().unwrap(), b.pack.as_ref().unwrap());
+            assert_eq!(pa.id == pb.id, a.prompt.0 == b.prompt.0, "{a:?} {b:?}");
+            assert_ne!(a.id, b.id);
+        }
+        let first = &jobs[0].prompt.0;
+        assert_eq!(first["5"]["inputs"]["batch_size"], 2);
+        let pack_id = jobs[0].pack.as_ref().unwrap().id.to_string();
+        assert_eq!(
+            first["9"]["inputs"]["filename_prefix"],
+            Value::String(format!("comfy-batch/{}/{pack_id}", &pack_id[..2]))
+        );
+        insta::assert_json_snapshot!("packed_prompt_first", jobs[0].prompt);
+        assert_eq!(jobs[4].prompt.0["5"]["inputs"]["batch_size"], 1);
+        // The rows (runs.csv, plan --format csv) agree with the jobs.
+        let mut rows = Vec::new();
+        plan.for_each_row(|r| -> Result<(), ()> {
+            rows.push((r.id.to_owned(), r.pack.clone(), r.shard_unit));
+            Ok(())
+        })
+        .unwrap();
+        let from_jobs: Vec<_> = jobs
+            .iter()
+            .map(|j| (j.id.to_string(), j.pack.clone(), j.shard_unit))
+            .collect();
+        assert_eq!(rows, from_jobs);
+        // A packed image is never mistaken for an unpacked one: no id is
+        // shared with the same sweep unpacked, nor with a pack id.
+        let unpacked = fx.plan(&text.replace("    pack: 2\n", "")).unwrap();
+        let mut ids: HashSet<String> = unpacked.jobs().map(|j| j.id.to_string()).collect();
+        for j in &jobs {
+            assert!(ids.insert(j.id.to_string()), "{}", j.id);
+        }
+        for j in jobs
+            .iter()
+            .filter(|j| j.pack.as_ref().unwrap().batch_index == 0)
+        {
+            assert!(ids.insert(j.pack.as_ref().unwrap().id.to_string()));
+        }
+        // The same manifest packs the same way.
+        assert_eq!(pack_summary(&fx.plan(text).unwrap()), lines);
+    }
+
+    #[test]
+    fn shards_of_a_packed_plan_never_split_a_pack() {
+        let fx = Fixture::new(&[("t2i", T2I)]);
+        let plan = fx
+            .plan("version: 1\njobs:\n  - workflow: t2i\n    matrix: {cfg: [1, 2, 3]}\n    seeds: [1, 2, 3, 4, 5, 6, 7]\n    pack: 3\n  - workflow: t2i\n    set: {cfg: 9}\n    seeds: [1, 2, 3]\n")
+            .unwrap();
+        let jobs: Vec<Job> = plan.jobs().collect();
+        assert_eq!(jobs.len(), 21 + 3);
+        for count in 1..=4 {
+            let shards: Vec<Shard> = (1..=count).map(|index| Shard { index, count }).collect();
+            let owner = |j: &Job| shards.iter().position(|s| s.contains(j.shard_unit));
+            for j in &jobs {
+                // Complete and disjoint: one owner per job.
+                assert_eq!(
+                    shards.iter().filter(|s| s.contains(j.shard_unit)).count(),
+                    1
+                );
+                // A pack's jobs share their owner.
+                if let Some(p) = &j.pack {
+                    let first = jobs
+                        .iter()
+                        .find(|o| o.pack.as_ref().is_some_and(|q| q.id == p.id))
+                        .unwrap();
+                    assert_eq!(owner(j), owner(first));
+                } else {
+                    // Groups without pack: keep today's partition.
+                    assert_eq!(j.shard_unit, j.index);
+                }
+            }
+        }
+        // 3 cfg × 3 packs (3, 3, 1): 9 units, 0..9.
+        let units: HashSet<usize> = jobs
+            .iter()
+            .filter(|j| j.pack.is_some())
+            .map(|j| j.shard_unit)
+            .collect();
+        assert_eq!(units, (0..9).collect());
+    }
+
+    #[test]
+    fn packing_is_refused_where_the_graph_cannot_take_a_batch() {
+        let video = T2I.replace("\"SaveImage\"", "\"SaveAnimatedWEBP\"");
+        let mut no_latent: Map<String, Value> = serde_json::from_str(T2I).unwrap();
+        no_latent["5"] = serde_json::json!({"class_type": "LatentUpscale", "inputs": {"samples": ["12", 0], "upscale_method": "nearest-exact", "width": 512, "height": 512, "crop": "disabled"}});
+        no_latent.insert(
+            "12".into(),
+            serde_json::json!({"class_type": "SolidLatent", "inputs": {"width": 8}}),
+        );
+        let no_latent = serde_json::to_string(&no_latent).unwrap();
+        let fx = Fixture::new(&[
+            ("t2i", T2I),
+            ("i2i", I2I),
+            ("video", &video),
+            ("odd", &no_latent),
+        ]);
+        let group = |name: &str, wf: &str, extra: &str| {
+            format!("  - name: {name}\n    workflow: {wf}\n{extra}    pack: 4\n")
+        };
+        let text = [
+            "version: 1\njobs:\n".to_string(),
+            group("noseeds", "t2i", ""),
+            group(
+                "img",
+                "i2i",
+                "    set: {image: inputs/a.png}\n    seeds: [1]\n",
+            ),
+            group("own", "t2i", "    set: {batch_size: 2}\n    seeds: [1]\n"),
+            group("vid", "video", "    seeds: [1]\n"),
+            group("odd", "odd", "    seeds: [1]\n"),
+            group("zero", "t2i", "    seeds: [1]\n").replace("pack: 4", "pack: 0"),
+        ]
+        .concat();
+        let manifest_err = Manifest::load(&{
+            let path = fx.dir.path().join("jobs/m.yaml");
+            std::fs::write(&path, &text).unwrap();
+            path
+        })
+        .unwrap_err()
+        .to_string()
+        .replace(&fx.dir.path().display().to_string(), "[tmp]");
+        // pack: 0 is the manifest's own error, on its line.
+        assert_eq!(
+            manifest_err,
+            "[tmp]/jobs/m.yaml:27:5: group 'zero' has 'pack: 0'; a pack holds at least 1 image"
+        );
+        let text = text.replace("pack: 0", "pack: 1");
+        let err = err_of(fx.plan(&text));
+        // One line each, naming the node (the last group plans).
+        insta::assert_snapshot!(err.join("\n"));
+        assert_eq!(err.len(), 5, "{err:#?}");
+    }
+
     #[test]
     fn a_choice_or_alias_named_like_a_log_column_is_refused() {
         let fx = Fixture::new(&[("t2i", T2I)]);

@@ -10,7 +10,8 @@ use std::path::Path;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{Job, Plan};
+use super::{Job, Pack, Plan};
+use crate::ids::JobId;
 use crate::manifest::{Alias, DrawSpec, JobSpec, Manifest, Param, SeedSpec, Span, WorkflowEntry};
 use crate::runlog::{self, Logged};
 
@@ -60,11 +61,18 @@ pub fn rebuild(row: &Logged, origin: &Origin) -> Result<Job, Vec<String>> {
             })
         })
         .collect();
+    let pack = logged_pack(row).map_err(|e| vec![e])?;
+    // A packed row's image is one of its pack's: the pack is rebuilt (its
+    // seed in each of its places) and the row's job taken from it.
+    let places = pack.as_ref().map_or(1, |p| p.size as usize);
     let seeds = match row.seed.as_str() {
         "" => None,
-        seed => Some(SeedSpec::List(vec![seed.parse().map_err(|_| {
-            vec![format!("line {}: seed '{seed}' is not a number", row.line)]
-        })?])),
+        seed => Some(SeedSpec::List(vec![
+            seed.parse().map_err(|_| {
+                vec![format!("line {}: seed '{seed}' is not a number", row.line)]
+            })?;
+            places
+        ])),
     };
     let workflow =
         std::path::absolute(dir.join(&row.workflow)).unwrap_or_else(|_| dir.join(&row.workflow));
@@ -106,6 +114,8 @@ pub fn rebuild(row: &Logged, origin: &Origin) -> Result<Job, Vec<String>> {
             templates_at: at,
             draw: DrawSpec::All,
             draw_at: at,
+            pack: pack.as_ref().map(|p| p.size),
+            pack_at: at,
         }],
         wildcards: base.join("wildcards"),
         grids: Vec::new(),
@@ -113,7 +123,7 @@ pub fn rebuild(row: &Logged, origin: &Origin) -> Result<Job, Vec<String>> {
     let plan = Plan::new(&manifest).map_err(|e| e.lines())?;
     let mut job = plan
         .jobs()
-        .next()
+        .nth(pack.map_or(0, |p| p.batch_index as usize))
         .ok_or_else(|| vec![format!("line {}: the row rebuilds to no job", row.line)])?;
     job.label = row.job.clone();
     for (name, cell) in row.params.iter().filter(|(n, _)| choices.contains(n)) {
@@ -126,6 +136,33 @@ pub fn rebuild(row: &Logged, origin: &Origin) -> Result<Job, Vec<String>> {
         job.params.push((name.clone(), Value::String(text)));
     }
     Ok(job)
+}
+
+/// A packed row's pack (`batch_index`, `pack_size`, `pack_id`), `None`
+/// for a row outside packs or from a log without the columns.
+pub fn logged_pack(row: &Logged) -> Result<Option<Pack>, String> {
+    let [index, size, id] = &row.pack;
+    if index.is_empty() && size.is_empty() && id.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        format!(
+            "line {}: batch_index '{index}', pack_size '{size}' and pack_id '{id}' are not a pack",
+            row.line
+        )
+    };
+    let (batch_index, size) = match (index.parse::<u64>(), size.parse::<u64>()) {
+        (Ok(i), Ok(n)) if i < n && n <= 4096 => (i, n),
+        _ => return Err(bad()),
+    };
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok(Some(Pack {
+        id: JobId::new(id.clone()),
+        batch_index,
+        size,
+    }))
 }
 
 /// Rebuilds every row; every problem is reported, not only the first.

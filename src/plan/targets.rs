@@ -83,7 +83,8 @@ impl<'a> Graph<'a> {
         Graph { nodes }
     }
 
-    fn describe(&self, id: &str) -> String {
+    /// `id (Class)`, or `id (Class 'Title')`: how messages name a node.
+    pub(crate) fn describe(&self, id: &str) -> String {
         let node = &self.nodes[id];
         match title(node) {
             Some(t) if t != class_of(node) => format!("{id} ({} '{t}')", class_of(node)),

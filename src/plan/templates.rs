@@ -46,6 +46,16 @@ pub(crate) struct Scratch {
     pub(super) encoded: Vec<Vec<u8>>,
     /// Per group choice column: the chosen texts joined by " | ", or None.
     pub(super) choices: Vec<Option<String>>,
+    /// The job's place in its pack (`pack:` groups), set by `decode`.
+    pub(super) pack: Option<PackPos>,
+}
+
+/// Where a packed job sits: its image's index in the latent batch, and
+/// how many images its pack holds (the last pack of a group may be short).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PackPos {
+    pub(super) index: u64,
+    pub(super) size: u64,
 }
 
 /// The variants `draw: all` keeps: `None` when every variant is kept,

@@ -194,6 +194,8 @@ pub(super) mod tests {
             params: Vec::new(),
             prompt: Prompt(Default::default()),
             images: Vec::new(),
+            pack: None,
+            shard_unit: 0,
         })
     }
 

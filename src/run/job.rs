@@ -10,6 +10,10 @@
 //! reconciled over HTTP, a watchdog polls the prompt now and then (and often
 //! for an adopted prompt, whose messages went to the dead client), and a
 //! prompt the server forgot is run again.
+//!
+//! A packed job's attempt submits its pack's prompt only when no other job
+//! of the pack runs it; otherwise it saves its own image of that prompt's
+//! batch (see `packs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,6 +28,7 @@ use super::lifecycle::{
     outputs_of_history, timed_out,
 };
 use super::offload::{FileWork, on_pool};
+use super::packs::{Board, Ran, Role};
 use super::retry::Backoff;
 use super::server::Server;
 use super::{Attempt, CancelReason, EventKind, Msg, Outcome, Status};
@@ -56,6 +61,8 @@ pub(crate) struct AttemptContext {
     pub pace: Arc<super::Pace>,
     /// Where a job's prompt file and images are written.
     pub files: FileWork,
+    /// The packs' prompts: one job of a pack runs it, the others collect.
+    pub packs: Arc<Board>,
 }
 
 /// How an attempt ended.
@@ -193,6 +200,23 @@ impl Drop for Slot {
     }
 }
 
+/// Tells the scheduler a packed job waits for its pack's prompt, for as
+/// long as it lives.
+struct Parked(mpsc::UnboundedSender<Msg>);
+
+impl Parked {
+    fn new(events: &mpsc::UnboundedSender<Msg>) -> Parked {
+        let _ = events.send(Msg::Parked { parked: true });
+        Parked(events.clone())
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        let _ = self.0.send(Msg::Parked { parked: false });
+    }
+}
+
 /// Runs one attempt. Never returns an error: every failure is an outcome.
 pub(crate) async fn run_attempt(
     job: Arc<Job>,
@@ -320,6 +344,39 @@ async fn attempt(
             Err(e) => return fail(&attempt, Status::Failed, e),
         }
     };
+
+    // A pack's prompt is run by one of its jobs; the others collect their
+    // images from its outputs, holding no slot (the server's work is the
+    // submitter's).
+    let mut publisher = None;
+    if let Some(pack) = &job.pack {
+        loop {
+            match ctx.packs.role(&pack.id) {
+                Role::Submit(p) => {
+                    publisher = Some(p);
+                    break;
+                }
+                Role::Collect(ran) => {
+                    slot.release();
+                    return collect(&job, number, ran, &ctx).await;
+                }
+                Role::Wait(mut rx) => {
+                    slot.release();
+                    let _parked = Parked::new(&ctx.events);
+                    let mut cancelled = *ctx.cancel.borrow();
+                    if cancelled.is_none() {
+                        cancelled = tokio::select! {
+                            _ = rx.changed() => None,
+                            Ok(()) = ctx.cancel.changed() => *ctx.cancel.borrow(),
+                        };
+                    }
+                    if cancelled.is_some() {
+                        return fail(&attempt, Status::Interrupted, not_run(cancelled));
+                    }
+                }
+            }
+        }
+    }
 
     let home = server.clone();
     let mut server = server;
@@ -579,6 +636,13 @@ async fn attempt(
                     // A success kept past the limit (its interrupt lost the
                     // race) still gets a moment to be collected.
                     let by = limit_at.map(|at| at.max(Instant::now() + COLLECT_GRACE));
+                    if let Some(publisher) = publisher.take() {
+                        publisher.publish(Ran {
+                            server: server.clone(),
+                            outputs: outputs.clone(),
+                            attempt: attempt.clone(),
+                        });
+                    }
                     return match save_outputs(&job, &server, &ctx, outputs, frames, by).await {
                         Ok((images, text)) => AttemptEnd::Done(Outcome {
                             status: Status::Ok,
@@ -859,6 +923,32 @@ fn history_failure(messages: &[(String, Value)]) -> End {
     End::Error("failed (no details in the history)".into())
 }
 
+/// A packed job's attempt whose pack's prompt ran already (on `ran`'s
+/// server): its own image is saved from those outputs, and its row tells
+/// of that prompt (id, server, times).
+async fn collect(job: &Job, number: u32, ran: Arc<Ran>, ctx: &AttemptContext) -> AttemptEnd {
+    let attempt = Attempt {
+        number,
+        ..ran.attempt.clone()
+    };
+    let outcome = |status, images, text, error| {
+        AttemptEnd::Done(Outcome {
+            status,
+            images,
+            text,
+            error,
+            attempt: attempt.clone(),
+        })
+    };
+    let outputs = ran.outputs.clone();
+    match save_outputs(job, &ran.server, ctx, outputs, Vec::new(), None).await {
+        Ok((images, text)) => outcome(Status::Ok, images, text, None),
+        Err(SaveError::Unreachable(e)) => AttemptEnd::Requeue(e),
+        Err(SaveError::TimedOut(e)) => outcome(Status::Timeout, Vec::new(), None, Some(e)),
+        Err(SaveError::Failed(e)) => outcome(Status::Failed, Vec::new(), None, Some(e)),
+    }
+}
+
 /// Whether the job's outputs come only over the websocket
 /// (`SaveImageWebsocket`), so a history entry alone does not hold them.
 fn sends_images_over_socket(job: &Job) -> bool {
@@ -895,6 +985,15 @@ async fn save_outputs(
     if let Some(e) = outputs.error() {
         return Err(SaveError::Failed(e.to_string()));
     }
+    // A packed job's prompt made its whole pack: it keeps its own image,
+    // and no frame (previews are the pack's, not the job's).
+    let (outputs, frames) = match &job.pack {
+        Some(p) => match outputs.batch_item(p.batch_index, p.size) {
+            Ok(own) => (own, Vec::new()),
+            Err(e) => return Err(SaveError::Failed(e)),
+        },
+        None => (outputs, frames),
+    };
     // Downloaded first, then written in one batch (in place or on the
     // pool, see `offload`); a large file is written as it arrives instead.
     let mut files: Vec<(String, usize, String, Payload)> = Vec::new();

@@ -10,6 +10,7 @@ mod ledger;
 mod lifecycle;
 mod offload;
 mod pace;
+mod packs;
 pub(crate) mod retry;
 mod server;
 
@@ -141,6 +142,11 @@ pub(crate) enum Msg {
     Released {
         server: ServerId,
         unsent: bool,
+    },
+    /// A packed job waits for its pack's prompt, sent by another job
+    /// (`parked: false` when it stops waiting): a task that is no work.
+    Parked {
+        parked: bool,
     },
     Finished {
         job: Arc<Job>,
@@ -336,6 +342,7 @@ pub async fn execute(
         servers: Arc::new(slots.iter().map(|s| s.server.clone()).collect()),
         pace: config.pace.clone(),
         files: offload::FileWork::new(),
+        packs: Default::default(),
     };
     // Prompts left on a server that was lost when their job moved on:
     // removed from its queue when it comes back (unless the job returned).
@@ -347,6 +354,8 @@ pub async fn execute(
     // final outcome should the run stop before the retry ends.
     let mut retried: std::collections::HashMap<crate::ids::JobId, Outcome> = Default::default();
     let mut tasks = 0usize;
+    // Of those, packed jobs waiting for their pack's prompt.
+    let mut parked = 0usize;
     // The jobs of those tasks, for a termination's reports.
     let mut in_flight: std::collections::HashMap<crate::ids::JobId, Arc<Job>> = Default::default();
     // Set by a termination: the run ends then, tasks or not.
@@ -374,7 +383,9 @@ pub async fn execute(
         // Fill free slots, least loaded live server first.
         // Jobs still downloading hold no slot; this bounds them (and their
         // images in memory) too.
-        let max_tasks = 2 * config.concurrency * slots.len();
+        // Packed jobs waiting for their pack's prompt do not count: the
+        // next pack's prompt must still be queued meanwhile.
+        let max_tasks = 2 * config.concurrency * slots.len() + parked;
         while cancelled.is_none() && tasks < max_tasks {
             let Some(slot) = slots
                 .iter_mut()
@@ -484,6 +495,8 @@ pub async fn execute(
             Msg::Event(kind) => emit(kind)?,
             Msg::Queued { server } => slot_of(&mut slots, server).load.queued(),
             Msg::Released { server, unsent } => slot_of(&mut slots, server).load.released(unsent),
+            Msg::Parked { parked: true } => parked += 1,
+            Msg::Parked { parked: false } => parked = parked.saturating_sub(1),
             Msg::ServerLost { server, cause } => {
                 slot_of(&mut slots, server).alive = false;
                 emit(EventKind::ServerLost { server, cause })?;

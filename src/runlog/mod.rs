@@ -17,8 +17,9 @@
 //! - A row with the wrong number of cells (or not UTF-8) anywhere before
 //!   the last line is damage: reading stops with [`LogError::BadRow`],
 //!   naming the line.
-//! - An older header without `text` is read as it is; columns are found by
-//!   name, parameters sitting between `seed` and the last `status`.
+//! - An older header without `text` (or without the pack columns) is read
+//!   as it is; columns are found by name, parameters sitting between `seed`
+//!   (or `pack_id`) and the last `status`.
 //!
 //! Knows nothing of what a folder's files are or of the network: whether a
 //! row's files are there is asked of the caller.
@@ -37,6 +38,11 @@ pub const LOG: &str = "runs.csv";
 
 /// The fixed columns before the parameters.
 pub const LEADING: [&str; 5] = ["job_id", "job", "workflow", "workflow_sha256", "seed"];
+/// The pack columns, right after `seed` (empty for a job outside a
+/// `pack:` group): the image's index in its pack's batch, the pack's size,
+/// and the pack id that names its prompt file. Logs written before them
+/// lack them; they are read as they are.
+pub const PACK: [&str; 3] = ["batch_index", "pack_size", "pack_id"];
 /// The fixed columns after the parameters.
 pub const TRAILING: [&str; 10] = [
     "status",
@@ -60,13 +66,14 @@ const REQUIRED: [&str; 4] = ["job_id", "job", "status", "images"];
 /// Whether `name` is one of the log's own columns (no parameter may be
 /// named so: it would be logged under a second column of that name).
 pub fn is_column(name: &str) -> bool {
-    LEADING.contains(&name) || TRAILING.contains(&name) || name == TEXT
+    LEADING.contains(&name) || PACK.contains(&name) || TRAILING.contains(&name) || name == TEXT
 }
 
 /// The header for a plan's parameter columns.
 pub fn header(params: &[String]) -> Vec<String> {
     LEADING
         .iter()
+        .chain(&PACK)
         .map(|s| s.to_string())
         .chain(params.iter().cloned())
         .chain(TRAILING.iter().map(|s| s.to_string()))
@@ -148,6 +155,9 @@ pub struct Logged {
     pub workflow_sha256: String,
     /// `seed` (empty when the workflow has no seed input).
     pub seed: String,
+    /// `batch_index`, `pack_size` and `pack_id` (empty outside packs and
+    /// in logs that lack the columns).
+    pub pack: [String; 3],
     /// Parameter columns: (name, cell), in log order.
     pub params: Vec<(String, String)>,
     /// `status`.
@@ -256,6 +266,7 @@ impl Layout {
             workflow: get("workflow"),
             workflow_sha256: get("workflow_sha256"),
             seed: get("seed"),
+            pack: PACK.map(get),
             params: self
                 .params
                 .iter()

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use super::{Log, LogError, Logged, TEXT, header};
+use super::{LEADING, Log, LogError, Logged, PACK, TEXT, header};
 use crate::outcome::{Outcome, Status};
 use crate::paths::relative_to;
 use crate::plan::Job;
@@ -41,6 +41,16 @@ pub enum OpenError {
         /// What differs.
         why: String,
     },
+}
+
+/// How many pack columns a header has after its leading ones: all of
+/// them, or none in a log begun before they existed.
+fn pack_len(header: &[String]) -> usize {
+    let at = LEADING.len();
+    match header.get(at..at + PACK.len()) {
+        Some(cols) if cols == PACK => PACK.len(),
+        _ => 0,
+    }
 }
 
 /// A parameter value as a CSV cell: strings raw, other JSON as JSON text.
@@ -121,6 +131,14 @@ fn row_with(job: &Job, workflow: String, outcome: &Outcome, params: &[String]) -
         job.workflow.sha256.clone(),
         job.seed.map(|s| s.to_string()).unwrap_or_default(),
     ];
+    match &job.pack {
+        Some(p) => cells.extend([
+            p.batch_index.to_string(),
+            p.size.to_string(),
+            p.id.to_string(),
+        ]),
+        None => cells.extend([String::new(), String::new(), String::new()]),
+    }
     for name in params {
         let value = job.params.iter().find(|(n, _)| n == name).map(|(_, v)| v);
         cells.push(value.map(cell).unwrap_or_default());
@@ -173,6 +191,8 @@ pub struct RunLog {
     /// Whether the file's header has the `text` column (a log begun by an
     /// older version does not: its rows are written without it).
     with_text: bool,
+    /// Likewise for the pack columns ([`PACK`]).
+    with_pack: bool,
 }
 
 impl RunLog {
@@ -205,13 +225,22 @@ impl RunLog {
             .map_err(SinkError::at(path))?;
         let len = file.metadata().map_err(SinkError::at(path))?.len();
         let mut with_text = true;
+        let mut with_pack = true;
         let mut resume = Resume::default();
         let mut whole = 0;
         if len > 0 {
             let log = Log::open_file(path)?;
             let found = log.layout().header();
             with_text = found.last().map(String::as_str) == Some(TEXT);
-            if found[..] != expected[..expected.len() - usize::from(!with_text)] {
+            with_pack = pack_len(found) > 0;
+            let mut older = expected.clone();
+            if !with_text {
+                older.pop();
+            }
+            if !with_pack {
+                older.drain(LEADING.len()..LEADING.len() + PACK.len());
+            }
+            if found[..] != older[..] {
                 return Err(OpenError::Incompatible {
                     path: path.to_path_buf(),
                     why: format!(
@@ -235,6 +264,7 @@ impl RunLog {
         file.seek(SeekFrom::End(0)).map_err(SinkError::at(path))?;
         if whole == 0 {
             with_text = true;
+            with_pack = true;
             let mut w = csv::Writer::from_writer(Vec::new());
             w.write_record(&expected).map_err(|e| csv_io(path, e))?;
             let bytes = w.into_inner().map_err(|e| csv_io(path, e.into_error()))?;
@@ -253,6 +283,7 @@ impl RunLog {
                 workflow_cells: HashMap::new(),
                 len,
                 with_text,
+                with_pack,
             },
             resume,
         ))
@@ -272,6 +303,9 @@ impl RunLog {
         let mut cells = row_with(job, workflow, outcome, &self.params);
         if !self.with_text {
             cells.pop();
+        }
+        if !self.with_pack {
+            cells.drain(LEADING.len()..LEADING.len() + PACK.len());
         }
         // A row is a few hundred bytes: the writer's default 8 KiB buffer,
         // zeroed for every row, cost more than the row.
@@ -295,6 +329,12 @@ impl RunLog {
             self.sync()?;
         }
         Ok(())
+    }
+
+    /// Whether the log has the pack columns: one begun by an older version
+    /// has not, and cannot take packed jobs' rows.
+    pub fn has_pack_columns(&self) -> bool {
+        self.with_pack
     }
 
     /// Syncs the rows written so far to the disk. The files a row names
@@ -444,7 +484,7 @@ mod tests {
         let mut text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1);
         text.push_str(
-            "abc,fox#1,w.json,00,1,a fox,ok,http://s,p,,,,,,images/abc_9_0.png,,\nzzz,fox#2,w.j",
+            "abc,fox#1,w.json,00,1,,,,a fox,ok,http://s,p,,,,,,images/abc_9_0.png,,\nzzz,fox#2,w.j",
         );
         fs::write(&path, &text).unwrap();
         let (_, rows) = open(&path, &params).unwrap();
@@ -495,15 +535,99 @@ mod tests {
         let params = vec!["prompt".to_string()];
         drop(open(&path, &params).unwrap());
         let mut text = fs::read_to_string(&path).unwrap();
-        let good = "abc,fox#1,w.json,00,1,\"line one\nline two\",ok,,,,,,,,,,\n";
+        let good = "abc,fox#1,w.json,00,1,,,,\"line one\nline two\",ok,,,,,,,,,,\n";
         text.push_str(good);
         let kept = text.clone();
-        text.push_str("zzz,fox#2,w.json,00,2,\"line one\nline");
+        text.push_str("zzz,fox#2,w.json,00,2,,,,\"line one\nline");
         fs::write(&path, &text).unwrap();
         let (_, rows) = open(&path, &params).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].params[0].1, "line one\nline two");
         assert_eq!(fs::read_to_string(&path).unwrap(), kept);
+    }
+
+    #[test]
+    fn a_packed_row_logs_its_batch_index_pack_size_and_pack_id_after_the_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let params = vec!["prompt".to_string()];
+        let (mut log, _) = open(&path, &params).unwrap();
+        let mut packed = job();
+        packed.pack = Some(crate::plan::Pack {
+            id: crate::ids::JobId::new("0123456789abcdef"),
+            batch_index: 3,
+            size: 8,
+        });
+        log.append(&packed, &captioned("x")).unwrap();
+        log.append(&job(), &captioned("y")).unwrap();
+        drop(log);
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("job_id,job,workflow,workflow_sha256,seed,batch_index,pack_size,pack_id,prompt,status,"),
+            "{}",
+            lines[0]
+        );
+        // The workflow cell (2) is relative to the folder: skipped.
+        let cells = |line: &str| -> Vec<String> {
+            let mut c: Vec<String> = line.split(',').take(10).map(String::from).collect();
+            c.remove(2);
+            c
+        };
+        assert_eq!(
+            cells(lines[1]),
+            [
+                "abc",
+                "cap#1",
+                "00",
+                "1",
+                "3",
+                "8",
+                "0123456789abcdef",
+                "",
+                "ok"
+            ]
+        );
+        assert_eq!(
+            cells(lines[2]),
+            ["abc", "cap#1", "00", "1", "", "", "", "", "ok"]
+        );
+        let (_, rows) = read(&path).unwrap();
+        assert_eq!(
+            rows[0].pack,
+            ["3", "8", "0123456789abcdef"].map(String::from)
+        );
+        assert_eq!(rows[1].pack, <[String; 3]>::default());
+        assert_eq!(rows[0].params, [("prompt".to_string(), String::new())]);
+    }
+
+    #[test]
+    fn an_older_log_without_the_pack_columns_is_read_and_appended_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let older = "job_id,job,workflow,workflow_sha256,seed,prompt,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error,text\n\
+                     old,fox#1,w.json,00,1,a fox,ok,,p,,,,,,images/old_9_0.png,,\n";
+        fs::write(&path, older).unwrap();
+        let params = vec!["prompt".to_string()];
+        let (mut log, rows) = open(&path, &params).unwrap();
+        assert!(!log.has_pack_columns());
+        assert_eq!(
+            rows[0].params,
+            [("prompt".to_string(), "a fox".to_string())]
+        );
+        assert_eq!(rows[0].pack, <[String; 3]>::default());
+        log.append(&job(), &captioned("y")).unwrap();
+        drop(log);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(older));
+        let appended: Vec<&str> = text.lines().nth(2).unwrap().split(',').collect();
+        assert_eq!(appended[4..7], ["1", "", "ok"], "{appended:?}");
+        let (_, rows) = read(&path).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            crate::runlog::Layout::of(header(&params)).unwrap().params(),
+            ["prompt"]
+        );
     }
 
     fn job() -> Job {
@@ -520,6 +644,8 @@ mod tests {
             params: Vec::new(),
             prompt: crate::patch::Prompt(Default::default()),
             images: Vec::new(),
+            pack: None,
+            shard_unit: 0,
         }
     }
 
@@ -649,6 +775,7 @@ mod resume_tests {
             workflow: "w.json".into(),
             workflow_sha256: String::new(),
             seed: String::new(),
+            pack: Default::default(),
             params: Vec::new(),
             status: Some(status),
             prompt_id: prompt_id.into(),

@@ -61,5 +61,8 @@ pub fn sent_job(dir: &Path, row: &Logged) -> Result<Job, String> {
             .collect(),
         prompt,
         images,
+        // The prompt made the whole pack: the row keeps its own image.
+        pack: crate::plan::rebuild::logged_pack(row)?,
+        shard_unit: 0,
     })
 }

@@ -49,3 +49,39 @@ fn runs_too_close_in_size_give_no_cpu_split() {
     );
     assert!(stdout.contains("(--busy-jobs 55 or more)"), "{stdout}");
 }
+
+#[test]
+fn bench_run_pack_sends_the_busy_jobs_in_batches_and_the_server_works_less() {
+    // 16 jobs × 20 steps × 5 ms: 1.6 s of sampling one by one; in 2 batches
+    // of 8, 2 × 20 × 5 ms × 5.2 = 1.04 s.
+    let busy = |extra: &[&str]| -> (String, f64) {
+        let out = comfy_batch()
+            .args(["bench", "run", "--only", "busy", "--step-ms", "5"])
+            .args(["--busy-jobs", "16"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        let seconds = stdout
+            .split("server busy ")
+            .nth(1)
+            .and_then(|t| t.split('s').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no busy figure: {stdout}"));
+        (stdout, seconds)
+    };
+    let (one_by_one, alone) = busy(&[]);
+    let (packed, batched) = busy(&["--pack", "8"]);
+    assert!(
+        one_by_one.contains("busy share: 16 jobs x 20 steps"),
+        "{one_by_one}"
+    );
+    assert!(
+        packed.contains("busy share: 16 jobs in packs of 8 x 20 steps"),
+        "{packed}"
+    );
+    assert!(alone >= 1.6, "{one_by_one}");
+    assert!(batched >= 1.04 && batched < alone, "{packed}\n{one_by_one}");
+}

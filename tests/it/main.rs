@@ -19,6 +19,7 @@ mod harness;
 mod install;
 mod merge;
 mod outputs;
+mod pack;
 mod packaging;
 mod plan;
 mod rerun;

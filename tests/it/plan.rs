@@ -70,7 +70,7 @@ fn plan_csv_has_the_runs_csv_leading_columns() {
     assert_eq!(
         lines.next(),
         Some(
-            "job_id,job,workflow,workflow_sha256,seed,style,prompt,steps,cfg,sampler,scheduler,width,height"
+            "job_id,job,workflow,workflow_sha256,seed,batch_index,pack_size,pack_id,style,prompt,steps,cfg,sampler,scheduler,width,height"
         )
     );
     assert_eq!(lines.count(), 64);

@@ -2017,3 +2017,43 @@ async fn view_streams_a_large_output_without_holding_it() {
         LEN >> 20
     );
 }
+
+/// A batch costs `steps × step-ms × (a + b·N)` and each image differs by its index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_costs_steps_times_step_ms_times_a_plus_b_n_and_its_images_differ() {
+    let sim = start(SimConfig {
+        step_ms: 20,
+        ..SimConfig::default()
+    })
+    .await;
+    let ws = Client::connect(&sim.url(), "batch").await;
+    let (_, one) = run_to_end(&sim, &ws, "batch", &t2i(5, "one")).await;
+    let alone = sim.stats().busy;
+    let mut eight = t2i(5, "eight");
+    eight["5"]["inputs"]["batch_size"] = json!(8);
+    let (_, h) = run_to_end(&sim, &ws, "batch", &eight).await;
+    let batch = sim.stats().busy - alone;
+    // 4 steps × 20 ms × (0.4 + 0.6 × 8) = 416 ms; alone 4 × 20 = 80 ms.
+    assert!(batch >= Duration::from_millis(416), "{batch:?}");
+    assert!(
+        batch < alone * 8,
+        "a batch beats its images one by one: {batch:?} vs {alone:?}"
+    );
+    // Each image of the batch differs by its index; the first is the
+    // image of its seed alone.
+    let files: Vec<Vec<u8>> = h["outputs"]["9"]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| std::fs::read(sim.output_dir().join(i["filename"].as_str().unwrap())).unwrap())
+        .collect();
+    assert_eq!(files.len(), 8);
+    let distinct: std::collections::BTreeSet<&Vec<u8>> = files.iter().collect();
+    assert_eq!(distinct.len(), 8);
+    let first = &one["outputs"]["9"]["images"][0]["filename"];
+    assert_ne!(
+        files[1],
+        std::fs::read(sim.output_dir().join(first.as_str().unwrap())).unwrap()
+    );
+    sim.shutdown().await;
+}

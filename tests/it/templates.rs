@@ -141,7 +141,7 @@ async fn template_variants_run_as_jobs_with_each_choice_logged_and_rerun_from_th
     assert_eq!(rows.len(), 19);
     let header: Vec<&str> = rows[0].0.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
-        header[5..9],
+        header[8..12],
         ["6.text", "animals", "mood", "places"],
         "{header:?}"
     );
@@ -183,7 +183,7 @@ async fn template_variants_run_as_jobs_with_each_choice_logged_and_rerun_from_th
         .skip(1)
         .map(|l| {
             let cells: Vec<&str> = l.split(',').collect();
-            (cells[0].to_owned(), cells[5].to_owned())
+            (cells[0].to_owned(), cells[8].to_owned())
         })
         .collect();
     let logged: BTreeMap<String, String> = rows

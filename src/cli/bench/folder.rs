@@ -71,7 +71,7 @@ fn synthetic_folder(run: &Path, jobs: usize) -> Result<(), CliError> {
         };
         writeln!(
             log,
-            "{id},bench#{i},w.json,abc,{},\"a photo of subject number {}, detailed\",{},{status},http://127.0.0.1:8188,p{i},,,,0.010,1.250,{images},{error},",
+            "{id},bench#{i},w.json,abc,{},,,,\"a photo of subject number {}, detailed\",{},{status},http://127.0.0.1:8188,p{i},,,,0.010,1.250,{images},{error},",
             i % 10,
             i / 100,
             3 + (i / 10) % 10,

@@ -35,6 +35,10 @@ pub struct BenchRunArgs {
     /// Prompts in flight per server.
     #[arg(long, default_value_t = 2)]
     pub concurrency: u32,
+    /// The busy phase's jobs go N to a prompt (`run --pack N`): its whole
+    /// command's time shows what a latent batch gains on the simulator.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pack: Option<u32>,
     /// One-job runs for the one-job wall figure (the median is reported).
     #[arg(long, default_value_t = 9)]
     pub one_job_runs: usize,
@@ -694,6 +698,8 @@ pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
             step_ms: args.step_ms,
             flags: &[],
         };
+        let pack = args.pack.map(|n| n.to_string());
+        let flags: Vec<&str> = pack.iter().flat_map(|n| ["--pack", n.as_str()]).collect();
         let (m, intervals) = run_phase_on(
             &exes,
             work.path(),
@@ -702,14 +708,16 @@ pub fn execute(args: BenchRunArgs) -> Result<Exit, CliError> {
             20,
             args.concurrency,
             &sims,
-            &[],
+            &flags,
             server_intervals,
         )?;
         let (servers, span) = busy_per_server(intervals);
         let busy: f64 = servers.iter().map(|s| s.busy).sum();
         println!(
-            "busy share: {} jobs x 20 steps at {} ms/step: server busy {:.2}s of {:.2}s = {:.1}% (target >= 98%); whole command {:.2}s",
+            "busy share: {} jobs{} x 20 steps at {} ms/step: server busy {:.2}s of {:.2}s = {:.1}% (target >= 98%); whole command {:.2}s",
             args.busy_jobs,
+            pack.map(|n| format!(" in packs of {n}"))
+                .unwrap_or_default(),
             args.step_ms,
             busy,
             span,

@@ -1,0 +1,105 @@
+//! One prompt per pack: the jobs of a pack ([`crate::plan::Pack`]) send
+//! the same prompt, so the first of them to start submits it like any job
+//! and the others wait for its outputs, then each keeps its own image of
+//! the batch. A submitter whose attempt ends without outputs (failed,
+//! moved, cancelled) leaves the pack to the next of its jobs to try.
+//!
+//! Knows nothing of the scheduler or of files: it only hands the outputs
+//! of a pack's prompt (where they are, what the server said) from the job
+//! that ran it to the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use super::server::Server;
+use crate::comfy::outputs::JobOutputs;
+use crate::ids::JobId;
+use crate::outcome::Attempt;
+
+/// What a pack's prompt made: the server holding its files, its outputs,
+/// and the attempt that ran it (prompt id, times) for every job's row.
+#[derive(Clone)]
+pub(crate) struct Ran {
+    pub server: Arc<Server>,
+    pub outputs: JobOutputs,
+    pub attempt: Attempt,
+}
+
+enum Entry {
+    /// A job of the pack is running its prompt.
+    Running(watch::Receiver<Option<Arc<Ran>>>),
+    /// The prompt ran: its outputs, for the jobs still to save theirs.
+    Ran(Arc<Ran>),
+}
+
+/// The run's packs by pack id.
+#[derive(Default)]
+pub(crate) struct Board {
+    packs: Mutex<HashMap<JobId, Entry>>,
+}
+
+/// What a job of a pack does now.
+pub(crate) enum Role {
+    /// Submit the pack's prompt and publish its outputs.
+    Submit(Publisher),
+    /// Wait for the job that submits it; then ask again.
+    Wait(watch::Receiver<Option<Arc<Ran>>>),
+    /// Save its own image from these outputs.
+    Collect(Arc<Ran>),
+}
+
+/// The submitting job's promise to the others: its outputs, or (dropped
+/// without them) the pack left for another job to submit.
+pub(crate) struct Publisher {
+    board: Arc<Board>,
+    pack: JobId,
+    tx: watch::Sender<Option<Arc<Ran>>>,
+    published: bool,
+}
+
+impl Board {
+    /// The role of a job of `pack` that starts an attempt now.
+    pub(crate) fn role(self: &Arc<Self>, pack: &JobId) -> Role {
+        let mut packs = self.packs.lock().unwrap_or_else(|e| e.into_inner());
+        match packs.get(pack) {
+            Some(Entry::Running(rx)) => return Role::Wait(rx.clone()),
+            // Outputs on a server since lost cannot be fetched: run again.
+            Some(Entry::Ran(ran)) if !ran.server.is_lost() => return Role::Collect(ran.clone()),
+            _ => {}
+        }
+        let (tx, rx) = watch::channel(None);
+        packs.insert(pack.clone(), Entry::Running(rx));
+        Role::Submit(Publisher {
+            board: self.clone(),
+            pack: pack.clone(),
+            tx,
+            published: false,
+        })
+    }
+}
+
+impl Publisher {
+    /// The prompt ran: the pack's other jobs collect from `ran`.
+    pub(crate) fn publish(mut self, ran: Ran) {
+        let ran = Arc::new(ran);
+        let mut packs = self.board.packs.lock().unwrap_or_else(|e| e.into_inner());
+        packs.insert(self.pack.clone(), Entry::Ran(ran.clone()));
+        drop(packs);
+        self.published = true;
+        let _ = self.tx.send(Some(ran));
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if !self.published {
+            // The waiting jobs see the sender gone and ask again.
+            let mut packs = self.board.packs.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(packs.get(&self.pack), Some(Entry::Running(_))) {
+                packs.remove(&self.pack);
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! `pack:` (issue #29) end to end: a packed sweep on the simulator logs a
+//! row, an id and a file per image with its batch index; a pack whose
+//! prompt fails fails each of its rows; a killed run resumes to each job
+//! ok once; `rerun` of one packed row gives its image byte for byte; the
+//! graphs that cannot take a batch are refused with one line.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use comfy_batch::sim::SimConfig;
+
+use crate::harness::{Project, Row, queue_ids, read_rows, sim, sim_with, wait_for};
+
+/// 2 cfg × 5 seeds in packs of 2: per cfg, packs of 2, 2 and 1.
+const PACKED: &str = r#"version: 1
+workflows:
+  t2i: workflows/t2i.json
+jobs:
+  - name: fox
+    workflow: t2i
+    matrix:
+      cfg: [5, 6.5]
+    seeds: {count: 5, base: 3}
+    pack: 2
+"#;
+
+/// The rows of a packed run, newest per job, by job id.
+fn by_id(rows: &[Row]) -> BTreeMap<String, Row> {
+    rows.iter()
+        .map(|r| (r.get("job_id").to_string(), r.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packed_sweep_logs_a_row_an_id_and_its_own_image_per_batch_index() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("packed.yaml", PACKED);
+    let out = p.run("packed.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 10, "one row per image");
+    // The plan says which job is which; the log agrees.
+    let plan = p.cli(&["plan", "packed.yaml", "--format", "csv"]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    p.write("plan.csv", &plan.stdout);
+    let planned = read_rows(&p.path("plan.csv"));
+    let logged = by_id(&rows);
+    assert_eq!(logged.len(), 10, "ten ids");
+    let mut packs: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for job in &planned {
+        let row = &logged[job.get("job_id")];
+        for column in ["seed", "batch_index", "pack_size", "pack_id"] {
+            assert_eq!(row.get(column), job.get(column), "{column} of {row:?}");
+        }
+        assert_eq!(row.get("status"), "ok", "{row:?}");
+        let id = row.get("job_id");
+        assert_eq!(row.images(), [format!("images/{id}_9_0.png")]);
+        packs
+            .entry(row.get("pack_id").to_string())
+            .or_default()
+            .push(row);
+    }
+    // Per cfg: packs of 2, 2 and 1 (the last one short).
+    let mut sizes: Vec<usize> = packs.values().map(Vec::len).collect();
+    sizes.sort();
+    assert_eq!(sizes, [1, 1, 2, 2, 2, 2]);
+    for (pack_id, members) in &packs {
+        let size = members.len();
+        let seeds: BTreeSet<&str> = members.iter().map(|r| r.get("seed")).collect();
+        assert_eq!(seeds.len(), 1, "one seed per pack");
+        let indices: BTreeSet<String> = members
+            .iter()
+            .map(|r| r.get("batch_index").to_string())
+            .collect();
+        let expected: BTreeSet<String> = (0..size).map(|i| i.to_string()).collect();
+        assert_eq!(indices, expected);
+        // File i of the pack's batch (the server's names follow the
+        // batch) is the row with batch index i, byte for byte.
+        let folder = sim.output_dir().join("comfy-batch").join(&pack_id[..2]);
+        for row in members {
+            let i: u32 = row.get("batch_index").parse().unwrap();
+            let theirs = std::fs::read(folder.join(format!("{pack_id}_{:05}_.png", i + 1)))
+                .expect("the server saved the pack's batch under the pack id");
+            let ours = std::fs::read(p.out().join(&row.images()[0])).unwrap();
+            assert_eq!(ours, theirs, "{row:?}");
+        }
+    }
+    // The images of a pack differ by their index: ten images, ten contents.
+    let contents: BTreeSet<Vec<u8>> = rows
+        .iter()
+        .map(|r| std::fs::read(p.out().join(&r.images()[0])).unwrap())
+        .collect();
+    assert_eq!(contents.len(), 10);
+    // One prompt per pack: 2 cfg × packs of 2, 2 and 1.
+    assert_eq!(sim.stats().prompts_executed, 6, "{}", out.stderr);
+    let prompt_ids: BTreeSet<&str> = rows.iter().map(|r| r.get("prompt_id")).collect();
+    assert_eq!(prompt_ids.len(), 6, "a pack's rows name its one prompt");
+    for row in &rows {
+        assert!(!row.get("finished_at").is_empty(), "{row:?}");
+    }
+    // A second run has nothing left to do.
+    let again = p.run("packed.yaml", &[&sim], &[]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(p.rows().len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_whose_prompt_fails_fails_each_of_its_rows_with_the_cause() {
+    let sim = sim_with(SimConfig {
+        fail_rate: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("packed.yaml", PACKED);
+    let out = p.run("packed.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 10, "a row per image, not per pack");
+    for row in &rows {
+        assert_eq!(row.get("status"), "failed", "{row:?}");
+        assert!(!row.get("error").is_empty(), "the cause: {row:?}");
+        assert!(row.images().is_empty(), "{row:?}");
+        assert!(!row.get("batch_index").is_empty(), "{row:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_inside_a_pack_resumes_to_each_image_ok_once() {
+    let sim = sim_with(SimConfig {
+        step_ms: 15,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    let text = PACKED
+        .replace("count: 5", "count: 9")
+        .replace("pack: 2", "pack: 4");
+    p.write("packed.yaml", &text);
+    let mut run = p.spawn("packed.yaml", &[&sim], &["--concurrency", "2"]);
+    wait_for("rows in runs.csv", 60, || p.row_count() >= 3).await;
+    run.signal(libc::SIGKILL);
+    assert_eq!(run.exit(30).await, -libc::SIGKILL);
+    assert!(p.row_count() < 18, "killed too late");
+    let out = p.run("packed.yaml", &[&sim], &["--concurrency", "2"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.assert_each_job_ok_once(18);
+    for row in &rows {
+        let id = row.get("job_id");
+        assert_eq!(row.images(), [format!("images/{id}_9_0.png")]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_of_one_packed_row_gives_its_image_byte_for_byte() {
+    let first = sim().await;
+    let p = Project::new();
+    p.write("packed.yaml", PACKED);
+    let out = p.run("packed.yaml", &[&first], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The second image of a full pack: not the image its seed makes alone.
+    let rows = p.rows();
+    let row = rows
+        .iter()
+        .find(|r| r.get("batch_index") == "1")
+        .expect("a packed row at batch index 1");
+    let id = row.get("job_id").to_string();
+    let fresh = sim().await;
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--job",
+            &id,
+            "--output",
+            "again",
+            "--server",
+            &fresh.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let again = read_rows(&p.path("again/runs.csv"));
+    assert_eq!(again.len(), 1);
+    let redone = &again[0];
+    assert_eq!(redone.get("job_id"), id);
+    for column in ["seed", "batch_index", "pack_size", "pack_id"] {
+        assert_eq!(redone.get(column), row.get(column), "{column}");
+    }
+    let before = std::fs::read(p.out().join(&row.images()[0])).unwrap();
+    let after = std::fs::read(p.path("again").join(&redone.images()[0])).unwrap();
+    assert_eq!(before, after, "the same image, byte for byte");
+    assert_eq!(
+        std::fs::read(p.out().join(format!("prompts/{id}.json"))).unwrap(),
+        std::fs::read(p.path(&format!("again/prompts/{id}.json"))).unwrap(),
+        "the pack's prompt is sent again as it was"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_that_cannot_take_a_pack_is_refused_with_one_line() {
+    let p = Project::new();
+    p.write("inputs/red.png", crate::run::tiny_png([200, 10, 10]));
+    // The sampler's latent is the encoded input image.
+    let t2i = std::fs::read_to_string(p.path("workflows/t2i.json")).unwrap();
+    let mut i2i: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&t2i).unwrap();
+    i2i["5"] = serde_json::json!({"class_type": "VAEEncode", "inputs": {"pixels": ["1", 0], "vae": ["4", 2]}});
+    i2i.insert(
+        "1".into(),
+        serde_json::json!({"class_type": "LoadImage", "inputs": {"image": "example.png"}}),
+    );
+    p.write("workflows/sdedit.json", serde_json::to_vec(&i2i).unwrap());
+    p.write(
+        "i2i.yaml",
+        "version: 1\nworkflows:\n  i2i: workflows/sdedit.json\njobs:\n  - name: redo\n    workflow: i2i\n    set: {image: inputs/red.png}\n    seeds: [1, 2]\n    pack: 2\n",
+    );
+    let out = p.cli(&["plan", "i2i.yaml"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].contains("i2i.yaml:9:5: cannot pack in group 'redo' (workflow i2i): node"),
+        "{}",
+        out.stderr
+    );
+    assert!(lines[0].contains("(LoadImage)"), "{}", out.stderr);
+    let run = p.cli(&["run", "i2i.yaml", "--output", "out"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(!p.out().join("runs.csv").exists(), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_packs_prompt_is_queued_while_a_pack_runs() {
+    // Concurrency counts prompts: the jobs waiting for a pack's prompt take
+    // no place from the next pack's.
+    let sim = sim_with(SimConfig {
+        step_ms: 25,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    let text = PACKED
+        .replace("count: 5", "count: 8")
+        .replace("pack: 2", "pack: 4")
+        .replace("[5, 6.5]", "[5]");
+    p.write("packed.yaml", &text);
+    let mut run = p.spawn("packed.yaml", &[&sim], &["--concurrency", "2"]);
+    let mut most = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sim.stats().prompts_executed < 2 && std::time::Instant::now() < deadline {
+        let (running, pending) = queue_ids(&sim).await;
+        let ours = running
+            .iter()
+            .chain(&pending)
+            .filter(|id| id.starts_with("cb-"));
+        most = most.max(ours.count());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(run.exit(60).await, 0, "{}", run.stderr());
+    assert_eq!(most, 2, "both packs' prompts on the server at once");
+    assert_eq!(sim.stats().prompts_executed, 2);
+    p.assert_each_job_ok_once(8);
+}
