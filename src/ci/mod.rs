@@ -4,8 +4,10 @@
 //! annotations under GitHub Actions. Every job of the run is in them:
 //! those it never ran as skipped with the reason, and a run that found no
 //! server says so ([`CiReporters::not_started`]); a terminated run's are
-//! written before its cleanup. They know nothing of HTTP or the CSV sink;
-//! `env` says what a CI's variables ask for; `cli` reads them.
+//! written on a thread of their own while its cleanup runs, and the JUnit
+//! file again at its end only if an outcome changed. They know nothing of
+//! HTTP or the CSV sink; `env` says what a CI's variables ask for; `cli`
+//! reads them.
 
 pub mod env;
 mod junit;
@@ -18,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::plan::Job;
-use crate::run::{EventKind, NOT_RUN_NO_SERVER, Outcome, RunEvent, RunStats, Status};
+use crate::run::{EventKind, JobBrief, NOT_RUN_NO_SERVER, Outcome, RunEvent, RunStats, Status};
 
 /// Which CI outputs to produce; built by `cli` from flags and environment.
 #[derive(Debug, Clone, Default)]
@@ -65,12 +67,12 @@ struct Finished {
 
 impl Finished {
     /// A job that did not run, as a skipped testcase saying `reason`.
-    fn not_run(job: &Job, reason: &str) -> Finished {
+    fn not_run(job: JobBrief, reason: &str) -> Finished {
         Finished {
             id: job.id.to_string(),
-            label: job.label.clone(),
+            label: job.label,
             seed: job.seed,
-            params: params(job),
+            params: job.params,
             status: Status::Interrupted,
             error: Some(reason.to_string()),
             server: None,
@@ -79,14 +81,6 @@ impl Finished {
             not_run: true,
         }
     }
-}
-
-/// A job's parameters as its CSV cells.
-fn params(job: &Job) -> Vec<(String, String)> {
-    job.params
-        .iter()
-        .map(|(n, v)| (n.clone(), crate::runlog::cell(v)))
-        .collect()
 }
 
 /// What the reporters saw of a run.
@@ -144,6 +138,30 @@ pub struct CiReporters {
     /// The job summary was appended already (a terminated run's, written
     /// before its cleanup): it is not appended twice.
     summary_written: bool,
+    /// A terminated run's early write, running beside the cleanup; it
+    /// gives back the jobs seen before it.
+    early: Option<EarlyWrite>,
+}
+
+/// A terminated run's early write: what it writes (the jobs seen before
+/// it, `known` of them, then those in flight as not run) and its thread.
+struct EarlyWrite {
+    seen: std::sync::Arc<Seen>,
+    known: usize,
+    thread: std::thread::JoinHandle<Result<(), CiError>>,
+}
+
+impl EarlyWrite {
+    /// The jobs seen before the write, once its thread is done with them
+    /// (joined or never started).
+    fn jobs_of(seen: std::sync::Arc<Seen>, known: usize) -> Vec<Finished> {
+        let mut jobs = match std::sync::Arc::try_unwrap(seen) {
+            Ok(seen) => seen.jobs,
+            Err(shared) => shared.jobs.clone(),
+        };
+        jobs.truncate(known);
+        jobs
+    }
 }
 
 impl CiReporters {
@@ -159,6 +177,7 @@ impl CiReporters {
             seen: Seen::default(),
             out,
             summary_written: false,
+            early: None,
         }
     }
 
@@ -181,7 +200,7 @@ impl CiReporters {
                     id: job.id.to_string(),
                     label: job.label.clone(),
                     seed: job.seed,
-                    params: params(job),
+                    params: JobBrief::of(job).params,
                     status: outcome.status,
                     error: outcome.error.as_deref().map(crate::text::one_line),
                     server: outcome.attempt.server.clone(),
@@ -199,32 +218,71 @@ impl CiReporters {
                 }
             }
             EventKind::JobNotRun { job, reason } if self.keeps_jobs() => {
-                self.seen.jobs.push(Finished::not_run(job, reason));
+                self.seen.jobs.push(Finished::not_run(job.clone(), reason));
             }
-            EventKind::Terminating { in_flight, stats } => {
+            EventKind::Terminating { in_flight, stats } if self.keeps_jobs() => {
                 // The process may be killed while our prompts are removed:
-                // what is known is written now (the JUnit file again at
-                // the end, should the run get there).
+                // what is known is written now, on a thread of its own so
+                // that the cleanup (on the runner's thread) does not wait
+                // for it; the JUnit file again at the end only if an
+                // outcome changed meanwhile.
                 let mut seen = Seen {
-                    jobs: self.seen.jobs.clone(),
+                    jobs: std::mem::take(&mut self.seen.jobs),
                     servers: self.seen.servers.clone(),
                     stats: *stats,
                     wall: event.at,
                     cancelled: self.seen.cancelled,
                     fatal: None,
                 };
+                let known = seen.jobs.len();
                 let line = crate::run::CancelReason::Terminated.not_run_line();
-                seen.jobs
-                    .extend(in_flight.iter().map(|job| Finished::not_run(job, line)));
-                self.write(&seen)?;
+                seen.jobs.extend(
+                    in_flight
+                        .iter()
+                        .map(|job| Finished::not_run(JobBrief::of(job), line)),
+                );
+                self.summary_written = self.options.step_summary.is_some();
+                let seen = std::sync::Arc::new(seen);
+                let (options, shared) = (self.options.clone(), seen.clone());
+                let thread = std::thread::Builder::new()
+                    .name("ci-reports".into())
+                    .spawn(move || write_files(&options, &shared, true));
+                let written = match thread {
+                    Ok(thread) => {
+                        self.early = Some(EarlyWrite {
+                            seen,
+                            known,
+                            thread,
+                        });
+                        return Ok(());
+                    }
+                    Err(_) => write_files(&self.options, &seen, true),
+                };
+                self.seen.jobs = EarlyWrite::jobs_of(seen, known);
+                written?;
             }
             EventKind::Cancelling { reason } => {
                 self.seen.cancelled = Some(self.seen.cancelled.map_or(*reason, |r| r.max(*reason)));
             }
             EventKind::RunFinished { stats } => {
-                self.seen.stats = *stats;
-                self.seen.wall = event.at;
-                let seen = std::mem::take(&mut self.seen);
+                let mut seen = std::mem::take(&mut self.seen);
+                seen.stats = *stats;
+                seen.wall = event.at;
+                if let Some(early) = self.early.take() {
+                    let written = early.thread.join();
+                    let mut jobs = EarlyWrite::jobs_of(early.seen, early.known);
+                    // A panic there is a write not done: done again here.
+                    if let Ok(written) = written {
+                        written?;
+                        // Nothing ended since (no job was in flight): that
+                        // file is the final one, not rendered again.
+                        if seen.jobs.is_empty() {
+                            return Ok(());
+                        }
+                    }
+                    jobs.append(&mut seen.jobs);
+                    seen.jobs = jobs;
+                }
                 self.write(&seen)?;
             }
             _ => {}
@@ -255,7 +313,7 @@ impl CiReporters {
         }
         let mut seen = std::mem::take(&mut self.seen);
         seen.jobs
-            .extend(jobs.map(|job| Finished::not_run(&job, NOT_RUN_NO_SERVER)));
+            .extend(jobs.map(|job| Finished::not_run(JobBrief::of(&job), NOT_RUN_NO_SERVER)));
         seen.stats = RunStats {
             total: seen.jobs.len(),
             ..RunStats::default()
@@ -267,7 +325,17 @@ impl CiReporters {
     /// Writes the JUnit file (replacing an earlier one) and appends the
     /// job summary (once).
     fn write(&mut self, seen: &Seen) -> Result<(), CiError> {
-        if let Some(path) = &self.options.junit {
+        let summary = !self.summary_written;
+        self.summary_written = true;
+        write_files(&self.options, seen, summary)
+    }
+}
+
+/// Writes the JUnit file `options` ask for (replacing an earlier one) and,
+/// with `summary`, appends the job summary.
+fn write_files(options: &CiOptions, seen: &Seen, summary: bool) -> Result<(), CiError> {
+    {
+        if let Some(path) = &options.junit {
             let xml = junit::render(seen);
             let err = |source| CiError {
                 what: "--junit",
@@ -279,14 +347,8 @@ impl CiReporters {
             }
             crate::sink::write_atomic_synced(path, xml.as_bytes()).map_err(|e| err(e.source))?;
         }
-        if let Some(path) = self
-            .options
-            .step_summary
-            .as_ref()
-            .filter(|_| !self.summary_written)
-        {
-            self.summary_written = true;
-            let text = summary::render(seen, &self.options.log);
+        if let Some(path) = options.step_summary.as_ref().filter(|_| summary) {
+            let text = summary::render(seen, &options.log);
             let err = |source| CiError {
                 what: "GITHUB_STEP_SUMMARY",
                 path: path.clone(),

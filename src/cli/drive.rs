@@ -54,7 +54,7 @@ pub(crate) struct Prepared<'a> {
     /// Its log, open for appending.
     pub log: RunLog,
     /// The jobs to run.
-    pub jobs: Box<dyn Iterator<Item = (Job, u32)> + 'a>,
+    pub jobs: Box<dyn crate::run::JobFeed + 'a>,
     /// How many.
     pub total: usize,
     /// How many of the plan's were skipped (done, or another shard).
@@ -165,7 +165,7 @@ fn stopped_in_preflight(
         true => (CancelReason::Terminated, "terminated"),
         false => (CancelReason::Interrupt, "interrupted"),
     };
-    let jobs: Vec<Job> = jobs.collect();
+    let jobs: Vec<(Job, u32)> = jobs.map(|job| (job, 1)).collect();
     let started = Instant::now();
     let mut emit = |kind| {
         ci.on_event(&crate::run::RunEvent {
@@ -267,7 +267,10 @@ pub(crate) fn drive<'a>(
                     // The folder is not opened for a run that does not start:
                     // a resumed one's jobs are known, else the command's all.
                     let listed: Box<dyn Iterator<Item = Job>> = match early {
-                        Some(prepared) => Box::new(prepared.jobs.map(|(job, _)| job)),
+                        Some(mut prepared) => Box::new(
+                            std::iter::from_fn(move || prepared.jobs.next_job())
+                                .map(|(job, _)| job),
+                        ),
                         None => jobs(),
                     };
                     let options = super::ci_env::ci_options(junit, Path::new("runs.csv"));
@@ -299,7 +302,7 @@ pub(crate) fn drive<'a>(
         let Prepared {
             output,
             mut log,
-            jobs,
+            mut jobs,
             total,
             skipped,
         } = prepared;
@@ -352,7 +355,7 @@ pub(crate) fn drive<'a>(
         };
         let summary = crate::run::execute(
             config,
-            jobs,
+            &mut *jobs,
             total,
             skipped,
             Arc::new(output),

@@ -143,13 +143,9 @@ pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             Ok(())
         });
         let skipped = plan.len() - total;
-        let jobs = plan
-            .jobs()
-            .filter(move |j| wanted(j.shard_unit, j.id.as_str()))
-            .map(move |job| {
-                let attempt = numbering.next_attempt(job.id.as_str());
-                (job, attempt)
-            });
+        // Jobs never handed out are listed from the rows too.
+        let jobs =
+            crate::run::PlanFeed::new(plan, wanted, move |id: &str| numbering.next_attempt(id));
         Ok(Prepared {
             output,
             log,

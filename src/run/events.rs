@@ -9,6 +9,37 @@ use crate::ids::{JobId, PromptId, ServerId};
 pub use crate::outcome::{Attempt, Outcome, Status};
 use crate::plan::Job;
 
+/// A job as the reports of jobs not run show it: its identity and
+/// parameters, without the prompt (which costs most to build, and which a
+/// run stopped early must not build for every job it leaves).
+#[derive(Debug, Clone)]
+pub struct JobBrief {
+    /// The job id.
+    pub id: JobId,
+    /// `group#n`.
+    pub label: String,
+    /// The seed, if any.
+    pub seed: Option<u64>,
+    /// Its parameters as `runs.csv` cells (names as in the manifest).
+    pub params: Vec<(String, String)>,
+}
+
+impl JobBrief {
+    /// The brief of a job already built.
+    pub fn of(job: &Job) -> JobBrief {
+        JobBrief {
+            id: job.id.clone(),
+            label: job.label.clone(),
+            seed: job.seed,
+            params: job
+                .params
+                .iter()
+                .map(|(n, v)| (n.clone(), crate::runlog::cell(v)))
+                .collect(),
+        }
+    }
+}
+
 /// One event, stamped with the time since the run started.
 #[derive(Debug, Clone)]
 pub struct RunEvent {
@@ -103,8 +134,8 @@ pub enum EventKind {
     /// time was up. It gets no row (the next run does it); CI reports list
     /// it as skipped with `reason`.
     JobNotRun {
-        /// The job.
-        job: Arc<Job>,
+        /// The job, without its prompt (never built for most of them).
+        job: JobBrief,
         /// Why, one line (`not run: …`).
         reason: String,
     },

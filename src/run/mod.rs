@@ -5,6 +5,7 @@
 //! [`OutputDir`] before a job is reported finished.
 
 mod events;
+mod feed;
 mod job;
 mod ledger;
 mod lifecycle;
@@ -15,6 +16,7 @@ pub(crate) mod retry;
 mod server;
 
 pub use events::*;
+pub use feed::{JobFeed, PlanFeed};
 pub use pace::Pace;
 
 use std::collections::VecDeque;
@@ -222,7 +224,8 @@ fn handing_out(nothing_left: bool, mut live: impl Iterator<Item = Load>) -> bool
 }
 
 /// Runs `jobs` (already filtered by shard and resume; each with its first
-/// attempt number, 1 + the attempts an earlier run logged) on the configured
+/// attempt number, 1 + the attempts an earlier run logged; see
+/// [`JobFeed`]) on the configured
 /// servers. `stop` says what the user asked: Ctrl-Cs (first: stop
 /// submitting and drop queued prompts; second: interrupt running ones
 /// too), or a termination, which does both and ends the run by its
@@ -231,7 +234,7 @@ fn handing_out(nothing_left: bool, mut live: impl Iterator<Item = Load>) -> bool
 /// [`EventKind::JobNotRun`].
 pub async fn execute(
     mut config: RunConfig,
-    jobs: impl Iterator<Item = (Job, u32)>,
+    jobs: &mut dyn JobFeed,
     total: usize,
     skipped: usize,
     output: Arc<OutputDir>,
@@ -289,7 +292,6 @@ pub async fn execute(
                     true => CancelReason::Terminated,
                     false => CancelReason::Interrupt,
                 };
-                let jobs = &mut jobs.map(|(job, _)| job);
                 return stopped_before_start(&config.servers, jobs, total, skipped, reason, &mut emit);
             }
         };
@@ -312,12 +314,12 @@ pub async fn execute(
     }
     if slots.is_empty() && total > 0 {
         // Listed for the CI reports; no row is written.
-        for (job, _) in jobs {
+        jobs.rest(&mut |job| {
             emit(EventKind::JobNotRun {
-                job: Arc::new(job),
+                job,
                 reason: NOT_RUN_NO_SERVER.into(),
-            })?;
-        }
+            })
+        })?;
         return Err(RunError::NoServer(errors));
     }
     let mut ledger = Ledger::new(total, skipped, config.retries, config.max_failures);
@@ -347,7 +349,6 @@ pub async fn execute(
     // Prompts left on a server that was lost when their job moved on:
     // removed from its queue when it comes back (unless the job returned).
     let mut orphans: std::collections::HashMap<PromptId, ServerId> = Default::default();
-    let mut jobs = jobs.map(|(job, attempt)| (Arc::new(job), attempt));
     // (job, attempt number, tries in this run)
     let mut waiting: VecDeque<(Arc<Job>, u32, u32)> = VecDeque::new();
     // The failed attempt (logged) of each job waiting for its retry: its
@@ -396,8 +397,8 @@ pub async fn execute(
             };
             let next = match waiting.pop_front() {
                 Some(next) => Some(next),
-                None if !exhausted => match jobs.next() {
-                    Some((job, attempt)) => Some((job, attempt, 1)),
+                None if !exhausted => match jobs.next_job() {
+                    Some((job, attempt)) => Some((Arc::new(job), attempt, 1)),
                     None => {
                         exhausted = true;
                         None
@@ -456,14 +457,15 @@ pub async fn execute(
                 } else if let (Some(by), None) = (asked.terminate_by, terminate_by) {
                     // In this order, before any job task runs again (they
                     // share this thread): no new jobs; what is known is
-                    // reported (and so written) while our prompts are still
-                    // on the servers; then the tasks remove them.
+                    // reported, the jobs never handed out from the plan's
+                    // rows (no prompt built); then the tasks remove our
+                    // prompts while the reports are written (on a thread
+                    // of their own).
                     terminate_by = Some(tokio::time::Instant::from_std(by));
                     cancel(CancelReason::Terminated, &mut cancelled, &mut emit)?;
                     exhausted = true;
                     gave_up(&mut waiting, &mut retried, &mut ledger, &mut emit)?;
-                    let rest = &mut jobs.by_ref().map(|(job, _)| job);
-                    not_handed_out(&mut waiting, rest, CancelReason::Terminated, &mut emit)?;
+                    not_handed_out(&mut waiting, jobs, CancelReason::Terminated, &mut emit)?;
                     emit(EventKind::Terminating {
                         in_flight: in_flight.values().cloned().collect(),
                         stats: ledger.stats,
@@ -483,7 +485,7 @@ pub async fn execute(
                 // they have; the next run adopts or removes it.
                 for (_, job) in in_flight.drain() {
                     emit(EventKind::JobNotRun {
-                        job,
+                        job: JobBrief::of(&job),
                         reason: "not run: terminated before its prompt could be removed".into(),
                     })?;
                 }
@@ -574,12 +576,7 @@ pub async fn execute(
     }
     if let Some(reason) = cancelled {
         gave_up(&mut waiting, &mut retried, &mut ledger, &mut emit)?;
-        not_handed_out(
-            &mut waiting,
-            &mut jobs.map(|(job, _)| job),
-            reason,
-            &mut emit,
-        )?;
+        not_handed_out(&mut waiting, jobs, reason, &mut emit)?;
     }
     let stats = ledger.stats;
     pacing.stop(&config.pace);
@@ -596,7 +593,7 @@ pub async fn execute(
 /// queued, so nothing is left to remove.
 pub fn stopped_before_start(
     servers: &[ServerUrl],
-    jobs: &mut dyn Iterator<Item = Job>,
+    jobs: &mut dyn JobFeed,
     total: usize,
     skipped: usize,
     reason: CancelReason,
@@ -613,8 +610,7 @@ pub fn stopped_before_start(
         servers: servers.iter().map(|s| s.to_string()).collect(),
     })?;
     emit(EventKind::Cancelling { reason })?;
-    let mut jobs = jobs.map(Arc::new);
-    not_handed_out(&mut VecDeque::new(), &mut jobs, reason, emit)?;
+    not_handed_out(&mut VecDeque::new(), jobs, reason, emit)?;
     emit(EventKind::RunFinished { stats })?;
     Ok(RunSummary {
         stats,
@@ -652,21 +648,24 @@ fn gave_up(
 }
 
 /// Reports the jobs a run stopped early never handed out (those waiting
-/// for a slot again, then the rest of the plan) as not run.
+/// for a slot again, then the rest of the feed, from its rows) as not run.
 fn not_handed_out(
     waiting: &mut VecDeque<(Arc<Job>, u32, u32)>,
-    jobs: &mut dyn Iterator<Item = Arc<Job>>,
+    jobs: &mut dyn JobFeed,
     reason: CancelReason,
     emit: &mut dyn FnMut(EventKind) -> Result<(), RunError>,
 ) -> Result<(), RunError> {
     let line = lifecycle::not_run(Some(reason));
-    for job in waiting.drain(..).map(|(job, ..)| job).chain(jobs) {
+    let mut not_run = |job| {
         emit(EventKind::JobNotRun {
             job,
             reason: line.clone(),
-        })?;
+        })
+    };
+    for (job, ..) in waiting.drain(..) {
+        not_run(JobBrief::of(&job))?;
     }
-    Ok(())
+    jobs.rest(&mut not_run)
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
