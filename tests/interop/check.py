@@ -21,7 +21,7 @@ from junitparser import JUnitXml, Failure, Skipped, Error
 
 KNOWN = {"job_id", "job", "workflow", "workflow_sha256", "seed", "status", "server",
          "prompt_id", "queued_at", "started_at", "finished_at", "queue_s", "run_s",
-         "images", "text", "error"}
+         "images", "text", "error", "batch_index", "pack_size", "pack_id"}
 RESERVED = {"file_name", "image", "audio", "label", "job_id", "job", "seed", "text"}
 
 
