@@ -275,10 +275,12 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
     let filter: Filter = folder.filter(&options.wheres)?;
     check_target(folder, &options.to)?;
     let wanted = |row: &Row| folder.get(row, "status") == "ok" && filter.matches(folder, row);
-    // Every sample's metadata has one type per column, and `text` when
-    // any row has one: learnt from every row before the first is written.
+    // Every sample's metadata has one type per column, `text` when any row
+    // has one and the pack columns when any row is packed: learnt from
+    // every row before the first is written.
     let mut types = folder.column_types();
     let mut has_text = false;
+    let mut packed = false;
     let mut jobs = 0;
     for row in folder.newest()? {
         let row = row.map_err(FolderError::from)?;
@@ -286,6 +288,7 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
             jobs += 1;
             types.add(folder, &row);
             has_text = has_text || folder.text(&row).is_some();
+            packed = packed || !folder.get(&row, "pack_id").is_empty();
         }
     }
 
@@ -311,7 +314,8 @@ pub fn export(folder: &RunFolder, options: &ExportOptions) -> Result<ExportSumma
         jobs,
         ..ExportSummary::default()
     };
-    let mut samples = samples::Samples::new(folder, options.format, types.finish(), has_text);
+    let mut samples =
+        samples::Samples::new(folder, options.format, types.finish(), has_text, packed);
     let mut sink = match options.format {
         Format::Imagefolder | Format::Audiofolder => Sink::Folder(FolderSink::new(staging.path())?),
         Format::Webdataset => {

@@ -10,7 +10,7 @@ use crate::folder::{ColumnType, Refusal, Row, RunFolder, extension};
 
 /// Metadata names the dataset loaders give a meaning of their own; a
 /// parameter of that name is exported as `param_<name>`.
-const RESERVED: [&str; 8] = [
+const RESERVED: [&str; 10] = [
     "file_name",
     "image",
     "audio",
@@ -18,6 +18,8 @@ const RESERVED: [&str; 8] = [
     "job_id",
     "job",
     "seed",
+    "batch_index",
+    "pack_size",
     "text",
 ];
 
@@ -34,10 +36,13 @@ pub struct Sample {
     /// Lowercase extension: the file's own when it is on
     /// [`crate::sink::KEPT_EXTENSIONS`], else `bin`.
     pub ext: String,
-    /// `metadata.jsonl` columns after `file_name`: job_id, job, seed, every
-    /// parameter, and `text` when the run has text outputs.
+    /// `metadata.jsonl` columns after `file_name`: job_id, job, seed,
+    /// `batch_index` and `pack_size` when the run has packed rows (null
+    /// outside packs), every parameter, and `text` when the run has text
+    /// outputs.
     pub metadata: Map<String, Value>,
-    /// The WebDataset `.json`: job_id, job, seed, params, text.
+    /// The WebDataset `.json`: job_id, job, seed, the pack columns as in
+    /// `metadata`, params, text.
     pub json: Value,
     /// The WebDataset `.txt`: the text output, else the prompt.
     pub txt: Option<String>,
@@ -113,6 +118,9 @@ pub(super) struct Samples<'f> {
     format: Format,
     types: HashMap<String, ColumnType>,
     has_text: bool,
+    /// Whether any row exported is packed: then every sample carries
+    /// `batch_index` and `pack_size` (one schema for the loaders).
+    packed: bool,
     names: Taken,
     keys: Taken,
 }
@@ -125,12 +133,14 @@ impl<'f> Samples<'f> {
         format: Format,
         types: HashMap<String, ColumnType>,
         has_text: bool,
+        packed: bool,
     ) -> Samples<'f> {
         Samples {
             folder,
             format,
             types,
             has_text,
+            packed,
             names: Taken::default(),
             keys: Taken::default(),
         }
@@ -147,6 +157,18 @@ impl<'f> Samples<'f> {
         metadata.insert("job".into(), folder.get(row, "job").into());
         let seed = types["seed"].value(folder.get(row, "seed"));
         metadata.insert("seed".into(), seed.clone());
+        // Two images of one pack share its seed: these tell them apart.
+        let pack: Vec<(&str, Value)> = ["batch_index", "pack_size"]
+            .into_iter()
+            .filter(|_| self.packed)
+            .map(|c| {
+                let n = folder.get(row, c).parse::<u64>().ok();
+                (c, n.map_or(Value::Null, Value::from))
+            })
+            .collect();
+        for (c, v) in &pack {
+            metadata.insert((*c).into(), v.clone());
+        }
         for name in folder.params() {
             let value = types[name.as_str()].value(folder.param(row, name));
             let column = if RESERVED.contains(&name.as_str()) {
@@ -163,13 +185,16 @@ impl<'f> Samples<'f> {
                 text.clone().map_or(Value::Null, Value::String),
             );
         }
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "job_id": folder.get(row, "job_id"),
             "job": folder.get(row, "job"),
             "seed": seed,
             "params": params,
             "text": text,
         });
+        for (c, v) in pack {
+            json[c] = v;
+        }
         let prompt = ["prompt", "positive"]
             .iter()
             .map(|p| folder.param(row, p))

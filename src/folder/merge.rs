@@ -450,10 +450,13 @@ fn add_rows(
                 )),
             }
         }
-        let id = f.get(&row, "job_id");
-        let prompt = format!("prompts/{id}.json");
-        if let Ok(mut from) = f.file(&prompt) {
-            summary.files += place(&mut from, &out.join(&prompt), Replace::IfDiffers)?;
+        // A pack's rows share its one prompt file: placed once.
+        let (id, pack) = (f.get(&row, "job_id"), f.get(&row, "pack_id"));
+        for prompt in super::prompt_files(id, pack) {
+            if let Ok(mut from) = f.file(&prompt) {
+                summary.files += place(&mut from, &out.join(&prompt), Replace::IfDiffers)?;
+                break;
+            }
         }
         let mut cells = row.cells;
         if let Some(i) = checked.workflow {

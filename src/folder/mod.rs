@@ -343,6 +343,16 @@ fn same_value(cell: &str, wanted: &str) -> bool {
     }
 }
 
+/// Where a row's prompt as sent may be kept, in the order to try: its
+/// pack's `prompts/<pack_id>.json` (one per pack), then its own
+/// `prompts/<job_id>.json` (unpacked rows, and packed rows of folders
+/// written before a pack kept one prompt).
+pub fn prompt_files(job_id: &str, pack_id: &str) -> impl Iterator<Item = String> {
+    let pack = (!pack_id.is_empty()).then(|| format!("prompts/{pack_id}.json"));
+    pack.into_iter()
+        .chain(std::iter::once(format!("prompts/{job_id}.json")))
+}
+
 /// The lowercase extension of a path in the log (`png`, `txt`…).
 pub fn extension(path: &str) -> String {
     Path::new(path)

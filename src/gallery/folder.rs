@@ -93,6 +93,8 @@ pub struct JobRecord {
     pub workflow: String,
     /// `seed` (empty when the workflow has none).
     pub seed: String,
+    /// `batch_index`, `pack_size` and `pack_id` (empty outside packs).
+    pub pack: [String; 3],
     /// Parameter cells, in [`RunFolder::params`] order.
     pub params: Vec<String>,
     /// `status` as logged (`ok`, `failed`…; empty if absent).
@@ -178,6 +180,7 @@ impl RunFolder {
                 label: get("job"),
                 workflow: get("workflow"),
                 seed: get("seed"),
+                pack: crate::runlog::PACK.map(get),
                 // Unset stays empty, a string set empty shows as `""`.
                 params: params
                     .iter()

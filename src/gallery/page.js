@@ -46,7 +46,8 @@
         return {
           g: g, id: a[0], label: a[1], status: a[2], wide: a[3], queue_s: a[4], run_s: a[5],
           files: a[6].map(function (f) { return { rel: f[0], kind: f[1], thumb: f[2], present: !!f[3] }; }),
-          error: a[7], text: a[8], attempts: a[9], finished: a[10], server: a[11], workflow: a[12]
+          error: a[7], text: a[8], attempts: a[9], finished: a[10], server: a[11], workflow: a[12],
+          batch_index: a[13][0], pack_size: a[13][1], pack_id: a[13][2]
         };
       });
       lru.push(k);
@@ -367,12 +368,16 @@
       show(collect(), true);
     });
   }
+  // Images of one pack share its seed: the tooltip says which one this is.
+  function packNote(job) {
+    return job.pack_size ? ' · image ' + job.batch_index + ' of ' + job.pack_size + ' in pack ' + job.pack_id : '';
+  }
   function card(job) {
     var files = preview(job);
     var m = el('div', { class: 'media n' + files.length });
     files.forEach(function (f) { m.appendChild(f); });
     var meta = el('div', { class: 'meta' },
-      el('div', { class: 'line1' }, el('span', { class: 'label', title: job.id, text: job.label || job.id }),
+      el('div', { class: 'line1' }, el('span', { class: 'label', title: job.id + packNote(job), text: job.label || job.id }),
         el('span', { class: 'badge ' + job.status, text: job.status })));
     varying.forEach(function (n) {
       var v = val(job, n);
@@ -685,6 +690,9 @@
     line('job', job.label);
     line('status', job.status);
     shownDims.forEach(function (n) { line(n, val(job, n)); });
+    line('batch index', job.batch_index);
+    line('pack size', job.pack_size);
+    line('pack id', job.pack_id);
     line('workflow', job.workflow);
     line('server', job.server);
     line('finished at', job.finished);
@@ -693,7 +701,7 @@
     if (job.attempts > 1) line('attempts', job.attempts);
     info.appendChild(table);
     if (job.error) info.appendChild(el('pre', { class: 'error', text: job.error }));
-    var links = el('p', { class: 'links' }, el('a', { href: '../prompts/' + encodeURIComponent(job.id) + '.json', text: 'prompt JSON' }));
+    var links = el('p', { class: 'links' }, el('a', { href: '../prompts/' + encodeURIComponent(job.pack_id || job.id) + '.json', text: 'prompt JSON' }));
     job.files.forEach(function (f) { if (f.kind !== 'unsafe' && f.kind !== 'unlinked') links.appendChild(el('a', { href: fileUrl(f.rel), download: f.kind === 'file', text: f.rel.split('/').pop() })); });
     info.appendChild(links);
     var cmd = M.rerun + ' --job ' + shellQuote(job.id);

@@ -91,7 +91,8 @@ fn read_text(root: &std::path::Path, rel: &str) -> String {
 /// One job's row in a chunk: id, label, status, the values of the
 /// dimensions that are not indexed (`null` for the indexed ones), queue
 /// and run seconds, files, error, text, attempts, finish time, server,
-/// workflow.
+/// workflow, then `batch_index`, `pack_size` and `pack_id` (empty outside
+/// packs).
 #[derive(serde::Serialize)]
 struct JobRow<'a>(
     &'a str,
@@ -107,6 +108,7 @@ struct JobRow<'a>(
     &'a str,
     &'a str,
     &'a str,
+    &'a [String; 3],
 );
 
 /// One output file: path, kind, thumbnail name, 1 when present.
@@ -317,6 +319,7 @@ impl<'a> DataWriter<'a> {
             &job.finished_at,
             &job.server,
             &job.workflow,
+            &job.pack,
         );
         if self.in_chunk > 0 {
             self.rows.push(',');

@@ -98,6 +98,14 @@ pub struct Job {
     pub shard_unit: usize,
 }
 
+impl Job {
+    /// Whose name its file in `prompts/` takes: the pack's id for a
+    /// packed job (its pack's jobs send one prompt, kept once), else its own.
+    pub fn prompt_file_id(&self) -> &JobId {
+        self.pack.as_ref().map_or(&self.id, |p| &p.id)
+    }
+}
+
 /// A packed job's place in its pack (`pack:` in the manifest). The pack's
 /// one prompt has the pack's seed and `batch_size` = `size`; the job's
 /// image is the batch's image `batch_index`. (seed, batch_index, size)

@@ -219,7 +219,7 @@ pub fn rebuild_all(
                             Ok(job) => {
                                 warnings.push(format!(
                                     "{at}: the row rebuilds as job {}; using prompts/{}.json, the prompt as sent",
-                                    rebuilt.id, row.job_id
+                                    rebuilt.id, job.prompt_file_id()
                                 ));
                                 jobs.push(job);
                             }
@@ -236,7 +236,7 @@ pub fn rebuild_all(
                             warnings.push(format!(
                                 "{at}: the row does not rebuild ({}); using prompts/{}.json, the prompt as sent",
                                 lines.join("; "),
-                                row.job_id
+                                job.prompt_file_id()
                             ));
                             jobs.push(job);
                         }
@@ -252,7 +252,7 @@ pub fn rebuild_all(
                 Ok(job) => {
                     warnings.push(format!(
                         "{at}: workflow unreadable ({read}); using prompts/{}.json",
-                        row.job_id
+                        job.prompt_file_id()
                     ));
                     jobs.push(job);
                 }

@@ -239,7 +239,9 @@ pub(crate) async fn run_attempt(
         // An ok job's prompt file was synced with its outputs; a row that
         // says the job failed must not reach the disk before its prompt
         // file either (`rerun` replays it).
-        let synced = output.make_job_durable(&job.id, &[], pace.leave()).await;
+        let synced = output
+            .make_job_durable(job.prompt_file_id(), &[], pace.leave())
+            .await;
         if let Err(e) = synced {
             tracing::warn!("{}: {e}", job.id);
         }
@@ -321,8 +323,9 @@ async fn attempt(
     let prompt = patched.as_ref().unwrap_or(&job.prompt);
     // A prompt file from an earlier run means that run may have queued this
     // very prompt id before it died: collect its work instead of redoing it.
+    // A pack's jobs keep one file, the pack's (`Job::prompt_file_id`).
     let maybe_submitted = {
-        let (output, id) = (ctx.output.clone(), job.id.clone());
+        let (output, id) = (ctx.output.clone(), job.prompt_file_id().clone());
         let text = match crate::sink::prompt_text(prompt) {
             Ok(text) => text,
             Err(e) => return fail(&attempt, Status::Failed, format!("the prompt file: {e}")),
@@ -458,7 +461,7 @@ async fn attempt(
     // A prompt queued by an earlier run keeps what the server said then.
     let mut rejected = None;
     if matches!(already, Lookup::StillThere { .. } | Lookup::Finished { .. }) {
-        let (output, id) = (ctx.output.clone(), job.id.clone());
+        let (output, id) = (ctx.output.clone(), job.prompt_file_id().clone());
         rejected = on_pool(move || Ok(output.rejection(&id)))
             .await
             .ok()
@@ -503,7 +506,11 @@ async fn attempt(
                     // prompt (this one killed) still knows it was partial.
                     // Without an earlier prompt file there is no earlier
                     // line to clear: a clean submission costs no file work.
-                    let (output, id, line) = (ctx.output.clone(), job.id.clone(), rejected.clone());
+                    let (output, id, line) = (
+                        ctx.output.clone(),
+                        job.prompt_file_id().clone(),
+                        rejected.clone(),
+                    );
                     if (line.is_some() || maybe_submitted)
                         && let Err(e) =
                             on_pool(move || output.save_rejection(&id, line.as_deref())).await
@@ -1103,7 +1110,7 @@ async fn save_outputs(
     // job's slot is free already). Read now, not before the writes: the
     // run may have begun to stop meanwhile.
     ctx.output
-        .make_job_durable(&job.id, &saved, ctx.pace.leave())
+        .make_job_durable(job.prompt_file_id(), &saved, ctx.pace.leave())
         .await
         .map_err(|e| SaveError::Failed(error_line(&e)))?;
     Ok((saved, text))

@@ -435,8 +435,8 @@ impl OutputDir {
         self.syncs.durable_blocking(paths, Duration::ZERO)
     }
 
-    /// [`OutputDir::make_durable`] for a job's outputs and its prompt file,
-    /// if there is one (a job can fail before it is written), awaited without
+    /// [`OutputDir::make_durable`] for a job's outputs and its prompt file
+    /// (`job` names it: [`crate::plan::Job::prompt_file_id`]), if there is one (a job can fail before it is written), awaited without
     /// holding a thread. A sync it starts waits until `gather` after the
     /// previous sync started, so that jobs ending meanwhile share it: each
     /// sync of the file system has a fixed cost. The caller decides what a

@@ -1,5 +1,6 @@
 //! The job exactly as a run last sent it, read back from the output
-//! folder (`prompts/<job_id>.json` and the inputs kept in `inputs/`): what
+//! folder (`prompts/<pack_id>.json` or `prompts/<job_id>.json`, and the
+//! inputs kept in `inputs/`): what
 //! `rerun` falls back on when a row does not rebuild.
 
 use std::path::Path;
@@ -11,13 +12,34 @@ use crate::patch::Prompt;
 use crate::plan::{ImageInput, Job, Workflow};
 use crate::runlog::Logged;
 
-/// The job exactly as last sent, from `prompts/<job_id>.json`. It and the
+/// The job exactly as last sent, from its prompt file
+/// ([`crate::folder::prompt_files`]: its pack's, else its own). It and the
 /// inputs it names are read as every command reads a run folder: never
 /// through a symbolic link, only regular files (a FIFO would block).
 pub fn sent_job(dir: &Path, row: &Logged) -> Result<Job, String> {
-    let rel = Path::new("prompts").join(format!("{}.json", row.job_id));
+    let pack = crate::plan::rebuild::logged_pack(row)?;
+    let pack_id = pack.as_ref().map_or("", |p| p.id.as_str());
+    // The pack's file, else (missing: an older folder) the job's own; a
+    // file missing everywhere is named as the newest builds keep it.
+    let mut first_missing = None;
+    let mut opened = None;
+    for rel in crate::folder::prompt_files(&row.job_id, pack_id) {
+        match crate::folder::open_under(dir, Path::new(&rel)) {
+            Err(crate::folder::Refusal::Missing) => {
+                first_missing.get_or_insert(rel);
+            }
+            other => {
+                opened = Some((rel, other));
+                break;
+            }
+        }
+    }
+    let (rel, opened) = opened.unwrap_or_else(|| {
+        let rel = first_missing.unwrap_or_default();
+        (rel, Err(crate::folder::Refusal::Missing))
+    });
     let path = dir.join(&rel);
-    let bytes = crate::folder::open_under(dir, &rel)
+    let bytes = opened
         .map_err(|e| e.to_string())
         .and_then(|mut f| f.read_all().map_err(|e| e.to_string()))
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -62,7 +84,7 @@ pub fn sent_job(dir: &Path, row: &Logged) -> Result<Job, String> {
         prompt,
         images,
         // The prompt made the whole pack: the row keeps its own image.
-        pack: crate::plan::rebuild::logged_pack(row)?,
+        pack,
         shard_unit: 0,
     })
 }

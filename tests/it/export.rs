@@ -533,3 +533,87 @@ async fn export_cleans_up_only_its_own_leftovers() {
         [".comfy-batch-export", "a_1_0.png", "metadata.jsonl"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packed_runs_samples_carry_batch_index_and_pack_size() {
+    // 3 seeds in packs of 2 on the t2i fixture: two packs, and the two
+    // images of the first share its seed.
+    let s = sim().await;
+    let p = Project::new();
+    p.write(
+        "packed.yaml",
+        "version: 1\nworkflows:\n  t2i: workflows/t2i.json\njobs:\n  - name: pair\n    workflow: t2i\n    seeds: {count: 3, base: 7}\n    pack: 2\n",
+    );
+    let out = p.run("packed.yaml", &[&s], &["--no-check"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = newest(&p.rows());
+    assert_eq!(rows.len(), 3);
+    for format in ["imagefolder", "webdataset"] {
+        let to = format!("ds-{format}");
+        let out = p
+            .cli(&["export", "out", "--format", format, "--to", &to])
+            .await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let text = std::fs::read_to_string(p.path("ds-imagefolder/metadata.jsonl")).unwrap();
+    let mut told = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let meta: serde_json::Value = serde_json::from_str(line).unwrap();
+        let row = &rows[meta["job_id"].as_str().unwrap()];
+        let keys: Vec<&str> = meta
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys[..6],
+            [
+                "file_name",
+                "job_id",
+                "job",
+                "seed",
+                "batch_index",
+                "pack_size"
+            ]
+        );
+        assert_eq!(
+            meta["batch_index"],
+            row.get("batch_index").parse::<u64>().unwrap(),
+            "{meta}"
+        );
+        assert_eq!(
+            meta["pack_size"],
+            row.get("pack_size").parse::<u64>().unwrap(),
+            "{meta}"
+        );
+        told.insert((meta["seed"].to_string(), meta["batch_index"].to_string()));
+    }
+    assert_eq!(
+        told.len(),
+        3,
+        "each image told apart by (seed, batch_index): {text}"
+    );
+    // The WebDataset's .json say the same.
+    let tar = std::fs::read(p.path("ds-webdataset/shard-000000.tar")).unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut jsons = 0;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".json") {
+            let meta: serde_json::Value = serde_json::from_reader(&mut entry).unwrap();
+            let row = &rows[meta["job_id"].as_str().unwrap()];
+            assert_eq!(
+                meta["batch_index"],
+                row.get("batch_index").parse::<u64>().unwrap()
+            );
+            assert_eq!(
+                meta["pack_size"],
+                row.get("pack_size").parse::<u64>().unwrap()
+            );
+            jsons += 1;
+        }
+    }
+    assert_eq!(jsons, 3);
+}

@@ -1101,3 +1101,45 @@ async fn a_report_of_thousands_of_jobs_filters_searches_and_opens_fragments_acro
     assert!(dom.contains("sweep#2428 · failed"), "{dom}");
     assert!(dom.contains("href=\"../prompts/j02428.json\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packed_jobs_card_and_viewer_show_its_batch_index_and_pack_size() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write(
+        "packed.yaml",
+        "version: 1\nworkflows:\n  t2i: workflows/t2i.json\njobs:\n  - name: pair\n    workflow: t2i\n    seeds: {count: 3, base: 7}\n    pack: 2\n",
+    );
+    let run = p.run("packed.yaml", &[&sim], &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows = newest(&p.rows());
+    let index = p.out().join("report/index.html");
+    let dom = dump_dom(&index, "");
+    // Each card's tooltip: which image of its pack it is.
+    for (id, row) in &rows {
+        let shown = format!(
+            "{id} · image {} of {} in pack {}",
+            row.get("batch_index"),
+            row.get("pack_size"),
+            row.get("pack_id")
+        );
+        assert!(dom.contains(&format!("title=\"{shown}\"")), "{shown}");
+    }
+    // The viewer's table and its prompt link (the pack's one file).
+    let (id, row) = rows
+        .iter()
+        .find(|(_, r)| r.get("batch_index") == "1")
+        .unwrap();
+    let dom = dump_dom(&index, &format!("job={id}"));
+    for (k, v) in [
+        ("batch index", "1"),
+        ("pack size", "2"),
+        ("pack id", row.get("pack_id")),
+    ] {
+        assert!(
+            dom.contains(&format!("<td>{k}</td><td>{v}</td>")),
+            "{k} = {v}"
+        );
+    }
+    assert!(dom.contains(&format!("href=\"../prompts/{}.json\"", row.get("pack_id"))));
+}

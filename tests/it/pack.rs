@@ -23,6 +23,18 @@ jobs:
     pack: 2
 "#;
 
+/// The names in `out/prompts/`, each a regular file (no links).
+fn prompt_files(p: &Project) -> BTreeSet<String> {
+    std::fs::read_dir(p.out().join("prompts"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            assert!(e.file_type().unwrap().is_file(), "{:?}", e.path());
+            e.file_name().to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
 /// The rows of a packed run, newest per job, by job id.
 fn by_id(rows: &[Row]) -> BTreeMap<String, Row> {
     rows.iter()
@@ -93,10 +105,25 @@ async fn a_packed_sweep_logs_a_row_an_id_and_its_own_image_per_batch_index() {
     assert_eq!(contents.len(), 10);
     // One prompt per pack: 2 cfg × packs of 2, 2 and 1.
     assert_eq!(sim.stats().prompts_executed, 6, "{}", out.stderr);
+    // … kept once, as prompts/<pack_id>.json: no file per job, no link.
+    let kept: BTreeSet<String> = prompt_files(&p);
+    let expected: BTreeSet<String> = packs.keys().map(|id| format!("{id}.json")).collect();
+    assert_eq!(kept, expected, "one prompt file per pack");
     let prompt_ids: BTreeSet<&str> = rows.iter().map(|r| r.get("prompt_id")).collect();
     assert_eq!(prompt_ids.len(), 6, "a pack's rows name its one prompt");
     for row in &rows {
         assert!(!row.get("finished_at").is_empty(), "{row:?}");
+    }
+    // merge carries each pack's one prompt file.
+    let merged = p.cli(&["merge", "merged", "out"]).await;
+    assert_eq!(merged.code, 0, "{}", merged.stderr);
+    for pack_id in packs.keys() {
+        let name = format!("prompts/{pack_id}.json");
+        assert_eq!(
+            std::fs::read(p.path("merged").join(&name)).unwrap(),
+            std::fs::read(p.out().join(&name)).unwrap(),
+            "{name}"
+        );
     }
     // A second run has nothing left to do.
     let again = p.run("packed.yaml", &[&sim], &[]).await;
@@ -149,6 +176,54 @@ async fn a_run_killed_inside_a_pack_resumes_to_each_image_ok_once() {
         let id = row.get("job_id");
         assert_eq!(row.images(), [format!("images/{id}_9_0.png")]);
     }
+    let packs: BTreeSet<String> = rows
+        .iter()
+        .map(|r| format!("{}.json", r.get("pack_id")))
+        .collect();
+    assert_eq!(packs.len(), 6, "2 cfg × packs of 4, 4 and 1");
+    assert_eq!(prompt_files(&p), packs, "one prompt file per pack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_while_its_pack_runs_adopts_the_packs_prompt_on_resume() {
+    // One pack of 4: killed while its prompt runs, before any row.
+    let sim = sim_with(SimConfig {
+        step_ms: 60,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    let text = PACKED
+        .replace("count: 5", "count: 4")
+        .replace("pack: 2", "pack: 4")
+        .replace("[5, 6.5]", "[5]");
+    p.write("packed.yaml", &text);
+    let mut run = p.spawn("packed.yaml", &[&sim], &[]);
+    wait_for("the pack's prompt running", 60, || {
+        p.out()
+            .join("prompts")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+            && sim.stats().prompts_executed == 0
+    })
+    .await;
+    loop {
+        let (running, _) = queue_ids(&sim).await;
+        if running.iter().any(|id| id.starts_with("cb-")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    run.signal(libc::SIGKILL);
+    assert_eq!(run.exit(30).await, -libc::SIGKILL);
+    assert_eq!(p.row_count(), 0, "killed before any row");
+    let out = p.run("packed.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.assert_each_job_ok_once(4);
+    // The killed run's prompt was adopted, not sent again.
+    assert_eq!(sim.stats().prompts_executed, 1, "{}", out.stderr);
+    let pack = format!("{}.json", rows[0].get("pack_id"));
+    assert_eq!(prompt_files(&p), BTreeSet::from([pack]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,11 +265,61 @@ async fn rerun_of_one_packed_row_gives_its_image_byte_for_byte() {
     let before = std::fs::read(p.out().join(&row.images()[0])).unwrap();
     let after = std::fs::read(p.path("again").join(&redone.images()[0])).unwrap();
     assert_eq!(before, after, "the same image, byte for byte");
+    let pack = row.get("pack_id");
     assert_eq!(
-        std::fs::read(p.out().join(format!("prompts/{id}.json"))).unwrap(),
-        std::fs::read(p.path(&format!("again/prompts/{id}.json"))).unwrap(),
+        std::fs::read(p.out().join(format!("prompts/{pack}.json"))).unwrap(),
+        std::fs::read(p.path(&format!("again/prompts/{pack}.json"))).unwrap(),
         "the pack's prompt is sent again as it was"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_of_a_packed_row_whose_workflow_is_gone_sends_the_packs_prompt() {
+    let first = sim().await;
+    let p = Project::new();
+    p.write("packed.yaml", PACKED);
+    let out = p.run("packed.yaml", &[&first], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    let row = rows
+        .iter()
+        .find(|r| r.get("batch_index") == "1")
+        .expect("a packed row at batch index 1");
+    let (id, pack) = (row.get("job_id"), row.get("pack_id"));
+    assert!(!p.out().join(format!("prompts/{id}.json")).exists());
+    std::fs::remove_file(p.path("workflows/t2i.json")).unwrap();
+    let fresh = sim().await;
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--job",
+            id,
+            "--output",
+            "again",
+            "--server",
+            &fresh.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let used = format!("); using prompts/{pack}.json");
+    assert!(
+        out.stderr.contains("workflow unreadable (") && out.stderr.contains(&used),
+        "{}",
+        out.stderr
+    );
+    let again = read_rows(&p.path("again/runs.csv"));
+    assert_eq!(again.len(), 1);
+    let redone = &again[0];
+    for column in ["job_id", "seed", "batch_index", "pack_size", "pack_id"] {
+        assert_eq!(redone.get(column), row.get(column), "{column}");
+    }
+    assert_eq!(
+        std::fs::read(p.out().join(&row.images()[0])).unwrap(),
+        std::fs::read(p.path("again").join(&redone.images()[0])).unwrap(),
+        "the same image, byte for byte"
+    );
+    assert_eq!(fresh.stats().prompts_executed, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
