@@ -95,6 +95,26 @@ always!(Infrastructure:
     crate::environment::EnvironmentError,
 );
 
+/// A folder that cannot be read is as for every reader; an output that
+/// cannot be written is infrastructure; the rest is the arguments' fault.
+impl Failure for crate::compare::CompareError {
+    fn exit_code(&self) -> Exit {
+        use crate::compare::CompareError::*;
+        match self {
+            Folder { source, .. } => source.exit_code(),
+            Write { .. } => Exit::Infrastructure,
+            _ => Exit::BadInput,
+        }
+    }
+}
+
+/// A workflow that does not convert is the input's fault.
+impl Failure for crate::convert::ConvertErrors {
+    fn exit_code(&self) -> Exit {
+        Exit::BadInput
+    }
+}
+
 /// Every problem on its own line, each naming its file and line.
 impl Failure for crate::manifest::ManifestError {
     fn exit_code(&self) -> Exit {

@@ -57,8 +57,7 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        .build()?;
     runtime.block_on(async {
         let mut _sim = None;
         let servers = if args.sim {
@@ -70,8 +69,7 @@ pub fn execute(args: CheckArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             parsed.clone()
         };
         let classes = preflight::classes_used(plan.jobs());
-        let pool = HttpPool::new(headers.clone(), Duration::from_secs(60))
-            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        let pool = HttpPool::new(headers.clone(), Duration::from_secs(60))?;
         let catalogues = preflight::catalogues(&servers, &pool, &classes)
             .await
             .into_iter()

@@ -37,14 +37,6 @@ pub struct CompareArgs {
 
 /// Runs the command.
 pub fn execute(args: CompareArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
-    let fail = |e: compare::CompareError| {
-        let exit = if e.is_input() {
-            Exit::BadInput
-        } else {
-            Exit::Infrastructure
-        };
-        CliError::from_error(exit, &e)
-    };
     if !args.threshold.is_finite() {
         return Err(CliError::many(
             Exit::BadInput,
@@ -59,7 +51,7 @@ pub fn execute(args: CompareArgs, global: &GlobalArgs) -> Result<Exit, CliError>
         threshold: args.threshold,
         only_b_jobs: false,
     };
-    let c = compare::compare(&args.a, &args.b, &options).map_err(fail)?;
+    let c = compare::compare(&args.a, &args.b, &options)?;
     let out = match args.format {
         Format::Text => compare::summary(&c),
         format => {
@@ -77,16 +69,15 @@ pub fn execute(args: CompareArgs, global: &GlobalArgs) -> Result<Exit, CliError>
         super::plan::stdout_written(std::io::stdout().lock().write_all(out.as_bytes()))?;
     }
     if let Some(path) = &args.html {
-        compare::write_html(&c, path).map_err(fail)?;
+        compare::write_html(&c, path)?;
     }
     if let Some(path) = &args.junit {
-        compare::junit(&c, path).map_err(fail)?;
+        compare::junit(&c, path)?;
     }
     let ci = super::ci_env::ci_options(None, &args.a);
     if let Some(path) = ci.step_summary {
         let text = compare::step_summary(&c, args.max_different);
-        crate::ci::append_step_summary(&path, &text)
-            .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        crate::ci::append_step_summary(&path, &text)?;
     }
     Ok(if c.failing() > args.max_different {
         Exit::JobsFailed
@@ -129,8 +120,7 @@ pub(super) fn verify(
         only_b_jobs: true,
         ..CompareOptions::default()
     };
-    let c = compare::compare(logged, rerun, &options)
-        .map_err(|e| CliError::from_error(Exit::BadInput, &e))?;
+    let c = compare::compare(logged, rerun, &options)?;
     if !quiet {
         print!("verify: {}", compare::summary(&c));
     }

@@ -122,7 +122,7 @@ pub fn execute(args: ConvertArgs, global: &GlobalArgs) -> Result<Exit, CliError>
                 );
             }
             let mut t = serde_json::to_string_pretty(&Value::Object(done.prompt))
-                .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+                .expect("JSON values serialise");
             t.push('\n');
             t
         }
@@ -175,8 +175,7 @@ fn catalogue_for(
     let classes = convert::classes_used(ui);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+        .build()?;
     runtime.block_on(async {
         let mut _sim = None;
         let url = if args.sim {

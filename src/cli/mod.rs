@@ -74,13 +74,6 @@ pub struct CliError {
 }
 
 impl CliError {
-    /// An error from anything implementing `Error`, with its cause chain
-    /// folded into one line (`msg: cause: cause`), ending with `exit`. For
-    /// errors that do not say their own code; the rest convert with `?`.
-    pub fn from_error(exit: Exit, error: &(dyn std::error::Error + 'static)) -> Self {
-        CliError::many(exit, vec![crate::exit::folded(error)])
-    }
-
     /// A flag or argument the command itself refuses: one line, exit 2.
     pub fn usage(line: impl Into<String>) -> Self {
         CliError::many(Exit::BadInput, vec![line.into()])

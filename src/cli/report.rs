@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{CliError, Exit, GlobalArgs};
-use crate::gallery::{self, GalleryError, ReportOptions};
+use crate::gallery::{self, ReportOptions};
 
 /// Arguments of `comfy-batch report`.
 #[derive(Debug, clap::Args)]
@@ -13,22 +13,10 @@ pub struct ReportArgs {
     pub dir: PathBuf,
 }
 
-fn gallery_error(e: &GalleryError) -> CliError {
-    let exit = match e {
-        GalleryError::Folder(gallery::FolderError::Io { .. }) | GalleryError::Write { .. } => {
-            Exit::Infrastructure
-        }
-        GalleryError::Folder(_) | GalleryError::Link { .. } => Exit::BadInput,
-        GalleryError::Render(_) => Exit::Infrastructure,
-    };
-    CliError::from_error(exit, e)
-}
-
 /// Runs `report`.
 pub fn execute(args: ReportArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let dir = crate::runlog::folder_of(&args.dir);
-    let summary =
-        gallery::write_report(&dir, &ReportOptions::default()).map_err(|e| gallery_error(&e))?;
+    let summary = gallery::write_report(&dir, &ReportOptions::default())?;
     if !global.quiet {
         print_summary(&summary);
     }

@@ -326,17 +326,19 @@ fn write(out: &Path, checked: Checked) -> Result<MergeSummary, MergeError> {
     summary.rows_total = checked.existing_rows + checked.added.len();
     summary.jobs = checked.jobs;
     log.finish()?;
-    lock.release();
+    drop(lock);
     Ok(summary)
 }
 
 /// One merge at a time into OUT; and while it runs, a `run` into OUT
 /// cannot take the log (it locks the file beside runs.csv), whose rows the
-/// rename at the end would otherwise lose.
+/// rename at the end would otherwise lose. Let go of when dropped, on
+/// every path: a failed merge leaves no `.merge.lock` behind.
 struct OutLock {
     path: PathBuf,
-    lock: File,
-    log_lock: File,
+    // Options so that `drop` closes both before removing the lock file.
+    lock: Option<File>,
+    log_lock: Option<File>,
 }
 
 impl OutLock {
@@ -354,15 +356,17 @@ impl OutLock {
         }
         Ok(OutLock {
             path,
-            lock,
-            log_lock,
+            lock: Some(lock),
+            log_lock: Some(log_lock),
         })
     }
+}
 
+impl Drop for OutLock {
     /// Lets go of both locks and removes the merge's lock file.
-    fn release(self) {
-        drop(self.log_lock);
-        drop(self.lock);
+    fn drop(&mut self) {
+        drop(self.log_lock.take());
+        drop(self.lock.take());
         let _ = fs::remove_file(&self.path);
     }
 }

@@ -28,7 +28,7 @@ use super::lifecycle::{
     outputs_of_history, timed_out,
 };
 use super::offload::{FileWork, on_pool};
-use super::packs::{Board, Ran, Role};
+use super::packs::{Board, Publisher, Ran, Role};
 use super::retry::Backoff;
 use super::server::Server;
 use super::{Attempt, CancelReason, EventKind, Msg, Outcome, Status};
@@ -249,88 +249,210 @@ pub(crate) async fn run_attempt(
     end
 }
 
-/// [`run_attempt`] until its end is known.
+/// [`run_attempt`] until its end is known: its steps in order, each
+/// ending the attempt early (`Err`) when it can go no further.
 async fn attempt(
     job: Arc<Job>,
     number: u32,
     server: Arc<Server>,
-    mut ctx: AttemptContext,
+    ctx: AttemptContext,
 ) -> AttemptEnd {
     let pid = prompt_id(&ctx.run_key, &job, number);
-    let mut slot = Slot::new(server.clone(), ctx.events.clone());
-    let mut attempt = Attempt {
+    let mut run = AttemptRun {
+        slot: Slot::new(server.clone(), ctx.events.clone()),
+        attempt: Attempt {
+            number,
+            server: Some(server.url()),
+            prompt_id: Some(pid.clone()),
+            ..Attempt::default()
+        },
+        job,
         number,
-        server: Some(server.url()),
-        prompt_id: Some(pid.clone()),
-        ..Attempt::default()
+        pid,
+        ctx,
     };
-    let fail = |attempt: &Attempt, status: Status, error: String| {
-        let mut attempt = attempt.clone();
-        attempt.finished_at.get_or_insert_with(SystemTime::now);
-        AttemptEnd::Done(Outcome {
-            status,
-            images: Vec::new(),
-            text: None,
-            error: Some(error),
-            attempt,
-        })
-    };
+    run.steps(server).await.unwrap_or_else(|end| end)
+}
 
-    // Images first: the prompt names them by the server's upload names.
-    // Only then is it copied: most jobs send the plan's prompt as it is.
-    let mut patched: Option<crate::patch::Prompt> = None;
-    for image in &job.images {
-        // Read and kept in the output folder (for `rerun`) off the runtime
-        // threads, then uploaded under its content name.
-        let (output, path) = (ctx.output.clone(), image.path.clone());
-        let input = on_pool(move || {
-            let input = OutputDir::read_input(&path)?;
-            output.save_input(&input)?;
-            Ok(input)
-        })
-        .await;
-        let input = match input {
-            Ok(input) => input,
-            Err(e) => return fail(&attempt, Status::Failed, format!("upload {e}")),
+/// One attempt's state, shared by its steps.
+struct AttemptRun {
+    // Dropped after the steps' route and the pack's publisher (their
+    // locals), as when these were one function's locals.
+    slot: Slot,
+    attempt: Attempt,
+    job: Arc<Job>,
+    number: u32,
+    pid: PromptId,
+    ctx: AttemptContext,
+}
+
+/// The attempt's end, when a step ends it before its prompt is followed.
+type Early<T> = Result<T, AttemptEnd>;
+
+/// A failed attempt, ended now with this status and error line.
+fn fail(attempt: &Attempt, status: Status, error: String) -> AttemptEnd {
+    let mut attempt = attempt.clone();
+    attempt.finished_at.get_or_insert_with(SystemTime::now);
+    AttemptEnd::Done(Outcome {
+        status,
+        images: Vec::new(),
+        text: None,
+        error: Some(error),
+        attempt,
+    })
+}
+
+/// Where an earlier run's prompt under this id stands, as
+/// [`AttemptRun::find_earlier`] found it.
+struct Earlier {
+    /// The server that follows it: the attempt's own unless an earlier run
+    /// queued it on another.
+    server: Arc<Server>,
+    already: Lookup,
+    /// The server whose history holds an earlier run of this prompt id that
+    /// is to run again: ComfyUI keeps that entry until the new run ends, and
+    /// every lookup meanwhile would take it for the new run's end.
+    stale: Option<Arc<Server>>,
+}
+
+impl AttemptRun {
+    /// Upload inputs, save the prompt, take the pack's role, find an
+    /// earlier run, submit, follow.
+    async fn steps(&mut self, home: Arc<Server>) -> Early<AttemptEnd> {
+        let patched = self.upload_inputs(&home).await?;
+        let job = self.job.clone();
+        let prompt = patched.as_ref().unwrap_or(&job.prompt);
+        let maybe_submitted = self.save_prompt(prompt).await?;
+        let mut publisher = self.pack_role().await?;
+        let Earlier {
+            server,
+            mut already,
+            stale,
+        } = self.find_earlier(&home, maybe_submitted).await;
+        if server.id != home.id {
+            // Followed where an earlier run queued it: this server's slot is free.
+            self.slot.release();
+            self.attempt.server = Some(server.url());
+        }
+        let pid = self.pid.clone();
+        // Route before posting: execution_start can overtake the HTTP reply.
+        let mut rx = server.router.register(pid.as_str());
+        let _route = Unregister(server.clone(), pid.clone());
+        // Queued by an earlier (killed) run under another client id: its
+        // messages go nowhere, so it is followed by polling.
+        let adopted = matches!(already, Lookup::StillThere { .. });
+        // A prompt queued by an earlier run keeps what the server said then.
+        let mut rejected = None;
+        if matches!(already, Lookup::StillThere { .. } | Lookup::Finished { .. }) {
+            let (output, id) = (self.ctx.output.clone(), job.prompt_file_id().clone());
+            rejected = on_pool(move || Ok(output.rejection(&id)))
+                .await
+                .ok()
+                .flatten();
+        }
+        if matches!(already, Lookup::Missing | Lookup::Unknown) {
+            let cancelled = *self.ctx.cancel.borrow();
+            if cancelled.is_some() {
+                // Cancelled while uploading: never queue anything new.
+                return Err(fail(&self.attempt, Status::Interrupted, not_run(cancelled)));
+            }
+            if let Some(stale) = &stale {
+                self.forget_earlier(stale).await?;
+            }
+            (already, rejected) = self.submit(&server, prompt, maybe_submitted).await?;
+        }
+        self.attempt.queued_at = Some(SystemTime::now());
+        self.slot.queued();
+        let _ = self.ctx.events.send(Msg::Event(EventKind::JobSubmitted {
+            job: job.id.clone(),
+            label: job.label.clone(),
+            server: server.id,
+            prompt: pid.clone(),
+        }));
+        if matches!(already, Lookup::Finished { .. }) {
+            tracing::info!("{}: collecting {pid}, finished earlier", job.id);
+        }
+        let setup = Setup {
+            over_socket: sends_images_over_socket(&job),
+            adopted,
+            finished: matches!(already, Lookup::Finished { .. }).then_some(already),
+            rejected,
+            timeout: self.ctx.timeout,
+            queue_timeout: self.ctx.queue_timeout,
         };
-        match server.upload(&input).await {
-            Ok(uploaded) => {
-                if let Some(inputs) = patched
-                    .get_or_insert_with(|| job.prompt.clone())
-                    .0
-                    .get_mut(image.node.as_str())
-                    .and_then(|n| n.get_mut("inputs"))
-                    .and_then(Value::as_object_mut)
-                {
-                    inputs.insert(
-                        image.input.clone(),
-                        Value::String(uploaded.load_image_value()),
-                    );
+        Ok(self.follow(&server, &mut rx, setup, &mut publisher).await)
+    }
+
+    /// Uploads the job's images, each first read and kept in the output
+    /// folder (for `rerun`); returns its prompt naming them by the server's
+    /// upload names (`None`: no images, the plan's prompt as it is).
+    async fn upload_inputs(&self, server: &Server) -> Early<Option<crate::patch::Prompt>> {
+        let (job, ctx, attempt) = (&self.job, &self.ctx, &self.attempt);
+        // Images first: the prompt names them by the server's upload names.
+        // Only then is it copied: most jobs send the plan's prompt as it is.
+        let mut patched: Option<crate::patch::Prompt> = None;
+        for image in &job.images {
+            // Read and kept in the output folder (for `rerun`) off the runtime
+            // threads, then uploaded under its content name.
+            let (output, path) = (ctx.output.clone(), image.path.clone());
+            let input = on_pool(move || {
+                let input = OutputDir::read_input(&path)?;
+                output.save_input(&input)?;
+                Ok(input)
+            })
+            .await;
+            let input = match input {
+                Ok(input) => input,
+                Err(e) => return Err(fail(attempt, Status::Failed, format!("upload {e}"))),
+            };
+            match server.upload(&input).await {
+                Ok(uploaded) => {
+                    if let Some(inputs) = patched
+                        .get_or_insert_with(|| job.prompt.clone())
+                        .0
+                        .get_mut(image.node.as_str())
+                        .and_then(|n| n.get_mut("inputs"))
+                        .and_then(Value::as_object_mut)
+                    {
+                        inputs.insert(
+                            image.input.clone(),
+                            Value::String(uploaded.load_image_value()),
+                        );
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(AttemptEnd::Requeue(format!("upload: {}", error_line(&e))));
+                }
+                Err(e) => {
+                    return Err(fail(
+                        attempt,
+                        Status::Failed,
+                        format!("upload {}: {}", image.path.display(), error_line(&e)),
+                    ));
                 }
             }
-            Err(e) if e.is_transient() => {
-                return AttemptEnd::Requeue(format!("upload: {}", error_line(&e)));
-            }
-            Err(e) => {
-                return fail(
-                    &attempt,
-                    Status::Failed,
-                    format!("upload {}: {}", image.path.display(), error_line(&e)),
-                );
-            }
         }
+        Ok(patched)
     }
-    let prompt = patched.as_ref().unwrap_or(&job.prompt);
-    // A prompt file from an earlier run means that run may have queued this
-    // very prompt id before it died: collect its work instead of redoing it.
-    // A pack's jobs keep one file, the pack's (`Job::prompt_file_id`).
-    let maybe_submitted = {
-        let (output, id) = (ctx.output.clone(), job.prompt_file_id().clone());
+
+    /// Writes the prompt file; returns whether one was there already.
+    async fn save_prompt(&self, prompt: &crate::patch::Prompt) -> Early<bool> {
+        // A prompt file from an earlier run means that run may have queued this
+        // very prompt id before it died: collect its work instead of redoing it.
+        // A pack's jobs keep one file, the pack's (`Job::prompt_file_id`).
+        let (output, id) = (self.ctx.output.clone(), self.job.prompt_file_id().clone());
         let text = match crate::sink::prompt_text(prompt) {
             Ok(text) => text,
-            Err(e) => return fail(&attempt, Status::Failed, format!("the prompt file: {e}")),
+            Err(e) => {
+                return Err(fail(
+                    &self.attempt,
+                    Status::Failed,
+                    format!("the prompt file: {e}"),
+                ));
+            }
         };
-        let saved = ctx
+        let saved = self
+            .ctx
             .files
             .run(1, text.len(), move || {
                 let existed = output.has_prompt(&id);
@@ -343,28 +465,29 @@ async fn attempt(
             })
             .await;
         match saved {
-            Ok(existed) => existed,
-            Err(e) => return fail(&attempt, Status::Failed, e),
+            Ok(existed) => Ok(existed),
+            Err(e) => Err(fail(&self.attempt, Status::Failed, e)),
         }
-    };
+    }
 
-    // A pack's prompt is run by one of its jobs; the others collect their
-    // images from its outputs, holding no slot (the server's work is the
-    // submitter's).
-    let mut publisher = None;
-    if let Some(pack) = &job.pack {
+    /// A pack's prompt is run by one of its jobs; the others collect their
+    /// images from its outputs, holding no slot (the server's work is the
+    /// submitter's). Returns the publisher when this job submits it (`None`
+    /// outside a pack); a collecting job's attempt ends here.
+    async fn pack_role(&mut self) -> Early<Option<Publisher>> {
+        let Some(pack) = &self.job.pack else {
+            return Ok(None);
+        };
+        let ctx = &mut self.ctx;
         loop {
             match ctx.packs.role(&pack.id) {
-                Role::Submit(p) => {
-                    publisher = Some(p);
-                    break;
-                }
+                Role::Submit(p) => return Ok(Some(p)),
                 Role::Collect(ran) => {
-                    slot.release();
-                    return collect(&job, number, ran, &ctx).await;
+                    self.slot.release();
+                    return Err(collect(&self.job, self.number, ran, ctx).await);
                 }
                 Role::Wait(mut rx) => {
-                    slot.release();
+                    self.slot.release();
                     let _parked = Parked::new(&ctx.events);
                     let mut cancelled = *ctx.cancel.borrow();
                     if cancelled.is_none() {
@@ -374,21 +497,28 @@ async fn attempt(
                         };
                     }
                     if cancelled.is_some() {
-                        return fail(&attempt, Status::Interrupted, not_run(cancelled));
+                        return Err(fail(&self.attempt, Status::Interrupted, not_run(cancelled)));
                     }
                 }
             }
         }
     }
 
-    let home = server.clone();
-    let mut server = server;
-    let mut already = Lookup::Missing;
-    // The server whose history holds an earlier run of this prompt id that
-    // is to run again: ComfyUI keeps that entry until the new run ends, and
-    // every lookup meanwhile would take it for the new run's end.
-    let mut stale: Option<Arc<Server>> = None;
-    if maybe_submitted {
+    /// When a prompt file was there already (`maybe_submitted`), looks its
+    /// id up on `home`, then on the other servers: an earlier run's prompt is
+    /// followed or collected where it is, or run again here.
+    async fn find_earlier(&self, home: &Arc<Server>, maybe_submitted: bool) -> Earlier {
+        let (job, ctx, pid) = (&self.job, &self.ctx, &self.pid);
+        let mut server = home.clone();
+        let mut already = Lookup::Missing;
+        let mut stale: Option<Arc<Server>> = None;
+        if !maybe_submitted {
+            return Earlier {
+                server,
+                already,
+                stale,
+            };
+        }
         already = reconcile(&server, pid.as_str(), true).await;
         if matches!(already, Lookup::Missing | Lookup::Unknown) {
             // An earlier run may have sent it to another of the servers:
@@ -425,7 +555,7 @@ async fn attempt(
             stale = Some(server.clone());
             server = home.clone();
         }
-        if sends_images_over_socket(&job) {
+        if sends_images_over_socket(job) {
             // Its images go to the client that queued it, never to the
             // history: an earlier run's prompt cannot be collected, only
             // run again (under the same id; the server allows that).
@@ -446,48 +576,41 @@ async fn attempt(
                 server = home.clone();
             }
         }
-    }
-    if server.id != home.id {
-        // Followed where an earlier run queued it: this server's slot is free.
-        slot.release();
-        attempt.server = Some(server.url());
-    }
-    // Route before posting: execution_start can overtake the HTTP reply.
-    let mut rx = server.router.register(pid.as_str());
-    let _route = Unregister(server.clone(), pid.clone());
-    // Queued by an earlier (killed) run under another client id: its
-    // messages go nowhere, so it is followed by polling.
-    let adopted = matches!(already, Lookup::StillThere { .. });
-    // A prompt queued by an earlier run keeps what the server said then.
-    let mut rejected = None;
-    if matches!(already, Lookup::StillThere { .. } | Lookup::Finished { .. }) {
-        let (output, id) = (ctx.output.clone(), job.prompt_file_id().clone());
-        rejected = on_pool(move || Ok(output.rejection(&id)))
-            .await
-            .ok()
-            .flatten();
-    }
-    if matches!(already, Lookup::Missing | Lookup::Unknown) {
-        let cancelled = *ctx.cancel.borrow();
-        if cancelled.is_some() {
-            // Cancelled while uploading: never queue anything new.
-            return fail(&attempt, Status::Interrupted, not_run(cancelled));
+        Earlier {
+            server,
+            already,
+            stale,
         }
-        if let Some(stale) = &stale {
-            match stale.http.delete_history(&[pid.to_string()]).await {
-                Ok(()) => {}
-                Err(e) if e.is_transient() => {
-                    return AttemptEnd::Requeue(format!("history: {}", error_line(&e)));
-                }
-                Err(e) => {
-                    return fail(
-                        &attempt,
-                        Status::Failed,
-                        format!("forgetting the earlier run of {pid}: {}", error_line(&e)),
-                    );
-                }
+    }
+
+    /// Deletes the earlier run's history entry of this prompt id from the
+    /// server that holds it, before the id is queued again.
+    async fn forget_earlier(&self, stale: &Server) -> Early<()> {
+        let pid = &self.pid;
+        match stale.http.delete_history(&[pid.to_string()]).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_transient() => {
+                Err(AttemptEnd::Requeue(format!("history: {}", error_line(&e))))
             }
+            Err(e) => Err(fail(
+                &self.attempt,
+                Status::Failed,
+                format!("forgetting the earlier run of {pid}: {}", error_line(&e)),
+            )),
         }
+    }
+
+    /// Queues the prompt, retrying a transient failure only after looking
+    /// the id up (never queued twice). Returns what is known of it then
+    /// (`Missing`: queued by this attempt; `Finished`: an earlier post got
+    /// through and ran) and the server's complaint about some outputs.
+    async fn submit(
+        &self,
+        server: &Server,
+        prompt: &crate::patch::Prompt,
+        maybe_submitted: bool,
+    ) -> Early<(Lookup, Option<String>)> {
+        let (job, ctx, pid) = (&self.job, &self.ctx, &self.pid);
         let mut backoff = Backoff::default();
         loop {
             match server
@@ -496,7 +619,7 @@ async fn attempt(
                 .await
             {
                 Ok(Submission::Accepted(accepted)) => {
-                    rejected = (!accepted.node_errors.is_empty()).then(|| {
+                    let rejected = (!accepted.node_errors.is_empty()).then(|| {
                         format!(
                             "prompt_outputs_failed_validation: {}",
                             node_errors_line(&accepted.node_errors)
@@ -517,202 +640,196 @@ async fn attempt(
                     {
                         tracing::warn!("{}: {e}", job.id);
                     }
-                    already = Lookup::Missing;
-                    break;
+                    return Ok((Lookup::Missing, rejected));
                 }
                 Ok(Submission::Rejected(r)) => {
-                    return fail(&attempt, Status::Rejected, r.one_line());
+                    return Err(fail(&self.attempt, Status::Rejected, r.one_line()));
                 }
                 Err(e) if e.is_transient() => {
                     let delay = backoff.next().filter(|_| !server.is_lost());
                     let Some(delay) = delay else {
-                        return AttemptEnd::Requeue(format!("submit: {}", error_line(&e)));
+                        return Err(AttemptEnd::Requeue(format!("submit: {}", error_line(&e))));
                     };
                     tokio::time::sleep(delay).await;
                     // The failed request may have reached the server (a lost
                     // reply, a proxy's timeout): never queue a prompt twice.
-                    match reconcile(&server, pid.as_str(), true).await {
-                        found @ Lookup::Finished { .. } => {
-                            already = found;
-                            break;
-                        }
-                        Lookup::StillThere { .. } => {
-                            already = Lookup::Missing;
-                            break;
-                        }
+                    match reconcile(server, pid.as_str(), true).await {
+                        found @ Lookup::Finished { .. } => return Ok((found, None)),
+                        Lookup::StillThere { .. } => return Ok((Lookup::Missing, None)),
                         Lookup::Missing | Lookup::Unknown => {}
                     }
                 }
                 Err(e) => {
-                    return fail(
-                        &attempt,
+                    return Err(fail(
+                        &self.attempt,
                         Status::Failed,
                         format!("submit: {}", error_line(&e)),
-                    );
+                    ));
                 }
             }
         }
-    }
-    attempt.queued_at = Some(SystemTime::now());
-    slot.queued();
-    let _ = ctx.events.send(Msg::Event(EventKind::JobSubmitted {
-        job: job.id.clone(),
-        label: job.label.clone(),
-        server: server.id,
-        prompt: pid.clone(),
-    }));
-    if matches!(already, Lookup::Finished { .. }) {
-        tracing::info!("{}: collecting {pid}, finished earlier", job.id);
     }
 
-    // From here the state machine decides; this loop only performs its
-    // actions and turns messages, timers and answers into its events.
-    let (mut machine, first) = Lifecycle::new(Setup {
-        over_socket: sends_images_over_socket(&job),
-        adopted,
-        finished: matches!(already, Lookup::Finished { .. }).then_some(already),
-        rejected,
-        timeout: ctx.timeout,
-        queue_timeout: ctx.queue_timeout,
-    });
-    let mut actions: VecDeque<Action> = first.into();
-    // The limit the machine set last (queue's, then run's), kept after it
-    // fires: the run's also bounds the downloads.
-    let mut limit_at: Option<Instant> = None;
-    let mut limit_fired = false;
-    // Held from the timeout until the attempt ends (see `Pace::hurry`).
-    let mut _hurry = None;
-    let mut cancel_seen: Option<CancelReason> = None;
-    let mut act_at: Option<Instant> = None;
-    let mut poll_at: Option<Instant> = None;
-    let mut progress = ProgressThrottle::default();
-    loop {
-        while let Some(action) = actions.pop_front() {
-            let answer = match action {
-                Action::Lookup => Some(Event::Looked(reconcile(&server, pid.as_str(), true).await)),
-                Action::Act { stop_running } => {
-                    let act = act_on_server(&server, pid.as_str(), stop_running);
-                    // A terminated run has seconds left: no request may
-                    // take them all (the scheduler's deadline ends it).
-                    let acted = match cancel_seen {
-                        Some(CancelReason::Terminated) => {
-                            tokio::time::timeout(TERMINATING_REQUEST, act)
-                                .await
-                                .unwrap_or(Acted::Again(Duration::from_millis(300)))
-                        }
-                        _ => act.await,
-                    };
-                    Some(Event::Acted(acted))
-                }
-                Action::PollIn(after) => {
-                    poll_at = Some(Instant::now() + after);
-                    None
-                }
-                Action::ActIn(after) => {
-                    act_at = Some(Instant::now() + after);
-                    None
-                }
-                Action::LimitIn(after) => {
-                    limit_at = after.map(|after| Instant::now() + after);
-                    limit_fired = false;
-                    // A queue's limit that fired as the prompt started asks
-                    // nothing more of the server.
-                    _hurry = None;
-                    None
-                }
-                Action::ReportStarted => {
-                    attempt.started_at = Some(SystemTime::now());
-                    let _ = ctx.events.send(Msg::Event(EventKind::JobStarted {
-                        job: job.id.clone(),
-                        server: server.id,
-                    }));
-                    None
-                }
-                Action::NoteRunning => {
-                    attempt.started_at.get_or_insert_with(SystemTime::now);
-                    None
-                }
-                Action::Release => {
-                    attempt.finished_at = Some(SystemTime::now());
-                    slot.release();
-                    None
-                }
-                Action::Fail(status, line) => return fail(&attempt, status, line),
-                Action::Requeue(cause) => return AttemptEnd::Requeue(cause),
-                Action::Save(outputs, frames) => {
-                    // A success kept past the limit (its interrupt lost the
-                    // race) still gets a moment to be collected.
-                    let by = limit_at.map(|at| at.max(Instant::now() + COLLECT_GRACE));
-                    if let Some(publisher) = publisher.take() {
-                        publisher.publish(Ran {
-                            server: server.clone(),
-                            outputs: outputs.clone(),
-                            attempt: attempt.clone(),
-                        });
+    /// Follows the submitted prompt to its end: from here the state machine
+    /// decides; this loop only performs its actions and turns messages,
+    /// timers and answers into its events.
+    async fn follow(
+        &mut self,
+        server: &Arc<Server>,
+        rx: &mut mpsc::UnboundedReceiver<ServerEvent>,
+        setup: Setup,
+        publisher: &mut Option<Publisher>,
+    ) -> AttemptEnd {
+        let AttemptRun {
+            slot,
+            attempt,
+            job,
+            pid,
+            ctx,
+            ..
+        } = self;
+        let (mut machine, first) = Lifecycle::new(setup);
+        let mut actions: VecDeque<Action> = first.into();
+        // The limit the machine set last (queue's, then run's), kept after it
+        // fires: the run's also bounds the downloads.
+        let mut limit_at: Option<Instant> = None;
+        let mut limit_fired = false;
+        // Held from the timeout until the attempt ends (see `Pace::hurry`).
+        let mut _hurry = None;
+        let mut cancel_seen: Option<CancelReason> = None;
+        let mut act_at: Option<Instant> = None;
+        let mut poll_at: Option<Instant> = None;
+        let mut progress = ProgressThrottle::default();
+        loop {
+            while let Some(action) = actions.pop_front() {
+                let answer = match action {
+                    Action::Lookup => {
+                        Some(Event::Looked(reconcile(server, pid.as_str(), true).await))
                     }
-                    return match save_outputs(&job, &server, &ctx, outputs, frames, by).await {
-                        Ok((images, text)) => AttemptEnd::Done(Outcome {
-                            status: Status::Ok,
-                            images,
-                            text,
-                            error: None,
-                            attempt,
-                        }),
-                        // The server stopped answering after the work was
-                        // done: another attempt collects it by prompt id
-                        // (or, lost with the server, redoes it).
-                        Err(SaveError::Unreachable(e)) => AttemptEnd::Requeue(e),
-                        Err(SaveError::TimedOut(e)) => fail(&attempt, Status::Timeout, e),
-                        Err(SaveError::Failed(e)) => fail(&attempt, Status::Failed, e),
-                    };
+                    Action::Act { stop_running } => {
+                        let act = act_on_server(server, pid.as_str(), stop_running);
+                        // A terminated run has seconds left: no request may
+                        // take them all (the scheduler's deadline ends it).
+                        let acted = match cancel_seen {
+                            Some(CancelReason::Terminated) => {
+                                tokio::time::timeout(TERMINATING_REQUEST, act)
+                                    .await
+                                    .unwrap_or(Acted::Again(Duration::from_millis(300)))
+                            }
+                            _ => act.await,
+                        };
+                        Some(Event::Acted(acted))
+                    }
+                    Action::PollIn(after) => {
+                        poll_at = Some(Instant::now() + after);
+                        None
+                    }
+                    Action::ActIn(after) => {
+                        act_at = Some(Instant::now() + after);
+                        None
+                    }
+                    Action::LimitIn(after) => {
+                        limit_at = after.map(|after| Instant::now() + after);
+                        limit_fired = false;
+                        // A queue's limit that fired as the prompt started asks
+                        // nothing more of the server.
+                        _hurry = None;
+                        None
+                    }
+                    Action::ReportStarted => {
+                        attempt.started_at = Some(SystemTime::now());
+                        let _ = ctx.events.send(Msg::Event(EventKind::JobStarted {
+                            job: job.id.clone(),
+                            server: server.id,
+                        }));
+                        None
+                    }
+                    Action::NoteRunning => {
+                        attempt.started_at.get_or_insert_with(SystemTime::now);
+                        None
+                    }
+                    Action::Release => {
+                        attempt.finished_at = Some(SystemTime::now());
+                        slot.release();
+                        None
+                    }
+                    Action::Fail(status, line) => return fail(attempt, status, line),
+                    Action::Requeue(cause) => return AttemptEnd::Requeue(cause),
+                    Action::Save(outputs, frames) => {
+                        // A success kept past the limit (its interrupt lost the
+                        // race) still gets a moment to be collected.
+                        let by = limit_at.map(|at| at.max(Instant::now() + COLLECT_GRACE));
+                        if let Some(publisher) = publisher.take() {
+                            publisher.publish(Ran {
+                                server: server.clone(),
+                                outputs: outputs.clone(),
+                                attempt: attempt.clone(),
+                            });
+                        }
+                        return match save_outputs(job, server, ctx, outputs, frames, by).await {
+                            Ok((images, text)) => AttemptEnd::Done(Outcome {
+                                status: Status::Ok,
+                                images,
+                                text,
+                                error: None,
+                                attempt: std::mem::take(attempt),
+                            }),
+                            // The server stopped answering after the work was
+                            // done: another attempt collects it by prompt id
+                            // (or, lost with the server, redoes it).
+                            Err(SaveError::Unreachable(e)) => AttemptEnd::Requeue(e),
+                            Err(SaveError::TimedOut(e)) => fail(attempt, Status::Timeout, e),
+                            Err(SaveError::Failed(e)) => fail(attempt, Status::Failed, e),
+                        };
+                    }
+                };
+                if let Some(event) = answer {
+                    actions.extend(machine.step(event));
+                }
+            }
+            if machine.is_done() {
+                // Unreachable: every final action returns above.
+                return AttemptEnd::Requeue("attempt ended without an outcome".into());
+            }
+            let cancel_now = *ctx.cancel.borrow();
+            let event = if cancel_now > cancel_seen {
+                cancel_seen = cancel_now;
+                cancel_now.map(Event::Cancel)
+            } else if let Some(event) = delivered(rx) {
+                // Messages already here are taken without setting up the waits
+                // below again for each of them: after a doze there are several.
+                server_event(event, &mut progress, ctx, job, server)
+            } else {
+                tokio::select! {
+                    event = rx.recv() => server_event(event, &mut progress, ctx, job, server),
+                    _ = sleep_until(limit_at), if !limit_fired => {
+                        limit_fired = true;
+                        _hurry = Some(ctx.pace.hurry());
+                        Some(Event::Deadline)
+                    }
+                    _ = sleep_until(progress.held_until()) => {
+                        if let Some(step) = progress.release(Instant::now()) {
+                            report_progress(ctx, job, server, step);
+                        }
+                        continue;
+                    }
+                    _ = sleep_until(act_at) => {
+                        act_at = None;
+                        Some(Event::ActDue)
+                    }
+                    _ = sleep_until(poll_at) => {
+                        poll_at = None;
+                        Some(if server.is_lost() { Event::Lost } else { Event::PollDue })
+                    }
+                    changed = ctx.cancel.changed() => {
+                        // The scheduler is gone; nothing will read our outcome.
+                        changed.is_err().then_some(Event::Gone("run ended"))
+                    }
                 }
             };
-            if let Some(event) = answer {
+            if let Some(event) = event {
                 actions.extend(machine.step(event));
             }
-        }
-        if machine.is_done() {
-            // Unreachable: every final action returns above.
-            return AttemptEnd::Requeue("attempt ended without an outcome".into());
-        }
-        let cancel_now = *ctx.cancel.borrow();
-        let event = if cancel_now > cancel_seen {
-            cancel_seen = cancel_now;
-            cancel_now.map(Event::Cancel)
-        } else if let Some(event) = delivered(&mut rx) {
-            // Messages already here are taken without setting up the waits
-            // below again for each of them: after a doze there are several.
-            server_event(event, &mut progress, &ctx, &job, &server)
-        } else {
-            tokio::select! {
-                event = rx.recv() => server_event(event, &mut progress, &ctx, &job, &server),
-                _ = sleep_until(limit_at), if !limit_fired => {
-                    limit_fired = true;
-                    _hurry = Some(ctx.pace.hurry());
-                    Some(Event::Deadline)
-                }
-                _ = sleep_until(progress.held_until()) => {
-                    if let Some(step) = progress.release(Instant::now()) {
-                        report_progress(&ctx, &job, &server, step);
-                    }
-                    continue;
-                }
-                _ = sleep_until(act_at) => {
-                    act_at = None;
-                    Some(Event::ActDue)
-                }
-                _ = sleep_until(poll_at) => {
-                    poll_at = None;
-                    Some(if server.is_lost() { Event::Lost } else { Event::PollDue })
-                }
-                changed = ctx.cancel.changed() => {
-                    // The scheduler is gone; nothing will read our outcome.
-                    changed.is_err().then_some(Event::Gone("run ended"))
-                }
-            }
-        };
-        if let Some(event) = event {
-            actions.extend(machine.step(event));
         }
     }
 }

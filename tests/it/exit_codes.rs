@@ -85,3 +85,16 @@ async fn a_folder_that_is_not_a_run_is_exit_2_for_every_reader() {
         }
     }
 }
+
+/// `compare` reads two logs: one that cannot be read is 3 there too, as
+/// for every reader, not 2 (bad input).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_log_is_exit_3_for_compare() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path("a/runs.csv")).unwrap();
+    std::fs::create_dir_all(p.path("b/runs.csv")).unwrap();
+    let out = p.cli(&["compare", "a", "b"]).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("runs.csv"), "{}", out.stderr);
+}

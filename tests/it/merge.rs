@@ -325,3 +325,25 @@ async fn merge_rebuilds_the_report_of_the_merged_folder_unless_told_not_to() {
     assert!(p.path("other/runs.csv").is_file());
     assert!(!p.path("other/report").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_that_fails_after_locking_out_leaves_no_lock_file() {
+    let p = Project::new();
+    let _s = shards(&p).await;
+    let first = p.cli(&["merge", "merged", "shard1"]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // A folder where one of shard 2's prompt files must go: the merge fails
+    // while copying, after it took OUT's locks.
+    let id = read_rows(&p.path("shard2/runs.csv"))[0]
+        .get("job_id")
+        .to_string();
+    std::fs::create_dir_all(p.path(&format!("merged/prompts/{id}.json/x"))).unwrap();
+    let out = p.cli(&["merge", "merged", "shard2"]).await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        !p.path("merged/.merge.lock").exists(),
+        "lock file left behind: {}",
+        out.stderr
+    );
+}

@@ -99,20 +99,19 @@ fn template_manifest(subjects: u64) -> (String, String) {
 }
 
 fn bench_plan(args: &BenchPlanArgs) -> Result<Exit, CliError> {
-    let io = |e: std::io::Error| CliError::from_error(Exit::Infrastructure, &e);
-    let dir = tempfile::tempdir().map_err(io)?;
-    std::fs::create_dir_all(dir.path().join("workflows")).map_err(io)?;
-    std::fs::create_dir_all(dir.path().join("jobs")).map_err(io)?;
-    std::fs::write(dir.path().join("workflows/t2i.json"), WORKFLOW).map_err(io)?;
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("workflows"))?;
+    std::fs::create_dir_all(dir.path().join("jobs"))?;
+    std::fs::write(dir.path().join("workflows/t2i.json"), WORKFLOW)?;
     let prompts = args.jobs.div_ceil(1000).max(1);
     let path = dir.path().join("jobs/bench.yaml");
     if args.templates {
         let (text, words) = template_manifest(prompts);
-        std::fs::create_dir_all(dir.path().join("jobs/wildcards")).map_err(io)?;
-        std::fs::write(dir.path().join("jobs/wildcards/subjects.txt"), words).map_err(io)?;
-        std::fs::write(&path, text).map_err(io)?;
+        std::fs::create_dir_all(dir.path().join("jobs/wildcards"))?;
+        std::fs::write(dir.path().join("jobs/wildcards/subjects.txt"), words)?;
+        std::fs::write(&path, text)?;
     } else {
-        std::fs::write(&path, synthetic_manifest(prompts)).map_err(io)?;
+        std::fs::write(&path, synthetic_manifest(prompts))?;
     }
 
     let start = Instant::now();
@@ -123,7 +122,7 @@ fn bench_plan(args: &BenchPlanArgs) -> Result<Exit, CliError> {
     let mut bytes = 0usize;
     if args.csv {
         let mut sink = Counting(0);
-        super::plan::write_csv(&plan, &mut sink).map_err(io)?;
+        super::plan::write_csv(&plan, &mut sink)?;
         count = plan.len() as u64;
         bytes = sink.0;
     } else {

@@ -25,15 +25,11 @@ pub struct BenchReportArgs {
     pub keep: Option<std::path::PathBuf>,
 }
 
-fn io(e: std::io::Error) -> CliError {
-    CliError::from_error(Exit::Infrastructure, &e)
-}
-
 const HEADER: &str = "job_id,job,workflow,workflow_sha256,seed,prompt,cfg,status,server,prompt_id,queued_at,started_at,finished_at,queue_s,run_s,images,error\n";
 
 /// A folder like one `run` leaves: `jobs` rows, one PNG each.
 fn synthetic_run(dir: &Path, jobs: usize) -> Result<(), CliError> {
-    std::fs::create_dir_all(dir.join("images")).map_err(io)?;
+    std::fs::create_dir_all(dir.join("images"))?;
     let mut log = String::from(HEADER);
     for i in 0..jobs {
         let id = format!("{:016x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -44,7 +40,7 @@ fn synthetic_run(dir: &Path, jobs: usize) -> Result<(), CliError> {
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .map_err(|e| CliError::many(Exit::Infrastructure, vec![e.to_string()]))?;
         let rel = format!("images/{id}_9_0.png");
-        std::fs::write(dir.join(&rel), png).map_err(io)?;
+        std::fs::write(dir.join(&rel), png)?;
         let (status, images, error) = if i % 97 == 5 {
             ("failed", String::new(), "KSampler (3): CUDA out of memory")
         } else {
@@ -57,12 +53,12 @@ fn synthetic_run(dir: &Path, jobs: usize) -> Result<(), CliError> {
             3 + (i / 10) % 10,
         ));
     }
-    std::fs::write(dir.join("runs.csv"), log).map_err(io)
+    Ok(std::fs::write(dir.join("runs.csv"), log)?)
 }
 
 /// Runs `bench report`.
 pub fn execute(args: BenchReportArgs) -> Result<Exit, CliError> {
-    let tmp = tempfile::tempdir().map_err(io)?;
+    let tmp = tempfile::tempdir()?;
     let base = args
         .keep
         .clone()
@@ -75,14 +71,13 @@ pub fn execute(args: BenchReportArgs) -> Result<Exit, CliError> {
         args.jobs,
         start.elapsed().as_secs_f64()
     );
-    let gal = |e: gallery::GalleryError| CliError::from_error(Exit::Infrastructure, &e);
     let t = Instant::now();
-    let cold = gallery::write_report(&dir, &ReportOptions::default()).map_err(gal)?;
+    let cold = gallery::write_report(&dir, &ReportOptions::default())?;
     let cold_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let warm = gallery::write_report(&dir, &ReportOptions::default()).map_err(gal)?;
+    let warm = gallery::write_report(&dir, &ReportOptions::default())?;
     let warm_s = t.elapsed().as_secs_f64();
-    let size = std::fs::metadata(&cold.index).map_err(io)?.len();
+    let size = std::fs::metadata(&cold.index)?.len();
     println!(
         "cold:           {cold_s:.3} s ({} thumbnails made)",
         cold.thumbs_made
@@ -93,9 +88,9 @@ pub fn execute(args: BenchReportArgs) -> Result<Exit, CliError> {
     );
     // The page's data beside it (report/data/<id>/: columns and chunks).
     let (mut data, mut files) = (0u64, 0usize);
-    for folder in std::fs::read_dir(cold.index.with_file_name("data")).map_err(io)? {
-        for f in std::fs::read_dir(folder.map_err(io)?.path()).map_err(io)? {
-            data += f.map_err(io)?.metadata().map_err(io)?.len();
+    for folder in std::fs::read_dir(cold.index.with_file_name("data"))? {
+        for f in std::fs::read_dir(folder?.path())? {
+            data += f?.metadata()?.len();
             files += 1;
         }
     }
@@ -109,7 +104,7 @@ pub fn execute(args: BenchReportArgs) -> Result<Exit, CliError> {
     // pattern), so decoding and encoding are not trivially cheap.
     let n = args.grid.max(1);
     let gdir = base.join("grid");
-    std::fs::create_dir_all(gdir.join("images")).map_err(io)?;
+    std::fs::create_dir_all(gdir.join("images"))?;
     let mut log = String::from(HEADER);
     for i in 0..n * n {
         let img = image::RgbImage::from_fn(512, 512, |x, y| {
@@ -125,20 +120,19 @@ pub fn execute(args: BenchReportArgs) -> Result<Exit, CliError> {
             i % n
         ));
     }
-    std::fs::write(gdir.join("runs.csv"), log).map_err(io)?;
-    let run = RunFolder::read(&gdir).map_err(|e| CliError::from_error(Exit::Infrastructure, &e))?;
+    std::fs::write(gdir.join("runs.csv"), log)?;
+    let run = RunFolder::read(&gdir)?;
     let req = GridRequest {
         x: "cfg".into(),
         y: "prompt".into(),
         ..GridRequest::default()
     };
     let out = gdir.join("grid.png");
-    let grid_err = |e: grid::GridError| CliError::from_error(Exit::Infrastructure, &e);
     let t = Instant::now();
-    let pages = grid::layout(&run, &req).map_err(grid_err)?;
+    let pages = grid::layout(&run, &req)?;
     let drawn = grid::draw(&run, &pages[0], None);
     let draw_s = t.elapsed().as_secs_f64();
-    grid::save(&drawn.image, &out).map_err(grid_err)?;
+    grid::save(&drawn.image, &out)?;
     let grid_s = t.elapsed().as_secs_f64();
     let (w, h) = drawn.image.dimensions();
     println!(
