@@ -371,7 +371,12 @@ async fn attempt(
                         };
                     }
                     if cancelled.is_some() {
-                        return fail(&attempt, Status::Interrupted, not_run(cancelled));
+                        // It sent nothing: its row names no prompt.
+                        let unsent = Attempt {
+                            prompt_id: None,
+                            ..attempt
+                        };
+                        return fail(&unsent, Status::Interrupted, not_run(cancelled));
                     }
                 }
             }

@@ -261,3 +261,52 @@ async fn the_next_packs_prompt_is_queued_while_a_pack_runs() {
     assert_eq!(sim.stats().prompts_executed, 2);
     p.assert_each_job_ok_once(8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_pack_logs_no_prompt_id_that_was_never_sent() {
+    // One pack of 4 running 40 steps × 20 ms: SIGTERM while its prompt
+    // runs and its other jobs wait for it.
+    let sim = sim_with(SimConfig {
+        step_ms: 20,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    let text = PACKED
+        .replace("count: 5", "count: 4")
+        .replace("pack: 2", "pack: 4\n    set:\n      steps: 40")
+        .replace("[5, 6.5]", "[5]");
+    p.write("packed.yaml", &text);
+    let mut run = p.spawn("packed.yaml", &[&sim], &["--concurrency", "2"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (running, _) = queue_ids(&sim).await;
+        if running.iter().any(|id| id.starts_with("cb-")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pack never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.exit(30).await, 143, "{}", run.stderr());
+    let rows = p.rows();
+    // The jobs waiting for the pack's prompt are logged too.
+    assert!(rows.len() >= 2, "{rows:?}");
+    // The server saw one prompt: every row names it, or none.
+    let history = crate::harness::get_json(&format!("{}/history", sim.url())).await;
+    let sent: BTreeSet<&str> = history
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(sent.len(), 1, "{history}");
+    for row in &rows {
+        assert_eq!(row.get("status"), "interrupted", "{row:?}");
+        let id = row.get("prompt_id");
+        assert!(
+            id.is_empty() || sent.contains(id),
+            "{id} never sent: {row:?}"
+        );
+    }
+}
