@@ -351,7 +351,7 @@ async fn attempt(
     let mut publisher = None;
     if let Some(pack) = &job.pack {
         loop {
-            match ctx.packs.role(&pack.id) {
+            match ctx.packs.role(&pack.id, number) {
                 Role::Submit(p) => {
                     publisher = Some(p);
                     break;
@@ -359,6 +359,12 @@ async fn attempt(
                 Role::Collect(ran) => {
                     slot.release();
                     return collect(&job, number, ran, &ctx).await;
+                }
+                Role::Failed(outcome) => {
+                    slot.release();
+                    let mut outcome = Outcome::clone(&outcome);
+                    outcome.attempt.number = number;
+                    return AttemptEnd::Done(outcome);
                 }
                 Role::Wait(mut rx) => {
                     slot.release();
@@ -635,7 +641,15 @@ async fn attempt(
                     slot.release();
                     None
                 }
-                Action::Fail(status, line) => return fail(&attempt, status, line),
+                Action::Fail(status, line) => {
+                    let end = fail(&attempt, status, line);
+                    if let (Some(p), AttemptEnd::Done(outcome)) = (publisher.take(), &end)
+                        && matches!(status, Status::Failed | Status::Timeout)
+                    {
+                        p.fail(number, outcome.clone());
+                    }
+                    return end;
+                }
                 Action::Requeue(cause) => return AttemptEnd::Requeue(cause),
                 Action::Save(outputs, frames) => {
                     // A success kept past the limit (its interrupt lost the

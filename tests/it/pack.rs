@@ -310,3 +310,35 @@ async fn sigterm_mid_pack_logs_no_prompt_id_that_was_never_sent() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pack_runs_its_prompt_once_per_attempt_not_once_per_job() {
+    // Every prompt fails: a pack's failure is each of its jobs' failure,
+    // not a cue for the next job of the pack to send the same prompt again.
+    let sim = sim_with(SimConfig {
+        fail_rate: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("packed.yaml", PACKED);
+    let out = p.run("packed.yaml", &[&sim], &["--retries", "1"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    // 2 cfg × packs of 2, 2 and 1, each tried twice.
+    assert_eq!(sim.stats().prompts_executed, 12, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 20, "a row per image and attempt");
+    let mut prompts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for row in &rows {
+        assert_eq!(row.get("status"), "failed", "{row:?}");
+        assert!(!row.get("error").is_empty(), "the cause: {row:?}");
+        let attempt = row.get("prompt_id").rsplit('-').next().unwrap().to_string();
+        prompts
+            .entry((row.get("pack_id").to_string(), attempt))
+            .or_default()
+            .insert(row.get("prompt_id").to_string());
+    }
+    // A pack's rows of one attempt name its one prompt.
+    assert_eq!(prompts.len(), 12, "{prompts:?}");
+    assert!(prompts.values().all(|ids| ids.len() == 1), "{prompts:?}");
+}
