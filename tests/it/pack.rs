@@ -342,3 +342,43 @@ async fn a_failing_pack_runs_its_prompt_once_per_attempt_not_once_per_job() {
     assert_eq!(prompts.len(), 12, "{prompts:?}");
     assert!(prompts.values().all(|ids| ids.len() == 1), "{prompts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_names_a_hand_edited_pack_cell_once_by_its_log_line() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("packed.yaml", PACKED);
+    let out = p.run("packed.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let log = p.out().join("runs.csv");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let at = lines[0]
+        .split(',')
+        .position(|c| c == "batch_index")
+        .unwrap();
+    let mut cells: Vec<String> = lines[3].split(',').map(String::from).collect();
+    cells[at] = "x9".into();
+    lines[3] = cells.join(",");
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--output",
+            "again",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let errors: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(errors.len(), 1, "{}", out.stderr);
+    assert!(
+        errors[0].starts_with("error: out/runs.csv: line 4: batch_index 'x9', pack_size '"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(errors[0].matches("'x9'").count(), 1, "{}", out.stderr);
+    assert!(!p.path("again/runs.csv").exists(), "nothing run");
+}
