@@ -200,7 +200,7 @@ pub fn write_html(c: &Comparison, path: &Path) -> Result<(), CompareError> {
             })
         })
         .map_err(render)?;
-    super::write_output("-o", path, html.as_bytes())
+    super::write_output(c, "-o", path, html.as_bytes())
 }
 
 #[cfg(test)]

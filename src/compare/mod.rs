@@ -250,6 +250,17 @@ pub enum CompareError {
         /// Jobs in B.
         b: usize,
     },
+    /// An output (`-o`, `--junit`) names a file inside a compared folder,
+    /// where it would replace or add to that run's own files.
+    #[error("{what} {}: inside the compared folder {}; write it outside both folders", path.display(), folder.display())]
+    Inside {
+        /// Which output.
+        what: &'static str,
+        /// The file, as given.
+        path: PathBuf,
+        /// The folder it lies in.
+        folder: PathBuf,
+    },
     /// An output (`-o`, `--junit`…) could not be written.
     #[error("{what} {}: {source}", path.display())]
     Write {
@@ -307,8 +318,25 @@ pub fn compare(a: &Path, b: &Path, options: &CompareOptions) -> Result<Compariso
     })
 }
 
-/// Writes `bytes` to `path` atomically, as output `what` (the flag).
-fn write_output(what: &'static str, path: &Path, bytes: &[u8]) -> Result<(), CompareError> {
+/// Writes `bytes` to `path` atomically, as output `what` (the flag);
+/// refused inside either folder of `c` however it is spelled (a link, `..`).
+fn write_output(
+    c: &Comparison,
+    what: &'static str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), CompareError> {
+    let target = crate::folder::canonical(path);
+    if let Some(folder) = [&c.a, &c.b]
+        .into_iter()
+        .find(|f| target.starts_with(crate::folder::canonical(f)))
+    {
+        return Err(CompareError::Inside {
+            what,
+            path: path.to_path_buf(),
+            folder: folder.clone(),
+        });
+    }
     let err = |source| CompareError::Write {
         what,
         path: path.to_path_buf(),

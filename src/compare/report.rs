@@ -208,7 +208,7 @@ pub fn junit(c: &Comparison, path: &Path) -> Result<(), CompareError> {
     let xml = report
         .to_string()
         .unwrap_or_else(|e| format!("<!-- comfy-batch: could not render JUnit: {e} -->\n"));
-    super::write_output("--junit", path, xml.as_bytes())
+    super::write_output(c, "--junit", path, xml.as_bytes())
 }
 
 /// The Markdown job summary: the folders, the environment differences,

@@ -196,6 +196,12 @@ pub fn rebuild_all(
             ));
             continue;
         }
+        // Bad pack cells are the log's damage: named by its line, once
+        // (not as the workflow's problem, twice over through `sent`).
+        if let Err(e) = logged_pack(row) {
+            errors.push(format!("{}: {e}", dir.join("runs.csv").display()));
+            continue;
+        }
         let path = dir.join(&row.workflow);
         let at = format!("{}: job {} ({})", path.display(), row.job_id, row.job);
         match std::fs::read(&path) {

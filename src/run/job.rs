@@ -480,11 +480,17 @@ impl AttemptRun {
         };
         let ctx = &mut self.ctx;
         loop {
-            match ctx.packs.role(&pack.id) {
+            match ctx.packs.role(&pack.id, self.number) {
                 Role::Submit(p) => return Ok(Some(p)),
                 Role::Collect(ran) => {
                     self.slot.release();
                     return Err(collect(&self.job, self.number, ran, ctx).await);
+                }
+                Role::Failed(outcome) => {
+                    self.slot.release();
+                    let mut outcome = Outcome::clone(&outcome);
+                    outcome.attempt.number = self.number;
+                    return Err(AttemptEnd::Done(outcome));
                 }
                 Role::Wait(mut rx) => {
                     self.slot.release();
@@ -497,7 +503,12 @@ impl AttemptRun {
                         };
                     }
                     if cancelled.is_some() {
-                        return Err(fail(&self.attempt, Status::Interrupted, not_run(cancelled)));
+                        // It sent nothing: its row names no prompt.
+                        let unsent = Attempt {
+                            prompt_id: None,
+                            ..self.attempt.clone()
+                        };
+                        return Err(fail(&unsent, Status::Interrupted, not_run(cancelled)));
                     }
                 }
             }
@@ -684,9 +695,9 @@ impl AttemptRun {
             slot,
             attempt,
             job,
+            number,
             pid,
             ctx,
-            ..
         } = self;
         let (mut machine, first) = Lifecycle::new(setup);
         let mut actions: VecDeque<Action> = first.into();
@@ -753,7 +764,17 @@ impl AttemptRun {
                         slot.release();
                         None
                     }
-                    Action::Fail(status, line) => return fail(attempt, status, line),
+                    Action::Fail(status, line) => {
+                        let end = fail(attempt, status, line);
+                        // A pack's prompt that failed fails its other jobs'
+                        // attempts too: it is not sent again for each.
+                        if let (Some(p), AttemptEnd::Done(outcome)) = (publisher.take(), &end)
+                            && matches!(status, Status::Failed | Status::Timeout)
+                        {
+                            p.fail(*number, outcome.clone());
+                        }
+                        return end;
+                    }
                     Action::Requeue(cause) => return AttemptEnd::Requeue(cause),
                     Action::Save(outputs, frames) => {
                         // A success kept past the limit (its interrupt lost the

@@ -1,8 +1,11 @@
 //! One prompt per pack: the jobs of a pack ([`crate::plan::Pack`]) send
 //! the same prompt, so the first of them to start submits it like any job
 //! and the others wait for its outputs, then each keeps its own image of
-//! the batch. A submitter whose attempt ends without outputs (failed,
-//! moved, cancelled) leaves the pack to the next of its jobs to try.
+//! the batch. A prompt that failed or timed out is that attempt's end for
+//! every job of the pack (the same prompt would fail again: a pack of N
+//! must not run it N times); a submitter whose attempt ends otherwise
+//! without outputs (moved, cancelled) leaves the pack to the next of its
+//! jobs to try.
 //!
 //! Knows nothing of the scheduler or of files: it only hands the outputs
 //! of a pack's prompt (where they are, what the server said) from the job
@@ -16,7 +19,7 @@ use tokio::sync::watch;
 use super::server::Server;
 use crate::comfy::outputs::JobOutputs;
 use crate::ids::JobId;
-use crate::outcome::Attempt;
+use crate::outcome::{Attempt, Outcome};
 
 /// What a pack's prompt made: the server holding its files, its outputs,
 /// and the attempt that ran it (prompt id, times) for every job's row.
@@ -32,6 +35,9 @@ enum Entry {
     Running(watch::Receiver<Option<Arc<Ran>>>),
     /// The prompt ran: its outputs, for the jobs still to save theirs.
     Ran(Arc<Ran>),
+    /// The prompt of attempt `number` failed: the end of that attempt for
+    /// each job of the pack; a later attempt sends it again.
+    Failed { number: u32, outcome: Arc<Outcome> },
 }
 
 /// The run's packs by pack id.
@@ -48,6 +54,8 @@ pub(crate) enum Role {
     Wait(watch::Receiver<Option<Arc<Ran>>>),
     /// Save its own image from these outputs.
     Collect(Arc<Ran>),
+    /// End this attempt as the pack's prompt ended.
+    Failed(Arc<Outcome>),
 }
 
 /// The submitting job's promise to the others: its outputs, or (dropped
@@ -60,11 +68,17 @@ pub(crate) struct Publisher {
 }
 
 impl Board {
-    /// The role of a job of `pack` that starts an attempt now.
-    pub(crate) fn role(self: &Arc<Self>, pack: &JobId) -> Role {
+    /// The role of a job of `pack` that starts its attempt `number` now.
+    pub(crate) fn role(self: &Arc<Self>, pack: &JobId, number: u32) -> Role {
         let mut packs = self.packs.lock().unwrap_or_else(|e| e.into_inner());
         match packs.get(pack) {
             Some(Entry::Running(rx)) => return Role::Wait(rx.clone()),
+            Some(Entry::Failed {
+                number: failed,
+                outcome,
+            }) if number <= *failed => {
+                return Role::Failed(outcome.clone());
+            }
             // Outputs on a server since lost cannot be fetched: run again.
             Some(Entry::Ran(ran)) if !ran.server.is_lost() => return Role::Collect(ran.clone()),
             _ => {}
@@ -89,6 +103,16 @@ impl Publisher {
         drop(packs);
         self.published = true;
         let _ = self.tx.send(Some(ran));
+    }
+
+    /// The prompt of attempt `number` failed or timed out as `outcome`
+    /// says: the pack's other jobs end that attempt the same way.
+    pub(crate) fn fail(mut self, number: u32, outcome: Outcome) {
+        let mut packs = self.board.packs.lock().unwrap_or_else(|e| e.into_inner());
+        let outcome = Arc::new(outcome);
+        packs.insert(self.pack.clone(), Entry::Failed { number, outcome });
+        // Dropping the sender wakes the waiting jobs: they ask again.
+        self.published = true;
     }
 }
 

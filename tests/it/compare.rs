@@ -212,6 +212,50 @@ async fn compare_a_folder_with_itself_is_all_identical() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_refuses_an_output_inside_a_compared_folder_by_any_spelling() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("jobs.yaml", sampler_jobs(2));
+    run_into(&p, "jobs.yaml", "a", &sim.url()).await;
+    run_into(&p, "jobs.yaml", "b", &sim.url()).await;
+    let log = std::fs::read(p.path("a/runs.csv")).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(p.path("b"), p.path("link")).unwrap();
+    let mut targets = vec![
+        ("-o", "a/runs.csv"),
+        ("-o", "b/../a/report/compare.html"),
+        ("--junit", "b/compare.xml"),
+    ];
+    if cfg!(unix) {
+        targets.push(("-o", "link/runs.csv"));
+    }
+    for (flag, target) in targets {
+        let out = p.cli(&["compare", "a", "b", flag, target]).await;
+        assert_eq!(out.code, 2, "{flag} {target}: {}", out.stderr);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", out.stderr);
+        assert!(
+            lines[0].starts_with(&format!(
+                "error: {flag} {target}: inside the compared folder"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read(p.path("a/runs.csv")).unwrap(),
+        log,
+        "the log kept"
+    );
+    assert!(!p.path("a/report/compare.html").exists());
+    assert!(!p.path("b/compare.xml").exists());
+    for dir in ["a", "b"] {
+        let status = p.cli(&["status", dir]).await;
+        assert_eq!(status.code, 0, "{}", status.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_pairs_by_parameters_and_refuses_unknown_ones() {
     let sim = sim().await;
     let p = Project::new();

@@ -386,3 +386,124 @@ async fn the_next_packs_prompt_is_queued_while_a_pack_runs() {
     assert_eq!(sim.stats().prompts_executed, 2);
     p.assert_each_job_ok_once(8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_pack_logs_no_prompt_id_that_was_never_sent() {
+    // One pack of 4 running 40 steps × 20 ms: SIGTERM while its prompt
+    // runs and its other jobs wait for it.
+    let sim = sim_with(SimConfig {
+        step_ms: 20,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    let text = PACKED
+        .replace("count: 5", "count: 4")
+        .replace("pack: 2", "pack: 4\n    set:\n      steps: 40")
+        .replace("[5, 6.5]", "[5]");
+    p.write("packed.yaml", &text);
+    let mut run = p.spawn("packed.yaml", &[&sim], &["--concurrency", "2"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (running, _) = queue_ids(&sim).await;
+        if running.iter().any(|id| id.starts_with("cb-")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pack never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.exit(30).await, 143, "{}", run.stderr());
+    let rows = p.rows();
+    // The jobs waiting for the pack's prompt are logged too.
+    assert!(rows.len() >= 2, "{rows:?}");
+    // The server saw one prompt: every row names it, or none.
+    let history = crate::harness::get_json(&format!("{}/history", sim.url())).await;
+    let sent: BTreeSet<&str> = history
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(sent.len(), 1, "{history}");
+    for row in &rows {
+        assert_eq!(row.get("status"), "interrupted", "{row:?}");
+        let id = row.get("prompt_id");
+        assert!(
+            id.is_empty() || sent.contains(id),
+            "{id} never sent: {row:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pack_runs_its_prompt_once_per_attempt_not_once_per_job() {
+    // Every prompt fails: a pack's failure is each of its jobs' failure,
+    // not a cue for the next job of the pack to send the same prompt again.
+    let sim = sim_with(SimConfig {
+        fail_rate: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("packed.yaml", PACKED);
+    let out = p.run("packed.yaml", &[&sim], &["--retries", "1"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    // 2 cfg × packs of 2, 2 and 1, each tried twice.
+    assert_eq!(sim.stats().prompts_executed, 12, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 20, "a row per image and attempt");
+    let mut prompts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for row in &rows {
+        assert_eq!(row.get("status"), "failed", "{row:?}");
+        assert!(!row.get("error").is_empty(), "the cause: {row:?}");
+        let attempt = row.get("prompt_id").rsplit('-').next().unwrap().to_string();
+        prompts
+            .entry((row.get("pack_id").to_string(), attempt))
+            .or_default()
+            .insert(row.get("prompt_id").to_string());
+    }
+    // A pack's rows of one attempt name its one prompt.
+    assert_eq!(prompts.len(), 12, "{prompts:?}");
+    assert!(prompts.values().all(|ids| ids.len() == 1), "{prompts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_names_a_hand_edited_pack_cell_once_by_its_log_line() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("packed.yaml", PACKED);
+    let out = p.run("packed.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let log = p.out().join("runs.csv");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let at = lines[0]
+        .split(',')
+        .position(|c| c == "batch_index")
+        .unwrap();
+    let mut cells: Vec<String> = lines[3].split(',').map(String::from).collect();
+    cells[at] = "x9".into();
+    lines[3] = cells.join(",");
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = p
+        .cli(&[
+            "rerun",
+            "out/runs.csv",
+            "--output",
+            "again",
+            "--server",
+            &sim.url(),
+        ])
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let errors: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(errors.len(), 1, "{}", out.stderr);
+    assert!(
+        errors[0].starts_with("error: out/runs.csv: line 4: batch_index 'x9', pack_size '"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(errors[0].matches("'x9'").count(), 1, "{}", out.stderr);
+    assert!(!p.path("again/runs.csv").exists(), "nothing run");
+}
