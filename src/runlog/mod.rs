@@ -221,6 +221,16 @@ impl Layout {
         if let Some(missing) = REQUIRED.iter().find(|c| !index.contains_key(**c)) {
             return Err(format!("runs.csv has no '{missing}' column"));
         }
+        // The pack columns come together or not at all: a header with some
+        // of them was edited by hand, and its rows would name half a pack.
+        let packs = PACK.iter().filter(|c| index.contains_key(**c)).count();
+        if packs != 0 && packs != PACK.len() {
+            let missing = PACK.iter().find(|c| !index.contains_key(**c));
+            return Err(format!(
+                "runs.csv has some pack columns but no '{}'",
+                missing.expect("some column is missing")
+            ));
+        }
         Ok(Layout {
             header,
             index,
@@ -736,5 +746,33 @@ impl Iterator for Newest<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_counted().map(|r| r.map(|(row, _)| row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(columns: &[&str]) -> Result<Layout, String> {
+        Layout::of(columns.iter().map(|c| c.to_string()).collect())
+    }
+
+    #[test]
+    fn pack_columns_come_together_or_not_at_all() {
+        let mut all: Vec<&str> = LEADING.to_vec();
+        all.extend(PACK);
+        all.push("prompt");
+        all.extend(TRAILING);
+        let full = layout(&all).unwrap();
+        assert_eq!(full.params(), ["prompt"]);
+        let mut older: Vec<&str> = LEADING.to_vec();
+        older.push("prompt");
+        older.extend(TRAILING);
+        assert_eq!(layout(&older).unwrap().params(), ["prompt"]);
+        let partial: Vec<&str> = all.iter().copied().filter(|c| *c != "pack_size").collect();
+        assert_eq!(
+            layout(&partial).unwrap_err(),
+            "runs.csv has some pack columns but no 'pack_size'"
+        );
     }
 }
