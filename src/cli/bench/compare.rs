@@ -86,7 +86,7 @@ fn folder(dir: &Path, jobs: usize, source: &dyn Fn(usize) -> PathBuf) -> Result<
         }
         writeln!(
             log,
-            "{id},bench#{i},w.json,abc,{i},subject {},ok,http://127.0.0.1:8188,p{i},,,,0.010,1.250,{rel},,",
+            "{id},bench#{i},w.json,abc,{i},,,,subject {},ok,http://127.0.0.1:8188,p{i},,,,0.010,1.250,{rel},,",
             i % 100,
         )
         .map_err(io)?;
