@@ -67,7 +67,7 @@ fn row(plan: &Plan, job: &Job, with_sha: bool) -> Vec<String> {
     }
     cells.push(job.seed.map(|s| s.to_string()).unwrap_or_default());
     if plan.has_packs() {
-        cells.extend(pack_cells(job.pack.as_ref()));
+        cells.extend(crate::runlog::pack_cells(job.pack.as_ref()));
     }
     for col in plan.columns() {
         let value = job
@@ -93,18 +93,6 @@ fn header(plan: &Plan, with_sha: bool) -> Vec<String> {
     }
     h.extend(plan.columns().iter().cloned());
     h
-}
-
-/// `batch_index`, `pack_size` and `pack_id` of a job (empty outside packs).
-fn pack_cells(pack: Option<&crate::plan::Pack>) -> [String; 3] {
-    match pack {
-        Some(p) => [
-            p.batch_index.to_string(),
-            p.size.to_string(),
-            p.id.to_string(),
-        ],
-        None => Default::default(),
-    }
 }
 
 /// Widest a table cell gets; longer values are cut with an ellipsis.
@@ -208,7 +196,7 @@ pub fn write_csv(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
             Some(s) => w.write_field(decimal(s, &mut num)).map_err(csv_io)?,
             None => w.write_field("").map_err(csv_io)?,
         }
-        for c in pack_cells(row.pack.as_ref()) {
+        for c in crate::runlog::pack_cells(row.pack.as_ref()) {
             w.write_field(c).map_err(csv_io)?;
         }
         for c in row.cells {

@@ -26,7 +26,9 @@
 
 mod write;
 
-pub use write::{OpenError, Resume, RunLog, cell, lock_path, open_lock, row, shown, value};
+pub use write::{
+    OpenError, Resume, RunLog, cell, lock_path, open_lock, pack_cells, row, shown, value,
+};
 
 use std::collections::HashMap;
 use std::fs::File;

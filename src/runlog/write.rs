@@ -123,6 +123,19 @@ pub fn row(job: &Job, base: &Path, outcome: &Outcome, params: &[String]) -> Vec<
 }
 
 /// [`row`] with the workflow's cell given.
+/// The [`PACK`] cells of a job: `batch_index`, `pack_size` and `pack_id`,
+/// empty outside packs.
+pub fn pack_cells(pack: Option<&crate::plan::Pack>) -> [String; 3] {
+    match pack {
+        Some(p) => [
+            p.batch_index.to_string(),
+            p.size.to_string(),
+            p.id.to_string(),
+        ],
+        None => Default::default(),
+    }
+}
+
 fn row_with(job: &Job, workflow: String, outcome: &Outcome, params: &[String]) -> Vec<String> {
     let mut cells = vec![
         job.id.to_string(),
@@ -131,14 +144,7 @@ fn row_with(job: &Job, workflow: String, outcome: &Outcome, params: &[String]) -
         job.workflow.sha256.clone(),
         job.seed.map(|s| s.to_string()).unwrap_or_default(),
     ];
-    match &job.pack {
-        Some(p) => cells.extend([
-            p.batch_index.to_string(),
-            p.size.to_string(),
-            p.id.to_string(),
-        ]),
-        None => cells.extend([String::new(), String::new(), String::new()]),
-    }
+    cells.extend(pack_cells(job.pack.as_ref()));
     for name in params {
         let value = job.params.iter().find(|(n, _)| n == name).map(|(_, v)| v);
         cells.push(value.map(cell).unwrap_or_default());
