@@ -23,6 +23,15 @@ jobs:
     pack: 2
 "#;
 
+/// [`PACKED`] with `count` seeds in packs of `pack`, over `cfg` (a YAML
+/// list) and with `extra` lines in the group.
+fn packed(count: u32, pack: u32, cfg: &str, extra: &str) -> String {
+    PACKED
+        .replace("count: 5", &format!("count: {count}"))
+        .replace("pack: 2", &format!("pack: {pack}{extra}"))
+        .replace("[5, 6.5]", cfg)
+}
+
 /// The names in `out/prompts/`, each a regular file (no links).
 fn prompt_files(p: &Project) -> BTreeSet<String> {
     std::fs::read_dir(p.out().join("prompts"))
@@ -160,9 +169,7 @@ async fn a_run_killed_inside_a_pack_resumes_to_each_image_ok_once() {
     })
     .await;
     let p = Project::new();
-    let text = PACKED
-        .replace("count: 5", "count: 9")
-        .replace("pack: 2", "pack: 4");
+    let text = packed(9, 4, "[5, 6.5]", "");
     p.write("packed.yaml", &text);
     let mut run = p.spawn("packed.yaml", &[&sim], &["--concurrency", "2"]);
     wait_for("rows in runs.csv", 60, || p.row_count() >= 3).await;
@@ -193,10 +200,7 @@ async fn a_run_killed_while_its_pack_runs_adopts_the_packs_prompt_on_resume() {
     })
     .await;
     let p = Project::new();
-    let text = PACKED
-        .replace("count: 5", "count: 4")
-        .replace("pack: 2", "pack: 4")
-        .replace("[5, 6.5]", "[5]");
+    let text = packed(4, 4, "[5]", "");
     p.write("packed.yaml", &text);
     let mut run = p.spawn("packed.yaml", &[&sim], &[]);
     wait_for("the pack's prompt running", 60, || {
@@ -364,10 +368,7 @@ async fn the_next_packs_prompt_is_queued_while_a_pack_runs() {
     })
     .await;
     let p = Project::new();
-    let text = PACKED
-        .replace("count: 5", "count: 8")
-        .replace("pack: 2", "pack: 4")
-        .replace("[5, 6.5]", "[5]");
+    let text = packed(8, 4, "[5]", "");
     p.write("packed.yaml", &text);
     let mut run = p.spawn("packed.yaml", &[&sim], &["--concurrency", "2"]);
     let mut most = 0;
@@ -397,10 +398,7 @@ async fn sigterm_mid_pack_logs_no_prompt_id_that_was_never_sent() {
     })
     .await;
     let p = Project::new();
-    let text = PACKED
-        .replace("count: 5", "count: 4")
-        .replace("pack: 2", "pack: 4\n    set:\n      steps: 40")
-        .replace("[5, 6.5]", "[5]");
+    let text = packed(4, 4, "[5]", "\n    set:\n      steps: 40");
     p.write("packed.yaml", &text);
     let mut run = p.spawn("packed.yaml", &[&sim], &["--concurrency", "2"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
