@@ -4,23 +4,27 @@
 // value per job) and NNNN.js (the rows of CHUNK jobs each), loaded through
 // <script> elements as a view needs them. Filters, counts and the grid's
 // cells read the columns; cards, cells and the viewer the rows of what is on
-// screen; search reads every chunk, one after another, and says so. Every
-// value is set as text (textContent, attributes), never parsed as HTML. The
-// view lives in the URL fragment, e.g. #view=grid&x=cfg&y=prompt&s.seed=*.
+// screen; search reads every chunk, one after another, and says so. Memory
+// stays flat however many jobs: a chunk's rows stay arrays as the file gives
+// them, only a few chunks are kept (least recently used go), and a view that
+// reads them all keeps positions (typed arrays) and the few rows it shows,
+// never a chunk. Every value is set as text (textContent, attributes), never
+// parsed as HTML. The view lives in the URL fragment, e.g.
+// #view=grid&x=cfg&y=prompt&s.seed=*.
 (function () {
   'use strict';
   var M = JSON.parse(document.getElementById('run-data').textContent);
   var MAX_LABEL = 80;
-  var KEEP = 48; // chunks kept in memory (48,000 rows at most)
+  var KEEP = 8; // chunks kept once read (8,000 rows), for a view that comes back to them
   var PARALLEL = 4; // chunk files loaded at once
   var MAX_GRID = 3000; // jobs a grid shows at most
 
   // ---- data ----------------------------------------------------------------
   var X = null; // index.js
   var dims = [], dimAt = {}, cols = [], statusCol = null, N = 0, CHUNK = 1000;
+  // chunks: k → its rows as the file gives them (see jobOf), the KEEP most
+  // recently used; lru: their numbers, least recently used first.
   var chunks = {}, lru = [], waiters = {}, pending = [], loading = 0, broken = null;
-  var byId = {}; // job id → position, for the chunks seen so far
-  var pinned = {}; // chunks of the cards on screen
   var busy = 0; // loads and scans a view still waits for
   function script(src, ok, bad) {
     var s = document.createElement('script');
@@ -39,20 +43,19 @@
   }
   window.comfyBatchReport = {
     index: function (x) { X = x; },
-    chunk: function (k, rows) {
-      chunks[k] = rows.map(function (a, i) {
-        var g = k * CHUNK + i;
-        byId[a[0]] = g;
-        return {
-          g: g, id: a[0], label: a[1], status: a[2], wide: a[3], queue_s: a[4], run_s: a[5],
-          files: a[6].map(function (f) { return { rel: f[0], kind: f[1], thumb: f[2], present: !!f[3] }; }),
-          error: a[7], text: a[8], attempts: a[9], finished: a[10], server: a[11], workflow: a[12],
-          batch_index: a[13][0], pack_size: a[13][1], pack_id: a[13][2]
-        };
-      });
-      lru.push(k);
-    }
+    chunk: function (k, rows) { if (!chunks[k]) lru.push(k); chunks[k] = rows; }
   };
+  // The job at position g from its row a (id, label, status, wide, queue_s,
+  // run_s, files, error, text, attempts, finished, server, workflow, [batch
+  // index, pack size, pack id]): made only for what is shown.
+  function jobOf(g, a) {
+    return {
+      g: g, a: a, id: a[0], label: a[1], status: a[2], wide: a[3], queue_s: a[4], run_s: a[5],
+      files: a[6].map(function (f) { return { rel: f[0], kind: f[1], thumb: f[2], present: !!f[3] }; }),
+      error: a[7], text: a[8], attempts: a[9], finished: a[10], server: a[11], workflow: a[12],
+      batch_index: a[13][0], pack_size: a[13][1], pack_id: a[13][2]
+    };
+  }
   function gone() {
     broken = 'The data of this page (' + M.data + ') could not be read: the report was rewritten since. Reload the page.';
     note();
@@ -66,32 +69,43 @@
   }
   function done(k) {
     loading--;
-    // The least recently loaded go first, but never one a caller waits on.
-    var spare = lru.length - KEEP;
-    for (var i = 0; i < lru.length && spare > 0; i++) {
-      var old = lru[i];
-      if (waiters[old] || pinned[old]) continue;
-      delete chunks[old]; lru.splice(i--, 1); spare--;
-    }
+    // A file that loads but holds no chunk k is not this report's.
+    if (!chunks[k]) { gone(); return; }
+    // k is the newest: its callers read it now, from what they are given.
+    while (lru.length > KEEP) delete chunks[lru.shift()];
     var ws = waiters[k] || [];
     delete waiters[k];
     ws.forEach(function (w) { w(); });
     pump();
   }
-  // Calls back once chunk k is loaded (at once when it is).
-  function need(k, then) {
-    if (chunks[k]) { then(); return; }
-    if (waiters[k]) { waiters[k].push(then); return; }
-    waiters[k] = [then];
-    pending.push(k);
+  // Calls back once chunk k is loaded (at once when it is); what is urgent
+  // (the screen) is loaded before what a scan of every chunk still waits on.
+  function need(k, then, urgent) {
+    if (chunks[k]) {
+      lru.splice(lru.indexOf(k), 1);
+      lru.push(k);
+      then();
+      return;
+    }
+    var ws = waiters[k];
+    if (!ws) { ws = waiters[k] = []; pending.push(k); }
+    ws.push(then);
+    if (urgent) {
+      var at = pending.indexOf(k);
+      if (at > 0) { pending.splice(at, 1); pending.unshift(k); }
+    }
     pump();
   }
-  // Loads chunks ks (in order), calling each(k) as each arrives and end()
-  // after the last; a newer call for the same purpose cancels the older.
+  // Loads chunks ks (in order), calling each(k) as each arrives (chunks[k]
+  // is there then, maybe not later) and end() after the last; a newer call
+  // for the same purpose cancels the older.
   var runs = {};
-  function scan(purpose, ks, each, end) {
+  function cancel(purpose) {
     var before = runs[purpose];
     if (before && !before.over) { before.over = true; busy--; }
+  }
+  function scan(purpose, ks, each, end, urgent) {
+    cancel(purpose);
     var run = { over: false };
     runs[purpose] = run;
     var left = ks.length;
@@ -104,30 +118,36 @@
         each(k);
         if (run.over) return; // each ended it
         if (--left === 0) { run.over = true; busy--; end(); ready(); }
-      });
+      }, urgent);
     });
   }
-  function row(g) { var c = chunks[Math.floor(g / CHUNK)]; return c ? c[g % CHUNK] : null; }
-  function chunksOf(list, from, to) {
-    var ks = [], seen = {};
+  // The rows of the jobs list[from..to), read from their chunks (urgently:
+  // they are for the screen), then given to then as position → row. The
+  // rows a purpose was last given are kept (a screen's worth): a scroll
+  // over results spread across many chunks reads only the new ones.
+  var lastRows = {};
+  function rowsOf(purpose, list, from, to, then) {
+    var ks = [], at = {}, got = {}, had = lastRows[purpose] || {};
     for (var i = from; i < to && i < list.length; i++) {
-      var k = Math.floor(list[i] / CHUNK);
-      if (!seen[k]) { seen[k] = true; ks.push(k); }
+      var g = list[i], k = Math.floor(g / CHUNK);
+      if (had[g]) { got[g] = had[g]; continue; }
+      if (!at[k]) { at[k] = []; ks.push(k); }
+      at[k].push(g);
     }
-    return ks;
+    scan(purpose, ks, function (k) {
+      var c = chunks[k];
+      at[k].forEach(function (g) { if (c[g - k * CHUNK]) got[g] = c[g - k * CHUNK]; });
+    }, function () { lastRows[purpose] = got; then(got); }, true);
   }
   function statusOf(g) { return X.statuses[statusCol[g]] || ''; }
-  // The value of parameter di for job g ('' when unset): from its column,
-  // else from its row (loaded by then).
-  function valueAt(g, di) {
-    var c = cols[di];
-    if (c) { var k = c[g]; return k ? dims[di].values[k - 1] : ''; }
-    var j = row(g);
-    return j ? (j.wide[di] || '') : '';
-  }
+  // The value of parameter name for a job ('' when unset): from its
+  // column, else from its row.
   function val(job, name) {
     var di = dimAt[name];
-    return di === undefined ? '' : valueAt(job.g, di);
+    if (di === undefined) return '';
+    var c = cols[di];
+    if (c) { var v = c[job.g]; return v ? dims[di].values[v - 1] : ''; }
+    return job.wide[di] || '';
   }
   var progress = '';
   function note() {
@@ -271,7 +291,7 @@
   var CARD_W = 220, GAP = 12, LINE = 19;
   function columnTest() {
     // Filters the columns answer; the rest (search, unindexed
-    // parameters) need the rows.
+    // parameters) need the rows: they test a row a (see jobOf) of job g.
     var tests = [];
     if (state.status) {
       var si = X.statuses.indexOf(state.status);
@@ -285,18 +305,42 @@
         var vi = dims[di].values.indexOf(want) + 1;
         tests.push(function (g) { return vi > 0 && cols[di][g] === vi; });
       } else {
-        rowTests.push(function (j) { return (j.wide[di] || '') === want; });
+        rowTests.push(function (a) { return (a[3][di] || '') === want; });
       }
     });
     var q = (state.q || '').toLowerCase();
-    if (q) {
-      rowTests.push(function (j) {
-        var hay = (val(j, 'prompt') + ' ' + val(j, 'positive') + ' ' + val(j, 'negative') + ' ' + j.label + ' ' + j.id + ' ' + j.error + ' ' + j.text).toLowerCase();
-        if (hay.indexOf(q) >= 0) return true;
-        return shownDims.some(function (n) { return val(j, n).toLowerCase().indexOf(q) >= 0; });
-      });
-    }
+    if (q) rowTests.push(searchTest(q));
     return { cols: tests, rows: rowTests };
+  }
+  // Search: q (lower case) in a job's prompts, label, id, error or text,
+  // joined by spaces, or in one of its shown parameters.
+  function searchTest(q) {
+    function has(s) { return s.toLowerCase().indexOf(q) >= 0; }
+    if (q.indexOf(' ') >= 0) {
+      // Only a query with a space can span two of the joined fields.
+      return function (a, g) {
+        var j = { g: g, wide: a[3] };
+        var hay = val(j, 'prompt') + ' ' + val(j, 'positive') + ' ' + val(j, 'negative') + ' ' + a[1] + ' ' + a[0] + ' ' + a[7] + ' ' + a[8];
+        return has(hay) || shownDims.some(function (n) { return has(val(j, n)); });
+      };
+    }
+    // Without one, each field alone: the joined prompts are parameters, so
+    // shown; an indexed parameter's values are tested once, not per job.
+    var hits = [], wide = [];
+    shownDims.forEach(function (n) {
+      var di = dimAt[n];
+      if (!cols[di]) { wide.push(di); return; }
+      var hit = new Uint8Array(dims[di].values.length + 1);
+      var any = false;
+      dims[di].values.forEach(function (v, i) { if (has(v)) { hit[i + 1] = 1; any = true; } });
+      if (any) hits.push([cols[di], hit]);
+    });
+    return function (a, g) {
+      for (var i = 0; i < hits.length; i++) if (hits[i][1][hits[i][0][g]]) return true;
+      var w = a[3];
+      for (i = 0; i < wide.length; i++) if (w[wide[i]] && has(w[wide[i]])) return true;
+      return has(a[1]) || has(a[0]) || has(a[7]) || has(a[8]);
+    };
   }
   function sortKey(key) {
     var num = function (s) { var f = parseFloat(s); return isNaN(f) ? null : f; };
@@ -305,12 +349,14 @@
       var c = cols[dimAt[key]];
       return { col: function (g) { return c[g] ? c[g] : null; } }; // values are in display order
     }
+    // Of a row a (see jobOf).
     var get = {
-      run_s: function (j) { return num(j.run_s); }, queue_s: function (j) { return num(j.queue_s); },
-      job: function (j) { return j.label; }, finished: function (j) { return j.finished; }
-    }[key] || (dimAt[key] !== undefined ? function (j) { return j.wide[dimAt[key]] || null; } : null);
+      run_s: function (a) { return num(a[5]); }, queue_s: function (a) { return num(a[4]); },
+      job: function (a) { return a[1]; }, finished: function (a) { return a[10]; }
+    }[key] || (dimAt[key] !== undefined ? function (a) { return a[3][dimAt[key]] || null; } : null);
     return get ? { row: get } : null;
   }
+  // Positions list in the order of their keys (keys[i] is list[i]'s).
   function ordered(list, keys) {
     var idx = [];
     for (var i = 0; i < list.length; i++) idx.push(i);
@@ -321,43 +367,64 @@
       if (y === null || y === '') return -1;
       return x < y ? -1 : 1;
     });
-    var out = idx.map(function (i) { return list[i]; });
+    var out = new Int32Array(idx.length);
+    idx.forEach(function (i, at) { out[at] = list[i]; });
     if (state.desc === '1') out.reverse();
     return out;
   }
   function galleryJobs(show) {
     var t = columnTest();
-    var list = [];
+    var all = new Int32Array(N), n = 0;
     for (var g = 0; g < N; g++) {
       var ok = true;
       for (var i = 0; i < t.cols.length && ok; i++) ok = t.cols[i](g);
-      if (ok) list.push(g);
+      if (ok) all[n++] = g;
     }
+    var list = n === N ? all : all.slice(0, n);
+    all = null;
     var sort = state.sort ? sortKey(state.sort) : null;
     if (!t.rows.length && !(sort && sort.row)) {
-      if (sort) list = ordered(list, list.map(sort.col));
+      if (sort) {
+        var ks0 = [];
+        for (i = 0; i < list.length; i++) ks0.push(sort.col(list[i]));
+        list = ordered(list, ks0);
+      }
       show(list, true);
       return;
     }
-    // Read the rows of every chunk that holds a candidate, in order,
-    // keeping the matches (and their sort keys) as positions.
-    var ks = chunksOf(list, 0, list.length), per = {}, keys = {}, seen = 0;
-    var cand = {};
-    list.forEach(function (g) { var k = Math.floor(g / CHUNK); (cand[k] = cand[k] || []).push(g); });
+    // Read every chunk that holds a candidate, a few at a time, keeping the
+    // positions that pass (and their sort keys), never the rows. The
+    // candidates are in order: chunk k's are list[from[k]..to[k]).
+    var ks = [], from = {}, to = {}, per = {}, keys = {}, seen = 0;
+    for (i = 0; i < list.length; i++) {
+      var k = Math.floor(list[i] / CHUNK);
+      if (from[k] === undefined) { from[k] = i; ks.push(k); }
+      to[k] = i + 1;
+    }
     function collect() {
-      var out = [], ko = [];
-      ks.forEach(function (k) { (per[k] || []).forEach(function (g, i) { out.push(g); ko.push(keys[k][i]); }); });
+      var total = 0;
+      ks.forEach(function (k) { if (per[k]) total += per[k].length; });
+      var out = new Int32Array(total), ko = sort ? [] : null, at = 0;
+      ks.forEach(function (k) {
+        if (!per[k]) return;
+        out.set(per[k], at);
+        at += per[k].length;
+        if (ko) keys[k].forEach(function (v) { ko.push(v); });
+      });
       return sort ? ordered(out, ko) : out;
     }
     var last = 0;
     scan('gallery', ks, function (k) {
-      per[k] = []; keys[k] = [];
-      cand[k].forEach(function (g) {
-        var j = row(g);
-        if (!j || !t.rows.every(function (f) { return f(j); })) return;
-        per[k].push(g);
-        keys[k].push(sort ? (sort.row ? sort.row(j) : sort.col(g)) : null);
-      });
+      var c = chunks[k], hit = [], kk = sort ? [] : null;
+      for (var i = from[k]; i < to[k]; i++) {
+        var g = list[i], a = c[g - k * CHUNK], ok = !!a;
+        for (var f = 0; f < t.rows.length && ok; f++) ok = t.rows[f](a, g);
+        if (!ok) continue;
+        hit.push(g);
+        if (kk) kk.push(sort.row ? sort.row(a) : sort.col(g));
+      }
+      per[k] = Int32Array.from(hit);
+      if (kk) keys[k] = kk;
       seen++;
       progress = (state.q ? 'Searching' : 'Reading') + ' all jobs: ' + seen + ' of ' + ks.length + ' data files read…';
       note();
@@ -392,8 +459,8 @@
     if (job.run_s) t.push('ran ' + job.run_s + ' s');
     if (t.length) meta.appendChild(el('div', { class: 'kv', text: t.join(' · ') }));
     var c = el('div', { class: 'card', tabindex: '0', 'data-job': job.id, 'data-status': job.status }, m, meta);
-    c.addEventListener('click', function () { openViewer(job.g, galleryList); });
-    c.addEventListener('keydown', function (e) { if (e.key === 'Enter') openViewer(job.g, galleryList); });
+    c.addEventListener('click', function () { openViewer(job, galleryList); });
+    c.addEventListener('keydown', function (e) { if (e.key === 'Enter') openViewer(job, galleryList); });
     return c;
   }
   // The rows of cards on screen, and two screens' worth around them.
@@ -420,13 +487,10 @@
     cards.style.gridTemplateColumns = 'repeat(' + per + ', 1fr)';
     cards.style.gridAutoRows = cardH + 'px';
     var list = galleryList;
-    var ks = chunksOf(list, from, to);
-    pinned = {};
-    ks.forEach(function (k) { pinned[k] = true; });
-    scan('paint', ks, function () {}, function () {
+    rowsOf('paint', list, from, to, function (got) {
       if (list !== galleryList) return;
       var frag = document.createDocumentFragment();
-      for (var i = from; i < to; i++) { var j = row(list[i]); if (j) frag.appendChild(card(j)); }
+      for (var i = from; i < to; i++) { var a = got[list[i]]; if (a) frag.appendChild(card(jobOf(list[i], a))); }
       cards.textContent = '';
       cards.appendChild(frag);
     });
@@ -572,11 +636,10 @@
     if (!N) return;
     var all = list;
     if (list.length > MAX_GRID) list = list.slice(0, MAX_GRID);
-    var ks = chunksOf(list, 0, list.length);
-    ks.forEach(function (k) { pinned[k] = true; });
-    scan('grid', ks, function () {}, function () { table(st, all, list, box); });
+    rowsOf('grid', list, 0, list.length, function (got) { table(st, all, list, box, got); });
   }
-  function table(st, all, list, box) {
+  // got: the rows of the jobs shown, by position (see rowsOf).
+  function table(st, all, list, box, got) {
     var cells = {}, counts = {};
     var cx = st.x && cols[dimAt[st.x]], cy = st.y && cols[dimAt[st.y]], cp = st.page && cols[dimAt[st.page]];
     function keyOf(g) { return (cp ? cp[g] : '') + '|' + (cy ? cy[g] : '') + '|' + (cx ? cx[g] : ''); }
@@ -597,7 +660,7 @@
         var tr = el('tr', null, el('th', { class: 'ylab', scope: 'row' }, yv === null ? el('span', { text: '' }) : axisLabel(yv)));
         xs.forEach(function (xv) {
           var key = at(st.page, pv) + '|' + at(st.y, yv) + '|' + at(st.x, xv);
-          var here = (cells[key] || []).map(row).filter(Boolean);
+          var here = (cells[key] || []).filter(function (g) { return got[g]; }).map(function (g) { return jobOf(g, got[g]); });
           var hidden = here.length ? 0 : counts[key] || 0;
           var td = el('td', {
             class: 'cell' + (here.length ? '' : hidden ? ' notshown' : ' notrun') + (here.length > 1 ? ' multi' : ''),
@@ -617,7 +680,7 @@
               item = el('div', { class: 'item', title: j.label, 'data-item': j.id });
               preview(j).slice(0, 1).forEach(function (m) { item.appendChild(m); });
             }
-            item.addEventListener('click', function () { openViewer(j.g, gridOrder); });
+            item.addEventListener('click', function () { openViewer(j, gridOrder); });
             stack.appendChild(item);
           });
           if (here.length) td.appendChild(stack);
@@ -632,18 +695,33 @@
   }
 
   // ---- viewer --------------------------------------------------------------
-  var viewerList = [];
-  function openViewer(g, list) {
+  // The job the viewer shows: its position and row (its chunk may be gone).
+  var viewerList = [], viewing = null;
+  function openViewer(job, list) {
     viewerList = list.slice();
-    setState({ job: row(g).id }, true);
+    viewing = { g: job.g, a: job.a };
+    setState({ job: job.id }, true);
   }
   function closeViewer() { setState({ job: undefined }); }
   function step(d) {
     var list = viewerList.length ? viewerList : (state.view === 'grid' ? gridOrder : galleryList);
-    var i = list.indexOf(byId[state.job]);
+    var i = viewing && viewing.a[0] === state.job ? list.indexOf(viewing.g) : -1;
     if (i < 0 || !list.length) return;
-    var g = list[(i + d + list.length) % list.length];
-    need(Math.floor(g / CHUNK), function () { setState({ job: row(g).id }); });
+    var g = list[(i + d + list.length) % list.length], k = Math.floor(g / CHUNK);
+    need(k, function () {
+      var a = chunks[k][g - k * CHUNK];
+      if (!a) return;
+      viewing = { g: g, a: a };
+      setState({ job: a[0] });
+    }, true);
+  }
+  // Job id's position and row in the chunks kept, or null.
+  function kept(id) {
+    for (var i = 0; i < lru.length; i++) {
+      var k = lru[i], c = chunks[k];
+      for (var r = 0; r < c.length; r++) if (c[r][0] === id) return { g: k * CHUNK + r, a: c[r] };
+    }
+    return null;
   }
   function copyText(text, button) {
     function done() { button.textContent = 'copied'; setTimeout(function () { button.textContent = 'copy'; }, 1500); }
@@ -660,21 +738,24 @@
   }
   function renderViewer() {
     var v = document.getElementById('viewer');
-    if (!state.job) { v.hidden = true; return; }
-    var job = byId[state.job] !== undefined ? row(byId[state.job]) : null;
-    if (!job) {
-      // A job opened from the URL: read the chunks until it is found.
+    if (!state.job) { cancel('viewer'); v.hidden = true; return; }
+    if (!viewing || viewing.a[0] !== state.job) viewing = kept(state.job);
+    if (!viewing) {
+      // A job opened from the URL: read the other chunks until it is found.
       var want = state.job, ks = [];
-      for (var k = 0; k * CHUNK < N; k++) ks.push(k);
-      if (byId[want] === undefined) {
-        scan('viewer', ks.filter(function (k) { return !chunks[k]; }), function () {
-          if (byId[want] !== undefined) { runs.viewer.over = true; busy--; renderViewer(); ready(); }
-        }, function () { v.hidden = true; });
-      } else {
-        need(Math.floor(byId[want] / CHUNK), renderViewer);
-      }
+      for (var k = 0; k * CHUNK < N; k++) if (!chunks[k]) ks.push(k);
+      scan('viewer', ks, function (k) {
+        var c = chunks[k];
+        for (var r = 0; r < c.length; r++) {
+          if (c[r][0] !== want) continue;
+          viewing = { g: k * CHUNK + r, a: c[r] };
+          cancel('viewer'); renderViewer(); ready();
+          return;
+        }
+      }, function () { v.hidden = true; });
       return;
     }
+    var job = jobOf(viewing.g, viewing.a);
     v.hidden = false;
     document.getElementById('viewer-title').textContent = (job.label || job.id) + ' · ' + job.status;
     var body = document.getElementById('viewer-body');

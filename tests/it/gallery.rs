@@ -63,7 +63,7 @@ fn browser(profile: &Path) -> std::process::Command {
     c
 }
 
-fn url(index: &Path, fragment: &str) -> String {
+pub(crate) fn url(index: &Path, fragment: &str) -> String {
     let abs = std::fs::canonicalize(index).unwrap();
     format!("file://{}#{fragment}", abs.display())
 }
@@ -559,7 +559,7 @@ async fn rerun_writes_the_report_of_its_output_folder() {
 
 /// A page in headless Chromium driven over the DevTools protocol (loopback
 /// websocket), for what `--dump-dom` cannot do: key presses.
-struct Devtools {
+pub(crate) struct Devtools {
     child: std::process::Child,
     ws: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -569,7 +569,7 @@ struct Devtools {
 }
 
 impl Devtools {
-    async fn open(page: &str) -> Devtools {
+    pub(crate) async fn open(page: &str) -> Devtools {
         use std::io::BufRead;
         let profile = tempfile::tempdir().unwrap();
         let mut child = browser(profile.path())
@@ -641,7 +641,11 @@ impl Devtools {
         panic!("the page did not get ready");
     }
 
-    async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+    pub(crate) async fn call(
+        &mut self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> serde_json::Value {
         use futures_util::{SinkExt, StreamExt};
         let id = self.next;
         self.next += 1;
@@ -664,7 +668,7 @@ impl Devtools {
         panic!("devtools closed");
     }
 
-    async fn eval(&mut self, expr: &str) -> String {
+    pub(crate) async fn eval(&mut self, expr: &str) -> String {
         let r = self
             .call(
                 "Runtime.evaluate",
@@ -875,7 +879,7 @@ const PROMPTS: [&str; 5] = ["a red fox", "an owl at night", "a cat", "a dog", "a
 /// images (each row names one, absent): job `i` is `j{i:05}`, prompt
 /// `PROMPTS[i / 500 % 5]`, cfg `5 + i / 100 % 5`, seed `i % 100`; every
 /// 97th job (from 3 on) failed with a hostile error naming it.
-fn synthetic_folder(dir: &Path, n: usize) {
+pub(crate) fn synthetic_folder(dir: &Path, n: usize) {
     use std::fmt::Write as _;
     std::fs::create_dir_all(dir).unwrap();
     let mut csv = String::from(

@@ -14,6 +14,7 @@ mod export;
 mod faults;
 mod folder_safety;
 mod gallery;
+mod gallery_heap;
 mod grid;
 mod harness;
 mod install;
