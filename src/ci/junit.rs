@@ -1,5 +1,6 @@
-//! JUnit XML, written as `quick-junit` (nextest's writer) writes it and
-//! straight into one string: a testsuite per group, a testcase per job
+//! JUnit XML, written as `quick-junit` (nextest's writer) writes it, and
+//! straight to the file a few testcases at a time (a million jobs' XML is
+//! never held whole): a testsuite per group, a testcase per job
 //! named by its label and the parameters that vary within its group,
 //! `failure` with the one-line error for failed, rejected and timed-out
 //! jobs, `skipped` for interrupted ones and for those never run (with the
@@ -161,8 +162,12 @@ impl Counts {
     }
 }
 
-/// The report as XML text.
-pub(super) fn render(seen: &Seen) -> String {
+/// Bytes of XML gathered before they are written out.
+const CHUNK: usize = 64 * 1024;
+
+/// Writes the report as XML text to `to`, in chunks of about [`CHUNK`]
+/// bytes (so `to` needs no buffer of its own).
+pub(super) fn write(seen: &Seen, to: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut groups: BTreeMap<&str, Vec<&Finished>> = BTreeMap::new();
     for job in &seen.jobs {
         groups.entry(group_of(&job.label)).or_default().push(job);
@@ -172,8 +177,7 @@ pub(super) fn render(seen: &Seen) -> String {
         total.tests += 1;
         total.errors += 1;
     }
-    // About 250 bytes a job.
-    let mut out = String::with_capacity(256 + 250 * seen.jobs.len());
+    let mut out = String::with_capacity(CHUNK + 4096);
     out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites");
     attribute(&mut out, "name", "comfy-batch");
     let _ = write!(
@@ -236,17 +240,28 @@ pub(super) fn render(seen: &Seen) -> String {
                 out.push('\n');
             }
             out.push_str("</system-out>\n        </testcase>\n");
+            if out.len() >= CHUNK {
+                to.write_all(out.as_bytes())?;
+                out.clear();
+            }
         }
         out.push_str("    </testsuite>\n");
     }
     out.push_str("</testsuites>\n");
-    out
+    to.write_all(out.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The report as XML text.
+    fn render(seen: &Seen) -> String {
+        let mut out = Vec::new();
+        write(seen, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
 
     fn job(label: &str, cfg: &str, seed: u64, status: Status, error: Option<&str>) -> Finished {
         Finished {
@@ -386,6 +401,49 @@ mod tests {
         assert_eq!(
             (back.tests, back.failures, back.errors, back.skipped),
             (6, 2, 1, 2)
+        );
+    }
+
+    #[test]
+    fn the_xml_is_written_a_chunk_at_a_time_never_whole() {
+        /// Records the largest single write and keeps every byte.
+        #[derive(Default)]
+        struct Writes {
+            bytes: Vec<u8>,
+            largest: usize,
+        }
+        impl std::io::Write for Writes {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.largest = self.largest.max(buf.len());
+                self.bytes.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let jobs: Vec<Finished> = (0..5_000)
+            .map(|i| job(&format!("fox#{}", i + 1), "7", i, Status::Ok, None))
+            .collect();
+        let seen = Seen {
+            servers: vec![],
+            jobs,
+            stats: Default::default(),
+            wall: Duration::from_secs(4),
+            cancelled: None,
+            fatal: None,
+        };
+        let mut writes = Writes::default();
+        write(&seen, &mut writes).unwrap();
+        assert!(writes.bytes.len() > 10 * CHUNK, "{}", writes.bytes.len());
+        assert!(
+            writes.largest < CHUNK + 4096,
+            "one write of {}",
+            writes.largest
+        );
+        assert_eq!(
+            String::from_utf8(writes.bytes).unwrap(),
+            through_quick_junit(&seen)
         );
     }
 }

@@ -336,7 +336,6 @@ impl CiReporters {
 fn write_files(options: &CiOptions, seen: &Seen, summary: bool) -> Result<(), CiError> {
     {
         if let Some(path) = &options.junit {
-            let xml = junit::render(seen);
             let err = |source| CiError {
                 what: "--junit",
                 path: path.clone(),
@@ -345,7 +344,10 @@ fn write_files(options: &CiOptions, seen: &Seen, summary: bool) -> Result<(), Ci
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(err)?;
             }
-            crate::sink::write_atomic_synced(path, xml.as_bytes()).map_err(|e| err(e.source))?;
+            // Written into the temporary file as it is made, then renamed:
+            // a reader sees the whole file or none, never the XML in memory.
+            crate::sink::write_atomic_synced_with(path, |to| junit::write(seen, to))
+                .map_err(|e| err(e.source))?;
         }
         if let Some(path) = options.step_summary.as_ref().filter(|_| summary) {
             let text = summary::render(seen, &options.log);

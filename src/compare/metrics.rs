@@ -1,14 +1,19 @@
 //! Classifying a pair: its statuses, then each pair of files (by position
-//! in the log's `images` cell). Bytes first (equal bytes are identical,
-//! nothing decoded); images by their decoded pixels (each decoded once),
-//! PSNR over RGBA and, only where pixels differ, SSIM over luma (the
-//! metric of `image-compare`'s `MSSIMSimple`, computed here in one pass);
-//! text as text (line ends and trailing blanks aside); anything else byte
-//! for byte.
+//! in the log's `images` cell). Bytes first, streamed (equal bytes are
+//! identical, nothing decoded nor held whole); images by their decoded
+//! pixels (each decoded once, 8-bit RGB and RGBA read as decoded, with no
+//! copy to RGBA), PSNR over RGBA (an image without alpha counts as opaque)
+//! and, only where pixels differ, SSIM over luma (the metric of
+//! `image-compare`'s `MSSIMSimple`, computed here in one pass, of the luma
+//! `image` makes, computed here to the last bit); text as text (line ends
+//! and trailing blanks aside); anything else byte for byte.
 
+use std::cell::RefCell;
+use std::io::Read;
 use std::path::Path;
+use std::sync::OnceLock;
 
-use image::RgbaImage;
+use image::{DynamicImage, GenericImageView, RgbaImage};
 
 use super::pairing::Paired;
 use super::{Class, Pair};
@@ -53,43 +58,161 @@ pub(super) fn read(root: &Path, side: &str, rel: &str) -> Result<Vec<u8>, String
         .map_err(|e| format!("{side} {rel}: {e}"))
 }
 
-/// Decodes an image, naming the side and file when it cannot.
+/// Decodes an image to RGBA, naming the side and file when it cannot.
 pub(super) fn decode(bytes: &[u8], side: &str, rel: &str) -> Result<RgbaImage, String> {
-    image::load_from_memory(bytes)
-        .map(|i| i.to_rgba8())
-        .map_err(|e| format!("{side} {rel}: cannot decode: {e}"))
+    pixels(bytes, side, rel).map(DynamicImage::into_rgba8)
+}
+
+/// Decodes an image for the metrics: 8-bit RGB or RGBA as decoded, any
+/// other layout converted to RGBA (in its colour space, as `decode` does);
+/// the error names the side and file.
+fn pixels(bytes: &[u8], side: &str, rel: &str) -> Result<DynamicImage, String> {
+    match image::load_from_memory(bytes) {
+        Ok(i @ (DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_))) => Ok(i),
+        Ok(other) => Ok(DynamicImage::ImageRgba8(other.into_rgba8())),
+        Err(e) => Err(format!("{side} {rel}: cannot decode: {e}")),
+    }
+}
+
+/// Whether two files hold the same bytes, read in blocks through one
+/// pair of buffers per thread (a byte-identical pair is never held whole).
+fn same_bytes(
+    a: &mut crate::folder::Opened,
+    b: &mut crate::folder::Opened,
+) -> std::io::Result<bool> {
+    const BLOCK: usize = 64 * 1024;
+    thread_local! {
+        static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> =
+            RefCell::new((vec![0; BLOCK], vec![0; BLOCK]));
+    }
+    if a.meta.len() != b.meta.len() {
+        return Ok(false);
+    }
+    BUFFERS.with_borrow_mut(|(ba, bb)| {
+        loop {
+            let n = read_full(&mut a.file, ba)?;
+            if n != read_full(&mut b.file, &mut bb[..n])? || ba[..n] != bb[..n] {
+                // A shorter read of B, or other bytes.
+                return Ok(false);
+            }
+            if n < ba.len() {
+                // Both ended here: B has nothing more either when its
+                // metadata said the same length; a file grown since is not.
+                return Ok(read_full(&mut b.file, &mut bb[..1])? == 0);
+            }
+        }
+    })
+}
+
+/// Reads until `buf` is full or the file ends; how many bytes were read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// PSNR of two images of one size (dB), infinite when equal: over every
-/// channel, alpha included (a changed mask is a change).
-pub(super) fn psnr(a: &RgbaImage, b: &RgbaImage) -> f64 {
-    let sum: u64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| {
-            let d = u64::from(x.abs_diff(*y));
-            d * d
-        })
-        .sum();
+/// channel of RGBA, alpha included (a changed mask is a change; an image
+/// without alpha is opaque). Takes them as [`pixels`] gives them.
+fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
+    fn squares(x: &[u8], y: &[u8]) -> u64 {
+        x.iter()
+            .zip(y)
+            .map(|(x, y)| u64::from(x.abs_diff(*y)).pow(2))
+            .sum()
+    }
+    // RGB against RGBA: the RGB side's alpha is 255.
+    fn mixed(rgb: &[u8], rgba: &[u8]) -> u64 {
+        rgb.chunks_exact(3)
+            .zip(rgba.chunks_exact(4))
+            .map(|(x, y)| squares(x, &y[..3]) + u64::from(255 - y[3]).pow(2))
+            .sum()
+    }
+    use DynamicImage::{ImageRgb8, ImageRgba8};
+    let sum = match (a, b) {
+        (ImageRgb8(x), ImageRgb8(y)) => squares(x, y),
+        (ImageRgba8(x), ImageRgba8(y)) => squares(x, y),
+        (ImageRgb8(x), ImageRgba8(y)) | (ImageRgba8(y), ImageRgb8(x)) => mixed(x, y),
+        // `pixels` gives no other layout; convert as `decode` does.
+        _ => squares(&a.to_rgba8(), &b.to_rgba8()),
+    };
     if sum == 0 {
         return f64::INFINITY;
     }
-    let mse = sum as f64 / a.as_raw().len() as f64;
+    // The mean over RGBA's four channels, whatever the layout held.
+    let mse = sum as f64 / (u64::from(a.width()) * u64::from(a.height()) * 4) as f64;
     10.0 * (255.0f64 * 255.0 / mse).log10()
 }
 
 /// Side of SSIM's square windows, pixels.
 const SSIM_WINDOW: usize = 8;
 
-/// SSIM of the two images' luma (1 for equal); see [`ssim_luma`]. Takes
-/// the images so their luma is made without copying them first.
-fn ssim(a: RgbaImage, b: RgbaImage) -> f64 {
-    let width = a.width() as usize;
-    // `DynamicImage::to_luma8`, the luma `image-compare` was given.
-    let luma = |i: RgbaImage| image::DynamicImage::ImageRgba8(i).to_luma8();
-    let (la, lb) = (luma(a), luma(b));
-    ssim_luma(la.as_raw(), lb.as_raw(), width)
+/// SSIM of the two images' luma (1 for equal); see [`ssim_luma`].
+fn ssim(a: &DynamicImage, b: &DynamicImage) -> f64 {
+    ssim_luma(&luma(a), &luma(b), a.width() as usize)
+}
+
+/// The weights of R, G and B in the luma `image` makes of an sRGB image,
+/// read from `image` itself: the luma of a pure red (green, blue) pixel of
+/// a float image is its weight, with nothing rounded.
+fn luma_weights() -> [f32; 3] {
+    static WEIGHTS: OnceLock<[f32; 3]> = OnceLock::new();
+    *WEIGHTS.get_or_init(|| {
+        let unit = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+        let rgb = image::Rgb32FImage::from_raw(3, 1, unit.to_vec()).expect("3 pixels of 3");
+        let l = DynamicImage::ImageRgb32F(rgb).to_luma32f().into_raw();
+        [l[0], l[1], l[2]]
+    })
+}
+
+/// The luma plane of an image, as `DynamicImage::to_luma8` makes it (the
+/// luma `image-compare` was given), bit for bit. 8-bit sRGB images are
+/// done here with `image`'s arithmetic (its per-image conversion goes
+/// through float buffers and costs as much as decoding); others by it.
+fn luma(img: &DynamicImage) -> Vec<u8> {
+    let channels = match img {
+        DynamicImage::ImageRgb8(_) => 3,
+        DynamicImage::ImageRgba8(_) => 4,
+        _ => return img.to_luma8().into_raw(),
+    };
+    if img.color_space() != image::metadata::Cicp::SRGB {
+        return img.to_luma8().into_raw();
+    }
+    let [kr, kg, kb] = luma_weights();
+    // `image`'s: a component is `c as f32 * (1 / 255)`, the weighted sum
+    // is accumulated red first (fused where it was built with FMA), and
+    // the result scaled by 255, rounded half away from zero and saturated.
+    let unit = |c: u8| f32::from(c) * (1.0 / 255.0);
+    #[cfg(all(
+        any(target_arch = "x86", target_arch = "x86_64"),
+        target_feature = "fma"
+    ))]
+    let acc = |acc: f32, c: u8, k: f32| unit(c).mul_add(k, acc);
+    #[cfg(not(all(
+        any(target_arch = "x86", target_arch = "x86_64"),
+        target_feature = "fma"
+    )))]
+    let acc = |acc: f32, c: u8, k: f32| acc + unit(c) * k;
+    img.as_bytes()
+        .chunks_exact(channels)
+        .map(|p| round_u8(acc(acc(acc(0.0, p[0], kr), p[1], kg), p[2], kb) * 255.0))
+        .collect()
+}
+
+/// `x.round() as u8` for `x` ≥ 0 (half away from zero, saturated at 255),
+/// without a call to `roundf`: the fraction of a float below 2^23 is
+/// exact, so comparing it with one half rounds as `round` does.
+fn round_u8(x: f32) -> u8 {
+    let whole = x as u32; // truncates: x is not negative
+    let up = x - whole as f32 >= 0.5;
+    (whole + u32::from(up)).min(255) as u8
 }
 
 /// SSIM of two luma planes of one size, rows of `width` pixels: the
@@ -149,7 +272,7 @@ fn ssim_luma(a: &[u8], b: &[u8], width: usize) -> f64 {
 }
 
 fn images(a: &[u8], b: &[u8], rel: (&str, &str), threshold: f64) -> Verdict {
-    let (ia, ib) = match (decode(a, "A", rel.0), decode(b, "B", rel.1)) {
+    let (ia, ib) = match (pixels(a, "A", rel.0), pixels(b, "B", rel.1)) {
         (Ok(x), Ok(y)) => (x, y),
         (Err(e), _) | (_, Err(e)) => return Verdict::of(Class::Different, e),
     };
@@ -183,7 +306,7 @@ fn images(a: &[u8], b: &[u8], rel: (&str, &str), threshold: f64) -> Verdict {
     Verdict {
         class,
         psnr: Some(db),
-        ssim: Some(ssim(ia, ib)),
+        ssim: Some(ssim(&ia, &ib)),
         reason: format!("{}: PSNR {db:.2} dB, {how} {threshold} dB", rel.0),
     }
 }
@@ -214,7 +337,21 @@ fn texts(a: &[u8], b: &[u8], rel: &str) -> Verdict {
 
 /// Compares one pair of files.
 pub(super) fn files(fa: &Path, fb: &Path, rel_a: &str, rel_b: &str, threshold: f64) -> Verdict {
-    let (a, b) = match (read(fa, "A", rel_a), read(fb, "B", rel_b)) {
+    let open = |root: &Path, side: &str, rel: &str| {
+        crate::folder::open_under(root, Path::new(rel)).map_err(|e| format!("{side} {rel}: {e}"))
+    };
+    let (mut oa, mut ob) = match (open(fa, "A", rel_a), open(fb, "B", rel_b)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return Verdict::of(Class::Different, e),
+    };
+    // A read error here is named by the whole reads below.
+    if let Ok(true) = same_bytes(&mut oa, &mut ob) {
+        return Verdict::of(Class::Identical, "");
+    }
+    let whole = |o: &mut crate::folder::Opened, side: &str, rel: &str| {
+        o.read_all().map_err(|e| format!("{side} {rel}: {e}"))
+    };
+    let (a, b) = match (whole(&mut oa, "A", rel_a), whole(&mut ob, "B", rel_b)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return Verdict::of(Class::Different, e),
     };
@@ -300,17 +437,21 @@ fn worst(fa: &Path, fb: &Path, a: &super::Side, b: &super::Side, threshold: f64)
 mod tests {
     use super::*;
 
+    fn dynamic(i: &RgbaImage) -> DynamicImage {
+        DynamicImage::ImageRgba8(i.clone())
+    }
+
     #[test]
     fn psnr_is_infinite_for_equal_pixels_and_falls_as_they_drift() {
         let a = RgbaImage::from_pixel(8, 8, image::Rgba([100, 100, 100, 255]));
         let mut b = a.clone();
-        assert!(psnr(&a, &b).is_infinite());
+        assert!(psnr(&dynamic(&a), &dynamic(&b)).is_infinite());
         b.put_pixel(0, 0, image::Rgba([101, 100, 100, 255]));
-        let one = psnr(&a, &b);
+        let one = psnr(&dynamic(&a), &dynamic(&b));
         // One level in one channel of 256: 10·log10(255² · 256).
         assert!((one - 72.21).abs() < 0.01, "{one}");
         b.put_pixel(1, 0, image::Rgba([0, 0, 0, 255]));
-        assert!(psnr(&a, &b) < one);
+        assert!(psnr(&dynamic(&a), &dynamic(&b)) < one);
     }
 
     /// A textured image of `w`×`h` from `seed`, and a drifted copy (a few
@@ -355,11 +496,125 @@ mod tests {
                 .unwrap()
                 .score
             };
-            let ours = ssim(a.clone(), b.clone());
+            let ours = ssim(&dynamic(&a), &dynamic(&b));
             assert!(ours < 1.0, "{w}×{h}: {ours}");
             assert_eq!(ours.to_bits(), theirs(&a, &b).to_bits(), "{w}×{h}: {ours}");
-            assert_eq!(ssim(a.clone(), a), 1.0);
+            assert_eq!(ssim(&dynamic(&a), &dynamic(&a)), 1.0);
         }
+    }
+
+    #[test]
+    fn luma_is_images_to_the_last_bit_for_every_colour() {
+        // All 2^24 colours, once each, against the luma of the RGBA copy
+        // (what SSIM was computed from before RGB was read as decoded).
+        let all = image::RgbImage::from_fn(4096, 4096, |x, y| {
+            let c = y * 4096 + x;
+            image::Rgb([(c >> 16) as u8, (c >> 8) as u8, c as u8])
+        });
+        let rgb = DynamicImage::ImageRgb8(all);
+        let theirs = DynamicImage::ImageRgba8(rgb.to_rgba8())
+            .to_luma8()
+            .into_raw();
+        let ours = luma(&rgb);
+        let rgba = luma(&DynamicImage::ImageRgba8(rgb.to_rgba8()));
+        for (i, ((o, t), a)) in ours.iter().zip(&theirs).zip(&rgba).enumerate() {
+            assert_eq!((o, a), (t, t), "colour {i:06x}");
+        }
+        assert_eq!(ours.len(), theirs.len());
+    }
+
+    /// PNG bytes of an image.
+    fn png(i: &DynamicImage) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        i.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn rgb_without_alpha_scores_as_the_rgba_of_its_pixels() {
+        // What every image was measured as before: RGBA, PSNR over its
+        // bytes, SSIM by `image-compare` over its luma.
+        let reference = |a: &[u8], b: &[u8]| {
+            let rgba = |x: &[u8]| image::load_from_memory(x).unwrap().to_rgba8();
+            let (a, b) = (rgba(a), rgba(b));
+            let luma = |i: &RgbaImage| DynamicImage::ImageRgba8(i.clone()).to_luma8();
+            let mssim = image_compare::gray_similarity_structure(
+                &image_compare::Algorithm::MSSIMSimple,
+                &luma(&a),
+                &luma(&b),
+            )
+            .unwrap()
+            .score;
+            (psnr(&dynamic(&a), &dynamic(&b)), mssim)
+        };
+        let (a, mut b) = drifting(67, 45, 7);
+        let opaque = |i: &RgbaImage| DynamicImage::ImageRgb8(dynamic(i).to_rgb8());
+        let (a_rgb, a_rgba) = (png(&opaque(&a)), png(&dynamic(&opaque(&a).to_rgba8())));
+        let gray = png(&DynamicImage::ImageLuma8(dynamic(&a).to_luma8()));
+        let gray_rgb = png(&DynamicImage::ImageRgb8(
+            DynamicImage::ImageLuma8(dynamic(&a).to_luma8()).to_rgb8(),
+        ));
+        let same = images(&a_rgb, &a_rgba, ("a.png", "b.png"), 40.0);
+        assert_eq!(
+            (same.class, same.ssim),
+            (Class::Same, Some(1.0)),
+            "{same:?}"
+        );
+        let same = images(&gray, &gray_rgb, ("a.png", "b.png"), 40.0);
+        assert_eq!(same.class, Class::Same, "{same:?}");
+        // B with its changed mask (RGBA) and without it (RGB).
+        let b_rgba = png(&dynamic(&b));
+        b.put_pixel(0, 0, image::Rgba([9, 9, 9, 255]));
+        let b_rgb = png(&opaque(&b));
+        for (x, y) in [
+            (&a_rgb, &b_rgba),
+            (&b_rgba, &a_rgb),
+            (&a_rgba, &b_rgb),
+            (&a_rgb, &b_rgb),
+            (&gray, &b_rgb),
+            (&b_rgba, &gray),
+        ] {
+            let v = images(x, y, ("a.png", "b.png"), 40.0);
+            let (db, mssim) = reference(x, y);
+            assert!(db.is_finite() && mssim < 1.0, "{db} {mssim}");
+            assert_eq!(v.psnr.map(f64::to_bits), Some(db.to_bits()), "{v:?} {db}");
+            assert_eq!(
+                v.ssim.map(f64::to_bits),
+                Some(mssim.to_bits()),
+                "{v:?} {mssim}"
+            );
+        }
+    }
+
+    #[test]
+    fn files_equal_in_bytes_are_identical_unread_otherwise_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = drifting(300, 300, 5);
+        let write =
+            |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
+        let big = vec![7u8; 200 * 1024 + 3];
+        let mut other = big.clone();
+        *other.last_mut().unwrap() = 8;
+        write("a.png", &png(&dynamic(&a)));
+        write("a2.png", &png(&dynamic(&a)));
+        write("b.png", &png(&dynamic(&b)));
+        write("big.bin", &big);
+        write("big2.bin", &big);
+        write("other.bin", &other);
+        write("short.bin", &big[..big.len() - 1]);
+        let class = |x: &str, y: &str| files(dir.path(), dir.path(), x, y, 40.0).class;
+        assert_eq!(class("a.png", "a2.png"), Class::Identical);
+        assert_eq!(class("big.bin", "big2.bin"), Class::Identical);
+        assert_eq!(class("big.bin", "other.bin"), Class::Different);
+        assert_eq!(class("big.bin", "short.bin"), Class::Different);
+        assert_eq!(class("short.bin", "big.bin"), Class::Different);
+        assert!(matches!(
+            class("a.png", "b.png"),
+            Class::Close | Class::Different
+        ));
+        let v = files(dir.path(), dir.path(), "a.png", "gone.png", 40.0);
+        assert_eq!(v.class, Class::Different);
+        assert!(v.reason.starts_with("B gone.png: missing"), "{}", v.reason);
     }
 
     #[test]

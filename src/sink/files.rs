@@ -755,8 +755,17 @@ pub(crate) fn write_atomic_synced(path: &Path, mut bytes: &[u8]) -> Result<(), S
 /// [`write_atomic_synced`] of what `from` reads (a file copied without holding
 /// it whole).
 fn write_atomic_synced_from(path: &Path, from: &mut dyn std::io::Read) -> Result<(), SinkError> {
+    write_atomic_synced_with(path, |to| std::io::copy(from, to).map(drop))
+}
+
+/// [`write_atomic_synced`] of what `write` writes (a file made without
+/// holding it whole).
+pub(crate) fn write_atomic_synced_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), SinkError> {
     let mut tmp = temp_beside(path)?;
-    std::io::copy(from, &mut tmp).map_err(SinkError::at(path))?;
+    write(&mut tmp).map_err(SinkError::at(path))?;
     // The data reaches the disk before the name does: after a power loss
     // the file is whole or absent, never a named empty file.
     tmp.as_file().sync_data().map_err(SinkError::at(path))?;

@@ -14,7 +14,9 @@ pub use files::{
     Incoming, InputFile, KEPT_EXTENSIONS, OutputDir, UNKNOWN_EXTENSION, extension_of,
     image_file_name, kept_extension, kept_input, prompt_text,
 };
-pub(crate) use files::{temp_beside, write_atomic_synced, write_atomic_unsynced};
+pub(crate) use files::{
+    temp_beside, write_atomic_synced, write_atomic_synced_with, write_atomic_unsynced,
+};
 pub use sent::sent_job;
 
 use std::path::PathBuf;
