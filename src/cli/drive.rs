@@ -15,7 +15,7 @@ use crate::comfy::ServerUrl;
 use crate::plan::Job;
 use crate::preflight::JobSource;
 use crate::progress::{PlainReporter, ProgressReporter, Reporter};
-use crate::run::{CancelReason, EventKind, RunConfig, RunError, Stop};
+use crate::run::{CancelReason, RunConfig, RunError, Stop};
 use crate::runlog::RunLog;
 use crate::sink::OutputDir;
 
@@ -152,35 +152,6 @@ fn not_started(
     }
 }
 
-/// A run stopped by SIGTERM (`terminated`) or Ctrl-C during its
-/// preflight: nothing was queued and no folder opened; the CI outputs list
-/// every job of `jobs` as not run, and the exit code says why.
-fn stopped_in_preflight(
-    servers: &[ServerUrl],
-    ci: &mut crate::ci::CiReporters,
-    jobs: Box<dyn Iterator<Item = Job> + '_>,
-    terminated: bool,
-) -> Result<Exit, CliError> {
-    let (reason, word) = match terminated {
-        true => (CancelReason::Terminated, "terminated"),
-        false => (CancelReason::Interrupt, "interrupted"),
-    };
-    let jobs: Vec<(Job, u32)> = jobs.map(|job| (job, 1)).collect();
-    let started = Instant::now();
-    let mut emit = |kind| {
-        ci.on_event(&crate::run::RunEvent {
-            at: started.elapsed(),
-            kind,
-        })
-        .map_err(|e| RunError::Sink(Box::new(e)))
-    };
-    let total = jobs.len();
-    let jobs = &mut jobs.into_iter();
-    crate::run::stopped_before_start(servers, jobs, total, 0, reason, &mut emit)?;
-    eprintln!("{word} during the preflight: nothing was queued, {total} jobs not run");
-    Ok(Exit::from(reason))
-}
-
 /// The preflight: each reachable server's catalogue, every prompt. A
 /// server down at the start is left out (the scheduler skips it too); only
 /// when none answers is that an error. The run keeps the connections it
@@ -259,7 +230,7 @@ pub(crate) fn drive<'a>(
             let mut asked = stop_rx.clone();
             let checked = tokio::select! {
                 checked = preflight(&mut config, jobs, quiet) => Some(checked),
-                _ = asked.wait_for(|s| s.interrupts > 0 || s.terminate_by.is_some()) => None,
+                _ = asked.wait_for(Stop::asked) => None,
             };
             match checked {
                 Some(Ok(found)) => found,
@@ -282,9 +253,22 @@ pub(crate) fn drive<'a>(
                             }
                             Err(e)
                         }
+                        // Stopped: nothing was queued and no folder opened.
                         _ => {
-                            let terminated = asked.borrow().terminate_by.is_some();
-                            stopped_in_preflight(&config.servers, &mut ci, listed, terminated)
+                            let reason = asked.borrow().reason_before_start();
+                            let summary = crate::run::stopped_in_preflight(
+                                &config.servers,
+                                listed,
+                                reason,
+                                &mut |event| Ok(ci.on_event(event)?),
+                            )?;
+                            let word = match reason {
+                                CancelReason::Terminated => "terminated",
+                                _ => "interrupted",
+                            };
+                            let total = summary.stats.total;
+                            eprintln!("{word} during the preflight: nothing was queued, {total} jobs not run");
+                            Ok(Exit::from(&summary))
                         }
                     };
                 }
@@ -336,15 +320,8 @@ pub(crate) fn drive<'a>(
         }
         let asked = stop_rx.clone();
         let mut observer = |event: &crate::run::RunEvent| {
-            match &event.kind {
-                EventKind::JobFinished {
-                    job,
-                    outcome,
-                    logged: false,
-                    ..
-                }
-                | EventKind::JobRetrying { job, outcome, .. } => log.append(job, outcome)?,
-                _ => {}
+            if let Some((job, outcome)) = event.log_row() {
+                log.append(job, outcome)?;
             }
             reporter.on_event(event);
             ci.on_event(event)?;

@@ -9,7 +9,10 @@
 //! `options` (flags shared by `run` and `rerun`) → `ci_env` (the CI's
 //! variables, also read by `status`); `completions` and `status` → `plan`
 //! (its stdout rule); `check` and `convert` → `sim`. The preflight that `check`, `convert`, `run` and
-//! `rerun` share is the library's (`crate::preflight`). `runinfo` only
+//! `rerun` share is the library's (`crate::preflight`), and so is what
+//! `drive` hands on: the scheduler's loop and a run stopped in its
+//! preflight (`crate::run`), which events are log rows, where a run writes
+//! (`crate::manifest`). `runinfo` only
 //! re-exports [`crate::folder::runinfo`] for `rerun`.
 
 mod bench;

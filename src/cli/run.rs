@@ -2,7 +2,7 @@
 //! [`RunConfig`]; then plan → preflight → resume filter → scheduler (see
 //! `drive`), with the CSV log and the reporter as the scheduler's observers.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::drive::{Prepared, Session, drive, open_output};
 use super::options::{RunOptions, check_output};
@@ -33,29 +33,13 @@ pub struct RunArgs {
     pub options: RunOptions,
 }
 
-/// The output folder: flag, else the manifest's, else `out/<stem>` beside it.
-pub fn resolve_output(flag: Option<&Path>, manifest: &Manifest) -> PathBuf {
-    if let Some(flag) = flag {
-        return flag.to_path_buf();
-    }
-    if let Some(out) = &manifest.output {
-        return out.clone();
-    }
-    let stem = manifest
-        .path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "run".into());
-    manifest.dir.join("out").join(stem)
-}
-
 /// Runs the command.
 pub fn execute(args: RunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let mut manifest = Manifest::load(&args.manifest)?;
     if let Some(n) = args.pack {
         manifest.pack_seeded_groups(n);
     }
-    let output_path = resolve_output(args.output.as_deref(), &manifest);
+    let output_path = manifest.output_folder(args.output.as_deref());
     // A folder run before keeps its fresh-seed draw, so resuming finds the
     // same jobs even for a manifest without `seeds:`.
     let info = RunInfo::read(&output_path);

@@ -1,7 +1,8 @@
 //! The manifest: YAML text → a typed [`Manifest`] whose every key carries its
-//! line, plus the seed specs. Owns the file format (`docs/manifest.md`);
-//! knows nothing of workflows, targets or the network: a parameter here is
-//! just a name and a JSON value.
+//! line, plus the seed specs. Owns the file format (`docs/manifest.md`) and
+//! where a run of a manifest writes ([`Manifest::output_folder`]); knows
+//! nothing of workflows, targets or the network: a parameter here is just
+//! a name and a JSON value.
 
 mod draw;
 mod lines;
@@ -460,6 +461,23 @@ struct RawJob {
 }
 
 impl Manifest {
+    /// Where a run of this manifest writes: `flag` (`--output`), else its
+    /// `output:`, else `out/<manifest name>` beside it.
+    pub fn output_folder(&self, flag: Option<&Path>) -> PathBuf {
+        if let Some(flag) = flag {
+            return flag.to_path_buf();
+        }
+        if let Some(out) = &self.output {
+            return out.clone();
+        }
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        self.dir.join("out").join(stem)
+    }
+
     /// `run --pack N`: every group with `seeds:` and no `pack:` of its own
     /// packs by `n` (a group without seeds has none to pack).
     pub fn pack_seeded_groups(&mut self, n: u64) {
@@ -1096,6 +1114,17 @@ jobs:
 
     fn parse(text: &str) -> Result<Manifest, Vec<String>> {
         Manifest::parse(Path::new("jobs/m.yaml"), text).map_err(|e| e.lines())
+    }
+
+    #[test]
+    fn a_run_writes_to_the_flag_else_the_manifests_output_else_out_beside_it() {
+        let m = parse(FULL).unwrap();
+        let flag = Path::new("elsewhere");
+        assert_eq!(m.output_folder(Some(flag)), PathBuf::from("elsewhere"));
+        assert_eq!(m.output_folder(None), PathBuf::from("out/fox"));
+        let bare =
+            parse("version: 1\nworkflows: {t2i: w.json}\njobs: [{workflow: t2i}]\n").unwrap();
+        assert_eq!(bare.output_folder(None), PathBuf::from("jobs/out/m"));
     }
 
     #[test]

@@ -49,6 +49,24 @@ pub struct RunEvent {
     pub kind: EventKind,
 }
 
+impl RunEvent {
+    /// The row this event adds to the run's log, if any: each attempt
+    /// retried, and a finished job's final one (unless it is a row already,
+    /// see [`EventKind::JobFinished`]'s `logged`).
+    pub fn log_row(&self) -> Option<(&Job, &Outcome)> {
+        match &self.kind {
+            EventKind::JobFinished {
+                job,
+                outcome,
+                logged: false,
+                ..
+            }
+            | EventKind::JobRetrying { job, outcome, .. } => Some((job, outcome)),
+            _ => None,
+        }
+    }
+}
+
 /// The kinds of events, in the order a job goes through them.
 #[derive(Debug, Clone)]
 pub enum EventKind {
@@ -203,6 +221,23 @@ pub struct Stop {
     pub interrupts: u32,
     /// Set on SIGTERM: the run ends by then, whatever its servers answer.
     pub terminate_by: Option<std::time::Instant>,
+}
+
+impl Stop {
+    /// Whether anything was asked: a Ctrl-C or a termination.
+    pub fn asked(&self) -> bool {
+        self.interrupts > 0 || self.terminate_by.is_some()
+    }
+
+    /// Why a run stopped by this before its first prompt ends: terminated,
+    /// else interrupted (however many Ctrl-Cs: nothing runs yet for a
+    /// second one to interrupt).
+    pub fn reason_before_start(&self) -> CancelReason {
+        match self.terminate_by {
+            Some(_) => CancelReason::Terminated,
+            None => CancelReason::Interrupt,
+        }
+    }
 }
 
 impl RunStats {
