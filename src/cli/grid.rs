@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{CliError, Exit, GlobalArgs};
-use crate::gallery::{RunFolder, report_dir};
+use crate::gallery::report_dir;
 use crate::grid::{self, GridRequest};
 
 /// Arguments of `comfy-batch grid`.
@@ -44,7 +44,9 @@ fn parse_where(text: &str) -> Result<(String, String), String> {
 /// Runs `grid`.
 pub fn execute(args: GridArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let dir = crate::runlog::folder_of(&args.dir);
-    let run = RunFolder::read(&dir)?;
+    // The log's header first: a folder that is no run says so before
+    // anything else is looked at.
+    crate::gallery::FolderLog::open(&dir)?;
     if args.output.is_none() {
         crate::gallery::check_report_dir(&dir)?;
     }
@@ -63,9 +65,9 @@ pub fn execute(args: GridArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         group: args.group,
         cell: args.cell_size,
     };
-    let paths = grid::write(&run, &req, &output)?;
+    let (paths, refused) = grid::write_folder(&dir, &req, &output)?;
     if !global.quiet {
-        for (rel, why) in run.refused() {
+        for (rel, why) in refused {
             eprintln!("warning: {}: {rel}: {why}", dir.display());
         }
         for p in paths {

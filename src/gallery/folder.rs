@@ -3,6 +3,12 @@
 //! log's order of jobs, and its rules for a torn or damaged line), every
 //! output file classified by its extension and checked for presence. The
 //! folder may still be written to: a missing file is a value, not an error.
+//!
+//! Two ways to hold it: [`RunFolder`] keeps every job's record (small
+//! folders, tests), [`FolderLog`] streams them and keeps nothing per job
+//! (`report` and `grid` at any size): its [`FolderLog::dimensions`] stops
+//! collecting a dimension's values once there are more than a caller's
+//! caps ([`Caps`]), so a seed per job costs nothing per job.
 
 use std::path::{Path, PathBuf};
 
@@ -120,8 +126,49 @@ pub struct JobRecord {
 impl JobRecord {
     /// The group: the `job` label before `#`.
     pub fn group(&self) -> &str {
-        self.label.split('#').next().unwrap_or_default()
+        group_of(&self.label)
     }
+
+    /// The record of a log's row (`attempts`: how many rows its job has).
+    fn of(
+        layout: &crate::runlog::Layout,
+        root: &Path,
+        row: &crate::runlog::Row,
+        attempts: u32,
+    ) -> JobRecord {
+        let get = |column: &str| layout.get(row, column).to_string();
+        JobRecord {
+            line: row.line,
+            id: get("job_id"),
+            label: get("job"),
+            workflow: get("workflow"),
+            seed: get("seed"),
+            pack: crate::runlog::PACK.map(get),
+            // Unset stays empty, a string set empty shows as `""`.
+            params: layout
+                .params()
+                .iter()
+                .map(|p| crate::runlog::shown(layout.param(row, p)).into_owned())
+                .collect(),
+            status: get("status"),
+            server: get("server"),
+            finished_at: get("finished_at"),
+            queue_s: get("queue_s"),
+            run_s: get("run_s"),
+            error: get("error"),
+            text: get(crate::runlog::TEXT),
+            outputs: layout
+                .files(row)
+                .map(|rel| output_file(root, rel))
+                .collect(),
+            attempts: attempts as usize,
+        }
+    }
+}
+
+/// The group of a `group#n` label.
+fn group_of(label: &str) -> &str {
+    label.split('#').next().unwrap_or_default()
 }
 
 /// A run's folder: its parameter columns and its jobs (newest row each, in
@@ -153,106 +200,312 @@ pub struct Dimension {
     pub values: Vec<String>,
     /// Whether all values are numbers.
     pub numeric: bool,
+    /// `Some(n)`: past the caps it was collected with ([`Caps`]), at least
+    /// `n` distinct values, and `values` is left empty.
+    pub wide: Option<usize>,
 }
 
 impl Dimension {
     /// Whether more than one value occurs.
     pub fn varies(&self) -> bool {
-        self.values.len() > 1
+        self.wide.is_some() || self.values.len() > 1
     }
 }
 
-impl RunFolder {
-    /// Reads the run log of `path` (`DIR` or `DIR/runs.csv`).
-    pub fn read(path: &Path) -> Result<RunFolder, FolderError> {
-        let log = crate::runlog::Log::open(path)?;
-        let root = crate::runlog::folder_of(path);
-        let layout = log.layout();
-        let params = layout.params().to_vec();
-        let mut newest = log.newest()?;
-        let mut jobs = Vec::with_capacity(newest.jobs());
-        while let Some(next) = newest.next_counted() {
-            let (row, attempts) = next?;
-            let get = |column: &str| layout.get(&row, column).to_string();
-            jobs.push(JobRecord {
-                line: row.line,
-                id: get("job_id"),
-                label: get("job"),
-                workflow: get("workflow"),
-                seed: get("seed"),
-                pack: crate::runlog::PACK.map(get),
-                // Unset stays empty, a string set empty shows as `""`.
-                params: params
-                    .iter()
-                    .map(|p| crate::runlog::shown(layout.param(&row, p)).into_owned())
-                    .collect(),
-                status: get("status"),
-                server: get("server"),
-                finished_at: get("finished_at"),
-                queue_s: get("queue_s"),
-                run_s: get("run_s"),
-                error: get("error"),
-                text: get(crate::runlog::TEXT),
-                outputs: layout
-                    .files(&row)
-                    .map(|rel| output_file(&root, rel))
-                    .collect(),
-                attempts: attempts as usize,
-            });
-        }
-        Ok(RunFolder { root, params, jobs })
-    }
+/// How many distinct values (and bytes of them) a dimension may collect
+/// before it is wide ([`Dimension::wide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Most distinct values.
+    pub values: usize,
+    /// Most bytes of distinct values.
+    pub bytes: usize,
+}
 
-    /// Every dimension: `seed`, the parameter columns, `group`.
-    pub fn dimensions(&self) -> Vec<Dimension> {
-        let mut names = vec![SEED.to_string()];
-        names.extend(self.params.iter().cloned());
-        if !self.params.iter().any(|p| p == GROUP) {
-            names.push(GROUP.to_string());
-        }
-        names
-            .into_iter()
-            .map(|name| {
-                let mut values: Vec<String> = Vec::new();
-                let mut seen = std::collections::HashSet::new();
-                for job in &self.jobs {
-                    let v = self.value(job, &name).unwrap_or_default();
-                    if !v.is_empty() && seen.insert(v) {
-                        values.push(v.to_string());
-                    }
-                }
-                let numeric = !values.is_empty() && values.iter().all(|v| number(v).is_some());
-                if numeric {
-                    values.sort_by(|a, b| {
-                        number(a)
-                            .unwrap_or_default()
-                            .total_cmp(&number(b).unwrap_or_default())
-                    });
-                }
-                Dimension {
-                    name,
-                    values,
-                    numeric,
-                }
-            })
-            .collect()
-    }
+impl Caps {
+    /// No cap: every value is kept.
+    pub const NONE: Caps = Caps {
+        values: usize::MAX,
+        bytes: usize::MAX,
+    };
+}
 
-    /// A job's value on a dimension (`None` for an unknown dimension).
-    pub fn value<'a>(&self, job: &'a JobRecord, dim: &str) -> Option<&'a str> {
-        if let Some(i) = self.params.iter().position(|p| p == dim) {
-            return job.params.get(i).map(String::as_str);
+/// Where a dimension's value is read from a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The parameter column at this index of the parameters.
+    Param(usize),
+    /// The seed.
+    Seed,
+    /// The job group.
+    Group,
+}
+
+impl Source {
+    /// The source of the dimension `dim` of a run with parameter columns
+    /// `params` (a parameter called `group` wins over the job group).
+    pub fn of(params: &[String], dim: &str) -> Option<Source> {
+        if let Some(i) = params.iter().position(|p| p == dim) {
+            return Some(Source::Param(i));
         }
         match dim {
-            SEED => Some(&job.seed),
-            GROUP => Some(job.group()),
+            SEED => Some(Source::Seed),
+            GROUP => Some(Source::Group),
             _ => None,
         }
     }
 
+    /// A job's value.
+    pub fn value(self, job: &JobRecord) -> &str {
+        match self {
+            Source::Param(i) => job.params.get(i).map(String::as_str).unwrap_or_default(),
+            Source::Seed => &job.seed,
+            Source::Group => job.group(),
+        }
+    }
+
+    /// A row's value, as [`Source::value`] of its record, without making
+    /// the record.
+    fn of_row<'r>(
+        self,
+        layout: &crate::runlog::Layout,
+        row: &'r crate::runlog::Row,
+    ) -> std::borrow::Cow<'r, str> {
+        match self {
+            Source::Param(i) => crate::runlog::shown(layout.param(row, &layout.params()[i])),
+            Source::Seed => layout.get(row, "seed").into(),
+            Source::Group => group_of(layout.get(row, "job")).into(),
+        }
+    }
+}
+
+/// The dimension names of a run with parameter columns `params`: `seed`,
+/// the parameters, `group` (unless a parameter has that name).
+fn dimension_names(params: &[String]) -> Vec<String> {
+    let mut names = vec![SEED.to_string()];
+    names.extend(params.iter().cloned());
+    if !params.iter().any(|p| p == GROUP) {
+        names.push(GROUP.to_string());
+    }
+    names
+}
+
+/// Every dimension's distinct values, collected as jobs come (one job at a
+/// time, none kept), up to [`Caps`].
+pub struct Dimensions {
+    caps: Caps,
+    collect: Vec<(Option<Source>, Collect)>,
+}
+
+impl Dimensions {
+    /// Collects the dimensions of a run with parameter columns `params`.
+    pub fn new(params: &[String], caps: Caps) -> Dimensions {
+        Dimensions {
+            caps,
+            collect: dimension_names(params)
+                .into_iter()
+                .map(|name| (Source::of(params, &name), Collect::new(name)))
+                .collect(),
+        }
+    }
+
+    /// Adds a job's values.
+    pub fn add(&mut self, job: &JobRecord) {
+        for (source, c) in &mut self.collect {
+            c.add(source.map_or("", |s| s.value(job)), self.caps);
+        }
+    }
+
+    /// Adds the values of a log's row.
+    fn add_row(&mut self, layout: &crate::runlog::Layout, row: &crate::runlog::Row) {
+        for (source, c) in &mut self.collect {
+            if let Some(s) = source {
+                c.add(&s.of_row(layout, row), self.caps);
+            }
+        }
+    }
+
+    /// The dimensions, in [`RunFolder::dimensions`] order.
+    pub fn finish(self) -> Vec<Dimension> {
+        self.collect.into_iter().map(|(_, c)| c.finish()).collect()
+    }
+}
+
+/// The distinct values of one dimension as jobs come, up to [`Caps`].
+struct Collect {
+    name: String,
+    values: indexmap::IndexSet<String>,
+    bytes: usize,
+    /// Whether every non-empty value so far is a number.
+    numeric: bool,
+    wide: Option<usize>,
+}
+
+impl Collect {
+    fn new(name: String) -> Collect {
+        Collect {
+            name,
+            values: Default::default(),
+            bytes: 0,
+            numeric: true,
+            wide: None,
+        }
+    }
+
+    fn add(&mut self, v: &str, caps: Caps) {
+        if v.is_empty() {
+            return;
+        }
+        if self.wide.is_some() {
+            self.numeric = self.numeric && number(v).is_some();
+            return;
+        }
+        if self.values.contains(v) {
+            return;
+        }
+        self.numeric = self.numeric && number(v).is_some();
+        self.bytes += v.len();
+        self.values.insert(v.to_string());
+        if self.values.len() > caps.values || self.bytes > caps.bytes {
+            // Past the caps: what is kept is only how many it has seen.
+            self.wide = Some(self.values.len());
+            self.values = Default::default();
+        }
+    }
+
+    fn finish(self) -> Dimension {
+        let mut values: Vec<String> = self.values.into_iter().collect();
+        let numeric = self.numeric && (self.wide.is_some() || !values.is_empty());
+        if numeric {
+            values.sort_by(|a, b| {
+                number(a)
+                    .unwrap_or_default()
+                    .total_cmp(&number(b).unwrap_or_default())
+            });
+        }
+        Dimension {
+            name: self.name,
+            values,
+            numeric,
+            wide: self.wide,
+        }
+    }
+}
+
+impl RunFolder {
+    /// Reads the run log of `path` (`DIR` or `DIR/runs.csv`), every job's
+    /// record in memory: [`FolderLog`] streams them instead.
+    pub fn read(path: &Path) -> Result<RunFolder, FolderError> {
+        let log = FolderLog::open(path)?;
+        let jobs = log.jobs()?.collect::<Result<Vec<_>, _>>()?;
+        Ok(RunFolder {
+            root: log.root,
+            params: log.params,
+            jobs,
+        })
+    }
+
+    /// Every dimension: `seed`, the parameter columns, `group`.
+    pub fn dimensions(&self) -> Vec<Dimension> {
+        let mut dims = Dimensions::new(&self.params, Caps::NONE);
+        for job in &self.jobs {
+            dims.add(job);
+        }
+        dims.finish()
+    }
+
+    /// A job's value on a dimension (`None` for an unknown dimension).
+    pub fn value<'a>(&self, job: &'a JobRecord, dim: &str) -> Option<&'a str> {
+        Source::of(&self.params, dim).map(|s| s.value(job))
+    }
+
     /// The names [`RunFolder::value`] knows, for "did you mean".
     pub fn dimension_names(&self) -> Vec<String> {
-        self.dimensions().into_iter().map(|d| d.name).collect()
+        dimension_names(&self.params)
+    }
+}
+
+/// A run's folder read as a stream: its log opened, its jobs' records made
+/// one at a time as they are read ([`FolderLog::jobs`]), never all held.
+#[derive(Debug)]
+pub struct FolderLog {
+    /// The folder.
+    pub root: PathBuf,
+    /// Parameter column names: the columns between `seed` and `status`.
+    pub params: Vec<String>,
+    log: crate::runlog::Log,
+}
+
+impl FolderLog {
+    /// Opens the run log of `path` (`DIR` or `DIR/runs.csv`).
+    pub fn open(path: &Path) -> Result<FolderLog, FolderError> {
+        let log = crate::runlog::Log::open(path)?;
+        Ok(FolderLog {
+            root: crate::runlog::folder_of(path),
+            params: log.layout().params().to_vec(),
+            log,
+        })
+    }
+
+    /// The jobs' records (newest row each, in the log's order of jobs), made
+    /// as they are read: the same log each call, as it was when opened.
+    pub fn jobs(&self) -> Result<Jobs<'_>, FolderError> {
+        Ok(Jobs {
+            folder: self,
+            newest: self.log.newest()?,
+        })
+    }
+
+    /// Every dimension, as [`RunFolder::dimensions`] gives them, but a
+    /// dimension past `caps` is wide: its values are not kept. One pass
+    /// over the log; what it keeps is the values, not the jobs.
+    pub fn dimensions(&self, caps: Caps) -> Result<Vec<Dimension>, FolderError> {
+        let mut dims = Dimensions::new(&self.params, caps);
+        for row in self.log.newest()? {
+            dims.add_row(self.log.layout(), &row?);
+        }
+        Ok(dims.finish())
+    }
+
+    /// The names a job can be placed by (`seed`, the parameters, `group`).
+    pub fn dimension_names(&self) -> Vec<String> {
+        dimension_names(&self.params)
+    }
+
+    /// A job's value on a dimension (`None` for an unknown dimension).
+    pub fn value<'a>(&self, job: &'a JobRecord, dim: &str) -> Option<&'a str> {
+        Source::of(&self.params, dim).map(|s| s.value(job))
+    }
+}
+
+/// The records of a [`FolderLog`]'s jobs ([`FolderLog::jobs`]).
+pub struct Jobs<'f> {
+    folder: &'f FolderLog,
+    newest: crate::runlog::Newest<'f>,
+}
+
+impl Jobs<'_> {
+    /// How many jobs are left to yield (all of them before the first).
+    pub fn len(&self) -> usize {
+        self.newest.jobs()
+    }
+
+    /// Whether no job is left.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Iterator for Jobs<'_> {
+    type Item = Result<JobRecord, FolderError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (row, attempts) = match self.newest.next_counted()? {
+            Ok(next) => next,
+            Err(e) => return Some(Err(e)),
+        };
+        let layout = self.folder.log.layout();
+        Some(Ok(JobRecord::of(layout, &self.folder.root, &row, attempts)))
     }
 }
 
@@ -284,17 +537,24 @@ impl RunFolder {
     pub fn refused(&self) -> Vec<(String, String)> {
         self.jobs
             .iter()
-            .flat_map(|j| &j.outputs)
-            .filter(|o| o.path.is_none())
-            .map(|o| {
-                let why = match refusal(&self.root, &o.rel) {
-                    Err(why) if why.is_refused() => why.to_string(),
-                    _ => crate::folder::Refusal::Outside.to_string(),
-                };
-                (o.rel.clone(), why)
-            })
+            .flat_map(|j| refused_of(&self.root, j))
             .collect()
     }
+}
+
+/// The output files of `job` (of the folder `root`) that are never opened,
+/// each with why (see [`RunFolder::refused`]).
+pub fn refused_of<'j>(
+    root: &'j Path,
+    job: &'j JobRecord,
+) -> impl Iterator<Item = (String, String)> + 'j {
+    job.outputs.iter().filter(|o| o.path.is_none()).map(|o| {
+        let why = match refusal(root, &o.rel) {
+            Err(why) if why.is_refused() => why.to_string(),
+            _ => crate::folder::Refusal::Outside.to_string(),
+        };
+        (o.rel.clone(), why)
+    })
 }
 
 /// Why the logged file `rel` under `dir` is not opened, if it is not: as

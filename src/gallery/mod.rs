@@ -3,6 +3,10 @@
 //! `report/data/` (the run's data, in chunks the page loads as it needs
 //! them) and `report/thumbs/`.
 //!
+//! It streams the folder ([`folder::FolderLog`]): one pass over the log for
+//! the dimensions, a second one for the rows, in batches whose thumbnails
+//! are made in parallel; what it keeps per job is a few bytes of columns.
+//!
 //! It reads a folder, finished or still being written, and nothing else:
 //! it must not know the network, the scheduler or the manifest. The page is
 //! rendered by a template engine with auto-escaping; the run's data goes in
@@ -18,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use folder::{Dimension, FolderError, JobRecord, OutputKind, RunFolder};
+pub use folder::{Dimension, FolderError, FolderLog, JobRecord, OutputKind, RunFolder};
 
 /// A grid the page opens by default (from the manifest's `grids:`),
 /// stored as `report/grids.json` so `comfy-batch report` finds it later.
@@ -151,36 +155,62 @@ pub fn load_grids(root: &Path) -> Vec<GridView> {
         .unwrap_or_default()
 }
 
+/// The caps a report collects a dimension's values with: past them the
+/// dimension is wide, neither indexed nor kept ([`folder::Caps`]).
+pub const CAPS: folder::Caps = page::CAPS;
+
+/// Jobs read, thumbnailed (in parallel) and written at a time: one chunk.
+const BATCH: usize = page::CHUNK;
+
 /// Writes `root/report/index.html` and the thumbnails it needs.
 pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummary, GalleryError> {
-    let run = RunFolder::read(root)?;
+    let log = FolderLog::open(root)?;
     check_report_dir(root)?;
     let report = report_dir(root);
     let thumbs_dir = report.join("thumbs");
-    let outputs: Vec<&folder::OutputFile> = run.jobs.iter().flat_map(|j| &j.outputs).collect();
-    let states = thumbs::make_all(&thumbs_dir, root, &outputs);
-    let mut has_thumb = std::collections::HashSet::new();
+    // The first pass reads every row: a damaged log stops here, before
+    // anything is written.
+    let dims = log.dimensions(page::CAPS)?;
+    let mut data = page::DataFolder::new(&report, &dims, &log.params)?;
     let (mut made, mut failed, mut missing, mut refused) = (0, 0, 0, 0);
-    for (o, s) in outputs.iter().zip(&states) {
-        match s {
-            thumbs::ThumbState::Made => made += 1,
-            thumbs::ThumbState::Failed if o.kind == OutputKind::Image && o.present => failed += 1,
-            _ => {}
+    let mut jobs = log.jobs()?;
+    loop {
+        let batch = jobs
+            .by_ref()
+            .take(BATCH)
+            .collect::<Result<Vec<JobRecord>, _>>()?;
+        if batch.is_empty() {
+            break;
         }
-        if matches!(s, thumbs::ThumbState::Made | thumbs::ThumbState::Fresh) {
-            has_thumb.insert(o.rel.as_str());
+        let outputs: Vec<&folder::OutputFile> = batch.iter().flat_map(|j| &j.outputs).collect();
+        let states = thumbs::make_all(&thumbs_dir, root, &outputs);
+        let mut has_thumb = std::collections::HashSet::new();
+        for (o, s) in outputs.iter().zip(&states) {
+            match s {
+                thumbs::ThumbState::Made => made += 1,
+                thumbs::ThumbState::Failed if o.kind == OutputKind::Image && o.present => {
+                    failed += 1
+                }
+                _ => {}
+            }
+            if matches!(s, thumbs::ThumbState::Made | thumbs::ThumbState::Fresh) {
+                has_thumb.insert(o.rel.as_str());
+            }
+            if o.path.is_none() {
+                refused += 1;
+            } else if !o.present {
+                missing += 1;
+            }
         }
-        if o.path.is_none() {
-            refused += 1;
-        } else if !o.present {
-            missing += 1;
+        for job in &batch {
+            data.push(root, job, &has_thumb)?;
         }
     }
     let grids = load_grids(root);
     let index = report.join("index.html");
     let old = read_report_file(root, "index.html");
-    let files = page::write_data(&report, &run, &has_thumb)?;
-    let html = page::render(&run, &grids, options, &files)?;
+    let files = data.finish()?;
+    let html = page::render(root, &grids, options, &files)?;
     let same = old.as_deref() == Some(html.as_bytes());
     if !same {
         // The page is remade from the run folder: not synced.
@@ -196,7 +226,7 @@ pub fn write_report(root: &Path, options: &ReportOptions) -> Result<ReportSummar
     page::prune_data(&report, &files.id, old.as_deref());
     Ok(ReportSummary {
         index,
-        jobs: run.jobs.len(),
+        jobs: files.jobs,
         thumbs_made: made,
         thumbs_failed: failed,
         missing,

@@ -24,7 +24,7 @@ use minijinja::{Environment, Value, context};
 use serde_json::{Value as Json, json};
 use sha2::Digest as _;
 
-use super::folder::{Dimension, JobRecord, OutputKind, RunFolder};
+use super::folder::{Caps, Dimension, JobRecord, OutputKind, Source};
 use super::{GalleryError, GridView, ReportOptions, thumbs};
 
 const TEMPLATE: &str = include_str!("page.html");
@@ -43,6 +43,15 @@ pub(crate) const CHUNK: usize = 1000;
 /// it is searched but offers no filter or grid axis (a prompt per job).
 const MAX_INDEXED: usize = 65_535;
 const MAX_INDEXED_BYTES: usize = 8 << 20;
+
+/// The caps the dimensions are collected with: past them a dimension is
+/// not indexed, so its values are not kept either (its `count` in
+/// `index.js` is then how many were seen by then: more than one, which is
+/// what the page asks of it).
+pub(crate) const CAPS: Caps = Caps {
+    values: MAX_INDEXED,
+    bytes: MAX_INDEXED_BYTES,
+};
 
 /// The name of the `<meta>` that carries the data folder's id.
 const ID_META: &str = "comfy-batch-data";
@@ -123,49 +132,72 @@ pub(crate) struct DataFiles {
     pub jobs: usize,
 }
 
-/// Writes the data folder of `run` (see the module doc): row by row into
-/// chunk files in a temporary folder, renamed to its digest once whole.
-/// What it keeps per job is a few column indexes, never the rows.
-pub(crate) fn write_data(
-    report: &Path,
-    run: &RunFolder,
-    has_thumb: &HashSet<&str>,
-) -> Result<DataFiles, GalleryError> {
-    let data = report.join("data");
-    std::fs::create_dir_all(&data).map_err(write_error(&data))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempdir_in(&data)
-        .map_err(write_error(&data))?;
-    let dims = run.dimensions();
-    let mut writer = DataWriter::new(tmp.path(), &dims);
-    for job in &run.jobs {
-        writer.push(run, job, has_thumb)?;
+/// The data folder being written (see the module doc): row by row into
+/// chunk files in a temporary folder, renamed to its digest once whole
+/// ([`DataFolder::finish`]). What it keeps per job is a few column
+/// indexes, never the rows.
+pub(crate) struct DataFolder<'a> {
+    data: std::path::PathBuf,
+    tmp: tempfile::TempDir,
+    writer: DataWriter<'a>,
+}
+
+impl<'a> DataFolder<'a> {
+    /// Starts the data folder of a run with dimensions `dims` (collected
+    /// with [`CAPS`]) and parameter columns `params`, under `report`.
+    pub(crate) fn new(
+        report: &Path,
+        dims: &'a [Dimension],
+        params: &[String],
+    ) -> Result<Self, GalleryError> {
+        let data = report.join("data");
+        std::fs::create_dir_all(&data).map_err(write_error(&data))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(&data)
+            .map_err(write_error(&data))?;
+        let writer = DataWriter::new(tmp.path().to_path_buf(), dims, params);
+        Ok(DataFolder { data, tmp, writer })
     }
-    let (id, jobs) = writer.finish()?;
-    let dest = data.join(&id);
-    // The same digest is the same data, already in place.
-    if !dest.is_dir() {
-        let kept = tmp.keep();
-        // A temporary folder is private; a report is meant to be shared.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o755))
-                .map_err(write_error(&kept))?;
-        }
-        if let Err(e) = std::fs::rename(&kept, &dest) {
-            let _ = std::fs::remove_dir_all(&kept);
-            // Another writer put the same data there first.
-            if !dest.is_dir() {
-                return Err(GalleryError::Write {
-                    path: dest,
-                    source: e,
-                });
+
+    /// Adds the next job (of the folder `root`; `has_thumb`: its outputs
+    /// that have a thumbnail).
+    pub(crate) fn push(
+        &mut self,
+        root: &Path,
+        job: &JobRecord,
+        has_thumb: &HashSet<&str>,
+    ) -> Result<(), GalleryError> {
+        self.writer.push(root, job, has_thumb)
+    }
+
+    /// Writes `index.js` and puts the folder in place under its digest.
+    pub(crate) fn finish(self) -> Result<DataFiles, GalleryError> {
+        let (id, jobs) = self.writer.finish()?;
+        let dest = self.data.join(&id);
+        // The same digest is the same data, already in place.
+        if !dest.is_dir() {
+            let kept = self.tmp.keep();
+            // A temporary folder is private; a report is meant to be shared.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o755))
+                    .map_err(write_error(&kept))?;
+            }
+            if let Err(e) = std::fs::rename(&kept, &dest) {
+                let _ = std::fs::remove_dir_all(&kept);
+                // Another writer put the same data there first.
+                if !dest.is_dir() {
+                    return Err(GalleryError::Write {
+                        path: dest,
+                        source: e,
+                    });
+                }
             }
         }
+        Ok(DataFiles { id, jobs })
     }
-    Ok(DataFiles { id, jobs })
 }
 
 fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> GalleryError + use<> {
@@ -215,8 +247,10 @@ fn data_id_of(page: &[u8]) -> Option<String> {
 
 /// Writes the chunks as rows come, and the columns at the end.
 struct DataWriter<'a> {
-    dir: &'a Path,
+    dir: std::path::PathBuf,
     dims: &'a [Dimension],
+    /// Where each dimension's value is read from a job.
+    sources: Vec<Option<Source>>,
     /// Value → index + 1 per indexed dimension (`None`: not indexed).
     index: Vec<Option<HashMap<&'a str, u16>>>,
     statuses: Vec<String>,
@@ -230,12 +264,13 @@ struct DataWriter<'a> {
 }
 
 impl<'a> DataWriter<'a> {
-    fn new(dir: &'a Path, dims: &'a [Dimension]) -> Self {
+    fn new(dir: std::path::PathBuf, dims: &'a [Dimension], params: &[String]) -> Self {
         let index = dims
             .iter()
             .map(|d| {
                 let bytes: usize = d.values.iter().map(String::len).sum();
-                (d.values.len() <= MAX_INDEXED && bytes <= MAX_INDEXED_BYTES).then(|| {
+                let small = d.values.len() <= MAX_INDEXED && bytes <= MAX_INDEXED_BYTES;
+                (d.wide.is_none() && small).then(|| {
                     d.values
                         .iter()
                         .enumerate()
@@ -247,6 +282,7 @@ impl<'a> DataWriter<'a> {
         DataWriter {
             dir,
             dims,
+            sources: dims.iter().map(|d| Source::of(params, &d.name)).collect(),
             index,
             statuses: Vec::new(),
             columns: vec![Vec::new(); dims.len() + 1],
@@ -260,8 +296,8 @@ impl<'a> DataWriter<'a> {
 
     fn push(
         &mut self,
-        run: &'a RunFolder,
-        job: &'a JobRecord,
+        root: &Path,
+        job: &JobRecord,
         has_thumb: &HashSet<&str>,
     ) -> Result<(), GalleryError> {
         let status = match self.statuses.iter().position(|s| *s == job.status) {
@@ -273,8 +309,8 @@ impl<'a> DataWriter<'a> {
         };
         self.columns[0].push(u16::try_from(status).unwrap_or(u16::MAX));
         let mut wide = Vec::with_capacity(self.dims.len());
-        for (i, d) in self.dims.iter().enumerate() {
-            let v = run.value(job, &d.name).filter(|v| !v.is_empty());
+        for (i, source) in self.sources.iter().enumerate() {
+            let v = source.map(|s| s.value(job)).filter(|v| !v.is_empty());
             match &self.index[i] {
                 Some(ix) => {
                     self.columns[i + 1].push(v.and_then(|v| ix.get(v)).copied().unwrap_or(0));
@@ -291,7 +327,7 @@ impl<'a> DataWriter<'a> {
                 if let (OutputKind::Text, true, true, Some(_)) =
                     (o.kind, o.present, text.is_empty(), &o.path)
                 {
-                    text = read_text(&run.root, &o.rel);
+                    text = read_text(root, &o.rel);
                 }
                 let thumb = if has_thumb.contains(o.rel.as_str()) {
                     thumbs::thumb_name(&o.rel)
@@ -380,7 +416,7 @@ impl<'a> DataWriter<'a> {
                         "col": col, "width": width})
                 }
                 None => json!({"name": d.name, "numeric": d.numeric, "values": null,
-                    "count": d.values.len()}),
+                    "count": d.wide.unwrap_or(d.values.len())}),
             })
             .collect();
         let (status, width) = column(&self.columns[0]);
@@ -401,8 +437,8 @@ impl<'a> DataWriter<'a> {
     }
 }
 
-fn title(run: &RunFolder) -> String {
-    std::path::absolute(&run.root)
+fn title(root: &Path) -> String {
+    std::path::absolute(root)
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "run".into())
@@ -423,7 +459,7 @@ fn script_hash() -> String {
 /// The page: the run's title, counts and grids, and the name of its data
 /// folder; its size does not depend on the number of jobs.
 pub(crate) fn render(
-    run: &RunFolder,
+    root: &Path,
     grids: &[GridView],
     options: &ReportOptions,
     files: &DataFiles,
@@ -445,10 +481,9 @@ pub(crate) fn render(
             json!({"name": g.name, "x": g.x, "y": g.y, "page": g.page, "where": fixed, "group": g.group})
         })
         .collect();
-    let log = std::path::absolute(run.root.join("runs.csv"))
-        .unwrap_or_else(|_| run.root.join("runs.csv"));
+    let log = std::path::absolute(root.join("runs.csv")).unwrap_or_else(|_| root.join("runs.csv"));
     let meta = json!({
-        "title": title(run),
+        "title": title(root),
         "rerun": format!("comfy-batch rerun {}", shell_quote(&log.to_string_lossy())),
         "live": options
             .in_progress
@@ -459,7 +494,7 @@ pub(crate) fn render(
     });
     template
         .render(context! {
-            title => title(run),
+            title => title(root),
             jobs => files.jobs,
             id => files.id.clone(),
             id_meta => ID_META,
@@ -475,6 +510,7 @@ pub(crate) fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gallery::folder::{FolderLog, RunFolder};
 
     #[test]
     fn script_safe_json_cannot_close_the_script() {
@@ -488,9 +524,14 @@ mod tests {
     /// The data folder of `dir`: its id, `index.js` as JSON, and every
     /// chunk's rows in order.
     fn written(dir: &Path) -> (String, Json, Vec<Json>) {
-        let run = RunFolder::read(dir).unwrap();
+        let log = FolderLog::open(dir).unwrap();
         let report = dir.join("report");
-        let files = write_data(&report, &run, &HashSet::new()).unwrap();
+        let dims = log.dimensions(CAPS).unwrap();
+        let mut data = DataFolder::new(&report, &dims, &log.params).unwrap();
+        for job in log.jobs().unwrap() {
+            data.push(dir, &job.unwrap(), &HashSet::new()).unwrap();
+        }
+        let files = data.finish().unwrap();
         let data = report.join("data").join(&files.id);
         let unwrap = |text: String, call: &str| -> Json {
             let body = text

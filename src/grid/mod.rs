@@ -4,6 +4,11 @@
 //! fitted into equal cells, missing and failed cells marked, the whole
 //! capped at [`MAX_SIDE`] pixels a side.
 //!
+//! A grid of a folder ([`write_folder`], [`select`]) streams its log once
+//! and keeps only the jobs the grid shows (after `--where` and `group`)
+//! and each dimension's values up to the report's caps: not a record per
+//! job of the run.
+//!
 //! Like `gallery`, it reads an output folder (finished or still being
 //! written) and must not know the network, the scheduler or the manifest.
 
@@ -14,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use draw::{CellRect, Drawn, MAX_SIDE, draw};
 
-use crate::gallery::folder::{self, Dimension, JobRecord, RunFolder};
+use crate::gallery::folder::{self, Dimension, Dimensions, FolderLog, JobRecord, RunFolder};
 
 /// What to put on the axes.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -181,15 +186,29 @@ pub fn check_names(req: &GridRequest, names: &[String], prefix: &str) -> Result<
 }
 
 /// The values `jobs` have on `dim`, in the dimension's order (`""` last
-/// when some job lacks it). One pass over the jobs.
+/// when some job lacks it). One pass over the jobs. A wide dimension
+/// (values not kept: [`folder::Caps`]) gives its values in numeric order,
+/// or else in the order they first occur among `jobs`.
 fn sorted_values(run: &RunFolder, dims: &[Dimension], jobs: &[usize], dim: &str) -> Vec<String> {
-    let have: std::collections::HashSet<&str> = jobs
+    let values = jobs
         .iter()
-        .map(|&j| run.value(&run.jobs[j], dim).unwrap_or_default())
-        .collect();
-    let mut present: Vec<String> = dims
-        .iter()
-        .find(|d| d.name == dim)
+        .map(|&j| run.value(&run.jobs[j], dim).unwrap_or_default());
+    let dimension = dims.iter().find(|d| d.name == dim);
+    if let Some(d) = dimension.filter(|d| d.wide.is_some()) {
+        let mut have: indexmap::IndexSet<&str> = values.collect();
+        let none = have.shift_remove("");
+        let mut present: Vec<String> = have.into_iter().map(str::to_string).collect();
+        if d.numeric {
+            let number = |v: &str| v.trim().parse::<f64>().unwrap_or_default();
+            present.sort_by(|a, b| number(a).total_cmp(&number(b)));
+        }
+        if none {
+            present.push(String::new());
+        }
+        return present;
+    }
+    let have: std::collections::HashSet<&str> = values.collect();
+    let mut present: Vec<String> = dimension
         .map(|d| d.values.as_slice())
         .unwrap_or_default()
         .iter()
@@ -202,20 +221,22 @@ fn sorted_values(run: &RunFolder, dims: &[Dimension], jobs: &[usize], dim: &str)
     present
 }
 
-/// Which jobs go where.
-pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridError> {
-    let names = run.dimension_names();
-    check_names(req, &names, "--")?;
-    let dims = run.dimensions();
+/// The `--where` and `group` values `req` asks for that no job has: the
+/// first as an error (`has`: whether some job has a dimension's value).
+fn check_values(
+    dims: &[Dimension],
+    req: &GridRequest,
+    has: impl Fn(&str, &str) -> bool,
+) -> Result<(), GridError> {
     let value_check = |what: &str, name: &str, value: &str| -> Result<(), GridError> {
+        if !value.is_empty() && has(name, value) {
+            return Ok(());
+        }
         let values = dims
             .iter()
             .find(|d| d.name == name)
             .map(|d| d.values.clone())
             .unwrap_or_default();
-        if values.iter().any(|v| v == value) {
-            return Ok(());
-        }
         Err(GridError::UnknownValue {
             what: what.to_string(),
             name: name.to_string(),
@@ -230,22 +251,113 @@ pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridE
     if let Some(g) = &req.group {
         value_check("group", folder::GROUP, g)?;
     }
+    Ok(())
+}
+
+/// Whether the grid `req` shows `job` (its `--where` values and group).
+fn keeps(value: impl Fn(&str) -> Option<String>, group: &str, req: &GridRequest) -> bool {
+    // A job without the parameter (another group's) is not constrained.
+    req.r#where.iter().all(|(k, v)| {
+        let have = value(k).unwrap_or_default();
+        have == *v || have.is_empty()
+    }) && req.group.as_deref().is_none_or(|g| group == g)
+}
+
+/// Which jobs go where.
+pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridError> {
+    let names = run.dimension_names();
+    check_names(req, &names, "--")?;
+    let dims = run.dimensions();
+    check_values(&dims, req, |name, value| {
+        dims.iter()
+            .find(|d| d.name == name)
+            .is_some_and(|d| d.values.iter().any(|v| v == value))
+    })?;
     if run.jobs.is_empty() {
         return Err(GridError::NoJobs {
             path: run.root.clone(),
             filtered: false,
         });
     }
-    let keep = |job: &JobRecord| {
-        // A job without the parameter (another group's) is not constrained.
-        req.r#where.iter().all(|(k, v)| {
-            let have = run.value(job, k).unwrap_or_default();
-            have == v || have.is_empty()
-        }) && req.group.as_deref().is_none_or(|g| job.group() == g)
-    };
+    let keep = |job: &JobRecord| keeps(|k| run.value(job, k).map(str::to_string), job.group(), req);
     let chosen: Vec<usize> = (0..run.jobs.len())
         .filter(|&i| keep(&run.jobs[i]))
         .collect();
+    place(run, &dims, req, &chosen)
+}
+
+/// The jobs of a folder's grid, read in one pass over its log: only the
+/// jobs `req` keeps (its `--where` values and group), with every
+/// dimension of the whole run (collected up to the report's caps).
+pub struct Selection {
+    /// The folder, with only the jobs kept.
+    pub run: RunFolder,
+    /// The dimensions of all its jobs.
+    pub dims: Vec<Dimension>,
+    /// The output files of all its jobs that are never opened, each with
+    /// why ([`RunFolder::refused`]).
+    pub refused: Vec<(String, String)>,
+}
+
+/// Reads the jobs of the grid `req` of the folder `dir` ([`Selection`]),
+/// checking its names and values as [`layout`] does.
+pub fn select(dir: &Path, req: &GridRequest) -> Result<Selection, GridError> {
+    let log = FolderLog::open(dir)?;
+    check_names(req, &log.dimension_names(), "--")?;
+    let mut dims = Dimensions::new(&log.params, crate::gallery::CAPS);
+    // Whether some job has each `--where` value, then the group.
+    let mut found = vec![false; req.r#where.len() + 1];
+    let mut refused = Vec::new();
+    let (mut jobs, mut kept) = (0usize, Vec::new());
+    for job in log.jobs()? {
+        let job = job?;
+        jobs += 1;
+        dims.add(&job);
+        for (f, (k, v)) in found.iter_mut().zip(&req.r#where) {
+            *f = *f || log.value(&job, k) == Some(v.as_str());
+        }
+        found[req.r#where.len()] |= req.group.as_deref() == Some(job.group());
+        refused.extend(folder::refused_of(&log.root, &job));
+        if keeps(|k| log.value(&job, k).map(str::to_string), job.group(), req) {
+            kept.push(job);
+        }
+    }
+    let dims = dims.finish();
+    check_values(&dims, req, |name, value| {
+        let at = req
+            .r#where
+            .iter()
+            .position(|(k, v)| k == name && v == value);
+        match at {
+            Some(i) => found[i],
+            None => found[req.r#where.len()],
+        }
+    })?;
+    if jobs == 0 {
+        return Err(GridError::NoJobs {
+            path: log.root,
+            filtered: false,
+        });
+    }
+    Ok(Selection {
+        run: RunFolder {
+            root: log.root,
+            params: log.params,
+            jobs: kept,
+        },
+        dims,
+        refused,
+    })
+}
+
+/// The pages of a grid of the jobs `chosen` of `run` (`dims`: the whole
+/// run's dimensions).
+fn place(
+    run: &RunFolder,
+    dims: &[Dimension],
+    req: &GridRequest,
+    chosen: &[usize],
+) -> Result<Vec<GridPage>, GridError> {
     if chosen.is_empty() {
         return Err(GridError::NoJobs {
             path: run.root.clone(),
@@ -253,7 +365,7 @@ pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridE
         });
     }
     let pages: Vec<Option<String>> = match &req.page {
-        Some(p) => sorted_values(run, &dims, &chosen, p)
+        Some(p) => sorted_values(run, dims, chosen, p)
             .into_iter()
             .map(Some)
             .collect(),
@@ -269,8 +381,8 @@ pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridE
                 _ => true,
             })
             .collect();
-        let xs = sorted_values(run, &dims, &on_page, &req.x);
-        let ys = sorted_values(run, &dims, &on_page, &req.y);
+        let xs = sorted_values(run, dims, &on_page, &req.x);
+        let ys = sorted_values(run, dims, &on_page, &req.y);
         for (axis, name, values) in [("x", &req.x, &xs), ("y", &req.y, &ys)] {
             if values.len() > MAX_VALUES {
                 return Err(GridError::TooLarge {
@@ -292,7 +404,7 @@ pub fn layout(run: &RunFolder, req: &GridRequest) -> Result<Vec<GridPage>, GridE
                 cells[r][c].push(j);
             }
         }
-        let title = title(run, &dims, req, &page, &on_page);
+        let title = title(run, dims, req, &page, &on_page);
         out.push(GridPage {
             page,
             x: (req.x.clone(), xs),
@@ -422,8 +534,8 @@ pub fn save(image: &image::RgbImage, path: &Path) -> Result<(), GridError> {
         })
 }
 
-/// Lays out, draws and writes every page of a grid; returns the files.
-pub fn write(run: &RunFolder, req: &GridRequest, base: &Path) -> Result<Vec<PathBuf>, GridError> {
+/// Refuses a grid file name whose format is not known, before any work.
+fn check_format(base: &Path) -> Result<(), GridError> {
     let ext_ok = base
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -431,8 +543,39 @@ pub fn write(run: &RunFolder, req: &GridRequest, base: &Path) -> Result<Vec<Path
     if !ext_ok {
         return Err(GridError::Format(base.to_path_buf()));
     }
+    Ok(())
+}
+
+/// Lays out, draws and writes every page of a grid; returns the files.
+pub fn write(run: &RunFolder, req: &GridRequest, base: &Path) -> Result<Vec<PathBuf>, GridError> {
+    check_format(base)?;
     let pages = layout(run, req)?;
-    let paths = page_paths(base, &pages);
+    write_pages(run, &pages, req, base)
+}
+
+/// [`write`] for the folder `dir`, streamed ([`select`]); returns the
+/// files and the output files never opened (each with why).
+pub fn write_folder(
+    dir: &Path,
+    req: &GridRequest,
+    base: &Path,
+) -> Result<(Vec<PathBuf>, Vec<(String, String)>), GridError> {
+    check_format(base)?;
+    let selection = select(dir, req)?;
+    let run = &selection.run;
+    let all: Vec<usize> = (0..run.jobs.len()).collect();
+    let pages = place(run, &selection.dims, req, &all)?;
+    Ok((write_pages(run, &pages, req, base)?, selection.refused))
+}
+
+/// Draws and writes `pages`.
+fn write_pages(
+    run: &RunFolder,
+    pages: &[GridPage],
+    req: &GridRequest,
+    base: &Path,
+) -> Result<Vec<PathBuf>, GridError> {
+    let paths = page_paths(base, pages);
     for (page, path) in pages.iter().zip(&paths) {
         let drawn = draw(run, page, req.cell);
         save(&drawn.image, path)?;
@@ -450,10 +593,9 @@ pub fn write_saved(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
     if views.is_empty() {
         return (written, problems);
     }
-    let run = match RunFolder::read(dir) {
-        Ok(run) => run,
-        Err(e) => return (written, vec![format!("grids: {e}")]),
-    };
+    if let Err(e) = FolderLog::open(dir) {
+        return (written, vec![format!("grids: {e}")]);
+    }
     if let Err(e) = crate::gallery::check_report_dir(dir) {
         return (written, vec![format!("grids: {e}")]);
     }
@@ -467,8 +609,8 @@ pub fn write_saved(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
             group: g.group,
             cell: None,
         };
-        match write(&run, &req, &grids.join(format!("{}.png", g.name))) {
-            Ok(paths) => written.extend(paths),
+        match write_folder(dir, &req, &grids.join(format!("{}.png", g.name))) {
+            Ok((paths, _)) => written.extend(paths),
             Err(e) => problems.push(format!("grid '{}': {e}", g.name)),
         }
     }

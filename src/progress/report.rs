@@ -261,13 +261,10 @@ impl LiveReport {
         if self.grids.is_empty() {
             return;
         }
-        let run = match gallery::RunFolder::read(&self.root) {
-            Ok(run) => run,
-            Err(e) => {
-                eprintln!("warning: grids: {e}");
-                return;
-            }
-        };
+        if let Err(e) = gallery::FolderLog::open(&self.root) {
+            eprintln!("warning: grids: {e}");
+            return;
+        }
         if let Err(e) = gallery::check_report_dir(&self.root) {
             eprintln!("warning: grids: {e}");
             return;
@@ -275,8 +272,8 @@ impl LiveReport {
         let dir = gallery::report_dir(&self.root).join("grids");
         for g in &self.grids {
             let base = dir.join(format!("{}.png", g.name));
-            match grid::write(&run, &request(g), &base) {
-                Ok(paths) if !self.quiet => {
+            match grid::write_folder(&self.root, &request(g), &base) {
+                Ok((paths, _)) if !self.quiet => {
                     for p in paths {
                         eprintln!("grid: {}", p.display());
                     }
