@@ -65,12 +65,12 @@ pub fn execute(args: GridArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         group: args.group,
         cell: args.cell_size,
     };
-    let (paths, refused) = grid::write_folder(&dir, &req, &output)?;
+    let written = grid::write_folder(&dir, &req, &output)?;
     if !global.quiet {
-        for (rel, why) in refused {
+        for (rel, why) in written.refused {
             eprintln!("warning: {}: {rel}: {why}", dir.display());
         }
-        for p in paths {
+        for p in written.files {
             println!("{}", p.display());
         }
     }

@@ -553,19 +553,26 @@ pub fn write(run: &RunFolder, req: &GridRequest, base: &Path) -> Result<Vec<Path
     write_pages(run, &pages, req, base)
 }
 
-/// [`write`] for the folder `dir`, streamed ([`select`]); returns the
-/// files and the output files never opened (each with why).
-pub fn write_folder(
-    dir: &Path,
-    req: &GridRequest,
-    base: &Path,
-) -> Result<(Vec<PathBuf>, Vec<(String, String)>), GridError> {
+/// What [`write_folder`] wrote, and what it would not open.
+#[derive(Debug, Default)]
+pub struct WrittenGrid {
+    /// The picture files, one per page.
+    pub files: Vec<PathBuf>,
+    /// Output files never opened, each with why ([`RunFolder::refused`]).
+    pub refused: Vec<(String, String)>,
+}
+
+/// [`write`] for the folder `dir`, streamed ([`select`]).
+pub fn write_folder(dir: &Path, req: &GridRequest, base: &Path) -> Result<WrittenGrid, GridError> {
     check_format(base)?;
     let selection = select(dir, req)?;
     let run = &selection.run;
     let all: Vec<usize> = (0..run.jobs.len()).collect();
     let pages = place(run, &selection.dims, req, &all)?;
-    Ok((write_pages(run, &pages, req, base)?, selection.refused))
+    Ok(WrittenGrid {
+        files: write_pages(run, &pages, req, base)?,
+        refused: selection.refused,
+    })
 }
 
 /// Draws and writes `pages`.
@@ -610,7 +617,7 @@ pub fn write_saved(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
             cell: None,
         };
         match write_folder(dir, &req, &grids.join(format!("{}.png", g.name))) {
-            Ok((paths, _)) => written.extend(paths),
+            Ok(grid) => written.extend(grid.files),
             Err(e) => problems.push(format!("grid '{}': {e}", g.name)),
         }
     }

@@ -273,8 +273,8 @@ impl LiveReport {
         for g in &self.grids {
             let base = dir.join(format!("{}.png", g.name));
             match grid::write_folder(&self.root, &request(g), &base) {
-                Ok((paths, _)) if !self.quiet => {
-                    for p in paths {
+                Ok(grid) if !self.quiet => {
+                    for p in grid.files {
                         eprintln!("grid: {}", p.display());
                     }
                 }
