@@ -85,8 +85,8 @@ fn synthetic_folder(run: &Path, jobs: usize) -> Result<(), CliError> {
     std::fs::write(&marker, jobs.to_string()).map_err(io)
 }
 
-/// The folder `rerun` is measured on: a real plan's rows (`prompts` ×
-/// 10 cfg × 100 seeds of `bench plan`'s manifest, every 97th failed),
+/// The folder `rerun` is measured on: a real plan's rows (N/100 prompts ×
+/// 100 seeds, every 97th failed),
 /// written by the log's own writer, so every row rebuilds to the job it
 /// logs; no image files (`rerun` reads none). Returns the output folder.
 fn rerun_folder(root: &Path, jobs: usize) -> Result<PathBuf, CliError> {
@@ -101,8 +101,15 @@ fn rerun_folder(root: &Path, jobs: usize) -> Result<PathBuf, CliError> {
     std::fs::create_dir_all(root.join("jobs")).map_err(io)?;
     std::fs::write(root.join("workflows/t2i.json"), super::WORKFLOW).map_err(io)?;
     let path = root.join("jobs/bench.yaml");
-    let prompts = jobs.div_ceil(1000).max(1) as u64;
-    std::fs::write(&path, super::synthetic_manifest(prompts)).map_err(io)?;
+    // `bench plan`'s manifest, 100 seeds a prompt: N jobs, rounded up to
+    // a hundred.
+    let prompts: String = (0..jobs.div_ceil(100).max(1))
+        .map(|i| format!("        - \"a photo of subject number {i}\"\n"))
+        .collect();
+    let text = format!(
+        "version: 1\njobs:\n  - name: bench\n    workflow: t2i\n    matrix:\n      prompt:\n{prompts}    seeds: {{count: 100, base: 1}}\n"
+    );
+    std::fs::write(&path, text).map_err(io)?;
     let bad = |lines: Vec<String>| CliError::many(Exit::BadInput, lines);
     let manifest = crate::manifest::Manifest::load(&path).map_err(|e| bad(e.lines()))?;
     let plan = crate::plan::Plan::with_random_key(&manifest, 1).map_err(|e| bad(e.lines()))?;
