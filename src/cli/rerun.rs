@@ -1,16 +1,24 @@
 //! `comfy-batch rerun LOG.csv`: lowers its flags, selects rows of a run log
-//! (`crate::runlog`), has `crate::plan::rebuild` turn them into jobs (the
-//! job as sent, `crate::sink::sent_job`, the fallback) and runs them again.
+//! (`crate::runlog`) in one pass, keeping where each is, has
+//! `crate::plan::rebuild` turn them into jobs (the job as sent,
+//! `crate::sink::sent_job`, the fallback) one at a time (`feed`: checked
+//! first, every problem before anything runs, then rebuilt as the
+//! preflight and the scheduler ask) and runs them again. Memory stays a few
+//! bytes a job, whatever the log's size.
 
+mod feed;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use super::drive::{Prepared, Session, drive, open_output};
 use super::options::{RunOptions, check_output};
 use super::{CliError, Exit, GlobalArgs};
-use crate::plan::Job;
-use crate::plan::rebuild::{Origin, rebuild_all};
+use crate::plan::rebuild::Origin;
 use crate::run::Status;
-use crate::runlog::{self, Log, Logged, RunLog};
+use crate::runlog::{self, Log, Place, RunLog};
+use feed::{Rebuilder, RerunFeed};
 
 /// Arguments of `comfy-batch rerun`.
 #[derive(Debug, clap::Args)]
@@ -21,8 +29,8 @@ pub struct RerunArgs {
     #[arg(long = "job", value_name = "ID")]
     pub jobs: Vec<String>,
     /// Rerun jobs whose newest row has this status: ok, failed, rejected,
-    /// interrupted or timeout (repeatable).
-    #[arg(long = "status", value_name = "STATUS", value_parser = parse_status)]
+    /// interrupted or timeout (repeatable, or comma-separated).
+    #[arg(long = "status", value_name = "STATUS", value_parser = parse_status, value_delimiter = ',')]
     pub statuses: Vec<Status>,
     /// Output folder [default: the log's folder, appending to the same log].
     #[arg(long, value_name = "DIR")]
@@ -46,28 +54,26 @@ fn parse_status(text: &str) -> Result<Status, String> {
     })
 }
 
-/// The newest row of each job id (in the log's order of jobs: by label),
-/// filtered by `--job` and `--status`; a `--job` not in the log is an error.
-fn select(log: &Log, args: &RerunArgs) -> Result<Vec<Logged>, Vec<String>> {
-    let fail = |e: runlog::LogError| vec![e.to_string()];
-    let mut seen = std::collections::HashSet::new();
-    let mut selected = Vec::new();
+/// Where the newest row of each job id is (in the log's order of jobs: by
+/// label), filtered by `--job` and `--status` as the log is read, once; a
+/// `--job` not in the log is an error.
+fn select(log: &Log, args: &RerunArgs) -> Result<Vec<Place>, Vec<String>> {
     let layout = log.layout();
-    for row in log.newest().map_err(fail)? {
-        let row = row.map_err(fail)?;
-        // Typed (every cell copied) only once selected.
-        let id = layout.get(&row, "job_id");
-        if !args.jobs.is_empty() {
-            if !args.jobs.iter().any(|j| j == id) {
-                continue;
+    let asked: HashSet<&str> = args.jobs.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    let places = log
+        .newest_places(|row| {
+            let id = layout.get(row, "job_id");
+            if !asked.is_empty() {
+                if !asked.contains(id) {
+                    return false;
+                }
+                seen.insert(id.to_string());
             }
-            seen.insert(id.to_string());
-        }
-        let status = Status::parse(layout.get(&row, "status"));
-        if args.statuses.is_empty() || status.is_some_and(|s| args.statuses.contains(&s)) {
-            selected.push(layout.logged(&row));
-        }
-    }
+            let status = Status::parse(layout.get(row, "status"));
+            args.statuses.is_empty() || status.is_some_and(|s| args.statuses.contains(&s))
+        })
+        .map_err(|e| vec![e.to_string()])?;
     let missing: Vec<String> = args
         .jobs
         .iter()
@@ -77,7 +83,7 @@ fn select(log: &Log, args: &RerunArgs) -> Result<Vec<Logged>, Vec<String>> {
     if !missing.is_empty() {
         return Err(missing);
     }
-    Ok(selected)
+    Ok(places)
 }
 
 /// Runs the command.
@@ -85,32 +91,25 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     let bad = |lines: Vec<String>| CliError::many(Exit::BadInput, lines);
     let log = Log::open(&args.log)?;
     let dir = runlog::folder_of(&args.log);
-    let selected = select(&log, &args).map_err(bad)?;
+    let places = select(&log, &args).map_err(bad)?;
     let info = super::runinfo::RunInfo::read(&dir);
     let base = info
         .manifest_dir
         .as_ref()
         .map(|m| dir.join(m))
         .unwrap_or_else(|| dir.clone());
+    // Read once each: every job is rebuilt from the bytes checked.
+    let workflows = crate::plan::Loads::default();
     let origin = Origin {
         dir: &dir,
         base: &base,
         aliases: &info.aliases,
         choices: &info.choices,
         allow_changed: args.allow_changed_workflow,
+        workflows: &workflows,
     };
     if args.verify {
         super::compare::check_verify(&dir, args.output.as_deref())?;
-    }
-    let (mut jobs, warnings) =
-        rebuild_all(&selected, &origin, |row| crate::sink::sent_job(&dir, row)).map_err(bad)?;
-    if !global.quiet {
-        for w in &warnings {
-            eprintln!("warning: {w}");
-        }
-    }
-    for (i, job) in jobs.iter_mut().enumerate() {
-        job.index = i;
     }
     let params: Vec<String> = log.layout().params().to_vec();
 
@@ -135,9 +134,13 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
     // The run's own `concurrency:` is the default, as for `run`.
     let lowered = args.options.lower(&[], target_info.concurrency, key)?;
     let (config, shard) = (lowered.config, lowered.shard);
-    if let Some(shard) = &shard {
-        jobs.retain(|job| shard.contains(job.index));
-    }
+    // Every selected row is checked (every problem reported, in every
+    // shard); a shard keeps its positions in the selection.
+    let rebuilder = Rebuilder::new(&log, origin);
+    let in_shard = |i: usize| shard.as_ref().is_none_or(|s| s.contains(i));
+    let chosen = rebuilder
+        .check(places, in_shard, global.quiet)
+        .map_err(bad)?;
     let session = Session {
         config,
         sim: args.options.sim,
@@ -151,8 +154,9 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
             quiet: global.quiet,
         }),
     };
-    let jobs = &jobs;
-    let ran = drive(session, &|| Box::new(jobs.iter().cloned()), || {
+    let (rebuilder, chosen) = (&rebuilder, &chosen[..]);
+    let changed = RefCell::new(Vec::new());
+    let ran = drive(session, &|| rebuilder.jobs(chosen), || {
         let output = open_output(&output_path)?;
         target_info.write(&output)?;
         // A rerun runs what it was asked to, done or not; the log only
@@ -160,18 +164,19 @@ pub fn execute(args: RerunArgs, global: &GlobalArgs) -> Result<Exit, CliError> {
         let (log, resume) = RunLog::open(&output.log_path(), &params, |files| {
             output.images_present(files)
         })?;
-        let numbered: Vec<(Job, u32)> = jobs
-            .iter()
-            .map(|job| (job.clone(), resume.next_attempt(job.id.as_str())))
-            .collect();
         Ok(Prepared {
             output,
             log,
-            total: numbered.len(),
+            total: chosen.len(),
             skipped: 0,
-            jobs: Box::new(numbered.into_iter()),
+            jobs: Box::new(RerunFeed::new(rebuilder, chosen, resume, &changed)?),
         })
     })?;
+    let changed = changed.into_inner();
+    if !changed.is_empty() {
+        // What ran is logged; these did not run.
+        return Err(bad(changed));
+    }
     if args.verify {
         return super::compare::verify(&dir, &output_path, ran, global.quiet);
     }

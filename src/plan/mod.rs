@@ -24,7 +24,7 @@ mod targets;
 mod templates;
 mod workflow;
 
-pub use workflow::FetchClasses;
+pub use workflow::{FetchClasses, Loads};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -305,6 +305,20 @@ impl Plan {
         fetch: workflow::FetchClasses<'_>,
     ) -> Result<Plan, PlanErrors> {
         Plan::build(manifest, random_key, workflow::Catalogues::per_class(fetch))
+    }
+
+    /// Like [`Plan::with_random_key`], taking the workflows the manifest
+    /// names by path from `loads`, read once for many plans (`rerun`).
+    pub fn with_loads(
+        manifest: &Manifest,
+        random_key: u64,
+        loads: &workflow::Loads,
+    ) -> Result<Plan, PlanErrors> {
+        Plan::build(
+            manifest,
+            random_key,
+            workflow::Catalogues::with_loads(loads),
+        )
     }
 
     fn build(

@@ -8,9 +8,8 @@
 use std::path::Path;
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-use super::{Job, Pack, Plan};
+use super::{Job, Loads, Pack, Plan};
 use crate::ids::JobId;
 use crate::manifest::{Alias, DrawSpec, JobSpec, Manifest, Param, SeedSpec, Span, WorkflowEntry};
 use crate::runlog::{self, Logged};
@@ -30,6 +29,16 @@ pub struct Origin<'a> {
     /// Whether a row whose workflow changed since is rebuilt from the new
     /// file (the job then gets a new id) rather than refused.
     pub allow_changed: bool,
+    /// The workflow files, each read once: every row naming one is
+    /// rebuilt from the same bytes.
+    pub workflows: &'a Loads,
+}
+
+/// The workflow file a row names, by its absolute path (the key of
+/// [`Origin::workflows`]).
+fn workflow_path(dir: &Path, row: &Logged) -> std::path::PathBuf {
+    let path = dir.join(&row.workflow);
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// Rebuilds one job from its row through a one-job manifest, built
@@ -74,8 +83,7 @@ pub fn rebuild(row: &Logged, origin: &Origin) -> Result<Job, Vec<String>> {
             places
         ])),
     };
-    let workflow =
-        std::path::absolute(dir.join(&row.workflow)).unwrap_or_else(|_| dir.join(&row.workflow));
+    let workflow = workflow_path(dir, row);
     let manifest = Manifest {
         path: dir.join("runs.csv"),
         dir: base.to_path_buf(),
@@ -120,7 +128,8 @@ pub fn rebuild(row: &Logged, origin: &Origin) -> Result<Job, Vec<String>> {
         wildcards: base.join("wildcards"),
         grids: Vec::new(),
     };
-    let plan = Plan::new(&manifest).map_err(|e| e.lines())?;
+    let plan =
+        Plan::with_loads(&manifest, rand::random(), origin.workflows).map_err(|e| e.lines())?;
     let mut job = plan
         .jobs()
         .nth(pack.map_or(0, |p| p.batch_index as usize))
@@ -165,111 +174,111 @@ pub fn logged_pack(row: &Logged) -> Result<Option<Pack>, String> {
     }))
 }
 
-/// Rebuilds every row; every problem is reported, not only the first.
-/// A row that does not rebuild faithfully (its workflow file gone or
-/// unreadable, or rebuilding to another job) is taken from `sent`, the job
-/// exactly as last sent, when that has it (a warning says so).
-pub fn rebuild_all(
-    rows: &[Logged],
+/// A row rebuilt ([`rebuild_row`]): the job, and a warning when it was
+/// taken from the job as last sent rather than from the row.
+#[derive(Debug)]
+pub struct Rebuilt {
+    /// The job.
+    pub job: Job,
+    /// Why the job as sent was used (the caller shows it once).
+    pub warning: Option<String>,
+}
+
+/// Rebuilds one row; `Err` holds every problem found, each naming the log
+/// and the row's line or its workflow and job. A row that does not
+/// rebuild faithfully (its workflow file gone or unreadable, or rebuilding
+/// to another job) is taken from `sent`, the job exactly as last sent,
+/// when that has it (the warning says so). Reads the row's workflow file
+/// (and `sent` its prompt file) each time: a file changed since gives
+/// another answer, which the caller may compare.
+pub fn rebuild_row(
+    row: &Logged,
     origin: &Origin,
     sent: impl Fn(&Logged) -> Result<Job, String>,
-) -> Result<(Vec<Job>, Vec<String>), Vec<String>> {
+) -> Result<Rebuilt, Vec<String>> {
     let dir = origin.dir;
-    let allow_changed = origin.allow_changed;
-    let mut jobs = Vec::new();
-    let mut warnings = Vec::new();
-    let mut errors = Vec::new();
-    for row in rows {
-        // The id names files in the output folder: only our own form.
-        // 16 hex digits; 12 in logs written before ids grew to 64 bits.
-        let valid_id = matches!(row.job_id.len(), 12 | 16)
-            && row
-                .job_id
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !valid_id {
-            errors.push(format!(
-                "{}: line {}: '{}' is not a comfy-batch job id",
-                dir.join("runs.csv").display(),
-                row.line,
-                row.job_id
-            ));
-            continue;
-        }
-        // Bad pack cells are the log's damage: named by its line, once
-        // (not as the workflow's problem, twice over through `sent`).
-        if let Err(e) = logged_pack(row) {
-            errors.push(format!("{}: {e}", dir.join("runs.csv").display()));
-            continue;
-        }
-        let path = dir.join(&row.workflow);
-        let at = format!("{}: job {} ({})", path.display(), row.job_id, row.job);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let sha = hex::encode(Sha256::digest(&bytes));
-                if sha != row.workflow_sha256 && !allow_changed {
-                    errors.push(format!(
-                        "{at}: the workflow changed since the run (sha256 {} was {}); pass --allow-changed-workflow to rebuild from the new file",
-                        &sha[..12],
-                        &row.workflow_sha256.get(..12).unwrap_or(&row.workflow_sha256)
-                    ));
-                    continue;
-                }
-                match rebuild(row, origin) {
-                    Ok(rebuilt)
-                        if sha == row.workflow_sha256 && rebuilt.id.as_str() != row.job_id =>
-                    {
-                        // Same workflow, different job: the row cannot be
-                        // rebuilt faithfully; the sent prompt can.
-                        match sent(row) {
-                            Ok(job) => {
-                                warnings.push(format!(
-                                    "{at}: the row rebuilds as job {}; using prompts/{}.json, the prompt as sent",
-                                    rebuilt.id, job.prompt_file_id()
-                                ));
-                                jobs.push(job);
-                            }
-                            Err(e) => {
-                                errors.push(format!("{at}: rebuilt as a different job and {e}"))
-                            }
-                        }
-                    }
-                    Ok(job) => jobs.push(job),
-                    // E.g. a text cell that reads as a number ("1984"): the
-                    // prompt as sent still holds the job exactly.
-                    Err(lines) => match sent(row) {
-                        Ok(job) if sha == row.workflow_sha256 => {
-                            warnings.push(format!(
-                                "{at}: the row does not rebuild ({}); using prompts/{}.json, the prompt as sent",
-                                lines.join("; "),
-                                job.prompt_file_id()
-                            ));
-                            jobs.push(job);
-                        }
-                        Err(e) if sha == row.workflow_sha256 => errors.push(format!(
-                            "{at}: the row does not rebuild ({}) and {e}",
-                            lines.join("; ")
-                        )),
-                        _ => errors.extend(lines.into_iter().map(|l| format!("{at}: {l}"))),
-                    },
-                }
-            }
-            Err(read) => match sent(row) {
-                Ok(job) => {
-                    warnings.push(format!(
+    let log = || dir.join(runlog::LOG);
+    // The id names files in the output folder: only our own form.
+    // 16 hex digits; 12 in logs written before ids grew to 64 bits.
+    let valid_id = matches!(row.job_id.len(), 12 | 16)
+        && row
+            .job_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !valid_id {
+        return Err(vec![format!(
+            "{}: line {}: '{}' is not a comfy-batch job id",
+            log().display(),
+            row.line,
+            row.job_id
+        )]);
+    }
+    // Bad pack cells are the log's damage: named by its line, once (not as
+    // the workflow's problem, twice over through `sent`).
+    if let Err(e) = logged_pack(row) {
+        return Err(vec![format!("{}: {e}", log().display())]);
+    }
+    let path = dir.join(&row.workflow);
+    let at = format!("{}: job {} ({})", path.display(), row.job_id, row.job);
+    let sha = match origin.workflows.sha256(&workflow_path(dir, row)) {
+        Ok(sha) => sha,
+        Err(read) => {
+            return match sent(row) {
+                Ok(job) => Ok(Rebuilt {
+                    warning: Some(format!(
                         "{at}: workflow unreadable ({read}); using prompts/{}.json",
                         job.prompt_file_id()
-                    ));
-                    jobs.push(job);
-                }
-                Err(e) => errors.push(format!("{at}: workflow unreadable ({read}) and {e}")),
-            },
+                    )),
+                    job,
+                }),
+                Err(e) => Err(vec![format!("{at}: workflow unreadable ({read}) and {e}")]),
+            };
         }
+    };
+    let same = sha == row.workflow_sha256;
+    if !same && !origin.allow_changed {
+        return Err(vec![format!(
+            "{at}: the workflow changed since the run (sha256 {} was {}); pass --allow-changed-workflow to rebuild from the new file",
+            &sha[..12],
+            &row.workflow_sha256
+                .get(..12)
+                .unwrap_or(&row.workflow_sha256)
+        )]);
     }
-    if errors.is_empty() {
-        Ok((jobs, warnings))
-    } else {
-        Err(errors)
+    match rebuild(row, origin) {
+        Ok(rebuilt) if same && rebuilt.id.as_str() != row.job_id => {
+            // Same workflow, different job: the row cannot be rebuilt
+            // faithfully; the sent prompt can.
+            match sent(row) {
+                Ok(job) => Ok(Rebuilt {
+                    warning: Some(format!(
+                        "{at}: the row rebuilds as job {}; using prompts/{}.json, the prompt as sent",
+                        rebuilt.id,
+                        job.prompt_file_id()
+                    )),
+                    job,
+                }),
+                Err(e) => Err(vec![format!("{at}: rebuilt as a different job and {e}")]),
+            }
+        }
+        Ok(job) => Ok(Rebuilt { job, warning: None }),
+        // E.g. a text cell that reads as a number ("1984"): the prompt as
+        // sent still holds the job exactly.
+        Err(lines) if same => match sent(row) {
+            Ok(job) => Ok(Rebuilt {
+                warning: Some(format!(
+                    "{at}: the row does not rebuild ({}); using prompts/{}.json, the prompt as sent",
+                    lines.join("; "),
+                    job.prompt_file_id()
+                )),
+                job,
+            }),
+            Err(e) => Err(vec![format!(
+                "{at}: the row does not rebuild ({}) and {e}",
+                lines.join("; ")
+            )]),
+        },
+        Err(lines) => Err(lines.into_iter().map(|l| format!("{at}: {l}")).collect()),
     }
 }
 
@@ -311,18 +320,42 @@ mod tests {
         })
     }
 
-    fn origin<'a>(dir: &'a Path, none: &'a Map<String, Value>) -> Origin<'a> {
+    fn origin<'a>(dir: &'a Path, none: &'a Map<String, Value>, loads: &'a Loads) -> Origin<'a> {
         Origin {
             dir,
             base: dir,
             aliases: none,
             choices: &[],
             allow_changed: false,
+            workflows: loads,
         }
     }
 
     fn not_sent(_: &Logged) -> Result<Job, String> {
         Err("no prompt file".into())
+    }
+
+    /// Every row rebuilt, as `rerun`'s checking pass goes: every problem
+    /// of every row, or the jobs and warnings.
+    fn rebuild_all(
+        rows: &[Logged],
+        origin: &Origin,
+        sent: impl Fn(&Logged) -> Result<Job, String>,
+    ) -> Result<(Vec<Job>, Vec<String>), Vec<String>> {
+        let (mut jobs, mut warnings, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        for row in rows {
+            match rebuild_row(row, origin, &sent) {
+                Ok(r) => {
+                    jobs.push(r.job);
+                    warnings.extend(r.warning);
+                }
+                Err(lines) => errors.extend(lines),
+            }
+        }
+        match errors.is_empty() {
+            true => Ok((jobs, warnings)),
+            false => Err(errors),
+        }
     }
 
     /// A row holds the whole job: rebuilt, it has the same id and prompt,
@@ -336,7 +369,9 @@ mod tests {
             .iter()
             .map(|j| logged(j, dir.path(), plan.columns()))
             .collect();
-        let (rebuilt, warnings) = rebuild_all(&rows, &origin(dir.path(), &none), not_sent).unwrap();
+        let loads = Loads::default();
+        let (rebuilt, warnings) =
+            rebuild_all(&rows, &origin(dir.path(), &none, &loads), not_sent).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(rebuilt.len(), 2);
         for (job, again) in jobs.iter().zip(&rebuilt) {
@@ -349,7 +384,9 @@ mod tests {
 
     /// A changed workflow is refused naming the job and the flag; with the
     /// flag the job is rebuilt from the new file (a new id). A workflow
-    /// gone falls back on the job as sent, with a warning.
+    /// gone falls back on the job as sent, with a warning. Each rerun
+    /// reads a file once: its rows are rebuilt from the bytes it read,
+    /// whatever happens to the file since.
     #[test]
     fn a_changed_workflow_is_refused_and_a_gone_one_falls_back_on_the_job_as_sent() {
         let (dir, plan) = planned(r#"["a fox"]"#);
@@ -358,8 +395,13 @@ mod tests {
         let rows = vec![logged(&job, dir.path(), plan.columns())];
         let wf = dir.path().join("workflows/t2i.json");
         let text = std::fs::read_to_string(&wf).unwrap();
+        let before = Loads::default();
+        let (rebuilt, _) =
+            rebuild_all(&rows, &origin(dir.path(), &none, &before), not_sent).unwrap();
+        assert_eq!(rebuilt[0].id, job.id);
         std::fs::write(&wf, text.replace("lowres", "highres")).unwrap();
-        let errors = rebuild_all(&rows, &origin(dir.path(), &none), not_sent).unwrap_err();
+        let after = Loads::default();
+        let errors = rebuild_all(&rows, &origin(dir.path(), &none, &after), not_sent).unwrap_err();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].contains(job.id.as_str()) && errors[0].contains("--allow-changed-workflow"),
@@ -367,13 +409,18 @@ mod tests {
         );
         let allowed = Origin {
             allow_changed: true,
-            ..origin(dir.path(), &none)
+            ..origin(dir.path(), &none, &after)
         };
         let (rebuilt, _) = rebuild_all(&rows, &allowed, not_sent).unwrap();
         assert_ne!(rebuilt[0].id, job.id);
         std::fs::remove_file(&wf).unwrap();
+        let (rebuilt, _) =
+            rebuild_all(&rows, &origin(dir.path(), &none, &before), not_sent).unwrap();
+        assert_eq!(rebuilt[0].id, job.id, "the bytes read first");
         let sent = |_: &Logged| Ok(job.clone());
-        let (rebuilt, warnings) = rebuild_all(&rows, &origin(dir.path(), &none), sent).unwrap();
+        let gone = Loads::default();
+        let (rebuilt, warnings) =
+            rebuild_all(&rows, &origin(dir.path(), &none, &gone), sent).unwrap();
         assert_eq!(rebuilt[0].id, job.id);
         assert!(warnings[0].contains("workflow unreadable"), "{warnings:?}");
     }
@@ -396,8 +443,13 @@ mod tests {
             job_id: "../../etc".into(),
             ..good.clone()
         };
-        let errors =
-            rebuild_all(&[bad_seed, bad_id], &origin(dir.path(), &none), not_sent).unwrap_err();
+        let loads = Loads::default();
+        let errors = rebuild_all(
+            &[bad_seed, bad_id],
+            &origin(dir.path(), &none, &loads),
+            not_sent,
+        )
+        .unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(
             errors[0].contains("line 3: seed 'x' is not a number"),

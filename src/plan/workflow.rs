@@ -4,7 +4,7 @@
 //! with the catalogue the caller gives (the built-in one by default).
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -16,13 +16,80 @@ use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, normalize, read_capped};
 
 /// The catalogue UI-format workflows are converted with: the caller's (a
 /// server's), or entries fetched per class as workflows need them, else the
-/// built-in one, parsed only when a UI file needs it.
+/// built-in one, parsed only when a UI file needs it. With `loads`, a
+/// workflow named by its path is taken from there ([`Loads`]).
 #[derive(Default)]
 pub(crate) struct Catalogues<'a> {
     given: Option<&'a NodeDefs>,
     fetch: Option<FetchClasses<'a>>,
     fetched: RefCell<(NodeDefs, HashSet<String>)>,
     builtin: OnceLock<NodeDefs>,
+    loads: Option<&'a Loads>,
+}
+
+/// Workflow files read, hashed and loaded once each, by path: a caller
+/// that plans many manifests naming the same files (`rerun` plans a
+/// one-job manifest per row of a log) pays for each file once, and every
+/// plan is made from the same bytes, whatever happens to the file since.
+/// A UI-format file is converted with the built-in catalogue.
+#[derive(Debug, Default)]
+pub struct Loads(RefCell<HashMap<PathBuf, Read>>);
+
+/// One file as [`Loads`] read it.
+#[derive(Debug)]
+struct Read {
+    /// sha256 of its bytes, or why they could not be read.
+    sha256: Result<String, String>,
+    loaded: Result<Loaded, WorkflowError>,
+}
+
+impl Loads {
+    /// The file at `path`, read and loaded now unless it was before.
+    fn read<R>(&self, path: &Path, f: impl FnOnce(&Read) -> R) -> R {
+        if let Some(read) = self.0.borrow().get(path) {
+            return f(read);
+        }
+        let unreadable = |why: String, error: WorkflowError| Read {
+            sha256: Err(why),
+            loaded: Err(error),
+        };
+        let path_buf = path.to_path_buf();
+        let read = if path.is_dir() {
+            unreadable(
+                "it is a directory".into(),
+                WorkflowError::Directory { path: path_buf },
+            )
+        } else {
+            match read_capped(path, MAX_MANIFEST_BYTES) {
+                Ok(bytes) => Read {
+                    sha256: Ok(hex::encode(Sha256::digest(&bytes))),
+                    loaded: parse_any(path, &bytes, &Catalogues::new(None)),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => unreadable(
+                    e.to_string(),
+                    WorkflowError::NotFound {
+                        tried: vec![path_buf],
+                    },
+                ),
+                Err(e) => unreadable(
+                    e.to_string(),
+                    WorkflowError::Read {
+                        path: path_buf,
+                        cause: e.to_string(),
+                    },
+                ),
+            }
+        };
+        let out = f(&read);
+        self.0.borrow_mut().insert(path.to_path_buf(), read);
+        out
+    }
+
+    /// The sha256 of the bytes of the file at `path` (read once), or why
+    /// they cannot be read.
+    pub fn sha256(&self, path: &Path) -> Result<String, String> {
+        self.read(path, |r| r.sha256.clone())
+    }
 }
 
 /// Fetches the catalogue entries of the given classes (e.g. one
@@ -53,6 +120,15 @@ impl<'a> Catalogues<'a> {
     pub(crate) fn per_class(fetch: FetchClasses<'a>) -> Catalogues<'a> {
         Catalogues {
             fetch: Some(fetch),
+            ..Catalogues::default()
+        }
+    }
+
+    /// Takes the workflows named by a path from `loads` (built-in
+    /// catalogue), the others as [`Catalogues::new`] does.
+    pub(crate) fn with_loads(loads: &'a Loads) -> Catalogues<'a> {
+        Catalogues {
+            loads: Some(loads),
             ..Catalogues::default()
         }
     }
@@ -169,7 +245,7 @@ impl std::fmt::Display for WorkflowError {
 }
 
 /// A loaded workflow: its bytes' hash and its nodes (API format).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Loaded {
     pub(crate) path: PathBuf,
     /// sha256 of the file as written (not of the converted prompt), so an
@@ -203,6 +279,12 @@ pub(crate) fn load(
     catalogues: &Catalogues<'_>,
 ) -> Result<Loaded, WorkflowError> {
     let tried = candidates(manifest, name);
+    if let (Some(loads), Some(entry)) = (
+        catalogues.loads,
+        manifest.workflows.iter().find(|w| w.name == name),
+    ) {
+        return loads.read(&entry.path, |r| r.loaded.clone());
+    }
     let Some(path) = tried.iter().find(|p| p.exists()).cloned() else {
         return Err(WorkflowError::NotFound { tried });
     };

@@ -454,6 +454,38 @@ impl Log {
     /// which job finished first. One pass over the log keeps a few bytes
     /// per job; the rows are then read again, one at a time.
     pub fn newest(&self) -> Result<Newest<'_>, LogError> {
+        let (entries, torn_tail) = self.newest_entries(|_| true)?;
+        Ok(Newest {
+            at: self.at()?,
+            entries: entries.into_iter(),
+            torn_tail,
+        })
+    }
+
+    /// Where the newest row of each job is, in [`Log::newest`]'s order,
+    /// for the jobs whose newest row `wanted` keeps (`rerun --status`):
+    /// one pass over the log, no row read twice; read the rows kept with
+    /// [`Log::at`] when they are needed. `wanted` is asked of every row as
+    /// it is read; the answer for a job's newest row is the one that counts.
+    pub fn newest_places(&self, wanted: impl FnMut(&Row) -> bool) -> Result<Vec<Place>, LogError> {
+        let (entries, _) = self.newest_entries(wanted)?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.wanted)
+            .map(|e| Place {
+                offset: e.offset,
+                line: e.line,
+            })
+            .collect())
+    }
+
+    /// The first pass of [`Log::newest`]: the newest row of each job,
+    /// sorted, each marked with what `wanted` said of it; and whether the
+    /// last line was torn.
+    fn newest_entries(
+        &self,
+        mut wanted: impl FnMut(&Row) -> bool,
+    ) -> Result<(Vec<Entry>, bool), LogError> {
         let mut rows = self.rows()?;
         let mut at: HashMap<u128, u32> = HashMap::new();
         let mut entries: Vec<Entry> = Vec::new();
@@ -472,6 +504,7 @@ impl Log {
                 offset,
                 line: u32::try_from(row.line).unwrap_or(u32::MAX),
                 attempts: 1,
+                wanted: wanted(&row),
             };
             match at.entry(job_key(id)) {
                 std::collections::hash_map::Entry::Occupied(e) => {
@@ -501,11 +534,7 @@ impl Log {
         }
         // The offset breaks ties between ids longer than the packed prefix.
         entries.sort_unstable_by_key(|e| (e.group, e.n, e.plain, e.id, e.offset));
-        Ok(Newest {
-            at: self.at()?,
-            entries: entries.into_iter(),
-            torn_tail,
-        })
+        Ok((entries, torn_tail))
     }
 
     /// A reader of rows by their byte offset.
@@ -543,6 +572,18 @@ struct Entry {
     line: u32,
     /// How many rows the job has (its attempts logged).
     attempts: u32,
+    /// What the caller's filter said of the row ([`Log::newest_places`]).
+    wanted: bool,
+}
+
+/// Where a row is in the log ([`Log::newest_places`]): what [`At::row`]
+/// reads it by, a few bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Byte offset where the row starts.
+    pub offset: u64,
+    /// Its 1-based line (for messages).
+    pub line: u32,
 }
 
 /// The first 16 bytes of an id, big-endian, zero-padded: ordered as the
@@ -776,5 +817,50 @@ mod tests {
             layout(&partial).unwrap_err(),
             "runs.csv has some pack columns but no 'pack_size'"
         );
+    }
+
+    /// `newest_places` keeps a job by its newest row alone, in `newest`'s
+    /// order, and each place reads back that row.
+    #[test]
+    fn newest_places_filter_by_the_newest_row_in_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG);
+        let mut text = header(&[]).join(",");
+        text.push('\n');
+        // b failed, then ok; a ok, then failed; c failed once.
+        for (id, label, status) in [
+            ("bbbb", "g#2", "failed"),
+            ("aaaa", "g#1", "ok"),
+            ("bbbb", "g#2", "ok"),
+            ("cccc", "g#3", "failed"),
+            ("aaaa", "g#1", "failed"),
+        ] {
+            text.push_str(&format!("{id},{label},w.json,,,,,,{status},,,,,,,,,,\n"));
+        }
+        std::fs::write(&path, text).unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        let status = |row: &Row| log.layout().get(row, "status").to_string();
+        let mut asked = 0;
+        let failed = log
+            .newest_places(|row| {
+                asked += 1;
+                status(row) == "failed"
+            })
+            .unwrap();
+        assert_eq!(asked, 5, "every row once");
+        let mut at = log.at().unwrap();
+        let read: Vec<(String, u32)> = failed
+            .iter()
+            .map(|p| {
+                let row = at.row(p.offset, u64::from(p.line)).unwrap();
+                assert_eq!(row.line as u32, p.line);
+                (log.layout().get(&row, "job_id").to_string(), p.line)
+            })
+            .collect();
+        assert_eq!(read, [("aaaa".to_string(), 6), ("cccc".to_string(), 5)]);
+        let all = log.newest_places(|_| true).unwrap();
+        let newest: Vec<usize> = log.newest().unwrap().map(|r| r.unwrap().line).collect();
+        let lines: Vec<usize> = all.iter().map(|p| p.line as usize).collect();
+        assert_eq!(lines, newest);
     }
 }

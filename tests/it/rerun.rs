@@ -527,3 +527,92 @@ async fn rerun_never_sends_a_file_reached_through_a_link_nor_waits_on_a_fifo() {
                 .is_none()
     );
 }
+
+/// Forty jobs of one workflow.
+const MANY: &str = r#"version: 1
+jobs:
+  - name: many
+    workflow: t2i
+    matrix:
+      "6.text": ["a fox", "a wolf", "a bear", "an owl"]
+    seeds: {count: 10, base: 1}
+"#;
+
+/// `rerun --status failed,ok` of many rows (issue #24): each job runs once,
+/// numbered after the attempts its log has (in place: 2, then 3); a shard
+/// keeps its positions in the selection; a workflow changed since is
+/// refused for every job, before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_many_rows_runs_each_job_once_numbered_after_its_attempts() {
+    let sim = sim().await;
+    let p = Project::new();
+    p.write("many.yaml", MANY);
+    let url = sim.url();
+    let out = p
+        .cli(&["run", "many.yaml", "--output", "out", "--server", &url])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let first = p.rows();
+    assert_eq!(first.len(), 40);
+    let ids = |rows: &[crate::harness::Row]| -> Vec<String> {
+        let mut ids: Vec<String> = rows.iter().map(|r| r.get("job_id").to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let rerun = |extra: &'static [&'static str]| {
+        let (p, url) = (&p, url.clone());
+        async move {
+            let mut args = vec!["rerun", "out", "--server", &url];
+            args.extend(extra);
+            p.cli(&args).await
+        }
+    };
+    let out = rerun(&["--status", "failed,ok"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 80);
+    assert_eq!(ids(&rows[40..]), ids(&first), "every job once");
+    for row in &rows[40..] {
+        assert!(row.get("prompt_id").ends_with("-2"), "{row:?}");
+    }
+
+    // In the log's order of jobs (by label), the shard 2/3 keeps the
+    // positions 1, 4, 7…
+    let mut by_label: Vec<(u32, String)> = first
+        .iter()
+        .map(|r| {
+            let n = r.get("job").rsplit_once('#').unwrap().1.parse().unwrap();
+            (n, r.get("job_id").to_string())
+        })
+        .collect();
+    by_label.sort();
+    let mut shard: Vec<String> = by_label
+        .iter()
+        .skip(1)
+        .step_by(3)
+        .map(|(_, id)| id.clone())
+        .collect();
+    shard.sort();
+    let out = rerun(&["--status", "ok", "--shard", "2/3"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 80 + 13);
+    assert_eq!(ids(&rows[80..]), shard);
+    for row in &rows[80..] {
+        assert!(row.get("prompt_id").ends_with("-3"), "{row:?}");
+    }
+
+    let path = p.path("workflows/t2i.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"blurry\"", "\"grainy\"")).unwrap();
+    let out = rerun(&["--status", "ok"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("--allow-changed-workflow").count(),
+        40,
+        "every job: {}",
+        out.stderr
+    );
+    assert_eq!(p.rows().len(), 93, "nothing ran");
+    assert_eq!(sim.stats().prompts_executed, 93, "nothing was queued");
+}

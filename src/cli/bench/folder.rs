@@ -1,9 +1,12 @@
 //! `comfy-batch bench folder --jobs N --dir D`: the folder commands on a
 //! synthetic N-job output folder (one 64 px PNG a job, every 97th job
 //! failed), each run as a child process: its peak RSS and wall time
-//! (`merge` also rebuilds the report; `merge-no-report` is the merge alone;
-//! `rerun-status` selects the failed jobs against no server, so it stops
-//! at rebuilding them: the synthetic rows' workflow is not there).
+//! (`merge` also rebuilds the report; `merge-no-report` is the merge alone).
+//! `rerun-status` is `rerun LOG --status failed --status ok` (every job) on
+//! a folder of its own whose rows a real plan wrote (so each rebuilds),
+//! against a simulator that fails every prompt, with `--fail-fast`: it
+//! selects, rebuilds and checks all N jobs, reads the log's attempts and
+//! runs the first few, then lists the rest as not run.
 //! `--against B` alternates each command with another comfy-batch binary
 //! (e.g. main's), so a noisy machine slows both alike (docs/ci.md "Scale").
 
@@ -82,21 +85,87 @@ fn synthetic_folder(run: &Path, jobs: usize) -> Result<(), CliError> {
     std::fs::write(&marker, jobs.to_string()).map_err(io)
 }
 
+/// The folder `rerun` is measured on: a real plan's rows (N/100 prompts ×
+/// 100 seeds, every 97th failed),
+/// written by the log's own writer, so every row rebuilds to the job it
+/// logs; no image files (`rerun` reads none). Returns the output folder.
+fn rerun_folder(root: &Path, jobs: usize) -> Result<PathBuf, CliError> {
+    let out = root.join("out");
+    let marker = root.join(".bench-jobs");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(&jobs.to_string()) {
+        return Ok(out);
+    }
+    let _ = std::fs::remove_dir_all(root);
+    let io = |e: std::io::Error| infra(format!("{}: {e}", root.display()));
+    std::fs::create_dir_all(root.join("workflows")).map_err(io)?;
+    std::fs::create_dir_all(root.join("jobs")).map_err(io)?;
+    std::fs::write(root.join("workflows/t2i.json"), super::WORKFLOW).map_err(io)?;
+    let path = root.join("jobs/bench.yaml");
+    // `bench plan`'s manifest, 100 seeds a prompt: N jobs, rounded up to
+    // a hundred.
+    let prompts: String = (0..jobs.div_ceil(100).max(1))
+        .map(|i| format!("        - \"a photo of subject number {i}\"\n"))
+        .collect();
+    let text = format!(
+        "version: 1\njobs:\n  - name: bench\n    workflow: t2i\n    matrix:\n      prompt:\n{prompts}    seeds: {{count: 100, base: 1}}\n"
+    );
+    std::fs::write(&path, text).map_err(io)?;
+    let bad = |lines: Vec<String>| CliError::many(Exit::BadInput, lines);
+    let manifest = crate::manifest::Manifest::load(&path).map_err(|e| bad(e.lines()))?;
+    let plan = crate::plan::Plan::with_random_key(&manifest, 1).map_err(|e| bad(e.lines()))?;
+    let output = crate::sink::OutputDir::open(&out)?;
+    crate::folder::runinfo::RunInfo {
+        fresh_seeds: Some(false),
+        ..crate::folder::runinfo::RunInfo::of(&manifest, 1, "bench000", &out)
+    }
+    .write(&output)?;
+    let (mut log, _) = crate::runlog::RunLog::open(&output.log_path(), plan.columns(), |_| false)
+        .map_err(|e| infra(e.to_string()))?;
+    for job in plan.jobs() {
+        let failed = job.index % 97 == 5;
+        let outcome = crate::outcome::Outcome {
+            status: match failed {
+                true => crate::outcome::Status::Failed,
+                false => crate::outcome::Status::Ok,
+            },
+            images: match failed {
+                true => Vec::new(),
+                false => vec![format!("images/{}_9_0.png", job.id)],
+            },
+            text: None,
+            error: failed.then(|| "KSampler (3): CUDA out of memory".to_string()),
+            attempt: crate::outcome::Attempt::default(),
+        };
+        log.append(&job, &outcome)?;
+    }
+    drop(log);
+    std::fs::write(&marker, jobs.to_string()).map_err(io)?;
+    Ok(out)
+}
+
+/// Whether `--only` (none: every command) names `name`.
+fn wants(only: &[String], name: &str) -> bool {
+    only.is_empty() || only.iter().any(|o| o == name)
+}
+
 /// Runs the command.
 pub fn execute(args: BenchFolderArgs) -> Result<Exit, CliError> {
     let exe = std::env::current_exe().map_err(|e| infra(e.to_string()))?;
     let run = args.dir.join("run");
-    let started = std::time::Instant::now();
-    synthetic_folder(&run, args.jobs)?;
-    eprintln!(
-        "folder of {} jobs ready in {:.1} s: {}",
-        args.jobs,
-        started.elapsed().as_secs_f64(),
-        run.display()
-    );
+    // Every command but `rerun-status` reads this folder.
+    if args.only.is_empty() || args.only.iter().any(|o| o != "rerun-status") {
+        let started = std::time::Instant::now();
+        synthetic_folder(&run, args.jobs)?;
+        eprintln!(
+            "folder of {} jobs ready in {:.1} s: {}",
+            args.jobs,
+            started.elapsed().as_secs_f64(),
+            run.display()
+        );
+    }
     let out = |name: &str| args.dir.join(name).display().to_string();
     let run_s = run.display().to_string();
-    let commands: Vec<(&str, Vec<String>)> = vec![
+    let mut commands: Vec<(&str, Vec<String>)> = vec![
         ("status", vec!["status".into(), run_s.clone()]),
         (
             "webdataset",
@@ -148,21 +217,42 @@ pub fn execute(args: BenchFolderArgs) -> Result<Exit, CliError> {
             .map(String::from)
             .to_vec(),
         ),
-        (
-            "rerun-status",
-            [
-                "rerun",
-                // The log itself: older builds take no folder here.
-                &run.join(crate::runlog::LOG).display().to_string(),
-                "--status",
-                "failed",
-                "--server",
-                "http://127.0.0.1:9",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ),
     ];
+    // Kept alive while the commands run: `rerun-status`'s server.
+    let mut _sim = None;
+    if wants(&args.only, "rerun-status") {
+        let started = std::time::Instant::now();
+        let out = rerun_folder(&args.dir.join("rerun"), args.jobs)?;
+        eprintln!(
+            "rerun folder of {} jobs ready in {:.1} s: {}",
+            args.jobs,
+            started.elapsed().as_secs_f64(),
+            out.display()
+        );
+        // Every prompt fails, and the first failure stops the rerun: it
+        // selects, rebuilds and checks every job, reads the log's attempts
+        // and runs the first few, without writing 200k images.
+        let sim_files = args.dir.join("rerun-sim");
+        std::fs::create_dir_all(&sim_files).map_err(|e| infra(e.to_string()))?;
+        let sim = super::run::start_sim(&exe, 0, &sim_files, &["--fail-rate", "1"])?;
+        commands.push((
+            "rerun-status",
+            vec![
+                "rerun".into(),
+                // The log itself: older builds take no folder here.
+                out.join(crate::runlog::LOG).display().to_string(),
+                "--status".into(),
+                "failed".into(),
+                "--status".into(),
+                "ok".into(),
+                "--server".into(),
+                sim.url.clone(),
+                "--fail-fast".into(),
+                "--no-report".into(),
+            ],
+        ));
+        _sim = Some(sim);
+    }
     let mut binaries = vec![("this", exe)];
     if let Some(b) = &args.against {
         binaries.push(("against", b.clone()));
@@ -170,7 +260,7 @@ pub fn execute(args: BenchFolderArgs) -> Result<Exit, CliError> {
     println!("jobs\tcommand\tbinary\tpeak_mb\ttime_s\texit");
     for round in 0..args.rounds.max(1) {
         for (name, argv) in &commands {
-            if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+            if !wants(&args.only, name) {
                 continue;
             }
             // Alternate which binary goes first, round by round.

@@ -76,9 +76,9 @@ pub struct BenchRunArgs {
     pub serve_sims: Option<usize>,
 }
 
-struct SimProcess {
+pub(super) struct SimProcess {
     child: Child,
-    url: String,
+    pub(super) url: String,
 }
 
 impl Drop for SimProcess {
@@ -92,7 +92,12 @@ fn infra(message: String) -> CliError {
     CliError::many(Exit::Infrastructure, vec![message])
 }
 
-fn start_sim(exe: &Path, step_ms: u64, dir: &Path, extra: &[&str]) -> Result<SimProcess, CliError> {
+pub(super) fn start_sim(
+    exe: &Path,
+    step_ms: u64,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<SimProcess, CliError> {
     use std::io::BufRead;
     let mut child = Command::new(exe)
         .args(["sim", "--listen", "127.0.0.1:0", "--step-ms"])
