@@ -27,6 +27,9 @@
 //! each server ran (versions, devices, node and model hashes) beside the log;
 //! `compare` pairs two folders' jobs and classifies their outputs.
 //!
+//! `rerun` rebuilds a rerun's jobs from the log's rows, streamed, as a
+//! feed for `run`.
+//!
 //! `scaffold` writes the starter project of `init` (the repository's own
 //! examples, embedded); `listing` prints a plan's jobs for `plan`.
 #![warn(missing_docs)]
@@ -52,6 +55,7 @@ mod paths;
 pub mod plan;
 pub mod preflight;
 pub mod progress;
+pub mod rerun;
 pub mod run;
 pub mod runlog;
 pub mod scaffold;

@@ -1,12 +1,10 @@
 //! `comfy-batch rerun LOG.csv`: lowers its flags, selects rows of a run log
 //! (`crate::runlog`) in one pass, keeping where each is, has
 //! `crate::plan::rebuild` turn them into jobs (the job as sent,
-//! `crate::sink::sent_job`, the fallback) one at a time (`feed`: checked
+//! `crate::sink::sent_job`, the fallback) one at a time (`crate::rerun`: checked
 //! first, every problem before anything runs, then rebuilt as the
 //! preflight and the scheduler ask) and runs them again. Memory stays a few
 //! bytes a job, whatever the log's size.
-
-mod feed;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -16,9 +14,9 @@ use super::drive::{Prepared, Session, drive, open_output};
 use super::options::{RunOptions, check_output};
 use super::{CliError, Exit, GlobalArgs};
 use crate::plan::rebuild::Origin;
+use crate::rerun::{Rebuilder, RerunFeed};
 use crate::run::Status;
 use crate::runlog::{self, Log, Place, RunLog};
-use feed::{Rebuilder, RerunFeed};
 
 /// Arguments of `comfy-batch rerun`.
 #[derive(Debug, clap::Args)]

@@ -7,8 +7,11 @@
 //! ([`RerunFeed`]). A job that no longer rebuilds to the job checked (its
 //! workflow or input edited meanwhile) is not run, and said so.
 //!
-//! Knows the log's reader (`crate::runlog`), `crate::plan::rebuild` and the
-//! job as sent (`crate::sink::sent_job`); not how the jobs are run.
+//! Library work, not `cli`'s: `cli::rerun` only lowers the flags, picks the
+//! rows and hands these to the run. Knows the log's reader
+//! (`crate::runlog`), `crate::plan::rebuild`, the job as sent
+//! (`crate::sink::sent_job`) and the run's [`JobFeed`]; not how the jobs
+//! are run.
 
 use std::cell::RefCell;
 
@@ -19,7 +22,7 @@ use crate::runlog::{At, Log, Place, Resume, job_key};
 
 /// A selected job: where its row is and the id it rebuilt to when checked.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Chosen {
+pub struct Chosen {
     place: Place,
     /// [`job_key`] of the id: exact, the ids checked being 12 or 16 hex
     /// digits.
@@ -35,14 +38,14 @@ fn id_of(key: u128) -> String {
 }
 
 /// Rebuilds jobs from rows of one log.
-pub(super) struct Rebuilder<'a> {
+pub struct Rebuilder<'a> {
     log: &'a Log,
     origin: Origin<'a>,
 }
 
 impl<'a> Rebuilder<'a> {
     /// Rows of `log`, planned as `origin` says.
-    pub(super) fn new(log: &'a Log, origin: Origin<'a>) -> Self {
+    pub fn new(log: &'a Log, origin: Origin<'a>) -> Self {
         Rebuilder { log, origin }
     }
 
@@ -61,7 +64,7 @@ impl<'a> Rebuilder<'a> {
     /// rebuilt once, each warning shown as met (unless `quiet`), every
     /// problem kept; the rows whose position `keep` takes (a shard) are
     /// returned, with the ids they rebuild to. No job is kept.
-    pub(super) fn check(
+    pub fn check(
         &self,
         places: Vec<Place>,
         keep: impl Fn(usize) -> bool,
@@ -112,7 +115,7 @@ impl<'a> Rebuilder<'a> {
     /// The jobs of `chosen`, rebuilt one at a time (the preflight's walks);
     /// one that no longer rebuilds to the job checked is left out (the
     /// run's feed reports it).
-    pub(super) fn jobs(&'a self, chosen: &'a [Chosen]) -> Box<dyn Iterator<Item = Job> + 'a> {
+    pub fn jobs(&'a self, chosen: &'a [Chosen]) -> Box<dyn Iterator<Item = Job> + 'a> {
         let Ok(mut at) = self.log.at() else {
             return Box::new(std::iter::empty());
         };
@@ -127,7 +130,7 @@ impl<'a> Rebuilder<'a> {
 /// The scheduler's feed of a rerun: the chosen jobs rebuilt as slots free
 /// up, each numbered after the attempts the target log has; the rest
 /// listed from their rows, without rebuilding.
-pub(super) struct RerunFeed<'a> {
+pub struct RerunFeed<'a> {
     rebuilder: &'a Rebuilder<'a>,
     at: At<'a>,
     chosen: std::slice::Iter<'a, Chosen>,
@@ -139,7 +142,7 @@ pub(super) struct RerunFeed<'a> {
 impl<'a> RerunFeed<'a> {
     /// The jobs of `chosen`, numbered by `resume` (the target log's);
     /// `changed` collects the jobs left out.
-    pub(super) fn new(
+    pub fn new(
         rebuilder: &'a Rebuilder<'a>,
         chosen: &'a [Chosen],
         resume: Resume,
