@@ -215,8 +215,9 @@
     render();
     ready();
   }
-  window.addEventListener('hashchange', function () { state = readState(); render(); });
-  window.addEventListener('popstate', function () { state = readState(); render(); });
+  // A job named by the URL, not a step: see aim.
+  window.addEventListener('hashchange', function () { aim = null; state = readState(); render(); });
+  window.addEventListener('popstate', function () { aim = null; state = readState(); render(); });
 
   if (M.live) {
     var lt = document.getElementById('live-text');
@@ -696,19 +697,27 @@
 
   // ---- viewer --------------------------------------------------------------
   // The job the viewer shows: its position and row (its chunk may be gone).
-  var viewerList = [], viewing = null;
+  // aim: the position a step is moving to while its chunk loads, or null:
+  // a second press steps on from there, and a later step or closing the
+  // viewer makes the load move nothing.
+  var viewerList = [], viewing = null, aim = null;
   function openViewer(job, list) {
     viewerList = list.slice();
     viewing = { g: job.g, a: job.a };
+    aim = null;
     setState({ job: job.id }, true);
   }
-  function closeViewer() { setState({ job: undefined }); }
+  function closeViewer() { aim = null; setState({ job: undefined }); }
   function step(d) {
     var list = viewerList.length ? viewerList : (state.view === 'grid' ? gridOrder : galleryList);
-    var i = viewing && viewing.a[0] === state.job ? list.indexOf(viewing.g) : -1;
+    var from = aim !== null ? aim : viewing && viewing.a[0] === state.job ? viewing.g : -1;
+    var i = from < 0 ? -1 : list.indexOf(from);
     if (i < 0 || !list.length) return;
     var g = list[(i + d + list.length) % list.length], k = Math.floor(g / CHUNK);
+    aim = g;
     need(k, function () {
+      if (aim !== g) return;
+      aim = null;
       var a = chunks[k][g - k * CHUNK];
       if (!a) return;
       viewing = { g: g, a: a };

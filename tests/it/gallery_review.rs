@@ -99,6 +99,12 @@ async fn rpage_gallery_scrolled_to_the_middle_and_back_shows_the_cards_there() {
     }
 }
 
+/// The `job=` of the fragment, or `""`.
+async fn job_in_url(page: &mut Devtools) -> String {
+    page.eval("(location.hash.match(/[#&]job=([^&]*)/) || ['', ''])[1]")
+        .await
+}
+
 /// Waits for the viewer to show job `j{n:05}` (its title and the URL).
 async fn viewing(page: &mut Devtools, n: usize) {
     until(
@@ -141,6 +147,46 @@ async fn rpage_the_viewer_steps_across_chunks_in_the_gallerys_order() {
     page.eval("document.getElementById('viewer-prev').click()")
         .await;
     viewing(&mut page, 11_999).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpage_two_quick_steps_move_two_jobs_and_escape_is_not_undone_by_a_load() {
+    let p = Project::new();
+    let index = report_of(&p, 12_000).await;
+    // The first screens need chunk 0 only: j00999 is its last job.
+    let mut page = Devtools::open(&url(&index, "")).await;
+    settled(&mut page).await;
+    page.eval("location.hash = 'job=j00999'").await;
+    viewing(&mut page, 999).await;
+    // Two presses before chunk 1 arrives: two jobs on, as within a chunk.
+    page.eval(
+        "(function () { var n = document.getElementById('viewer-next'); n.click(); n.click(); })()",
+    )
+    .await;
+    until(
+        &mut page,
+        "location.hash.indexOf('job=j00999') < 0",
+        "moved",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(job_in_url(&mut page).await, "j01001");
+    viewing(&mut page, 1001).await;
+    // Back from the first wraps to the last job, in chunk 11, not loaded;
+    // Escape before it arrives: closed the viewer stays.
+    page.eval("location.hash = 'job=j00000'").await;
+    viewing(&mut page, 0).await;
+    page.eval(
+        "(function () { document.getElementById('viewer-prev').click(); \
+         document.dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape' })); })()",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(job_in_url(&mut page).await, "");
+    assert_eq!(
+        page.eval("document.getElementById('viewer').hidden").await,
+        "true"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
