@@ -56,21 +56,26 @@
       batch_index: a[13][0], pack_size: a[13][1], pack_id: a[13][2]
     };
   }
-  function gone() {
-    broken = 'The data of this page (' + M.data + ') could not be read: the report was rewritten since. Reload the page.';
+  // The data file name (index.js, NNNN.js) could not be read: named, as a
+  // half-written or deleted file is not always a newer report.
+  function gone(name) {
+    broken = 'The data file ' + M.data + name + ' of this page could not be read (missing or damaged): the report was rewritten since, or its data folder damaged. Reload the page; if this stays, write the report again.';
     note();
   }
   function pump() {
     while (loading < PARALLEL && pending.length) {
-      var k = pending.shift();
+      var k = pending.shift(), name = chunkFile(k);
       loading++;
-      script(String(k).padStart(4, '0') + '.js', done.bind(null, k), function () { loading--; gone(); });
+      // Bound now: k and name are the next file's by the time one ends.
+      script(name, done.bind(null, k), failed.bind(null, name));
     }
   }
+  function failed(name) { loading--; gone(name); }
+  function chunkFile(k) { return String(k).padStart(4, '0') + '.js'; }
   function done(k) {
     loading--;
-    // A file that loads but holds no chunk k is not this report's.
-    if (!chunks[k]) { gone(); return; }
+    // A file that loads but holds no chunk k is cut short or not this report's.
+    if (!chunks[k]) { gone(chunkFile(k)); return; }
     // k is the newest: its callers read it now, from what they are given.
     while (lru.length > KEEP) delete chunks[lru.shift()];
     var ws = waiters[k] || [];
@@ -857,6 +862,6 @@
   }
   render();
   script('index.js', function () {
-    if (X) start(); else gone();
-  }, gone);
+    if (X) start(); else gone('index.js');
+  }, function () { gone('index.js'); });
 })();

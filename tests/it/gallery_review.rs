@@ -379,6 +379,50 @@ fn urlencode(s: &str) -> String {
     out
 }
 
+/// The data folder the page at `index` reads.
+fn data_dir(index: &Path) -> PathBuf {
+    let page = std::fs::read_to_string(index).unwrap();
+    let at = page.find("data/").unwrap() + "data/".len();
+    let id: String = page[at..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    index.parent().unwrap().join("data").join(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpage_a_damaged_chunk_is_named_and_the_search_never_claims_a_final_count() {
+    let p = Project::new();
+    let index = report_of(&p, 12_000).await;
+    let data = data_dir(&index);
+    // Half a file, and a missing one.
+    let half = data.join("0007.js");
+    let text = std::fs::read(&half).unwrap();
+    std::fs::write(&half, &text[..text.len() / 2]).unwrap();
+    std::fs::remove_file(data.join("0010.js")).unwrap();
+    let mut page = Devtools::open(&url(&index, "")).await;
+    page.eval("location.hash = 'q=boom-1'").await;
+    let says = until(
+        &mut page,
+        "document.getElementById('loading').hidden ? '' : document.getElementById('loading').textContent",
+        "a message",
+    )
+    .await;
+    let says = until(
+        &mut page,
+        "/data\\/[0-9a-f]+\\/(0007|0010)\\.js of this page could not be read/.test(document.getElementById('loading').textContent) ? document.getElementById('loading').textContent : ''",
+        &format!("the damaged file named (it says {says:?})"),
+    )
+    .await;
+    // The last that failed is named, never an intact one.
+    assert!(!says.contains("0011.js"), "{says}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let shown = page
+        .eval("document.getElementById('shown').textContent")
+        .await;
+    assert!(shown.contains("so far"), "{shown}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpage_a_report_rewritten_twice_under_an_open_page_says_reload_and_a_reload_keeps_the_view()
 {
