@@ -56,21 +56,26 @@
       batch_index: a[13][0], pack_size: a[13][1], pack_id: a[13][2]
     };
   }
-  function gone() {
-    broken = 'The data of this page (' + M.data + ') could not be read: the report was rewritten since. Reload the page.';
+  // The data file name (index.js, NNNN.js) could not be read: named, as a
+  // half-written or deleted file is not always a newer report.
+  function gone(name) {
+    broken = 'The data file ' + M.data + name + ' of this page could not be read (missing or damaged): the report was rewritten since, or its data folder damaged. Reload the page; if this stays, write the report again.';
     note();
   }
   function pump() {
     while (loading < PARALLEL && pending.length) {
-      var k = pending.shift();
+      var k = pending.shift(), name = chunkFile(k);
       loading++;
-      script(String(k).padStart(4, '0') + '.js', done.bind(null, k), function () { loading--; gone(); });
+      // Bound now: k and name are the next file's by the time one ends.
+      script(name, done.bind(null, k), failed.bind(null, name));
     }
   }
+  function failed(name) { loading--; gone(name); }
+  function chunkFile(k) { return String(k).padStart(4, '0') + '.js'; }
   function done(k) {
     loading--;
-    // A file that loads but holds no chunk k is not this report's.
-    if (!chunks[k]) { gone(); return; }
+    // A file that loads but holds no chunk k is cut short or not this report's.
+    if (!chunks[k]) { gone(chunkFile(k)); return; }
     // k is the newest: its callers read it now, from what they are given.
     while (lru.length > KEEP) delete chunks[lru.shift()];
     var ws = waiters[k] || [];
@@ -215,8 +220,9 @@
     render();
     ready();
   }
-  window.addEventListener('hashchange', function () { state = readState(); render(); });
-  window.addEventListener('popstate', function () { state = readState(); render(); });
+  // A job named by the URL, not a step: see aim.
+  window.addEventListener('hashchange', function () { aim = null; state = readState(); render(); });
+  window.addEventListener('popstate', function () { aim = null; state = readState(); render(); });
 
   if (M.live) {
     var lt = document.getElementById('live-text');
@@ -696,19 +702,27 @@
 
   // ---- viewer --------------------------------------------------------------
   // The job the viewer shows: its position and row (its chunk may be gone).
-  var viewerList = [], viewing = null;
+  // aim: the position a step is moving to while its chunk loads, or null:
+  // a second press steps on from there, and a later step or closing the
+  // viewer makes the load move nothing.
+  var viewerList = [], viewing = null, aim = null;
   function openViewer(job, list) {
     viewerList = list.slice();
     viewing = { g: job.g, a: job.a };
+    aim = null;
     setState({ job: job.id }, true);
   }
-  function closeViewer() { setState({ job: undefined }); }
+  function closeViewer() { aim = null; setState({ job: undefined }); }
   function step(d) {
     var list = viewerList.length ? viewerList : (state.view === 'grid' ? gridOrder : galleryList);
-    var i = viewing && viewing.a[0] === state.job ? list.indexOf(viewing.g) : -1;
+    var from = aim !== null ? aim : viewing && viewing.a[0] === state.job ? viewing.g : -1;
+    var i = from < 0 ? -1 : list.indexOf(from);
     if (i < 0 || !list.length) return;
     var g = list[(i + d + list.length) % list.length], k = Math.floor(g / CHUNK);
+    aim = g;
     need(k, function () {
+      if (aim !== g) return;
+      aim = null;
       var a = chunks[k][g - k * CHUNK];
       if (!a) return;
       viewing = { g: g, a: a };
@@ -848,6 +862,6 @@
   }
   render();
   script('index.js', function () {
-    if (X) start(); else gone();
-  }, gone);
+    if (X) start(); else gone('index.js');
+  }, function () { gone('index.js'); });
 })();

@@ -15,6 +15,7 @@ mod faults;
 mod folder_safety;
 mod gallery;
 mod gallery_heap;
+mod gallery_review;
 mod grid;
 mod harness;
 mod install;
