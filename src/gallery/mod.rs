@@ -114,10 +114,11 @@ pub fn report_dir(root: &Path) -> PathBuf {
     root.join("report")
 }
 
-/// Refuses a `report/`, `report/thumbs/` or `report/grids/` that is a
-/// link: what the report and its grids write stays in the folder.
+/// Refuses a `report/`, `report/thumbs/`, `report/grids/` or
+/// `report/data/` that is a link: what the report and its grids write (and
+/// the old data folders it prunes) stays in the folder.
 pub fn check_report_dir(root: &Path) -> Result<(), GalleryError> {
-    for rel in ["report", "report/thumbs", "report/grids"] {
+    for rel in ["report", "report/thumbs", "report/grids", "report/data"] {
         if let Err(crate::folder::Refusal::Link(link)) =
             crate::folder::walk_under(root, Path::new(rel))
         {

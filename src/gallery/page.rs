@@ -228,8 +228,10 @@ pub(crate) fn prune_data(report: &Path, keep: &str, old_page: Option<&[u8]>) {
                 continue;
             }
         }
-        // Only what this module writes: folders named by a digest.
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+        // Only what this module writes: folders named by a digest (or its
+        // temporary ones), never a folder someone else put there.
+        let ours = name.starts_with(".tmp-") || name.chars().all(|c| c.is_ascii_hexdigit());
+        if ours && entry.file_type().is_ok_and(|t| t.is_dir()) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

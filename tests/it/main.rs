@@ -26,6 +26,7 @@ mod packaging;
 mod plan;
 mod rerun;
 mod resume;
+mod review_sched;
 mod run;
 mod run_log;
 mod secrets;
