@@ -454,11 +454,24 @@ impl Log {
     /// which job finished first. One pass over the log keeps a few bytes
     /// per job; the rows are then read again, one at a time.
     pub fn newest(&self) -> Result<Newest<'_>, LogError> {
+        self.newest_in(self.newest_order()?)
+    }
+
+    /// The first pass of [`Log::newest`] alone, kept to walk the jobs
+    /// more than once ([`Log::newest_in`]) without reading the whole log
+    /// and sorting again each time (the report's two passes).
+    pub fn newest_order(&self) -> Result<NewestOrder, LogError> {
         let (entries, torn_tail) = self.newest_entries(|_| true)?;
+        Ok(NewestOrder { entries, torn_tail })
+    }
+
+    /// [`Log::newest`] in an order found before by [`Log::newest_order`]
+    /// of this log.
+    pub fn newest_in(&self, order: NewestOrder) -> Result<Newest<'_>, LogError> {
         Ok(Newest {
             at: self.at()?,
-            entries: entries.into_iter(),
-            torn_tail,
+            entries: order.entries.into_iter(),
+            torn_tail: order.torn_tail,
         })
     }
 
@@ -556,7 +569,16 @@ fn reader<R: Read>(from: R, capacity: usize) -> csv::Reader<R> {
         .from_reader(from)
 }
 
+/// Where each job's newest row is, in [`Log::newest`]'s order: a few
+/// bytes a job ([`Log::newest_order`]).
+#[derive(Debug, Clone)]
+pub struct NewestOrder {
+    entries: Vec<Entry>,
+    torn_tail: bool,
+}
+
 /// One job's newest row, as the first pass of [`Log::newest`] keeps it.
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     /// Rank of the label's group.
     group: u32,
