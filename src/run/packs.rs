@@ -35,15 +35,39 @@ enum Entry {
     Running(watch::Receiver<Option<Arc<Ran>>>),
     /// The prompt ran: its outputs, for the jobs still to save theirs.
     Ran(Arc<Ran>),
-    /// The prompt of attempt `number` failed: the end of that attempt for
-    /// each job of the pack; a later attempt sends it again.
-    Failed { number: u32, outcome: Arc<Outcome> },
+}
+
+/// One pack: what its prompt is doing now, and how each attempt of it
+/// that failed ended (a few, `--retries` at most), kept apart so that a
+/// job of the pack that starts attempt k late still ends it with attempt
+/// k's prompt, not a later one's.
+#[derive(Default)]
+struct Pack {
+    now: Option<Entry>,
+    /// (attempt number, how its prompt ended), in the order they failed.
+    failed: Vec<(u32, Arc<Outcome>)>,
+}
+
+impl Pack {
+    /// How attempt `number` ended if the pack's prompt of that attempt
+    /// failed; else, if a later attempt's failed, the first such (the
+    /// attempt's own prompt never ran: it would fail again).
+    fn failed(&self, number: u32) -> Option<Arc<Outcome>> {
+        let exact = self.failed.iter().find(|(n, _)| *n == number);
+        let later = || {
+            self.failed
+                .iter()
+                .filter(|(n, _)| *n > number)
+                .min_by_key(|(n, _)| *n)
+        };
+        exact.or_else(later).map(|(_, o)| o.clone())
+    }
 }
 
 /// The run's packs by pack id.
 #[derive(Default)]
 pub(crate) struct Board {
-    packs: Mutex<HashMap<JobId, Entry>>,
+    packs: Mutex<HashMap<JobId, Pack>>,
 }
 
 /// What a job of a pack does now.
@@ -71,20 +95,18 @@ impl Board {
     /// The role of a job of `pack` that starts its attempt `number` now.
     pub(crate) fn role(self: &Arc<Self>, pack: &JobId, number: u32) -> Role {
         let mut packs = self.packs.lock().unwrap_or_else(|e| e.into_inner());
-        match packs.get(pack) {
+        let state = packs.entry(pack.clone()).or_default();
+        if let Some(outcome) = state.failed(number) {
+            return Role::Failed(outcome);
+        }
+        match &state.now {
             Some(Entry::Running(rx)) => return Role::Wait(rx.clone()),
-            Some(Entry::Failed {
-                number: failed,
-                outcome,
-            }) if number <= *failed => {
-                return Role::Failed(outcome.clone());
-            }
             // Outputs on a server since lost cannot be fetched: run again.
             Some(Entry::Ran(ran)) if !ran.server.is_lost() => return Role::Collect(ran.clone()),
             _ => {}
         }
         let (tx, rx) = watch::channel(None);
-        packs.insert(pack.clone(), Entry::Running(rx));
+        state.now = Some(Entry::Running(rx));
         Role::Submit(Publisher {
             board: self.clone(),
             pack: pack.clone(),
@@ -99,7 +121,7 @@ impl Publisher {
     pub(crate) fn publish(mut self, ran: Ran) {
         let ran = Arc::new(ran);
         let mut packs = self.board.packs.lock().unwrap_or_else(|e| e.into_inner());
-        packs.insert(self.pack.clone(), Entry::Ran(ran.clone()));
+        packs.entry(self.pack.clone()).or_default().now = Some(Entry::Ran(ran.clone()));
         drop(packs);
         self.published = true;
         let _ = self.tx.send(Some(ran));
@@ -109,8 +131,9 @@ impl Publisher {
     /// says: the pack's other jobs end that attempt the same way.
     pub(crate) fn fail(mut self, number: u32, outcome: Outcome) {
         let mut packs = self.board.packs.lock().unwrap_or_else(|e| e.into_inner());
-        let outcome = Arc::new(outcome);
-        packs.insert(self.pack.clone(), Entry::Failed { number, outcome });
+        let state = packs.entry(self.pack.clone()).or_default();
+        state.now = None;
+        state.failed.push((number, Arc::new(outcome)));
         // Dropping the sender wakes the waiting jobs: they ask again.
         self.published = true;
     }
@@ -121,8 +144,10 @@ impl Drop for Publisher {
         if !self.published {
             // The waiting jobs see the sender gone and ask again.
             let mut packs = self.board.packs.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(packs.get(&self.pack), Some(Entry::Running(_))) {
-                packs.remove(&self.pack);
+            if let Some(state) = packs.get_mut(&self.pack)
+                && matches!(state.now, Some(Entry::Running(_)))
+            {
+                state.now = None;
             }
         }
     }

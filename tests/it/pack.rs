@@ -505,3 +505,34 @@ async fn rerun_names_a_hand_edited_pack_cell_once_by_its_log_line() {
     assert_eq!(errors[0].matches("'x9'").count(), 1, "{}", out.stderr);
     assert!(!p.path("again/runs.csv").exists(), "nothing run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_job_that_lags_logs_each_attempt_with_that_attempts_prompt() {
+    // Every prompt fails and each job retries: a job of a pack that starts
+    // its attempt late (the pack's prompt of a later attempt already
+    // failed) still ends attempt k with attempt k's prompt, so no row of a
+    // job repeats a prompt id another of its rows has.
+    let sim = sim_with(SimConfig {
+        fail_rate: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let p = Project::new();
+    p.write("packed.yaml", packed(8, 4, "[5, 6.5]", ""));
+    let out = p.run("packed.yaml", &[&sim], &["--retries", "4"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    // 2 cfg × 2 packs of 4, each sent once per attempt (5).
+    assert_eq!(sim.stats().prompts_executed, 20, "{}", out.stderr);
+    let rows = p.rows();
+    assert_eq!(rows.len(), 80, "a row per image and attempt");
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in &rows {
+        seen.entry(row.get("job_id").to_string())
+            .or_default()
+            .push(row.get("prompt_id").to_string());
+    }
+    for (job, prompts) in &seen {
+        let distinct: BTreeSet<&String> = prompts.iter().collect();
+        assert_eq!(distinct.len(), prompts.len(), "{job}: {prompts:?}");
+    }
+}
