@@ -5,65 +5,16 @@
 //! are `bench run`'s; these only fail if the runner's memory grows with
 //! what it should not: the number of jobs, or the size of one file.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
-/// System's allocator, counting the live bytes and their peak.
-struct Counting;
+#[path = "common/counting.rs"]
+mod counting;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-fn add(bytes: usize) {
-    let live = LIVE.fetch_add(bytes as isize, Ordering::Relaxed) + bytes as isize;
-    PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
-fn sub(bytes: usize) {
-    LIVE.fetch_sub(bytes as isize, Ordering::Relaxed);
-}
-
-// SAFETY: every call is System's; the counters only observe.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            add(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        sub(layout.size());
-        unsafe { System.dealloc(p, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            add(layout.size());
-        }
-        p
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, layout, new_size) };
-        if !q.is_null() {
-            sub(layout.size());
-            add(new_size);
-        }
-        q
-    }
-}
+use counting::ONE_AT_A_TIME;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// One measure at a time: the counters are the process's.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// A simulator in a process of its own (its worker's memory is not the
 /// runner's), killed when dropped.
@@ -106,11 +57,9 @@ fn peak_of_run(args: &[&str]) -> isize {
             .chain(args),
     )
     .unwrap();
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let code = comfy_batch::cli::execute(cli);
+    let (peak, code) = counting::peak_of(|| comfy_batch::cli::execute(cli));
     assert_eq!(code, ExitCode::SUCCESS, "run {args:?}");
-    PEAK.load(Ordering::Relaxed) - before
+    peak
 }
 
 fn write(path: &Path, text: &str) {

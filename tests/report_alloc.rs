@@ -5,72 +5,15 @@
 //! Figures of a release build are `bench folder`'s; these only fail if the
 //! state per job grows.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
-/// System's allocator, counting the live bytes and their peak.
-struct Counting;
+#[path = "common/counting.rs"]
+mod counting;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-fn add(bytes: usize) {
-    let live = LIVE.fetch_add(bytes as isize, Ordering::Relaxed) + bytes as isize;
-    PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
-fn sub(bytes: usize) {
-    LIVE.fetch_sub(bytes as isize, Ordering::Relaxed);
-}
-
-// SAFETY: every call is System's; the counters only observe.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            add(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        sub(layout.size());
-        unsafe { System.dealloc(p, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            add(layout.size());
-        }
-        p
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, layout, new_size) };
-        if !q.is_null() {
-            sub(layout.size());
-            add(new_size);
-        }
-        q
-    }
-}
+use counting::{ONE_AT_A_TIME, peak_of};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// One measure at a time: the counters are the process's.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// The peak of live bytes above those live before, while `f` runs.
-fn peak_of<T>(f: impl FnOnce() -> T) -> (isize, T) {
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let out = f();
-    (PEAK.load(Ordering::Relaxed) - before, out)
-}
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// A folder of `jobs` jobs as a run logs them (every 97th failed), one
 /// 64 px PNG a job; every 50th is on disk, the others missing (as cheap to
