@@ -230,19 +230,23 @@ async fn a_run_killed_while_its_pack_runs_adopts_the_packs_prompt_on_resume() {
     assert_eq!(prompt_files(&p), BTreeSet::from([pack]));
 }
 
+/// Runs [`PACKED`] in `p` against a simulator; returns the row of the
+/// second image of a full pack (not the image its seed makes alone).
+async fn second_of_a_pack(p: &Project) -> Row {
+    let sim = sim().await;
+    p.write("packed.yaml", PACKED);
+    let out = p.run("packed.yaml", &[&sim], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    p.rows()
+        .into_iter()
+        .find(|r| r.get("batch_index") == "1")
+        .expect("a packed row at batch index 1")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerun_of_one_packed_row_gives_its_image_byte_for_byte() {
-    let first = sim().await;
     let p = Project::new();
-    p.write("packed.yaml", PACKED);
-    let out = p.run("packed.yaml", &[&first], &[]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    // The second image of a full pack: not the image its seed makes alone.
-    let rows = p.rows();
-    let row = rows
-        .iter()
-        .find(|r| r.get("batch_index") == "1")
-        .expect("a packed row at batch index 1");
+    let row = &second_of_a_pack(&p).await;
     let id = row.get("job_id").to_string();
     let fresh = sim().await;
     let out = p
@@ -279,16 +283,8 @@ async fn rerun_of_one_packed_row_gives_its_image_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerun_of_a_packed_row_whose_workflow_is_gone_sends_the_packs_prompt() {
-    let first = sim().await;
     let p = Project::new();
-    p.write("packed.yaml", PACKED);
-    let out = p.run("packed.yaml", &[&first], &[]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let rows = p.rows();
-    let row = rows
-        .iter()
-        .find(|r| r.get("batch_index") == "1")
-        .expect("a packed row at batch index 1");
+    let row = &second_of_a_pack(&p).await;
     let (id, pack) = (row.get("job_id"), row.get("pack_id"));
     assert!(!p.out().join(format!("prompts/{id}.json")).exists());
     std::fs::remove_file(p.path("workflows/t2i.json")).unwrap();
